@@ -1,0 +1,195 @@
+"""The queue's vocabulary: job states, the Job record, the commands that change the queue and the
+results that applying a command returns.
+
+Everything here is plain data (msgspec Structs) so it can be written to the WAL, replicated
+through etcd and sent over HTTP without translation. Times are integer milliseconds since the
+Unix epoch; every command carries its own `now` so the state machine never reads a clock.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+
+class JobState(str, enum.Enum):
+    READY = "READY"  # waiting to be leased (a future run_at makes it "scheduled")
+    RUNNING = "RUNNING"  # leased by a worker until lease_until
+    ACKED = "ACKED"  # finished successfully
+    RETRY = "RETRY"  # a failed attempt, waiting out its backoff until run_at
+    DEAD = "DEAD"  # retries exhausted
+    CANCELLED = "CANCELLED"  # cancelled before it ran
+
+
+FINISHED_STATES = frozenset({JobState.ACKED, JobState.DEAD, JobState.CANCELLED})
+
+DEFAULT_QUEUE = "default"
+
+
+class Job(msgspec.Struct, array_like=True, gc=False):
+    """One job as the state machine keeps it.
+
+    array_like and gc=False keep it compact in memory and in snapshots: the state machine holds
+    millions of these.
+    """
+
+    id: str
+    queue: str
+    payload: str
+    priority: int
+    max_retries: int
+    attempts: int
+    state: JobState
+    created_at: int
+    run_at: int
+    seq: int  # submission order, the final tie-breaker for lease order
+    lease_until: int | None = None
+    lease_id: str | None = None
+    result: str | None = None
+    result_error: str | None = None
+    idempotency_key: str | None = None
+    updated_at: int = 0  # time of the last state change; finished jobs are purged from it
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands. Each is tagged so a log record decodes back to the right type.
+
+
+class NewJob(msgspec.Struct, array_like=True):
+    """One job of a Submit: ids are chosen by the proposer, never by the state machine."""
+
+    id: str
+    queue: str = DEFAULT_QUEUE
+    payload: str = ""
+    priority: int = 0
+    max_retries: int = 3
+    run_at: int | None = None  # None: runnable at the command's `now`
+    idempotency_key: str | None = None
+
+
+class Submit(msgspec.Struct, tag="submit", array_like=True):
+    now: int
+    jobs: list[NewJob]
+
+
+class Lease(msgspec.Struct, tag="lease", array_like=True):
+    """Lease up to len(lease_ids) runnable jobs of `queue`, one fresh lease id each."""
+
+    now: int
+    queue: str
+    lease_ms: int
+    lease_ids: list[str]
+
+
+class Ack(msgspec.Struct, tag="ack", array_like=True):
+    now: int
+    job_id: str
+    lease_id: str | None = None  # None settles whatever lease is current
+    result: str | None = None
+
+
+class Fail(msgspec.Struct, tag="fail", array_like=True):
+    """A failed attempt: ack with result_error. Retries with backoff, or DEAD."""
+
+    now: int
+    job_id: str
+    lease_id: str | None = None
+    error: str = ""
+
+
+class Extend(msgspec.Struct, tag="extend", array_like=True):
+    now: int
+    job_id: str
+    lease_ms: int
+    lease_id: str | None = None
+
+
+class Cancel(msgspec.Struct, tag="cancel", array_like=True):
+    now: int
+    job_id: str
+
+
+class Requeue(msgspec.Struct, tag="requeue", array_like=True):
+    now: int
+    job_id: str
+
+
+class Expire(msgspec.Struct, tag="expire", array_like=True):
+    """The ticker's command: expire due leases, make due RETRY/scheduled jobs runnable."""
+
+    now: int
+
+
+class Purge(msgspec.Struct, tag="purge", array_like=True):
+    """Forget finished jobs settled at or before `finished_before`, and idempotency keys whose
+    window closed at or before `now`."""
+
+    now: int
+    finished_before: int
+
+
+Command = Submit | Lease | Ack | Fail | Extend | Cancel | Requeue | Expire | Purge
+
+
+# ---------------------------------------------------------------------------------------------
+# Results. Errors are values: the HTTP layer maps ErrorCode to a status in one table.
+
+
+class ErrorCode(str, enum.Enum):
+    NOT_FOUND = "not_found"  # no such job
+    LEASE_MISMATCH = "lease_mismatch"  # the named lease is not the job's current lease
+    INVALID_STATE = "invalid_state"  # the job's state does not allow this command
+    INVALID = "invalid"  # the command itself is malformed (e.g. duplicate job id)
+
+
+class Error(msgspec.Struct, tag="error"):
+    code: ErrorCode
+    message: str
+
+
+class Submitted(msgspec.Struct, tag="submitted"):
+    """Per entry of a Submit: the job id, and whether an idempotency key found an earlier job."""
+
+    job_id: str
+    duplicate: bool = False
+
+
+class SubmitResult(msgspec.Struct, tag="submit_result"):
+    entries: list[Submitted | Error]
+
+
+class LeaseResult(msgspec.Struct, tag="lease_result"):
+    jobs: list[Job]  # copies: the caller may keep them
+
+
+class JobResult(msgspec.Struct, tag="job_result"):
+    """The job after Ack, Fail, Extend, Cancel or Requeue (a copy)."""
+
+    job: Job
+
+
+class ExpireResult(msgspec.Struct, tag="expire_result"):
+    expired: int  # leases that ran out (attempts that failed)
+    promoted: int  # RETRY/scheduled jobs that became runnable
+
+
+class PurgeResult(msgspec.Struct, tag="purge_result"):
+    jobs: int
+    idempotency_keys: int
+
+
+Result = Error | SubmitResult | LeaseResult | JobResult | ExpireResult | PurgeResult
+
+
+# One encoder/decoder pair for the log: msgpack, the compact form for the WAL and etcd.
+_command_encoder = msgspec.msgpack.Encoder()
+_command_decoder = msgspec.msgpack.Decoder(Command)
+
+
+def encode_command(command: Command) -> bytes:
+    return _command_encoder.encode(command)
+
+
+def decode_command(data: bytes) -> Command:
+    return _command_decoder.decode(data)

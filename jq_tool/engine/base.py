@@ -1,0 +1,123 @@
+"""The Engine API: what the HTTP server, and anything else in-process, may ask of the queue.
+
+One API, two implementations: LocalEngine (the local WAL) and, later, ClusterEngine (etcd).
+Every mutating call turns into one command that is made durable before it is applied and
+answered. Errors a client caused come back as `CommandRejected` carrying the state machine's
+`ErrorCode`; the HTTP layer maps those to statuses in one table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import msgspec
+
+from jq_tool.core.model import ErrorCode, Job, JobState
+from jq_tool.core.state_machine import Stats
+
+
+class CommandRejected(Exception):
+    """The state machine refused the command (not found, stale lease, wrong state)."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class EngineUnavailable(Exception):
+    """The engine cannot accept writes: stopped, a fatal storage error, or no quorum."""
+
+
+class StorageFull(EngineUnavailable):
+    """The disk is full: the write was refused and nothing was acknowledged. Recoverable."""
+
+
+class JobSpec(msgspec.Struct):
+    """What a client asks to submit; the engine adds the id and the time."""
+
+    payload: str = ""
+    queue: str = "default"
+    priority: int = 0
+    max_retries: int = 3
+    run_at: int | None = None  # epoch ms; None = now
+    idempotency_key: str | None = None
+
+
+class SubmitOutcome(msgspec.Struct):
+    job_id: str | None = None
+    duplicate: bool = False  # an idempotency key found an earlier job
+    error: str | None = None  # per-entry validation error of a batch
+
+
+class JobEvent(msgspec.Struct):
+    """A state change, published on the event bus for /events."""
+
+    job_id: str
+    queue: str
+    state: JobState
+    previous: JobState | None
+    attempts: int
+    priority: int
+    at: int  # the command's `now`
+
+
+class Health(msgspec.Struct):
+    ok: bool
+    role: str  # "single", or "leader"/"follower" in cluster mode
+    reason: str | None = None  # why writes are refused, when they are
+
+
+class Engine(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def submit(self, spec: JobSpec) -> SubmitOutcome: ...
+
+    async def submit_many(self, specs: list[JobSpec]) -> list[SubmitOutcome]:
+        """All in one durable write; per-entry outcomes in input order."""
+        ...
+
+    async def lease(
+        self, queue: str, *, max_jobs: int = 1, lease_ms: int | None = None, wait_ms: int = 0
+    ) -> list[Job]:
+        """Up to max_jobs jobs, waiting up to wait_ms for the first one (long poll)."""
+        ...
+
+    async def ack(self, job_id: str, *, lease_id: str | None, result: str | None) -> Job: ...
+
+    async def fail(self, job_id: str, *, lease_id: str | None, error: str) -> Job: ...
+
+    async def extend(self, job_id: str, *, lease_id: str | None, lease_ms: int | None) -> Job: ...
+
+    async def cancel(self, job_id: str) -> Job: ...
+
+    async def requeue(self, job_id: str) -> Job: ...
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def list(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """Newest first; returns the page and the cursor of the next page (None at the end)."""
+        ...
+
+    def stats(self) -> Stats: ...
+
+    def health(self) -> Health: ...
+
+    def subscribe(self) -> AsyncIterator[JobEvent]:
+        """Job events from now on, until the consumer stops iterating. A slow consumer drops
+        events rather than slowing the engine."""
+        ...
+
+
+EventQueue = asyncio.Queue[JobEvent]
