@@ -1,0 +1,230 @@
+"""LocalEngine against a real WAL in a temp dir: durability across restarts, group commit,
+long-poll leases, the ticker, events, and storage failures."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from pathlib import Path
+
+import pytest
+
+from jq_tool.core.model import ErrorCode, JobState
+from jq_tool.engine.base import CommandRejected, EngineUnavailable, JobSpec, StorageFull
+from jq_tool.engine.local import EngineConfig, LocalEngine
+
+
+def make_engine(data_dir: Path, **overrides: int) -> LocalEngine:
+    config = EngineConfig(data_dir=data_dir, **overrides)  # type: ignore[arg-type]
+    return LocalEngine(config)
+
+
+@pytest.fixture
+async def engine(tmp_path: Path):
+    engine = make_engine(tmp_path, tick_ms=50)
+    await engine.start()
+    yield engine
+    await engine.stop()
+
+
+async def test_submit_lease_ack_round_trip(engine: LocalEngine) -> None:
+    outcome = await engine.submit(JobSpec(payload="hello", priority=5))
+    assert outcome.job_id and not outcome.duplicate
+    [job] = await engine.lease("default")
+    assert job.id == outcome.job_id
+    assert job.state is JobState.RUNNING and job.attempts == 1 and job.lease_id
+    acked = await engine.ack(job.id, lease_id=job.lease_id, result="done")
+    assert acked.state is JobState.ACKED and acked.result == "done"
+    stored = await engine.get(job.id)
+    assert stored is not None and stored.state is JobState.ACKED
+    stats = engine.stats()
+    assert stats.counters.submitted == 1 and stats.counters.acked == 1
+    assert stats.totals.acked == 1
+
+
+async def test_everything_survives_a_restart(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    await engine.start()
+    ids = [
+        o.job_id
+        for o in await engine.submit_many([JobSpec(payload=f"p{i}") for i in range(20)])
+    ]
+    [leased] = await engine.lease("default")
+    await engine.stop()
+
+    again = make_engine(tmp_path)
+    await again.start()
+    try:
+        for job_id in ids:
+            assert job_id is not None
+            job = await again.get(job_id)
+            assert job is not None
+        # The lease survived: its worker can still ack after the restart.
+        acked = await again.ack(leased.id, lease_id=leased.lease_id, result="ok")
+        assert acked.state is JobState.ACKED
+        assert again.stats().counters.submitted == 20
+    finally:
+        await again.stop()
+
+
+async def test_recovery_without_graceful_stop_replays_the_log(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    await engine.start()
+    outcome = await engine.submit(JobSpec(payload="durable"))
+    # Simulate a crash: no stop(), no final snapshot; just drop the engine's threads.
+    engine._executor.shutdown(wait=True)
+    assert engine._flusher and engine._ticker
+    engine._flusher.cancel()
+    engine._ticker.cancel()
+
+    again = make_engine(tmp_path)
+    await again.start()
+    try:
+        job = await again.get(outcome.job_id or "")
+        assert job is not None and job.payload == "durable"
+    finally:
+        await again.stop()
+
+
+async def test_snapshots_are_taken_and_used(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path, snapshot_every=10)
+    await engine.start()
+    for i in range(35):
+        await engine.submit(JobSpec(payload=str(i)))
+    await engine.stop()
+    assert list(tmp_path.glob("*.snap")), "expected a snapshot file"
+    again = make_engine(tmp_path, snapshot_every=10)
+    await again.start()
+    try:
+        assert again.stats().counters.submitted == 35
+    finally:
+        await again.stop()
+
+
+async def test_concurrent_submits_share_fsyncs(engine: LocalEngine) -> None:
+    appends = 0
+    real_append = engine._wal.append
+
+    def counting_append(records):  # type: ignore[no-untyped-def]
+        nonlocal appends
+        appends += 1
+        return real_append(records)
+
+    engine._wal.append = counting_append  # type: ignore[method-assign]
+    outcomes = await asyncio.gather(*(engine.submit(JobSpec(payload="x")) for _ in range(200)))
+    assert len({o.job_id for o in outcomes}) == 200
+    assert appends < 200  # group commit: batches, not one fsync per submit
+
+
+async def test_idempotency_key_returns_the_same_job(engine: LocalEngine) -> None:
+    first = await engine.submit(JobSpec(payload="a", idempotency_key="k1"))
+    second = await engine.submit(JobSpec(payload="a", idempotency_key="k1"))
+    assert second.job_id == first.job_id and second.duplicate
+    assert engine.stats().counters.submitted == 1
+
+
+async def test_long_poll_lease_wakes_on_submit(engine: LocalEngine) -> None:
+    waiting = asyncio.create_task(engine.lease("default", wait_ms=5000))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    outcome = await engine.submit(JobSpec(payload="late"))
+    jobs = await asyncio.wait_for(waiting, 2)
+    assert [j.id for j in jobs] == [outcome.job_id]
+
+
+async def test_long_poll_times_out_empty(engine: LocalEngine) -> None:
+    assert await engine.lease("default", wait_ms=100) == []
+
+
+async def test_delayed_job_wakes_a_waiting_lease_when_due(engine: LocalEngine) -> None:
+    from jq_tool.engine.local import now_ms
+
+    outcome = await engine.submit(JobSpec(payload="later", run_at=now_ms() + 300))
+    assert await engine.lease("default") == []
+    jobs = await engine.lease("default", wait_ms=3000)
+    assert [j.id for j in jobs] == [outcome.job_id]
+
+
+async def test_batch_lease_and_queues_are_separate(engine: LocalEngine) -> None:
+    await engine.submit_many([JobSpec(payload=str(i), queue="emails") for i in range(5)])
+    await engine.submit(JobSpec(payload="other"))
+    jobs = await engine.lease("emails", max_jobs=10)
+    assert len(jobs) == 5 and {j.queue for j in jobs} == {"emails"}
+    assert len({j.lease_id for j in jobs}) == 5
+
+
+async def test_stale_lease_is_refused(engine: LocalEngine) -> None:
+    await engine.submit(JobSpec(payload="x"))
+    [job] = await engine.lease("default")
+    with pytest.raises(CommandRejected) as caught:
+        await engine.ack(job.id, lease_id="not-the-lease", result=None)
+    assert caught.value.code is ErrorCode.LEASE_MISMATCH
+    with pytest.raises(CommandRejected) as missing:
+        await engine.ack("no-such-job", lease_id=None, result=None)
+    assert missing.value.code is ErrorCode.NOT_FOUND
+
+
+async def test_expired_lease_is_retried_by_the_ticker(engine: LocalEngine) -> None:
+    await engine.submit(JobSpec(payload="x", max_retries=0))
+    [job] = await engine.lease("default", lease_ms=100)
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        current = await engine.get(job.id)
+        assert current is not None
+        if current.state is JobState.DEAD:
+            break
+    assert current.state is JobState.DEAD
+    assert engine.stats().counters.expired == 1
+
+
+async def test_fail_retries_then_dies(engine: LocalEngine) -> None:
+    await engine.submit(JobSpec(payload="x", max_retries=1))
+    [job] = await engine.lease("default")
+    failed = await engine.fail(job.id, lease_id=job.lease_id, error="boom")
+    assert failed.state is JobState.RETRY and failed.result_error == "boom"
+    assert await engine.cancel(job.id)  # RETRY can be cancelled
+    with pytest.raises(CommandRejected) as caught:
+        await engine.requeue(job.id)
+    assert caught.value.code is ErrorCode.INVALID_STATE
+
+
+async def test_events_are_published(engine: LocalEngine) -> None:
+    events = engine.subscribe()
+    first = asyncio.ensure_future(events.__anext__())
+    await asyncio.sleep(0)
+    outcome = await engine.submit(JobSpec(payload="x"))
+    event = await asyncio.wait_for(first, 2)
+    assert event.job_id == outcome.job_id
+    assert event.state is JobState.READY and event.previous is None
+    await events.aclose()  # type: ignore[attr-defined]
+
+
+async def test_full_disk_refuses_the_batch_and_recovers(engine: LocalEngine) -> None:
+    real_append = engine._wal.append
+    full = True
+
+    def append(records):  # type: ignore[no-untyped-def]
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_append(records)
+
+    engine._wal.append = append  # type: ignore[method-assign]
+    with pytest.raises(StorageFull):
+        await engine.submit(JobSpec(payload="x"))
+    assert engine.health().ok
+    full = False
+    outcome = await engine.submit(JobSpec(payload="y"))
+    assert outcome.job_id
+
+
+async def test_fsync_failure_stops_writes_for_good(engine: LocalEngine) -> None:
+    def append(records):  # type: ignore[no-untyped-def]
+        raise OSError(errno.EIO, "Input/output error")
+
+    engine._wal.append = append  # type: ignore[method-assign]
+    with pytest.raises(EngineUnavailable):
+        await engine.submit(JobSpec(payload="x"))
+    health = engine.health()
+    assert not health.ok and health.reason and "Input/output error" in health.reason
+    with pytest.raises(EngineUnavailable):
+        await engine.submit(JobSpec(payload="y"))
