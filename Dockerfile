@@ -14,7 +14,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 WORKDIR /src
 # Only what the wheel is built from; .dockerignore keeps venvs, data and caches out.
-COPY pyproject.toml README.md ./
+# README.md* (a glob) so a checkout without the README still builds.
+COPY pyproject.toml README.md* ./
 COPY jq_tool ./jq_tool
 RUN pip wheel --wheel-dir /wheels .
 
