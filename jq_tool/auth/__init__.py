@@ -1,0 +1,30 @@
+"""API keys, scopes and the key stores: everything the server needs to answer "who is this
+request, and may it do that?". The names below are the package's public API."""
+
+from jq_tool.auth.cache import AuthCache
+from jq_tool.auth.embedded_store import EmbeddedKeyStore
+from jq_tool.auth.keys import ApiKey, format_time, hash_secret, is_key_id
+from jq_tool.auth.redis_store import RedisKeyStore
+from jq_tool.auth.scopes import SCOPES_BY_TYPE, KeyType, Scope, parse_key_type, resolve_scopes
+from jq_tool.auth.seed import DEV_KEYS, open_key_store, seed_dev_keys
+from jq_tool.auth.store import KeyStore, KeyStoreUnavailable
+
+__all__ = [
+    "DEV_KEYS",
+    "SCOPES_BY_TYPE",
+    "ApiKey",
+    "AuthCache",
+    "EmbeddedKeyStore",
+    "KeyStore",
+    "KeyStoreUnavailable",
+    "KeyType",
+    "RedisKeyStore",
+    "Scope",
+    "format_time",
+    "hash_secret",
+    "is_key_id",
+    "open_key_store",
+    "parse_key_type",
+    "resolve_scopes",
+    "seed_dev_keys",
+]

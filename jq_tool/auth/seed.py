@@ -1,0 +1,43 @@
+"""First-start seeding and the choice of key store.
+
+`open_key_store` picks the store from the configuration (Redis when a URL is given, else the
+embedded store in the data dir). `seed_dev_keys` gives a brand-new deployment one key of each
+type and logs their secrets once — the only place a secret is ever written to a log — so an
+operator can start using the server without a chicken-and-egg admin key.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from jq_tool.auth.embedded_store import EmbeddedKeyStore
+from jq_tool.auth.keys import ApiKey
+from jq_tool.auth.redis_store import RedisKeyStore
+from jq_tool.auth.scopes import KeyType
+from jq_tool.auth.store import KeyStore
+
+DEV_KEYS: tuple[tuple[KeyType, str], ...] = (
+    (KeyType.CLIENT, "dev-client"),
+    (KeyType.WORKER, "dev-worker"),
+    (KeyType.ADMIN, "dev-admin"),
+)
+
+
+def open_key_store(redis_url: str | None, data_dir: Path, *, redis_prefix: str = "") -> KeyStore:
+    """RedisKeyStore for a non-empty `redis_url`, else EmbeddedKeyStore in `data_dir`."""
+    if redis_url:
+        return RedisKeyStore(redis_url, prefix=redis_prefix)
+    return EmbeddedKeyStore(data_dir)
+
+
+async def seed_dev_keys(store: KeyStore, log: logging.Logger) -> list[tuple[ApiKey, str]]:
+    """On an empty store, create one client, worker and admin key and log their secrets."""
+    if not await store.is_empty():
+        return []
+    created: list[tuple[ApiKey, str]] = []
+    for key_type, owner_id in DEV_KEYS:
+        key, secret = await store.create(name=owner_id, owner_id=owner_id, type=key_type)
+        log.info("Created %s key: %s (owner: %s)", key_type.value, secret, owner_id)
+        created.append((key, secret))
+    return created

@@ -1,0 +1,217 @@
+"""The KeyStore protocol the server codes against, its error, and the logic both stores share.
+
+A store keeps key records (ApiKey + hash of the secret) and answers the questions the server
+asks: who is this secret (`authenticate`, cached in process), which keys exist, revoke this one.
+`BaseKeyStore` holds everything that is not storage — validation, secret generation, hash
+comparison, the auth cache — so the embedded (sqlite) and Redis stores only move records.
+Storage failures surface as `KeyStoreUnavailable`, which the server answers with 503: a store
+that cannot be reached must never look like an unknown key (401).
+"""
+
+from __future__ import annotations
+
+import abc
+import hmac
+import time
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from jq_tool.auth.cache import DEFAULT_NEGATIVE_TTL_S, DEFAULT_TTL_S, AuthCache
+from jq_tool.auth.keys import (
+    MAX_NAME_CHARS,
+    MAX_OWNER_ID_CHARS,
+    ApiKey,
+    KeyRecord,
+    hash_secret,
+    is_key_id,
+    key_id_for_hash,
+    new_key,
+    secret_key_type,
+    validate_label,
+)
+from jq_tool.auth.scopes import KeyType, Scope, parse_key_type, resolve_scopes
+
+
+class KeyStoreUnavailable(Exception):
+    """The key store cannot be reached or written (Redis down, disk error): answer 503."""
+
+
+@runtime_checkable
+class KeyStore(Protocol):
+    async def create(
+        self,
+        *,
+        name: str,
+        owner_id: str,
+        type: KeyType,
+        scopes: Sequence[Scope] | None = None,
+    ) -> tuple[ApiKey, str]:
+        """A new key and its secret; the secret is never stored nor retrievable again."""
+        ...
+
+    async def authenticate(self, secret: str) -> ApiKey | None:
+        """The key of a secret; None when unknown or revoked. Cached in process."""
+        ...
+
+    async def get(self, key_id_or_secret: str) -> ApiKey | None:
+        """A key (revoked ones too) by key id or full secret; not cached."""
+        ...
+
+    async def list_all(self) -> list[ApiKey]: ...
+
+    async def list_owner(self, owner_id: str) -> list[ApiKey]: ...
+
+    async def revoke(self, key_id_or_secret: str) -> ApiKey | None:
+        """Set revoked_at (idempotent: a second revoke keeps the first time); None if unknown."""
+        ...
+
+    async def is_empty(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _listing_order(record: KeyRecord) -> tuple[int, str]:
+    return (record.key.created_at, record.key.key_id)
+
+
+class BaseKeyStore(abc.ABC):
+    """The shared logic of the stores; subclasses implement the `_`-prefixed storage calls."""
+
+    # A generated key id colliding with an existing one is a 2^-64 event; retrying keeps even
+    # that from surfacing as an error.
+    _CREATE_ATTEMPTS = 3
+
+    def __init__(
+        self, *, cache_ttl_s: float = DEFAULT_TTL_S, negative_ttl_s: float = DEFAULT_NEGATIVE_TTL_S
+    ) -> None:
+        self._cache = AuthCache(ttl_s=cache_ttl_s, negative_ttl_s=negative_ttl_s)
+
+    # -- storage, per implementation ----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _insert(self, record: KeyRecord) -> bool:
+        """Store a new record; False if its key id is taken."""
+
+    @abc.abstractmethod
+    async def _fetch(self, key_id: str) -> KeyRecord | None: ...
+
+    @abc.abstractmethod
+    async def _fetch_all(self) -> list[KeyRecord]: ...
+
+    @abc.abstractmethod
+    async def _fetch_owner(self, owner_id: str) -> list[KeyRecord]: ...
+
+    @abc.abstractmethod
+    async def _mark_revoked(self, key_id: str, now_ms: int) -> KeyRecord | None:
+        """Set revoked_at unless already set; the record afterwards, None if unknown."""
+
+    @abc.abstractmethod
+    async def _any_keys(self) -> bool: ...
+
+    @abc.abstractmethod
+    async def _close(self) -> None: ...
+
+    async def _cache_usable(self) -> bool:
+        """Whether cached answers may be served now (Redis: only while revokes are heard)."""
+        return True
+
+    async def _announce_revoke(self, key_id: str) -> None:
+        """Tell other processes sharing the store to drop their cached answer."""
+        return None  # one process per embedded store: nobody else to tell
+
+    # -- the KeyStore API ----------------------------------------------------------------------
+
+    async def create(
+        self,
+        *,
+        name: str,
+        owner_id: str,
+        type: KeyType,
+        scopes: Sequence[Scope] | None = None,
+    ) -> tuple[ApiKey, str]:
+        key_type = parse_key_type(type)
+        granted = resolve_scopes(key_type, scopes)
+        name = validate_label("name", name, MAX_NAME_CHARS)
+        owner_id = validate_label("owner_id", owner_id, MAX_OWNER_ID_CHARS)
+        for _ in range(self._CREATE_ATTEMPTS):
+            record, secret = new_key(
+                name=name, owner_id=owner_id, key_type=key_type, scopes=granted, now_ms=_now_ms()
+            )
+            if await self._insert(record):
+                # A negative answer cached for this id (by a guessing client) must not linger.
+                self._cache.invalidate(record.key.key_id)
+                return record.key, secret
+        raise KeyStoreUnavailable("could not allocate a unique key id")
+
+    async def authenticate(self, secret: str) -> ApiKey | None:
+        if not isinstance(secret, str):
+            return None
+        key_type = secret_key_type(secret)
+        if key_type is None:
+            return None
+        key_hash = hash_secret(secret)
+        key_id = key_id_for_hash(key_type, key_hash)
+        use_cache = await self._cache_usable()
+        if use_cache:
+            hit, cached = self._cache.lookup(key_id, key_hash)
+            if hit:
+                return cached
+        record = await self._fetch(key_id)
+        key: ApiKey | None = None
+        if (
+            record is not None
+            and hmac.compare_digest(record.key_hash, key_hash)
+            and record.key.revoked_at is None
+        ):
+            key = record.key
+        if use_cache:
+            self._cache.remember(key_id, key_hash, key)
+        return key
+
+    async def get(self, key_id_or_secret: str) -> ApiKey | None:
+        record = await self._resolve(key_id_or_secret)
+        return None if record is None else record.key
+
+    async def list_all(self) -> list[ApiKey]:
+        return [r.key for r in sorted(await self._fetch_all(), key=_listing_order)]
+
+    async def list_owner(self, owner_id: str) -> list[ApiKey]:
+        if not isinstance(owner_id, str) or not owner_id:
+            return []
+        return [r.key for r in sorted(await self._fetch_owner(owner_id), key=_listing_order)]
+
+    async def revoke(self, key_id_or_secret: str) -> ApiKey | None:
+        record = await self._resolve(key_id_or_secret)
+        if record is None:
+            return None
+        updated = await self._mark_revoked(record.key.key_id, _now_ms())
+        self._cache.invalidate(record.key.key_id)
+        if updated is None:
+            return None
+        await self._announce_revoke(record.key.key_id)
+        return updated.key
+
+    async def is_empty(self) -> bool:
+        return not await self._any_keys()
+
+    async def close(self) -> None:
+        self._cache.clear()
+        await self._close()
+
+    async def _resolve(self, key_id_or_secret: str) -> KeyRecord | None:
+        if not isinstance(key_id_or_secret, str):
+            return None
+        if is_key_id(key_id_or_secret):
+            return await self._fetch(key_id_or_secret)
+        key_type = secret_key_type(key_id_or_secret)
+        if key_type is None:
+            return None
+        key_hash = hash_secret(key_id_or_secret)
+        record = await self._fetch(key_id_for_hash(key_type, key_hash))
+        if record is None or not hmac.compare_digest(record.key_hash, key_hash):
+            return None
+        return record
