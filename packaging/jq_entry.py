@@ -17,7 +17,8 @@ def run() -> None:
     multiprocessing.freeze_support()
     from jq_tool.cli.main import main
 
-    sys.exit(main())
+    main()
+    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,371 @@
+"""HTTP benchmark (not a test): a real `jq serve` on loopback, measured from outside.
+
+Starts `jq serve` on a fresh temp data dir and a free port, takes the seeded keys from its log,
+then in one run against the same server:
+
+1. `wrk` (64 connections, 2 threads) on the no-op route `POST /_noop`: what this server, HTTP
+   stack and auth cost with no queue work at all;
+2. `wrk` on `POST /jobs` with a client key and a small JSON body: durable submits, each answered
+   only after its WAL record is fsynced (group commit);
+3. the lease+ack cycle: jobs pre-submitted with `POST /jobs/batch`, then N concurrent httpx
+   async workers each looping `POST /jobs/lease` → `POST /jobs/{id}/ack` until all are acked.
+
+It prints req/s and p50/p99 latency of each, the ratio durable/no-op (target >= 0.5, p99 of
+durable submit < 10 ms) and the cycle rate; `--json` prints the same as one JSON document.
+The numbers are ratios for one machine: the client shares its CPUs with the server.
+
+    .venv/bin/python bench/http_bench.py            # ~10 s per wrk run
+    .venv/bin/python bench/http_bench.py --quick    # ~3 s per wrk run, fewer cycle jobs
+    .venv/bin/python bench/http_bench.py --jq dist/jq --json   # the PyInstaller binary
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+BENCH_DIR = Path(__file__).resolve().parent
+LUA_SCRIPT = BENCH_DIR / "http_post.lua"
+SUBMIT_BODY = '{"payload":"bench","max_retries":3}'
+CYCLE_QUEUE = "bench-cycle"  # kept apart from the jobs wrk submits to "default"
+TARGET_RATIO = 0.5
+TARGET_P99_MS = 10.0
+
+_CREATED_KEY = re.compile(r"Created (client|worker|admin) key: ((?:client|worker|admin)_\S+)")
+_WRK_RESULT = re.compile(r"^JQ_BENCH_RESULT (\{.*\})$", re.MULTILINE)
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run (server did not start, wrk missing or failed)."""
+
+
+@dataclass
+class WrkResult:
+    route: str
+    requests: int
+    seconds: float
+    req_per_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int  # non-2xx answers, socket errors and timeouts together
+
+
+@dataclass
+class CycleResult:
+    jobs: int
+    workers: int
+    seconds: float
+    cycles_per_s: float
+    p50_ms: float  # one lease + one ack
+    p99_ms: float
+    submit_jobs_per_s: float  # the pre-submit through POST /jobs/batch
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    keys: dict[str, str]
+    log_path: Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def parse_seeded_keys(log: str) -> dict[str, str]:
+    """The first client, worker and admin key the server printed when it seeded its store."""
+    keys: dict[str, str] = {}
+    for kind, key in _CREATED_KEY.findall(log):
+        keys.setdefault(kind, key)
+    return keys
+
+
+def start_server(jq: Path, data_dir: Path, log_path: Path, timeout_s: float = 30.0) -> Server:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "PORT", "WAL_DIR"}}
+    env["JQ_ACCESS_LOG"] = "false"  # an access log line per request would bench the logger
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [str(jq), "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,  # a Ctrl-C on the bench must not reach the server mid-run
+    )
+    log.close()
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(f"jq serve exited with {process.returncode}:\n{log_path.read_text()}")
+        keys = parse_seeded_keys(log_path.read_text(errors="replace"))
+        if len(keys) == 3:
+            try:
+                if httpx.get(f"{base_url}/health", timeout=1.0).status_code == 200:
+                    return Server(process, base_url, keys, log_path)
+            except httpx.TransportError:
+                pass
+        time.sleep(0.1)
+    stop_server_process(process)
+    raise BenchError(
+        f"jq serve not healthy with seeded keys in {timeout_s}s:\n{log_path.read_text()}"
+    )
+
+
+def stop_server_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_wrk(
+    url: str, key: str, seconds: float, connections: int, threads: int, route: str
+) -> WrkResult:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise BenchError("wrk is not installed (apt-get install wrk)")
+    env = dict(os.environ, JQ_BENCH_KEY=key, JQ_BENCH_BODY=SUBMIT_BODY)
+    command = [
+        wrk,
+        f"--threads={threads}",
+        f"--connections={connections}",
+        f"--duration={max(1, round(seconds))}s",
+        "--timeout=5s",
+        f"--script={LUA_SCRIPT}",
+        url,
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=seconds + 60)
+    match = _WRK_RESULT.search(run.stdout)
+    if run.returncode != 0 or match is None:
+        raise BenchError(f"wrk failed ({run.returncode}):\n{run.stdout}\n{run.stderr}")
+    raw = json.loads(match.group(1))
+    elapsed = raw["duration_us"] / 1e6
+    errors = sum(
+        raw[name]
+        for name in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
+    )
+    return WrkResult(
+        route=route,
+        requests=raw["requests"],
+        seconds=round(elapsed, 2),
+        req_per_s=round(raw["requests"] / elapsed, 1),
+        p50_ms=raw["p50_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000,
+        max_ms=raw["max_us"] / 1000,
+        errors=errors,
+    )
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, int(fraction * len(sorted_values)))
+    return sorted_values[index]
+
+
+async def presubmit(client: httpx.AsyncClient, client_key: str, jobs: int) -> float:
+    """Submit `jobs` jobs to the cycle queue in batches of 1000; returns jobs/s."""
+    headers = {"Authorization": f"Bearer {client_key}"}
+    started = time.perf_counter()
+    for start in range(0, jobs, 1000):
+        batch = [
+            {"payload": f"cycle-{i}", "queue": CYCLE_QUEUE}
+            for i in range(start, min(jobs, start + 1000))
+        ]
+        response = await client.post("/jobs/batch", json={"jobs": batch}, headers=headers)
+        if response.status_code != 201:
+            raise BenchError(f"POST /jobs/batch: {response.status_code} {response.text}")
+        failed = [r for r in response.json()["results"] if "error" in r]
+        if failed:
+            raise BenchError(f"POST /jobs/batch rejected entries: {failed[:3]}")
+    return jobs / (time.perf_counter() - started)
+
+
+async def cycle_rate(base_url: str, keys: dict[str, str], jobs: int, workers: int) -> CycleResult:
+    limits = httpx.Limits(max_connections=workers + 1, max_keepalive_connections=workers + 1)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30.0) as client:
+        submit_rate = await presubmit(client, keys["client"], jobs)
+        headers = {"Authorization": f"Bearer {keys['worker']}"}
+        latencies: list[float] = []
+        acked = 0
+
+        async def worker() -> None:
+            nonlocal acked
+            while acked < jobs:
+                started = time.perf_counter()
+                lease = await client.post(
+                    "/jobs/lease", json={"queue": CYCLE_QUEUE}, headers=headers
+                )
+                if lease.status_code == 404:
+                    return  # the queue is drained: every job is leased by someone
+                if lease.status_code != 200:
+                    raise BenchError(f"POST /jobs/lease: {lease.status_code} {lease.text}")
+                job = lease.json()
+                ack = await client.post(
+                    f"/jobs/{job['job_id']}/ack",
+                    json={"result": "ok", "lease_id": job["lease_id"]},
+                    headers=headers,
+                )
+                if ack.status_code != 200:
+                    raise BenchError(f"POST /jobs/{{id}}/ack: {ack.status_code} {ack.text}")
+                latencies.append(time.perf_counter() - started)
+                acked += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        elapsed = time.perf_counter() - started
+    if acked != jobs:
+        raise BenchError(f"only {acked} of {jobs} pre-submitted jobs were leased and acked")
+    latencies.sort()
+    return CycleResult(
+        jobs=jobs,
+        workers=workers,
+        seconds=round(elapsed, 2),
+        cycles_per_s=round(acked / elapsed, 1),
+        p50_ms=round(percentile(latencies, 0.50) * 1000, 2),
+        p99_ms=round(percentile(latencies, 0.99) * 1000, 2),
+        submit_jobs_per_s=round(submit_rate, 1),
+    )
+
+
+def print_table(report: dict[str, object]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"jq HTTP benchmark ({report['binary']})")
+    for column in ("measure", "req/s", "p50 ms", "p99 ms", "errors", "requests"):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    for run in report["wrk"]:  # type: ignore[attr-defined]
+        table.add_row(
+            f"POST {run['route']}",
+            f"{run['req_per_s']:,.0f}",
+            f"{run['p50_ms']:.2f}",
+            f"{run['p99_ms']:.2f}",
+            str(run["errors"]),
+            f"{run['requests']:,}",
+        )
+    cycle = report.get("cycle")
+    if isinstance(cycle, dict):
+        table.add_row(
+            f"lease+ack cycle ({cycle['workers']} workers)",
+            f"{cycle['cycles_per_s']:,.0f}",
+            f"{cycle['p50_ms']:.2f}",
+            f"{cycle['p99_ms']:.2f}",
+            "0",
+            f"{cycle['jobs']:,}",
+        )
+    console = Console()
+    console.print(table)
+    ratio = report.get("ratio_durable_to_noop")
+    if isinstance(ratio, float):
+        verdict = "meets" if report["meets_targets"] else "MISSES"
+        console.print(
+            f"durable/no-op = {ratio:.2f} (target >= {TARGET_RATIO}), "
+            f"durable p99 target < {TARGET_P99_MS} ms: {verdict} the targets"
+        )
+    if isinstance(cycle, dict):
+        console.print(f"pre-submit via /jobs/batch: {cycle['submit_jobs_per_s']:,.0f} jobs/s")
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, object]:
+    seconds = 3.0 if args.quick else args.duration
+    cycle_jobs = args.cycle_jobs or (2000 if args.quick else 10000)
+    with tempfile.TemporaryDirectory(prefix="jq-http-bench-") as tmp:
+        server = start_server(Path(args.jq), Path(tmp) / "data", Path(tmp) / "server.log")
+        try:
+            client_key = server.keys["client"]
+            noop = run_wrk(
+                f"{server.base_url}/_noop",
+                client_key,
+                seconds,
+                args.connections,
+                args.threads,
+                "/_noop",
+            )
+            submit = run_wrk(
+                f"{server.base_url}/jobs",
+                client_key,
+                seconds,
+                args.connections,
+                args.threads,
+                "/jobs",
+            )
+            cycle = asyncio.run(cycle_rate(server.base_url, server.keys, cycle_jobs, args.workers))
+        finally:
+            stop_server_process(server.process)
+    # A no-op route that is missing (404) or refused would make the ratio meaningless.
+    ratio = (
+        round(submit.req_per_s / noop.req_per_s, 3)
+        if noop.req_per_s > 0 and noop.errors == 0 and submit.errors == 0
+        else None
+    )
+    return {
+        "binary": str(args.jq),
+        "connections": args.connections,
+        "threads": args.threads,
+        "seconds_per_wrk_run": seconds,
+        "wrk": [asdict(noop), asdict(submit)],
+        "cycle": asdict(cycle),
+        "ratio_durable_to_noop": ratio,
+        "meets_targets": ratio is not None
+        and ratio >= TARGET_RATIO
+        and submit.p99_ms < TARGET_P99_MS,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 s per wrk run, 2000 cycle jobs")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=16, help="concurrent lease+ack workers")
+    parser.add_argument("--cycle-jobs", type=int, default=0, help="jobs for the cycle run")
+    parser.add_argument(
+        "--jq",
+        default=str(Path(sys.executable).parent / "jq"),
+        help="the jq executable to serve with (default: this venv's; or dist/jq)",
+    )
+    args = parser.parse_args(argv)
+    if not Path(args.jq).is_file():
+        parser.error(f"--jq {args.jq}: no such executable")
+    if args.connections < 1 or args.threads < 1 or args.workers < 1 or args.duration <= 0:
+        parser.error("--connections, --threads, --workers and --duration must be positive")
+    try:
+        report = run_bench(args)
+    except BenchError as exc:
+        print(f"http_bench: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_table(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
