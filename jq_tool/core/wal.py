@@ -1,0 +1,471 @@
+"""The local write-ahead log: a directory of segment files and snapshots that makes commands
+durable before the state machine applies them. It owns which files are live, recovery at open
+(newest valid snapshot, segment validation, truncating a torn tail, refusing on corruption),
+group-committed appends (one write and one fdatasync per batch), segment rotation, and writing
+snapshots then deleting what they cover. The byte layout is documented in
+`jq_tool.core.wal_format`; `examine()` is the read-only half that `jq wal-inspect` shares, so the
+inspector and recovery can never disagree about a directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from jq_tool.core.wal_format import (
+    RECORD_COMMAND,
+    SEGMENT_HEADER_SIZE,
+    SEGMENT_SUFFIX,
+    SNAPSHOT_SUFFIX,
+    TEMP_SUFFIX,
+    decode_snapshot,
+    encode_records,
+    encode_segment_header,
+    encode_snapshot_header,
+    iter_records,
+    parse_name,
+    scan_segment,
+    segment_name,
+    snapshot_name,
+)
+
+__all__ = [
+    "RECORD_COMMAND",
+    "WAL",
+    "Recovery",
+    "WalCorruption",
+    "WalFailed",
+    "WalLocked",
+    "WalReport",
+    "examine",
+]
+
+LOCK_NAME = "LOCK"
+
+
+class WalCorruption(Exception):
+    """Corruption before the tail: acknowledged records are damaged or missing. Refuse to start."""
+
+    def __init__(self, path: Path, offset: int, reason: str) -> None:
+        super().__init__(f"WAL corruption in {path} at offset {offset}: {reason}")
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+
+
+class WalFailed(Exception):
+    """A previous fsync or write failed in a way that leaves the file's durable state unknown:
+    the WAL is poisoned and never appends again (the process must restart and recover)."""
+
+
+class WalLocked(Exception):
+    """Another process holds the WAL directory."""
+
+
+class Recovery(msgspec.Struct):
+    snapshot_index: int  # records with index < snapshot_index are inside `snapshot`
+    snapshot: bytes | None  # the state machine snapshot bytes, or None
+    truncated: str | None  # what a torn/corrupt tail truncation dropped (file, offset, bytes)
+    next_index: int  # index the next appended record will get
+
+
+@dataclass
+class SegmentState:
+    path: Path
+    first_index: int
+    records: int
+    size: int  # bytes in the file now
+    valid_end: int  # offset past the last valid record: the size after any tail truncation
+    type_counts: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class SnapshotState:
+    path: Path
+    index: int
+    size: int  # bytes of snapshot data
+    data: bytes
+
+
+@dataclass
+class TornTail:
+    path: Path
+    offset: int
+    dropped: int  # bytes that truncation removes
+    reason: str
+    header: bool  # the segment header itself is torn: the file is rewritten to a fresh header
+
+    def describe(self) -> str:
+        return (
+            f"{self.path}: truncated torn tail at offset {self.offset}, "
+            f"dropped {self.dropped} bytes ({self.reason})"
+        )
+
+
+@dataclass
+class WalReport:
+    """Everything a read-only look at a WAL directory found."""
+
+    directory: Path
+    snapshot: SnapshotState | None = None
+    skipped_snapshots: list[tuple[Path, str]] = field(default_factory=list)
+    segments: list[SegmentState] = field(default_factory=list)  # live: from the snapshot on
+    stale_segments: list[Path] = field(default_factory=list)  # wholly covered by the snapshot
+    next_index: int = 0
+    tail: TornTail | None = None
+    corruption: WalCorruption | None = None
+
+    @property
+    def snapshot_index(self) -> int:
+        return self.snapshot.index if self.snapshot is not None else 0
+
+
+def _list_indexed(directory: Path, suffix: str) -> list[tuple[int, Path]]:
+    found = []
+    for entry in os.scandir(directory):
+        index = parse_name(entry.name, suffix)
+        if index is not None and entry.is_file():
+            found.append((index, Path(entry.path)))
+    found.sort()
+    return found
+
+
+def examine(directory: Path) -> WalReport:
+    """Inspect a WAL directory without changing it: pick the snapshot recovery would use,
+    validate the live segments, and say whether opening it would truncate a tail or refuse."""
+    report = WalReport(directory=directory)
+    if not directory.is_dir():
+        report.corruption = WalCorruption(directory, 0, "not a directory")
+        return report
+
+    for _index, path in reversed(_list_indexed(directory, SNAPSHOT_SUFFIX)):
+        decoded = decode_snapshot(path.read_bytes())
+        if isinstance(decoded, str):
+            report.skipped_snapshots.append((path, decoded))
+            continue
+        index, data = decoded
+        if path.name != snapshot_name(index):
+            report.skipped_snapshots.append((path, f"holds index {index}, not its name's"))
+            continue
+        report.snapshot = SnapshotState(path=path, index=index, size=len(data), data=data)
+        break
+    base = report.snapshot_index
+
+    segments = _list_indexed(directory, SEGMENT_SUFFIX)
+    if not segments:
+        if report.snapshot is not None or report.skipped_snapshots:
+            report.corruption = WalCorruption(
+                directory, 0, f"no segment files, but records from index {base} are needed"
+            )
+        return report
+
+    start = None
+    for position, (first, _path) in enumerate(segments):
+        if first <= base:
+            start = position
+    if start is None:
+        why = f"records from index {base} are needed but the oldest segment starts at "
+        why += f"{segments[0][0]}"
+        if report.skipped_snapshots:
+            bad_path, bad_reason = report.skipped_snapshots[0]
+            why = f"snapshot {bad_path.name} is invalid ({bad_reason}); {why}"
+        report.corruption = WalCorruption(segments[0][1], 0, why)
+        return report
+    report.stale_segments = [path for _first, path in segments[:start]]
+
+    expected = segments[start][0]
+    live = segments[start:]
+    for position, (first, path) in enumerate(live):
+        last = position == len(live) - 1
+        if first != expected:
+            report.corruption = WalCorruption(
+                path, 0, f"gap in the log: expected a segment starting at index {expected}"
+            )
+            return report
+        data = path.read_bytes()
+        scan = scan_segment(data, search_after_error=last)
+        if scan.first_index is not None and scan.first_index != first:
+            report.corruption = WalCorruption(
+                path, 0, f"header says first index {scan.first_index}, the name says {first}"
+            )
+            return report
+        report.segments.append(
+            SegmentState(
+                path=path,
+                first_index=first,
+                records=scan.records,
+                size=scan.size,
+                valid_end=scan.valid_end if scan.first_index is not None else 0,
+                type_counts=scan.type_counts,
+            )
+        )
+        expected = first + scan.records
+        if scan.error_offset is None:
+            continue
+        assert scan.error_reason is not None
+        torn = last and (scan.zero_fill or scan.valid_record_after is None)
+        if scan.header_error and scan.size > SEGMENT_HEADER_SIZE and not scan.zero_fill:
+            # A header is written whole (temp file + rename) before any record: a bad header
+            # with bytes after it is damage, not an unfinished write.
+            torn = False
+        if not torn:
+            reason = scan.error_reason
+            if scan.valid_record_after is not None:
+                reason += f"; a valid record follows at offset {scan.valid_record_after}"
+            elif not last:
+                reason += " (not the last segment)"
+            report.corruption = WalCorruption(path, scan.error_offset, reason)
+            return report
+        report.tail = TornTail(
+            path=path,
+            offset=scan.error_offset,
+            dropped=scan.size - scan.error_offset,
+            reason=scan.error_reason + (", zero fill" if scan.zero_fill else ""),
+            header=scan.header_error,
+        )
+        report.segments[-1].valid_end = scan.error_offset
+    report.next_index = expected
+    if base > expected:
+        report.corruption = WalCorruption(
+            report.snapshot.path if report.snapshot else directory,
+            0,
+            f"snapshot index {base} is past the end of the log (next index {expected})",
+        )
+    return report
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    # A write to a nearly full filesystem may be short before it fails; finish it or fail.
+    view = memoryview(data)
+    done = 0
+    while done < len(data):
+        written = os.pwrite(fd, view[done:], offset + done)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        done += written
+
+
+class WAL:
+    """The write side of a WAL directory. Not thread-safe: the engine calls append and
+    write_snapshot from one worker thread, one call at a time."""
+
+    def __init__(self, directory: Path, *, segment_bytes: int = 64 << 20) -> None:
+        if segment_bytes <= SEGMENT_HEADER_SIZE:
+            raise ValueError(f"segment_bytes must exceed {SEGMENT_HEADER_SIZE}")
+        self.directory = Path(directory)
+        self.segment_bytes = segment_bytes
+        self._lock_fd: int | None = None
+        self._fd: int | None = None
+        self._segments: list[tuple[int, Path]] = []  # (first index, path), oldest first
+        self._size = 0  # bytes of the current (last) segment that hold valid records
+        self._next_index = 0
+        self._base = 0  # snapshot index: replay starts here
+        self._failed: str | None = None
+
+    # -- open and recovery -------------------------------------------------------------------
+
+    def open(self) -> Recovery:
+        if self._lock_fd is not None:
+            raise RuntimeError("WAL is already open")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        try:
+            return self._recover()
+        except BaseException:
+            self.close()
+            raise
+
+    def _lock(self) -> None:
+        fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise WalLocked(f"{self.directory} is in use by another process") from None
+        self._lock_fd = fd
+
+    def _recover(self) -> Recovery:
+        for entry in os.scandir(self.directory):
+            # Leftovers of a rotation or snapshot that crashed before its rename.
+            if entry.name.endswith(TEMP_SUFFIX) and entry.is_file():
+                os.unlink(entry.path)
+        report = examine(self.directory)
+        if report.corruption is not None:
+            raise report.corruption
+        truncated = None
+        if report.tail is not None:
+            self._repair_tail(report.tail, report.segments[-1].first_index)
+            truncated = report.tail.describe()
+        if not report.segments:
+            self._create_segment(0)
+        else:
+            self._segments = [(s.first_index, s.path) for s in report.segments]
+            last = report.segments[-1]
+            self._fd = os.open(last.path, os.O_WRONLY)
+            self._size = max(last.valid_end, SEGMENT_HEADER_SIZE)
+        self._next_index = report.next_index
+        self._base = report.snapshot_index
+        return Recovery(
+            snapshot_index=report.snapshot_index,
+            snapshot=report.snapshot.data if report.snapshot is not None else None,
+            truncated=truncated,
+            next_index=report.next_index,
+        )
+
+    def _repair_tail(self, tail: TornTail, first_index: int) -> None:
+        fd = os.open(tail.path, os.O_WRONLY)
+        try:
+            if tail.header:
+                os.ftruncate(fd, 0)
+                _pwrite_all(fd, encode_segment_header(first_index), 0)
+            os.ftruncate(fd, max(tail.offset, SEGMENT_HEADER_SIZE))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def replay(self) -> Iterator[tuple[int, int, bytes]]:
+        """(index, type, body) of every record at or after the snapshot index, in log order."""
+        if self._lock_fd is None:
+            raise RuntimeError("WAL is not open")
+        for position, (first, path) in enumerate(list(self._segments)):
+            last = position == len(self._segments) - 1
+            data = path.read_bytes()
+            end = self._size if last else len(data)
+            index = first
+            try:
+                for record_type, body in iter_records(data, SEGMENT_HEADER_SIZE, end):
+                    if index >= self._base:
+                        yield index, record_type, body
+                    index += 1
+            except ValueError as exc:
+                raise WalCorruption(path, 0, str(exc)) from None
+
+    # -- append ------------------------------------------------------------------------------
+
+    @property
+    def next_index(self) -> int:
+        return self._next_index
+
+    def _check_writable(self) -> int:
+        if self._failed is not None:
+            raise WalFailed(self._failed)
+        if self._fd is None:
+            raise RuntimeError("WAL is not open")
+        return self._fd
+
+    def _poison(self, why: str) -> None:
+        self._failed = f"WAL unusable after an earlier failure: {why}"
+
+    def append(self, records: list[tuple[int, bytes]]) -> int:
+        """Make a batch of (type, body) records durable: one write, one fdatasync. Returns the
+        index of the last record. A failed write leaves no partial record behind."""
+        fd = self._check_writable()
+        if not records:
+            return self._next_index - 1
+        batch = encode_records(records)
+        if self._size >= self.segment_bytes and self._next_index > self._segments[-1][0]:
+            self._create_segment(self._next_index)
+            fd = self._check_writable()
+        before = self._size
+        try:
+            _pwrite_all(fd, batch, before)
+        except OSError as write_error:
+            try:
+                os.ftruncate(fd, before)
+            except OSError as truncate_error:
+                self._poison(f"write failed ({write_error}), then truncate failed")
+                raise write_error from truncate_error
+            raise
+        try:
+            os.fdatasync(fd)
+        except OSError as sync_error:
+            # After a failed fdatasync the kernel may have dropped the dirty pages: what is on
+            # disk is unknown, so no later append may be acknowledged on top of it.
+            self._poison(f"fdatasync failed ({sync_error})")
+            raise
+        self._size = before + len(batch)
+        self._next_index += len(records)
+        return self._next_index - 1
+
+    def _create_segment(self, first_index: int) -> None:
+        path = self.directory / segment_name(first_index)
+        temp = path.with_name(path.name + TEMP_SUFFIX)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _pwrite_all(fd, encode_segment_header(first_index), 0)
+            os.fsync(fd)
+            os.rename(temp, path)
+        except OSError:
+            os.close(fd)
+            temp.unlink(missing_ok=True)
+            raise
+        try:
+            _fsync_directory(self.directory)
+        except OSError as exc:
+            os.close(fd)
+            self._poison(f"directory fsync after creating {path.name} failed ({exc})")
+            raise
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = fd
+        self._size = SEGMENT_HEADER_SIZE
+        self._segments.append((first_index, path))
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def write_snapshot(self, index: int, data: bytes) -> None:
+        """Durably store the state after all records < index, then delete the segments and
+        snapshots it makes unnecessary."""
+        self._check_writable()
+        if not self._base <= index <= self._next_index:
+            raise ValueError(
+                f"snapshot index {index} outside [{self._base}, {self._next_index}] of this WAL"
+            )
+        if index == self._next_index and self._segments[-1][0] < index:
+            self._create_segment(index)
+        path = self.directory / snapshot_name(index)
+        temp = path.with_name(path.name + TEMP_SUFFIX)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            header = encode_snapshot_header(index, data)
+            _pwrite_all(fd, header, 0)
+            _pwrite_all(fd, data, len(header))
+            os.fsync(fd)
+            os.rename(temp, path)
+        except OSError:
+            temp.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)
+        # Nothing is deleted until the rename is durable: until then the old files are recovery.
+        _fsync_directory(self.directory)
+        self._base = index
+        while len(self._segments) > 1 and self._segments[1][0] <= index:
+            _first, old = self._segments.pop(0)
+            old.unlink(missing_ok=True)
+        for old_index, old in _list_indexed(self.directory, SNAPSHOT_SUFFIX):
+            if old_index < index:
+                old.unlink(missing_ok=True)
+        _fsync_directory(self.directory)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None

@@ -1,0 +1,277 @@
+"""The byte layout of the local write-ahead log: segment headers, record framing, snapshot files,
+and the read-only scanner that decides where a segment's valid records end. The directory logic
+(which files are live, recovery, rotation, fsync order) lives in `jq_tool.core.wal`.
+
+Format
+======
+
+A WAL directory holds segment files and snapshot files::
+
+    00000000000000000000.wal     records 0 .. 41 999
+    00000000000000042000.wal     records 42 000 .. (the last segment, the one being appended)
+    00000000000000042000.snap    state machine snapshot: the state after records 0 .. 41 999
+    LOCK                         flock(2) target: one process owns the directory
+
+Names are the 20-digit decimal index of the segment's first record (or of the snapshot). Record
+indexes start at 0 and are not stored per record: a record's index is its segment's first index
+plus its position in the segment, so segments must be contiguous (a gap is corruption).
+
+Segment file::
+
+    +-------------------------------- header, 20 bytes --------------------------------+
+    | magic "JQWL" (4) | version u16 LE (=1) | reserved u16 (=0) | first_index u64 LE |
+    | crc32c u32 LE of the 16 bytes before it                                            |
+    +-----------------------------------------------------------------------------------+
+    | record | record | record | ...                                                     |
+
+Record (9-byte header, then the body)::
+
+    | length u32 LE | crc32c u32 LE | type u8 | body (length bytes) |
+
+`length` is len(body), at most MAX_RECORD_BODY (64 MiB). The crc32c (Castagnoli) covers the type
+byte and the body. `type` 1 (RECORD_COMMAND) is a msgpack-encoded `jq_tool.core.model` command;
+other values are reserved for later record kinds and are carried through untouched.
+
+Snapshot file (written to `<name>.snap.tmp`, fsynced, renamed, directory fsynced)::
+
+    | magic "JQSN" (4) | version u16 LE (=1) | reserved u16 (=0) | index u64 LE |
+    | length u64 LE | crc32c u32 LE | data (length bytes) |
+
+The snapshot crc32c covers the 24 header bytes before it and the data, so a flipped bit in the
+index or the length is caught as well as one in the data.
+
+What a reader does with a bad record depends on where it is: the *tail* of the last segment (a
+partial header, a length running past the end of the file, a CRC mismatch with no valid record
+after it, zero fill) is a write that never completed and is truncated; anything else is
+corruption of records that were acknowledged, and the WAL refuses to open. The scanner here only
+reports facts (where, why, whether a valid record follows); `wal.py` makes that decision.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import crc32c
+
+RECORD_COMMAND = 1  # record type byte for a msgpack-encoded jq_tool.core.model command
+
+MAX_RECORD_BODY = 64 << 20
+
+SEGMENT_SUFFIX = ".wal"
+SNAPSHOT_SUFFIX = ".snap"
+TEMP_SUFFIX = ".tmp"
+NAME_DIGITS = 20
+
+SEGMENT_MAGIC = b"JQWL"
+SNAPSHOT_MAGIC = b"JQSN"
+FORMAT_VERSION = 1
+
+_SEGMENT_HEAD = struct.Struct("<4sHHQ")
+_CRC = struct.Struct("<I")
+SEGMENT_HEADER_SIZE = _SEGMENT_HEAD.size + _CRC.size  # 20
+
+RECORD_HEADER = struct.Struct("<IIB")
+RECORD_HEADER_SIZE = RECORD_HEADER.size  # 9
+
+_SNAPSHOT_HEAD = struct.Struct("<4sHHQQ")
+SNAPSHOT_HEADER_SIZE = _SNAPSHOT_HEAD.size + _CRC.size  # 28
+
+# crc32c(type byte) for every type: a record's CRC continues from it over the body, so framing
+# never has to concatenate the type and the body just to checksum them.
+_TYPE_CRC = tuple(crc32c.crc32c(bytes([t])) for t in range(256))
+
+
+def segment_name(first_index: int) -> str:
+    return f"{first_index:0{NAME_DIGITS}d}{SEGMENT_SUFFIX}"
+
+
+def snapshot_name(index: int) -> str:
+    return f"{index:0{NAME_DIGITS}d}{SNAPSHOT_SUFFIX}"
+
+
+def parse_name(name: str, suffix: str) -> int | None:
+    """The index in a segment or snapshot file name, or None if the name is not one of ours."""
+    if not name.endswith(suffix):
+        return None
+    stem = name[: -len(suffix)]
+    if len(stem) != NAME_DIGITS or not stem.isdigit():
+        return None
+    return int(stem)
+
+
+def encode_segment_header(first_index: int) -> bytes:
+    head = _SEGMENT_HEAD.pack(SEGMENT_MAGIC, FORMAT_VERSION, 0, first_index)
+    return head + _CRC.pack(crc32c.crc32c(head))
+
+
+def decode_segment_header(data: bytes | memoryview) -> tuple[int | None, str | None]:
+    """(first_index, None) for a valid header, (None, reason) otherwise."""
+    if len(data) < SEGMENT_HEADER_SIZE:
+        return None, f"partial segment header ({len(data)} of {SEGMENT_HEADER_SIZE} bytes)"
+    magic, version, _reserved, first_index = _SEGMENT_HEAD.unpack_from(data, 0)
+    (crc,) = _CRC.unpack_from(data, _SEGMENT_HEAD.size)
+    if crc32c.crc32c(data[: _SEGMENT_HEAD.size]) != crc:
+        return None, "segment header crc mismatch"
+    if magic != SEGMENT_MAGIC:
+        return None, f"bad segment magic {magic!r}"
+    if version != FORMAT_VERSION:
+        return None, f"unsupported segment format version {version}"
+    return first_index, None
+
+
+def encode_records(records: list[tuple[int, bytes]]) -> bytes:
+    """Frame a batch of (type, body) records into one buffer, ready for a single write."""
+    parts: list[bytes] = []
+    append = parts.append
+    pack = RECORD_HEADER.pack
+    crc = crc32c.crc32c
+    type_crc = _TYPE_CRC
+    for record_type, body in records:
+        length = len(body)
+        if length > MAX_RECORD_BODY:
+            raise ValueError(f"record body of {length} bytes exceeds the {MAX_RECORD_BODY} limit")
+        if not 0 <= record_type <= 255:
+            raise ValueError(f"record type {record_type} is not a byte")
+        append(pack(length, crc(body, type_crc[record_type]), record_type))
+        append(body)
+    return b"".join(parts)
+
+
+@dataclass
+class SegmentScan:
+    """What a read-only pass over one segment file found."""
+
+    size: int  # bytes in the file
+    first_index: int | None  # from the header; None if the header is invalid
+    records: int = 0  # valid records before valid_end
+    valid_end: int = 0  # offset just past the last valid record (0 if the header is bad)
+    type_counts: dict[int, int] = field(default_factory=dict)
+    error_offset: int | None = None  # where the first invalid byte range starts
+    error_reason: str | None = None
+    header_error: bool = False  # the error is in the segment header
+    zero_fill: bool = False  # everything from error_offset to the end is zero bytes
+    valid_record_after: int | None = None  # offset of a valid record after the error, if any
+
+
+def _is_zero(data: bytes, start: int) -> bool:
+    return len(data.rstrip(b"\x00")) <= start
+
+
+def find_valid_record(data: bytes, start: int) -> int | None:
+    """The first offset >= start where a whole record with a matching CRC begins, or None.
+
+    Used after an error to tell a torn tail (nothing valid follows) from damage in the middle of
+    acknowledged records. Checking the length against the bytes left before computing a CRC keeps
+    this cheap on text or random garbage, where most candidate lengths are huge.
+    """
+    size = len(data)
+    view = memoryview(data)
+    unpack = RECORD_HEADER.unpack_from
+    crc = crc32c.crc32c
+    for offset in range(start, size - RECORD_HEADER_SIZE + 1):
+        length, checksum, _record_type = unpack(data, offset)
+        end = offset + RECORD_HEADER_SIZE + length
+        if end > size or length > MAX_RECORD_BODY:
+            continue
+        if crc(view[offset + RECORD_HEADER_SIZE - 1 : end]) == checksum:
+            return offset
+    return None
+
+
+def scan_segment(data: bytes, *, search_after_error: bool) -> SegmentScan:
+    """Validate a whole segment file's bytes. Never raises on bad data: it reports."""
+    size = len(data)
+    first_index, reason = decode_segment_header(data)
+    if first_index is None:
+        return SegmentScan(
+            size=size,
+            first_index=None,
+            error_offset=0,
+            error_reason=reason,
+            header_error=True,
+            zero_fill=_is_zero(data, 0),
+            valid_record_after=(
+                find_valid_record(data, SEGMENT_HEADER_SIZE) if search_after_error else None
+            ),
+        )
+    scan = SegmentScan(size=size, first_index=first_index, valid_end=SEGMENT_HEADER_SIZE)
+    view = memoryview(data)
+    unpack = RECORD_HEADER.unpack_from
+    crc = crc32c.crc32c
+    counts = scan.type_counts
+    offset = SEGMENT_HEADER_SIZE
+    records = 0
+    error: str | None = None
+    while offset < size:
+        if size - offset < RECORD_HEADER_SIZE:
+            error = f"partial record header ({size - offset} of {RECORD_HEADER_SIZE} bytes)"
+            break
+        length, checksum, record_type = unpack(data, offset)
+        if length > MAX_RECORD_BODY:
+            error = f"record length {length} exceeds the {MAX_RECORD_BODY}-byte limit"
+            break
+        end = offset + RECORD_HEADER_SIZE + length
+        if end > size:
+            present = size - offset - RECORD_HEADER_SIZE
+            error = f"record length {length} runs past the end of the file ({present} present)"
+            break
+        if crc(view[offset + RECORD_HEADER_SIZE - 1 : end]) != checksum:
+            error = "record crc mismatch"
+            break
+        counts[record_type] = counts.get(record_type, 0) + 1
+        records += 1
+        offset = end
+    scan.records = records
+    scan.valid_end = offset
+    if error is not None:
+        scan.error_offset = offset
+        scan.error_reason = error
+        scan.zero_fill = _is_zero(data, offset)
+        if search_after_error and not scan.zero_fill:
+            scan.valid_record_after = find_valid_record(data, offset + 1)
+    return scan
+
+
+def iter_records(data: bytes, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    """(type, body) of each record in data[start:end], which a scan already found valid.
+
+    The CRC is checked again: the file is re-read for replay, and a record is never handed to
+    the state machine unchecked.
+    """
+    view = memoryview(data)
+    unpack = RECORD_HEADER.unpack_from
+    crc = crc32c.crc32c
+    offset = start
+    while offset < end:
+        length, checksum, record_type = unpack(data, offset)
+        body_end = offset + RECORD_HEADER_SIZE + length
+        if body_end > end or crc(view[offset + RECORD_HEADER_SIZE - 1 : body_end]) != checksum:
+            raise ValueError(f"record at offset {offset} changed since it was validated")
+        yield record_type, data[offset + RECORD_HEADER_SIZE : body_end]
+        offset = body_end
+
+
+def encode_snapshot_header(index: int, data: bytes) -> bytes:
+    head = _SNAPSHOT_HEAD.pack(SNAPSHOT_MAGIC, FORMAT_VERSION, 0, index, len(data))
+    return head + _CRC.pack(crc32c.crc32c(data, crc32c.crc32c(head)))
+
+
+def decode_snapshot(raw: bytes) -> tuple[int, bytes] | str:
+    """(index, data) of a valid snapshot file's bytes, or the reason it is invalid."""
+    if len(raw) < SNAPSHOT_HEADER_SIZE:
+        return f"partial snapshot header ({len(raw)} of {SNAPSHOT_HEADER_SIZE} bytes)"
+    magic, version, _reserved, index, length = _SNAPSHOT_HEAD.unpack_from(raw, 0)
+    (checksum,) = _CRC.unpack_from(raw, _SNAPSHOT_HEAD.size)
+    if magic != SNAPSHOT_MAGIC:
+        return f"bad snapshot magic {magic!r}"
+    if version != FORMAT_VERSION:
+        return f"unsupported snapshot format version {version}"
+    if SNAPSHOT_HEADER_SIZE + length != len(raw):
+        return f"snapshot length {length} does not match the file ({len(raw)} bytes)"
+    view = memoryview(raw)
+    head_crc = crc32c.crc32c(view[: _SNAPSHOT_HEAD.size])
+    if crc32c.crc32c(view[SNAPSHOT_HEADER_SIZE:], head_crc) != checksum:
+        return "snapshot crc mismatch"
+    return index, raw[SNAPSHOT_HEADER_SIZE:]
