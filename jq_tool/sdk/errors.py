@@ -1,0 +1,125 @@
+"""The SDK's typed exceptions and the one table that maps an HTTP answer to them.
+
+Every error the server can return (docs/api.md: status + machine `code`) becomes exactly one
+exception class here, so callers catch `LeaseLost` or `JobNotFound` instead of inspecting status
+codes. Connection failures count as `ServerUnavailable`, the same as a 503: in both cases the
+request may be retried later.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class JqError(Exception):
+    """Base of every error the SDK raises for a request the server (or the network) refused."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.field = field
+
+    def __str__(self) -> str:
+        where = f" (field {self.field})" if self.field else ""
+        status = f"{self.status} " if self.status is not None else ""
+        code = f"{self.code}: " if self.code else ""
+        return f"{status}{code}{self.message}{where}"
+
+
+class BadRequest(JqError):
+    """400: the request body or a field is invalid; `field` names it when the server did."""
+
+
+class Unauthorized(JqError):
+    """401: no key, an unknown key or a revoked key."""
+
+
+class Forbidden(JqError):
+    """403: the key lacks the scope the route needs."""
+
+
+class NotFound(JqError):
+    """404: no such job or key."""
+
+
+class JobNotFound(NotFound):
+    """404 on a job route: no job with that id (it may have been purged)."""
+
+
+class KeyNotFound(NotFound):
+    """404 on a key route: no key with that id."""
+
+
+class Conflict(JqError):
+    """409: the job's state or lease does not allow the request."""
+
+
+class LeaseLost(Conflict):
+    """409 lease_mismatch: the lease named is no longer the job's current lease (it expired and
+    the job was leased again, or it was settled). The attempt must not be retried."""
+
+
+class InvalidState(Conflict):
+    """409 invalid_state: e.g. ack of a job that is not RUNNING, cancel of a RUNNING job."""
+
+
+class PayloadTooLarge(JqError):
+    """413: the body or payload is over the server's --max-payload."""
+
+
+class ServerUnavailable(JqError):
+    """503, or the server could not be reached: nothing is known to have happened; retry."""
+
+
+class StorageFull(JqError):
+    """507: the server's disk is full; nothing was written. Retry later."""
+
+
+class WaitTimeout(JqError, TimeoutError):
+    """wait_for_completion gave up before the job reached a finished state."""
+
+
+# The one mapping table: (status, code) first, then status alone.
+_BY_STATUS_AND_CODE: dict[tuple[int, str], type[JqError]] = {
+    (409, "lease_mismatch"): LeaseLost,
+    (409, "invalid_state"): InvalidState,
+}
+_BY_STATUS: dict[int, type[JqError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    422: BadRequest,
+    503: ServerUnavailable,
+    507: StorageFull,
+}
+
+
+def error_for_response(status: int, body: Any, *, not_found: type[NotFound] = NotFound) -> JqError:
+    """The exception for an error answer; `not_found` narrows a 404 to the route's resource."""
+    message = f"HTTP {status}"
+    code: str | None = None
+    field: str | None = None
+    if isinstance(body, dict):
+        message = str(body.get("error") or body.get("message") or message)
+        code = body.get("code") if isinstance(body.get("code"), str) else None
+        field = body.get("field") if isinstance(body.get("field"), str) else None
+    elif isinstance(body, str) and body.strip():
+        message = body.strip()[:500]
+    cls = _BY_STATUS_AND_CODE.get((status, code or ""))
+    if cls is None:
+        cls = not_found if status == 404 else _BY_STATUS.get(status)
+    if cls is None:
+        cls = ServerUnavailable if status >= 500 else JqError
+    return cls(message, status=status, code=code, field=field)

@@ -1,0 +1,205 @@
+"""The typed records the SDK hands back: what docs/api.md's JSON bodies decode into.
+
+These are the SDK's own wire types (it imports nothing from the server side, so it can be
+installed alone). Times arrive as RFC 3339 strings and decode into timezone-aware `datetime`s;
+unknown fields are ignored so an older SDK keeps working against a newer server.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timedelta
+
+import msgspec
+
+
+class JobState(enum.StrEnum):
+    READY = "READY"
+    RUNNING = "RUNNING"
+    ACKED = "ACKED"
+    RETRY = "RETRY"
+    DEAD = "DEAD"
+    CANCELLED = "CANCELLED"
+
+
+FINISHED_STATES = frozenset({JobState.ACKED, JobState.DEAD, JobState.CANCELLED})
+
+
+class Job(msgspec.Struct, frozen=True):
+    """A job as `GET /jobs/{id}` shows it (`payload` is None in list pages)."""
+
+    job_id: str
+    state: JobState
+    attempts: int = 0
+    max_retries: int = 0
+    created_at: datetime | None = None
+    result: str | None = None
+    result_error: str | None = None
+    payload: str | None = None
+    queue: str = "default"
+    priority: int = 0
+    run_at: datetime | None = None
+    lease_until: datetime | None = None
+    updated_at: datetime | None = None
+    idempotency_key: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+
+class LeasedJob(msgspec.Struct, frozen=True):
+    """A job a worker holds: settle it with ack/fail naming `lease_id` before `lease_until`."""
+
+    job_id: str
+    payload: str
+    lease_until: datetime
+    attempt: int
+    lease_id: str | None = None
+    queue: str = "default"
+    priority: int = 0
+    max_retries: int = 0
+
+
+class Page(msgspec.Struct, frozen=True):
+    """One page of `GET /jobs`, newest first; pass `next_cursor` back for the next page."""
+
+    jobs: list[Job]
+    next_cursor: str | None = None
+
+
+class Settled(msgspec.Struct, frozen=True):
+    """The answer to ack, fail, cancel and requeue: the job's state afterwards."""
+
+    job_id: str
+    state: JobState
+
+
+class Extended(msgspec.Struct, frozen=True):
+    job_id: str
+    lease_until: datetime
+
+
+class SubmitResult(msgspec.Struct, frozen=True):
+    """One entry of a batch submit: a job id, or the error that refused this entry."""
+
+    job_id: str | None = None
+    duplicate: bool = False
+    error: str | None = None
+    field: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.job_id is not None and self.error is None
+
+
+class QueueStats(msgspec.Struct, frozen=True):
+    runnable: int = 0
+    running: int = 0
+    scheduled: int = 0
+    retry: int = 0
+    dead: int = 0
+    acked: int = 0
+    cancelled: int = 0
+    total: int = 0
+
+
+class Totals(msgspec.Struct, frozen=True):
+    submitted: int = 0
+    acked: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead: int = 0
+    expired: int = 0
+    cancelled: int = 0
+    requeued: int = 0
+    purged: int = 0
+
+
+class Stats(msgspec.Struct, frozen=True):
+    runnable: int = 0
+    running: int = 0
+    scheduled: int = 0
+    retry: int = 0
+    dead: int = 0
+    acked: int = 0
+    cancelled: int = 0
+    total: int = 0
+    queues: dict[str, QueueStats] = {}
+    submits_per_sec: float = 0.0
+    acks_per_sec: float = 0.0
+    totals: Totals = Totals()
+    role: str = "single"
+    node_id: str | None = None
+    uptime_s: float = 0.0
+
+
+class JobEvent(msgspec.Struct, frozen=True):
+    """An `event: job` of `GET /events`."""
+
+    job_id: str
+    state: JobState
+    queue: str = "default"
+    previous: JobState | None = None
+    attempts: int = 0
+    priority: int = 0
+    at: datetime | int | None = None
+
+
+class Key(msgspec.Struct, frozen=True):
+    """An API key as listed: never the secret."""
+
+    key_id: str
+    name: str = ""
+    owner_id: str = ""
+    type: str = ""
+    scopes: list[str] = []
+    created_at: datetime | None = None
+    revoked_at: datetime | None = None
+    key_prefix: str | None = None
+
+
+class CreatedKey(msgspec.Struct, frozen=True):
+    """A freshly created key: `key` is the secret, shown this once."""
+
+    key: str
+    key_id: str | None = None
+    name: str = ""
+    owner_id: str = ""
+    type: str = ""
+    scopes: list[str] = []
+    created_at: datetime | None = None
+
+
+class RevokedKey(msgspec.Struct, frozen=True):
+    key: str
+    revoked_at: datetime | None = None
+    message: str = ""
+
+
+class JobSpec(msgspec.Struct):
+    """One job to submit (for `submit_many`). `payload` that is not a str is sent as JSON.
+
+    `delay` (seconds or a timedelta) and `run_at` are exclusive. `idempotency_key` defaults to a
+    fresh uuid4 per job, so a batch retried after a connection error creates no duplicates.
+    """
+
+    payload: object = ""
+    queue: str = "default"
+    priority: int = 0
+    max_retries: int = 3
+    delay: float | timedelta | None = None
+    run_at: datetime | None = None
+    idempotency_key: str | None = None
+
+
+class Success(msgspec.Struct, frozen=True):
+    """A handler's explicit success; `result` is stored as the job's result."""
+
+    result: object = None
+
+
+class Failure(msgspec.Struct, frozen=True):
+    """A handler's explicit failed attempt; `error` becomes the job's result_error."""
+
+    error: str = "failed"

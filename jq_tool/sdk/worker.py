@@ -1,0 +1,412 @@
+"""`Worker` and `AsyncWorker`: lease jobs, run a handler on each, settle every attempt.
+
+Both run the same asyncio core (`BaseWorker`): a long-poll lease loop that asks for exactly as
+many jobs as it has free slots, a lease keeper per running job that extends the lease at a third
+of its length, and a settle step that acks (or fails) naming the job's lease_id and retries with
+capped backoff while the server is unreachable — leases survive a server restart, so an ack sent
+again after the restart still lands. A 409 on ack means the lease was lost: the attempt is logged
+and never retried as another attempt. The only difference between the two: `Worker` runs sync
+handlers in a thread pool of `concurrency` threads, `AsyncWorker` awaits async handlers.
+
+A handler returns a value (success: a str is the result, anything else is stored as JSON),
+returns `Success(result)` / `Failure(error)`, or raises (failure: the traceback is the
+job's result_error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from jq_tool.sdk.client import AsyncClient, encode_payload
+from jq_tool.sdk.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    JobNotFound,
+    JqError,
+    PayloadTooLarge,
+    ServerUnavailable,
+    StorageFull,
+    Unauthorized,
+)
+from jq_tool.sdk.types import Failure, LeasedJob, Success
+
+log = logging.getLogger("jq_tool.sdk.worker")
+
+SyncHandler = Callable[[LeasedJob], Any]
+AsyncHandler = Callable[[LeasedJob], Awaitable[Any]]
+
+# Errors after which waiting helps: the server is down, restarting or out of disk.
+_TRANSIENT = (ServerUnavailable, StorageFull)
+
+
+def handler_outcome(value: object) -> tuple[str | None, str | None]:
+    """(result, error) for what a handler returned; error set means a failed attempt."""
+    if isinstance(value, Failure):
+        return None, value.error
+    if isinstance(value, Success):
+        value = value.result
+    if value is None:
+        return None, None
+    if isinstance(value, str):
+        return value, None
+    try:
+        return encode_payload(value), None
+    except ValueError:
+        return str(value), None
+
+
+@dataclass
+class WorkerCounts:
+    """What this worker did since it started."""
+
+    leased: int = 0
+    acked: int = 0
+    failed: int = 0  # attempts reported as failed (the job retries or goes DEAD)
+    lost: int = 0  # settles refused with 409: the lease had expired or moved on
+
+
+class BaseWorker:
+    """The shared core; subclasses only decide how the handler is called."""
+
+    def __init__(
+        self,
+        url: str,
+        key: str | None,
+        handler: Callable[[LeasedJob], Any],
+        *,
+        queue: str = "default",
+        concurrency: int = 4,
+        lease_ms: int | None = None,
+        poll_wait: float = 30.0,
+        grace: float = 30.0,
+        timeout: float = 10.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if lease_ms is not None and lease_ms < 1000:
+            raise ValueError("lease_ms must be at least 1000")
+        self.url = url
+        self.key = key
+        self.handler = handler
+        self.queue = queue
+        self.concurrency = concurrency
+        self.lease_ms = lease_ms
+        self.poll_wait = max(0.0, min(30.0, poll_wait))
+        self.grace = grace
+        self.timeout = timeout
+        self.max_backoff = max_backoff
+        self.counts = WorkerCounts()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._stop_requested = threading.Event()
+        self._drain_deadline: float | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(url={self.url!r}, queue={self.queue!r})"
+
+    def stop(self) -> None:
+        """Stop leasing, let in-flight handlers finish (up to `grace` seconds), then return
+        from run(). Safe to call from any thread or a signal handler."""
+        self._stop_requested.set()
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            # RuntimeError: the loop just closed, and run() is returning anyway.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stop.set)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested.is_set()
+
+    async def call_handler(self, job: LeasedJob) -> Any:
+        raise NotImplementedError
+
+    async def run_loop(self, *, install_signal_handlers: bool = False) -> None:
+        """The worker until stop(): lease, run, settle; then drain within the grace period."""
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        if self._stop_requested.is_set():
+            self._stop.set()
+        if install_signal_handlers:
+            self._install_signal_handlers()
+        in_flight: set[asyncio.Task[None]] = set()
+        slot_freed = asyncio.Event()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            slot_freed.set()
+
+        client = AsyncClient(
+            self.url,
+            self.key,
+            timeout=self.timeout,
+            retries=0,
+            max_backoff=self.max_backoff,
+            max_connections=self.concurrency * 2 + 2,
+        )
+        try:
+            failures = 0
+            while not self._stop.is_set():
+                free = self.concurrency - len(in_flight)
+                if free <= 0:
+                    slot_freed.clear()
+                    await self._first(slot_freed.wait())
+                    continue
+                started = time.monotonic()
+                lease = asyncio.ensure_future(
+                    client.lease(
+                        queue=self.queue,
+                        wait=self.poll_wait,
+                        max_jobs=free,
+                        lease_ms=self.lease_ms,
+                    )
+                )
+                if not await self._first(lease):
+                    # Stopping. Jobs a cancelled lease got are not lost: their lease expires.
+                    lease.cancel()
+                    break
+                try:
+                    jobs = lease.result()
+                except _TRANSIENT as exc:
+                    delay = client.backoff_delay(failures)
+                    failures += 1
+                    log.warning("lease failed (%s); retrying in %.1fs", exc, delay)
+                    await self._first(asyncio.sleep(delay))
+                    continue
+                except (Unauthorized, Forbidden, BadRequest) as exc:
+                    log.error("lease refused, the worker stops: %s", exc)
+                    raise
+                if failures:
+                    log.info("server reachable again")
+                failures = 0
+                if not jobs and time.monotonic() - started < min(self.poll_wait, 1.0) / 2:
+                    # The server answered "none" at once despite wait: do not spin.
+                    await self._first(asyncio.sleep(min(self.poll_wait, 1.0) / 2))
+                for job in jobs:
+                    self.counts.leased += 1
+                    task = asyncio.ensure_future(self._process(client, job))
+                    in_flight.add(task)
+                    task.add_done_callback(finished)
+            await self._drain(in_flight)
+        finally:
+            await client.aclose()
+            self._loop = None
+
+    async def _first(self, awaitable: Awaitable[Any]) -> bool:
+        """Await `awaitable` unless stop() comes first; True when it finished."""
+        assert self._stop is not None
+        task = asyncio.ensure_future(awaitable)
+        stopper = asyncio.ensure_future(self._stop.wait())
+        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if task in done:
+            return True
+        if not isinstance(awaitable, asyncio.Future):
+            task.cancel()  # our own wrapper; a caller's future is the caller's to cancel
+        return False
+
+    async def _drain(self, in_flight: set[asyncio.Task[None]]) -> None:
+        if not in_flight:
+            return
+        log.info("stopping: waiting up to %.0fs for %d job(s)", self.grace, len(in_flight))
+        self._drain_deadline = time.monotonic() + self.grace
+        _, pending = await asyncio.wait(set(in_flight), timeout=self.grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning(
+                "grace period over: %d job(s) left unsettled; their leases will expire",
+                len(pending),
+            )
+            await asyncio.wait(pending, timeout=1.0)
+
+    async def _process(self, client: AsyncClient, job: LeasedJob) -> None:
+        keeper = asyncio.ensure_future(self._keep_lease(client, job))
+        result: str | None = None
+        error: str | None = None
+        try:
+            result, error = handler_outcome(await self.call_handler(job))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            error = traceback.format_exc()
+        finally:
+            keeper.cancel()
+        await self._settle(client, job, result, error)
+
+    def _lease_seconds(self, job: LeasedJob) -> float:
+        if self.lease_ms is not None:
+            return self.lease_ms / 1000
+        return max(1.0, (job.lease_until - datetime.now(UTC)).total_seconds())
+
+    async def _keep_lease(self, client: AsyncClient, job: LeasedJob) -> None:
+        """Extend the lease at a third of its length while the handler runs, so a slow job
+        is not leased to someone else."""
+        interval = max(0.3, self._lease_seconds(job) / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await client.extend(job.job_id, lease_id=job.lease_id, lease_ms=self.lease_ms)
+            except (Conflict, JobNotFound) as exc:
+                log.warning("job %s: lease lost while running (%s)", job.job_id, exc)
+                return
+            except JqError as exc:
+                # Try again sooner: the lease still has two thirds of its time.
+                log.warning("job %s: extend failed (%s)", job.job_id, exc)
+                await asyncio.sleep(min(interval, 1.0))
+
+    async def _settle(
+        self, client: AsyncClient, job: LeasedJob, result: str | None, error: str | None
+    ) -> None:
+        attempt = 0
+        while True:
+            try:
+                if error is None:
+                    await client.ack(job.job_id, result, lease_id=job.lease_id)
+                    self.counts.acked += 1
+                else:
+                    await client.fail(job.job_id, error, lease_id=job.lease_id)
+                    self.counts.failed += 1
+                return
+            except (Conflict, JobNotFound) as exc:
+                self.counts.lost += 1
+                hint = " (an earlier try may have landed)" if attempt else ""
+                log.warning("job %s: lease lost, not settled%s: %s", job.job_id, hint, exc)
+                return
+            except (PayloadTooLarge, BadRequest) as exc:
+                if error is not None:
+                    log.error("job %s: failure report refused: %s", job.job_id, exc)
+                    error = error[-4000:] if len(error) > 4000 else "handler failed"
+                    if attempt > 3:
+                        return
+                else:
+                    error, result = f"result refused by the server: {exc}", None
+                attempt += 1
+            except _TRANSIENT as exc:
+                delay = client.backoff_delay(attempt)
+                if self._drain_deadline is not None and time.monotonic() + delay > (
+                    self._drain_deadline
+                ):
+                    log.error("job %s: giving up settling at shutdown: %s", job.job_id, exc)
+                    return
+                log.warning("job %s: settle failed (%s); retrying in %.1fs", job.job_id, exc, delay)
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    def _install_signal_handlers(self) -> None:
+        assert self._loop is not None
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._loop.add_signal_handler(signum, self._on_signal, signum)
+            except (NotImplementedError, RuntimeError, ValueError):
+                log.debug("cannot install a handler for %s here", signum)
+
+    def _on_signal(self, signum: int) -> None:
+        if self.stopping:
+            log.warning("second signal: leaving now")
+            raise SystemExit(1)
+        log.info("%s received: finishing in-flight jobs", signal.Signals(signum).name)
+        self.stop()
+
+
+class Worker(BaseWorker):
+    """Runs a sync handler in `concurrency` threads. `run()` blocks until stop() or
+    SIGTERM/SIGINT."""
+
+    def __init__(
+        self,
+        url: str,
+        key: str | None,
+        handler: SyncHandler,
+        *,
+        queue: str = "default",
+        concurrency: int = 4,
+        lease_ms: int | None = None,
+        poll_wait: float = 30.0,
+        grace: float = 30.0,
+        timeout: float = 10.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        super().__init__(
+            url,
+            key,
+            handler,
+            queue=queue,
+            concurrency=concurrency,
+            lease_ms=lease_ms,
+            poll_wait=poll_wait,
+            grace=grace,
+            timeout=timeout,
+            max_backoff=max_backoff,
+        )
+        self._threads: ThreadPoolExecutor | None = None
+
+    def run(self, *, install_signal_handlers: bool | None = None) -> None:
+        """Block until stopped. Signal handlers are installed when called on the main thread."""
+        if install_signal_handlers is None:
+            install_signal_handlers = threading.current_thread() is threading.main_thread()
+        self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="jq-worker")
+        try:
+            asyncio.run(self.run_loop(install_signal_handlers=install_signal_handlers))
+        finally:
+            # A handler still running after the grace period keeps its thread; do not wait.
+            self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def call_handler(self, job: LeasedJob) -> Any:
+        assert self._threads is not None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, self.handler, job)
+
+
+class AsyncWorker(BaseWorker):
+    """Awaits an async handler; up to `concurrency` jobs at once. `await run()`."""
+
+    def __init__(
+        self,
+        url: str,
+        key: str | None,
+        handler: AsyncHandler,
+        *,
+        queue: str = "default",
+        concurrency: int = 16,
+        lease_ms: int | None = None,
+        poll_wait: float = 30.0,
+        grace: float = 30.0,
+        timeout: float = 10.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        super().__init__(
+            url,
+            key,
+            handler,
+            queue=queue,
+            concurrency=concurrency,
+            lease_ms=lease_ms,
+            poll_wait=poll_wait,
+            grace=grace,
+            timeout=timeout,
+            max_backoff=max_backoff,
+        )
+
+    async def run(self, *, install_signal_handlers: bool = False) -> None:
+        await self.run_loop(install_signal_handlers=install_signal_handlers)
+
+    async def call_handler(self, job: LeasedJob) -> Any:
+        value = self.handler(job)
+        if inspect.isawaitable(value):
+            value = await value
+        return value
