@@ -1,0 +1,300 @@
+"""The job commands of `jq`: submit, lease, ack, get, list, stats, cancel, requeue.
+
+Thin on purpose: parse the options, make one SDK `Client` call, print the answer (a rich table,
+or JSON with `--json`), and exit with the code output.py's table gives the error.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated
+
+import typer
+
+from jq_tool.cli.output import (
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    fail,
+    print_json,
+    print_record,
+    print_rows,
+    reported_errors,
+    stdout,
+)
+from jq_tool.sdk import Client, Job, LeasedJob, Settled
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+UrlOption = Annotated[
+    str, typer.Option("--url", envvar="JQ_URL", help="Server URL.", show_envvar=True)
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option("--key", envvar="JQ_KEY", help="API key.", show_envvar=True, show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+QueueOption = Annotated[str, typer.Option("--queue", "-q", help="Queue name.")]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "500ms", "5s", "2m", "1h" or a bare number of seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise typer.BadParameter(f"{text!r} is not a duration (like 500ms, 5s, 2m, 1h)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@contextmanager
+def open_client(url: str, key: str | None, as_json: bool) -> Iterator[Client]:
+    with reported_errors(as_json):
+        client = Client(url, key)
+    with client, reported_errors(as_json):
+        yield client
+
+
+def _job_fields(job: Job) -> list[tuple[str, object]]:
+    return [
+        ("job_id", job.job_id),
+        ("state", job.state.value),
+        ("queue", job.queue),
+        ("priority", job.priority),
+        ("attempts", job.attempts),
+        ("max_retries", job.max_retries),
+        ("created_at", job.created_at),
+        ("run_at", job.run_at),
+        ("lease_until", job.lease_until),
+        ("updated_at", job.updated_at),
+        ("payload", job.payload),
+        ("result", job.result),
+        ("result_error", job.result_error),
+    ]
+
+
+def _leased_fields(job: LeasedJob) -> list[tuple[str, object]]:
+    return [
+        ("job_id", job.job_id),
+        ("lease_id", job.lease_id),
+        ("lease_until", job.lease_until),
+        ("attempt", job.attempt),
+        ("queue", job.queue),
+        ("priority", job.priority),
+        ("max_retries", job.max_retries),
+        ("payload", job.payload),
+    ]
+
+
+def _print_settled(settled: Settled, as_json: bool) -> None:
+    if as_json:
+        print_json(settled)
+    else:
+        stdout().print(f"{settled.job_id} {settled.state.value}")
+
+
+def submit(
+    payload: Annotated[str, typer.Argument(help="The job's payload; '-' reads stdin.")],
+    priority: Annotated[int, typer.Option(help="Higher leases first.")] = 0,
+    delay: Annotated[
+        str | None, typer.Option(help="Run after this long: 500ms, 5s, 2m.", show_default=False)
+    ] = None,
+    run_at: Annotated[
+        datetime | None,
+        typer.Option(
+            "--run-at", help="Run at this time (ISO 8601; naive = local).", show_default=False
+        ),
+    ] = None,
+    queue: QueueOption = "default",
+    max_retries: Annotated[int, typer.Option(min=0, help="Retries after the first try.")] = 3,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(help="The same key returns the same job id.", show_default=False),
+    ] = None,
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Submit a job; prints its id."""
+    seconds = parse_duration(delay) if delay is not None else None
+    if seconds is not None and run_at is not None:
+        fail("give --delay or --run-at, not both", EXIT_USAGE, as_json=as_json)
+    text = sys.stdin.read() if payload == "-" else payload
+    with open_client(url, key, as_json) as client:
+        job_id = client.submit(
+            text,
+            priority=priority,
+            delay=seconds,
+            run_at=run_at,
+            queue=queue,
+            max_retries=max_retries,
+            idempotency_key=idempotency_key,
+        )
+    if as_json:
+        print_json({"job_id": job_id})
+    else:
+        sys.stdout.write(job_id + "\n")
+
+
+def lease(
+    queue: QueueOption = "default",
+    wait: Annotated[str, typer.Option(help="Long-poll up to this long (≤ 30s).")] = "0s",
+    lease_ms: Annotated[
+        int | None, typer.Option(min=1000, help="Lease length in ms.", show_default=False)
+    ] = None,
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Lease one job (exit 1 when none is available)."""
+    seconds = parse_duration(wait)
+    with open_client(url, key, as_json) as client:
+        jobs = client.lease(queue=queue, wait=seconds, max_jobs=1, lease_ms=lease_ms)
+    if not jobs:
+        fail("no jobs available", EXIT_NOT_FOUND, as_json=as_json, error_code="not_found")
+    if as_json:
+        print_json(jobs[0])
+    else:
+        print_record("leased", _leased_fields(jobs[0]))
+
+
+def ack(
+    job_id: Annotated[str, typer.Argument(help="The leased job.")],
+    lease_id: Annotated[
+        str | None, typer.Option(help="The lease being settled.", show_default=False)
+    ] = None,
+    result: Annotated[
+        str | None, typer.Option(help="Success, with this result.", show_default=False)
+    ] = None,
+    error: Annotated[
+        str | None,
+        typer.Option(
+            help="A failed attempt, with this error (retries or DEAD).", show_default=False
+        ),
+    ] = None,
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Settle a leased job: success (--result) or a failed attempt (--error)."""
+    if result is not None and error is not None:
+        fail("give --result or --error, not both", EXIT_USAGE, as_json=as_json)
+    with open_client(url, key, as_json) as client:
+        if error is not None:
+            settled = client.fail(job_id, error, lease_id=lease_id)
+        else:
+            settled = client.ack(job_id, result, lease_id=lease_id)
+    _print_settled(settled, as_json)
+
+
+def get(
+    job_id: Annotated[str, typer.Argument(help="The job id.")],
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show one job."""
+    with open_client(url, key, as_json) as client:
+        job = client.get(job_id)
+    if as_json:
+        print_json(job)
+    else:
+        print_record(f"job {job.job_id}", _job_fields(job))
+
+
+def list_jobs(
+    state: Annotated[
+        str | None,
+        typer.Option(help="READY, RUNNING, ACKED, RETRY, DEAD or CANCELLED.", show_default=False),
+    ] = None,
+    queue: Annotated[str | None, typer.Option(help="Only this queue.", show_default=False)] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Jobs per page.")] = 50,
+    cursor: Annotated[
+        str | None, typer.Option(help="next_cursor of the previous page.", show_default=False)
+    ] = None,
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List jobs, newest first."""
+    with open_client(url, key, as_json) as client:
+        page = client.list(state=state, queue=queue, limit=limit, cursor=cursor)
+    if as_json:
+        print_json(page)
+        return
+    print_rows(
+        "jobs",
+        ["job_id", "state", "queue", "priority", "attempts", "created_at", "updated_at"],
+        [
+            [j.job_id, j.state.value, j.queue, j.priority, j.attempts, j.created_at, j.updated_at]
+            for j in page.jobs
+        ],
+    )
+    if page.next_cursor:
+        stdout().print(f"next page: --cursor {page.next_cursor}", markup=False)
+
+
+def stats(
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Queue totals, per queue."""
+    with open_client(url, key, as_json) as client:
+        answer = client.stats()
+    if as_json:
+        print_json(answer)
+        return
+    columns = ["queue", "runnable", "running", "scheduled", "retry", "dead", "acked", "total"]
+    rows: list[list[object]] = [
+        [name, q.runnable, q.running, q.scheduled, q.retry, q.dead, q.acked, q.total]
+        for name, q in sorted(answer.queues.items())
+    ]
+    a = answer
+    rows.append(["(all)", a.runnable, a.running, a.scheduled, a.retry, a.dead, a.acked, a.total])
+    print_rows("stats", columns, rows)
+    stdout().print(
+        f"submits/s {a.submits_per_sec:.1f}  acks/s {a.acks_per_sec:.1f}  "
+        f"role {a.role}  uptime {a.uptime_s:.0f}s",
+        markup=False,
+    )
+
+
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="A READY or RETRY job.")],
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Cancel a job that has not started."""
+    with open_client(url, key, as_json) as client:
+        settled = client.cancel(job_id)
+    _print_settled(settled, as_json)
+
+
+def requeue(
+    job_id: Annotated[str, typer.Argument(help="A DEAD job.")],
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Give a DEAD job a fresh attempt budget."""
+    with open_client(url, key, as_json) as client:
+        settled = client.requeue(job_id)
+    _print_settled(settled, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the job commands to the root `jq` app."""
+    app.command("submit")(submit)
+    app.command("lease")(lease)
+    app.command("ack")(ack)
+    app.command("get")(get)
+    app.command("list")(list_jobs)
+    app.command("stats")(stats)
+    app.command("cancel")(cancel)
+    app.command("requeue")(requeue)
