@@ -1,0 +1,373 @@
+"""One chaos run: submit a load, lease-execute-ack it with N workers, SIGKILL and restart the
+server at random moments meanwhile, then ask the server about every job and judge the result.
+
+It speaks HTTP with httpx directly, not through the SDK, because it must know exactly which
+requests the server answered. Submits carry idempotency keys and are retried through restarts
+with the same key; acks are retried with the same lease_id (leases survive restarts). Every fact
+goes into the `Ledger`; `report.verify` compares it with the server's final answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import random
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from jq_tool.chaos.ledger import Ledger, chaos_payload, payload_index
+from jq_tool.chaos.options import ChaosOptions
+from jq_tool.chaos.report import Report, verify
+from jq_tool.chaos.target import ExternalServer, SpawnedServer, Target, TargetError
+
+# Every job may be retried this often: a kill can expire a lease or two, and a job that went DEAD
+# because its leases died with the server would read as lost.
+CHAOS_MAX_RETRIES = 25
+LEASE_WAIT_MS = 1000
+FINAL_READ_CONCURRENCY = 16
+# Backoff while the server is down: short, because the harness wants to be there the moment it
+# is back, capped, because 30 tasks spinning on a 2-core machine starve the server.
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 0.25
+# Give up on one request (and call the run broken) after this long without an answer.
+REQUEST_GIVE_UP_S = 120.0
+
+
+class RunAborted(Exception):
+    """The run cannot go on: the server did not come back, or answered nonsense."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    jobs: int
+    submitted: int
+    acked: int
+    executions: int
+    kills: int
+    restarts: int
+    kills_planned: int
+    phase: str  # "starting" | "load" | "draining" | "verifying" | "done"
+
+
+class _KeyAuth(httpx.Auth):
+    """Bearer auth that reads the target's key per request: a restarted server may print a new
+    one."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self.target.key}"
+        yield request
+
+
+class ChaosRun:
+    def __init__(self, options: ChaosOptions, target: Target) -> None:
+        self.options = options
+        self.target = target
+        self.rng = random.Random(options.seed)
+        self.run_id = uuid.uuid4().hex[:12]
+        self.queue = options.queue or f"chaos-{self.run_id}"
+        self.ledger = Ledger(self.run_id, options.jobs)
+        self.kills = 0
+        self.restarts = 0
+        self.phase = "starting"
+        self._next_index = 0
+        self._next_slot = 0.0
+        self._abort: str | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    def progress(self) -> Progress:
+        return Progress(
+            jobs=self.options.jobs,
+            submitted=sum(1 for record in self.ledger.submits if record.job_id is not None),
+            acked=len(self.ledger.acked_at),
+            executions=len(self.ledger.executions),
+            kills=self.kills,
+            restarts=self.restarts,
+            kills_planned=self.options.kills,
+            phase=self.phase,
+        )
+
+    async def run(self) -> Report:
+        """Start (or reach) the server, run the load with kills, verify. The target is started
+        here and left running; the caller stops it."""
+        started = time.monotonic()
+        await self.target.start()
+        limits = httpx.Limits(max_connections=self.options.submitters + self.options.workers + 8)
+        timeout = httpx.Timeout(10.0, read=LEASE_WAIT_MS / 1000 + 10.0)
+        async with httpx.AsyncClient(
+            base_url=self.target.base_url,
+            auth=_KeyAuth(self.target),
+            limits=limits,
+            timeout=timeout,
+        ) as client:
+            self._client = client
+            return await self._run(started)
+
+    async def _run(self, started: float) -> Report:
+        self.phase = "load"
+        self._next_slot = time.monotonic()
+        workers = [asyncio.create_task(self._worker()) for _ in range(self.options.workers)]
+        load = [asyncio.create_task(self._submitter()) for _ in range(self.options.submitters)]
+        load.append(asyncio.create_task(self._killer()))
+        error: str | None = None
+        final_states: dict[str, str | None] | None = None
+        try:
+            await asyncio.gather(*load)
+            self.phase = "draining"
+            deadline = time.monotonic() + self.options.wait
+            while not self.ledger.all_acks_confirmed() and time.monotonic() < deadline:
+                self._check_abort()
+                await asyncio.sleep(0.1)
+            self.phase = "verifying"
+            final_states = await self._final_states()
+        except (RunAborted, TargetError) as exc:
+            error = str(exc)
+        finally:
+            for task in [*load, *workers]:
+                task.cancel()
+            await asyncio.gather(*load, *workers, return_exceptions=True)
+        self.phase = "done"
+        ended = time.monotonic()
+        last_ack = max(self.ledger.acked_at.values(), default=ended)
+        return verify(
+            self.ledger,
+            final_states or {},
+            kills=self.kills,
+            restarts=self.restarts,
+            wall_time_s=ended - started,
+            load_time_s=last_ack - started,
+            error=error,
+            verified=final_states is not None,
+        )
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _check_abort(self) -> None:
+        if self._abort is not None:
+            raise RunAborted(self._abort)
+
+    def _fail(self, message: str) -> None:
+        if self._abort is None:
+            self._abort = message
+
+    async def _request(
+        self, method: str, path: str, *, json: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        """One request, retried through connection failures, 5xx and 429 (a server that is down,
+        starting, or refusing writes for now) until it gets another answer."""
+        assert self._client is not None
+        delay = RETRY_FIRST_S
+        give_up = time.monotonic() + REQUEST_GIVE_UP_S
+        while True:
+            self._check_abort()
+            try:
+                response = await self._client.request(method, path, json=json)
+            except httpx.TransportError:
+                pass
+            else:
+                if response.status_code < 500 and response.status_code != 429:
+                    return response
+            if time.monotonic() > give_up:
+                message = f"{method} {path} got no usable answer for {REQUEST_GIVE_UP_S:.0f}s"
+                self._fail(message)
+                raise RunAborted(message)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+
+    # -- load ---------------------------------------------------------------------------------
+
+    async def _submitter(self) -> None:
+        while self._next_index < self.options.jobs:
+            index = self._next_index
+            self._next_index += 1
+            if self.options.submit_rate > 0:
+                now = time.monotonic()
+                slot = max(now, self._next_slot)
+                self._next_slot = slot + 1.0 / self.options.submit_rate
+                await asyncio.sleep(slot - now)
+            await self._submit(index)
+
+    async def _submit(self, index: int) -> None:
+        record = self.ledger.submits[index]
+        body = {
+            "payload": chaos_payload(self.run_id, index),
+            "queue": self.queue,
+            "max_retries": CHAOS_MAX_RETRIES,
+            "idempotency_key": record.idempotency_key,
+        }
+        while True:
+            self.ledger.submit_started(index, time.monotonic())
+            response = await self._request("POST", "/jobs", json=body)
+            if response.status_code in (200, 201):
+                job_id = _field(response, "job_id")
+                if isinstance(job_id, str) and job_id:
+                    self.ledger.submit_acknowledged(index, job_id, time.monotonic())
+                    return
+                self._fail(f"POST /jobs answered {response.status_code} without a job_id")
+                raise RunAborted(self._abort or "")
+            self.ledger.submit_rejected(index, _describe(response))
+            return
+
+    async def _killer(self) -> None:
+        for _ in range(self.options.kills):
+            # Uniform around the interval: kills land at random moments of the load, not in step
+            # with anything the server does periodically.
+            await asyncio.sleep(self.rng.uniform(0.5, 1.5) * self.options.kill_interval)
+            self._check_abort()
+            try:
+                await self.target.kill()
+                self.kills += 1
+                await self.target.restart()
+                self.restarts += 1
+            except TargetError as exc:
+                message = f"kill/restart {self.kills + 1} failed: {exc}"
+                self._fail(message)
+                raise RunAborted(message) from None
+
+    # -- workers ------------------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        body = {"queue": self.queue, "wait_ms": LEASE_WAIT_MS}
+        while True:
+            try:
+                response = await self._request("POST", "/jobs/lease", json=body)
+            except RunAborted:
+                return
+            if response.status_code == 404:
+                continue
+            if response.status_code != 200:
+                self._fail(f"POST /jobs/lease: {_describe(response)}")
+                return
+            try:
+                job = response.json()
+                job_id, lease_id = str(job["job_id"]), str(job["lease_id"])
+                attempt, payload = int(job["attempt"]), str(job["payload"])
+            except (ValueError, KeyError, TypeError):
+                self._fail(f"POST /jobs/lease answered an unexpected body: {response.text[:200]}")
+                return
+            index = payload_index(self.run_id, payload)
+            self.ledger.execution_started(job_id, attempt, lease_id, index, time.monotonic())
+            await asyncio.sleep(self.rng.uniform(0.0, 0.005))  # the "work"
+            try:
+                await self._ack(job_id, lease_id)
+            except RunAborted:
+                return
+
+    async def _ack(self, job_id: str, lease_id: str) -> None:
+        response = await self._request(
+            "POST", f"/jobs/{job_id}/ack", json={"lease_id": lease_id, "result": "ok"}
+        )
+        if response.status_code == 200:
+            if _field(response, "state") == "ACKED":
+                self.ledger.ack_confirmed(job_id, time.monotonic())
+            return
+        if response.status_code == 409:
+            # Either our ack landed and its answer died with the server (the retry then finds
+            # the job settled), or the lease ran out while the server was down. Only the job's
+            # state tells which.
+            state, _ = await self._read_job(job_id)
+            if state == "ACKED":
+                self.ledger.ack_confirmed(job_id, time.monotonic())
+            return
+        if response.status_code == 404:
+            # The server forgot a job it leased: verification reports it lost if it was ours.
+            self.ledger.ack_refused(job_id, _describe(response))
+            return
+        self._fail(f"POST /jobs/{job_id}/ack: {_describe(response)}")
+
+    # -- verification -------------------------------------------------------------------------
+
+    async def _read_job(self, job_id: str) -> tuple[str | None, str | None]:
+        """(state, payload) of a job, or (None, None) when the server does not know it."""
+        response = await self._request("GET", f"/jobs/{job_id}")
+        if response.status_code == 404:
+            return None, None
+        if response.status_code != 200:
+            self._fail(f"GET /jobs/{job_id}: {_describe(response)}")
+            raise RunAborted(self._abort or "")
+        state, payload = _field(response, "state"), _field(response, "payload")
+        return (
+            state if isinstance(state, str) else None,
+            payload if isinstance(payload, str) else None,
+        )
+
+    async def _final_states(self) -> dict[str, str | None]:
+        semaphore = asyncio.Semaphore(FINAL_READ_CONCURRENCY)
+        states: dict[str, str | None] = {}
+
+        async def read(job_id: str) -> None:
+            async with semaphore:
+                state, payload = await self._read_job(job_id)
+            states[job_id] = state
+            if payload is not None:
+                self.ledger.job_payload_seen(job_id, payload_index(self.run_id, payload))
+
+        await asyncio.gather(*(read(job_id) for job_id in sorted(self.ledger.known_job_ids())))
+        return states
+
+
+def _field(response: httpx.Response, name: str) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get(name) if isinstance(body, dict) else None
+
+
+def _describe(response: httpx.Response) -> str:
+    code = _field(response, "code")
+    error = _field(response, "error")
+    return (
+        f"HTTP {response.status_code}"
+        + (f" {code}" if code else "")
+        + (f": {error}" if error else "")
+    )
+
+
+async def run_chaos(options: ChaosOptions, *, run: list[ChaosRun] | None = None) -> Report:
+    """Run `options` against its target, or against a private `jq serve` on a temporary data dir
+    (kept, and named in the report's error, when the run fails). `run`, when given, receives
+    the ChaosRun as soon as it exists, for a progress display."""
+    workdir: Path | None = None
+    target: Target
+    if options.target is not None:
+        target = ExternalServer(
+            options.target,
+            options.key or "",
+            kill_cmd=options.kill_cmd,
+            restart_cmd=options.restart_cmd,
+        )
+    else:
+        if options.data_dir is not None:
+            data_dir = Path(options.data_dir)
+            log_path = data_dir.parent / f"{data_dir.name}.serve.log"
+        else:
+            workdir = Path(tempfile.mkdtemp(prefix="jq-chaos-"))
+            data_dir, log_path = workdir / "data", workdir / "serve.log"
+        target = SpawnedServer(data_dir, log_path=log_path, key=options.key)
+    chaos = ChaosRun(options, target)
+    if run is not None:
+        run.append(chaos)
+    report: Report | None = None
+    try:
+        report = await chaos.run()
+        return report
+    finally:
+        with contextlib.suppress(TargetError):
+            await target.stop()
+        if workdir is not None:
+            # A failed run keeps its evidence; a failed start already showed the log's tail.
+            if report is not None and not report.zero_loss:
+                report.notes.append(f"server data dir and log kept in {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
