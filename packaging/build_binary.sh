@@ -23,9 +23,16 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 PY="$VENV/bin/python"
 
-if ! "$PY" -c "import jq_tool.cli.main" 2>/dev/null; then
-    echo "build_binary: jq_tool is not importable from $VENV; installing the project" >&2
+# Install the project only when the venv has no jq-tool at all: an existing (editable) install
+# is someone's working venv and must not be replaced.
+if ! "$PY" -c "import importlib.metadata as m; m.version('jq-tool')" 2>/dev/null; then
+    echo "build_binary: jq-tool is not installed in $VENV; installing the project" >&2
     "$PY" -m pip install --quiet "$ROOT"
+fi
+if ! "$PY" -c "import jq_tool.cli.main" 2>/dev/null; then
+    echo "build_binary: jq_tool.cli.main does not import in $VENV:" >&2
+    "$PY" -c "import jq_tool.cli.main" >&2 || true
+    exit 1
 fi
 if ! "$PY" -c "import PyInstaller" 2>/dev/null; then
     echo "build_binary: installing pyinstaller$PYINSTALLER_VERSION into $VENV" >&2
