@@ -1,0 +1,890 @@
+"""The deterministic queue state machine: the only code that changes queue state.
+
+`StateMachine.apply(command)` takes the commands of `jq_tool.core.model` in log order and returns
+their results; `snapshot()` / `restore()` turn the whole state into msgpack bytes and back. It
+never reads a clock, a random source or the environment, and never iterates anything in an order
+that depends on hashing, so two machines fed the same log end byte-identical. It also owns the
+indexes that keep every command O(log n): a per-queue heap of runnable jobs in lease order, a
+per-queue heap of RETRY jobs by run_at, one heap of scheduled (future run_at) READY jobs, one heap
+of leases by lease_until and one of finished jobs by finish time. The heaps use lazy deletion: an
+entry whose job moved on is skipped when it reaches the top. Indexes are derived data: snapshots
+hold jobs, counters, the clock and the idempotency map, and restore rebuilds the rest.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from bisect import bisect_left
+from collections.abc import Callable
+from copy import copy
+from operator import attrgetter
+from typing import Any
+
+import msgspec
+
+from jq_tool.core.backoff import retry_backoff_ms
+from jq_tool.core.model import (
+    FINISHED_STATES,
+    Ack,
+    Cancel,
+    Command,
+    Error,
+    ErrorCode,
+    Expire,
+    ExpireResult,
+    Extend,
+    Fail,
+    Job,
+    JobResult,
+    JobState,
+    Lease,
+    LeaseResult,
+    NewJob,
+    Purge,
+    PurgeResult,
+    Requeue,
+    Result,
+    Submit,
+    SubmitResult,
+    Submitted,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Counters",
+    "QueueStats",
+    "StateMachine",
+    "StateMachineConfig",
+    "Stats",
+    "TransitionListener",
+]
+
+
+class StateMachineConfig(msgspec.Struct, frozen=True):
+    retry_base_ms: int = 1000  # backoff of the first retry
+    retry_max_ms: int = 3_600_000  # backoff cap
+    idempotency_window_ms: int = 24 * 3600 * 1000
+
+
+class QueueStats(msgspec.Struct):
+    """Counts of jobs currently in each state."""
+
+    runnable: int = 0  # READY and due (run_at <= the last `now` the machine saw)
+    running: int = 0
+    scheduled: int = 0  # READY with a future run_at
+    retry: int = 0
+    dead: int = 0
+    acked: int = 0
+    cancelled: int = 0
+    total: int = 0
+
+
+class Counters(msgspec.Struct):
+    """Monotonic event counts; part of the state, so they survive snapshot/restore."""
+
+    submitted: int = 0
+    acked: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead: int = 0
+    expired: int = 0
+    cancelled: int = 0
+    requeued: int = 0
+    purged: int = 0
+
+
+class Stats(msgspec.Struct):
+    totals: QueueStats
+    queues: dict[str, QueueStats]  # queues holding at least one job, by name
+    counters: Counters
+
+
+# (job, previous state or None for a new job, the command's now)
+TransitionListener = Callable[[Job, JobState | None, int], None]
+
+_READY = JobState.READY
+_RUNNING = JobState.RUNNING
+_RETRY = JobState.RETRY
+_DEAD = JobState.DEAD
+_ACKED = JobState.ACKED
+_CANCELLED = JobState.CANCELLED
+
+# Indexes into _QueueIndex.counts, in QueueStats field order. READY is split in two buckets by
+# whether its run_at has come, so a state alone does not name a bucket.
+_B_RUNNABLE, _B_RUNNING, _B_SCHEDULED, _B_RETRY, _B_DEAD, _B_ACKED, _B_CANCELLED = range(7)
+_BUCKET_OF_STATE = {
+    _RUNNING: _B_RUNNING,
+    _RETRY: _B_RETRY,
+    _DEAD: _B_DEAD,
+    _ACKED: _B_ACKED,
+    _CANCELLED: _B_CANCELLED,
+}
+
+# Every time and duration stays within +-2**62 so that sums of two fit in a signed 64-bit
+# msgpack integer: a snapshot must never fail to encode.
+_INT_LIMIT = 2**62
+_LEASE_EXPIRED = "lease expired"
+_SNAPSHOT_VERSION = 1
+
+_seq_of = attrgetter("seq")
+
+ReadyEntry = tuple[int, int, int, Job]  # (-priority, run_at, seq, job): lease order
+TimedEntry = tuple[int, int, Job]  # (time, seq, job)
+
+
+class _QueueIndex:
+    """One queue's runnable and RETRY heaps and its per-bucket job counts."""
+
+    __slots__ = ("name", "ready", "retry", "counts")
+
+    def __init__(self, name: str) -> None:
+        self.name = name  # the canonical string every job of this queue shares
+        self.ready: list[ReadyEntry] = []
+        self.retry: list[TimedEntry] = []
+        self.counts = [0, 0, 0, 0, 0, 0, 0]
+
+
+class _Snapshot(msgspec.Struct, array_like=True):
+    version: int
+    now: int
+    seq: int
+    counters: Counters
+    jobs: list[Job]  # in submission order
+    idempotency: list[tuple[str, str, int]]  # (key, job id, window end) in insertion order
+
+
+_snapshot_encoder = msgspec.msgpack.Encoder()
+_snapshot_decoder = msgspec.msgpack.Decoder(_Snapshot)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command validation: everything is checked before anything changes, so apply never half-applies
+# and never raises on a malformed command built in-process (Structs do not validate on init).
+
+
+def _int_problem(value: object, name: str, minimum: int = -_INT_LIMIT) -> str | None:
+    if type(value) is not int or not minimum <= value <= _INT_LIMIT:
+        return f"{name} must be an integer between {minimum} and 2**62"
+    return None
+
+
+def _str_problem(
+    value: object, name: str, *, optional: bool = False, nonempty: bool = False
+) -> str | None:
+    if value is None and optional:
+        return None
+    if type(value) is not str:
+        return f"{name} must be a string"
+    if nonempty and not value:
+        return f"{name} must not be empty"
+    if not value.isascii():
+        # A lone surrogate would make the snapshot (and the WAL record) unencodable.
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{name} is not valid UTF-8 text"
+    return None
+
+
+def _new_job_problem(nj: object) -> str | None:
+    if not isinstance(nj, NewJob):
+        return "each job must be a NewJob"
+    return (
+        _str_problem(nj.id, "job id", nonempty=True)
+        or _str_problem(nj.queue, "queue")
+        or _str_problem(nj.payload, "payload")
+        or _int_problem(nj.priority, "priority")
+        or _int_problem(nj.max_retries, "max_retries")
+        or (None if nj.run_at is None else _int_problem(nj.run_at, "run_at"))
+        or _str_problem(nj.idempotency_key, "idempotency_key", optional=True)
+    )
+
+
+def _command_problem(command: Any) -> str | None:
+    problem = _int_problem(command.now, "now", 0)
+    if problem:
+        return problem
+    if isinstance(command, Submit):
+        return None if type(command.jobs) is list else "jobs must be a list"
+    if isinstance(command, Lease):
+        problem = _str_problem(command.queue, "queue") or _int_problem(command.lease_ms, "lease_ms")
+        if problem:
+            return problem
+        if type(command.lease_ids) is not list:
+            return "lease_ids must be a list"
+        for lease_id in command.lease_ids:
+            problem = _str_problem(lease_id, "lease id", nonempty=True)
+            if problem:
+                return problem
+        if len(set(command.lease_ids)) != len(command.lease_ids):
+            return "lease ids must be distinct"
+        return None
+    if isinstance(command, Expire):
+        return None
+    if isinstance(command, Purge):
+        return _int_problem(command.finished_before, "finished_before")
+    problem = _str_problem(command.job_id, "job id")
+    if problem:
+        return problem
+    if isinstance(command, Ack):
+        return _str_problem(command.lease_id, "lease id", optional=True) or _str_problem(
+            command.result, "result", optional=True
+        )
+    if isinstance(command, Fail):
+        return _str_problem(command.lease_id, "lease id", optional=True) or _str_problem(
+            command.error, "error"
+        )
+    if isinstance(command, Extend):
+        return _str_problem(command.lease_id, "lease id", optional=True) or _int_problem(
+            command.lease_ms, "lease_ms"
+        )
+    return None  # Cancel, Requeue: job id only
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class StateMachine:
+    """Applies commands to the queue state; see the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        config: StateMachineConfig = StateMachineConfig(),
+        on_transition: TransitionListener | None = None,
+    ) -> None:
+        self._config = config
+        self._on_transition = on_transition
+        self._now = 0  # the largest `now` of any applied command
+        self._seq = 0  # the last submission number handed out
+        self._counters = Counters()
+        self._jobs: dict[str, Job] = {}  # insertion order is submission order
+        # Jobs in submission order for list_jobs paging by seq; purged jobs linger until
+        # compaction and are recognised by no longer being the job stored under their id.
+        self._order: list[Job] = []
+        self._order_purged = 0
+        self._queues: dict[str, _QueueIndex] = {}
+        self._scheduled: list[TimedEntry] = []  # READY jobs whose run_at has not come
+        self._leases: list[TimedEntry] = []  # RUNNING jobs by lease_until
+        self._leases_stale = 0  # entries left behind by ack, fail and extend
+        self._finished: list[TimedEntry] = []  # ACKED/DEAD/CANCELLED jobs by updated_at
+        self._idempotency: dict[str, tuple[str, int]] = {}  # key -> (job id, window end)
+        self._idempotency_expiry: list[tuple[int, str]] = []  # (window end, key)
+
+    # -- the mutating surface ------------------------------------------------------------------
+
+    def apply(self, command: Command) -> Result:
+        """Apply one command and return its result. Never raises for any command value: a
+        malformed command, or one the current state does not allow, is an Error result and
+        changes nothing."""
+        handler = _HANDLERS.get(type(command))
+        if handler is None:
+            return Error(ErrorCode.INVALID, f"unknown command type {type(command).__name__}")
+        problem = _command_problem(command)
+        if problem:
+            return Error(ErrorCode.INVALID, problem)
+        return handler(self, command)
+
+    def snapshot(self) -> bytes:
+        """The whole state as msgpack; byte-identical for identical histories."""
+        return _snapshot_encoder.encode(
+            _Snapshot(
+                version=_SNAPSHOT_VERSION,
+                now=self._now,
+                seq=self._seq,
+                counters=self._counters,
+                jobs=list(self._jobs.values()),
+                idempotency=[(key, v[0], v[1]) for key, v in self._idempotency.items()],
+            )
+        )
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with a snapshot. Raises ValueError (and keeps the current
+        state) when the data is not a valid snapshot."""
+        try:
+            snap = _snapshot_decoder.decode(data)
+        except (msgspec.DecodeError, TypeError) as exc:
+            raise ValueError(f"not a state machine snapshot: {exc}") from exc
+        if snap.version != _SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported snapshot version {snap.version}")
+        rebuilt = StateMachine(self._config, self._on_transition)
+        rebuilt._load(snap)
+        self.__dict__.update(rebuilt.__dict__)
+
+    # -- read-only queries ---------------------------------------------------------------------
+    # They may drop stale heap entries on the way: that is housekeeping of derived indexes and
+    # never changes anything a command or query can observe.
+
+    def get(self, job_id: str) -> Job | None:
+        """The live job (callers must not mutate it), or None."""
+        if type(job_id) is not str:
+            return None
+        return self._jobs.get(job_id)
+
+    def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """Jobs newest submission first (live objects: do not mutate), and the cursor of the
+        next page or None at the end. Raises ValueError for a limit below 1 or a bad cursor.
+
+        Filters scan: a page costs O(jobs skipped to fill it), not O(log n)."""
+        if type(limit) is not int or limit < 1:
+            raise ValueError("limit must be a positive integer")
+        order = self._order
+        if cursor is None:
+            end = len(order)
+        else:
+            if type(cursor) is not str or not cursor.isdigit() or len(cursor) > 20:
+                raise ValueError("invalid cursor")
+            end = bisect_left(order, int(cursor), key=_seq_of)
+        jobs = self._jobs
+        page: list[Job] = []
+        for i in range(end - 1, -1, -1):
+            job = order[i]
+            if jobs.get(job.id) is not job:
+                continue  # purged
+            if state is not None and job.state != state:
+                continue
+            if queue is not None and job.queue != queue:
+                continue
+            if len(page) == limit:
+                return page, str(page[-1].seq)
+            page.append(job)
+        return page, None
+
+    def has_runnable(self, queue: str, now: int) -> bool:
+        """Whether Lease(now, queue) would find a job, counting RETRY and scheduled jobs that
+        are due by `now`."""
+        q = self._queues.get(queue) if type(queue) is str else None
+        if q is None:
+            return False
+        if _valid_ready_top(q.ready) is not None:
+            return True
+        cutoff = max(self._now, now) if type(now) is int else self._now
+        top = _valid_timed_top(q.retry, _RETRY)
+        if top is not None and top[0] <= cutoff:
+            return True
+        if cutoff <= self._now:
+            return False  # every scheduled job due by self._now is already in q.ready
+        return _scheduled_due_in(self._scheduled, queue, cutoff)
+
+    def next_due(self) -> int | None:
+        """The earliest time at which Expire would change something: a lease running out or a
+        scheduled/RETRY job becoming due. None when nothing is pending."""
+        times: list[int] = []
+        top = _valid_timed_top(self._leases, _RUNNING)
+        if top is not None:
+            times.append(top[0])
+        top = _valid_timed_top(self._scheduled, _READY)
+        if top is not None:
+            times.append(top[0])
+        for q in self._queues.values():
+            top = _valid_timed_top(q.retry, _RETRY)
+            if top is not None:
+                times.append(top[0])
+        return min(times) if times else None
+
+    def stats(self) -> Stats:
+        """Counts per state, per queue and in total, and the counters. O(number of queues)."""
+        totals = [0, 0, 0, 0, 0, 0, 0]
+        queues: dict[str, QueueStats] = {}
+        for name in sorted(self._queues):
+            counts = self._queues[name].counts
+            total = sum(counts)
+            if total == 0:
+                continue
+            for i, n in enumerate(counts):
+                totals[i] += n
+            queues[name] = _queue_stats(counts)
+        return Stats(
+            totals=_queue_stats(totals),
+            queues=queues,
+            counters=copy(self._counters),
+        )
+
+    @property
+    def job_count(self) -> int:
+        return len(self._jobs)
+
+    # -- command handlers ----------------------------------------------------------------------
+
+    def _submit(self, cmd: Submit) -> Result:
+        now = cmd.now
+        self._advance(now)
+        entries: list[Submitted | Error] = []
+        window = self._config.idempotency_window_ms
+        jobs = self._jobs
+        for nj in cmd.jobs:
+            problem = _new_job_problem(nj)
+            if problem:
+                entries.append(Error(ErrorCode.INVALID, problem))
+                continue
+            key = nj.idempotency_key
+            if key is not None:
+                mapped = self._idempotency.get(key)
+                if mapped is not None and self._now < mapped[1]:
+                    entries.append(Submitted(job_id=mapped[0], duplicate=True))
+                    continue
+            if nj.id in jobs:
+                entries.append(Error(ErrorCode.INVALID, f"duplicate job id {nj.id!r}"))
+                continue
+            q = self._queue(nj.queue)
+            self._seq += 1
+            run_at = now if nj.run_at is None else nj.run_at
+            job = Job(
+                nj.id,
+                q.name,
+                nj.payload,
+                nj.priority,
+                nj.max_retries,
+                0,
+                _READY,
+                now,
+                run_at,
+                self._seq,
+                None,
+                None,
+                None,
+                None,
+                key,
+                now,
+            )
+            if run_at <= self._now:
+                heapq.heappush(q.ready, (-job.priority, run_at, job.seq, job))
+                q.counts[_B_RUNNABLE] += 1
+            else:
+                heapq.heappush(self._scheduled, (run_at, job.seq, job))
+                q.counts[_B_SCHEDULED] += 1
+            if key is not None:
+                self._idempotency[key] = (job.id, now + window)
+                heapq.heappush(self._idempotency_expiry, (now + window, key))
+            jobs[job.id] = job
+            self._order.append(job)
+            self._counters.submitted += 1
+            self._notify(job, None, now)
+            entries.append(Submitted(job_id=job.id))
+        return SubmitResult(entries=entries)
+
+    def _lease(self, cmd: Lease) -> Result:
+        now = cmd.now
+        self._advance(now)
+        q = self._queues.get(cmd.queue)
+        leased: list[Job] = []
+        if q is None or not cmd.lease_ids:
+            return LeaseResult(jobs=leased)
+        self._promote_retries(q, now)
+        ready = q.ready
+        counts = q.counts
+        for lease_id in cmd.lease_ids:
+            job = _pop_ready(ready)
+            if job is None:
+                break
+            counts[_B_RUNNABLE] -= 1
+            counts[_B_RUNNING] += 1
+            job.state = _RUNNING
+            job.attempts += 1
+            job.lease_id = lease_id
+            job.lease_until = now + cmd.lease_ms
+            job.updated_at = now
+            heapq.heappush(self._leases, (job.lease_until, job.seq, job))
+            self._notify(job, _READY, now)
+            leased.append(copy(job))
+        return LeaseResult(jobs=leased)
+
+    def _ack(self, cmd: Ack) -> Result:
+        job = self._running_job(cmd.job_id, cmd.lease_id)
+        if isinstance(job, Error):
+            return job
+        now = cmd.now
+        self._advance(now)
+        q = self._queues[job.queue]
+        q.counts[_B_RUNNING] -= 1
+        q.counts[_B_ACKED] += 1
+        job.state = _ACKED
+        job.result = cmd.result
+        job.lease_id = None
+        job.lease_until = None
+        job.updated_at = now
+        self._lease_left_behind()
+        heapq.heappush(self._finished, (now, job.seq, job))
+        self._counters.acked += 1
+        self._notify(job, _RUNNING, now)
+        return JobResult(job=copy(job))
+
+    def _fail(self, cmd: Fail) -> Result:
+        job = self._running_job(cmd.job_id, cmd.lease_id)
+        if isinstance(job, Error):
+            return job
+        self._advance(cmd.now)
+        self._lease_left_behind()
+        self._fail_attempt(job, cmd.error, cmd.now)
+        return JobResult(job=copy(job))
+
+    def _extend(self, cmd: Extend) -> Result:
+        job = self._running_job(cmd.job_id, cmd.lease_id)
+        if isinstance(job, Error):
+            return job
+        self._advance(cmd.now)
+        lease_until = cmd.now + cmd.lease_ms
+        if lease_until != job.lease_until:
+            job.lease_until = lease_until
+            self._lease_left_behind()
+            heapq.heappush(self._leases, (lease_until, job.seq, job))
+        return JobResult(job=copy(job))
+
+    def _cancel(self, cmd: Cancel) -> Result:
+        job = self._jobs.get(cmd.job_id)
+        if job is None:
+            return _not_found(cmd.job_id)
+        previous = job.state
+        if previous is not _READY and previous is not _RETRY:
+            return _wrong_state(job, "READY or RETRY")
+        now = cmd.now
+        self._advance(now)
+        # Its heap entry stays behind and is skipped: CANCELLED never leaves CANCELLED.
+        self._queues[job.queue].counts[self._bucket(job)] -= 1
+        self._queues[job.queue].counts[_B_CANCELLED] += 1
+        job.state = _CANCELLED
+        job.updated_at = now
+        heapq.heappush(self._finished, (now, job.seq, job))
+        self._counters.cancelled += 1
+        self._notify(job, previous, now)
+        return JobResult(job=copy(job))
+
+    def _requeue(self, cmd: Requeue) -> Result:
+        job = self._jobs.get(cmd.job_id)
+        if job is None:
+            return _not_found(cmd.job_id)
+        if job.state is not _DEAD:
+            return _wrong_state(job, "DEAD")
+        now = cmd.now
+        self._advance(now)
+        q = self._queues[job.queue]
+        q.counts[_B_DEAD] -= 1
+        q.counts[_B_RUNNABLE] += 1
+        job.state = _READY
+        job.attempts = 0
+        job.run_at = now  # <= self._now, so runnable at once
+        job.updated_at = now
+        heapq.heappush(q.ready, (-job.priority, now, job.seq, job))
+        self._counters.requeued += 1
+        self._notify(job, _DEAD, now)
+        return JobResult(job=copy(job))
+
+    def _expire(self, cmd: Expire) -> Result:
+        now = cmd.now
+        promoted = self._advance(now)
+        expired = 0
+        leases = self._leases
+        cutoff = self._now
+        while leases and leases[0][0] <= cutoff:
+            lease_until, _, job = heapq.heappop(leases)
+            if job.state is not _RUNNING or job.lease_until != lease_until:
+                self._leases_stale -= 1
+                continue
+            self._fail_attempt(job, _LEASE_EXPIRED, now)
+            self._counters.expired += 1
+            expired += 1
+        # After expiry, so a zero backoff comes back in the same Expire.
+        for q in self._queues.values():
+            promoted += self._promote_retries(q, now)
+        return ExpireResult(expired=expired, promoted=promoted)
+
+    def _purge(self, cmd: Purge) -> Result:
+        self._advance(cmd.now)
+        jobs = self._jobs
+        finished = self._finished
+        purged = 0
+        while finished and finished[0][0] <= cmd.finished_before:
+            updated_at, _, job = heapq.heappop(finished)
+            if (
+                job.state not in FINISHED_STATES
+                or job.updated_at != updated_at
+                or jobs.get(job.id) is not job
+            ):
+                continue  # requeued since, or already purged through a duplicate entry
+            del jobs[job.id]
+            self._queues[job.queue].counts[_BUCKET_OF_STATE[job.state]] -= 1
+            purged += 1
+        self._order_purged += purged
+        self._counters.purged += purged
+        if self._order_purged > 1024 and self._order_purged * 2 > len(self._order):
+            self._order = [job for job in self._order if jobs.get(job.id) is job]
+            self._order_purged = 0
+
+        keys = 0
+        expiry = self._idempotency_expiry
+        while expiry and expiry[0][0] <= self._now:
+            window_end, key = heapq.heappop(expiry)
+            mapped = self._idempotency.get(key)
+            if mapped is not None and mapped[1] == window_end:
+                del self._idempotency[key]
+                keys += 1
+        return PurgeResult(jobs=purged, idempotency_keys=keys)
+
+    # -- shared steps --------------------------------------------------------------------------
+
+    def _advance(self, now: int) -> int:
+        """Move the clock to `now` (it never goes back) and make scheduled READY jobs that are
+        now due runnable; returns how many. This is bookkeeping, not a state change: the jobs
+        stay READY, so no transition is reported."""
+        if now > self._now:
+            self._now = now
+        cutoff = self._now
+        scheduled = self._scheduled
+        promoted = 0
+        while scheduled and scheduled[0][0] <= cutoff:
+            run_at, _, job = heapq.heappop(scheduled)
+            if job.state is not _READY or job.run_at != run_at:
+                continue  # cancelled while scheduled
+            q = self._queues[job.queue]
+            q.counts[_B_SCHEDULED] -= 1
+            q.counts[_B_RUNNABLE] += 1
+            heapq.heappush(q.ready, (-job.priority, run_at, job.seq, job))
+            promoted += 1
+        return promoted
+
+    def _promote_retries(self, q: _QueueIndex, now: int) -> int:
+        """RETRY jobs of `q` whose backoff is over become READY; returns how many."""
+        retry = q.retry
+        cutoff = self._now
+        promoted = 0
+        while retry and retry[0][0] <= cutoff:
+            run_at, _, job = heapq.heappop(retry)
+            if job.state is not _RETRY or job.run_at != run_at:
+                continue  # cancelled while waiting
+            q.counts[_B_RETRY] -= 1
+            q.counts[_B_RUNNABLE] += 1
+            job.state = _READY
+            job.updated_at = now
+            heapq.heappush(q.ready, (-job.priority, run_at, job.seq, job))
+            self._notify(job, _RETRY, now)
+            promoted += 1
+        return promoted
+
+    def _fail_attempt(self, job: Job, error: str, now: int) -> None:
+        """A RUNNING job's attempt failed: RETRY after a backoff, or DEAD when retries are
+        spent. The caller has already accounted for the job's lease heap entry."""
+        q = self._queues[job.queue]
+        q.counts[_B_RUNNING] -= 1
+        job.result_error = error
+        job.lease_id = None
+        job.lease_until = None
+        job.updated_at = now
+        self._counters.failed += 1
+        if job.attempts > job.max_retries:
+            job.state = _DEAD
+            q.counts[_B_DEAD] += 1
+            self._counters.dead += 1
+            heapq.heappush(self._finished, (now, job.seq, job))
+        else:
+            config = self._config
+            job.state = _RETRY
+            job.run_at = now + retry_backoff_ms(
+                job.id, job.attempts, config.retry_base_ms, config.retry_max_ms
+            )
+            q.counts[_B_RETRY] += 1
+            self._counters.retried += 1
+            heapq.heappush(q.retry, (job.run_at, job.seq, job))
+        self._notify(job, _RUNNING, now)
+
+    def _lease_left_behind(self) -> None:
+        """One more lease heap entry no longer matches its job. Rebuild the heap once stale
+        entries outnumber live ones, so long leases settled early do not pile up."""
+        self._leases_stale += 1
+        if self._leases_stale > 1024 and self._leases_stale * 2 > len(self._leases):
+            self._leases = [
+                (job.lease_until, job.seq, job)
+                for _, _, job in self._leases
+                if job.state is _RUNNING and job.lease_until is not None
+            ]
+            # A job may have had several live-looking entries; keep one per job.
+            unique = {entry[2].id: entry for entry in self._leases}
+            self._leases = list(unique.values())
+            heapq.heapify(self._leases)
+            self._leases_stale = 0
+
+    def _running_job(self, job_id: str, lease_id: str | None) -> Job | Error:
+        job = self._jobs.get(job_id)
+        if job is None:
+            return _not_found(job_id)
+        if job.state is not _RUNNING:
+            return _wrong_state(job, "RUNNING")
+        if lease_id is not None and lease_id != job.lease_id:
+            return Error(
+                ErrorCode.LEASE_MISMATCH, f"the lease named is not the current lease of {job_id!r}"
+            )
+        return job
+
+    def _bucket(self, job: Job) -> int:
+        if job.state is _READY:
+            return _B_RUNNABLE if job.run_at <= self._now else _B_SCHEDULED
+        return _BUCKET_OF_STATE[job.state]
+
+    def _queue(self, name: str) -> _QueueIndex:
+        q = self._queues.get(name)
+        if q is None:
+            q = self._queues[name] = _QueueIndex(name)
+        return q
+
+    def _notify(self, job: Job, previous: JobState | None, now: int) -> None:
+        listener = self._on_transition
+        if listener is None:
+            return
+        # The state change has happened; a broken listener must not undo half a command.
+        try:
+            listener(job, previous, now)
+        except Exception:
+            logger.exception("on_transition listener failed for job %r", job.id)
+
+    def _load(self, snap: _Snapshot) -> None:
+        """Fill this fresh machine from a decoded snapshot, rebuilding every index."""
+        now = snap.now
+        self._now = now
+        self._seq = snap.seq
+        self._counters = snap.counters
+        jobs = self._jobs
+        order = self._order
+        queues = self._queues
+        scheduled = self._scheduled
+        leases = self._leases
+        finished = self._finished
+        last_seq = -1
+        for job in snap.jobs:
+            name = job.queue
+            q = queues.get(name)
+            if q is None:
+                q = queues[name] = _QueueIndex(name)
+            job.queue = q.name
+            # Share the int objects a live Submit shares: it saves memory on big restores.
+            created_at = job.created_at
+            if job.run_at == created_at:
+                job.run_at = created_at
+            if job.updated_at == created_at:
+                job.updated_at = created_at
+            if job.seq <= last_seq or job.id in jobs:
+                raise ValueError(f"snapshot job {job.id!r} is out of order or repeated")
+            last_seq = job.seq
+            state = job.state
+            if state is _READY:
+                if job.run_at <= now:
+                    q.ready.append((-job.priority, job.run_at, job.seq, job))
+                    q.counts[_B_RUNNABLE] += 1
+                else:
+                    scheduled.append((job.run_at, job.seq, job))
+                    q.counts[_B_SCHEDULED] += 1
+            elif state is _RUNNING:
+                if job.lease_until is None:
+                    raise ValueError(f"snapshot job {job.id!r} is RUNNING without a lease")
+                leases.append((job.lease_until, job.seq, job))
+                q.counts[_B_RUNNING] += 1
+            elif state is _RETRY:
+                q.retry.append((job.run_at, job.seq, job))
+                q.counts[_B_RETRY] += 1
+            else:
+                finished.append((job.updated_at, job.seq, job))
+                q.counts[_BUCKET_OF_STATE[state]] += 1
+            jobs[job.id] = job
+            order.append(job)
+        if last_seq > self._seq:
+            raise ValueError("snapshot seq is behind its jobs")
+        for q in queues.values():
+            heapq.heapify(q.ready)
+            heapq.heapify(q.retry)
+        heapq.heapify(scheduled)
+        heapq.heapify(leases)
+        heapq.heapify(finished)
+        for key, job_id, window_end in snap.idempotency:
+            self._idempotency[key] = (job_id, window_end)
+            self._idempotency_expiry.append((window_end, key))
+        heapq.heapify(self._idempotency_expiry)
+
+
+# ---------------------------------------------------------------------------------------------
+# Heap reading with lazy deletion.
+
+
+def _pop_ready(ready: list[ReadyEntry]) -> Job | None:
+    """Pop the next job in lease order, skipping entries of jobs cancelled while READY."""
+    while ready:
+        job = heapq.heappop(ready)[3]
+        if job.state is _READY:
+            return job
+    return None
+
+
+def _valid_ready_top(ready: list[ReadyEntry]) -> ReadyEntry | None:
+    while ready:
+        if ready[0][3].state is _READY:
+            return ready[0]
+        heapq.heappop(ready)
+    return None
+
+
+def _valid_timed_top(heap: list[TimedEntry], state: JobState) -> TimedEntry | None:
+    """The first entry whose job is still in `state` with that time (run_at or lease_until)."""
+    while heap:
+        time, _, job = heap[0]
+        if job.state is state and (job.lease_until if state is _RUNNING else job.run_at) == time:
+            return heap[0]
+        heapq.heappop(heap)
+    return None
+
+
+def _scheduled_due_in(scheduled: list[TimedEntry], queue: str, cutoff: int) -> bool:
+    """Whether a live scheduled job of `queue` has run_at <= cutoff. Walks only the part of
+    the heap that is due, since a heap node is never earlier than its parent."""
+    stack = [0]
+    size = len(scheduled)
+    while stack:
+        i = stack.pop()
+        if i >= size:
+            continue
+        run_at, _, job = scheduled[i]
+        if run_at > cutoff:
+            continue
+        if job.queue == queue and job.state is _READY and job.run_at == run_at:
+            return True
+        stack.append(2 * i + 1)
+        stack.append(2 * i + 2)
+    return False
+
+
+def _queue_stats(counts: list[int]) -> QueueStats:
+    return QueueStats(
+        runnable=counts[_B_RUNNABLE],
+        running=counts[_B_RUNNING],
+        scheduled=counts[_B_SCHEDULED],
+        retry=counts[_B_RETRY],
+        dead=counts[_B_DEAD],
+        acked=counts[_B_ACKED],
+        cancelled=counts[_B_CANCELLED],
+        total=sum(counts),
+    )
+
+
+def _not_found(job_id: str) -> Error:
+    return Error(ErrorCode.NOT_FOUND, f"no job {job_id!r}")
+
+
+def _wrong_state(job: Job, wanted: str) -> Error:
+    return Error(ErrorCode.INVALID_STATE, f"job {job.id!r} is {job.state.value}, not {wanted}")
+
+
+_HANDLERS: dict[type, Callable[[StateMachine, Any], Result]] = {
+    Submit: StateMachine._submit,
+    Lease: StateMachine._lease,
+    Ack: StateMachine._ack,
+    Fail: StateMachine._fail,
+    Extend: StateMachine._extend,
+    Cancel: StateMachine._cancel,
+    Requeue: StateMachine._requeue,
+    Expire: StateMachine._expire,
+    Purge: StateMachine._purge,
+}
