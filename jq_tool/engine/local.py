@@ -14,50 +14,16 @@ import contextlib
 import errno
 import logging
 import time
-import uuid
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgspec
-
-from jq_tool.core.model import (
-    Ack,
-    Cancel,
-    Command,
-    Error,
-    ErrorCode,
-    Expire,
-    Extend,
-    Fail,
-    Job,
-    JobResult,
-    JobState,
-    Lease,
-    LeaseResult,
-    NewJob,
-    Purge,
-    Requeue,
-    Result,
-    Submit,
-    Submitted,
-    SubmitResult,
-    decode_command,
-    encode_command,
-)
-from jq_tool.core.state_machine import StateMachine, StateMachineConfig, Stats
+from jq_tool.core.model import Command, Expire, Purge, Result, decode_command, encode_command
+from jq_tool.core.state_machine import StateMachineConfig
 from jq_tool.core.wal import RECORD_COMMAND, WAL, WalFailed
-from jq_tool.engine.base import (
-    CommandRejected,
-    EngineUnavailable,
-    Health,
-    JobEvent,
-    JobSpec,
-    StorageFull,
-    SubmitOutcome,
-)
+from jq_tool.engine.base import EngineUnavailable, Health, StorageFull
+from jq_tool.engine.command_engine import CommandEngine, now_ms
 
 log = logging.getLogger("jq.engine")
 
@@ -66,8 +32,6 @@ log = logging.getLogger("jq.engine")
 MIN_TICK_MS = 20
 # How often retention is enforced (a Purge record), independent of the lease check interval.
 PURGE_EVERY_MS = 60_000
-# A slow /events consumer loses events beyond this many rather than slowing the engine.
-SUBSCRIBER_QUEUE_SIZE = 10_000
 
 
 @dataclass(frozen=True)
@@ -81,10 +45,6 @@ class EngineConfig:
     machine: StateMachineConfig = field(default_factory=StateMachineConfig)
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class _Proposal:
     __slots__ = ("command", "record", "future")
 
@@ -94,27 +54,20 @@ class _Proposal:
         self.future = future
 
 
-class LocalEngine:
+class LocalEngine(CommandEngine):
     def __init__(self, config: EngineConfig, *, clock: Callable[[], int] = now_ms) -> None:
+        super().__init__(lease_ms=config.lease_ms, machine_config=config.machine, clock=clock)
         self.config = config
-        self._clock = clock
         self._wal = WAL(config.data_dir, segment_bytes=config.segment_bytes)
-        self._machine = StateMachine(config.machine, on_transition=self._on_transition)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jq-wal")
         self._pending: list[_Proposal] = []
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self._replaying = False
         self._started = False
-        self._stopping = False
         self._fatal: str | None = None  # why writes are refused for good (a failed fsync)
         self._records_since_snapshot = 0
         self._last_purge = 0
-        # Long-poll lease waiters per queue; woken one per newly runnable job.
-        self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
-        self._runnable_news: dict[str, int] = {}
-        self._subscribers: set[asyncio.Queue[JobEvent]] = set()
         self.recovery_message: str | None = None  # what recovery truncated, if anything
 
     # ------------------------------------------------------------------ lifecycle
@@ -169,10 +122,7 @@ class LocalEngine:
         if self._fatal is None and self._records_since_snapshot:
             with contextlib.suppress(Exception):
                 await self._write_snapshot()
-        for waiters in self._waiters.values():
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+        self._release_all_waiters()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._wal.close)
         self._executor.shutdown(wait=True)
@@ -265,52 +215,6 @@ class LocalEngine:
             time.monotonic() - started,
         )
 
-    # ------------------------------------------------------------------ events and waiters
-
-    def _on_transition(self, job: Job, previous: JobState | None, now: int) -> None:
-        if self._replaying:
-            return
-        if job.state is JobState.READY and job.run_at <= now:
-            self._runnable_news[job.queue] = self._runnable_news.get(job.queue, 0) + 1
-        if self._subscribers:
-            event = JobEvent(
-                job_id=job.id,
-                queue=job.queue,
-                state=job.state,
-                previous=previous,
-                attempts=job.attempts,
-                priority=job.priority,
-                at=now,
-            )
-            for queue in self._subscribers:
-                with contextlib.suppress(asyncio.QueueFull):
-                    queue.put_nowait(event)
-
-    def _wake_lease_waiters(self, *, everyone: bool = False) -> None:
-        if everyone:
-            for name, waiters in self._waiters.items():
-                self._runnable_news[name] = len(waiters)
-        for name, count in self._runnable_news.items():
-            waiters = self._waiters.get(name)
-            while waiters and count > 0:
-                waiter = waiters.popleft()
-                if not waiter.done():
-                    waiter.set_result(None)
-                    count -= 1
-        self._runnable_news.clear()
-
-    def subscribe(self) -> AsyncIterator[JobEvent]:
-        return self._events()
-
-    async def _events(self) -> AsyncIterator[JobEvent]:
-        queue: asyncio.Queue[JobEvent] = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE_SIZE)
-        self._subscribers.add(queue)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self._subscribers.discard(queue)
-
     # ------------------------------------------------------------------ the ticker
 
     async def _tick_loop(self) -> None:
@@ -338,133 +242,6 @@ class LocalEngine:
                     )
             except EngineUnavailable as exc:
                 log.warning("ticker: %s", exc)
-
-    # ------------------------------------------------------------------ the Engine API
-
-    async def submit(self, spec: JobSpec) -> SubmitOutcome:
-        return (await self.submit_many([spec]))[0]
-
-    async def submit_many(self, specs: list[JobSpec]) -> list[SubmitOutcome]:
-        jobs = [
-            NewJob(
-                id=str(uuid.uuid4()),
-                queue=spec.queue,
-                payload=spec.payload,
-                priority=spec.priority,
-                max_retries=spec.max_retries,
-                run_at=spec.run_at,
-                idempotency_key=spec.idempotency_key,
-            )
-            for spec in specs
-        ]
-        result = await self._propose(Submit(now=self._clock(), jobs=jobs))
-        assert isinstance(result, SubmitResult)
-        outcomes = []
-        for entry in result.entries:
-            if isinstance(entry, Submitted):
-                outcomes.append(SubmitOutcome(job_id=entry.job_id, duplicate=entry.duplicate))
-            else:
-                outcomes.append(SubmitOutcome(error=entry.message))
-        return outcomes
-
-    async def lease(
-        self, queue: str, *, max_jobs: int = 1, lease_ms: int | None = None, wait_ms: int = 0
-    ) -> list[Job]:
-        lease_ms = lease_ms or self.config.lease_ms
-        deadline = time.monotonic() + wait_ms / 1000
-        loop = asyncio.get_running_loop()
-        while True:
-            now = self._clock()
-            if self._machine.has_runnable(queue, now):
-                lease_ids = [uuid.uuid4().hex for _ in range(max_jobs)]
-                result = await self._propose(
-                    Lease(now=now, queue=queue, lease_ms=lease_ms, lease_ids=lease_ids)
-                )
-                assert isinstance(result, LeaseResult)
-                if result.jobs:
-                    return result.jobs
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._stopping:
-                return []
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._waiters.setdefault(queue, deque()).append(waiter)
-            try:
-                await asyncio.wait_for(waiter, remaining)
-            except TimeoutError:
-                pass
-            finally:
-                if not waiter.done():
-                    waiter.cancel()
-                waiters = self._waiters.get(queue)
-                if waiters is not None:
-                    with contextlib.suppress(ValueError):
-                        waiters.remove(waiter)
-                    if not waiters:
-                        del self._waiters[queue]
-
-    async def _settle(self, command: Command) -> Job:
-        result = await self._propose(command)
-        if isinstance(result, Error):
-            raise CommandRejected(result.code, result.message)
-        assert isinstance(result, JobResult)
-        return result.job
-
-    async def ack(self, job_id: str, *, lease_id: str | None, result: str | None) -> Job:
-        self._require_job(job_id)
-        return await self._settle(
-            Ack(now=self._clock(), job_id=job_id, lease_id=lease_id, result=result)
-        )
-
-    async def fail(self, job_id: str, *, lease_id: str | None, error: str) -> Job:
-        self._require_job(job_id)
-        return await self._settle(
-            Fail(now=self._clock(), job_id=job_id, lease_id=lease_id, error=error)
-        )
-
-    async def extend(self, job_id: str, *, lease_id: str | None, lease_ms: int | None) -> Job:
-        self._require_job(job_id)
-        return await self._settle(
-            Extend(
-                now=self._clock(),
-                job_id=job_id,
-                lease_ms=lease_ms or self.config.lease_ms,
-                lease_id=lease_id,
-            )
-        )
-
-    async def cancel(self, job_id: str) -> Job:
-        self._require_job(job_id)
-        return await self._settle(Cancel(now=self._clock(), job_id=job_id))
-
-    async def requeue(self, job_id: str) -> Job:
-        self._require_job(job_id)
-        return await self._settle(Requeue(now=self._clock(), job_id=job_id))
-
-    def _require_job(self, job_id: str) -> None:
-        """Answer an unknown id without writing a doomed command to the log. (The state machine
-        still decides for real when the command is applied.)"""
-        if self._machine.get(job_id) is None:
-            raise CommandRejected(ErrorCode.NOT_FOUND, f"job {job_id} not found")
-
-    async def get(self, job_id: str) -> Job | None:
-        job = self._machine.get(job_id)
-        return msgspec.structs.replace(job) if job is not None else None
-
-    async def list(
-        self,
-        *,
-        state: JobState | None = None,
-        queue: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> tuple[list[Job], str | None]:
-        jobs, next_cursor = self._machine.list_jobs(
-            state=state, queue=queue, limit=limit, cursor=cursor
-        )
-        return [msgspec.structs.replace(job) for job in jobs], next_cursor
-
-    def stats(self) -> Stats:
-        return self._machine.stats()
 
     def health(self) -> Health:
         if self._fatal is not None:

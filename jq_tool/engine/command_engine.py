@@ -1,0 +1,263 @@
+"""CommandEngine: the Engine API on top of one state machine and *some* log.
+
+It owns what both engines share: turning calls into commands (ids and `now` chosen here, never
+by the state machine), long-poll lease waiters, the job event bus, and read-only queries. How a
+command becomes durable and applied is the subclass's `_propose`: the local WAL (LocalEngine)
+or etcd (ClusterEngine). Whatever the log, a caller is answered only after its command was made
+durable and applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+
+import msgspec
+
+from jq_tool.core.model import (
+    Ack,
+    Cancel,
+    Command,
+    Error,
+    ErrorCode,
+    Extend,
+    Fail,
+    Job,
+    JobResult,
+    JobState,
+    Lease,
+    LeaseResult,
+    NewJob,
+    Requeue,
+    Result,
+    Submit,
+    SubmitResult,
+    Submitted,
+)
+from jq_tool.core.state_machine import StateMachine, StateMachineConfig, Stats
+from jq_tool.engine.base import CommandRejected, Health, JobEvent, JobSpec, SubmitOutcome
+
+# A slow /events consumer loses events beyond this many rather than slowing the engine.
+SUBSCRIBER_QUEUE_SIZE = 10_000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class CommandEngine(ABC):
+    def __init__(
+        self,
+        *,
+        lease_ms: int,
+        machine_config: StateMachineConfig,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.default_lease_ms = lease_ms
+        self._clock = clock
+        self._machine = StateMachine(machine_config, on_transition=self._on_transition)
+        self._replaying = False  # no events while recovery replays the log
+        self._stopping = False
+        # Long-poll lease waiters per queue; each newly runnable job wakes one.
+        self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
+        self._runnable_news: dict[str, int] = {}
+        self._subscribers: set[asyncio.Queue[JobEvent]] = set()
+
+    # ------------------------------------------------------------------ what a log provides
+
+    @abstractmethod
+    async def _propose(self, command: Command) -> Result:
+        """Make the command durable, apply it, return its result."""
+
+    async def _catch_up(self) -> None:  # noqa: B027 - a hook; the local log is always current
+        """Before a read that must be current: apply everything the log already committed."""
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+    @abstractmethod
+    def health(self) -> Health: ...
+
+    # ------------------------------------------------------------------ events and waiters
+
+    def _on_transition(self, job: Job, previous: JobState | None, now: int) -> None:
+        if self._replaying:
+            return
+        if job.state is JobState.READY and job.run_at <= now:
+            self._runnable_news[job.queue] = self._runnable_news.get(job.queue, 0) + 1
+        if self._subscribers:
+            event = JobEvent(
+                job_id=job.id,
+                queue=job.queue,
+                state=job.state,
+                previous=previous,
+                attempts=job.attempts,
+                priority=job.priority,
+                at=now,
+            )
+            for queue in self._subscribers:
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(event)
+
+    def _wake_lease_waiters(self, *, everyone: bool = False) -> None:
+        """Called after applying commands: one waiter per job that became runnable (all of
+        them after an Expire, since scheduled jobs becoming due is no state change)."""
+        if everyone:
+            for name, waiters in self._waiters.items():
+                self._runnable_news[name] = len(waiters)
+        for name, count in self._runnable_news.items():
+            waiters = self._waiters.get(name)
+            while waiters and count > 0:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    count -= 1
+        self._runnable_news.clear()
+
+    def _release_all_waiters(self) -> None:
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def subscribe(self) -> AsyncIterator[JobEvent]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[JobEvent]:
+        queue: asyncio.Queue[JobEvent] = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE_SIZE)
+        self._subscribers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.discard(queue)
+
+    # ------------------------------------------------------------------ the Engine API
+
+    async def submit(self, spec: JobSpec) -> SubmitOutcome:
+        return (await self.submit_many([spec]))[0]
+
+    async def submit_many(self, specs: list[JobSpec]) -> list[SubmitOutcome]:
+        jobs = [
+            NewJob(
+                id=str(uuid.uuid4()),
+                queue=spec.queue,
+                payload=spec.payload,
+                priority=spec.priority,
+                max_retries=spec.max_retries,
+                run_at=spec.run_at,
+                idempotency_key=spec.idempotency_key,
+            )
+            for spec in specs
+        ]
+        result = await self._propose(Submit(now=self._clock(), jobs=jobs))
+        assert isinstance(result, SubmitResult)
+        return [
+            SubmitOutcome(job_id=entry.job_id, duplicate=entry.duplicate)
+            if isinstance(entry, Submitted)
+            else SubmitOutcome(error=entry.message)
+            for entry in result.entries
+        ]
+
+    async def lease(
+        self, queue: str, *, max_jobs: int = 1, lease_ms: int | None = None, wait_ms: int = 0
+    ) -> list[Job]:
+        lease_ms = lease_ms or self.default_lease_ms
+        deadline = time.monotonic() + wait_ms / 1000
+        loop = asyncio.get_running_loop()
+        await self._catch_up()
+        while True:
+            now = self._clock()
+            # Only a lease that can succeed is written to the log: an empty poll writes nothing.
+            if self._machine.has_runnable(queue, now):
+                lease_ids = [uuid.uuid4().hex for _ in range(max_jobs)]
+                result = await self._propose(
+                    Lease(now=now, queue=queue, lease_ms=lease_ms, lease_ids=lease_ids)
+                )
+                assert isinstance(result, LeaseResult)
+                if result.jobs:
+                    return result.jobs
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stopping:
+                return []
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.setdefault(queue, deque()).append(waiter)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except TimeoutError:
+                pass
+            finally:
+                waiters = self._waiters.get(queue)
+                if waiters is not None:
+                    with contextlib.suppress(ValueError):
+                        waiters.remove(waiter)
+                    if not waiters:
+                        del self._waiters[queue]
+
+    async def _settle(self, command: Ack | Fail | Extend | Cancel | Requeue) -> Job:
+        # Answer an unknown id without writing a doomed command to the log; the state machine
+        # still decides everything else when the command is applied.
+        if self._machine.get(command.job_id) is None:
+            await self._catch_up()
+            if self._machine.get(command.job_id) is None:
+                raise CommandRejected(ErrorCode.NOT_FOUND, f"job {command.job_id} not found")
+        result = await self._propose(command)
+        if isinstance(result, Error):
+            raise CommandRejected(result.code, result.message)
+        assert isinstance(result, JobResult)
+        return result.job
+
+    async def ack(self, job_id: str, *, lease_id: str | None, result: str | None) -> Job:
+        return await self._settle(
+            Ack(now=self._clock(), job_id=job_id, lease_id=lease_id, result=result)
+        )
+
+    async def fail(self, job_id: str, *, lease_id: str | None, error: str) -> Job:
+        return await self._settle(
+            Fail(now=self._clock(), job_id=job_id, lease_id=lease_id, error=error)
+        )
+
+    async def extend(self, job_id: str, *, lease_id: str | None, lease_ms: int | None) -> Job:
+        return await self._settle(
+            Extend(
+                now=self._clock(),
+                job_id=job_id,
+                lease_ms=lease_ms or self.default_lease_ms,
+                lease_id=lease_id,
+            )
+        )
+
+    async def cancel(self, job_id: str) -> Job:
+        return await self._settle(Cancel(now=self._clock(), job_id=job_id))
+
+    async def requeue(self, job_id: str) -> Job:
+        return await self._settle(Requeue(now=self._clock(), job_id=job_id))
+
+    async def get(self, job_id: str) -> Job | None:
+        await self._catch_up()
+        job = self._machine.get(job_id)
+        return msgspec.structs.replace(job) if job is not None else None
+
+    async def list(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        jobs, next_cursor = self._machine.list_jobs(
+            state=state, queue=queue, limit=limit, cursor=cursor
+        )
+        return [msgspec.structs.replace(job) for job in jobs], next_cursor
+
+    def stats(self) -> Stats:
+        return self._machine.stats()
