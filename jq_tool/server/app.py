@@ -1,0 +1,99 @@
+"""The HTTP server's assembly: `create_app(engine, keystore, settings)` joins the job and key
+routes, the dashboard, the error table, the request-metrics middleware and a lifespan that
+starts and stops the engine and closes the key store.
+
+Nothing here is global: every app owns its routes' state (ticket book, metrics registry,
+throughput meter), so tests may run several apps in one process. `app.state.draining` is set
+when a graceful shutdown begins; long polls and event streams watch it so they end promptly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from jq_tool.auth import KeyStore, seed_dev_keys
+from jq_tool.engine.base import Engine
+from jq_tool.server.auth_guard import Guard
+from jq_tool.server.dashboard import dashboard_routes
+from jq_tool.server.errors import HANDLED_EXCEPTIONS, handle_exception
+from jq_tool.server.events import TicketBook
+from jq_tool.server.metrics import RequestCounts, RequestMetricsMiddleware, build_registry
+from jq_tool.server.openapi import openapi_document
+from jq_tool.server.routes_jobs import JobRoutes
+from jq_tool.server.routes_keys import KeyRoutes
+from jq_tool.server.stats import StatsView, ThroughputMeter
+from jq_tool.server.wire import encode_json
+from jq_tool.settings import Settings
+
+log = logging.getLogger("jq.server")
+
+
+def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starlette:
+    guard = Guard(keystore)
+    counts = RequestCounts()
+    meter = ThroughputMeter(engine)
+    stats = StatsView(engine, meter, settings.node_id)
+    draining = asyncio.Event()
+    job_routes = JobRoutes(
+        engine,
+        guard,
+        settings,
+        counts,
+        stats,
+        TicketBook(settings.ticket_ttl_ms),
+        build_registry(engine, counts),
+        draining,
+    )
+    openapi_body = encode_json(openapi_document())
+
+    async def openapi(request: Request) -> Response:
+        return Response(openapi_body, media_type="application/json")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await engine.start()
+        try:
+            if settings.seed_keys:
+                await seed_dev_keys(keystore, logging.getLogger("jq.auth"))
+            meter.start()
+            log.info(
+                "jq serving on http://%s:%d (data dir %s)",
+                settings.host,
+                settings.port,
+                settings.data_dir,
+            )
+            yield
+        finally:
+            draining.set()
+            await meter.stop()
+            await engine.stop()
+            await keystore.close()
+            log.info("jq stopped: engine flushed and closed")
+
+    app = Starlette(
+        routes=[
+            *job_routes.routes(),
+            *KeyRoutes(keystore, guard).routes(),
+            Route("/openapi.json", openapi, methods=["GET"]),
+            *dashboard_routes(),
+        ],
+        middleware=[
+            Middleware(RequestMetricsMiddleware, counts=counts, log_access=settings.access_log)
+        ],
+        exception_handlers={exc: handle_exception for exc in HANDLED_EXCEPTIONS},
+        lifespan=lifespan,
+    )
+    app.state.draining = draining
+    app.state.engine = engine
+    app.state.keystore = keystore
+    app.state.settings = settings
+    return app

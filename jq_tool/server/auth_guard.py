@@ -1,0 +1,50 @@
+"""Who is calling, and may they: Bearer key → ApiKey through the key store, then a scope check.
+
+The key store caches lookups in process, so a request normally pays no Redis round trip here.
+A missing, unknown or revoked key is a 401; a key without the route's scope is a 403; a key
+store that cannot answer is a 503 (raised by the store as KeyStoreUnavailable), never a 401,
+so an outage never looks like a revoked key to a worker.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from jq_tool.auth import ApiKey, KeyStore, Scope
+from jq_tool.server.errors import FORBIDDEN, UNAUTHORIZED, ApiError
+
+_MISSING = ApiError(401, UNAUTHORIZED, "missing API key: send 'Authorization: Bearer <key>'")
+_UNKNOWN = ApiError(401, UNAUTHORIZED, "invalid or revoked API key")
+
+
+def bearer_token(request: Request) -> str | None:
+    # Read the raw ASGI headers: cheaper than building Starlette's Headers for one lookup.
+    for name, value in request.scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer":
+                return None
+            return token.strip() or None
+    return None
+
+
+class Guard:
+    """Authenticates requests against one key store."""
+
+    def __init__(self, keystore: KeyStore) -> None:
+        self.keystore = keystore
+
+    async def authenticate(self, request: Request) -> ApiKey:
+        token = bearer_token(request)
+        if token is None:
+            raise _MISSING
+        key = await self.keystore.authenticate(token)
+        if key is None:
+            raise _UNKNOWN
+        return key
+
+    async def require(self, request: Request, scope: Scope) -> ApiKey:
+        key = await self.authenticate(request)
+        if not key.has(scope):
+            raise ApiError(403, FORBIDDEN, f"this key lacks the scope {scope.value!r}")
+        return key

@@ -1,0 +1,125 @@
+"""Live updates: the `GET /events` Server-Sent Events stream and its stream tickets.
+
+A stream sends `event: stats` (the /stats body) at once and then every second, and
+`event: job` for each state change the engine publishes. A slow reader loses job events rather
+than slowing the engine (the engine's subscription drops, and so does our bounded buffer).
+Streams end when the server starts draining, so SIGTERM is not held up by open dashboards.
+
+Browsers cannot set headers on an EventSource, and an API key in a URL ends up in histories
+and proxy logs; so a key with `jobs:read` trades itself for a ticket (`POST /events/ticket`): a
+random, short-lived, read-only token, valid only for `/events`, held in this process's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator
+
+from jq_tool.auth import ApiKey
+from jq_tool.engine.base import Engine, JobEvent
+from jq_tool.server.stats import StatsView
+from jq_tool.server.wire import encode_json, rfc3339
+
+STATS_INTERVAL_S = 1.0
+_BUFFERED_EVENTS = 4096
+_EVENTS_PER_CHUNK = 256
+
+
+class Ticket:
+    __slots__ = ("key", "expires_at_ms")
+
+    def __init__(self, key: ApiKey, expires_at_ms: int) -> None:
+        self.key = key
+        self.expires_at_ms = expires_at_ms
+
+
+class TicketBook:
+    """Issued stream tickets, in memory: a restart invalidates them (the page asks again)."""
+
+    def __init__(self, ttl_ms: int) -> None:
+        self.ttl_ms = ttl_ms
+        self._tickets: dict[str, Ticket] = {}
+
+    def issue(self, key: ApiKey) -> tuple[str, str]:
+        """A new ticket for `key`; returns (ticket, expires_at as RFC 3339)."""
+        now = _now_ms()
+        self._forget_expired(now)
+        ticket = secrets.token_urlsafe(24)
+        expires_at = now + self.ttl_ms
+        self._tickets[ticket] = Ticket(key, expires_at)
+        return ticket, rfc3339(expires_at) or ""
+
+    def redeem(self, ticket: str) -> ApiKey | None:
+        """The key a live ticket was issued to; None when unknown or expired. Reusable until it
+        expires, because an EventSource reconnects with the same URL."""
+        entry = self._tickets.get(ticket)
+        if entry is None:
+            return None
+        if entry.expires_at_ms <= _now_ms():
+            del self._tickets[ticket]
+            return None
+        return entry.key
+
+    def _forget_expired(self, now: int) -> None:
+        expired = [t for t, entry in self._tickets.items() if entry.expires_at_ms <= now]
+        for ticket in expired:
+            del self._tickets[ticket]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def sse_frame(event: str, data: bytes) -> bytes:
+    # msgspec never emits raw newlines, so one `data:` line carries the whole JSON document.
+    return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def job_event_body(event: JobEvent) -> dict[str, object]:
+    return {
+        "job_id": event.job_id,
+        "queue": event.queue,
+        "state": event.state.value,
+        "previous": event.previous.value if event.previous is not None else None,
+        "attempts": event.attempts,
+        "priority": event.priority,
+        "at": rfc3339(event.at),
+    }
+
+
+async def event_stream(
+    engine: Engine, stats: StatsView, draining: asyncio.Event
+) -> AsyncIterator[bytes]:
+    """The body of one /events response."""
+    buffer: asyncio.Queue[JobEvent] = asyncio.Queue(maxsize=_BUFFERED_EVENTS)
+
+    async def pump() -> None:
+        async for event in engine.subscribe():
+            with contextlib.suppress(asyncio.QueueFull):
+                buffer.put_nowait(event)
+
+    pump_task = asyncio.create_task(pump(), name="jq-events-pump")
+    try:
+        yield b"retry: 2000\n\n" + sse_frame("stats", encode_json(stats.body()))
+        next_stats = time.monotonic() + STATS_INTERVAL_S
+        while not draining.is_set():
+            timeout = next_stats - time.monotonic()
+            if timeout <= 0:
+                yield sse_frame("stats", encode_json(stats.body()))
+                next_stats = time.monotonic() + STATS_INTERVAL_S
+                continue
+            try:
+                first = await asyncio.wait_for(buffer.get(), timeout)
+            except TimeoutError:
+                continue
+            frames = [sse_frame("job", encode_json(job_event_body(first)))]
+            while not buffer.empty() and len(frames) < _EVENTS_PER_CHUNK:
+                frames.append(sse_frame("job", encode_json(job_event_body(buffer.get_nowait()))))
+            yield b"".join(frames)
+    finally:
+        pump_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pump_task

@@ -1,0 +1,133 @@
+"""Prometheus metrics for `GET /metrics`, and the middleware that counts HTTP requests.
+
+Each app gets its own CollectorRegistry (tests run many apps in one process). Queue gauges are
+read from the engine at scrape time rather than updated on every change, and request counts
+are plain dict increments on the hot path (one event loop, no lock needed), turned into a
+counter family only when scraped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from jq_tool.engine.base import Engine
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+access_log = logging.getLogger("jq.access")
+
+
+class RequestCounts:
+    """HTTP requests by route template and status, and engine commands by type."""
+
+    def __init__(self) -> None:
+        self.requests: defaultdict[tuple[str, int], int] = defaultdict(int)
+        self.commands: defaultdict[str, int] = defaultdict(int)
+
+
+class QueueCollector(Collector):
+    def __init__(self, engine: Engine, counts: RequestCounts) -> None:
+        self.engine = engine
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.engine.stats()
+        jobs = GaugeMetricFamily("jq_jobs", "Jobs by state and queue", labels=["state", "queue"])
+        for queue, queue_stats in sorted(stats.queues.items()):
+            for state in (
+                "runnable",
+                "running",
+                "scheduled",
+                "retry",
+                "dead",
+                "acked",
+                "cancelled",
+            ):
+                jobs.add_metric([state, queue], getattr(queue_stats, state))
+        yield jobs
+        events = CounterMetricFamily(
+            "jq_job_transitions", "Job transitions since the queue was created", labels=["kind"]
+        )
+        for kind in ("submitted", "acked", "failed", "retried", "dead", "expired", "cancelled",
+                     "requeued", "purged"):  # fmt: skip
+            events.add_metric([kind], getattr(stats.counters, kind))
+        yield events
+        commands = CounterMetricFamily(
+            "jq_commands", "Engine commands issued by this server process", labels=["type"]
+        )
+        for kind, count in sorted(self.counts.commands.items()):
+            commands.add_metric([kind], count)
+        yield commands
+        requests = CounterMetricFamily(
+            "jq_http_requests", "HTTP requests by route and status", labels=["route", "status"]
+        )
+        for (route, status), count in sorted(self.counts.requests.items()):
+            requests.add_metric([route, str(status)], count)
+        yield requests
+        health = self.engine.health()
+        yield GaugeMetricFamily("jq_up", "1 when the engine accepts writes", value=int(health.ok))
+        # The engine may offer its own metrics (WAL fsync latency, ...) as collectors.
+        engine_metrics = getattr(self.engine, "metrics", None)
+        if callable(engine_metrics):
+            yield from engine_metrics()
+
+
+def build_registry(engine: Engine, counts: RequestCounts) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(QueueCollector(engine, counts))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
+
+
+class RequestMetricsMiddleware:
+    """Pure ASGI: counts each response by route template (never the raw path, which may carry
+    a key in DELETE /keys/{key}) and optionally writes an access log line the same way."""
+
+    def __init__(self, app: ASGIApp, counts: RequestCounts, log_access: bool) -> None:
+        self.app = app
+        self.counts = counts
+        self.log_access = log_access
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter() if self.log_access else 0.0
+
+        async def send_and_count(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_count)
+        finally:
+            route = _route_template(scope)
+            self.counts.requests[(route, status)] += 1
+            if self.log_access:
+                access_log.info(
+                    "%s %s %d %.1fms",
+                    scope["method"],
+                    route,
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                )
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) and path else "unmatched"

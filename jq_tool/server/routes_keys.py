@@ -1,0 +1,72 @@
+"""The API key routes of docs/api.md: create and list (admin), list own, revoke.
+
+A secret leaves the server exactly once, in the answer to POST /admin/keys; every other
+answer uses `ApiKey.public()`, which has no secret in it. Revocation through the store also
+drops the key from every server's auth cache.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from jq_tool.auth import KeyStore, Scope
+from jq_tool.server.auth_guard import Guard
+from jq_tool.server.errors import ApiError, invalid_field, not_found
+from jq_tool.server.validation import KeyCreateBody, decode, read_body
+from jq_tool.server.wire import JSONResponse, rfc3339
+
+_KEY_BODY_LIMIT = 64 * 1024
+
+
+class KeyRoutes:
+    def __init__(self, keystore: KeyStore, guard: Guard) -> None:
+        self.keystore = keystore
+        self.guard = guard
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/admin/keys", self.create, methods=["POST"]),
+            Route("/admin/keys", self.list_all, methods=["GET"]),
+            Route("/keys", self.list_own, methods=["GET"]),
+            Route("/keys/{key}", self.revoke, methods=["DELETE"]),
+        ]
+
+    async def create(self, request: Request) -> Response:
+        await self.guard.require(request, Scope.KEYS_CREATE)
+        body = decode(await read_body(request, _KEY_BODY_LIMIT), KeyCreateBody)
+        try:
+            key, secret = await self.keystore.create(
+                name=body.name, owner_id=body.owner_id, type=body.type, scopes=body.scopes
+            )
+        except ValueError as exc:
+            raise invalid_field("scopes", str(exc)) from None
+        return JSONResponse({"key": secret, **key.public()}, status_code=201)
+
+    async def list_all(self, request: Request) -> Response:
+        await self.guard.require(request, Scope.KEYS_CREATE)
+        return JSONResponse([key.public() for key in await self.keystore.list_all()])
+
+    async def list_own(self, request: Request) -> Response:
+        caller = await self.guard.require(request, Scope.KEYS_READ)
+        keys = await self.keystore.list_owner(caller.owner_id)
+        return JSONResponse([key.public() for key in keys])
+
+    async def revoke(self, request: Request) -> Response:
+        caller = await self.guard.authenticate(request)
+        target = await self.keystore.get(request.path_params["key"])
+        if target is None:
+            raise not_found("key not found")
+        if not caller.has(Scope.KEYS_REVOKE) and caller.owner_id != target.owner_id:
+            raise ApiError(403, "forbidden", "a key may only revoke keys of its own owner")
+        revoked = await self.keystore.revoke(target.key_id)
+        if revoked is None:
+            raise not_found("key not found")
+        return JSONResponse(
+            {
+                "message": "Key revoked successfully",
+                "key": revoked.key_id,
+                "revoked_at": rfc3339(revoked.revoked_at),
+            }
+        )

@@ -1,0 +1,210 @@
+"""The server's configuration: one `Settings` record built from command-line flags and
+environment variables, plus the parsers for the human forms of durations (`30s`, `200ms`, `5m`,
+`7d`) and sizes (`1MiB`, `512KiB`, `1048576`).
+
+Settings are read once at start and passed down explicitly (to the engine config, the key store
+and `create_app`); nothing else in the server reads the environment. A bad value raises
+`SettingsError` with a message naming the flag and its environment variable, which `jq serve`
+turns into a usage error (exit code 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+DEFAULT_HOST = "127.0.0.1"  # loopback by default: exposing the queue is a deliberate choice
+DEFAULT_PORT = 8080
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A flag or environment variable has a value we cannot use."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    data_dir: Path = Path("./data")
+    lease_ms: int = 30_000  # default lease of POST /jobs/lease and extend
+    lease_check_interval_ms: int = 5_000  # the ticker: lease expiry, due jobs
+    redis_url: str | None = None  # None: the embedded key store in the data dir
+    redis_prefix: str = ""
+    max_payload: int = DEFAULT_MAX_PAYLOAD  # bytes of one job's payload
+    seed_keys: bool = True
+    retention_ms: int = 7 * 24 * 3600 * 1000  # finished jobs are purged after this
+    ticket_ttl_ms: int = 5 * 60 * 1000  # /events stream tickets
+    log_level: str = "info"
+    access_log: bool = False
+    node_id: str = ""  # reported by /stats; defaults to the host name
+    drain_timeout_s: float = 30.0  # SIGTERM: longest wait for in-flight requests
+
+    @property
+    def max_body(self) -> int:
+        """The largest request body: room for the payload's JSON escaping and the other fields."""
+        return 2 * self.max_payload + 64 * 1024
+
+    @property
+    def max_batch_body(self) -> int:
+        return 8 * self.max_payload + 64 * 1024
+
+
+_DURATION_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def parse_duration_ms(text: str) -> int:
+    """`30s` → 30000. A bare number means seconds, like the original service's Go durations
+    without the unit would be ambiguous; we pick the common reading."""
+    match = _DURATION_RE.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration (examples: 200ms, 30s, 5m, 2h, 7d)")
+    number, unit = match.groups()
+    return int(float(number) * _DURATION_UNITS_MS[unit or "s"])
+
+
+def parse_size(text: str) -> int:
+    """`1MiB` → 1048576, `512KiB` → 524288, `2000` → 2000 bytes."""
+    match = _SIZE_RE.match(text)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _SIZE_UNITS:
+        raise ValueError(f"{text!r} is not a size (examples: 1048576, 512KiB, 1MiB)")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (true/false)")
+
+
+# flag name → (environment variable, parser). The one place a setting's outside names live.
+ENV_VARS: dict[str, str] = {
+    "host": "HOST",
+    "port": "PORT",
+    "data_dir": "WAL_DIR",
+    "lease_duration": "LEASE_DURATION",
+    "lease_check_interval": "LEASE_CHECK_INTERVAL",
+    "redis_url": "REDIS_URL",
+    "redis_prefix": "JQ_REDIS_PREFIX",
+    "max_payload": "JQ_MAX_PAYLOAD",
+    "seed_keys": "JQ_SEED_KEYS",
+    "retention": "JQ_RETENTION",
+    "ticket_ttl": "JQ_TICKET_TTL",
+    "log_level": "JQ_LOG_LEVEL",
+    "access_log": "JQ_ACCESS_LOG",
+    "node_id": "NODE_ID",
+}
+
+
+def _field_error(name: str, exc: Exception) -> SettingsError:
+    flag = "--" + name.replace("_", "-")
+    return SettingsError(f"invalid {flag} (env {ENV_VARS[name]}): {exc}")
+
+
+def build_settings(
+    raw: Mapping[str, str | int | bool | None], env: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from flag values (`raw`, None = not given) falling back to environment variables
+    (`env`, default os.environ) and then to the defaults. Raises SettingsError."""
+    environ = os.environ if env is None else env
+
+    def pick(name: str) -> str | int | bool | None:
+        value = raw.get(name)
+        if value is None:
+            value = environ.get(ENV_VARS[name]) or None
+        return value
+
+    def convert(name: str, parser: type | object) -> object:
+        value = pick(name)
+        if value is None:
+            return None
+        try:
+            if isinstance(value, str) and callable(parser):
+                return parser(value)
+            return value
+        except ValueError as exc:
+            raise _field_error(name, exc) from None
+
+    values: dict[str, object] = {}
+    host = pick("host")
+    if host is not None:
+        values["host"] = str(host)
+    port = convert("port", _parse_port)
+    if port is not None:
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise _field_error("port", ValueError(f"{port!r} is not a port number (0-65535)"))
+        values["port"] = port
+    data_dir = pick("data_dir")
+    if data_dir is not None:
+        values["data_dir"] = Path(str(data_dir))
+    for name, field in (
+        ("lease_duration", "lease_ms"),
+        ("lease_check_interval", "lease_check_interval_ms"),
+        ("retention", "retention_ms"),
+        ("ticket_ttl", "ticket_ttl_ms"),
+    ):
+        duration = convert(name, parse_duration_ms)
+        if duration is not None:
+            if not isinstance(duration, int) or duration <= 0:
+                raise _field_error(name, ValueError("must be a positive duration"))
+            values[field] = duration
+    redis_url = pick("redis_url")
+    if redis_url is not None:
+        if not str(redis_url).startswith(("redis://", "rediss://", "unix://")):
+            raise _field_error("redis_url", ValueError(f"{redis_url!r} is not a redis:// URL"))
+        values["redis_url"] = str(redis_url)
+    redis_prefix = pick("redis_prefix")
+    if redis_prefix is not None:
+        values["redis_prefix"] = str(redis_prefix)
+    max_payload = convert("max_payload", parse_size)
+    if max_payload is not None:
+        if not isinstance(max_payload, int) or max_payload <= 0:
+            raise _field_error("max_payload", ValueError("must be a positive size"))
+        values["max_payload"] = max_payload
+    for name in ("seed_keys", "access_log"):
+        flag = convert(name, parse_bool)
+        if flag is not None:
+            values[name] = bool(flag)
+    log_level = pick("log_level")
+    if log_level is not None:
+        level = str(log_level).lower()
+        if level not in _LOG_LEVELS:
+            raise _field_error(
+                name="log_level", exc=ValueError(f"{log_level!r} is not one of {_LOG_LEVELS}")
+            )
+        values["log_level"] = level
+    node_id = pick("node_id")
+    values["node_id"] = str(node_id) if node_id else socket.gethostname()
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def _parse_port(text: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError(f"{text!r} is not a port number (0-65535)")
+    return int(text)
