@@ -143,6 +143,8 @@ stop_server
 # wal-inspect reads the data dir the server wrote; run it once the server is gone.
 INSPECT="$("$BIN" wal-inspect "$DATA" --records 2>&1)" || fail "wal-inspect: $INSPECT"
 grep -q "$JOB_ID" <<<"$INSPECT" || fail "wal-inspect does not show job $JOB_ID: $INSPECT"
+SUMMARY="$("$BIN" wal-inspect "$DATA" --json)" || fail "wal-inspect --json: $SUMMARY"
+[[ "$(json_field status <<<"$SUMMARY")" == clean ]] || fail "WAL not clean after SIGTERM: $SUMMARY"
 echo "smoke_test: wal-inspect shows the job's records"
 
 TUI_HELP="$("$BIN" tui --help 2>&1)" || fail "tui --help: $TUI_HELP"
