@@ -25,7 +25,10 @@ async def test_create_then_authenticate(store: KeyStore) -> None:
 
 async def test_create_accepts_type_as_string_and_a_scope_subset(store: KeyStore) -> None:
     key, secret = await store.create(
-        name="reader", owner_id="o", type="client", scopes=["jobs:read"]  # type: ignore[arg-type,list-item]
+        name="reader",
+        owner_id="o",
+        type="client",  # type: ignore[arg-type]
+        scopes=["jobs:read"],  # type: ignore[list-item]
     )
     assert key.type is KeyType.CLIENT
     assert key.scopes == (Scope.JOBS_READ,)
