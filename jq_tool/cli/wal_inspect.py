@@ -190,7 +190,9 @@ def wal_inspect(
 ) -> None:
     """Inspect a WAL directory without changing it. Exit 0 clean, 1 torn tail, 2 corruption."""
     if not directory.is_dir():
-        Console(stderr=True).print(f"[red]error:[/red] {directory} is not a directory")
+        Console(stderr=True, soft_wrap=True).print(
+            f"[red]error:[/red] {directory} is not a directory"
+        )
         raise typer.Exit(EXIT_CORRUPT)
     report = examine(directory)
     # With --records, stdout carries only record lines; the summary goes to stderr.
