@@ -437,7 +437,7 @@ def test_enospc_truncates_the_batch_and_the_wal_recovers_once_space_returns(
     segment = segments(directory)[0]
     acknowledged = 0
     failed = None
-    for attempt in range(100):
+    for _attempt in range(100):
         batch = [(RECORD_COMMAND, body_for(acknowledged + i, 30 << 10)) for i in range(4)]
         size_before = segment.stat().st_size
         try:
@@ -445,7 +445,7 @@ def test_enospc_truncates_the_batch_and_the_wal_recovers_once_space_returns(
         except OSError as exc:
             failed = exc
             break
-    assert failed is not None and failed.errno == errno.ENOSPC, attempt
+    assert failed is not None and failed.errno == errno.ENOSPC, failed
     # Part of the batch may have reached the file before ENOSPC: it was cut back off.
     assert segment.stat().st_size == size_before
     assert wal.next_index == acknowledged
