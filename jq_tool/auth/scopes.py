@@ -74,6 +74,8 @@ def resolve_scopes(
     if isinstance(requested, str):
         # A bare string is a sequence of characters: refuse it rather than read "j", "o", ...
         raise ValueError("scopes must be a list of scope names, not a single string")
+    if not isinstance(requested, list | tuple | set | frozenset):
+        raise ValueError("scopes must be a list of scope names")
     wanted = {parse_scope(s) for s in requested}
     if not wanted:
         raise ValueError("scopes must not be empty: omit it to get all of the type's scopes")

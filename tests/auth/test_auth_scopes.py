@@ -32,6 +32,10 @@ def test_resolve_scopes_refuses_scopes_outside_the_type() -> None:
         (["jobs:everything"], "invalid scope 'jobs:everything'"),
         ([], "must not be empty"),
         ("jobs:read", "not a single string"),
+        (7, "must be a list"),
+        ({"jobs:read": True}, "must be a list"),
+        ([["jobs:read"]], "invalid scope"),
+        ([None], "invalid scope"),
     ],
 )
 def test_resolve_scopes_refuses_bad_input(requested: object, message: str) -> None:
