@@ -5,7 +5,14 @@ from jq_tool.auth.cache import AuthCache
 from jq_tool.auth.embedded_store import EmbeddedKeyStore
 from jq_tool.auth.keys import ApiKey, format_time, hash_secret, is_key_id
 from jq_tool.auth.redis_store import RedisKeyStore
-from jq_tool.auth.scopes import SCOPES_BY_TYPE, KeyType, Scope, parse_key_type, resolve_scopes
+from jq_tool.auth.scopes import (
+    SCOPES_BY_TYPE,
+    KeyFieldError,
+    KeyType,
+    Scope,
+    parse_key_type,
+    resolve_scopes,
+)
 from jq_tool.auth.seed import DEV_KEYS, open_key_store, seed_dev_keys
 from jq_tool.auth.store import KeyStore, KeyStoreUnavailable
 
@@ -15,6 +22,7 @@ __all__ = [
     "ApiKey",
     "AuthCache",
     "EmbeddedKeyStore",
+    "KeyFieldError",
     "KeyStore",
     "KeyStoreUnavailable",
     "KeyType",

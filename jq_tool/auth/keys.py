@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from jq_tool.auth.scopes import KeyType, Scope
+from jq_tool.auth.scopes import KeyFieldError, KeyType, Scope
 
 KEY_PREFIX_CHARS = 12
 KEY_ID_HEX_CHARS = 16
@@ -131,11 +131,11 @@ def new_key(
 def validate_label(field: str, value: object, max_chars: int) -> str:
     """A key's name or owner_id: a non-empty printable string of bounded length."""
     if not isinstance(value, str):
-        raise ValueError(f"{field} must be a string")
+        raise KeyFieldError(field, f"{field} must be a string")
     if not value.strip():
-        raise ValueError(f"{field} must not be empty")
+        raise KeyFieldError(field, f"{field} must not be empty")
     if len(value) > max_chars:
-        raise ValueError(f"{field} must be at most {max_chars} characters")
+        raise KeyFieldError(field, f"{field} must be at most {max_chars} characters")
     if not value.isprintable():
-        raise ValueError(f"{field} must not contain control characters")
+        raise KeyFieldError(field, f"{field} must not contain control characters")
     return value

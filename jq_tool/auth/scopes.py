@@ -11,6 +11,14 @@ import enum
 from collections.abc import Sequence
 
 
+class KeyFieldError(ValueError):
+    """A field of a key to create is invalid; `field` names it so the HTTP layer can say which."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class Scope(enum.StrEnum):
     JOBS_SUBMIT = "jobs:submit"
     JOBS_READ = "jobs:read"
@@ -48,7 +56,7 @@ def parse_key_type(value: KeyType | str) -> KeyType:
         return KeyType(value)
     except ValueError:
         valid = ", ".join(t.value for t in KeyType)
-        raise ValueError(f"invalid key type {value!r}: must be one of {valid}") from None
+        raise KeyFieldError("type", f"invalid key type {value!r}: must be one of {valid}") from None
 
 
 def parse_scope(value: Scope | str) -> Scope:
@@ -57,7 +65,7 @@ def parse_scope(value: Scope | str) -> Scope:
         return Scope(value)
     except ValueError:
         valid = ", ".join(s.value for s in Scope)
-        raise ValueError(f"invalid scope {value!r}: must be one of {valid}") from None
+        raise KeyFieldError("scopes", f"invalid scope {value!r}: must be one of {valid}") from None
 
 
 def resolve_scopes(
@@ -73,16 +81,19 @@ def resolve_scopes(
         return allowed
     if isinstance(requested, str):
         # A bare string is a sequence of characters: refuse it rather than read "j", "o", ...
-        raise ValueError("scopes must be a list of scope names, not a single string")
+        raise KeyFieldError("scopes", "scopes must be a list of scope names, not a single string")
     if not isinstance(requested, list | tuple | set | frozenset):
-        raise ValueError("scopes must be a list of scope names")
+        raise KeyFieldError("scopes", "scopes must be a list of scope names")
     wanted = {parse_scope(s) for s in requested}
     if not wanted:
-        raise ValueError("scopes must not be empty: omit it to get all of the type's scopes")
+        raise KeyFieldError(
+            "scopes", "scopes must not be empty: omit it to get all of the type's scopes"
+        )
     extra = sorted(s.value for s in wanted if s not in allowed)
     if extra:
-        raise ValueError(
+        raise KeyFieldError(
+            "scopes",
             f"scopes {', '.join(extra)} are not allowed for a {key_type.value} key "
-            f"(allowed: {', '.join(s.value for s in allowed)})"
+            f"(allowed: {', '.join(s.value for s in allowed)})",
         )
     return tuple(s for s in allowed if s in wanted)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from jq_tool.auth import SCOPES_BY_TYPE, KeyStore, KeyType, Scope
+from jq_tool.auth import SCOPES_BY_TYPE, KeyFieldError, KeyStore, KeyType, Scope
 from jq_tool.auth.keys import hash_secret
 
 
@@ -37,22 +37,29 @@ async def test_create_accepts_type_as_string_and_a_scope_subset(store: KeyStore)
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("kwargs", "field", "message"),
     [
-        ({"type": KeyType.CLIENT, "scopes": [Scope.KEYS_CREATE]}, "not allowed for a client key"),
-        ({"type": "superuser"}, "invalid key type"),
-        ({"type": KeyType.ADMIN, "name": "  "}, "name must not be empty"),
-        ({"type": KeyType.ADMIN, "owner_id": ""}, "owner_id must not be empty"),
-        ({"type": KeyType.ADMIN, "owner_id": "x" * 300}, "at most 256"),
-        ({"type": KeyType.ADMIN, "name": 7}, "name must be a string"),
+        (
+            {"type": KeyType.CLIENT, "scopes": [Scope.KEYS_CREATE]},
+            "scopes",
+            "not allowed for a client key",
+        ),
+        ({"type": "superuser"}, "type", "invalid key type"),
+        ({"type": KeyType.ADMIN, "name": "  "}, "name", "name must not be empty"),
+        ({"type": KeyType.ADMIN, "owner_id": ""}, "owner_id", "owner_id must not be empty"),
+        ({"type": KeyType.ADMIN, "owner_id": "x" * 300}, "owner_id", "at most 256"),
+        ({"type": KeyType.ADMIN, "name": 7}, "name", "name must be a string"),
+        ({"type": KeyType.ADMIN, "name": "a\nb"}, "name", "control characters"),
     ],
 )
 async def test_create_refuses_bad_input_with_a_clear_error(
-    store: KeyStore, kwargs: dict[str, object], message: str
+    store: KeyStore, kwargs: dict[str, object], field: str, message: str
 ) -> None:
     args: dict[str, object] = {"name": "n", "owner_id": "o", **kwargs}
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(KeyFieldError, match=message) as refused:
         await store.create(**args)  # type: ignore[arg-type]
+    assert refused.value.field == field
+    assert isinstance(refused.value, ValueError)
     assert await store.is_empty()
 
 
