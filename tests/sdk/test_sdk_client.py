@@ -202,9 +202,8 @@ def test_typed_errors_per_status(jq_server: ServerProcess, client: Client, queue
     with pytest.raises(JobNotFound) as not_found:
         client.get("no-such-job")
     assert not_found.value.status == 404 and not_found.value.code == "not_found"
-    with pytest.raises(Unauthorized):
-        with Client(jq_server.url, "client_not-a-real-key") as bad:
-            bad.stats()
+    with pytest.raises(Unauthorized), Client(jq_server.url, "client_not-a-real-key") as bad:
+        bad.stats()
     with pytest.raises(Forbidden):
         client.lease(queue=queue)  # a client key cannot lease
     with pytest.raises(BadRequest) as bad_request:
@@ -214,9 +213,9 @@ def test_typed_errors_per_status(jq_server: ServerProcess, client: Client, queue
         client.submit("x", max_retries=-1, queue=queue)
     with pytest.raises(PayloadTooLarge):
         client.submit("x" * 100_000, queue=queue)  # the fixture's server allows 64 KiB
-    with Client(f"http://127.0.0.1:{free_port()}", "k", retries=1, backoff=0.01) as nowhere:
-        with pytest.raises(ServerUnavailable):
-            nowhere.stats()
+    nowhere = Client(f"http://127.0.0.1:{free_port()}", "k", retries=1, backoff=0.01)
+    with nowhere, pytest.raises(ServerUnavailable):
+        nowhere.stats()
     with pytest.raises(ValueError):
         Client("localhost:8080", "k")
 
