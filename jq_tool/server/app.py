@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from jq_tool.auth import KeyStore, seed_dev_keys
+from jq_tool.auth import KeyStore, KeyStoreUnavailable, seed_dev_keys
 from jq_tool.engine.base import Engine
 from jq_tool.server.auth_guard import Guard
 from jq_tool.server.dashboard import dashboard_routes
@@ -63,7 +63,11 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
         await engine.start()
         try:
             if settings.seed_keys:
-                await seed_dev_keys(keystore, logging.getLogger("jq.auth"))
+                try:
+                    await seed_dev_keys(keystore, logging.getLogger("jq.auth"))
+                except KeyStoreUnavailable as exc:
+                    # Serve anyway: requests get 503 until the store is back.
+                    log.error("could not seed the dev keys, key store unavailable: %s", exc)
             meter.start()
             log.info(
                 "jq serving on http://%s:%d (data dir %s)",
