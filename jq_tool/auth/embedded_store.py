@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS api_keys_owner ON api_keys (owner_id);
+CREATE TABLE IF NOT EXISTS claims (name TEXT PRIMARY KEY, at INTEGER NOT NULL);
 """
 
 _COLUMNS = "key_id, key_hash, key_prefix, name, owner_id, type, scopes, created_at, revoked_at"
@@ -160,6 +161,17 @@ class EmbeddedKeyStore(BaseKeyStore):
             return db.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone() is not None
 
         return await self._run(any_keys)
+
+    async def claim_seeding(self, now_ms: int, hold_ms: int) -> bool:
+        def claim(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "INSERT INTO claims (name, at) VALUES ('seed', ?) "
+                "ON CONFLICT (name) DO UPDATE SET at = excluded.at WHERE claims.at <= ?",
+                (now_ms, now_ms - hold_ms),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(claim)
 
     async def _close(self) -> None:
         def close() -> None:

@@ -208,6 +208,13 @@ class RedisKeyStore(BaseKeyStore):
         with _redis_errors("counting keys"):
             return bool(await self._redis.exists(self._active_set, self._revoked_set))
 
+    async def claim_seeding(self, now_ms: int, hold_ms: int) -> bool:
+        with _redis_errors("claiming first-start seeding"):
+            claimed = await self._redis.set(
+                f"{self.prefix}keys:seeding", now_ms, nx=True, px=max(hold_ms, 1)
+            )
+        return bool(claimed)
+
     async def _announce_revoke(self, key_id: str) -> None:
         with _redis_errors("announcing a revoke"):
             await self._redis.publish(self.revoke_channel, key_id)

@@ -115,6 +115,12 @@ class BaseKeyStore(abc.ABC):
     @abc.abstractmethod
     async def _close(self) -> None: ...
 
+    async def claim_seeding(self, now_ms: int, hold_ms: int) -> bool:
+        """Whether this process may seed the dev keys: True for one claimant per `hold_ms`, so
+        servers starting together on one store do not each seed (and log) a set of keys. The
+        hold expires so a claimant that died half-way does not block seeding for good."""
+        return True
+
     async def _cache_usable(self) -> bool:
         """Whether cached answers may be served now (Redis: only while revokes are heard)."""
         return True
