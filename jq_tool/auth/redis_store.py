@@ -263,8 +263,13 @@ class RedisKeyStore(BaseKeyStore):
                         backoff = 0.1
                     elif message["type"] == "message":
                         self._cache.invalidate(str(message["data"]))
-            except (RedisError, OSError):
-                pass
+            except (RedisError, OSError) as exc:
+                if self._subscribed:
+                    log.warning(
+                        "lost the key revoke subscription (%s); authenticating uncached until "
+                        "Redis is back",
+                        exc,
+                    )
             finally:
                 self._subscribed = False
                 self._cache.clear()
