@@ -79,6 +79,7 @@ class ChaosRun:
         self.ledger = Ledger(self.run_id, options.jobs)
         self.kills = 0
         self.restarts = 0
+        self.downtime_s = 0.0  # kill to healthy again, summed
         self.phase = "starting"
         self._next_index = 0
         self._next_slot = 0.0
@@ -100,8 +101,8 @@ class ChaosRun:
     async def run(self) -> Report:
         """Start (or reach) the server, run the load with kills, verify. The target is started
         here and left running; the caller stops it."""
-        started = time.monotonic()
         await self.target.start()
+        started = time.monotonic()  # the clock runs from a serving server, not from its boot
         limits = httpx.Limits(max_connections=self.options.submitters + self.options.workers + 8)
         timeout = httpx.Timeout(10.0, read=LEASE_WAIT_MS / 1000 + 10.0)
         async with httpx.AsyncClient(
@@ -144,6 +145,7 @@ class ChaosRun:
             final_states or {},
             kills=self.kills,
             restarts=self.restarts,
+            downtime_s=self.downtime_s,
             wall_time_s=ended - started,
             load_time_s=last_ack - started,
             error=error,
@@ -227,8 +229,10 @@ class ChaosRun:
             try:
                 await self.target.kill()
                 self.kills += 1
+                down = time.monotonic()
                 await self.target.restart()
                 self.restarts += 1
+                self.downtime_s += time.monotonic() - down
             except TargetError as exc:
                 message = f"kill/restart {self.kills + 1} failed: {exc}"
                 self._fail(message)

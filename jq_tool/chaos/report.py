@@ -53,6 +53,7 @@ class Report:
     unacknowledged: int  # submits never acknowledged (refused, or the run was cut short)
     kills: int
     restarts: int
+    downtime_s: float  # server down (kill until healthy again), all kills together
     executions: int  # leases the workers ran, retries included
     foreign_jobs: int  # leased jobs whose payload names no submit of this run
     wall_time_s: float
@@ -102,11 +103,15 @@ class Report:
             "unacknowledged": self.unacknowledged,
             "kills": self.kills,
             "restarts": self.restarts,
+            "downtime_s": round(self.downtime_s, 3),
             "executions": self.executions,
             "foreign_jobs": self.foreign_jobs,
             "wall_time_s": round(self.wall_time_s, 3),
             "throughput_jobs_per_s": round(self.throughput_jobs_per_s, 1),
-            "latency_ms": self.latency_ms,
+            "latency_ms": {
+                name: None if value is None else round(value, 1)
+                for name, value in self.latency_ms.items()
+            },
             "lost_jobs": [dataclasses.asdict(lost) for lost in self.lost_jobs],
             "duplicate_details": [dataclasses.asdict(dup) for dup in self.duplicate_details],
             "rejections": self.rejections,
@@ -125,7 +130,8 @@ class Report:
             f"acked:       {self.acked}",
             f"lost:        {self.lost}",
             f"duplicates:  {self.duplicates}",
-            f"kills:       {self.kills} (restarts: {self.restarts})",
+            f"kills:       {self.kills} (restarts: {self.restarts}, "
+            f"down {self.downtime_s:.2f}s in all)",
             f"executions:  {self.executions}",
             f"wall time:   {self.wall_time_s:.2f}s",
             f"throughput:  {self.throughput_jobs_per_s:.1f} jobs/s",
@@ -159,6 +165,7 @@ def verify(
     kills: int,
     restarts: int,
     wall_time_s: float,
+    downtime_s: float = 0.0,
     load_time_s: float,
     error: str | None = None,
     verified: bool = True,
@@ -221,6 +228,7 @@ def verify(
         unacknowledged=len(ledger.submits) - len(acknowledged),
         kills=kills,
         restarts=restarts,
+        downtime_s=downtime_s,
         executions=len(ledger.executions),
         foreign_jobs=len(ledger.foreign_jobs),
         wall_time_s=wall_time_s,
