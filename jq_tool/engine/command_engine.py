@@ -111,8 +111,8 @@ class CommandEngine(ABC):
         """Called after applying commands: one waiter per job that became runnable (all of
         them after an Expire, since scheduled jobs becoming due is no state change)."""
         if everyone:
-            for name, waiters in self._waiters.items():
-                self._runnable_news[name] = len(waiters)
+            for name, queued in self._waiters.items():
+                self._runnable_news[name] = len(queued)
         for name, count in self._runnable_news.items():
             waiters = self._waiters.get(name)
             while waiters and count > 0:

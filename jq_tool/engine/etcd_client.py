@@ -130,8 +130,10 @@ class EtcdClient:
         keys_only: bool = False,
         count_only: bool = False,
         max_mod_revision: int = 0,
+        min_mod_revision: int = 0,
+        newest_first: bool = False,
     ) -> tuple[list[KeyValue], int]:
-        """Returns (kvs, header revision)."""
+        """Returns (kvs, header revision). newest_first sorts by mod revision, descending."""
         body: dict[str, Any] = {"key": b64(key)}
         if prefix:
             body["range_end"] = b64(prefix_end(key))
@@ -143,6 +145,11 @@ class EtcdClient:
             body["count_only"] = True
         if max_mod_revision:
             body["max_mod_revision"] = str(max_mod_revision)
+        if min_mod_revision:
+            body["min_mod_revision"] = str(min_mod_revision)
+        if newest_first:
+            body["sort_order"] = "DESCEND"
+            body["sort_target"] = "MOD"
         data = await self._call("/v3/kv/range", body)
         kvs = [KeyValue.from_json(kv) for kv in data.get("kvs", [])]
         return kvs, self.revision_of(data)

@@ -117,7 +117,6 @@ class EtcdMember:
     def command(self) -> list[str]:
         c = self.config
         initial = ",".join(f"{node}=http://{addr}" for node, addr in sorted(c.peers.items()))
-        metrics_host, _, client_port = c.client_addr.rpartition(":")
         return [
             self.binary,
             "--name", c.node_id,
@@ -129,7 +128,6 @@ class EtcdMember:
             "--initial-cluster", initial,
             "--initial-cluster-state", "new",
             "--initial-cluster-token", c.token,
-            "--listen-metrics-urls", f"http://{metrics_host}:{int(client_port) + 10000}",
             "--heartbeat-interval", "100",
             "--election-timeout", "1000",
             "--logger", "zap",

@@ -1,0 +1,133 @@
+"""ClusterEngine with three real etcd members on loopback, three engines in this process:
+replication, the elected ticker, stopping a node, and a wiped node catching up."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from jq_tool.core.model import JobState
+from jq_tool.engine.base import JobSpec
+from jq_tool.engine.cluster import ClusterEngine
+from jq_tool.engine.etcd_member import ClusterConfig
+from jq_tool.engine.local import EngineConfig
+
+pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-server not installed")
+
+
+def free_port_pair() -> int:
+    """A port P with P+1 free too (etcd peer P, client P+1)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port > 60000:
+            continue
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair")
+
+
+def cluster_configs(n: int = 3) -> list[ClusterConfig]:
+    peers = {f"n{i}": f"127.0.0.1:{free_port_pair()}" for i in range(1, n + 1)}
+    env_peers = ",".join(f"{k}@{v}" for k, v in peers.items())
+    return [
+        ClusterConfig.from_env(
+            {"NODE_ID": node, "RAFT_ADDR": addr, "PEERS": env_peers, "BOOTSTRAP": "true"}
+        )
+        for node, addr in peers.items()
+    ]
+
+
+def engine_for(cluster: ClusterConfig, root: Path, **overrides: int) -> ClusterEngine:
+    config = EngineConfig(data_dir=root / cluster.node_id, tick_ms=200, **overrides)  # type: ignore[arg-type]
+    return ClusterEngine(config, cluster)
+
+
+@pytest.fixture
+async def three(tmp_path: Path) -> AsyncIterator[list[ClusterEngine]]:
+    engines = [engine_for(c, tmp_path) for c in cluster_configs()]
+    await asyncio.gather(*(e.start() for e in engines))
+    yield engines
+    await asyncio.gather(*(e.stop() for e in engines), return_exceptions=True)
+
+
+async def wait_for(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_submit_on_one_node_is_visible_on_the_others(
+    three: list[ClusterEngine],
+) -> None:
+    a, b, c = three
+    outcome = await a.submit(JobSpec(payload="replicated"))
+    assert outcome.job_id
+    for engine in (b, c):
+        job = await engine.get(outcome.job_id)
+        assert job is not None and job.payload == "replicated"
+    [leased] = await b.lease("default")
+    assert leased.id == outcome.job_id
+    acked = await c.ack(leased.id, lease_id=leased.lease_id, result="ok")
+    assert acked.state is JobState.ACKED
+    snapshots = [e._machine.snapshot() for e in three]
+    await wait_for(lambda: len({e.applied_revision for e in three}) == 1)
+    snapshots = [e._machine.snapshot() for e in three]
+    assert snapshots[0] == snapshots[1] == snapshots[2]
+
+
+async def test_exactly_one_node_runs_the_ticker(three: list[ClusterEngine]) -> None:
+    await wait_for(lambda: sum(e.role == "leader" for e in three) == 1)
+    leader = next(e for e in three if e.role == "leader")
+    # The ticker expires a lease, whichever node granted it.
+    follower = next(e for e in three if e.role != "leader")
+    await follower.submit(JobSpec(payload="x", max_retries=0))
+    [job] = await follower.lease("default", lease_ms=200)
+
+    async def is_dead() -> bool:
+        current = await follower.get(job.id)
+        return current is not None and current.state is JobState.DEAD
+
+    for _ in range(200):
+        if await is_dead():
+            break
+        await asyncio.sleep(0.05)
+    assert await is_dead()
+    # The ticker moves when its node stops.
+    await leader.stop()
+    others = [e for e in three if e is not leader]
+    await wait_for(lambda: sum(e.role == "leader" for e in others) == 1, timeout=20)
+    outcome = await others[0].submit(JobSpec(payload="after"))
+    assert outcome.job_id and await others[1].get(outcome.job_id)
+
+
+async def test_a_wiped_node_catches_up_from_the_cluster(tmp_path: Path) -> None:
+    configs = cluster_configs()
+    engines = [engine_for(c, tmp_path, snapshot_every=5) for c in configs]
+    await asyncio.gather(*(e.start() for e in engines))
+    try:
+        ids = [(await engines[i % 3].submit(JobSpec(payload=str(i)))).job_id for i in range(30)]
+        # Stop node 3 and wipe its jq state (not its etcd member's data).
+        await engines[2].stop()
+        (tmp_path / "n3" / "cluster.snap").unlink(missing_ok=True)
+        for i in range(10):
+            ids.append((await engines[0].submit(JobSpec(payload=f"late{i}"))).job_id)
+        engines[2] = engine_for(configs[2], tmp_path, snapshot_every=5)
+        await engines[2].start()
+        for job_id in ids:
+            assert job_id and await engines[2].get(job_id) is not None
+        assert engines[2].stats().counters.submitted == 40
+    finally:
+        await asyncio.gather(*(e.stop() for e in engines), return_exceptions=True)
