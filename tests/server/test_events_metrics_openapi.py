@@ -1,0 +1,154 @@
+"""/events (SSE, with Bearer or ticket), /metrics and /openapi.json against a real server."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+from starlette.routing import Mount, Route
+
+SSE_TIMEOUT = httpx.Timeout(10.0, read=10.0)
+
+
+def read_events(response: httpx.Response) -> Iterator[tuple[str, Any]]:
+    """(event name, decoded data) per SSE frame of a streaming response."""
+    name, data = "message", []
+    for line in response.iter_lines():
+        if line == "":
+            if data:
+                yield name, json.loads("\n".join(data))
+            name, data = "message", []
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+
+
+def test_events_deliver_stats_and_job_events(server: Any, client: httpx.Client) -> None:
+    queue = "ev-" + uuid.uuid4().hex[:8]
+    headers = {"Authorization": f"Bearer {server.client_key}"}
+    with httpx.stream("GET", server.url + "/events", headers=headers, timeout=SSE_TIMEOUT) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = read_events(r)
+        name, stats = next(events)
+        assert name == "stats" and "runnable" in stats and "queues" in stats
+        job_id = client.post("/jobs", json={"queue": queue}).json()["job_id"]
+        seen_stats = 0
+        for name, data in events:
+            if name == "stats":
+                seen_stats += 1
+            if name == "job" and data["job_id"] == job_id:
+                assert data == {
+                    "job_id": job_id, "queue": queue, "state": "READY", "previous": None,
+                    "attempts": 0, "priority": 0, "at": data["at"],
+                }  # fmt: skip
+                assert data["at"].endswith("Z")
+                break
+        else:
+            raise AssertionError("the stream ended without the job event")
+
+
+def test_events_need_a_key_or_ticket(server: Any, worker: httpx.Client) -> None:
+    assert httpx.get(server.url + "/events").status_code == 401
+    assert httpx.get(server.url + "/events", params={"ticket": "nope"}).status_code == 401
+
+
+def test_ticket_opens_the_stream_and_expires(server: Any, client: httpx.Client) -> None:
+    issued = client.post("/events/ticket")
+    assert issued.status_code == 200
+    ticket = issued.json()["ticket"]
+    assert issued.json()["expires_at"].endswith("Z")
+    assert server.client_key not in ticket
+    with httpx.stream(
+        "GET", server.url + "/events", params={"ticket": ticket}, timeout=SSE_TIMEOUT
+    ) as response:
+        assert response.status_code == 200
+        name, _ = next(read_events(response))
+        assert name == "stats"
+    # A ticket is read-only: it is not an API key anywhere else.
+    bearer = {"Authorization": f"Bearer {ticket}"}
+    assert httpx.get(server.url + "/stats", headers=bearer).status_code == 401
+    assert httpx.get(server.url + "/stats", params={"ticket": ticket}).status_code == 401
+    # The shared server's tickets live 2 s (--ticket-ttl 2s).
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        status = _status_of_stream(server.url, ticket)
+        if status == 401:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("the ticket never expired")
+
+
+def _status_of_stream(url: str, ticket: str) -> int:
+    with httpx.stream("GET", url + "/events", params={"ticket": ticket}, timeout=SSE_TIMEOUT) as r:
+        return r.status_code
+
+
+def test_ticket_of_a_revoked_key_stops_working(server: Any, admin: httpx.Client) -> None:
+    secret = admin.post(
+        "/admin/keys", json={"name": "viewer", "owner_id": "viewers", "type": "client"}
+    ).json()["key"]
+    ticket = httpx.post(
+        server.url + "/events/ticket", headers={"Authorization": f"Bearer {secret}"}
+    ).json()["ticket"]
+    assert _status_of_stream(server.url, ticket) == 200
+    admin.delete(f"/keys/{secret}")
+    assert _status_of_stream(server.url, ticket) == 401
+
+
+def test_ticket_needs_jobs_read(server: Any, admin: httpx.Client) -> None:
+    secret = admin.post(
+        "/admin/keys",
+        json={"name": "w", "owner_id": "w", "type": "worker", "scopes": ["jobs:lease"]},
+    ).json()["key"]
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert httpx.post(server.url + "/events/ticket", headers=headers).status_code == 403
+    assert httpx.get(server.url + "/events", headers=headers).status_code == 403
+
+
+def test_metrics_text(server: Any, client: httpx.Client) -> None:
+    client.post("/jobs", json={"queue": "metrics-q"})
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'jq_jobs{queue="metrics-q",state="runnable"}' in text
+    assert 'jq_commands_total{type="submit"}' in text
+    assert 'jq_http_requests_total{route="/jobs",status="201"}' in text
+    assert "jq_up 1.0" in text
+    assert server.client_key not in text
+
+
+def test_openapi_lists_every_route(server: Any) -> None:
+    from jq_tool.server.openapi import openapi_document
+
+    response = httpx.get(server.url + "/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert document["openapi"].startswith("3.1")
+    assert document == json.loads(json.dumps(openapi_document()))
+    from jq_tool.server.routes_jobs import JobRoutes
+    from jq_tool.server.routes_keys import KeyRoutes
+
+    routes = [*JobRoutes.routes(_Fake()), *KeyRoutes.routes(_Fake())]  # type: ignore[arg-type]
+    for route in routes:
+        assert isinstance(route, Route | Mount)
+        assert route.path in document["paths"], route.path
+        for method in (route.methods or set()) - {"HEAD"}:
+            assert method.lower() in document["paths"][route.path], (method, route.path)
+    for path in ("/openapi.json", "/health", "/admin/keys", "/keys/{key}", "/events/ticket"):
+        assert path in document["paths"]
+
+
+class _Fake:
+    """Attribute bag standing in for a JobRoutes/KeyRoutes instance: routes() only reads
+    bound methods, which it gets from the class."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args: None
