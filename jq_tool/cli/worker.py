@@ -49,7 +49,7 @@ def worker(
     lease_ms: Annotated[
         int | None, typer.Option(min=1000, help="Lease length in ms.", show_default=False)
     ] = None,
-    wait: Annotated[str, typer.Option(help="Long-poll length per lease request.")] = "30s",
+    wait: Annotated[str, typer.Option(help="Long-poll length per lease request.")] = "10s",
     grace: Annotated[str, typer.Option(help="At shutdown, wait this long for jobs.")] = "30s",
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING.")] = "INFO",
     url: UrlOption = DEFAULT_URL,

@@ -90,7 +90,7 @@ class BaseWorker:
         queue: str = "default",
         concurrency: int = 4,
         lease_ms: int | None = None,
-        poll_wait: float = 30.0,
+        poll_wait: float = 10.0,
         grace: float = 30.0,
         timeout: float = 10.0,
         max_backoff: float = 5.0,
@@ -176,8 +176,16 @@ class BaseWorker:
                     )
                 )
                 if not await self._first(lease):
-                    # Stopping. Jobs a cancelled lease got are not lost: their lease expires.
-                    lease.cancel()
+                    # Stopping. The server keeps a long poll going after we hang up and would
+                    # lease a job to nobody (it comes back only when that lease expires), so
+                    # let the poll end and run what it brings, within the grace period.
+                    await asyncio.wait({lease}, timeout=self.grace)
+                    if not lease.done():
+                        lease.cancel()
+                        break
+                    if lease.exception() is None:
+                        for job in lease.result():
+                            self._start(client, job, in_flight, finished)
                     break
                 try:
                     jobs = lease.result()
@@ -197,14 +205,23 @@ class BaseWorker:
                     # The server answered "none" at once despite wait: do not spin.
                     await self._first(asyncio.sleep(min(self.poll_wait, 1.0) / 2))
                 for job in jobs:
-                    self.counts.leased += 1
-                    task = asyncio.ensure_future(self._process(client, job))
-                    in_flight.add(task)
-                    task.add_done_callback(finished)
+                    self._start(client, job, in_flight, finished)
             await self._drain(in_flight)
         finally:
             await client.aclose()
             self._loop = None
+
+    def _start(
+        self,
+        client: AsyncClient,
+        job: LeasedJob,
+        in_flight: set[asyncio.Task[None]],
+        finished: Callable[[asyncio.Task[None]], None],
+    ) -> None:
+        self.counts.leased += 1
+        task = asyncio.ensure_future(self._process(client, job))
+        in_flight.add(task)
+        task.add_done_callback(finished)
 
     async def _first(self, awaitable: Awaitable[Any]) -> bool:
         """Await `awaitable` unless stop() comes first; True when it finished."""
@@ -336,7 +353,7 @@ class Worker(BaseWorker):
         queue: str = "default",
         concurrency: int = 4,
         lease_ms: int | None = None,
-        poll_wait: float = 30.0,
+        poll_wait: float = 10.0,
         grace: float = 30.0,
         timeout: float = 10.0,
         max_backoff: float = 5.0,
@@ -384,7 +401,7 @@ class AsyncWorker(BaseWorker):
         queue: str = "default",
         concurrency: int = 16,
         lease_ms: int | None = None,
-        poll_wait: float = 30.0,
+        poll_wait: float = 10.0,
         grace: float = 30.0,
         timeout: float = 10.0,
         max_backoff: float = 5.0,

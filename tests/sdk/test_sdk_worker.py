@@ -1,0 +1,243 @@
+"""Worker and AsyncWorker against a real `jq serve`: concurrency, results, failures with
+tracebacks through RETRY to DEAD, lease extension of a slow job, and a server kill -9 in the
+middle of work after which every job is ACKED exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+from jq_tool.sdk import (
+    AsyncWorker,
+    Client,
+    Failure,
+    JobState,
+    LeasedJob,
+    Success,
+    Worker,
+)
+from jq_tool.sdk.worker import handler_outcome
+from sdk.jq_server_process import ServerProcess, wait_until
+
+
+def run_in_thread(worker: Worker) -> threading.Thread:
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def all_finished(client: Client, queue: str, count: int) -> bool:
+    jobs = list(client.iter_jobs(queue=queue))
+    return len(jobs) == count and all(job.finished for job in jobs)
+
+
+def test_handler_outcomes() -> None:
+    assert handler_outcome("text") == ("text", None)
+    assert handler_outcome({"a": [1]}) == ('{"a":[1]}', None)
+    assert handler_outcome(None) == (None, None)
+    assert handler_outcome(Success("fine")) == ("fine", None)
+    assert handler_outcome(Success(3)) == ("3", None)
+    assert handler_outcome(Failure("nope")) == (None, "nope")
+    assert handler_outcome(object())[0] is not None  # str() of the unencodable
+
+
+def test_worker_processes_jobs_concurrently(jq_server: ServerProcess, queue: str) -> None:
+    executions: Counter[str] = Counter()
+    lock = threading.Lock()
+    running = 0
+    most_at_once = 0
+
+    def handler(job: LeasedJob) -> str:
+        nonlocal running, most_at_once
+        with lock:
+            executions[job.job_id] += 1
+            running += 1
+            most_at_once = max(most_at_once, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return job.payload.upper()
+
+    with Client(jq_server.url, jq_server.client_key) as client:
+        ids = [
+            r.job_id
+            for r in client.submit_many([{"payload": f"p{i}", "queue": queue} for i in range(40)])
+        ]
+        worker = Worker(
+            jq_server.url, jq_server.worker_key, handler, queue=queue, concurrency=4, poll_wait=1.0
+        )
+        thread = run_in_thread(worker)
+        try:
+            wait_until(lambda: all_finished(client, queue, 40))
+        finally:
+            worker.stop()
+            thread.join(10)
+        assert not thread.is_alive()
+        for index, job_id in enumerate(ids):
+            job = client.get(job_id or "")
+            assert job.state is JobState.ACKED and job.result == f"P{index}"
+    assert set(executions.values()) == {1}
+    assert 1 < most_at_once <= 4
+    assert worker.counts.acked == 40 and worker.counts.lost == 0
+
+
+def test_failures_retry_then_die_with_the_traceback(jq_server: ServerProcess, queue: str) -> None:
+    attempts: Counter[str] = Counter()
+
+    def handler(job: LeasedJob) -> object:
+        attempts[job.payload] += 1
+        if job.payload == "explicit":
+            return Failure("declined")
+        raise RuntimeError(f"broken attempt {job.attempt}")
+
+    with Client(jq_server.url, jq_server.client_key) as client:
+        raising = client.submit("raise", max_retries=1, queue=queue)
+        explicit = client.submit("explicit", max_retries=0, queue=queue)
+        worker = Worker(
+            jq_server.url, jq_server.worker_key, handler, queue=queue, concurrency=2, poll_wait=1.0
+        )
+        thread = run_in_thread(worker)
+        try:
+            wait_until(lambda: all_finished(client, queue, 2))
+        finally:
+            worker.stop()
+            thread.join(10)
+        dead = client.get(raising)
+        assert dead.state is JobState.DEAD and dead.attempts == 2
+        assert dead.result_error is not None
+        assert "Traceback (most recent call last)" in dead.result_error
+        assert "RuntimeError: broken attempt 2" in dead.result_error
+        declined = client.get(explicit)
+        assert declined.state is JobState.DEAD and declined.result_error == "declined"
+    assert attempts == {"raise": 2, "explicit": 1}
+    assert worker.counts.failed == 3
+
+
+def test_lease_extension_keeps_a_slow_job(jq_server: ServerProcess, queue: str) -> None:
+    executions: Counter[str] = Counter()
+
+    def slow(job: LeasedJob) -> str:
+        executions[job.job_id] += 1
+        time.sleep(3.5)  # 3.5x the lease: only extensions keep it ours
+        return "slow but done"
+
+    with Client(jq_server.url, jq_server.client_key) as client:
+        job_id = client.submit("slow", queue=queue)
+        worker = Worker(
+            jq_server.url,
+            jq_server.worker_key,
+            slow,
+            queue=queue,
+            concurrency=2,
+            lease_ms=1000,
+            poll_wait=1.0,
+        )
+        thread = run_in_thread(worker)
+        try:
+            wait_until(lambda: client.get(job_id).finished)
+        finally:
+            worker.stop()
+            thread.join(10)
+        job = client.get(job_id)
+    assert job.state is JobState.ACKED and job.attempts == 1 and job.result == "slow but done"
+    assert executions[job_id] == 1 and worker.counts.lost == 0
+
+
+def test_async_worker(jq_server: ServerProcess, queue: str) -> None:
+    async def handler(job: LeasedJob) -> Success:
+        await asyncio.sleep(0.01)
+        return Success(f"async {job.payload}")
+
+    async def main() -> None:
+        worker = AsyncWorker(
+            jq_server.url, jq_server.worker_key, handler, queue=queue, concurrency=8, poll_wait=1.0
+        )
+        task = asyncio.ensure_future(worker.run())
+        with Client(jq_server.url, jq_server.client_key) as client:
+            client.submit_many([{"payload": str(i), "queue": queue} for i in range(20)])
+            for _ in range(400):
+                if all_finished(client, queue, 20):
+                    break
+                await asyncio.sleep(0.05)
+            worker.stop()
+            await asyncio.wait_for(task, 10)
+            results = sorted(job.result or "" for job in client.iter_jobs(queue=queue))
+        assert results == sorted(f"async {i}" for i in range(20))
+        assert worker.counts.acked == 20
+
+    asyncio.run(main())
+
+
+def test_stop_lets_running_handlers_finish(jq_server: ServerProcess, queue: str) -> None:
+    started = threading.Event()
+
+    def handler(job: LeasedJob) -> str:
+        started.set()
+        time.sleep(1.0)
+        return "finished during shutdown"
+
+    with Client(jq_server.url, jq_server.client_key) as client:
+        job_id = client.submit("x", queue=queue)
+        worker = Worker(
+            jq_server.url, jq_server.worker_key, handler, queue=queue, grace=20, poll_wait=1.0
+        )
+        thread = run_in_thread(worker)
+        assert started.wait(10)
+        worker.stop()
+        thread.join(20)
+        assert not thread.is_alive()
+        later = client.submit("after stop", queue=queue)
+        assert client.get(job_id).result == "finished during shutdown"
+        assert client.get(later).state is JobState.READY  # nothing leased after stop
+
+
+def test_every_job_acked_once_across_a_server_kill9(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data")
+    server.start()
+    executions: Counter[str] = Counter()
+    lock = threading.Lock()
+    total = 150
+
+    def handler(job: LeasedJob) -> str:
+        with lock:
+            executions[job.job_id] += 1
+        time.sleep(0.02)
+        return "ok"
+
+    try:
+        with Client(server.url, server.client_key) as client:
+            ids = [
+                r.job_id or ""
+                for r in client.submit_many([{"payload": str(i)} for i in range(total)])
+            ]
+        worker = Worker(
+            server.url,
+            server.worker_key,
+            handler,
+            concurrency=8,
+            lease_ms=10_000,
+            max_backoff=0.5,
+            poll_wait=1.0,
+        )
+        thread = run_in_thread(worker)
+        wait_until(lambda: worker.counts.acked >= 30)
+        server.kill9()  # acks in flight now fail; the worker retries them after the restart
+        time.sleep(0.5)
+        server.start()
+        with Client(server.url, server.client_key) as client:
+            wait_until(lambda: all_finished(client, "default", total), timeout=60)
+            jobs = {job_id: client.get(job_id) for job_id in ids}
+        worker.stop()
+        thread.join(15)
+    finally:
+        server.stop()
+    assert all(job.state is JobState.ACKED for job in jobs.values())
+    assert set(executions) == set(ids)
+    # An attempt whose lease answer died with the server shows up as a later attempt, never
+    # as a second ack: each execution is one attempt, and the worker acked each job once.
+    assert all(executions[job_id] <= job.attempts for job_id, job in jobs.items())
+    assert worker.counts.acked == total
+    assert worker.counts.failed == 0
