@@ -24,12 +24,12 @@ from jq_tool.core.wal_format import (
     SEGMENT_SUFFIX,
     SNAPSHOT_SUFFIX,
     TEMP_SUFFIX,
-    decode_snapshot,
     encode_records,
     encode_segment_header,
     encode_snapshot_header,
     iter_records,
     parse_name,
+    read_snapshot,
     scan_segment,
     segment_name,
     snapshot_name,
@@ -145,7 +145,7 @@ def examine(directory: Path) -> WalReport:
         return report
 
     for _index, path in reversed(_list_indexed(directory, SNAPSHOT_SUFFIX)):
-        decoded = decode_snapshot(path.read_bytes())
+        decoded = read_snapshot(path)
         if isinstance(decoded, str):
             report.skipped_snapshots.append((path, decoded))
             continue
@@ -306,6 +306,11 @@ class WAL:
         report = examine(self.directory)
         if report.corruption is not None:
             raise report.corruption
+        if report.stale_segments:
+            # A crash between a snapshot's rename and the deletions it allows leaves these.
+            for stale in report.stale_segments:
+                stale.unlink(missing_ok=True)
+            _fsync_directory(self.directory)
         truncated = None
         if report.tail is not None:
             self._repair_tail(report.tail, report.segments[-1].first_index)

@@ -49,9 +49,11 @@ reports facts (where, why, whether a valid record follows); `wal.py` makes that 
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import crc32c
 
@@ -258,20 +260,27 @@ def encode_snapshot_header(index: int, data: bytes) -> bytes:
     return head + _CRC.pack(crc32c.crc32c(data, crc32c.crc32c(head)))
 
 
-def decode_snapshot(raw: bytes) -> tuple[int, bytes] | str:
-    """(index, data) of a valid snapshot file's bytes, or the reason it is invalid."""
-    if len(raw) < SNAPSHOT_HEADER_SIZE:
-        return f"partial snapshot header ({len(raw)} of {SNAPSHOT_HEADER_SIZE} bytes)"
-    magic, version, _reserved, index, length = _SNAPSHOT_HEAD.unpack_from(raw, 0)
-    (checksum,) = _CRC.unpack_from(raw, _SNAPSHOT_HEAD.size)
-    if magic != SNAPSHOT_MAGIC:
-        return f"bad snapshot magic {magic!r}"
-    if version != FORMAT_VERSION:
-        return f"unsupported snapshot format version {version}"
-    if SNAPSHOT_HEADER_SIZE + length != len(raw):
-        return f"snapshot length {length} does not match the file ({len(raw)} bytes)"
-    view = memoryview(raw)
-    head_crc = crc32c.crc32c(view[: _SNAPSHOT_HEAD.size])
-    if crc32c.crc32c(view[SNAPSHOT_HEADER_SIZE:], head_crc) != checksum:
+def read_snapshot(path: Path) -> tuple[int, bytes] | str:
+    """(index, data) of a valid snapshot file, or the reason it is invalid.
+
+    The header and the data are read separately so a large snapshot is held in memory once.
+    """
+    with path.open("rb") as f:
+        head = f.read(SNAPSHOT_HEADER_SIZE)
+        if len(head) < SNAPSHOT_HEADER_SIZE:
+            return f"partial snapshot header ({len(head)} of {SNAPSHOT_HEADER_SIZE} bytes)"
+        magic, version, _reserved, index, length = _SNAPSHOT_HEAD.unpack_from(head, 0)
+        (checksum,) = _CRC.unpack_from(head, _SNAPSHOT_HEAD.size)
+        if magic != SNAPSHOT_MAGIC:
+            return f"bad snapshot magic {magic!r}"
+        if version != FORMAT_VERSION:
+            return f"unsupported snapshot format version {version}"
+        size = os.fstat(f.fileno()).st_size
+        if SNAPSHOT_HEADER_SIZE + length != size:
+            return f"snapshot length {length} does not match the file ({size} bytes)"
+        data = f.read()
+    if len(data) != length:
+        return f"snapshot file changed while reading ({len(data)} of {length} bytes)"
+    if crc32c.crc32c(data, crc32c.crc32c(head[: _SNAPSHOT_HEAD.size])) != checksum:
         return "snapshot crc mismatch"
-    return index, raw[SNAPSHOT_HEADER_SIZE:]
+    return index, data

@@ -193,6 +193,23 @@ def test_a_torn_tail_of_a_large_record_is_truncated(tmp_path: Path) -> None:
         assert records == [(0, 1, b"first")]
 
 
+def test_segments_left_by_a_crash_after_a_snapshot_are_cleaned_at_open(tmp_path: Path) -> None:
+    wal, _ = open_wal(tmp_path, segment_bytes=150)
+    for i in range(10):
+        wal.append([(RECORD_COMMAND, body_for(i))])
+    saved = {p.name: p.read_bytes() for p in segments(tmp_path)}
+    wal.write_snapshot(10, b"ten")
+    wal.append([(RECORD_COMMAND, body_for(10))])
+    wal.close()
+    # As if the process died after the snapshot's rename but before it deleted anything.
+    for name, data in saved.items():
+        (tmp_path / name).write_bytes(data)
+    recovery, records = reopen_records(tmp_path, segment_bytes=150)
+    assert (recovery.snapshot_index, recovery.snapshot, recovery.next_index) == (10, b"ten", 11)
+    assert records == [(10, 1, body_for(10))]
+    assert [p.name for p in segments(tmp_path)] == [segment_name(10)]
+
+
 def test_second_open_of_the_same_directory_is_refused(tmp_path: Path) -> None:
     wal, _ = open_wal(tmp_path)
     with pytest.raises(WalLocked):
