@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import ipaddress
 import logging
 import os
 import shutil
@@ -47,6 +48,17 @@ def client_addr_for(peer_addr: str) -> str:
     if not host or not port.isdigit():
         raise ClusterConfigError(f"expected host:port, got {peer_addr!r}")
     return f"{host}:{int(port) + 1}"
+
+
+def listen_addr(addr: str) -> str:
+    """etcd listens on IPs only: a host name (as in docker compose) listens on all interfaces
+    and is still what the member advertises."""
+    host, _, port = addr.rpartition(":")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return f"0.0.0.0:{port}"
+    return addr
 
 
 @dataclass(frozen=True)
@@ -121,9 +133,9 @@ class EtcdMember:
             self.binary,
             "--name", c.node_id,
             "--data-dir", str(self.data_dir),
-            "--listen-client-urls", f"http://{c.client_addr}",
+            "--listen-client-urls", f"http://{listen_addr(c.client_addr)}",
             "--advertise-client-urls", f"http://{c.client_addr}",
-            "--listen-peer-urls", f"http://{c.raft_addr}",
+            "--listen-peer-urls", f"http://{listen_addr(c.raft_addr)}",
             "--initial-advertise-peer-urls", f"http://{c.raft_addr}",
             "--initial-cluster", initial,
             "--initial-cluster-state", "new",

@@ -1,0 +1,55 @@
+"""The seed's cluster env vars → ClusterConfig and the etcd member's command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jq_tool.engine.etcd_member import ClusterConfig, ClusterConfigError, EtcdMember
+
+PEERS = "n1@127.0.0.1:4000,n2@127.0.0.1:4010,n3@127.0.0.1:4020"
+
+
+def test_seed_env_vars_describe_the_cluster() -> None:
+    config = ClusterConfig.from_env(
+        {
+            "NODE_ID": "n2",
+            "RAFT_ADDR": "127.0.0.1:4010",
+            "PEERS": PEERS,
+            "HTTP_PEERS": "n1@http://127.0.0.1:8081,n2@http://127.0.0.1:8082",
+            "BOOTSTRAP": "true",
+        }
+    )
+    assert config.node_id == "n2" and config.bootstrap
+    assert config.client_addr == "127.0.0.1:4011"
+    assert config.endpoints() == [
+        "http://127.0.0.1:4011",
+        "http://127.0.0.1:4001",
+        "http://127.0.0.1:4021",
+    ]
+    assert config.http_peers["n1"] == "http://127.0.0.1:8081"
+    command = EtcdMember(config, Path("/tmp/data")).command()
+    assert "n1=http://127.0.0.1:4000,n2=http://127.0.0.1:4010,n3=http://127.0.0.1:4020" in command
+
+
+def test_existing_etcd_endpoints_need_no_member() -> None:
+    config = ClusterConfig.from_env(
+        {"NODE_ID": "a", "ETCD_ENDPOINTS": "http://10.0.0.1:2379/, http://10.0.0.2:2379"}
+    )
+    assert config.endpoints() == ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"RAFT_ADDR": "127.0.0.1:4000"}, "NODE_ID"),
+        ({"NODE_ID": "n1"}, "RAFT_ADDR"),
+        ({"NODE_ID": "n1", "RAFT_ADDR": "127.0.0.1:4000", "PEERS": "n1-127.0.0.1"}, "PEERS"),
+        ({"NODE_ID": "n1", "RAFT_ADDR": "127.0.0.1:4999", "PEERS": PEERS}, "RAFT_ADDR"),
+        ({"NODE_ID": "n1", "RAFT_ADDR": "nohostport"}, "host:port"),
+    ],
+)
+def test_bad_cluster_env_is_a_clear_error(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ClusterConfigError, match=message):
+        ClusterConfig.from_env(env)
