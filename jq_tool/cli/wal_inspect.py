@@ -194,7 +194,11 @@ def wal_inspect(
             f"[red]error:[/red] {directory} is not a directory"
         )
         raise typer.Exit(EXIT_CORRUPT)
-    report = examine(directory)
+    try:
+        report = examine(directory)
+    except OSError as exc:
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] cannot read the WAL: {exc}")
+        raise typer.Exit(EXIT_CORRUPT) from None
     # With --records, stdout carries only record lines; the summary goes to stderr.
     console = Console(stderr=records, soft_wrap=True)
     if as_json:
