@@ -8,7 +8,7 @@
   "use strict";
 
   const KEY_STORAGE = "jq.apiKey";
-  const MAX_ROWS = 50;
+  const MAX_ROWS = 30;
   const SPARK_POINTS = 60;
   const SPARK_W = 300;
   const SPARK_H = 48;
