@@ -41,7 +41,7 @@ from jq_tool.sdk.errors import (
     StorageFull,
     Unauthorized,
 )
-from jq_tool.sdk.types import Failure, LeasedJob, Success
+from jq_tool.sdk.types import Failure, JobState, LeasedJob, Success
 
 log = logging.getLogger("jq_tool.sdk.worker")
 
@@ -192,7 +192,8 @@ class BaseWorker:
                 except _TRANSIENT as exc:
                     delay = client.backoff_delay(failures)
                     failures += 1
-                    log.warning("lease failed (%s); retrying in %.1fs", exc, delay)
+                    level = logging.WARNING if failures == 1 else logging.DEBUG
+                    log.log(level, "lease failed (%s); retrying until the server is back", exc)
                     await self._first(asyncio.sleep(delay))
                     continue
                 except (Unauthorized, Forbidden, BadRequest) as exc:
@@ -290,6 +291,7 @@ class BaseWorker:
         self, client: AsyncClient, job: LeasedJob, result: str | None, error: str | None
     ) -> None:
         attempt = 0
+        unsure = False  # a try whose answer was lost may have landed
         while True:
             try:
                 if error is None:
@@ -298,11 +300,14 @@ class BaseWorker:
                 else:
                     await client.fail(job.job_id, error, lease_id=job.lease_id)
                     self.counts.failed += 1
+                if attempt:
+                    log.info("job %s: settled after %d retries", job.job_id, attempt)
                 return
             except (Conflict, JobNotFound) as exc:
+                if unsure and await self._landed_earlier(client, job, error):
+                    return
                 self.counts.lost += 1
-                hint = " (an earlier try may have landed)" if attempt else ""
-                log.warning("job %s: lease lost, not settled%s: %s", job.job_id, hint, exc)
+                log.warning("job %s: lease lost, this attempt is not settled: %s", job.job_id, exc)
                 return
             except (PayloadTooLarge, BadRequest) as exc:
                 if error is not None:
@@ -314,15 +319,36 @@ class BaseWorker:
                     error, result = f"result refused by the server: {exc}", None
                 attempt += 1
             except _TRANSIENT as exc:
+                unsure = True
                 delay = client.backoff_delay(attempt)
                 if self._drain_deadline is not None and time.monotonic() + delay > (
                     self._drain_deadline
                 ):
                     log.error("job %s: giving up settling at shutdown: %s", job.job_id, exc)
                     return
-                log.warning("job %s: settle failed (%s); retrying in %.1fs", job.job_id, exc, delay)
+                # One warning per job and outage; the retries themselves are routine.
+                level = logging.WARNING if attempt == 0 else logging.DEBUG
+                log.log(level, "job %s: settle failed (%s); retrying", job.job_id, exc)
                 await asyncio.sleep(delay)
                 attempt += 1
+
+    async def _landed_earlier(self, client: AsyncClient, job: LeasedJob, error: str | None) -> bool:
+        """After a lost answer, a 409 may be our own earlier ack: the job is settled, still at
+        our attempt number, the way we settled it."""
+        try:
+            current = await client.get(job.job_id)
+        except JqError:
+            return False
+        if current.attempts != job.attempt:
+            return False
+        if error is None and current.state is JobState.ACKED:
+            self.counts.acked += 1
+        elif error is not None and current.result_error == error:
+            self.counts.failed += 1
+        else:
+            return False
+        log.info("job %s: an earlier settle had landed", job.job_id)
+        return True
 
     def _install_signal_handlers(self) -> None:
         assert self._loop is not None
