@@ -175,7 +175,7 @@ class ClusterEngine(CommandEngine):
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending.append(_Proposal(command, future))
         self._wakeup.set()
-        return await asyncio.shield(future)
+        return await future  # cancelling the caller drops only the answer, as in LocalEngine
 
     async def _flush_loop(self) -> None:
         while True:

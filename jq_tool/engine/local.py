@@ -138,9 +138,9 @@ class LocalEngine(CommandEngine):
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending.append(_Proposal(command, future))
         self._wakeup.set()
-        # Shielded: a caller that goes away (client disconnect) must not cancel a command that
-        # may already be on disk; it is applied either way, only the answer is dropped.
-        return await asyncio.shield(future)
+        # A caller that goes away (client disconnect) cancels only this future: the command
+        # is still written and applied (it may already be on disk), its answer is dropped.
+        return await future
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
