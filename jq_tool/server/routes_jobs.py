@@ -196,7 +196,7 @@ class JobRoutes:
                 await lease_task
             if lease_task.cancelled():
                 raise ApiError(503, "unavailable", "server is shutting down")
-        return lease_task.result()  # type: ignore[no-any-return,unused-ignore]
+        return lease_task.result()
 
     async def ack(self, request: Request) -> Response:
         await self.guard.require(request, Scope.JOBS_ACK)

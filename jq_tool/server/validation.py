@@ -119,7 +119,7 @@ def decode(body: bytes, type_: type[Body]) -> Body:
     if decoder is None:
         decoder = _decoders[type_] = msgspec.json.Decoder(type_)
     try:
-        return decoder.decode(body or b"{}")  # type: ignore[no-any-return,unused-ignore]
+        return decoder.decode(body or b"{}")
     except msgspec.ValidationError as exc:
         field = field_of(exc)
         if field is None:
