@@ -281,6 +281,9 @@ class WAL:
     def open(self) -> Recovery:
         if self._lock_fd is not None:
             raise RuntimeError("WAL is already open")
+        if self._failed is not None:
+            # The page cache may still show what the disk lost: recover in a new process.
+            raise WalFailed(self._failed)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock()
         try:
@@ -299,6 +302,8 @@ class WAL:
         self._lock_fd = fd
 
     def _recover(self) -> Recovery:
+        self._segments = []
+        self._size = 0
         for entry in os.scandir(self.directory):
             # Leftovers of a rotation or snapshot that crashed before its rename.
             if entry.name.endswith(TEMP_SUFFIX) and entry.is_file():
