@@ -1,0 +1,201 @@
+"""Storage faults under a real `jq serve`: the disk filling up, and fsync failing.
+
+- Disk full: the data dir lives on a 4 MiB tmpfs; a filler file takes the rest. Submits must be
+  refused with 507 `storage_full`, nothing acknowledged may be lost (also across a kill -9), and
+  the service must come back once the filler is deleted.
+- fsync failure: the data dir lives on ext4 on a loop device whose backing file is sparse on a
+  tiny tmpfs. When the tmpfs is full the block device fails writes with EIO, so the kernel's
+  fdatasync really fails (no fault injection library, no FUSE). Writes must stop, `/health` must
+  say why, and every acknowledged job must still be there after the storage is repaired (fsck)
+  and the server restarted.
+
+Both need root (mount); they skip with the reason when the machine does not allow it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from jq_tool.chaos.target import SpawnedServer
+
+
+def _mount(*args: str) -> None:
+    completed = subprocess.run(["mount", *args], capture_output=True, text=True)
+    if completed.returncode != 0:
+        pytest.skip(f"cannot mount here ({completed.stderr.strip()}): needs root")
+
+
+def _umount(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs, unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    _mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point))
+    try:
+        yield mount_point
+    finally:
+        _umount(mount_point)
+
+
+@contextlib.asynccontextmanager
+async def _server(data_dir: Path, log_path: Path) -> AsyncIterator[SpawnedServer]:
+    server = SpawnedServer(data_dir, log_path=log_path)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def _client(server: SpawnedServer) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=server.base_url,
+        headers={"Authorization": f"Bearer {server.key}"},
+        timeout=10.0,
+    )
+
+
+def _fill(path: Path) -> None:
+    """Write `path` until the filesystem is full."""
+    chunk = b"\0" * (64 * 1024)
+    with path.open("wb") as filler:
+        try:
+            while True:
+                filler.write(chunk)
+                filler.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+        with contextlib.suppress(OSError):
+            os.fsync(filler.fileno())
+
+
+async def test_full_disk_refuses_submits_with_507_and_loses_nothing(
+    small_fs: Path, tmp_path: Path
+) -> None:
+    data_dir = small_fs / "data"
+    acknowledged: dict[str, str] = {}  # idempotency key -> job id
+    refused: httpx.Response | None = None
+    async with _server(data_dir, tmp_path / "serve.log") as server, _client(server) as client:
+        for i in range(20):
+            response = await client.post("/jobs", json={"payload": f"before-{i}"})
+            assert response.status_code == 201, response.text
+            acknowledged[f"before-{i}"] = response.json()["job_id"]
+
+        _fill(small_fs / "filler")
+        payload = "x" * 2048
+        for i in range(500):
+            key = f"full-{i}"
+            response = await client.post("/jobs", json={"payload": payload, "idempotency_key": key})
+            if response.status_code in (200, 201):
+                acknowledged[key] = response.json()["job_id"]
+                continue
+            refused = response
+            break
+        assert refused is not None, "the disk never filled up"
+        assert refused.status_code == 507, refused.text
+        body = refused.json()
+        assert body["code"] == "storage_full"
+        assert "disk full" in body["error"]
+        # Refused again while still full: the server did not fall over.
+        again = await client.post("/jobs", json={"payload": payload})
+        assert again.status_code == 507, again.text
+
+        # Space returns: the same server takes writes again, no restart needed.
+        (small_fs / "filler").unlink()
+        response = await client.post("/jobs", json={"payload": "after-space-returned"})
+        assert response.status_code == 201, response.text
+        acknowledged["after"] = response.json()["job_id"]
+
+        # Full again, then a crash while full; space returns before the restart.
+        _fill(small_fs / "filler")
+        await server.kill()
+        (small_fs / "filler").unlink()
+        await server.restart()
+        for key, job_id in acknowledged.items():
+            response = await client.get(f"/jobs/{job_id}")
+            assert response.status_code == 200, (key, response.text)
+            assert response.json()["state"] == "READY", (key, response.json())
+        health = await client.get("/health")
+        assert health.status_code == 200, health.text
+
+
+@pytest.fixture
+def failing_block_device(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
+    """ext4 on a loop device backed by a sparse 64 MiB image on a 3 MiB tmpfs: writes past
+    ~3 MiB fail at the block layer (EIO). Yields (mount point, backing tmpfs, image)."""
+    if os.geteuid() != 0:
+        pytest.skip("loop devices need root")
+    backing, mount_point = tmp_path / "backing", tmp_path / "ext4"
+    backing.mkdir()
+    mount_point.mkdir()
+    _mount("-t", "tmpfs", "-o", "size=3m", "tmpfs", str(backing))
+    image = backing / "disk.img"
+    try:
+        subprocess.run(["truncate", "-s", "64M", str(image)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
+        _mount("-o", "loop", str(image), str(mount_point))
+        try:
+            yield mount_point, backing, image
+        finally:
+            _umount(mount_point)
+    finally:
+        _umount(backing)
+
+
+async def test_fsync_failure_stops_writes_and_health_says_why(
+    failing_block_device: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    mount_point, backing, image = failing_block_device
+    data_dir = mount_point / "data"
+    acknowledged: list[str] = []
+    async with _server(data_dir, tmp_path / "serve.log") as server, _client(server) as client:
+        payload = "y" * 32 * 1024
+        failed: httpx.Response | None = None
+        for i in range(400):
+            response = await client.post("/jobs", json={"payload": f"{i}:{payload}"})
+            if response.status_code == 201:
+                acknowledged.append(response.json()["job_id"])
+                continue
+            failed = response
+            break
+        assert failed is not None, "the block device never failed"
+        assert acknowledged, "nothing was written before the device failed"
+        assert failed.status_code == 503, failed.text
+        assert failed.json()["code"] == "unavailable"
+
+        health = await client.get("/health")
+        assert health.status_code == 503, health.text
+        reason = health.json()["reason"]
+        assert reason and ("fdatasync" in reason or "WAL" in reason), reason
+        # Writes stay stopped: a later write must not be acknowledged on top of lost pages.
+        later = await client.post("/jobs", json={"payload": "small"})
+        assert later.status_code == 503, later.text
+
+        # Repair the storage: give the device room, check the filesystem, mount it again.
+        await server.kill()
+        subprocess.run(["umount", str(mount_point)], check=True)
+        subprocess.run(["mount", "-o", "remount,size=128m", str(backing)], check=True)
+        fsck = subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True, text=True)
+        assert fsck.returncode in (0, 1, 2), fsck.stdout + fsck.stderr
+        _mount("-o", "loop", str(image), str(mount_point))
+
+        await server.restart()
+        for job_id in acknowledged:
+            response = await client.get(f"/jobs/{job_id}")
+            assert response.status_code == 200, (job_id, response.text)
+            assert response.json()["state"] == "READY"
+        assert (await client.get("/health")).status_code == 200
