@@ -23,6 +23,7 @@ from jq_tool.core.wal import (
     WAL,
     Recovery,
     WalCorruption,
+    WalFailed,
     WalLocked,
     examine,
 )
@@ -487,6 +488,27 @@ def test_a_closed_wal_refuses_appends_and_snapshots(tmp_path: Path) -> None:
         wal.write_snapshot(1, b"s")
     _, records = reopen_records(tmp_path)
     assert records == [(0, 1, b"x")]
+
+
+def test_a_failed_truncate_after_a_failed_write_poisons_the_wal(tmp_path: Path) -> None:
+    wal, _ = open_wal(tmp_path)
+    wal.append([(RECORD_COMMAND, b"kept")])
+    # A descriptor gone bad under the WAL: the write fails and so does the truncate-back, so
+    # the file's state is unknown and nothing may be appended on top of it.
+    assert wal._fd is not None
+    os.close(wal._fd)
+    with pytest.raises(OSError) as caught:
+        wal.append([(RECORD_COMMAND, b"lost")])
+    assert caught.value.errno == errno.EBADF
+    with pytest.raises(WalFailed, match="truncate failed"):
+        wal.append([(RECORD_COMMAND, b"never")])
+    with pytest.raises(WalFailed):
+        wal.write_snapshot(1, b"s")
+    wal.close()
+    with pytest.raises(WalFailed):
+        wal.open()
+    recovery, records = reopen_records(tmp_path)
+    assert recovery.truncated is None and records == [(0, 1, b"kept")]
 
 
 # -- jq wal-inspect ------------------------------------------------------------------------------
