@@ -511,6 +511,51 @@ def test_a_failed_truncate_after_a_failed_write_poisons_the_wal(tmp_path: Path) 
     assert recovery.truncated is None and records == [(0, 1, b"kept")]
 
 
+@pytest.fixture
+def failing_block_device(tmp_path: Path) -> Iterator[Path]:
+    """An ext4 filesystem on a 64 MiB sparse image that lives on a 3 MiB tmpfs: once the tmpfs
+    is full, writeback fails at the block layer and fdatasync returns EIO. Yields the ext4 root."""
+    if os.geteuid() != 0 or shutil.which("mkfs.ext4") is None:
+        pytest.skip("needs root and mkfs.ext4 for a loop-mounted ext4")
+    backing, mount_point = tmp_path / "backing", tmp_path / "ext4"
+    backing.mkdir()
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(backing)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        image = backing / "disk.img"
+        subprocess.run(["truncate", "-s", "64M", str(image)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
+        looped = subprocess.run(
+            ["mount", "-o", "loop", str(image), str(mount_point)], capture_output=True
+        )
+        if looped.returncode != 0:
+            pytest.skip(f"cannot loop-mount here: {looped.stderr.decode().strip()}")
+        try:
+            yield mount_point
+        finally:
+            subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+    finally:
+        subprocess.run(["umount", "-l", str(backing)], capture_output=True)
+
+
+def test_a_failed_fdatasync_poisons_the_wal(failing_block_device: Path) -> None:
+    wal, _ = open_wal(failing_block_device / "wal")
+    acknowledged = 0
+    with pytest.raises(OSError) as caught:  # the loop runs until the device is full
+        for _ in range(500):
+            acknowledged = wal.append([(RECORD_COMMAND, bytes(64 << 10))] * 2) + 1
+    assert caught.value.errno == errno.EIO
+    assert acknowledged > 0
+    with pytest.raises(WalFailed, match="fdatasync failed"):
+        wal.append([(RECORD_COMMAND, b"after")])
+    assert wal.next_index == acknowledged
+    wal.close()
+
+
 # -- jq wal-inspect ------------------------------------------------------------------------------
 
 
