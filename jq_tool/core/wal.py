@@ -285,7 +285,10 @@ class WAL:
         if self._failed is not None:
             # The page cache may still show what the disk lost: recover in a new process.
             raise WalFailed(self._failed)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self.directory.is_dir():
+            self.directory.mkdir(parents=True)
+            # The directory's own entry must survive a power cut, not only the files in it.
+            _fsync_directory(self.directory.parent)
         self._lock()
         try:
             return self._recover()
