@@ -111,6 +111,10 @@ def chaos(
     show_progress = not json_output and sys.stdout.isatty()
     try:
         report = asyncio.run(_run(options, show_progress))
+    except KeyboardInterrupt:
+        # run_chaos's cleanup has stopped a spawned server by now.
+        typer.echo("interrupted: no verdict", err=True)
+        raise typer.Exit(130) from None
     except TargetError as exc:
         if json_output:
             typer.echo(json.dumps({"result": "ERROR", "zero_loss": False, "error": str(exc)}))
