@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import msgspec
@@ -43,6 +43,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     access_log: bool = False
     node_id: str = ""  # reported by /stats; defaults to the host name
     drain_timeout_s: float = 30.0  # SIGTERM: longest wait for in-flight requests
+    snapshot_every: int = 100_000  # WAL records between two snapshots
+    segment_bytes: int = 64 * 1024 * 1024  # WAL segment size before rotation
 
     @property
     def max_body(self) -> int:
@@ -119,6 +121,8 @@ ENV_VARS: dict[str, str] = {
     "log_level": "JQ_LOG_LEVEL",
     "access_log": "JQ_ACCESS_LOG",
     "node_id": "NODE_ID",
+    "snapshot_every": "JQ_SNAPSHOT_EVERY",
+    "segment_bytes": "JQ_SEGMENT_BYTES",
 }
 
 
@@ -140,14 +144,12 @@ def build_settings(
             value = environ.get(ENV_VARS[name]) or None
         return value
 
-    def convert(name: str, parser: type | object) -> object:
+    def convert(name: str, parser: Callable[[str], object]) -> object:
         value = pick(name)
-        if value is None:
-            return None
-        try:
-            if isinstance(value, str) and callable(parser):
-                return parser(value)
+        if value is None or not isinstance(value, str):
             return value
+        try:
+            return parser(value)
         except ValueError as exc:
             raise _field_error(name, exc) from None
 
@@ -199,9 +201,23 @@ def build_settings(
                 name="log_level", exc=ValueError(f"{log_level!r} is not one of {_LOG_LEVELS}")
             )
         values["log_level"] = level
+    snapshot_every = convert("snapshot_every", _parse_count)
+    if snapshot_every is not None:
+        values["snapshot_every"] = snapshot_every
+    segment_bytes = convert("segment_bytes", parse_size)
+    if segment_bytes is not None:
+        if not isinstance(segment_bytes, int) or segment_bytes < 1024:
+            raise _field_error("segment_bytes", ValueError("must be at least 1KiB"))
+        values["segment_bytes"] = segment_bytes
     node_id = pick("node_id")
     values["node_id"] = str(node_id) if node_id else socket.gethostname()
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def _parse_count(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"{text!r} is not a positive whole number")
+    return int(text)
 
 
 def _parse_port(text: str) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from types import FrameType
@@ -20,7 +21,9 @@ import typer
 import uvicorn
 
 from jq_tool.auth import open_key_store
-from jq_tool.engine.local import EngineConfig, LocalEngine
+from jq_tool.engine.etcd_member import ClusterConfigError
+from jq_tool.engine.factory import open_engine
+from jq_tool.engine.local import EngineConfig
 from jq_tool.server.app import create_app
 from jq_tool.settings import Settings, SettingsError, build_settings
 
@@ -61,14 +64,22 @@ def run(settings: Settings) -> int:
     except OSError as exc:
         log.error("cannot create the data dir %s: %s", settings.data_dir, exc)
         return 1
-    engine = LocalEngine(
-        EngineConfig(
-            data_dir=settings.data_dir,
-            lease_ms=settings.lease_ms,
-            tick_ms=settings.lease_check_interval_ms,
-            retention_ms=settings.retention_ms,
+    try:
+        # CLUSTER_MODE and the seed's cluster env vars choose the replicated engine.
+        engine = open_engine(
+            EngineConfig(
+                data_dir=settings.data_dir,
+                lease_ms=settings.lease_ms,
+                tick_ms=settings.lease_check_interval_ms,
+                retention_ms=settings.retention_ms,
+                snapshot_every=settings.snapshot_every,
+                segment_bytes=settings.segment_bytes,
+            ),
+            os.environ,
         )
-    )
+    except ClusterConfigError as exc:
+        log.error("invalid cluster configuration: %s", exc)
+        return 2
     keystore = open_key_store(
         settings.redis_url, settings.data_dir, redis_prefix=settings.redis_prefix
     )
@@ -84,6 +95,7 @@ def run(settings: Settings) -> int:
         log_config=None,  # our logging.basicConfig: one format, stderr
         access_log=False,  # the app logs access itself (--access-log), by route template
         server_header=False,
+        proxy_headers=False,  # client addresses are not used; one ASGI layer less per request
         timeout_graceful_shutdown=int(settings.drain_timeout_s),
     )
     server = DrainingServer(config, app.state.draining)
@@ -149,6 +161,14 @@ def register(app: typer.Typer) -> None:
         log_level: Annotated[
             str | None, typer.Option(help="critical|error|warning|info|debug [env JQ_LOG_LEVEL]")
         ] = None,
+        snapshot_every: Annotated[
+            str | None,
+            typer.Option(help="WAL records between snapshots [env JQ_SNAPSHOT_EVERY, 100000]"),
+        ] = None,
+        segment_bytes: Annotated[
+            str | None,
+            typer.Option(help="WAL segment size, e.g. 64MiB [env JQ_SEGMENT_BYTES]"),
+        ] = None,
         access_log: Annotated[
             bool | None,
             typer.Option(
@@ -171,6 +191,8 @@ def register(app: typer.Typer) -> None:
             "ticket_ttl": ticket_ttl,
             "log_level": log_level,
             "access_log": access_log,
+            "snapshot_every": snapshot_every,
+            "segment_bytes": segment_bytes,
         }
         try:
             settings = build_settings(raw)

@@ -84,7 +84,7 @@ def error_response(
 def to_response(exc: BaseException) -> Response:
     """The table. Anything not listed is our bug: logged, and a 500 without internals."""
     if isinstance(exc, ApiError):
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = _AUTHENTICATE if exc.status == 401 else _RETRY if exc.status == 503 else None
         return error_response(exc.status, exc.code, exc.message, exc.field, headers)
     if isinstance(exc, CommandRejected):
         status = _COMMAND_STATUS.get(exc.code, 400)
@@ -103,6 +103,7 @@ def to_response(exc: BaseException) -> Response:
 
 
 _RETRY = {"Retry-After": "1"}
+_AUTHENTICATE = {"WWW-Authenticate": "Bearer"}
 
 
 async def handle_exception(request: Request, exc: Exception) -> Response:

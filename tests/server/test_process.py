@@ -147,3 +147,20 @@ def test_no_seed_keys(jq_server_factory: Any) -> None:
     server = jq_server_factory("--no-seed-keys")
     assert server.admin_key is None
     assert "Created" not in server.log()
+
+
+def test_wal_tuning_from_env(jq_server_factory: Any) -> None:
+    server = jq_server_factory(env={"JQ_SNAPSHOT_EVERY": "10", "JQ_SEGMENT_BYTES": "2KiB"})
+    with server.client(server.client_key) as client:
+        for i in range(60):
+            assert (
+                client.post("/jobs", json={"payload": f"job {i:03d} " + "x" * 64}).status_code
+                == 201
+            )
+    deadline = time.monotonic() + 20
+    while not list(server.data_dir.glob("*.snap")):
+        assert time.monotonic() < deadline, "no snapshot was written"
+        time.sleep(0.1)
+    server.restart()
+    with server.client(server.client_key) as client:
+        assert client.get("/stats").json()["totals"]["submitted"] == 60
