@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,26 +15,9 @@ from jq_tool.engine.base import JobSpec
 from jq_tool.engine.cluster import ClusterEngine
 from jq_tool.engine.etcd_member import ClusterConfig
 from jq_tool.engine.local import EngineConfig
+from tests.cluster.ports import free_port_pair
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-server not installed")
-
-
-def free_port_pair() -> int:
-    """A port P with P+1 free too (etcd peer P, client P+1)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port > 60000:
-            continue
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair")
 
 
 def cluster_configs(n: int = 3) -> list[ClusterConfig]:

@@ -46,8 +46,7 @@ async def test_everything_survives_a_restart(tmp_path: Path) -> None:
     engine = make_engine(tmp_path)
     await engine.start()
     ids = [
-        o.job_id
-        for o in await engine.submit_many([JobSpec(payload=f"p{i}") for i in range(20)])
+        o.job_id for o in await engine.submit_many([JobSpec(payload=f"p{i}") for i in range(20)])
     ]
     [leased] = await engine.lease("default")
     await engine.stop()
