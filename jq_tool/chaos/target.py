@@ -147,19 +147,23 @@ class SpawnedServer:
     async def start(self) -> None:
         if self.running():
             raise TargetError("server is already running")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            # A session of its own: the kill takes the whole group (uvicorn workers included),
-            # and a Ctrl-C at the harness does not reach the server before the harness decides.
-            self._process = subprocess.Popen(
-                self.command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                start_new_session=True,
-            )
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            with self.log_path.open("ab") as log:
+                # A session of its own: the kill takes the whole group (uvicorn workers
+                # included), and a Ctrl-C at the harness does not reach the server first.
+                self._process = subprocess.Popen(
+                    self.command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            raise TargetError(f"cannot start the server in {self.data_dir}: {exc}") from None
         self.starts += 1
         try:
             await wait_healthy(self.base_url, self.start_timeout, alive=self._process)

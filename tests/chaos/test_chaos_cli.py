@@ -3,6 +3,13 @@ command, and bad input is a usage error (exit 2) with a message, never a traceba
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from subprocess import CompletedProcess
+
 import typer
 from typer.testing import CliRunner
 
@@ -43,3 +50,27 @@ def test_help_lists_the_seed_flags() -> None:
     assert result.exit_code == 0
     for flag in ("--target", "--kill-interval", "--kill-cmd", "--restart-cmd", "--submit-rate"):
         assert flag in result.output
+
+
+def _chaos_process(args: list[str], env: dict[str, str] | None = None) -> CompletedProcess[str]:
+    command = [sys.executable, "-m", "jq_tool.cli.main", "chaos", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_server_that_cannot_start_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    completed = _chaos_process(["--jobs", "5", "--data-dir", str(not_a_dir / "data")])
+    assert completed.returncode == chaos_cli.EXIT_NO_SERVER
+    assert "Not a directory" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_server_that_exits_at_start_shows_its_log_in_json(tmp_path: Path) -> None:
+    env = {**os.environ, "JQ_MAX_PAYLOAD": "lots"}  # the spawned server refuses this setting
+    completed = _chaos_process(["--jobs", "5", "--json"], env=env)
+    assert completed.returncode == chaos_cli.EXIT_NO_SERVER
+    body = json.loads(completed.stdout)
+    assert body["zero_loss"] is False
+    assert "exited with code" in body["error"]
+    assert "lots" in body["error"]  # the server's own complaint, from its log
