@@ -112,67 +112,67 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
         host: Annotated[
-            str | None, typer.Option(help="Address to listen on [env HOST, default 127.0.0.1]")
+            str | None, typer.Option(help="Address to listen on (env HOST, default 127.0.0.1)")
         ] = None,
-        port: Annotated[str | None, typer.Option(help="HTTP port [env PORT, default 8080]")] = None,
+        port: Annotated[str | None, typer.Option(help="HTTP port (env PORT, default 8080)")] = None,
         data_dir: Annotated[
             str | None,
             typer.Option(
-                "--data-dir", help="WAL, snapshots and embedded keys [env WAL_DIR, ./data]"
+                "--data-dir", help="WAL, snapshots and embedded keys (env WAL_DIR, ./data)"
             ),
         ] = None,
         lease_duration: Annotated[
-            str | None, typer.Option(help="Default lease, e.g. 30s [env LEASE_DURATION]")
+            str | None, typer.Option(help="Default lease, e.g. 30s (env LEASE_DURATION)")
         ] = None,
         lease_check_interval: Annotated[
             str | None,
             typer.Option(
-                help="Longest pause between lease-expiry checks, e.g. 5s [env LEASE_CHECK_INTERVAL]"
+                help="Longest pause between lease-expiry checks, e.g. 5s (env LEASE_CHECK_INTERVAL)"
             ),  # fmt: skip
         ] = None,
         redis_url: Annotated[
             str | None,
             typer.Option(
-                help="Key store in Redis; unset: embedded in the data dir [env REDIS_URL]"
+                help="Key store in Redis; unset: embedded in the data dir (env REDIS_URL)"
             ),
         ] = None,
         redis_prefix: Annotated[
-            str | None, typer.Option(help="Prefix for every Redis key name [env JQ_REDIS_PREFIX]")
+            str | None, typer.Option(help="Prefix for every Redis key name (env JQ_REDIS_PREFIX)")
         ] = None,
         max_payload: Annotated[
             str | None,
-            typer.Option(help="Largest job payload: bytes, 512KiB, 1MiB [env JQ_MAX_PAYLOAD]"),
+            typer.Option(help="Largest job payload: bytes, 512KiB, 1MiB (env JQ_MAX_PAYLOAD)"),
         ] = None,
         seed_keys: Annotated[
             bool | None,
             typer.Option(
                 "--seed-keys/--no-seed-keys",
                 help="On first start, create and log one client, worker and admin key "
-                "[env JQ_SEED_KEYS, default on]",
+                "(env JQ_SEED_KEYS, default on)",
             ),
         ] = None,
         retention: Annotated[
             str | None,
-            typer.Option(help="Keep finished jobs this long, e.g. 7d [env JQ_RETENTION]"),
+            typer.Option(help="Keep finished jobs this long, e.g. 7d (env JQ_RETENTION)"),
         ] = None,
         ticket_ttl: Annotated[
-            str | None, typer.Option(help="Lifetime of /events tickets [env JQ_TICKET_TTL, 5m]")
+            str | None, typer.Option(help="Lifetime of /events tickets (env JQ_TICKET_TTL, 5m)")
         ] = None,
         log_level: Annotated[
-            str | None, typer.Option(help="critical|error|warning|info|debug [env JQ_LOG_LEVEL]")
+            str | None, typer.Option(help="critical|error|warning|info|debug (env JQ_LOG_LEVEL)")
         ] = None,
         snapshot_every: Annotated[
             str | None,
-            typer.Option(help="WAL records between snapshots [env JQ_SNAPSHOT_EVERY, 100000]"),
+            typer.Option(help="WAL records between snapshots (env JQ_SNAPSHOT_EVERY, 100000)"),
         ] = None,
         segment_bytes: Annotated[
             str | None,
-            typer.Option(help="WAL segment size, e.g. 64MiB [env JQ_SEGMENT_BYTES]"),
+            typer.Option(help="WAL segment size, e.g. 64MiB (env JQ_SEGMENT_BYTES)"),
         ] = None,
         access_log: Annotated[
             bool | None,
             typer.Option(
-                "--access-log/--no-access-log", help="Log each request [env JQ_ACCESS_LOG]"
+                "--access-log/--no-access-log", help="Log each request (env JQ_ACCESS_LOG)"
             ),
         ] = None,
     ) -> None:

@@ -164,3 +164,16 @@ def test_wal_tuning_from_env(jq_server_factory: Any) -> None:
     server.restart()
     with server.client(server.client_key) as client:
         assert client.get("/stats").json()["totals"]["submitted"] == 60
+
+
+def test_access_log_shows_route_templates_not_secrets(jq_server_factory: Any) -> None:
+    server = jq_server_factory("--access-log")
+    with server.client(server.admin_key) as admin:
+        secret = admin.post(
+            "/admin/keys", json={"name": "n", "owner_id": "o", "type": "client"}
+        ).json()["key"]
+        assert admin.delete(f"/keys/{secret}").status_code == 200
+    log = server.log()
+    assert "DELETE /keys/{key} 200" in log
+    assert "POST /admin/keys 201" in log
+    assert secret not in log
