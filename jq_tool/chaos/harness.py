@@ -112,6 +112,7 @@ class ChaosRun:
             timeout=timeout,
         ) as client:
             self._client = client
+            await self._check_key()
             return await self._run(started)
 
     async def _run(self, started: float) -> Report:
@@ -153,6 +154,16 @@ class ChaosRun:
         )
 
     # -- plumbing -----------------------------------------------------------------------------
+
+    async def _check_key(self) -> None:
+        """A wrong key would turn every submit into a refusal: say so before the run starts."""
+        assert self._client is not None
+        try:
+            response = await self._client.get("/stats")
+        except httpx.TransportError as exc:
+            raise TargetError(f"{self.target.base_url} is not answering: {exc}") from None
+        if response.status_code in (401, 403):
+            raise TargetError(f"the server refused the key: {_describe(response)}")
 
     def _check_abort(self) -> None:
         if self._abort is not None:

@@ -36,6 +36,8 @@ _PRIVATE_ENV_SET: Final = {"JQ_SEED_KEYS": "true", "JQ_LOG_LEVEL": "info"}
 # fast enough to notice.
 SERVE_FLAGS: Final[tuple[str, ...]] = ("--lease-duration", "5s", "--lease-check-interval", "500ms")
 
+FIRST_CONTACT_TIMEOUT_S: Final = 15.0
+
 ADMIN_KEY_LINE = re.compile(r"Created admin key: (admin_[A-Za-z0-9_\-]+) \(owner: ")
 # Anything that looks like an API key, so server output we show on failure shows no secret.
 _SECRET = re.compile(r"\b(admin|client|worker)_[A-Za-z0-9_\-]{6,}")
@@ -122,6 +124,7 @@ class SpawnedServer:
         self.env = {**base_env, **_PRIVATE_ENV_SET}
         self.start_timeout = start_timeout
         self.key = key or ""
+        self._key_given = bool(key)  # an explicit key wins over the one in the log
         self.starts = 0
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -170,9 +173,10 @@ class SpawnedServer:
         except TargetError as exc:
             await self.stop()
             raise TargetError(f"{exc}; server log:\n{self.log_tail(offset)}") from None
-        key = await self._admin_key(offset)
-        if key is not None:
-            self.key = key
+        if not self._key_given:
+            key = await self._admin_key(offset)
+            if key is not None:
+                self.key = key
         if not self.key:
             await self.stop()
             raise TargetError(
@@ -251,7 +255,8 @@ class ExternalServer:
         self.start_timeout = start_timeout
 
     async def start(self) -> None:
-        await wait_healthy(self.base_url, self.start_timeout)
+        # The server should already be up: a short wait, so a wrong URL fails fast.
+        await wait_healthy(self.base_url, min(self.start_timeout, FIRST_CONTACT_TIMEOUT_S))
 
     async def kill(self) -> None:
         if not self.kill_cmd:

@@ -74,3 +74,11 @@ def test_server_that_exits_at_start_shows_its_log_in_json(tmp_path: Path) -> Non
     assert body["zero_loss"] is False
     assert "exited with code" in body["error"]
     assert "lots" in body["error"]  # the server's own complaint, from its log
+
+
+def test_wrong_key_is_refused_before_the_run(tmp_path: Path) -> None:
+    completed = _chaos_process(["--jobs", "5", "--key", "admin_wrong0000000000"])
+    assert completed.returncode == chaos_cli.EXIT_NO_SERVER, completed.stdout
+    assert "refused the key" in completed.stderr
+    assert "HTTP 401" in completed.stderr
+    assert "admin_wrong" not in completed.stderr  # a secret, even a wrong one, is not echoed
