@@ -64,12 +64,13 @@ class MomentKiller(SpawnedServer):
 async def test_kills_during_snapshots_and_rotations_lose_nothing(tmp_path: Path) -> None:
     env = {**os.environ, "JQ_SNAPSHOT_EVERY": "40", "JQ_SEGMENT_BYTES": "16384"}
     server = MomentKiller(tmp_path / "data", log_path=tmp_path / "serve.log", env=env)
-    options = ChaosOptions(jobs=1200, workers=6, kills=6, kill_interval=0.4, wait=60, seed=11)
+    options = ChaosOptions(jobs=800, workers=6, kills=6, kill_interval=0.4, wait=60, seed=11)
     run = ChaosRun(options, server)
     try:
         report = await run.run()
     finally:
         await server.stop()
+    print("kill moments:", server.hits, "\n" + report.to_text())
     assert report.error is None, report.to_text()
     assert report.lost == 0, report.to_text()
     assert report.duplicates == 0, report.to_text()
