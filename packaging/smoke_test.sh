@@ -25,6 +25,7 @@ TMP="$(mktemp -d -t jq-smoke-XXXXXX)"
 DATA="$TMP/data"
 LOG="$TMP/server.log"
 SERVER_PID=""
+SERVER_EXIT=""
 
 fail() {
     echo "smoke_test: FAIL: $*" >&2
@@ -35,17 +36,26 @@ fail() {
     exit 1
 }
 
+# alive PID: running and not yet a zombie (kill -0 succeeds on a zombie until it is reaped).
+alive() {
+    local state
+    state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null || true)"
+    [[ -n "$state" && "$state" != Z ]]
+}
+
 stop_server() {
-    # The one-file binary is a bootloader with the Python process as its child: signal the
-    # whole process group (setsid made it ours) so neither is left behind.
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM -- "-$SERVER_PID" 2>/dev/null || true
+    # SIGTERM to the leader only: the one-file binary's bootloader forwards it to its Python
+    # child, which drains and exits 0. Whatever is left of the process group (setsid made it
+    # ours) after 10 s is killed, so nothing outlives the test.
+    if [[ -n "$SERVER_PID" ]]; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
         for _ in $(seq 100); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
+            alive "$SERVER_PID" || break
             sleep 0.1
         done
         kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_EXIT=0
+        wait "$SERVER_PID" 2>/dev/null || SERVER_EXIT=$?
     fi
     SERVER_PID=""
 }
@@ -86,25 +96,28 @@ EOF
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 URL="http://127.0.0.1:$PORT"
 
-echo "smoke_test: $BIN serve on $URL, data in $DATA"
-# Settings from the environment must not leak in (a REDIS_URL would move the keys elsewhere).
-env -u REDIS_URL -u PORT -u WAL_DIR -u HOST -u JQ_URL -u JQ_KEY \
-    setsid "$BIN" serve --host 127.0.0.1 --port "$PORT" --data-dir "$DATA" >"$LOG" 2>&1 &
-SERVER_PID=$!
+start_server() {
+    # Settings from the environment must not leak in (a REDIS_URL would move the keys elsewhere).
+    env -u REDIS_URL -u PORT -u WAL_DIR -u HOST -u JQ_URL -u JQ_KEY \
+        setsid "$BIN" serve --host 127.0.0.1 --port "$PORT" --data-dir "$DATA" >>"$LOG" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 300); do
+        alive "$SERVER_PID" || fail "serve exited early"
+        [[ "$(http_status /health)" == 200 ]] && return 0
+        sleep 0.2
+    done
+    fail "GET /health never answered 200"
+}
 
-CLIENT_KEY="" WORKER_KEY="" ADMIN_KEY=""
-for _ in $(seq 300); do
-    kill -0 "$SERVER_PID" 2>/dev/null || fail "serve exited early"
-    CLIENT_KEY="$(grep -oE 'Created client key: client_[A-Za-z0-9_-]+' "$LOG" | head -n1 | awk '{print $4}' || true)"
-    WORKER_KEY="$(grep -oE 'Created worker key: worker_[A-Za-z0-9_-]+' "$LOG" | head -n1 | awk '{print $4}' || true)"
-    ADMIN_KEY="$(grep -oE 'Created admin key: admin_[A-Za-z0-9_-]+' "$LOG" | head -n1 | awk '{print $4}' || true)"
-    if [[ -n "$CLIENT_KEY" && -n "$WORKER_KEY" && -n "$ADMIN_KEY" && "$(http_status /health)" == 200 ]]; then
-        break
-    fi
-    sleep 0.2
-done
+echo "smoke_test: $BIN serve on $URL, data in $DATA"
+start_server
+key_from_log() {
+    grep -oE "Created $1 key: $1_[A-Za-z0-9_-]+" "$LOG" | head -n1 | awk '{print $4}' || true
+}
+CLIENT_KEY="$(key_from_log client)"
+WORKER_KEY="$(key_from_log worker)"
+ADMIN_KEY="$(key_from_log admin)"
 [[ -n "$CLIENT_KEY" && -n "$WORKER_KEY" && -n "$ADMIN_KEY" ]] || fail "no seeded keys in the log"
-[[ "$(http_status /health)" == 200 ]] || fail "GET /health never answered 200"
 echo "smoke_test: server healthy, seeded keys found"
 
 # The dashboard page and its assets are package data inside the binary.
@@ -139,13 +152,24 @@ GET="$("$BIN" get "$JOB_ID" --url "$URL" --key "$CLIENT_KEY" --json)" || fail "g
 [[ "$(json_field result <<<"$GET")" == done ]] || fail "get: result is not 'done': $GET"
 echo "smoke_test: acked, and get shows ACKED with its result"
 
-stop_server
-# wal-inspect reads the data dir the server wrote; run it once the server is gone.
+# Crash it: SIGKILL to the whole process group, so no shutdown snapshot folds the records away.
+kill -KILL -- "-$SERVER_PID" 2>/dev/null || fail "could not kill the server"
+wait "$SERVER_PID" 2>/dev/null || true
+SERVER_PID=""
 INSPECT="$("$BIN" wal-inspect "$DATA" --records 2>&1)" || fail "wal-inspect: $INSPECT"
 grep -q "$JOB_ID" <<<"$INSPECT" || fail "wal-inspect does not show job $JOB_ID: $INSPECT"
 SUMMARY="$("$BIN" wal-inspect "$DATA" --json)" || fail "wal-inspect --json: $SUMMARY"
-[[ "$(json_field status <<<"$SUMMARY")" == clean ]] || fail "WAL not clean after SIGTERM: $SUMMARY"
-echo "smoke_test: wal-inspect shows the job's records"
+[[ "$(json_field status <<<"$SUMMARY")" == clean ]] || fail "WAL not clean after the kill: $SUMMARY"
+echo "smoke_test: killed -9; wal-inspect shows the job's records and a clean WAL"
+
+# Restart on the same data dir: the acked job is recovered, the keys still work.
+: >"$LOG"
+start_server
+GET="$("$BIN" get "$JOB_ID" --url "$URL" --key "$CLIENT_KEY" --json)" || fail "get after restart: $GET"
+[[ "$(json_field state <<<"$GET")" == ACKED ]] || fail "job not ACKED after restart: $GET"
+echo "smoke_test: restarted; the job is recovered as ACKED"
+stop_server
+[[ "$SERVER_EXIT" == 0 ]] || fail "serve exited $SERVER_EXIT on SIGTERM (expected 0)"
 
 TUI_HELP="$("$BIN" tui --help 2>&1)" || fail "tui --help: $TUI_HELP"
 grep -qi "usage" <<<"$TUI_HELP" || fail "tui --help printed no usage: $TUI_HELP"
