@@ -71,6 +71,13 @@
     if (!state.key) {
       e.preventDefault();
       toast("Paste an API key first", "error");
+      return;
+    }
+    if (e.detail.elt.id === "enqueue-form") {
+      const out = $("enqueue-result");
+      out.dataset.kind = "pending";
+      out.textContent = "Sending…";
+      out.title = "";
     }
   });
 
