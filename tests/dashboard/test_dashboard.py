@@ -232,3 +232,20 @@ def test_screenshot_and_phone_layout(
     for selector in ("#stat-dead", "#spark-acks", "#enqueue-form", "#jobs-body tr"):
         box = page.locator(selector).first.bounding_box()
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, selector
+
+
+def test_the_page_reconnects_with_a_fresh_ticket_after_a_restart(
+    dashboard: RecordedPage, jq_server: JqServer
+) -> None:
+    page = connect(dashboard, jq_server)
+    jq_server.stop()
+    expect(page.locator("#conn")).to_have_attribute("data-state", "retrying", timeout=LIVE)
+    expect(page.locator("#conn-text")).to_have_text("disconnected, retrying")
+    jq_server.start()
+    # The restarted server forgot the old ticket: the page must ask for a new one by itself.
+    expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=60_000)
+    job_id = submit(jq_server, payload="after the restart")
+    expect(page.locator("#stat-runnable")).to_have_text("1", timeout=LIVE)
+    expect(page.locator(f'#jobs-body tr[data-job-id="{job_id}"]')).to_be_visible(timeout=LIVE)
+    tickets = {url for url in dashboard.urls() if "/events?ticket=" in url}
+    assert len(tickets) >= 2
