@@ -167,6 +167,11 @@ class LocalEngine(CommandEngine):
             if self._records_since_snapshot >= self.config.snapshot_every:
                 try:
                     await self._write_snapshot()
+                except OSError as exc:
+                    # The log itself is intact: a snapshot that could not be written (a full
+                    # disk) only means a longer replay; try again half an interval later.
+                    self._records_since_snapshot = self.config.snapshot_every // 2
+                    log.error("snapshot failed, will retry: %s", exc)
                 except Exception as exc:  # noqa: BLE001
                     self._fail_for_good(f"snapshot failed: {exc}")
 
