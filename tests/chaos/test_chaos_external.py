@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from jq_tool.chaos.target import ADMIN_KEY_LINE, free_port
 
@@ -31,6 +32,7 @@ def _wait_for_key(log: Path, base_url: str) -> str:
     raise AssertionError(f"server did not come up:\n{log.read_text()[-2000:]}")
 
 
+@pytest.mark.slow
 def test_external_target_killed_by_shell_commands(tmp_path: Path) -> None:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
