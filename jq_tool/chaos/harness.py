@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Generator
+from collections.abc import Coroutine, Generator
 from pathlib import Path
 from typing import Any
 
@@ -118,9 +118,14 @@ class ChaosRun:
     async def _run(self, started: float) -> Report:
         self.phase = "load"
         self._next_slot = time.monotonic()
-        workers = [asyncio.create_task(self._worker()) for _ in range(self.options.workers)]
-        load = [asyncio.create_task(self._submitter()) for _ in range(self.options.submitters)]
-        load.append(asyncio.create_task(self._killer()))
+        workers = [
+            asyncio.create_task(self._guarded(self._worker())) for _ in range(self.options.workers)
+        ]
+        load = [
+            asyncio.create_task(self._guarded(self._submitter()))
+            for _ in range(self.options.submitters)
+        ]
+        load.append(asyncio.create_task(self._guarded(self._killer())))
         error: str | None = None
         final_states: dict[str, str | None] | None = None
         try:
@@ -164,6 +169,17 @@ class ChaosRun:
             raise TargetError(f"{self.target.base_url} is not answering: {exc}") from None
         if response.status_code in (401, 403):
             raise TargetError(f"the server refused the key: {_describe(response)}")
+
+    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run one task of the run; a bug in it ends the run with an error, never silently."""
+        try:
+            await work
+        except (RunAborted, TargetError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported as the run's error
+            message = f"harness task failed: {exc!r}"
+            self._fail(message)
+            raise RunAborted(message) from exc
 
     def _check_abort(self) -> None:
         if self._abort is not None:
