@@ -186,7 +186,7 @@ class JqDashboard(App[None]):
                         delay = 0.25
                         self._jobs_stale = True
                         await self._read_stream(response)
-            except (httpx.HTTPError, OSError):
+            except Exception:  # any failure of the stream means: reconnect
                 pass
             self.connected = False
             self._set_status()

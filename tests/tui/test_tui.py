@@ -156,3 +156,14 @@ def test_cli_refuses_a_bad_url_with_a_usage_error() -> None:
     assert result.returncode == 2
     assert "http://" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_a_refused_key_is_shown_not_crashed(jq_server: JqServer) -> None:
+    app = JqDashboard(jq_server.url, "client_not-a-real-key")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: "401" in status(app), "the refusal is shown")
+        assert "disconnected, retrying" in status(app)
+        await pilot.press("n")  # fails with a notification, not an exception
+        await pilot.pause(0.3)
+    with jq_server.client(jq_server.client_key) as http:
+        assert http.get("/jobs").json()["jobs"] == []

@@ -637,7 +637,12 @@
     body.addEventListener("click", function (e) {
       if (e.target.closest("button")) return;
       const tr = e.target.closest("tr");
-      if (tr && tr.dataset.jobId) selectJob(tr.dataset.jobId);
+      if (!tr || !tr.dataset.jobId) return;
+      selectJob(tr.dataset.jobId);
+      // Stacked layout (tablet, phone): the detail card is below the table, bring it into view.
+      if (window.matchMedia("(max-width: 1100px)").matches) {
+        $("detail").scrollIntoView({ behavior: "smooth", block: "start" });
+      }
     });
     body.addEventListener("keydown", function (e) {
       if (e.key !== "Enter" || e.target.tagName !== "TR") return;
