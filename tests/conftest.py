@@ -168,6 +168,12 @@ def jq_module_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterat
     yield from _servers(tmp_path_factory)
 
 
+@pytest.fixture(scope="session")
+def jq_session_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+    """Like jq_server_factory, but the servers live for the whole test session."""
+    yield from _servers(tmp_path_factory)
+
+
 @pytest.fixture
 def jq_server(jq_server_factory: ServerFactory) -> JqServer:
     """A fresh `jq serve` (embedded key store, temp data dir, short lease check interval)."""

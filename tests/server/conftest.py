@@ -1,5 +1,5 @@
-"""Fixtures of the server tests: one `jq serve` shared by a whole test module (most tests only
-need a running server and make their own jobs), and httpx clients per seeded key."""
+"""Fixtures of the server tests: one `jq serve` shared by the server tests (most only need a
+running server and make their own queues and jobs), and httpx clients per seeded key."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import pytest
 SHARED_ARGS = ("--lease-check-interval", "200ms", "--max-payload", "64KiB", "--ticket-ttl", "2s")
 
 
-@pytest.fixture(scope="module")
-def server(jq_module_server_factory: Callable[..., Any]) -> Any:
-    """One server for the module: 64 KiB payloads (so 413s are cheap), 2 s stream tickets."""
-    return jq_module_server_factory(*SHARED_ARGS)
+@pytest.fixture(scope="session")
+def server(jq_session_server_factory: Callable[..., Any]) -> Any:
+    """One server for the server tests that need no fresh state (each makes its own queues):
+    64 KiB payloads, so 413s are cheap, and 2 s stream tickets, so expiry is quick to see."""
+    return jq_session_server_factory(*SHARED_ARGS)
 
 
 @pytest.fixture

@@ -182,7 +182,7 @@ def test_long_poll_returns_when_a_job_arrives(client: httpx.Client, worker: http
 def test_extend_moves_the_lease(client: httpx.Client, worker: httpx.Client) -> None:
     queue = queue_name()
     job_id = submit(client, queue=queue)
-    leased = lease(worker, queue, lease_ms=5_000)
+    leased = lease(worker, queue, lease_ms=60_000)
     extended = worker.post(
         f"/jobs/{job_id}/extend", json={"lease_id": leased["lease_id"], "lease_ms": 600_000}
     )

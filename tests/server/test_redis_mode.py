@@ -43,6 +43,7 @@ def redis_prefix() -> Iterator[str]:
         connection.delete(name)
 
 
+@pytest.mark.slow
 def test_redis_key_store(jq_server_factory: Any, redis_prefix: str) -> None:
     server = jq_server_factory("--redis-url", REDIS_URL, "--redis-prefix", redis_prefix)
     assert server.admin_key and server.client_key and server.worker_key
@@ -104,6 +105,7 @@ def _start_redis(port: int) -> subprocess.Popen[bytes]:
             time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_redis_outage_is_503_not_401(jq_server_factory: Any) -> None:
     if shutil.which("redis-server") is None:
         if os.environ.get("CI") == "true":
