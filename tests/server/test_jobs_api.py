@@ -451,3 +451,19 @@ def test_result_over_the_limit_is_413(client: httpx.Client, worker: httpx.Client
         json={"result": "r" * (64 * 1024 + 1), "lease_id": leased["lease_id"]},
     )
     assert_error(response, 413, "payload_too_large", "result")
+
+
+def test_stats_rates_follow_submits_and_acks(client: httpx.Client, worker: httpx.Client) -> None:
+    queue = queue_name()
+    deadline = time.monotonic() + 20
+    seen = {"submits_per_sec": 0.0, "acks_per_sec": 0.0}
+    while time.monotonic() < deadline and not all(seen.values()):
+        # Keep some traffic flowing until a one-second sample has seen both kinds.
+        client.post("/jobs/batch", json={"jobs": [{"queue": queue}] * 20})
+        for job in worker.post("/jobs/lease", json={"queue": queue, "max_jobs": 20}).json():
+            worker.post(f"/jobs/{job['job_id']}/ack", json={"lease_id": job["lease_id"]})
+        stats = client.get("/stats").json()
+        for name in seen:
+            seen[name] = max(seen[name], stats[name])
+        time.sleep(0.2)
+    assert seen["submits_per_sec"] > 0 and seen["acks_per_sec"] > 0, seen
