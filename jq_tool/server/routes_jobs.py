@@ -43,6 +43,13 @@ _NO_JOBS = ApiError(404, "not_found", "no jobs available")
 _STATES = {state.value: state for state in JobState}
 
 
+async def _disconnected(request: Request) -> None:
+    """Returns when the client closes the connection. Only for a request whose body has been
+    read: then the next ASGI message can only be the disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 class JobRoutes:
     def __init__(
         self,
@@ -173,7 +180,7 @@ class JobRoutes:
             body.queue, max_jobs=body.max_jobs or 1, lease_ms=body.lease_ms, wait_ms=body.wait_ms
         )
         if body.wait_ms and not self.draining.is_set():
-            jobs = await self._wait_unless_draining(lease)
+            jobs = await self._long_poll(request, lease)
         else:
             jobs = await lease
         if not jobs:
@@ -182,14 +189,20 @@ class JobRoutes:
             return JSONResponse(leased_body(jobs[0]))
         return JSONResponse([leased_body(job) for job in jobs])
 
-    async def _wait_unless_draining(self, lease: Any) -> list[Any]:
-        """A long poll must not hold up a graceful shutdown for its whole wait."""
+    async def _long_poll(self, request: Request, lease: Any) -> list[Any]:
+        """Wait for the lease, but give up when the server starts draining (a long poll must not
+        hold up a graceful shutdown) or the client goes away (a job leased to a closed
+        connection would sit RUNNING until its lease expired, and cost an attempt)."""
         lease_task = asyncio.ensure_future(lease)
         drain_task = asyncio.ensure_future(self.draining.wait())
+        gone_task = asyncio.ensure_future(_disconnected(request))
         try:
-            await asyncio.wait({lease_task, drain_task}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {lease_task, drain_task, gone_task}, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             drain_task.cancel()
+            gone_task.cancel()
         if not lease_task.done():
             lease_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

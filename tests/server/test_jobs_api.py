@@ -467,3 +467,15 @@ def test_stats_rates_follow_submits_and_acks(client: httpx.Client, worker: httpx
             seen[name] = max(seen[name], stats[name])
         time.sleep(0.2)
     assert seen["submits_per_sec"] > 0 and seen["acks_per_sec"] > 0, seen
+
+
+def test_abandoned_long_poll_leases_nothing(client: httpx.Client, worker: httpx.Client) -> None:
+    queue = queue_name()
+    with pytest.raises(httpx.ReadTimeout):
+        worker.post("/jobs/lease", json={"queue": queue, "wait_ms": 20_000}, timeout=1.0)
+    time.sleep(1.0)  # the server notices the closed connection (the assertion is not about time)
+    job_id = submit(client, queue=queue)
+    leased = worker.post("/jobs/lease", json={"queue": queue, "wait_ms": 2_000})
+    assert leased.status_code == 200, leased.text
+    assert leased.json()["job_id"] == job_id
+    assert leased.json()["attempt"] == 1
