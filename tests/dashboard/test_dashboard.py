@@ -207,7 +207,7 @@ def test_screenshot_and_phone_layout(
         # Enough stats events for a sparkline worth looking at.
         page.wait_for_function(
             "() => (document.querySelector('#spark-submits .line')?.getAttribute('d') || '')"
-            ".split('L').length >= 20",
+            ".split('L').length >= 12",
             timeout=60_000,
         )
         page.click('#filters .chip[data-filter="DEAD"]')

@@ -9,7 +9,7 @@
 
   const KEY_STORAGE = "jq.apiKey";
   const MAX_ROWS = 30;
-  const SPARK_POINTS = 60;
+  const SPARK_POINTS = 40;
   const SPARK_W = 300;
   const SPARK_H = 48;
   const STAT_FIELDS = ["runnable", "running", "scheduled", "retry", "dead", "acked"];
