@@ -136,7 +136,13 @@ class BaseWorker:
         raise NotImplementedError
 
     async def run_loop(self, *, install_signal_handlers: bool = False) -> None:
-        """The worker until stop(): lease, run, settle; then drain within the grace period."""
+        """The worker until stop(): lease, run, settle; then drain within the grace period.
+
+        Lease requests run concurrently, each asking for the slots that were free when it
+        started (`max_jobs`), so their sum never exceeds the free slots: a slot that frees up
+        while a long poll is pending gets its own request at once instead of waiting for the
+        poll, and the server commits concurrent leases together.
+        """
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         if self._stop_requested.is_set():
@@ -158,59 +164,86 @@ class BaseWorker:
             max_backoff=self.max_backoff,
             max_connections=self.concurrency * 2 + 2,
         )
+        # pending lease request -> (slots it reserved, when it was sent)
+        leases: dict[asyncio.Future[list[LeasedJob]], tuple[int, float]] = {}
+        stopped = asyncio.ensure_future(self._stop.wait())
         try:
             failures = 0
+            next_lease_at = 0.0
             while not self._stop.is_set():
-                free = self.concurrency - len(in_flight)
-                if free <= 0:
-                    slot_freed.clear()
-                    await self._first(slot_freed.wait())
-                    continue
-                started = time.monotonic()
-                lease = asyncio.ensure_future(
-                    client.lease(
-                        queue=self.queue,
-                        wait=self.poll_wait,
-                        max_jobs=free,
-                        lease_ms=self.lease_ms,
+                now = time.monotonic()
+                free = self.concurrency - len(in_flight) - sum(n for n, _ in leases.values())
+                if free > 0 and now >= next_lease_at:
+                    pending = asyncio.ensure_future(
+                        client.lease(
+                            queue=self.queue,
+                            wait=self.poll_wait,
+                            max_jobs=free,
+                            lease_ms=self.lease_ms,
+                        )
                     )
-                )
-                if not await self._first(lease):
-                    # Stopping. The server keeps a long poll going after we hang up and would
-                    # lease a job to nobody (it comes back only when that lease expires), so
-                    # let the poll end and run what it brings, within the grace period.
-                    await asyncio.wait({lease}, timeout=self.grace)
-                    if not lease.done():
-                        lease.cancel()
-                        break
-                    if lease.exception() is None:
-                        for job in lease.result():
-                            self._start(client, job, in_flight, finished)
-                    break
-                try:
-                    jobs = lease.result()
-                except _TRANSIENT as exc:
-                    delay = client.backoff_delay(failures)
-                    failures += 1
-                    level = logging.WARNING if failures == 1 else logging.DEBUG
-                    log.log(level, "lease failed (%s); retrying until the server is back", exc)
-                    await self._first(asyncio.sleep(delay))
+                    leases[pending] = (free, now)
                     continue
-                except (Unauthorized, Forbidden, BadRequest) as exc:
-                    log.error("lease refused, the worker stops: %s", exc)
-                    raise
-                if failures:
-                    log.info("server reachable again")
-                failures = 0
-                if not jobs and time.monotonic() - started < min(self.poll_wait, 1.0) / 2:
-                    # The server answered "none" at once despite wait: do not spin.
-                    await self._first(asyncio.sleep(min(self.poll_wait, 1.0) / 2))
-                for job in jobs:
-                    self._start(client, job, in_flight, finished)
+                slot_freed.clear()
+                slot_wait = asyncio.ensure_future(slot_freed.wait())
+                timeout = next_lease_at - now if free > 0 else None
+                waits: set[asyncio.Future[Any]] = {stopped, slot_wait, *leases}
+                await asyncio.wait(
+                    waits,
+                    timeout=timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                slot_wait.cancel()
+                for done in [lease for lease in leases if lease.done()]:
+                    _, sent_at = leases.pop(done)
+                    try:
+                        jobs = done.result()
+                    except _TRANSIENT as exc:
+                        failures += 1
+                        next_lease_at = time.monotonic() + client.backoff_delay(failures - 1)
+                        level = logging.WARNING if failures == 1 else logging.DEBUG
+                        log.log(level, "lease failed (%s); retrying until the server is back", exc)
+                        continue
+                    except (Unauthorized, Forbidden, BadRequest) as exc:
+                        log.error("lease refused, the worker stops: %s", exc)
+                        raise
+                    if failures:
+                        log.info("server reachable again")
+                        failures = 0
+                    quick = min(self.poll_wait, 1.0) / 2
+                    if not jobs and time.monotonic() - sent_at < quick:
+                        # "None" at once despite wait_ms: do not spin on such a server.
+                        next_lease_at = time.monotonic() + quick
+                    for job in jobs:
+                        self._start(client, job, in_flight, finished)
+            self._drain_deadline = time.monotonic() + self.grace
+            await self._finish_leases(client, leases, in_flight, finished)
             await self._drain(in_flight)
         finally:
+            stopped.cancel()
+            for lease in leases:
+                lease.cancel()
             await client.aclose()
             self._loop = None
+
+    async def _finish_leases(
+        self,
+        client: AsyncClient,
+        leases: dict[asyncio.Future[list[LeasedJob]], tuple[int, float]],
+        in_flight: set[asyncio.Task[None]],
+        finished: Callable[[asyncio.Task[None]], None],
+    ) -> None:
+        """At stop, let pending long polls end and run what they bring: the server keeps a
+        poll going after we hang up and would lease a job to nobody (it would come back only
+        when that lease expires, as a failed attempt)."""
+        if not leases:
+            return
+        finished_leases, _ = await asyncio.wait(set(leases), timeout=self._grace_left())
+        for lease in finished_leases:
+            leases.pop(lease)
+            if not lease.cancelled() and lease.exception() is None:
+                for job in lease.result():
+                    self._start(client, job, in_flight, finished)
 
     def _start(
         self,
@@ -224,25 +257,17 @@ class BaseWorker:
         in_flight.add(task)
         task.add_done_callback(finished)
 
-    async def _first(self, awaitable: Awaitable[Any]) -> bool:
-        """Await `awaitable` unless stop() comes first; True when it finished."""
-        assert self._stop is not None
-        task = asyncio.ensure_future(awaitable)
-        stopper = asyncio.ensure_future(self._stop.wait())
-        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if task in done:
-            return True
-        if not isinstance(awaitable, asyncio.Future):
-            task.cancel()  # our own wrapper; a caller's future is the caller's to cancel
-        return False
+    def _grace_left(self) -> float:
+        if self._drain_deadline is None:
+            return self.grace
+        return max(0.0, self._drain_deadline - time.monotonic())
 
     async def _drain(self, in_flight: set[asyncio.Task[None]]) -> None:
         if not in_flight:
             return
-        log.info("stopping: waiting up to %.0fs for %d job(s)", self.grace, len(in_flight))
-        self._drain_deadline = time.monotonic() + self.grace
-        _, pending = await asyncio.wait(set(in_flight), timeout=self.grace)
+        left = self._grace_left()
+        log.info("stopping: waiting up to %.0fs for %d job(s)", left, len(in_flight))
+        _, pending = await asyncio.wait(set(in_flight), timeout=left)
         for task in pending:
             task.cancel()
         if pending:

@@ -1,0 +1,143 @@
+"""Worker throughput, end to end: start a `jq serve`, submit N jobs in batches, run ONE worker
+process with a no-op handler, and print jobs/s from the worker's start until the last ack
+(target: ≥ 2000 jobs/s per worker process). A benchmark, not a test: it asserts nothing.
+
+    .venv/bin/python bench/worker_bench.py --jobs 20000 --kind async --concurrency 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from jq_tool.sdk import Client
+
+WORKER_CODE = """
+import sys
+from jq_tool.sdk import AsyncWorker, Worker
+
+url, key, kind, concurrency = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+def noop(job):
+    return None
+
+async def async_noop(job):
+    return None
+
+if kind == "async":
+    import asyncio
+    worker = AsyncWorker(url, key, async_noop, concurrency=concurrency, poll_wait=1.0)
+    asyncio.run(worker.run(install_signal_handlers=True))
+else:
+    Worker(url, key, noop, concurrency=concurrency, poll_wait=1.0).run()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(data_dir: Path, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "jq_tool.cli.serve", "--port", str(port),
+             "--data-dir", str(data_dir), "--log-level", "warning"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    server.kill()
+    raise SystemExit(f"jq serve did not start:\n{log_path.read_text()}")
+
+
+def seeded_keys(log_path: Path) -> dict[str, str]:
+    return dict(re.findall(r"Created (\w+) key: (\S+)", log_path.read_text()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--kind", choices=["async", "sync"], default="async")
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="jq-worker-bench-") as tmp:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log_path = Path(tmp) / "serve.log"
+        # Seeding logs at info: start once at info to get the keys, then the bench runs quiet.
+        server = subprocess.Popen(
+            [sys.executable, "-m", "jq_tool.cli.serve", "--port", str(port),
+             "--data-dir", str(Path(tmp) / "data")],
+            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while not {"client", "worker"} <= set(seeded_keys(log_path)):
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit(f"jq serve did not start:\n{log_path.read_text()}")
+                time.sleep(0.1)
+            keys = seeded_keys(log_path)
+            server.terminate()
+            server.wait(30)
+            server = start_server(Path(tmp) / "data", port, Path(tmp) / "serve2.log")
+
+            with Client(url, keys["client"], timeout=60) as client:
+                started = time.perf_counter()
+                for start in range(0, args.jobs, args.batch):
+                    count = min(args.batch, args.jobs - start)
+                    client.submit_many([{"payload": str(start + i)} for i in range(count)])
+                submit_s = time.perf_counter() - started
+                print(f"submitted {args.jobs} jobs in {submit_s:.2f}s "
+                      f"({args.jobs / submit_s:,.0f} jobs/s, batches of {args.batch})")  # fmt: skip
+
+                worker_started = time.perf_counter()
+                worker = subprocess.Popen(
+                    [sys.executable, "-c", WORKER_CODE, url, keys["worker"], args.kind,
+                     str(args.concurrency)],
+                )  # fmt: skip
+                try:
+                    while client.stats().acked < args.jobs:
+                        if worker.poll() is not None:
+                            raise SystemExit("the worker exited early")
+                        time.sleep(0.2)
+                    work_s = time.perf_counter() - worker_started
+                finally:
+                    worker.send_signal(signal.SIGTERM)
+                    try:
+                        worker.wait(30)
+                    except subprocess.TimeoutExpired:
+                        worker.kill()
+            print(f"one {args.kind} worker process (concurrency {args.concurrency}): "
+                  f"{args.jobs} jobs leased+acked in {work_s:.2f}s = "
+                  f"{args.jobs / work_s:,.0f} jobs/s (incl. process start)")  # fmt: skip
+            print(f"end to end (submit + work): {args.jobs / (submit_s + work_s):,.0f} jobs/s")
+        finally:
+            if server.poll() is None:
+                os.kill(server.pid, signal.SIGTERM)
+                try:
+                    server.wait(30)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+
+
+if __name__ == "__main__":
+    main()
