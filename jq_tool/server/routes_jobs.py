@@ -176,13 +176,14 @@ class JobRoutes:
         await self.guard.require(request, Scope.JOBS_LEASE)
         body = decode(await read_body(request, _SMALL_BODY), LeaseBody)
         self.counts["lease"] += 1
-        lease = self.engine.lease(
-            body.queue, max_jobs=body.max_jobs or 1, lease_ms=body.lease_ms, wait_ms=body.wait_ms
-        )
-        if body.wait_ms and not self.draining.is_set():
+        max_jobs = body.max_jobs or 1
+        # Try without waiting first: a busy queue answers at once, without the long poll's tasks.
+        jobs = await self.engine.lease(body.queue, max_jobs=max_jobs, lease_ms=body.lease_ms)
+        if not jobs and body.wait_ms and not self.draining.is_set():
+            lease = self.engine.lease(
+                body.queue, max_jobs=max_jobs, lease_ms=body.lease_ms, wait_ms=body.wait_ms
+            )
             jobs = await self._long_poll(request, lease)
-        else:
-            jobs = await lease
         if not jobs:
             raise _NO_JOBS
         if body.max_jobs is None:
