@@ -61,6 +61,8 @@ def worker(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request at INFO: thousands of lines a second from a busy worker.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         handler = load_handler(target)
         options: dict[str, Any] = {
