@@ -5,7 +5,7 @@ acks/s sparklines, `event: job` marks the jobs table stale) and reads pages of `
 through the SDK. When the stream drops (the server restarts, the network goes) it says
 "disconnected, retrying" and reconnects with a short capped backoff, then re-reads the table,
 since events missed meanwhile are not replayed. Keys: 1–7 filter by state, n enqueues a test
-job, r requeues the highlighted DEAD job, q quits.
+job, r requeues the highlighted DEAD job, Enter shows a job's payload and result, q quits.
 """
 
 from __future__ import annotations
@@ -301,6 +301,21 @@ class JqDashboard(App[None]):
         job = self.jobs.get(event.row_key.value or "")
         self.query_one("#detail", Static).update(_detail(job) if job else "")
 
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value:
+            self.show_job(event.row_key.value)
+
+    @work(exclusive=True, group="detail")
+    async def show_job(self, job_id: str) -> None:
+        """Enter on a row: the whole job (list pages carry no payload or result)."""
+        try:
+            job = await self.client.get(job_id)
+        except JqError as error:
+            self.notify(f"could not load {_short(job_id)}: {error}", severity="error")
+            return
+        if self.selected_job_id() == job_id:
+            self.query_one("#detail", Static).update(_detail(job))
+
     # --- actions -----------------------------------------------------------------------------
 
     def action_filter(self, index: int) -> None:
@@ -349,6 +364,15 @@ def _detail(job: Job) -> Text:
         f"  queue {job.queue}  priority {job.priority}  attempts {job.attempts}",
         f"/{job.max_retries + 1}",
     )
+    if job.payload is not None:
+        text.append(f"\npayload: {_one_line(job.payload)}", style="dim")
+    if job.result is not None:
+        text.append(f"\nresult: {_one_line(job.result)}", style="#4ade80")
     if job.result_error:
-        text.append(f"\nerror: {job.result_error}", style="#f87171")
+        text.append(f"\nerror: {_one_line(job.result_error)}", style="#f87171")
     return text
+
+
+def _one_line(value: str, limit: int = 200) -> str:
+    flat = " ".join(value.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
