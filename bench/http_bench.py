@@ -205,20 +205,20 @@ async def presubmit(client: httpx.AsyncClient, client_key: str, jobs: int) -> fl
 
 
 async def cycle_rate(base_url: str, keys: dict[str, str], jobs: int, workers: int) -> CycleResult:
-    limits = httpx.Limits(max_connections=workers + 1, max_keepalive_connections=workers + 1)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30.0) as client:
-        submit_rate = await presubmit(client, keys["client"], jobs)
-        headers = {"Authorization": f"Bearer {keys['worker']}"}
-        latencies: list[float] = []
-        acked = 0
+    async with httpx.AsyncClient(base_url=base_url, timeout=30.0) as submitter:
+        submit_rate = await presubmit(submitter, keys["client"], jobs)
+    headers = {"Authorization": f"Bearer {keys['worker']}"}
+    latencies: list[float] = []
+    acked = 0
 
-        async def worker() -> None:
-            nonlocal acked
+    async def worker() -> None:
+        nonlocal acked
+        # One client (one keep-alive connection) per worker, like separate worker processes:
+        # a shared httpx pool serialises on its own lock long before the server is busy.
+        async with httpx.AsyncClient(base_url=base_url, timeout=30.0, headers=headers) as client:
             while acked < jobs:
                 started = time.perf_counter()
-                lease = await client.post(
-                    "/jobs/lease", json={"queue": CYCLE_QUEUE}, headers=headers
-                )
+                lease = await client.post("/jobs/lease", json={"queue": CYCLE_QUEUE})
                 if lease.status_code == 404:
                     return  # the queue is drained: every job is leased by someone
                 if lease.status_code != 200:
@@ -227,16 +227,15 @@ async def cycle_rate(base_url: str, keys: dict[str, str], jobs: int, workers: in
                 ack = await client.post(
                     f"/jobs/{job['job_id']}/ack",
                     json={"result": "ok", "lease_id": job["lease_id"]},
-                    headers=headers,
                 )
                 if ack.status_code != 200:
                     raise BenchError(f"POST /jobs/{{id}}/ack: {ack.status_code} {ack.text}")
                 latencies.append(time.perf_counter() - started)
                 acked += 1
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(workers)))
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    elapsed = time.perf_counter() - started
     if acked != jobs:
         raise BenchError(f"only {acked} of {jobs} pre-submitted jobs were leased and acked")
     latencies.sort()
