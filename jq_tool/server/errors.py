@@ -13,7 +13,7 @@ import logging
 
 import msgspec
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from jq_tool.auth import KeyStoreUnavailable
@@ -95,6 +95,9 @@ def to_response(exc: BaseException) -> Response:
         return error_response(503, "unavailable", f"queue unavailable: {exc}", None, _RETRY)
     if isinstance(exc, KeyStoreUnavailable):
         return error_response(503, "unavailable", "key store unavailable", None, _RETRY)
+    if isinstance(exc, ClientDisconnect):
+        # Nobody is listening; answer something and keep the log for real problems.
+        return error_response(400, "client_disconnected", "the client went away mid-request")
     if isinstance(exc, HTTPException):
         code = _HTTP_CODES.get(exc.status_code, "error")
         return error_response(exc.status_code, code, str(exc.detail))
@@ -117,5 +120,6 @@ HANDLED_EXCEPTIONS: tuple[type[Exception], ...] = (
     EngineUnavailable,
     KeyStoreUnavailable,
     HTTPException,
+    ClientDisconnect,
     Exception,
 )

@@ -26,6 +26,7 @@ from jq_tool.server.wire import encode_json, rfc3339
 STATS_INTERVAL_S = 1.0
 _BUFFERED_EVENTS = 4096
 _EVENTS_PER_CHUNK = 256
+_MAX_LIVE_TICKETS = 10_000  # a key minting tickets in a loop must not grow memory unbounded
 
 
 class Ticket:
@@ -47,6 +48,8 @@ class TicketBook:
         """A new ticket for `key`; returns (ticket, expires_at as RFC 3339)."""
         now = _now_ms()
         self._forget_expired(now)
+        if len(self._tickets) >= _MAX_LIVE_TICKETS:
+            del self._tickets[next(iter(self._tickets))]  # the oldest: dicts keep issue order
         ticket = secrets.token_urlsafe(24)
         expires_at = now + self.ttl_ms
         self._tickets[ticket] = Ticket(key, expires_at)

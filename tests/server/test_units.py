@@ -124,3 +124,18 @@ def test_sse_frame() -> None:
         "job_id": "j1", "queue": "q", "state": "RUNNING", "previous": "READY", "attempts": 1,
         "priority": 0, "at": "2026-11-18T11:06:40.123Z",
     }  # fmt: skip
+
+
+def test_ticket_book_is_bounded() -> None:
+    from jq_tool.auth import ApiKey, KeyType, Scope
+    from jq_tool.server import events
+
+    key = ApiKey("client_0123456789abcdef", "client_abc…", "n", "o", KeyType.CLIENT,
+                 (Scope.JOBS_READ,), 0)  # fmt: skip
+    book = events.TicketBook(ttl_ms=60_000)
+    first, _ = book.issue(key)
+    for _ in range(events._MAX_LIVE_TICKETS):
+        last, _ = book.issue(key)
+    assert book.redeem(first) is None
+    assert book.redeem(last) == key
+    assert len(book._tickets) == events._MAX_LIVE_TICKETS
