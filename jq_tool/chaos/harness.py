@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import random
 import shutil
@@ -39,6 +40,14 @@ RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 0.25
 # Give up on one request (and call the run broken) after this long without an answer.
 REQUEST_GIVE_UP_S = 120.0
+
+
+# Each worker and submitter task talks over its own client (one connection, like separate worker
+# processes would): a single shared httpx pool spends CPU per request in proportion to its
+# connections, and on a 2-core machine the harness must not out-eat the server it measures.
+_task_client: contextvars.ContextVar[httpx.AsyncClient | None] = contextvars.ContextVar(
+    "chaos_task_client", default=None
+)
 
 
 class RunAborted(Exception):
@@ -103,14 +112,7 @@ class ChaosRun:
         here and left running; the caller stops it."""
         await self.target.start()
         started = time.monotonic()  # the clock runs from a serving server, not from its boot
-        limits = httpx.Limits(max_connections=self.options.submitters + self.options.workers + 8)
-        timeout = httpx.Timeout(10.0, read=LEASE_WAIT_MS / 1000 + 10.0)
-        async with httpx.AsyncClient(
-            base_url=self.target.base_url,
-            auth=_KeyAuth(self.target),
-            limits=limits,
-            timeout=timeout,
-        ) as client:
+        async with self._new_client(FINAL_READ_CONCURRENCY) as client:
             self._client = client
             await self._check_key()
             return await self._run(started)
@@ -170,10 +172,21 @@ class ChaosRun:
         if response.status_code in (401, 403):
             raise TargetError(f"the server refused the key: {_describe(response)}")
 
+    def _new_client(self, connections: int) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.target.base_url,
+            auth=_KeyAuth(self.target),
+            limits=httpx.Limits(max_connections=connections),
+            timeout=httpx.Timeout(10.0, read=LEASE_WAIT_MS / 1000 + 10.0),
+        )
+
     async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run one task of the run; a bug in it ends the run with an error, never silently."""
+        """Run one task of the run over its own connection; a bug in it ends the run with an
+        error, never silently."""
         try:
-            await work
+            async with self._new_client(1) as client:
+                _task_client.set(client)  # this task's context only
+                await work
         except (RunAborted, TargetError, asyncio.CancelledError):
             raise
         except Exception as exc:  # noqa: BLE001 - reported as the run's error
@@ -194,13 +207,14 @@ class ChaosRun:
     ) -> httpx.Response:
         """One request, retried through connection failures, 5xx and 429 (a server that is down,
         starting, or refusing writes for now) until it gets another answer."""
-        assert self._client is not None
+        client = _task_client.get() or self._client
+        assert client is not None
         delay = RETRY_FIRST_S
         give_up = time.monotonic() + REQUEST_GIVE_UP_S
         while True:
             self._check_abort()
             try:
-                response = await self._client.request(method, path, json=json)
+                response = await client.request(method, path, json=json)
             except httpx.TransportError:
                 pass
             else:
