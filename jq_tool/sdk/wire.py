@@ -112,14 +112,16 @@ class Http11Pool:
 
     async def _exchange(self, connection: Connection, message: bytes) -> tuple[int, bytes, bool]:
         reader, writer = connection
-        writer.write(message)
-        await writer.drain()
         try:
+            writer.write(message)
+            await writer.drain()
             head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError as exc:
             if not exc.partial:
                 raise _StaleConnection from None
             raise
+        except (ConnectionResetError, BrokenPipeError):
+            raise _StaleConnection from None
         lines = head.decode("latin-1").split("\r\n")
         version, _, rest = lines[0].partition(" ")
         if not version.startswith("HTTP/1."):

@@ -356,6 +356,11 @@ class BaseWorker:
                 log.log(level, "job %s: settle failed (%s); retrying", job.job_id, exc)
                 await asyncio.sleep(delay)
                 attempt += 1
+            except JqError as exc:
+                # 401/403 and the like: retrying cannot help; the lease will expire.
+                self.counts.lost += 1
+                log.error("job %s: settle refused: %s", job.job_id, exc)
+                return
 
     async def _landed_earlier(self, client: AsyncClient, job: LeasedJob, error: str | None) -> bool:
         """After a lost answer, a 409 may be our own earlier ack: the job is settled, still at
