@@ -234,6 +234,7 @@ def test_screenshot_and_phone_layout(
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, selector
 
 
+@pytest.mark.slow  # restarts a server / runs a whole process
 def test_the_page_reconnects_with_a_fresh_ticket_after_a_restart(
     dashboard: RecordedPage, jq_server: JqServer
 ) -> None:

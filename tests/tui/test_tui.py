@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
 from textual.pilot import Pilot
 
 from jq_tool.tui.app import Counter, JqDashboard
@@ -136,6 +137,7 @@ async def test_r_refuses_a_job_that_is_not_dead(jq_server: JqServer) -> None:
     assert job(jq_server, ready)["state"] == "READY"
 
 
+@pytest.mark.slow  # restarts a server / runs a whole process
 async def test_reconnects_after_a_server_restart(jq_server: JqServer) -> None:
     app = JqDashboard(jq_server.url, str(jq_server.client_key))
     async with app.run_test(size=SIZE) as pilot:

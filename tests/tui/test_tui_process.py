@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
+
 if TYPE_CHECKING:
     from conftest import JqServer
 
@@ -35,6 +37,7 @@ def _read_until(fd: int, done: bytes, output: bytearray, seconds: float) -> bool
     return False
 
 
+@pytest.mark.slow  # restarts a server / runs a whole process
 def test_jq_tui_runs_in_a_terminal_and_quits_on_q(jq_server: JqServer) -> None:
     jq = str(Path(sys.executable).parent / "jq")
     env = {**os.environ, "TERM": "xterm-256color", "JQ_KEY": str(jq_server.client_key)}
