@@ -233,15 +233,16 @@ class BaseWorker:
         in_flight: set[asyncio.Task[None]],
         finished: Callable[[asyncio.Task[None]], None],
     ) -> None:
-        """At stop, let pending long polls end and run what they bring: the server keeps a
-        poll going after we hang up and would lease a job to nobody (it would come back only
-        when that lease expires, as a failed attempt)."""
-        if not leases:
-            return
-        finished_leases, _ = await asyncio.wait(set(leases), timeout=self._grace_left())
-        for lease in finished_leases:
+        """At stop, hang up pending long polls (the server then stops waiting and leases
+        nothing) and run what polls that already answered brought."""
+        for lease in list(leases):
+            if not lease.done():
+                lease.cancel()
+        if leases:
+            await asyncio.wait(set(leases), timeout=self._grace_left())
+        for lease in list(leases):
             leases.pop(lease)
-            if not lease.cancelled() and lease.exception() is None:
+            if lease.done() and not lease.cancelled() and lease.exception() is None:
                 for job in lease.result():
                     self._start(client, job, in_flight, finished)
 
