@@ -1,0 +1,418 @@
+"""jq itself, measured the way its peers are: a real `jq serve` on loopback driven from outside.
+
+In one server run: wrk on the no-op route and on POST /jobs (64 connections), wrk on
+POST /jobs/batch with 100 jobs per request, submit latency at about half of the peak rate (wrk
+paced by a per-connection delay, see jq_paced.lua), and lease+ack cycles from 16 concurrent
+HTTP clients (bench/http_bench.py's driver). Then, each in its own processes: one SDK worker
+process end to end (bench/worker_bench.py), the engine's restart time and RSS per queued job
+(bench/core_bench.py), the disk's own fdatasync rate (bench/wal_bench.py), and a kill -9 in
+the middle of a submit load, after which every acknowledged submit must be found on restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench import http_bench
+from bench.peers import PeerRun, Settings, free_port, wait_until
+from bench.report import Figure, Measurement, System
+
+REPO = Path(__file__).resolve().parents[2]
+POST_SCRIPT = REPO / "bench" / "http_post.lua"
+PACED_SCRIPT = Path(__file__).resolve().parent / "jq_paced.lua"
+BATCH = 100
+SUBMIT_CONNECTIONS = 64
+BATCH_CONNECTIONS = 16
+CYCLE_WORKERS = 16
+PACED_DELAY_MS = 10  # wrk's delay() has millisecond steps: pace with few, long gaps
+DURABILITY = (
+    "WAL group commit: a submit is answered only after its record is fdatasynced "
+    "(concurrent submits share one fdatasync)"
+)
+_RESULT = re.compile(r"^JQ_BENCH_RESULT (\{.*\})$", re.MULTILINE)
+_WORKER_RATE = re.compile(r"= ([\d,]+) jobs/s \(incl\. process start\)")
+
+
+@dataclass
+class JqRun:
+    run: PeerRun
+    figures: list[Figure]
+
+
+@dataclass
+class Wrk:
+    requests: int
+    ok: int  # answered 2xx/3xx
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+
+def jq_executable() -> Path:
+    return Path(sys.executable).parent / "jq"
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return f"jq-tool {dist_version('jq-tool')}"
+    except PackageNotFoundError:
+        return "jq-tool (source tree)"
+
+
+def wrk(
+    url: str,
+    key: str,
+    body: str,
+    seconds: float,
+    connections: int,
+    script: Path = POST_SCRIPT,
+    extra_env: dict[str, str] | None = None,
+) -> Wrk:
+    binary = shutil.which("wrk")
+    if binary is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk)")
+    # The key goes through the environment, never argv, so it does not show in `ps`.
+    env = dict(os.environ, JQ_BENCH_KEY=key, JQ_BENCH_BODY=body, **(extra_env or {}))
+    command = [
+        binary,
+        f"--threads={min(2, connections)}",
+        f"--connections={connections}",
+        f"--duration={max(1, round(seconds))}s",
+        "--timeout=5s",
+        f"--script={script}",
+        url,
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=seconds + 60)
+    match = _RESULT.search(run.stdout)
+    if run.returncode != 0 or match is None:
+        raise RuntimeError(f"wrk failed ({run.returncode}): {run.stderr.strip()[-200:]}")
+    raw = json.loads(match.group(1))
+    socket_errors = sum(
+        raw[name] for name in ("connect_errors", "read_errors", "write_errors", "timeouts")
+    )
+    return Wrk(
+        requests=raw["requests"],
+        ok=raw["requests"] - raw["status_errors"],
+        seconds=raw["duration_us"] / 1e6,
+        p50_ms=raw["p50_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000,
+        errors=socket_errors + raw["status_errors"],
+    )
+
+
+def batch_body() -> str:
+    return json.dumps({"jobs": [{"payload": f"bench-{i}", "max_retries": 3} for i in range(BATCH)]})
+
+
+def paced_connections(target_rate: float) -> int:
+    """Connections that, each waiting PACED_DELAY_MS between requests, offer ~target_rate."""
+    return max(1, round(target_rate * PACED_DELAY_MS / 1000))
+
+
+def measure(settings: Settings) -> JqRun:
+    system = System("jq", version(), DURABILITY)
+    measurements: list[Measurement] = []
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="jq-bench-", dir="/var/tmp") as tmp:
+        root = Path(tmp)
+        try:
+            server_measures(settings, root, measurements, figures)
+        except Exception as exc:  # the rows say what broke; the other parts still run
+            for key in ("submit_single", "submit_batch", "cycle"):
+                if not any(m.measure == key for m in measurements):
+                    note = f"{type(exc).__name__}: {exc}"[:160]
+                    measurements.append(Measurement("jq", key, None, note=note))
+        measurements.append(worker_measure(settings))
+        figures += core_figures(settings)
+        figures.append(disk_figure(root, settings))
+        figures.append(kill_figure(settings, root / "kill"))
+    return JqRun(PeerRun(system, measurements), figures)
+
+
+def server_measures(
+    settings: Settings, root: Path, measurements: list[Measurement], figures: list[Figure]
+) -> None:
+    server = http_bench.start_server(jq_executable(), root / "data", root / "server.log")
+    seconds = settings.seconds
+    try:
+        key = server.keys["client"]
+        noop = wrk(f"{server.base_url}/_noop", key, http_bench.SUBMIT_BODY, seconds, 64)
+        single = wrk(f"{server.base_url}/jobs", key, http_bench.SUBMIT_BODY, seconds, 64)
+        measurements.append(
+            Measurement(
+                "jq",
+                "submit_single",
+                single.rate,
+                f"wrk, {SUBMIT_CONNECTIONS} connections, POST /jobs",
+                note=f"{single.errors} errors" if single.errors else "",
+            )
+        )
+        ratio = single.rate / noop.rate if noop.rate > 0 and not noop.errors else None
+        figures.append(Figure("no-op route POST /_noop (wrk, 64 connections)", noop.rate, "req/s"))
+        figures.append(
+            Figure(
+                "durable submits / no-op requests",
+                ratio,
+                "×",
+                ">= 0.5",
+                None if ratio is None else ratio >= 0.5,
+            )
+        )
+        figures.append(
+            Figure(
+                "submit latency at peak (wrk, 64 connections), p50 / p99",
+                single.p50_ms,
+                "ms",
+                note=f"p99 {single.p99_ms:.2f} ms",
+            )
+        )
+        batch = wrk(f"{server.base_url}/jobs/batch", key, batch_body(), seconds, BATCH_CONNECTIONS)
+        batch_rate = batch.rate * BATCH
+        measurements.append(
+            Measurement(
+                "jq",
+                "submit_batch",
+                batch_rate,
+                f"wrk, {BATCH_CONNECTIONS} connections, POST /jobs/batch of {BATCH}",
+                note=f"{batch.errors} errors" if batch.errors else "",
+            )
+        )
+        figures.append(
+            Figure(
+                "batch submits, jobs/s",
+                batch_rate,
+                "jobs/s",
+                "> 100,000 jobs/s",
+                batch_rate > 100_000,
+            )
+        )
+        figures.append(paced_figure(server.base_url, key, single.rate, seconds))
+        jobs = 2000 if settings.quick else 10_000
+        cycle = asyncio.run(http_bench.cycle_rate(server.base_url, server.keys, jobs, 16))
+        measurements.append(
+            Measurement(
+                "jq",
+                "cycle",
+                cycle.cycles_per_s,
+                f"{CYCLE_WORKERS} httpx clients, POST /jobs/lease + POST /jobs/{{id}}/ack, "
+                f"{jobs:,} jobs",
+            )
+        )
+    finally:
+        http_bench.stop_server_process(server.process)
+
+
+def paced_figure(base_url: str, key: str, peak: float, seconds: float) -> Figure:
+    target = peak / 2
+    connections = paced_connections(target)
+    label = "submit latency at ~50% of peak (paced wrk), p50"
+    try:
+        paced = wrk(
+            f"{base_url}/jobs",
+            key,
+            http_bench.SUBMIT_BODY,
+            seconds,
+            connections,
+            PACED_SCRIPT,
+            {"JQ_BENCH_DELAY_MS": str(PACED_DELAY_MS)},
+        )
+    except Exception as exc:
+        return Figure(label, None, "ms", note=f"{type(exc).__name__}: {exc}"[:160])
+    return Figure(
+        label,
+        paced.p50_ms,
+        "ms",
+        "p99 < 10 ms",
+        paced.p99_ms < 10,
+        note=(
+            f"p99 {paced.p99_ms:.2f} ms at {paced.rate:,.0f} submits/s "
+            f"({paced.rate / peak:.0%} of the {peak:,.0f}/s peak), {connections} connections "
+            f"each waiting {PACED_DELAY_MS} ms between requests; service time per request, "
+            "not corrected for coordinated omission"
+        ),
+    )
+
+
+def _run_group(command: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """Run a bench script in its own process group so that, on timeout, the servers and
+    workers it started go down with it."""
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        raise RuntimeError(f"{Path(command[1]).name} took over {timeout_s:.0f} s") from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def worker_measure(settings: Settings) -> Measurement:
+    jobs = settings.jq_worker_jobs
+    try:
+        run = _run_group(
+            [sys.executable, "bench/worker_bench.py", "--jobs", str(jobs), "--kind", "async",
+             "--concurrency", "64"],
+            timeout_s=120 if settings.quick else 300,
+        )  # fmt: skip
+    except RuntimeError as exc:
+        return Measurement("jq", "worker", None, note=str(exc))
+    match = _WORKER_RATE.search(run.stdout)
+    if run.returncode != 0 or match is None:
+        note = f"worker_bench exit {run.returncode}: {(run.stderr or run.stdout)[-160:]}"
+        return Measurement("jq", "worker", None, note=note)
+    return Measurement(
+        "jq",
+        "worker",
+        float(match.group(1).replace(",", "")),
+        f"{jobs:,} jobs, one SDK AsyncWorker process (concurrency 64), no-op handler",
+    )
+
+
+def core_figures(settings: Settings) -> list[Figure]:
+    jobs = settings.core_jobs
+    label_jobs = f"{jobs // 1000:,}k" if jobs < 1_000_000 else f"{jobs / 1e6:g}M"
+    restart_label = f"restart with {label_jobs} jobs queued (engine + WAL + snapshot)"
+    rss_label = "RSS per queued job beyond its payload"
+    command = [sys.executable, "bench/core_bench.py", "--json", "--jobs", str(jobs)]
+    if settings.quick:
+        command.append("--quick")
+    try:
+        run = _run_group(command, timeout_s=240 if settings.quick else 900)
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+    except Exception as exc:
+        note = f"core_bench: {type(exc).__name__}: {exc}"[:160]
+        return [Figure(restart_label, None, "s", note=note), Figure(rss_label, None, "bytes")]
+    restart = float(result["restart_s"])
+    rss = float(result["rss_bytes_per_job"])
+    figures = [
+        Figure(restart_label, restart, "s", "< 10 s", restart < 10),
+        Figure(rss_label, rss, "bytes", "< 1,000 bytes", rss < 1000),
+    ]
+    if "submits_per_s_c256" in result:
+        figures.append(
+            Figure(
+                "engine alone: durable submits/s, 256 submitters (no HTTP)",
+                float(result["submits_per_s_c256"]),
+                "jobs/s",
+            )
+        )
+    if "lease_ack_per_s_big" in result and "lease_ack_per_s_1k" in result:
+        figures.append(
+            Figure(
+                f"engine alone: lease+ack/s with {label_jobs} queued (no HTTP)",
+                float(result["lease_ack_per_s_big"]),
+                "cycles/s",
+                note=f"{float(result['lease_ack_per_s_1k']):,.0f}/s with ~1k queued",
+            )
+        )
+    return figures
+
+
+def disk_figure(root: Path, settings: Settings) -> Figure:
+    from bench import wal_bench
+
+    rate = wal_bench.raw_fdatasync_per_second(root / "disk", min(2.0, settings.seconds))
+    return Figure(
+        "this disk, this run: bare pwrite + fdatasync",
+        rate,
+        "per s",
+        note="the ceiling for anything that fsyncs every write one at a time",
+    )
+
+
+def kill_figure(settings: Settings, root: Path) -> Figure:
+    """kill -9 the server while wrk submits; on restart every acknowledged job must be there."""
+    label = "kill -9 during submit load: acknowledged jobs lost after restart"
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        server = http_bench.start_server(jq_executable(), root / "data", root / "server.log")
+    except Exception as exc:
+        return Figure(label, None, "jobs", note=f"{type(exc).__name__}: {exc}"[:160])
+    key = server.keys["client"]
+    seconds = max(3.0, settings.seconds)
+    result: list[Wrk] = []
+    errors: list[str] = []
+
+    def load() -> None:
+        try:
+            url = f"{server.base_url}/jobs"
+            result.append(wrk(url, key, http_bench.SUBMIT_BODY, seconds, SUBMIT_CONNECTIONS))
+        except Exception as exc:
+            errors.append(str(exc))
+
+    import threading
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    time.sleep(seconds / 2)
+    os.kill(server.process.pid, signal.SIGKILL)
+    server.process.wait()
+    loader.join(seconds + 90)
+    if not result:
+        return Figure(label, None, "jobs", note=f"wrk: {errors[:1]}")
+    acknowledged = result[0].ok
+    port = free_port()
+    log = (root / "restart.log").open("wb")
+    process = subprocess.Popen(
+        [str(jq_executable()), "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--data-dir", str(root / "data")],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "PORT", "WAL_DIR"}},
+    )  # fmt: skip
+    log.close()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        if not wait_until(lambda: _healthy(base), 60, 0.1):
+            return Figure(label, None, "jobs", note="the server did not come back after kill -9")
+        stats = httpx.get(
+            f"{base}/stats", headers={"Authorization": f"Bearer {key}"}, timeout=10
+        ).json()
+        recovered = int(stats["total"])
+    finally:
+        http_bench.stop_server_process(process)
+    lost = max(0, acknowledged - recovered)
+    return Figure(
+        label,
+        lost,
+        "jobs",
+        "0",
+        lost == 0,
+        note=f"{acknowledged:,} submits answered 201 before the kill, {recovered:,} jobs "
+        "found after restart (jobs whose answer the kill cut off may be there too)",
+    )
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -1,0 +1,300 @@
+"""The comparison report: measurements of jq and its peers, the jq/peer ratio maths, and the
+Markdown page and PNG chart that `python -m bench` writes to docs/.
+
+Pure data and rendering, no measuring: the smoke test in tests/bench/ checks the ratios and the
+table from hand-made measurements without starting anything. A measurement is a rate (jobs/s,
+higher is better) of one system for one measure; a missing rate is never a zero, it carries the
+reason it is missing, and its ratio cell says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+JQ = "jq"
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One row group of the comparison: what is being done, in jobs per second."""
+
+    key: str
+    title: str
+    what: str  # one sentence: what is counted, so peers are compared like for like
+
+
+MEASURES: tuple[Measure, ...] = (
+    Measure(
+        "submit_single",
+        "Single submits",
+        "one job per request/command, acknowledged by the server; concurrent clients",
+    ),
+    Measure(
+        "submit_batch",
+        "Batch / pipelined submits",
+        "many jobs per request (jq: POST /jobs/batch of 100) or pipelined commands",
+    ),
+    Measure(
+        "worker",
+        "One worker process, end to end",
+        "jobs submitted ahead, then ONE worker process (incl. its start) leases/runs/acks "
+        "no-op jobs until the queue is empty",
+    ),
+    Measure(
+        "cycle",
+        "Lease+ack cycles from a client",
+        "take a job and settle it, concurrent clients, no handler",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    system: str  # a key of the report's `systems`
+    measure: str  # a Measure.key
+    rate: float | None  # jobs/s; None: not measured, `note` says why
+    setup: str = ""  # how it was driven (clients, batch size, duration)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class System:
+    name: str
+    version: str
+    durability: str  # when an acknowledged job is on disk: the honest one-liner
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A jq-only number (latency, restart, memory) with its target, when there is one."""
+
+    label: str
+    value: float | None
+    unit: str
+    target: str = ""
+    meets: bool | None = None  # None: no target, or not measured
+    note: str = ""
+
+
+@dataclass
+class Report:
+    title: str
+    machine: str
+    mode: str  # "full" or "quick"
+    started_at: str
+    seconds: float = 0.0
+    systems: dict[str, System] = field(default_factory=dict)
+    measurements: list[Measurement] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+
+    def rate(self, system: str, measure: str) -> float | None:
+        for m in self.measurements:
+            if m.system == system and m.measure == measure and m.rate is not None:
+                return m.rate
+        return None
+
+
+def ratio(jq_rate: float | None, peer_rate: float | None) -> float | None:
+    """jq/peer for rates: above 1 means jq did more jobs per second. None when either side is
+    missing or the peer measured zero (a ratio to nothing is not a number worth printing)."""
+    if jq_rate is None or peer_rate is None:
+        return None
+    if not (math.isfinite(jq_rate) and math.isfinite(peer_rate)) or peer_rate <= 0:
+        return None
+    return jq_rate / peer_rate
+
+
+def format_rate(rate: float | None) -> str:
+    if rate is None:
+        return "—"
+    if rate >= 100:
+        return f"{rate:,.0f}"
+    return f"{rate:,.1f}"
+
+
+def format_ratio(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if value >= 10:
+        return f"{value:,.0f}×"
+    return f"{value:.2f}×"
+
+
+def _cell(text: str) -> str:
+    # A pipe or newline in a note (an error message) would break the Markdown table.
+    return text.replace("|", "\\|").replace("\n", " ").strip()
+
+
+@dataclass(frozen=True)
+class Target:
+    text: str
+    measure: str
+    peer: str
+    factor: float  # jq/peer must be at least this
+
+
+def target_verdicts(report: Report, targets: list[Target]) -> list[tuple[Target, float | None]]:
+    return [(t, ratio(report.rate(JQ, t.measure), report.rate(t.peer, t.measure))) for t in targets]
+
+
+def comparison_rows(report: Report, measure: Measure) -> list[list[str]]:
+    """Rows of one measure: jq first (the reference), then every peer with jq/peer."""
+    jq_rate = report.rate(JQ, measure.key)
+    rows: list[list[str]] = []
+    order = {name: index for index, name in enumerate(report.systems)}
+    ordered = sorted(
+        (m for m in report.measurements if m.measure == measure.key),
+        key=lambda m: (m.system != JQ, order.get(m.system, len(order))),
+    )
+    for m in ordered:
+        if m.system == JQ:
+            ratio_text = "reference"
+        elif m.rate is None:
+            ratio_text = "n/a (not measured)"
+        else:
+            ratio_text = format_ratio(ratio(jq_rate, m.rate))
+        rate_text = format_rate(m.rate)
+        if m.rate is None and m.note:
+            rate_text = f"— ({m.note})"
+        elif m.note:
+            rate_text = f"{rate_text} ({m.note})"
+        system = report.systems.get(m.system)
+        rows.append(
+            [
+                _cell(system.name if system else m.system),
+                _cell(rate_text),
+                ratio_text,
+                _cell(m.setup),
+            ]
+        )
+    return rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(
+    report: Report, targets: list[Target], chart_name: str | None, method_notes: list[str]
+) -> str:
+    out = [f"# {report.title}", ""]
+    out.append(
+        f"Measured by `python -m bench{' --quick' if report.mode == 'quick' else ''}` on "
+        f"{report.machine}, started {report.started_at}, {report.seconds:.0f} s in all. Every "
+        "system ran in the same run on the same machine, on loopback, one after the other; the "
+        "load generator shares the CPUs with the server under test, so read the **ratios** "
+        "(jq/peer: above 1 means jq did more jobs per second), not the absolute numbers."
+    )
+    out.append("")
+    if chart_name:
+        out += [f"![jq and its peers, jobs/s, log scale]({chart_name})", ""]
+    out += ["## Targets", ""]
+    target_rows = []
+    for t, value in target_verdicts(report, targets):
+        verdict = "not measured" if value is None else "met" if value >= t.factor else "**missed**"
+        target_rows.append([_cell(t.text), format_ratio(value), verdict])
+    out += [markdown_table(["target", "jq/peer", "verdict"], target_rows), ""]
+    for f in report.figures:
+        if f.target:
+            verdict = "not measured" if f.meets is None else ("met" if f.meets else "**missed**")
+            out.append(f"- {f.label}: {format_figure(f)} — target {f.target}: {verdict}")
+    out += ["", "## Durability of each system as run here", ""]
+    out += [
+        markdown_table(
+            ["system", "version", "when an acknowledged job is on disk"],
+            [
+                [_cell(s.name), _cell(s.version), _cell(s.durability)]
+                for s in report.systems.values()
+            ],
+        ),
+        "",
+    ]
+    out += ["## Throughput, jobs/s", ""]
+    for measure in MEASURES:
+        rows = comparison_rows(report, measure)
+        if not rows:
+            continue
+        out += [f"### {measure.title}", "", f"{measure.what[0].upper()}{measure.what[1:]}.", ""]
+        out += [markdown_table(["system", "jobs/s", "jq/peer", "setup"], rows), ""]
+    out += ["## jq alone", ""]
+    out += [
+        markdown_table(
+            ["measure", "value", "target", "note"],
+            [
+                [_cell(f.label), format_figure(f), _cell(f.target or "—"), _cell(f.note)]
+                for f in report.figures
+            ],
+        ),
+        "",
+    ]
+    if method_notes:
+        out += ["## How it was measured", ""]
+        out += [f"- {note}" for note in method_notes]
+        out.append("")
+    return "\n".join(out)
+
+
+def format_figure(f: Figure) -> str:
+    if f.value is None:
+        return "—"
+    if f.unit == "s":
+        return f"{f.value:.2f} s"
+    if f.unit == "ms":
+        return f"{f.value:.2f} ms"
+    if f.unit == "×":
+        return f"{f.value:.2f}×"
+    return f"{f.value:,.0f} {f.unit}"
+
+
+def render_chart(report: Report, path: Path) -> bool:
+    """A grouped horizontal bar chart, one group per measure, log scale. False (and no file)
+    when matplotlib is missing or nothing was measured."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display on a server
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    groups: list[tuple[str, list[tuple[str, float]]]] = []
+    for measure in MEASURES:
+        bars = [
+            (report.systems[m.system].name if m.system in report.systems else m.system, m.rate)
+            for m in report.measurements
+            if m.measure == measure.key and m.rate is not None and m.rate > 0
+        ]
+        if bars:
+            groups.append((measure.title, bars))
+    if not groups:
+        return False
+    names = list(dict.fromkeys(name for _, bars in groups for name, _ in bars))
+    colors = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(names)}
+    height = sum(len(bars) for _, bars in groups) * 0.32 + len(groups) * 0.6 + 1.2
+    fig, ax = plt.subplots(figsize=(10, height))
+    y = 0.0
+    ticks, labels = [], []
+    for title, bars in groups:
+        ticks.append(y - 0.55)
+        labels.append(title)
+        for name, rate in bars:
+            ax.barh(y, rate, color=colors[name], height=0.8)
+            ax.text(rate * 1.08, y, f"{name}: {format_rate(rate)}/s", va="center", fontsize=8)
+            y += 1.0
+        y += 1.2
+    ax.set_yticks(ticks, labels, fontweight="bold", fontsize=9)
+    ax.tick_params(axis="y", length=0)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    rates = [rate for _, bars in groups for _, rate in bars]
+    ax.set_xlim(min(rates) / 2, max(rates) * 8)
+    ax.set_xlabel("jobs per second (log scale; same machine, same run)")
+    ax.set_title(report.title)
+    ax.grid(axis="x", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

@@ -1,0 +1,158 @@
+"""The benchmark page's maths and table, from hand-made measurements: nothing is started."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.compare import TARGETS
+from bench.peers import bounded_rate
+from bench.report import (
+    JQ,
+    MEASURES,
+    Figure,
+    Measurement,
+    Report,
+    System,
+    Target,
+    comparison_rows,
+    format_ratio,
+    ratio,
+    render_markdown,
+    target_verdicts,
+)
+
+BEANSTALKD_FSYNC = "beanstalkd (fsync every put)"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def sample_report() -> Report:
+    report = Report("t", "test machine", "quick", "2026-11-28 18:00 UTC", seconds=42.0)
+    report.systems = {
+        JQ: System("jq", "jq-tool 0", "WAL group commit"),
+        BEANSTALKD_FSYNC: System(BEANSTALKD_FSYNC, "beanstalkd 1.12", "fsync | every put"),
+        "RQ": System("RQ", "rq 3", "none"),
+        "Celery": System("Celery", "celery 5", "none"),
+    }
+    report.measurements = [
+        Measurement("RQ", "worker", 250.0, "1 SimpleWorker"),
+        Measurement(JQ, "submit_single", 9000.0, "wrk 64"),
+        Measurement(BEANSTALKD_FSYNC, "submit_single", 3000.0, "8 threads"),
+        Measurement("RQ", "submit_single", 1800.0, "1 thread"),
+        Measurement(JQ, "worker", 2000.0, "1 AsyncWorker"),
+        Measurement("Celery", "worker", None, note="worker exit 1: boom\nsecond | line"),
+        Measurement("Celery", "submit_batch", None, note="no batch publish API in Celery"),
+    ]
+    report.figures = [
+        Figure("restart with 1M jobs", 2.5, "s", "< 10 s", True),
+        Figure("RSS per queued job", 1500.0, "bytes", "< 1,000 bytes", False),
+        Figure("kill -9 lost", None, "jobs", "0", None, note="server did not start"),
+    ]
+    return report
+
+
+def test_ratio_is_jq_over_peer_and_refuses_missing_or_zero() -> None:
+    assert ratio(9000.0, 3000.0) == pytest.approx(3.0)
+    assert ratio(100.0, 400.0) == pytest.approx(0.25)
+    assert ratio(None, 3000.0) is None
+    assert ratio(9000.0, None) is None
+    assert ratio(9000.0, 0.0) is None
+    assert ratio(float("nan"), 1.0) is None
+
+
+def test_format_ratio() -> None:
+    assert format_ratio(3.0) == "3.00×"
+    assert format_ratio(0.254) == "0.25×"
+    assert format_ratio(12.4) == "12×"
+    assert format_ratio(None) == "n/a"
+
+
+def test_rows_put_jq_first_and_give_every_peer_a_ratio() -> None:
+    report = sample_report()
+    single = next(m for m in MEASURES if m.key == "submit_single")
+    rows = comparison_rows(report, single)
+    assert [row[0] for row in rows] == ["jq", BEANSTALKD_FSYNC, "RQ"]
+    assert rows[0][1:3] == ["9,000", "reference"]
+    assert rows[1][1:3] == ["3,000", "3.00×"]
+    assert rows[2][1:3] == ["1,800", "5.00×"]
+
+
+def test_a_missing_peer_number_says_why_and_has_no_ratio() -> None:
+    report = sample_report()
+    worker = next(m for m in MEASURES if m.key == "worker")
+    rows = comparison_rows(report, worker)
+    assert rows[1][:3] == ["RQ", "250", "8.00×"]
+    celery = rows[2]
+    assert celery[0] == "Celery"
+    assert celery[2] == "n/a (not measured)"
+    # The error text is kept, but cannot break the Markdown table.
+    assert "worker exit 1: boom" in celery[1]
+    assert "\n" not in celery[1] and "\\|" in celery[1]
+
+
+def test_targets_use_the_same_run_ratios() -> None:
+    report = sample_report()
+    targets = [
+        Target("ahead of beanstalkd fsync", "submit_single", BEANSTALKD_FSYNC, 1.0),
+        Target("10x RQ", "worker", "RQ", 10.0),
+        Target("ahead of Celery", "worker", "Celery", 1.0),
+    ]
+    verdicts = [(t.text, v) for t, v in target_verdicts(report, targets)]
+    assert verdicts[0] == ("ahead of beanstalkd fsync", pytest.approx(3.0))
+    assert verdicts[1] == ("10x RQ", pytest.approx(8.0))
+    assert verdicts[2] == ("ahead of Celery", None)
+    page = render_markdown(report, targets, "chart.png", ["a note"])
+    assert "| ahead of beanstalkd fsync | 3.00× | met |" in page
+    assert "| 10x RQ | 8.00× | **missed** |" in page
+    assert "| ahead of Celery | n/a | not measured |" in page
+
+
+def test_page_states_durability_figures_and_chart(tmp_path: Path) -> None:
+    report = sample_report()
+    page = render_markdown(report, TARGETS, "benchmarks.png", ["how"])
+    assert "![jq and its peers" in page and "(benchmarks.png)" in page
+    assert "| beanstalkd (fsync every put) | beanstalkd 1.12 | fsync \\| every put |" in page
+    assert "- restart with 1M jobs: 2.50 s — target < 10 s: met" in page
+    assert "- RSS per queued job: 1,500 bytes — target < 1,000 bytes: **missed**" in page
+    assert "- kill -9 lost: — — target 0: not measured" in page
+    assert "### Batch / pipelined submits" in page  # Celery's "no batch API" row
+    assert "### Lease+ack cycles" not in page  # nothing measured: no empty section
+    assert "- how" in page
+
+
+def test_write_makes_the_page_and_a_png(tmp_path: Path) -> None:
+    # In a child process: under pytest, tests/packaging/ shadows the `packaging` distribution
+    # that matplotlib imports.
+    doc, chart = tmp_path / "b.md", tmp_path / "b.png"
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2])\n"
+        "from pathlib import Path\n"
+        "from test_report import sample_report\n"
+        "from bench.compare import write\n"
+        "write(sample_report(), Path(sys.argv[3]), Path(sys.argv[4]))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent), str(REPO), str(doc), str(chart)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert chart.read_bytes().startswith(b"\x89PNG")
+    assert "(b.png)" in doc.read_text()
+
+
+def test_bounded_rate_stops_at_the_count() -> None:
+    calls = []
+
+    def step() -> int:
+        calls.append(1)
+        return 10
+
+    rate = bounded_rate(step, 100, 60.0)
+    assert len(calls) == 10
+    assert rate > 0
