@@ -15,6 +15,7 @@ import contextvars
 import dataclasses
 import random
 import shutil
+import ssl
 import tempfile
 import time
 import uuid
@@ -94,6 +95,8 @@ class ChaosRun:
         self._next_slot = 0.0
         self._abort: str | None = None
         self._client: httpx.AsyncClient | None = None
+        # One TLS context for every client: building one loads the CA bundle (~80 ms of CPU).
+        self._tls = ssl.create_default_context()
 
     def progress(self) -> Progress:
         return Progress(
@@ -177,6 +180,7 @@ class ChaosRun:
             base_url=self.target.base_url,
             auth=_KeyAuth(self.target),
             limits=httpx.Limits(max_connections=connections),
+            verify=self._tls,
             timeout=httpx.Timeout(10.0, read=LEASE_WAIT_MS / 1000 + 10.0),
         )
 
