@@ -279,7 +279,14 @@ class BaseWorker:
             await asyncio.wait(pending, timeout=1.0)
 
     async def _process(self, client: AsyncClient, job: LeasedJob) -> None:
-        keeper = asyncio.ensure_future(self._keep_lease(client, job))
+        # Most handlers finish long before a third of the lease: a timer is cheaper than a
+        # keeper task per job, and the keeper starts only if the timer fires.
+        keeper: list[asyncio.Task[None]] = []
+        interval = max(0.3, self._lease_seconds(job) / 3)
+        timer = asyncio.get_running_loop().call_later(
+            interval,
+            lambda: keeper.append(asyncio.ensure_future(self._keep_lease(client, job, interval))),
+        )
         result: str | None = None
         error: str | None = None
         try:
@@ -289,7 +296,9 @@ class BaseWorker:
         except Exception:
             error = traceback.format_exc()
         finally:
-            keeper.cancel()
+            timer.cancel()
+            for task in keeper:
+                task.cancel()
         await self._settle(client, job, result, error)
 
     def _lease_seconds(self, job: LeasedJob) -> float:
@@ -297,12 +306,10 @@ class BaseWorker:
             return self.lease_ms / 1000
         return max(1.0, (job.lease_until - datetime.now(UTC)).total_seconds())
 
-    async def _keep_lease(self, client: AsyncClient, job: LeasedJob) -> None:
-        """Extend the lease at a third of its length while the handler runs, so a slow job
-        is not leased to someone else."""
-        interval = max(0.3, self._lease_seconds(job) / 3)
+    async def _keep_lease(self, client: AsyncClient, job: LeasedJob, interval: float) -> None:
+        """Extend the lease every third of its length while the handler runs, so a slow job
+        is not leased to someone else. Starts a third of the lease after the job began."""
         while True:
-            await asyncio.sleep(interval)
             try:
                 await client.extend(job.job_id, lease_id=job.lease_id, lease_ms=self.lease_ms)
             except (Conflict, JobNotFound) as exc:
@@ -312,6 +319,8 @@ class BaseWorker:
                 # Try again sooner: the lease still has two thirds of its time.
                 log.warning("job %s: extend failed (%s)", job.job_id, exc)
                 await asyncio.sleep(min(interval, 1.0))
+                continue
+            await asyncio.sleep(interval)
 
     async def _settle(
         self, client: AsyncClient, job: LeasedJob, result: str | None, error: str | None

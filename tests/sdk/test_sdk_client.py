@@ -313,3 +313,27 @@ async def test_async_client_covers_the_same_calls(jq_server: ServerProcess, queu
             await client.cancel("nope")
         with pytest.raises(InvalidState):  # already ACKED: the state is checked first
             await worker.fail(job_id, "late", lease_id="stale")
+
+
+def test_a_server_shutting_down_answers_unavailable(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data")
+    server.start()
+    outcome: dict[str, BaseException] = {}
+
+    def long_poll() -> None:
+        with Client(server.url, server.worker_key, retries=0) as worker:
+            try:
+                worker.lease(queue="empty", wait=25)
+            except BaseException as exc:  # the assertion below names what was expected
+                outcome["error"] = exc
+
+    thread = threading.Thread(target=long_poll)
+    thread.start()
+    try:
+        time.sleep(0.5)  # the long poll is waiting on the server
+        assert server.process is not None
+        server.process.terminate()  # drains: the poll is answered 503 (or the socket closes)
+        thread.join(20)
+    finally:
+        server.stop()
+    assert isinstance(outcome.get("error"), ServerUnavailable), outcome
