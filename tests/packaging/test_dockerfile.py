@@ -206,7 +206,13 @@ def test_builder_wheel_has_package_data_and_console_scripts(tmp_path: Path) -> N
     assert "jq_tool/cli/main.py" in names
     assert "jq = jq_tool.cli.main:main" in scripts
     assert "jobq = jq_tool.cli.main:main" in scripts
-    static = ROOT / "jq_tool" / "server" / "static"
-    for asset in static.rglob("*"):
-        if asset.is_file():
-            assert asset.relative_to(ROOT).as_posix() in names, f"{asset} not in the wheel"
+    package = ROOT / "jq_tool"
+    data = [
+        *(package / "server" / "static").rglob("*"),
+        *(package / "server" / "templates").rglob("*"),
+        *(package / "tui").glob("*.tcss"),
+    ]
+    data = [path for path in data if path.is_file()]
+    assert any(path.suffix == ".html" for path in data), "no dashboard template to check"
+    for path in data:
+        assert path.relative_to(ROOT).as_posix() in names, f"{path} is not in the wheel"
