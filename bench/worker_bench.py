@@ -53,7 +53,7 @@ def start_server(data_dir: Path, port: int, log_path: Path) -> subprocess.Popen[
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "jq_tool.cli.serve", "--port", str(port),
-             "--data-dir", str(data_dir), "--log-level", "warning"],
+             "--data-dir", str(data_dir)],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     deadline = time.monotonic() + 30
@@ -62,13 +62,23 @@ def start_server(data_dir: Path, port: int, log_path: Path) -> subprocess.Popen[
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                 return server
         except httpx.HTTPError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     server.kill()
     raise SystemExit(f"jq serve did not start:\n{log_path.read_text()}")
 
 
 def seeded_keys(log_path: Path) -> dict[str, str]:
     return dict(re.findall(r"Created (\w+) key: (\S+)", log_path.read_text()))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process (Linux /proc), to show who the bottleneck is."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -83,23 +93,9 @@ def main() -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log_path = Path(tmp) / "serve.log"
-        # Seeding logs at info: start once at info to get the keys, then the bench runs quiet.
-        server = subprocess.Popen(
-            [sys.executable, "-m", "jq_tool.cli.serve", "--port", str(port),
-             "--data-dir", str(Path(tmp) / "data")],
-            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        server = start_server(Path(tmp) / "data", port, log_path)
         try:
-            deadline = time.monotonic() + 30
-            while not {"client", "worker"} <= set(seeded_keys(log_path)):
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit(f"jq serve did not start:\n{log_path.read_text()}")
-                time.sleep(0.1)
             keys = seeded_keys(log_path)
-            server.terminate()
-            server.wait(30)
-            server = start_server(Path(tmp) / "data", port, Path(tmp) / "serve2.log")
-
             with Client(url, keys["client"], timeout=60) as client:
                 started = time.perf_counter()
                 for start in range(0, args.jobs, args.batch):
@@ -120,6 +116,8 @@ def main() -> None:
                             raise SystemExit("the worker exited early")
                         time.sleep(0.2)
                     work_s = time.perf_counter() - worker_started
+                    worker_cpu = cpu_seconds(worker.pid)
+                    server_cpu = cpu_seconds(server.pid)
                 finally:
                     worker.send_signal(signal.SIGTERM)
                     try:
@@ -130,6 +128,9 @@ def main() -> None:
                   f"{args.jobs} jobs leased+acked in {work_s:.2f}s = "
                   f"{args.jobs / work_s:,.0f} jobs/s (incl. process start)")  # fmt: skip
             print(f"end to end (submit + work): {args.jobs / (submit_s + work_s):,.0f} jobs/s")
+            load = os.getloadavg()[0]
+            print(f"CPU: worker {worker_cpu:.2f}s, server {server_cpu:.2f}s "
+                  f"(load average {load:.1f} on {os.cpu_count()} cores)")  # fmt: skip
         finally:
             if server.poll() is None:
                 os.kill(server.pid, signal.SIGTERM)
