@@ -48,6 +48,8 @@ log = logging.getLogger("jq_tool.sdk.worker")
 SyncHandler = Callable[[LeasedJob], Any]
 AsyncHandler = Callable[[LeasedJob], Awaitable[Any]]
 
+MAX_JOBS_PER_LEASE = 100  # the server's limit for max_jobs
+
 # Errors after which waiting helps: the server is down, restarting or out of disk.
 _TRANSIENT = (ServerUnavailable, StorageFull)
 
@@ -174,15 +176,16 @@ class BaseWorker:
                 now = time.monotonic()
                 free = self.concurrency - len(in_flight) - sum(n for n, _ in leases.values())
                 if free > 0 and now >= next_lease_at:
+                    ask = min(free, MAX_JOBS_PER_LEASE)
                     pending = asyncio.ensure_future(
                         client.lease(
                             queue=self.queue,
                             wait=self.poll_wait,
-                            max_jobs=free,
+                            max_jobs=ask,
                             lease_ms=self.lease_ms,
                         )
                     )
-                    leases[pending] = (free, now)
+                    leases[pending] = (ask, now)
                     continue
                 slot_freed.clear()
                 slot_wait = asyncio.ensure_future(slot_freed.wait())

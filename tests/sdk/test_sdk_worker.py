@@ -153,7 +153,12 @@ def test_async_worker(jq_server: ServerProcess, queue: str) -> None:
 
     async def main() -> None:
         worker = AsyncWorker(
-            jq_server.url, jq_server.worker_key, handler, queue=queue, concurrency=8, poll_wait=1.0
+            jq_server.url,
+            jq_server.worker_key,
+            handler,
+            queue=queue,
+            concurrency=150,
+            poll_wait=1.0,
         )
         task = asyncio.ensure_future(worker.run())
         with Client(jq_server.url, jq_server.client_key) as client:
