@@ -11,8 +11,12 @@ from pathlib import Path
 from subprocess import CompletedProcess
 
 import typer
+from rich.console import Console
 from typer.testing import CliRunner
 
+from jq_tool.chaos.harness import ChaosRun
+from jq_tool.chaos.options import ChaosOptions
+from jq_tool.chaos.target import ExternalServer
 from jq_tool.cli import chaos as chaos_cli
 
 runner = CliRunner()
@@ -82,3 +86,18 @@ def test_wrong_key_is_refused_before_the_run(tmp_path: Path) -> None:
     assert "refused the key" in completed.stderr
     assert "HTTP 401" in completed.stderr
     assert "admin_wrong" not in completed.stderr  # a secret, even a wrong one, is not echoed
+
+
+def test_progress_view_shows_submitted_acked_kills_and_restarts() -> None:
+    target = ExternalServer("http://127.0.0.1:9", "k", kill_cmd="true", restart_cmd=None)
+    run = ChaosRun(ChaosOptions(jobs=10, kills=3), target)
+    run.ledger.submit_started(0, at=0.0)
+    run.ledger.submit_acknowledged(0, "job-0", at=0.1)
+    run.ledger.ack_confirmed("job-0", at=0.2)
+    run.kills, run.restarts = 2, 1
+    console = Console(record=True, width=100, force_terminal=False)
+    console.print(chaos_cli._progress_view(run))
+    text = console.export_text()
+    assert "submitted" in text and "1/10" in text
+    assert "acked" in text
+    assert "2/3" in text and "restarts: 1" in text
