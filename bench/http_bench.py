@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -132,13 +133,15 @@ def start_server(jq: Path, data_dir: Path, log_path: Path, timeout_s: float = 30
 
 
 def stop_server_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a one-file binary's bootloader forwards it to its Python child), then SIGKILL
+    to the whole session so neither the bootloader nor its child outlives the benchmark."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def run_wrk(
