@@ -83,7 +83,9 @@ class ChaosRun:
     def __init__(self, options: ChaosOptions, target: Target) -> None:
         self.options = options
         self.target = target
-        self.rng = random.Random(options.seed)
+        # A run without --seed still has one, reported, so a failing run can be replayed.
+        self.seed = options.seed if options.seed is not None else random.randrange(2**31)
+        self.rng = random.Random(self.seed)
         self.run_id = uuid.uuid4().hex[:12]
         self.queue = options.queue or f"chaos-{self.run_id}"
         self.ledger = Ledger(self.run_id, options.jobs)
@@ -161,6 +163,8 @@ class ChaosRun:
             load_time_s=last_ack - started,
             error=error,
             verified=final_states is not None,
+            seed=self.seed,
+            queue=self.queue,
         )
 
     # -- plumbing -----------------------------------------------------------------------------

@@ -65,6 +65,8 @@ class Report:
     error: str | None = None  # the run could not finish (server never came back, …)
     verified: bool = True  # False: the run broke off before the server was asked about its jobs
     notes: list[str] = dataclasses.field(default_factory=list)
+    seed: int | None = None  # the run's random seed: --seed repeats its kill schedule
+    queue: str | None = None
 
     @property
     def zero_loss(self) -> bool:
@@ -118,6 +120,8 @@ class Report:
             "error": self.error,
             "verified": self.verified,
             "notes": self.notes,
+            "seed": self.seed,
+            "queue": self.queue,
         }
         return json.dumps(body)
 
@@ -154,6 +158,8 @@ class Report:
         if not self.verified:
             lines.append("not verified: the run broke off before every job could be checked")
         lines.extend(f"note: {note}" for note in self.notes)
+        if self.seed is not None:
+            lines.append(f"seed:        {self.seed} (--seed {self.seed} repeats the kill schedule)")
         lines.append(f"result: {self.result}")
         return "\n".join(lines)
 
@@ -169,6 +175,8 @@ def verify(
     load_time_s: float,
     error: str | None = None,
     verified: bool = True,
+    seed: int | None = None,
+    queue: str | None = None,
 ) -> Report:
     """Judge a run. `final_states` maps every job id the server told us about to the state
     `GET /jobs/{id}` reported at the end (None: 404, the server does not know it). With
@@ -243,4 +251,6 @@ def verify(
         rejections=rejections,
         error=error,
         verified=verified,
+        seed=seed,
+        queue=queue,
     )
