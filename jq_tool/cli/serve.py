@@ -24,7 +24,7 @@ from jq_tool.auth import open_key_store
 from jq_tool.engine.etcd_member import ClusterConfigError
 from jq_tool.engine.factory import open_engine
 from jq_tool.engine.local import EngineConfig
-from jq_tool.server.app import create_app
+from jq_tool.server.app import StartupFailed, create_app
 from jq_tool.settings import Settings, SettingsError, build_settings
 
 log = logging.getLogger("jq.serve")
@@ -52,8 +52,17 @@ def _ignore_signal(sig: int, frame: FrameType | None) -> None:
     interrupt, and dying by the signal would turn a clean shutdown into a non-zero exit."""
 
 
+class _HideStartupTraceback(logging.Filter):
+    """uvicorn logs a failed lifespan as a raw traceback; the app has already said why."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Traceback") and StartupFailed.__name__ in message)
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(stream=sys.stderr, level=level.upper(), format=LOG_FORMAT, force=True)
+    logging.getLogger("uvicorn.error").addFilter(_HideStartupTraceback())
 
 
 def run(settings: Settings) -> int:

@@ -37,6 +37,10 @@ from jq_tool.settings import Settings
 log = logging.getLogger("jq.server")
 
 
+class StartupFailed(Exception):
+    """The engine could not start; raised from the lifespan once the reason has been logged."""
+
+
 def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starlette:
     guard = Guard(keystore)
     counts = RequestCounts()
@@ -60,7 +64,14 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await engine.start()
+        try:
+            await engine.start()
+        except Exception as exc:
+            # Our own errors (WAL locked or corrupt) and OS errors say it all in one line.
+            expected = isinstance(exc, OSError) or type(exc).__module__.startswith("jq_tool.")
+            log.error("jq cannot start: %s", exc, exc_info=not expected)
+            await keystore.close()
+            raise StartupFailed(str(exc)) from None
         try:
             if settings.seed_keys:
                 try:

@@ -192,3 +192,23 @@ def test_access_log_shows_route_templates_not_secrets(jq_server_factory: Any) ->
     assert "DELETE /keys/{key} 200" in log
     assert "POST /admin/keys 201" in log
     assert secret not in log
+
+
+def test_a_data_dir_in_use_is_a_clear_error(jq_server: Any) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jq_tool.cli.serve",
+            "--data-dir",
+            str(jq_server.data_dir),
+            "--port",
+            "0",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "jq cannot start" in result.stderr and "in use" in result.stderr
+    assert "Traceback" not in result.stderr
