@@ -19,7 +19,7 @@ import ssl
 import tempfile
 import time
 import uuid
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from pathlib import Path
 from typing import Any
 
@@ -211,10 +211,16 @@ class ChaosRun:
             self._abort = message
 
     async def _request(
-        self, method: str, path: str, *, json: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        on_retry: Callable[[], None] | None = None,
     ) -> httpx.Response:
         """One request, retried through connection failures, 5xx and 429 (a server that is down,
-        starting, or refusing writes for now) until it gets another answer."""
+        starting, or refusing writes for now) until it gets another answer. `on_retry` is called
+        before each resend."""
         client = _task_client.get() or self._client
         assert client is not None
         delay = RETRY_FIRST_S
@@ -234,6 +240,8 @@ class ChaosRun:
                 raise RunAborted(message)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
+            if on_retry is not None:
+                on_retry()
 
     # -- load ---------------------------------------------------------------------------------
 
@@ -256,18 +264,20 @@ class ChaosRun:
             "max_retries": CHAOS_MAX_RETRIES,
             "idempotency_key": record.idempotency_key,
         }
-        while True:
-            self.ledger.submit_started(index, time.monotonic())
-            response = await self._request("POST", "/jobs", json=body)
-            if response.status_code in (200, 201):
-                job_id = _field(response, "job_id")
-                if isinstance(job_id, str) and job_id:
-                    self.ledger.submit_acknowledged(index, job_id, time.monotonic())
-                    return
-                self._fail(f"POST /jobs answered {response.status_code} without a job_id")
-                raise RunAborted(self._abort or "")
+        self.ledger.submit_started(index, time.monotonic())
+        response = await self._request(
+            "POST", "/jobs", json=body, on_retry=lambda: self.ledger.submit_retried(index)
+        )
+        if response.status_code not in (200, 201):
             self.ledger.submit_rejected(index, _describe(response))
             return
+        job_id = _field(response, "job_id")
+        if not isinstance(job_id, str) or not job_id:
+            self._fail(f"POST /jobs answered {response.status_code} without a job_id")
+            raise RunAborted(self._abort or "")
+        self.ledger.submit_acknowledged(
+            index, job_id, time.monotonic(), replayed=_field(response, "duplicate") is True
+        )
 
     async def _killer(self) -> None:
         for _ in range(self.options.kills):

@@ -40,6 +40,7 @@ class SubmitRecord:
     job_id: str | None = None  # set once the server acknowledged the submit
     acknowledged_at: float | None = None
     attempts: int = 0  # HTTP attempts, retries through restarts included
+    replayed: bool = False  # the answer said duplicate: an earlier attempt had landed
     rejected: str | None = None  # a 4xx refusal: the submit will never be acknowledged
 
 
@@ -84,11 +85,17 @@ class Ledger:
         if record.started_at is None:
             record.started_at = at
 
-    def submit_acknowledged(self, index: int, job_id: str, at: float) -> None:
+    def submit_retried(self, index: int) -> None:
+        self.submits[index].attempts += 1
+
+    def submit_acknowledged(
+        self, index: int, job_id: str, at: float, *, replayed: bool = False
+    ) -> None:
         record = self.submits[index]
         if record.job_id is None:
             record.job_id = job_id
             record.acknowledged_at = at
+            record.replayed = replayed
         self.job_indexes.setdefault(job_id, set()).add(index)
 
     def submit_rejected(self, index: int, reason: str) -> None:

@@ -55,6 +55,8 @@ class Report:
     restarts: int
     downtime_s: float  # server down (kill until healthy again), all kills together
     executions: int  # leases the workers ran, retries included
+    submit_retries: int  # submits sent more than once (their first try met a dead server)
+    idempotent_replays: int  # retried submits answered "duplicate": the first try had landed
     foreign_jobs: int  # leased jobs whose payload names no submit of this run
     wall_time_s: float
     throughput_jobs_per_s: float  # acked jobs per second of the load phase
@@ -107,6 +109,8 @@ class Report:
             "restarts": self.restarts,
             "downtime_s": round(self.downtime_s, 3),
             "executions": self.executions,
+            "submit_retries": self.submit_retries,
+            "idempotent_replays": self.idempotent_replays,
             "foreign_jobs": self.foreign_jobs,
             "wall_time_s": round(self.wall_time_s, 3),
             "throughput_jobs_per_s": round(self.throughput_jobs_per_s, 1),
@@ -137,6 +141,8 @@ class Report:
             f"kills:       {self.kills} (restarts: {self.restarts}, "
             f"down {self.downtime_s:.2f}s in all)",
             f"executions:  {self.executions}",
+            f"retried:     {self.submit_retries} submits "
+            f"({self.idempotent_replays} answered as duplicates of a try that had landed)",
             f"wall time:   {self.wall_time_s:.2f}s",
             f"throughput:  {self.throughput_jobs_per_s:.1f} jobs/s",
             "latency:     p50 {} / p95 {} / p99 {} (submit→ack)".format(
@@ -238,6 +244,8 @@ def verify(
         restarts=restarts,
         downtime_s=downtime_s,
         executions=len(ledger.executions),
+        submit_retries=sum(1 for record in ledger.submits if record.attempts > 1),
+        idempotent_replays=sum(1 for record in ledger.submits if record.replayed),
         foreign_jobs=len(ledger.foreign_jobs),
         wall_time_s=wall_time_s,
         throughput_jobs_per_s=acked / load_time_s if load_time_s > 0 else 0.0,

@@ -222,3 +222,18 @@ def test_admin_key_line_is_parsed_and_secrets_are_redacted() -> None:
     assert match is not None and match.group(1) == "admin_AbC123_xyz-9"
     assert "AbC123" not in redact(line)
     assert "admin_…" in redact(line)
+
+
+def test_retried_submits_and_idempotent_replays_are_counted() -> None:
+    ledger = Ledger("r", 2)
+    ledger.submit_started(0, at=0.0)
+    ledger.submit_retried(0)
+    ledger.submit_acknowledged(0, "job-0", at=1.0, replayed=True)
+    ledger.submit_started(1, at=0.0)
+    ledger.submit_acknowledged(1, "job-1", at=0.1)
+    states = {"job-0": "ACKED", "job-1": "ACKED"}
+    report = verify(ledger, states, kills=1, restarts=1, wall_time_s=1, load_time_s=1)
+    assert (report.submit_retries, report.idempotent_replays) == (1, 1)
+    body = json.loads(report.to_json())
+    assert (body["submit_retries"], body["idempotent_replays"]) == (1, 1)
+    assert report.zero_loss  # a replay is the idempotency key doing its job, not a duplicate
