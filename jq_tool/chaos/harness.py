@@ -327,8 +327,19 @@ class ChaosRun:
                 return
 
     async def _ack(self, job_id: str, lease_id: str) -> None:
+        retried = False
+
+        def count_retry() -> None:
+            nonlocal retried
+            if not retried:
+                retried = True
+                self.ledger.ack_retries += 1
+
         response = await self._request(
-            "POST", f"/jobs/{job_id}/ack", json={"lease_id": lease_id, "result": "ok"}
+            "POST",
+            f"/jobs/{job_id}/ack",
+            json={"lease_id": lease_id, "result": "ok"},
+            on_retry=count_retry,
         )
         if response.status_code == 200:
             if _field(response, "state") == "ACKED":
@@ -341,6 +352,7 @@ class ChaosRun:
             state, _ = await self._read_job(job_id)
             if state == "ACKED":
                 self.ledger.ack_confirmed(job_id, time.monotonic())
+                self.ledger.acks_settled_by_read += 1
             return
         if response.status_code == 404:
             # The server forgot a job it leased: verification reports it lost if it was ours.

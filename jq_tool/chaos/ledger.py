@@ -74,6 +74,8 @@ class Ledger:
         self.acked_at: dict[str, float] = {}  # job id -> when an ack was first confirmed
         self.duplicates: list[Duplicate] = []
         self.ack_refusals: list[tuple[str, str]] = []
+        self.ack_retries = 0  # acks re-sent (same lease_id) because a kill took the first try
+        self.acks_settled_by_read = 0  # a re-sent ack met 409 and the job read back ACKED
         self.foreign_jobs: set[str] = set()  # leased jobs whose payload names no submit of ours
         self._attempts_seen: set[tuple[str, int]] = set()
 

@@ -57,6 +57,8 @@ class Report:
     executions: int  # leases the workers ran, retries included
     submit_retries: int  # submits sent more than once (their first try met a dead server)
     idempotent_replays: int  # retried submits answered "duplicate": the first try had landed
+    ack_retries: int  # acks re-sent with the same lease_id through a restart
+    acks_settled_by_read: int  # re-sent acks refused (409) whose job read back ACKED
     foreign_jobs: int  # leased jobs whose payload names no submit of this run
     wall_time_s: float
     throughput_jobs_per_s: float  # acked jobs per second of the load phase
@@ -111,6 +113,8 @@ class Report:
             "executions": self.executions,
             "submit_retries": self.submit_retries,
             "idempotent_replays": self.idempotent_replays,
+            "ack_retries": self.ack_retries,
+            "acks_settled_by_read": self.acks_settled_by_read,
             "foreign_jobs": self.foreign_jobs,
             "wall_time_s": round(self.wall_time_s, 3),
             "throughput_jobs_per_s": round(self.throughput_jobs_per_s, 1),
@@ -142,7 +146,8 @@ class Report:
             f"down {self.downtime_s:.2f}s in all)",
             f"executions:  {self.executions}",
             f"retried:     {self.submit_retries} submits "
-            f"({self.idempotent_replays} answered as duplicates of a try that had landed)",
+            f"({self.idempotent_replays} answered as duplicates of a try that had landed), "
+            f"{self.ack_retries} acks ({self.acks_settled_by_read} found already ACKED)",
             f"wall time:   {self.wall_time_s:.2f}s",
             f"throughput:  {self.throughput_jobs_per_s:.1f} jobs/s",
             "latency:     p50 {} / p95 {} / p99 {} (submit→ack)".format(
@@ -246,6 +251,8 @@ def verify(
         executions=len(ledger.executions),
         submit_retries=sum(1 for record in ledger.submits if record.attempts > 1),
         idempotent_replays=sum(1 for record in ledger.submits if record.replayed),
+        ack_retries=ledger.ack_retries,
+        acks_settled_by_read=ledger.acks_settled_by_read,
         foreign_jobs=len(ledger.foreign_jobs),
         wall_time_s=wall_time_s,
         throughput_jobs_per_s=acked / load_time_s if load_time_s > 0 else 0.0,
