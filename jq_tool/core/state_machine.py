@@ -605,9 +605,11 @@ class StateMachine:
             self._fail_attempt(job, _LEASE_EXPIRED, now)
             self._counters.expired += 1
             expired += 1
-        # After expiry, so a zero backoff comes back in the same Expire.
-        for q in self._queues.values():
-            promoted += self._promote_retries(q, now)
+        # After expiry, so a zero backoff comes back in the same Expire. By queue name, so the
+        # transitions come in the same order after a restore, which rebuilds queues in another
+        # order.
+        for name in sorted(self._queues):
+            promoted += self._promote_retries(self._queues[name], now)
         return ExpireResult(expired=expired, promoted=promoted)
 
     def _purge(self, cmd: Purge) -> Result:
