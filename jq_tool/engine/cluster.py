@@ -42,6 +42,7 @@ from jq_tool.engine.etcd_client import (
 )
 from jq_tool.engine.etcd_member import ClusterConfig, EtcdMember
 from jq_tool.engine.local import MIN_TICK_MS, PURGE_EVERY_MS, EngineConfig
+from jq_tool.engine.metrics import LogMetrics
 
 log = logging.getLogger("jq.cluster")
 
@@ -116,6 +117,7 @@ class ClusterEngine(CommandEngine):
         self._watch_ok = False
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
+        self.log_metrics = LogMetrics()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -192,9 +194,13 @@ class ClusterEngine(CommandEngine):
         value = _batch_encoder.encode([p.command for p in batch])
         self._inflight[key] = batch
         try:
+            started = time.perf_counter()
             try:
                 revision = await self._etcd.put(key, value)
+                self.log_metrics.append_seconds.observe(time.perf_counter() - started)
+                self.log_metrics.batch_commands.observe(len(batch))
             except EtcdError as exc:
+                self.log_metrics.append_failures += 1
                 # The outcome is unknown (the put may still commit): nothing is acknowledged.
                 # Retried submits carry idempotency keys; a lost lease simply expires.
                 self._inflight.pop(key, None)

@@ -15,9 +15,10 @@ import os
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import msgspec
+from prometheus_client.metrics_core import Metric
 
 from jq_tool.core.model import (
     Ack,
@@ -41,6 +42,7 @@ from jq_tool.core.model import (
 )
 from jq_tool.core.state_machine import StateMachine, StateMachineConfig, Stats
 from jq_tool.engine.base import CommandRejected, Health, JobEvent, JobSpec, SubmitOutcome
+from jq_tool.engine.metrics import LogMetrics
 
 # A slow /events consumer loses events beyond this many rather than slowing the engine.
 SUBSCRIBER_QUEUE_SIZE = 10_000
@@ -84,6 +86,8 @@ class CommandEngine(ABC):
 
     async def _catch_up(self) -> None:  # noqa: B027 - a hook; the local log is always current
         """Before a read that must be current: apply everything the log already committed."""
+
+    log_metrics: LogMetrics
 
     @abstractmethod
     async def start(self) -> None: ...
@@ -269,3 +273,7 @@ class CommandEngine(ABC):
 
     def stats(self) -> Stats:
         return self._machine.stats()
+
+    def metrics(self) -> Iterator[Metric]:
+        """Prometheus metric families about the log (the server adds them to /metrics)."""
+        return self.log_metrics.collect()

@@ -24,6 +24,7 @@ from jq_tool.core.state_machine import StateMachineConfig
 from jq_tool.core.wal import RECORD_COMMAND, WAL, WalFailed
 from jq_tool.engine.base import EngineUnavailable, Health, StorageFull
 from jq_tool.engine.command_engine import CommandEngine, now_ms
+from jq_tool.engine.metrics import LogMetrics
 
 log = logging.getLogger("jq.engine")
 
@@ -69,6 +70,7 @@ class LocalEngine(CommandEngine):
         self._records_since_snapshot = 0
         self._last_purge = 0
         self.recovery_message: str | None = None  # what recovery truncated, if anything
+        self.log_metrics = LogMetrics()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -153,11 +155,15 @@ class LocalEngine(CommandEngine):
                 continue
             batch, self._pending = self._pending, []
             records = [(RECORD_COMMAND, proposal.record) for proposal in batch]
+            started = time.perf_counter()
             try:
                 await loop.run_in_executor(self._executor, self._wal.append, records)
             except Exception as exc:  # noqa: BLE001 - every storage error is answered, below
+                self.log_metrics.append_failures += 1
                 self._refuse_batch(batch, exc)
                 continue
+            self.log_metrics.append_seconds.observe(time.perf_counter() - started)
+            self.log_metrics.batch_commands.observe(len(batch))
             for proposal in batch:
                 result = self._machine.apply(proposal.command)
                 if not proposal.future.done():
@@ -212,6 +218,7 @@ class LocalEngine(CommandEngine):
         await asyncio.get_running_loop().run_in_executor(
             self._executor, self._wal.write_snapshot, index, data
         )
+        self.log_metrics.snapshot_seconds.observe(time.monotonic() - started)
         log.info(
             "snapshot at index %d: %d jobs, %d bytes, %.2fs",
             index,

@@ -122,6 +122,13 @@ def test_metrics_text(server: Any, client: httpx.Client) -> None:
     assert 'jq_commands_total{type="submit"}' in text
     assert 'jq_http_requests_total{route="/jobs",status="201"}' in text
     assert "jq_up 1.0" in text
+    # The engine's own log metrics: every durable append is timed, and group commit is seen.
+    assert 'jq_wal_fsync_seconds_bucket{le="+Inf"}' in text
+    fsyncs = next(
+        line for line in text.splitlines() if line.startswith("jq_wal_fsync_seconds_count")
+    )
+    assert float(fsyncs.split()[-1]) >= 1
+    assert "jq_wal_batch_commands_sum" in text
     assert server.client_key not in text
 
 
