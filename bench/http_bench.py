@@ -145,12 +145,18 @@ def stop_server_process(process: subprocess.Popen[bytes]) -> None:
 
 
 def run_wrk(
-    url: str, key: str, seconds: float, connections: int, threads: int, route: str
+    url: str,
+    key: str,
+    seconds: float,
+    connections: int,
+    threads: int,
+    route: str,
+    body: str = SUBMIT_BODY,
 ) -> WrkResult:
     wrk = shutil.which("wrk")
     if wrk is None:
         raise BenchError("wrk is not installed (apt-get install wrk)")
-    env = dict(os.environ, JQ_BENCH_KEY=key, JQ_BENCH_BODY=SUBMIT_BODY)
+    env = dict(os.environ, JQ_BENCH_KEY=key, JQ_BENCH_BODY=body)
     command = [
         wrk,
         f"--threads={threads}",
