@@ -104,7 +104,8 @@ class Stats(msgspec.Struct):
     counters: Counters
 
 
-# (job, previous state or None for a new job, the command's now)
+# (job, previous state or None for a new job, the command's now). Called once per state change,
+# and once when a scheduled READY job becomes runnable (previous READY): see _advance.
 TransitionListener = Callable[[Job, JobState | None, int], None]
 
 _READY = JobState.READY
@@ -648,8 +649,12 @@ class StateMachine:
 
     def _advance(self, now: int) -> int:
         """Move the clock to `now` (it never goes back) and make scheduled READY jobs that are
-        now due runnable; returns how many. This is bookkeeping, not a state change: the jobs
-        stay READY, so no transition is reported."""
+        now due runnable; returns how many.
+
+        Every command does this, not only Lease and Expire, so that stats count a job as
+        scheduled exactly while its run_at is ahead of the clock. The job stays READY, but the
+        listener still hears of it (previous READY): whoever waits for work on that queue must
+        learn that there is some, whichever command brought the clock past run_at."""
         if now > self._now:
             self._now = now
         cutoff = self._now
@@ -663,6 +668,7 @@ class StateMachine:
             q.counts[_B_SCHEDULED] -= 1
             q.counts[_B_RUNNABLE] += 1
             heapq.heappush(q.ready, (-job.priority, run_at, job.seq, job))
+            self._notify(job, _READY, now)
             promoted += 1
         return promoted
 

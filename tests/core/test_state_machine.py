@@ -626,3 +626,24 @@ def test_restore_rejects_garbage_and_keeps_state() -> None:
         with pytest.raises(ValueError):
             sm.restore(bad)
     assert sm.snapshot() == before
+
+
+def test_a_scheduled_job_coming_due_is_reported_by_whichever_command_moves_the_clock() -> None:
+    calls: list[tuple[str, JobState | None, JobState, int]] = []
+    sm = StateMachine(
+        on_transition=lambda job, previous, now: calls.append((job.id, previous, job.state, now))
+    )
+    submit(sm, NewJob("s", queue="q", run_at=T0 + 100), NewJob("t", run_at=T0 + 200))
+    calls.clear()
+    assert sm.apply(Ack(T0 + 150, "nope")) == Error(ErrorCode.NOT_FOUND, "no job 'nope'")
+    assert calls == []  # an error result moves nothing, not even the clock
+    submit(sm, NewJob("u", queue="other"), now=T0 + 150)
+    assert calls == [
+        ("s", JobState.READY, JobState.READY, T0 + 150),
+        ("u", None, JobState.READY, T0 + 150),
+    ]
+    assert sm.stats().queues["q"] == QueueStats(runnable=1, total=1)
+    assert sm.next_due() == T0 + 200
+    calls.clear()
+    assert sm.apply(Expire(T0 + 200)) == ExpireResult(expired=0, promoted=1)
+    assert calls == [("t", JobState.READY, JobState.READY, T0 + 200)]
