@@ -97,7 +97,7 @@ def peer_runs(name: str, settings: Settings) -> list[PeerRun]:
     if name == "rq":
         from bench.peers import rq_redis
 
-        return [rq_redis.measure(settings)]
+        return [rq_redis.measure(settings), rq_redis.measure(settings, durable=True)]
     if name == "celery":
         from bench.peers import celery_redis
 

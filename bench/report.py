@@ -29,7 +29,14 @@ MEASURES: tuple[Measure, ...] = (
     Measure(
         "submit_single",
         "Single submits",
-        "one job per request/command, acknowledged by the server; concurrent clients",
+        "one job per request/command, acknowledged by the server; concurrent clients "
+        "(jq: wrk, 64 connections; the peers: 8 threads of their Python client)",
+    ),
+    Measure(
+        "submit_one",
+        "Single submits from one Python thread",
+        "one client thread, one job per call, each waiting for its answer: latency-bound, so a "
+        "system that fsyncs every job pays one disk flush per job here",
     ),
     Measure(
         "submit_batch",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,3 +81,50 @@ def stop_after(process: subprocess.Popen[bytes], seconds: float) -> bool:
             process.kill()
             process.wait()
         return True
+
+
+CLIENT_THREADS = 8  # concurrent client threads for the peers' "concurrent" rows
+
+# A per-thread client: `open()` returns (step, close); step does one unit of work and returns
+# how many jobs it did (0: nothing left to do, the thread stops).
+OpenStep = Callable[[], tuple[Callable[[], int], Callable[[], None]]]
+
+
+def threaded_rate(
+    open_step: OpenStep, threads: int, seconds: float, max_jobs: int = 2_000_000
+) -> float:
+    """Jobs/s of `threads` threads, each with its own client, for up to `seconds` or
+    max_jobs in all. An error in any thread is raised here, after all have stopped."""
+    counts = [0] * threads
+    errors: list[BaseException] = []
+    stop_at = time.perf_counter() + seconds
+
+    def run(index: int) -> None:
+        try:
+            step, close = open_step()
+        except BaseException as exc:
+            errors.append(exc)
+            return
+        try:
+            while counts[index] < max_jobs // threads and time.perf_counter() < stop_at:
+                if errors:
+                    return
+                done = step()
+                if done == 0:
+                    return
+                counts[index] += done
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            close()
+
+    started = time.perf_counter()
+    workers = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(seconds + 60)
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return sum(counts) / elapsed if elapsed > 0 else 0.0

@@ -1,5 +1,5 @@
-"""beanstalkd (Debian's package) driven by greenstalk: puts from 8 threads, pipelined puts,
-reserve+delete from 8 threads, and one worker process draining a tube.
+"""beanstalkd (Debian's package) driven by greenstalk: puts from 8 threads and from one, pipelined
+puts, reserve+delete from 8 threads, and one worker process draining a tube.
 
 Three binlog settings, each its own server process on loopback with a fresh binlog directory:
 `-b DIR -f0` (fsync on every write, comparable to jq), `-b DIR` (its default: fsync at most every
@@ -13,22 +13,30 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from bench.peers import PeerRun, Settings, bounded_rate, failed, free_port, wait_until
+from bench.peers import (
+    CLIENT_THREADS,
+    OpenStep,
+    PeerRun,
+    Settings,
+    bounded_rate,
+    failed,
+    free_port,
+    threaded_rate,
+    wait_until,
+)
 from bench.report import Measurement, System
 
-THREADS = 8
 PIPELINE = 100  # puts per write on the pipelined connection
 BODY = "bench"
 TUBE_SUBMIT, TUBE_CYCLE, TUBE_WORKER = "submit", "cycle", "worker"
 
 MODES: dict[str, tuple[list[str], str]] = {
-    "fsync": (["-f0"], "binlog, fsync on every write (-b DIR -f0)"),
+    "fsync": (["-f0"], "binlog fsynced before each reply (-b DIR -f0: fsync on every write)"),
     "default": ([], "binlog, fsync at most every 50 ms (-b DIR, its default): a crash may lose "
                     "up to 50 ms of acknowledged puts"),
     "nofsync": (["-F"], "binlog never fsynced (-b DIR -F): acknowledged puts live in the page "
@@ -67,7 +75,7 @@ def version() -> str:
 
 def measure(settings: Settings, mode: str) -> PeerRun:
     system = system_for(mode)
-    measures = ["submit_single", "submit_batch", "cycle", "worker"]
+    measures = ["submit_single", "submit_one", "submit_batch", "cycle", "worker"]
     binary = shutil.which("beanstalkd")
     if binary is None:
         return failed(system, measures, "beanstalkd is not installed (apt-get install beanstalkd)")
@@ -108,98 +116,71 @@ def _accepts(port: int) -> bool:
 
 
 def run_measures(settings: Settings, port: int) -> list[Measurement]:
-    import greenstalk
 
     seconds = settings.seconds
     cap = 2_000_000  # far above what a loopback beanstalkd does in `seconds`
     out: list[Measurement] = []
 
-    rate = threaded_rate(port, seconds, cap, _put_step(TUBE_SUBMIT))
-    out.append(Measurement("", "submit_single", rate, f"{THREADS} threads, one put each"))
+    rate = threaded_rate(_client(port, TUBE_SUBMIT, _put), CLIENT_THREADS, seconds, cap)
+    out.append(Measurement("", "submit_single", rate, f"{CLIENT_THREADS} threads, one put each"))
+
+    rate = threaded_rate(_client(port, TUBE_SUBMIT, _put), 1, seconds, cap)
+    out.append(Measurement("", "submit_one", rate, "1 thread, client.put()"))
 
     rate = pipelined_put_rate(port, TUBE_CYCLE, seconds, cap)
     out.append(Measurement("", "submit_batch", rate, f"1 connection, {PIPELINE} puts per write"))
 
-    rate = threaded_rate(port, seconds, cap, _reserve_delete_step(TUBE_CYCLE))
-    out.append(Measurement("", "cycle", rate, f"{THREADS} threads, reserve(timeout=0)+delete"))
+    rate = threaded_rate(_client(port, TUBE_CYCLE, _reserve_delete), CLIENT_THREADS, seconds, cap)
+    out.append(
+        Measurement("", "cycle", rate, f"{CLIENT_THREADS} threads, reserve(timeout=0)+delete")
+    )
 
-    with greenstalk.Client(("127.0.0.1", port), use=TUBE_WORKER) as client:
-        for _ in range(settings.worker_jobs):
-            client.put(BODY)
+    jobs = settings.worker_jobs
+    pipelined_put_rate(port, TUBE_WORKER, 600.0, jobs)  # the backlog; its rate is not reported
     started = time.perf_counter()
     run = subprocess.run(
-        [sys.executable, "-c", WORKER_CODE, str(port), TUBE_WORKER, str(settings.worker_jobs),
-         str(max(30.0, seconds * 10))],
-        capture_output=True, text=True, timeout=max(60.0, seconds * 20),
+        [sys.executable, "-c", WORKER_CODE, str(port), TUBE_WORKER, str(jobs),
+         str(settings.worker_seconds)],
+        capture_output=True, text=True, timeout=settings.worker_seconds + 60,
     )  # fmt: skip
     elapsed = time.perf_counter() - started
     drained = int(run.stdout.strip() or 0) if run.returncode == 0 else 0
-    if run.returncode != 0 or drained < settings.worker_jobs:
-        out.append(
-            Measurement("", "worker", None, note=f"worker drained {drained}: {run.stderr[-200:]}")
-        )
+    if run.returncode != 0 or drained == 0:
+        note = f"worker exit {run.returncode}, drained {drained}: {run.stderr[-200:]}"
+        out.append(Measurement("", "worker", None, note=note))
     else:
-        out.append(
-            Measurement(
-                "",
-                "worker",
-                drained / elapsed,
-                f"{drained:,} jobs, one Python process (greenstalk), reserve+delete one by one",
-            )
-        )
+        setup = f"{drained:,} jobs, one Python process (greenstalk), reserve+delete one by one"
+        if drained < jobs:
+            setup += f", stopped after {settings.worker_seconds:.0f} s"
+        out.append(Measurement("", "worker", drained / elapsed, setup))
     return out
 
 
-Step = tuple[str, Callable[[Any], int]]  # (tube, one action on a greenstalk.Client)
+def _put(client: Any) -> int:
+    client.put(BODY)
+    return 1
 
 
-def _put_step(tube: str) -> Step:
+def _reserve_delete(client: Any) -> int:
     import greenstalk
 
-    def make(client: greenstalk.Client) -> int:
-        client.put(BODY)
-        return 1
+    try:
+        job = client.reserve(timeout=0)
+    except greenstalk.TimedOutError:
+        return 0  # the tube is empty
+    client.delete(job)
+    return 1
 
-    return tube, make
 
-
-def _reserve_delete_step(tube: str) -> Step:
+def _client(port: int, tube: str, action: Callable[[Any], int]) -> OpenStep:
+    """A greenstalk connection per thread, using and watching `tube`."""
     import greenstalk
 
-    def make(client: greenstalk.Client) -> int:
-        try:
-            job = client.reserve(timeout=0)
-        except greenstalk.TimedOutError:
-            return 0
-        client.delete(job)
-        return 1
+    def open_step() -> tuple[Callable[[], int], Callable[[], None]]:
+        client = greenstalk.Client(("127.0.0.1", port), use=tube, watch=tube)
+        return (lambda: action(client)), client.close
 
-    return tube, make
-
-
-def threaded_rate(port: int, seconds: float, cap: int, step: Step) -> float:
-    """Jobs/s of THREADS threads, each with its own connection, for `seconds`."""
-    import greenstalk
-
-    tube, action = step
-    counts = [0] * THREADS
-    stop_at = time.perf_counter() + seconds
-
-    def run(index: int) -> None:
-        with greenstalk.Client(("127.0.0.1", port), use=tube, watch=tube) as client:
-            while counts[index] < cap // THREADS and time.perf_counter() < stop_at:
-                done = action(client)
-                if done == 0:
-                    return  # the tube is empty
-                counts[index] += done
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(seconds + 30)
-    return sum(counts) / (time.perf_counter() - started)
+    return open_step
 
 
 def pipelined_put_rate(port: int, tube: str, seconds: float, cap: int) -> float:

@@ -1,7 +1,7 @@
 """Celery on the machine's Redis (127.0.0.1:6379, DB 14, flushed before and after, nothing else
-touched): apply_async one by one, and one worker process (`-P solo`: one process, one task at
-a time) draining the queue. Celery has no batch publish: a group sends one message per task, so
-the batch row says so instead of a number.
+touched): apply_async one by one from 8 threads and from one, and one worker process (`-P solo`:
+one process, one task at a time) draining the queue. Celery has no batch publish: a group sends
+one message per task, so the batch row says so instead of a number.
 
 This module is also the Celery app the worker process loads (`-A bench.peers.celery_redis`).
 """
@@ -12,8 +12,17 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
-from bench.peers import PeerRun, Settings, bounded_rate, failed, stop_after, wait_until
+from bench.peers import (
+    CLIENT_THREADS,
+    PeerRun,
+    Settings,
+    failed,
+    stop_after,
+    threaded_rate,
+    wait_until,
+)
 from bench.peers.redis_config import REDIS_URL, durability, version
 from bench.report import Measurement, System
 
@@ -41,7 +50,7 @@ except ImportError:  # the row will say Celery is missing
 
 
 def measure(settings: Settings) -> PeerRun:
-    measures = ["submit_single", "submit_batch", "worker"]
+    measures = ["submit_single", "submit_one", "submit_batch", "worker"]
     if app is None:
         return failed(System("Celery", "not installed", "—"), measures, "celery not installed")
     import celery
@@ -75,12 +84,18 @@ def pending(connection: object) -> int:
 def run_measures(settings: Settings, connection: object, name: str) -> list[Measurement]:
     out: list[Measurement] = []
 
-    def publish() -> int:
-        noop.apply_async()
-        return 1
+    def open_client() -> tuple[Callable[[], int], Callable[[], None]]:
+        def publish() -> int:
+            noop.apply_async()
+            return 1
 
-    rate = bounded_rate(publish, 1_000_000, settings.seconds)
-    out.append(Measurement(name, "submit_single", rate, "1 client thread, task.apply_async()"))
+        return publish, lambda: None
+
+    rate = threaded_rate(open_client, CLIENT_THREADS, settings.seconds)
+    setup = f"{CLIENT_THREADS} client threads, task.apply_async()"
+    out.append(Measurement(name, "submit_single", rate, setup))
+    rate = threaded_rate(open_client, 1, settings.seconds)
+    out.append(Measurement(name, "submit_one", rate, "1 client thread, task.apply_async()"))
     out.append(Measurement(name, "submit_batch", None, note="no batch publish API in Celery"))
 
     connection.flushdb()  # type: ignore[attr-defined]

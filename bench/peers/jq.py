@@ -2,8 +2,8 @@
 
 In one server run: wrk on the no-op route and on POST /jobs (64 connections), wrk on
 POST /jobs/batch with 100 jobs per request, submit latency at about half of the peak rate (wrk
-paced by a per-connection delay, see jq_paced.lua), and lease+ack cycles from 16 concurrent
-HTTP clients (bench/http_bench.py's driver). Then, each in its own processes: one SDK worker
+paced by a per-connection delay, see jq_paced.lua), submits from one SDK client thread, and
+lease+ack cycles from 16 concurrent HTTP clients. Then, each in its own processes: one SDK worker
 process end to end (bench/worker_bench.py), the engine's restart time and RSS per queued job
 (bench/core_bench.py), the disk's own fdatasync rate (bench/wal_bench.py), and a kill -9 in
 the middle of a submit load, after which every acknowledged submit must be found on restart.
@@ -21,13 +21,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from bench import http_bench
-from bench.peers import PeerRun, Settings, free_port, wait_until
+from bench.peers import PeerRun, Settings, free_port, threaded_rate, wait_until
 from bench.report import Figure, Measurement, System
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,7 +140,7 @@ def measure(settings: Settings) -> JqRun:
         try:
             server_measures(settings, root, measurements, figures)
         except Exception as exc:  # the rows say what broke; the other parts still run
-            for key in ("submit_single", "submit_batch", "cycle"):
+            for key in ("submit_single", "submit_one", "submit_batch", "cycle"):
                 if not any(m.measure == key for m in measurements):
                     note = f"{type(exc).__name__}: {exc}"[:160]
                     measurements.append(Measurement("jq", key, None, note=note))
@@ -208,35 +209,85 @@ def server_measures(
             )
         )
         figures.append(paced_figure(server.base_url, key, single.rate, seconds))
-        jobs = 2000 if settings.quick else 10_000
-        cycle = asyncio.run(http_bench.cycle_rate(server.base_url, server.keys, jobs, 16))
+        measurements.append(one_client_measure(server.base_url, key, seconds))
+        jobs = 3000 if settings.quick else 30_000
+        rate = asyncio.run(cycle_rate(server.base_url, server.keys, jobs, seconds))
         measurements.append(
             Measurement(
                 "jq",
                 "cycle",
-                cycle.cycles_per_s,
-                f"{CYCLE_WORKERS} httpx clients, POST /jobs/lease + POST /jobs/{{id}}/ack, "
-                f"{jobs:,} jobs",
+                rate,
+                f"{CYCLE_WORKERS} httpx clients, POST /jobs/lease (1 job) + POST /jobs/{{id}}/ack",
             )
         )
     finally:
         http_bench.stop_server_process(server.process)
 
 
+def one_client_measure(base_url: str, key: str, seconds: float) -> Measurement:
+    from jq_tool.sdk import Client
+
+    def open_client() -> tuple[Callable[[], int], Callable[[], None]]:
+        client = Client(base_url, key, timeout=30)
+
+        def submit() -> int:
+            client.submit("bench")
+            return 1
+
+        return submit, client.close
+
+    rate = threaded_rate(open_client, 1, seconds)
+    return Measurement("jq", "submit_one", rate, "1 client thread, SDK Client.submit()")
+
+
+async def cycle_rate(base_url: str, keys: dict[str, str], jobs: int, seconds: float) -> float:
+    """Lease+ack cycles/s of CYCLE_WORKERS clients, for up to `seconds` or `jobs` cycles."""
+    limits = httpx.Limits(max_connections=CYCLE_WORKERS + 1)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30.0) as client:
+        await http_bench.presubmit(client, keys["client"], jobs)
+        headers = {"Authorization": f"Bearer {keys['worker']}"}
+        done = 0
+        stop_at = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal done
+            while done < jobs and time.perf_counter() < stop_at:
+                lease = await client.post(
+                    "/jobs/lease", json={"queue": http_bench.CYCLE_QUEUE}, headers=headers
+                )
+                if lease.status_code == 404:
+                    return  # drained
+                if lease.status_code != 200:
+                    raise RuntimeError(f"POST /jobs/lease: {lease.status_code} {lease.text}")
+                job = lease.json()
+                ack = await client.post(
+                    f"/jobs/{job['job_id']}/ack",
+                    json={"result": "ok", "lease_id": job["lease_id"]},
+                    headers=headers,
+                )
+                if ack.status_code != 200:
+                    raise RuntimeError(f"POST /jobs/{{id}}/ack: {ack.status_code} {ack.text}")
+                done += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CYCLE_WORKERS)))
+        return done / (time.perf_counter() - started)
+
+
 def paced_figure(base_url: str, key: str, peak: float, seconds: float) -> Figure:
+    """Latency at about half the peak rate. wrk's offered rate is connections / (delay +
+    latency), and the latency is what is being measured: one short probe run calibrates the
+    connection count before the measured run."""
     target = peak / 2
-    connections = paced_connections(target)
     label = "submit latency at ~50% of peak (paced wrk), p50"
+    env = {"JQ_BENCH_DELAY_MS": str(PACED_DELAY_MS)}
+    url = f"{base_url}/jobs"
     try:
-        paced = wrk(
-            f"{base_url}/jobs",
-            key,
-            http_bench.SUBMIT_BODY,
-            seconds,
-            connections,
-            PACED_SCRIPT,
-            {"JQ_BENCH_DELAY_MS": str(PACED_DELAY_MS)},
-        )
+        connections = paced_connections(target)
+        probe = wrk(url, key, http_bench.SUBMIT_BODY, 1.0, connections, PACED_SCRIPT, env)
+        if probe.rate > 0:
+            connections = min(256, max(1, round(connections * target / probe.rate)))
+        paced = wrk(url, key, http_bench.SUBMIT_BODY, seconds, connections, PACED_SCRIPT, env)
     except Exception as exc:
         return Figure(label, None, "ms", note=f"{type(exc).__name__}: {exc}"[:160])
     return Figure(
@@ -342,10 +393,11 @@ def disk_figure(root: Path, settings: Settings) -> Figure:
 
     rate = wal_bench.raw_fdatasync_per_second(root / "disk", min(2.0, settings.seconds))
     return Figure(
-        "this disk, this run: bare pwrite + fdatasync",
+        "this disk, this run: appending pwrite + fdatasync, one at a time",
         rate,
         "per s",
-        note="the ceiling for anything that fsyncs every write one at a time",
+        note="context for the fsync-bound rows; a preallocated file (beanstalkd's binlog) "
+        "syncs faster than an appended one",
     )
 
 

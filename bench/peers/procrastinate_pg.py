@@ -1,6 +1,7 @@
 """Procrastinate on the machine's PostgreSQL (127.0.0.1:5432, user postgres, trust auth): a
-database of its own (created, schema applied, dropped after), defer one by one, batch_defer of
-100, and one worker process (concurrency 1, exits when the queue is empty) draining the queue.
+database of its own (created, schema applied, dropped after), defer one by one from 8 threads
+and from one, batch_defer of 100, and one worker process (concurrency 1, exits when the queue is
+empty) draining the queue.
 
 This module is also the Procrastinate app the worker process imports.
 """
@@ -10,8 +11,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
-from bench.peers import PeerRun, Settings, bounded_rate, failed, stop_after
+from bench.peers import (
+    CLIENT_THREADS,
+    PeerRun,
+    Settings,
+    bounded_rate,
+    failed,
+    stop_after,
+    threaded_rate,
+)
 from bench.report import Measurement, System
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -67,7 +77,7 @@ def _settings() -> tuple[str, str]:
 
 
 def measure(settings: Settings) -> PeerRun:
-    measures = ["submit_single", "submit_batch", "worker"]
+    measures = ["submit_single", "submit_one", "submit_batch", "worker"]
     if app is None:
         return failed(System("Procrastinate", "not installed", "—"), measures, "not installed")
     try:
@@ -107,12 +117,18 @@ def _succeeded() -> int:
 def run_measures(settings: Settings, name: str) -> list[Measurement]:
     out: list[Measurement] = []
 
-    def defer_one() -> int:
-        noop.defer()
-        return 1
+    def open_client() -> tuple[Callable[[], int], Callable[[], None]]:
+        def defer_one() -> int:
+            noop.defer()
+            return 1
 
-    rate = bounded_rate(defer_one, 1_000_000, settings.seconds)
-    out.append(Measurement(name, "submit_single", rate, "1 client thread, task.defer()"))
+        return defer_one, lambda: None
+
+    rate = threaded_rate(open_client, CLIENT_THREADS, settings.seconds)
+    setup = f"{CLIENT_THREADS} client threads, task.defer() (one shared app)"
+    out.append(Measurement(name, "submit_single", rate, setup))
+    rate = threaded_rate(open_client, 1, settings.seconds)
+    out.append(Measurement(name, "submit_one", rate, "1 client thread, task.defer()"))
 
     def defer_batch() -> int:
         noop.batch_defer(*([{}] * BATCH))

@@ -1,15 +1,29 @@
 """RQ on the machine's Redis (127.0.0.1:6379, DB 13, flushed before and after, nothing else
-touched): enqueue one by one, enqueue_many in batches of 100, and one SimpleWorker process
-draining the queue in burst mode.
+touched): enqueue one by one from 8 threads and from one, enqueue_many in batches of 100, and
+one SimpleWorker process draining the queue in burst mode. A second run does the same on a
+redis-server of its own with an fsync before every reply (AOF, appendfsync always).
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 
-from bench.peers import PeerRun, Settings, bounded_rate, failed, stop_after
+from bench.peers import (
+    CLIENT_THREADS,
+    PeerRun,
+    Settings,
+    bounded_rate,
+    failed,
+    free_port,
+    stop_after,
+    threaded_rate,
+    wait_until,
+)
 from bench.peers.redis_config import REDIS_URL, durability, version
 from bench.report import Measurement, System
 
@@ -33,19 +47,55 @@ def noop() -> None:
     """The job RQ runs: imported by the worker process by its dotted path."""
 
 
-def measure(settings: Settings) -> PeerRun:
-    measures = ["submit_single", "submit_batch", "worker"]
+def measure(settings: Settings, durable: bool = False) -> PeerRun:
+    """RQ on the machine's Redis; with `durable`, on a redis-server of its own started with
+    `--appendonly yes --appendfsync always` (fsync before each reply), for a like-for-like row."""
+    name = "RQ (Redis AOF, fsync always)" if durable else "RQ"
+    measures = ["submit_single", "submit_one", "submit_batch", "worker"]
     try:
         import rq
-        from redis import Redis
     except ImportError as exc:
-        return failed(System("RQ", "not installed", "—"), measures, f"not installed: {exc}")
-    url = f"{REDIS_URL}/{DB}"
+        return failed(System(name, "not installed", "—"), measures, f"not installed: {exc}")
+    if not durable:
+        return _measure_on(settings, name, f"{REDIS_URL}/{DB}")
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return failed(System(name, rq.__version__, "—"), measures, "redis-server not installed")
+    with tempfile.TemporaryDirectory(prefix="jq-bench-redis-", dir="/var/tmp") as tmp:
+        port = free_port()
+        server = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp, "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            if not wait_until(lambda: _pings(f"redis://127.0.0.1:{port}/0"), 10):
+                return failed(System(name, rq.__version__, "—"), measures, "redis did not start")
+            return _measure_on(settings, name, f"redis://127.0.0.1:{port}/0")
+        finally:
+            stop_after(server, 0)
+
+
+def _pings(url: str) -> bool:
+    from redis import Redis
+
+    try:
+        with Redis.from_url(url, socket_timeout=1) as connection:
+            return bool(connection.ping())
+    except Exception:
+        return False
+
+
+def _measure_on(settings: Settings, name: str, url: str) -> PeerRun:
+    import rq
+    from redis import Redis
+
+    measures = ["submit_single", "submit_one", "submit_batch", "worker"]
     connection = Redis.from_url(url)
     try:
-        system = System("RQ", f"rq {rq.__version__}, {version(connection)}", durability(connection))
+        system = System(name, f"rq {rq.__version__}, {version(connection)}", durability(connection))
     except Exception as exc:
-        return failed(System("RQ", rq.__version__, "—"), measures, f"Redis: {exc}")
+        return failed(System(name, rq.__version__, "—"), measures, f"Redis: {exc}")
     try:
         connection.flushdb()
         return PeerRun(system, run_measures(settings, url, connection, system.name))
@@ -63,12 +113,23 @@ def run_measures(settings: Settings, url: str, connection: object, name: str) ->
     out: list[Measurement] = []
     cap = 1_000_000
 
-    def enqueue_one() -> int:
-        queue.enqueue(NOOP)
-        return 1
+    def open_client() -> tuple[Callable[[], int], Callable[[], None]]:
+        from redis import Redis
 
-    rate = bounded_rate(enqueue_one, cap, settings.seconds)
-    out.append(Measurement(name, "submit_single", rate, "1 client thread, queue.enqueue()"))
+        own = Redis.from_url(url)
+        own_queue = Queue(QUEUE, connection=own)
+
+        def enqueue_one() -> int:
+            own_queue.enqueue(NOOP)
+            return 1
+
+        return enqueue_one, own.close
+
+    rate = threaded_rate(open_client, CLIENT_THREADS, settings.seconds, cap)
+    setup = f"{CLIENT_THREADS} client threads, queue.enqueue()"
+    out.append(Measurement(name, "submit_single", rate, setup))
+    rate = threaded_rate(open_client, 1, settings.seconds, cap)
+    out.append(Measurement(name, "submit_one", rate, "1 client thread, queue.enqueue()"))
 
     def enqueue_many() -> int:
         queue.enqueue_many([Queue.prepare_data(NOOP) for _ in range(BATCH)])

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from bench.compare import TARGETS
-from bench.peers import bounded_rate
+from bench.peers import bounded_rate, threaded_rate
 from bench.report import (
     JQ,
     MEASURES,
@@ -156,3 +158,30 @@ def test_bounded_rate_stops_at_the_count() -> None:
     rate = bounded_rate(step, 100, 60.0)
     assert len(calls) == 10
     assert rate > 0
+
+
+def test_threaded_rate_bounds_the_count_and_raises_a_thread_error() -> None:
+    lock = threading.Lock()
+    closed = []
+    done = []
+
+    def open_step() -> tuple[Callable[[], int], Callable[[], None]]:
+        def step() -> int:
+            with lock:
+                done.append(1)
+            return 1
+
+        return step, lambda: closed.append(1)
+
+    assert threaded_rate(open_step, 4, 60.0, max_jobs=400) > 0
+    assert len(done) == 400  # 100 per thread, then each stops
+    assert len(closed) == 4  # every client closed
+
+    def broken() -> tuple[Callable[[], int], Callable[[], None]]:
+        def step() -> int:
+            raise ConnectionError("peer went away")
+
+        return step, lambda: None
+
+    with pytest.raises(ConnectionError, match="peer went away"):
+        threaded_rate(broken, 2, 60.0)
