@@ -64,9 +64,9 @@ async def test_wiped_storage_is_reported_as_lost(tmp_path: Path) -> None:
 
 async def test_rolled_back_storage_is_reported_as_duplicates(tmp_path: Path) -> None:
     server = RollbackServer(tmp_path / "data", log_path=tmp_path / "serve.log")
-    options = ChaosOptions(
-        jobs=250, workers=4, kills=2, kill_interval=1.2, submit_rate=80, wait=4, seed=9
-    )
+    # Unthrottled submits and two workers keep a backlog: jobs submitted before the first kill
+    # (in the backup) are still being acked after it, and the rollback undoes those acks.
+    options = ChaosOptions(jobs=600, workers=2, kills=2, kill_interval=1.2, wait=4, seed=9)
     try:
         report = await ChaosRun(options, server).run()
     finally:
