@@ -80,6 +80,11 @@ def worker(
             sync_worker = Worker(url, key, handler, **options)
             logging.info("worker on %s queue %r (%d threads)", url, queue, concurrency)
             sync_worker.run(install_signal_handlers=True)
+            if sync_worker.handlers_running:
+                # Threads cannot be stopped, and the interpreter would wait for them at exit.
+                logging.warning("handlers still running after the grace period: exiting anyway")
+                logging.shutdown()
+                os._exit(0)
     except (Unauthorized, Forbidden) as exc:
         fail(str(exc), EXIT_AUTH, as_json=False)
     except JqError as exc:

@@ -439,7 +439,11 @@ class Worker(BaseWorker):
             timeout=timeout,
             max_backoff=max_backoff,
         )
+        if inspect.iscoroutinefunction(handler):
+            raise ValueError("an async def handler needs AsyncWorker")
         self._threads: ThreadPoolExecutor | None = None
+        self._busy = 0
+        self._busy_lock = threading.Lock()
 
     def run(self, *, install_signal_handlers: bool | None = None) -> None:
         """Block until stopped. Signal handlers are installed when called on the main thread."""
@@ -452,10 +456,24 @@ class Worker(BaseWorker):
             # A handler still running after the grace period keeps its thread; do not wait.
             self._threads.shutdown(wait=False, cancel_futures=True)
 
+    @property
+    def handlers_running(self) -> bool:
+        """Whether a handler is still busy in its thread (after run(): past the grace)."""
+        return self._busy > 0
+
+    def _run_handler(self, job: LeasedJob) -> Any:
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            return self.handler(job)
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+
     async def call_handler(self, job: LeasedJob) -> Any:
         assert self._threads is not None
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, self.handler, job)
+        return await loop.run_in_executor(self._threads, self._run_handler, job)
 
 
 class AsyncWorker(BaseWorker):

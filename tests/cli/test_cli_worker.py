@@ -30,6 +30,10 @@ def handle(job):
     note("done " + job.payload)
     return "handled " + job.payload
 
+def stuck(job):
+    note("stuck " + job.payload)
+    time.sleep(120)
+
 async def handle_async(job):
     await asyncio.sleep(0.01)
     return {"async": job.payload}
@@ -115,3 +119,26 @@ def test_bad_target_and_bad_key(jq_server: ServerProcess, handler_dir: Path) -> 
     output, _ = worker.communicate(timeout=30)
     assert worker.returncode == 3, output.decode()
     assert "jobs:lease" in output.decode()
+
+
+def test_grace_period_over_exits_anyway(
+    jq_server: ServerProcess, handler_dir: Path, queue: str
+) -> None:
+    log = handler_dir / "handled.log"
+    with Client(jq_server.url, jq_server.client_key) as client:
+        job_id = client.submit("forever", queue=queue)
+        worker = start_worker(
+            jq_server, handler_dir, "test_handlers_mod:stuck", jq_server.worker_key,
+            "--queue", queue, "--wait", "1s", "--grace", "1s",
+        )  # fmt: skip
+        try:
+            wait_until(lambda: lines(log) == ["stuck forever"])
+            worker.send_signal(signal.SIGTERM)
+            output, _ = worker.communicate(timeout=30)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        assert worker.returncode == 0
+        assert "grace period" in output.decode()
+        # Not settled: its lease runs out on the server and the job is retried.
+        assert client.get(job_id).state is JobState.RUNNING

@@ -10,6 +10,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from jq_tool.sdk import (
     AsyncWorker,
     Client,
@@ -42,6 +44,18 @@ def test_handler_outcomes() -> None:
     assert handler_outcome(Success(3)) == ("3", None)
     assert handler_outcome(Failure("nope")) == (None, "nope")
     assert handler_outcome(object())[0] is not None  # str() of the unencodable
+
+
+def test_worker_arguments_are_checked() -> None:
+    async def coroutine_handler(job: LeasedJob) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="AsyncWorker"):
+        Worker("http://127.0.0.1:1", "k", coroutine_handler)
+    with pytest.raises(ValueError):
+        Worker("http://127.0.0.1:1", "k", print, concurrency=0)
+    with pytest.raises(ValueError):
+        Worker("http://127.0.0.1:1", "k", print, lease_ms=10)
 
 
 def test_worker_processes_jobs_concurrently(jq_server: ServerProcess, queue: str) -> None:
@@ -239,10 +253,14 @@ def test_every_job_acked_once_across_a_server_kill9(tmp_path: Path) -> None:
         thread.join(15)
     finally:
         server.stop()
-    assert all(job.state is JobState.ACKED for job in jobs.values())
+    states = Counter(job.state.value for job in jobs.values())
+    assert states == {"ACKED": total}, states
     assert set(executions) == set(ids)
     # An attempt whose lease answer died with the server shows up as a later attempt, never
     # as a second ack: each execution is one attempt, and the worker acked each job once.
-    assert all(executions[job_id] <= job.attempts for job_id, job in jobs.items())
-    assert worker.counts.acked == total
-    assert worker.counts.failed == 0
+    over = {i: (executions[i], j.attempts) for i, j in jobs.items() if executions[i] > j.attempts}
+    assert not over, over
+    assert (worker.counts.acked, worker.counts.failed) == (total, 0), (
+        worker.counts,
+        server.log_path,
+    )
