@@ -67,9 +67,9 @@ def settings_for(quick: bool) -> Settings:
     if quick:
         return Settings(
             quick=True,
-            seconds=2.0,
-            worker_jobs=500,
-            worker_seconds=8.0,
+            seconds=1.5,
+            worker_jobs=300,
+            worker_seconds=6.0,
             jq_worker_jobs=3000,
             core_jobs=100_000,
         )

@@ -8,12 +8,14 @@ count and in time, so a stuck peer cannot hold the bench).
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bench.report import Measurement, System
 
@@ -128,3 +130,13 @@ def threaded_rate(
     if errors:
         raise errors[0]
     return sum(counts) / elapsed if elapsed > 0 else 0.0
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def child_env() -> dict[str, str]:
+    """The environment for a peer's worker process: it imports its job function from
+    bench.peers, so the repository root must be on its path wherever the bench was started."""
+    path = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{path}" if path else str(REPO))

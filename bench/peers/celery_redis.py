@@ -8,7 +8,6 @@ This module is also the Celery app the worker process loads (`-A bench.peers.cel
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from bench.peers import (
     CLIENT_THREADS,
     PeerRun,
     Settings,
+    child_env,
     failed,
     stop_after,
     threaded_rate,
@@ -103,13 +103,12 @@ def run_measures(settings: Settings, connection: object, name: str) -> list[Meas
     with app.producer_or_acquire() as producer:
         for _ in range(jobs):
             noop.apply_async(producer=producer)
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
     started = time.perf_counter()
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "bench.peers.celery_redis", "worker",
          "-P", "solo", "-Q", QUEUE, "--without-heartbeat", "--without-gossip",
          "--without-mingle", "-l", "WARNING"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env(),
     )  # fmt: skip
     drained = (
         wait_until(

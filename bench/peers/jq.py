@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from bench import http_bench
-from bench.peers import PeerRun, Settings, free_port, threaded_rate, wait_until
+from bench.peers import PeerRun, Settings, child_env, free_port, threaded_rate, wait_until
 from bench.report import Figure, Measurement, System
 
 REPO = Path(__file__).resolve().parents[2]
@@ -315,7 +315,7 @@ def _run_group(command: list[str], timeout_s: float) -> subprocess.CompletedProc
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        env=child_env(),
     )
     try:
         stdout, stderr = process.communicate(timeout=timeout_s)

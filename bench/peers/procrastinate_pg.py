@@ -18,6 +18,7 @@ from bench.peers import (
     PeerRun,
     Settings,
     bounded_rate,
+    child_env,
     failed,
     stop_after,
     threaded_rate,
@@ -146,7 +147,10 @@ def run_measures(settings: Settings, name: str) -> list[Measurement]:
         noop.batch_defer(*([{}] * BATCH))
     started = time.perf_counter()
     worker = subprocess.Popen(
-        [sys.executable, "-c", WORKER_CODE], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [sys.executable, "-c", WORKER_CODE],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=child_env(),
     )
     stopped_early = stop_after(worker, settings.worker_seconds)
     elapsed = time.perf_counter() - started

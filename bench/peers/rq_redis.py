@@ -18,6 +18,7 @@ from bench.peers import (
     PeerRun,
     Settings,
     bounded_rate,
+    child_env,
     failed,
     free_port,
     stop_after,
@@ -145,7 +146,7 @@ def run_measures(settings: Settings, url: str, connection: object, name: str) ->
     started = time.perf_counter()
     worker = subprocess.Popen(
         [sys.executable, "-c", WORKER_CODE, url, QUEUE, str(jobs)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env(),
     )  # fmt: skip
     stopped_early = stop_after(worker, settings.worker_seconds)
     elapsed = time.perf_counter() - started
