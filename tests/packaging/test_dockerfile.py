@@ -3,17 +3,22 @@
 The machine has no Docker daemon, so the image is never built here. Instead the Dockerfile is
 parsed into stages and instructions and checked against what the runtime needs (multi-stage
 wheel build, non-root user, /data volume, health check on /health, a CMD that is one of our
-console scripts), the wheel the builder stage makes is built for real with pip, and hadolint
-lints the file when it is installed.
+console scripts), the wheel the builder stage makes is built for real with pip, hadolint
+lints the file when it is installed, and (slow) both stages are replayed in plain venvs on this
+Debian host with Python 3.11, as close to python:3.11-slim as we get without Docker.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 import tomllib
 import zipfile
 from dataclasses import dataclass, field
@@ -216,3 +221,72 @@ def test_builder_wheel_has_package_data_and_console_scripts(tmp_path: Path) -> N
     assert any(path.suffix == ".html" for path in data), "no dashboard template to check"
     for path in data:
         assert path.relative_to(ROOT).as_posix() in names, f"{path} is not in the wheel"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def run_healthcheck(runtime: Stage, python: Path, port: int) -> int:
+    args = runtime.all("HEALTHCHECK")[0].args
+    command = json.loads(args[args.index("CMD") + 3 :].strip())
+    env = dict(os.environ, PORT=str(port))
+    return subprocess.run([str(python), *command[1:]], env=env, timeout=30).returncode
+
+
+@pytest.mark.slow
+def test_image_stages_replayed_in_venvs(runtime: Stage, tmp_path: Path) -> None:
+    """The two stages, replayed without Docker on this Debian / Python 3.11 host: wheels for
+    everything, an offline install into a clean venv, then the image's CMD with the image's ENV,
+    probed by the image's own HEALTHCHECK command (healthy while up, unhealthy once stopped)."""
+    wheels = tmp_path / "wheels"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert build.returncode == 0, build.stderr[-4000:]
+    venv = tmp_path / "runtime"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    (jq_wheel,) = wheels.glob("jq_tool-*.whl")
+    install = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            *("-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(wheels)),
+            str(jq_wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert install.returncode == 0, install.stderr[-4000:]
+
+    command = json.loads(runtime.all("CMD")[0].args)
+    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "HOST", "JQ_URL"}}
+    port = free_port()
+    env.update(env_pairs(runtime), PORT=str(port), WAL_DIR=str(tmp_path / "data"))
+    # --host 0.0.0.0 as in the image would expose the test server: loopback here.
+    argv = [str(venv / "bin" / command[0]), *command[1:-1], "127.0.0.1"]
+    log = (tmp_path / "serve.log").open("wb")
+    server = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    log.close()
+    python = venv / "bin" / "python"
+    try:
+        healthy = False
+        for _ in range(150):
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            if run_healthcheck(runtime, python, port) == 0:
+                healthy = True
+                break
+            time.sleep(0.2)
+        assert healthy, (tmp_path / "serve.log").read_text()
+        assert any((tmp_path / "data").iterdir()), "nothing written to WAL_DIR"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    assert server.returncode == 0
+    assert run_healthcheck(runtime, python, port) != 0  # a stopped server is unhealthy
