@@ -19,8 +19,9 @@ import logging
 import operator
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from copy import copy
+from itertools import compress, islice, repeat
 from operator import attrgetter
 from typing import Any
 
@@ -130,6 +131,7 @@ _BUCKET_OF_STATE = {
 # msgpack integer: a snapshot must never fail to encode.
 _INT_LIMIT = 2**62
 _LEASE_EXPIRED = "lease expired"
+_FINISHED_ORDER = (_ACKED, _DEAD, _CANCELLED)  # FINISHED_STATES, in an order that is not a hash
 _SNAPSHOT_VERSION = 1
 
 _seq_of = attrgetter("seq")
@@ -346,32 +348,66 @@ class StateMachine:
         cursor: str | None = None,
     ) -> tuple[list[Job], str | None]:
         """Jobs newest submission first (live objects: do not mutate), and the cursor of the
-        next page or None at the end. Raises ValueError for a limit below 1 or a bad cursor.
+        next page or None at the end. Raises ValueError for a bad limit, state or cursor.
 
-        Filters scan: a page costs O(jobs skipped to fill it), not O(log n)."""
+        A filtered page costs O(jobs passed over to fill it), but the passing over runs in C
+        (about 50 ns a job), and a filter that the per-state counts say matches nothing
+        returns at once."""
         if type(limit) is not int or limit < 1:
             raise ValueError("limit must be a positive integer")
+        if state is not None:
+            state = JobState(state)
         order = self._order
         if cursor is None:
             end = len(order)
         else:
-            if type(cursor) is not str or not cursor.isdigit() or len(cursor) > 20:
+            if (
+                type(cursor) is not str
+                or not (cursor.isascii() and cursor.isdigit())
+                or len(cursor) > 20
+            ):
                 raise ValueError("invalid cursor")
             end = bisect_left(order, int(cursor), key=_seq_of)
+        matching = self._matching_count(state, queue)
+        if matching == 0:
+            return [], None
+
+        newest_first: Iterator[Job] = islice(reversed(order), len(order) - end, None)
+        if state is not None:
+            states = map(_state_of, islice(reversed(order), len(order) - end, None))
+            newest_first = compress(newest_first, map(operator.is_, states, repeat(state)))
+        elif queue is not None:
+            queues = map(_queue_of, islice(reversed(order), len(order) - end, None))
+            newest_first = compress(newest_first, map(operator.eq, queues, repeat(queue)))
         jobs = self._jobs
         page: list[Job] = []
-        for i in range(end - 1, -1, -1):
-            job = order[i]
+        for job in newest_first:
             if jobs.get(job.id) is not job:
                 continue  # purged
-            if state is not None and job.state != state:
-                continue
             if queue is not None and job.queue != queue:
                 continue
             if len(page) == limit:
                 return page, str(page[-1].seq)
             page.append(job)
+            if cursor is None and len(page) == matching:
+                break  # that was the oldest match: no need to scan the rest
         return page, None
+
+    def _matching_count(self, state: JobState | None, queue: str | None) -> int:
+        if queue is not None:
+            q = self._queues.get(queue)
+            if q is None:
+                return False
+            counted = [q.counts]
+        else:
+            counted = [q.counts for q in self._queues.values()]
+        if state is None:
+            buckets = list(range(7))
+        elif state is _READY:
+            buckets = [_B_RUNNABLE, _B_SCHEDULED]
+        else:
+            buckets = [_BUCKET_OF_STATE[state]]
+        return sum(counts[b] for counts in counted for b in buckets)
 
     def has_runnable(self, queue: str, now: int) -> bool:
         """Whether Lease(now, queue) would find a job, counting RETRY and scheduled jobs that
@@ -788,6 +824,7 @@ class StateMachine:
         queues = self._queues
         for name in dict.fromkeys(map(_queue_of, all_jobs)):
             queues[name] = _QueueIndex(name)
+        by_state: dict[JobState, list[Job]] = {state: [] for state in JobState}
         for job in all_jobs:
             # Share the strings and ints a live Submit shares: it saves ~100 bytes a job.
             job.queue = queues[job.queue].name
@@ -796,18 +833,20 @@ class StateMachine:
                 job.run_at = created_at
             if job.updated_at == created_at:
                 job.updated_at = created_at
+            by_state[job.state].append(job)
 
-        ready = [job for job in all_jobs if job.state is _READY]
+        ready = by_state[_READY]
         due = [(-j.priority, j.run_at, j.seq, j) for j in ready if j.run_at <= now]
         self._scheduled = [(j.run_at, j.seq, j) for j in ready if j.run_at > now]
-        del ready
-        running = [job for job in all_jobs if job.state is _RUNNING]
+        running = by_state[_RUNNING]
         if any(job.lease_until is None for job in running):
             raise ValueError("snapshot has a RUNNING job without a lease")
         self._leases = [(job.lease_until, job.seq, job) for job in running]  # type: ignore[misc]
-        del running
-        retry = [(j.run_at, j.seq, j) for j in all_jobs if j.state is _RETRY]
-        self._finished = [(j.updated_at, j.seq, j) for j in all_jobs if j.state in FINISHED_STATES]
+        retry = [(j.run_at, j.seq, j) for j in by_state[_RETRY]]
+        self._finished = [
+            (j.updated_at, j.seq, j) for state in _FINISHED_ORDER for j in by_state[state]
+        ]
+        del by_state, ready, running
 
         if len(queues) == 1:
             (q,) = queues.values()

@@ -647,3 +647,15 @@ def test_a_scheduled_job_coming_due_is_reported_by_whichever_command_moves_the_c
     calls.clear()
     assert sm.apply(Expire(T0 + 200)) == ExpireResult(expired=0, promoted=1)
     assert calls == [("t", JobState.READY, JobState.READY, T0 + 200)]
+
+
+def test_list_jobs_takes_state_names_and_refuses_unknown_ones() -> None:
+    sm = StateMachine()
+    submit(sm, NewJob("a"), NewJob("b", queue="q"))
+    lease(sm)
+    page, cursor = sm.list_jobs(state="RUNNING")  # type: ignore[arg-type]
+    assert [j.id for j in page] == ["a"] and cursor is None
+    assert sm.list_jobs(state=JobState.RUNNING, queue="q") == ([], None)
+    assert sm.list_jobs(queue="missing") == ([], None)
+    with pytest.raises(ValueError):
+        sm.list_jobs(state="NOPE")  # type: ignore[arg-type]

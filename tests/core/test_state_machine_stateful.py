@@ -416,6 +416,27 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
         assert [j.id for j in newest_first] == list(reversed(self.ref.jobs))
 
     @invariant()
+    def same_filtered_pages(self) -> None:
+        for state in (None, R, RU, RE, D, A, C):
+            for queue in (None, "a"):
+                expected = [
+                    job_id
+                    for job_id, job in reversed(self.ref.jobs.items())
+                    if state in (None, job.state) and queue in (None, job.queue)
+                ]
+                paged: list[str] = []
+                cursor = None
+                while True:
+                    page, cursor = self.sm.list_jobs(
+                        state=state, queue=queue, limit=3, cursor=cursor
+                    )
+                    assert page or cursor is None
+                    paged += [j.id for j in page]
+                    if cursor is None:
+                        break
+                assert paged == expected
+
+    @invariant()
     def same_stats_and_due_times(self) -> None:
         assert self.sm.stats() == self.ref.stats()
         assert self.sm.next_due() == self.ref.next_due()
