@@ -3,7 +3,7 @@
 In one server run: wrk on the no-op route and on POST /jobs (64 connections), wrk on
 POST /jobs/batch with 100 jobs per request, submit latency at about half of the peak rate (wrk
 paced by a per-connection delay, see jq_paced.lua), submits from one SDK client thread, and
-lease+ack cycles from 16 concurrent HTTP clients. Then, each in its own processes: one SDK worker
+lease+ack cycles from 8 SDK client threads. Then, each in its own processes: one SDK worker
 process end to end (bench/worker_bench.py), the engine's restart time and RSS per queued job
 (bench/core_bench.py), the disk's own fdatasync rate (bench/wal_bench.py), and a kill -9 in
 the middle of a submit load, after which every acknowledged submit must be found on restart.
@@ -11,7 +11,6 @@ the middle of a submit load, after which every acknowledged submit must be found
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -37,7 +36,8 @@ PACED_SCRIPT = Path(__file__).resolve().parent / "jq_paced.lua"
 BATCH = 100
 SUBMIT_CONNECTIONS = 64
 BATCH_CONNECTIONS = 16
-CYCLE_WORKERS = 16
+CYCLE_THREADS = 8  # as many as the peers' client threads
+CYCLE_QUEUE = "bench-cycle"
 PACED_DELAY_MS = 10  # wrk's delay() has millisecond steps: pace with few, long gaps
 DURABILITY = (
     "WAL group commit: a submit is answered only after its record is fdatasynced "
@@ -211,13 +211,13 @@ def server_measures(
         figures.append(paced_figure(server.base_url, key, single.rate, seconds))
         measurements.append(one_client_measure(server.base_url, key, seconds))
         jobs = 3000 if settings.quick else 30_000
-        rate = asyncio.run(cycle_rate(server.base_url, server.keys, jobs, seconds))
+        rate = cycle_rate(server.base_url, server.keys, jobs, seconds)
         measurements.append(
             Measurement(
                 "jq",
                 "cycle",
                 rate,
-                f"{CYCLE_WORKERS} httpx clients, POST /jobs/lease (1 job) + POST /jobs/{{id}}/ack",
+                f"{CYCLE_THREADS} threads, SDK Client.lease() (1 job) + Client.ack()",
             )
         )
     finally:
@@ -240,38 +240,29 @@ def one_client_measure(base_url: str, key: str, seconds: float) -> Measurement:
     return Measurement("jq", "submit_one", rate, "1 client thread, SDK Client.submit()")
 
 
-async def cycle_rate(base_url: str, keys: dict[str, str], jobs: int, seconds: float) -> float:
-    """Lease+ack cycles/s of CYCLE_WORKERS clients, for up to `seconds` or `jobs` cycles."""
-    limits = httpx.Limits(max_connections=CYCLE_WORKERS + 1)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30.0) as client:
-        await http_bench.presubmit(client, keys["client"], jobs)
-        headers = {"Authorization": f"Bearer {keys['worker']}"}
-        done = 0
-        stop_at = time.perf_counter() + seconds
+def cycle_rate(base_url: str, keys: dict[str, str], jobs: int, seconds: float) -> float:
+    """Lease+ack cycles/s of CYCLE_THREADS threads, each with its own SDK client (like the
+    peers' 8 greenstalk threads), for up to `seconds` or `jobs` cycles."""
+    from jq_tool.sdk import Client
 
-        async def worker() -> None:
-            nonlocal done
-            while done < jobs and time.perf_counter() < stop_at:
-                lease = await client.post(
-                    "/jobs/lease", json={"queue": http_bench.CYCLE_QUEUE}, headers=headers
-                )
-                if lease.status_code == 404:
-                    return  # drained
-                if lease.status_code != 200:
-                    raise RuntimeError(f"POST /jobs/lease: {lease.status_code} {lease.text}")
-                job = lease.json()
-                ack = await client.post(
-                    f"/jobs/{job['job_id']}/ack",
-                    json={"result": "ok", "lease_id": job["lease_id"]},
-                    headers=headers,
-                )
-                if ack.status_code != 200:
-                    raise RuntimeError(f"POST /jobs/{{id}}/ack: {ack.status_code} {ack.text}")
-                done += 1
+    with Client(base_url, keys["client"], timeout=60) as client:
+        for start in range(0, jobs, 1000):
+            count = min(1000, jobs - start)
+            client.submit_many([{"payload": "cycle", "queue": CYCLE_QUEUE}] * count)
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CYCLE_WORKERS)))
-        return done / (time.perf_counter() - started)
+    def open_client() -> tuple[Callable[[], int], Callable[[], None]]:
+        worker = Client(base_url, keys["worker"], timeout=30)
+
+        def cycle() -> int:
+            leased = worker.lease(queue=CYCLE_QUEUE)
+            if not leased:
+                return 0  # drained
+            worker.ack(leased[0].job_id, "ok", lease_id=leased[0].lease_id)
+            return 1
+
+        return cycle, worker.close
+
+    return threaded_rate(open_client, CYCLE_THREADS, seconds, jobs)
 
 
 def paced_figure(base_url: str, key: str, peak: float, seconds: float) -> Figure:
