@@ -277,6 +277,7 @@ class StateMachine:
         self._scheduled: list[TimedEntry] = []  # READY jobs whose run_at has not come
         self._leases: list[TimedEntry] = []  # RUNNING jobs by lease_until
         self._leases_stale = 0  # entries left behind by ack, fail and extend
+        self._waiting_stale = 0  # ready/retry/scheduled entries left behind by cancel
         self._finished: list[TimedEntry] = []  # ACKED/DEAD/CANCELLED jobs by updated_at
         self._idempotency: dict[str, tuple[str, int]] = {}  # key -> (job id, window end)
         self._idempotency_expiry: list[tuple[int, str]] = []  # (window end, key)
@@ -606,6 +607,7 @@ class StateMachine:
         heapq.heappush(self._finished, (now, job.seq, job))
         self._counters.cancelled += 1
         self._notify(job, previous, now)
+        self._cancel_left_behind()
         return JobResult(job=copy(job))
 
     def _requeue(self, cmd: Requeue) -> Result:
@@ -767,6 +769,27 @@ class StateMachine:
             self._leases = list(unique.values())
             heapq.heapify(self._leases)
             self._leases_stale = 0
+
+    def _cancel_left_behind(self) -> None:
+        """One more waiting-job heap entry belongs to a cancelled job. Drop them all once they
+        could be half the entries, so mass cancels (and the purges after) free their memory."""
+        self._waiting_stale += 1
+        if self._waiting_stale <= 1024 or self._waiting_stale * 2 <= self._waiting_entries():
+            return
+        for q in self._queues.values():
+            q.ready = [entry for entry in q.ready if entry[3].state is not _CANCELLED]
+            q.retry = [entry for entry in q.retry if entry[2].state is not _CANCELLED]
+            heapq.heapify(q.ready)
+            heapq.heapify(q.retry)
+        self._scheduled = [entry for entry in self._scheduled if entry[2].state is not _CANCELLED]
+        heapq.heapify(self._scheduled)
+        self._waiting_stale = 0
+
+    def _waiting_entries(self) -> int:
+        entries = len(self._scheduled)
+        for q in self._queues.values():
+            entries += len(q.ready) + len(q.retry)
+        return entries
 
     def _running_job(self, job_id: str, lease_id: str | None) -> Job | Error:
         job = self._jobs.get(job_id)

@@ -659,3 +659,23 @@ def test_list_jobs_takes_state_names_and_refuses_unknown_ones() -> None:
     assert sm.list_jobs(queue="missing") == ([], None)
     with pytest.raises(ValueError):
         sm.list_jobs(state="NOPE")  # type: ignore[arg-type]
+
+
+def test_mass_cancel_frees_the_heaps_and_leasing_still_follows_the_order() -> None:
+    sm = StateMachine()
+    n = 5000
+    submit(
+        sm,
+        *[NewJob(f"j{i}", run_at=T0 + 10 * (i % 2), priority=i % 3) for i in range(n)],
+    )
+    for i in range(n):
+        if i % 5:
+            sm.apply(Cancel(T0, f"j{i}"))
+    assert sm.apply(Purge(T0, finished_before=T0)) == PurgeResult(jobs=4000, idempotency_keys=0)
+    kept = [i for i in range(n) if i % 5 == 0]
+    # White-box: the cancelled jobs' heap entries were dropped, not kept until leased past.
+    waiting = len(sm._scheduled) + sum(len(q.ready) + len(q.retry) for q in sm._queues.values())
+    assert waiting < 2 * len(kept) + 1100
+    leased = lease(sm, n=n, now=T0 + 10)
+    expected = sorted(kept, key=lambda i: (-(i % 3), T0 + 10 * (i % 2), i))
+    assert [j.id for j in leased] == [f"j{i}" for i in expected]
