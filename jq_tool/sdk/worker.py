@@ -169,13 +169,17 @@ class BaseWorker:
         # pending lease request -> (slots it reserved, when it was sent)
         leases: dict[asyncio.Future[list[LeasedJob]], tuple[int, float]] = {}
         stopped = asyncio.ensure_future(self._stop.wait())
+        batch = max(1, min(MAX_JOBS_PER_LEASE, self.concurrency // 4))
         try:
             failures = 0
             next_lease_at = 0.0
             while not self._stop.is_set():
                 now = time.monotonic()
                 free = self.concurrency - len(in_flight) - sum(n for n, _ in leases.values())
-                if free > 0 and now >= next_lease_at:
+                # With a request already out, wait for a few free slots before asking again:
+                # one lease per freed slot would double the requests of a busy worker.
+                enough = free >= (batch if leases else 1)
+                if enough and now >= next_lease_at:
                     ask = min(free, MAX_JOBS_PER_LEASE)
                     pending = asyncio.ensure_future(
                         client.lease(
@@ -189,7 +193,7 @@ class BaseWorker:
                     continue
                 slot_freed.clear()
                 slot_wait = asyncio.ensure_future(slot_freed.wait())
-                timeout = next_lease_at - now if free > 0 else None
+                timeout = next_lease_at - now if enough else None
                 waits: set[asyncio.Future[Any]] = {stopped, slot_wait, *leases}
                 await asyncio.wait(
                     waits,
