@@ -133,6 +133,7 @@ class ChaosRun:
             for _ in range(self.options.submitters)
         ]
         load.append(asyncio.create_task(self._guarded(self._killer())))
+        watchdog = asyncio.create_task(self._watchdog())
         error: str | None = None
         final_states: dict[str, str | None] | None = None
         try:
@@ -147,9 +148,9 @@ class ChaosRun:
         except (RunAborted, TargetError) as exc:
             error = str(exc)
         finally:
-            for task in [*load, *workers]:
+            for task in [*load, *workers, watchdog]:
                 task.cancel()
-            await asyncio.gather(*load, *workers, return_exceptions=True)
+            await asyncio.gather(*load, *workers, watchdog, return_exceptions=True)
         self.phase = "done"
         ended = time.monotonic()
         last_ack = max(self.ledger.acked_at.values(), default=ended)
@@ -201,6 +202,16 @@ class ChaosRun:
             message = f"harness task failed: {exc!r}"
             self._fail(message)
             raise RunAborted(message) from exc
+
+    async def _watchdog(self) -> None:
+        """A server that dies without being killed is a finding, not something to retry
+        through for minutes: end the run with its exit code and log."""
+        while self._abort is None:
+            reason = self.target.unexpected_exit()
+            if reason is not None:
+                self._fail(reason)
+                return
+            await asyncio.sleep(0.25)
 
     def _check_abort(self) -> None:
         if self._abort is not None:

@@ -97,6 +97,10 @@ class Target(Protocol):
 
     async def stop(self) -> None: ...
 
+    def unexpected_exit(self) -> str | None:
+        """Why the server is gone when nobody killed it (a crash of its own), else None."""
+        ...
+
 
 class SpawnedServer:
     """A private `jq serve` the harness owns. Output goes to `log_path` (appended across
@@ -127,6 +131,7 @@ class SpawnedServer:
         self._key_given = bool(key)  # an explicit key wins over the one in the log
         self.starts = 0
         self._process: subprocess.Popen[bytes] | None = None
+        self._expected_down = True  # between our kill (or stop) and the next healthy start
 
     @property
     def command(self) -> list[str]:
@@ -143,6 +148,15 @@ class SpawnedServer:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
+
+    def unexpected_exit(self) -> str | None:
+        process = self._process
+        if self._expected_down or process is None or process.poll() is None:
+            return None
+        return (
+            f"the server exited on its own with code {process.returncode}; "
+            f"server log:\n{self.log_tail()}"
+        )
 
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -168,6 +182,7 @@ class SpawnedServer:
         except OSError as exc:
             raise TargetError(f"cannot start the server in {self.data_dir}: {exc}") from None
         self.starts += 1
+        self._expected_down = False
         try:
             await wait_healthy(self.base_url, self.start_timeout, alive=self._process)
         except TargetError as exc:
@@ -185,6 +200,7 @@ class SpawnedServer:
 
     async def kill(self) -> None:
         """SIGKILL, no warning: the point is a crash, not a shutdown."""
+        self._expected_down = True
         process = self._process
         if process is None or process.poll() is not None:
             raise TargetError(f"server is not running (exit code {self.returncode})")
@@ -196,6 +212,7 @@ class SpawnedServer:
         await self.start()
 
     async def stop(self) -> None:
+        self._expected_down = True
         process = self._process
         if process is None or process.poll() is not None:
             return
@@ -272,6 +289,9 @@ class ExternalServer:
 
     async def stop(self) -> None:
         return None
+
+    def unexpected_exit(self) -> str | None:
+        return None  # not ours to watch: a dead target shows as requests that never succeed
 
 
 async def _run_shell(command: str, flag: str) -> None:

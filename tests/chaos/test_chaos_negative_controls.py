@@ -2,13 +2,17 @@
 between a kill and the restart, and the verdict must catch it:
 
 - amnesia: the WAL and snapshots are deleted, so jobs acknowledged before the kill are gone → lost;
+- a server that dies without being killed ends the run with its exit code, at once;
 - rollback: the data dir is put back to how it was at an earlier kill, so acks confirmed since
   are undone and those jobs are leased again → duplicates (and later submits lost).
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
+import signal
 from pathlib import Path
 
 from jq_tool.chaos.harness import ChaosRun
@@ -76,3 +80,26 @@ async def test_rolled_back_storage_is_reported_as_duplicates(tmp_path: Path) -> 
     assert any(dup.kind == "executed_after_ack" for dup in report.duplicate_details)
     assert not report.zero_loss
     assert "duplicates" in report.result
+
+
+async def test_server_dying_on_its_own_ends_the_run_with_its_exit(tmp_path: Path) -> None:
+    server = SpawnedServer(tmp_path / "data", log_path=tmp_path / "serve.log")
+    options = ChaosOptions(jobs=400, workers=2, submit_rate=100, wait=4, seed=1)
+    run = ChaosRun(options, server)
+
+    async def crash_behind_the_harness_back() -> None:
+        while run.progress().submitted < 50:
+            await asyncio.sleep(0.05)
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGKILL)
+
+    crash = asyncio.create_task(crash_behind_the_harness_back())
+    try:
+        report = await run.run()
+    finally:
+        crash.cancel()
+        await server.stop()
+    assert report.error is not None and "exited on its own with code -9" in report.error
+    assert not report.verified
+    assert not report.zero_loss
+    assert report.kills == 0
