@@ -1,7 +1,7 @@
 """`Worker` and `AsyncWorker`: lease jobs, run a handler on each, settle every attempt.
 
-Both run the same asyncio core (`BaseWorker`): a long-poll lease loop that asks for exactly as
-many jobs as it has free slots, a lease keeper per running job that extends the lease at a third
+Both run the same asyncio core (`BaseWorker`): a long-poll lease loop that never asks for more
+jobs than it has free slots, a lease keeper per running job that extends the lease at a third
 of its length, and a settle step that acks (or fails) naming the job's lease_id and retries with
 capped backoff while the server is unreachable — leases survive a server restart, so an ack sent
 again after the restart still lands. A 409 on ack means the lease was lost: the attempt is logged
@@ -147,6 +147,7 @@ class BaseWorker:
         """
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._drain_deadline = None
         if self._stop_requested.is_set():
             self._stop.set()
         if install_signal_handlers:
