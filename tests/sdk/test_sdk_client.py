@@ -45,6 +45,11 @@ def worker_client(jq_server: ServerProcess) -> Client:
         yield c  # type: ignore[misc]
 
 
+def test_health_needs_no_key(jq_server: ServerProcess) -> None:
+    with Client(jq_server.url) as anonymous:
+        assert anonymous.health() == {"status": "ok", "role": "single"}
+
+
 def test_submit_and_get_round_trip_typed(client: Client, queue: str) -> None:
     job_id = client.submit("hello", priority=7, max_retries=2, queue=queue)
     job = client.get(job_id)
@@ -295,6 +300,7 @@ async def test_async_client_covers_the_same_calls(jq_server: ServerProcess, queu
         AsyncClient(jq_server.url, jq_server.client_key) as client,
         AsyncClient(jq_server.url, jq_server.worker_key) as worker,
     ):
+        assert (await client.health())["status"] == "ok"
         job_id = await client.submit("async", queue=queue)
         results = await client.submit_many([{"payload": "b", "queue": queue}])
         assert results[0].ok
