@@ -129,7 +129,7 @@ _BUCKET_OF_STATE = {
 
 # Every time and duration stays within +-2**62 so that sums of two fit in a signed 64-bit
 # msgpack integer: a snapshot must never fail to encode.
-_INT_LIMIT = 2**62
+_INT_LIMIT = 2**62 - 1
 _LEASE_EXPIRED = "lease expired"
 _FINISHED_ORDER = (_ACKED, _DEAD, _CANCELLED)  # FINISHED_STATES, in an order that is not a hash
 _SNAPSHOT_VERSION = 1
@@ -175,7 +175,7 @@ _snapshot_decoder = msgspec.msgpack.Decoder(_Snapshot)
 
 def _int_problem(value: object, name: str, minimum: int = -_INT_LIMIT) -> str | None:
     if type(value) is not int or not minimum <= value <= _INT_LIMIT:
-        return f"{name} must be an integer between {minimum} and 2**62"
+        return f"{name} must be an integer between {minimum} and 2**62 - 1"
     return None
 
 
@@ -470,7 +470,7 @@ class StateMachine:
         now = cmd.now
         self._advance(now)
         entries: list[Submitted | Error] = []
-        window = self._config.idempotency_window_ms
+        window = min(max(self._config.idempotency_window_ms, 0), _INT_LIMIT)
         jobs = self._jobs
         for nj in cmd.jobs:
             problem = _new_job_problem(nj)

@@ -679,3 +679,17 @@ def test_mass_cancel_frees_the_heaps_and_leasing_still_follows_the_order() -> No
     leased = lease(sm, n=n, now=T0 + 10)
     expected = sorted(kept, key=lambda i: (-(i % 3), T0 + 10 * (i % 2), i))
     assert [j.id for j in leased] == [f"j{i}" for i in expected]
+
+
+def test_extreme_times_still_snapshot() -> None:
+    top = 2**62 - 1
+    sm = StateMachine(StateMachineConfig(idempotency_window_ms=2**70, retry_max_ms=2**70))
+    submit(sm, NewJob("a", run_at=top, idempotency_key="k"), NewJob("b", priority=-top), now=top)
+    leased = lease(sm, n=2, now=top, lease_ms=top)
+    assert [j.id for j in leased] == ["a", "b"]
+    sm.apply(Fail(top, "a"))
+    sm.apply(Extend(top, "b", top))
+    restored = StateMachine()
+    restored.restore(sm.snapshot())
+    assert restored.snapshot() == sm.snapshot()
+    assert error_code(sm.apply(Expire(2**62))) == ErrorCode.INVALID
