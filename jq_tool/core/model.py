@@ -13,7 +13,7 @@ import enum
 import msgspec
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     READY = "READY"  # waiting to be leased (a future run_at makes it "scheduled")
     RUNNING = "RUNNING"  # leased by a worker until lease_until
     ACKED = "ACKED"  # finished successfully
@@ -136,7 +136,7 @@ Command = Submit | Lease | Ack | Fail | Extend | Cancel | Requeue | Expire | Pur
 # Results. Errors are values: the HTTP layer maps ErrorCode to a status in one table.
 
 
-class ErrorCode(str, enum.Enum):
+class ErrorCode(enum.StrEnum):
     NOT_FOUND = "not_found"  # no such job
     LEASE_MISMATCH = "lease_mismatch"  # the named lease is not the job's current lease
     INVALID_STATE = "invalid_state"  # the job's state does not allow this command

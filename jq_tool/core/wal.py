@@ -384,6 +384,11 @@ class WAL:
     def _poison(self, why: str) -> None:
         self._failed = f"WAL unusable after an earlier failure: {why}"
 
+    @property
+    def failure(self) -> str | None:
+        """Why the WAL refuses appends for good (poisoned), or None while it is usable."""
+        return self._failed
+
     def append(self, records: list[tuple[int, bytes]]) -> int:
         """Make a batch of (type, body) records durable: one write, one fdatasync. Returns the
         index of the last record. A failed write leaves no partial record behind."""
@@ -409,7 +414,7 @@ class WAL:
         except OSError as sync_error:
             # After a failed fdatasync the kernel may have dropped the dirty pages: what is on
             # disk is unknown, so no later append may be acknowledged on top of it.
-            self._poison(f"fdatasync failed ({sync_error})")
+            self._poison(f"fsync failed: fdatasync returned {sync_error}")
             raise
         self._size = before + len(batch)
         self._next_index += len(records)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from jq_tool.core.model import Command, Expire, Purge, Result, decode_command, encode_command
 from jq_tool.core.state_machine import StateMachineConfig
-from jq_tool.core.wal import RECORD_COMMAND, WAL, WalFailed
+from jq_tool.core.wal import RECORD_COMMAND, WAL
 from jq_tool.engine.base import EngineUnavailable, Health, StorageFull
 from jq_tool.engine.command_engine import CommandEngine, now_ms
 from jq_tool.engine.metrics import LogMetrics
@@ -191,7 +191,8 @@ class LocalEngine(CommandEngine):
             error = StorageFull("disk full: the write was refused; retry when space returns")
             log.error("WAL append refused: disk full (%s)", exc)
         else:
-            reason = f"WAL write failed: {exc}" if not isinstance(exc, WalFailed) else str(exc)
+            # The WAL says why it gave up for good (e.g. "fsync failed: …"), when it did.
+            reason = self._wal.failure or f"WAL write failed: {exc}"
             self._fail_for_good(reason)
             error = EngineUnavailable(self._fatal or reason)
         for proposal in batch:
