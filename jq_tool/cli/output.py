@@ -29,6 +29,7 @@ from jq_tool.sdk import (
     StorageFull,
     Unauthorized,
 )
+from jq_tool.sdk.client import format_time
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -60,12 +61,25 @@ def exit_code_for(error: Exception) -> int:
 
 
 def stdout() -> Console:
-    return Console(soft_wrap=True)
+    # Piped output is not cut to 80 columns: a job id must stay on one line for grep and cut.
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+
+def _api_times(value: Any) -> Any:
+    """Times as the API writes them (RFC 3339 UTC, milliseconds), not msgspec's microseconds."""
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, dict):
+        return {key: _api_times(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_api_times(item) for item in value]
+    return value
 
 
 def print_json(value: Any) -> None:
     """One JSON document on stdout (SDK Structs, dicts and lists of them)."""
-    sys.stdout.write(_json.encode(value).decode("utf-8") + "\n")
+    plain = _api_times(msgspec.to_builtins(value, builtin_types=(datetime,)))
+    sys.stdout.write(_json.encode(plain).decode("utf-8") + "\n")
     sys.stdout.flush()
 
 
