@@ -64,6 +64,7 @@ class WrkResult:
     p99_ms: float
     max_ms: float
     errors: int  # non-2xx answers, socket errors and timeouts together
+    server_cpu_pct: float = 0.0  # of one core, over the run: near 100 means server-bound
 
 
 @dataclass
@@ -75,6 +76,8 @@ class CycleResult:
     p50_ms: float  # one lease + one ack
     p99_ms: float
     submit_jobs_per_s: float  # the pre-submit through POST /jobs/batch
+    driver_cpu_pct: float = 0.0  # this Python driver, of one core: near 100 means driver-bound
+    server_cpu_pct: float = 0.0
 
 
 @dataclass
@@ -195,6 +198,21 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[index]
 
 
+def session_cpu_seconds(session_id: int) -> float:
+    """CPU time (user + system) of every live process in a session: the server, and for the
+    one-file binary its bootloader and Python child together."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        if int(fields[3]) == session_id:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 async def presubmit(client: httpx.AsyncClient, client_key: str, jobs: int) -> float:
     """Submit `jobs` jobs to the cycle queue in batches of 1000; returns jobs/s."""
     headers = {"Authorization": f"Bearer {client_key}"}
@@ -264,7 +282,7 @@ def print_table(report: dict[str, object]) -> None:
     from rich.table import Table
 
     table = Table(title=f"jq HTTP benchmark ({report['binary']})")
-    for column in ("measure", "req/s", "p50 ms", "p99 ms", "errors", "requests"):
+    for column in ("measure", "req/s", "p50 ms", "p99 ms", "errors", "requests", "server CPU"):
         table.add_column(column, justify="left" if column == "measure" else "right")
     for run in report["wrk"]:  # type: ignore[attr-defined]
         table.add_row(
@@ -274,6 +292,7 @@ def print_table(report: dict[str, object]) -> None:
             f"{run['p99_ms']:.2f}",
             str(run["errors"]),
             f"{run['requests']:,}",
+            f"{run['server_cpu_pct']:.0f}%",
         )
     cycle = report.get("cycle")
     if isinstance(cycle, dict):
@@ -284,6 +303,7 @@ def print_table(report: dict[str, object]) -> None:
             f"{cycle['p99_ms']:.2f}",
             "0",
             f"{cycle['jobs']:,}",
+            f"{cycle['server_cpu_pct']:.0f}%",
         )
     console = Console()
     console.print(table)
@@ -295,33 +315,43 @@ def print_table(report: dict[str, object]) -> None:
             f"durable p99 target < {TARGET_P99_MS} ms: {verdict} the targets"
         )
     if isinstance(cycle, dict):
-        console.print(f"pre-submit via /jobs/batch: {cycle['submit_jobs_per_s']:,.0f} jobs/s")
+        console.print(
+            f"pre-submit via /jobs/batch: {cycle['submit_jobs_per_s']:,.0f} jobs/s; "
+            f"cycle driver CPU {cycle['driver_cpu_pct']:.0f}% of a core"
+        )
+    console.print(
+        f"load average at start: {report['load_avg_1m_at_start']} on {os.cpu_count()} CPUs"
+    )
 
 
 def run_bench(args: argparse.Namespace) -> dict[str, object]:
     seconds = 3.0 if args.quick else args.duration
     cycle_jobs = args.cycle_jobs or (2000 if args.quick else 10000)
+    load_at_start = round(os.getloadavg()[0], 2)  # the machine may be shared: say how busy it was
     with tempfile.TemporaryDirectory(prefix="jq-http-bench-") as tmp:
         server = start_server(Path(args.jq), Path(tmp) / "data", Path(tmp) / "server.log")
         try:
             client_key = server.keys["client"]
-            noop = run_wrk(
-                f"{server.base_url}/_noop",
-                client_key,
-                seconds,
-                args.connections,
-                args.threads,
-                "/_noop",
-            )
-            submit = run_wrk(
-                f"{server.base_url}/jobs",
-                client_key,
-                seconds,
-                args.connections,
-                args.threads,
-                "/jobs",
-            )
+            sid = server.process.pid  # start_new_session: the server leads its own session
+
+            def wrk(route: str, key: str) -> WrkResult:
+                cpu = session_cpu_seconds(sid)
+                result = run_wrk(
+                    server.base_url + route, key, seconds, args.connections, args.threads, route
+                )
+                used = session_cpu_seconds(sid) - cpu
+                result.server_cpu_pct = round(100 * used / result.seconds, 1)
+                return result
+
+            noop = wrk("/_noop", client_key)
+            submit = wrk("/jobs", client_key)
+            cpu, driver_cpu = session_cpu_seconds(sid), time.process_time()
             cycle = asyncio.run(cycle_rate(server.base_url, server.keys, cycle_jobs, args.workers))
+            # The pre-submit is inside these CPU totals; it is a few percent of the cycle run.
+            cycle.server_cpu_pct = round(100 * (session_cpu_seconds(sid) - cpu) / cycle.seconds, 1)
+            cycle.driver_cpu_pct = round(
+                100 * (time.process_time() - driver_cpu) / cycle.seconds, 1
+            )
         finally:
             stop_server_process(server.process)
     # A no-op route that is missing (404) or refused would make the ratio meaningless.
@@ -332,6 +362,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, object]:
     )
     return {
         "binary": str(args.jq),
+        "load_avg_1m_at_start": load_at_start,
         "connections": args.connections,
         "threads": args.threads,
         "seconds_per_wrk_run": seconds,
