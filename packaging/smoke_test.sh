@@ -152,6 +152,16 @@ GET="$("$BIN" get "$JOB_ID" --url "$URL" --key "$CLIENT_KEY" --json)" || fail "g
 [[ "$(json_field result <<<"$GET")" == done ]] || fail "get: result is not 'done': $GET"
 echo "smoke_test: acked, and get shows ACKED with its result"
 
+# Listing keys shows the seeded keys but never a secret.
+KEYS="$("$BIN" keys list --all --url "$URL" --key "$ADMIN_KEY" --json)" || fail "keys list failed"
+grep -q "dev-worker" <<<"$KEYS" || fail "keys list --all does not show the seeded worker key"
+for secret in "$CLIENT_KEY" "$WORKER_KEY" "$ADMIN_KEY"; do
+    if grep -qF -- "$secret" <<<"$KEYS"; then
+        fail "keys list --all prints a secret"
+    fi
+done
+echo "smoke_test: keys list --all shows the seeded keys, no secret"
+
 # Crash it: SIGKILL to the whole process group, so no shutdown snapshot folds the records away.
 kill -KILL -- "-$SERVER_PID" 2>/dev/null || fail "could not kill the server"
 wait "$SERVER_PID" 2>/dev/null || true
