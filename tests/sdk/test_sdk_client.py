@@ -104,6 +104,22 @@ def test_submit_retried_after_a_lost_answer_makes_one_job(
         assert [job.job_id for job in jobs] == [job_id]
 
 
+def test_batch_retried_after_a_lost_answer_makes_each_job_once(
+    jq_server: ServerProcess, queue: str
+) -> None:
+    proxy = DroppingProxy(jq_server.port, drop_first=1)
+    try:
+        with Client(proxy.url, jq_server.client_key, backoff=0.01) as client:
+            results = client.submit_many([{"payload": str(i), "queue": queue} for i in range(5)])
+        assert proxy.requests == 2
+    finally:
+        proxy.close()
+    assert all(r.duplicate for r in results)  # the second try found the first try's jobs
+    with Client(jq_server.url, jq_server.client_key) as direct:
+        listed = {job.job_id for job in direct.iter_jobs(queue=queue)}
+    assert listed == {r.job_id for r in results} and len(listed) == 5
+
+
 def test_submit_retries_until_the_server_is_back(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "data")
     server.start()
