@@ -1,9 +1,12 @@
 """One chaos run: submit a load, lease-execute-ack it with N workers, SIGKILL and restart the
 server at random moments meanwhile, then ask the server about every job and judge the result.
+Against a cluster (`--cluster N`) every request goes to a random node and fails over to the next
+one when that node is down, and the kills take one random node at a time.
 
 It speaks HTTP with httpx directly, not through the SDK, because it must know exactly which
 requests the server answered. Submits carry idempotency keys and are retried through restarts
-with the same key; acks are retried with the same lease_id (leases survive restarts). Every fact
+with the same key (on any node); acks are retried with the same lease_id (leases survive
+restarts, and any node settles them). Every fact
 goes into the `Ledger`; `report.verify` compares it with the server's final answers.
 """
 
@@ -28,7 +31,14 @@ import httpx
 from jq_tool.chaos.ledger import Ledger, chaos_payload, payload_index
 from jq_tool.chaos.options import ChaosOptions
 from jq_tool.chaos.report import Report, verify
-from jq_tool.chaos.target import ExternalServer, SpawnedServer, Target, TargetError
+from jq_tool.chaos.target import (
+    Endpoint,
+    ExternalServer,
+    SpawnedCluster,
+    SpawnedServer,
+    Target,
+    TargetError,
+)
 
 # Every job may be retried this often: a kill can expire a lease or two, and a job that went DEAD
 # because its leases died with the server would read as lost.
@@ -43,11 +53,12 @@ RETRY_MAX_S = 0.25
 REQUEST_GIVE_UP_S = 120.0
 
 
-# Each worker and submitter task talks over its own client (one connection, like separate worker
-# processes would): a single shared httpx pool spends CPU per request in proportion to its
-# connections, and on a 2-core machine the harness must not out-eat the server it measures.
-_task_client: contextvars.ContextVar[httpx.AsyncClient | None] = contextvars.ContextVar(
-    "chaos_task_client", default=None
+# Each worker and submitter task talks over its own clients (one connection per node, like
+# separate worker processes would): a single shared httpx pool spends CPU per request in
+# proportion to its connections, and on a 2-core machine the harness must not out-eat the server
+# it measures. One client per endpoint, in the target's endpoint order.
+_task_clients: contextvars.ContextVar[list[httpx.AsyncClient] | None] = contextvars.ContextVar(
+    "chaos_task_clients", default=None
 )
 
 
@@ -68,14 +79,14 @@ class Progress:
 
 
 class _KeyAuth(httpx.Auth):
-    """Bearer auth that reads the target's key per request: a restarted server may print a new
-    one."""
+    """Bearer auth that reads the endpoint's key per request: a restarted server may print a new
+    one, and each cluster node has keys of its own."""
 
-    def __init__(self, target: Target) -> None:
-        self.target = target
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self.target.key}"
+        request.headers["Authorization"] = f"Bearer {self.endpoint.key}"
         yield request
 
 
@@ -86,6 +97,8 @@ class ChaosRun:
         # A run without --seed still has one, reported, so a failing run can be replayed.
         self.seed = options.seed if options.seed is not None else random.randrange(2**31)
         self.rng = random.Random(self.seed)
+        # Which node a request tries first: its own stream, so routing does not shift the kills.
+        self._route = random.Random(f"route-{self.seed}")
         self.run_id = uuid.uuid4().hex[:12]
         self.queue = options.queue or f"chaos-{self.run_id}"
         self.ledger = Ledger(self.run_id, options.jobs)
@@ -96,7 +109,7 @@ class ChaosRun:
         self._next_index = 0
         self._next_slot = 0.0
         self._abort: str | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._clients: list[httpx.AsyncClient] = []
         # One TLS context for every client: building one loads the CA bundle (~80 ms of CPU).
         self._tls = ssl.create_default_context()
 
@@ -117,8 +130,11 @@ class ChaosRun:
         here and left running; the caller stops it."""
         await self.target.start()
         started = time.monotonic()  # the clock runs from a serving server, not from its boot
-        async with self._new_client(FINAL_READ_CONCURRENCY) as client:
-            self._client = client
+        async with contextlib.AsyncExitStack() as stack:
+            self._clients = [
+                await stack.enter_async_context(self._new_client(FINAL_READ_CONCURRENCY, endpoint))
+                for endpoint in self.target.endpoints()
+            ]
             await self._check_key()
             return await self._run(started)
 
@@ -171,19 +187,20 @@ class ChaosRun:
     # -- plumbing -----------------------------------------------------------------------------
 
     async def _check_key(self) -> None:
-        """A wrong key would turn every submit into a refusal: say so before the run starts."""
-        assert self._client is not None
-        try:
-            response = await self._client.get("/stats")
-        except httpx.TransportError as exc:
-            raise TargetError(f"{self.target.base_url} is not answering: {exc}") from None
-        if response.status_code in (401, 403):
-            raise TargetError(f"the server refused the key: {_describe(response)}")
+        """A wrong key would turn every submit into a refusal: say so before the run starts (for
+        every node of a cluster)."""
+        for client in self._clients:
+            try:
+                response = await client.get("/stats")
+            except httpx.TransportError as exc:
+                raise TargetError(f"{client.base_url} is not answering: {exc}") from None
+            if response.status_code in (401, 403):
+                raise TargetError(f"the server refused the key: {_describe(response)}")
 
-    def _new_client(self, connections: int) -> httpx.AsyncClient:
+    def _new_client(self, connections: int, endpoint: Endpoint) -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            base_url=self.target.base_url,
-            auth=_KeyAuth(self.target),
+            base_url=endpoint.base_url,
+            auth=_KeyAuth(endpoint),
             limits=httpx.Limits(max_connections=connections),
             verify=self._tls,
             timeout=httpx.Timeout(10.0, read=LEASE_WAIT_MS / 1000 + 10.0),
@@ -193,8 +210,12 @@ class ChaosRun:
         """Run one task of the run over its own connection; a bug in it ends the run with an
         error, never silently."""
         try:
-            async with self._new_client(1) as client:
-                _task_client.set(client)  # this task's context only
+            async with contextlib.AsyncExitStack() as stack:
+                clients = [
+                    await stack.enter_async_context(self._new_client(1, endpoint))
+                    for endpoint in self.target.endpoints()
+                ]
+                _task_clients.set(clients)  # this task's context only
                 await work
         except (RunAborted, TargetError, asyncio.CancelledError):
             raise
@@ -231,13 +252,17 @@ class ChaosRun:
     ) -> httpx.Response:
         """One request, retried through connection failures, 5xx and 429 (a server that is down,
         starting, or refusing writes for now) until it gets another answer. `on_retry` is called
-        before each resend."""
-        client = _task_client.get() or self._client
-        assert client is not None
+        before each resend. It goes to a random node first; each resend goes to the next node,
+        so a request to a dead cluster node fails over to a live one."""
+        clients = _task_clients.get() or self._clients
+        assert clients
+        node = self._route.randrange(len(clients))
         delay = RETRY_FIRST_S
         give_up = time.monotonic() + REQUEST_GIVE_UP_S
         while True:
             self._check_abort()
+            client = clients[node]
+            node = (node + 1) % len(clients)
             try:
                 response = await client.request(method, path, json=json)
             except httpx.TransportError:
@@ -421,11 +446,17 @@ def _describe(response: httpx.Response) -> str:
 
 
 async def run_chaos(options: ChaosOptions, *, run: list[ChaosRun] | None = None) -> Report:
-    """Run `options` against its target, or against a private `jq serve` on a temporary data dir
-    (kept, and named in the report's error, when the run fails). `run`, when given, receives
-    the ChaosRun as soon as it exists, for a progress display."""
+    """Run `options` against its target, or against a private `jq serve` (or, with
+    `options.cluster`, a private cluster of that many nodes) on a temporary data dir (kept, and
+    named in the report's error, when the run fails). `run`, when given, receives the ChaosRun as
+    soon as it exists, for a progress display."""
+    if options.seed is None:
+        # Chosen here, not in ChaosRun, because a cluster's choice of victims follows it too.
+        options = dataclasses.replace(options, seed=random.randrange(2**31))
+    assert options.seed is not None
     workdir: Path | None = None
     target: Target
+    cluster: SpawnedCluster | None = None
     if options.target is not None:
         target = ExternalServer(
             options.target,
@@ -433,6 +464,12 @@ async def run_chaos(options: ChaosOptions, *, run: list[ChaosRun] | None = None)
             kill_cmd=options.kill_cmd,
             restart_cmd=options.restart_cmd,
         )
+    elif options.cluster:
+        if options.data_dir is not None:
+            root = Path(options.data_dir)
+        else:
+            workdir = root = Path(tempfile.mkdtemp(prefix="jq-chaos-cluster-"))
+        target = cluster = SpawnedCluster(root, options.cluster, seed=options.seed)
     else:
         if options.data_dir is not None:
             data_dir = Path(options.data_dir)
@@ -447,6 +484,9 @@ async def run_chaos(options: ChaosOptions, *, run: list[ChaosRun] | None = None)
     report: Report | None = None
     try:
         report = await chaos.run()
+        if cluster is not None:
+            killed = ", ".join(cluster.killed) or "none"
+            report.notes.append(f"cluster of {options.cluster} nodes; killed in turn: {killed}")
         return report
     finally:
         with contextlib.suppress(TargetError):

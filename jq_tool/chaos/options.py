@@ -28,9 +28,13 @@ CHAOS_FLAGS = frozenset(
         "submitters",
         "queue",
         "data-dir",
+        "cluster",
         "help",
     }
 )
+
+# One kill at a time keeps a majority up from 3 nodes on; more than 7 members only slow etcd down.
+MAX_CLUSTER_NODES = 7
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -75,8 +79,9 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
 class ChaosOptions:
     """One chaos run. Durations are seconds.
 
-    `target` None means spawn a private `jq serve`; `kill_cmd`/`restart_cmd` are shell
-    commands for an external target (the seed's `docker compose kill queue`).
+    `target` None means spawn a private `jq serve`, or with `cluster` N (3 or more) a private
+    cluster of N nodes; `kill_cmd`/`restart_cmd` are shell commands for an external target (the
+    seed's `docker compose kill queue`).
     """
 
     target: str | None = None
@@ -93,6 +98,7 @@ class ChaosOptions:
     submitters: int = 16  # concurrent submit requests
     queue: str | None = None  # None: a fresh queue per run, so a shared target's jobs stay apart
     data_dir: str | None = None  # spawned server's data dir; None: a temporary one
+    cluster: int = 0  # nodes of a spawned cluster; 0: one single-node server
 
     def problems(self) -> list[str]:
         """Every reason these options cannot run, as messages for the user (empty when fine)."""
@@ -124,6 +130,15 @@ class ChaosOptions:
             problems.append(
                 "--kill-cmd/--restart-cmd need --target (a spawned server is killed directly)"
             )
+        if self.cluster:
+            if not 3 <= self.cluster <= MAX_CLUSTER_NODES:
+                problems.append(
+                    f"--cluster must be between 3 and {MAX_CLUSTER_NODES} nodes (0: one server)"
+                )
+            if self.target is not None:
+                problems.append("--cluster spawns its own nodes: it cannot be used with --target")
+            if self.key is not None:
+                problems.append("--key does not apply to --cluster: each node seeds its own keys")
         if self.queue is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", self.queue):
             problems.append("--queue must be 1-128 characters of [A-Za-z0-9_.:-]")
         return problems

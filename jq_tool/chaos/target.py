@@ -1,10 +1,13 @@
 """The server under test and how to hurt it: `SpawnedServer` runs a private `jq serve` on a data
 dir, reads the admin key from its first-start log line, SIGKILLs it (its whole process group) and
-starts it again on the same data dir and port; `ExternalServer` does the same to a server the
-user runs, through their `--kill-cmd` / `--restart-cmd` shell commands.
+starts it again on the same data dir and port; `SpawnedCluster` runs N such servers as one
+cluster (`CLUSTER_MODE=true`, each with its own etcd member) and SIGKILLs one random node at a
+time; `ExternalServer` does the same to a server the user runs, through their `--kill-cmd` /
+`--restart-cmd` shell commands.
 
-Both wait for `GET /health` to answer 200 before saying the server is back, so the harness's
-kill count is a count of real crash-and-recover cycles.
+All wait for `GET /health` to answer 200 before saying the server is back, so the harness's
+kill count is a count of real crash-and-recover cycles. A target names its `endpoints()`: the
+nodes the harness spreads its requests over and fails over between.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,9 +32,16 @@ import httpx
 # The one command that starts a server: the root CLI's `serve`, by the running interpreter (so a
 # venv without `jq` on PATH works, and `/usr/bin/jq` is never picked up).
 SERVE_COMMAND: Final[tuple[str, ...]] = (sys.executable, "-m", "jq_tool.cli.main", "serve")
+# The cluster variables `jq serve` reads; a spawned cluster node gets its own set of them.
+CLUSTER_ENV_VARS: Final = (
+    "CLUSTER_MODE", "NODE_ID", "RAFT_ADDR", "PEERS", "HTTP_PEERS", "BOOTSTRAP", "ETCD_ENDPOINTS",
+    "ETCD_CLIENT_ADDR", "ETCD_CLUSTER_TOKEN",
+)  # fmt: skip
 # A private server keeps its keys in its own data dir and logs the seeded keys we read; these
-# variables of the harness's own environment would change that.
-_PRIVATE_ENV_DROP: Final = ("REDIS_URL", "JQ_REDIS_PREFIX", "WAL_DIR", "PORT", "HOST")
+# variables of the harness's own environment would change that (or make it a cluster node).
+_PRIVATE_ENV_DROP: Final = (
+    "REDIS_URL", "JQ_REDIS_PREFIX", "WAL_DIR", "PORT", "HOST", *CLUSTER_ENV_VARS,
+)  # fmt: skip
 _PRIVATE_ENV_SET: Final = {"JQ_SEED_KEYS": "true", "JQ_LOG_LEVEL": "info"}
 
 # Short leases so a lease whose response died with the server comes back quickly, and a ticker
@@ -37,6 +49,11 @@ _PRIVATE_ENV_SET: Final = {"JQ_SEED_KEYS": "true", "JQ_LOG_LEVEL": "info"}
 SERVE_FLAGS: Final[tuple[str, ...]] = ("--lease-duration", "5s", "--lease-check-interval", "500ms")
 
 FIRST_CONTACT_TIMEOUT_S: Final = 15.0
+# A cluster boots N servers and N etcd members on a shared machine and must elect a leader.
+CLUSTER_START_TIMEOUT_S: Final = 120.0
+# How long a killed node's process group (its etcd member included) may take to be gone before
+# the restart goes ahead anyway: a member still holding its ports would fail the restart.
+GROUP_GONE_TIMEOUT_S: Final = 5.0
 
 ADMIN_KEY_LINE = re.compile(r"Created admin key: (admin_[A-Za-z0-9_\-]+) \(owner: ")
 # Anything that looks like an API key, so server output we show on failure shows no secret.
@@ -56,6 +73,24 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_peer_port(taken: set[int] | None = None) -> int:
+    """A port P with P+1 free too: an etcd member's peer port P and client port P+1. Ports in
+    `taken` (already promised to another member) are skipped."""
+    taken = taken or set()
+    for _ in range(200):
+        port = free_port()
+        if port > 65000 or {port, port + 1} & taken:
+            continue
+        try:
+            with socket.socket() as peer, socket.socket() as client:
+                peer.bind(("127.0.0.1", port))
+                client.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise TargetError("found no free pair of loopback ports for an etcd member")
 
 
 async def wait_healthy(base_url: str, timeout: float, *, alive: Process | None = None) -> None:
@@ -85,9 +120,27 @@ class Process(Protocol):
     def poll(self) -> int | None: ...
 
 
+class Endpoint(Protocol):
+    """One node requests can go to: its URL and the key it accepts (read per request: a
+    restarted server may print a new one)."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def key(self) -> str: ...
+
+
 class Target(Protocol):
-    base_url: str
-    key: str
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def key(self) -> str: ...
+
+    def endpoints(self) -> Sequence[Endpoint]:
+        """The nodes to spread requests over, in a fixed order (one for a single server)."""
+        ...
 
     async def start(self) -> None: ...
 
@@ -116,7 +169,10 @@ class SpawnedServer:
         env: Mapping[str, str] | None = None,
         start_timeout: float = 60.0,
         key: str | None = None,
+        node_env: Mapping[str, str] | None = None,
     ) -> None:
+        """`node_env` is set last, after the private-server cleanup: a cluster node's own
+        variables."""
         self.data_dir = data_dir
         self.log_path = log_path or data_dir.parent / f"{data_dir.name}.serve.log"
         self.port = port or free_port()
@@ -125,7 +181,7 @@ class SpawnedServer:
         base_env = dict(os.environ if env is None else env)
         for name in _PRIVATE_ENV_DROP:
             base_env.pop(name, None)
-        self.env = {**base_env, **_PRIVATE_ENV_SET}
+        self.env = {**base_env, **_PRIVATE_ENV_SET, **(node_env or {})}
         self.start_timeout = start_timeout
         self.key = key or ""
         self._key_given = bool(key)  # an explicit key wins over the one in the log
@@ -149,6 +205,9 @@ class SpawnedServer:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
+    def endpoints(self) -> Sequence[Endpoint]:
+        return (self,)
+
     def unexpected_exit(self) -> str | None:
         process = self._process
         if self._expected_down or process is None or process.poll() is None:
@@ -162,6 +221,11 @@ class SpawnedServer:
         return self._process is not None and self._process.poll() is None
 
     async def start(self) -> None:
+        await self.wait_ready(self.spawn())
+
+    def spawn(self) -> int:
+        """Start the process without waiting for it; returns the log offset of this start, for
+        `wait_ready`."""
         if self.running():
             raise TargetError("server is already running")
         try:
@@ -183,6 +247,11 @@ class SpawnedServer:
             raise TargetError(f"cannot start the server in {self.data_dir}: {exc}") from None
         self.starts += 1
         self._expected_down = False
+        return offset
+
+    async def wait_ready(self, offset: int) -> None:
+        """Wait until the spawned process serves /health and its admin key is known; on failure
+        stop it and raise TargetError with the tail of its log."""
         try:
             await wait_healthy(self.base_url, self.start_timeout, alive=self._process)
         except TargetError as exc:
@@ -292,6 +361,155 @@ class ExternalServer:
 
     def unexpected_exit(self) -> str | None:
         return None  # not ours to watch: a dead target shows as requests that never succeed
+
+    def endpoints(self) -> Sequence[Endpoint]:
+        return (self,)
+
+
+class SpawnedCluster:
+    """N private `jq serve` nodes in cluster mode under `root` (`root/n1`, … data dirs, with
+    `root/n1.serve.log`, … beside them). Each node starts its own etcd member on free loopback
+    ports and keeps its keys in its own embedded store, so each node's admin key is read from its
+    own log; no Redis is involved.
+
+    `kill` SIGKILLs one node chosen by `seed` (its etcd member dies with it) and `restart` brings
+    that node back on the same data dir and ports, healthy, before returning: at most one node
+    is ever down, so a majority always stays up.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        size: int,
+        *,
+        seed: int,
+        env: Mapping[str, str] | None = None,
+        start_timeout: float = CLUSTER_START_TIMEOUT_S,
+    ) -> None:
+        if size < 3:
+            raise TargetError(f"a cluster needs at least 3 nodes, not {size}")
+        self.root = root
+        self._victims = random.Random(seed)
+        names = [f"n{i}" for i in range(1, size + 1)]
+        taken: set[int] = set()
+        peers: dict[str, str] = {}
+        for name in names:
+            port = free_peer_port(taken)
+            taken.update((port, port + 1))
+            peers[name] = f"127.0.0.1:{port}"
+        http_ports: dict[str, int] = {}
+        for name in names:
+            port = free_port()
+            while port in taken or port in http_ports.values():
+                port = free_port()
+            http_ports[name] = port
+        common = {
+            "CLUSTER_MODE": "true",
+            "BOOTSTRAP": "true",
+            "PEERS": ",".join(f"{name}@{addr}" for name, addr in peers.items()),
+            "HTTP_PEERS": ",".join(
+                f"{name}@http://127.0.0.1:{port}" for name, port in http_ports.items()
+            ),
+            "ETCD_CLUSTER_TOKEN": f"jq-chaos-{seed}-{http_ports[names[0]]}",
+        }
+        self.nodes: dict[str, SpawnedServer] = {
+            name: SpawnedServer(
+                root / name,
+                log_path=root / f"{name}.serve.log",
+                port=http_ports[name],
+                env=env,
+                start_timeout=start_timeout,
+                node_env={**common, "NODE_ID": name, "RAFT_ADDR": peers[name]},
+            )
+            for name in names
+        }
+        self.killed: list[str] = []  # node names in kill order, for the report
+        self._down: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self._first().base_url
+
+    @property
+    def key(self) -> str:
+        return self._first().key
+
+    def _first(self) -> SpawnedServer:
+        return next(iter(self.nodes.values()))
+
+    def endpoints(self) -> Sequence[Endpoint]:
+        return tuple(self.nodes.values())
+
+    async def start(self) -> None:
+        if shutil.which("etcd") is None:
+            raise TargetError(
+                "--cluster needs the etcd binary on PATH (Debian: apt-get install etcd-server)"
+            )
+        # All at once: no member can serve before a majority of them has started.
+        offsets = {name: node.spawn() for name, node in self.nodes.items()}
+        waits = {
+            asyncio.create_task(node.wait_ready(offsets[name])): name
+            for name, node in self.nodes.items()
+        }
+        # The first node that fails ends the start: the others would wait for a quorum that
+        # never comes.
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_EXCEPTION)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        failures = [
+            f"node {waits[task]}: {task.exception()}"
+            for task in done
+            if not task.cancelled() and task.exception() is not None
+        ]
+        if failures:
+            await self.stop()
+            raise TargetError("the cluster did not start; " + "\n".join(sorted(failures)))
+
+    async def kill(self) -> None:
+        if self._down is not None:
+            raise TargetError(f"node {self._down} is still down: one kill at a time")
+        name = self._victims.choice(list(self.nodes))
+        node = self.nodes[name]
+        group = node.pid
+        self._down = name
+        await node.kill()
+        self.killed.append(name)
+        if group is not None:
+            await _group_gone(group)
+
+    async def restart(self) -> None:
+        if self._down is None:
+            raise TargetError("no node is down")
+        name = self._down
+        try:
+            await self.nodes[name].start()
+        except TargetError as exc:
+            raise TargetError(f"node {name} did not come back: {exc}") from None
+        self._down = None
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(node.stop() for node in self.nodes.values()))
+
+    def unexpected_exit(self) -> str | None:
+        for name, node in self.nodes.items():
+            reason = node.unexpected_exit()
+            if reason is not None:
+                return f"cluster node {name}: {reason}"
+        return None
+
+
+async def _group_gone(group: int) -> None:
+    """Wait until no process of process group `group` is left (a SIGKILLed node's etcd member
+    exits a moment after the node), or GROUP_GONE_TIMEOUT_S passes: an unreaped zombie keeps the
+    group alive but holds no ports."""
+    deadline = time.monotonic() + GROUP_GONE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        await asyncio.sleep(0.05)
 
 
 async def _run_shell(command: str, flag: str) -> None:

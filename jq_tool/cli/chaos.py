@@ -32,7 +32,9 @@ EXIT_NO_SERVER = 3
 
 HELP = (
     "Load the queue while SIGKILLing and restarting the server; verify that no acknowledged job "
-    "was lost or duplicated. Without --target it runs its own `jq serve` on a temporary data dir."
+    "was lost or duplicated. Without --target it runs its own `jq serve` on a temporary data dir; "
+    "with --cluster 3 it runs a private three-node cluster (needs etcd on PATH), spreads requests "
+    "over all nodes with failover, and SIGKILLs one random node at a time."
 )
 
 _chaos_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -83,8 +85,19 @@ def chaos(
         str | None, typer.Option(help="queue to use; default: a fresh chaos-<run id> queue")
     ] = None,
     data_dir: Annotated[
-        str | None, typer.Option(help="data dir of the spawned server; default: a temporary one")
+        str | None,
+        typer.Option(
+            help="data dir of the spawned server (with --cluster: the parent of the nodes' data "
+            "dirs); default: a temporary one"
+        ),
     ] = None,
+    cluster: Annotated[
+        int,
+        typer.Option(
+            help="spawn a cluster of this many nodes (3 or more; needs etcd on PATH) and kill "
+            "one random node at a time; 0 = one single-node server"
+        ),
+    ] = 0,
 ) -> None:
     options = ChaosOptions(
         target=target,
@@ -101,6 +114,7 @@ def chaos(
         submitters=submitters,
         queue=queue,
         data_dir=data_dir,
+        cluster=cluster,
     )
     problems = options.problems()
     if problems:
@@ -129,7 +143,8 @@ async def _run(options: ChaosOptions, show_progress: bool) -> Report:
     if not show_progress:
         return await run_chaos(options)
     runs: list[ChaosRun] = []
-    with Live(Text("starting the server…"), console=Console(), refresh_per_second=4) as live:
+    starting = Text("starting the cluster…" if options.cluster else "starting the server…")
+    with Live(starting, console=Console(), refresh_per_second=4) as live:
         task = asyncio.create_task(run_chaos(options, run=runs))
         while not task.done():
             if runs:
