@@ -290,3 +290,15 @@ def test_image_stages_replayed_in_venvs(runtime: Stage, tmp_path: Path) -> None:
         server.wait(timeout=60)
     assert server.returncode == 0
     assert run_healthcheck(runtime, python, port) != 0  # a stopped server is unhealthy
+
+
+def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    # A venv, a WAL data dir or git history in the context would bloat every build and could
+    # leak a developer's queue into an image.
+    assert {".git", ".venv", "data", "dist", "build"} <= ignored
+    assert not {"jq_tool", "pyproject.toml", "README.md"} & ignored
