@@ -249,6 +249,7 @@ def test_every_job_acked_once_across_a_server_kill9(tmp_path: Path) -> None:
         with Client(server.url, server.client_key) as client:
             wait_until(lambda: all_finished(client, "default", total), timeout=60)
             jobs = {job_id: client.get(job_id) for job_id in ids}
+            server_acks = client.stats().totals.acked  # acks the server applied, restarts included
         worker.stop()
         thread.join(15)
     finally:
@@ -256,6 +257,7 @@ def test_every_job_acked_once_across_a_server_kill9(tmp_path: Path) -> None:
     states = Counter(job.state.value for job in jobs.values())
     assert states == {"ACKED": total}, states
     assert set(executions) == set(ids)
+    assert server_acks == total
     # An attempt whose lease answer died with the server shows up as a later attempt, never
     # as a second ack: each execution is one attempt, and the worker acked each job once.
     over = {i: (executions[i], j.attempts) for i, j in jobs.items() if executions[i] > j.attempts}
