@@ -356,15 +356,12 @@ class BaseClient:
         return Call("DELETE", path, _decoder(RevokedKey), not_found=KeyNotFound)
 
     def _specs(self, jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[JobSpec]:
-        specs = [as_job_spec(item) for item in jobs]
-        for spec in specs:
-            # Fix the key now: every retry of the chunk must send the same one.
-            if spec.idempotency_key is None:
-                spec.idempotency_key = str(uuid.uuid4())
-        return specs
-
-    def _finished_or_none(self, job: Job) -> Job | None:
-        return job if job.state in FINISHED_STATES else None
+        # Fix the keys now: every retry of a chunk must send the same ones. Copies: the
+        # caller's JobSpecs are left as they were.
+        return [
+            msgspec.structs.replace(spec, idempotency_key=spec.idempotency_key or str(uuid.uuid4()))
+            for spec in map(as_job_spec, jobs)
+        ]
 
 
 def _submit_spec(
