@@ -201,6 +201,21 @@ def test_lease_ack_fail_extend(client: Client, worker_client: Client, queue: str
     assert client.get(high).result_error == "it broke"
 
 
+def test_failed_attempt_retries_then_dies(
+    client: Client, worker_client: Client, queue: str
+) -> None:
+    job_id = client.submit("flaky", max_retries=1, queue=queue)
+    (first,) = worker_client.lease(queue=queue)
+    assert worker_client.fail(job_id, "try 1", lease_id=first.lease_id).state is JobState.RETRY
+    waiting = client.get(job_id)
+    assert waiting.state is JobState.RETRY and waiting.result_error == "try 1"
+    (second,) = worker_client.lease(queue=queue, wait=25)  # back after the server's backoff
+    assert second.attempt == 2 and second.lease_id != first.lease_id
+    assert worker_client.fail(job_id, "try 2", lease_id=second.lease_id).state is JobState.DEAD
+    dead = client.get(job_id)
+    assert (dead.state, dead.attempts, dead.result_error) == (JobState.DEAD, 2, "try 2")
+
+
 def test_cancel_and_requeue(client: Client, worker_client: Client, queue: str) -> None:
     waiting = client.submit("w", queue=queue, delay=3600)
     assert client.cancel(waiting).state is JobState.CANCELLED
