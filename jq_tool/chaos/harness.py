@@ -110,6 +110,9 @@ class ChaosRun:
         self._next_slot = 0.0
         self._abort: str | None = None
         self._clients: list[httpx.AsyncClient] = []
+        # Answers (any status) per endpoint, in the target's endpoint order: the evidence that
+        # a cluster run really spread its requests over every node.
+        self.answers = [0 for _ in target.endpoints()]
         # One TLS context for every client: building one loads the CA bundle (~80 ms of CPU).
         self._tls = ssl.create_default_context()
 
@@ -261,13 +264,14 @@ class ChaosRun:
         give_up = time.monotonic() + REQUEST_GIVE_UP_S
         while True:
             self._check_abort()
-            client = clients[node]
+            client, answered_by = clients[node], node
             node = (node + 1) % len(clients)
             try:
                 response = await client.request(method, path, json=json)
             except httpx.TransportError:
                 pass
             else:
+                self.answers[answered_by] += 1
                 if response.status_code < 500 and response.status_code != 429:
                     return response
             if time.monotonic() > give_up:
@@ -486,7 +490,11 @@ async def run_chaos(options: ChaosOptions, *, run: list[ChaosRun] | None = None)
         report = await chaos.run()
         if cluster is not None:
             killed = ", ".join(cluster.killed) or "none"
+            answers = ", ".join(
+                f"{name} {count}" for name, count in zip(cluster.nodes, chaos.answers, strict=True)
+            )
             report.notes.append(f"cluster of {options.cluster} nodes; killed in turn: {killed}")
+            report.notes.append(f"answers per node: {answers}")
         return report
     finally:
         with contextlib.suppress(TargetError):
