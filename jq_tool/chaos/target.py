@@ -445,6 +445,14 @@ class SpawnedCluster:
             raise TargetError(
                 "--cluster needs the etcd binary on PATH (Debian: apt-get install etcd-server)"
             )
+        # An etcd member remembers its peers' ports, and these nodes get new ones: a member
+        # from an earlier run would wait for peers that are not there.
+        used = [name for name, node in self.nodes.items() if (node.data_dir / "etcd").exists()]
+        if used:
+            raise TargetError(
+                f"{self.root} already holds cluster data ({', '.join(used)}): the nodes get new "
+                "ports every run, so give --data-dir an empty or new directory"
+            )
         # All at once: no member can serve before a majority of them has started.
         offsets = {name: node.spawn() for name, node in self.nodes.items()}
         waits = {

@@ -114,6 +114,17 @@ def test_missing_etcd_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-server not installed")
+def test_a_data_dir_of_an_earlier_cluster_run_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "c" / "n2" / "etcd" / "member").mkdir(parents=True)
+    completed = _chaos_process(
+        ["--cluster", "3", "--jobs", "5", "--data-dir", str(tmp_path / "c")], dict(os.environ)
+    )
+    assert completed.returncode == chaos_cli.EXIT_NO_SERVER
+    assert "already holds cluster data (n2)" in completed.stderr
+    assert not (tmp_path / "c" / "n1").exists()  # refused before any node started
+
+
+@pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-server not installed")
 def test_cluster_that_cannot_start_shows_a_node_log_in_json(tmp_path: Path) -> None:
     env = {**os.environ, "JQ_MAX_PAYLOAD": "lots"}  # every node refuses this setting at start
     completed = _chaos_process(
