@@ -3,14 +3,19 @@ for the request/response calls of `AsyncClient` (the worker's hot path: lease, a
 
 Why not httpx here: measured on this project's machines, one httpx.AsyncClient request costs
 ~10x the CPU of the same request over a plain asyncio stream (anyio and httpcore's pool
-bookkeeping), and a worker process spends nearly all of its time making requests. The jq API
-is small and regular (JSON bodies, Content-Length or chunked answers), so a small pool is
-enough. httpx still serves the sync `Client` and the `/events` stream.
+bookkeeping), and a worker process spends nearly all of its time making requests. So the pool
+is ours, but reading an answer is not: `httptools.HttpResponseParser` (llhttp, the C parser
+uvicorn uses) parses status line, headers, Content-Length and chunked bodies (extensions,
+trailers), skips interim 1xx answers, and says whether the connection may be kept. We only
+note whether the body is framed, so an answer without a length is read to EOF. (h11 reads the
+same answers correctly but cost ~30x the CPU per answer here.) Requests are our own fixed,
+well-formed output: an f-string, with header values checked once for CR/LF. httpx still
+serves the sync `Client` and the `/events` stream.
 
 A request that fails on a reused connection before any byte of the answer arrived is sent once
 more on a fresh connection: the server had closed that idle connection and never read the
-request. Every other failure is a `TransportFailure`, which the client turns into
-`ServerUnavailable`.
+request. Every other failure (refused, reset, timed out, truncated or malformed answer) is a
+`TransportFailure`, which the client turns into `ServerUnavailable`.
 """
 
 from __future__ import annotations
@@ -20,7 +25,15 @@ import contextlib
 import ssl
 from urllib.parse import urlencode, urlsplit
 
+import httptools
+
 _HEAD_LIMIT = 1 << 20  # bytes of status line + headers we accept
+_READ_SIZE = 1 << 16
+# HEAD and CONNECT answers carry a length but no body; llhttp cannot be told which request an
+# answer belongs to, and the jq API uses neither.
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_NOT_IN_NAME = frozenset(":\r\n\0 \t")
+_NOT_IN_VALUE = frozenset("\r\n\0")
 
 
 class TransportFailure(Exception):
@@ -43,6 +56,12 @@ class Http11Pool:
         )
         authority = parts.netloc.rpartition("@")[2]
         fixed = {"Host": authority, "Connection": "keep-alive", **headers}
+        for name, value in fixed.items():
+            # The value is never shown: it may be an API key.
+            if not name or _NOT_IN_NAME.intersection(name):
+                raise ValueError(f"invalid HTTP header name: {name!r}")
+            if _NOT_IN_VALUE.intersection(value):
+                raise ValueError(f"HTTP header {name!r}: value contains CR, LF or NUL")
         self._fixed_head = "".join(f"{name}: {value}\r\n" for name, value in fixed.items())
         self.max_connections = max_connections
         self._idle: list[Connection] = []
@@ -58,11 +77,15 @@ class Http11Pool:
         timeout: float = 10.0,
     ) -> tuple[int, bytes]:
         """Send one request; (status, body) of the answer."""
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.max_connections)
+        if method not in _METHODS:
+            raise ValueError(f"unsupported HTTP method: {method!r}")
         target = self.prefix + path
+        if not target.isprintable() or " " in target:
+            raise ValueError(f"request path must be printable, without spaces: {path!r}")
         if params:
             target += "?" + urlencode({k: str(v) for k, v in params.items()})
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_connections)
         head = f"{method} {target} HTTP/1.1\r\n{self._fixed_head}"
         if body is not None:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
@@ -75,13 +98,16 @@ class Http11Pool:
                 connection = self._idle.pop() if reused else await self._connect(timeout)
                 try:
                     async with asyncio.timeout(timeout):
-                        status, answer, keep = await self._exchange(connection, message)
+                        status, answer, keep = await _exchange(connection, message)
                 except _StaleConnection:
                     self._close(connection)
                     if reused:
                         continue
                     raise TransportFailure(f"{method} {path}: connection closed") from None
-                except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+                except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+                    self._close(connection)
+                    raise TransportFailure(f"{method} {path}: malformed answer: {exc}") from exc
+                except (OSError, TimeoutError, _BrokenAnswer) as exc:
                     self._close(connection)
                     raise TransportFailure(
                         f"{method} {path}: {type(exc).__name__}: {exc or 'no answer'}"
@@ -102,53 +128,12 @@ class Http11Pool:
                     self.host,
                     self.port,
                     ssl=self.ssl,
-                    limit=_HEAD_LIMIT,
                     server_hostname=self.host if self.ssl else None,
                 )
         except (OSError, TimeoutError) as exc:
             raise TransportFailure(
                 f"cannot connect to {self.host}:{self.port}: {exc or 'timed out'}"
             ) from exc
-
-    async def _exchange(self, connection: Connection, message: bytes) -> tuple[int, bytes, bool]:
-        reader, writer = connection
-        try:
-            writer.write(message)
-            await writer.drain()
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial:
-                raise _StaleConnection from None
-            raise
-        except (ConnectionResetError, BrokenPipeError):
-            raise _StaleConnection from None
-        lines = head.decode("latin-1").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        if not version.startswith("HTTP/1."):
-            raise ValueError(f"not an HTTP/1.x answer: {lines[0][:80]!r}")
-        status = int(rest[:3])
-        length: int | None = None
-        chunked = False
-        keep = version == "HTTP/1.1"
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            name = name.strip().lower()
-            value = value.strip()
-            if name == "content-length":
-                length = int(value)
-            elif name == "transfer-encoding":
-                chunked = "chunked" in value.lower()
-            elif name == "connection":
-                keep = value.lower() != "close" and (keep or value.lower() == "keep-alive")
-        if chunked:
-            answer = await _read_chunked(reader)
-        elif length is not None:
-            answer = await reader.readexactly(length)
-        elif status in (204, 304) or 100 <= status < 200:
-            answer = b""
-        else:
-            answer, keep = await reader.read(), False
-        return status, answer, keep
 
     @staticmethod
     def _close(connection: Connection) -> None:
@@ -167,15 +152,96 @@ class _StaleConnection(Exception):
     """The server had closed this idle connection: nothing was read, nothing was done."""
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    parts: list[bytes] = []
-    while True:
-        size_line = await reader.readuntil(b"\r\n")
-        size = int(size_line.split(b";", 1)[0].strip(), 16)
-        if size == 0:
-            # Trailers, if any, end with an empty line.
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                pass
-            return b"".join(parts)
-        parts.append(await reader.readexactly(size))
-        await reader.readexactly(2)
+class _BrokenAnswer(Exception):
+    """The answer stopped part way (EOF inside the head or a framed body) or its head was
+    too long."""
+
+
+class _Answer:
+    """httptools callbacks for one answer. Interim 1xx answers are dropped: the next message
+    on the stream is the real one."""
+
+    __slots__ = ("parser", "status", "parts", "framed", "head_done", "done", "keep", "extra")
+
+    def __init__(self) -> None:
+        self.parser: httptools.HttpResponseParser | None = None
+        self.status = 0
+        self.parts: list[bytes] = []
+        self.framed = False
+        self.head_done = False
+        self.done = False
+        self.keep = False
+        self.extra = False
+
+    def on_message_begin(self) -> None:
+        # A second message after the answer: the server sent more than one answer; the stream
+        # no longer lines up with our requests.
+        self.extra = self.done
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # Only to tell an answer read to EOF from a framed one cut short; llhttp does the framing.
+        name = name.lower()
+        if name == b"content-length" or (
+            name == b"transfer-encoding" and b"chunked" in value.lower()
+        ):
+            self.framed = True
+
+    def on_headers_complete(self) -> None:
+        if self.done or self.parser is None:
+            return
+        self.status = self.parser.get_status_code()
+        # Only valid here: llhttp clears its flags once the message is complete.
+        self.keep = self.parser.should_keep_alive()
+        self.head_done = True
+
+    def on_body(self, body: bytes) -> None:
+        if not self.done:
+            self.parts.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.done:
+            return
+        if self.status < 200:
+            self.parts.clear()
+            self.framed = self.head_done = False
+            return
+        self.done = True
+
+
+async def _exchange(connection: Connection, message: bytes) -> tuple[int, bytes, bool]:
+    reader, writer = connection
+    try:
+        writer.write(message)
+        await writer.drain()
+        data = await reader.read(_READ_SIZE)
+    except (ConnectionResetError, BrokenPipeError):
+        raise _StaleConnection from None
+    if not data:
+        raise _StaleConnection
+    answer = _Answer()
+    parser = answer.parser = httptools.HttpResponseParser(answer)
+    head_bytes = 0
+    try:
+        while True:
+            try:
+                parser.feed_data(data)
+            except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+                if not answer.done:
+                    raise
+                answer.keep = False  # bytes after the answer: the stream is out of step
+                break
+            if answer.done:
+                break
+            if not answer.head_done:
+                head_bytes += len(data)
+                if head_bytes > _HEAD_LIMIT:
+                    raise _BrokenAnswer(f"answer head longer than {_HEAD_LIMIT} bytes")
+            data = await reader.read(_READ_SIZE)
+            if not data:
+                if answer.head_done and not answer.framed:
+                    answer.keep = False  # no length: the body ends with the connection
+                    break
+                raise _BrokenAnswer("connection closed mid-answer")
+    finally:
+        answer.parser = None  # the parser holds the answer: no cycle left for the GC
+    return answer.status, b"".join(answer.parts), answer.keep and not answer.extra

@@ -1,0 +1,415 @@
+"""The async client's HTTP/1.1 pool, answer reading through httptools, against small asyncio
+servers on loopback that answer exactly the bytes each test scripts: Content-Length, chunked
+with extensions and trailers, `Connection: close`, HTTP/1.0, bodiless and interim answers,
+idle connections the server closed (one resend, only on a reused connection), silence, and
+malformed answers (a TransportFailure, never a hang or a crash)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from jq_tool.sdk.wire import Http11Pool, TransportFailure
+
+# What a server does with one request on one connection: the request bytes, the connection's
+# 0-based number and the request's 0-based number on that connection.
+Reply = Callable[[bytes, int, int, asyncio.StreamWriter], Awaitable[bool]]
+
+
+class ScriptedServer:
+    """A loopback server: reads whole requests and lets `reply` answer; stops reading a
+    connection once `reply` returns False (it closed it, or wants it left silent)."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        number = self.connections
+        self.connections += 1
+        try:
+            for index in range(1000):
+                try:
+                    request = await read_request(reader)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                self.requests.append(request)
+                if not await self.reply(request, number, index, writer):
+                    return
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head + await reader.readexactly(length)
+
+
+def answering(*answers: bytes, close: bool = False) -> Reply:
+    """Reply with the given raw answers in turn (the last one repeats); close after each
+    answer if `close`."""
+
+    sent = 0
+
+    async def reply(request: bytes, conn: int, index: int, writer: asyncio.StreamWriter) -> bool:
+        nonlocal sent
+        writer.write(answers[min(sent, len(answers) - 1)])
+        sent += 1
+        await writer.drain()
+        return not close
+
+    return reply
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[Callable[[Reply], Awaitable[ScriptedServer]]]:
+    servers: list[ScriptedServer] = []
+
+    async def start(reply: Reply) -> ScriptedServer:
+        server = ScriptedServer(reply)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+Start = Callable[[Reply], Awaitable[ScriptedServer]]
+
+
+async def test_content_length_answers_reuse_one_connection(scripted: Start) -> None:
+    server = await scripted(answering(b'HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{"a":1}'))
+    pool = Http11Pool(server.url + "/base/", {"Authorization": "Bearer secret-k"})
+    try:
+        for _ in range(3):
+            assert await pool.request("POST", "/jobs", body=b'{"x":2}') == (200, b'{"a":1}')
+        assert await pool.request("GET", "/jobs", params={"state": "READY", "limit": 5}) == (
+            200,
+            b'{"a":1}',
+        )
+    finally:
+        await pool.aclose()
+    assert server.connections == 1
+    first = server.requests[0]
+    assert first.startswith(b"POST /base/jobs HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b"\r\nAuthorization: Bearer secret-k\r\n" in first
+    assert b"\r\nContent-Length: 7\r\n" in first and first.endswith(b'\r\n\r\n{"x":2}')
+    assert server.requests[3].startswith(b"GET /base/jobs?state=READY&limit=5 HTTP/1.1\r\n")
+
+
+async def test_chunked_with_extensions_and_trailers_fed_byte_by_byte(scripted: Start) -> None:
+    answer = (
+        b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n"
+        b"3;name=value\r\nabc\r\n"
+        b'A;quoted="x y"\r\n0123456789\r\n'
+        b"0;last\r\nX-Checksum: 42\r\nX-More: yes\r\n\r\n"
+    )
+
+    async def dribble(request: bytes, conn: int, index: int, writer: asyncio.StreamWriter) -> bool:
+        for byte in range(len(answer)):
+            writer.write(answer[byte : byte + 1])
+            await writer.drain()
+        return True
+
+    server = await scripted(dribble)
+    pool = Http11Pool(server.url, {})
+    try:
+        for _ in range(2):
+            assert await pool.request("GET", "/x") == (201, b"abc0123456789")
+        assert server.connections == 1 and len(pool._idle) == 1
+    finally:
+        await pool.aclose()
+
+
+async def test_connection_close_is_honoured(scripted: Start) -> None:
+    # The server keeps the socket open: only the header says the connection is done.
+    server = await scripted(
+        answering(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+    )
+    pool = Http11Pool(server.url, {})
+    try:
+        assert await pool.request("GET", "/a") == (200, b"ok")
+        assert pool._idle == []
+        assert await pool.request("GET", "/b") == (200, b"ok")
+    finally:
+        await pool.aclose()
+    assert server.connections == 2
+
+
+async def test_http10_answer_without_length_is_read_to_eof(scripted: Start) -> None:
+    server = await scripted(
+        answering(b"HTTP/1.0 200 OK\r\nServer: old\r\n\r\nall of it", close=True)
+    )
+    pool = Http11Pool(server.url, {})
+    try:
+        assert await pool.request("GET", "/a") == (200, b"all of it")
+        assert pool._idle == []
+        assert await pool.request("GET", "/b") == (200, b"all of it")
+    finally:
+        await pool.aclose()
+    assert server.connections == 2
+
+
+async def test_http10_with_length_is_not_kept(scripted: Start) -> None:
+    server = await scripted(answering(b"HTTP/1.0 202 Accepted\r\nContent-Length: 3\r\n\r\nyes"))
+    pool = Http11Pool(server.url, {})
+    try:
+        assert await pool.request("POST", "/a") == (202, b"yes")
+        assert pool._idle == []
+    finally:
+        await pool.aclose()
+
+
+async def test_http11_without_length_is_read_to_eof(scripted: Start) -> None:
+    server = await scripted(answering(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", close=True))
+    pool = Http11Pool(server.url, {})
+    try:
+        assert await pool.request("GET", "/a") == (200, b"until the end")
+        assert pool._idle == []
+    finally:
+        await pool.aclose()
+
+
+async def test_bodiless_and_interim_answers_keep_the_connection(scripted: Start) -> None:
+    server = await scripted(
+        answering(
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            b"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n",
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext",
+        )
+    )
+    pool = Http11Pool(server.url, {})
+    try:
+        assert await pool.request("DELETE", "/a") == (204, b"")
+        assert await pool.request("GET", "/b") == (304, b"")
+        assert await pool.request("GET", "/c") == (200, b"final")
+        assert await pool.request("GET", "/d") == (200, b"next")
+    finally:
+        await pool.aclose()
+    assert server.connections == 1
+
+
+async def test_a_connection_closed_while_idle_is_resent_once(scripted: Start) -> None:
+    # Claims keep-alive, then closes after each answer: like a server's idle timeout firing.
+    server = await scripted(
+        answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", close=True)
+    )
+    pool = Http11Pool(server.url, {})
+    try:
+        assert await pool.request("POST", "/jobs", body=b"{}") == (200, b"ok")
+        await asyncio.sleep(0.05)  # let the close arrive, so the next request finds it stale
+        assert await pool.request("POST", "/jobs", body=b"{}") == (200, b"ok")
+    finally:
+        await pool.aclose()
+    assert server.connections == 2
+    assert len(server.requests) == 2  # the stale connection never read the request
+
+
+async def test_the_resend_happens_only_once(scripted: Start) -> None:
+    # The first request is answered; every later one is read and dropped without a byte.
+    async def then_drop(
+        request: bytes, conn: int, index: int, writer: asyncio.StreamWriter
+    ) -> bool:
+        if conn == 0 and index == 0:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            return True
+        return False
+
+    server = await scripted(then_drop)
+    pool = Http11Pool(server.url, {})
+    try:
+        assert await pool.request("GET", "/a") == (200, b"ok")
+        with pytest.raises(TransportFailure, match="connection closed"):
+            await pool.request("GET", "/b")
+    finally:
+        await pool.aclose()
+    # /b went on the reused connection, then once more on a fresh one, and not again.
+    assert [r.split(b" ")[1] for r in server.requests] == [b"/a", b"/b", b"/b"]
+    assert server.connections == 2
+
+
+async def test_no_resend_on_a_fresh_connection(scripted: Start) -> None:
+    async def drop(request: bytes, conn: int, index: int, writer: asyncio.StreamWriter) -> bool:
+        return False
+
+    server = await scripted(drop)
+    pool = Http11Pool(server.url, {})
+    try:
+        with pytest.raises(TransportFailure, match="connection closed"):
+            await pool.request("POST", "/jobs", body=b"{}")
+    finally:
+        await pool.aclose()
+    assert len(server.requests) == 1
+
+
+async def test_no_resend_once_part_of_the_answer_arrived(scripted: Start) -> None:
+    async def half(request: bytes, conn: int, index: int, writer: asyncio.StreamWriter) -> bool:
+        if index == 0:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Len")
+        await writer.drain()
+        return index == 0
+
+    server = await scripted(half)
+    pool = Http11Pool(server.url, {})
+    try:
+        assert await pool.request("POST", "/a", body=b"{}") == (200, b"ok")
+        with pytest.raises(TransportFailure, match="closed mid-answer"):
+            await pool.request("POST", "/b", body=b"{}")
+    finally:
+        await pool.aclose()
+    assert len(server.requests) == 2
+
+
+async def test_silence_is_a_timeout(scripted: Start) -> None:
+    async def silent(request: bytes, conn: int, index: int, writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(30)
+        return False
+
+    server = await scripted(silent)
+    pool = Http11Pool(server.url, {})
+    try:
+        with pytest.raises(TransportFailure, match="TimeoutError"):
+            await pool.request("GET", "/stats", timeout=0.2)
+        assert pool._idle == []
+    finally:
+        await pool.aclose()
+
+
+async def test_a_refused_connection_is_a_transport_failure(scripted: Start) -> None:
+    server = await scripted(answering(b""))
+    url = server.url
+    server.close()
+    assert server.server is not None
+    await server.server.wait_closed()
+    with pytest.raises(TransportFailure, match="cannot connect"):
+        await Http11Pool(url, {}).request("GET", "/", timeout=2)
+
+
+MALFORMED = {
+    "not http": b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+    "bad status": b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n",
+    "bad length": b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n",
+    "two lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    "bad chunk size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n",
+    "chunk too short": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab\r\n0\r\n\r\n",
+    "header without colon": b"HTTP/1.1 200 OK\r\nnonsense\r\nContent-Length: 0\r\n\r\n",
+    "unasked upgrade": (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("answer", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_a_malformed_answer_is_a_transport_failure(scripted: Start, answer: bytes) -> None:
+    # The server leaves the socket open: the failure must come from parsing, not from EOF.
+    async def reply(request: bytes, conn: int, index: int, writer: asyncio.StreamWriter) -> bool:
+        writer.write(answer if conn == 0 else b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        return True
+
+    server = await scripted(reply)
+    pool = Http11Pool(server.url, {})
+    try:
+        with pytest.raises(TransportFailure, match="malformed answer|closed mid-answer"):
+            await pool.request("GET", "/a", timeout=5)
+        assert pool._idle == []
+        assert await pool.request("GET", "/b") == (200, b"ok")  # the pool is still usable
+    finally:
+        await pool.aclose()
+
+
+async def test_truncated_answers_are_transport_failures(scripted: Start) -> None:
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Le",
+    ]
+    server = await scripted(answering(*answers, close=True))
+    pool = Http11Pool(server.url, {})
+    try:
+        for _ in answers:
+            with pytest.raises(TransportFailure, match="closed mid-answer"):
+                await pool.request("GET", "/a")
+    finally:
+        await pool.aclose()
+
+
+async def test_an_endless_head_is_refused(scripted: Start) -> None:
+    async def endless(request: bytes, conn: int, index: int, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        line = b"X-Filler: " + b"f" * 1000 + b"\r\n"
+        for _ in range(1200):
+            writer.write(line)
+            await writer.drain()
+        return True
+
+    server = await scripted(endless)
+    pool = Http11Pool(server.url, {})
+    try:
+        with pytest.raises(TransportFailure, match="head longer than"):
+            await pool.request("GET", "/a")
+    finally:
+        await pool.aclose()
+
+
+async def test_bytes_after_the_answer_stop_reuse(scripted: Start) -> None:
+    server = await scripted(
+        answering(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray"
+        )
+    )
+    pool = Http11Pool(server.url, {})
+    try:
+        assert await pool.request("GET", "/a") == (200, b"ok")
+        assert pool._idle == []
+        assert await pool.request("GET", "/b") == (200, b"ok")
+    finally:
+        await pool.aclose()
+    assert server.connections == 2
+
+
+def test_header_values_with_line_breaks_are_refused_without_showing_them() -> None:
+    with pytest.raises(ValueError, match="Authorization") as refused:
+        Http11Pool("http://127.0.0.1:1", {"Authorization": "Bearer k\r\nX-Evil: 1"})
+    assert "Bearer" not in str(refused.value)
+    with pytest.raises(ValueError, match="header name"):
+        Http11Pool("http://127.0.0.1:1", {"X Bad": "v"})
+    with pytest.raises(ValueError, match="not an http"):
+        Http11Pool("ftp://example.com", {})
+
+
+async def test_bad_requests_are_refused_before_sending() -> None:
+    pool = Http11Pool("http://127.0.0.1:1", {})
+    with pytest.raises(ValueError, match="method"):
+        await pool.request("HEAD", "/jobs")
+    with pytest.raises(ValueError, match="path"):
+        await pool.request("GET", "/jobs/a b")
+    with pytest.raises(ValueError, match="path"):
+        await pool.request("GET", "/jobs/a\r\nX: y")
