@@ -17,7 +17,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.peers import PeerRun, Settings
-from bench.report import JQ, Report, Target, render_chart, render_markdown
+from bench.report import (
+    JQ,
+    Figure,
+    Measurement,
+    Report,
+    Target,
+    merge_rounds,
+    render_chart,
+    render_markdown,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
@@ -53,6 +62,9 @@ METHOD_NOTES = [
     "jq's single and batch submits are driven by wrk (C, 2 threads); the peers by their own "
     "Python clients (greenstalk, rq, celery, procrastinate), which cost more client CPU per "
     "job on the same 2 cores. That is how each is used from Python; it is part of the ratio.",
+    "Each round runs every system once, in the same order; with several rounds a row is the "
+    "median of its rounds (the spread is in its setup) and the jq-only figures are from the "
+    "first round.",
     "Worker rows include the worker process's start-up, for every system. A worker still busy "
     "after the time bound was stopped and only its finished jobs counted (the setup says so).",
     "Latency at ~50% of peak uses wrk with a fixed per-connection delay (bench/peers/"
@@ -75,7 +87,7 @@ def settings_for(quick: bool) -> Settings:
         )
     return Settings(
         quick=False,
-        seconds=8.0,
+        seconds=5.0,
         worker_jobs=3000,
         worker_seconds=30.0,
         jq_worker_jobs=20_000,
@@ -114,7 +126,10 @@ def run(
     peers: tuple[str, ...] = PEERS,
     with_jq: bool = True,
     progress: Callable[[str], None] = print,
+    rounds: int = 1,
 ) -> Report:
+    """Every system once per round, in the same order each round; the rows are the medians
+    (bench.report.merge_rounds), the jq-only figures come from the first round."""
     settings = settings_for(quick)
     started = time.monotonic()
     report = Report(
@@ -122,20 +137,37 @@ def run(
         machine=machine(),
         mode="quick" if quick else "full",
         started_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        rounds=rounds,
     )
-    if with_jq:
-        from bench.peers import jq
+    per_round: list[list[Measurement]] = []
+    for number in range(1, rounds + 1):
+        measured: list[Measurement] = []
+        if with_jq:
+            from bench.peers import jq
 
-        progress("jq: HTTP submits, batch, latency, cycles, worker, restart, kill -9 …")
-        jq_run = jq.measure(settings)
-        report.systems[JQ] = jq_run.run.system
-        report.measurements += jq_run.run.measurements
-        report.figures += jq_run.figures
-    for name in peers:
-        progress(f"{name} …")
-        for peer in peer_runs(name, settings):
-            report.systems[peer.system.name] = peer.system
-            report.measurements += peer.measurements
+            progress(f"round {number}/{rounds}: jq …")
+            jq_run = jq.measure(settings, extras=number == 1)
+            report.systems[JQ] = jq_run.run.system
+            measured += jq_run.run.measurements
+            report.figures += jq_run.figures
+        for name in peers:
+            progress(f"round {number}/{rounds}: {name} …")
+            for peer in peer_runs(name, settings):
+                report.systems[peer.system.name] = peer.system
+                measured += peer.measurements
+        per_round.append(measured)
+    report.measurements = merge_rounds(per_round)
+    batch = report.rate(JQ, "submit_batch")
+    if with_jq:
+        report.figures.append(
+            Figure(
+                "batch submits (POST /jobs/batch of 100)",
+                batch,
+                "jobs/s",
+                "> 100,000 jobs/s",
+                None if batch is None else batch > 100_000,
+            )
+        )
     report.seconds = time.monotonic() - started
     return report
 
@@ -159,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of {','.join(PEERS)} (default: all; '' for none)",
     )
     parser.add_argument("--no-jq", action="store_true", help="measure only the peers")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="run every system this many times, interleaved; rows are medians "
+        "(default: 3 full, 1 quick)",
+    )
     parser.add_argument("--out", type=Path, default=DOC, help="the Markdown page to write")
     args = parser.parse_args(argv)
     peers = tuple(p.strip() for p in args.peers.split(",") if p.strip())
@@ -171,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     def progress(message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
-    report = run(args.quick, peers, with_jq=not args.no_jq, progress=progress)
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    if not 1 <= rounds <= 10:
+        parser.error("--rounds must be between 1 and 10")
+    report = run(args.quick, peers, with_jq=not args.no_jq, progress=progress, rounds=rounds)
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     write(report, out, out.with_suffix(".png"))

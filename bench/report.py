@@ -92,6 +92,7 @@ class Report:
     mode: str  # "full" or "quick"
     started_at: str
     seconds: float = 0.0
+    rounds: int = 1
     systems: dict[str, System] = field(default_factory=dict)
     measurements: list[Measurement] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
@@ -101,6 +102,34 @@ class Report:
             if m.system == system and m.measure == measure and m.rate is not None:
                 return m.rate
         return None
+
+
+def merge_rounds(rounds: list[list[Measurement]]) -> list[Measurement]:
+    """One measurement per (system, measure): the median rate over the rounds that measured it,
+    with the spread in its setup. A noisy machine moves single readings a lot; the median of
+    interleaved rounds is what the ratios are taken from. All rounds missing: the first note."""
+    groups: dict[tuple[str, str], list[Measurement]] = {}
+    for measurements in rounds:
+        for m in measurements:
+            groups.setdefault((m.system, m.measure), []).append(m)
+    merged: list[Measurement] = []
+    for (system, measure), ms in groups.items():
+        rates = sorted(m.rate for m in ms if m.rate is not None)
+        first = next((m for m in ms if m.rate is not None), ms[0])
+        if not rates:
+            merged.append(first)
+            continue
+        middle = len(rates) // 2
+        median = rates[middle] if len(rates) % 2 else (rates[middle - 1] + rates[middle]) / 2
+        setup = first.setup
+        if len(ms) > 1:
+            spread = f"median of {len(rates)}"
+            if len(rates) < len(ms):
+                spread += f" (of {len(ms)} rounds, {len(ms) - len(rates)} failed)"
+            spread += f": {format_rate(rates[0])}–{format_rate(rates[-1])}"
+            setup = f"{setup}; {spread}" if setup else spread
+        merged.append(Measurement(system, measure, median, setup, first.note))
+    return merged
 
 
 def ratio(jq_rate: float | None, peer_rate: float | None) -> float | None:
@@ -191,7 +220,8 @@ def render_markdown(
     out = [f"# {report.title}", ""]
     out.append(
         f"Measured by `python -m bench{' --quick' if report.mode == 'quick' else ''}` on "
-        f"{report.machine}, started {report.started_at}, {report.seconds:.0f} s in all. Every "
+        f"{report.machine}, started {report.started_at}, {report.seconds:.0f} s in all, "
+        f"{report.rounds} round{'s' if report.rounds != 1 else ''}. Every "
         "system ran in the same run on the same machine, on loopback, one after the other; the "
         "load generator shares the CPUs with the server under test, so read the **ratios** "
         "(jq/peer: above 1 means jq did more jobs per second), not the absolute numbers."

@@ -131,7 +131,9 @@ def paced_connections(target_rate: float) -> int:
     return max(1, round(target_rate * PACED_DELAY_MS / 1000))
 
 
-def measure(settings: Settings) -> JqRun:
+def measure(settings: Settings, extras: bool = True) -> JqRun:
+    """The comparison rows, and with `extras` the jq-only figures (restart, RSS, disk, kill -9)
+    that need not be repeated in every round."""
     system = System("jq", version(), DURABILITY)
     measurements: list[Measurement] = []
     figures: list[Figure] = []
@@ -145,9 +147,10 @@ def measure(settings: Settings) -> JqRun:
                     note = f"{type(exc).__name__}: {exc}"[:160]
                     measurements.append(Measurement("jq", key, None, note=note))
         measurements.append(worker_measure(settings))
-        figures += core_figures(settings)
-        figures.append(disk_figure(root, settings))
-        figures.append(kill_figure(settings, root / "kill"))
+        if extras:
+            figures += core_figures(settings)
+            figures.append(disk_figure(root, settings))
+            figures.append(kill_figure(settings, root / "kill"))
     return JqRun(PeerRun(system, measurements), figures)
 
 
@@ -197,15 +200,6 @@ def server_measures(
                 batch_rate,
                 f"wrk, {BATCH_CONNECTIONS} connections, POST /jobs/batch of {BATCH}",
                 note=f"{batch.errors} errors" if batch.errors else "",
-            )
-        )
-        figures.append(
-            Figure(
-                "batch submits, jobs/s",
-                batch_rate,
-                "jobs/s",
-                "> 100,000 jobs/s",
-                batch_rate > 100_000,
             )
         )
         figures.append(paced_figure(server.base_url, key, single.rate, seconds))

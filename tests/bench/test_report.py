@@ -22,6 +22,7 @@ from bench.report import (
     Target,
     comparison_rows,
     format_ratio,
+    merge_rounds,
     ratio,
     render_markdown,
     target_verdicts,
@@ -185,3 +186,27 @@ def test_threaded_rate_bounds_the_count_and_raises_a_thread_error() -> None:
 
     with pytest.raises(ConnectionError, match="peer went away"):
         threaded_rate(broken, 2, 60.0)
+
+
+def test_merge_rounds_takes_the_median_and_shows_the_spread() -> None:
+    rounds = [
+        [Measurement(JQ, "worker", 2000.0, "1 worker"), Measurement("RQ", "worker", 200.0, "w")],
+        [
+            Measurement(JQ, "worker", 3000.0, "1 worker"),
+            Measurement("RQ", "worker", None, note="x"),
+        ],
+        [Measurement(JQ, "worker", 1000.0, "1 worker"), Measurement("RQ", "worker", 300.0, "w")],
+    ]
+    merged = {(m.system, m.measure): m for m in merge_rounds(rounds)}
+    assert merged[(JQ, "worker")].rate == 2000.0
+    assert merged[(JQ, "worker")].setup == "1 worker; median of 3: 1,000–3,000"
+    rq = merged[("RQ", "worker")]
+    assert rq.rate == 250.0  # even count: the mean of the middle two
+    assert rq.setup == "w; median of 2 (of 3 rounds, 1 failed): 200–300"
+
+
+def test_merge_rounds_keeps_a_single_round_and_a_never_measured_row_as_they_are() -> None:
+    only = [Measurement("Celery", "submit_batch", None, note="no batch publish API")]
+    assert merge_rounds([only]) == only
+    one = [Measurement(JQ, "cycle", 400.0, "8 threads")]
+    assert merge_rounds([one]) == one
