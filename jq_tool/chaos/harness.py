@@ -76,6 +76,7 @@ class Progress:
     restarts: int
     kills_planned: int
     phase: str  # "starting" | "load" | "draining" | "verifying" | "done"
+    down: str | None = None  # the cluster node killed and not yet healthy again
 
 
 class _KeyAuth(httpx.Auth):
@@ -126,6 +127,7 @@ class ChaosRun:
             restarts=self.restarts,
             kills_planned=self.options.kills,
             phase=self.phase,
+            down=self.target.down if isinstance(self.target, SpawnedCluster) else None,
         )
 
     async def run(self) -> Report:

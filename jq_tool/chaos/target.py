@@ -431,6 +431,11 @@ class SpawnedCluster:
         return self._first().base_url
 
     @property
+    def down(self) -> str | None:
+        """The node killed and not yet healthy again, if any."""
+        return self._down
+
+    @property
     def key(self) -> str:
         return self._first().key
 

@@ -174,7 +174,8 @@ def _progress_view(run: ChaosRun) -> Group:
     table.add_row(
         "kills",
         ProgressBar(total=max(progress.kills_planned, 1), completed=progress.kills, width=30),
-        f"{progress.kills}/{progress.kills_planned}  (restarts: {progress.restarts})",
+        f"{progress.kills}/{progress.kills_planned}  (restarts: {progress.restarts})"
+        + (f"  node {progress.down} down" if progress.down else ""),
     )
     return Group(Text(f"jq chaos: {progress.phase}", style="bold cyan"), table)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from subprocess import CompletedProcess
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from jq_tool.chaos.harness import ChaosRun
@@ -250,3 +251,15 @@ async def test_requests_fail_over_from_a_node_without_quorum(tmp_path: Path) -> 
     assert sick.requests == run.answers[0] + 1  # plus the key check before the run
     assert run.answers[1] > 0
     assert report.submit_retries > 0
+
+
+def test_progress_view_names_the_node_that_is_down(tmp_path: Path) -> None:
+    cluster = SpawnedCluster(tmp_path, 3, seed=1)
+    run = ChaosRun(ChaosOptions(jobs=10, kills=3, cluster=3), cluster)
+    run.kills = 1
+    console = Console(record=True, width=120, force_terminal=False)
+    console.print(chaos_cli._progress_view(run))
+    assert "down" not in console.export_text()
+    cluster._down = "n2"  # as between a kill and the node's healthy restart
+    console.print(chaos_cli._progress_view(run))
+    assert "1/3  (restarts: 0)  node n2 down" in console.export_text()
