@@ -6,8 +6,8 @@ one when that node is down, and the kills take one random node at a time.
 It speaks HTTP with httpx directly, not through the SDK, because it must know exactly which
 requests the server answered. Submits carry idempotency keys and are retried through restarts
 with the same key (on any node); acks are retried with the same lease_id (leases survive
-restarts, and any node settles them). Every fact
-goes into the `Ledger`; `report.verify` compares it with the server's final answers.
+restarts, and any node settles them). Every fact goes into the `Ledger`; `report.verify`
+compares it with the server's final answers.
 """
 
 from __future__ import annotations
