@@ -93,8 +93,10 @@ class Http11Pool:
             head += "Content-Length: 0\r\n"
         message = head.encode("latin-1") + b"\r\n" + (body or b"")
         async with self._slots:
+            resent = False
             while True:
-                reused = bool(self._idle)
+                # The resend goes on a fresh connection: other idle ones may be stale too.
+                reused = bool(self._idle) and not resent
                 connection = self._idle.pop() if reused else await self._connect(timeout)
                 try:
                     async with asyncio.timeout(timeout):
@@ -102,6 +104,7 @@ class Http11Pool:
                 except _StaleConnection:
                     self._close(connection)
                     if reused:
+                        resent = True
                         continue
                     raise TransportFailure(f"{method} {path}: connection closed") from None
                 except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
