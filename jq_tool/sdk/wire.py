@@ -60,8 +60,8 @@ class Http11Pool:
             # The value is never shown: it may be an API key.
             if not name or _NOT_IN_NAME.intersection(name):
                 raise ValueError(f"invalid HTTP header name: {name!r}")
-            if _NOT_IN_VALUE.intersection(value):
-                raise ValueError(f"HTTP header {name!r}: value contains CR, LF or NUL")
+            if _NOT_IN_VALUE.intersection(value) or not value.isascii():
+                raise ValueError(f"HTTP header {name!r}: value must be ASCII without CR, LF, NUL")
         self._fixed_head = "".join(f"{name}: {value}\r\n" for name, value in fixed.items())
         self.max_connections = max_connections
         self._idle: list[Connection] = []
@@ -80,8 +80,8 @@ class Http11Pool:
         if method not in _METHODS:
             raise ValueError(f"unsupported HTTP method: {method!r}")
         target = self.prefix + path
-        if not target.isprintable() or " " in target:
-            raise ValueError(f"request path must be printable, without spaces: {path!r}")
+        if not (target.isascii() and target.isprintable()) or " " in target:
+            raise ValueError(f"request path must be printable ASCII without spaces: {path!r}")
         if params:
             target += "?" + urlencode({k: str(v) for k, v in params.items()})
         if self._slots is None:
@@ -110,7 +110,10 @@ class Http11Pool:
                 except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
                     self._close(connection)
                     raise TransportFailure(f"{method} {path}: malformed answer: {exc}") from exc
-                except (OSError, TimeoutError, _BrokenAnswer) as exc:
+                except _BrokenAnswer as exc:
+                    self._close(connection)
+                    raise TransportFailure(f"{method} {path}: {exc}") from exc
+                except (OSError, TimeoutError) as exc:
                     self._close(connection)
                     raise TransportFailure(
                         f"{method} {path}: {type(exc).__name__}: {exc or 'no answer'}"

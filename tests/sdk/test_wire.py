@@ -403,6 +403,9 @@ def test_header_values_with_line_breaks_are_refused_without_showing_them() -> No
     with pytest.raises(ValueError, match="Authorization") as refused:
         Http11Pool("http://127.0.0.1:1", {"Authorization": "Bearer k\r\nX-Evil: 1"})
     assert "Bearer" not in str(refused.value)
+    with pytest.raises(ValueError, match="Authorization") as refused:
+        Http11Pool("http://127.0.0.1:1", {"Authorization": "Bearer kéy"})
+    assert "Bearer" not in str(refused.value)
     with pytest.raises(ValueError, match="header name"):
         Http11Pool("http://127.0.0.1:1", {"X Bad": "v"})
     with pytest.raises(ValueError, match="not an http"):
@@ -417,3 +420,5 @@ async def test_bad_requests_are_refused_before_sending() -> None:
         await pool.request("GET", "/jobs/a b")
     with pytest.raises(ValueError, match="path"):
         await pool.request("GET", "/jobs/a\r\nX: y")
+    with pytest.raises(ValueError, match="path"):
+        await pool.request("GET", "/jobs/é")
