@@ -94,7 +94,7 @@ def chaos(
     cluster: Annotated[
         int,
         typer.Option(
-            help="spawn a cluster of this many nodes (3 or more; needs etcd on PATH) and kill "
+            help="spawn a cluster of this many nodes (3 to 7; needs etcd on PATH) and kill "
             "one random node at a time; 0 = one single-node server"
         ),
     ] = 0,
