@@ -416,7 +416,6 @@ class ClusterEngine(CommandEngine):
             due = self._machine.next_due()
             if due is not None and due <= now:
                 await self._propose(Expire(now=now))
-                self._wake_lease_waiters(everyone=True)
             if time.monotonic() - last_purge >= PURGE_EVERY_MS / 1000:
                 last_purge = time.monotonic()
                 await self._propose(Purge(now=now, finished_before=now - self.config.retention_ms))

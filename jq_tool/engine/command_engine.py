@@ -119,12 +119,9 @@ class CommandEngine(ABC):
                 with contextlib.suppress(asyncio.QueueFull):
                     queue.put_nowait(event)
 
-    def _wake_lease_waiters(self, *, everyone: bool = False) -> None:
-        """Called after applying commands: one waiter per job that became runnable (all of
-        them after an Expire, since scheduled jobs becoming due is no state change)."""
-        if everyone:
-            for name, queued in self._waiters.items():
-                self._runnable_news[name] = len(queued)
+    def _wake_lease_waiters(self) -> None:
+        """Called after applying commands: one waiter per job that became runnable (the state
+        machine reports a scheduled job coming due as a READY -> READY transition)."""
         for name, count in self._runnable_news.items():
             waiters = self._waiters.get(name)
             while waiters and count > 0:

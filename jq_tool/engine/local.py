@@ -245,9 +245,6 @@ class LocalEngine(CommandEngine):
                 due = self._machine.next_due()
                 if due is not None and due <= now:
                     await self._propose(Expire(now=now))
-                    # Scheduled jobs becoming due change no state, so no transition tells the
-                    # waiters: wake them all to look again.
-                    self._wake_lease_waiters(everyone=True)
                 if now - self._last_purge >= PURGE_EVERY_MS:
                     self._last_purge = now
                     await self._propose(
