@@ -7,7 +7,7 @@
 #   docker run -p 8080:8080 -v jq-data:/data -e REDIS_URL=redis://host:6379/0 jq
 
 # ---- builder: wheels for jq-tool and everything it depends on ------------------------------
-FROM python:3.11-slim AS builder
+FROM python:3.11-slim-bookworm AS builder
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
@@ -20,7 +20,7 @@ COPY jq_tool ./jq_tool
 RUN pip wheel --wheel-dir /wheels .
 
 # ---- runtime ---------------------------------------------------------------------------------
-FROM python:3.11-slim AS runtime
+FROM python:3.11-slim-bookworm AS runtime
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -30,6 +30,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 # --no-index: the runtime installs exactly the wheels the builder resolved, nothing newer.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-index --find-links /wheels /wheels/jq_tool-*.whl
+
+# etcd for cluster mode (CLUSTER_MODE=true): each jq node starts its own member beside it.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends "etcd-server=3.4.23-*" \
+    && rm -rf /var/lib/apt/lists/*
 
 # A fixed uid so a host-mounted /data can be chowned to match.
 RUN groupadd --system --gid 10001 jq \

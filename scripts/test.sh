@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: Debian packages the tests need (chromium for the
 # dashboard's browser tests, redis-server, etcd-server for cluster mode, iproute2 for the
-# partition test's network namespaces, wrk), the venv, then ruff, mypy and pytest.
+# partition test's network namespaces, docker-compose to validate the compose files, wrk), the
+# venv, then ruff, mypy and pytest.
 # Extra arguments go to pytest. Needs root (or the packages already installed) and a Redis on
 # 127.0.0.1:6379 (started here if it is installed but not running).
 set -euo pipefail
@@ -14,6 +15,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing Debian packages: ${need[*]}"

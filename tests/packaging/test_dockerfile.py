@@ -113,7 +113,8 @@ def test_multi_stage_builder_makes_wheels_runtime_is_slim(stages: list[Stage]) -
     assert len(stages) >= 2
     builder = next(s for s in stages if s.name == "builder")
     assert any("pip wheel" in i.args for i in builder.all("RUN"))
-    assert stages[-1].base == "python:3.11-slim"
+    # Pinned to the Debian release whose etcd-server version the runtime stage pins too.
+    assert stages[-1].base == "python:3.11-slim-bookworm"
     installs = [i.args for i in stages[-1].all("RUN") if "pip install" in i.args]
     assert installs, "runtime stage never installs the wheel"
     assert all("--no-index" in args and "from=builder" in args for args in installs)
@@ -147,7 +148,7 @@ def test_healthcheck_probes_health_without_curl(runtime: Stage) -> None:
     assert len(checks) == 1
     args = checks[0].args
     assert "/health" in args
-    assert "curl" not in args and "wget" not in args  # neither is in python:3.11-slim
+    assert "curl" not in args and "wget" not in args  # neither is in python:3.11-slim-bookworm
     command = json.loads(args[args.index("CMD") + 3 :].strip())
     assert command[:2] == ["python", "-c"]
     compile(command[2], "<healthcheck>", "exec")  # the one-liner is valid Python
