@@ -1,0 +1,69 @@
+"""Checks of docker-compose.cluster.yml that run without a Docker engine: three nodes whose
+cluster env vars describe one etcd cluster (parsed by the server's own ClusterConfig), each
+with its own WAL volume and published port, keys shared through Redis; and the compose client
+accepts the file."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from jq_tool.engine.etcd_member import ClusterConfig, EtcdMember
+from jq_tool.settings import build_settings
+from tests.packaging.test_compose import compose_client, environment
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.cluster.yml"
+NODES = ("node1", "node2", "node3")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def test_three_nodes_and_a_shared_redis(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(NODES) <= set(services)
+    assert services["redis"]["container_name"] == "job-queue-redis"
+    ports = {services[n]["ports"][0] for n in NODES}
+    assert ports == {"8081:8080", "8082:8080", "8083:8080"}
+    volumes = {services[n]["volumes"][0].split(":")[0] for n in NODES}
+    assert volumes == {"node1-data", "node2-data", "node3-data"} <= set(compose["volumes"])
+
+
+def test_every_node_describes_the_same_cluster(compose: dict[str, Any]) -> None:
+    configs = []
+    for node in NODES:
+        env = environment(compose["services"][node])
+        assert env["CLUSTER_MODE"] == "true"
+        assert env["REDIS_URL"].startswith("redis://redis:")
+        build_settings({}, env=env)  # every server variable has a value the server accepts
+        config = ClusterConfig.from_env(env)
+        assert config.node_id == node and config.raft_addr == f"{node}:2380"
+        configs.append(config)
+    assert len({tuple(sorted(c.peers.items())) for c in configs}) == 1
+    assert sum(c.bootstrap for c in configs) == 1
+    # Host names are advertised; etcd listens on all interfaces inside the container.
+    command = EtcdMember(configs[0], Path("/data")).command()
+    assert command[command.index("--listen-peer-urls") + 1] == "http://0.0.0.0:2380"
+    assert command[command.index("--initial-advertise-peer-urls") + 1] == "http://node1:2380"
+
+
+def test_compose_client_accepts_the_cluster_file() -> None:
+    client = compose_client()
+    if client is None:
+        pytest.skip("no docker compose / docker-compose client installed")
+    run = subprocess.run(
+        [*client, "-f", str(COMPOSE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
