@@ -327,8 +327,9 @@ def render_chart(report: Report, path: Path) -> bool:
     ax.invert_yaxis()
     ax.set_xscale("log")
     rates = [rate for _, bars in groups for _, rate in bars]
-    ax.set_xlim(min(rates) / 2, max(rates) * 30)  # room for the labels right of the bars
-    ax.set_xlabel("jobs per second (log scale; same machine, same run)")
+    ax.set_xlim(min(rates) / 2, max(rates) * 15)  # room for the labels right of the bars
+    rounds = f", median of {report.rounds} rounds" if report.rounds > 1 else ""
+    ax.set_xlabel(f"jobs per second (log scale; same machine, same run{rounds})")
     ax.set_title(report.title)
     ax.grid(axis="x", which="both", alpha=0.3)
     fig.tight_layout()
