@@ -52,12 +52,34 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class _RandomHex:
+    """Random hex digits fetched from the OS 4 KiB at a time: one getrandom() system call per
+    128 ids instead of one per id, on the hot submit path. Only the event loop thread uses it."""
+
+    def __init__(self) -> None:
+        self._buffer = ""
+        self._offset = 0
+
+    def take(self, digits: int) -> str:
+        if self._offset + digits > len(self._buffer):
+            self._buffer, self._offset = os.urandom(2048).hex(), 0
+        start = self._offset
+        self._offset += digits
+        return self._buffer[start : self._offset]
+
+
+_random_hex = _RandomHex()
+
+
 def new_job_id() -> str:
-    """A random (version 4) UUID string, without uuid.UUID's costly constructor: job ids are
-    made on the hot submit path."""
-    h = os.urandom(16).hex()
+    """A random (version 4) UUID string, without uuid.UUID's costly constructor."""
+    h = _random_hex.take(32)
     variant = "89ab"[int(h[16], 16) & 3]
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
+
+
+def new_lease_id() -> str:
+    return _random_hex.take(32)
 
 
 class CommandEngine(ABC):
@@ -187,7 +209,7 @@ class CommandEngine(ABC):
             now = self._clock()
             # Only a lease that can succeed is written to the log: an empty poll writes nothing.
             if self._machine.has_runnable(queue, now):
-                lease_ids = [os.urandom(16).hex() for _ in range(max_jobs)]
+                lease_ids = [new_lease_id() for _ in range(max_jobs)]
                 result = await self._propose(
                     Lease(now=now, queue=queue, lease_ms=lease_ms, lease_ids=lease_ids)
                 )

@@ -231,3 +231,17 @@ async def test_fsync_failure_stops_writes_for_good(engine: LocalEngine) -> None:
     assert not health.ok and health.reason and "Input/output error" in health.reason
     with pytest.raises(EngineUnavailable):
         await engine.submit(JobSpec(payload="y"))
+
+
+def test_job_ids_are_unique_version_4_uuids() -> None:
+    import uuid
+
+    from jq_tool.engine.command_engine import new_job_id, new_lease_id
+
+    ids = {new_job_id() for _ in range(20_000)}  # spans many refills of the random buffer
+    assert len(ids) == 20_000
+    for job_id in list(ids)[:2000]:
+        parsed = uuid.UUID(job_id)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == job_id
+    leases = {new_lease_id() for _ in range(1000)}
+    assert len(leases) == 1000 and all(len(x) == 32 for x in leases)
