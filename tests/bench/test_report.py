@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -127,24 +125,10 @@ def test_page_states_durability_figures_and_chart(tmp_path: Path) -> None:
 
 
 def test_write_makes_the_page_and_a_png(tmp_path: Path) -> None:
-    # In a child process: under pytest, tests/packaging/ shadows the `packaging` distribution
-    # that matplotlib imports.
+    from bench.compare import write
+
     doc, chart = tmp_path / "b.md", tmp_path / "b.png"
-    code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2])\n"
-        "from pathlib import Path\n"
-        "from test_report import sample_report\n"
-        "from bench.compare import write\n"
-        "write(sample_report(), Path(sys.argv[3]), Path(sys.argv[4]))\n"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", code, str(Path(__file__).parent), str(REPO), str(doc), str(chart)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr
+    write(sample_report(), doc, chart)
     assert chart.read_bytes().startswith(b"\x89PNG")
     assert "(b.png)" in doc.read_text()
 

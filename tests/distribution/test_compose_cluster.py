@@ -14,7 +14,7 @@ import yaml
 
 from jq_tool.engine.etcd_member import ClusterConfig, EtcdMember
 from jq_tool.settings import build_settings
-from tests.packaging.test_compose import compose_client, environment
+from tests.distribution.test_compose import compose_client, environment
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.cluster.yml"
