@@ -114,8 +114,9 @@ class ClusterEngine(CommandEngine):
         self._snapshot_revision = 0
         self._applied_since_snapshot = 0
         self.role = "follower"
-        self._watch_ok = False
+        self._quorum_ok = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._puts: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak refs
         self._started = False
         self.log_metrics = LogMetrics()
 
@@ -165,7 +166,7 @@ class ClusterEngine(CommandEngine):
             return Health(ok=False, role=self.role, reason="not running")
         if self.member is not None and not self.member.alive():
             return Health(ok=False, role=self.role, reason="etcd member exited")
-        if not self._watch_ok:
+        if not self._quorum_ok:
             return Health(ok=False, role=self.role, reason="not connected to an etcd majority")
         return Health(ok=True, role=self.role)
 
@@ -186,7 +187,9 @@ class ClusterEngine(CommandEngine):
             while self._pending:
                 await self._slots.acquire()
                 batch, self._pending = self._pending, []
-                asyncio.create_task(self._put_batch(batch))
+                put = asyncio.create_task(self._put_batch(batch))
+                self._puts.add(put)
+                put.add_done_callback(self._puts.discard)
 
     async def _put_batch(self, batch: list[_Proposal]) -> None:
         self._batch_seq += 1
@@ -197,9 +200,11 @@ class ClusterEngine(CommandEngine):
             started = time.perf_counter()
             try:
                 revision = await self._etcd.put(key, value)
+                self._quorum_ok = True
                 self.log_metrics.append_seconds.observe(time.perf_counter() - started)
                 self.log_metrics.batch_commands.observe(len(batch))
             except EtcdError as exc:
+                self._quorum_ok = False  # /health says so until a write or read succeeds
                 self.log_metrics.append_failures += 1
                 # The outcome is unknown (the put may still commit): nothing is acknowledged.
                 # Retried submits carry idempotency keys; a lost lease simply expires.
@@ -241,7 +246,7 @@ class ClusterEngine(CommandEngine):
         while True:
             try:
                 async for events in self._etcd.watch(LOG_PREFIX, self.applied_revision + 1):
-                    self._watch_ok = True
+                    self._quorum_ok = True
                     for event in events:
                         if event.kind == "PUT" and event.kv.mod_revision > self.applied_revision:
                             self._apply_batch(event.kv)
@@ -257,7 +262,7 @@ class ClusterEngine(CommandEngine):
                             "snapshot", self.applied_revision)  # fmt: skip
                 await self._restore_cluster_snapshot(exc.compact_revision)
             except (EtcdError, httpx.HTTPError, OSError) as exc:
-                self._watch_ok = False
+                self._quorum_ok = False
                 log.debug("watch interrupted: %s", exc)
                 self._etcd.rotate()
                 await asyncio.sleep(0.2)
@@ -274,13 +279,14 @@ class ClusterEngine(CommandEngine):
                 limit=1,
             )
         except EtcdError as exc:
+            self._quorum_ok = False
             raise EngineUnavailable(f"cluster unreachable: {exc}") from exc
         if kvs:
             try:
                 await asyncio.wait_for(self._wait_applied(kvs[0].mod_revision), APPLY_TIMEOUT_S)
             except TimeoutError as exc:
                 raise EngineUnavailable("could not catch up with the cluster log") from exc
-        self._watch_ok = True
+        self._quorum_ok = True
 
     # ------------------------------------------------------------------ snapshots
 

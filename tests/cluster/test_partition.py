@@ -136,6 +136,8 @@ def test_the_minority_side_refuses_writes_and_catches_up_after_healing(
     refused = submit(n3, "on the minority side")
     assert refused is not None and refused.status_code == 503, refused
     assert refused.json()["code"] == "unavailable"
+    health = httpx.get(n3.url + "/health", timeout=5)
+    assert health.status_code == 503 and "majority" in health.json()["reason"]
     # The majority keeps writing (the etcd leader may have been n3: allow an election).
     acknowledged = []
     deadline = time.monotonic() + 15
