@@ -24,6 +24,8 @@ from pathlib import Path
 
 import httpx
 
+from jq_tool.chaos.target import free_peer_ports
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from http_bench import (  # noqa: E402
     BenchError,
@@ -36,22 +38,6 @@ from http_bench import (  # noqa: E402
 
 BATCH = 100
 BATCH_BODY = json.dumps({"jobs": [{"payload": "bench", "max_retries": 3}] * BATCH})
-
-
-def free_port_pair() -> int:
-    for _ in range(100):
-        port = free_port()
-        if port < 60000:
-            try:
-                import socket
-
-                with socket.socket() as a, socket.socket() as b:
-                    a.bind(("127.0.0.1", port))
-                    b.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
-    raise BenchError("no free port pair")
 
 
 def spawn(data_dir: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -113,7 +99,7 @@ def main() -> int:
         }
         stop_server_process(processes.pop())
 
-        peers = {f"n{i}": f"127.0.0.1:{free_port_pair()}" for i in (1, 2, 3)}
+        peers = {f"n{i}": f"127.0.0.1:{port}" for i, port in enumerate(free_peer_ports(3), 1)}
         http = {node: free_port() for node in peers}
         common = {
             "CLUSTER_MODE": "true",

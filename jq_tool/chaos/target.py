@@ -93,6 +93,18 @@ def free_peer_port(taken: set[int] | None = None) -> int:
     raise TargetError("found no free pair of loopback ports for an etcd member")
 
 
+def free_peer_ports(count: int, taken: set[int] | None = None) -> list[int]:
+    """`count` etcd peer ports whose pairs (P, P+1) are free and do not overlap; each pair is
+    added to `taken`."""
+    taken = set() if taken is None else taken
+    ports = []
+    for _ in range(count):
+        port = free_peer_port(taken)
+        taken.update((port, port + 1))
+        ports.append(port)
+    return ports
+
+
 async def wait_healthy(base_url: str, timeout: float, *, alive: Process | None = None) -> None:
     """Poll GET /health until it answers 200. Raises TargetError after `timeout` seconds, or at
     once when `alive` (the server process) has exited."""
@@ -392,11 +404,10 @@ class SpawnedCluster:
         self._victims = random.Random(seed)
         names = [f"n{i}" for i in range(1, size + 1)]
         taken: set[int] = set()
-        peers: dict[str, str] = {}
-        for name in names:
-            port = free_peer_port(taken)
-            taken.update((port, port + 1))
-            peers[name] = f"127.0.0.1:{port}"
+        peers = {
+            name: f"127.0.0.1:{port}"
+            for name, port in zip(names, free_peer_ports(size, taken), strict=True)
+        }
         http_ports: dict[str, int] = {}
         for name in names:
             port = free_port()

@@ -45,6 +45,7 @@ __all__ = [
     "WalLocked",
     "WalReport",
     "examine",
+    "write_snapshot_file",
 ]
 
 LOCK_NAME = "LOCK"
@@ -247,6 +248,24 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_snapshot_file(path: Path, header: bytes, data: bytes) -> None:
+    """Write header + data to `path` atomically and durably: a temp file, fsync, rename, then
+    an fsync of the directory so the rename itself survives a crash."""
+    temp = path.with_name(path.name + TEMP_SUFFIX)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _pwrite_all(fd, header, 0)
+        _pwrite_all(fd, data, len(header))
+        os.fsync(fd)
+        os.rename(temp, path)
+    except OSError:
+        temp.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+    _fsync_directory(path.parent)
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -456,22 +475,10 @@ class WAL:
             )
         if index == self._next_index and self._segments[-1][0] < index:
             self._create_segment(index)
-        path = self.directory / snapshot_name(index)
-        temp = path.with_name(path.name + TEMP_SUFFIX)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            header = encode_snapshot_header(index, data)
-            _pwrite_all(fd, header, 0)
-            _pwrite_all(fd, data, len(header))
-            os.fsync(fd)
-            os.rename(temp, path)
-        except OSError:
-            temp.unlink(missing_ok=True)
-            raise
-        finally:
-            os.close(fd)
         # Nothing is deleted until the rename is durable: until then the old files are recovery.
-        _fsync_directory(self.directory)
+        write_snapshot_file(
+            self.directory / snapshot_name(index), encode_snapshot_header(index, data), data
+        )
         self._base = index
         while len(self._segments) > 1 and self._segments[1][0] <= index:
             _first, old = self._segments.pop(0)

@@ -8,7 +8,6 @@ answered. Errors a client caused come back as `CommandRejected` carrying the sta
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -118,6 +117,3 @@ class Engine(Protocol):
         """Job events from now on, until the consumer stops iterating. A slow consumer drops
         events rather than slowing the engine."""
         ...
-
-
-EventQueue = asyncio.Queue[JobEvent]

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,13 +30,14 @@ import httpx
 import msgspec
 
 from jq_tool.core.model import Command, Expire, Purge, Result
+from jq_tool.core.wal import write_snapshot_file
+from jq_tool.core.wal_format import encode_snapshot_header, read_snapshot
 from jq_tool.engine.base import EngineUnavailable, Health
 from jq_tool.engine.command_engine import CommandEngine, now_ms
 from jq_tool.engine.etcd_client import (
     EtcdClient,
     EtcdCompacted,
     EtcdError,
-    EtcdUnavailable,
     KeyValue,
 )
 from jq_tool.engine.etcd_member import ClusterConfig, EtcdMember
@@ -58,8 +58,6 @@ TICKER_TTL_S = 3  # a dead ticker node is replaced within about this long
 MAINTENANCE_EVERY_S = 10.0
 APPLY_TIMEOUT_S = 10.0  # a committed batch must come back through the watch within this
 LOCAL_SNAPSHOT = "cluster.snap"
-_SNAPSHOT_HEADER = struct.Struct("<8sQII")  # magic, revision, crc32c, length
-_SNAPSHOT_MAGIC = b"JQCLSNP1"
 
 _batch_encoder = msgspec.msgpack.Encoder()
 _batch_decoder = msgspec.msgpack.Decoder(list[Command])
@@ -297,12 +295,12 @@ class ClusterEngine(CommandEngine):
         path = self._snapshot_path()
         if not path.exists():
             return
-        data = path.read_bytes()
-        magic, revision, crc, length = _SNAPSHOT_HEADER.unpack_from(data)
-        body = data[_SNAPSHOT_HEADER.size :]
-        if magic != _SNAPSHOT_MAGIC or len(body) != length or crc32c.crc32c(body) != crc:
-            log.warning("ignoring corrupt local snapshot %s; catching up from the cluster", path)
+        loaded = read_snapshot(path)  # the local WAL's snapshot format; its index = a revision
+        if isinstance(loaded, str):
+            log.warning("ignoring local snapshot %s (%s); catching up from the cluster",
+                        path, loaded)  # fmt: skip
             return
+        revision, body = loaded
         self._machine.restore(body)
         self.applied_revision = self._snapshot_revision = revision
         log.info("restored local snapshot at revision %d (%d jobs)", revision,
@@ -314,8 +312,8 @@ class ClusterEngine(CommandEngine):
             return
         body = self._machine.snapshot()
         self._applied_since_snapshot = 0
-        header = _SNAPSHOT_HEADER.pack(_SNAPSHOT_MAGIC, revision, crc32c.crc32c(body), len(body))
-        await asyncio.to_thread(_write_atomically, self._snapshot_path(), header + body)
+        header = encode_snapshot_header(revision, body)
+        await asyncio.to_thread(write_snapshot_file, self._snapshot_path(), header, body)
         self._snapshot_revision = revision
         info = NodeInfo(snapshot_revision=revision, http_url=self._http_url())
         with contextlib.suppress(EtcdError):
@@ -452,20 +450,3 @@ class ClusterEngine(CommandEngine):
             await self._etcd.delete(doomed[i : i + 100])
         await self._etcd.compact(floor)
         log.info("compacted the cluster log up to revision %d (%d batches)", floor, len(doomed))
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-__all__ = ["ClusterEngine", "EtcdUnavailable"]

@@ -29,6 +29,7 @@ from jq_tool.chaos.target import (
     SpawnedServer,
     TargetError,
     free_peer_port,
+    free_peer_ports,
     free_port,
 )
 from jq_tool.cli import chaos as chaos_cli
@@ -78,6 +79,13 @@ def test_peer_ports_come_in_free_pairs_and_skip_taken_ones() -> None:
             peer.bind(("127.0.0.1", port))
             client.bind(("127.0.0.1", port + 1))
         taken.update((port, port + 1))
+
+
+def test_peer_port_lists_never_overlap() -> None:
+    taken = {1}
+    ports = free_peer_ports(4, taken)
+    pairs = {p for port in ports for p in (port, port + 1)}
+    assert len(pairs) == 8 and 1 not in pairs and pairs <= taken
 
 
 def test_cluster_nodes_get_one_consistent_cluster_environment(tmp_path: Path) -> None:

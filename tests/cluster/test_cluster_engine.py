@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
+from jq_tool.chaos.target import free_peer_ports
 from jq_tool.core.model import JobState
 from jq_tool.engine.base import JobSpec
 from jq_tool.engine.cluster import ClusterEngine
 from jq_tool.engine.etcd_member import ClusterConfig
 from jq_tool.engine.local import EngineConfig
-from tests.cluster.ports import free_port_pair
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-server not installed")
 
 
 def cluster_configs(n: int = 3) -> list[ClusterConfig]:
-    peers = {f"n{i}": f"127.0.0.1:{free_port_pair()}" for i in range(1, n + 1)}
+    peers = {f"n{i}": f"127.0.0.1:{port}" for i, port in enumerate(free_peer_ports(n), 1)}
     env_peers = ",".join(f"{k}@{v}" for k, v in peers.items())
     return [
         ClusterConfig.from_env(

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cluster.ports import free_port_pair
+from jq_tool.chaos.target import free_peer_ports
 from tests.conftest import JqServer, free_port
 
 pytestmark = [
@@ -47,7 +47,8 @@ class ClusterNode(JqServer):
 class Cluster:
     def __init__(self, root: Path, size: int = 3) -> None:
         self.prefix = f"jqtest:cluster:{uuid.uuid4().hex[:8]}:"
-        peers = {f"n{i}": f"127.0.0.1:{free_port_pair()}" for i in range(1, size + 1)}
+        ports = free_peer_ports(size)
+        peers = {f"n{i}": f"127.0.0.1:{port}" for i, port in enumerate(ports, 1)}
         http = {node: free_port() for node in peers}
         common = {
             "CLUSTER_MODE": "true",
