@@ -29,7 +29,7 @@ import crc32c
 import httpx
 import msgspec
 
-from jq_tool.core.model import Command, Expire, Purge, Result
+from jq_tool.core.model import Command, Result
 from jq_tool.core.wal import write_snapshot_file
 from jq_tool.core.wal_format import encode_snapshot_header, read_snapshot
 from jq_tool.engine.base import EngineUnavailable, Health
@@ -41,7 +41,7 @@ from jq_tool.engine.etcd_client import (
     KeyValue,
 )
 from jq_tool.engine.etcd_member import ClusterConfig, EtcdMember
-from jq_tool.engine.local import MIN_TICK_MS, PURGE_EVERY_MS, EngineConfig
+from jq_tool.engine.local import EngineConfig
 from jq_tool.engine.metrics import LogMetrics
 
 log = logging.getLogger("jq.cluster")
@@ -403,26 +403,16 @@ class ClusterEngine(CommandEngine):
 
     async def _lead(self, lease: int) -> None:
         """Keep the ticker lease alive and do the ticker's work until the lease is lost."""
-        last_keepalive = time.monotonic()
-        last_purge = last_maintenance = time.monotonic()
+        last_keepalive = last_maintenance = time.monotonic()
+        self._last_purge = self._clock()
         while True:
-            now = self._clock()
-            due = self._machine.next_due()
-            wait_ms = min(self.config.tick_ms, 1000)
-            if due is not None:
-                wait_ms = min(wait_ms, max(MIN_TICK_MS, due - now))
-            await asyncio.sleep(wait_ms / 1000)
+            # At most a second between two looks, so the lease (TTL 3 s) is kept alive.
+            await asyncio.sleep(self._ticker_pause_ms(min(self.config.tick_ms, 1000)) / 1000)
             if time.monotonic() - last_keepalive >= 1.0:
                 if await self._etcd.lease_keepalive(lease) <= 0:
                     return
                 last_keepalive = time.monotonic()
-            now = self._clock()
-            due = self._machine.next_due()
-            if due is not None and due <= now:
-                await self._propose(Expire(now=now))
-            if time.monotonic() - last_purge >= PURGE_EVERY_MS / 1000:
-                last_purge = time.monotonic()
-                await self._propose(Purge(now=now, finished_before=now - self.config.retention_ms))
+            await self._tick(self.config.retention_ms)
             if time.monotonic() - last_maintenance >= MAINTENANCE_EVERY_S:
                 last_maintenance = time.monotonic()
                 await self._compact_log()

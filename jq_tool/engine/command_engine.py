@@ -26,6 +26,7 @@ from jq_tool.core.model import (
     Command,
     Error,
     ErrorCode,
+    Expire,
     Extend,
     Fail,
     Job,
@@ -34,6 +35,7 @@ from jq_tool.core.model import (
     Lease,
     LeaseResult,
     NewJob,
+    Purge,
     Requeue,
     Result,
     Submit,
@@ -46,6 +48,11 @@ from jq_tool.engine.metrics import LogMetrics
 
 # A slow /events consumer loses events beyond this many rather than slowing the engine.
 SUBSCRIBER_QUEUE_SIZE = 10_000
+# The ticker never proposes Expire more often than this, however close the next due time is:
+# an Expire is a log record, and a flood of them would compete with real work.
+MIN_TICK_MS = 20
+# How often retention is enforced (a Purge record), independent of the lease check interval.
+PURGE_EVERY_MS = 60_000
 
 
 def now_ms() -> int:
@@ -99,6 +106,7 @@ class CommandEngine(ABC):
         self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
         self._runnable_news: dict[str, int] = {}
         self._subscribers: set[asyncio.Queue[JobEvent]] = set()
+        self._last_purge = clock()
 
     # ------------------------------------------------------------------ what a log provides
 
@@ -170,6 +178,27 @@ class CommandEngine(ABC):
                 yield await queue.get()
         finally:
             self._subscribers.discard(queue)
+
+    # ------------------------------------------------------------------ the ticker's work
+
+    def _ticker_pause_ms(self, longest_ms: int) -> int:
+        """How long the ticker sleeps: until the next lease or job falls due, at most
+        `longest_ms`, at least MIN_TICK_MS."""
+        due = self._machine.next_due()
+        if due is None:
+            return longest_ms
+        return min(longest_ms, max(MIN_TICK_MS, due - self._clock()))
+
+    async def _tick(self, retention_ms: int) -> None:
+        """One round of time-driven work, as commands: Expire when a lease or a scheduled/RETRY
+        job is due, and a Purge of finished jobs once a minute."""
+        now = self._clock()
+        due = self._machine.next_due()
+        if due is not None and due <= now:
+            await self._propose(Expire(now=now))
+        if now - self._last_purge >= PURGE_EVERY_MS:
+            self._last_purge = now
+            await self._propose(Purge(now=now, finished_before=now - retention_ms))
 
     # ------------------------------------------------------------------ the Engine API
 

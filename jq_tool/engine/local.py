@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jq_tool.core.model import Command, Expire, Purge, Result, decode_command, encode_command
+from jq_tool.core.model import Command, Result, decode_command, encode_command
 from jq_tool.core.state_machine import StateMachineConfig
 from jq_tool.core.wal import RECORD_COMMAND, WAL
 from jq_tool.engine.base import EngineUnavailable, Health, StorageFull
@@ -27,12 +27,6 @@ from jq_tool.engine.command_engine import CommandEngine, now_ms
 from jq_tool.engine.metrics import LogMetrics
 
 log = logging.getLogger("jq.engine")
-
-# The ticker never proposes Expire more often than this, however close the next due time is:
-# an Expire is a WAL record, and a flood of them would compete with real work.
-MIN_TICK_MS = 20
-# How often retention is enforced (a Purge record), independent of the lease check interval.
-PURGE_EVERY_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -68,7 +62,6 @@ class LocalEngine(CommandEngine):
         self._started = False
         self._fatal: str | None = None  # why writes are refused for good (a failed fsync)
         self._records_since_snapshot = 0
-        self._last_purge = 0
         self.recovery_message: str | None = None  # what recovery truncated, if anything
         self.log_metrics = LogMetrics()
 
@@ -85,7 +78,6 @@ class LocalEngine(CommandEngine):
             time.monotonic() - started,
         )
         self._records_since_snapshot = replayed
-        self._last_purge = self._clock()
         self._started = True
         self._flusher = asyncio.create_task(self._flush_loop(), name="jq-flusher")
         self._ticker = asyncio.create_task(self._tick_loop(), name="jq-ticker")
@@ -232,24 +224,11 @@ class LocalEngine(CommandEngine):
 
     async def _tick_loop(self) -> None:
         while True:
-            now = self._clock()
-            due = self._machine.next_due()
-            wait_ms = self.config.tick_ms
-            if due is not None:
-                wait_ms = min(wait_ms, max(MIN_TICK_MS, due - now))
-            await asyncio.sleep(wait_ms / 1000)
+            await asyncio.sleep(self._ticker_pause_ms(self.config.tick_ms) / 1000)
             if self._fatal is not None:
                 continue
-            now = self._clock()
             try:
-                due = self._machine.next_due()
-                if due is not None and due <= now:
-                    await self._propose(Expire(now=now))
-                if now - self._last_purge >= PURGE_EVERY_MS:
-                    self._last_purge = now
-                    await self._propose(
-                        Purge(now=now, finished_before=now - self.config.retention_ms)
-                    )
+                await self._tick(self.config.retention_ms)
             except EngineUnavailable as exc:
                 log.warning("ticker: %s", exc)
 
