@@ -280,8 +280,9 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
 
 
 class WAL:
-    """The write side of a WAL directory. Not thread-safe: the engine calls append and
-    write_snapshot from one worker thread, one call at a time."""
+    """The write side of a WAL directory. Not thread-safe: the engine calls its methods from one
+    worker thread, one call at a time (write_snapshot_file, which touches no WAL state, may run
+    in another thread)."""
 
     def __init__(self, directory: Path, *, segment_bytes: int = 64 << 20) -> None:
         if segment_bytes <= SEGMENT_HEADER_SIZE:
@@ -403,6 +404,11 @@ class WAL:
     def _poison(self, why: str) -> None:
         self._failed = f"WAL unusable after an earlier failure: {why}"
 
+    def descriptors(self) -> list[int]:
+        """The open descriptors of this WAL (its directory lock, its current segment): a forked
+        child closes them, so that it never holds the lock past its parent."""
+        return [fd for fd in (self._lock_fd, self._fd) if fd is not None]
+
     @property
     def failure(self) -> str | None:
         """Why the WAL refuses appends for good (poisoned), or None while it is usable."""
@@ -468,17 +474,25 @@ class WAL:
     def write_snapshot(self, index: int, data: bytes) -> None:
         """Durably store the state after all records < index, then delete the segments and
         snapshots it makes unnecessary."""
-        self._check_writable()
-        if not self._base <= index <= self._next_index:
-            raise ValueError(
-                f"snapshot index {index} outside [{self._base}, {self._next_index}] of this WAL"
-            )
+        self._check_snapshot_index(index)
         if index == self._next_index and self._segments[-1][0] < index:
             self._create_segment(index)
         # Nothing is deleted until the rename is durable: until then the old files are recovery.
-        write_snapshot_file(
-            self.directory / snapshot_name(index), encode_snapshot_header(index, data), data
-        )
+        write_snapshot_file(self.snapshot_path(index), encode_snapshot_header(index, data), data)
+        self.drop_before(index)
+
+    def snapshot_path(self, index: int) -> Path:
+        """Where the snapshot of the state after all records < index goes. A caller may write it
+        (write_snapshot_file) in another thread while appends go on, then call drop_before."""
+        return self.directory / snapshot_name(index)
+
+    def drop_before(self, index: int) -> None:
+        """After the snapshot at `index` is durable: replay starts there from now on, and the
+        segments and snapshots it makes unnecessary are deleted. The segment that holds record
+        `index` stays, even when it also holds older records (replay skips those)."""
+        self._check_snapshot_index(index)
+        if not self.snapshot_path(index).is_file():
+            raise ValueError(f"no snapshot file for index {index} in {self.directory}")
         self._base = index
         while len(self._segments) > 1 and self._segments[1][0] <= index:
             _first, old = self._segments.pop(0)
@@ -487,6 +501,13 @@ class WAL:
             if old_index < index:
                 old.unlink(missing_ok=True)
         _fsync_directory(self.directory)
+
+    def _check_snapshot_index(self, index: int) -> None:
+        self._check_writable()
+        if not self._base <= index <= self._next_index:
+            raise ValueError(
+                f"snapshot index {index} outside [{self._base}, {self._next_index}] of this WAL"
+            )
 
     def close(self) -> None:
         # Closing must also work on a WAL poisoned by a broken descriptor, so errors are dropped:

@@ -89,6 +89,24 @@ def new_lease_id() -> str:
     return _random_hex.take(32)
 
 
+def _new_job(spec: JobSpec) -> NewJob:
+    return NewJob(
+        new_job_id(),
+        spec.queue,
+        spec.payload,
+        spec.priority,
+        spec.max_retries,
+        spec.run_at,
+        spec.idempotency_key,
+    )
+
+
+def _outcome(entry: Submitted | Error) -> SubmitOutcome:
+    if isinstance(entry, Submitted):
+        return SubmitOutcome(job_id=entry.job_id, duplicate=entry.duplicate)
+    return SubmitOutcome(error=entry.message)
+
+
 class CommandEngine(ABC):
     def __init__(
         self,
@@ -203,29 +221,16 @@ class CommandEngine(ABC):
     # ------------------------------------------------------------------ the Engine API
 
     async def submit(self, spec: JobSpec) -> SubmitOutcome:
-        return (await self.submit_many([spec]))[0]
+        # POST /jobs, the server's hottest call: one job, without submit_many's lists.
+        result = await self._propose(Submit(now=self._clock(), jobs=[_new_job(spec)]))
+        assert isinstance(result, SubmitResult)
+        return _outcome(result.entries[0])
 
     async def submit_many(self, specs: list[JobSpec]) -> list[SubmitOutcome]:
-        jobs = [
-            NewJob(
-                id=new_job_id(),
-                queue=spec.queue,
-                payload=spec.payload,
-                priority=spec.priority,
-                max_retries=spec.max_retries,
-                run_at=spec.run_at,
-                idempotency_key=spec.idempotency_key,
-            )
-            for spec in specs
-        ]
+        jobs = [_new_job(spec) for spec in specs]
         result = await self._propose(Submit(now=self._clock(), jobs=jobs))
         assert isinstance(result, SubmitResult)
-        return [
-            SubmitOutcome(job_id=entry.job_id, duplicate=entry.duplicate)
-            if isinstance(entry, Submitted)
-            else SubmitOutcome(error=entry.message)
-            for entry in result.entries
-        ]
+        return [_outcome(entry) for entry in result.entries]
 
     async def lease(
         self, queue: str, *, max_jobs: int = 1, lease_ms: int | None = None, wait_ms: int = 0

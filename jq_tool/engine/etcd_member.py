@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import ipaddress
 import logging
 import os
@@ -24,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from jq_tool.engine.child_process import die_with_parent
 
 log = logging.getLogger("jq.cluster")
 
@@ -152,7 +153,7 @@ class EtcdMember:
         log.info("starting etcd member %s (peer %s, client %s)", self.config.node_id,
                  self.config.raft_addr, self.config.client_addr)  # fmt: skip
         self.process = subprocess.Popen(
-            self.command(), stdout=log_file, stderr=log_file, preexec_fn=_die_with_parent
+            self.command(), stdout=log_file, stderr=log_file, preexec_fn=die_with_parent
         )
         log_file.close()
         # Wait until the member serves its client port (not for quorum: peers may come later).
@@ -181,13 +182,6 @@ class EtcdMember:
             await asyncio.sleep(0.05)
         self.process.kill()
         self.process.wait()
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGKILL it when the jq process dies, even by kill -9, so that killing a
-    node kills its etcd member too (PR_SET_PDEATHSIG)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def cluster_mode_enabled(env: Mapping[str, str] = os.environ) -> bool:

@@ -13,20 +13,26 @@ import asyncio
 import contextlib
 import errno
 import logging
+import queue
+import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from jq_tool.core.model import Command, Result, decode_command, encode_command
 from jq_tool.core.state_machine import StateMachineConfig
-from jq_tool.core.wal import RECORD_COMMAND, WAL
+from jq_tool.core.wal import RECORD_COMMAND, WAL, write_snapshot_file
+from jq_tool.core.wal_format import encode_snapshot_header
 from jq_tool.engine.base import EngineUnavailable, Health, StorageFull
 from jq_tool.engine.command_engine import CommandEngine, now_ms
+from jq_tool.engine.forked_snapshot import SnapshotChildFailed, fork_snapshot
 from jq_tool.engine.metrics import LogMetrics
 
 log = logging.getLogger("jq.engine")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -49,12 +55,59 @@ class _Proposal:
         self.future = future
 
 
+class _WorkerThread:
+    """One thread that runs calls in order and hands each result back to the event loop. Every
+    group commit crosses this boundary twice, so it is leaner than run_in_executor (no
+    concurrent.futures.Future, no wrap_future, no executor locks)."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        # A daemon: an interpreter that exits without stop() must not hang on it. Stopping
+        # mid-append is then the same as a crash, which recovery handles.
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._calls.put((loop, future, fn, args))
+        return future
+
+    def close(self) -> None:
+        self._calls.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (item := self._calls.get()) is not None:
+            loop, future, fn, args = item
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, future, result, None)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
 class LocalEngine(CommandEngine):
     def __init__(self, config: EngineConfig, *, clock: Callable[[], int] = now_ms) -> None:
         super().__init__(lease_ms=config.lease_ms, machine_config=config.machine, clock=clock)
         self.config = config
         self._wal = WAL(config.data_dir, segment_bytes=config.segment_bytes)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jq-wal")
+        # The WAL thread owns the WAL (appends, recovery, deleting what a snapshot covers); the
+        # snapshot thread writes snapshot files, which can take a while, so appends go on.
+        self._wal_thread: _WorkerThread | None = None
+        self._snapshot_thread: _WorkerThread | None = None
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[_Proposal] = []
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -68,9 +121,15 @@ class LocalEngine(CommandEngine):
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
+        self._wal_thread = _WorkerThread("jq-wal")
         started = time.monotonic()
-        replayed = await loop.run_in_executor(self._executor, self._recover)
+        try:
+            replayed = await self._wal_thread.call(self._recover)
+        except BaseException:
+            self._wal_thread.close()
+            raise
+        self._snapshot_thread = _WorkerThread("jq-snapshot")
         log.info(
             "recovered %d jobs (%d log records replayed) in %.2fs",
             self._machine.job_count,
@@ -113,13 +172,15 @@ class LocalEngine(CommandEngine):
         self._wakeup.set()
         if self._flusher:
             await self._flusher
+        if self._snapshot_task:
+            await self._snapshot_task
         if self._fatal is None and self._records_since_snapshot:
-            with contextlib.suppress(Exception):
-                await self._write_snapshot()
+            await self._final_snapshot()
         self._release_all_waiters()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._wal.close)
-        self._executor.shutdown(wait=True)
+        assert self._wal_thread is not None and self._snapshot_thread is not None
+        self._snapshot_thread.close()
+        await self._wal_thread.call(self._wal.close)
+        self._wal_thread.close()
         self._started = False
 
     # ------------------------------------------------------------------ the write path
@@ -129,7 +190,8 @@ class LocalEngine(CommandEngine):
             raise EngineUnavailable(self._fatal)
         if not self._started or self._stopping:
             raise EngineUnavailable("engine is not running")
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        assert self._loop is not None
+        future: asyncio.Future[Result] = self._loop.create_future()
         self._pending.append(_Proposal(command, future))
         self._wakeup.set()
         # A caller that goes away (client disconnect) cancels only this future: the command
@@ -137,7 +199,8 @@ class LocalEngine(CommandEngine):
         return await future
 
     async def _flush_loop(self) -> None:
-        loop = asyncio.get_running_loop()
+        assert self._wal_thread is not None
+        wal_thread = self._wal_thread
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -149,7 +212,7 @@ class LocalEngine(CommandEngine):
             records = [(RECORD_COMMAND, proposal.record) for proposal in batch]
             started = time.perf_counter()
             try:
-                await loop.run_in_executor(self._executor, self._wal.append, records)
+                await wal_thread.call(self._wal.append, records)
             except Exception as exc:  # noqa: BLE001 - every storage error is answered, below
                 self.log_metrics.append_failures += 1
                 self._refuse_batch(batch, exc)
@@ -162,16 +225,8 @@ class LocalEngine(CommandEngine):
                     proposal.future.set_result(result)
             self._wake_lease_waiters()
             self._records_since_snapshot += len(batch)
-            if self._records_since_snapshot >= self.config.snapshot_every:
-                try:
-                    await self._write_snapshot()
-                except OSError as exc:
-                    # The log itself is intact: a snapshot that could not be written (a full
-                    # disk) only means a longer replay; try again half an interval later.
-                    self._records_since_snapshot = self.config.snapshot_every // 2
-                    log.error("snapshot failed, will retry: %s", exc)
-                except Exception as exc:  # noqa: BLE001
-                    self._fail_for_good(f"snapshot failed: {exc}")
+            if self._snapshot_task is None and self._records_since_snapshot >= self._snapshot_due():
+                self._start_snapshot()
 
     def _refuse_batch(self, batch: list[_Proposal], exc: BaseException) -> None:
         """Nothing of a failed batch was acknowledged. A full disk is recoverable (the WAL cut
@@ -201,24 +256,76 @@ class LocalEngine(CommandEngine):
             self._fatal = reason
             log.critical("refusing all writes from now on: %s", reason)
 
-    async def _write_snapshot(self) -> None:
-        # Taken on the loop between two batches, so it matches exactly the records before
-        # next_index; written to disk in the WAL thread (never concurrently with an append).
+    def _snapshot_due(self) -> int:
+        """Records between two snapshots: `snapshot_every`, or a quarter of the jobs held when
+        that is more. A snapshot costs time in proportion to the jobs it holds, so with many
+        jobs a fixed interval would spend ever more of the engine on snapshots; a quarter keeps
+        that cost per record bounded and the replay after a crash shorter than the snapshot."""
+        return max(self.config.snapshot_every, self._machine.job_count // 4)
+
+    def _start_snapshot(self) -> None:
+        """Capture the state for a snapshot. Called by the flusher between two batches: the
+        state then matches exactly the records before next_index, and the WAL thread is idle
+        (only the flusher appends). A forked child encodes and writes it while the loop goes
+        on; waiting for the child and letting the WAL drop what the snapshot covers is left to
+        a background task."""
+        assert self._snapshot_thread is not None
         index = self._wal.next_index
+        due = self._snapshot_due()
+        started = time.monotonic()
+        self._records_since_snapshot = 0
+        try:
+            child = fork_snapshot(
+                self._machine.snapshot,
+                self._wal.snapshot_path(index),
+                index,
+                self._wal.descriptors(),
+            )
+        except OSError as exc:  # no fork: EAGAIN, ENOMEM
+            self._snapshot_failed(due, exc)
+            return
+        self._snapshot_task = asyncio.create_task(
+            self._finish_snapshot(index, due, started, self._snapshot_thread.call(child.wait)),
+            name="jq-snapshot",
+        )
+
+    async def _final_snapshot(self) -> None:
+        """At stop, nobody is served any more: encode and write in process, no fork."""
+        assert self._snapshot_thread is not None
+        index = self._wal.next_index
+        started = time.monotonic()
         data = self._machine.snapshot()
         self._records_since_snapshot = 0
-        started = time.monotonic()
-        await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._wal.write_snapshot, index, data
-        )
-        self.log_metrics.snapshot_seconds.observe(time.monotonic() - started)
-        log.info(
-            "snapshot at index %d: %d jobs, %d bytes, %.2fs",
-            index,
-            self._machine.job_count,
-            len(data),
-            time.monotonic() - started,
-        )
+        header = encode_snapshot_header(index, data)
+        path = self._wal.snapshot_path(index)
+        written = self._snapshot_thread.call(write_snapshot_file, path, header, data)
+        await self._finish_snapshot(index, self._snapshot_due(), started, written)
+
+    async def _finish_snapshot(
+        self, index: int, due: int, started: float, written: Awaitable[None]
+    ) -> None:
+        assert self._wal_thread is not None
+        try:
+            await written
+            await self._wal_thread.call(self._wal.drop_before, index)
+        except (OSError, SnapshotChildFailed) as exc:
+            self._snapshot_failed(due, exc)
+            return
+        except Exception as exc:  # noqa: BLE001
+            self._fail_for_good(f"snapshot failed: {exc}")
+            return
+        finally:
+            self._snapshot_task = None
+        elapsed = time.monotonic() - started
+        self.log_metrics.snapshot_seconds.observe(elapsed)
+        size = self._wal.snapshot_path(index).stat().st_size
+        log.info("snapshot at index %d: %d bytes, %.2fs", index, size, elapsed)
+
+    def _snapshot_failed(self, due: int, exc: BaseException) -> None:
+        # The log itself is intact: a snapshot that could not be written (a full disk, a child
+        # the kernel killed) only means a longer replay; try again half an interval later.
+        self._records_since_snapshot += due // 2
+        log.error("snapshot failed, will retry: %s", exc)
 
     # ------------------------------------------------------------------ the ticker
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import time
 from pathlib import Path
 
 import pytest
 
-from jq_tool.core.model import ErrorCode, JobState
+from jq_tool.core.model import ErrorCode, JobState, NewJob, Submit
 from jq_tool.engine.base import CommandRejected, EngineUnavailable, JobSpec, StorageFull
 from jq_tool.engine.local import EngineConfig, LocalEngine
 
@@ -76,7 +77,8 @@ async def test_recovery_without_graceful_stop_replays_the_log(tmp_path: Path) ->
     assert engine._flusher and engine._ticker
     engine._flusher.cancel()
     engine._ticker.cancel()
-    engine._executor.shutdown(wait=True)
+    assert engine._wal_thread is not None
+    engine._wal_thread.close()
     engine._wal.close()
     assert not list(tmp_path.glob("*.snap"))
 
@@ -102,6 +104,96 @@ async def test_snapshots_are_taken_and_used(tmp_path: Path) -> None:
         assert again.stats().counters.submitted == 35
     finally:
         await again.stop()
+
+
+async def test_a_slow_snapshot_write_does_not_hold_up_submits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jq_tool.engine.forked_snapshot as forked_snapshot
+
+    # The snapshot is written by a forked child: it waits for a gate file the test creates,
+    # and says it started with another (files, because the child is another process).
+    data_dir, gate, started = tmp_path / "data", tmp_path / "gate", tmp_path / "started"
+    real_write = forked_snapshot.write_snapshot_file
+
+    def slow_write(path: Path, header: bytes, data: bytes) -> None:
+        started.touch()
+        for _ in range(1000):
+            if gate.exists():
+                break
+            time.sleep(0.01)
+        real_write(path, header, data)
+
+    monkeypatch.setattr(forked_snapshot, "write_snapshot_file", slow_write)
+    engine = make_engine(data_dir, snapshot_every=10, segment_bytes=4096)
+    await engine.start()
+    try:
+        for i in range(12):
+            await engine.submit(JobSpec(payload=f"before-{i}"))
+        for _ in range(500):
+            if started.exists():
+                break
+            await asyncio.sleep(0.01)
+        assert started.exists(), "no snapshot was started"
+        # The snapshot file is still being written: submits are durable and answered anyway,
+        # and the WAL rotates segments meanwhile.
+        for i in range(100):
+            await engine.submit(JobSpec(payload=f"during-{i}" + "x" * 64))
+        assert not list(data_dir.glob("*.snap"))
+        gate.touch()
+        while engine._snapshot_task is not None:
+            await asyncio.sleep(0.01)
+        assert len(list(data_dir.glob("*.snap"))) == 1
+    finally:
+        gate.touch()
+        await engine.stop()
+    again = make_engine(data_dir, snapshot_every=10)
+    await again.start()
+    try:
+        assert again.stats().counters.submitted == 112
+    finally:
+        await again.stop()
+
+
+async def test_a_snapshot_child_that_dies_is_retried_and_harms_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import os
+    import signal
+
+    import jq_tool.engine.forked_snapshot as forked_snapshot
+
+    def killed(path: Path, header: bytes, data: bytes) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
+
+    monkeypatch.setattr(forked_snapshot, "write_snapshot_file", killed)
+    engine = make_engine(tmp_path, snapshot_every=10)
+    await engine.start()
+    try:
+        for i in range(12):
+            await engine.submit(JobSpec(payload=str(i)))
+        while engine._snapshot_task is not None:
+            await asyncio.sleep(0.01)
+        assert "snapshot failed, will retry" in caplog.text
+        assert engine.health().ok
+        assert not list(tmp_path.glob("*.snap"))
+        monkeypatch.undo()
+        for i in range(10):
+            await engine.submit(JobSpec(payload=str(i)))
+        while engine._snapshot_task is not None:
+            await asyncio.sleep(0.01)
+        assert len(list(tmp_path.glob("*.snap"))) == 1
+    finally:
+        await engine.stop()
+
+
+def test_snapshots_grow_apart_with_the_state(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path, snapshot_every=10)
+    assert engine._snapshot_due() == 10
+    for i in range(100):
+        engine._machine.apply(Submit(now=1, jobs=[NewJob(id=f"job-{i}")]))
+    # A snapshot costs in proportion to the jobs it holds: with 100 jobs, every 25 records.
+    assert engine._snapshot_due() == 25
 
 
 async def test_concurrent_submits_share_fsyncs(engine: LocalEngine) -> None:
@@ -245,3 +337,33 @@ def test_job_ids_are_unique_version_4_uuids() -> None:
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == job_id
     leases = {new_lease_id() for _ in range(1000)}
     assert len(leases) == 1000 and all(len(x) == 32 for x in leases)
+
+
+async def test_wal_thread_runs_calls_in_order_off_the_loop_and_hands_back_errors() -> None:
+    import threading
+
+    from jq_tool.engine.local import _WorkerThread
+
+    wal_thread = _WorkerThread("jq-wal")
+    try:
+        seen: list[tuple[int, str]] = []
+
+        def record(n: int) -> int:
+            seen.append((n, threading.current_thread().name))
+            return n * 10
+
+        results = await asyncio.gather(*(wal_thread.call(record, n) for n in range(50)))
+        assert results == [n * 10 for n in range(50)]
+        assert seen == [(n, "jq-wal") for n in range(50)]
+
+        def broken() -> None:
+            raise OSError(errno.EIO, "fdatasync failed")
+
+        with pytest.raises(OSError, match="fdatasync failed"):
+            await wal_thread.call(broken)
+        # A caller that went away (its future cancelled) does not break the thread.
+        abandoned = wal_thread.call(record, 99)
+        abandoned.cancel()
+        assert await wal_thread.call(record, 100) == 1000
+    finally:
+        wal_thread.close()
