@@ -43,7 +43,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     access_log: bool = False
     node_id: str = ""  # reported by /stats; defaults to the host name
     drain_timeout_s: float = 30.0  # SIGTERM: longest wait for in-flight requests
-    snapshot_every: int = 100_000  # WAL records between two snapshots
+    snapshot_every: int = 100_000  # least WAL records between two snapshots
     segment_bytes: int = 64 * 1024 * 1024  # WAL segment size before rotation
 
     @property

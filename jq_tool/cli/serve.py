@@ -174,7 +174,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         snapshot_every: Annotated[
             str | None,
-            typer.Option(help="WAL records between snapshots (env JQ_SNAPSHOT_EVERY, 100000)"),
+            typer.Option(
+                help="Least WAL records between snapshots; a quarter of the jobs held when that"
+                " is more (env JQ_SNAPSHOT_EVERY, 100000)"
+            ),
         ] = None,
         segment_bytes: Annotated[
             str | None,

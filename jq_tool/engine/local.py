@@ -41,7 +41,7 @@ class EngineConfig:
     lease_ms: int = 30_000  # default lease when a lease request names none
     tick_ms: int = 5_000  # longest pause between two looks at due leases and jobs
     retention_ms: int = 7 * 24 * 3600 * 1000  # finished jobs are kept this long
-    snapshot_every: int = 100_000  # records between two snapshots
+    snapshot_every: int = 100_000  # least records between two snapshots (see _snapshot_due)
     segment_bytes: int = 64 << 20
     machine: StateMachineConfig = field(default_factory=StateMachineConfig)
 

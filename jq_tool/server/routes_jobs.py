@@ -33,6 +33,7 @@ from jq_tool.server.validation import (
     SubmitBody,
     check_payload_size,
     decode,
+    header,
     read_body,
 )
 from jq_tool.server.wire import JSONResponse, job_body, leased_body, now_ms, parse_rfc3339, rfc3339
@@ -132,7 +133,7 @@ class JobRoutes:
     async def submit(self, request: Request) -> Response:
         await self.guard.require(request, Scope.JOBS_SUBMIT)
         body = decode(await read_body(request, self.settings.max_body), SubmitBody)
-        header_key = request.headers.get("idempotency-key")
+        header_key = header(request, b"idempotency-key")
         if header_key is not None and not 0 < len(header_key) <= 256:
             raise invalid_field("Idempotency-Key", "Idempotency-Key must be 1-256 characters")
         spec = self._spec(body, now_ms(), header_key)
