@@ -179,10 +179,12 @@ def server_measures(
         measurements.append(Measurement("jq", NOOP, noop_rate, "wrk, 64 connections", note))
         figures.append(
             Figure(
-                "submit latency at peak (wrk, 64 connections), p50 / p99",
-                single.p50_ms,
+                "submit latency at peak (wrk, 64 connections), p99",
+                single.p99_ms,
                 "ms",
-                note=f"p99 {single.p99_ms:.2f} ms",
+                "< 10 ms",
+                single.p99_ms < 10,
+                note=f"p50 {single.p50_ms:.2f} ms; wrk corrects for coordinated omission",
             )
         )
         batch = wrk(f"{server.base_url}/jobs/batch", key, batch_body(), seconds, BATCH_CONNECTIONS)
