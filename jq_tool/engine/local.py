@@ -175,7 +175,11 @@ class LocalEngine(CommandEngine):
         if self._snapshot_task:
             await self._snapshot_task
         if self._fatal is None and self._records_since_snapshot:
-            await self._final_snapshot()
+            try:
+                await self._final_snapshot()
+            except Exception:
+                # The log has every record: a restart replays them. Closing must still happen.
+                log.exception("final snapshot failed")
         self._release_all_waiters()
         assert self._wal_thread is not None and self._snapshot_thread is not None
         self._snapshot_thread.close()
@@ -318,8 +322,7 @@ class LocalEngine(CommandEngine):
             self._snapshot_task = None
         elapsed = time.monotonic() - started
         self.log_metrics.snapshot_seconds.observe(elapsed)
-        size = self._wal.snapshot_path(index).stat().st_size
-        log.info("snapshot at index %d: %d bytes, %.2fs", index, size, elapsed)
+        log.info("snapshot at index %d written in %.2fs", index, elapsed)
 
     def _snapshot_failed(self, due: int, exc: BaseException) -> None:
         # The log itself is intact: a snapshot that could not be written (a full disk, a child
