@@ -12,7 +12,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console, Group
@@ -21,10 +21,12 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from jq_tool.chaos.harness import ChaosRun, run_chaos
 from jq_tool.chaos.options import ChaosOptions, normalise_argv, parse_duration
 from jq_tool.chaos.report import Report
 from jq_tool.chaos.target import TargetError
+
+if TYPE_CHECKING:
+    from jq_tool.chaos.harness import ChaosRun
 
 EXIT_LOSS = 1
 EXIT_BAD_INPUT = 2
@@ -140,6 +142,9 @@ def chaos(
 
 
 async def _run(options: ChaosOptions, show_progress: bool) -> Report:
+    # Imported here: the harness loads only for `jq chaos`, not for every jq command.
+    from jq_tool.chaos.harness import run_chaos
+
     if not show_progress:
         return await run_chaos(options)
     runs: list[ChaosRun] = []
