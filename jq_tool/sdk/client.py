@@ -48,7 +48,7 @@ from jq_tool.sdk.types import (
     Stats,
     SubmitResult,
 )
-from jq_tool.sdk.wire import Http11Pool, TransportFailure
+from jq_tool.sdk.wire import Http11Pool, SyncHttp11Pool, TransportFailure
 
 T = TypeVar("T")
 
@@ -401,12 +401,10 @@ class Client(BaseClient):
         super().__init__(
             url, key, timeout=timeout, retries=retries, backoff=backoff, max_backoff=max_backoff
         )
-        self._http = httpx.Client(
-            base_url=self.url,
-            headers=self.headers,
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections),
-        )
+        # Plain request/response calls go through the lean pool (see wire.py for why);
+        # httpx serves the /events stream.
+        self._pool = SyncHttp11Pool(self.url, self.headers, max_connections=max_connections)
+        self._http = httpx.Client(base_url=self.url, headers=self.headers, timeout=timeout)
 
     def __enter__(self) -> Client:
         return self
@@ -415,6 +413,7 @@ class Client(BaseClient):
         self.close()
 
     def close(self) -> None:
+        self._pool.close()
         self._http.close()
 
     def send(self, call: Call[T]) -> T:
@@ -422,19 +421,16 @@ class Client(BaseClient):
         while True:
             try:
                 try:
-                    response = self._http.request(
+                    status, content = self._pool.request(
                         call.method,
                         call.path,
-                        content=None if call.body is None else _json.encode(call.body),
-                        headers={"Content-Type": "application/json"}
-                        if call.body is not None
-                        else None,
+                        body=None if call.body is None else _json.encode(call.body),
                         params=call.params or None,
                         timeout=call.timeout if call.timeout is not None else self.timeout,
                     )
-                except httpx.TransportError as exc:
+                except TransportFailure as exc:
                     raise self.unreachable(call, exc) from exc
-                return self.read_answer(call, response.status_code, response.content)
+                return self.read_answer(call, status, content)
             except JqError as error:
                 if not self.should_retry(call, error, attempt):
                     raise

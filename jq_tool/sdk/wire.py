@@ -1,28 +1,33 @@
-"""The async client's HTTP/1.1 connection pool: keep-alive connections over asyncio streams,
-for the request/response calls of `AsyncClient` (the worker's hot path: lease, ack, extend).
+"""The SDK's HTTP/1.1 connection pools: keep-alive connections for the request/response calls of
+`AsyncClient` (`Http11Pool`, over asyncio streams: the worker's hot path of lease, ack, extend)
+and of `Client` (`SyncHttp11Pool`, over blocking sockets, shared by the caller's threads).
 
 Why not httpx here: measured on this project's machines, one httpx.AsyncClient request costs
 ~10x the CPU of the same request over a plain asyncio stream (anyio and httpcore's pool
-bookkeeping), and a worker process spends nearly all of its time making requests. So the pool
-is ours, but reading an answer is not: `httptools.HttpResponseParser` (llhttp, the C parser
-uvicorn uses) parses status line, headers, Content-Length and chunked bodies (extensions,
-trailers), skips interim 1xx answers, and says whether the connection may be kept. We only
-note whether the body is framed, so an answer without a length is read to EOF. (h11 reads the
-same answers correctly but cost ~30x the CPU per answer here.) Requests are our own fixed,
-well-formed output: an f-string, with header values checked once for CR/LF. httpx still
-serves the sync `Client` and the `/events` stream.
+bookkeeping), and a worker process spends nearly all of its time making requests; a sync
+httpx.Client request cost 0.3-0.6 ms of CPU in pure Python (httpcore, h11), ~6x the blocking
+pool's, and threads sharing a process queued for the GIL. So the pools are ours, but reading an
+answer is not: `httptools.HttpResponseParser` (llhttp, the C parser uvicorn uses) parses status
+line, headers, Content-Length and chunked bodies (extensions, trailers), skips interim 1xx
+answers, and says whether the connection may be kept. We only note whether the body is framed,
+so an answer without a length is read to EOF. (h11 reads the same answers correctly but cost
+~30x the CPU per answer here.) Requests are our own fixed, well-formed output: an f-string, with
+header values checked once for CR/LF. httpx still serves the `/events` stream of both clients.
 
 A request that fails on a reused connection before any byte of the answer arrived is sent once
 more on a fresh connection: the server had closed that idle connection and never read the
 request. Every other failure (refused, reset, timed out, truncated or malformed answer) is a
-`TransportFailure`, which the client turns into `ServerUnavailable`.
+`TransportFailure`, which the clients turn into `ServerUnavailable`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
+import threading
+import time
 from urllib.parse import urlencode, urlsplit
 
 import httptools
@@ -40,10 +45,9 @@ class TransportFailure(Exception):
     """No answer: the connection could not be made, broke, or the answer timed out."""
 
 
-Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+class BaseHttp11Pool:
+    """Everything but I/O: the URL and headers, checked once, and the bytes of each request."""
 
-
-class Http11Pool:
     def __init__(self, url: str, headers: dict[str, str], *, max_connections: int = 100) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -64,6 +68,33 @@ class Http11Pool:
                 raise ValueError(f"HTTP header {name!r}: value must be ASCII without CR, LF, NUL")
         self._fixed_head = "".join(f"{name}: {value}\r\n" for name, value in fixed.items())
         self.max_connections = max_connections
+
+    def _request_bytes(
+        self, method: str, path: str, body: bytes | None, params: dict[str, object] | None
+    ) -> bytes:
+        if method not in _METHODS:
+            raise ValueError(f"unsupported HTTP method: {method!r}")
+        target = self.prefix + path
+        if not (target.isascii() and target.isprintable()) or " " in target:
+            raise ValueError(f"request path must be printable ASCII without spaces: {path!r}")
+        if params:
+            target += "?" + urlencode({k: str(v) for k, v in params.items()})
+        head = f"{method} {target} HTTP/1.1\r\n{self._fixed_head}"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        elif method in ("POST", "PUT", "PATCH"):
+            head += "Content-Length: 0\r\n"
+        return head.encode("latin-1") + b"\r\n" + (body or b"")
+
+
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+class Http11Pool(BaseHttp11Pool):
+    """The pool over asyncio streams, for one event loop."""
+
+    def __init__(self, url: str, headers: dict[str, str], *, max_connections: int = 100) -> None:
+        super().__init__(url, headers, max_connections=max_connections)
         self._idle: list[Connection] = []
         self._slots: asyncio.Semaphore | None = None
 
@@ -77,21 +108,9 @@ class Http11Pool:
         timeout: float = 10.0,
     ) -> tuple[int, bytes]:
         """Send one request; (status, body) of the answer."""
-        if method not in _METHODS:
-            raise ValueError(f"unsupported HTTP method: {method!r}")
-        target = self.prefix + path
-        if not (target.isascii() and target.isprintable()) or " " in target:
-            raise ValueError(f"request path must be printable ASCII without spaces: {path!r}")
-        if params:
-            target += "?" + urlencode({k: str(v) for k, v in params.items()})
+        message = self._request_bytes(method, path, body, params)
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.max_connections)
-        head = f"{method} {target} HTTP/1.1\r\n{self._fixed_head}"
-        if body is not None:
-            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        elif method in ("POST", "PUT", "PATCH"):
-            head += "Content-Length: 0\r\n"
-        message = head.encode("latin-1") + b"\r\n" + (body or b"")
         async with self._slots:
             resent = False
             while True:
@@ -107,17 +126,9 @@ class Http11Pool:
                         resent = True
                         continue
                     raise TransportFailure(f"{method} {path}: connection closed") from None
-                except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+                except _EXCHANGE_FAILURES as exc:
                     self._close(connection)
-                    raise TransportFailure(f"{method} {path}: malformed answer: {exc}") from exc
-                except _BrokenAnswer as exc:
-                    self._close(connection)
-                    raise TransportFailure(f"{method} {path}: {exc}") from exc
-                except (OSError, TimeoutError) as exc:
-                    self._close(connection)
-                    raise TransportFailure(
-                        f"{method} {path}: {type(exc).__name__}: {exc or 'no answer'}"
-                    ) from exc
+                    raise _failure(method, path, exc) from exc
                 except BaseException:
                     self._close(connection)  # cancelled mid-exchange: the stream is unusable
                     raise
@@ -154,6 +165,88 @@ class Http11Pool:
                 await writer.wait_closed()
 
 
+class SyncHttp11Pool(BaseHttp11Pool):
+    """The pool over blocking sockets, safe to share between threads. `timeout` bounds the whole
+    request: waiting for a free connection, connecting, sending and reading the answer."""
+
+    def __init__(self, url: str, headers: dict[str, str], *, max_connections: int = 100) -> None:
+        super().__init__(url, headers, max_connections=max_connections)
+        self._idle: list[socket.socket] = []
+        self._idle_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        params: dict[str, object] | None = None,
+        timeout: float = 10.0,
+    ) -> tuple[int, bytes]:
+        """Send one request; (status, body) of the answer."""
+        message = self._request_bytes(method, path, body, params)
+        deadline = time.monotonic() + timeout
+        if not self._slots.acquire(timeout=timeout):
+            raise TransportFailure(
+                f"{method} {path}: TimeoutError: no free connection within {timeout}s"
+            )
+        try:
+            resent = False
+            while True:
+                # The resend goes on a fresh connection: other idle ones may be stale too.
+                with self._idle_lock:
+                    connection = self._idle.pop() if self._idle and not resent else None
+                reused = connection is not None
+                if connection is None:
+                    connection = self._connect(deadline)
+                try:
+                    status, answer, keep = _exchange_blocking(connection, message, deadline)
+                except _StaleConnection:
+                    connection.close()
+                    if reused:
+                        resent = True
+                        continue
+                    raise TransportFailure(f"{method} {path}: connection closed") from None
+                except _EXCHANGE_FAILURES as exc:
+                    connection.close()
+                    raise _failure(method, path, exc) from exc
+                except BaseException:
+                    connection.close()  # interrupted mid-exchange: the socket is unusable
+                    raise
+                if keep:
+                    with self._idle_lock:
+                        self._idle.append(connection)
+                else:
+                    connection.close()
+                return status, answer
+        finally:
+            self._slots.release()
+
+    def _connect(self, deadline: float) -> socket.socket:
+        connection: socket.socket | None = None
+        try:
+            connection = socket.create_connection((self.host, self.port), _time_left(deadline))
+            # Requests are small and each waits for its answer: Nagle would only add latency.
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.ssl is not None:
+                connection.settimeout(_time_left(deadline))
+                connection = self.ssl.wrap_socket(connection, server_hostname=self.host)
+        except OSError as exc:
+            if connection is not None:
+                connection.close()
+            raise TransportFailure(
+                f"cannot connect to {self.host}:{self.port}: {exc or 'timed out'}"
+            ) from exc
+        return connection
+
+    def close(self) -> None:
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+
 class _StaleConnection(Exception):
     """The server had closed this idle connection: nothing was read, nothing was done."""
 
@@ -163,21 +256,79 @@ class _BrokenAnswer(Exception):
     too long."""
 
 
-class _Answer:
-    """httptools callbacks for one answer. Interim 1xx answers are dropped: the next message
-    on the stream is the real one."""
+# What a send or the first read raises on a connection the server had already closed.
+_NOTHING_READ = (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)
+# Every other way an exchange fails; each is a TransportFailure, see _failure.
+_EXCHANGE_FAILURES = (
+    httptools.HttpParserError,
+    httptools.HttpParserUpgrade,
+    _BrokenAnswer,
+    OSError,
+    TimeoutError,
+)
 
-    __slots__ = ("parser", "status", "parts", "framed", "head_done", "done", "keep", "extra")
+
+def _failure(method: str, path: str, exc: BaseException) -> TransportFailure:
+    if isinstance(exc, httptools.HttpParserError | httptools.HttpParserUpgrade):
+        return TransportFailure(f"{method} {path}: malformed answer: {exc}")
+    if isinstance(exc, _BrokenAnswer):
+        return TransportFailure(f"{method} {path}: {exc}")
+    return TransportFailure(f"{method} {path}: {type(exc).__name__}: {exc or 'no answer'}")
+
+
+class _Answer:
+    """One answer being read: its bytes go to httptools, whose callbacks land here. Interim 1xx
+    answers are dropped: the next message on the stream is the real one."""
+
+    __slots__ = (
+        "parser",
+        "status",
+        "parts",
+        "framed",
+        "head_done",
+        "head_bytes",
+        "done",
+        "keep",
+        "extra",
+    )
 
     def __init__(self) -> None:
-        self.parser: httptools.HttpResponseParser | None = None
+        self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.parts: list[bytes] = []
         self.framed = False
         self.head_done = False
+        self.head_bytes = 0
         self.done = False
         self.keep = False
         self.extra = False
+
+    def feed(self, data: bytes) -> bool:
+        """Parse the next bytes read, b"" once the server closed; True when the answer is
+        whole. An answer that cannot be read raises _BrokenAnswer or an httptools error."""
+        if not data:
+            if self.head_done and not self.framed:
+                self.keep = False  # no length: the body ends with the connection
+                return True
+            raise _BrokenAnswer("connection closed mid-answer")
+        try:
+            self.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            if not self.done:
+                raise
+            self.keep = False  # bytes after the answer: the stream is out of step
+            return True
+        if self.done:
+            return True
+        if not self.head_done:
+            self.head_bytes += len(data)
+            if self.head_bytes > _HEAD_LIMIT:
+                raise _BrokenAnswer(f"answer head longer than {_HEAD_LIMIT} bytes")
+        return False
+
+    def result(self) -> tuple[int, bytes, bool]:
+        """(status, body, whether the connection may carry the next request)."""
+        return self.status, b"".join(self.parts), self.keep and not self.extra
 
     def on_message_begin(self) -> None:
         # A second message after the answer: the server sent more than one answer; the stream
@@ -193,7 +344,7 @@ class _Answer:
             self.framed = True
 
     def on_headers_complete(self) -> None:
-        if self.done or self.parser is None:
+        if self.done:
             return
         self.status = self.parser.get_status_code()
         # Only valid here: llhttp clears its flags once the message is complete.
@@ -220,34 +371,44 @@ async def _exchange(connection: Connection, message: bytes) -> tuple[int, bytes,
         writer.write(message)
         await writer.drain()
         data = await reader.read(_READ_SIZE)
-    except (ConnectionResetError, BrokenPipeError):
+    except _NOTHING_READ:
         raise _StaleConnection from None
     if not data:
         raise _StaleConnection
     answer = _Answer()
-    parser = answer.parser = httptools.HttpResponseParser(answer)
-    head_bytes = 0
     try:
-        while True:
-            try:
-                parser.feed_data(data)
-            except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-                if not answer.done:
-                    raise
-                answer.keep = False  # bytes after the answer: the stream is out of step
-                break
-            if answer.done:
-                break
-            if not answer.head_done:
-                head_bytes += len(data)
-                if head_bytes > _HEAD_LIMIT:
-                    raise _BrokenAnswer(f"answer head longer than {_HEAD_LIMIT} bytes")
+        while not answer.feed(data):
             data = await reader.read(_READ_SIZE)
-            if not data:
-                if answer.head_done and not answer.framed:
-                    answer.keep = False  # no length: the body ends with the connection
-                    break
-                raise _BrokenAnswer("connection closed mid-answer")
+        return answer.result()
     finally:
-        answer.parser = None  # the parser holds the answer: no cycle left for the GC
-    return answer.status, b"".join(answer.parts), answer.keep and not answer.extra
+        del answer.parser  # the parser holds the answer: no cycle left for the GC
+
+
+def _exchange_blocking(
+    connection: socket.socket, message: bytes, deadline: float
+) -> tuple[int, bytes, bool]:
+    try:
+        connection.settimeout(_time_left(deadline))
+        connection.sendall(message)
+        connection.settimeout(_time_left(deadline))
+        data = connection.recv(_READ_SIZE)
+    except _NOTHING_READ:
+        raise _StaleConnection from None
+    if not data:
+        raise _StaleConnection
+    answer = _Answer()
+    try:
+        while not answer.feed(data):
+            connection.settimeout(_time_left(deadline))
+            data = connection.recv(_READ_SIZE)
+        return answer.result()
+    finally:
+        del answer.parser  # the parser holds the answer: no cycle left for the GC
+
+
+def _time_left(deadline: float) -> float:
+    """Seconds left for the next blocking call; TimeoutError once the deadline has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("timed out")
+    return left

@@ -1,17 +1,23 @@
-"""The async client's HTTP/1.1 pool, answer reading through httptools, against small asyncio
-servers on loopback that answer exactly the bytes each test scripts: Content-Length, chunked
-with extensions and trailers, `Connection: close`, HTTP/1.0, bodiless and interim answers,
-idle connections the server closed (one resend, only on a reused connection), silence, and
-malformed answers (a TransportFailure, never a hang or a crash)."""
+"""The clients' HTTP/1.1 pools, answer reading through httptools, against small asyncio servers
+on loopback that answer exactly the bytes each test scripts: Content-Length, chunked with
+extensions and trailers, `Connection: close`, HTTP/1.0, bodiless and interim answers, idle
+connections the server closed (one resend, only on a reused connection), silence, and malformed
+answers (a TransportFailure, never a hang or a crash). Each of these runs against both pools,
+the blocking one from a worker thread so the scripted server keeps answering on the test's loop;
+two more share the blocking pool between threads."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
-from jq_tool.sdk.wire import Http11Pool, TransportFailure
+from jq_tool.sdk.wire import Http11Pool, SyncHttp11Pool, TransportFailure
 
 # What a server does with one request on one connection: the request bytes, the connection's
 # 0-based number and the request's 0-based number on that connection.
@@ -96,9 +102,37 @@ async def scripted() -> AsyncIterator[Callable[[Reply], Awaitable[ScriptedServer
 Start = Callable[[Reply], Awaitable[ScriptedServer]]
 
 
-async def test_content_length_answers_reuse_one_connection(scripted: Start) -> None:
+class ThreadedPool:
+    """A SyncHttp11Pool behind Http11Pool's awaitable surface: each request runs in a thread."""
+
+    def __init__(self, url: str, headers: dict[str, str], *, max_connections: int = 100) -> None:
+        self.sync = SyncHttp11Pool(url, headers, max_connections=max_connections)
+
+    @property
+    def _idle(self) -> list[socket.socket]:
+        return self.sync._idle
+
+    async def request(self, method: str, path: str, **options: Any) -> tuple[int, bytes]:
+        return await asyncio.to_thread(self.sync.request, method, path, **options)
+
+    async def aclose(self) -> None:
+        self.sync.close()
+
+
+MakePool = type[Http11Pool] | type[ThreadedPool]
+
+
+@pytest.fixture(params=[Http11Pool, ThreadedPool], ids=["async", "sync"])
+def make_pool(request: pytest.FixtureRequest) -> MakePool:
+    pool: MakePool = request.param
+    return pool
+
+
+async def test_content_length_answers_reuse_one_connection(
+    scripted: Start, make_pool: MakePool
+) -> None:
     server = await scripted(answering(b'HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{"a":1}'))
-    pool = Http11Pool(server.url + "/base/", {"Authorization": "Bearer secret-k"})
+    pool = make_pool(server.url + "/base/", {"Authorization": "Bearer secret-k"})
     try:
         for _ in range(3):
             assert await pool.request("POST", "/jobs", body=b'{"x":2}') == (200, b'{"a":1}')
@@ -116,7 +150,9 @@ async def test_content_length_answers_reuse_one_connection(scripted: Start) -> N
     assert server.requests[3].startswith(b"GET /base/jobs?state=READY&limit=5 HTTP/1.1\r\n")
 
 
-async def test_chunked_with_extensions_and_trailers_fed_byte_by_byte(scripted: Start) -> None:
+async def test_chunked_with_extensions_and_trailers_fed_byte_by_byte(
+    scripted: Start, make_pool: MakePool
+) -> None:
     answer = (
         b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n"
         b"3;name=value\r\nabc\r\n"
@@ -131,7 +167,7 @@ async def test_chunked_with_extensions_and_trailers_fed_byte_by_byte(scripted: S
         return True
 
     server = await scripted(dribble)
-    pool = Http11Pool(server.url, {})
+    pool = make_pool(server.url, {})
     try:
         for _ in range(2):
             assert await pool.request("GET", "/x") == (201, b"abc0123456789")
@@ -140,12 +176,12 @@ async def test_chunked_with_extensions_and_trailers_fed_byte_by_byte(scripted: S
         await pool.aclose()
 
 
-async def test_connection_close_is_honoured(scripted: Start) -> None:
+async def test_connection_close_is_honoured(scripted: Start, make_pool: MakePool) -> None:
     # The server keeps the socket open: only the header says the connection is done.
     server = await scripted(
         answering(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
     )
-    pool = Http11Pool(server.url, {})
+    pool = make_pool(server.url, {})
     try:
         assert await pool.request("GET", "/a") == (200, b"ok")
         assert pool._idle == []
@@ -155,11 +191,13 @@ async def test_connection_close_is_honoured(scripted: Start) -> None:
     assert server.connections == 2
 
 
-async def test_http10_answer_without_length_is_read_to_eof(scripted: Start) -> None:
+async def test_http10_answer_without_length_is_read_to_eof(
+    scripted: Start, make_pool: MakePool
+) -> None:
     server = await scripted(
         answering(b"HTTP/1.0 200 OK\r\nServer: old\r\n\r\nall of it", close=True)
     )
-    pool = Http11Pool(server.url, {})
+    pool = make_pool(server.url, {})
     try:
         assert await pool.request("GET", "/a") == (200, b"all of it")
         assert pool._idle == []
@@ -169,9 +207,9 @@ async def test_http10_answer_without_length_is_read_to_eof(scripted: Start) -> N
     assert server.connections == 2
 
 
-async def test_http10_with_length_is_not_kept(scripted: Start) -> None:
+async def test_http10_with_length_is_not_kept(scripted: Start, make_pool: MakePool) -> None:
     server = await scripted(answering(b"HTTP/1.0 202 Accepted\r\nContent-Length: 3\r\n\r\nyes"))
-    pool = Http11Pool(server.url, {})
+    pool = make_pool(server.url, {})
     try:
         assert await pool.request("POST", "/a") == (202, b"yes")
         assert pool._idle == []
@@ -179,9 +217,9 @@ async def test_http10_with_length_is_not_kept(scripted: Start) -> None:
         await pool.aclose()
 
 
-async def test_http11_without_length_is_read_to_eof(scripted: Start) -> None:
+async def test_http11_without_length_is_read_to_eof(scripted: Start, make_pool: MakePool) -> None:
     server = await scripted(answering(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", close=True))
-    pool = Http11Pool(server.url, {})
+    pool = make_pool(server.url, {})
     try:
         assert await pool.request("GET", "/a") == (200, b"until the end")
         assert pool._idle == []
@@ -189,7 +227,9 @@ async def test_http11_without_length_is_read_to_eof(scripted: Start) -> None:
         await pool.aclose()
 
 
-async def test_bodiless_and_interim_answers_keep_the_connection(scripted: Start) -> None:
+async def test_bodiless_and_interim_answers_keep_the_connection(
+    scripted: Start, make_pool: MakePool
+) -> None:
     server = await scripted(
         answering(
             b"HTTP/1.1 204 No Content\r\n\r\n",
@@ -200,7 +240,7 @@ async def test_bodiless_and_interim_answers_keep_the_connection(scripted: Start)
             b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext",
         )
     )
-    pool = Http11Pool(server.url, {})
+    pool = make_pool(server.url, {})
     try:
         assert await pool.request("DELETE", "/a") == (204, b"")
         assert await pool.request("GET", "/b") == (304, b"")
@@ -211,12 +251,14 @@ async def test_bodiless_and_interim_answers_keep_the_connection(scripted: Start)
     assert server.connections == 1
 
 
-async def test_a_connection_closed_while_idle_is_resent_once(scripted: Start) -> None:
+async def test_a_connection_closed_while_idle_is_resent_once(
+    scripted: Start, make_pool: MakePool
+) -> None:
     # Claims keep-alive, then closes after each answer: like a server's idle timeout firing.
     server = await scripted(
         answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", close=True)
     )
-    pool = Http11Pool(server.url, {})
+    pool = make_pool(server.url, {})
     try:
         assert await pool.request("POST", "/jobs", body=b"{}") == (200, b"ok")
         await asyncio.sleep(0.05)  # let the close arrive, so the next request finds it stale
@@ -227,7 +269,7 @@ async def test_a_connection_closed_while_idle_is_resent_once(scripted: Start) ->
     assert len(server.requests) == 2  # the stale connection never read the request
 
 
-async def test_the_resend_happens_only_once(scripted: Start) -> None:
+async def test_the_resend_happens_only_once(scripted: Start, make_pool: MakePool) -> None:
     # Each connection answers its first request and drops every later one without a byte:
     # like a server that died while reading.
     async def then_drop(
@@ -241,7 +283,7 @@ async def test_the_resend_happens_only_once(scripted: Start) -> None:
         return False
 
     server = await scripted(then_drop)
-    pool = Http11Pool(server.url, {})
+    pool = make_pool(server.url, {})
     try:
         warm = await asyncio.gather(pool.request("GET", "/warm"), pool.request("GET", "/warm"))
         assert warm == [(200, b"ok")] * 2 and len(pool._idle) == 2
@@ -255,12 +297,12 @@ async def test_the_resend_happens_only_once(scripted: Start) -> None:
     assert server.connections == 3
 
 
-async def test_no_resend_on_a_fresh_connection(scripted: Start) -> None:
+async def test_no_resend_on_a_fresh_connection(scripted: Start, make_pool: MakePool) -> None:
     async def drop(request: bytes, conn: int, index: int, writer: asyncio.StreamWriter) -> bool:
         return False
 
     server = await scripted(drop)
-    pool = Http11Pool(server.url, {})
+    pool = make_pool(server.url, {})
     try:
         with pytest.raises(TransportFailure, match="connection closed"):
             await pool.request("POST", "/jobs", body=b"{}")
@@ -269,7 +311,9 @@ async def test_no_resend_on_a_fresh_connection(scripted: Start) -> None:
     assert len(server.requests) == 1
 
 
-async def test_no_resend_once_part_of_the_answer_arrived(scripted: Start) -> None:
+async def test_no_resend_once_part_of_the_answer_arrived(
+    scripted: Start, make_pool: MakePool
+) -> None:
     async def half(request: bytes, conn: int, index: int, writer: asyncio.StreamWriter) -> bool:
         if index == 0:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -279,7 +323,7 @@ async def test_no_resend_once_part_of_the_answer_arrived(scripted: Start) -> Non
         return index == 0
 
     server = await scripted(half)
-    pool = Http11Pool(server.url, {})
+    pool = make_pool(server.url, {})
     try:
         assert await pool.request("POST", "/a", body=b"{}") == (200, b"ok")
         with pytest.raises(TransportFailure, match="closed mid-answer"):
@@ -289,13 +333,13 @@ async def test_no_resend_once_part_of_the_answer_arrived(scripted: Start) -> Non
     assert len(server.requests) == 2
 
 
-async def test_silence_is_a_timeout(scripted: Start) -> None:
+async def test_silence_is_a_timeout(scripted: Start, make_pool: MakePool) -> None:
     async def silent(request: bytes, conn: int, index: int, writer: asyncio.StreamWriter) -> bool:
         await asyncio.sleep(30)
         return False
 
     server = await scripted(silent)
-    pool = Http11Pool(server.url, {})
+    pool = make_pool(server.url, {})
     try:
         with pytest.raises(TransportFailure, match="TimeoutError"):
             await pool.request("GET", "/stats", timeout=0.2)
@@ -304,14 +348,37 @@ async def test_silence_is_a_timeout(scripted: Start) -> None:
         await pool.aclose()
 
 
-async def test_a_refused_connection_is_a_transport_failure(scripted: Start) -> None:
+async def test_the_timeout_bounds_the_whole_exchange(scripted: Start, make_pool: MakePool) -> None:
+    # Every byte comes well within the timeout; the whole answer does not.
+    async def dribble(request: bytes, conn: int, index: int, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        for _ in range(100):
+            writer.write(b"x")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        return False
+
+    server = await scripted(dribble)
+    pool = make_pool(server.url, {})
+    started = time.monotonic()
+    try:
+        with pytest.raises(TransportFailure, match="TimeoutError"):
+            await pool.request("GET", "/slow", timeout=0.3)
+    finally:
+        await pool.aclose()
+    assert time.monotonic() - started < 2
+
+
+async def test_a_refused_connection_is_a_transport_failure(
+    scripted: Start, make_pool: MakePool
+) -> None:
     server = await scripted(answering(b""))
     url = server.url
     server.close()
     assert server.server is not None
     await server.server.wait_closed()
     with pytest.raises(TransportFailure, match="cannot connect"):
-        await Http11Pool(url, {}).request("GET", "/", timeout=2)
+        await make_pool(url, {}).request("GET", "/", timeout=2)
 
 
 MALFORMED = {
@@ -329,7 +396,9 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("answer", MALFORMED.values(), ids=MALFORMED.keys())
-async def test_a_malformed_answer_is_a_transport_failure(scripted: Start, answer: bytes) -> None:
+async def test_a_malformed_answer_is_a_transport_failure(
+    scripted: Start, make_pool: MakePool, answer: bytes
+) -> None:
     # The server leaves the socket open: the failure must come from parsing, not from EOF.
     async def reply(request: bytes, conn: int, index: int, writer: asyncio.StreamWriter) -> bool:
         writer.write(answer if conn == 0 else b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -337,7 +406,7 @@ async def test_a_malformed_answer_is_a_transport_failure(scripted: Start, answer
         return True
 
     server = await scripted(reply)
-    pool = Http11Pool(server.url, {})
+    pool = make_pool(server.url, {})
     try:
         with pytest.raises(TransportFailure, match="malformed answer|closed mid-answer"):
             await pool.request("GET", "/a", timeout=5)
@@ -347,7 +416,9 @@ async def test_a_malformed_answer_is_a_transport_failure(scripted: Start, answer
         await pool.aclose()
 
 
-async def test_truncated_answers_are_transport_failures(scripted: Start) -> None:
+async def test_truncated_answers_are_transport_failures(
+    scripted: Start, make_pool: MakePool
+) -> None:
     answers = [
         b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -355,7 +426,7 @@ async def test_truncated_answers_are_transport_failures(scripted: Start) -> None
         b"HTTP/1.1 200 OK\r\nContent-Le",
     ]
     server = await scripted(answering(*answers, close=True))
-    pool = Http11Pool(server.url, {})
+    pool = make_pool(server.url, {})
     try:
         for _ in answers:
             with pytest.raises(TransportFailure, match="closed mid-answer"):
@@ -364,7 +435,7 @@ async def test_truncated_answers_are_transport_failures(scripted: Start) -> None
         await pool.aclose()
 
 
-async def test_an_endless_head_is_refused(scripted: Start) -> None:
+async def test_an_endless_head_is_refused(scripted: Start, make_pool: MakePool) -> None:
     async def endless(request: bytes, conn: int, index: int, writer: asyncio.StreamWriter) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\n")
         line = b"X-Filler: " + b"f" * 1000 + b"\r\n"
@@ -374,7 +445,7 @@ async def test_an_endless_head_is_refused(scripted: Start) -> None:
         return True
 
     server = await scripted(endless)
-    pool = Http11Pool(server.url, {})
+    pool = make_pool(server.url, {})
     try:
         with pytest.raises(TransportFailure, match="head longer than"):
             await pool.request("GET", "/a")
@@ -382,14 +453,14 @@ async def test_an_endless_head_is_refused(scripted: Start) -> None:
         await pool.aclose()
 
 
-async def test_bytes_after_the_answer_stop_reuse(scripted: Start) -> None:
+async def test_bytes_after_the_answer_stop_reuse(scripted: Start, make_pool: MakePool) -> None:
     server = await scripted(
         answering(
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray"
         )
     )
-    pool = Http11Pool(server.url, {})
+    pool = make_pool(server.url, {})
     try:
         assert await pool.request("GET", "/a") == (200, b"ok")
         assert pool._idle == []
@@ -399,21 +470,77 @@ async def test_bytes_after_the_answer_stop_reuse(scripted: Start) -> None:
     assert server.connections == 2
 
 
-def test_header_values_with_line_breaks_are_refused_without_showing_them() -> None:
+async def test_threads_share_the_blocking_pool(scripted: Start) -> None:
+    async def echo(request: bytes, conn: int, index: int, writer: asyncio.StreamWriter) -> bool:
+        target = request.split(b" ")[1]
+        await asyncio.sleep(0.001)  # let requests from different threads overlap
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(target), target))
+        await writer.drain()
+        return True
+
+    server = await scripted(echo)
+    pool = SyncHttp11Pool(server.url, {}, max_connections=3)
+
+    def requests(thread: int) -> list[tuple[bytes, tuple[int, bytes]]]:
+        sent = []
+        for number in range(50):
+            path = f"/t{thread}/{number}"
+            sent.append((path.encode(), pool.request("POST", path, body=b"{}", timeout=10)))
+        return sent
+
+    loop = asyncio.get_running_loop()
+    try:
+        with ThreadPoolExecutor(max_workers=8) as threads:
+            results = await asyncio.gather(
+                *(loop.run_in_executor(threads, requests, thread) for thread in range(8))
+            )
+        assert len(pool._idle) <= 3
+    finally:
+        pool.close()
+    assert pool._idle == []
+    answers = [answer for sent in results for answer in sent]
+    assert len(answers) == 400
+    assert all(answer == (200, path) for path, answer in answers)
+    assert len(server.requests) == 400 and server.connections <= 3
+
+
+async def test_waiting_for_a_free_connection_counts_against_the_timeout(scripted: Start) -> None:
+    async def slow(request: bytes, conn: int, index: int, writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(1)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        return True
+
+    server = await scripted(slow)
+    pool = SyncHttp11Pool(server.url, {}, max_connections=1)
+    try:
+        busy = asyncio.create_task(asyncio.to_thread(pool.request, "GET", "/slow"))
+        await asyncio.sleep(0.2)  # the only connection is now taken
+        with pytest.raises(TransportFailure, match="TimeoutError: no free connection"):
+            await asyncio.to_thread(pool.request, "GET", "/queued", timeout=0.3)
+        assert await busy == (200, b"ok")
+    finally:
+        pool.close()
+    assert len(server.requests) == 1
+
+
+def test_header_values_with_line_breaks_are_refused_without_showing_them(
+    make_pool: MakePool,
+) -> None:
     with pytest.raises(ValueError, match="Authorization") as refused:
-        Http11Pool("http://127.0.0.1:1", {"Authorization": "Bearer k\r\nX-Evil: 1"})
+        make_pool("http://127.0.0.1:1", {"Authorization": "Bearer k\r\nX-Evil: 1"})
     assert "Bearer" not in str(refused.value)
     with pytest.raises(ValueError, match="Authorization") as refused:
-        Http11Pool("http://127.0.0.1:1", {"Authorization": "Bearer kéy"})
+        make_pool("http://127.0.0.1:1", {"Authorization": "Bearer kéy"})
     assert "Bearer" not in str(refused.value)
     with pytest.raises(ValueError, match="header name"):
-        Http11Pool("http://127.0.0.1:1", {"X Bad": "v"})
+        make_pool("http://127.0.0.1:1", {"X Bad": "v"})
     with pytest.raises(ValueError, match="not an http"):
-        Http11Pool("ftp://example.com", {})
+        make_pool("ftp://example.com", {})
 
 
-async def test_bad_requests_are_refused_before_sending() -> None:
-    pool = Http11Pool("http://127.0.0.1:1", {})
+async def test_bad_requests_are_refused_before_sending(make_pool: MakePool) -> None:
+    pool = make_pool("http://127.0.0.1:1", {})
     with pytest.raises(ValueError, match="method"):
         await pool.request("HEAD", "/jobs")
     with pytest.raises(ValueError, match="path"):
