@@ -22,7 +22,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import crc32c
@@ -41,6 +41,7 @@ from jq_tool.engine.etcd_client import (
     KeyValue,
 )
 from jq_tool.engine.etcd_member import ClusterConfig, EtcdMember
+from jq_tool.engine.forked_snapshot import SnapshotChildFailed, fork_snapshot
 from jq_tool.engine.local import EngineConfig
 from jq_tool.engine.metrics import LogMetrics
 
@@ -111,6 +112,7 @@ class ClusterEngine(CommandEngine):
         self.applied_revision = 0
         self._snapshot_revision = 0
         self._applied_since_snapshot = 0
+        self._snapshot_task: asyncio.Task[None] | None = None  # a forked child writing one
         self.role = "follower"
         self._quorum_ok = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -254,7 +256,7 @@ class ClusterEngine(CommandEngine):
                         self._applied.notify_all()
                     self._wake_lease_waiters()
                     if self._applied_since_snapshot >= self.config.snapshot_every:
-                        await self._write_local_snapshot()
+                        self._start_local_snapshot()
             except EtcdCompacted as exc:
                 log.warning("log compacted past revision %d: restoring from the cluster "
                             "snapshot", self.applied_revision)  # fmt: skip
@@ -306,7 +308,38 @@ class ClusterEngine(CommandEngine):
         log.info("restored local snapshot at revision %d (%d jobs)", revision,
                  self._machine.job_count)  # fmt: skip
 
+    def _start_local_snapshot(self) -> None:
+        """Called by the watch loop, where the state matches applied_revision exactly. A forked
+        child (engine/forked_snapshot.py) encodes and writes it, so the loop never stalls on a
+        snapshot while the node serves; a background task reports it when it is on disk."""
+        revision = self.applied_revision
+        if revision <= self._snapshot_revision or self._snapshot_task is not None:
+            return
+        self._applied_since_snapshot = 0
+        try:
+            child = fork_snapshot(self._machine.snapshot, self._snapshot_path(), revision)
+        except OSError as exc:  # no fork: EAGAIN, ENOMEM
+            log.error("local snapshot failed, will retry: %s", exc)
+            return
+        self._snapshot_task = asyncio.create_task(
+            self._finish_local_snapshot(revision, asyncio.to_thread(child.wait)),
+            name="jq-cluster-snapshot",
+        )
+
+    async def _finish_local_snapshot(self, revision: int, written: Awaitable[None]) -> None:
+        try:
+            await written
+        except (OSError, SnapshotChildFailed) as exc:
+            log.error("local snapshot failed, will retry: %s", exc)
+            return
+        finally:
+            self._snapshot_task = None
+        await self._report_snapshot(revision)
+
     async def _write_local_snapshot(self) -> None:
+        """In process: at stop, and right after restoring the cluster snapshot."""
+        if self._snapshot_task is not None:
+            await self._snapshot_task  # one writer of the snapshot file at a time
         revision = self.applied_revision
         if revision <= self._snapshot_revision:
             return
@@ -314,6 +347,9 @@ class ClusterEngine(CommandEngine):
         self._applied_since_snapshot = 0
         header = encode_snapshot_header(revision, body)
         await asyncio.to_thread(write_snapshot_file, self._snapshot_path(), header, body)
+        await self._report_snapshot(revision)
+
+    async def _report_snapshot(self, revision: int) -> None:
         self._snapshot_revision = revision
         info = NodeInfo(snapshot_revision=revision, http_url=self._http_url())
         with contextlib.suppress(EtcdError):
@@ -325,9 +361,16 @@ class ClusterEngine(CommandEngine):
         return self.cluster.http_peers.get(self.cluster.node_id, "")
 
     async def _publish_cluster_snapshot(self) -> int:
-        """The ticker's snapshot, in etcd, for nodes that have none of their own."""
-        revision = self.applied_revision
-        body = self._machine.snapshot()
+        """The ticker's snapshot, in etcd, for nodes that have none of their own: its latest
+        local snapshot, read from disk, so the loop does not encode the state here. Its revision
+        is the one this node reported, so it is never below the compaction floor."""
+        loaded: tuple[int, bytes] | str = "no local snapshot yet"
+        with contextlib.suppress(OSError):
+            loaded = await asyncio.to_thread(read_snapshot, self._snapshot_path())
+        if isinstance(loaded, str):
+            revision, body = self.applied_revision, self._machine.snapshot()
+        else:
+            revision, body = loaded
         chunks = [
             body[i : i + SNAPSHOT_CHUNK_BYTES] for i in range(0, len(body), SNAPSHOT_CHUNK_BYTES)
         ] or [b""]

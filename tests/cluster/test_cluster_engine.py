@@ -113,3 +113,46 @@ async def test_a_wiped_node_catches_up_from_the_cluster(tmp_path: Path) -> None:
         assert engines[2].stats().counters.submitted == 40
     finally:
         await asyncio.gather(*(e.stop() for e in engines), return_exceptions=True)
+
+
+async def test_forked_local_snapshots_feed_the_published_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Local snapshots are written by forked children and reported; the ticker publishes its
+    own local snapshot file (no encoding on its loop), compacts the log under it, and a node
+    that lost everything restores from that published snapshot."""
+    import logging
+
+    import msgspec
+
+    from jq_tool.core.wal_format import read_snapshot
+    from jq_tool.engine.cluster import SNAPSHOT_META, SnapshotMeta
+
+    caplog.set_level(logging.INFO, logger="jq.cluster")
+    configs = cluster_configs()
+    engines = [engine_for(c, tmp_path, snapshot_every=5) for c in configs]
+    await asyncio.gather(*(e.start() for e in engines))
+    try:
+        ids = [(await engines[i % 3].submit(JobSpec(payload=str(i)))).job_id for i in range(30)]
+        await wait_for(lambda: all(e._snapshot_revision > 0 for e in engines), timeout=20)
+        await wait_for(lambda: sum(e.role == "leader" for e in engines) == 1, timeout=20)
+        leader = next(e for e in engines if e.role == "leader")
+        await leader._compact_log()
+        kvs, _ = await leader._etcd.range(SNAPSHOT_META)
+        meta = msgspec.json.decode(kvs[0].value, type=SnapshotMeta)
+        local = read_snapshot(leader.config.data_dir / "cluster.snap")
+        assert isinstance(local, tuple)
+        assert meta.revision == local[0] and meta.size == len(local[1])
+
+        # The wiped node's log position was compacted away: it must restore the published one.
+        wiped = next(i for i, e in enumerate(engines) if e is not leader)
+        await engines[wiped].stop()
+        (tmp_path / configs[wiped].node_id / "cluster.snap").unlink()
+        engines[wiped] = engine_for(configs[wiped], tmp_path, snapshot_every=5)
+        await engines[wiped].start()
+        await wait_for(lambda: engines[wiped].stats().counters.submitted == 30, timeout=30)
+        for job_id in ids:
+            assert job_id and await engines[wiped].get(job_id) is not None
+        assert f"restored the cluster snapshot at revision {meta.revision}" in caplog.text
+    finally:
+        await asyncio.gather(*(e.stop() for e in engines), return_exceptions=True)

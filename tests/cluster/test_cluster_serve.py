@@ -172,6 +172,10 @@ def test_killing_the_etcd_leader_and_the_ticker_loses_nothing(cluster: Cluster) 
     victim.start(60)
     for job_id in acknowledged:
         assert get_job(victim, job_id).status_code == 200, "the rejoined node caught up"
+    # When the victim ran the ticker too, its lease (3 s) may not have lapsed yet: wait for it.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not any(n.role() == "leader" for n in cluster.nodes):
+        time.sleep(0.2)
     ticker = next(n for n in cluster.nodes if n.role() == "leader")
     ticker.kill9()
     rest = [n for n in cluster.nodes if n is not ticker]
