@@ -12,20 +12,20 @@ from starlette.requests import Request
 
 from jq_tool.auth import ApiKey, KeyStore, Scope
 from jq_tool.server.errors import FORBIDDEN, UNAUTHORIZED, ApiError
+from jq_tool.server.validation import header
 
 _MISSING = ApiError(401, UNAUTHORIZED, "missing API key: send 'Authorization: Bearer <key>'")
 _UNKNOWN = ApiError(401, UNAUTHORIZED, "invalid or revoked API key")
 
 
 def bearer_token(request: Request) -> str | None:
-    # Read the raw ASGI headers: cheaper than building Starlette's Headers for one lookup.
-    for name, value in request.scope["headers"]:
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() != "bearer":
-                return None
-            return token.strip() or None
-    return None
+    authorization = header(request, b"authorization")
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
 
 
 class Guard:
