@@ -1,6 +1,5 @@
 """The server's configuration: one `Settings` record built from command-line flags and
-environment variables, plus the parsers for the human forms of durations (`30s`, `200ms`, `5m`,
-`7d`) and sizes (`1MiB`, `512KiB`, `1048576`).
+environment variables (the human forms of durations and sizes are read by `jq_tool.units`).
 
 Settings are read once at start and passed down explicitly (to the engine config, the key store
 and `create_app`); nothing else in the server reads the environment. A bad value raises
@@ -11,12 +10,13 @@ turns into a usage error (exit code 2), never a traceback.
 from __future__ import annotations
 
 import os
-import re
 import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import msgspec
+
+from jq_tool.units import parse_bool, parse_duration_ms, parse_size
 
 DEFAULT_HOST = "127.0.0.1"  # loopback by default: exposing the queue is a deliberate choice
 DEFAULT_PORT = 8080
@@ -56,53 +56,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return 8 * self.max_payload + 64 * 1024
 
 
-_DURATION_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1000,
-    "kb": 1000,
-    "kib": 1024,
-    "m": 1000**2,
-    "mb": 1000**2,
-    "mib": 1024**2,
-    "g": 1000**3,
-    "gb": 1000**3,
-    "gib": 1024**3,
-}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
-
-
-def parse_duration_ms(text: str) -> int:
-    """`30s` → 30000. A bare number means seconds, like the original service's Go durations
-    without the unit would be ambiguous; we pick the common reading."""
-    match = _DURATION_RE.match(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a duration (examples: 200ms, 30s, 5m, 2h, 7d)")
-    number, unit = match.groups()
-    return int(float(number) * _DURATION_UNITS_MS[unit or "s"])
-
-
-def parse_size(text: str) -> int:
-    """`1MiB` → 1048576, `512KiB` → 524288, `2000` → 2000 bytes."""
-    match = _SIZE_RE.match(text)
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in _SIZE_UNITS:
-        raise ValueError(f"{text!r} is not a size (examples: 1048576, 512KiB, 1MiB)")
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
-
-
-def parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{text!r} is not a boolean (true/false)")
 
 
 # flag name → (environment variable, parser). The one place a setting's outside names live.

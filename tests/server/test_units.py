@@ -15,7 +15,8 @@ from jq_tool.server.errors import ApiError, to_response
 from jq_tool.server.events import job_event_body, sse_frame
 from jq_tool.server.validation import LeaseBody, SubmitBody, decode
 from jq_tool.server.wire import parse_rfc3339, rfc3339
-from jq_tool.settings import SettingsError, build_settings, parse_duration_ms, parse_size
+from jq_tool.settings import SettingsError, build_settings
+from jq_tool.units import parse_duration_ms, parse_size
 
 
 @pytest.mark.parametrize(
