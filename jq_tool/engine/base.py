@@ -8,7 +8,7 @@ answered. Errors a client caused come back as `CommandRejected` carrying the sta
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 import msgspec
@@ -41,8 +41,9 @@ class JobSpec(msgspec.Struct):
     queue: str = "default"
     priority: int = 0
     max_retries: int = 3
-    run_at: int | None = None  # epoch ms; None = now
+    run_at: int | None = None  # epoch ms; None = now (+ delay_ms)
     idempotency_key: str | None = None
+    delay_ms: int | None = None  # run_at = the engine's now + delay_ms, when run_at is None
 
 
 class SubmitOutcome(msgspec.Struct):
@@ -81,9 +82,18 @@ class Engine(Protocol):
         ...
 
     async def lease(
-        self, queue: str, *, max_jobs: int = 1, lease_ms: int | None = None, wait_ms: int = 0
+        self,
+        queue: str,
+        *,
+        max_jobs: int = 1,
+        lease_ms: int | None = None,
+        wait_ms: int = 0,
+        give_up: Callable[[], Awaitable[object]] | None = None,
     ) -> list[Job]:
-        """Up to max_jobs jobs, waiting up to wait_ms for the first one (long poll)."""
+        """Up to max_jobs jobs. Tries at once; when none is runnable and wait_ms > 0, waits up
+        to wait_ms for one (long poll), unless the awaitable give_up() returns completes first
+        (the client went away, the server is draining): then []. give_up is only called when
+        the request has to wait."""
         ...
 
     async def ack(self, job_id: str, *, lease_id: str | None, result: str | None) -> Job: ...

@@ -15,7 +15,7 @@ import os
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import msgspec
 from prometheus_client.metrics_core import Metric
@@ -89,14 +89,17 @@ def new_lease_id() -> str:
     return _random_hex.take(32)
 
 
-def _new_job(spec: JobSpec) -> NewJob:
+def _new_job(spec: JobSpec, now: int) -> NewJob:
+    run_at = spec.run_at
+    if run_at is None and spec.delay_ms:
+        run_at = now + spec.delay_ms
     return NewJob(
         new_job_id(),
         spec.queue,
         spec.payload,
         spec.priority,
         spec.max_retries,
-        spec.run_at,
+        run_at,
         spec.idempotency_key,
     )
 
@@ -222,34 +225,70 @@ class CommandEngine(ABC):
 
     async def submit(self, spec: JobSpec) -> SubmitOutcome:
         # POST /jobs, the server's hottest call: one job, without submit_many's lists.
-        result = await self._propose(Submit(now=self._clock(), jobs=[_new_job(spec)]))
+        now = self._clock()
+        result = await self._propose(Submit(now=now, jobs=[_new_job(spec, now)]))
         assert isinstance(result, SubmitResult)
         return _outcome(result.entries[0])
 
     async def submit_many(self, specs: list[JobSpec]) -> list[SubmitOutcome]:
-        jobs = [_new_job(spec) for spec in specs]
-        result = await self._propose(Submit(now=self._clock(), jobs=jobs))
+        now = self._clock()
+        jobs = [_new_job(spec, now) for spec in specs]
+        result = await self._propose(Submit(now=now, jobs=jobs))
         assert isinstance(result, SubmitResult)
         return [_outcome(entry) for entry in result.entries]
 
     async def lease(
-        self, queue: str, *, max_jobs: int = 1, lease_ms: int | None = None, wait_ms: int = 0
+        self,
+        queue: str,
+        *,
+        max_jobs: int = 1,
+        lease_ms: int | None = None,
+        wait_ms: int = 0,
+        give_up: Callable[[], Awaitable[object]] | None = None,
     ) -> list[Job]:
         lease_ms = lease_ms or self.default_lease_ms
+        await self._catch_up()
+        # Try at once: a busy queue answers without the long poll's timer and tasks.
+        jobs = await self._lease_now(queue, max_jobs, lease_ms)
+        if jobs or wait_ms <= 0 or self._stopping:
+            return jobs
+        waiting = asyncio.ensure_future(self._lease_waiting(queue, max_jobs, lease_ms, wait_ms))
+        if give_up is None:
+            return await waiting
+        giving_up = asyncio.ensure_future(give_up())
+        try:
+            await asyncio.wait({waiting, giving_up}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            giving_up.cancel()
+        if waiting.done():
+            return waiting.result()
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            # A lease may have been proposed just before the cancel: it is on disk and applied,
+            # and its job waits out its lease like any job whose worker went away.
+            return await waiting
+        return []
+
+    async def _lease_now(self, queue: str, max_jobs: int, lease_ms: int) -> list[Job]:
+        now = self._clock()
+        # Only a lease that can succeed is written to the log: an empty poll writes nothing.
+        if not self._machine.has_runnable(queue, now):
+            return []
+        lease_ids = [new_lease_id() for _ in range(max_jobs)]
+        result = await self._propose(
+            Lease(now=now, queue=queue, lease_ms=lease_ms, lease_ids=lease_ids)
+        )
+        assert isinstance(result, LeaseResult)
+        return result.jobs
+
+    async def _lease_waiting(
+        self, queue: str, max_jobs: int, lease_ms: int, wait_ms: int
+    ) -> list[Job]:
+        """The long poll: wait on the queue's FIFO of waiters; each job that becomes runnable
+        wakes one, which tries again (and waits again if another request was faster)."""
         deadline = time.monotonic() + wait_ms / 1000
         loop = asyncio.get_running_loop()
-        await self._catch_up()
         while True:
-            now = self._clock()
-            # Only a lease that can succeed is written to the log: an empty poll writes nothing.
-            if self._machine.has_runnable(queue, now):
-                lease_ids = [new_lease_id() for _ in range(max_jobs)]
-                result = await self._propose(
-                    Lease(now=now, queue=queue, lease_ms=lease_ms, lease_ids=lease_ids)
-                )
-                assert isinstance(result, LeaseResult)
-                if result.jobs:
-                    return result.jobs
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._stopping:
                 return []
@@ -266,6 +305,9 @@ class CommandEngine(ABC):
                         waiters.remove(waiter)
                     if not waiters:
                         del self._waiters[queue]
+            jobs = await self._lease_now(queue, max_jobs, lease_ms)
+            if jobs:
+                return jobs
 
     async def _settle(self, command: Ack | Fail | Extend | Cancel | Requeue) -> Job:
         # Answer an unknown id without writing a doomed command to the log; the state machine

@@ -9,7 +9,6 @@ only once a write is durable, so a 201 from POST /jobs means the job is on disk.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from starlette.requests import Request
@@ -36,7 +35,7 @@ from jq_tool.server.validation import (
     header,
     read_body,
 )
-from jq_tool.server.wire import JSONResponse, job_body, leased_body, now_ms, parse_rfc3339, rfc3339
+from jq_tool.server.wire import JSONResponse, job_body, leased_body, parse_rfc3339, rfc3339
 from jq_tool.settings import Settings
 
 _SMALL_BODY = 64 * 1024  # lease/extend/cancel bodies carry a few ids and numbers
@@ -107,7 +106,7 @@ class JobRoutes:
 
     # --- submit ---------------------------------------------------------------------------------
 
-    def _spec(self, body: SubmitBody, now: int, idempotency_key: str | None) -> JobSpec:
+    def _spec(self, body: SubmitBody, idempotency_key: str | None) -> JobSpec:
         check_payload_size(body.payload, self.settings.max_payload, "payload")
         run_at: int | None = None
         if body.run_at is not None:
@@ -119,14 +118,13 @@ class JobRoutes:
                 raise invalid_field(
                     "run_at", f"run_at {body.run_at!r} is not an RFC 3339 time"
                 ) from None
-        elif body.delay_ms:
-            run_at = now + body.delay_ms
         return JobSpec(
             payload=body.payload,
             queue=body.queue,
             priority=body.priority,
             max_retries=body.max_retries,
             run_at=run_at,
+            delay_ms=body.delay_ms,
             idempotency_key=body.idempotency_key or idempotency_key,
         )
 
@@ -136,7 +134,7 @@ class JobRoutes:
         header_key = header(request, b"idempotency-key")
         if header_key is not None and not 0 < len(header_key) <= 256:
             raise invalid_field("Idempotency-Key", "Idempotency-Key must be 1-256 characters")
-        spec = self._spec(body, now_ms(), header_key)
+        spec = self._spec(body, header_key)
         self.counts["submit"] += 1
         outcome = await self.engine.submit(spec)
         if outcome.error is not None or outcome.job_id is None:
@@ -148,13 +146,12 @@ class JobRoutes:
     async def submit_batch(self, request: Request) -> Response:
         await self.guard.require(request, Scope.JOBS_SUBMIT)
         batch = decode(await read_body(request, self.settings.max_batch_body), BatchBody)
-        now = now_ms()
         results: list[dict[str, Any] | None] = []
         specs: list[JobSpec] = []
         positions: list[int] = []
         for raw in batch.jobs:
             try:
-                spec = self._spec(decode(bytes(raw), SubmitBody), now, None)
+                spec = self._spec(decode(bytes(raw), SubmitBody), None)
             except ApiError as exc:
                 results.append({"error": exc.message, "field": exc.field})
                 continue
@@ -177,41 +174,33 @@ class JobRoutes:
         await self.guard.require(request, Scope.JOBS_LEASE)
         body = decode(await read_body(request, _SMALL_BODY), LeaseBody)
         self.counts["lease"] += 1
-        max_jobs = body.max_jobs or 1
-        # Try without waiting first: a busy queue answers at once, without the long poll's tasks.
-        jobs = await self.engine.lease(body.queue, max_jobs=max_jobs, lease_ms=body.lease_ms)
-        if not jobs and body.wait_ms and not self.draining.is_set():
-            lease = self.engine.lease(
-                body.queue, max_jobs=max_jobs, lease_ms=body.lease_ms, wait_ms=body.wait_ms
-            )
-            jobs = await self._long_poll(request, lease)
+        wait_ms = 0 if self.draining.is_set() else body.wait_ms or 0
+        jobs = await self.engine.lease(
+            body.queue,
+            max_jobs=body.max_jobs or 1,
+            lease_ms=body.lease_ms,
+            wait_ms=wait_ms,
+            give_up=lambda: self._give_up(request),
+        )
+        if not jobs and wait_ms and self.draining.is_set():
+            raise ApiError(503, "unavailable", "server is shutting down")
         if not jobs:
             raise _NO_JOBS
         if body.max_jobs is None:
             return JSONResponse(leased_body(jobs[0]))
         return JSONResponse([leased_body(job) for job in jobs])
 
-    async def _long_poll(self, request: Request, lease: Any) -> list[Any]:
-        """Wait for the lease, but give up when the server starts draining (a long poll must not
-        hold up a graceful shutdown) or the client goes away (a job leased to a closed
-        connection would sit RUNNING until its lease expired, and cost an attempt)."""
-        lease_task = asyncio.ensure_future(lease)
+    async def _give_up(self, request: Request) -> None:
+        """When a long poll stops waiting: the server starts draining (a long poll must not hold
+        up a graceful shutdown) or the client goes away (a job leased to a closed connection
+        would sit RUNNING until its lease expired, and cost an attempt)."""
         drain_task = asyncio.ensure_future(self.draining.wait())
         gone_task = asyncio.ensure_future(_disconnected(request))
         try:
-            await asyncio.wait(
-                {lease_task, drain_task, gone_task}, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait({drain_task, gone_task}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             drain_task.cancel()
             gone_task.cancel()
-        if not lease_task.done():
-            lease_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lease_task
-            if lease_task.cancelled():
-                raise ApiError(503, "unavailable", "server is shutting down")
-        return lease_task.result()
 
     async def ack(self, request: Request) -> Response:
         await self.guard.require(request, Scope.JOBS_ACK)
