@@ -82,7 +82,7 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
 
     app = Starlette(
         routes=[
-            *JobRoutes(engine, guard, settings, counts, draining).routes(),
+            *JobRoutes(engine, guard, settings, counts.commands, draining).routes(),
             *KeyRoutes(keystore, guard).routes(),
             *MonitoringRoutes(engine, guard, stats, registry, settings.max_body).routes(),
             *EventRoutes(engine, guard, stats, tickets, draining).routes(),

@@ -18,6 +18,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -136,22 +137,15 @@ async def event_stream(
             await pump_task
 
 
+@dataclass(frozen=True)
 class EventRoutes:
     """GET /events (Bearer key or ticket) and POST /events/ticket."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        guard: Guard,
-        stats: StatsView,
-        tickets: TicketBook,
-        draining: asyncio.Event,
-    ) -> None:
-        self.engine = engine
-        self.guard = guard
-        self.stats = stats
-        self.tickets = tickets
-        self.draining = draining
+    engine: Engine
+    guard: Guard
+    stats: StatsView
+    tickets: TicketBook
+    draining: asyncio.Event
 
     def routes(self) -> list[BaseRoute]:
         return [

@@ -122,11 +122,8 @@ def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
     return {**branches[0], **{k: v for k, v in schema.items() if k not in ("anyOf", "default")}}
 
 
-def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "properties": props}
-    if required:
-        schema["required"] = required
-    return schema
+def _obj(props: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": props}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:

@@ -11,7 +11,9 @@ durable, so a 201 from POST /jobs means the job is on disk.
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,7 +24,6 @@ from jq_tool.core.model import Job
 from jq_tool.engine.base import Engine, JobSpec
 from jq_tool.server.auth_guard import Guard
 from jq_tool.server.errors import ApiError, invalid_field, not_found
-from jq_tool.server.metrics import RequestCounts
 from jq_tool.server.requests import (
     check_size,
     check_value,
@@ -65,20 +66,13 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
+@dataclass(frozen=True)
 class JobRoutes:
-    def __init__(
-        self,
-        engine: Engine,
-        guard: Guard,
-        settings: Settings,
-        counts: RequestCounts,
-        draining: asyncio.Event,
-    ) -> None:
-        self.engine = engine
-        self.guard = guard
-        self.settings = settings
-        self.counts = counts.commands
-        self.draining = draining
+    engine: Engine
+    guard: Guard
+    settings: Settings
+    counts: defaultdict[str, int]  # engine commands by type, for /metrics
+    draining: asyncio.Event
 
     def routes(self) -> list[BaseRoute]:
         return [

@@ -7,6 +7,8 @@ also drops the key from every server's auth cache.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -21,10 +23,10 @@ from jq_tool.server.wire import JSONResponse, created_key_body, key_body, revoke
 _KEY_BODY_LIMIT = 64 * 1024
 
 
+@dataclass(frozen=True)
 class KeyRoutes:
-    def __init__(self, keystore: KeyStore, guard: Guard) -> None:
-        self.keystore = keystore
-        self.guard = guard
+    keystore: KeyStore
+    guard: Guard
 
     def routes(self) -> list[BaseRoute]:
         return [

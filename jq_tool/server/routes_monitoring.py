@@ -8,6 +8,8 @@ renders the app's own registry (`metrics.py`). Nothing here writes to the engine
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,20 +24,13 @@ from jq_tool.server.stats import StatsView
 from jq_tool.server.wire import Health, JSONResponse
 
 
+@dataclass(frozen=True)
 class MonitoringRoutes:
-    def __init__(
-        self,
-        engine: Engine,
-        guard: Guard,
-        stats: StatsView,
-        registry: CollectorRegistry,
-        max_body: int,
-    ) -> None:
-        self.engine = engine
-        self.guard = guard
-        self.stats = stats
-        self.registry = registry
-        self.max_body = max_body
+    engine: Engine
+    guard: Guard
+    stats: StatsView
+    registry: CollectorRegistry
+    max_body: int
 
     def routes(self) -> list[BaseRoute]:
         return [
