@@ -1,6 +1,7 @@
-"""The HTTP server's assembly: `create_app(engine, keystore, settings)` joins the job and key
-routes, the dashboard, the error table, the request-metrics middleware and a lifespan that
-starts and stops the engine and closes the key store.
+"""The HTTP server's assembly: `create_app(engine, keystore, settings)` joins the route groups
+(jobs, keys, monitoring, the /events stream, the OpenAPI document, the dashboard), the error
+table, the request-metrics middleware and a lifespan that starts and stops the engine and
+closes the key store.
 
 Nothing here is global: every app owns its routes' state (ticket book, metrics registry,
 throughput meter), so tests may run several apps in one process. `app.state.draining` is set
@@ -16,22 +17,19 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from jq_tool.auth import KeyStore, KeyStoreUnavailable, seed_dev_keys
 from jq_tool.engine.base import Engine
 from jq_tool.server.auth_guard import Guard
 from jq_tool.server.dashboard import dashboard_routes
 from jq_tool.server.errors import HANDLED_EXCEPTIONS, handle_exception
-from jq_tool.server.events import TicketBook
+from jq_tool.server.events import EventRoutes, TicketBook
 from jq_tool.server.metrics import RequestCounts, RequestMetricsMiddleware, build_registry
-from jq_tool.server.openapi import openapi_document
+from jq_tool.server.openapi import openapi_routes
 from jq_tool.server.routes_jobs import JobRoutes
 from jq_tool.server.routes_keys import KeyRoutes
+from jq_tool.server.routes_monitoring import MonitoringRoutes
 from jq_tool.server.stats import StatsView, ThroughputMeter
-from jq_tool.server.wire import encode_json
 from jq_tool.settings import Settings
 
 log = logging.getLogger("jq.server")
@@ -47,20 +45,8 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
     meter = ThroughputMeter(engine)
     stats = StatsView(engine, meter, settings.node_id)
     draining = asyncio.Event()
-    job_routes = JobRoutes(
-        engine,
-        guard,
-        settings,
-        counts,
-        stats,
-        TicketBook(settings.ticket_ttl_ms),
-        build_registry(engine, counts),
-        draining,
-    )
-    openapi_body = encode_json(openapi_document())
-
-    async def openapi(request: Request) -> Response:
-        return Response(openapi_body, media_type="application/json")
+    registry = build_registry(engine, counts)
+    tickets = TicketBook(settings.ticket_ttl_ms)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -96,9 +82,11 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
 
     app = Starlette(
         routes=[
-            *job_routes.routes(),
+            *JobRoutes(engine, guard, settings, counts.commands, draining).routes(),
             *KeyRoutes(keystore, guard).routes(),
-            Route("/openapi.json", openapi, methods=["GET"]),
+            *MonitoringRoutes(engine, guard, stats, registry, settings.max_body).routes(),
+            *EventRoutes(engine, guard, stats, tickets, draining).routes(),
+            *openapi_routes(),
             *dashboard_routes(),
         ],
         middleware=[

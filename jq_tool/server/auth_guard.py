@@ -12,7 +12,7 @@ from starlette.requests import Request
 
 from jq_tool.auth import ApiKey, KeyStore, Scope
 from jq_tool.server.errors import FORBIDDEN, UNAUTHORIZED, ApiError
-from jq_tool.server.validation import header
+from jq_tool.server.requests import header
 
 _MISSING = ApiError(401, UNAUTHORIZED, "missing API key: send 'Authorization: Bearer <key>'")
 _UNKNOWN = ApiError(401, UNAUTHORIZED, "invalid or revoked API key")

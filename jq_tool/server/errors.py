@@ -3,15 +3,14 @@
 Every error the server gives a client goes through here: `ApiError` raised by a route (bad
 field, bad key, missing scope, body too large), `CommandRejected` from the engine (the state
 machine's ErrorCode), `EngineUnavailable` / `StorageFull`, and `KeyStoreUnavailable` from the
-key store. Each becomes a JSON body `{"error", "code"[, "field"]}` with its status, so a route
-never builds an error response by hand and a client's mistake is never a 500.
+key store. Each becomes a JSON body `{"error", "code"[, "field"]}` (wire.ErrorBody) with its
+status, so a route never builds an error response by hand and a client's mistake is never a 500.
 """
 
 from __future__ import annotations
 
 import logging
 
-import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -19,10 +18,9 @@ from starlette.responses import Response
 from jq_tool.auth import KeyStoreUnavailable
 from jq_tool.core.model import ErrorCode
 from jq_tool.engine.base import CommandRejected, EngineUnavailable, StorageFull
+from jq_tool.server.wire import ErrorBody, encode_json
 
 log = logging.getLogger("jq.server")
-
-_encoder = msgspec.json.Encoder()
 
 
 class ApiError(Exception):
@@ -75,10 +73,8 @@ def error_response(
     field: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    body: dict[str, str] = {"error": message, "code": code}
-    if field is not None:
-        body["field"] = field
-    return Response(_encoder.encode(body), status, headers, media_type="application/json")
+    body = ErrorBody(message, code) if field is None else ErrorBody(message, code, field)
+    return Response(encode_json(body), status, headers, media_type="application/json")
 
 
 def to_response(exc: BaseException) -> Response:

@@ -1,4 +1,5 @@
-"""Live updates: the `GET /events` Server-Sent Events stream and its stream tickets.
+"""Live updates: the `GET /events` Server-Sent Events stream, its stream tickets
+(`POST /events/ticket`) and the two routes that serve them.
 
 A stream sends `event: stats` (the /stats body) at once and then every second, and
 `event: job` for each state change the engine publishes. A slow reader loses job events rather
@@ -17,11 +18,18 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
-from jq_tool.auth import ApiKey
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from jq_tool.auth import ApiKey, Scope
 from jq_tool.engine.base import Engine, JobEvent
+from jq_tool.server.auth_guard import Guard
+from jq_tool.server.errors import UNAUTHORIZED, ApiError
 from jq_tool.server.stats import StatsView
-from jq_tool.server.wire import encode_json, rfc3339
+from jq_tool.server.wire import JSONResponse, StreamTicket, encode_json, rfc3339
 
 STATS_INTERVAL_S = 1.0
 _BUFFERED_EVENTS = 4096
@@ -53,7 +61,7 @@ class TicketBook:
         ticket = secrets.token_urlsafe(24)
         expires_at = now + self.ttl_ms
         self._tickets[ticket] = Ticket(key, expires_at)
-        return ticket, rfc3339(expires_at) or ""
+        return ticket, rfc3339(expires_at)
 
     def redeem(self, ticket: str) -> ApiKey | None:
         """The key a live ticket was issued to; None when unknown or expired. Reusable until it
@@ -73,6 +81,7 @@ class TicketBook:
 
 
 def _now_ms() -> int:
+    # The server's one wall-clock read: tickets expire by it. Queue times come from the engine.
     return time.time_ns() // 1_000_000
 
 
@@ -126,3 +135,43 @@ async def event_stream(
         pump_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await pump_task
+
+
+@dataclass(frozen=True)
+class EventRoutes:
+    """GET /events (Bearer key or ticket) and POST /events/ticket."""
+
+    engine: Engine
+    guard: Guard
+    stats: StatsView
+    tickets: TicketBook
+    draining: asyncio.Event
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/events", self.events, methods=["GET"]),
+            Route("/events/ticket", self.issue_ticket, methods=["POST"]),
+        ]
+
+    async def issue_ticket(self, request: Request) -> Response:
+        key = await self.guard.require(request, Scope.JOBS_READ)
+        ticket, expires_at = self.tickets.issue(key)
+        return JSONResponse(StreamTicket(ticket, expires_at))
+
+    async def events(self, request: Request) -> Response:
+        ticket = request.query_params.get("ticket")
+        if ticket:
+            key = self.tickets.redeem(ticket)
+            if key is None:
+                raise ApiError(401, UNAUTHORIZED, "unknown or expired ticket")
+            # The key behind a ticket may have been revoked since: ask the store again.
+            current = await self.guard.keystore.get(key.key_id)
+            if current is None or current.revoked_at is not None:
+                raise ApiError(401, UNAUTHORIZED, "the key behind this ticket was revoked")
+        else:
+            await self.guard.require(request, Scope.JOBS_READ)
+        return StreamingResponse(
+            event_stream(self.engine, self.stats, self.draining),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )

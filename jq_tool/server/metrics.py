@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 
+import msgspec
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -41,24 +42,17 @@ class QueueCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         stats = self.engine.stats()
         jobs = GaugeMetricFamily("jq_jobs", "Jobs by state and queue", labels=["state", "queue"])
+        # Every count the engine keeps, by its own field names: a new one shows up here too.
         for queue, queue_stats in sorted(stats.queues.items()):
-            for state in (
-                "runnable",
-                "running",
-                "scheduled",
-                "retry",
-                "dead",
-                "acked",
-                "cancelled",
-            ):
-                jobs.add_metric([state, queue], getattr(queue_stats, state))
+            for state, count in msgspec.structs.asdict(queue_stats).items():
+                if state != "total":  # the sum of the others: a query sums them
+                    jobs.add_metric([state, queue], count)
         yield jobs
         events = CounterMetricFamily(
             "jq_job_transitions", "Job transitions since the queue was created", labels=["kind"]
         )
-        for kind in ("submitted", "acked", "failed", "retried", "dead", "expired", "cancelled",
-                     "requeued", "purged"):  # fmt: skip
-            events.add_metric([kind], getattr(stats.counters, kind))
+        for kind, count in msgspec.structs.asdict(stats.counters).items():
+            events.add_metric([kind], count)
         yield events
         commands = CounterMetricFamily(
             "jq_commands", "Engine commands issued by this server process", labels=["type"]

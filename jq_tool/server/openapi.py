@@ -1,46 +1,145 @@
-"""The OpenAPI 3.1 document served at /openapi.json: docs/api.md in machine-readable form.
+"""The OpenAPI 3.1 document served at /openapi.json: docs/api.md in machine-readable form,
+and the route that serves it.
 
-Hand-written as data (not derived from the routes) because the contract comes first: docs/api.md
-and this document describe the same API, and a test checks that every route of the app is here.
+The body schemas are generated from the Structs the server itself decodes requests into
+(`validation.py`, where every limit is declared once) and encodes answers from (`wire.py`),
+through `msgspec.json.schema_components`: a limit the decoder enforces is the limit this
+document publishes. Only what has no Struct is written here by hand: the /stats body (built
+from the engine's counters), the per-entry union of a batch answer, and the paths themselves,
+because the contract comes first: a test checks that every route of the app is here.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-_TIME = {"type": "string", "format": "date-time"}
-_NTIME = {"type": ["string", "null"], "format": "date-time"}
-_NSTR = {"type": ["string", "null"]}
-_STATE = {"type": "string", "enum": ["READY", "RUNNING", "ACKED", "RETRY", "DEAD", "CANCELLED"]}
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from jq_tool.auth import KeyType, Scope
+from jq_tool.core.model import JobState
+from jq_tool.server.validation import (
+    AckBody,
+    BatchBody,
+    ExtendBody,
+    IdempotencyKey,
+    KeyCreateBody,
+    LeaseBody,
+    ListQuery,
+    SubmitBody,
+)
+from jq_tool.server.wire import (
+    BatchRefusal,
+    CreatedKey,
+    ErrorBody,
+    ExtendedLease,
+    Health,
+    JobPage,
+    JobView,
+    KeyView,
+    LeasedJob,
+    RevokedKey,
+    SettledJob,
+    StreamTicket,
+    SubmitAnswer,
+    encode_json,
+)
+
+_REF = "#/components/schemas/"
+
+# Every component of the document: the Structs (and the enums their fields use) under the names
+# this document has always given them, which are not always the Python names.
+_PUBLISHED: dict[type, str] = {
+    SubmitBody: "SubmitRequest",
+    BatchBody: "BatchRequest",
+    LeaseBody: "LeaseRequest",
+    AckBody: "AckRequest",
+    ExtendBody: "ExtendRequest",
+    KeyCreateBody: "KeyCreateRequest",
+    ErrorBody: "Error",
+    SubmitAnswer: "SubmitResponse",
+    BatchRefusal: "BatchRefusal",
+    LeasedJob: "LeasedJob",
+    SettledJob: "JobState",
+    ExtendedLease: "ExtendedLease",
+    JobView: "Job",
+    JobPage: "JobList",
+    Health: "Health",
+    StreamTicket: "Ticket",
+    KeyView: "Key",
+    CreatedKey: "CreatedKey",
+    RevokedKey: "Revoked",
+    JobState: "State",  # "JobState" is the settled job's shape above, as it always was
+    KeyType: "KeyType",
+    Scope: "Scope",
+}
 
 
 def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+    return {"$ref": _REF + name}
 
 
-def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "properties": props}
-    if required:
-        schema["required"] = required
-    return schema
+def _published(node: Any, names: dict[str, str]) -> Any:
+    """`node` with each $ref to a Python name pointed at the published name instead."""
+    if isinstance(node, dict):
+        return {
+            key: _REF + names[value.removeprefix(_REF)]
+            if key == "$ref"
+            else _published(value, names)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_published(item, names) for item in node]
+    return node
+
+
+def _generated() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """(component schemas, the Idempotency-Key header's schema, GET /jobs' query parameters),
+    all from the Structs and annotated types the server decodes with."""
+    (header, *_), components = msgspec.json.schema_components(
+        [IdempotencyKey, ListQuery, *_PUBLISHED], ref_template=_REF + "{name}"
+    )
+    names = {cls.__name__: name for cls, name in _PUBLISHED.items()}
+    query = _published(components.pop(ListQuery.__name__), names)
+    params = [_query(name, _not_null(schema)) for name, schema in query["properties"].items()]
+    schemas = {
+        names[name]: {**_published(schema, names), "title": names[name]}
+        for name, schema in components.items()
+    }
+    # A batch's entries are decoded one by one (msgspec.Raw), so that one bad entry does not
+    # sink the others; each entry is a SubmitRequest all the same.
+    schemas["BatchRequest"]["properties"]["jobs"]["items"] = _ref("SubmitRequest")
+    return schemas, header, params
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter is absent rather than null: its schema without the null branch."""
+    branches = [b for b in schema.get("anyOf", ()) if b != {"type": "null"}]
+    if len(branches) != 1:
+        return schema
+    return {**branches[0], **{k: v for k, v in schema.items() if k not in ("anyOf", "default")}}
+
+
+def _obj(props: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": props}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
-    text = {
-        400: "invalid_json / invalid_field",
-        401: "no, unknown or revoked key",
-        403: "the key lacks the scope",
-        404: "not found",
-        409: "lease_mismatch / invalid_state",
-        413: "payload_too_large",
-        503: "unavailable",
-        507: "storage_full",
-    }
-    return {str(s): {"$ref": f"#/components/responses/E{s}"} for s in statuses if s in text}
+_ERRORS = {
+    400: "bad request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not found",
+    409: "conflict",
+    413: "payload too large",
+    503: "unavailable",
+    507: "storage full",
+}
 
 
 def _op(
@@ -57,7 +156,7 @@ def _op(
     else:
         op["description"] = f"Scope: `{scope}`."
         errors = (401, 403, *errors, 503)
-    op["responses"].update(_errors(*errors))
+    op["responses"].update({str(s): {"$ref": f"#/components/responses/E{s}"} for s in errors})
     if body is not None:
         op["requestBody"] = {"content": {"application/json": {"schema": _ref(body)}}}
     if params:
@@ -73,147 +172,36 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema}
 
 
+SCHEMAS, _IDEMPOTENCY_KEY, _LIST_QUERY = _generated()
+
+# The /stats body is built from the engine's counters, not from a Struct of ours.
 _COUNTS = ("runnable", "running", "scheduled", "retry", "dead", "acked", "cancelled", "total")
 _QUEUE_STATS = _obj({k: {"type": "integer"} for k in _COUNTS})
-
-SCHEMAS: dict[str, Any] = {
-    "Error": _obj(
-        {"error": {"type": "string"}, "code": {"type": "string"}, "field": {"type": "string"}},
-        ["error", "code"],
-    ),
-    "SubmitRequest": _obj(
-        {
-            "payload": {"type": "string", "default": ""},
-            "max_retries": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 3},
-            "priority": {"type": "integer", "default": 0},
-            "delay_ms": {"type": "integer", "minimum": 0},
-            "run_at": _TIME,
-            "queue": {
-                "type": "string",
-                "pattern": "^[A-Za-z0-9_.:-]{1,128}$",
-                "default": "default",
-            },
-            "idempotency_key": {"type": "string", "maxLength": 256},
-        }
-    ),
-    "SubmitResponse": _obj(
-        {"job_id": {"type": "string"}, "duplicate": {"type": "boolean"}}, ["job_id"]
-    ),
-    "BatchRequest": _obj(
-        {
-            "jobs": {
-                "type": "array",
-                "items": _ref("SubmitRequest"),
-                "minItems": 1,
-                "maxItems": 1000,
+SCHEMAS["Stats"] = {
+    "allOf": [
+        _QUEUE_STATS,
+        _obj(
+            {
+                "queues": {"type": "object", "additionalProperties": _QUEUE_STATS},
+                "submits_per_sec": {"type": "number"},
+                "acks_per_sec": {"type": "number"},
+                "totals": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "role": {"type": "string"},
+                "node_id": {"type": "string"},
+                "uptime_s": {"type": "number"},
             }
-        },
-        ["jobs"],
-    ),
-    "BatchResponse": _obj(
-        {
-            "results": {
-                "type": "array",
-                "items": {
-                    "oneOf": [
-                        _obj({"job_id": {"type": "string"}, "duplicate": {"type": "boolean"}}),
-                        _obj({"error": {"type": "string"}, "field": _NSTR}),
-                    ]
-                },
-            }
-        }
-    ),
-    "LeaseRequest": _obj(
-        {
-            "queue": {"type": "string", "default": "default"},
-            "wait_ms": {"type": "integer", "minimum": 0, "maximum": 30000},
-            "max_jobs": {"type": "integer", "minimum": 1, "maximum": 100},
-            "lease_ms": {"type": "integer", "minimum": 1000, "maximum": 3600000},
-        }
-    ),
-    "LeasedJob": _obj(
-        {
-            "job_id": {"type": "string"},
-            "payload": {"type": "string"},
-            "lease_until": _TIME,
-            "attempt": {"type": "integer"},
-            "lease_id": {"type": "string"},
-            "queue": {"type": "string"},
-            "priority": {"type": "integer"},
-            "max_retries": {"type": "integer"},
-        }
-    ),
-    "AckRequest": _obj(
-        {
-            "result": {"type": "string"},
-            "result_error": {"type": "string"},
-            "lease_id": {"type": "string"},
-        }
-    ),  # fmt: skip
-    "ExtendRequest": _obj({"lease_id": {"type": "string"}, "lease_ms": {"type": "integer"}}),
-    "JobState": _obj({"job_id": {"type": "string"}, "state": _STATE}),
-    "Job": _obj(
-        {
-            "job_id": {"type": "string"},
-            "state": _STATE,
-            "attempts": {"type": "integer"},
-            "max_retries": {"type": "integer"},
-            "created_at": _TIME,
-            "result": _NSTR,
-            "result_error": _NSTR,
-            "payload": {"type": "string"},
-            "queue": {"type": "string"},
-            "priority": {"type": "integer"},
-            "run_at": _NTIME,
-            "lease_until": _NTIME,
-            "updated_at": _NTIME,
-            "idempotency_key": _NSTR,
-        }
-    ),
-    "JobList": _obj({"jobs": {"type": "array", "items": _ref("Job")}, "next_cursor": _NSTR}),
-    "Stats": {
-        "allOf": [
-            _QUEUE_STATS,
-            _obj(
-                {
-                    "queues": {"type": "object", "additionalProperties": _QUEUE_STATS},
-                    "submits_per_sec": {"type": "number"},
-                    "acks_per_sec": {"type": "number"},
-                    "totals": {"type": "object", "additionalProperties": {"type": "integer"}},
-                    "role": {"type": "string"},
-                    "node_id": {"type": "string"},
-                    "uptime_s": {"type": "number"},
-                }
-            ),
-        ]
-    },
-    "Ticket": _obj({"ticket": {"type": "string"}, "expires_at": _TIME}),
-    "KeyCreateRequest": _obj(
-        {
-            "name": {"type": "string"},
-            "owner_id": {"type": "string"},
-            "type": {"type": "string", "enum": ["client", "worker", "admin"]},
-            "scopes": {"type": "array", "items": {"type": "string"}},
-        },
-        ["name", "owner_id", "type"],
-    ),
-    "Key": _obj(
-        {
-            "key_id": {"type": "string"},
-            "key_prefix": {"type": "string"},
-            "name": {"type": "string"},
-            "owner_id": {"type": "string"},
-            "type": {"type": "string"},
-            "scopes": {"type": "array", "items": {"type": "string"}},
-            "created_at": _TIME,
-            "revoked_at": _NTIME,
-        }
-    ),
-    "CreatedKey": {"allOf": [_ref("Key"), _obj({"key": {"type": "string"}}, ["key"])]},
-    "Revoked": _obj(
-        {"message": {"type": "string"}, "key": {"type": "string"}, "revoked_at": _TIME}
-    ),
+        ),
+    ]
 }
+# Each entry of a batch answer is one of two Structs; msgspec publishes only tagged unions.
+SCHEMAS["BatchResponse"] = _obj(
+    {
+        "results": {
+            "type": "array",
+            "items": {"oneOf": [_ref("SubmitResponse"), _ref("BatchRefusal")]},
+        }
+    }
+)
 
 _ID = [_path_param("id")]
 
@@ -222,8 +210,10 @@ PATHS: dict[str, Any] = {
         "get": _op(
             "Liveness and write availability",
             None,
-            {"200": _json(_obj({"status": {"type": "string"}, "role": {"type": "string"}}), "ok")},
-            errors=(503,),
+            {
+                "200": _json(_ref("Health"), "ok"),
+                "503": _json(_ref("Health"), "writes refused; `reason` says why"),
+            },
         )
     },
     "/jobs": {
@@ -235,19 +225,14 @@ PATHS: dict[str, Any] = {
                 "200": _json(_ref("SubmitResponse"), "idempotency key seen before"),
             },
             "SubmitRequest",
-            [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
+            [{"name": "Idempotency-Key", "in": "header", "schema": _IDEMPOTENCY_KEY}],
             (400, 413, 507),
         ),
         "get": _op(
             "List jobs, newest first",
             "jobs:read",
             {"200": _json(_ref("JobList"), "a page")},
-            params=[
-                _query("state", _STATE),
-                _query("queue", {"type": "string"}),
-                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
-                _query("cursor", {"type": "string"}),
-            ],
+            params=_LIST_QUERY,
             errors=(400,),
         ),
     },
@@ -293,7 +278,7 @@ PATHS: dict[str, Any] = {
         "post": _op(
             "Extend a lease",
             "jobs:ack",
-            {"200": _json(_obj({"job_id": {"type": "string"}, "lease_until": _TIME}), "extended")},
+            {"200": _json(_ref("ExtendedLease"), "extended")},
             "ExtendRequest",
             _ID,
             (400, 404, 409, 507),
@@ -394,17 +379,17 @@ def openapi_document() -> dict[str, Any]:
             "schemas": SCHEMAS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "responses": {
-                f"E{status}": _json(_ref("Error"), text)
-                for status, text in {
-                    400: "bad request",
-                    401: "unauthorized",
-                    403: "forbidden",
-                    404: "not found",
-                    409: "conflict",
-                    413: "payload too large",
-                    503: "unavailable",
-                    507: "storage full",
-                }.items()
+                f"E{status}": _json(_ref("Error"), text) for status, text in _ERRORS.items()
             },
         },
     }
+
+
+def openapi_routes() -> list[BaseRoute]:
+    """GET /openapi.json, encoded once: the document does not change while the server runs."""
+    body = encode_json(openapi_document())
+
+    async def openapi(request: Request) -> Response:
+        return Response(body, media_type="application/json")
+
+    return [Route("/openapi.json", openapi, methods=["GET"])]

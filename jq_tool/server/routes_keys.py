@@ -1,11 +1,13 @@
 """The API key routes of docs/api.md: create and list (admin), list own, revoke.
 
-A secret leaves the server exactly once, in the answer to POST /admin/keys; every other
-answer uses `ApiKey.public()`, which has no secret in it. Revocation through the store also
-drops the key from every server's auth cache.
+A secret leaves the server exactly once, in the answer to POST /admin/keys (`wire.CreatedKey`);
+every other answer is a `wire.KeyView`, which has no field for it. Revocation through the store
+also drops the key from every server's auth cache.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -13,17 +15,18 @@ from starlette.routing import BaseRoute, Route
 
 from jq_tool.auth import KeyStore, Scope
 from jq_tool.server.auth_guard import Guard
-from jq_tool.server.errors import ApiError, invalid_field, not_found
-from jq_tool.server.validation import KeyCreateBody, decode, read_body
-from jq_tool.server.wire import JSONResponse, rfc3339
+from jq_tool.server.errors import FORBIDDEN, ApiError, invalid_field, not_found
+from jq_tool.server.requests import decode, read_body
+from jq_tool.server.validation import KeyCreateBody
+from jq_tool.server.wire import JSONResponse, created_key_body, key_body, revoked_body
 
 _KEY_BODY_LIMIT = 64 * 1024
 
 
+@dataclass(frozen=True)
 class KeyRoutes:
-    def __init__(self, keystore: KeyStore, guard: Guard) -> None:
-        self.keystore = keystore
-        self.guard = guard
+    keystore: KeyStore
+    guard: Guard
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -42,16 +45,16 @@ class KeyRoutes:
             )
         except ValueError as exc:
             raise invalid_field("scopes", str(exc)) from None
-        return JSONResponse({"key": secret, **key.public()}, status_code=201)
+        return JSONResponse(created_key_body(key, secret), status_code=201)
 
     async def list_all(self, request: Request) -> Response:
         await self.guard.require(request, Scope.KEYS_CREATE)
-        return JSONResponse([key.public() for key in await self.keystore.list_all()])
+        return JSONResponse([key_body(key) for key in await self.keystore.list_all()])
 
     async def list_own(self, request: Request) -> Response:
         caller = await self.guard.require(request, Scope.KEYS_READ)
         keys = await self.keystore.list_owner(caller.owner_id)
-        return JSONResponse([key.public() for key in keys])
+        return JSONResponse([key_body(key) for key in keys])
 
     async def revoke(self, request: Request) -> Response:
         caller = await self.guard.authenticate(request)
@@ -59,14 +62,8 @@ class KeyRoutes:
         if target is None:
             raise not_found("key not found")
         if not caller.has(Scope.KEYS_REVOKE) and caller.owner_id != target.owner_id:
-            raise ApiError(403, "forbidden", "a key may only revoke keys of its own owner")
+            raise ApiError(403, FORBIDDEN, "a key may only revoke keys of its own owner")
         revoked = await self.keystore.revoke(target.key_id)
         if revoked is None:
             raise not_found("key not found")
-        return JSONResponse(
-            {
-                "message": "Key revoked successfully",
-                "key": revoked.key_id,
-                "revoked_at": rfc3339(revoked.revoked_at),
-            }
-        )
+        return JSONResponse(revoked_body(revoked))

@@ -140,10 +140,15 @@ def test_openapi_lists_every_route(server: Any) -> None:
     document = response.json()
     assert document["openapi"].startswith("3.1")
     assert document == json.loads(json.dumps(openapi_document()))
+    from jq_tool.server.events import EventRoutes
+    from jq_tool.server.openapi import openapi_routes
     from jq_tool.server.routes_jobs import JobRoutes
     from jq_tool.server.routes_keys import KeyRoutes
+    from jq_tool.server.routes_monitoring import MonitoringRoutes
 
-    routes = [*JobRoutes.routes(_Fake()), *KeyRoutes.routes(_Fake())]  # type: ignore[arg-type]
+    groups = (JobRoutes, KeyRoutes, MonitoringRoutes, EventRoutes)
+    routes = [route for group in groups for route in group.routes(_Fake())]  # type: ignore[arg-type]
+    routes += openapi_routes()
     for route in routes:
         assert isinstance(route, Route | Mount)
         assert route.path in document["paths"], route.path
@@ -154,7 +159,7 @@ def test_openapi_lists_every_route(server: Any) -> None:
 
 
 class _Fake:
-    """Attribute bag standing in for a JobRoutes/KeyRoutes instance: routes() only reads
+    """Attribute bag standing in for a route group's instance: routes() only reads
     bound methods, which it gets from the class."""
 
     def __getattr__(self, name: str) -> Any:

@@ -13,7 +13,8 @@ from jq_tool.core.model import ErrorCode, JobState
 from jq_tool.engine.base import CommandRejected, EngineUnavailable, JobEvent, StorageFull
 from jq_tool.server.errors import ApiError, to_response
 from jq_tool.server.events import job_event_body, sse_frame
-from jq_tool.server.validation import LeaseBody, SubmitBody, decode
+from jq_tool.server.requests import decode
+from jq_tool.server.validation import LeaseBody, SubmitBody
 from jq_tool.server.wire import parse_rfc3339, rfc3339
 from jq_tool.settings import SettingsError, build_settings
 from jq_tool.units import parse_duration_ms, parse_size

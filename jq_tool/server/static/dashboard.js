@@ -268,23 +268,22 @@
     }
   });
 
-  document.addEventListener("sse:stats", function (e) {
-    let stats;
+  // An SSE frame's JSON, or null: a frame we cannot read is skipped, not fatal.
+  function frameData(e) {
     try {
-      stats = JSON.parse(e.detail.data);
+      return JSON.parse(e.detail.data);
     } catch (_) {
-      return;
+      return null;
     }
-    renderStats(stats);
+  }
+
+  document.addEventListener("sse:stats", function (e) {
+    const stats = frameData(e);
+    if (stats) renderStats(stats);
   });
 
   document.addEventListener("sse:job", function (e) {
-    let event;
-    try {
-      event = JSON.parse(e.detail.data);
-    } catch (_) {
-      return;
-    }
+    const event = frameData(e);
     if (!event || !event.job_id) return;
     // Under load events arrive by the thousand: keep the latest per job, paint a few times a second.
     state.pendingEvents.delete(event.job_id);
