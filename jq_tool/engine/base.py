@@ -1,20 +1,25 @@
-"""The Engine API: what the HTTP server, and anything else in-process, may ask of the queue.
+"""The Engine API: what the HTTP server, and anything else in-process, may ask of the queue,
+and the configuration an engine runs with.
 
-One API, two implementations: LocalEngine (the local WAL) and, later, ClusterEngine (etcd).
-Every mutating call turns into one command that is made durable before it is applied and
-answered. Errors a client caused come back as `CommandRejected` carrying the state machine's
-`ErrorCode`; the HTTP layer maps those to statuses in one table.
+`Engine` is the one declaration of the API. `CommandEngine` (engine/command_engine.py) implements
+it once over a state machine and *some* log; LocalEngine (the local WAL) and ClusterEngine (etcd)
+only supply the log. Every mutating call turns into one command that is made durable before it
+is applied and answered. Errors a client caused come back as `CommandRejected` carrying the state
+machine's `ErrorCode`; the HTTP layer maps those to statuses in one table.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import msgspec
+from prometheus_client.metrics_core import Metric
 
 from jq_tool.core.model import ErrorCode, Job, JobState
-from jq_tool.core.state_machine import Stats
+from jq_tool.core.state_machine import StateMachineConfig, Stats
 
 
 class CommandRejected(Exception):
@@ -70,10 +75,26 @@ class Health(msgspec.Struct):
     reason: str | None = None  # why writes are refused, when they are
 
 
-class Engine(Protocol):
-    async def start(self) -> None: ...
+@dataclass(frozen=True)
+class EngineConfig:
+    data_dir: Path
+    lease_ms: int = 30_000  # default lease when a lease request names none
+    tick_ms: int = 5_000  # longest pause between two looks at due leases and jobs
+    retention_ms: int = 7 * 24 * 3600 * 1000  # finished jobs are kept this long
+    snapshot_every: int = 100_000  # least records between two snapshots (see _snapshot_due)
+    segment_bytes: int = 64 << 20
+    machine: StateMachineConfig = field(default_factory=StateMachineConfig)
 
-    async def stop(self) -> None: ...
+
+class Engine(Protocol):
+    async def start(self) -> None:
+        """Recover the state from the log, then serve. Raises when the log cannot be used (a
+        locked or damaged WAL): the process must not serve then."""
+        ...
+
+    async def stop(self) -> None:
+        """Drain: what was proposed is answered, a final snapshot is written, the log closed."""
+        ...
 
     async def submit(self, spec: JobSpec) -> SubmitOutcome: ...
 
@@ -121,7 +142,13 @@ class Engine(Protocol):
 
     def stats(self) -> Stats: ...
 
-    def health(self) -> Health: ...
+    def health(self) -> Health:
+        """Whether writes are accepted now, and if not why (a failed fsync, no etcd majority)."""
+        ...
+
+    def metrics(self) -> Iterator[Metric]:
+        """Prometheus metric families about the log (durable appends, batches, snapshots)."""
+        ...
 
     def subscribe(self) -> AsyncIterator[JobEvent]:
         """Job events from now on, until the consumer stops iterating. A slow consumer drops

@@ -20,9 +20,9 @@ from types import FrameType
 import uvicorn
 
 from jq_tool.auth import open_key_store
+from jq_tool.engine.base import EngineConfig
 from jq_tool.engine.etcd_member import ClusterConfigError
 from jq_tool.engine.factory import open_engine
-from jq_tool.engine.local import EngineConfig
 from jq_tool.runtime import tune_gc
 from jq_tool.server.app import StartupFailed, create_app
 from jq_tool.settings import Settings

@@ -12,10 +12,9 @@ import pytest
 
 from jq_tool.chaos.target import free_peer_ports
 from jq_tool.core.model import JobState
-from jq_tool.engine.base import JobSpec
+from jq_tool.engine.base import EngineConfig, JobSpec
 from jq_tool.engine.cluster import ClusterEngine
 from jq_tool.engine.etcd_member import ClusterConfig
-from jq_tool.engine.local import EngineConfig
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-server not installed")
 
@@ -126,7 +125,7 @@ async def test_forked_local_snapshots_feed_the_published_one(
     import msgspec
 
     from jq_tool.core.wal_format import read_snapshot
-    from jq_tool.engine.cluster import SNAPSHOT_META, SnapshotMeta
+    from jq_tool.engine.cluster_snapshot import SNAPSHOT_META, SnapshotMeta
 
     caplog.set_level(logging.INFO, logger="jq.cluster")
     configs = cluster_configs()
@@ -134,7 +133,7 @@ async def test_forked_local_snapshots_feed_the_published_one(
     await asyncio.gather(*(e.start() for e in engines))
     try:
         ids = [(await engines[i % 3].submit(JobSpec(payload=str(i)))).job_id for i in range(30)]
-        await wait_for(lambda: all(e._snapshot_revision > 0 for e in engines), timeout=20)
+        await wait_for(lambda: all(e._snapshot_at > 0 for e in engines), timeout=20)
         await wait_for(lambda: sum(e.role == "leader" for e in engines) == 1, timeout=20)
         leader = next(e for e in engines if e.role == "leader")
         await leader._compact_log()

@@ -19,10 +19,11 @@ import pytest
 
 from jq_tool.auth.embedded_store import EmbeddedKeyStore
 from jq_tool.core.state_machine import StateMachine
+from jq_tool.engine.base import EngineConfig
 from jq_tool.engine.cluster import ClusterEngine
 from jq_tool.engine.etcd_client import KeyValue
 from jq_tool.engine.etcd_member import ClusterConfig
-from jq_tool.engine.local import EngineConfig, LocalEngine
+from jq_tool.engine.local import LocalEngine
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "first_release"
 EXPECTED: dict[str, Any] = json.loads((FIXTURE / "expected.json").read_text())

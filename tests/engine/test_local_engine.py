@@ -11,8 +11,14 @@ from pathlib import Path
 import pytest
 
 from jq_tool.core.model import ErrorCode, JobState, NewJob, Submit
-from jq_tool.engine.base import CommandRejected, EngineUnavailable, JobSpec, StorageFull
-from jq_tool.engine.local import EngineConfig, LocalEngine
+from jq_tool.engine.base import (
+    CommandRejected,
+    EngineConfig,
+    EngineUnavailable,
+    JobSpec,
+    StorageFull,
+)
+from jq_tool.engine.local import LocalEngine
 
 
 def make_engine(data_dir: Path, **overrides: int) -> LocalEngine:
@@ -232,7 +238,7 @@ async def test_long_poll_times_out_empty(engine: LocalEngine) -> None:
 
 
 async def test_delayed_job_wakes_a_waiting_lease_when_due(engine: LocalEngine) -> None:
-    from jq_tool.engine.local import now_ms
+    from jq_tool.engine.command_engine import now_ms
 
     outcome = await engine.submit(JobSpec(payload="later", run_at=now_ms() + 300))
     assert await engine.lease("default") == []
@@ -342,9 +348,9 @@ def test_job_ids_are_unique_version_4_uuids() -> None:
 async def test_wal_thread_runs_calls_in_order_off_the_loop_and_hands_back_errors() -> None:
     import threading
 
-    from jq_tool.engine.local import _WorkerThread
+    from jq_tool.engine.worker_thread import WorkerThread
 
-    wal_thread = _WorkerThread("jq-wal")
+    wal_thread = WorkerThread("jq-wal")
     try:
         seen: list[tuple[int, str]] = []
 
