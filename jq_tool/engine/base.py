@@ -20,6 +20,7 @@ from prometheus_client.metrics_core import Metric
 
 from jq_tool.core.model import ErrorCode, Job, JobState
 from jq_tool.core.state_machine import StateMachineConfig, Stats
+from jq_tool.settings import Settings
 
 
 class CommandRejected(Exception):
@@ -76,14 +77,79 @@ class Health(msgspec.Struct):
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Where this node's etcd member is and who its peers are (cluster mode)."""
+
+    node_id: str
+    raft_addr: str  # this node's etcd peer address host:port
+    peers: dict[str, str]  # every member's etcd peer address, this node included
+    http_peers: dict[str, str]  # id -> jq HTTP base URL
+    bootstrap: bool
+    etcd_client_addr: str  # this node's etcd client address host:port
+    etcd_endpoints: tuple[str, ...]  # an existing etcd cluster: start no member
+    etcd_cluster_token: str
+
+    def endpoints(self) -> list[str]:
+        """etcd client URLs, this node's own member first."""
+        if self.etcd_endpoints:
+            return list(self.etcd_endpoints)
+        own = f"http://{self.etcd_client_addr}"
+        others = [
+            f"http://{client_addr_for(addr)}"
+            for node, addr in sorted(self.peers.items())
+            if node != self.node_id
+        ]
+        return [own, *others]
+
+
+def client_addr_for(peer_addr: str) -> str:
+    """A member's etcd client address: its peer port + 1, on the same host (the seed named only
+    Raft addresses, so the client port is derived from them)."""
+    host, _, port = peer_addr.rpartition(":")
+    return f"{host}:{int(port) + 1}"
+
+
+@dataclass(frozen=True)
 class EngineConfig:
+    """What an engine runs with; `engine_config` derives it from Settings, whose fields of the
+    same names hold the defaults."""
+
     data_dir: Path
-    lease_ms: int = 30_000  # default lease when a lease request names none
-    tick_ms: int = 5_000  # longest pause between two looks at due leases and jobs
-    retention_ms: int = 7 * 24 * 3600 * 1000  # finished jobs are kept this long
-    snapshot_every: int = 100_000  # least records between two snapshots (see _snapshot_due)
-    segment_bytes: int = 64 << 20
+    lease_ms: int  # default lease when a lease request names none
+    lease_check_interval_ms: int  # longest pause between two looks at due leases and jobs
+    retention_ms: int  # finished jobs are kept this long
+    snapshot_every: int  # least records between two snapshots (see _snapshot_due)
+    segment_bytes: int  # WAL segment size
+    cluster: ClusterConfig | None = None  # None: the local WAL; else etcd
     machine: StateMachineConfig = field(default_factory=StateMachineConfig)
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    """The one place the engine's configuration comes from: the server's Settings (already
+    checked by build_settings, so nothing here can fail)."""
+    cluster = None
+    if settings.cluster_mode:
+        raft_addr = settings.raft_addr
+        cluster = ClusterConfig(
+            node_id=settings.node_id,
+            raft_addr=raft_addr,
+            peers=dict(settings.peers),
+            http_peers=dict(settings.http_peers),
+            bootstrap=settings.bootstrap,
+            etcd_client_addr=settings.etcd_client_addr
+            or (client_addr_for(raft_addr) if raft_addr else ""),
+            etcd_endpoints=settings.etcd_endpoints,
+            etcd_cluster_token=settings.etcd_cluster_token,
+        )
+    return EngineConfig(
+        data_dir=settings.data_dir,
+        lease_ms=settings.lease_ms,
+        lease_check_interval_ms=settings.lease_check_interval_ms,
+        retention_ms=settings.retention_ms,
+        snapshot_every=settings.snapshot_every,
+        segment_bytes=settings.segment_bytes,
+        cluster=cluster,
+    )
 
 
 class Engine(Protocol):

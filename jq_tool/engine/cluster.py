@@ -35,7 +35,7 @@ from jq_tool.engine.base import EngineConfig, EngineUnavailable, Health
 from jq_tool.engine.cluster_snapshot import fetch_snapshot, publish_snapshot
 from jq_tool.engine.command_engine import CommandEngine, Proposal, now_ms
 from jq_tool.engine.etcd_client import EtcdClient, EtcdCompacted, EtcdError, KeyValue
-from jq_tool.engine.etcd_member import ClusterConfig, EtcdMember
+from jq_tool.engine.etcd_member import EtcdMember
 
 log = logging.getLogger("jq.cluster")
 
@@ -62,13 +62,14 @@ class ClusterEngine(CommandEngine):
     def __init__(
         self,
         config: EngineConfig,
-        cluster: ClusterConfig,
         *,
         clock: Callable[[], int] = now_ms,
         start_member: bool = True,
     ) -> None:
         super().__init__(config, clock=clock)
-        self.cluster = cluster
+        if config.cluster is None:
+            raise ValueError("ClusterEngine needs a cluster config (cluster mode)")
+        cluster = self.cluster = config.cluster
         self.member = (
             EtcdMember(cluster, config.data_dir)
             if start_member and not cluster.etcd_endpoints
@@ -332,7 +333,9 @@ class ClusterEngine(CommandEngine):
         self._last_purge = self._clock()
         while True:
             # At most a second between two looks, so the lease (TTL 3 s) is kept alive.
-            await asyncio.sleep(self._ticker_pause_ms(min(self.config.tick_ms, 1000)) / 1000)
+            await asyncio.sleep(
+                self._ticker_pause_ms(min(self.config.lease_check_interval_ms, 1000)) / 1000
+            )
             if time.monotonic() - last_keepalive >= 1.0:
                 if await self._etcd.lease_keepalive(lease) <= 0:
                     return

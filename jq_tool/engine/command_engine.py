@@ -437,7 +437,7 @@ class CommandEngine(Engine):
     async def _tick_loop(self) -> None:
         """The single node's ticker (the cluster elects one node to run `_tick` instead)."""
         while True:
-            await asyncio.sleep(self._ticker_pause_ms(self.config.tick_ms) / 1000)
+            await asyncio.sleep(self._ticker_pause_ms(self.config.lease_check_interval_ms) / 1000)
             if self._fatal is not None:
                 continue
             try:

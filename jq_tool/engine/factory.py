@@ -1,18 +1,16 @@
-"""Which engine a `jq serve` process runs: LocalEngine (the default: the local WAL) or, with
-CLUSTER_MODE=true, ClusterEngine (etcd), configured from the seed's cluster env vars."""
+"""Which engine a `jq serve` process runs, from its Settings: LocalEngine (the default: the
+local WAL) or, in cluster mode, ClusterEngine (etcd)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from jq_tool.engine.base import Engine, EngineConfig
+from jq_tool.engine.base import Engine, engine_config
 from jq_tool.engine.cluster import ClusterEngine
-from jq_tool.engine.etcd_member import ClusterConfig, cluster_mode_enabled
 from jq_tool.engine.local import LocalEngine
+from jq_tool.settings import Settings
 
 
-def open_engine(config: EngineConfig, env: Mapping[str, str]) -> Engine:
-    """Raises ClusterConfigError (a ValueError) when the cluster env vars are unusable."""
-    if cluster_mode_enabled(env):
-        return ClusterEngine(config, ClusterConfig.from_env(env))
+def open_engine(settings: Settings) -> Engine:
+    config = engine_config(settings)
+    if config.cluster is not None:
+        return ClusterEngine(config)
     return LocalEngine(config)

@@ -13,22 +13,23 @@ import pytest
 from jq_tool.core.model import ErrorCode, JobState, NewJob, Submit
 from jq_tool.engine.base import (
     CommandRejected,
-    EngineConfig,
     EngineUnavailable,
     JobSpec,
     StorageFull,
+    engine_config,
 )
 from jq_tool.engine.local import LocalEngine
+from jq_tool.settings import Settings
 
 
 def make_engine(data_dir: Path, **overrides: int) -> LocalEngine:
-    config = EngineConfig(data_dir=data_dir, **overrides)  # type: ignore[arg-type]
-    return LocalEngine(config)
+    settings = Settings(data_dir=data_dir, **overrides)  # type: ignore[arg-type]
+    return LocalEngine(engine_config(settings))
 
 
 @pytest.fixture
 async def engine(tmp_path: Path):
-    engine = make_engine(tmp_path, tick_ms=50)
+    engine = make_engine(tmp_path, lease_check_interval_ms=50)
     await engine.start()
     yield engine
     await engine.stop()
