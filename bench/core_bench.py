@@ -23,7 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from jq_tool.engine.base import JobSpec, engine_config
+from jq_tool.engine.base import JobSpec
+from jq_tool.engine.factory import engine_config
 from jq_tool.engine.local import LocalEngine
 from jq_tool.runtime import tune_gc
 from jq_tool.settings import Settings

@@ -6,8 +6,8 @@ checks and converts the text (`jq_tool.units` reads durations, sizes and boolean
 text. Everything else is derived from those declarations: `build_settings` reads each setting
 from its flag, else its environment variable, else its default; `jq serve` builds its options
 from them (jq_tool/cli/serve.py); the engine derives its config from `Settings` in one function
-(`jq_tool.engine.base.engine_config`). Adding a setting is its `setting(...)` line here, the code
-that uses it, and its row in README.md's Configuration table.
+(`engine_config` in jq_tool/engine/factory.py). Adding a setting is its `setting(...)` line
+here, the code that uses it, and its row in README.md's Configuration table.
 
 Settings are read once at start and passed down explicitly: nothing past `build_settings` reads
 the environment. A bad value raises `SettingsError` with a message naming the flag and its

@@ -20,7 +20,6 @@ from prometheus_client.metrics_core import Metric
 
 from jq_tool.core.model import ErrorCode, Job, JobState
 from jq_tool.core.state_machine import StateMachineConfig, Stats
-from jq_tool.settings import Settings
 
 
 class CommandRejected(Exception):
@@ -111,8 +110,8 @@ def client_addr_for(peer_addr: str) -> str:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """What an engine runs with; `engine_config` derives it from Settings, whose fields of the
-    same names hold the defaults."""
+    """What an engine runs with. `engine_config` (engine/factory.py) derives it from Settings,
+    whose fields of the same names hold the defaults."""
 
     data_dir: Path
     lease_ms: int  # default lease when a lease request names none
@@ -122,34 +121,6 @@ class EngineConfig:
     segment_bytes: int  # WAL segment size
     cluster: ClusterConfig | None = None  # None: the local WAL; else etcd
     machine: StateMachineConfig = field(default_factory=StateMachineConfig)
-
-
-def engine_config(settings: Settings) -> EngineConfig:
-    """The one place the engine's configuration comes from: the server's Settings (already
-    checked by build_settings, so nothing here can fail)."""
-    cluster = None
-    if settings.cluster_mode:
-        raft_addr = settings.raft_addr
-        cluster = ClusterConfig(
-            node_id=settings.node_id,
-            raft_addr=raft_addr,
-            peers=dict(settings.peers),
-            http_peers=dict(settings.http_peers),
-            bootstrap=settings.bootstrap,
-            etcd_client_addr=settings.etcd_client_addr
-            or (client_addr_for(raft_addr) if raft_addr else ""),
-            etcd_endpoints=settings.etcd_endpoints,
-            etcd_cluster_token=settings.etcd_cluster_token,
-        )
-    return EngineConfig(
-        data_dir=settings.data_dir,
-        lease_ms=settings.lease_ms,
-        lease_check_interval_ms=settings.lease_check_interval_ms,
-        retention_ms=settings.retention_ms,
-        snapshot_every=settings.snapshot_every,
-        segment_bytes=settings.segment_bytes,
-        cluster=cluster,
-    )
 
 
 class Engine(Protocol):

@@ -123,7 +123,6 @@ class ClusterEngine(CommandEngine):
                     await self._etcd.lease_revoke(kvs[0].lease)
         with contextlib.suppress(Exception):
             await self._write_snapshot_now()
-        self._close_snapshots()
         await self._etcd.close()
         if self.member is not None:
             await self.member.stop()

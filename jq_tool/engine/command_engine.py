@@ -65,7 +65,6 @@ from jq_tool.engine.base import (
 )
 from jq_tool.engine.forked_snapshot import SnapshotChildFailed, fork_snapshot
 from jq_tool.engine.metrics import LogMetrics
-from jq_tool.engine.worker_thread import WorkerThread
 
 log = logging.getLogger("jq.engine")
 
@@ -173,7 +172,6 @@ class CommandEngine(Engine):
         self._records_since_snapshot = 0
         self._snapshot_at = 0  # the position the newest durable snapshot covers
         self._snapshot_task: asyncio.Task[None] | None = None  # a snapshot being written
-        self._snapshot_thread: WorkerThread | None = None
         self.log_metrics = LogMetrics()
 
     # ------------------------------------------------------------------ what a log provides
@@ -209,7 +207,6 @@ class CommandEngine(Engine):
     def _serve(self) -> None:
         """Called by `start` once the state is recovered: accept proposals from now on."""
         self._loop = asyncio.get_running_loop()
-        self._snapshot_thread = WorkerThread("jq-snapshot")
         self._started = True
         self._flusher = asyncio.create_task(self._flush_loop(), name="jq-flusher")
 
@@ -222,11 +219,6 @@ class CommandEngine(Engine):
             await self._flusher
         if self._snapshot_task:
             await self._snapshot_task
-
-    def _close_snapshots(self) -> None:
-        if self._snapshot_thread is not None:
-            self._snapshot_thread.close()
-            self._snapshot_thread = None
 
     def _refusal(self) -> str | None:
         """Why writes are refused now, or None when they are accepted."""
@@ -309,7 +301,6 @@ class CommandEngine(Engine):
         the flusher appends, and it is the caller). A forked child (engine/forked_snapshot.py)
         encodes and writes it while the loop goes on; a background task waits for the child,
         then lets the log drop what the snapshot covers."""
-        assert self._snapshot_thread is not None
         position = self._snapshot_position()
         due = self._snapshot_due()
         self._records_since_snapshot = 0
@@ -327,14 +318,13 @@ class CommandEngine(Engine):
             self._snapshot_failed(due, exc)
             return
         self._snapshot_task = asyncio.create_task(
-            self._finish_snapshot(position, due, started, self._snapshot_thread.call(child.wait)),
+            self._finish_snapshot(position, due, started, asyncio.to_thread(child.wait)),
             name="jq-snapshot",
         )
 
     async def _write_snapshot_now(self) -> None:
         """Encode and write a snapshot in process, when the state is past the newest one: at
         stop (nobody is served any more, so no fork), and after restoring a cluster snapshot."""
-        assert self._snapshot_thread is not None
         if self._snapshot_task is not None:
             await self._snapshot_task  # one writer of a snapshot file at a time
         position = self._snapshot_position()
@@ -345,7 +335,7 @@ class CommandEngine(Engine):
         self._records_since_snapshot = 0
         header = encode_snapshot_header(position, data)
         path = self._snapshot_path(position)
-        written = self._snapshot_thread.call(write_snapshot_file, path, header, data)
+        written = asyncio.to_thread(write_snapshot_file, path, header, data)
         await self._finish_snapshot(position, self._snapshot_due(), started, written)
 
     async def _finish_snapshot(

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from jq_tool.engine.base import ClusterConfig, engine_config
+from jq_tool.engine.base import ClusterConfig
 from jq_tool.engine.etcd_member import EtcdMember
+from jq_tool.engine.factory import engine_config
 from jq_tool.settings import SettingsError, build_settings
 
 PEERS = "n1@127.0.0.1:4000,n2@127.0.0.1:4010,n3@127.0.0.1:4020"

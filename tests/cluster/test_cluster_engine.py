@@ -13,8 +13,9 @@ import pytest
 
 from jq_tool.chaos.target import free_peer_ports
 from jq_tool.core.model import JobState
-from jq_tool.engine.base import JobSpec, engine_config
+from jq_tool.engine.base import JobSpec
 from jq_tool.engine.cluster import ClusterEngine
+from jq_tool.engine.factory import engine_config
 from jq_tool.settings import Settings, build_settings
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-server not installed")

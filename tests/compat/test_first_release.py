@@ -19,9 +19,9 @@ import pytest
 
 from jq_tool.auth.embedded_store import EmbeddedKeyStore
 from jq_tool.core.state_machine import StateMachine
-from jq_tool.engine.base import engine_config
 from jq_tool.engine.cluster import ClusterEngine
 from jq_tool.engine.etcd_client import KeyValue
+from jq_tool.engine.factory import engine_config
 from jq_tool.engine.local import LocalEngine
 from jq_tool.settings import Settings
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from jq_tool.engine.base import engine_config
 from jq_tool.engine.etcd_member import EtcdMember
+from jq_tool.engine.factory import engine_config
 from jq_tool.settings import build_settings
 from tests.distribution.test_compose import compose_client, environment
 

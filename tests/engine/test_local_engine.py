@@ -11,13 +11,8 @@ from pathlib import Path
 import pytest
 
 from jq_tool.core.model import ErrorCode, JobState, NewJob, Submit
-from jq_tool.engine.base import (
-    CommandRejected,
-    EngineUnavailable,
-    JobSpec,
-    StorageFull,
-    engine_config,
-)
+from jq_tool.engine.base import CommandRejected, EngineUnavailable, JobSpec, StorageFull
+from jq_tool.engine.factory import engine_config
 from jq_tool.engine.local import LocalEngine
 from jq_tool.settings import Settings
 
@@ -349,9 +344,9 @@ def test_job_ids_are_unique_version_4_uuids() -> None:
 async def test_wal_thread_runs_calls_in_order_off_the_loop_and_hands_back_errors() -> None:
     import threading
 
-    from jq_tool.engine.worker_thread import WorkerThread
+    from jq_tool.engine.local import _WorkerThread
 
-    wal_thread = WorkerThread("jq-wal")
+    wal_thread = _WorkerThread("jq-wal")
     try:
         seen: list[tuple[int, str]] = []
 

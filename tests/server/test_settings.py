@@ -17,7 +17,7 @@ import typer
 from typer.testing import CliRunner
 
 from jq_tool.cli.serve import register
-from jq_tool.engine.base import engine_config
+from jq_tool.engine.factory import engine_config
 from jq_tool.settings import ENV_VARS, OPTIONS, Settings, SettingsError, build_settings
 
 ROOT = Path(__file__).resolve().parents[2]
