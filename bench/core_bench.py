@@ -24,8 +24,10 @@ import time
 from pathlib import Path
 
 from jq_tool.engine.base import JobSpec
-from jq_tool.engine.local import EngineConfig, LocalEngine
+from jq_tool.engine.factory import engine_config
+from jq_tool.engine.local import LocalEngine
 from jq_tool.runtime import tune_gc
+from jq_tool.settings import Settings
 
 
 def rss_bytes() -> int:
@@ -34,7 +36,7 @@ def rss_bytes() -> int:
 
 
 async def submits_per_second(data_dir: Path, concurrency: int, seconds: float) -> float:
-    engine = LocalEngine(EngineConfig(data_dir=data_dir, snapshot_every=10**9))
+    engine = LocalEngine(engine_config(Settings(data_dir=data_dir, snapshot_every=10**9)))
     await engine.start()
     done = 0
     stop_at = time.monotonic() + seconds
@@ -105,7 +107,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         gc.collect()
         before = rss_bytes()
         big_dir = root / "big"
-        big = LocalEngine(EngineConfig(data_dir=big_dir, snapshot_every=10**9))
+        big = LocalEngine(engine_config(Settings(data_dir=big_dir, snapshot_every=10**9)))
         await big.start()
         await fill(big, args.jobs, payload)
         gc.collect()
@@ -117,7 +119,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         print(f"lease+ack/s with {args.jobs:,} queued: {out['lease_ack_per_s_big']:>10,.0f}")
         await big.stop()  # writes a snapshot
         started = time.monotonic()
-        again = LocalEngine(EngineConfig(data_dir=big_dir, snapshot_every=10**9))
+        again = LocalEngine(engine_config(Settings(data_dir=big_dir, snapshot_every=10**9)))
         await again.start()
         out["restart_s"] = time.monotonic() - started
         print(f"restart with {again.stats().totals.total:,} jobs: {out['restart_s']:.2f} s")
@@ -127,7 +129,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
             out[f"submits_per_s_c{concurrency}"] = rate
             print(f"durable submits/s, {concurrency:>3} submitters: {rate:>10,.0f}", flush=True)
 
-        small = LocalEngine(EngineConfig(data_dir=root / "small", snapshot_every=10**9))
+        small = LocalEngine(engine_config(Settings(data_dir=root / "small", snapshot_every=10**9)))
         await small.start()
         out["lease_ack_per_s_1k"] = await lease_ack_per_second_near(small, 1000, args.seconds)
         await small.stop()

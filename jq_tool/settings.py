@@ -1,50 +1,272 @@
-"""The server's configuration: one `Settings` record built from command-line flags and
-environment variables (the human forms of durations and sizes are read by `jq_tool.units`).
+"""The server's configuration: one `Settings` record, and the one place each setting is declared.
 
-Settings are read once at start and passed down explicitly (to the engine config, the key store
-and `create_app`); nothing else in the server reads the environment. A bad value raises
-`SettingsError` with a message naming the flag and its environment variable, which `jq serve`
-turns into a usage error (exit code 2), never a traceback.
+A setting is one field of `Settings`, declared with `setting(...)`: its default (written as a
+user would write it, and parsed like one), its flag, its environment variable, the parser that
+checks and converts the text (`jq_tool.units` reads durations, sizes and booleans) and its help
+text. Everything else is derived from those declarations: `build_settings` reads each setting
+from its flag, else its environment variable, else its default; `jq serve` builds its options
+from them (jq_tool/cli/serve.py); the engine derives its config from `Settings` in one function
+(`engine_config` in jq_tool/engine/factory.py). Adding a setting is its `setting(...)` line
+here, the code that uses it, and its row in README.md's Configuration table.
+
+Settings are read once at start and passed down explicitly: nothing past `build_settings` reads
+the environment. A bad value raises `SettingsError` with a message naming the flag and its
+environment variable (`invalid --port (env PORT): …`), which `jq serve` turns into a usage error
+(exit code 2), never a traceback.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import msgspec
+from typing import Any
 
 from jq_tool.units import parse_bool, parse_duration_ms, parse_size
-
-DEFAULT_HOST = "127.0.0.1"  # loopback by default: exposing the queue is a deliberate choice
-DEFAULT_PORT = 8080
-DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
 
 class SettingsError(ValueError):
     """A flag or environment variable has a value we cannot use."""
 
 
-class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    data_dir: Path = Path("./data")
-    lease_ms: int = 30_000  # default lease of POST /jobs/lease and extend
-    lease_check_interval_ms: int = 5_000  # the ticker: lease expiry, due jobs
-    redis_url: str | None = None  # None: the embedded key store in the data dir
-    redis_prefix: str = ""
-    max_payload: int = DEFAULT_MAX_PAYLOAD  # bytes of one job's payload
-    seed_keys: bool = True
-    retention_ms: int = 7 * 24 * 3600 * 1000  # finished jobs are purged after this
-    ticket_ttl_ms: int = 5 * 60 * 1000  # /events stream tickets
-    log_level: str = "info"
-    access_log: bool = False
-    node_id: str = ""  # reported by /stats; defaults to the host name
-    drain_timeout_s: float = 30.0  # SIGTERM: longest wait for in-flight requests
-    snapshot_every: int = 100_000  # least WAL records between two snapshots
-    segment_bytes: int = 64 * 1024 * 1024  # WAL segment size before rotation
+@dataclass(frozen=True)
+class Option:
+    """How one setting is given from outside: what `jq serve` offers and `build_settings` reads."""
+
+    flag: str  # "--lease-duration"; a switch also gets "--no-…"
+    env: str  # "LEASE_DURATION"
+    help: str
+    parse: Callable[[str], Any]  # text → value; a ValueError's message says what is wrong
+    shown_default: str  # the default as a user writes it, for --help
+    switch: bool = False  # an on/off flag pair, e.g. --seed-keys/--no-seed-keys
+    panel: str | None = None  # the --help section, when not the main one
+
+    @property
+    def help_text(self) -> str:
+        return f"{self.help} (env {self.env}, default {self.shown_default})"
+
+
+def setting(
+    default: str | None,
+    *,
+    flag: str,
+    env: str,
+    help: str,
+    parse: Callable[[str], Any] = str,
+    switch: bool = False,
+    panel: str | None = None,
+    default_factory: Callable[[], Any] | None = None,
+    shown_default: str | None = None,
+) -> Any:
+    """Declare a field of `Settings`. `default` is text, read by `parse` as a flag's value would
+    be (None: unset); `default_factory` computes a default that is not a constant instead."""
+    if default_factory is None:
+        default_factory = (lambda: None) if default is None else (lambda: parse(default))
+    option = Option(
+        flag=flag,
+        env=env,
+        help=help,
+        parse=parse,
+        shown_default=shown_default or default or "unset",
+        switch=switch,
+        panel=panel,
+    )
+    return field(default_factory=default_factory, metadata={"option": option})
+
+
+# ---------------------------------------------------------------------- parsers of single values
+
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def _port(text: str) -> int:
+    if not text.strip().isdigit() or not 0 <= int(text) <= 65535:
+        raise ValueError(f"{text!r} is not a port number (0-65535)")
+    return int(text)
+
+
+def _positive_duration(text: str) -> int:
+    ms = parse_duration_ms(text)
+    if ms <= 0:
+        raise ValueError("must be a positive duration")
+    return ms
+
+
+def _positive_size(text: str) -> int:
+    size = parse_size(text)
+    if size <= 0:
+        raise ValueError("must be a positive size")
+    return size
+
+
+def _segment_size(text: str) -> int:
+    size = parse_size(text)
+    if size < 1024:
+        raise ValueError("must be at least 1KiB")
+    return size
+
+
+def _count(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def _redis_url(text: str) -> str:
+    if not text.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"{text!r} is not a redis:// URL")
+    return text
+
+
+def _log_level(text: str) -> str:
+    if text.lower() not in _LOG_LEVELS:
+        raise ValueError(f"{text!r} is not one of {_LOG_LEVELS}")
+    return text.lower()
+
+
+def _host_port(text: str) -> str:
+    """`host:port` (an etcd peer or client address); empty = not given."""
+    text = text.strip()
+    host, _, port = text.rpartition(":")
+    if text and (not host or not port.isdigit()):
+        raise ValueError(f"expected host:port, got {text!r}")
+    return text
+
+
+def _id_list(check: Callable[[str], str], expected: str) -> Callable[[str], dict[str, str]]:
+    """A parser of `id@address,id@address` → {id: address}, each address read by `check`."""
+
+    def parse(text: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            node_id, sep, addr = item.partition("@")
+            if not sep or not node_id or not addr:
+                raise ValueError(f"expected {expected}, got {item!r}")
+            out[node_id] = check(addr)
+        return out
+
+    return parse
+
+
+def _urls(text: str) -> tuple[str, ...]:
+    urls = tuple(u.strip().rstrip("/") for u in text.split(",") if u.strip())
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} is not an http:// URL")
+    return urls
+
+
+# ---------------------------------------------------------------------- the settings
+
+CLUSTER = "Cluster mode (etcd)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    host: str = setting(
+        "127.0.0.1",  # loopback by default: exposing the queue is a deliberate choice
+        flag="--host", env="HOST", help="Address to listen on",
+    )  # fmt: skip
+    port: int = setting("8080", flag="--port", env="PORT", parse=_port, help="HTTP port")
+    data_dir: Path = setting(
+        "./data", flag="--data-dir", env="WAL_DIR", parse=Path,
+        help="Write-ahead log, snapshots and the embedded key store",
+    )  # fmt: skip
+    lease_ms: int = setting(
+        "30s", flag="--lease-duration", env="LEASE_DURATION", parse=_positive_duration,
+        help="Default lease when a lease request names none, e.g. 30s",
+    )  # fmt: skip
+    lease_check_interval_ms: int = setting(
+        "5s", flag="--lease-check-interval", env="LEASE_CHECK_INTERVAL",
+        parse=_positive_duration, help="Longest pause between two looks for expired leases",
+    )  # fmt: skip
+    redis_url: str | None = setting(
+        None, flag="--redis-url", env="REDIS_URL", parse=_redis_url,
+        help="API keys in Redis; unset: the embedded store in the data dir",
+    )  # fmt: skip
+    redis_prefix: str = setting(
+        "", flag="--redis-prefix", env="JQ_REDIS_PREFIX",
+        help="Prefix for every Redis key jq writes",
+    )  # fmt: skip
+    max_payload: int = setting(
+        "1MiB", flag="--max-payload", env="JQ_MAX_PAYLOAD", parse=_positive_size,
+        help="Largest job payload: bytes, 512KiB, 1MiB",
+    )  # fmt: skip
+    retention_ms: int = setting(
+        "7d", flag="--retention", env="JQ_RETENTION", parse=_positive_duration,
+        help="Finished jobs are forgotten after this long",
+    )  # fmt: skip
+    seed_keys: bool = setting(
+        "true", flag="--seed-keys", env="JQ_SEED_KEYS", parse=parse_bool, switch=True,
+        help="On first start, create and log one client, worker and admin key",
+    )  # fmt: skip
+    snapshot_every: int = setting(
+        "100000", flag="--snapshot-every", env="JQ_SNAPSHOT_EVERY", parse=_count,
+        help="Least WAL records between snapshots; a quarter of the jobs held when that is "
+        "more",
+    )  # fmt: skip
+    segment_bytes: int = setting(
+        "64MiB", flag="--segment-bytes", env="JQ_SEGMENT_BYTES", parse=_segment_size,
+        help="WAL segment size",
+    )  # fmt: skip
+    ticket_ttl_ms: int = setting(
+        "5m", flag="--ticket-ttl", env="JQ_TICKET_TTL", parse=_positive_duration,
+        help="Lifetime of the dashboard's /events tickets",
+    )  # fmt: skip
+    drain_timeout_ms: int = setting(
+        "30s", flag="--drain-timeout", env="JQ_DRAIN_TIMEOUT", parse=_positive_duration,
+        help="On SIGTERM, the longest wait for requests in flight",
+    )  # fmt: skip
+    log_level: str = setting(
+        "info", flag="--log-level", env="JQ_LOG_LEVEL", parse=_log_level,
+        help="critical, error, warning, info or debug",
+    )  # fmt: skip
+    access_log: bool = setting(
+        "false", flag="--access-log", env="JQ_ACCESS_LOG", parse=parse_bool, switch=True,
+        help="One log line per request (route templates, never keys)",
+    )  # fmt: skip
+    node_id: str = setting(
+        None, flag="--node-id", env="NODE_ID", default_factory=socket.gethostname,
+        shown_default="the host name",
+        help="This node's name, in /stats; in cluster mode its etcd member's name",
+    )  # fmt: skip
+    cluster_mode: bool = setting(
+        "false", flag="--cluster-mode", env="CLUSTER_MODE", parse=parse_bool, switch=True,
+        panel=CLUSTER, help="Replicate every change through etcd (needs --node-id)",
+    )  # fmt: skip
+    raft_addr: str = setting(
+        "", flag="--raft-addr", env="RAFT_ADDR", parse=_host_port, panel=CLUSTER,
+        shown_default="this node's address in --peers",
+        help="This node's etcd peer address host:port; its etcd client port is port + 1",
+    )  # fmt: skip
+    peers: dict[str, str] = setting(
+        "", flag="--peers", env="PEERS", parse=_id_list(_host_port, "id@host:port"),
+        panel=CLUSTER, help="Every member's etcd peer address: id@host:port,…",
+    )  # fmt: skip
+    http_peers: dict[str, str] = setting(
+        "", flag="--http-peers", env="HTTP_PEERS", parse=_id_list(str, "id@url"),
+        panel=CLUSTER, help="The nodes' HTTP addresses: id@http://host:port,…",
+    )  # fmt: skip
+    bootstrap: bool = setting(
+        "false", flag="--bootstrap", env="BOOTSTRAP", parse=parse_bool, switch=True,
+        panel=CLUSTER, help="First boot of a new cluster",
+    )  # fmt: skip
+    etcd_endpoints: tuple[str, ...] = setting(
+        "", flag="--etcd-endpoints", env="ETCD_ENDPOINTS", parse=_urls, panel=CLUSTER,
+        help="Use an existing etcd cluster (http://host:port,…) instead of starting a member",
+    )  # fmt: skip
+    etcd_client_addr: str = setting(
+        "", flag="--etcd-client-addr", env="ETCD_CLIENT_ADDR", parse=_host_port,
+        panel=CLUSTER, shown_default="--raft-addr's port + 1",
+        help="This node's etcd client address host:port",
+    )  # fmt: skip
+    etcd_cluster_token: str = setting(
+        "jq-cluster", flag="--etcd-cluster-token", env="ETCD_CLUSTER_TOKEN", panel=CLUSTER,
+        help="etcd's --initial-cluster-token for the members jq starts",
+    )  # fmt: skip
 
     @property
     def max_body(self) -> int:
@@ -56,125 +278,64 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return 8 * self.max_payload + 64 * 1024
 
 
-_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+# Setting name → how it is given from outside, in declaration order (the order of --help).
+OPTIONS: dict[str, Option] = {f.name: f.metadata["option"] for f in dataclasses.fields(Settings)}
+# Setting name → its environment variable: every variable `jq serve` reads.
+ENV_VARS: dict[str, str] = {name: option.env for name, option in OPTIONS.items()}
 
 
-# flag name → (environment variable, parser). The one place a setting's outside names live.
-ENV_VARS: dict[str, str] = {
-    "host": "HOST",
-    "port": "PORT",
-    "data_dir": "WAL_DIR",
-    "lease_duration": "LEASE_DURATION",
-    "lease_check_interval": "LEASE_CHECK_INTERVAL",
-    "redis_url": "REDIS_URL",
-    "redis_prefix": "JQ_REDIS_PREFIX",
-    "max_payload": "JQ_MAX_PAYLOAD",
-    "seed_keys": "JQ_SEED_KEYS",
-    "retention": "JQ_RETENTION",
-    "ticket_ttl": "JQ_TICKET_TTL",
-    "log_level": "JQ_LOG_LEVEL",
-    "access_log": "JQ_ACCESS_LOG",
-    "node_id": "NODE_ID",
-    "snapshot_every": "JQ_SNAPSHOT_EVERY",
-    "segment_bytes": "JQ_SEGMENT_BYTES",
-}
+def _error(name: str, problem: str) -> SettingsError:
+    option = OPTIONS[name]
+    return SettingsError(f"invalid {option.flag} (env {option.env}): {problem}")
 
 
-def _field_error(name: str, exc: Exception) -> SettingsError:
-    flag = "--" + name.replace("_", "-")
-    return SettingsError(f"invalid {flag} (env {ENV_VARS[name]}): {exc}")
+def _missing(name: str, why: str) -> SettingsError:
+    option = OPTIONS[name]
+    return SettingsError(f"{option.flag} (env {option.env}) is required {why}")
 
 
 def build_settings(
-    raw: Mapping[str, str | int | bool | None], env: Mapping[str, str] | None = None
+    raw: Mapping[str, str | bool | None], env: Mapping[str, str] | None = None
 ) -> Settings:
-    """Settings from flag values (`raw`, None = not given) falling back to environment variables
-    (`env`, default os.environ) and then to the defaults. Raises SettingsError."""
+    """Settings from flag values (`raw`, by setting name; None = not given), falling back to
+    environment variables (`env`, default os.environ: the one place the server reads it; an
+    empty variable counts as unset) and then to the defaults. Raises SettingsError."""
     environ = os.environ if env is None else env
-
-    def pick(name: str) -> str | int | bool | None:
-        value = raw.get(name)
+    unknown = set(raw) - set(OPTIONS)
+    if unknown:
+        raise TypeError(f"no such settings: {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for name, option in OPTIONS.items():
+        value: Any = raw.get(name)
         if value is None:
-            value = environ.get(ENV_VARS[name]) or None
-        return value
+            value = environ.get(option.env) or None
+        if isinstance(value, str):
+            try:
+                value = option.parse(value)
+            except ValueError as exc:
+                raise _error(name, str(exc)) from None
+        if value is not None:
+            values[name] = value
+    settings = Settings(**values)
+    if settings.cluster_mode:
+        settings = _resolve_cluster(settings, node_id_given="node_id" in values)
+    return settings
 
-    def convert(name: str, parser: Callable[[str], object]) -> object:
-        value = pick(name)
-        if value is None or not isinstance(value, str):
-            return value
-        try:
-            return parser(value)
-        except ValueError as exc:
-            raise _field_error(name, exc) from None
 
-    values: dict[str, object] = {}
-    host = pick("host")
-    if host is not None:
-        values["host"] = str(host)
-    port = convert("port", _parse_port)
-    if port is not None:
-        if not isinstance(port, int) or not 0 <= port <= 65535:
-            raise _field_error("port", ValueError(f"{port!r} is not a port number (0-65535)"))
-        values["port"] = port
-    data_dir = pick("data_dir")
-    if data_dir is not None:
-        values["data_dir"] = Path(str(data_dir))
-    for name, field in (
-        ("lease_duration", "lease_ms"),
-        ("lease_check_interval", "lease_check_interval_ms"),
-        ("retention", "retention_ms"),
-        ("ticket_ttl", "ticket_ttl_ms"),
-    ):
-        duration = convert(name, parse_duration_ms)
-        if duration is not None:
-            if not isinstance(duration, int) or duration <= 0:
-                raise _field_error(name, ValueError("must be a positive duration"))
-            values[field] = duration
-    redis_url = pick("redis_url")
-    if redis_url is not None:
-        if not str(redis_url).startswith(("redis://", "rediss://", "unix://")):
-            raise _field_error("redis_url", ValueError(f"{redis_url!r} is not a redis:// URL"))
-        values["redis_url"] = str(redis_url)
-    redis_prefix = pick("redis_prefix")
-    if redis_prefix is not None:
-        values["redis_prefix"] = str(redis_prefix)
-    max_payload = convert("max_payload", parse_size)
-    if max_payload is not None:
-        if not isinstance(max_payload, int) or max_payload <= 0:
-            raise _field_error("max_payload", ValueError("must be a positive size"))
-        values["max_payload"] = max_payload
-    for name in ("seed_keys", "access_log"):
-        flag = convert(name, parse_bool)
-        if flag is not None:
-            values[name] = bool(flag)
-    log_level = pick("log_level")
-    if log_level is not None:
-        level = str(log_level).lower()
-        if level not in _LOG_LEVELS:
-            raise _field_error(
-                name="log_level", exc=ValueError(f"{log_level!r} is not one of {_LOG_LEVELS}")
+def _resolve_cluster(settings: Settings, *, node_id_given: bool) -> Settings:
+    """The cluster settings must describe one node of one cluster: its name, and where its etcd
+    member is (RAFT_ADDR, or its entry in PEERS), unless ETCD_ENDPOINTS names an etcd cluster."""
+    if not node_id_given:
+        raise _missing("node_id", "in cluster mode")
+    node_id, peers = settings.node_id, dict(settings.peers)
+    raft_addr = settings.raft_addr or peers.get(node_id, "")
+    if not settings.etcd_endpoints:
+        if not raft_addr:
+            raise _missing("raft_addr", "in cluster mode, unless --etcd-endpoints is given")
+        peers.setdefault(node_id, raft_addr)
+        if peers[node_id] != raft_addr:
+            raise _error(
+                "raft_addr",
+                f"{raft_addr} is not {node_id}'s address in --peers (env PEERS): {peers[node_id]}",
             )
-        values["log_level"] = level
-    snapshot_every = convert("snapshot_every", _parse_count)
-    if snapshot_every is not None:
-        values["snapshot_every"] = snapshot_every
-    segment_bytes = convert("segment_bytes", parse_size)
-    if segment_bytes is not None:
-        if not isinstance(segment_bytes, int) or segment_bytes < 1024:
-            raise _field_error("segment_bytes", ValueError("must be at least 1KiB"))
-        values["segment_bytes"] = segment_bytes
-    node_id = pick("node_id")
-    values["node_id"] = str(node_id) if node_id else socket.gethostname()
-    return Settings(**values)  # type: ignore[arg-type]
-
-
-def _parse_count(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise ValueError(f"{text!r} is not a positive whole number")
-    return int(text)
-
-
-def _parse_port(text: str) -> int:
-    if not text.strip().isdigit():
-        raise ValueError(f"{text!r} is not a port number (0-65535)")
-    return int(text)
+    return dataclasses.replace(settings, raft_addr=raft_addr, peers=peers)

@@ -22,19 +22,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from jq_tool.settings import ENV_VARS
+
 SERVE_COMMAND = [sys.executable, "-m", "jq_tool.cli.serve"]
 KEY_LINE = re.compile(
     r"Created (client|worker|admin) key: (\S+) \(owner: dev-(?:client|worker|admin)\)"
 )
 
 # Variables `jq serve` reads: a developer's shell must not change what a test runs.
-SERVER_ENV_VARS = (
-    "HOST", "PORT", "WAL_DIR", "LEASE_DURATION", "LEASE_CHECK_INTERVAL", "REDIS_URL",
-    "JQ_REDIS_PREFIX", "JQ_MAX_PAYLOAD", "JQ_SEED_KEYS", "JQ_RETENTION", "JQ_TICKET_TTL",
-    "JQ_LOG_LEVEL", "JQ_ACCESS_LOG", "NODE_ID", "JQ_SNAPSHOT_EVERY", "JQ_SEGMENT_BYTES",
-    "CLUSTER_MODE", "RAFT_ADDR", "PEERS", "HTTP_PEERS", "BOOTSTRAP", "ETCD_ENDPOINTS",
-    "ETCD_CLIENT_ADDR",
-)  # fmt: skip
+SERVER_ENV_VARS = tuple(ENV_VARS.values())
 
 
 def free_port() -> int:

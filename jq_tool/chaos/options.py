@@ -1,7 +1,8 @@
 """The chaos harness's configuration: the `ChaosOptions` record every other chaos module reads,
-the duration syntax its flags accept (`2s`, `500ms`, `1m`, a bare number of seconds) and the
-seed's single-dash spellings (`-target http://… -jobs 10000 -kill-interval 2s`), which are
-mapped to Typer's `--long` form before Typer parses them.
+its durations in seconds (`2s`, `500ms`, `1m`, a bare number of seconds: read by
+`jq_tool.units`, the parser the server's settings use too) and the seed's single-dash spellings
+(`-target http://… -jobs 10000 -kill-interval 2s`), which are mapped to Typer's `--long` form
+before Typer parses them.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Sequence
+
+from jq_tool.units import parse_duration_ms
 
 # The long flags of `jq chaos`; a single-dash spelling of one of these is the seed's Go-flag form.
 CHAOS_FLAGS = frozenset(
@@ -36,21 +39,18 @@ CHAOS_FLAGS = frozenset(
 # One kill at a time keeps a majority up from 3 nodes on; more than 7 members only slow etcd down.
 MAX_CLUSTER_NODES = 7
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
 
 def parse_duration(text: str) -> float:
     """Seconds in `text`: `2s`, `500ms`, `1.5m`, `1h`, or a bare number of seconds.
 
     Raises ValueError with a message naming the accepted forms, for the CLI to show as is.
     """
-    match = _DURATION.match(text)
-    if match is None:
+    try:
+        return parse_duration_ms(text) / 1000
+    except ValueError:
         raise ValueError(
             f"invalid duration {text!r}: use a number with an optional unit, e.g. 2s, 500ms, 1m"
-        )
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        ) from None
 
 
 def normalise_argv(argv: Sequence[str]) -> list[str]:

@@ -1,20 +1,25 @@
-"""The Engine API: what the HTTP server, and anything else in-process, may ask of the queue.
+"""The Engine API: what the HTTP server, and anything else in-process, may ask of the queue,
+and the configuration an engine runs with.
 
-One API, two implementations: LocalEngine (the local WAL) and, later, ClusterEngine (etcd).
-Every mutating call turns into one command that is made durable before it is applied and
-answered. Errors a client caused come back as `CommandRejected` carrying the state machine's
-`ErrorCode`; the HTTP layer maps those to statuses in one table.
+`Engine` is the one declaration of the API. `CommandEngine` (engine/command_engine.py) implements
+it once over a state machine and *some* log; LocalEngine (the local WAL) and ClusterEngine (etcd)
+only supply the log. Every mutating call turns into one command that is made durable before it
+is applied and answered. Errors a client caused come back as `CommandRejected` carrying the state
+machine's `ErrorCode`; the HTTP layer maps those to statuses in one table.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import msgspec
+from prometheus_client.metrics_core import Metric
 
 from jq_tool.core.model import ErrorCode, Job, JobState
-from jq_tool.core.state_machine import Stats
+from jq_tool.core.state_machine import StateMachineConfig, Stats
 
 
 class CommandRejected(Exception):
@@ -70,10 +75,63 @@ class Health(msgspec.Struct):
     reason: str | None = None  # why writes are refused, when they are
 
 
-class Engine(Protocol):
-    async def start(self) -> None: ...
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where this node's etcd member is and who its peers are (cluster mode)."""
 
-    async def stop(self) -> None: ...
+    node_id: str
+    raft_addr: str  # this node's etcd peer address host:port
+    peers: dict[str, str]  # every member's etcd peer address, this node included
+    http_peers: dict[str, str]  # id -> jq HTTP base URL
+    bootstrap: bool
+    etcd_client_addr: str  # this node's etcd client address host:port
+    etcd_endpoints: tuple[str, ...]  # an existing etcd cluster: start no member
+    etcd_cluster_token: str
+
+    def endpoints(self) -> list[str]:
+        """etcd client URLs, this node's own member first."""
+        if self.etcd_endpoints:
+            return list(self.etcd_endpoints)
+        own = f"http://{self.etcd_client_addr}"
+        others = [
+            f"http://{client_addr_for(addr)}"
+            for node, addr in sorted(self.peers.items())
+            if node != self.node_id
+        ]
+        return [own, *others]
+
+
+def client_addr_for(peer_addr: str) -> str:
+    """A member's etcd client address: its peer port + 1, on the same host (the seed named only
+    Raft addresses, so the client port is derived from them)."""
+    host, _, port = peer_addr.rpartition(":")
+    return f"{host}:{int(port) + 1}"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What an engine runs with. `engine_config` (engine/factory.py) derives it from Settings,
+    whose fields of the same names hold the defaults."""
+
+    data_dir: Path
+    lease_ms: int  # default lease when a lease request names none
+    lease_check_interval_ms: int  # longest pause between two looks at due leases and jobs
+    retention_ms: int  # finished jobs are kept this long
+    snapshot_every: int  # least records between two snapshots (see _snapshot_due)
+    segment_bytes: int  # WAL segment size
+    cluster: ClusterConfig | None = None  # None: the local WAL; else etcd
+    machine: StateMachineConfig = field(default_factory=StateMachineConfig)
+
+
+class Engine(Protocol):
+    async def start(self) -> None:
+        """Recover the state from the log, then serve. Raises when the log cannot be used (a
+        locked or damaged WAL): the process must not serve then."""
+        ...
+
+    async def stop(self) -> None:
+        """Drain: what was proposed is answered, a final snapshot is written, the log closed."""
+        ...
 
     async def submit(self, spec: JobSpec) -> SubmitOutcome: ...
 
@@ -121,7 +179,13 @@ class Engine(Protocol):
 
     def stats(self) -> Stats: ...
 
-    def health(self) -> Health: ...
+    def health(self) -> Health:
+        """Whether writes are accepted now, and if not why (a failed fsync, no etcd majority)."""
+        ...
+
+    def metrics(self) -> Iterator[Metric]:
+        """Prometheus metric families about the log (durable appends, batches, snapshots)."""
+        ...
 
     def subscribe(self) -> AsyncIterator[JobEvent]:
         """Job events from now on, until the consumer stops iterating. A slow consumer drops

@@ -1,4 +1,4 @@
-"""ClusterEngine: the same Engine API and state machine as LocalEngine, with etcd as the log.
+"""ClusterEngine: the Engine API (CommandEngine, engine/command_engine.py) with etcd as the log.
 
 Every node runs beside one etcd member (Raft + bbolt: a write is acknowledged once a majority
 fsynced it). A node appends batches of commands under `jq/log/` (one etcd put for many
@@ -9,10 +9,11 @@ writes; reads that must be current (get, lease, ack) first catch up with etcd.
 
 One node at a time, elected with an etcd lease on `jq/ticker`, runs the ticker (Expire, Purge)
 and log maintenance; its commands are idempotent, so a brief double ticker is harmless. Each node
-snapshots its state with the applied revision into its data dir and reports that revision under
-`jq/nodes/<id>`; the ticker publishes its own snapshot to etcd (`jq/snapshot/`) and deletes and
-compacts log keys that every node's snapshot has passed. A node whose revision was compacted
-away (a new or wiped node) restores from the published snapshot, then follows the log.
+snapshots its state with the applied revision into its data dir (on CommandEngine's schedule)
+and reports that revision under `jq/nodes/<id>`; the ticker publishes its own snapshot to etcd
+(engine/cluster_snapshot.py) and deletes and compacts log keys that every node's snapshot has
+passed. A node whose revision was compacted away (a new or wiped node) restores from the
+published snapshot, then follows the log.
 """
 
 from __future__ import annotations
@@ -22,39 +23,25 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
-import crc32c
 import httpx
 import msgspec
 
-from jq_tool.core.model import Command, Result
-from jq_tool.core.wal import write_snapshot_file
-from jq_tool.core.wal_format import encode_snapshot_header, read_snapshot
-from jq_tool.engine.base import EngineUnavailable, Health
-from jq_tool.engine.command_engine import CommandEngine, now_ms
-from jq_tool.engine.etcd_client import (
-    EtcdClient,
-    EtcdCompacted,
-    EtcdError,
-    KeyValue,
-)
-from jq_tool.engine.etcd_member import ClusterConfig, EtcdMember
-from jq_tool.engine.forked_snapshot import SnapshotChildFailed, fork_snapshot
-from jq_tool.engine.local import EngineConfig
-from jq_tool.engine.metrics import LogMetrics
+from jq_tool.core.model import Command
+from jq_tool.core.wal_format import read_snapshot
+from jq_tool.engine.base import EngineConfig, EngineUnavailable, Health
+from jq_tool.engine.cluster_snapshot import fetch_snapshot, publish_snapshot
+from jq_tool.engine.command_engine import CommandEngine, Proposal, now_ms
+from jq_tool.engine.etcd_client import EtcdClient, EtcdCompacted, EtcdError, KeyValue
+from jq_tool.engine.etcd_member import EtcdMember
 
 log = logging.getLogger("jq.cluster")
 
 LOG_PREFIX = b"jq/log/"
 TICKER_KEY = b"jq/ticker"
 NODES_PREFIX = b"jq/nodes/"
-SNAPSHOT_META = b"jq/snapshot/meta"
-SNAPSHOT_CHUNKS = b"jq/snapshot/chunks/"
-SNAPSHOT_CHUNK_BYTES = 1 << 20  # below etcd's 1.5 MiB request limit
-MAX_PUTS_IN_FLIGHT = 8  # concurrent etcd puts; arrivals meanwhile share the next batch
-MAX_BATCH_BYTES = 1 << 20
 TICKER_TTL_S = 3  # a dead ticker node is replaced within about this long
 MAINTENANCE_EVERY_S = 10.0
 APPLY_TIMEOUT_S = 10.0  # a committed batch must come back through the watch within this
@@ -69,56 +56,36 @@ class NodeInfo(msgspec.Struct):
     http_url: str = ""
 
 
-class SnapshotMeta(msgspec.Struct):
-    revision: int
-    chunks: int
-    size: int
-    crc: int
-
-
-class _Proposal:
-    __slots__ = ("command", "future")
-
-    def __init__(self, command: Command, future: asyncio.Future[Result]) -> None:
-        self.command = command
-        self.future = future
-
-
 class ClusterEngine(CommandEngine):
+    APPENDS_IN_FLIGHT = 8  # concurrent etcd puts; arrivals meanwhile share the next batch
+
     def __init__(
         self,
         config: EngineConfig,
-        cluster: ClusterConfig,
         *,
         clock: Callable[[], int] = now_ms,
         start_member: bool = True,
     ) -> None:
-        super().__init__(lease_ms=config.lease_ms, machine_config=config.machine, clock=clock)
-        self.config = config
-        self.cluster = cluster
+        super().__init__(config, clock=clock)
+        if config.cluster is None:
+            raise ValueError("ClusterEngine needs a cluster config (cluster mode)")
+        cluster = self.cluster = config.cluster
         self.member = (
             EtcdMember(cluster, config.data_dir)
             if start_member and not cluster.etcd_endpoints
             else None
         )
         self._etcd = EtcdClient(cluster.endpoints(), timeout=3.0)
+        self._local_snapshot = config.data_dir / LOCAL_SNAPSHOT
         self._boot = os.urandom(4).hex()  # batch keys stay unique across restarts of a node
         self._batch_seq = 0
-        self._pending: list[_Proposal] = []
-        self._inflight: dict[bytes, list[_Proposal]] = {}
-        self._slots = asyncio.Semaphore(MAX_PUTS_IN_FLIGHT)
-        self._wakeup = asyncio.Event()
-        self._applied = asyncio.Condition()
+        self._inflight: dict[bytes, list[Proposal]] = {}  # log key -> its callers
+        self._applied_revision_reached = asyncio.Condition()
         self.applied_revision = 0
-        self._snapshot_revision = 0
-        self._applied_since_snapshot = 0
-        self._snapshot_task: asyncio.Task[None] | None = None  # a forked child writing one
         self.role = "follower"
         self._quorum_ok = False
         self._tasks: list[asyncio.Task[None]] = []
         self._puts: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak refs
-        self._started = False
-        self.log_metrics = LogMetrics()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -127,10 +94,9 @@ class ClusterEngine(CommandEngine):
         if self.member is not None:
             await self.member.start()
         self._load_local_snapshot()
-        self._started = True
+        self._serve()
         self._tasks = [
             asyncio.create_task(self._watch_loop(), name="jq-cluster-watch"),
-            asyncio.create_task(self._flush_loop(), name="jq-cluster-flush"),
             asyncio.create_task(self._leadership_loop(), name="jq-cluster-ticker"),
         ]
         # Serve once caught up with the log, when a majority is reachable; without one the
@@ -143,9 +109,10 @@ class ClusterEngine(CommandEngine):
             return
         self._stopping = True
         self._wakeup.set()
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._flusher] if self._flusher else [])]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._release_all_waiters()
@@ -155,13 +122,15 @@ class ClusterEngine(CommandEngine):
                 if kvs and kvs[0].value == self.cluster.node_id.encode():
                     await self._etcd.lease_revoke(kvs[0].lease)
         with contextlib.suppress(Exception):
-            await self._write_local_snapshot()
+            await self._write_snapshot_now()
         await self._etcd.close()
         if self.member is not None:
             await self.member.stop()
         self._started = False
 
     def health(self) -> Health:
+        if self._fatal is not None:
+            return Health(ok=False, role=self.role, reason=self._fatal)
         if not self._started or self._stopping:
             return Health(ok=False, role=self.role, reason="not running")
         if self.member is not None and not self.member.alive():
@@ -172,29 +141,18 @@ class ClusterEngine(CommandEngine):
 
     # ------------------------------------------------------------------ the write path
 
-    async def _propose(self, command: Command) -> Result:
-        if not self._started or self._stopping:
-            raise EngineUnavailable("engine is not running")
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Proposal(command, future))
-        self._wakeup.set()
-        return await future  # cancelling the caller drops only the answer, as in LocalEngine
+    async def _append(self, batch: list[Proposal]) -> None:
+        # The put runs on its own, so up to APPENDS_IN_FLIGHT batches are in etcd at once; it
+        # releases its slot when etcd answered.
+        put = asyncio.create_task(self._put_batch(batch))
+        self._puts.add(put)
+        put.add_done_callback(self._puts.discard)
 
-    async def _flush_loop(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                await self._slots.acquire()
-                batch, self._pending = self._pending, []
-                put = asyncio.create_task(self._put_batch(batch))
-                self._puts.add(put)
-                put.add_done_callback(self._puts.discard)
-
-    async def _put_batch(self, batch: list[_Proposal]) -> None:
+    async def _put_batch(self, batch: list[Proposal]) -> None:
         self._batch_seq += 1
         key = LOG_PREFIX + f"{self.cluster.node_id}/{self._boot}/{self._batch_seq:012d}".encode()
-        value = _batch_encoder.encode([p.command for p in batch])
+        # A batch is a msgpack list of commands: the records already encoded, as they are.
+        value = _batch_encoder.encode([msgspec.Raw(p.record) for p in batch])
         self._inflight[key] = batch
         try:
             started = time.perf_counter()
@@ -209,38 +167,26 @@ class ClusterEngine(CommandEngine):
                 # The outcome is unknown (the put may still commit): nothing is acknowledged.
                 # Retried submits carry idempotency keys; a lost lease simply expires.
                 self._inflight.pop(key, None)
-                error = EngineUnavailable(f"cluster write failed: {exc}")
-                for proposal in batch:
-                    if not proposal.future.done():
-                        proposal.future.set_exception(error)
+                self._refuse(batch, EngineUnavailable(f"cluster write failed: {exc}"))
                 return
         finally:
-            self._slots.release()
+            self._append_slots.release()
         if self.applied_revision < revision:
             try:
                 await asyncio.wait_for(self._wait_applied(revision), APPLY_TIMEOUT_S)
             except TimeoutError:
                 self._inflight.pop(key, None)
-                error = EngineUnavailable("committed, but not applied here in time")
-                for proposal in batch:
-                    if not proposal.future.done():
-                        proposal.future.set_exception(error)
+                self._refuse(batch, EngineUnavailable("committed, but not applied here in time"))
 
     async def _wait_applied(self, revision: int) -> None:
-        async with self._applied:
-            await self._applied.wait_for(lambda: self.applied_revision >= revision)
+        async with self._applied_revision_reached:
+            await self._applied_revision_reached.wait_for(lambda: self.applied_revision >= revision)
 
     # ------------------------------------------------------------------ the read path
 
     def _apply_batch(self, kv: KeyValue) -> None:
-        commands = _batch_decoder.decode(kv.value)
-        results = [self._machine.apply(command) for command in commands]
-        batch = self._inflight.pop(kv.key, None)
-        if batch is not None:
-            for proposal, result in zip(batch, results, strict=True):
-                if not proposal.future.done():
-                    proposal.future.set_result(result)
-        self._applied_since_snapshot += len(commands)
+        """Apply one log batch; its callers are answered when this node proposed it."""
+        self._apply_commands(_batch_decoder.decode(kv.value), self._inflight.pop(kv.key, None))
 
     async def _watch_loop(self) -> None:
         while True:
@@ -251,12 +197,10 @@ class ClusterEngine(CommandEngine):
                         if event.kind == "PUT" and event.kv.mod_revision > self.applied_revision:
                             self._apply_batch(event.kv)
                     revision = events[-1].kv.mod_revision
-                    async with self._applied:
+                    async with self._applied_revision_reached:
                         self.applied_revision = max(self.applied_revision, revision)
-                        self._applied.notify_all()
-                    self._wake_lease_waiters()
-                    if self._applied_since_snapshot >= self.config.snapshot_every:
-                        self._start_local_snapshot()
+                        self._applied_revision_reached.notify_all()
+                    self._applied()
             except EtcdCompacted as exc:
                 log.warning("log compacted past revision %d: restoring from the cluster "
                             "snapshot", self.applied_revision)  # fmt: skip
@@ -290,11 +234,22 @@ class ClusterEngine(CommandEngine):
 
     # ------------------------------------------------------------------ snapshots
 
-    def _snapshot_path(self) -> Path:
-        return self.config.data_dir / LOCAL_SNAPSHOT
+    def _snapshot_position(self) -> int:
+        return self.applied_revision
+
+    def _snapshot_path(self, position: int) -> Path:
+        return self._local_snapshot  # one file, replaced by each newer revision
+
+    async def _snapshot_written(self, position: int) -> None:
+        """Report the node's snapshot revision: the ticker compacts the log below the lowest."""
+        info = NodeInfo(snapshot_revision=position, http_url=self._http_url())
+        with contextlib.suppress(EtcdError):
+            await self._etcd.put(
+                NODES_PREFIX + self.cluster.node_id.encode(), msgspec.json.encode(info)
+            )
 
     def _load_local_snapshot(self) -> None:
-        path = self._snapshot_path()
+        path = self._local_snapshot
         if not path.exists():
             return
         loaded = read_snapshot(path)  # the local WAL's snapshot format; its index = a revision
@@ -304,58 +259,9 @@ class ClusterEngine(CommandEngine):
             return
         revision, body = loaded
         self._machine.restore(body)
-        self.applied_revision = self._snapshot_revision = revision
+        self.applied_revision = self._snapshot_at = revision
         log.info("restored local snapshot at revision %d (%d jobs)", revision,
                  self._machine.job_count)  # fmt: skip
-
-    def _start_local_snapshot(self) -> None:
-        """Called by the watch loop, where the state matches applied_revision exactly. A forked
-        child (engine/forked_snapshot.py) encodes and writes it, so the loop never stalls on a
-        snapshot while the node serves; a background task reports it when it is on disk."""
-        revision = self.applied_revision
-        if revision <= self._snapshot_revision or self._snapshot_task is not None:
-            return
-        self._applied_since_snapshot = 0
-        try:
-            child = fork_snapshot(self._machine.snapshot, self._snapshot_path(), revision)
-        except OSError as exc:  # no fork: EAGAIN, ENOMEM
-            log.error("local snapshot failed, will retry: %s", exc)
-            return
-        self._snapshot_task = asyncio.create_task(
-            self._finish_local_snapshot(revision, asyncio.to_thread(child.wait)),
-            name="jq-cluster-snapshot",
-        )
-
-    async def _finish_local_snapshot(self, revision: int, written: Awaitable[None]) -> None:
-        try:
-            await written
-        except (OSError, SnapshotChildFailed) as exc:
-            log.error("local snapshot failed, will retry: %s", exc)
-            return
-        finally:
-            self._snapshot_task = None
-        await self._report_snapshot(revision)
-
-    async def _write_local_snapshot(self) -> None:
-        """In process: at stop, and right after restoring the cluster snapshot."""
-        if self._snapshot_task is not None:
-            await self._snapshot_task  # one writer of the snapshot file at a time
-        revision = self.applied_revision
-        if revision <= self._snapshot_revision:
-            return
-        body = self._machine.snapshot()
-        self._applied_since_snapshot = 0
-        header = encode_snapshot_header(revision, body)
-        await asyncio.to_thread(write_snapshot_file, self._snapshot_path(), header, body)
-        await self._report_snapshot(revision)
-
-    async def _report_snapshot(self, revision: int) -> None:
-        self._snapshot_revision = revision
-        info = NodeInfo(snapshot_revision=revision, http_url=self._http_url())
-        with contextlib.suppress(EtcdError):
-            await self._etcd.put(
-                NODES_PREFIX + self.cluster.node_id.encode(), msgspec.json.encode(info)
-            )
 
     def _http_url(self) -> str:
         return self.cluster.http_peers.get(self.cluster.node_id, "")
@@ -366,55 +272,31 @@ class ClusterEngine(CommandEngine):
         is the one this node reported, so it is never below the compaction floor."""
         loaded: tuple[int, bytes] | str = "no local snapshot yet"
         with contextlib.suppress(OSError):
-            loaded = await asyncio.to_thread(read_snapshot, self._snapshot_path())
+            loaded = await asyncio.to_thread(read_snapshot, self._local_snapshot)
         if isinstance(loaded, str):
             revision, body = self.applied_revision, self._machine.snapshot()
         else:
             revision, body = loaded
-        chunks = [
-            body[i : i + SNAPSHOT_CHUNK_BYTES] for i in range(0, len(body), SNAPSHOT_CHUNK_BYTES)
-        ] or [b""]
-        base = SNAPSHOT_CHUNKS + f"{revision:020d}/".encode()
-        for number, chunk in enumerate(chunks):
-            await self._etcd.put(base + f"{number:06d}".encode(), chunk)
-        meta = SnapshotMeta(revision=revision, chunks=len(chunks), size=len(body),
-                            crc=crc32c.crc32c(body))  # fmt: skip
-        previous, _ = await self._etcd.range(SNAPSHOT_META)
-        await self._etcd.put(SNAPSHOT_META, msgspec.json.encode(meta))
-        if previous:
-            old = msgspec.json.decode(previous[0].value, type=SnapshotMeta)
-            if old.revision != revision:
-                old_base = SNAPSHOT_CHUNKS + f"{old.revision:020d}/".encode()
-                kvs, _ = await self._etcd.range(old_base, prefix=True, keys_only=True)
-                await self._etcd.delete([kv.key for kv in kvs])
+        await publish_snapshot(self._etcd, revision, body)
         return revision
 
     async def _restore_cluster_snapshot(self, compact_revision: int) -> None:
         while True:
             try:
-                kvs, _ = await self._etcd.range(SNAPSHOT_META)
-                if not kvs:
-                    raise EtcdError("no cluster snapshot published yet")
-                meta = msgspec.json.decode(kvs[0].value, type=SnapshotMeta)
-                base = SNAPSHOT_CHUNKS + f"{meta.revision:020d}/".encode()
-                chunks, _ = await self._etcd.range(base, prefix=True)
-                body = b"".join(kv.value for kv in sorted(chunks, key=lambda kv: kv.key))
-                if len(body) != meta.size or crc32c.crc32c(body) != meta.crc:
-                    raise EtcdError("cluster snapshot changed while reading it")
-                if meta.revision < compact_revision - 1:
-                    raise EtcdError("cluster snapshot older than the compaction")
-                self._replaying = True
-                try:
-                    self._machine.restore(body)
-                finally:
-                    self._replaying = False
-                self.applied_revision = meta.revision
-                log.info("restored the cluster snapshot at revision %d", meta.revision)
-                await self._write_local_snapshot()
-                return
+                revision, body = await fetch_snapshot(self._etcd, compact_revision)
             except (EtcdError, msgspec.DecodeError) as exc:
                 log.warning("cannot restore the cluster snapshot yet: %s", exc)
                 await asyncio.sleep(1)
+                continue
+            self._replaying = True
+            try:
+                self._machine.restore(body)
+            finally:
+                self._replaying = False
+            self.applied_revision = revision
+            log.info("restored the cluster snapshot at revision %d", revision)
+            await self._write_snapshot_now()
+            return
 
     # ------------------------------------------------------------------ the ticker
 
@@ -450,7 +332,9 @@ class ClusterEngine(CommandEngine):
         self._last_purge = self._clock()
         while True:
             # At most a second between two looks, so the lease (TTL 3 s) is kept alive.
-            await asyncio.sleep(self._ticker_pause_ms(min(self.config.tick_ms, 1000)) / 1000)
+            await asyncio.sleep(
+                self._ticker_pause_ms(min(self.config.lease_check_interval_ms, 1000)) / 1000
+            )
             if time.monotonic() - last_keepalive >= 1.0:
                 if await self._etcd.lease_keepalive(lease) <= 0:
                     return

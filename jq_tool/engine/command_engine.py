@@ -1,9 +1,14 @@
-"""CommandEngine: the Engine API on top of one state machine and *some* log.
+"""CommandEngine: the Engine API (engine/base.py) implemented once, over one state machine and
+*some* log.
 
-It owns what both engines share: turning calls into commands (ids and `now` chosen here, never
-by the state machine), long-poll lease waiters, the job event bus, and read-only queries. How a
-command becomes durable and applied is the subclass's `_propose`: the local WAL (LocalEngine)
-or etcd (ClusterEngine). Whatever the log, a caller is answered only after its command was made
+It owns everything that does not depend on where the log lives: turning calls into commands
+(ids and `now` chosen here, never by the state machine), the proposal queue and its group commit
+(commands that arrive while the log is busy share the next batch), long-poll lease waiters, the
+job event bus, read-only queries, the ticker's round, and the snapshot schedule (when to
+snapshot, a forked child writing it, retrying one that failed). A log supplies three things:
+`_append` (make a batch durable: the local WAL's write + fdatasync, or an etcd put), where a
+snapshot goes (`_snapshot_position`, `_snapshot_path`) and what a written snapshot allows
+(`_snapshot_written`). Whatever the log, a caller is answered only after its command was made
 durable and applied.
 """
 
@@ -11,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import ClassVar
 
 import msgspec
 from prometheus_client.metrics_core import Metric
@@ -41,10 +49,24 @@ from jq_tool.core.model import (
     Submit,
     SubmitResult,
     Submitted,
+    encode_command,
 )
-from jq_tool.core.state_machine import StateMachine, StateMachineConfig, Stats
-from jq_tool.engine.base import CommandRejected, Health, JobEvent, JobSpec, SubmitOutcome
+from jq_tool.core.state_machine import StateMachine, Stats
+from jq_tool.core.wal import write_snapshot_file
+from jq_tool.core.wal_format import encode_snapshot_header
+from jq_tool.engine.base import (
+    CommandRejected,
+    Engine,
+    EngineConfig,
+    EngineUnavailable,
+    JobEvent,
+    JobSpec,
+    SubmitOutcome,
+)
+from jq_tool.engine.forked_snapshot import SnapshotChildFailed, fork_snapshot
 from jq_tool.engine.metrics import LogMetrics
+
+log = logging.getLogger("jq.engine")
 
 # A slow /events consumer loses events beyond this many rather than slowing the engine.
 SUBSCRIBER_QUEUE_SIZE = 10_000
@@ -110,44 +132,236 @@ def _outcome(entry: Submitted | Error) -> SubmitOutcome:
     return SubmitOutcome(error=entry.message)
 
 
-class CommandEngine(ABC):
-    def __init__(
-        self,
-        *,
-        lease_ms: int,
-        machine_config: StateMachineConfig,
-        clock: Callable[[], int] = now_ms,
-    ) -> None:
-        self.default_lease_ms = lease_ms
+class Proposal:
+    """One command waiting to be made durable, and the caller's answer. The command is encoded
+    here, once: the WAL writes these bytes as its record, etcd gets them inside a batch."""
+
+    __slots__ = ("command", "record", "future")
+
+    def __init__(self, command: Command, future: asyncio.Future[Result]) -> None:
+        self.command = command
+        self.record = encode_command(command)
+        self.future = future
+
+
+class CommandEngine(Engine):
+    # Batches the log may be making durable at once: the WAL writes one at a time (commands
+    # that arrive meanwhile form the next batch); etcd takes several puts in flight.
+    APPENDS_IN_FLIGHT: ClassVar[int] = 1
+
+    def __init__(self, config: EngineConfig, *, clock: Callable[[], int] = now_ms) -> None:
+        self.config = config
         self._clock = clock
-        self._machine = StateMachine(machine_config, on_transition=self._on_transition)
+        self._machine = StateMachine(config.machine, on_transition=self._on_transition)
         self._replaying = False  # no events while recovery replays the log
+        self._started = False
         self._stopping = False
+        self._fatal: str | None = None  # why writes are refused for good (a failed fsync)
         # Long-poll lease waiters per queue; each newly runnable job wakes one.
         self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
         self._runnable_news: dict[str, int] = {}
         self._subscribers: set[asyncio.Queue[JobEvent]] = set()
         self._last_purge = clock()
+        # The proposal queue: callers append, the flusher hands whole batches to the log.
+        self._loop: asyncio.AbstractEventLoop  # set by _serve
+        self._pending: list[Proposal] = []
+        self._wakeup = asyncio.Event()
+        self._append_slots = asyncio.Semaphore(self.APPENDS_IN_FLIGHT)
+        self._flusher: asyncio.Task[None] | None = None
+        # The snapshot schedule. Positions are log positions: a WAL index, an etcd revision.
+        self._records_since_snapshot = 0
+        self._snapshot_at = 0  # the position the newest durable snapshot covers
+        self._snapshot_task: asyncio.Task[None] | None = None  # a snapshot being written
+        self.log_metrics = LogMetrics()
 
     # ------------------------------------------------------------------ what a log provides
 
     @abstractmethod
-    async def _propose(self, command: Command) -> Result:
-        """Make the command durable, apply it, return its result."""
+    async def _append(self, batch: list[Proposal]) -> None:
+        """Make `batch` durable, then apply it and answer its callers (`_apply_commands`), or
+        refuse it (`_refuse`). Release one `_append_slots` once the log can take another batch:
+        the flusher takes the next batch only then, so callers arriving meanwhile share it."""
 
     async def _catch_up(self) -> None:  # noqa: B027 - a hook; the local log is always current
         """Before a read that must be current: apply everything the log already committed."""
 
-    log_metrics: LogMetrics
+    @abstractmethod
+    def _snapshot_position(self) -> int:
+        """The log position the state matches now: a snapshot taken now covers everything
+        before it."""
 
     @abstractmethod
-    async def start(self) -> None: ...
+    def _snapshot_path(self, position: int) -> Path:
+        """Where the snapshot at `position` is written."""
 
     @abstractmethod
-    async def stop(self) -> None: ...
+    async def _snapshot_written(self, position: int) -> None:
+        """The snapshot at `position` is durable: drop what it covers, tell whoever needs it."""
 
-    @abstractmethod
-    def health(self) -> Health: ...
+    def _snapshot_fds(self) -> list[int]:
+        """Descriptors a forked snapshot child must close (the WAL's lock and segment)."""
+        return []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _serve(self) -> None:
+        """Called by `start` once the state is recovered: accept proposals from now on."""
+        self._loop = asyncio.get_running_loop()
+        self._started = True
+        self._flusher = asyncio.create_task(self._flush_loop(), name="jq-flusher")
+
+    async def _drain(self) -> None:
+        """Called by `stop`: refuse new proposals, make the pending ones durable and answer
+        them, wait for a snapshot being written."""
+        self._stopping = True
+        self._wakeup.set()
+        if self._flusher:
+            await self._flusher
+        if self._snapshot_task:
+            await self._snapshot_task
+
+    def _refusal(self) -> str | None:
+        """Why writes are refused now, or None when they are accepted."""
+        if self._fatal is not None:
+            return self._fatal
+        if not self._started:
+            return "not started"
+        if self._stopping:
+            return "shutting down"
+        return None
+
+    def _fail_for_good(self, reason: str) -> None:
+        if self._fatal is None:
+            self._fatal = reason
+            log.critical("refusing all writes from now on: %s", reason)
+
+    # ------------------------------------------------------------------ the write path
+
+    async def _propose(self, command: Command) -> Result:
+        """Make the command durable, apply it, return its result."""
+        if self._fatal is not None:
+            raise EngineUnavailable(self._fatal)
+        if not self._started or self._stopping:
+            raise EngineUnavailable("engine is not running")
+        future: asyncio.Future[Result] = self._loop.create_future()
+        self._pending.append(Proposal(command, future))
+        self._wakeup.set()
+        # A caller that goes away (client disconnect) cancels only this future: the command
+        # is still made durable and applied (it may already be in the log), its answer dropped.
+        return await future
+
+    async def _flush_loop(self) -> None:
+        """Group commit: whatever is pending when the log can take a batch becomes one batch."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                await self._append_slots.acquire()
+                batch, self._pending = self._pending, []
+                await self._append(batch)
+            if self._stopping:
+                return
+
+    def _apply_commands(self, commands: Iterable[Command], batch: list[Proposal] | None) -> None:
+        """Apply durable commands in log order and answer their callers (`batch`, when this
+        process proposed them). The log calls `_applied` once the state matches a log position."""
+        results = [self._machine.apply(command) for command in commands]
+        if batch is not None:
+            for proposal, result in zip(batch, results, strict=True):
+                if not proposal.future.done():
+                    proposal.future.set_result(result)
+        self._records_since_snapshot += len(results)
+
+    def _applied(self) -> None:
+        """After applying, where the state matches `_snapshot_position()` exactly: wake lease
+        waiters, and start a snapshot when one is due."""
+        self._wake_lease_waiters()
+        if self._snapshot_task is None and self._records_since_snapshot >= self._snapshot_due():
+            self._start_snapshot()
+
+    @staticmethod
+    def _refuse(batch: Iterable[Proposal], error: EngineUnavailable) -> None:
+        """Nothing of `batch` was acknowledged: its callers get `error`."""
+        for proposal in batch:
+            if not proposal.future.done():
+                proposal.future.set_exception(error)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def _snapshot_due(self) -> int:
+        """Records between two snapshots: `snapshot_every`, or a quarter of the jobs held when
+        that is more. A snapshot costs time in proportion to the jobs it holds, so with many
+        jobs a fixed interval would spend ever more of the engine on snapshots; a quarter keeps
+        that cost per record bounded and the replay after a crash shorter than the snapshot."""
+        return max(self.config.snapshot_every, self._machine.job_count // 4)
+
+    def _start_snapshot(self) -> None:
+        """Capture the state for a snapshot. Called by `_applied`, where the state matches
+        exactly the log before `_snapshot_position()` (and the local WAL thread is idle: only
+        the flusher appends, and it is the caller). A forked child (engine/forked_snapshot.py)
+        encodes and writes it while the loop goes on; a background task waits for the child,
+        then lets the log drop what the snapshot covers."""
+        position = self._snapshot_position()
+        due = self._snapshot_due()
+        self._records_since_snapshot = 0
+        if position <= self._snapshot_at:
+            return  # nothing new since the last one
+        started = time.monotonic()
+        try:
+            child = fork_snapshot(
+                self._machine.snapshot,
+                self._snapshot_path(position),
+                position,
+                self._snapshot_fds(),
+            )
+        except OSError as exc:  # no fork: EAGAIN, ENOMEM
+            self._snapshot_failed(due, exc)
+            return
+        self._snapshot_task = asyncio.create_task(
+            self._finish_snapshot(position, due, started, asyncio.to_thread(child.wait)),
+            name="jq-snapshot",
+        )
+
+    async def _write_snapshot_now(self) -> None:
+        """Encode and write a snapshot in process, when the state is past the newest one: at
+        stop (nobody is served any more, so no fork), and after restoring a cluster snapshot."""
+        if self._snapshot_task is not None:
+            await self._snapshot_task  # one writer of a snapshot file at a time
+        position = self._snapshot_position()
+        if position <= self._snapshot_at:
+            return
+        started = time.monotonic()
+        data = self._machine.snapshot()
+        self._records_since_snapshot = 0
+        header = encode_snapshot_header(position, data)
+        path = self._snapshot_path(position)
+        written = asyncio.to_thread(write_snapshot_file, path, header, data)
+        await self._finish_snapshot(position, self._snapshot_due(), started, written)
+
+    async def _finish_snapshot(
+        self, position: int, due: int, started: float, written: Awaitable[None]
+    ) -> None:
+        try:
+            await written
+            await self._snapshot_written(position)
+        except (OSError, SnapshotChildFailed) as exc:
+            self._snapshot_failed(due, exc)
+            return
+        except Exception as exc:  # noqa: BLE001
+            self._fail_for_good(f"snapshot failed: {exc}")
+            return
+        finally:
+            self._snapshot_task = None
+        self._snapshot_at = position
+        elapsed = time.monotonic() - started
+        self.log_metrics.snapshot_seconds.observe(elapsed)
+        log.info("snapshot at %d written in %.2fs", position, elapsed)
+
+    def _snapshot_failed(self, due: int, exc: BaseException) -> None:
+        # The log itself is intact: a snapshot that could not be written (a full disk, a child
+        # the kernel killed) only means a longer replay; try again half an interval later.
+        self._records_since_snapshot += due // 2
+        log.error("snapshot failed, will retry: %s", exc)
 
     # ------------------------------------------------------------------ events and waiters
 
@@ -210,6 +424,17 @@ class CommandEngine(ABC):
             return longest_ms
         return min(longest_ms, max(MIN_TICK_MS, due - self._clock()))
 
+    async def _tick_loop(self) -> None:
+        """The single node's ticker (the cluster elects one node to run `_tick` instead)."""
+        while True:
+            await asyncio.sleep(self._ticker_pause_ms(self.config.lease_check_interval_ms) / 1000)
+            if self._fatal is not None:
+                continue
+            try:
+                await self._tick(self.config.retention_ms)
+            except EngineUnavailable as exc:
+                log.warning("ticker: %s", exc)
+
     async def _tick(self, retention_ms: int) -> None:
         """One round of time-driven work, as commands: Expire when a lease or a scheduled/RETRY
         job is due, and a Purge of finished jobs once a minute."""
@@ -246,7 +471,7 @@ class CommandEngine(ABC):
         wait_ms: int = 0,
         give_up: Callable[[], Awaitable[object]] | None = None,
     ) -> list[Job]:
-        lease_ms = lease_ms or self.default_lease_ms
+        lease_ms = lease_ms or self.config.lease_ms
         await self._catch_up()
         # Try at once: a busy queue answers without the long poll's timer and tasks.
         jobs = await self._lease_now(queue, max_jobs, lease_ms)
@@ -337,7 +562,7 @@ class CommandEngine(ABC):
             Extend(
                 now=self._clock(),
                 job_id=job_id,
-                lease_ms=lease_ms or self.default_lease_ms,
+                lease_ms=lease_ms or self.config.lease_ms,
                 lease_id=lease_id,
             )
         )

@@ -1,18 +1,45 @@
-"""Which engine a `jq serve` process runs: LocalEngine (the default: the local WAL) or, with
-CLUSTER_MODE=true, ClusterEngine (etcd), configured from the seed's cluster env vars."""
+"""From the server's Settings to a running engine: `engine_config` derives the engine's
+configuration (the cluster's included) in one place, and `open_engine` picks LocalEngine (the
+default: the local WAL) or, in cluster mode, ClusterEngine (etcd)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
+from jq_tool.engine.base import ClusterConfig, Engine, EngineConfig, client_addr_for
 from jq_tool.engine.cluster import ClusterEngine
-from jq_tool.engine.command_engine import CommandEngine
-from jq_tool.engine.etcd_member import ClusterConfig, cluster_mode_enabled
-from jq_tool.engine.local import EngineConfig, LocalEngine
+from jq_tool.engine.local import LocalEngine
+from jq_tool.settings import Settings
 
 
-def open_engine(config: EngineConfig, env: Mapping[str, str]) -> CommandEngine:
-    """Raises ClusterConfigError (a ValueError) when the cluster env vars are unusable."""
-    if cluster_mode_enabled(env):
-        return ClusterEngine(config, ClusterConfig.from_env(env))
+def open_engine(settings: Settings) -> Engine:
+    config = engine_config(settings)
+    if config.cluster is not None:
+        return ClusterEngine(config)
     return LocalEngine(config)
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    """The one place the engine's configuration comes from: the server's Settings (already
+    checked by build_settings, so nothing here can fail)."""
+    cluster = None
+    if settings.cluster_mode:
+        raft_addr = settings.raft_addr
+        cluster = ClusterConfig(
+            node_id=settings.node_id,
+            raft_addr=raft_addr,
+            peers=dict(settings.peers),
+            http_peers=dict(settings.http_peers),
+            bootstrap=settings.bootstrap,
+            etcd_client_addr=settings.etcd_client_addr
+            or (client_addr_for(raft_addr) if raft_addr else ""),
+            etcd_endpoints=settings.etcd_endpoints,
+            etcd_cluster_token=settings.etcd_cluster_token,
+        )
+    return EngineConfig(
+        data_dir=settings.data_dir,
+        lease_ms=settings.lease_ms,
+        lease_check_interval_ms=settings.lease_check_interval_ms,
+        retention_ms=settings.retention_ms,
+        snapshot_every=settings.snapshot_every,
+        segment_bytes=settings.segment_bytes,
+        cluster=cluster,
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import math
 import signal
 import sys
 from types import FrameType
@@ -20,9 +20,7 @@ from types import FrameType
 import uvicorn
 
 from jq_tool.auth import open_key_store
-from jq_tool.engine.etcd_member import ClusterConfigError
 from jq_tool.engine.factory import open_engine
-from jq_tool.engine.local import EngineConfig
 from jq_tool.runtime import tune_gc
 from jq_tool.server.app import StartupFailed, create_app
 from jq_tool.settings import Settings
@@ -74,22 +72,7 @@ def run(settings: Settings) -> int:
     except OSError as exc:
         log.error("cannot create the data dir %s: %s", settings.data_dir, exc)
         return 1
-    try:
-        # CLUSTER_MODE and the seed's cluster env vars choose the replicated engine.
-        engine = open_engine(
-            EngineConfig(
-                data_dir=settings.data_dir,
-                lease_ms=settings.lease_ms,
-                tick_ms=settings.lease_check_interval_ms,
-                retention_ms=settings.retention_ms,
-                snapshot_every=settings.snapshot_every,
-                segment_bytes=settings.segment_bytes,
-            ),
-            os.environ,
-        )
-    except ClusterConfigError as exc:
-        log.error("invalid cluster configuration: %s", exc)
-        return 2
+    engine = open_engine(settings)  # cluster mode (settings.cluster_mode) runs etcd's engine
     keystore = open_key_store(
         settings.redis_url, settings.data_dir, redis_prefix=settings.redis_prefix
     )
@@ -106,7 +89,7 @@ def run(settings: Settings) -> int:
         access_log=False,  # the app logs access itself (--access-log), by route template
         server_header=False,
         proxy_headers=False,  # client addresses are not used; one ASGI layer less per request
-        timeout_graceful_shutdown=int(settings.drain_timeout_s),
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_ms / 1000),
     )
     server = DrainingServer(config, app.state.draining)
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,4 +1,4 @@
-"""The seed's cluster env vars → ClusterConfig and the etcd member's command line."""
+"""The seed's cluster env vars → Settings → ClusterConfig and the etcd member's command line."""
 
 from __future__ import annotations
 
@@ -6,13 +6,23 @@ from pathlib import Path
 
 import pytest
 
-from jq_tool.engine.etcd_member import ClusterConfig, ClusterConfigError, EtcdMember
+from jq_tool.engine.base import ClusterConfig
+from jq_tool.engine.etcd_member import EtcdMember
+from jq_tool.engine.factory import engine_config
+from jq_tool.settings import SettingsError, build_settings
 
 PEERS = "n1@127.0.0.1:4000,n2@127.0.0.1:4010,n3@127.0.0.1:4020"
 
 
+def cluster_from_env(env: dict[str, str]) -> ClusterConfig:
+    """Cluster env vars read as `jq serve` reads them, then derived into the engine's config."""
+    cluster = engine_config(build_settings({}, env={"CLUSTER_MODE": "true", **env})).cluster
+    assert cluster is not None
+    return cluster
+
+
 def test_seed_env_vars_describe_the_cluster() -> None:
-    config = ClusterConfig.from_env(
+    config = cluster_from_env(
         {
             "NODE_ID": "n2",
             "RAFT_ADDR": "127.0.0.1:4010",
@@ -22,7 +32,7 @@ def test_seed_env_vars_describe_the_cluster() -> None:
         }
     )
     assert config.node_id == "n2" and config.bootstrap
-    assert config.client_addr == "127.0.0.1:4011"
+    assert config.etcd_client_addr == "127.0.0.1:4011"
     assert config.endpoints() == [
         "http://127.0.0.1:4011",
         "http://127.0.0.1:4001",
@@ -34,7 +44,7 @@ def test_seed_env_vars_describe_the_cluster() -> None:
 
 
 def test_existing_etcd_endpoints_need_no_member() -> None:
-    config = ClusterConfig.from_env(
+    config = cluster_from_env(
         {"NODE_ID": "a", "ETCD_ENDPOINTS": "http://10.0.0.1:2379/, http://10.0.0.2:2379"}
     )
     assert config.endpoints() == ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
@@ -51,5 +61,5 @@ def test_existing_etcd_endpoints_need_no_member() -> None:
     ],
 )
 def test_bad_cluster_env_is_a_clear_error(env: dict[str, str], message: str) -> None:
-    with pytest.raises(ClusterConfigError, match=message):
-        ClusterConfig.from_env(env)
+    with pytest.raises(SettingsError, match=message):
+        cluster_from_env(env)

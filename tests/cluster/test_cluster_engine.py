@@ -4,6 +4,7 @@ replication, the elected ticker, stopping a node, and a wiped node catching up."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,26 +15,36 @@ from jq_tool.chaos.target import free_peer_ports
 from jq_tool.core.model import JobState
 from jq_tool.engine.base import JobSpec
 from jq_tool.engine.cluster import ClusterEngine
-from jq_tool.engine.etcd_member import ClusterConfig
-from jq_tool.engine.local import EngineConfig
+from jq_tool.engine.factory import engine_config
+from jq_tool.settings import Settings, build_settings
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd-server not installed")
 
 
-def cluster_configs(n: int = 3) -> list[ClusterConfig]:
+def cluster_configs(n: int = 3) -> list[Settings]:
+    """The settings of n nodes, from the seed's env vars as `jq serve` reads them."""
     peers = {f"n{i}": f"127.0.0.1:{port}" for i, port in enumerate(free_peer_ports(n), 1)}
     env_peers = ",".join(f"{k}@{v}" for k, v in peers.items())
     return [
-        ClusterConfig.from_env(
-            {"NODE_ID": node, "RAFT_ADDR": addr, "PEERS": env_peers, "BOOTSTRAP": "true"}
-        )
+        build_settings(
+            {},
+            env={
+                "CLUSTER_MODE": "true",
+                "NODE_ID": node,
+                "RAFT_ADDR": addr,
+                "PEERS": env_peers,
+                "BOOTSTRAP": "true",
+            },
+        )  # fmt: skip
         for node, addr in peers.items()
     ]
 
 
-def engine_for(cluster: ClusterConfig, root: Path, **overrides: int) -> ClusterEngine:
-    config = EngineConfig(data_dir=root / cluster.node_id, tick_ms=200, **overrides)  # type: ignore[arg-type]
-    return ClusterEngine(config, cluster)
+def engine_for(cluster: Settings, root: Path, **overrides: int) -> ClusterEngine:
+    settings = dataclasses.replace(
+        cluster, data_dir=root / cluster.node_id, lease_check_interval_ms=200, **overrides
+    )
+    return ClusterEngine(engine_config(settings))
 
 
 @pytest.fixture
@@ -126,7 +137,7 @@ async def test_forked_local_snapshots_feed_the_published_one(
     import msgspec
 
     from jq_tool.core.wal_format import read_snapshot
-    from jq_tool.engine.cluster import SNAPSHOT_META, SnapshotMeta
+    from jq_tool.engine.cluster_snapshot import SNAPSHOT_META, SnapshotMeta
 
     caplog.set_level(logging.INFO, logger="jq.cluster")
     configs = cluster_configs()
@@ -134,7 +145,7 @@ async def test_forked_local_snapshots_feed_the_published_one(
     await asyncio.gather(*(e.start() for e in engines))
     try:
         ids = [(await engines[i % 3].submit(JobSpec(payload=str(i)))).job_id for i in range(30)]
-        await wait_for(lambda: all(e._snapshot_revision > 0 for e in engines), timeout=20)
+        await wait_for(lambda: all(e._snapshot_at > 0 for e in engines), timeout=20)
         await wait_for(lambda: sum(e.role == "leader" for e in engines) == 1, timeout=20)
         leader = next(e for e in engines if e.role == "leader")
         await leader._compact_log()

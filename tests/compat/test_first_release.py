@@ -21,8 +21,9 @@ from jq_tool.auth.embedded_store import EmbeddedKeyStore
 from jq_tool.core.state_machine import StateMachine
 from jq_tool.engine.cluster import ClusterEngine
 from jq_tool.engine.etcd_client import KeyValue
-from jq_tool.engine.etcd_member import ClusterConfig
-from jq_tool.engine.local import EngineConfig, LocalEngine
+from jq_tool.engine.factory import engine_config
+from jq_tool.engine.local import LocalEngine
+from jq_tool.settings import Settings
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "first_release"
 EXPECTED: dict[str, Any] = json.loads((FIXTURE / "expected.json").read_text())
@@ -58,7 +59,8 @@ async def test_a_first_release_data_dir_recovers_to_the_same_state(
 ) -> None:
     data_dir = copy_fixture(name, tmp_path)
     for _round in range(2):  # as written by the first release, then as snapshotted by today's
-        engine = LocalEngine(EngineConfig(data_dir=data_dir, tick_ms=3_600_000))
+        settings = Settings(data_dir=data_dir, lease_check_interval_ms=3_600_000)
+        engine = LocalEngine(engine_config(settings))
         await engine.start()
         try:
             assert engine.recovery_message is None
@@ -82,10 +84,10 @@ async def test_a_first_release_cluster_snapshot_and_log_replay_to_the_same_state
     tmp_path: Path,
 ) -> None:
     data_dir = copy_fixture("cluster", tmp_path)
-    cluster = ClusterConfig(
-        node_id="n1", raft_addr="", peers={}, etcd_endpoints=("http://127.0.0.1:1",)
+    settings = Settings(
+        data_dir=data_dir, cluster_mode=True, node_id="n1", etcd_endpoints=("http://127.0.0.1:1",)
     )
-    engine = ClusterEngine(EngineConfig(data_dir=data_dir), cluster, start_member=False)
+    engine = ClusterEngine(engine_config(settings), start_member=False)
     engine._load_local_snapshot()
     assert engine.applied_revision == 41
     values = msgspec.msgpack.decode((data_dir / "log.msgpack").read_bytes(), type=list[bytes])

@@ -1,5 +1,5 @@
 """Checks of docker-compose.cluster.yml that run without a Docker engine: three nodes whose
-cluster env vars describe one etcd cluster (parsed by the server's own ClusterConfig), each
+cluster env vars describe one etcd cluster (read by the server's own build_settings), each
 with its own WAL volume and published port, keys shared through Redis; and the compose client
 accepts the file."""
 
@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from jq_tool.engine.etcd_member import ClusterConfig, EtcdMember
+from jq_tool.engine.etcd_member import EtcdMember
+from jq_tool.engine.factory import engine_config
 from jq_tool.settings import build_settings
 from tests.distribution.test_compose import compose_client, environment
 
@@ -44,8 +45,9 @@ def test_every_node_describes_the_same_cluster(compose: dict[str, Any]) -> None:
         env = environment(compose["services"][node])
         assert env["CLUSTER_MODE"] == "true"
         assert env["REDIS_URL"].startswith("redis://redis:")
-        build_settings({}, env=env)  # every server variable has a value the server accepts
-        config = ClusterConfig.from_env(env)
+        settings = build_settings({}, env=env)  # every variable has a value the server accepts
+        config = engine_config(settings).cluster
+        assert config is not None
         assert config.node_id == node and config.raft_addr == f"{node}:2380"
         configs.append(config)
     assert len({tuple(sorted(c.peers.items())) for c in configs}) == 1

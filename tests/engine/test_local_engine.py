@@ -12,17 +12,19 @@ import pytest
 
 from jq_tool.core.model import ErrorCode, JobState, NewJob, Submit
 from jq_tool.engine.base import CommandRejected, EngineUnavailable, JobSpec, StorageFull
-from jq_tool.engine.local import EngineConfig, LocalEngine
+from jq_tool.engine.factory import engine_config
+from jq_tool.engine.local import LocalEngine
+from jq_tool.settings import Settings
 
 
 def make_engine(data_dir: Path, **overrides: int) -> LocalEngine:
-    config = EngineConfig(data_dir=data_dir, **overrides)  # type: ignore[arg-type]
-    return LocalEngine(config)
+    settings = Settings(data_dir=data_dir, **overrides)  # type: ignore[arg-type]
+    return LocalEngine(engine_config(settings))
 
 
 @pytest.fixture
 async def engine(tmp_path: Path):
-    engine = make_engine(tmp_path, tick_ms=50)
+    engine = make_engine(tmp_path, lease_check_interval_ms=50)
     await engine.start()
     yield engine
     await engine.stop()
@@ -232,7 +234,7 @@ async def test_long_poll_times_out_empty(engine: LocalEngine) -> None:
 
 
 async def test_delayed_job_wakes_a_waiting_lease_when_due(engine: LocalEngine) -> None:
-    from jq_tool.engine.local import now_ms
+    from jq_tool.engine.command_engine import now_ms
 
     outcome = await engine.submit(JobSpec(payload="later", run_at=now_ms() + 300))
     assert await engine.lease("default") == []

@@ -68,7 +68,7 @@ def test_settings_from_flags_env_and_defaults() -> None:
 
 def test_settings_errors_name_flag_and_env() -> None:
     with pytest.raises(SettingsError, match="--lease-duration.*LEASE_DURATION"):
-        build_settings({"lease_duration": "later"}, env={})
+        build_settings({"lease_ms": "later"}, env={})
     with pytest.raises(SettingsError, match="JQ_SEED_KEYS"):
         build_settings({}, env={"JQ_SEED_KEYS": "maybe"})
 
