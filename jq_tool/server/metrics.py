@@ -68,10 +68,7 @@ class QueueCollector(Collector):
         yield requests
         health = self.engine.health()
         yield GaugeMetricFamily("jq_up", "1 when the engine accepts writes", value=int(health.ok))
-        # The engine may offer its own metrics (WAL fsync latency, ...) as collectors.
-        engine_metrics = getattr(self.engine, "metrics", None)
-        if callable(engine_metrics):
-            yield from engine_metrics()
+        yield from self.engine.metrics()  # the log's own: append latency, batch sizes, ...
 
 
 def build_registry(engine: Engine, counts: RequestCounts) -> CollectorRegistry:

@@ -188,6 +188,10 @@ def test_access_log_shows_route_templates_not_secrets(jq_server_factory: Any) ->
             "/admin/keys", json={"name": "n", "owner_id": "o", "type": "client"}
         ).json()["key"]
         assert admin.delete(f"/keys/{secret}").status_code == 200
+    # The access line is written after the answer is sent: give the server a moment.
+    deadline = time.monotonic() + 5
+    while "DELETE /keys/{key} 200" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
     log = server.log()
     assert "DELETE /keys/{key} 200" in log
     assert "POST /admin/keys 201" in log
