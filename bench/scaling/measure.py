@@ -3,9 +3,12 @@ through httpx, as jq's cluster engine writes today) against NATS JetStream (3 se
 file-storage stream per shard, `js.publish` waiting for the PubAck). Loopback only.
 
     .venv/bin/python -m bench.scaling.measure --quick     # 1 round, 2 s per load (~2 min)
-    .venv/bin/python -m bench.scaling.measure             # 3 rounds, 5 s per load (~10 min)
+    .venv/bin/python -m bench.scaling.measure             # 3 rounds, 5 s per load, 3 logs (~20 min)
     .venv/bin/python -m bench.scaling.measure --out bench/scaling/results/measure.json
     .venv/bin/python -m bench.scaling.measure --idle --out bench/scaling/results/idle.json
+    .venv/bin/python -m bench.scaling.measure --shards "" \
+        --loads latency,writers64,batch100,group64 \
+        --out bench/scaling/results/measure_sync.json    # the three logs side by side, focused
 
 What it runs, per round, the order of the systems rotating between rounds (the machine
 is shared and noisy: read ratios and medians, not one number):
@@ -509,11 +512,11 @@ SYSTEMS = ("etcd", "jetstream", "jetstream-sync")
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     seconds = 2.0 if args.quick else 5.0
     rounds = args.rounds or (1 if args.quick else 3)
-    shard_counts = (1, 2, 4)
+    shard_counts = tuple(int(n) for n in args.shards.split(",") if n)
     kinds = tuple(args.systems.split(","))
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {s: {} for s in kinds}
     root = Path(tempfile.mkdtemp(prefix="jq-scaling-", dir="/var/tmp"))
-    systems = Systems(root, max(shard_counts))
+    systems = Systems(root, max(shard_counts, default=1))
     began = time.time()
     try:
         systems.start(kinds)
@@ -524,6 +527,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             for kind in order:
                 shards = systems.shards(kind, 1)
                 for name, load, params in SINGLE_SHARD_LOADS:
+                    if args.loads and name not in args.loads.split(","):
+                        continue
                     row = run_load(
                         kind, shards, systems.usage(kind), load, {**params, "seconds": seconds}
                     )
@@ -698,6 +703,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-census", action="store_true", help="skip the strace fsync census")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--idle", action="store_true", help="only the idle cost of a shard")
+    parser.add_argument("--loads", default="", help="only these single-shard loads (a,b,...)")
+    parser.add_argument("--shards", default="1,2,4", help="shard counts of the multi-shard load")
     parser.add_argument(
         "--systems", default=",".join(SYSTEMS), help=f"comma-separated, of {','.join(SYSTEMS)}"
     )
