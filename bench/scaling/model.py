@@ -239,10 +239,11 @@ def sharded(
     split: int = 1,
 ) -> Point:
     """S = nodes × shards_per_node shards of 3 replicas, placed evenly (each node holds
-    3 × S / N replicas, leaders spread). `routing` is "forward" (any node proxies a request
-    to a replica of the owning shard) or "redirect" (the SDK caches the placement; a stale
-    entry costs one 307). `hot_share`: the share of all commands that goes to the single
-    hottest queue (split over `split` sub-queues on different shards)."""
+    3 × S / N replicas, leaders spread). `routing` is "forward" (clients send anywhere; a node
+    without a replica of the owning shard forwards) or "sdk" (the SDK sends to a replica node
+    it learned from an answer header; 1% stale guesses are forwarded). `hot_share`: the share
+    of all commands that goes to the single hottest queue (split over `split` sub-queues on
+    different shards)."""
     if nodes < REPLICAS:
         return single_node(costs, nodes)
     shards = max(1, round(nodes * shards_per_node))
@@ -253,11 +254,9 @@ def sharded(
     by_jq = nodes * jq_budget * 1e6 / jq_us
     by_log = nodes * log_budget * 1e6 / costs.log_server_us
     rate, limit = (by_jq, "jq CPU") if by_jq <= by_log else (by_log, "log CPU")
-    # One shard: its 3 replica nodes take its commands in (redirect) and apply them.
-    shard_cap = min(
-        costs.shard_log_cap,
-        REPLICAS * jq_budget * 1e6 / jq_us * min(1.0, nodes / (REPLICAS * shards) * REPLICAS),
-    )
+    # One shard: its 3 replica nodes take its commands in and apply them (for a hot shard,
+    # all of those nodes' jq budget; their other shards must be moved away).
+    shard_cap = one_queue_cap(costs)
     if hot_share > 0:
         hot_cap = min(shards, split) * shard_cap / hot_share
         if hot_cap < rate:
@@ -329,13 +328,13 @@ def curves(costs: dict[str, Costs]) -> dict[str, list[Point]]:
     return {
         "today: one etcd group, a member per node": [one_group(e, n) for n in counts],
         "shards on etcd, forwarding": [sharded(e, n, routing="forward") for n in counts],
-        "shards on etcd, SDK redirect": [sharded(e, n, routing="redirect") for n in counts],
-        "shards on JetStream, SDK redirect": [sharded(j, n, routing="redirect") for n in counts],
+        "shards on etcd, SDK routes itself": [sharded(e, n, routing="sdk") for n in counts],
+        "shards on JetStream, SDK routes itself": [sharded(j, n, routing="sdk") for n in counts],
         "etcd shards, one queue with 20% of load": [
-            sharded(e, n, routing="redirect", hot_share=0.2) for n in counts
+            sharded(e, n, routing="sdk", hot_share=0.2) for n in counts
         ],
         "etcd shards, that queue split in 8": [
-            sharded(e, n, routing="redirect", hot_share=0.2, split=8) for n in counts
+            sharded(e, n, routing="sdk", hot_share=0.2, split=8) for n in counts
         ],
     }
 
@@ -383,8 +382,8 @@ def markdown(costs: dict[str, Costs]) -> str:
         ("forwarding hop, when taken", "forward_us"),
     ]:
         out.append(f"| {label} | {getattr(e, attr):.0f} µs | {getattr(j, attr):.0f} µs |")
-    out += ["", "| nodes | today (one group) | etcd shards, forward | etcd shards, redirect | "
-            "JetStream shards, redirect | p99 ms (etcd shards, redirect / forward) |",
+    out += ["", "| nodes | today (one group) | etcd shards, forward | etcd shards, SDK routes | "
+            "JetStream shards, SDK | p99 ms (etcd shards, SDK / forward) |",
             "|---|---|---|---|---|---|"]  # fmt: skip
     lines = curves(costs)
     keys = list(lines)
