@@ -122,7 +122,9 @@ def measured_costs() -> dict[str, Costs]:
     and `etcd_client` the httpx/etcd part measured alone (measure.py, group64); the other
     nodes spent `apply` each. For JetStream the log client and the log servers are swapped
     for the measured JetStream ones, scaled by the ratio the two logs showed under the same
-    load (group64), because jq does not run on JetStream yet."""
+    load (group64) in the same run, because jq does not run on JetStream yet. JetStream means
+    `sync_interval: always` when measure_sync.json has it (as durable as etcd), else the
+    machine's 2.9.10 with its defaults."""
     jq = load("jq_cost")
     jq_median = jq["median"] if jq else FALLBACK["jq_cost"]
     measure = load("measure")
@@ -134,7 +136,6 @@ def measured_costs() -> dict[str, Costs]:
     etcd_client = e["group64"]["client_cpu_us_per_cmd"]
     engine = max(0.0, cluster["entry_jq_cpu_us_per_job"] - http - etcd_client)
     etcd_server = cluster["etcd_cpu_us_per_job"]
-    server_ratio = j["group64"]["server_cpu_us_per_cmd"] / e["group64"]["server_cpu_us_per_cmd"]
     # Forwarding: the receiving node reads the request (http) and sends it on as a client,
     # which costs about what serving it costs (the SDK's lean transport, docs/architecture.md).
     forward = 2 * http
@@ -157,14 +158,26 @@ def measured_costs() -> dict[str, Costs]:
         idle_cores_per_replica=idle["etcd_member_cores"],
         **base,
     )
+    # JetStream as durable as etcd (sync_interval: always) when the focused run has it; its
+    # ratios to etcd are taken within that run, as the machine is noisy between runs.
+    sync = load("measure_sync")
+    js, js_base = j, e
+    if sync and "jetstream-sync" in sync["median"]:
+        js, js_base = sync["median"]["jetstream-sync"], sync["median"]["etcd"]
+    server_ratio = (
+        js["group64"]["server_cpu_us_per_cmd"] / js_base["group64"]["server_cpu_us_per_cmd"]
+    )
+    client_ratio = (
+        js["group64"]["client_cpu_us_per_cmd"] / js_base["group64"]["client_cpu_us_per_cmd"]
+    )
     jetstream = Costs(
         log="jetstream",
-        log_client_us=j["group64"]["client_cpu_us_per_cmd"],
+        log_client_us=etcd_client * client_ratio,
         log_server_us=etcd_server * server_ratio,
-        commit_p50_ms=j["group64"]["p50_ms"],
-        commit_p99_ms=j["group64"]["p99_ms"],
-        commit_p99_idle_ms=j["latency"]["p99_ms"],
-        shard_log_cap=j["batch100"]["commands_per_s"],
+        commit_p50_ms=js["group64"]["p50_ms"],
+        commit_p99_ms=js["group64"]["p99_ms"],
+        commit_p99_idle_ms=js["latency"]["p99_ms"],
+        shard_log_cap=js["batch100"]["commands_per_s"],
         idle_cores_per_replica=idle["jetstream_stream_cores"],
         **base,
     )
@@ -329,7 +342,9 @@ def curves(costs: dict[str, Costs]) -> dict[str, list[Point]]:
         "today: one etcd group, a member per node": [one_group(e, n) for n in counts],
         "shards on etcd, forwarding": [sharded(e, n, routing="forward") for n in counts],
         "shards on etcd, SDK routes itself": [sharded(e, n, routing="sdk") for n in counts],
-        "shards on JetStream, SDK routes itself": [sharded(j, n, routing="sdk") for n in counts],
+        "shards on JetStream (fsync always), SDK routes itself": [
+            sharded(j, n, routing="sdk") for n in counts
+        ],
         "etcd shards, one queue with 20% of load": [
             sharded(e, n, routing="sdk", hot_share=0.2) for n in counts
         ],
