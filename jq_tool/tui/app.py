@@ -1,11 +1,12 @@
 """The `jq tui` Textual app: a live terminal dashboard and a client of the HTTP API like any other.
 
-It follows `GET /events` (Bearer key; `event: stats` drives the counters and the submits/s and
-acks/s sparklines, `event: job` marks the jobs table stale) and reads pages of `GET /jobs`
-through the SDK. When the stream drops (the server restarts, the network goes) it says
-"disconnected, retrying" and reconnects with a short capped backoff, then re-reads the table,
-since events missed meanwhile are not replayed. Keys: 1–7 filter by state, n enqueues a test
-job, r requeues the highlighted DEAD job, Enter shows a job's payload and result, q quits.
+It follows `GET /events` through the SDK's `events()` (typed events: `Stats` drives the counters
+and the submits/s and acks/s sparklines, a `JobEvent` marks the jobs table stale) and reads
+pages of `GET /jobs` through the same client. When the stream drops (the server restarts, the
+network goes) it says "disconnected, retrying" and reconnects with a short capped backoff, then
+re-reads the table, since events missed meanwhile are not replayed. Keys: 1–7 filter by state,
+n enqueues a test job, r requeues the highlighted DEAD job, Enter shows a job's payload and
+result, q quits.
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import ClassVar
 
-import httpx
-import msgspec
 from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
@@ -27,8 +26,16 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Sparkline, Static
 
-from jq_tool.sdk import AsyncClient, Job, JobState, JqError, Stats
-from jq_tool.sdk.client import SseParser
+from jq_tool.sdk import (
+    AsyncClient,
+    AsyncEventStream,
+    Job,
+    JobEvent,
+    JobState,
+    JqError,
+    Stats,
+    utc_now,
+)
 
 COUNTERS = ("runnable", "running", "scheduled", "retry", "dead", "acked")
 
@@ -85,7 +92,7 @@ def _clock(moment: datetime | None) -> str:
 
 def _state_label(job: Job) -> Text:
     label = job.state.value
-    if job.state is JobState.READY and job.run_at and job.run_at > datetime.now(UTC):
+    if job.state is JobState.READY and job.run_at and job.run_at > utc_now():
         label = "SCHEDULED"
     return Text(label, style=STATE_STYLES.get(job.state, "bold"))
 
@@ -122,11 +129,6 @@ class JqDashboard(App[None]):
         # No retries inside the SDK: the event loop below owns reconnecting, and a keypress
         # should fail fast with a message rather than hang while the server is down.
         self.client = AsyncClient(self.url, key, timeout=5.0, retries=0)
-        self._stream = httpx.AsyncClient(
-            base_url=self.url,
-            headers={"Authorization": f"Bearer {key}", "Accept": "text/event-stream"},
-            timeout=httpx.Timeout(5.0, read=STREAM_READ_TIMEOUT_S),
-        )
 
     # --- layout ------------------------------------------------------------------------------
 
@@ -166,8 +168,6 @@ class JqDashboard(App[None]):
     async def on_unmount(self) -> None:
         with contextlib.suppress(Exception):
             await self.client.aclose()
-        with contextlib.suppress(Exception):
-            await self._stream.aclose()
 
     # --- the live stream ---------------------------------------------------------------------
 
@@ -176,35 +176,27 @@ class JqDashboard(App[None]):
         delay = 0.25
         while True:
             try:
-                async with self._stream.stream("GET", "/events") as response:
-                    if response.status_code != 200:
-                        await response.aread()
-                        self.status_reason = _refusal(response)
-                    else:
-                        self.status_reason = ""
-                        self.connected = True
-                        delay = 0.25
-                        self._jobs_stale = True
-                        await self._read_stream(response)
-            except Exception:  # any failure of the stream means: reconnect
+                async with self.client.events(timeout=STREAM_READ_TIMEOUT_S) as stream:
+                    self.status_reason = ""
+                    self.connected = True
+                    delay = 0.25
+                    self._jobs_stale = True
+                    await self._read_stream(stream)
+            except JqError as error:
+                if error.status is not None:  # refused (401, 403, 503): say why
+                    self.status_reason = _refusal(error)
+            except Exception:  # any other failure of the stream means: reconnect
                 pass
             self.connected = False
             self._set_status()
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
 
-    async def _read_stream(self, response: httpx.Response) -> None:
-        parser = SseParser()
-        async for line in response.aiter_lines():
-            event = parser.feed(line)
-            if event is None:
-                continue
-            if event.event == "stats":
-                try:
-                    self.stats = msgspec.json.decode(event.data, type=Stats)
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    continue
-            elif event.event == "job":
+    async def _read_stream(self, stream: AsyncEventStream) -> None:
+        async for event in stream:
+            if isinstance(event, Stats):
+                self.stats = event
+            elif isinstance(event, JobEvent):
                 self._jobs_stale = True
 
     def watch_connected(self, connected: bool) -> None:
@@ -348,12 +340,9 @@ class JqDashboard(App[None]):
         self._jobs_stale = True
 
 
-def _refusal(response: httpx.Response) -> str:
-    try:
-        message = msgspec.json.decode(response.content).get("error")
-    except (msgspec.DecodeError, AttributeError):
-        message = None
-    return f"HTTP {response.status_code}: {message}" if message else f"HTTP {response.status_code}"
+def _refusal(error: JqError) -> str:
+    status = f"HTTP {error.status}"
+    return status if error.message == status else f"{status}: {error.message}"
 
 
 def _detail(job: Job) -> Text:
