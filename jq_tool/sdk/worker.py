@@ -41,6 +41,7 @@ from jq_tool.sdk.errors import (
     PayloadTooLarge,
     ServerUnavailable,
     StorageFull,
+    TlsError,
     Unauthorized,
 )
 from jq_tool.sdk.times import utc_now
@@ -235,7 +236,7 @@ class BaseWorker:
                         level = logging.WARNING if failures == 1 else logging.DEBUG
                         log.log(level, "lease failed (%s); retrying until the server is back", exc)
                         continue
-                    except (Unauthorized, Forbidden, BadRequest) as exc:
+                    except (Unauthorized, Forbidden, BadRequest, TlsError) as exc:
                         log.error("lease refused, the worker stops: %s", exc)
                         raise
                     if failures:

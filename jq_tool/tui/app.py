@@ -22,6 +22,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Sparkline, Static
@@ -125,6 +126,7 @@ class JqDashboard(App[None]):
         self.submits: deque[float] = deque(maxlen=SPARK_POINTS)
         self.acks: deque[float] = deque(maxlen=SPARK_POINTS)
         self.jobs: dict[str, Job] = {}
+        self._opened: str | None = None  # the job whose whole record Enter asked for
         self._jobs_stale = False
         # No retries inside the SDK: the event loop below owns reconnecting, and a keypress
         # should fail fast with a message rather than hang while the server is down.
@@ -259,7 +261,8 @@ class JqDashboard(App[None]):
             return
         if wanted is not self.state_filter:
             return
-        self._fill_table(page.jobs)
+        with contextlib.suppress(NoMatches):  # the app closed while the page was on its way
+            self._fill_table(page.jobs)
 
     def _fill_table(self, jobs: list[Job]) -> None:
         table: DataTable[str | Text] = self.query_one("#jobs", DataTable)
@@ -290,11 +293,19 @@ class JqDashboard(App[None]):
         return None
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        job = self.jobs.get(event.row_key.value or "")
+        job_id = event.row_key.value or ""
+        if job_id and job_id == self._opened:
+            # A refresh of the table highlights the opened row again: keep showing the whole
+            # job (list pages carry no payload or result), read afresh.
+            self.show_job(job_id)
+            return
+        self._opened = None
+        job = self.jobs.get(job_id)
         self.query_one("#detail", Static).update(_detail(job) if job else "")
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value:
+            self._opened = event.row_key.value
             self.show_job(event.row_key.value)
 
     @work(exclusive=True, group="detail")
@@ -305,8 +316,9 @@ class JqDashboard(App[None]):
         except JqError as error:
             self.notify(f"could not load {_short(job_id)}: {error}", severity="error")
             return
-        if self.selected_job_id() == job_id:
-            self.query_one("#detail", Static).update(_detail(job))
+        with contextlib.suppress(NoMatches):  # the app closed while the job was on its way
+            if self.selected_job_id() == job_id:
+                self.query_one("#detail", Static).update(_detail(job))
 
     # --- actions -----------------------------------------------------------------------------
 
