@@ -107,6 +107,20 @@ class BaseHttp11Pool:
             head += "Content-Length: 0\r\n"
         return head.encode("latin-1") + b"\r\n" + (body or b"")
 
+    @staticmethod
+    def _resend(what: str, exc: BaseException, reused: bool) -> bool:
+        """After an exchange failed (its connection closed): True to send the request once more
+        on a fresh connection, which is right only when a reused connection turned out stale;
+        raises the TransportFailure for any other failure; False for what is not a failure of
+        the exchange (a cancellation), to be raised as it is."""
+        if isinstance(exc, _StaleConnection):
+            if reused:
+                return True
+            raise TransportFailure(f"{what}: connection closed") from None
+        if isinstance(exc, _EXCHANGE_FAILURES):
+            raise _failure(what, exc) from exc
+        return False
+
     def _connect_failure(self, exc: BaseException) -> TransportFailure:
         where = f"cannot connect to {self.host}:{self.port}: {exc or 'timed out'}"
         if isinstance(exc, ssl.SSLCertVerificationError):
@@ -191,18 +205,11 @@ class AsyncHttp11Pool(BaseHttp11Pool):
             try:
                 async with asyncio.timeout(timeout):
                     return connection, await _exchange(connection, message, whole=whole)
-            except _StaleConnection:
-                self._close(connection)
-                if reused:
-                    resent = True
-                    continue
-                raise TransportFailure(f"{method} {path}: connection closed") from None
-            except _EXCHANGE_FAILURES as exc:
-                self._close(connection)
-                raise _failure(f"{method} {path}", exc) from exc
-            except BaseException:
-                self._close(connection)  # cancelled mid-exchange: the stream is unusable
-                raise
+            except BaseException as exc:
+                self._close(connection)  # even when cancelled mid-exchange: it is unusable
+                if not self._resend(f"{method} {path}", exc, reused):
+                    raise
+                resent = True
 
     async def _connect(self, timeout: float) -> Connection:
         try:
@@ -317,18 +324,11 @@ class SyncHttp11Pool(BaseHttp11Pool):
                 connection = self._connect(deadline)
             try:
                 return connection, _exchange_blocking(connection, message, deadline, whole=whole)
-            except _StaleConnection:
-                connection.close()
-                if reused:
-                    resent = True
-                    continue
-                raise TransportFailure(f"{method} {path}: connection closed") from None
-            except _EXCHANGE_FAILURES as exc:
-                connection.close()
-                raise _failure(f"{method} {path}", exc) from exc
-            except BaseException:
-                connection.close()  # interrupted mid-exchange: the socket is unusable
-                raise
+            except BaseException as exc:
+                connection.close()  # even when interrupted mid-exchange: it is unusable
+                if not self._resend(f"{method} {path}", exc, reused):
+                    raise
+                resent = True
 
     def _connect(self, deadline: float) -> socket.socket:
         connection: socket.socket | None = None
