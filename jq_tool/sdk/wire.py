@@ -403,6 +403,12 @@ class BaseStreamedAnswer:
         self.close()
         return _failure(self._what, exc)
 
+    def __del__(self) -> None:
+        # Dropped unclosed (a `break` out of `for event in client.events()`): the slot must
+        # come back, or the pool would be one connection smaller for good.
+        with contextlib.suppress(Exception):
+            self.close()
+
     def close(self) -> None:
         """Give the connection back (kept alive only if the body was read to its end) and free
         its pool slot. Safe to call twice."""

@@ -5,6 +5,7 @@ adds its wait)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import Iterator
@@ -61,6 +62,26 @@ def test_a_stream_holds_one_connection_of_the_clients_pool(
             with pytest.raises(ServerUnavailable, match="no free connection"):
                 client.stats(timeout=0.3)
         assert client.stats().total >= 0  # closed: the slot is free again
+
+
+def test_a_stream_left_by_break_gives_its_connection_back(jq_server: ServerProcess) -> None:
+    with Client(jq_server.url, jq_server.client_key, max_connections=1, retries=0) as client:
+        for _ in range(3):
+            for event in client.events():
+                assert isinstance(event, Stats)
+                break
+        assert client.stats(timeout=5).total >= 0
+
+
+async def test_an_async_stream_left_by_break_gives_its_connection_back(
+    jq_server: ServerProcess,
+) -> None:
+    async with AsyncClient(jq_server.url, jq_server.client_key, max_connections=1) as client:
+        for _ in range(3):
+            async for event in client.events():
+                assert isinstance(event, Stats)
+                break
+        assert (await asyncio.wait_for(client.stats(), 5)).total >= 0
 
 
 def test_a_refused_stream_is_a_typed_error(jq_server: ServerProcess) -> None:
