@@ -24,9 +24,10 @@ from jq_tool.sdk import Client
 
 WORKER_CODE = """
 import sys
-from jq_tool.sdk import AsyncWorker, Worker
+from jq_tool.sdk import AsyncWorker, Worker, WorkerOptions
 
 url, key, kind, concurrency = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+options = WorkerOptions(concurrency=concurrency, poll_wait=1.0)
 
 def noop(job):
     return None
@@ -36,10 +37,10 @@ async def async_noop(job):
 
 if kind == "async":
     import asyncio
-    worker = AsyncWorker(url, key, async_noop, concurrency=concurrency, poll_wait=1.0)
+    worker = AsyncWorker(url, key, async_noop, options)
     asyncio.run(worker.run(install_signal_handlers=True))
 else:
-    Worker(url, key, noop, concurrency=concurrency, poll_wait=1.0).run()
+    Worker(url, key, noop, options).run()
 """
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime, timedelta
 
-from jq_tool.sdk import Client, JobSpec, JqError, WaitTimeout
+from jq_tool.sdk import Client, JobEvent, JobSpec, JqError, WaitTimeout
 
 
 def main() -> None:
@@ -37,8 +37,16 @@ def main() -> None:
         except JqError as error:
             print(f"the server refused: {error}")
 
-        stats = client.stats()
+        stats = client.stats(timeout=2.0)  # any call takes its own timeout
         print(f"runnable={stats.runnable} running={stats.running} acked={stats.acked}")
+
+        # The live stream, typed: subscribe, submit, and see the job's first state change.
+        with client.events() as events:
+            watched = client.submit("watched")
+            for event in events:
+                if isinstance(event, JobEvent) and event.job_id == watched:
+                    print(f"{event.job_id}: {event.state.value} in queue {event.queue}")
+                    break
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 
-from jq_tool.sdk import Failure, LeasedJob, Success, Worker
+from jq_tool.sdk import Failure, LeasedJob, Success, Worker, WorkerOptions
 
 
 def handle(job: LeasedJob) -> object:
@@ -30,9 +30,10 @@ def handle(job: LeasedJob) -> object:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     url = os.environ.get("JQ_URL", "http://127.0.0.1:8080")
-    worker = Worker(url, os.environ["JQ_KEY"], handle, concurrency=8)
+    # For an https server with a private CA, add verify="/path/to/ca.pem".
+    options = WorkerOptions(queue="default", concurrency=8, grace=30.0)
+    worker = Worker(url, os.environ["JQ_KEY"], handle, options)
     worker.run()  # until SIGTERM / Ctrl-C
     print(f"done: {worker.counts}")
 

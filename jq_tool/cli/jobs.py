@@ -6,15 +6,21 @@ or JSON with `--json`), and exit with the code output.py's table gives the error
 
 from __future__ import annotations
 
-import re
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated
 
 import typer
 
+from jq_tool.cli.options import (
+    JsonOption,
+    KeyOption,
+    QueueOption,
+    UrlOption,
+    duration_option,
+    open_client,
+    time_option,
+)
 from jq_tool.cli.output import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
@@ -22,41 +28,9 @@ from jq_tool.cli.output import (
     print_json,
     print_record,
     print_rows,
-    reported_errors,
     stdout,
 )
-from jq_tool.sdk import Client, Job, LeasedJob, Settled
-
-DEFAULT_URL = "http://127.0.0.1:8080"
-
-UrlOption = Annotated[
-    str, typer.Option("--url", envvar="JQ_URL", help="Server URL.", show_envvar=True)
-]
-KeyOption = Annotated[
-    str | None,
-    typer.Option("--key", envvar="JQ_KEY", help="API key.", show_envvar=True, show_default=False),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-QueueOption = Annotated[str, typer.Option("--queue", "-q", help="Queue name.")]
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in "500ms", "5s", "2m", "1h" or a bare number of seconds."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise typer.BadParameter(f"{text!r} is not a duration (like 500ms, 5s, 2m, 1h)")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
-
-@contextmanager
-def open_client(url: str, key: str | None, as_json: bool) -> Iterator[Client]:
-    with reported_errors(as_json):
-        client = Client(url, key)
-    with client, reported_errors(as_json):
-        yield client
+from jq_tool.sdk import DEFAULT_URL, Job, LeasedJob, Settled
 
 
 def _job_fields(job: Job) -> list[tuple[str, object]]:
@@ -100,14 +74,10 @@ def _print_settled(settled: Settled, as_json: bool) -> None:
 def submit(
     payload: Annotated[str, typer.Argument(help="The job's payload; '-' reads stdin.")],
     priority: Annotated[int, typer.Option(help="Higher leases first.")] = 0,
-    delay: Annotated[
-        str | None, typer.Option(help="Run after this long: 500ms, 5s, 2m.", show_default=False)
-    ] = None,
+    delay: Annotated[float | None, duration_option("Run after this long: 500ms, 5s, 2m.")] = None,
     run_at: Annotated[
         datetime | None,
-        typer.Option(
-            "--run-at", help="Run at this time (ISO 8601; naive = local).", show_default=False
-        ),
+        time_option("--run-at", help="Run at this time (ISO 8601; naive = local)."),
     ] = None,
     queue: QueueOption = "default",
     max_retries: Annotated[int, typer.Option(min=0, help="Retries after the first try.")] = 3,
@@ -120,15 +90,14 @@ def submit(
     as_json: JsonOption = False,
 ) -> None:
     """Submit a job; prints its id."""
-    seconds = parse_duration(delay) if delay is not None else None
-    if seconds is not None and run_at is not None:
+    if delay is not None and run_at is not None:
         fail("give --delay or --run-at, not both", EXIT_USAGE, as_json=as_json)
     text = sys.stdin.read() if payload == "-" else payload
     with open_client(url, key, as_json) as client:
         job_id = client.submit(
             text,
             priority=priority,
-            delay=seconds,
+            delay=delay,
             run_at=run_at,
             queue=queue,
             max_retries=max_retries,
@@ -142,7 +111,9 @@ def submit(
 
 def lease(
     queue: QueueOption = "default",
-    wait: Annotated[str, typer.Option(help="Long-poll up to this long (≤ 30s).")] = "0s",
+    wait: Annotated[
+        float, duration_option("Long-poll up to this long (≤ 30s).", default="0s")
+    ] = 0.0,
     lease_ms: Annotated[
         int | None, typer.Option(min=1000, help="Lease length in ms.", show_default=False)
     ] = None,
@@ -151,9 +122,8 @@ def lease(
     as_json: JsonOption = False,
 ) -> None:
     """Lease one job (exit 1 when none is available)."""
-    seconds = parse_duration(wait)
     with open_client(url, key, as_json) as client:
-        jobs = client.lease(queue=queue, wait=seconds, max_jobs=1, lease_ms=lease_ms)
+        jobs = client.lease(queue=queue, wait=wait, max_jobs=1, lease_ms=lease_ms)
     if not jobs:
         fail("no jobs available", EXIT_NOT_FOUND, as_json=as_json, error_code="not_found")
     if as_json:

@@ -11,8 +11,9 @@ from typing import Annotated
 
 import typer
 
-from jq_tool.cli.jobs import DEFAULT_URL, JsonOption, KeyOption, UrlOption, open_client
+from jq_tool.cli.options import JsonOption, KeyOption, UrlOption, open_client
 from jq_tool.cli.output import print_json, print_record, print_rows, stdout
+from jq_tool.sdk import DEFAULT_URL
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 

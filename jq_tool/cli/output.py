@@ -28,8 +28,8 @@ from jq_tool.sdk import (
     ServerUnavailable,
     StorageFull,
     Unauthorized,
+    format_time,
 )
-from jq_tool.sdk.client import format_time
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1

@@ -5,29 +5,15 @@ command starts without loading Textual.
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
-DEFAULT_URL = "http://127.0.0.1:8080"
+from jq_tool.cli.options import KeyOption, UrlOption
+from jq_tool.sdk import DEFAULT_URL
 
 
-def tui(
-    url: Annotated[
-        str, typer.Option("--url", envvar="JQ_URL", help="Server URL.", show_envvar=True)
-    ] = DEFAULT_URL,
-    key: Annotated[
-        str | None,
-        typer.Option(
-            "--key",
-            envvar="JQ_KEY",
-            help="API key with jobs:read (and jobs:submit for n and r).",
-            show_envvar=True,
-            show_default=False,
-        ),
-    ] = None,
-) -> None:
-    """Live dashboard in the terminal: totals, rates, jobs by state; n enqueues, r requeues."""
+def tui(url: UrlOption = DEFAULT_URL, key: KeyOption = None) -> None:
+    """Live dashboard in the terminal: totals, rates, jobs by state; n enqueues, r requeues.
+    The key needs jobs:read (and jobs:submit for n and r)."""
     if not url.startswith(("http://", "https://")):
         raise typer.BadParameter(
             f"must start with http:// or https://, got {url!r}", param_hint="--url"

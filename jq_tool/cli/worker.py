@@ -16,9 +16,17 @@ from typing import Annotated, Any
 
 import typer
 
-from jq_tool.cli.jobs import DEFAULT_URL, KeyOption, QueueOption, UrlOption, parse_duration
+from jq_tool.cli.options import KeyOption, QueueOption, UrlOption, duration_option
 from jq_tool.cli.output import EXIT_AUTH, EXIT_USAGE, exit_code_for, fail
-from jq_tool.sdk import AsyncWorker, Forbidden, JqError, Unauthorized, Worker
+from jq_tool.sdk import (
+    DEFAULT_URL,
+    AsyncWorker,
+    Forbidden,
+    JqError,
+    Unauthorized,
+    Worker,
+    WorkerOptions,
+)
 
 
 def load_handler(target: str) -> Callable[..., Any]:
@@ -49,8 +57,12 @@ def worker(
     lease_ms: Annotated[
         int | None, typer.Option(min=1000, help="Lease length in ms.", show_default=False)
     ] = None,
-    wait: Annotated[str, typer.Option(help="Long-poll length per lease request.")] = "10s",
-    grace: Annotated[str, typer.Option(help="At shutdown, wait this long for jobs.")] = "30s",
+    wait: Annotated[
+        float, duration_option("Long-poll length per lease request.", default="10s")
+    ] = 10.0,
+    grace: Annotated[
+        float, duration_option("At shutdown, wait this long for jobs.", default="30s")
+    ] = 30.0,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING.")] = "INFO",
     url: UrlOption = DEFAULT_URL,
     key: KeyOption = None,
@@ -61,23 +73,17 @@ def worker(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # httpx logs every request at INFO: thousands of lines a second from a busy worker.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         handler = load_handler(target)
-        options: dict[str, Any] = {
-            "queue": queue,
-            "concurrency": concurrency,
-            "lease_ms": lease_ms,
-            "poll_wait": parse_duration(wait),
-            "grace": parse_duration(grace),
-        }
+        options = WorkerOptions(
+            queue=queue, concurrency=concurrency, lease_ms=lease_ms, poll_wait=wait, grace=grace
+        )
         if inspect.iscoroutinefunction(handler):
-            async_worker = AsyncWorker(url, key, handler, **options)
+            async_worker = AsyncWorker(url, key, handler, options)
             logging.info("worker on %s queue %r (async, %d at once)", url, queue, concurrency)
             asyncio.run(async_worker.run(install_signal_handlers=True))
         else:
-            sync_worker = Worker(url, key, handler, **options)
+            sync_worker = Worker(url, key, handler, options)
             logging.info("worker on %s queue %r (%d threads)", url, queue, concurrency)
             sync_worker.run(install_signal_handlers=True)
             if sync_worker.handlers_running:

@@ -1,9 +1,16 @@
-"""The jq Python SDK: `Client`/`AsyncClient` for the HTTP API, `Worker`/`AsyncWorker` to
-process jobs, typed results and typed exceptions. It imports nothing from the server side, so
-it works against any jq server over HTTP.
+"""The jq Python SDK: `Client`/`AsyncClient` for the HTTP API (with `events()` for the live
+`/events` stream), `Worker`/`AsyncWorker` (configured by one `WorkerOptions`) to process jobs,
+typed results, typed events and typed exceptions, and the client side's one clock and RFC 3339
+formatter/parser. It imports nothing from the server side, so it works against any jq server
+over HTTP.
+
+The modules: `client` (the two clients and their shared base), `calls` (one request per API
+route), `wire` (the keep-alive connection pools, the one transport), `tls` (`verify=` to an
+SSL context), `sse` (the event stream: format, typed events, iterators), `waiting`
+(`wait_for_completion`, written once), `worker`, `types`, `errors`, `times`.
 """
 
-from jq_tool.sdk.client import AsyncClient, BaseClient, Client
+from jq_tool.sdk.client import DEFAULT_URL, AsyncClient, BaseClient, Client
 from jq_tool.sdk.errors import (
     BadRequest,
     Conflict,
@@ -17,9 +24,12 @@ from jq_tool.sdk.errors import (
     PayloadTooLarge,
     ServerUnavailable,
     StorageFull,
+    TlsError,
     Unauthorized,
     WaitTimeout,
 )
+from jq_tool.sdk.sse import AsyncEventStream, EventStream, ServerEvent
+from jq_tool.sdk.times import format_time, parse_time, utc_now
 from jq_tool.sdk.types import (
     FINISHED_STATES,
     CreatedKey,
@@ -40,11 +50,20 @@ from jq_tool.sdk.types import (
     Success,
     Totals,
 )
-from jq_tool.sdk.worker import AsyncWorker, BaseWorker, Worker, WorkerCounts, handler_outcome
+from jq_tool.sdk.worker import (
+    AsyncWorker,
+    BaseWorker,
+    Worker,
+    WorkerCounts,
+    WorkerOptions,
+    handler_outcome,
+)
 
 __all__ = [
+    "DEFAULT_URL",
     "FINISHED_STATES",
     "AsyncClient",
+    "AsyncEventStream",
     "AsyncWorker",
     "BadRequest",
     "BaseClient",
@@ -52,6 +71,7 @@ __all__ = [
     "Client",
     "Conflict",
     "CreatedKey",
+    "EventStream",
     "Extended",
     "Failure",
     "Forbidden",
@@ -71,16 +91,22 @@ __all__ = [
     "PayloadTooLarge",
     "QueueStats",
     "RevokedKey",
+    "ServerEvent",
     "ServerUnavailable",
     "Settled",
     "Stats",
     "StorageFull",
     "SubmitResult",
     "Success",
+    "TlsError",
     "Totals",
     "Unauthorized",
     "WaitTimeout",
     "Worker",
     "WorkerCounts",
+    "WorkerOptions",
+    "format_time",
     "handler_outcome",
+    "parse_time",
+    "utc_now",
 ]

@@ -1,14 +1,18 @@
-"""The SDK's typed exceptions and the one table that maps an HTTP answer to them.
+"""The SDK's typed exceptions and the one table that maps an HTTP answer, or the lack of one, to
+them.
 
 Every error the server can return (docs/api.md: status + machine `code`) becomes exactly one
 exception class here, so callers catch `LeaseLost` or `JobNotFound` instead of inspecting status
 codes. Connection failures count as `ServerUnavailable`, the same as a 503: in both cases the
-request may be retried later.
+request may be retried later; except a server certificate that TLS verification refused
+(`TlsError`), which no retry can help.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from jq_tool.sdk.wire import CertificateRefused, TransportFailure
 
 
 class JqError(Exception):
@@ -80,6 +84,11 @@ class ServerUnavailable(JqError):
     """503, or the server could not be reached: nothing is known to have happened; retry."""
 
 
+class TlsError(JqError):
+    """TLS verification refused the server's certificate or host name: not retried. Trust the
+    server's CA with the client's `verify="/path/ca.pem"` (or `SSL_CERT_FILE`)."""
+
+
 class StorageFull(JqError):
     """507: the server's disk is full; nothing was written. Retry later."""
 
@@ -123,3 +132,11 @@ def error_for_response(status: int, body: Any, *, not_found: type[NotFound] = No
     if cls is None:
         cls = ServerUnavailable if status >= 500 else JqError
     return cls(message, status=status, code=code, field=field)
+
+
+def error_for_failure(what: str, failure: TransportFailure) -> JqError:
+    """The exception for a request that got no answer (`what` names the request)."""
+    message = f"{what}: {type(failure).__name__}: {failure or 'no answer'}"
+    if isinstance(failure, CertificateRefused):
+        return TlsError(message)
+    return ServerUnavailable(message)

@@ -145,6 +145,11 @@ class JobEvent(msgspec.Struct, frozen=True):
     priority: int = 0
     at: datetime | int | None = None
 
+    @property
+    def finished(self) -> bool:
+        """Whether the job reached ACKED, DEAD or CANCELLED with this change."""
+        return self.state in FINISHED_STATES
+
 
 class Key(msgspec.Struct, frozen=True):
     """An API key as listed: never the secret."""

@@ -1,23 +1,32 @@
-"""The SDK's HTTP/1.1 connection pools: keep-alive connections for the request/response calls of
-`AsyncClient` (`Http11Pool`, over asyncio streams: the worker's hot path of lease, ack, extend)
-and of `Client` (`SyncHttp11Pool`, over blocking sockets, shared by the caller's threads).
+"""The SDK's one transport: HTTP/1.1 keep-alive connection pools that carry every call of a
+client, the `/events` stream included. `AsyncHttp11Pool` (asyncio streams, one event loop) serves
+`AsyncClient` and the workers; `SyncHttp11Pool` (blocking sockets, shared by the caller's
+threads) serves `Client`. `https://` URLs are spoken over TLS with the context sdk/tls.py makes
+of the client's `verify=`.
 
-Why not httpx here: measured on this project's machines, one httpx.AsyncClient request costs
-~10x the CPU of the same request over a plain asyncio stream (anyio and httpcore's pool
-bookkeeping), and a worker process spends nearly all of its time making requests; a sync
-httpx.Client request cost 0.3-0.6 ms of CPU in pure Python (httpcore, h11), ~6x the blocking
-pool's, and threads sharing a process queued for the GIL. So the pools are ours, but reading an
-answer is not: `httptools.HttpResponseParser` (llhttp, the C parser uvicorn uses) parses status
-line, headers, Content-Length and chunked bodies (extensions, trailers), skips interim 1xx
-answers, and says whether the connection may be kept. We only note whether the body is framed,
-so an answer without a length is read to EOF. (h11 reads the same answers correctly but cost
-~30x the CPU per answer here.) Requests are our own fixed, well-formed output: an f-string, with
-header values checked once for CR/LF. httpx still serves the `/events` stream of both clients.
+Why not httpx: measured on this project's machines, one httpx.AsyncClient request costs ~10x the
+CPU of the same request over a plain asyncio stream (anyio and httpcore's pool bookkeeping), and
+a worker process spends nearly all of its time making requests; a sync httpx.Client request cost
+0.3-0.6 ms of CPU in pure Python (httpcore, h11), ~6x the blocking pool's, and threads sharing a
+process queued for the GIL. So the pools are ours, but reading an answer is not:
+`httptools.HttpResponseParser` (llhttp, the C parser uvicorn uses) parses status line, headers,
+Content-Length and chunked bodies (extensions, trailers), skips interim 1xx answers, and says
+whether the connection may be kept. We only note whether the body is framed, so an answer
+without a length is read to EOF. (h11 reads the same answers correctly but cost ~30x the CPU per
+answer here.) Requests are our own fixed, well-formed output: an f-string, with header values
+checked once for CR/LF.
+
+Two ways to ask: `request()` reads the whole answer within one timeout; `stream()` returns once
+the answer's head is in, and its body is then read piece by piece as it arrives (`read(timeout)`
+waits at most that long for the next bytes). A streamed answer holds its connection, and its
+place among `max_connections`, until the body has ended or the caller closes it; only a body
+read to its end leaves a connection fit for the keep-alive pool.
 
 A request that fails on a reused connection before any byte of the answer arrived is sent once
 more on a fresh connection: the server had closed that idle connection and never read the
 request. Every other failure (refused, reset, timed out, truncated or malformed answer) is a
-`TransportFailure`, which the clients turn into `ServerUnavailable`.
+`TransportFailure`, which the clients turn into `ServerUnavailable`; a server certificate that
+TLS verification refused is a `CertificateRefused`, which no retry can help.
 """
 
 from __future__ import annotations
@@ -32,6 +41,8 @@ from urllib.parse import urlencode, urlsplit
 
 import httptools
 
+from jq_tool.sdk.tls import Verify, tls_context
+
 _HEAD_LIMIT = 1 << 20  # bytes of status line + headers we accept
 _READ_SIZE = 1 << 16
 # HEAD and CONNECT answers carry a length but no body; llhttp cannot be told which request an
@@ -45,19 +56,29 @@ class TransportFailure(Exception):
     """No answer: the connection could not be made, broke, or the answer timed out."""
 
 
-class BaseHttp11Pool:
-    """Everything but I/O: the URL and headers, checked once, and the bytes of each request."""
+class CertificateRefused(TransportFailure):
+    """TLS verification refused the server's certificate (or its host name)."""
 
-    def __init__(self, url: str, headers: dict[str, str], *, max_connections: int = 100) -> None:
+
+class BaseHttp11Pool:
+    """Everything but I/O: the URL, TLS and headers, checked once, and the bytes of each
+    request."""
+
+    def __init__(
+        self,
+        url: str,
+        headers: dict[str, str],
+        *,
+        max_connections: int = 100,
+        verify: Verify = True,
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.prefix = parts.path.rstrip("/")
-        self.ssl: ssl.SSLContext | None = (
-            ssl.create_default_context() if parts.scheme == "https" else None
-        )
+        self.ssl: ssl.SSLContext | None = tls_context(verify) if parts.scheme == "https" else None
         authority = parts.netloc.rpartition("@")[2]
         fixed = {"Host": authority, "Connection": "keep-alive", **headers}
         for name, value in fixed.items():
@@ -86,17 +107,57 @@ class BaseHttp11Pool:
             head += "Content-Length: 0\r\n"
         return head.encode("latin-1") + b"\r\n" + (body or b"")
 
+    @staticmethod
+    def _resend(what: str, exc: BaseException, reused: bool) -> bool:
+        """After an exchange failed (its connection closed): True to send the request once more
+        on a fresh connection, which is right only when a reused connection turned out stale;
+        raises the TransportFailure for any other failure; False for what is not a failure of
+        the exchange (a cancellation), to be raised as it is."""
+        if isinstance(exc, _StaleConnection):
+            if reused:
+                return True
+            raise TransportFailure(f"{what}: connection closed") from None
+        if isinstance(exc, _EXCHANGE_FAILURES):
+            raise _failure(what, exc) from exc
+        return False
+
+    def _connect_failure(self, exc: BaseException) -> TransportFailure:
+        where = f"cannot connect to {self.host}:{self.port}: {exc or 'timed out'}"
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return CertificateRefused(where)
+        return TransportFailure(where)
+
+    def _put_back(self, connection: object, reusable: bool) -> None:
+        raise NotImplementedError
+
+    def _free_slot(self) -> None:
+        raise NotImplementedError
+
 
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-class Http11Pool(BaseHttp11Pool):
+class AsyncHttp11Pool(BaseHttp11Pool):
     """The pool over asyncio streams, for one event loop."""
 
-    def __init__(self, url: str, headers: dict[str, str], *, max_connections: int = 100) -> None:
-        super().__init__(url, headers, max_connections=max_connections)
+    def __init__(
+        self,
+        url: str,
+        headers: dict[str, str],
+        *,
+        max_connections: int = 100,
+        verify: Verify = True,
+    ) -> None:
+        super().__init__(url, headers, max_connections=max_connections, verify=verify)
         self._idle: list[Connection] = []
-        self._slots: asyncio.Semaphore | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+
+    @property
+    def _slots(self) -> asyncio.Semaphore:
+        # Made on first use: it belongs to the loop the pool is used on.
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.max_connections)
+        return self._semaphore
 
     async def request(
         self,
@@ -109,34 +170,46 @@ class Http11Pool(BaseHttp11Pool):
     ) -> tuple[int, bytes]:
         """Send one request; (status, body) of the answer."""
         message = self._request_bytes(method, path, body, params)
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.max_connections)
         async with self._slots:
-            resent = False
-            while True:
-                # The resend goes on a fresh connection: other idle ones may be stale too.
-                reused = bool(self._idle) and not resent
-                connection = self._idle.pop() if reused else await self._connect(timeout)
-                try:
-                    async with asyncio.timeout(timeout):
-                        status, answer, keep = await _exchange(connection, message)
-                except _StaleConnection:
-                    self._close(connection)
-                    if reused:
-                        resent = True
-                        continue
-                    raise TransportFailure(f"{method} {path}: connection closed") from None
-                except _EXCHANGE_FAILURES as exc:
-                    self._close(connection)
-                    raise _failure(method, path, exc) from exc
-                except BaseException:
-                    self._close(connection)  # cancelled mid-exchange: the stream is unusable
+            connection, answer = await self._send(method, path, message, timeout, whole=True)
+            self._put_back(connection, answer.reusable)
+            return answer.status, answer.take_body()
+
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, object] | None = None,
+        timeout: float = 10.0,
+    ) -> AsyncStreamedAnswer:
+        """Send one request and return once the answer's head is in (within `timeout`); read
+        the body from the streamed answer, and close it."""
+        message = self._request_bytes(method, path, None, params)
+        await self._slots.acquire()
+        try:
+            connection, answer = await self._send(method, path, message, timeout, whole=False)
+        except BaseException:
+            self._slots.release()
+            raise
+        return AsyncStreamedAnswer(self, connection, answer, f"{method} {path}")
+
+    async def _send(
+        self, method: str, path: str, message: bytes, timeout: float, *, whole: bool
+    ) -> tuple[Connection, _Answer]:
+        resent = False
+        while True:
+            # The resend goes on a fresh connection: other idle ones may be stale too.
+            reused = bool(self._idle) and not resent
+            connection = self._idle.pop() if reused else await self._connect(timeout)
+            try:
+                async with asyncio.timeout(timeout):
+                    return connection, await _exchange(connection, message, whole=whole)
+            except BaseException as exc:
+                self._close(connection)  # even when cancelled mid-exchange: it is unusable
+                if not self._resend(f"{method} {path}", exc, reused):
                     raise
-                if keep:
-                    self._idle.append(connection)
-                else:
-                    self._close(connection)
-                return status, answer
+                resent = True
 
     async def _connect(self, timeout: float) -> Connection:
         try:
@@ -148,13 +221,21 @@ class Http11Pool(BaseHttp11Pool):
                     server_hostname=self.host if self.ssl else None,
                 )
         except (OSError, TimeoutError) as exc:
-            raise TransportFailure(
-                f"cannot connect to {self.host}:{self.port}: {exc or 'timed out'}"
-            ) from exc
+            raise self._connect_failure(exc) from exc
 
     @staticmethod
     def _close(connection: Connection) -> None:
         connection[1].close()
+
+    def _put_back(self, connection: object, reusable: bool) -> None:
+        assert isinstance(connection, tuple)
+        if reusable:
+            self._idle.append(connection)
+        else:
+            self._close(connection)
+
+    def _free_slot(self) -> None:
+        self._slots.release()
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
@@ -167,10 +248,18 @@ class Http11Pool(BaseHttp11Pool):
 
 class SyncHttp11Pool(BaseHttp11Pool):
     """The pool over blocking sockets, safe to share between threads. `timeout` bounds the whole
-    request: waiting for a free connection, connecting, sending and reading the answer."""
+    request: waiting for a free connection, connecting, sending and reading the answer (for a
+    stream: up to the answer's head)."""
 
-    def __init__(self, url: str, headers: dict[str, str], *, max_connections: int = 100) -> None:
-        super().__init__(url, headers, max_connections=max_connections)
+    def __init__(
+        self,
+        url: str,
+        headers: dict[str, str],
+        *,
+        max_connections: int = 100,
+        verify: Verify = True,
+    ) -> None:
+        super().__init__(url, headers, max_connections=max_connections, verify=verify)
         self._idle: list[socket.socket] = []
         self._idle_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_connections)
@@ -186,42 +275,60 @@ class SyncHttp11Pool(BaseHttp11Pool):
     ) -> tuple[int, bytes]:
         """Send one request; (status, body) of the answer."""
         message = self._request_bytes(method, path, body, params)
+        deadline = self._take_slot(method, path, timeout)
+        try:
+            connection, answer = self._send(method, path, message, deadline, whole=True)
+            self._put_back(connection, answer.reusable)
+            return answer.status, answer.take_body()
+        finally:
+            self._slots.release()
+
+    def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, object] | None = None,
+        timeout: float = 10.0,
+    ) -> SyncStreamedAnswer:
+        """Send one request and return once the answer's head is in (within `timeout`); read
+        the body from the streamed answer, and close it."""
+        message = self._request_bytes(method, path, None, params)
+        deadline = self._take_slot(method, path, timeout)
+        try:
+            connection, answer = self._send(method, path, message, deadline, whole=False)
+        except BaseException:
+            self._slots.release()
+            raise
+        return SyncStreamedAnswer(self, connection, answer, f"{method} {path}")
+
+    def _take_slot(self, method: str, path: str, timeout: float) -> float:
+        """Wait for a free connection slot; the deadline of the request."""
         deadline = time.monotonic() + timeout
         if not self._slots.acquire(timeout=timeout):
             raise TransportFailure(
                 f"{method} {path}: TimeoutError: no free connection within {timeout}s"
             )
-        try:
-            resent = False
-            while True:
-                # The resend goes on a fresh connection: other idle ones may be stale too.
-                with self._idle_lock:
-                    connection = self._idle.pop() if self._idle and not resent else None
-                reused = connection is not None
-                if connection is None:
-                    connection = self._connect(deadline)
-                try:
-                    status, answer, keep = _exchange_blocking(connection, message, deadline)
-                except _StaleConnection:
-                    connection.close()
-                    if reused:
-                        resent = True
-                        continue
-                    raise TransportFailure(f"{method} {path}: connection closed") from None
-                except _EXCHANGE_FAILURES as exc:
-                    connection.close()
-                    raise _failure(method, path, exc) from exc
-                except BaseException:
-                    connection.close()  # interrupted mid-exchange: the socket is unusable
+        return deadline
+
+    def _send(
+        self, method: str, path: str, message: bytes, deadline: float, *, whole: bool
+    ) -> tuple[socket.socket, _Answer]:
+        resent = False
+        while True:
+            # The resend goes on a fresh connection: other idle ones may be stale too.
+            with self._idle_lock:
+                connection = self._idle.pop() if self._idle and not resent else None
+            reused = connection is not None
+            if connection is None:
+                connection = self._connect(deadline)
+            try:
+                return connection, _exchange_blocking(connection, message, deadline, whole=whole)
+            except BaseException as exc:
+                connection.close()  # even when interrupted mid-exchange: it is unusable
+                if not self._resend(f"{method} {path}", exc, reused):
                     raise
-                if keep:
-                    with self._idle_lock:
-                        self._idle.append(connection)
-                else:
-                    connection.close()
-                return status, answer
-        finally:
-            self._slots.release()
+                resent = True
 
     def _connect(self, deadline: float) -> socket.socket:
         connection: socket.socket | None = None
@@ -235,16 +342,168 @@ class SyncHttp11Pool(BaseHttp11Pool):
         except OSError as exc:
             if connection is not None:
                 connection.close()
-            raise TransportFailure(
-                f"cannot connect to {self.host}:{self.port}: {exc or 'timed out'}"
-            ) from exc
+            raise self._connect_failure(exc) from exc
         return connection
+
+    def _put_back(self, connection: object, reusable: bool) -> None:
+        assert isinstance(connection, socket.socket)
+        if reusable:
+            with self._idle_lock:
+                self._idle.append(connection)
+        else:
+            connection.close()
+
+    def _free_slot(self) -> None:
+        self._slots.release()
 
     def close(self) -> None:
         with self._idle_lock:
             idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
+
+
+class BaseStreamedAnswer:
+    """An answer whose head is in and whose body is read as it arrives: everything but the
+    reads. It holds its connection and pool slot until `close()`, which hands the connection
+    back to the pool only when the body was read to its end."""
+
+    def __init__(
+        self, pool: BaseHttp11Pool, connection: object, answer: _Answer, what: str
+    ) -> None:
+        self.status = answer.status
+        self._pool = pool
+        self._connection = connection
+        self._answer = answer
+        self._what = what
+        self._closed = False
+
+    @property
+    def ended(self) -> bool:
+        """Whether the whole body has arrived (some of it may still be unread)."""
+        return self._answer.complete
+
+    def _ready(self) -> bytes | None:
+        """Body bytes already parsed, b"" once the body ended, None when a read must wait."""
+        body = self._answer.take_body()
+        if body or self._answer.complete:
+            return body
+        if self._closed:
+            raise TransportFailure(f"{self._what}: the stream was closed")
+        return None
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self._answer.feed(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade, _BrokenAnswer) as exc:
+            self.close()
+            raise _failure(self._what, exc) from exc
+
+    def _read_failed(self, exc: BaseException) -> TransportFailure:
+        self.close()
+        return _failure(self._what, exc)
+
+    def __del__(self) -> None:
+        # Dropped unclosed (a `break` out of `for event in client.events()`): the slot must
+        # come back, or the pool would be one connection smaller for good.
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def close(self) -> None:
+        """Give the connection back (kept alive only if the body was read to its end) and free
+        its pool slot. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pool._put_back(self._connection, self._answer.complete and self._answer.reusable)
+        self._pool._free_slot()
+        self._answer.release()
+
+
+class AsyncStreamedAnswer(BaseStreamedAnswer):
+    async def read(self, timeout: float) -> bytes | None:
+        """The next bytes of the body; b"" once it has ended; None when none arrived within
+        `timeout` seconds (the stream stays open). Raises TransportFailure and closes when the
+        connection breaks or the answer cannot be read."""
+        reader = self._reader
+        deadline = time.monotonic() + timeout
+        while (ready := self._ready()) is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                async with asyncio.timeout(left):
+                    data = await reader.read(_READ_SIZE)
+            except TimeoutError:
+                return None
+            except OSError as exc:
+                raise self._read_failed(exc) from exc
+            except BaseException:
+                self.close()  # cancelled mid-read: nobody will read the rest
+                raise
+            self._feed(data)
+        return ready
+
+    async def read_all(self, timeout: float) -> bytes:
+        """The rest of the body, within `timeout` seconds; then the answer is closed."""
+        parts: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while part := await self.read(max(0.0, deadline - time.monotonic())):
+                parts.append(part)
+            if part is None:
+                raise _failure(self._what, TimeoutError("timed out"))
+        finally:
+            self.close()
+        return b"".join(parts)
+
+    @property
+    def _reader(self) -> asyncio.StreamReader:
+        assert isinstance(self._connection, tuple)
+        return self._connection[0]
+
+
+class SyncStreamedAnswer(BaseStreamedAnswer):
+    def read(self, timeout: float) -> bytes | None:
+        """The next bytes of the body; b"" once it has ended; None when none arrived within
+        `timeout` seconds (the stream stays open). Raises TransportFailure and closes when the
+        connection breaks or the answer cannot be read."""
+        connection = self._socket
+        deadline = time.monotonic() + timeout
+        while (ready := self._ready()) is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                connection.settimeout(left)
+                data = connection.recv(_READ_SIZE)
+            except TimeoutError:
+                return None
+            except OSError as exc:
+                raise self._read_failed(exc) from exc
+            except BaseException:
+                self.close()  # interrupted mid-read: nobody will read the rest
+                raise
+            self._feed(data)
+        return ready
+
+    def read_all(self, timeout: float) -> bytes:
+        """The rest of the body, within `timeout` seconds; then the answer is closed."""
+        parts: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while part := self.read(max(0.0, deadline - time.monotonic())):
+                parts.append(part)
+            if part is None:
+                raise _failure(self._what, TimeoutError("timed out"))
+        finally:
+            self.close()
+        return b"".join(parts)
+
+    @property
+    def _socket(self) -> socket.socket:
+        assert isinstance(self._connection, socket.socket)
+        return self._connection
 
 
 class _StaleConnection(Exception):
@@ -268,12 +527,12 @@ _EXCHANGE_FAILURES = (
 )
 
 
-def _failure(method: str, path: str, exc: BaseException) -> TransportFailure:
+def _failure(what: str, exc: BaseException) -> TransportFailure:
     if isinstance(exc, httptools.HttpParserError | httptools.HttpParserUpgrade):
-        return TransportFailure(f"{method} {path}: malformed answer: {exc}")
+        return TransportFailure(f"{what}: malformed answer: {exc}")
     if isinstance(exc, _BrokenAnswer):
-        return TransportFailure(f"{method} {path}: {exc}")
-    return TransportFailure(f"{method} {path}: {type(exc).__name__}: {exc or 'no answer'}")
+        return TransportFailure(f"{what}: {exc}")
+    return TransportFailure(f"{what}: {type(exc).__name__}: {exc or 'no answer'}")
 
 
 class _Answer:
@@ -288,29 +547,46 @@ class _Answer:
         "head_done",
         "head_bytes",
         "done",
+        "complete",
         "keep",
         "extra",
     )
 
     def __init__(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self.status = 0
         self.parts: list[bytes] = []
         self.framed = False
         self.head_done = False
         self.head_bytes = 0
         self.done = False
+        self.complete = False  # nothing more to read: the body ended, or the stream broke step
         self.keep = False
         self.extra = False
+
+    @property
+    def started(self) -> bool:
+        """Whether the final answer's head is in (its body may follow)."""
+        return self.head_done and self.status >= 200
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the connection may carry the next request (once the answer is complete)."""
+        return self.keep and not self.extra
 
     def feed(self, data: bytes) -> bool:
         """Parse the next bytes read, b"" once the server closed; True when the answer is
         whole. An answer that cannot be read raises _BrokenAnswer or an httptools error."""
+        self.complete = self._parse(data)
+        return self.complete
+
+    def _parse(self, data: bytes) -> bool:
         if not data:
             if self.head_done and not self.framed:
                 self.keep = False  # no length: the body ends with the connection
                 return True
             raise _BrokenAnswer("connection closed mid-answer")
+        assert self.parser is not None
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
@@ -326,9 +602,14 @@ class _Answer:
                 raise _BrokenAnswer(f"answer head longer than {_HEAD_LIMIT} bytes")
         return False
 
-    def result(self) -> tuple[int, bytes, bool]:
-        """(status, body, whether the connection may carry the next request)."""
-        return self.status, b"".join(self.parts), self.keep and not self.extra
+    def take_body(self) -> bytes:
+        """The body bytes parsed since the last call."""
+        body = b"".join(self.parts)
+        self.parts.clear()
+        return body
+
+    def release(self) -> None:
+        self.parser = None  # the parser holds the answer: no cycle left for the GC
 
     def on_message_begin(self) -> None:
         # A second message after the answer: the server sent more than one answer; the stream
@@ -346,6 +627,7 @@ class _Answer:
     def on_headers_complete(self) -> None:
         if self.done:
             return
+        assert self.parser is not None
         self.status = self.parser.get_status_code()
         # Only valid here: llhttp clears its flags once the message is complete.
         self.keep = self.parser.should_keep_alive()
@@ -365,7 +647,8 @@ class _Answer:
         self.done = True
 
 
-async def _exchange(connection: Connection, message: bytes) -> tuple[int, bytes, bool]:
+async def _exchange(connection: Connection, message: bytes, *, whole: bool) -> _Answer:
+    """Send `message`; read the answer whole, or (`whole=False`) up to its head."""
     reader, writer = connection
     try:
         writer.write(message)
@@ -377,16 +660,20 @@ async def _exchange(connection: Connection, message: bytes) -> tuple[int, bytes,
         raise _StaleConnection
     answer = _Answer()
     try:
-        while not answer.feed(data):
+        while not answer.feed(data) and (whole or not answer.started):
             data = await reader.read(_READ_SIZE)
-        return answer.result()
-    finally:
-        del answer.parser  # the parser holds the answer: no cycle left for the GC
+    except BaseException:
+        answer.release()
+        raise
+    if whole:
+        answer.release()
+    return answer
 
 
 def _exchange_blocking(
-    connection: socket.socket, message: bytes, deadline: float
-) -> tuple[int, bytes, bool]:
+    connection: socket.socket, message: bytes, deadline: float, *, whole: bool
+) -> _Answer:
+    """Send `message`; read the answer whole, or (`whole=False`) up to its head."""
     try:
         connection.settimeout(_time_left(deadline))
         connection.sendall(message)
@@ -398,12 +685,15 @@ def _exchange_blocking(
         raise _StaleConnection
     answer = _Answer()
     try:
-        while not answer.feed(data):
+        while not answer.feed(data) and (whole or not answer.started):
             connection.settimeout(_time_left(deadline))
             data = connection.recv(_READ_SIZE)
-        return answer.result()
-    finally:
-        del answer.parser  # the parser holds the answer: no cycle left for the GC
+    except BaseException:
+        answer.release()
+        raise
+    if whole:
+        answer.release()
+    return answer
 
 
 def _time_left(deadline: float) -> float:

@@ -6,7 +6,9 @@ of its length, and a settle step that acks (or fails) naming the job's lease_id 
 capped backoff while the server is unreachable — leases survive a server restart, so an ack sent
 again after the restart still lands. A 409 on ack means the lease was lost: the attempt is logged
 and never retried as another attempt. The only difference between the two: `Worker` runs sync
-handlers in a thread pool of `concurrency` threads, `AsyncWorker` awaits async handlers.
+handlers in a thread pool of `concurrency` threads, `AsyncWorker` awaits async handlers. How a
+worker runs (queue, concurrency, lease length, long poll, grace, timeouts, TLS) is one
+`WorkerOptions` value.
 
 A handler returns a value (success: a str is the result, anything else is stored as JSON),
 returns `Success(result)` / `Failure(error)`, or raises (failure: the traceback is the
@@ -26,10 +28,10 @@ import traceback
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from jq_tool.sdk.client import AsyncClient, encode_payload
+from jq_tool.sdk.calls import encode_payload
+from jq_tool.sdk.client import AsyncClient
 from jq_tool.sdk.errors import (
     BadRequest,
     Conflict,
@@ -39,8 +41,11 @@ from jq_tool.sdk.errors import (
     PayloadTooLarge,
     ServerUnavailable,
     StorageFull,
+    TlsError,
     Unauthorized,
 )
+from jq_tool.sdk.times import utc_now
+from jq_tool.sdk.tls import Verify
 from jq_tool.sdk.types import Failure, JobState, LeasedJob, Success
 
 log = logging.getLogger("jq_tool.sdk.worker")
@@ -70,6 +75,36 @@ def handler_outcome(value: object) -> tuple[str | None, str | None]:
         return str(value), None
 
 
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How a `Worker` or `AsyncWorker` runs: one value, every field with a default, e.g.
+    `WorkerOptions(queue="emails", concurrency=8)`; `dataclasses.replace()` makes variants."""
+
+    queue: str = "default"
+    """The queue to lease from."""
+    concurrency: int | None = None
+    """Jobs at once: threads for `Worker`, tasks for `AsyncWorker`. None: 4 for `Worker`, 16
+    for `AsyncWorker`."""
+    lease_ms: int | None = None
+    """Lease length to ask for (at least 1000); None: the server's default."""
+    poll_wait: float = 10.0
+    """Seconds each lease request long-polls for jobs (0 to 30)."""
+    grace: float = 30.0
+    """At stop, seconds running handlers get to finish before their jobs are abandoned."""
+    timeout: float = 10.0
+    """Seconds each request may take (a lease adds its long poll)."""
+    max_backoff: float = 5.0
+    """The longest pause between retries while the server is unreachable."""
+    verify: Verify = True
+    """TLS verification for an https URL, as `Client`'s `verify`."""
+
+    def __post_init__(self) -> None:
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.lease_ms is not None and self.lease_ms < 1000:
+            raise ValueError("lease_ms must be at least 1000")
+
+
 @dataclass
 class WorkerCounts:
     """What this worker did since it started."""
@@ -83,34 +118,22 @@ class WorkerCounts:
 class BaseWorker:
     """The shared core; subclasses only decide how the handler is called."""
 
+    default_concurrency: ClassVar[int] = 4
+
     def __init__(
         self,
         url: str,
         key: str | None,
         handler: Callable[[LeasedJob], Any],
-        *,
-        queue: str = "default",
-        concurrency: int = 4,
-        lease_ms: int | None = None,
-        poll_wait: float = 10.0,
-        grace: float = 30.0,
-        timeout: float = 10.0,
-        max_backoff: float = 5.0,
+        options: WorkerOptions | None = None,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        if lease_ms is not None and lease_ms < 1000:
-            raise ValueError("lease_ms must be at least 1000")
         self.url = url
         self.key = key
         self.handler = handler
-        self.queue = queue
-        self.concurrency = concurrency
-        self.lease_ms = lease_ms
-        self.poll_wait = max(0.0, min(30.0, poll_wait))
-        self.grace = grace
-        self.timeout = timeout
-        self.max_backoff = max_backoff
+        self.options = options = options or WorkerOptions()
+        self.queue = options.queue
+        self.concurrency = options.concurrency or self.default_concurrency
+        self.poll_wait = max(0.0, min(30.0, options.poll_wait))
         self.counts = WorkerCounts()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -162,10 +185,11 @@ class BaseWorker:
         client = AsyncClient(
             self.url,
             self.key,
-            timeout=self.timeout,
+            timeout=self.options.timeout,
             retries=0,
-            max_backoff=self.max_backoff,
+            max_backoff=self.options.max_backoff,
             max_connections=self.concurrency * 2 + 2,
+            verify=self.options.verify,
         )
         # pending lease request -> (slots it reserved, when it was sent)
         leases: dict[asyncio.Future[list[LeasedJob]], tuple[int, float]] = {}
@@ -187,7 +211,7 @@ class BaseWorker:
                             queue=self.queue,
                             wait=self.poll_wait,
                             max_jobs=ask,
-                            lease_ms=self.lease_ms,
+                            lease_ms=self.options.lease_ms,
                         )
                     )
                     leases[pending] = (ask, now)
@@ -212,7 +236,7 @@ class BaseWorker:
                         level = logging.WARNING if failures == 1 else logging.DEBUG
                         log.log(level, "lease failed (%s); retrying until the server is back", exc)
                         continue
-                    except (Unauthorized, Forbidden, BadRequest) as exc:
+                    except (Unauthorized, Forbidden, BadRequest, TlsError) as exc:
                         log.error("lease refused, the worker stops: %s", exc)
                         raise
                     if failures:
@@ -224,7 +248,7 @@ class BaseWorker:
                         next_lease_at = time.monotonic() + quick
                     for job in jobs:
                         self._start(client, job, in_flight, finished)
-            self._drain_deadline = time.monotonic() + self.grace
+            self._drain_deadline = time.monotonic() + self.options.grace
             await self._finish_leases(client, leases, in_flight, finished)
             await self._drain(in_flight)
         finally:
@@ -268,7 +292,7 @@ class BaseWorker:
 
     def _grace_left(self) -> float:
         if self._drain_deadline is None:
-            return self.grace
+            return self.options.grace
         return max(0.0, self._drain_deadline - time.monotonic())
 
     async def _drain(self, in_flight: set[asyncio.Task[None]]) -> None:
@@ -310,16 +334,18 @@ class BaseWorker:
         await self._settle(client, job, result, error)
 
     def _lease_seconds(self, job: LeasedJob) -> float:
-        if self.lease_ms is not None:
-            return self.lease_ms / 1000
-        return max(1.0, (job.lease_until - datetime.now(UTC)).total_seconds())
+        if self.options.lease_ms is not None:
+            return self.options.lease_ms / 1000
+        return max(1.0, (job.lease_until - utc_now()).total_seconds())
 
     async def _keep_lease(self, client: AsyncClient, job: LeasedJob, interval: float) -> None:
         """Extend the lease every third of its length while the handler runs, so a slow job
         is not leased to someone else. Starts a third of the lease after the job began."""
         while True:
             try:
-                await client.extend(job.job_id, lease_id=job.lease_id, lease_ms=self.lease_ms)
+                await client.extend(
+                    job.job_id, lease_id=job.lease_id, lease_ms=self.options.lease_ms
+                )
             except (Conflict, JobNotFound) as exc:
                 log.warning("job %s: lease lost while running (%s)", job.job_id, exc)
                 return
@@ -418,32 +444,16 @@ class Worker(BaseWorker):
     """Runs a sync handler in `concurrency` threads. `run()` blocks until stop() or
     SIGTERM/SIGINT."""
 
+    default_concurrency = 4
+
     def __init__(
         self,
         url: str,
         key: str | None,
         handler: SyncHandler,
-        *,
-        queue: str = "default",
-        concurrency: int = 4,
-        lease_ms: int | None = None,
-        poll_wait: float = 10.0,
-        grace: float = 30.0,
-        timeout: float = 10.0,
-        max_backoff: float = 5.0,
+        options: WorkerOptions | None = None,
     ) -> None:
-        super().__init__(
-            url,
-            key,
-            handler,
-            queue=queue,
-            concurrency=concurrency,
-            lease_ms=lease_ms,
-            poll_wait=poll_wait,
-            grace=grace,
-            timeout=timeout,
-            max_backoff=max_backoff,
-        )
+        super().__init__(url, key, handler, options)
         if inspect.iscoroutinefunction(handler):
             raise ValueError("an async def handler needs AsyncWorker")
         self._threads: ThreadPoolExecutor | None = None
@@ -484,32 +494,16 @@ class Worker(BaseWorker):
 class AsyncWorker(BaseWorker):
     """Awaits an async handler; up to `concurrency` jobs at once. `await run()`."""
 
+    default_concurrency = 16
+
     def __init__(
         self,
         url: str,
         key: str | None,
         handler: AsyncHandler,
-        *,
-        queue: str = "default",
-        concurrency: int = 16,
-        lease_ms: int | None = None,
-        poll_wait: float = 10.0,
-        grace: float = 30.0,
-        timeout: float = 10.0,
-        max_backoff: float = 5.0,
+        options: WorkerOptions | None = None,
     ) -> None:
-        super().__init__(
-            url,
-            key,
-            handler,
-            queue=queue,
-            concurrency=concurrency,
-            lease_ms=lease_ms,
-            poll_wait=poll_wait,
-            grace=grace,
-            timeout=timeout,
-            max_backoff=max_backoff,
-        )
+        super().__init__(url, key, handler, options)
 
     async def run(self, *, install_signal_handlers: bool = False) -> None:
         await self.run_loop(install_signal_handlers=install_signal_handlers)

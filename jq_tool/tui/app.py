@@ -1,11 +1,12 @@
 """The `jq tui` Textual app: a live terminal dashboard and a client of the HTTP API like any other.
 
-It follows `GET /events` (Bearer key; `event: stats` drives the counters and the submits/s and
-acks/s sparklines, `event: job` marks the jobs table stale) and reads pages of `GET /jobs`
-through the SDK. When the stream drops (the server restarts, the network goes) it says
-"disconnected, retrying" and reconnects with a short capped backoff, then re-reads the table,
-since events missed meanwhile are not replayed. Keys: 1–7 filter by state, n enqueues a test
-job, r requeues the highlighted DEAD job, Enter shows a job's payload and result, q quits.
+It follows `GET /events` through the SDK's `events()` (typed events: `Stats` drives the counters
+and the submits/s and acks/s sparklines, a `JobEvent` marks the jobs table stale) and reads
+pages of `GET /jobs` through the same client. When the stream drops (the server restarts, the
+network goes) it says "disconnected, retrying" and reconnects with a short capped backoff, then
+re-reads the table, since events missed meanwhile are not replayed. Keys: 1–7 filter by state,
+n enqueues a test job, r requeues the highlighted DEAD job, Enter shows a job's payload and
+result, q quits.
 """
 
 from __future__ import annotations
@@ -13,22 +14,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import ClassVar
 
-import httpx
-import msgspec
 from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Sparkline, Static
 
-from jq_tool.sdk import AsyncClient, Job, JobState, JqError, Stats
-from jq_tool.sdk.client import SseParser
+from jq_tool.sdk import (
+    AsyncClient,
+    AsyncEventStream,
+    Job,
+    JobEvent,
+    JobState,
+    JqError,
+    Stats,
+    utc_now,
+)
 
 COUNTERS = ("runnable", "running", "scheduled", "retry", "dead", "acked")
 
@@ -85,7 +93,7 @@ def _clock(moment: datetime | None) -> str:
 
 def _state_label(job: Job) -> Text:
     label = job.state.value
-    if job.state is JobState.READY and job.run_at and job.run_at > datetime.now(UTC):
+    if job.state is JobState.READY and job.run_at and job.run_at > utc_now():
         label = "SCHEDULED"
     return Text(label, style=STATE_STYLES.get(job.state, "bold"))
 
@@ -118,15 +126,11 @@ class JqDashboard(App[None]):
         self.submits: deque[float] = deque(maxlen=SPARK_POINTS)
         self.acks: deque[float] = deque(maxlen=SPARK_POINTS)
         self.jobs: dict[str, Job] = {}
+        self._opened: str | None = None  # the job whose whole record Enter asked for
         self._jobs_stale = False
         # No retries inside the SDK: the event loop below owns reconnecting, and a keypress
         # should fail fast with a message rather than hang while the server is down.
         self.client = AsyncClient(self.url, key, timeout=5.0, retries=0)
-        self._stream = httpx.AsyncClient(
-            base_url=self.url,
-            headers={"Authorization": f"Bearer {key}", "Accept": "text/event-stream"},
-            timeout=httpx.Timeout(5.0, read=STREAM_READ_TIMEOUT_S),
-        )
 
     # --- layout ------------------------------------------------------------------------------
 
@@ -166,8 +170,6 @@ class JqDashboard(App[None]):
     async def on_unmount(self) -> None:
         with contextlib.suppress(Exception):
             await self.client.aclose()
-        with contextlib.suppress(Exception):
-            await self._stream.aclose()
 
     # --- the live stream ---------------------------------------------------------------------
 
@@ -176,35 +178,27 @@ class JqDashboard(App[None]):
         delay = 0.25
         while True:
             try:
-                async with self._stream.stream("GET", "/events") as response:
-                    if response.status_code != 200:
-                        await response.aread()
-                        self.status_reason = _refusal(response)
-                    else:
-                        self.status_reason = ""
-                        self.connected = True
-                        delay = 0.25
-                        self._jobs_stale = True
-                        await self._read_stream(response)
-            except Exception:  # any failure of the stream means: reconnect
+                async with self.client.events(timeout=STREAM_READ_TIMEOUT_S) as stream:
+                    self.status_reason = ""
+                    self.connected = True
+                    delay = 0.25
+                    self._jobs_stale = True
+                    await self._read_stream(stream)
+            except JqError as error:
+                if error.status is not None:  # refused (401, 403, 503): say why
+                    self.status_reason = _refusal(error)
+            except Exception:  # any other failure of the stream means: reconnect
                 pass
             self.connected = False
             self._set_status()
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
 
-    async def _read_stream(self, response: httpx.Response) -> None:
-        parser = SseParser()
-        async for line in response.aiter_lines():
-            event = parser.feed(line)
-            if event is None:
-                continue
-            if event.event == "stats":
-                try:
-                    self.stats = msgspec.json.decode(event.data, type=Stats)
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    continue
-            elif event.event == "job":
+    async def _read_stream(self, stream: AsyncEventStream) -> None:
+        async for event in stream:
+            if isinstance(event, Stats):
+                self.stats = event
+            elif isinstance(event, JobEvent):
                 self._jobs_stale = True
 
     def watch_connected(self, connected: bool) -> None:
@@ -267,7 +261,8 @@ class JqDashboard(App[None]):
             return
         if wanted is not self.state_filter:
             return
-        self._fill_table(page.jobs)
+        with contextlib.suppress(NoMatches):  # the app closed while the page was on its way
+            self._fill_table(page.jobs)
 
     def _fill_table(self, jobs: list[Job]) -> None:
         table: DataTable[str | Text] = self.query_one("#jobs", DataTable)
@@ -298,11 +293,19 @@ class JqDashboard(App[None]):
         return None
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        job = self.jobs.get(event.row_key.value or "")
+        job_id = event.row_key.value or ""
+        if job_id and job_id == self._opened:
+            # A refresh of the table highlights the opened row again: keep showing the whole
+            # job (list pages carry no payload or result), read afresh.
+            self.show_job(job_id)
+            return
+        self._opened = None
+        job = self.jobs.get(job_id)
         self.query_one("#detail", Static).update(_detail(job) if job else "")
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value:
+            self._opened = event.row_key.value
             self.show_job(event.row_key.value)
 
     @work(exclusive=True, group="detail")
@@ -313,8 +316,9 @@ class JqDashboard(App[None]):
         except JqError as error:
             self.notify(f"could not load {_short(job_id)}: {error}", severity="error")
             return
-        if self.selected_job_id() == job_id:
-            self.query_one("#detail", Static).update(_detail(job))
+        with contextlib.suppress(NoMatches):  # the app closed while the job was on its way
+            if self.selected_job_id() == job_id:
+                self.query_one("#detail", Static).update(_detail(job))
 
     # --- actions -----------------------------------------------------------------------------
 
@@ -348,12 +352,9 @@ class JqDashboard(App[None]):
         self._jobs_stale = True
 
 
-def _refusal(response: httpx.Response) -> str:
-    try:
-        message = msgspec.json.decode(response.content).get("error")
-    except (msgspec.DecodeError, AttributeError):
-        message = None
-    return f"HTTP {response.status_code}: {message}" if message else f"HTTP {response.status_code}"
+def _refusal(error: JqError) -> str:
+    status = f"HTTP {error.status}"
+    return status if error.message == status else f"{status}: {error.message}"
 
 
 def _detail(job: Job) -> Text:

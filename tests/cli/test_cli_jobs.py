@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from sdk.jq_server_process import ServerProcess, free_port
 from typer.testing import CliRunner
 
 from cli.jq_app import app
+from jq_tool.sdk import format_time
 
 runner = CliRunner()
 
@@ -113,6 +115,22 @@ def test_error_exit_codes(jq_server: ServerProcess, queue: str) -> None:
     jq(jq_server, client, "get", "x", "--url", "not-a-url", code=2)
 
 
+def test_times_and_durations(jq_server: ServerProcess, queue: str) -> None:
+    client = jq_server.client_key
+
+    def run_at(*args: str) -> str:
+        submitted = jq_json(jq_server, client, "submit", "x", "--queue", queue, *args)
+        return str(jq_json(jq_server, client, "get", submitted["job_id"])["run_at"])
+
+    assert run_at("--run-at", "2099-01-02T03:04:05.678Z") == "2099-01-02T03:04:05.678Z"
+    assert run_at("--run-at", "2099-01-02T04:04:05+01:00") == "2099-01-02T03:04:05.000Z"
+    local = datetime(2099, 1, 2, 3, 4, 5).astimezone()  # no offset: local time
+    assert run_at("--run-at", "2099-01-02 03:04:05") == format_time(local)
+    assert run_at("--delay", "1d") > format_time(datetime.now(UTC) + timedelta(hours=23))
+    jq(jq_server, client, "submit", "x", "--run-at", "tomorrow", code=2)
+    jq(jq_server, jq_server.worker_key, "lease", "--queue", queue, "--wait", "soon", code=2)
+
+
 def test_keys_create_list_revoke(jq_server: ServerProcess) -> None:
     admin = jq_server.admin_key
     created = jq_json(
@@ -148,7 +166,8 @@ def test_keys_create_list_revoke(jq_server: ServerProcess) -> None:
 
 
 @pytest.mark.parametrize("command", ["submit", "lease", "ack", "get", "list", "stats", "cancel",
-                                     "requeue", "worker"])  # fmt: skip
+                                     "requeue", "worker", "keys create", "keys list",
+                                     "keys revoke"])  # fmt: skip
 def test_every_command_has_help(command: str) -> None:
-    result = runner.invoke(app, [command, "--help"])
+    result = runner.invoke(app, [*command.split(), "--help"])
     assert result.exit_code == 0 and "--url" in result.stdout

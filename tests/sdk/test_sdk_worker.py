@@ -20,6 +20,7 @@ from jq_tool.sdk import (
     LeasedJob,
     Success,
     Worker,
+    WorkerOptions,
 )
 from jq_tool.sdk.worker import handler_outcome
 from sdk.jq_server_process import ServerProcess, wait_until
@@ -53,9 +54,9 @@ def test_worker_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="AsyncWorker"):
         Worker("http://127.0.0.1:1", "k", coroutine_handler)
     with pytest.raises(ValueError):
-        Worker("http://127.0.0.1:1", "k", print, concurrency=0)
+        Worker("http://127.0.0.1:1", "k", print, WorkerOptions(concurrency=0))
     with pytest.raises(ValueError):
-        Worker("http://127.0.0.1:1", "k", print, lease_ms=10)
+        Worker("http://127.0.0.1:1", "k", print, WorkerOptions(lease_ms=10))
 
 
 def test_worker_processes_jobs_concurrently(jq_server: ServerProcess, queue: str) -> None:
@@ -81,7 +82,10 @@ def test_worker_processes_jobs_concurrently(jq_server: ServerProcess, queue: str
             for r in client.submit_many([{"payload": f"p{i}", "queue": queue} for i in range(40)])
         ]
         worker = Worker(
-            jq_server.url, jq_server.worker_key, handler, queue=queue, concurrency=4, poll_wait=1.0
+            jq_server.url,
+            jq_server.worker_key,
+            handler,
+            WorkerOptions(queue=queue, concurrency=4, poll_wait=1.0),
         )
         thread = run_in_thread(worker)
         try:
@@ -111,7 +115,10 @@ def test_failures_retry_then_die_with_the_traceback(jq_server: ServerProcess, qu
         raising = client.submit("raise", max_retries=1, queue=queue)
         explicit = client.submit("explicit", max_retries=0, queue=queue)
         worker = Worker(
-            jq_server.url, jq_server.worker_key, handler, queue=queue, concurrency=2, poll_wait=1.0
+            jq_server.url,
+            jq_server.worker_key,
+            handler,
+            WorkerOptions(queue=queue, concurrency=2, poll_wait=1.0),
         )
         thread = run_in_thread(worker)
         try:
@@ -144,10 +151,7 @@ def test_lease_extension_keeps_a_slow_job(jq_server: ServerProcess, queue: str) 
             jq_server.url,
             jq_server.worker_key,
             slow,
-            queue=queue,
-            concurrency=2,
-            lease_ms=1000,
-            poll_wait=1.0,
+            WorkerOptions(queue=queue, concurrency=2, lease_ms=1000, poll_wait=1.0),
         )
         thread = run_in_thread(worker)
         try:
@@ -170,9 +174,7 @@ def test_async_worker(jq_server: ServerProcess, queue: str) -> None:
             jq_server.url,
             jq_server.worker_key,
             handler,
-            queue=queue,
-            concurrency=150,
-            poll_wait=1.0,
+            WorkerOptions(queue=queue, concurrency=150, poll_wait=1.0),
         )
         task = asyncio.ensure_future(worker.run())
         with Client(jq_server.url, jq_server.client_key) as client:
@@ -201,7 +203,10 @@ def test_stop_lets_running_handlers_finish(jq_server: ServerProcess, queue: str)
     with Client(jq_server.url, jq_server.client_key) as client:
         job_id = client.submit("x", queue=queue)
         worker = Worker(
-            jq_server.url, jq_server.worker_key, handler, queue=queue, grace=20, poll_wait=1.0
+            jq_server.url,
+            jq_server.worker_key,
+            handler,
+            WorkerOptions(queue=queue, grace=20, poll_wait=1.0),
         )
         thread = run_in_thread(worker)
         assert started.wait(10)
@@ -236,10 +241,7 @@ def test_every_job_acked_once_across_a_server_kill9(tmp_path: Path) -> None:
             server.url,
             server.worker_key,
             handler,
-            concurrency=8,
-            lease_ms=10_000,
-            max_backoff=0.5,
-            poll_wait=1.0,
+            WorkerOptions(concurrency=8, lease_ms=10_000, max_backoff=0.5, poll_wait=1.0),
         )
         thread = run_in_thread(worker)
         wait_until(lambda: worker.counts.acked >= 30)
@@ -266,3 +268,15 @@ def test_every_job_acked_once_across_a_server_kill9(tmp_path: Path) -> None:
         worker.counts,
         server.log_path,
     )
+
+
+def test_worker_options_defaults() -> None:
+    assert WorkerOptions() == WorkerOptions(
+        queue="default", concurrency=None, lease_ms=None, poll_wait=10.0, grace=30.0
+    )
+    assert Worker("http://127.0.0.1:1", "k", print).concurrency == 4
+    assert AsyncWorker("http://127.0.0.1:1", "k", print).concurrency == 16
+    options = WorkerOptions(queue="q", concurrency=3, poll_wait=99.0)
+    worker = AsyncWorker("http://127.0.0.1:1", "k", print, options)
+    assert (worker.queue, worker.concurrency, worker.poll_wait) == ("q", 3, 30.0)
+    assert worker.options is options

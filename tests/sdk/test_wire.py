@@ -2,9 +2,11 @@
 on loopback that answer exactly the bytes each test scripts: Content-Length, chunked with
 extensions and trailers, `Connection: close`, HTTP/1.0, bodiless and interim answers, idle
 connections the server closed (one resend, only on a reused connection), silence, and malformed
-answers (a TransportFailure, never a hang or a crash). Each of these runs against both pools,
-the blocking one from a worker thread so the scripted server keeps answering on the test's loop;
-two more share the blocking pool between threads."""
+answers (a TransportFailure, never a hang or a crash); and streamed answers (the /events
+transport): the body read piece by piece as it arrives, the connection held until the body ends
+or the stream is closed, and kept alive only when it ended. Each of these runs against both
+pools, the blocking one from a worker thread so the scripted server keeps answering on the
+test's loop; more share the blocking pool between threads."""
 
 from __future__ import annotations
 
@@ -17,7 +19,13 @@ from typing import Any
 
 import pytest
 
-from jq_tool.sdk.wire import Http11Pool, SyncHttp11Pool, TransportFailure
+from jq_tool.sdk.wire import (
+    AsyncHttp11Pool,
+    AsyncStreamedAnswer,
+    SyncHttp11Pool,
+    SyncStreamedAnswer,
+    TransportFailure,
+)
 
 # What a server does with one request on one connection: the request bytes, the connection's
 # 0-based number and the request's 0-based number on that connection.
@@ -102,8 +110,30 @@ async def scripted() -> AsyncIterator[Callable[[Reply], Awaitable[ScriptedServer
 Start = Callable[[Reply], Awaitable[ScriptedServer]]
 
 
+class ThreadedStream:
+    """A SyncStreamedAnswer behind AsyncStreamedAnswer's awaitable surface."""
+
+    def __init__(self, sync: SyncStreamedAnswer) -> None:
+        self.sync = sync
+        self.status = sync.status
+
+    @property
+    def ended(self) -> bool:
+        return self.sync.ended
+
+    async def read(self, timeout: float) -> bytes | None:
+        return await asyncio.to_thread(self.sync.read, timeout)
+
+    async def read_all(self, timeout: float) -> bytes:
+        return await asyncio.to_thread(self.sync.read_all, timeout)
+
+    def close(self) -> None:
+        self.sync.close()
+
+
 class ThreadedPool:
-    """A SyncHttp11Pool behind Http11Pool's awaitable surface: each request runs in a thread."""
+    """A SyncHttp11Pool behind AsyncHttp11Pool's awaitable surface: each request runs in a
+    thread."""
 
     def __init__(self, url: str, headers: dict[str, str], *, max_connections: int = 100) -> None:
         self.sync = SyncHttp11Pool(url, headers, max_connections=max_connections)
@@ -115,14 +145,18 @@ class ThreadedPool:
     async def request(self, method: str, path: str, **options: Any) -> tuple[int, bytes]:
         return await asyncio.to_thread(self.sync.request, method, path, **options)
 
+    async def stream(self, method: str, path: str, **options: Any) -> ThreadedStream:
+        return ThreadedStream(await asyncio.to_thread(self.sync.stream, method, path, **options))
+
     async def aclose(self) -> None:
         self.sync.close()
 
 
-MakePool = type[Http11Pool] | type[ThreadedPool]
+MakePool = type[AsyncHttp11Pool] | type[ThreadedPool]
+Stream = AsyncStreamedAnswer | ThreadedStream
 
 
-@pytest.fixture(params=[Http11Pool, ThreadedPool], ids=["async", "sync"])
+@pytest.fixture(params=[AsyncHttp11Pool, ThreadedPool], ids=["async", "sync"])
 def make_pool(request: pytest.FixtureRequest) -> MakePool:
     pool: MakePool = request.param
     return pool
@@ -148,6 +182,47 @@ async def test_content_length_answers_reuse_one_connection(
     assert b"\r\nAuthorization: Bearer secret-k\r\n" in first
     assert b"\r\nContent-Length: 7\r\n" in first and first.endswith(b'\r\n\r\n{"x":2}')
     assert server.requests[3].startswith(b"GET /base/jobs?state=READY&limit=5 HTTP/1.1\r\n")
+
+
+async def test_a_base_path_and_the_key_on_connections_the_server_closes(
+    scripted: Start, make_pool: MakePool
+) -> None:
+    # Answers as if keep-alive, then closes: like a server's idle timeout firing.
+    server = await scripted(
+        answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", close=True)
+    )
+    pool = make_pool(server.url + "/base", {"Authorization": "Bearer k"})
+    try:
+        for _ in range(3):
+            assert await pool.request("POST", "/jobs", body=b'{"a":1}') == (200, b"ok")
+            await asyncio.sleep(0.05)
+    finally:
+        await pool.aclose()
+    assert server.connections == 3
+    first = server.requests[0]
+    assert first.startswith(b"POST /base/jobs HTTP/1.1\r\n")
+    assert b"Authorization: Bearer k\r\n" in first and first.endswith(b'{"a":1}')
+
+
+async def test_chunked_answer_with_an_extension_and_query_params(
+    scripted: Start, make_pool: MakePool
+) -> None:
+    server = await scripted(
+        answering(
+            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b'3\r\n{"a\r\n4;ext=1\r\n":1}\r\n0\r\n\r\n'
+        )
+    )
+    pool = make_pool(server.url, {})
+    try:
+        for _ in range(2):
+            answer = await pool.request("GET", "/jobs", params={"state": "READY", "limit": 5})
+            assert answer == (201, b'{"a":1}')
+        targets = [request.split(b"\r\n")[0] for request in server.requests]
+        assert targets == [b"GET /jobs?state=READY&limit=5 HTTP/1.1"] * 2
+        assert len(pool._idle) == 1  # one connection, reused
+    finally:
+        await pool.aclose()
 
 
 async def test_chunked_with_extensions_and_trailers_fed_byte_by_byte(
@@ -549,3 +624,151 @@ async def test_bad_requests_are_refused_before_sending(make_pool: MakePool) -> N
         await pool.request("GET", "/jobs/a\r\nX: y")
     with pytest.raises(ValueError, match="path"):
         await pool.request("GET", "/jobs/é")
+
+
+# --- streamed answers ------------------------------------------------------------------------
+
+EVENT_STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+)
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+async def read_to_end(stream: Stream) -> bytes:
+    body = b""
+    while part := await stream.read(5):
+        body += part
+    assert part == b"" and stream.ended
+    return body
+
+
+async def test_a_streamed_body_is_read_as_it_arrives(scripted: Start, make_pool: MakePool) -> None:
+    release = asyncio.Event()
+
+    async def reply(request: bytes, conn: int, index: int, writer: asyncio.StreamWriter) -> bool:
+        if b" /events " not in request:
+            writer.write(OK)
+        else:
+            writer.write(EVENT_STREAM_HEAD + b"5\r\nfirst\r\n")
+            await writer.drain()
+            await release.wait()
+            for byte in b"6\r\nsecond\r\n0\r\n\r\n":  # the rest dribbles in
+                writer.write(bytes([byte]))
+                await writer.drain()
+        await writer.drain()
+        return True
+
+    server = await scripted(reply)
+    pool = make_pool(server.url, {})
+    try:
+        stream = await pool.stream("GET", "/events", timeout=5)
+        assert stream.status == 200
+        assert await stream.read(5) == b"first"
+        assert await stream.read(0.2) is None  # quiet: the stream stays open
+        assert pool._idle == []
+        release.set()
+        assert await read_to_end(stream) == b"second"
+        stream.close()
+        stream.close()  # twice is harmless
+        assert len(pool._idle) == 1  # read to its end: the connection is kept
+        assert await pool.request("GET", "/after") == (200, b"ok")
+    finally:
+        await pool.aclose()
+    assert server.connections == 1
+
+
+async def test_a_stream_closed_early_never_goes_back_to_the_pool(
+    scripted: Start, make_pool: MakePool
+) -> None:
+    async def reply(request: bytes, conn: int, index: int, writer: asyncio.StreamWriter) -> bool:
+        if b" /events " in request:
+            writer.write(EVENT_STREAM_HEAD + b"5\r\nfirst\r\n")
+            await writer.drain()
+            await asyncio.sleep(30)  # never ends
+            return False
+        writer.write(OK)
+        await writer.drain()
+        return True
+
+    server = await scripted(reply)
+    pool = make_pool(server.url, {})
+    try:
+        stream = await pool.stream("GET", "/events")
+        assert await stream.read(5) == b"first"
+        stream.close()
+        assert pool._idle == []
+        with pytest.raises(TransportFailure, match="closed"):
+            await stream.read(1)
+        assert await pool.request("GET", "/after") == (200, b"ok")
+    finally:
+        await pool.aclose()
+    assert server.connections == 2
+
+
+async def test_a_stream_holds_its_connection_slot(scripted: Start, make_pool: MakePool) -> None:
+    async def reply(request: bytes, conn: int, index: int, writer: asyncio.StreamWriter) -> bool:
+        writer.write(EVENT_STREAM_HEAD if b" /events " in request else OK)
+        await writer.drain()
+        return True
+
+    server = await scripted(reply)
+    pool = make_pool(server.url, {}, max_connections=1)
+    try:
+        stream = await pool.stream("GET", "/events")
+        # The one slot is the stream's: the async pool waits for it, the blocking one gives up
+        # after its timeout.
+        with pytest.raises((TransportFailure, TimeoutError)):
+            await asyncio.wait_for(pool.request("GET", "/queued", timeout=0.3), 1)
+        stream.close()
+        assert await pool.request("GET", "/after", timeout=5) == (200, b"ok")
+    finally:
+        await pool.aclose()
+    assert [request.split(b" ")[1] for request in server.requests] == [b"/events", b"/after"]
+
+
+async def test_a_refused_stream_is_read_whole_and_kept(
+    scripted: Start, make_pool: MakePool
+) -> None:
+    refusal = b'{"error":"no key","code":"unauthorized"}'
+    server = await scripted(
+        answering(
+            b"HTTP/1.1 401 Unauthorized\r\nContent-Length: %d\r\n\r\n%s" % (len(refusal), refusal)
+        )  # fmt: skip
+    )
+    pool = make_pool(server.url, {})
+    try:
+        stream = await pool.stream("GET", "/events")
+        assert stream.status == 401
+        assert await stream.read_all(5) == refusal
+        assert len(pool._idle) == 1
+    finally:
+        await pool.aclose()
+
+
+async def test_a_stream_cut_mid_body_is_a_transport_failure(
+    scripted: Start, make_pool: MakePool
+) -> None:
+    server = await scripted(answering(EVENT_STREAM_HEAD + b"5\r\nfirst\r\n", close=True))
+    pool = make_pool(server.url, {})
+    try:
+        stream = await pool.stream("GET", "/events")
+        assert await stream.read(5) == b"first"
+        with pytest.raises(TransportFailure, match="closed mid-answer"):
+            await stream.read(5)
+        assert pool._idle == []
+    finally:
+        await pool.aclose()
+
+
+async def test_a_stream_without_length_ends_with_the_connection(
+    scripted: Start, make_pool: MakePool
+) -> None:
+    server = await scripted(answering(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", close=True))
+    pool = make_pool(server.url, {})
+    try:
+        stream = await pool.stream("GET", "/events")
+        assert await read_to_end(stream) == b"until the end"
+        stream.close()
+        assert pool._idle == []
+    finally:
+        await pool.aclose()

@@ -1,0 +1,297 @@
+"""The jq HTTP API (docs/api.md), one request per route: each builder returns a `Call` that
+fully describes the request (method, path, JSON body, query), how to read its answer into a
+typed result, whether it may be retried, and how long it may long-poll. Both clients send the
+same Calls; only how the bytes travel differs.
+
+A submit always carries an idempotency key (a uuid4 unless the caller names one), so it may be
+retried: a retry whose first try landed returns the same job id instead of making a second job.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import msgspec
+
+from jq_tool.sdk.errors import JobNotFound, KeyNotFound, NotFound
+from jq_tool.sdk.times import format_time
+from jq_tool.sdk.types import (
+    CreatedKey,
+    Extended,
+    Job,
+    JobSpec,
+    Key,
+    LeasedJob,
+    Page,
+    RevokedKey,
+    Settled,
+    Stats,
+    SubmitResult,
+)
+
+T = TypeVar("T")
+
+MAX_BATCH = 1000  # the server's limit per POST /jobs/batch
+MAX_WAIT_MS = 30_000  # the server's limit for a long-poll lease
+
+_json = msgspec.json.Encoder()
+
+
+@dataclass
+class Call(Generic[T]):
+    """One request, fully described, plus how to read its answer."""
+
+    method: str
+    path: str
+    decode: Callable[[int, bytes], T]
+    body: Any = None
+    params: dict[str, Any] = field(default_factory=dict)
+    not_found: type[NotFound] = NotFound
+    # Retried on ServerUnavailable: reads, and writes made idempotent by a key.
+    retry: bool = False
+    # Seconds the server may hold the request (a long poll): added to the call's timeout.
+    long_poll: float = 0.0
+    # A 404 that is an ordinary answer (lease: no job available), not an error.
+    on_404: Callable[[], T] | None = None
+
+    def encoded_body(self) -> bytes | None:
+        return None if self.body is None else _json.encode(self.body)
+
+
+def encode_payload(payload: object) -> str:
+    """The API's payload is a string: a str goes as is, anything else as its JSON text."""
+    if isinstance(payload, str):
+        return payload
+    if isinstance(payload, bytes | bytearray):
+        try:
+            return bytes(payload).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError("payload bytes must be UTF-8 text") from exc
+    try:
+        return _json.encode(payload).decode("utf-8")
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise ValueError(f"payload is neither a str nor JSON-encodable: {exc}") from exc
+
+
+def job_body(spec: JobSpec) -> dict[str, Any]:
+    """The POST /jobs body for one job (also one entry of a batch)."""
+    if spec.delay is not None and spec.run_at is not None:
+        raise ValueError("give delay or run_at, not both")
+    body: dict[str, Any] = {
+        "payload": encode_payload(spec.payload),
+        "max_retries": spec.max_retries,
+        "priority": spec.priority,
+        "queue": spec.queue,
+        "idempotency_key": spec.idempotency_key or str(uuid.uuid4()),
+    }
+    if spec.delay is not None:
+        seconds = (
+            spec.delay.total_seconds() if isinstance(spec.delay, timedelta) else float(spec.delay)
+        )
+        if seconds < 0:
+            raise ValueError("delay must not be negative")
+        body["delay_ms"] = int(round(seconds * 1000))
+    if spec.run_at is not None:
+        body["run_at"] = format_time(spec.run_at)
+    return body
+
+
+def as_job_spec(item: JobSpec | Mapping[str, Any]) -> JobSpec:
+    if isinstance(item, JobSpec):
+        return item
+    try:
+        return JobSpec(**dict(item))
+    except TypeError as exc:
+        raise ValueError(f"not a job spec: {exc}") from exc
+
+
+def submit_spec(
+    payload: object,
+    max_retries: int,
+    priority: int,
+    delay: float | timedelta | None,
+    run_at: datetime | None,
+    queue: str,
+    idempotency_key: str | None,
+) -> JobSpec:
+    return JobSpec(
+        payload=payload,
+        max_retries=max_retries,
+        priority=priority,
+        delay=delay,
+        run_at=run_at,
+        queue=queue,
+        idempotency_key=idempotency_key or str(uuid.uuid4()),
+    )
+
+
+def keyed_specs(jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[JobSpec]:
+    """The jobs of a batch with their idempotency keys fixed now: every retry of a chunk must
+    send the same ones. Copies: the caller's JobSpecs are left as they were."""
+    return [
+        msgspec.structs.replace(spec, idempotency_key=spec.idempotency_key or str(uuid.uuid4()))
+        for spec in map(as_job_spec, jobs)
+    ]
+
+
+def batches(specs: list[JobSpec]) -> list[list[JobSpec]]:
+    """A batch submit's requests: MAX_BATCH jobs each."""
+    return [specs[start : start + MAX_BATCH] for start in range(0, len(specs), MAX_BATCH)]
+
+
+# --- answers -------------------------------------------------------------------------------
+
+
+def _decoder(kind: Any) -> Callable[[int, bytes], Any]:
+    decoder = msgspec.json.Decoder(kind)
+
+    def decode(status: int, content: bytes) -> Any:
+        return decoder.decode(content)
+
+    return decode
+
+
+class _BatchAnswer(msgspec.Struct):
+    results: list[SubmitResult]
+
+
+_read_submit = msgspec.json.Decoder(SubmitResult)
+_read_batch = msgspec.json.Decoder(_BatchAnswer)
+_read_lease = msgspec.json.Decoder(list[LeasedJob] | LeasedJob)
+_read_job = _decoder(Job)
+_read_page = _decoder(Page)
+_read_stats = _decoder(Stats)
+_read_health = _decoder(dict[str, Any])
+_read_settled = _decoder(Settled)
+_read_extended = _decoder(Extended)
+_read_created_key = _decoder(CreatedKey)
+_read_keys = _decoder(list[Key])
+_read_revoked_key = _decoder(RevokedKey)
+
+
+def _decode_submit(status: int, content: bytes) -> str:
+    return _read_submit.decode(content).job_id or ""
+
+
+def _decode_batch(status: int, content: bytes) -> list[SubmitResult]:
+    return _read_batch.decode(content).results
+
+
+def _decode_lease(status: int, content: bytes) -> list[LeasedJob]:
+    data = _read_lease.decode(content)
+    return data if isinstance(data, list) else [data]
+
+
+def _no_jobs() -> list[LeasedJob]:
+    return []
+
+
+def _nothing(status: int, content: bytes) -> None:
+    return None
+
+
+# --- requests, one per API route -----------------------------------------------------------
+
+
+def submit_call(spec: JobSpec) -> Call[str]:
+    return Call("POST", "/jobs", _decode_submit, body=job_body(spec), retry=True)
+
+
+def batch_call(specs: list[JobSpec]) -> Call[list[SubmitResult]]:
+    body = {"jobs": [job_body(spec) for spec in specs]}
+    return Call("POST", "/jobs/batch", _decode_batch, body=body, retry=True)
+
+
+def get_call(job_id: str) -> Call[Job]:
+    path = f"/jobs/{quote(job_id, safe='')}"
+    return Call("GET", path, _read_job, not_found=JobNotFound, retry=True)
+
+
+def list_call(
+    state: str | None, queue: str | None, limit: int | None, cursor: str | None
+) -> Call[Page]:
+    params = {"state": state, "queue": queue, "limit": limit, "cursor": cursor}
+    params = {name: value for name, value in params.items() if value is not None}
+    if isinstance(params.get("state"), str):
+        params["state"] = str(params["state"]).upper()
+    return Call("GET", "/jobs", _read_page, params=params, retry=True)
+
+
+def stats_call() -> Call[Stats]:
+    return Call("GET", "/stats", _read_stats, retry=True)
+
+
+def health_call() -> Call[dict[str, Any]]:
+    return Call("GET", "/health", _read_health, retry=False)
+
+
+def settle_call(job_id: str, action: str, body: Any = None) -> Call[Settled]:
+    path = f"/jobs/{quote(job_id, safe='')}/{action}"
+    return Call("POST", path, _read_settled, body=body or {}, not_found=JobNotFound)
+
+
+def ack_call(job_id: str, result: object, lease_id: str | None) -> Call[Settled]:
+    body: dict[str, Any] = {"result": None if result is None else encode_payload(result)}
+    if lease_id is not None:
+        body["lease_id"] = lease_id
+    return settle_call(job_id, "ack", body)
+
+
+def fail_call(job_id: str, error: str, lease_id: str | None) -> Call[Settled]:
+    body: dict[str, Any] = {"result_error": str(error)}
+    if lease_id is not None:
+        body["lease_id"] = lease_id
+    return settle_call(job_id, "ack", body)
+
+
+def extend_call(job_id: str, lease_id: str | None, lease_ms: int | None) -> Call[Extended]:
+    body: dict[str, Any] = {}
+    if lease_id is not None:
+        body["lease_id"] = lease_id
+    if lease_ms is not None:
+        body["lease_ms"] = int(lease_ms)
+    path = f"/jobs/{quote(job_id, safe='')}/extend"
+    return Call("POST", path, _read_extended, body=body, not_found=JobNotFound)
+
+
+def lease_call(
+    queue: str, wait: float | timedelta, max_jobs: int, lease_ms: int | None
+) -> Call[list[LeasedJob]]:
+    seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
+    wait_ms = max(0, min(MAX_WAIT_MS, int(seconds * 1000)))
+    body: dict[str, Any] = {"queue": queue, "wait_ms": wait_ms, "max_jobs": int(max_jobs)}
+    if lease_ms is not None:
+        body["lease_ms"] = int(lease_ms)
+    return Call(
+        "POST",
+        "/jobs/lease",
+        _decode_lease,
+        body=body,
+        long_poll=wait_ms / 1000,
+        on_404=_no_jobs,
+    )
+
+
+def events_call() -> Call[None]:
+    """`GET /events`: its body is a stream, read by sdk/sse.py; this reads only a refusal."""
+    return Call("GET", "/events", _nothing)
+
+
+def create_key_call(name: str, owner_id: str, type: str) -> Call[CreatedKey]:
+    body = {"name": name, "owner_id": owner_id, "type": type}
+    return Call("POST", "/admin/keys", _read_created_key, body=body)
+
+
+def list_keys_call(all: bool) -> Call[list[Key]]:
+    path = "/admin/keys" if all else "/keys"
+    return Call("GET", path, _read_keys, retry=True)
+
+
+def revoke_key_call(key: str) -> Call[RevokedKey]:
+    path = f"/keys/{quote(key, safe='')}"
+    return Call("DELETE", path, _read_revoked_key, not_found=KeyNotFound)
