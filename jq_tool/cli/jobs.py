@@ -146,6 +146,13 @@ def ack(
             help="A failed attempt, with this error (retries or DEAD).", show_default=False
         ),
     ] = None,
+    retry: Annotated[
+        bool,
+        typer.Option(
+            "--retry/--no-retry",
+            help="With --error: --no-retry makes the failure final (DEAD at once).",
+        ),
+    ] = True,
     url: UrlOption = DEFAULT_URL,
     key: KeyOption = None,
     as_json: JsonOption = False,
@@ -153,9 +160,11 @@ def ack(
     """Settle a leased job: success (--result) or a failed attempt (--error)."""
     if result is not None and error is not None:
         fail("give --result or --error, not both", EXIT_USAGE, as_json=as_json)
+    if not retry and error is None:
+        fail("--no-retry needs --error", EXIT_USAGE, as_json=as_json)
     with open_client(url, key, as_json) as client:
         if error is not None:
-            settled = client.fail(job_id, error, lease_id=lease_id)
+            settled = client.fail(job_id, error, lease_id=lease_id, retry=retry)
         else:
             settled = client.ack(job_id, result, lease_id=lease_id)
     _print_settled(settled, as_json)
