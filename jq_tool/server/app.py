@@ -62,7 +62,10 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
         try:
             if settings.seed_keys:
                 try:
-                    await seed_dev_keys(keystore, logging.getLogger("jq.auth"))
+                    # Kept for the runner's first-start panel, printed once uvicorn listens.
+                    app.state.seeded_keys = await seed_dev_keys(
+                        keystore, logging.getLogger("jq.auth")
+                    )
                 except KeyStoreUnavailable as exc:
                     # Serve anyway: requests get 503 until the store is back.
                     log.error("could not seed the dev keys, key store unavailable: %s", exc)
@@ -99,6 +102,7 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
         lifespan=lifespan,
     )
     app.state.draining = draining
+    app.state.seeded_keys = []  # (ApiKey, secret) of the dev keys this start created
     app.state.engine = engine
     app.state.keystore = keystore
     app.state.settings = settings
