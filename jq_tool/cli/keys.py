@@ -11,11 +11,14 @@ from typing import Annotated
 
 import typer
 
+from jq_tool.cli import keys_recover
 from jq_tool.cli.options import JsonOption, KeyOption, UrlOption, open_client
 from jq_tool.cli.output import print_json, print_record, print_rows, stdout
 from jq_tool.sdk import DEFAULT_URL
 
-keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Create, list and revoke API keys; recover an admin key offline.", no_args_is_help=True
+)
 
 
 class KeyType(StrEnum):
@@ -91,6 +94,10 @@ def revoke(
         print_json(revoked)
     else:
         stdout().print(f"revoked {revoked.key}", markup=False)
+
+
+# The offline one: no server, no key (jq_tool/cli/keys_recover.py).
+keys_app.command("recover")(keys_recover.recover)
 
 
 def register(app: typer.Typer) -> None:
