@@ -77,7 +77,11 @@ def submit(
     delay: Annotated[float | None, duration_option("Run after this long: 500ms, 5s, 2m.")] = None,
     run_at: Annotated[
         datetime | None,
-        time_option("--run-at", help="Run at this time (ISO 8601; naive = local)."),
+        time_option(
+            "--run-at",
+            help="Run at this time: RFC 3339 / ISO 8601, e.g. 2026-01-02T03:04:05Z; "
+            "without a zone, UTC (as in the HTTP API).",
+        ),
     ] = None,
     queue: QueueOption = "default",
     max_retries: Annotated[int, typer.Option(min=0, help="Retries after the first try.")] = 3,
@@ -205,13 +209,16 @@ def list_jobs(
     if as_json:
         print_json(page)
         return
+    filters = [f"{name} {value}" for name, value in (("state", state), ("queue", queue)) if value]
     print_rows(
-        "jobs",
+        "jobs (times in UTC)",
         ["job_id", "state", "queue", "priority", "attempts", "created_at", "updated_at"],
         [
             [j.job_id, j.state.value, j.queue, j.priority, j.attempts, j.created_at, j.updated_at]
             for j in page.jobs
         ],
+        empty=f"no jobs{' with ' + ' and '.join(filters) if filters else ''}"
+        + (" on this page" if cursor else ""),
     )
     if page.next_cursor:
         stdout().print(f"next page: --cursor {page.next_cursor}", markup=False)

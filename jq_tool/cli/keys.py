@@ -77,6 +77,7 @@ def list_keys(
             [k.key_id, k.key_prefix, k.name, k.owner_id, k.type, k.created_at, k.revoked_at]
             for k in keys
         ],
+        empty="no keys" if all else "no keys of this key's owner",
     )
 
 

@@ -41,7 +41,24 @@ def main() -> None:
     # First thing: a frozen (PyInstaller) binary re-executes itself for child processes.
     multiprocessing.freeze_support()
     hand_over_if_not_ours(sys.argv)
-    build_app()()
+    app = build_app()
+    if "--json" not in sys.argv[1:]:
+        app()
+        return
+    # Under --json even a bad option value, which Click refuses before the command runs, is
+    # reported in the one JSON shape of an error.
+    import typer
+
+    from jq_tool.cli.output import print_json_error
+
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        sys.exit(1)
+    except typer.TyperException as exc:  # Click's usage errors (typer vendors Click)
+        print_json_error(exc.format_message(), "invalid_input", None)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
