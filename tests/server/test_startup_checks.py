@@ -160,3 +160,12 @@ def test_first_start_panel_then_none(jq_server_factory: Any) -> None:
     server.restart()
     again = server.log()[before:]
     assert "jq is up" not in again and not KEY.search(again)
+
+
+def test_exit_codes_are_in_the_help() -> None:
+    helped = subprocess.run(
+        [*SERVE, "--help"], capture_output=True, text=True, timeout=60, env={"COLUMNS": "300"}
+    )
+    assert helped.returncode == 0
+    for code, words in ((10, "port"), (11, "not writable"), (12, "in use"), (13, "Redis")):
+        assert f"{code} " in helped.stdout and words in helped.stdout
