@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 import typer
@@ -99,7 +99,7 @@ def fail(
     as_json: bool,
     error_code: str | None = None,
     status: int | None = None,
-) -> None:
+) -> NoReturn:
     """Report an error on stderr (JSON when --json) and exit with `code`."""
     if as_json:
         print_json_error(message, error_code or _CODE_FOR_EXIT.get(code, "error"), status)
