@@ -2,54 +2,100 @@
 
 Starlette's router answers 405 only when no later route matches the path in full, so
 `GET /jobs/lease` used to reach `GET /jobs/{id}` with the id "lease" and answer "job not found".
-`answer_wrong_methods` puts, right after the last route of each path, a route that takes every
-method of that path and refuses it with a 405 (as JSON, through server/errors.py's table) whose
-`Allow` header lists the methods the path does take. The message names the route template, never
-the raw path, which may hold a key (`/keys/{key}`).
+`answer_wrong_methods` adds routes that take a request for a path of the table whose method none
+of that path's routes takes, and refuse it with a 405 (as JSON, through server/errors.py's
+table) whose `Allow` header lists the methods the path does take. The message and `/metrics`
+name the route template, never the raw path, which may hold a key (`/keys/{key}`).
+
+Where they go matters for the hot paths: the router tries routes in order, so each route placed
+before a serving route costs that route's requests one more try. So there are two: one, right
+before the first route that would shadow a literal path (`/jobs/{id}` shadows `/jobs/lease`),
+for those literal paths only (a dict lookup); one at the end of the table for every other path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match, Route, compile_path
 from starlette.types import Receive, Scope, Send
 
+_NOTHING: dict[str, Any] = {}  # the child scope of no match; never written to
 
-class WrongMethod(BaseRoute):
-    """Every request to `path` that reached it (no route took its method): 405."""
 
-    def __init__(self, path: str, allowed: Sequence[str]) -> None:
-        self.path = path
-        self.allowed = ", ".join(allowed)
-        self._regex, _, _ = compile_path(path)
+@dataclass(frozen=True)
+class Refusal:
+    """One path of the table: its template and the methods its routes take."""
+
+    path: str  # the route template, as /metrics labels it
+    methods: frozenset[str]
+
+    @property
+    def allow(self) -> str:
+        return ", ".join(sorted(self.methods))
+
+
+class WrongMethods(BaseRoute):
+    """Takes a request to one of `refusals`' paths whose method that path does not take."""
+
+    def __init__(self, refusals: Sequence[Refusal]) -> None:
+        self.refusals = tuple(refusals)
+        self._literal = {r.path: r for r in refusals if "{" not in r.path}
+        self._templates = [(compile_path(r.path)[0], r) for r in refusals if "{" in r.path]
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope["type"] == "http" and self._regex.match(scope["path"]):
-            return Match.FULL, {}
-        return Match.NONE, {}
+        if scope["type"] != "http":
+            return Match.NONE, _NOTHING
+        path = scope["path"]
+        refusal = self._literal.get(path)
+        if refusal is None:
+            for regex, candidate in self._templates:
+                if regex.match(path):
+                    refusal = candidate
+                    break
+        if refusal is None or scope["method"] in refusal.methods:
+            return Match.NONE, _NOTHING
+        return Match.FULL, {"route": refusal}  # the router's scope["route"]: the template
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal: Refusal = scope["route"]
         raise HTTPException(
             405,
-            f"{scope['method']} is not allowed on {self.path}; use {self.allowed}",
-            headers={"Allow": self.allowed},
+            f"{scope['method']} is not allowed on {refusal.path}; use {refusal.allow}",
+            headers={"Allow": refusal.allow},
         )
 
 
 def answer_wrong_methods(routes: Sequence[BaseRoute]) -> list[BaseRoute]:
-    """`routes` in their order, each path's last route followed by its WrongMethod route."""
-    methods: dict[str, list[str]] = {}
-    last: dict[str, int] = {}
-    for index, route in enumerate(routes):
+    """`routes` in their order, with the two WrongMethods routes put in (see the module)."""
+    methods: dict[str, set[str]] = {}
+    for route in routes:
         if isinstance(route, Route) and route.methods:
-            allowed = methods.setdefault(route.path, [])
-            allowed.extend(sorted(m for m in route.methods if m not in allowed))
-            last[route.path] = index
-    table: list[BaseRoute] = []
-    for index, route in enumerate(routes):
-        table.append(route)
-        if isinstance(route, Route) and last.get(route.path) == index:
-            table.append(WrongMethod(route.path, methods[route.path]))
+            methods.setdefault(route.path, set()).update(route.methods)
+    first_shadow: int | None = None
+    shadowed: list[Refusal] = []
+    others: list[Refusal] = []
+    for path, allowed in methods.items():
+        refusal = Refusal(path, frozenset(allowed))
+        last = max(i for i, r in enumerate(routes) if isinstance(r, Route) and r.path == path)
+        shadow = next(
+            (
+                i
+                for i, later in enumerate(routes)
+                if i > last and isinstance(later, Route) and later.path_regex.match(path)
+            ),
+            None,
+        )
+        if "{" in path or shadow is None:
+            others.append(refusal)
+        else:
+            shadowed.append(refusal)
+            first_shadow = shadow if first_shadow is None else min(first_shadow, shadow)
+    table = list(routes)
+    if first_shadow is not None:
+        table.insert(first_shadow, WrongMethods(shadowed))
+    table.append(WrongMethods(others))
     return table
