@@ -66,9 +66,9 @@ def _same_program(path: str, me: str) -> bool:
     return _SCRIPT_MARK in head or _FROZEN_MARK in tail
 
 
-def find_json_tool(path_variable: str, me: str) -> str | None:
-    """The first `jq` on `path_variable` that is not this program (`me`, a real path)."""
-    for directory in path_variable.split(os.pathsep):
+def find_json_tool(directories: list[str], me: str) -> str | None:
+    """The first `jq` in `directories` (PATH's) that is not this program (`me`, a real path)."""
+    for directory in directories:
         candidate = os.path.join(directory or ".", "jq")
         if (
             os.path.isfile(candidate)
@@ -87,7 +87,7 @@ def hand_over_if_not_ours(argv: list[str]) -> None:
     if is_ours(args, stdin_is_terminal=sys.stdin.isatty()):
         return
     me = os.path.realpath(sys.executable if getattr(sys, "frozen", False) else argv[0])
-    json_tool = find_json_tool(os.environ.get("PATH", os.defpath), me)
+    json_tool = find_json_tool(os.get_exec_path(), me)
     if json_tool is not None:
         sys.stdout.flush()
         os.execv(json_tool, ["jq", *args])
