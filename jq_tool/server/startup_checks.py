@@ -27,8 +27,6 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import redis
-
 from jq_tool.settings import Settings
 
 EXIT_PORT_UNAVAILABLE = 10
@@ -222,6 +220,8 @@ def shown_url(url: str) -> str:
 
 def check_redis(url: str, wait_s: float = REDIS_WAIT_S) -> None:
     """Refuse unless Redis at `url` answers PING within `wait_s` (one try per second)."""
+    import redis  # only a server with --redis-url needs it at start
+
     client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
     deadline = time.monotonic() + wait_s
     try:
