@@ -5,7 +5,7 @@
 # (127.0.0.1:6379) and PostgreSQL (127.0.0.1:5432). Arguments go to `python -m bench`
 # (e.g. --quick for a run under two minutes).
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd -P "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 need=()
 command -v wrk >/dev/null 2>&1 || need+=(wrk)

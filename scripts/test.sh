@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: Debian packages the tests need (chromium for the
 # dashboard's browser tests, redis-server, etcd-server for cluster mode, iproute2 for the
-# partition test's network namespaces, docker-compose to validate the compose files, wrk), the
-# venv, then ruff, mypy and pytest.
+# partition test's and the README test's network namespaces, docker-compose to validate the
+# compose files, wrk, and jq, the JSON tool, which the README's commands use beside ours), the
+# venv with the dev extras, then ruff, mypy and pytest.
 # Extra arguments go to pytest. Needs root (or the packages already installed) and a Redis on
 # 127.0.0.1:6379 (started here if it is installed but not running).
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd -P "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 need=()
@@ -16,6 +17,8 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+# The JSON tool, found by path: `command -v jq` may find our own jq in an activated venv.
+[ -x /usr/bin/jq ] || [ -x /usr/local/bin/jq ] || need+=(jq)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing Debian packages: ${need[*]}"

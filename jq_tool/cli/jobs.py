@@ -77,7 +77,11 @@ def submit(
     delay: Annotated[float | None, duration_option("Run after this long: 500ms, 5s, 2m.")] = None,
     run_at: Annotated[
         datetime | None,
-        time_option("--run-at", help="Run at this time (ISO 8601; naive = local)."),
+        time_option(
+            "--run-at",
+            help="Run at this time: RFC 3339 / ISO 8601, e.g. 2026-01-02T03:04:05Z; "
+            "without a zone, UTC (as in the HTTP API).",
+        ),
     ] = None,
     queue: QueueOption = "default",
     max_retries: Annotated[int, typer.Option(min=0, help="Retries after the first try.")] = 3,
@@ -146,6 +150,13 @@ def ack(
             help="A failed attempt, with this error (retries or DEAD).", show_default=False
         ),
     ] = None,
+    retry: Annotated[
+        bool,
+        typer.Option(
+            "--retry/--no-retry",
+            help="With --error: --no-retry makes the failure final (DEAD at once).",
+        ),
+    ] = True,
     url: UrlOption = DEFAULT_URL,
     key: KeyOption = None,
     as_json: JsonOption = False,
@@ -153,9 +164,11 @@ def ack(
     """Settle a leased job: success (--result) or a failed attempt (--error)."""
     if result is not None and error is not None:
         fail("give --result or --error, not both", EXIT_USAGE, as_json=as_json)
+    if not retry and error is None:
+        fail("--no-retry needs --error", EXIT_USAGE, as_json=as_json)
     with open_client(url, key, as_json) as client:
         if error is not None:
-            settled = client.fail(job_id, error, lease_id=lease_id)
+            settled = client.fail(job_id, error, lease_id=lease_id, retry=retry)
         else:
             settled = client.ack(job_id, result, lease_id=lease_id)
     _print_settled(settled, as_json)
@@ -196,13 +209,16 @@ def list_jobs(
     if as_json:
         print_json(page)
         return
+    filters = [f"{name} {value}" for name, value in (("state", state), ("queue", queue)) if value]
     print_rows(
-        "jobs",
+        "jobs (times in UTC)",
         ["job_id", "state", "queue", "priority", "attempts", "created_at", "updated_at"],
         [
             [j.job_id, j.state.value, j.queue, j.priority, j.attempts, j.created_at, j.updated_at]
             for j in page.jobs
         ],
+        empty=f"no jobs{' with ' + ' and '.join(filters) if filters else ''}"
+        + (" on this page" if cursor else ""),
     )
     if page.next_cursor:
         stdout().print(f"next page: --cursor {page.next_cursor}", markup=False)

@@ -11,11 +11,14 @@ from typing import Annotated
 
 import typer
 
+from jq_tool.cli import keys_recover
 from jq_tool.cli.options import JsonOption, KeyOption, UrlOption, open_client
 from jq_tool.cli.output import print_json, print_record, print_rows, stdout
 from jq_tool.sdk import DEFAULT_URL
 
-keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Create, list and revoke API keys; recover an admin key offline.", no_args_is_help=True
+)
 
 
 class KeyType(StrEnum):
@@ -74,6 +77,7 @@ def list_keys(
             [k.key_id, k.key_prefix, k.name, k.owner_id, k.type, k.created_at, k.revoked_at]
             for k in keys
         ],
+        empty="no keys" if all else "no keys of this key's owner",
     )
 
 
@@ -91,6 +95,10 @@ def revoke(
         print_json(revoked)
     else:
         stdout().print(f"revoked {revoked.key}", markup=False)
+
+
+# The offline one: no server, no key (jq_tool/cli/keys_recover.py).
+keys_app.command("recover")(keys_recover.recover)
 
 
 def register(app: typer.Typer) -> None:

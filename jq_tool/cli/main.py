@@ -1,31 +1,64 @@
 """The root `jq` command (also installed as `jobq`): one Typer app that every command group
-registers itself into. Each module under jq_tool/cli owns its commands; this one only joins them.
+registers itself into. Each module under jq_tool/cli owns its commands; this one only joins them,
+after jq_tool/cli/json_tool.py has had its say: run as `jq` with arguments that are not ours, the
+call goes to jq the JSON tool, before any of the CLI is imported.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import sys
+from typing import TYPE_CHECKING
 
-import typer
+from jq_tool.cli.json_tool import hand_over_if_not_ours
 
-from jq_tool.cli import chaos, jobs, keys, serve, tui, wal_inspect, worker
+if TYPE_CHECKING:
+    import typer
 
-app = typer.Typer(
-    name="jq",
-    help="jq: a durable, crash-proof job queue. (Also installed as `jobq`.)",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 
-for module in (serve, jobs, keys, worker, chaos, tui, wal_inspect):
-    module.register(app)
+def build_app() -> typer.Typer:
+    import typer
+
+    from jq_tool.cli import chaos, jobs, keys, serve, tui, wal_inspect, worker
+
+    app = typer.Typer(
+        name="jq",
+        help=(
+            "jq: a durable, crash-proof job queue. Also installed as `jobq`; run as `jq` with "
+            "arguments that are not these commands (`jq .a`, `jq -r …`), it hands the call to "
+            "jq the JSON tool. Times without a zone are UTC, as in the HTTP API."
+        ),
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    for module in (serve, jobs, keys, worker, chaos, tui, wal_inspect):
+        module.register(app)
+    return app
 
 
 def main() -> None:
     # First thing: a frozen (PyInstaller) binary re-executes itself for child processes.
     multiprocessing.freeze_support()
-    app()
+    hand_over_if_not_ours(sys.argv)
+    app = build_app()
+    if "--json" not in sys.argv[1:]:
+        app()
+        return
+    # Under --json even a bad option value, which Click refuses before the command runs, is
+    # reported in the one JSON shape of an error.
+    import typer
+
+    from jq_tool.cli.output import print_json_error
+
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        sys.exit(1)
+    except typer.TyperException as exc:  # Click's usage errors (typer vendors Click)
+        print_json_error(exc.format_message(), "invalid_input", None)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The options the client commands of `jq` share, declared once: where the server is (`--url`,
 env JQ_URL), the API key (`--key`, JQ_KEY), `--json`, `--queue`, durations (`500ms`, `5s`, `2m`:
-read by the one parser in jq_tool/units.py) and times (RFC 3339, by the SDK's parser), plus the
-SDK `Client` those options describe. Every command group (jobs, keys, worker, tui) types its
-parameters with these, so a flag is spelled, documented and parsed the same everywhere.
+read by the one parser in jq_tool/units.py) and times (RFC 3339, by the SDK's parser; without a
+zone, UTC, the HTTP API's rule), plus the SDK `Client` those options describe. Every command
+group (jobs, keys, worker, tui) types its parameters with these, so a flag is spelled,
+documented and parsed the same everywhere.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from typing import Annotated, Any
 
 import typer
 
-from jq_tool.cli.output import reported_errors
+from jq_tool.cli.output import EXIT_AUTH, NO_KEY, fail, reported_errors
 from jq_tool.sdk import Client, parse_time
 from jq_tool.units import parse_duration_ms
 
 UrlOption = Annotated[
-    str, typer.Option("--url", envvar="JQ_URL", help="Server URL.", show_envvar=True)
+    str, typer.Option("--url", envvar="JQ_URL", help="The server's URL.", show_envvar=True)
 ]
 KeyOption = Annotated[
     str | None,
@@ -60,14 +61,17 @@ def duration_option(help: str, *, default: str | None = None) -> Any:
 
 
 def time_option(*names: str, help: str) -> Any:
-    """A time option (RFC 3339 / ISO 8601; without an offset, local time)."""
+    """A time option (RFC 3339 / ISO 8601; without an offset, UTC, as in the HTTP API)."""
     return typer.Option(*names, parser=_time, metavar="TIME", help=help, show_default=False)
 
 
 @contextmanager
 def open_client(url: str, key: str | None, as_json: bool) -> Iterator[Client]:
-    """The SDK client for --url and --key; its refusals become messages and exit codes."""
-    with reported_errors(as_json):
+    """The SDK client for --url and --key; its refusals become messages and exit codes. Every
+    client command needs a key: without one it stops here, before asking the server."""
+    if not key:
+        fail(NO_KEY, EXIT_AUTH, as_json=as_json, error_code="unauthorized")
+    with reported_errors(as_json, url):
         client = Client(url, key)
-    with client, reported_errors(as_json):
+    with client, reported_errors(as_json, url):
         yield client

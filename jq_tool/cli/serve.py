@@ -33,6 +33,14 @@ def _parameter(name: str, option: Option) -> inspect.Parameter:
     )
 
 
+# What `jq serve` exits with (server/startup_checks.py has the refusals; README lists them).
+EXIT_CODES = (
+    "Exit codes: 0 stopped cleanly (SIGTERM/SIGINT); 2 a bad flag or variable; 10 the port is in"
+    " use; 11 the data dir is not writable; 12 the data dir is in use by another process; 13"
+    " Redis is unreachable; 1 any other failure at start. A refused start has written nothing."
+)
+
+
 def register(app: typer.Typer) -> None:
     def serve(**raw: str | bool | None) -> None:
         """Run the queue server."""
@@ -50,7 +58,7 @@ def register(app: typer.Typer) -> None:
     serve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [_parameter(name, option) for name, option in OPTIONS.items()]
     )
-    app.command("serve")(serve)
+    app.command("serve", epilog=EXIT_CODES)(serve)
 
 
 if __name__ == "__main__":

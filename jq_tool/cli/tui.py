@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from jq_tool.cli.options import KeyOption, UrlOption
+from jq_tool.cli.output import EXIT_AUTH, NO_KEY, fail
 from jq_tool.sdk import DEFAULT_URL
 
 
@@ -19,7 +20,7 @@ def tui(url: UrlOption = DEFAULT_URL, key: KeyOption = None) -> None:
             f"must start with http:// or https://, got {url!r}", param_hint="--url"
         )
     if not key:
-        raise typer.BadParameter("an API key is required (or set JQ_KEY)", param_hint="--key")
+        fail(NO_KEY, EXIT_AUTH, as_json=False)
     from jq_tool.tui.app import JqDashboard
 
     JqDashboard(url=url, key=key).run()

@@ -1,32 +1,40 @@
 """`jq worker MODULE:FUNCTION`: run an SDK Worker around a handler function from the command
 line. A plain function runs in a thread pool; an `async def` runs on an AsyncWorker. SIGTERM or
 SIGINT stops leasing and lets in-flight jobs finish within the grace period.
+
+It logs under its own logger, `jq.worker`: one line when it starts and stops, and one line per
+job when its handler returns (id, queue, attempt, outcome, duration), e.g.
+`job 3f2a… queue=default attempt=1/4 ok in 12ms` or `… failed in 3ms, will retry: ValueError: …`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 
 from jq_tool.cli.options import KeyOption, QueueOption, UrlOption, duration_option
-from jq_tool.cli.output import EXIT_AUTH, EXIT_USAGE, exit_code_for, fail
+from jq_tool.cli.output import EXIT_AUTH, EXIT_USAGE, NO_KEY, describe, exit_code_for, fail
 from jq_tool.sdk import (
     DEFAULT_URL,
     AsyncWorker,
-    Forbidden,
+    Failure,
     JqError,
-    Unauthorized,
+    LeasedJob,
     Worker,
     WorkerOptions,
 )
+
+log = logging.getLogger("jq.worker")
 
 
 def load_handler(target: str) -> Callable[..., Any]:
@@ -50,6 +58,70 @@ def load_handler(target: str) -> Callable[..., Any]:
     return handler
 
 
+def _outcome(job: LeasedJob, value: object, error: BaseException | None) -> str:
+    """What became of the attempt, as the worker will report it to the server."""
+    if error is None and not isinstance(value, Failure):
+        return "ok"
+    if error is not None:
+        why = f"{type(error).__name__}: {error}"
+    else:
+        assert isinstance(value, Failure)
+        why = value.error
+    why = why.strip().splitlines()[0][:200] if why.strip() else "no reason given"
+    if isinstance(value, Failure) and not value.retry:
+        return f"failed, final (DEAD): {why}"
+    if job.attempt > job.max_retries:
+        return f"failed, retries spent (DEAD): {why}"
+    return f"failed, will retry: {why}"
+
+
+def _log_job(job: LeasedJob, started: float, value: object, error: BaseException | None) -> None:
+    took_ms = (time.monotonic() - started) * 1000
+    outcome = _outcome(job, value, error)
+    head, _, tail = outcome.partition(": ")
+    log.info(
+        "job %s queue=%s attempt=%d/%d %s in %.0fms%s",
+        job.job_id,
+        job.queue,
+        job.attempt,
+        job.max_retries + 1,
+        head,
+        took_ms,
+        f": {tail}" if tail else "",
+    )
+
+
+def logged(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """`handler`, logging one line per job it handles (async stays async)."""
+    if inspect.iscoroutinefunction(handler):
+
+        @functools.wraps(handler)
+        async def run_async(job: LeasedJob) -> Any:
+            started = time.monotonic()
+            try:
+                value = await handler(job)
+            except Exception as exc:
+                _log_job(job, started, None, exc)
+                raise
+            _log_job(job, started, value, None)
+            return value
+
+        return run_async
+
+    @functools.wraps(handler)
+    def run(job: LeasedJob) -> Any:
+        started = time.monotonic()
+        try:
+            value = handler(job)
+        except Exception as exc:
+            _log_job(job, started, None, exc)
+            raise
+        _log_job(job, started, value, None)
+        return value
+
+    return run
+
+
 def worker(
     target: Annotated[str, typer.Argument(metavar="MODULE:FUNCTION", help="The job handler.")],
     queue: QueueOption = "default",
@@ -67,37 +139,37 @@ def worker(
     url: UrlOption = DEFAULT_URL,
     key: KeyOption = None,
 ) -> None:
-    """Process jobs with MODULE:FUNCTION until SIGTERM/SIGINT."""
+    """Process jobs with MODULE:FUNCTION until SIGTERM/SIGINT; one log line per job."""
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not key:
+        fail(NO_KEY, EXIT_AUTH, as_json=False)
     try:
         handler = load_handler(target)
         options = WorkerOptions(
             queue=queue, concurrency=concurrency, lease_ms=lease_ms, poll_wait=wait, grace=grace
         )
         if inspect.iscoroutinefunction(handler):
-            async_worker = AsyncWorker(url, key, handler, options)
-            logging.info("worker on %s queue %r (async, %d at once)", url, queue, concurrency)
+            async_worker = AsyncWorker(url, key, logged(handler), options)
+            log.info("worker on %s queue %r (async, %d at once)", url, queue, concurrency)
             asyncio.run(async_worker.run(install_signal_handlers=True))
         else:
-            sync_worker = Worker(url, key, handler, options)
-            logging.info("worker on %s queue %r (%d threads)", url, queue, concurrency)
+            sync_worker = Worker(url, key, logged(handler), options)
+            log.info("worker on %s queue %r (%d threads)", url, queue, concurrency)
             sync_worker.run(install_signal_handlers=True)
             if sync_worker.handlers_running:
                 # Threads cannot be stopped, and the interpreter would wait for them at exit.
-                logging.warning("handlers still running after the grace period: exiting anyway")
+                log.warning("handlers still running after the grace period: exiting anyway")
                 logging.shutdown()
                 os._exit(0)
-    except (Unauthorized, Forbidden) as exc:
-        fail(str(exc), EXIT_AUTH, as_json=False)
     except JqError as exc:
-        fail(str(exc), exit_code_for(exc), as_json=False)
+        fail(describe(exc, url), exit_code_for(exc), as_json=False)
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE, as_json=False)
-    logging.info("worker stopped")
+    log.info("worker stopped")
 
 
 def register(app: typer.Typer) -> None:

@@ -90,12 +90,15 @@ class Ack(msgspec.Struct, tag="ack", array_like=True):
 
 
 class Fail(msgspec.Struct, tag="fail", array_like=True):
-    """A failed attempt: ack with result_error. Retries with backoff, or DEAD."""
+    """A failed attempt: ack with result_error. Retries with backoff, or DEAD when retries are
+    spent; `retry=False` makes this failure final (DEAD at once, as the original Go server
+    treated every result_error). Logs written before `retry` existed decode with True."""
 
     now: int
     job_id: str
     lease_id: str | None = None
     error: str = ""
+    retry: bool = True
 
 
 class Extend(msgspec.Struct, tag="extend", array_like=True):

@@ -242,8 +242,10 @@ def _command_problem(command: Any) -> str | None:
             command.result, "result", optional=True
         )
     if isinstance(command, Fail):
-        return _str_problem(command.lease_id, "lease id", optional=True) or _str_problem(
-            command.error, "error"
+        return (
+            _str_problem(command.lease_id, "lease id", optional=True)
+            or _str_problem(command.error, "error")
+            or (None if type(command.retry) is bool else "retry must be true or false")
         )
     if isinstance(command, Extend):
         return _str_problem(command.lease_id, "lease id", optional=True) or _int_problem(
@@ -575,7 +577,7 @@ class StateMachine:
             return job
         self._advance(cmd.now)
         self._lease_left_behind()
-        self._fail_attempt(job, cmd.error, cmd.now)
+        self._fail_attempt(job, cmd.error, cmd.now, final=not cmd.retry)
         return JobResult(job=copy(job))
 
     def _extend(self, cmd: Extend) -> Result:
@@ -728,9 +730,10 @@ class StateMachine:
             promoted += 1
         return promoted
 
-    def _fail_attempt(self, job: Job, error: str, now: int) -> None:
+    def _fail_attempt(self, job: Job, error: str, now: int, *, final: bool = False) -> None:
         """A RUNNING job's attempt failed: RETRY after a backoff, or DEAD when retries are
-        spent. The caller has already accounted for the job's lease heap entry."""
+        spent or the failure is `final` (an ack with `"retry": false`). The caller has already
+        accounted for the job's lease heap entry."""
         q = self._queues[job.queue]
         q.counts[_B_RUNNING] -= 1
         job.result_error = error
@@ -738,7 +741,7 @@ class StateMachine:
         job.lease_until = None
         job.updated_at = now
         self._counters.failed += 1
-        if job.attempts > job.max_retries:
+        if final or job.attempts > job.max_retries:
             job.state = _DEAD
             q.counts[_B_DEAD] += 1
             self._counters.dead += 1

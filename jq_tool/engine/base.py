@@ -156,7 +156,12 @@ class Engine(Protocol):
 
     async def ack(self, job_id: str, *, lease_id: str | None, result: str | None) -> Job: ...
 
-    async def fail(self, job_id: str, *, lease_id: str | None, error: str) -> Job: ...
+    async def fail(
+        self, job_id: str, *, lease_id: str | None, error: str, retry: bool = True
+    ) -> Job:
+        """A failed attempt: RETRY with backoff, or DEAD when retries are spent; DEAD at once
+        when `retry` is False (the failure is final)."""
+        ...
 
     async def extend(self, job_id: str, *, lease_id: str | None, lease_ms: int | None) -> Job: ...
 

@@ -552,9 +552,11 @@ class CommandEngine(Engine):
             Ack(now=self._clock(), job_id=job_id, lease_id=lease_id, result=result)
         )
 
-    async def fail(self, job_id: str, *, lease_id: str | None, error: str) -> Job:
+    async def fail(
+        self, job_id: str, *, lease_id: str | None, error: str, retry: bool = True
+    ) -> Job:
         return await self._settle(
-            Fail(now=self._clock(), job_id=job_id, lease_id=lease_id, error=error)
+            Fail(now=self._clock(), job_id=job_id, lease_id=lease_id, error=error, retry=retry)
         )
 
     async def extend(self, job_id: str, *, lease_id: str | None, lease_ms: int | None) -> Job:

@@ -242,10 +242,12 @@ def ack_call(job_id: str, result: object, lease_id: str | None) -> Call[Settled]
     return settle_call(job_id, "ack", body)
 
 
-def fail_call(job_id: str, error: str, lease_id: str | None) -> Call[Settled]:
+def fail_call(job_id: str, error: str, lease_id: str | None, retry: bool = True) -> Call[Settled]:
     body: dict[str, Any] = {"result_error": str(error)}
     if lease_id is not None:
         body["lease_id"] = lease_id
+    if not retry:
+        body["retry"] = False  # final: DEAD at once (a server before it ignores the field)
     return settle_call(job_id, "ack", body)
 
 

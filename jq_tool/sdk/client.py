@@ -310,9 +310,17 @@ class Client(BaseClient):
         return self.send(ack_call(job_id, result, lease_id), timeout)
 
     def fail(
-        self, job_id: str, error: str, *, lease_id: str | None, timeout: float | None = None
+        self,
+        job_id: str,
+        error: str,
+        *,
+        lease_id: str | None,
+        retry: bool = True,
+        timeout: float | None = None,
     ) -> Settled:
-        return self.send(fail_call(job_id, error, lease_id), timeout)
+        """A failed attempt: RETRY with backoff, or DEAD when retries are spent;
+        `retry=False` makes it final (DEAD at once)."""
+        return self.send(fail_call(job_id, error, lease_id, retry), timeout)
 
     def extend(
         self,
@@ -518,9 +526,17 @@ class AsyncClient(BaseClient):
         return await self.send(ack_call(job_id, result, lease_id), timeout)
 
     async def fail(
-        self, job_id: str, error: str, *, lease_id: str | None, timeout: float | None = None
+        self,
+        job_id: str,
+        error: str,
+        *,
+        lease_id: str | None,
+        retry: bool = True,
+        timeout: float | None = None,
     ) -> Settled:
-        return await self.send(fail_call(job_id, error, lease_id), timeout)
+        """A failed attempt: RETRY with backoff, or DEAD when retries are spent;
+        `retry=False` makes it final (DEAD at once)."""
+        return await self.send(fail_call(job_id, error, lease_id, retry), timeout)
 
     async def extend(
         self,

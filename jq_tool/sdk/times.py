@@ -1,7 +1,8 @@
 """Time on the client side: the one clock read (`utc_now`) and the one RFC 3339 formatter and
 parser the SDK, the CLI and the TUI use. The API speaks RFC 3339 in UTC with milliseconds
 (`2026-01-02T03:04:05.678Z`); results decode into timezone-aware `datetime`s. A naive `datetime`
-given to the SDK, or a time without an offset given to `parse_time`, is local time.
+given to the SDK, or a time without an offset given to `parse_time`, is UTC: one rule for a
+time without a zone in the SDK, the CLI and the HTTP API (which reads `run_at` so).
 """
 
 from __future__ import annotations
@@ -15,20 +16,18 @@ def utc_now() -> datetime:
 
 
 def format_time(moment: datetime) -> str:
-    """RFC 3339 UTC with milliseconds, as the API speaks it; a naive datetime is local time."""
-    if moment.tzinfo is None:
-        moment = moment.astimezone()
-    moment = moment.astimezone(UTC)
+    """RFC 3339 UTC with milliseconds, as the API speaks it; a naive datetime is UTC."""
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def parse_time(text: str) -> datetime:
     """An RFC 3339 / ISO 8601 time (`2026-01-02T03:04:05Z`, `2026-01-02 03:04`, `2026-01-02`) as
-    an aware datetime; one without an offset is local time. Raises ValueError."""
+    an aware datetime; one without an offset is UTC. Raises ValueError."""
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(
             f"{text!r} is not a time (examples: 2026-01-02T03:04:05Z, 2026-01-02 03:04)"
         ) from None
-    return moment if moment.tzinfo is not None else moment.astimezone()
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

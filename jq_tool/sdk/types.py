@@ -205,6 +205,9 @@ class Success(msgspec.Struct, frozen=True):
 
 
 class Failure(msgspec.Struct, frozen=True):
-    """A handler's explicit failed attempt; `error` becomes the job's result_error."""
+    """A handler's explicit failed attempt; `error` becomes the job's result_error. The job
+    retries with backoff (DEAD when its retries are spent); `retry=False` makes the failure
+    final: DEAD at once."""
 
     error: str = "failed"
+    retry: bool = True

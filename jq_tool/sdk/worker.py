@@ -11,8 +11,8 @@ worker runs (queue, concurrency, lease length, long poll, grace, timeouts, TLS) 
 `WorkerOptions` value.
 
 A handler returns a value (success: a str is the result, anything else is stored as JSON),
-returns `Success(result)` / `Failure(error)`, or raises (failure: the traceback is the
-job's result_error).
+returns `Success(result)` / `Failure(error)` (`Failure(error, retry=False)`: a final failure, DEAD
+at once), or raises (failure: the traceback is the job's result_error).
 """
 
 from __future__ import annotations
@@ -321,8 +321,11 @@ class BaseWorker:
         )
         result: str | None = None
         error: str | None = None
+        retry = True
         try:
-            result, error = handler_outcome(await self.call_handler(job))
+            value = await self.call_handler(job)
+            result, error = handler_outcome(value)
+            retry = not isinstance(value, Failure) or value.retry
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -331,7 +334,7 @@ class BaseWorker:
             timer.cancel()
             for task in keeper:
                 task.cancel()
-        await self._settle(client, job, result, error)
+        await self._settle(client, job, result, error, retry)
 
     def _lease_seconds(self, job: LeasedJob) -> float:
         if self.options.lease_ms is not None:
@@ -357,7 +360,12 @@ class BaseWorker:
             await asyncio.sleep(interval)
 
     async def _settle(
-        self, client: AsyncClient, job: LeasedJob, result: str | None, error: str | None
+        self,
+        client: AsyncClient,
+        job: LeasedJob,
+        result: str | None,
+        error: str | None,
+        retry: bool = True,
     ) -> None:
         attempt = 0
         unsure = False  # a try whose answer was lost may have landed
@@ -367,7 +375,7 @@ class BaseWorker:
                     await client.ack(job.job_id, result, lease_id=job.lease_id)
                     self.counts.acked += 1
                 else:
-                    await client.fail(job.job_id, error, lease_id=job.lease_id)
+                    await client.fail(job.job_id, error, lease_id=job.lease_id, retry=retry)
                     self.counts.failed += 1
                 if attempt:
                     log.info("job %s: settled after %d retries", job.job_id, attempt)

@@ -29,6 +29,7 @@ from jq_tool.server.openapi import openapi_routes
 from jq_tool.server.routes_jobs import JobRoutes
 from jq_tool.server.routes_keys import KeyRoutes
 from jq_tool.server.routes_monitoring import MonitoringRoutes
+from jq_tool.server.routing import answer_wrong_methods
 from jq_tool.server.stats import StatsView, ThroughputMeter
 from jq_tool.settings import Settings
 
@@ -61,7 +62,10 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
         try:
             if settings.seed_keys:
                 try:
-                    await seed_dev_keys(keystore, logging.getLogger("jq.auth"))
+                    # Kept for the runner's first-start panel, printed once uvicorn listens.
+                    app.state.seeded_keys = await seed_dev_keys(
+                        keystore, logging.getLogger("jq.auth")
+                    )
                 except KeyStoreUnavailable as exc:
                     # Serve anyway: requests get 503 until the store is back.
                     log.error("could not seed the dev keys, key store unavailable: %s", exc)
@@ -81,14 +85,16 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
             log.info("jq stopped: engine flushed and closed")
 
     app = Starlette(
-        routes=[
-            *JobRoutes(engine, guard, settings, counts.commands, draining).routes(),
-            *KeyRoutes(keystore, guard).routes(),
-            *MonitoringRoutes(engine, guard, stats, registry, settings.max_body).routes(),
-            *EventRoutes(engine, guard, stats, tickets, draining).routes(),
-            *openapi_routes(),
-            *dashboard_routes(),
-        ],
+        routes=answer_wrong_methods(
+            [
+                *JobRoutes(engine, guard, settings, counts.commands, draining).routes(),
+                *KeyRoutes(keystore, guard).routes(),
+                *MonitoringRoutes(engine, guard, stats, registry, settings.max_body).routes(),
+                *EventRoutes(engine, guard, stats, tickets, draining).routes(),
+                *openapi_routes(),
+                *dashboard_routes(),
+            ]
+        ),
         middleware=[
             Middleware(RequestMetricsMiddleware, counts=counts, log_access=settings.access_log)
         ],
@@ -96,6 +102,7 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
         lifespan=lifespan,
     )
     app.state.draining = draining
+    app.state.seeded_keys = []  # (ApiKey, secret) of the dev keys this start created
     app.state.engine = engine
     app.state.keystore = keystore
     app.state.settings = settings

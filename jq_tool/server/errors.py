@@ -95,8 +95,10 @@ def to_response(exc: BaseException) -> Response:
         # Nobody is listening; answer something and keep the log for real problems.
         return error_response(400, "client_disconnected", "the client went away mid-request")
     if isinstance(exc, HTTPException):
+        # Its headers matter: a 405 says which methods the path takes (`Allow`).
         code = _HTTP_CODES.get(exc.status_code, "error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, code, str(exc.detail), None, headers)
     log.error("unhandled error", exc_info=exc)
     return error_response(500, "internal", "internal server error")
 

@@ -192,7 +192,9 @@ class JobRoutes:
         if body.result_error:
             check_size(body.result_error, self.settings.max_payload, "result_error")
             self.counts["fail"] += 1
-            job = await self.engine.fail(job_id, lease_id=body.lease_id, error=body.result_error)
+            job = await self.engine.fail(
+                job_id, lease_id=body.lease_id, error=body.result_error, retry=body.retry
+            )
         else:
             if body.result is not None:
                 check_size(body.result, self.settings.max_payload, "result")

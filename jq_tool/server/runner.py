@@ -1,6 +1,12 @@
 """Running the server process: logging, the engine (local or cluster) on the data dir, the key
 store, and the HTTP app on uvicorn (uvloop, httptools, one worker) until a shutdown signal.
 
+Start-up checks come first (server/startup_checks.py: data dir held or not writable, port in
+use, Redis unreachable): a refusal is one line and its own exit code, before anything is
+written, seeded or logged as serving. The checks bind the listening sockets and uvicorn serves on
+them. Once uvicorn listens, a first start (one that seeded the dev keys) prints its panel
+(server/welcome.py).
+
 `jq serve` (jq_tool/cli/serve.py) turns flags and environment variables into `Settings` and
 calls `run`; it imports this module only then, so that other commands start without loading
 the server, the engines and uvicorn. SIGTERM or SIGINT drains: uvicorn stops accepting
@@ -14,15 +20,19 @@ import asyncio
 import logging
 import math
 import signal
+import socket
 import sys
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
 
-from jq_tool.auth import open_key_store
+from jq_tool.auth import KeyStoreUnavailable, open_key_store
 from jq_tool.engine.factory import open_engine
 from jq_tool.runtime import tune_gc
 from jq_tool.server.app import StartupFailed, create_app
+from jq_tool.server.startup_checks import EXIT_DATA_DIR_NOT_WRITABLE, StartupRefused, run_checks
+from jq_tool.server.welcome import print_welcome
 from jq_tool.settings import Settings
 
 log = logging.getLogger("jq.serve")
@@ -33,9 +43,20 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 class DrainingServer(uvicorn.Server):
     """uvicorn's server, telling the app the moment a shutdown signal arrives."""
 
-    def __init__(self, config: uvicorn.Config, draining: asyncio.Event) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        draining: asyncio.Event,
+        on_started: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(config)
         self.draining = draining
+        self.on_started = on_started  # called once uvicorn listens
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
@@ -68,14 +89,23 @@ def run(settings: Settings) -> int:
     configure_logging(settings.log_level)
     tune_gc()
     try:
+        sockets = run_checks(settings)
+    except StartupRefused as exc:
+        log.error("jq cannot start: %s", exc)
+        return exc.exit_code
+    try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        log.error("cannot create the data dir %s: %s", settings.data_dir, exc)
-        return 1
+        log.error("jq cannot start: cannot create the data dir %s: %s", settings.data_dir, exc)
+        return EXIT_DATA_DIR_NOT_WRITABLE
     engine = open_engine(settings)  # cluster mode (settings.cluster_mode) runs etcd's engine
-    keystore = open_key_store(
-        settings.redis_url, settings.data_dir, redis_prefix=settings.redis_prefix
-    )
+    try:
+        keystore = open_key_store(
+            settings.redis_url, settings.data_dir, redis_prefix=settings.redis_prefix
+        )
+    except KeyStoreUnavailable as exc:
+        log.error("jq cannot start: %s", exc)
+        return 1
     app = create_app(engine, keystore, settings)
     config = uvicorn.Config(
         app,
@@ -91,10 +121,21 @@ def run(settings: Settings) -> int:
         proxy_headers=False,  # client addresses are not used; one ASGI layer less per request
         timeout_graceful_shutdown=math.ceil(settings.drain_timeout_ms / 1000),
     )
-    server = DrainingServer(config, app.state.draining)
+
+    def first_start_panel() -> None:
+        if app.state.seeded_keys:
+            print_welcome(settings, app.state.seeded_keys)
+
+    server = DrainingServer(config, app.state.draining, first_start_panel)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _ignore_signal)
-    server.run()
+    try:
+        server.run(sockets=sockets)
+    except SystemExit:
+        # uvicorn exits with its own code when the lifespan failed (the engine did not start);
+        # jq's is 1 for every failure the start-up checks could not see coming.
+        if server.started:
+            raise
     if not server.started:
         log.error("jq did not start (see the errors above)")
         return 1

@@ -59,11 +59,15 @@ class LeaseBody(msgspec.Struct):
 
 
 class AckBody(msgspec.Struct):
-    """Settle a lease: `result` acks the job, a non-empty `result_error` fails the attempt."""
+    """Settle a lease: `result` acks the job, a non-empty `result_error` fails the attempt
+    (RETRY with backoff, or DEAD when retries are spent). `"retry": false` with a
+    `result_error` makes the failure final: DEAD at once, as the original Go server treated
+    every `result_error`; without a `result_error` it changes nothing."""
 
     result: str | None = None
     result_error: str | None = None
     lease_id: str | None = None
+    retry: bool = True
 
 
 class ExtendBody(msgspec.Struct):

@@ -111,7 +111,8 @@ def test_error_exit_codes(jq_server: ServerProcess, queue: str) -> None:
     )
     assert result.exit_code == 4
     error = json.loads(result.stderr)
-    assert error["exit_code"] == 4 and "error" in error
+    # One shape for every --json error (issue 16): the HTTP status apart, not in the text.
+    assert set(error) == {"error", "code", "status"} and error["status"] is None
     jq(jq_server, client, "get", "x", "--url", "not-a-url", code=2)
 
 
@@ -124,8 +125,8 @@ def test_times_and_durations(jq_server: ServerProcess, queue: str) -> None:
 
     assert run_at("--run-at", "2099-01-02T03:04:05.678Z") == "2099-01-02T03:04:05.678Z"
     assert run_at("--run-at", "2099-01-02T04:04:05+01:00") == "2099-01-02T03:04:05.000Z"
-    local = datetime(2099, 1, 2, 3, 4, 5).astimezone()  # no offset: local time
-    assert run_at("--run-at", "2099-01-02 03:04:05") == format_time(local)
+    # No offset: UTC, as the HTTP API reads it (issue 16; local time before).
+    assert run_at("--run-at", "2099-01-02 03:04:05") == "2099-01-02T03:04:05.000Z"
     assert run_at("--delay", "1d") > format_time(datetime.now(UTC) + timedelta(hours=23))
     jq(jq_server, client, "submit", "x", "--run-at", "tomorrow", code=2)
     jq(jq_server, jq_server.worker_key, "lease", "--queue", queue, "--wait", "soon", code=2)
