@@ -143,9 +143,9 @@ def test_the_minority_side_refuses_writes_and_catches_up_after_healing(
     minority = {"queue": "minority", "idempotency_key": "minority-side-submit"}
     refused = submit(n3, "on the minority side", **minority)
     assert refused is not None and refused.status_code in (503, 504), refused
-    assert refused.json()["code"] == {503: "unavailable", 504: "outcome_unknown"}[
-        refused.status_code
-    ]
+    assert (
+        refused.json()["code"] == {503: "unavailable", 504: "outcome_unknown"}[refused.status_code]
+    )
     assert refused.status_code == 504, refused.json()  # proposed: the put reached its member
     assert refused.headers.get("retry-after")
     assert "Idempotency-Key" in refused.json()["error"]
