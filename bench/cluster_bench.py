@@ -11,6 +11,10 @@ it on a majority (each member fsyncs) and this node applied it; in single-node m
 local WAL fsynced it. Last, two of the three nodes are SIGKILLed (their etcd members die with
 them) and the survivor's /health is polled until it answers 503: the time that took.
 
+Each row also gives the CPU the mode's servers (etcd members included, wrk not) spent per single
+submit: on a machine shared with other work, throughput follows the CPU share each mode gets,
+while CPU per submit does not, so single/cluster CPU per submit is the steadier ratio.
+
 Targets: replicated single submits at least 0.6x the same round's single node (issue 20), and
 /health reporting the lost majority within 1 s (issue 22).
 
@@ -38,7 +42,6 @@ from jq_tool.chaos.target import free_peer_ports
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from http_bench import (  # noqa: E402
     BenchError,
-    WrkResult,
     free_port,
     parse_seeded_keys,
     run_wrk,
@@ -78,17 +81,40 @@ def wait_ready(data_dir: Path, url: str, timeout_s: float = 60) -> dict[str, str
     raise BenchError(f"{url} not ready:\n{log_path.read_text(errors='replace')[-2000:]}")
 
 
-def measure(url: str, key: str, seconds: float) -> tuple[WrkResult, WrkResult]:
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of one live process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    """The process and its descendants (a node's etcd member is its child)."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found.extend(_tree(int(child)))
+    return found
+
+
+def tree_cpu_s(roots: list[subprocess.Popen[bytes]]) -> float:
+    return sum(_cpu_s(pid) for root in roots for pid in _tree(root.pid))
+
+
+def measure(
+    url: str, key: str, seconds: float, servers: list[subprocess.Popen[bytes]]
+) -> dict[str, float]:
+    """One round on one mode: wrk on single submits, then on batches. `cpu_us_per_submit` is
+    the CPU the servers (and their etcd members) spent per single submit: on a shared machine
+    a steadier comparison than throughput, which follows the CPU share the mode gets."""
+    before = tree_cpu_s(servers)
     single = run_wrk(url + "/jobs", key, seconds, 64, 2, "POST /jobs")
+    spent = tree_cpu_s(servers) - before
     batch = run_wrk(url + "/jobs/batch", key, seconds, 16, 2, "POST /jobs/batch", BATCH_BODY)
-    return single, batch
-
-
-def row(single: WrkResult, batch: WrkResult) -> dict[str, float]:
     return {
         "submits_per_s": single.req_per_s,
         "submit_p99_ms": single.p99_ms,
         "batch_jobs_per_s": batch.req_per_s * BATCH,
+        "cpu_us_per_submit": spent / max(single.requests, 1) * 1e6,
     }
 
 
@@ -148,9 +174,11 @@ def main() -> int:
         for node in ("n2", "n3"):
             wait_ready(root / node, f"http://127.0.0.1:{http[node]}")
 
+        single_servers = processes[:1]
+        cluster_servers = list(nodes.values())
         for _ in range(rounds):
-            singles.append(row(*measure(single_url, single_key, seconds)))
-            clusters.append(row(*measure(cluster_url, cluster_key, seconds)))
+            singles.append(measure(single_url, single_key, seconds, single_servers))
+            clusters.append(measure(cluster_url, cluster_key, seconds, cluster_servers))
         detection = health_detection_s(cluster_url, [nodes["n2"], nodes["n3"]])
     finally:
         for process in processes:
@@ -163,6 +191,7 @@ def main() -> int:
     pairs = list(zip(singles, clusters, strict=True))
     submits = [c["submits_per_s"] / s["submits_per_s"] for s, c in pairs]
     batches = [c["batch_jobs_per_s"] / s["batch_jobs_per_s"] for s, c in pairs]
+    cpu = [s["cpu_us_per_submit"] / c["cpu_us_per_submit"] for s, c in pairs]
     report: dict[str, object] = {
         "single-node": {name: median(singles, name) for name in singles[0]},
         "cluster (3 etcd members)": {name: median(clusters, name) for name in clusters[0]},
@@ -170,24 +199,29 @@ def main() -> int:
         "cluster_over_single_submits": statistics.median(submits),
         "cluster_over_single_submits_by_round": submits,
         "cluster_over_single_batch": statistics.median(batches),
+        "single_cpu_over_cluster_cpu_per_submit": statistics.median(cpu),
         "health_detects_lost_majority_s": detection,
     }
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{'mode (median of rounds)':<26}{'submits/s':>12}{'p99 ms':>10}{'batch jobs/s':>15}")
+    print(
+        f"{'mode (median of rounds)':<26}{'submits/s':>12}{'p99 ms':>10}{'batch jobs/s':>15}"
+        f"{'CPU us/submit':>15}"
+    )
     for mode in ("single-node", "cluster (3 etcd members)"):
         values = report[mode]
         assert isinstance(values, dict)
         print(
             f"{mode:<26}{values['submits_per_s']:>12,.0f}{values['submit_p99_ms']:>10.1f}"
-            f"{values['batch_jobs_per_s']:>15,.0f}"
+            f"{values['batch_jobs_per_s']:>15,.0f}{values['cpu_us_per_submit']:>15,.0f}"
         )
     ratio = statistics.median(submits)
     print(
         f"cluster/single: submits {ratio:.2f} (rounds: "
         f"{', '.join(f'{r:.2f}' for r in submits)}; target >= 0.6: "
-        f"{'met' if ratio >= 0.6 else 'NOT met'}), batch {statistics.median(batches):.2f}"
+        f"{'met' if ratio >= 0.6 else 'NOT met'}), batch {statistics.median(batches):.2f}; "
+        f"CPU per submit, single/cluster: {statistics.median(cpu):.2f}"
     )
     print(
         f"/health noticed the lost majority after {detection:.2f}s "
