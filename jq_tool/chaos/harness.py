@@ -5,8 +5,10 @@ one when that node is down, and the kills take one random node at a time.
 
 It speaks HTTP with httpx directly, not through the SDK, because it must know exactly which
 requests the server answered. Submits carry idempotency keys and are retried through restarts
-with the same key (on any node); acks are retried with the same lease_id (leases survive
-restarts, and any node settles them). Every fact goes into the `Ledger`; `report.verify`
+with the same key (on any node), as the SDK retries them; with `--without-key` a share of them
+goes without a key and is retried all the same, as a bare HTTP client might, so the report can
+show what keys are for. Acks are retried with the same lease_id (leases survive restarts, and
+any node settles them). Every fact goes into the `Ledger`; `report.verify`
 compares it with the server's final answers.
 """
 
@@ -25,6 +27,7 @@ import uuid
 from collections.abc import Callable, Coroutine, Generator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -102,7 +105,10 @@ class ChaosRun:
         self._route = random.Random(f"route-{self.seed}")
         self.run_id = uuid.uuid4().hex[:12]
         self.queue = options.queue or f"chaos-{self.run_id}"
-        self.ledger = Ledger(self.run_id, options.jobs)
+        # Which submits go without a key: their own stream, so the share moves no kill.
+        keys = random.Random(f"keys-{self.seed}")
+        without_key = {i for i in range(options.jobs) if keys.random() < options.without_key}
+        self.ledger = Ledger(self.run_id, options.jobs, without_key=without_key)
         self.kills = 0
         self.restarts = 0
         self.downtime_s = 0.0  # kill to healthy again, summed
@@ -300,12 +306,13 @@ class ChaosRun:
 
     async def _submit(self, index: int) -> None:
         record = self.ledger.submits[index]
-        body = {
+        body: dict[str, Any] = {
             "payload": chaos_payload(self.run_id, index),
             "queue": self.queue,
             "max_retries": CHAOS_MAX_RETRIES,
-            "idempotency_key": record.idempotency_key,
         }
+        if record.keyed:
+            body["idempotency_key"] = record.idempotency_key
         self.ledger.submit_started(index, time.monotonic())
         response = await self._request(
             "POST", "/jobs", json=body, on_retry=lambda: self.ledger.submit_retried(index)
@@ -430,7 +437,27 @@ class ChaosRun:
                 self.ledger.job_payload_seen(job_id, payload_index(self.run_id, payload))
 
         await asyncio.gather(*(read(job_id) for job_id in sorted(self.ledger.known_job_ids())))
+        # Jobs nobody was told about: a submit whose answer was lost and that was retried
+        # without a key made one more. Only listing the queue finds those not leased yet.
+        unknown = [job_id for job_id in await self._queue_job_ids() if job_id not in states]
+        await asyncio.gather(*(read(job_id) for job_id in unknown))
         return states
+
+    async def _queue_job_ids(self) -> list[str]:
+        """Every job id in the run's queue, from GET /jobs page by page."""
+        ids: list[str] = []
+        cursor: str | None = None
+        while True:
+            query = {"queue": self.queue, "limit": 1000, **({"cursor": cursor} if cursor else {})}
+            response = await self._request("GET", "/jobs?" + urlencode(query))
+            if response.status_code != 200:
+                self._fail(f"GET /jobs: {_describe(response)}")
+                raise RunAborted(self._abort or "")
+            jobs = _field(response, "jobs")
+            ids.extend(str(job["job_id"]) for job in jobs or [] if isinstance(job, dict))
+            cursor = _field(response, "next_cursor")
+            if not isinstance(cursor, str) or not cursor:
+                return ids
 
 
 def _field(response: httpx.Response, name: str) -> Any:

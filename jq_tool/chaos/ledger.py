@@ -1,6 +1,9 @@
 """The harness's own record of a chaos run: which submits the server acknowledged (and with which
 job id), every execution a worker started (job id + attempt), and every ack the server confirmed.
 
+Some submits may be sent without their idempotency key (`--without-key`), as a bare HTTP client
+would; the ledger marks them, so duplicates their retries make are counted apart.
+
 The ledger is the ground truth the final verification compares the server against, so it only
 records what a response proved: a submit is acknowledged only when a 201/200 carrying a job id
 came back, an ack only when the server answered it (or, after an ambiguous crash, showed the job
@@ -36,6 +39,7 @@ def payload_index(run_id: str, payload: str) -> int | None:
 class SubmitRecord:
     index: int
     idempotency_key: str
+    keyed: bool = True  # False: sent without its key (and retried all the same)
     started_at: float | None = None  # first attempt sent: the start of submit→ack latency
     job_id: str | None = None  # set once the server acknowledged the submit
     acknowledged_at: float | None = None
@@ -57,16 +61,21 @@ class Execution:
 class Duplicate:
     """Evidence of a duplicate: what happened, to which job, which submit."""
 
-    kind: str  # executed_after_ack | same_attempt_twice | one_key_two_jobs | two_keys_one_job
+    # executed_after_ack | same_attempt_twice | one_key_two_jobs | two_keys_one_job, or
+    # retried_without_key: a submit sent without a key made more than one job (counted apart)
+    kind: str
     job_id: str
     index: int | None
     detail: str
 
 
 class Ledger:
-    def __init__(self, run_id: str, jobs: int) -> None:
+    def __init__(self, run_id: str, jobs: int, *, without_key: set[int] | None = None) -> None:
         self.run_id = run_id
-        self.submits = [SubmitRecord(i, f"chaos-{run_id}-{i}") for i in range(jobs)]
+        unkeyed = without_key or set()
+        self.submits = [
+            SubmitRecord(i, f"chaos-{run_id}-{i}", keyed=i not in unkeyed) for i in range(jobs)
+        ]
         # job id -> the submit indexes it was tied to, by a submit response or by its payload;
         # verification calls any job with two indexes, or index with two jobs, a duplicate.
         self.job_indexes: dict[str, set[int]] = {}

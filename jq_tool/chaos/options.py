@@ -32,6 +32,7 @@ CHAOS_FLAGS = frozenset(
         "queue",
         "data-dir",
         "cluster",
+        "without-key",
         "help",
     }
 )
@@ -99,6 +100,9 @@ class ChaosOptions:
     queue: str | None = None  # None: a fresh queue per run, so a shared target's jobs stay apart
     data_dir: str | None = None  # spawned server's data dir; None: a temporary one
     cluster: int = 0  # nodes of a spawned cluster; 0: one single-node server
+    # Share of submits sent without an idempotency key and retried all the same, as a client
+    # written against the bare HTTP API might: the duplicates they make are counted apart.
+    without_key: float = 0.0
 
     def problems(self) -> list[str]:
         """Every reason these options cannot run, as messages for the user (empty when fine)."""
@@ -117,6 +121,8 @@ class ChaosOptions:
             problems.append("--submit-rate must not be negative")
         if self.wait < 0:
             problems.append("--wait must not be negative")
+        if not 0.0 <= self.without_key <= 1.0:
+            problems.append("--without-key must be a share between 0 and 1")
         if self.target is not None:
             if not self.target.startswith(("http://", "https://")):
                 problems.append("--target must be an http:// or https:// URL")

@@ -5,8 +5,11 @@ one JSON object.
 Lost means an acknowledged submit whose job is not ACKED at the end (or that the server no longer
 knows). Duplicates are a job leased again after its ack was confirmed, the same attempt leased
 twice, one submit (one idempotency key) that became two job ids, or two submits that got one job
-id. `ZERO LOSS ✓` is printed only when nothing was lost, nothing was duplicated and every submit
-was acknowledged (a run that could not submit its load proves nothing).
+id. A submit sent without a key (`--without-key`) that became two jobs is counted apart: a
+server cannot tell such a retry from a new job, which is why every client should send a key.
+`ZERO LOSS ✓` is printed only when nothing was lost, nothing was duplicated (keyless retries
+aside, which are reported) and every submit was acknowledged (a run that could not submit its
+load proves nothing).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ class Report:
     submitted: int  # submits the server acknowledged (201/200 with a job id)
     acked: int  # acknowledged submits whose job is ACKED at the end
     lost: int
-    duplicates: int
+    duplicates: int  # every duplicate but those of keyless retries: must be 0
     unacknowledged: int  # submits never acknowledged (refused, or the run was cut short)
     kills: int
     restarts: int
@@ -71,6 +74,9 @@ class Report:
     notes: list[str] = dataclasses.field(default_factory=list)
     seed: int | None = None  # the run's random seed: --seed repeats its kill schedule
     queue: str | None = None
+    submits_without_key: int = 0  # sent without an idempotency key (--without-key)
+    duplicates_from_keyed_retries: int = 0  # one key, two jobs: part of `duplicates`, must be 0
+    duplicates_from_unkeyed_retries: int = 0  # extra jobs made by keyless retries: expected
 
     @property
     def zero_loss(self) -> bool:
@@ -106,6 +112,9 @@ class Report:
             "acked": self.acked,
             "lost": self.lost,
             "duplicates": self.duplicates,
+            "duplicates_from_keyed_retries": self.duplicates_from_keyed_retries,
+            "duplicates_from_unkeyed_retries": self.duplicates_from_unkeyed_retries,
+            "submits_without_key": self.submits_without_key,
             "unacknowledged": self.unacknowledged,
             "kills": self.kills,
             "restarts": self.restarts,
@@ -141,7 +150,8 @@ class Report:
             f"submitted:   {self.submitted}/{self.jobs}",
             f"acked:       {self.acked}",
             f"lost:        {self.lost}",
-            f"duplicates:  {self.duplicates}",
+            f"duplicates:  {self.duplicates} ({self.duplicates_from_keyed_retries} from submits "
+            "retried with their idempotency key, as the SDK retries)",
             f"kills:       {self.kills} (restarts: {self.restarts}, "
             f"down {self.downtime_s:.2f}s in all)",
             f"executions:  {self.executions}",
@@ -154,6 +164,13 @@ class Report:
                 ms(self.latency_ms["p50"]), ms(self.latency_ms["p95"]), ms(self.latency_ms["p99"])
             ),
         ]
+        if self.submits_without_key:
+            lines.append(
+                f"without key: {self.submits_without_key} submits sent without an idempotency "
+                f"key made {self.duplicates_from_unkeyed_retries} extra jobs when retried "
+                "(expected: the server cannot tell such a retry from a new job; not counted "
+                "above)"
+            )
         if self.unacknowledged:
             lines.append(f"unacknowledged submits: {self.unacknowledged}")
         for reason, count in sorted(self.rejections.items()):
@@ -204,6 +221,7 @@ def verify(
             lost_jobs.append(LostJob(record.index, record.job_id, state or "MISSING"))
 
     duplicates = list(ledger.duplicates)
+    keyless: list[Duplicate] = []
     jobs_of_index: dict[int, set[str]] = {}
     for job_id, indexes in ledger.job_indexes.items():
         for index in indexes:
@@ -217,8 +235,12 @@ def verify(
                     f"submits {sorted(indexes)} (different idempotency keys) share one job id",
                 )
             )
+    keyed_retry_duplicates = 0
     for index, job_ids in sorted(jobs_of_index.items()):
-        if len(job_ids) > 1:
+        if len(job_ids) <= 1:
+            continue
+        if ledger.submits[index].keyed:
+            keyed_retry_duplicates += 1
             duplicates.append(
                 Duplicate(
                     "one_key_two_jobs",
@@ -226,6 +248,16 @@ def verify(
                     index,
                     f"submit {index} (one idempotency key) became jobs {sorted(job_ids)}",
                 )
+            )
+        else:
+            keyless.extend(
+                Duplicate(
+                    "retried_without_key",
+                    extra,
+                    index,
+                    f"submit {index} (no idempotency key) became jobs {sorted(job_ids)}",
+                )
+                for extra in sorted(job_ids)[1:]
             )
 
     latencies = [
@@ -262,10 +294,13 @@ def verify(
             "p99": percentile(latencies, 99),
         },
         lost_jobs=lost_jobs[:DETAIL_LIMIT],
-        duplicate_details=duplicates[:DETAIL_LIMIT],
+        duplicate_details=(duplicates + keyless)[:DETAIL_LIMIT],
         rejections=rejections,
         error=error,
         verified=verified,
         seed=seed,
         queue=queue,
+        submits_without_key=sum(1 for record in ledger.submits if not record.keyed),
+        duplicates_from_keyed_retries=keyed_retry_duplicates,
+        duplicates_from_unkeyed_retries=len(keyless),
     )

@@ -100,6 +100,14 @@ def chaos(
             "one random node at a time; 0 = one single-node server"
         ),
     ] = 0,
+    without_key: Annotated[
+        float,
+        typer.Option(
+            help="share of submits (0 to 1) sent without an idempotency key and retried all "
+            "the same, as a bare HTTP client might; the duplicates they make are counted "
+            "apart from those of keyed retries, which must be 0"
+        ),
+    ] = 0.0,
 ) -> None:
     options = ChaosOptions(
         target=target,
@@ -117,6 +125,7 @@ def chaos(
         queue=queue,
         data_dir=data_dir,
         cluster=cluster,
+        without_key=without_key,
     )
     problems = options.problems()
     if problems:

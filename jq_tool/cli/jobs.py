@@ -24,13 +24,14 @@ from jq_tool.cli.options import (
 from jq_tool.cli.output import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
+    exit_code_for,
     fail,
     print_json,
     print_record,
     print_rows,
     stdout,
 )
-from jq_tool.sdk import DEFAULT_URL, Job, LeasedJob, Settled
+from jq_tool.sdk import DEFAULT_URL, Job, LeasedJob, OutcomeUnknown, Settled
 
 
 def _job_fields(job: Job) -> list[tuple[str, object]]:
@@ -87,26 +88,40 @@ def submit(
     max_retries: Annotated[int, typer.Option(min=0, help="Retries after the first try.")] = 3,
     idempotency_key: Annotated[
         str | None,
-        typer.Option(help="The same key returns the same job id.", show_default=False),
+        typer.Option(
+            help="The same key returns the same job id (default: a new key, reused by this "
+            "command's own retries).",
+            show_default=False,
+        ),
     ] = None,
     url: UrlOption = DEFAULT_URL,
     key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Submit a job; prints its id."""
+    """Submit a job; prints its id. Retried through a restarting or unreachable server with
+    one idempotency key, so a retry never makes a second job."""
     if delay is not None and run_at is not None:
         fail("give --delay or --run-at, not both", EXIT_USAGE, as_json=as_json)
     text = sys.stdin.read() if payload == "-" else payload
     with open_client(url, key, as_json) as client:
-        job_id = client.submit(
-            text,
-            priority=priority,
-            delay=delay,
-            run_at=run_at,
-            queue=queue,
-            max_retries=max_retries,
-            idempotency_key=idempotency_key,
-        )
+        try:
+            job_id = client.submit(
+                text,
+                priority=priority,
+                delay=delay,
+                run_at=run_at,
+                queue=queue,
+                max_retries=max_retries,
+                idempotency_key=idempotency_key,
+            )
+        except OutcomeUnknown as error:
+            fail(
+                f"{error}. The job may or may not exist: run the same command with "
+                f"--idempotency-key {error.idempotency_key} to get it (or make it, once)",
+                exit_code_for(error),
+                as_json=as_json,
+                error_code=error.code or "outcome_unknown",
+            )
     if as_json:
         print_json({"job_id": job_id})
     else:

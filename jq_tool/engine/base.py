@@ -5,7 +5,9 @@ and the configuration an engine runs with.
 it once over a state machine and *some* log; LocalEngine (the local WAL) and ClusterEngine (etcd)
 only supply the log. Every mutating call turns into one command that is made durable before it
 is applied and answered. Errors a client caused come back as `CommandRejected` carrying the state
-machine's `ErrorCode`; the HTTP layer maps those to statuses in one table.
+machine's `ErrorCode`; the HTTP layer maps those to statuses in one table. A write the log
+refused before taking it raises `EngineUnavailable` (not done); one the log took without saying
+whether it became durable raises `OutcomeUnknown` (maybe done).
 """
 
 from __future__ import annotations
@@ -33,6 +35,15 @@ class CommandRejected(Exception):
 
 class EngineUnavailable(Exception):
     """The engine cannot accept writes: stopped, a fatal storage error, or no quorum."""
+
+
+class OutcomeUnknown(EngineUnavailable):
+    """The command was handed to the log and nothing says whether it became durable: an etcd
+    put that timed out or lost its connection (a majority lost mid-write), a committed batch
+    that did not come back through the watch in time, a local WAL append whose fdatasync (or
+    the cut of a failed write) failed. It may take effect, now or after a restart. Not the same
+    as EngineUnavailable, which is raised only for what was refused before it reached the log:
+    a retry is safe only with the same idempotency key, or after looking the job up."""
 
 
 class StorageFull(EngineUnavailable):

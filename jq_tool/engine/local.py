@@ -7,7 +7,8 @@ waiters, the ticker, when to snapshot) is CommandEngine's (engine/command_engine
 
 Storage errors: a full disk (`ENOSPC`, `EDQUOT`) refuses that batch (`StorageFull`) and the WAL
 cuts it off, so service resumes when space returns; any other error, above all a failed
-`fdatasync`, stops writes for good (`EngineUnavailable`).
+`fdatasync`, stops writes for good (`EngineUnavailable`). The batch whose fdatasync failed is
+answered `OutcomeUnknown`: its records are in the file, and a restart may find them on disk.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from typing import Any, TypeVar
 
 from jq_tool.core.model import decode_command
 from jq_tool.core.wal import RECORD_COMMAND, WAL
-from jq_tool.engine.base import EngineConfig, EngineUnavailable, Health, StorageFull
+from jq_tool.engine.base import (
+    EngineConfig,
+    EngineUnavailable,
+    Health,
+    OutcomeUnknown,
+    StorageFull,
+)
 from jq_tool.engine.command_engine import CommandEngine, Proposal, now_ms
 
 log = logging.getLogger("jq.engine")
@@ -183,8 +190,13 @@ class LocalEngine(CommandEngine):
         else:
             # The WAL says why it gave up for good (e.g. "fsync failed: …"), when it did.
             reason = self._wal.failure or f"WAL write failed: {exc}"
+            # This batch poisoned the WAL (its fdatasync, or the cut of its failed write,
+            # failed): its records are in the file and what reached the disk is unknown, so a
+            # restart may replay them. Its callers are told the outcome is unknown; a batch
+            # the WAL cut off cleanly, or refused once poisoned, was not written.
+            written = self._wal.failure is not None and self._fatal is None
             self._fail_for_good(reason)
-            error = EngineUnavailable(self._fatal or reason)
+            error = (OutcomeUnknown if written else EngineUnavailable)(self._fatal or reason)
         self._refuse(batch, error)
         if self._fatal is not None:
             pending, self._pending = self._pending, []

@@ -46,7 +46,13 @@ from jq_tool.sdk.calls import (
     submit_call,
     submit_spec,
 )
-from jq_tool.sdk.errors import JqError, ServerUnavailable, error_for_failure, error_for_response
+from jq_tool.sdk.errors import (
+    JqError,
+    OutcomeUnknown,
+    ServerUnavailable,
+    error_for_failure,
+    error_for_response,
+)
 from jq_tool.sdk.sse import AsyncEventStream, EventStream
 from jq_tool.sdk.tls import Verify
 from jq_tool.sdk.types import (
@@ -146,7 +152,8 @@ class BaseClient:
 
     @staticmethod
     def unreachable(call: Call[Any], failure: TransportFailure) -> JqError:
-        return error_for_failure(f"{call.method} {call.path}", failure)
+        what = f"{call.method} {call.path}"
+        return error_for_failure(what, failure, write=call.method != "GET")
 
 
 class Client(BaseClient):
@@ -230,9 +237,16 @@ class Client(BaseClient):
         idempotency_key: str | None = None,
         timeout: float | None = None,
     ) -> str:
-        """Submit one job and return its id; safe to retry (see sdk/calls.py)."""
+        """Submit one job and return its id. It carries an idempotency key (`idempotency_key`,
+        or a fresh uuid4) that every retry reuses, so a retried submit makes one job. Raises
+        `OutcomeUnknown` (with the key in `.idempotency_key`) when the last try's outcome is
+        unknown: submit again with that key to get the job, or make it."""
         spec = submit_spec(payload, max_retries, priority, delay, run_at, queue, idempotency_key)
-        return self.send(submit_call(spec), timeout)
+        try:
+            return self.send(submit_call(spec), timeout)
+        except OutcomeUnknown as exc:
+            exc.idempotency_key = spec.idempotency_key
+            raise
 
     def submit_many(
         self, jobs: Iterable[JobSpec | Mapping[str, Any]], *, timeout: float | None = None
@@ -450,7 +464,11 @@ class AsyncClient(BaseClient):
         timeout: float | None = None,
     ) -> str:
         spec = submit_spec(payload, max_retries, priority, delay, run_at, queue, idempotency_key)
-        return await self.send(submit_call(spec), timeout)
+        try:
+            return await self.send(submit_call(spec), timeout)
+        except OutcomeUnknown as exc:
+            exc.idempotency_key = spec.idempotency_key
+            raise
 
     async def submit_many(
         self, jobs: Iterable[JobSpec | Mapping[str, Any]], *, timeout: float | None = None

@@ -3,16 +3,20 @@ them.
 
 Every error the server can return (docs/api.md: status + machine `code`) becomes exactly one
 exception class here, so callers catch `LeaseLost` or `JobNotFound` instead of inspecting status
-codes. Connection failures count as `ServerUnavailable`, the same as a 503: in both cases the
-request may be retried later; except a server certificate that TLS verification refused
-(`TlsError`), which no retry can help.
+codes. A request the server refused before doing anything (503 `unavailable`), or that never
+reached it (connection refused), is `ServerUnavailable`: not done, retry later. A write whose
+outcome is unknown (504 `outcome_unknown`: it reached the server's log and nothing says whether
+it became durable; or the connection broke after the request was sent) is `OutcomeUnknown`, a
+kind of `ServerUnavailable` that says "maybe done": retry it only with the same idempotency key
+(the SDK's submits carry one and reuse it), or look the job up. A server certificate that TLS
+verification refused is `TlsError`, which no retry can help.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from jq_tool.sdk.wire import CertificateRefused, TransportFailure
+from jq_tool.sdk.wire import AnswerLost, CertificateRefused, TransportFailure
 
 
 class JqError(Exception):
@@ -81,7 +85,17 @@ class PayloadTooLarge(JqError):
 
 
 class ServerUnavailable(JqError):
-    """503, or the server could not be reached: nothing is known to have happened; retry."""
+    """503 `unavailable`, or the server could not be reached: the request was refused before
+    anything was done; retry later. (Its subclass `OutcomeUnknown` says "maybe done".)"""
+
+
+class OutcomeUnknown(ServerUnavailable):
+    """504 `outcome_unknown`, or the connection broke after a write was sent: the write may or
+    may not have taken effect. Retry it with the same idempotency key (a submit then answers
+    the job it made, if it made one), or look the job up. A submit that gives up with this
+    error carries its key in `idempotency_key`; catch this before `ServerUnavailable`."""
+
+    idempotency_key: str | None = None
 
 
 class TlsError(JqError):
@@ -111,6 +125,7 @@ _BY_STATUS: dict[int, type[JqError]] = {
     413: PayloadTooLarge,
     422: BadRequest,
     503: ServerUnavailable,
+    504: OutcomeUnknown,  # ours, and a proxy's gateway timeout: both mean "maybe done"
     507: StorageFull,
 }
 
@@ -134,9 +149,12 @@ def error_for_response(status: int, body: Any, *, not_found: type[NotFound] = No
     return cls(message, status=status, code=code, field=field)
 
 
-def error_for_failure(what: str, failure: TransportFailure) -> JqError:
-    """The exception for a request that got no answer (`what` names the request)."""
+def error_for_failure(what: str, failure: TransportFailure, *, write: bool = False) -> JqError:
+    """The exception for a request that got no answer (`what` names the request; `write`: it
+    may change something, so an answer lost after sending it leaves the outcome unknown)."""
     message = f"{what}: {type(failure).__name__}: {failure or 'no answer'}"
     if isinstance(failure, CertificateRefused):
         return TlsError(message)
+    if write and isinstance(failure, AnswerLost):
+        return OutcomeUnknown(message)
     return ServerUnavailable(message)

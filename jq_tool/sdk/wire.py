@@ -24,9 +24,11 @@ read to its end leaves a connection fit for the keep-alive pool.
 
 A request that fails on a reused connection before any byte of the answer arrived is sent once
 more on a fresh connection: the server had closed that idle connection and never read the
-request. Every other failure (refused, reset, timed out, truncated or malformed answer) is a
-`TransportFailure`, which the clients turn into `ServerUnavailable`; a server certificate that
-TLS verification refused is a `CertificateRefused`, which no retry can help.
+request. Every other failure is a `TransportFailure`, which the clients turn into
+`ServerUnavailable`: one before the request left (refused, no free connection) as it is, one
+after (reset, timed out, truncated or malformed answer) as an `AnswerLost`, which the clients
+turn into `OutcomeUnknown` for a write, since the server may have acted on it. A server
+certificate that TLS verification refused is a `CertificateRefused`, which no retry can help.
 """
 
 from __future__ import annotations
@@ -54,6 +56,11 @@ _NOT_IN_VALUE = frozenset("\r\n\0")
 
 class TransportFailure(Exception):
     """No answer: the connection could not be made, broke, or the answer timed out."""
+
+
+class AnswerLost(TransportFailure):
+    """The request was sent, or may have been, and no complete answer came (reset, timed out,
+    cut short): the server may have acted on it."""
 
 
 class CertificateRefused(TransportFailure):
@@ -116,7 +123,7 @@ class BaseHttp11Pool:
         if isinstance(exc, _StaleConnection):
             if reused:
                 return True
-            raise TransportFailure(f"{what}: connection closed") from None
+            raise AnswerLost(f"{what}: connection closed") from None
         if isinstance(exc, _EXCHANGE_FAILURES):
             raise _failure(what, exc) from exc
         return False
@@ -527,12 +534,12 @@ _EXCHANGE_FAILURES = (
 )
 
 
-def _failure(what: str, exc: BaseException) -> TransportFailure:
+def _failure(what: str, exc: BaseException) -> AnswerLost:
     if isinstance(exc, httptools.HttpParserError | httptools.HttpParserUpgrade):
-        return TransportFailure(f"{what}: malformed answer: {exc}")
+        return AnswerLost(f"{what}: malformed answer: {exc}")
     if isinstance(exc, _BrokenAnswer):
-        return TransportFailure(f"{what}: {exc}")
-    return TransportFailure(f"{what}: {type(exc).__name__}: {exc or 'no answer'}")
+        return AnswerLost(f"{what}: {exc}")
+    return AnswerLost(f"{what}: {type(exc).__name__}: {exc or 'no answer'}")
 
 
 class _Answer:

@@ -2,7 +2,9 @@
 
 Every error the server gives a client goes through here: `ApiError` raised by a route (bad
 field, bad key, missing scope, body too large), `CommandRejected` from the engine (the state
-machine's ErrorCode), `EngineUnavailable` / `StorageFull`, and `KeyStoreUnavailable` from the
+machine's ErrorCode), `EngineUnavailable` (503 `unavailable`: refused before it reached the
+log, not done), `OutcomeUnknown` (504 `outcome_unknown`: it reached the log and nothing says
+whether it became durable, maybe done), `StorageFull`, and `KeyStoreUnavailable` from the
 key store. Each becomes a JSON body `{"error", "code"[, "field"]}` (wire.ErrorBody) with its
 status, so a route never builds an error response by hand and a client's mistake is never a 500.
 """
@@ -17,7 +19,7 @@ from starlette.responses import Response
 
 from jq_tool.auth import KeyStoreUnavailable
 from jq_tool.core.model import ErrorCode
-from jq_tool.engine.base import CommandRejected, EngineUnavailable, StorageFull
+from jq_tool.engine.base import CommandRejected, EngineUnavailable, OutcomeUnknown, StorageFull
 from jq_tool.server.wire import ErrorBody, encode_json
 
 log = logging.getLogger("jq.server")
@@ -45,6 +47,11 @@ def not_found(message: str = "job not found") -> ApiError:
 UNAUTHORIZED = "unauthorized"
 FORBIDDEN = "forbidden"
 PAYLOAD_TOO_LARGE = "payload_too_large"
+OUTCOME_UNKNOWN = "outcome_unknown"
+_OUTCOME_ADVICE = (
+    "the write reached the log and may or may not have taken effect: retry with the same "
+    "Idempotency-Key, or look the job up"
+)
 
 # The state machine's refusals → status. ErrorCode values are already the wire codes.
 _COMMAND_STATUS: dict[ErrorCode, int] = {
@@ -87,6 +94,8 @@ def to_response(exc: BaseException) -> Response:
         return error_response(status, exc.code.value, exc.message)
     if isinstance(exc, StorageFull):
         return error_response(507, "storage_full", f"storage full, nothing was written: {exc}")
+    if isinstance(exc, OutcomeUnknown):
+        return error_response(504, OUTCOME_UNKNOWN, f"{_OUTCOME_ADVICE} ({exc})", None, _RETRY)
     if isinstance(exc, EngineUnavailable):
         return error_response(503, "unavailable", f"queue unavailable: {exc}", None, _RETRY)
     if isinstance(exc, KeyStoreUnavailable):

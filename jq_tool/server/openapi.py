@@ -137,7 +137,11 @@ _ERRORS = {
     404: "not found",
     409: "conflict",
     413: "payload too large",
-    503: "unavailable",
+    503: "unavailable: refused before it reached the log, not done; retry later (Retry-After)",
+    504: (
+        "outcome_unknown: the write reached the log and may or may not have taken effect; "
+        "retry with the same Idempotency-Key (or the same lease_id), or look the job up"
+    ),
     507: "storage full",
 }
 
@@ -226,7 +230,7 @@ PATHS: dict[str, Any] = {
             },
             "SubmitRequest",
             [{"name": "Idempotency-Key", "in": "header", "schema": _IDEMPOTENCY_KEY}],
-            (400, 413, 507),
+            (400, 413, 504, 507),
         ),
         "get": _op(
             "List jobs, newest first",
@@ -242,7 +246,7 @@ PATHS: dict[str, Any] = {
             "jobs:submit",
             {"201": _json(_ref("BatchResponse"), "per-entry results in input order")},
             "BatchRequest",
-            errors=(400, 413, 507),
+            errors=(400, 413, 504, 507),
         )
     },
     "/jobs/lease": {
@@ -256,7 +260,7 @@ PATHS: dict[str, Any] = {
                 )
             },
             "LeaseRequest",
-            errors=(400, 404, 507),
+            errors=(400, 404, 504, 507),
         )
     },
     "/jobs/{id}": {
@@ -271,7 +275,7 @@ PATHS: dict[str, Any] = {
             {"200": _json(_ref("JobState"), "settled")},
             "AckRequest",
             _ID,
-            (400, 404, 409, 413, 507),
+            (400, 404, 409, 413, 504, 507),
         )
     },
     "/jobs/{id}/extend": {
@@ -281,7 +285,7 @@ PATHS: dict[str, Any] = {
             {"200": _json(_ref("ExtendedLease"), "extended")},
             "ExtendRequest",
             _ID,
-            (400, 404, 409, 507),
+            (400, 404, 409, 504, 507),
         )
     },
     "/jobs/{id}/cancel": {
@@ -291,7 +295,7 @@ PATHS: dict[str, Any] = {
             {"200": _json(_ref("JobState"), "cancelled")},
             None,
             _ID,
-            (404, 409, 507),
+            (404, 409, 504, 507),
         )
     },
     "/jobs/{id}/requeue": {
@@ -301,7 +305,7 @@ PATHS: dict[str, Any] = {
             {"200": _json(_ref("JobState"), "requeued")},
             None,
             _ID,
-            (404, 409, 507),
+            (404, 409, 504, 507),
         )
     },
     "/stats": {

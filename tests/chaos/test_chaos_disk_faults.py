@@ -5,9 +5,10 @@
   the service must come back once the filler is deleted.
 - fsync failure: the data dir lives on ext4 on a loop device whose backing file is sparse on a
   tiny tmpfs. When the tmpfs is full the block device fails writes with EIO, so the kernel's
-  fdatasync really fails (no fault injection library, no FUSE). Writes must stop, `/health` must
-  say why, and every acknowledged job must still be there after the storage is repaired (fsck)
-  and the server restarted.
+  fdatasync really fails (no fault injection library, no FUSE). The submit whose fdatasync
+  failed answers 504 `outcome_unknown` (its record is in the file), writes must stop, `/health`
+  must say why, every acknowledged job must still be there after the storage is repaired (fsck)
+  and the server restarted, and the unknown submit retried with its key makes one job.
 
 Both need root (mount); they skip with the reason when the machine does not allow it.
 """
@@ -165,17 +166,21 @@ async def test_fsync_failure_stops_writes_and_health_says_why(
     async with _server(data_dir, tmp_path / "serve.log") as server, _client(server) as client:
         payload = "y" * 32 * 1024
         failed: httpx.Response | None = None
+        failed_body: dict[str, str] = {}
         for i in range(400):
-            response = await client.post("/jobs", json={"payload": f"{i}:{payload}"})
+            body = {"payload": f"{i}:{payload}", "idempotency_key": f"fsync-{i}"}
+            response = await client.post("/jobs", json=body)
             if response.status_code == 201:
                 acknowledged.append(response.json()["job_id"])
                 continue
-            failed = response
+            failed, failed_body = response, body
             break
         assert failed is not None, "the block device never failed"
         assert acknowledged, "nothing was written before the device failed"
-        assert failed.status_code == 503, failed.text
-        assert failed.json()["code"] == "unavailable"
+        # The record whose fdatasync failed is in the file: what reached the disk is unknown,
+        # so its answer is "outcome unknown", not "unavailable" (which means "not done").
+        assert failed.status_code == 504, failed.text
+        assert failed.json()["code"] == "outcome_unknown"
 
         health = await client.get("/health")
         assert health.status_code == 503, health.text
@@ -199,3 +204,8 @@ async def test_fsync_failure_stops_writes_and_health_says_why(
             assert response.status_code == 200, (job_id, response.text)
             assert response.json()["state"] == "READY"
         assert (await client.get("/health")).status_code == 200
+        # The unknown-outcome submit, retried with its key: one job, whichever way it went.
+        retried = [await client.post("/jobs", json=failed_body) for _ in range(2)]
+        assert [r.status_code in (200, 201) for r in retried] == [True, True], retried
+        assert retried[0].json()["job_id"] == retried[1].json()["job_id"]
+        assert retried[1].json()["duplicate"] is True

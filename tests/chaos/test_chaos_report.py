@@ -237,3 +237,47 @@ def test_retried_submits_and_idempotent_replays_are_counted() -> None:
     body = json.loads(report.to_json())
     assert (body["submit_retries"], body["idempotent_replays"]) == (1, 1)
     assert report.zero_loss  # a replay is the idempotency key doing its job, not a duplicate
+
+
+def test_keyless_retry_duplicates_are_counted_apart_from_keyed_ones() -> None:
+    # Submit 0 went without a key: retried, it made two jobs (a worker leased the second).
+    # Submit 1 carried its key, and so must never make two.
+    ledger = Ledger("r", 2, without_key={0})
+    assert [record.keyed for record in ledger.submits] == [False, True]
+    ledger.submit_started(0, at=0.0)
+    ledger.submit_retried(0)
+    ledger.submit_acknowledged(0, "job-0b", at=1.0)
+    ledger.execution_started("job-0a", 1, "l0", 0, at=1.5)
+    ledger.submit_started(1, at=0.0)
+    ledger.submit_acknowledged(1, "job-1", at=0.5)
+    states = {"job-0a": "ACKED", "job-0b": "ACKED", "job-1": "ACKED"}
+    report = verify(ledger, states, kills=1, restarts=1, wall_time_s=1, load_time_s=1)
+    assert (report.duplicates, report.duplicates_from_keyed_retries) == (0, 0)
+    assert (report.duplicates_from_unkeyed_retries, report.submits_without_key) == (1, 1)
+    assert report.zero_loss and report.result == ZERO_LOSS  # expected without a key
+    assert [dup.kind for dup in report.duplicate_details] == ["retried_without_key"]
+    body = json.loads(report.to_json())
+    assert body["duplicates_from_keyed_retries"] == 0
+    assert body["duplicates_from_unkeyed_retries"] == 1
+    assert "made 1 extra jobs when retried" in report.to_text()
+
+    # The same with a key is a broken promise: counted as a duplicate, and the run fails.
+    keyed = Ledger("r", 1)
+    keyed.submit_started(0, at=0.0)
+    keyed.submit_retried(0)
+    keyed.submit_acknowledged(0, "job-b", at=1.0)
+    keyed.execution_started("job-a", 1, "l0", 0, at=1.5)
+    report = verify(
+        keyed, {"job-a": "ACKED", "job-b": "ACKED"}, kills=1, restarts=1, wall_time_s=1,
+        load_time_s=1,
+    )  # fmt: skip
+    assert (report.duplicates, report.duplicates_from_keyed_retries) == (1, 1)
+    assert not report.zero_loss
+
+
+def test_without_key_share_is_checked() -> None:
+    assert ChaosOptions(without_key=0.25).problems() == []
+    assert ChaosOptions(without_key=1.5).problems() == [
+        "--without-key must be a share between 0 and 1"
+    ]
+    assert normalise_argv(["-without-key", "0.2"]) == ["--without-key", "0.2"]

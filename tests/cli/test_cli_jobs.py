@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sdk.dropping_proxy import DroppingProxy
 from sdk.jq_server_process import ServerProcess, free_port
 from typer.testing import CliRunner
 
@@ -65,6 +66,50 @@ def test_idempotency_key_option(jq_server: ServerProcess, queue: str) -> None:
     args = ("submit", "x", "--queue", queue, "--idempotency-key", "cli-" + queue)
     first = jq(jq_server, jq_server.client_key, *args).strip()
     assert jq(jq_server, jq_server.client_key, *args).strip() == first
+
+
+def test_submit_sends_a_key_and_reuses_it_on_its_retries(
+    jq_server: ServerProcess, queue: str
+) -> None:
+    # The first two answers are lost after the server made the job: the CLI retries, and its
+    # retries carry the key of its first try, so three tries make one job.
+    proxy = DroppingProxy(jq_server.port, drop_first=2)
+    try:
+        result = runner.invoke(
+            app,
+            ["submit", "once", "--queue", queue, "--json"],
+            env={"JQ_URL": proxy.url, "JQ_KEY": jq_server.client_key},
+        )
+        assert result.exit_code == 0, result.output
+        assert proxy.requests == 3
+    finally:
+        proxy.close()
+    job_id = json.loads(result.stdout)["job_id"]
+    page = jq_json(jq_server, jq_server.client_key, "list", "--queue", queue)
+    assert [job["job_id"] for job in page["jobs"]] == [job_id]
+
+
+def test_submit_whose_outcome_stays_unknown_names_the_key_to_retry_with(
+    jq_server: ServerProcess, queue: str
+) -> None:
+    proxy = DroppingProxy(jq_server.port, drop_first=1000)  # no answer ever comes back
+    try:
+        result = runner.invoke(
+            app,
+            ["submit", "maybe", "--queue", queue],
+            env={"JQ_URL": proxy.url, "JQ_KEY": jq_server.client_key},
+        )
+    finally:
+        proxy.close()
+    assert result.exit_code == 4, result.output
+    assert "may or may not exist" in result.stderr
+    found = re.search(r"--idempotency-key (\S+)", result.stderr)
+    assert found is not None, result.stderr
+    # Every try reached the server with that key: running again with it answers the one job.
+    args = ("submit", "maybe", "--queue", queue, "--idempotency-key", found.group(1))
+    job_id = jq(jq_server, jq_server.client_key, *args).strip()
+    page = jq_json(jq_server, jq_server.client_key, "list", "--queue", queue)
+    assert [job["job_id"] for job in page["jobs"]] == [job_id]
 
 
 def test_lease_ack_fail_cancel_requeue(jq_server: ServerProcess, queue: str) -> None:

@@ -63,3 +63,27 @@ def test_existing_etcd_endpoints_need_no_member() -> None:
 def test_bad_cluster_env_is_a_clear_error(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         cluster_from_env(env)
+
+
+def test_batch_values_deflate_small_batches_and_still_read_plain_ones() -> None:
+    import msgspec
+
+    from jq_tool.core.model import NewJob, Submit, encode_command
+    from jq_tool.engine.cluster import COMPRESS_BELOW, decode_batch, encode_batch
+
+    commands = [
+        Submit(now=1_700_000_000_000 + i, jobs=[NewJob(f"id-{i:032d}", "q", "p", 0, 3, None, None)])
+        for i in range(25)
+    ]
+    records = [encode_command(command) for command in commands]
+    plain = msgspec.msgpack.encode([msgspec.Raw(record) for record in records])
+    small = encode_batch(records)
+    assert small[:1] == b"Z" and len(small) < len(plain) / 2
+    assert decode_batch(small) == commands
+    assert decode_batch(plain) == commands  # a value written before deflating existed
+    big = [
+        encode_command(
+            Submit(now=1, jobs=[NewJob("big", "q", "x" * COMPRESS_BELOW, 0, 3, None, None)])
+        )
+    ]
+    assert encode_batch(big)[:1] != b"Z"  # large values are not deflated on the loop

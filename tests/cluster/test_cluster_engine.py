@@ -148,6 +148,15 @@ async def test_forked_local_snapshots_feed_the_published_one(
         await wait_for(lambda: all(e._snapshot_at > 0 for e in engines), timeout=20)
         await wait_for(lambda: sum(e.role == "leader" for e in engines) == 1, timeout=20)
         leader = next(e for e in engines if e.role == "leader")
+        # Every node has applied every submit and no snapshot is being written: otherwise a
+        # newer local snapshot may replace the file between publishing it and reading it.
+        await wait_for(
+            lambda: (
+                len({e.applied_revision for e in engines}) == 1
+                and all(e._snapshot_task is None for e in engines)
+            ),
+            timeout=20,
+        )
         await leader._compact_log()
         kvs, _ = await leader._etcd.range(SNAPSHOT_META)
         meta = msgspec.json.decode(kvs[0].value, type=SnapshotMeta)

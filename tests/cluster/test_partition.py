@@ -1,8 +1,10 @@
 """A network partition between real hosts: three network namespaces joined by veth pairs on a
 bridge, one `jq serve` cluster node (and its etcd member) in each. Cut one node off from the
 other two with blackhole routes; the test host, on the bridge, still reaches all three. The
-minority node must refuse writes (503) and acknowledge nothing; the majority keeps writing;
-after healing, the cut-off node catches up."""
+minority node must acknowledge nothing: a write it handed to its etcd member answers 504
+`outcome_unknown` (it may commit later), one refused before that 503 `unavailable`; /health
+says the majority is gone. The majority keeps writing; after healing, the cut-off node catches
+up, and the minority-side submit retried with its idempotency key makes exactly one job."""
 
 from __future__ import annotations
 
@@ -112,11 +114,13 @@ def netns_cluster(tmp_path: Path) -> Iterator[NetnsCluster]:
         cluster.teardown()
 
 
-def submit(node: JqServer, payload: str, timeout: float = 10) -> httpx.Response | None:
+def submit(
+    node: JqServer, payload: str, timeout: float = 10, **fields: str
+) -> httpx.Response | None:
     try:
         return httpx.post(
             node.url + "/jobs",
-            json={"payload": payload},
+            json={"payload": payload, **fields},
             headers={"Authorization": f"Bearer {node.client_key}"},
             timeout=timeout,
         )
@@ -132,10 +136,19 @@ def test_the_minority_side_refuses_writes_and_catches_up_after_healing(
     assert first is not None and first.status_code == 201
 
     netns_cluster.cut_off(2)
-    # The minority node never acknowledges a write it cannot commit.
-    refused = submit(n3, "on the minority side")
-    assert refused is not None and refused.status_code == 503, refused
-    assert refused.json()["code"] == "unavailable"
+    # The minority node never acknowledges a write it cannot commit. Sent right after the cut,
+    # while its member still believes in its leader, the write is proposed and its put times
+    # out: the outcome is unknown, and the answer says so (not "unavailable", which would
+    # invite a keyless retry of a write that may still commit).
+    minority = {"queue": "minority", "idempotency_key": "minority-side-submit"}
+    refused = submit(n3, "on the minority side", **minority)
+    assert refused is not None and refused.status_code in (503, 504), refused
+    assert (
+        refused.json()["code"] == {503: "unavailable", 504: "outcome_unknown"}[refused.status_code]
+    )
+    assert refused.status_code == 504, refused.json()  # proposed: the put reached its member
+    assert refused.headers.get("retry-after")
+    assert "Idempotency-Key" in refused.json()["error"]
     health = httpx.get(n3.url + "/health", timeout=5)
     assert health.status_code == 503 and "majority" in health.json()["reason"]
     # The majority keeps writing (the etcd leader may have been n3: allow an election).
@@ -164,3 +177,25 @@ def test_the_minority_side_refuses_writes_and_catches_up_after_healing(
                 missing.discard(job_id)
         time.sleep(0.2)
     assert not missing, "the healed node did not catch up"
+
+    # The unknown-outcome submit, retried with its key once quorum is back, on either side:
+    # one job, whether or not the original proposal committed after all.
+    answers = []
+    deadline = time.monotonic() + 20
+    for node in (n3, n1):
+        while time.monotonic() < deadline:
+            response = submit(node, "on the minority side", **minority)
+            if response is not None and response.status_code in (200, 201):
+                answers.append(response.json())
+                break
+            time.sleep(0.2)
+    assert len(answers) == 2, answers
+    assert answers[0]["job_id"] == answers[1]["job_id"]
+    assert answers[1]["duplicate"] is True
+    listed = httpx.get(
+        n1.url + "/jobs",
+        params={"queue": "minority"},
+        headers={"Authorization": f"Bearer {n1.client_key}"},
+        timeout=5,
+    ).json()["jobs"]
+    assert [job["job_id"] for job in listed] == [answers[0]["job_id"]]

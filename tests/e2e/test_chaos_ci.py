@@ -1,5 +1,7 @@
 """CI's chaos round: the real `jq chaos` command, spawning its own `jq serve`, SIGKILLing and
-restarting it 5 times under a load of 2,000 jobs and 8 workers, must report zero loss."""
+restarting it 5 times under a load of 2,000 jobs and 8 workers, must report zero loss, and no
+duplicate from submits retried with their idempotency key (a quarter go without one and are
+counted apart)."""
 
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ def test_chaos_round_with_five_kills_loses_nothing() -> None:
         "60s",
         "-seed",
         "7",
+        # A quarter of the submits go without a key, as a bare HTTP client's would.
+        "-without-key",
+        "0.25",
         "-json",
     ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=240)
@@ -38,6 +43,11 @@ def test_chaos_round_with_five_kills_loses_nothing() -> None:
     assert report["submitted"] == 2000, report
     assert report["lost"] == 0, report["lost_jobs"]
     assert report["duplicates"] == 0, report["duplicate_details"]
+    # Retries with a key (as the SDK retries) never made a second job; keyless ones may have,
+    # and are counted apart.
+    assert report["duplicates_from_keyed_retries"] == 0, report["duplicate_details"]
+    assert report["submits_without_key"] > 0
+    assert report["duplicates_from_unkeyed_retries"] >= 0
     assert report["kills"] == 5
     assert report["restarts"] == 5
     assert report["acked"] == 2000

@@ -41,6 +41,9 @@ def test_cluster_chaos_round_with_three_node_kills_loses_nothing(tmp_path: Path)
         "60s",
         "-seed",
         "11",
+        # A quarter of the submits go without a key, as a bare HTTP client's would.
+        "-without-key",
+        "0.25",
         "-data-dir",
         str(root),
         "-json",
@@ -52,6 +55,11 @@ def test_cluster_chaos_round_with_three_node_kills_loses_nothing(tmp_path: Path)
     assert report["submitted"] == 600, report
     assert report["lost"] == 0, report["lost_jobs"]
     assert report["duplicates"] == 0, report["duplicate_details"]
+    # Retries with a key (as the SDK retries) never made a second job; keyless ones may have,
+    # and are counted apart.
+    assert report["duplicates_from_keyed_retries"] == 0, report["duplicate_details"]
+    assert report["submits_without_key"] > 0
+    assert report["duplicates_from_unkeyed_retries"] >= 0
     assert report["kills"] == 3
     assert report["restarts"] == 3
     assert report["acked"] == 600

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from jq_tool.core.model import ErrorCode, JobState, NewJob, Submit
-from jq_tool.engine.base import CommandRejected, EngineUnavailable, JobSpec, StorageFull
+from jq_tool.engine.base import (
+    CommandRejected,
+    EngineUnavailable,
+    JobSpec,
+    OutcomeUnknown,
+    StorageFull,
+)
 from jq_tool.engine.factory import engine_config
 from jq_tool.engine.local import LocalEngine
 from jq_tool.settings import Settings
@@ -325,6 +331,44 @@ async def test_fsync_failure_stops_writes_for_good(engine: LocalEngine) -> None:
     assert not health.ok and health.reason and "Input/output error" in health.reason
     with pytest.raises(EngineUnavailable):
         await engine.submit(JobSpec(payload="y"))
+
+
+async def test_a_failed_fdatasync_leaves_its_batch_unknown_and_refuses_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch whose fdatasync failed is in the file: a restart may replay it, so its caller
+    hears "outcome unknown"; what comes after was never written: "unavailable"."""
+    import os
+
+    engine = LocalEngine(engine_config(Settings(data_dir=tmp_path)))
+    await engine.start()
+    try:
+        real_fdatasync = os.fdatasync
+
+        def failing_fdatasync(fd: int) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(os, "fdatasync", failing_fdatasync)
+        with pytest.raises(OutcomeUnknown, match="fsync failed"):
+            await engine.submit(JobSpec(payload="maybe", idempotency_key="k-maybe"))
+        with pytest.raises(EngineUnavailable) as refused:
+            await engine.submit(JobSpec(payload="after"))
+        assert not isinstance(refused.value, OutcomeUnknown)
+        assert not engine.health().ok
+        monkeypatch.setattr(os, "fdatasync", real_fdatasync)
+    finally:
+        await engine.stop()
+    # Here the page cache kept the record, so the restart finds the job: the retry with the
+    # same key answers it instead of making a second one.
+    again = LocalEngine(engine_config(Settings(data_dir=tmp_path)))
+    await again.start()
+    try:
+        outcome = await again.submit(JobSpec(payload="maybe", idempotency_key="k-maybe"))
+        assert outcome.duplicate is True
+        jobs, _ = await again.list()
+        assert [job.id for job in jobs] == [outcome.job_id]
+    finally:
+        await again.stop()
 
 
 def test_job_ids_are_unique_version_4_uuids() -> None:

@@ -22,6 +22,7 @@ from jq_tool.sdk import (
     JobState,
     KeyNotFound,
     LeaseLost,
+    OutcomeUnknown,
     PayloadTooLarge,
     ServerUnavailable,
     StorageFull,
@@ -264,6 +265,8 @@ def test_error_table_maps_every_documented_status() -> None:
         (409, "other", Conflict),
         (413, "payload_too_large", PayloadTooLarge),
         (503, "unavailable", ServerUnavailable),
+        (504, "outcome_unknown", OutcomeUnknown),
+        (504, None, OutcomeUnknown),  # a proxy's gateway timeout: maybe done, too
         (507, "storage_full", StorageFull),
         (502, None, ServerUnavailable),
     ]
@@ -273,6 +276,46 @@ def test_error_table_maps_every_documented_status() -> None:
         assert error.status == status and error.message == "msg" and error.field == "f"
     assert isinstance(error_for_response(404, None, not_found=JobNotFound), JobNotFound)
     assert error_for_response(500, "<html>oops</html>").message == "<html>oops</html>"
+
+
+def test_not_done_and_maybe_done_are_distinct_exceptions(jq_server: ServerProcess) -> None:
+    # Refused before anything was sent: not done.
+    nowhere = Client(f"http://127.0.0.1:{free_port()}", "k", retries=0)
+    with nowhere, pytest.raises(ServerUnavailable) as refused:
+        nowhere.submit("never sent")
+    assert not isinstance(refused.value, OutcomeUnknown)
+    # Sent, and the answer lost: maybe done (it was, here), for a write only.
+    proxy = DroppingProxy(jq_server.port, drop_first=2)
+    try:
+        with Client(proxy.url, jq_server.client_key, retries=0) as client:
+            with pytest.raises(OutcomeUnknown) as unknown:
+                client.submit("maybe", queue="outcome-unknown", idempotency_key="k-maybe-1")
+            assert unknown.value.idempotency_key == "k-maybe-1"
+            assert isinstance(unknown.value, ServerUnavailable)  # still a transient failure
+            with pytest.raises(ServerUnavailable) as read:
+                client.stats()
+            assert proxy.requests == 2
+    finally:
+        proxy.close()
+    assert not isinstance(read.value, OutcomeUnknown)  # a lost read answer changed nothing
+
+
+def test_a_submit_that_gives_up_unknown_names_the_key_to_retry_with(
+    jq_server: ServerProcess, queue: str
+) -> None:
+    proxy = DroppingProxy(jq_server.port, drop_first=1000)
+    try:
+        client = Client(proxy.url, jq_server.client_key, retries=2, backoff=0.01)
+        with client, pytest.raises(OutcomeUnknown) as unknown:
+            client.submit("three tries, no answer", queue=queue)
+        assert proxy.requests == 3  # every try reached the server, with the same key
+    finally:
+        proxy.close()
+    key = unknown.value.idempotency_key
+    assert key
+    with Client(jq_server.url, jq_server.client_key) as direct:
+        job_id = direct.submit("three tries, no answer", queue=queue, idempotency_key=key)
+        assert [job.job_id for job in direct.list(queue=queue).jobs] == [job_id]
 
 
 def test_wait_for_completion_hears_the_ack(

@@ -1,0 +1,66 @@
+"""A lost majority, seen from the node that is left: three real `jq serve` cluster nodes, two of
+them SIGKILLed (their etcd members die with them). With no write in flight, /health must still
+notice (a quiet watch says nothing; the node's probe does) and say why; a submit proposed to
+the lonely member answers 504 `outcome_unknown`, never 503 or 201; the node serves reads of
+what it has. How fast /health notices is measured by bench/cluster_bench.py (target: 1 s)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cluster.test_cluster_serve import Cluster, submit
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def test_health_reports_a_lost_majority_without_a_write(cluster: Cluster) -> None:
+    n1, n2, n3 = cluster.nodes
+    job_id = submit(n1, "before")
+    assert job_id is not None
+    assert httpx.get(n1.url + "/health", timeout=2).status_code == 200
+
+    n2.kill9()
+    n3.kill9()
+    killed = time.monotonic()
+    health = httpx.get(n1.url + "/health", timeout=2)
+    while health.status_code == 200 and time.monotonic() - killed < 15:
+        time.sleep(0.02)
+        health = httpx.get(n1.url + "/health", timeout=2)
+    noticed = time.monotonic() - killed
+    assert health.status_code == 503, f"/health still ok {noticed:.1f}s after the majority died"
+    assert "majority" in health.json()["reason"], health.json()
+    print(f"/health noticed the lost majority after {noticed:.2f}s")
+
+    # A write handed to the lonely member may commit one day (if the others come back): its
+    # answer says the outcome is unknown, with the advice to retry with the same key.
+    response = httpx.post(
+        n1.url + "/jobs",
+        json={"payload": "during", "idempotency_key": "k-during"},
+        headers={"Authorization": f"Bearer {n1.client_key}"},
+        timeout=15,
+    )
+    assert response.status_code == 504, response.text
+    assert response.json()["code"] == "outcome_unknown"
+    assert "Idempotency-Key" in response.json()["error"]
+    assert response.headers.get("retry-after")
+    # Reads of what the node has still answer from its own state (no quorum needed to list).
+    listed = httpx.get(
+        n1.url + "/jobs", headers={"Authorization": f"Bearer {n1.client_key}"}, timeout=5
+    )
+    assert listed.status_code == 200
+    assert job_id in [job["job_id"] for job in listed.json()["jobs"]]
