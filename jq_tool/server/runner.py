@@ -1,6 +1,11 @@
 """Running the server process: logging, the engine (local or cluster) on the data dir, the key
 store, and the HTTP app on uvicorn (uvloop, httptools, one worker) until a shutdown signal.
 
+uvicorn runs jq's own protocol class (server/connections.py: the connection cap, the header
+timeout and size limit) with its keep-alive timeout from `--keep-alive-timeout`; its
+`limit_concurrency` stays off (the cap replaces it). The process's umask is 077 and the data dir
+is created 0700: every file jq writes there (WAL, snapshots, keys, etcd's log) is private.
+
 `jq serve` (jq_tool/cli/serve.py) turns flags and environment variables into `Settings` and
 calls `run`; it imports this module only then, so that other commands start without loading
 the server, the engines and uvicorn. SIGTERM or SIGINT drains: uvicorn stops accepting
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import signal
 import sys
 from types import FrameType
@@ -23,7 +29,8 @@ from jq_tool.auth import open_key_store
 from jq_tool.engine.factory import open_engine
 from jq_tool.runtime import tune_gc
 from jq_tool.server.app import StartupFailed, create_app
-from jq_tool.settings import Settings
+from jq_tool.server.connections import ConnectionLimits
+from jq_tool.settings import RESERVED_DESCRIPTORS, Settings, descriptor_limit
 
 log = logging.getLogger("jq.serve")
 
@@ -67,8 +74,9 @@ def run(settings: Settings) -> int:
     """Serve until a shutdown signal; returns the process exit code."""
     configure_logging(settings.log_level)
     tune_gc()
+    os.umask(0o077)  # job payloads and key hashes are nobody else's business
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         log.error("cannot create the data dir %s: %s", settings.data_dir, exc)
         return 1
@@ -77,12 +85,15 @@ def run(settings: Settings) -> int:
         settings.redis_url, settings.data_dir, redis_prefix=settings.redis_prefix
     )
     app = create_app(engine, keystore, settings)
+    limits = ConnectionLimits.from_settings(settings)
+    _check_descriptor_budget(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=limits.protocol_class(),  # uvicorn's httptools protocol, bounded
+        timeout_keep_alive=settings.keep_alive_timeout_ms / 1000,  # type: ignore[arg-type]
         workers=1,
         lifespan="on",
         log_config=None,  # our logging.basicConfig: one format, stderr
@@ -99,3 +110,27 @@ def run(settings: Settings) -> int:
         log.error("jq did not start (see the errors above)")
         return 1
     return 0
+
+
+def _check_descriptor_budget(settings: Settings) -> None:
+    """Say so at start when the connection cap leaves the rest of the process too few
+    descriptors: then an idle-connection flood can run it out of them (the WAL survives that,
+    refusing writes until descriptors return, but the cap is what prevents it)."""
+    limit = descriptor_limit()
+    log.info(
+        "connections: at most %d (%d event streams), request heads %d bytes within %.1fs "
+        "(descriptor limit %d)",
+        settings.max_connections,
+        settings.max_streams,
+        settings.max_header_bytes,
+        settings.header_timeout_ms / 1000,
+        limit,
+    )
+    if settings.max_connections > limit - RESERVED_DESCRIPTORS:
+        log.warning(
+            "--max-connections %d leaves fewer than %d of the %d descriptors this process may "
+            "open (ulimit -n) for the WAL, the key store and refusing connections politely",
+            settings.max_connections,
+            RESERVED_DESCRIPTORS,
+            limit,
+        )
