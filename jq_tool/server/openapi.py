@@ -137,6 +137,7 @@ _ERRORS = {
     404: "not found",
     409: "conflict",
     413: "payload too large",
+    431: "request line and headers too large (--max-header-size); the connection is closed",
     503: "unavailable",
     507: "storage full",
 }
@@ -156,6 +157,7 @@ def _op(
     else:
         op["description"] = f"Scope: `{scope}`."
         errors = (401, 403, *errors, 503)
+    errors = (*errors, 431)  # any request: the head is read before the route is known
     op["responses"].update({str(s): {"$ref": f"#/components/responses/E{s}"} for s in errors})
     if body is not None:
         op["requestBody"] = {"content": {"application/json": {"schema": _ref(body)}}}
