@@ -24,7 +24,9 @@ uvicorn's own settings do not cover them:
   bytes of a head are counted before the parser sees them: once the limit is crossed the
   client gets `431 header_too_large` and the connection is closed, without reading the rest.
 - **Deadlines without timers**: a sweep every 0.25 s closes what is overdue, so a request costs
-  two float stores rather than a timer armed and cancelled.
+  two float stores rather than a timer armed and cancelled. A connection whose request the app
+  is still answering (a long poll, an event stream) is not overdue: the sweep moves its
+  deadline on, so the next head's time starts at most a sweep before the answer ends.
 
 Event streams have their own cap (`--max-streams`, server/events.py); they count here as
 connections too. Body size limits stay where they are (server/requests.py).
@@ -129,17 +131,22 @@ class ConnectionLimits:
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol under ConnectionLimits (see the module docstring)."""
+    """uvicorn's httptools protocol under ConnectionLimits (see the module docstring).
+
+    Every request passes through data_received, on_headers_complete and on_message_complete:
+    they call the base methods directly (no super() lookup) and only store numbers. The head
+    budget doubles as the state: an int while a head is being read, None while a body is."""
 
     limits: ConnectionLimits  # set on the subclass that ConnectionLimits.protocol_class makes
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.deadline = 0.0  # loop time by which the head (or the next body bytes) must come
+        self._limits = limits = self.limits
+        self._timeout = limits.header_timeout_s
+        self._max_head = limits.max_header_bytes
+        self.deadline = 0.0  # loop time by which the client must have sent more
         self._mode = _NORMAL
-        self._head_budget: int | None = self.limits.max_header_bytes  # None: not in a head
-        self._heads = 0  # request heads completed on this connection
-        self._reading_body = False
+        self._head_budget: int | None = self._max_head  # None: reading a body
         self._one_shot = False  # a GET /health let through over the cap: close after it
         self._refused_bytes = b""
 
@@ -147,11 +154,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        limits = self.limits
+        limits = self._limits
         limits.watch(self.loop)
         if len(limits.admitted) < limits.max_connections:
             limits.admitted.add(self)
-            self.deadline = limits.now + limits.header_timeout_s
+            self.deadline = limits.now + self._timeout
             return
         self._mode = _REFUSING
         limits.note("refused", f"over the cap of {limits.max_connections}")
@@ -161,72 +168,65 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.deadline = limits.now + REFUSAL_WAIT_S
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.limits.admitted.discard(self)
-        self.limits.refusing.pop(self, None)
+        self._limits.admitted.discard(self)
+        self._limits.refusing.pop(self, None)
         self._mode = _CLOSED
         super().connection_lost(exc)
 
     # -- reading ----------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if self._mode != _NORMAL:
+        if self._mode:  # not _NORMAL
             if self._mode == _REFUSING:
                 self._read_refused(data)
             return  # draining a refused connection, or closed: discarded
         budget = self._head_budget
-        if budget is not None:
-            if len(data) > budget:
-                self._head_over_budget(data, budget)
-                return
+        if budget is None:  # body bytes: the client is still sending
+            self.deadline = self._limits.now + self._timeout
+        elif len(data) > budget:
+            self._head_over_budget(data, budget)
+            return
+        else:
             self._head_budget = budget - len(data)
-        elif self._reading_body:
-            self.deadline = self.limits.now + self.limits.header_timeout_s
-        super().data_received(data)
+        _data_received(self, data)
 
     def _head_over_budget(self, data: bytes, budget: int) -> None:
         """`data` would take the head past its limit: let the parser see only what fits. If the
         head completes within it, go on with the rest; if not, 431 and close, unread."""
-        heads = self._heads
+        self._head_budget = -1  # on_headers_complete replaces it if the head completes
         if budget:
-            super().data_received(data[:budget])
-        if self._mode != _NORMAL or self.transport.is_closing():
+            _data_received(self, data[:budget])
+        if self._mode or self.transport.is_closing():
             return
-        if self._heads == heads:
-            self.limits.note("head too large", f"over {self.limits.max_header_bytes} bytes: 431")
-            self._close_with(self.limits.head_too_large_response)
+        if self._head_budget == -1:
+            self._limits.note("head too large", f"over {self._max_head} bytes: 431")
+            self._close_with(self._limits.head_too_large_response)
             return
         self.data_received(data[budget:])
 
     def on_headers_complete(self) -> None:
-        super().on_headers_complete()
-        self._heads += 1
+        _on_headers_complete(self)
         self._head_budget = None
-        self._reading_body = True
-        self.deadline = self.limits.now + self.limits.header_timeout_s
+        self.deadline = self._limits.now + self._timeout  # for the body, if one follows
         if self._one_shot and self.cycle is not None:
             self.cycle.keep_alive = False
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self._reading_body = False
-        self.deadline = 0.0
-        self._head_budget = self.limits.max_header_bytes  # the next head starts here
-
-    def on_response_complete(self) -> None:
-        pipelined = bool(self.pipeline)
-        super().on_response_complete()
-        if not pipelined and not self._reading_body and self._mode == _NORMAL:
-            # Waiting for the next head: it must come within the timeout (uvicorn's keep-alive
-            # timer closes an idle connection sooner; this one also catches a slow head).
-            self.deadline = self.limits.now + self.limits.header_timeout_s
+        _on_message_complete(self)
+        self._head_budget = self._max_head  # the next head starts here
+        self.deadline = self._limits.now + self._timeout
 
     def deadline_passed(self) -> None:
-        """Called by the sweep: the head (or a body the app is reading) did not come in time."""
-        if self._reading_body and self.flow is not None and self.flow.read_paused:
-            # The app is not reading the body yet (the client is not the slow one): wait on.
-            self.deadline = self.limits.now + self.limits.header_timeout_s
+        """Called by the sweep when the deadline is past: close, unless it is not the client's
+        turn (the app is working on its request, or not reading its body yet)."""
+        cycle = self.cycle
+        waiting_for_app = (
+            self._head_budget is not None and cycle is not None and not cycle.response_complete
+        ) or (self._head_budget is None and self.flow is not None and self.flow.read_paused)
+        if waiting_for_app:
+            self.deadline = self._limits.now + self._timeout
             return
-        self.limits.note("timed out", f"no request head within {self.limits.header_timeout_s}s")
+        self._limits.note("timed out", f"no request head or body within {self._timeout}s")
         self.deadline = 0.0
         self._mode = _CLOSED
         self.transport.close()
@@ -244,8 +244,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         path = rest.partition(b" ")[0].partition(b"?")[0]
         if method in (b"GET", b"HEAD") and path == b"/health":
             # Served like any request, then closed: health checks work while the server is busy.
-            self.limits.refusing.pop(self, None)
-            self.limits.admitted.add(self)
+            self._limits.refusing.pop(self, None)
+            self._limits.admitted.add(self)
             self._mode = _NORMAL
             self._one_shot = True
             buffered, self._refused_bytes = self._refused_bytes, b""
@@ -257,15 +257,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """503 with Retry-After, write side shut; what the client sends next is discarded."""
         self._refused_bytes = b""
         self._mode = _DRAINING
-        self.transport.write(self.limits.busy_response)
+        self.transport.write(self._limits.busy_response)
         if self.transport.can_write_eof():
             self.transport.write_eof()
 
     def stop_refusing(self) -> None:
         """Out of time or evicted by a newer refused connection: answer if not yet, close."""
-        self.limits.refusing.pop(self, None)
+        self._limits.refusing.pop(self, None)
         if self._mode == _REFUSING:
-            self.transport.write(self.limits.busy_response)
+            self.transport.write(self._limits.busy_response)
         self._mode = _CLOSED
         self.transport.close()
 
@@ -274,3 +274,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.deadline = 0.0
         self.transport.write(response)
         self.transport.close()
+
+
+# The base class's methods, called directly on the hot path (cheaper than super()).
+_data_received = HttpToolsProtocol.data_received
+_on_headers_complete = HttpToolsProtocol.on_headers_complete
+_on_message_complete = HttpToolsProtocol.on_message_complete

@@ -157,3 +157,36 @@ def test_event_streams_have_their_own_cap(hostile_server: HostileFactory) -> Non
     assert wait_for(a_stream_opens, timeout=10.0, every=0.2)
     for stream in streams:
         stream.close()
+
+
+def test_long_polls_and_streams_outlive_the_header_timeout(hostile_server: HostileFactory) -> None:
+    # The header timeout is the client's time to send; a request the app is still answering
+    # (a long poll, an event stream) is never cut by it.
+    server = hostile_server("--header-timeout", "1s")
+    poll = RawClient(server.port, timeout=10.0)
+    started = time.monotonic()
+    answer = poll.request(
+        "POST", "/jobs/lease", key=server.worker_key, body=b'{"queue":"empty","wait_ms":3000}'
+    )
+    assert answer.status == 404 and time.monotonic() - started >= 2.5  # waited, nothing came
+    # The same connection serves the next request: it was kept alive, not timed out.
+    assert poll.request("GET", "/health").status == 200
+    poll.close()
+
+    stream = RawClient(server.port, timeout=10.0)
+    stream.send(
+        f"GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {server.client_key}"
+        "\r\n\r\n".encode()
+    )
+    frames = b""
+    deadline = time.monotonic() + 3.5
+    while time.monotonic() < deadline:  # stats frames come every second
+        stream.sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            chunk = stream.sock.recv(65536)
+        except TimeoutError:
+            break
+        assert chunk, "the stream was closed"
+        frames += chunk
+    assert frames.startswith(b"HTTP/1.1 200") and frames.count(b"event: stats") >= 3
+    stream.close()
