@@ -65,9 +65,22 @@ class _HideStartupTraceback(logging.Filter):
         return not (message.startswith("Traceback") and StartupFailed.__name__ in message)
 
 
+class _DropUpgradeWarnings(logging.Filter):
+    """jq serves no websockets (uvicorn runs with ws="none"), so uvicorn's two warnings about
+    each Upgrade request say nothing new, and a client could fill the log with them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            message.startswith("Unsupported upgrade request")
+            or message.startswith("No supported WebSocket library detected")
+        )
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(stream=sys.stderr, level=level.upper(), format=LOG_FORMAT, force=True)
     logging.getLogger("uvicorn.error").addFilter(_HideStartupTraceback())
+    logging.getLogger("uvicorn.error").addFilter(_DropUpgradeWarnings())
 
 
 def run(settings: Settings) -> int:
@@ -93,6 +106,9 @@ def run(settings: Settings) -> int:
         port=settings.port,
         loop="uvloop",
         http=limits.protocol_class(),  # uvicorn's httptools protocol, bounded
+        # No websocket routes: an Upgrade request stays plain HTTP under the guard (handed to a
+        # websocket protocol, it would leave the connection cap's count behind).
+        ws="none",
         timeout_keep_alive=settings.keep_alive_timeout_ms / 1000,  # type: ignore[arg-type]
         workers=1,
         lifespan="on",

@@ -190,3 +190,27 @@ def test_long_polls_and_streams_outlive_the_header_timeout(hostile_server: Hosti
         frames += chunk
     assert frames.startswith(b"HTTP/1.1 200") and frames.count(b"event: stats") >= 3
     stream.close()
+
+
+def test_upgrade_requests_cannot_leak_connection_slots(hostile_server: HostileFactory) -> None:
+    # jq serves no websockets: an Upgrade request is plain HTTP to it, so it stays under the
+    # guard (handed to another protocol, its slot was never given back).
+    server = hostile_server("--max-connections", "4")
+    for _ in range(12):
+        client = RawClient(server.port)
+        client.send(
+            b"GET /events HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        assert client.read_answer().status == 401  # /events without a key, as plain HTTP
+        client.close()
+    # Every slot came back: four connections at once are all admitted, not refused.
+    clients = [RawClient(server.port) for _ in range(4)]
+    for client in clients:
+        assert (
+            client.request("POST", "/jobs", key=server.client_key, body=submit_body()).status == 201
+        )
+    for client in clients:
+        client.close()
+    # uvicorn's two warnings per upgrade request are not repeated into jq's log.
+    assert "Unsupported upgrade request" not in server.log()
