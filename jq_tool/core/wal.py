@@ -49,7 +49,7 @@ from jq_tool.core.wal_format import (
     parse_name,
     read_snapshot,
     read_written,
-    scan_segment,
+    scan_file,
     segment_name,
     snapshot_name,
 )
@@ -237,8 +237,7 @@ def examine(directory: Path) -> WalReport:
                 path, 0, f"gap in the log: expected a segment starting at index {expected}"
             )
             return report
-        data, size = read_written(path)
-        scan = scan_segment(data, search_after_error=last, size=size)
+        scan = scan_file(path, search_after_error=last)
         if scan.first_index is not None and scan.first_index != first:
             report.corruption = WalCorruption(
                 path, 0, f"header says first index {scan.first_index}, the name says {first}"

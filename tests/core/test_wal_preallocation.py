@@ -324,12 +324,74 @@ def test_files_are_private(tmp_path: Path) -> None:
     assert all(mode == 0o600 for mode in names.values()), names
 
 
-def test_recovery_reads_no_zeros(tmp_path: Path) -> None:
-    # A preallocated segment with a few records: the reader stops at the last non-zero byte,
-    # so recovery does not hold (or copy) the segment's zeros.
-    from jq_tool.core.wal_format import read_written
+def _records_then_zeros(directory: Path, bodies: list[bytes], size: int) -> Path:
+    """A plain WAL segment holding `bodies`, then extended with zeros to `size` bytes (as a
+    preallocated segment is); returns it."""
+    wal = WAL(directory)
+    wal.open()
+    for data in bodies:
+        wal.append([(RECORD_COMMAND, data)])
+    wal.close()
+    [path] = wal_segments(directory)
+    os.truncate(path, size)
+    return path
 
-    path, end = _preallocated_with_records(tmp_path, 2)
-    data, size = read_written(path)
-    assert size == SEGMENT and end - 16 < len(data) <= end
-    assert len(data) >= SEGMENT_HEADER_SIZE
+
+def test_recovery_reads_records_and_a_window_of_zeros_not_the_whole_segment(
+    tmp_path: Path,
+) -> None:
+    from jq_tool.core.wal_format import ZERO_WINDOW, read_written, scan_file
+
+    bodies = [body(i, 1000) for i in range(1000)]  # ~1 MiB of records in a 64 MiB file
+    path = _records_then_zeros(tmp_path, bodies, 64 << 20)
+    end = path.stat().st_size - (64 << 20) + len(read_written(path)[0])
+    # Garbage far past the window is beyond what an unacknowledged batch leaves: not read.
+    with path.open("r+b") as f:
+        f.seek(40 << 20)
+        f.write(b"garbage")
+    scan = scan_file(path, search_after_error=True)
+    assert scan.error_offset is None and scan.records == 1000 and not scan.more
+    recovery, records = replayed(tmp_path)
+    assert recovery.truncated is None and len(records) == 1000
+    # Within the window after the last record it is seen, and judged (here a torn tail).
+    with path.open("r+b") as f:
+        f.seek(end + ZERO_WINDOW // 2)
+        f.write(b"torn")
+    recovery, records = replayed(tmp_path)
+    assert recovery.truncated is not None and len(records) == 1000
+
+
+def test_records_past_the_first_read_and_zero_filled_bodies_are_read_whole(
+    tmp_path: Path,
+) -> None:
+    from jq_tool.core.wal_format import scan_file
+
+    # 6 MiB of records (the first read is 4 MiB), one of them 2 MiB of zeros that straddles
+    # the first read's end: a run of zeros inside a record is never taken for the log's end.
+    bodies = [body(i, 100_000) for i in range(40)] + [bytes(2 << 20)]
+    bodies += [body(i, 100_000) for i in range(20)]
+    path = _records_then_zeros(tmp_path, bodies, 16 << 20)
+    scan = scan_file(path, search_after_error=True)
+    assert scan.error_offset is None and scan.records == len(bodies)
+    recovery, records = replayed(tmp_path)
+    assert recovery.truncated is None and [r[2] for r in records] == bodies
+
+
+def test_damage_past_the_first_read_is_judged_on_the_whole_file(tmp_path: Path) -> None:
+    from jq_tool.core.wal import WalCorruption
+
+    bodies = [body(i, 100_000) for i in range(60)]  # ~6 MiB
+    path = _records_then_zeros(tmp_path, bodies, 16 << 20)
+    record = RECORD_HEADER_SIZE + 100_000
+    with path.open("r+b") as f:  # a flipped byte in record 50 (past the first 4 MiB read)
+        f.seek(SEGMENT_HEADER_SIZE + 50 * record + 500)
+        byte = f.read(1)[0]
+        f.seek(-1, 1)
+        f.write(bytes([byte ^ 1]))
+    try:
+        replayed(tmp_path)
+    except WalCorruption as exc:
+        assert exc.offset == SEGMENT_HEADER_SIZE + 50 * record
+        assert "a valid record follows" in exc.reason
+    else:
+        raise AssertionError("damage before the last record was not refused")
