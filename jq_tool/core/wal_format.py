@@ -46,9 +46,11 @@ append overwrites zeros instead of growing the file (an fdatasync then has no fi
 journal). A record header of nine zero bytes is never a valid record (its crc32c would have to
 be that of an empty body, which is not zero for any type byte), so the log ends at the first
 record position from which the rest of the file is zero: that is unwritten space, not damage,
-and nothing is dropped or reported. A reader never needs the zeros in memory: `read_written`
-reads a segment up to its last non-zero byte and `scan_segment` treats everything after that,
-up to the file's size, as zero.
+and nothing is dropped or reported. Recovery does not read the zeros: `scan_file` reads a
+segment in growing prefixes and stops at a zero record header followed by a megabyte of zeros
+(ZERO_WINDOW); anything it cannot judge from a prefix makes it read the whole file. A reader
+that has only the written part (`read_written`) may pass the file's size: `scan_segment` treats
+the bytes after the data, up to that size, as zero.
 
 What a reader does with a bad record depends on where it is: the *tail* of the last segment (a
 partial header, a length running past the end of the file, a CRC mismatch with no valid record
