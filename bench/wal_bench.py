@@ -5,6 +5,12 @@ It first measures the disk's own ceiling (a bare pwrite + fdatasync loop) and th
 framing, so the batch figures can be read as ratios on a shared, noisy machine. Also times a
 reopen (recovery scan + replay) of everything written.
 
+Preallocation (issue 20): one writer appending one record at a time, each waiting for its
+fdatasync, into plain segments (every append grows the file, so the filesystem journals its new
+size) and into preallocated ones (appends overwrite zeros; the file size never changes), in
+alternating rounds; the append latency (pwrite + fdatasync) p50/p99 and the rate of each, and
+the same two cases without any WAL code (a bare pwrite + fdatasync, appending vs into zeros).
+
     .venv/bin/python bench/wal_bench.py                 # 2 s per batch size, in /tmp
     .venv/bin/python bench/wal_bench.py --seconds 5 --dir /data --json
 """
@@ -15,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +49,98 @@ def raw_fdatasync_per_second(directory: Path, seconds: float) -> float:
     finally:
         os.close(fd)
     return syncs / (time.perf_counter() - started)
+
+
+def raw_latencies(path: Path, seconds: float, *, prezeroed: bool) -> list[float]:
+    """Seconds per 200-byte pwrite + fdatasync, appending (the file grows) or into a file
+    already zero-filled and synced (it does not)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    body = b"r" * RECORD_BYTES
+    size = 64 << 20
+    try:
+        if prezeroed:
+            zeros = bytes(1 << 20)
+            for offset in range(0, size, len(zeros)):
+                os.pwrite(fd, zeros, offset)
+            os.fsync(fd)
+        latencies = []
+        stop_at = time.perf_counter() + seconds
+        offset = 0
+        while time.perf_counter() < stop_at and offset + RECORD_BYTES <= size:
+            started = time.perf_counter()
+            os.pwrite(fd, body, offset)
+            os.fdatasync(fd)
+            latencies.append(time.perf_counter() - started)
+            offset += RECORD_BYTES
+        return latencies
+    finally:
+        os.close(fd)
+        path.unlink()
+
+
+def single_writer_latencies(directory: Path, seconds: float, *, preallocate: bool) -> list[float]:
+    """Seconds per WAL.append of one record (write + fdatasync), after a warm-up that takes a
+    preallocating WAL into its first preallocated segment (a new directory starts plain)."""
+    wal = WAL(directory, preallocate=preallocate)
+    wal.open()
+    batch = [(RECORD_COMMAND, b"r" * RECORD_BYTES)]
+    try:
+        for _ in range(50_000):  # bounded warm-up: past the first plain megabyte
+            if wal._file_size >= wal.segment_bytes or (not preallocate and wal._size > 1 << 20):
+                break
+            wal.append(batch)
+            if preallocate and wal._size >= 1 << 20:
+                time.sleep(0.001)  # let the pipeline's thread finish the spare
+        latencies = []
+        stop_at = time.perf_counter() + seconds
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            wal.append(batch)
+            latencies.append(time.perf_counter() - started)
+        return latencies
+    finally:
+        wal.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _summary(latencies: list[float]) -> tuple[float, float, float]:
+    """(appends/s, p50 µs, p99 µs)."""
+    ordered = sorted(latencies)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return len(ordered) / sum(ordered), statistics.median(ordered) * 1e6, p99 * 1e6
+
+
+def preallocation_rows(root: Path, seconds: float, rounds: int) -> dict[str, float]:
+    """Plain vs preallocated, WAL and bare, in alternating rounds; medians of the rounds."""
+    cases = {
+        "bare_appending": lambda d: raw_latencies(d / "raw", seconds, prezeroed=False),
+        "bare_prezeroed": lambda d: raw_latencies(d / "raw", seconds, prezeroed=True),
+        "wal_plain": lambda d: single_writer_latencies(d / "wal", seconds, preallocate=False),
+        "wal_preallocated": lambda d: single_writer_latencies(d / "wal", seconds, preallocate=True),
+    }
+    measured: dict[str, list[tuple[float, float, float]]] = {name: [] for name in cases}
+    for round_number in range(rounds):
+        for name, run in cases.items():
+            directory = root / f"pre-{name}-{round_number}"
+            directory.mkdir(parents=True)
+            measured[name].append(_summary(run(directory)))
+            shutil.rmtree(directory, ignore_errors=True)
+    out: dict[str, float] = {}
+    for name, results in measured.items():
+        rate, p50, p99 = (statistics.median(r[i] for r in results) for i in range(3))
+        out[f"{name}_per_s"], out[f"{name}_p50_us"], out[f"{name}_p99_us"] = rate, p50, p99
+        print(
+            f"one writer, {name.replace('_', ' '):>17}: {rate:>8,.0f} appends/s, "
+            f"p50 {p50:>5.0f} µs, p99 {p99:>6.0f} µs (median of {rounds} rounds)",
+            flush=True,
+        )
+    for kind in ("bare", "wal"):
+        after = "prezeroed" if kind == "bare" else "preallocated"
+        before = "appending" if kind == "bare" else "plain"
+        ratio = out[f"{kind}_{after}_per_s"] / out[f"{kind}_{before}_per_s"]
+        out[f"{kind}_preallocation_ratio"] = ratio
+        print(f"{kind}: {after}/{before} = {ratio:.2f}x appends/s", flush=True)
+    return out
 
 
 def framing_records_per_second(batch_size: int, seconds: float) -> float:
@@ -88,10 +187,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="run time per batch size")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the WAL (a disk)")
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds of the preallocation rows"
+    )
+    parser.add_argument(
+        "--only-preallocation", action="store_true", help="only plain vs preallocated segments"
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="jq-wal-bench-", dir=args.dir))
     out: dict[str, float] = {}
     try:
+        out.update(preallocation_rows(root, args.seconds, args.rounds))
+        if args.only_preallocation:
+            return
         raw = raw_fdatasync_per_second(root / "raw", args.seconds)
         out["raw_fdatasync_per_s"] = raw
         print(f"disk ceiling: {raw:>10,.0f} pwrite+fdatasync/s (no WAL code)", flush=True)
@@ -113,8 +221,8 @@ def main() -> None:
         print(f"reopen + replay of {count:,} records: {seconds:.2f} s", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    if args.json:
-        print(json.dumps(out))
+        if args.json:
+            print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import resource
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -113,6 +114,39 @@ def _count(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise ValueError(f"{text!r} is not a positive whole number")
     return int(text)
+
+
+# Descriptors the connection cap leaves to the rest of the process: the WAL (lock, directory,
+# segment, the preallocated next one), the key store, snapshots, the event loop, etcd or Redis
+# clients, and the over-cap connections being refused (server/connections.py). Sized with room.
+RESERVED_DESCRIPTORS = 96
+
+
+def descriptor_limit() -> int:
+    """This process's soft limit on open files (RLIMIT_NOFILE)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 20 if soft == resource.RLIM_INFINITY else soft
+
+
+def _connections(text: str) -> int:
+    """A connection count, or `auto`: the descriptor limit less RESERVED_DESCRIPTORS."""
+    if text.strip().lower() == "auto":
+        return max(8, descriptor_limit() - RESERVED_DESCRIPTORS)
+    return _count(text)
+
+
+def _streams(text: str) -> int:
+    """An event stream count, or `auto`: a quarter of the automatic connection cap."""
+    if text.strip().lower() == "auto":
+        return max(1, _connections("auto") // 4)
+    return _count(text)
+
+
+def _header_size(text: str) -> int:
+    size = parse_size(text)
+    if size < 1024:
+        raise ValueError("must be at least 1KiB")
+    return size
 
 
 def _redis_url(text: str) -> str:
@@ -211,6 +245,29 @@ class Settings:
     segment_bytes: int = setting(
         "64MiB", flag="--segment-bytes", env="JQ_SEGMENT_BYTES", parse=_segment_size,
         help="WAL segment size",
+    )  # fmt: skip
+    max_connections: int = setting(
+        "auto", flag="--max-connections", env="JQ_MAX_CONNECTIONS", parse=_connections,
+        help="Open HTTP connections at most; one more is answered 503 (Retry-After) and closed. "
+        f"auto: the descriptor limit (ulimit -n) minus {RESERVED_DESCRIPTORS}",
+    )  # fmt: skip
+    max_streams: int = setting(
+        "auto", flag="--max-streams", env="JQ_MAX_STREAMS", parse=_streams,
+        help="Open /events streams at most (they count as connections too); one more is "
+        "answered 503. auto: a quarter of the automatic --max-connections",
+    )  # fmt: skip
+    header_timeout_ms: int = setting(
+        "10s", flag="--header-timeout", env="JQ_HEADER_TIMEOUT", parse=_positive_duration,
+        help="A connection that has not sent a whole request head (or stops sending a body) "
+        "for this long is closed",
+    )  # fmt: skip
+    max_header_bytes: int = setting(
+        "64KiB", flag="--max-header-size", env="JQ_MAX_HEADER_SIZE", parse=_header_size,
+        help="Largest request line + headers; a longer head is answered 431 and closed",
+    )  # fmt: skip
+    keep_alive_timeout_ms: int = setting(
+        "5s", flag="--keep-alive-timeout", env="JQ_KEEP_ALIVE_TIMEOUT",
+        parse=_positive_duration, help="An idle keep-alive connection is closed after this long",
     )  # fmt: skip
     ticket_ttl_ms: int = setting(
         "5m", flag="--ticket-ttl", env="JQ_TICKET_TTL", parse=_positive_duration,

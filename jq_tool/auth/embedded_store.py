@@ -1,8 +1,9 @@
 """EmbeddedKeyStore: the key store of a single server without Redis, a sqlite file in the data dir.
 
-`<data_dir>/keys.sqlite3` in WAL journal mode with synchronous=FULL, so a key that `create`
-returned survives a crash. One connection guarded by a lock; every statement is tiny and runs in
-a worker thread so the event loop never waits on the disk. sqlite errors (disk full, I/O error,
+`<data_dir>/keys.sqlite3` (mode 0600, and so its -wal and -shm files) in WAL journal mode with
+synchronous=FULL, so a key that `create` returned survives a crash. One connection guarded by a
+lock; every statement is tiny and runs in a worker thread so the event loop never waits on the
+disk. sqlite errors (disk full, I/O error,
 a locked or corrupt file) become `KeyStoreUnavailable`.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -71,7 +73,10 @@ class EmbeddedKeyStore(BaseKeyStore):
         self.path = Path(data_dir) / KEYS_FILE_NAME
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Key hashes are private: sqlite creates files 0644, and its -wal and -shm files
+            # take the mode of the database file, so the database file is made 0600 first.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             self._db: sqlite3.Connection | None = sqlite3.connect(
                 self.path, check_same_thread=False, isolation_level=None, timeout=5.0
             )

@@ -1,8 +1,11 @@
 """`jq wal-inspect DIR`: a read-only look at a local WAL directory. It shows the segments, the
 records per type, the snapshot recovery would use, where the valid log ends and the first problem
-found, using the same `examine()` that recovery uses, so what it says is what `jq serve` would do.
-It never writes to the directory. Exit code: 0 clean, 1 a torn tail would be truncated, 2
-corruption would refuse to start (or DIR is not a WAL directory).
+found, using the same `examine()` that recovery uses, so what it says is what `jq serve` would do:
+for a tail that would be dropped, how many bytes and complete records, whether a complete record
+failed its CRC (damage, not a crash), and where the dropped bytes would be kept; and the
+`*.broken` files earlier recoveries left (the bytes they dropped). It never writes to the
+directory. Exit code: 0 clean, 1 a torn tail would be truncated, 2 corruption would refuse to
+start (or DIR is not a WAL directory).
 """
 
 from __future__ import annotations
@@ -88,11 +91,16 @@ def summary_of(report: WalReport) -> dict[str, Any]:
                 "file": str(report.tail.path),
                 "offset": report.tail.offset,
                 "dropped_bytes": report.tail.dropped,
+                "complete_records": report.tail.records,
+                "damaged": report.tail.damaged,
+                "unwritten_bytes": report.tail.unwritten,
                 "reason": report.tail.reason,
+                "kept_in": report.tail.broken_path.name if report.tail.dropped else None,
             }
             if report.tail is not None
             else None
         ),
+        "broken_files": [{"name": p.name, "bytes": p.stat().st_size} for p in report.broken_files],
         "corruption": (
             {
                 "file": str(report.corruption.path),
@@ -150,7 +158,12 @@ def _print_tables(report: WalReport, console: Console) -> None:
         f"{last_valid['file']} @ {last_valid['offset']}" if last_valid else "no segments",
     )
     if report.tail is not None:
-        state.add_row("[yellow]torn tail[/yellow]", report.tail.describe())
+        label = "[red]damaged tail[/red]" if report.tail.damaged else "[yellow]torn tail[/yellow]"
+        state.add_row(label, report.tail.describe())
+        if report.tail.dropped:
+            state.add_row("dropped bytes would be kept in", report.tail.broken_path.name)
+    for broken in summary["broken_files"]:
+        state.add_row("kept by an earlier recovery", f"{broken['name']} ({broken['bytes']} bytes)")
     if report.corruption is not None:
         state.add_row("[red]corruption[/red]", str(report.corruption))
     status_style = {"clean": "green", "torn_tail": "yellow", "corrupt": "red"}[summary["status"]]

@@ -5,6 +5,20 @@ group-committed appends (one write and one fdatasync per batch), segment rotatio
 snapshots then deleting what they cover. The byte layout is documented in
 `jq_tool.core.wal_format`; `examine()` is the read-only half that `jq wal-inspect` shares, so the
 inspector and recovery can never disagree about a directory.
+
+With `preallocate=True` (the engine's choice) segments come from `core/segment_pipeline.py`:
+made at full size, zero-filled and synced ahead of need, so appends overwrite zeros and never
+change a file's size, and a rotation opens no file. A new directory starts with a plain segment
+(a WAL that never writes a megabyte never preallocates 64); the spare is asked for once the
+current segment holds min(segment_bytes / 2, 1 MiB), and a plain segment is left for the spare
+as soon as it is ready.
+
+What poisons the WAL (refuses every later append, until a new process recovers): a failed
+fdatasync or directory fsync, and a write that failed and could not be cut back off. Anything
+else that fails (a full disk, no descriptor left for a new segment, no memory) leaves the files
+as they were before the call: the caller may retry, and the next call tries again. The WAL keeps
+its directory open, so fsyncing it needs no new descriptor either. Every file is created 0600
+and a directory the WAL creates 0700: job payloads are nobody else's business.
 """
 
 from __future__ import annotations
@@ -19,8 +33,11 @@ from pathlib import Path
 
 import msgspec
 
+from jq_tool.core.segment_pipeline import SegmentPipeline
 from jq_tool.core.wal_format import (
+    BROKEN_SUFFIX,
     RECORD_COMMAND,
+    SECTOR_SIZE,
     SEGMENT_HEADER_SIZE,
     SEGMENT_SUFFIX,
     SNAPSHOT_SUFFIX,
@@ -31,7 +48,8 @@ from jq_tool.core.wal_format import (
     iter_records,
     parse_name,
     read_snapshot,
-    scan_segment,
+    read_written,
+    scan_file,
     segment_name,
     snapshot_name,
 )
@@ -49,6 +67,10 @@ __all__ = [
 ]
 
 LOCK_NAME = "LOCK"
+FILE_MODE = 0o600
+DIRECTORY_MODE = 0o700
+# A plain segment is left for a preallocated one once it holds this much (or half a segment).
+_PREALLOCATE_AFTER = 1 << 20
 
 
 class WalCorruption(Exception):
@@ -75,6 +97,7 @@ class Recovery(msgspec.Struct):
     snapshot: bytes | None  # the state machine snapshot bytes, or None
     truncated: str | None  # what a torn/corrupt tail truncation dropped (file, offset, bytes)
     next_index: int  # index the next appended record will get
+    damaged: bool = False  # the dropped tail held a complete record that failed its CRC
 
 
 @dataclass
@@ -99,15 +122,33 @@ class SnapshotState:
 class TornTail:
     path: Path
     offset: int
-    dropped: int  # bytes that truncation removes
+    dropped: int  # bytes that truncation removes (not counting unwritten zeros after them)
     reason: str
     header: bool  # the segment header itself is torn: the file is rewritten to a fresh header
+    records: int = 0  # complete records in the dropped bytes (the bad one, if whole, included)
+    damaged: bool = False  # a complete record failed its CRC: not what a crash leaves
+    unwritten: int = 0  # zero bytes after the dropped ones (preallocated space), cut off too
+    kept: Path | None = None  # where recovery copied the dropped bytes
+
+    @property
+    def broken_path(self) -> Path:
+        """Where recovery keeps a copy of the dropped bytes (etcd's repair keeps `.broken`)."""
+        return self.path.with_name(f"{self.path.name}.{self.offset}{BROKEN_SUFFIX}")
 
     def describe(self) -> str:
-        return (
-            f"{self.path}: truncated torn tail at offset {self.offset}, "
-            f"dropped {self.dropped} bytes ({self.reason})"
+        kind = "damaged" if self.damaged else "torn"
+        text = (
+            f"{self.path}: truncated {kind} tail at offset {self.offset}, "
+            f"dropped {self.dropped} bytes ({self.reason}) holding {self.records} complete "
+            f"record{'' if self.records == 1 else 's'}"
         )
+        if self.damaged:
+            text += ": a complete record failed its CRC check, which a crash does not explain"
+        if self.unwritten:
+            text += f"; the {self.unwritten} zero bytes after them were unwritten space"
+        if self.kept is not None:
+            text += f"; the dropped bytes are kept in {self.kept}"
+        return text
 
 
 @dataclass
@@ -122,6 +163,7 @@ class WalReport:
     next_index: int = 0
     tail: TornTail | None = None
     corruption: WalCorruption | None = None
+    broken_files: list[Path] = field(default_factory=list)  # tails dropped by earlier recoveries
 
     @property
     def snapshot_index(self) -> int:
@@ -145,6 +187,11 @@ def examine(directory: Path) -> WalReport:
     if not directory.is_dir():
         report.corruption = WalCorruption(directory, 0, "not a directory")
         return report
+    report.broken_files = sorted(
+        Path(entry.path)
+        for entry in os.scandir(directory)
+        if entry.name.endswith(BROKEN_SUFFIX) and entry.is_file()
+    )
 
     for _index, path in reversed(_list_indexed(directory, SNAPSHOT_SUFFIX)):
         decoded = read_snapshot(path)
@@ -190,8 +237,7 @@ def examine(directory: Path) -> WalReport:
                 path, 0, f"gap in the log: expected a segment starting at index {expected}"
             )
             return report
-        data = path.read_bytes()
-        scan = scan_segment(data, search_after_error=last)
+        scan = scan_file(path, search_after_error=last)
         if scan.first_index is not None and scan.first_index != first:
             report.corruption = WalCorruption(
                 path, 0, f"header says first index {scan.first_index}, the name says {first}"
@@ -224,12 +270,23 @@ def examine(directory: Path) -> WalReport:
                 reason += " (not the last segment)"
             report.corruption = WalCorruption(path, scan.error_offset, reason)
             return report
+        if scan.header_error:
+            data_end = scan.size
+        else:
+            # Up to the sector of the last byte written; the zeros after it were never data.
+            sectors = -(-scan.written // SECTOR_SIZE)
+            data_end = max(scan.error_offset, min(scan.size, sectors * SECTOR_SIZE))
         report.tail = TornTail(
             path=path,
             offset=scan.error_offset,
-            dropped=scan.size - scan.error_offset,
+            dropped=data_end - scan.error_offset,
             reason=scan.error_reason + (", zero fill" if scan.zero_fill else ""),
             header=scan.header_error,
+            # A tail holds at most one complete record, the damaged one: a valid record after
+            # the error would make it corruption instead.
+            records=int(scan.damaged),
+            damaged=scan.damaged,
+            unwritten=scan.size - data_end,
         )
         report.segments[-1].valid_end = scan.error_offset
     report.next_index = expected
@@ -254,7 +311,7 @@ def write_snapshot_file(path: Path, header: bytes, data: bytes) -> None:
     """Write header + data to `path` atomically and durably: a temp file, fsync, rename, then
     an fsync of the directory so the rename itself survives a crash."""
     temp = path.with_name(path.name + TEMP_SUFFIX)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
         _pwrite_all(fd, header, 0)
         _pwrite_all(fd, data, len(header))
@@ -282,20 +339,29 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
 class WAL:
     """The write side of a WAL directory. Not thread-safe: the engine calls its methods from one
     worker thread, one call at a time (write_snapshot_file, which touches no WAL state, may run
-    in another thread)."""
+    in another thread; the segment pipeline has its own thread and lock)."""
 
-    def __init__(self, directory: Path, *, segment_bytes: int = 64 << 20) -> None:
+    def __init__(
+        self, directory: Path, *, segment_bytes: int = 64 << 20, preallocate: bool = False
+    ) -> None:
         if segment_bytes <= SEGMENT_HEADER_SIZE:
             raise ValueError(f"segment_bytes must exceed {SEGMENT_HEADER_SIZE}")
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
+        self.preallocate = preallocate
         self._lock_fd: int | None = None
+        self._dir_fd: int | None = None
         self._fd: int | None = None
         self._segments: list[tuple[int, Path]] = []  # (first index, path), oldest first
+        self._valid_ends: dict[int, int] = {}  # first index -> end of records, from recovery
         self._size = 0  # bytes of the current (last) segment that hold valid records
+        self._file_size = 0  # bytes in the current segment's file (more when preallocated)
         self._next_index = 0
         self._base = 0  # snapshot index: replay starts here
         self._failed: str | None = None
+        self._pipeline: SegmentPipeline | None = None
+        self._spare_wanted = False
+        self._want_spare_at = min(segment_bytes // 2, _PREALLOCATE_AFTER)
 
     # -- open and recovery -------------------------------------------------------------------
 
@@ -306,18 +372,21 @@ class WAL:
             # The page cache may still show what the disk lost: recover in a new process.
             raise WalFailed(self._failed)
         if not self.directory.is_dir():
-            self.directory.mkdir(parents=True)
+            self.directory.mkdir(parents=True, mode=DIRECTORY_MODE)
             # The directory's own entry must survive a power cut, not only the files in it.
             _fsync_directory(self.directory.parent)
         self._lock()
         try:
+            self._dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            if self.preallocate:
+                self._pipeline = SegmentPipeline(self.directory, self.segment_bytes)
             return self._recover()
         except BaseException:
             self.close()
             raise
 
     def _lock(self) -> None:
-        fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -329,7 +398,7 @@ class WAL:
         self._segments = []
         self._size = 0
         for entry in os.scandir(self.directory):
-            # Leftovers of a rotation or snapshot that crashed before its rename.
+            # Leftovers of a rotation or snapshot that crashed before its rename, and a spare.
             if entry.name.endswith(TEMP_SUFFIX) and entry.is_file():
                 os.unlink(entry.path)
         report = examine(self.directory)
@@ -339,7 +408,7 @@ class WAL:
             # A crash between a snapshot's rename and the deletions it allows leaves these.
             for stale in report.stale_segments:
                 stale.unlink(missing_ok=True)
-            _fsync_directory(self.directory)
+            self._fsync_directory()
         truncated = None
         if report.tail is not None:
             self._repair_tail(report.tail, report.segments[-1].first_index)
@@ -348,9 +417,11 @@ class WAL:
             self._create_segment(0)
         else:
             self._segments = [(s.first_index, s.path) for s in report.segments]
+            self._valid_ends = {s.first_index: s.valid_end for s in report.segments}
             last = report.segments[-1]
             self._fd = os.open(last.path, os.O_WRONLY)
             self._size = max(last.valid_end, SEGMENT_HEADER_SIZE)
+            self._file_size = os.fstat(self._fd).st_size
         self._next_index = report.next_index
         self._base = report.snapshot_index
         return Recovery(
@@ -358,9 +429,19 @@ class WAL:
             snapshot=report.snapshot.data if report.snapshot is not None else None,
             truncated=truncated,
             next_index=report.next_index,
+            damaged=report.tail.damaged if report.tail is not None else False,
         )
 
     def _repair_tail(self, tail: TornTail, first_index: int) -> None:
+        if tail.dropped > 0 and not tail.header:
+            # Keep what is dropped beside the segment, for a person to look at (and for
+            # `jq wal-inspect` to list): it may hold the last acknowledged record.
+            with tail.path.open("rb") as source:
+                source.seek(tail.offset)
+                dropped = source.read(tail.dropped)
+            if any(dropped):
+                write_snapshot_file(tail.broken_path, b"", dropped)
+                tail.kept = tail.broken_path
         fd = os.open(tail.path, os.O_WRONLY)
         try:
             if tail.header:
@@ -377,11 +458,12 @@ class WAL:
             raise RuntimeError("WAL is not open")
         for position, (first, path) in enumerate(list(self._segments)):
             last = position == len(self._segments) - 1
-            data = path.read_bytes()
-            end = self._size if last else len(data)
+            # Only the records: a preallocated segment's zeros are never read.
+            end = self._size if last else self._valid_ends.get(first)
+            data = _read_prefix(path, end)
             index = first
             try:
-                for record_type, body in iter_records(data, SEGMENT_HEADER_SIZE, end):
+                for record_type, body in iter_records(data, SEGMENT_HEADER_SIZE, len(data)):
                     if index >= self._base:
                         yield index, record_type, body
                     index += 1
@@ -405,14 +487,23 @@ class WAL:
         self._failed = f"WAL unusable after an earlier failure: {why}"
 
     def descriptors(self) -> list[int]:
-        """The open descriptors of this WAL (its directory lock, its current segment): a forked
-        child closes them, so that it never holds the lock past its parent."""
-        return [fd for fd in (self._lock_fd, self._fd) if fd is not None]
+        """The open descriptors of this WAL (its directory lock, the directory, its current
+        segment, a spare segment): a forked child closes them, so that it never holds the lock
+        past its parent."""
+        held = [fd for fd in (self._lock_fd, self._dir_fd, self._fd) if fd is not None]
+        if self._pipeline is not None:
+            held.extend(self._pipeline.descriptors())
+        return held
 
     @property
     def failure(self) -> str | None:
         """Why the WAL refuses appends for good (poisoned), or None while it is usable."""
         return self._failed
+
+    @property
+    def spare_error(self) -> OSError | None:
+        """Why the last attempt to make a preallocated segment failed, while it keeps failing."""
+        return self._pipeline.last_error if self._pipeline is not None else None
 
     def append(self, records: list[tuple[int, bytes]]) -> int:
         """Make a batch of (type, body) records durable: one write, one fdatasync. Returns the
@@ -421,7 +512,7 @@ class WAL:
         if not records:
             return self._next_index - 1
         batch = encode_records(records)
-        if self._size >= self.segment_bytes and self._next_index > self._segments[-1][0]:
+        if self._rotation_due(len(batch)):
             self._create_segment(self._next_index)
             fd = self._check_writable()
         before = self._size
@@ -433,6 +524,7 @@ class WAL:
             except OSError as truncate_error:
                 self._poison(f"write failed ({write_error}), then truncate failed")
                 raise write_error from truncate_error
+            self._file_size = before
             raise
         try:
             os.fdatasync(fd)
@@ -442,23 +534,71 @@ class WAL:
             self._poison(f"fsync failed: fdatasync returned {sync_error}")
             raise
         self._size = before + len(batch)
+        self._file_size = max(self._file_size, self._size)
         self._next_index += len(records)
+        pipeline = self._pipeline
+        if pipeline is not None and not self._spare_wanted and self._size >= self._want_spare_at:
+            self._spare_wanted = True
+            pipeline.want()
         return self._next_index - 1
+
+    def _rotation_due(self, batch_bytes: int) -> bool:
+        if self._next_index == self._segments[-1][0]:
+            return False  # the current segment is empty: a batch always fits there
+        if self._size >= self.segment_bytes:
+            return True
+        if self._file_size > self._size and self._size + batch_bytes > self._file_size:
+            return True  # the batch would grow a preallocated file
+        # A plain segment (the first one, or one made while no spare was ready) is left for a
+        # preallocated one as soon as there is one.
+        pipeline = self._pipeline
+        return pipeline is not None and pipeline.ready and self._file_size < self.segment_bytes
+
+    def ready(self) -> None:
+        """Do now a rotation that the next append would have to do first (e.g. one that failed
+        for want of a descriptor). Raises the OSError if it still cannot be done."""
+        self._check_writable()
+        if self._rotation_due(0):
+            self._create_segment(self._next_index)
 
     def _create_segment(self, first_index: int) -> None:
         path = self.directory / segment_name(first_index)
-        temp = path.with_name(path.name + TEMP_SUFFIX)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        header = encode_segment_header(first_index)
+        spare = self._pipeline.take() if self._pipeline is not None else None
+        self._spare_wanted = False
+        if spare is not None:
+            # A preallocated file: its header goes over its first zeros (the size stays).
+            fd, file_size = spare.fd, spare.size
+            try:
+                _pwrite_all(fd, header, 0)
+                os.fdatasync(fd)
+                os.rename(spare.path, path)
+            except OSError:
+                os.close(fd)
+                spare.path.unlink(missing_ok=True)
+                raise
+        else:
+            temp = path.with_name(path.name + TEMP_SUFFIX)
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            except OSError:
+                if self._pipeline is not None:
+                    # No descriptor now (EMFILE): the pipeline keeps trying to make a spare,
+                    # whose descriptor the next attempt will find already open.
+                    self._spare_wanted = True
+                    self._pipeline.want()
+                raise
+            file_size = SEGMENT_HEADER_SIZE
+            try:
+                _pwrite_all(fd, header, 0)
+                os.fsync(fd)
+                os.rename(temp, path)
+            except OSError:
+                os.close(fd)
+                temp.unlink(missing_ok=True)
+                raise
         try:
-            _pwrite_all(fd, encode_segment_header(first_index), 0)
-            os.fsync(fd)
-            os.rename(temp, path)
-        except OSError:
-            os.close(fd)
-            temp.unlink(missing_ok=True)
-            raise
-        try:
-            _fsync_directory(self.directory)
+            self._fsync_directory()
         except OSError as exc:
             os.close(fd)
             self._poison(f"directory fsync after creating {path.name} failed ({exc})")
@@ -467,7 +607,13 @@ class WAL:
             os.close(self._fd)
         self._fd = fd
         self._size = SEGMENT_HEADER_SIZE
+        self._file_size = file_size
         self._segments.append((first_index, path))
+
+    def _fsync_directory(self) -> None:
+        if self._dir_fd is None:
+            raise RuntimeError("WAL is not open")
+        os.fsync(self._dir_fd)
 
     # -- snapshots ---------------------------------------------------------------------------
 
@@ -500,7 +646,7 @@ class WAL:
         for old_index, old in _list_indexed(self.directory, SNAPSHOT_SUFFIX):
             if old_index < index:
                 old.unlink(missing_ok=True)
-        _fsync_directory(self.directory)
+        self._fsync_directory()
 
     def _check_snapshot_index(self, index: int) -> None:
         self._check_writable()
@@ -512,9 +658,24 @@ class WAL:
     def close(self) -> None:
         # Closing must also work on a WAL poisoned by a broken descriptor, so errors are dropped:
         # nothing here affects durability (every acknowledged batch was already synced).
-        for fd in (self._fd, self._lock_fd):
+        if self._pipeline is not None:
+            self._pipeline.close()
+            self._pipeline = None
+        for fd in (self._fd, self._dir_fd, self._lock_fd):
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self._fd = None
+        self._dir_fd = None
         self._lock_fd = None
+
+
+def _read_prefix(path: Path, end: int | None) -> bytes:
+    """The first `end` bytes of a file (all of it up to its last non-zero byte when None)."""
+    if end is None:
+        return read_written(path)[0]
+    with path.open("rb") as f:
+        data = f.read(end)
+    if len(data) != end:
+        raise WalCorruption(path, len(data), f"segment shorter than its {end} valid bytes")
+    return data

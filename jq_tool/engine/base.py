@@ -50,6 +50,11 @@ class StorageFull(EngineUnavailable):
     """The disk is full: the write was refused and nothing was acknowledged. Recoverable."""
 
 
+class ResourceExhausted(EngineUnavailable):
+    """The process ran out of a resource (descriptors, memory) while writing: the write was
+    refused, nothing was acknowledged, and writes resume by themselves once it returns."""
+
+
 class JobSpec(msgspec.Struct):
     """What a client asks to submit; the engine adds the id and the time."""
 

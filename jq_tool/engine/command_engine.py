@@ -347,6 +347,9 @@ class CommandEngine(Engine):
         except (OSError, SnapshotChildFailed) as exc:
             self._snapshot_failed(due, exc)
             return
+        except RuntimeError as exc:  # "can't start new thread": out of memory or threads
+            self._snapshot_failed(due, exc)
+            return
         except Exception as exc:  # noqa: BLE001
             self._fail_for_good(f"snapshot failed: {exc}")
             return

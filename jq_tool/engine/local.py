@@ -5,10 +5,18 @@ batch, one `write` + one `fdatasync`, in a dedicated WAL thread so the event loo
 while the disk works. Everything else (the proposal queue and its group commit, applying,
 waiters, the ticker, when to snapshot) is CommandEngine's (engine/command_engine.py).
 
+Segments are preallocated (core/segment_pipeline.py): appends overwrite zeros, and the next
+segment is ready, descriptor and all, before a rotation needs it.
+
 Storage errors: a full disk (`ENOSPC`, `EDQUOT`) refuses that batch (`StorageFull`) and the WAL
-cuts it off, so service resumes when space returns; any other error, above all a failed
-`fdatasync`, stops writes for good (`EngineUnavailable`). The batch whose fdatasync failed is
-answered `OutcomeUnknown`: its records are in the file, and a restart may find them on disk.
+cuts it off, so service resumes when space returns. Running out of a resource (`EMFILE`,
+`ENFILE`, `ENOMEM`, `EAGAIN`, `ENOBUFS`: no descriptor for a new segment, no memory) refuses
+that batch too (`ResourceExhausted`, 503 with Retry-After); `/health` reports it until a probe
+(the rotation that failed, tried again every half second) or a write succeeds. Only a failed
+`fdatasync` (or a write that could not be cut back off, or any other I/O error) stops writes for
+good (`EngineUnavailable`): after a failed fsync the kernel may have dropped the dirty pages. The
+batch whose fdatasync failed is answered `OutcomeUnknown`: its records are in the file, and a
+restart may find them on disk.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from jq_tool.engine.base import (
     EngineUnavailable,
     Health,
     OutcomeUnknown,
+    ResourceExhausted,
     StorageFull,
 )
 from jq_tool.engine.command_engine import CommandEngine, Proposal, now_ms
@@ -38,6 +47,12 @@ from jq_tool.engine.command_engine import CommandEngine, Proposal, now_ms
 log = logging.getLogger("jq.engine")
 
 T = TypeVar("T")
+
+# Errors that mean "not now", not "never": the resource comes back when others release it.
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.ENOBUFS})
+# How often a temporarily refusing engine tries again on its own, so that /health turns ok
+# without waiting for a client to write.
+PROBE_INTERVAL_S = 0.5
 
 
 class _WorkerThread:
@@ -86,11 +101,13 @@ def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None)
 class LocalEngine(CommandEngine):
     def __init__(self, config: EngineConfig, *, clock: Callable[[], int] = now_ms) -> None:
         super().__init__(config, clock=clock)
-        self._wal = WAL(config.data_dir, segment_bytes=config.segment_bytes)
+        self._wal = WAL(config.data_dir, segment_bytes=config.segment_bytes, preallocate=True)
         # The WAL thread owns the WAL: appends, recovery, deleting what a snapshot covers.
         self._wal_thread: _WorkerThread | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.recovery_message: str | None = None  # what recovery truncated, if anything
+        self._temporary: str | None = None  # why writes are refused for now (a resource)
+        self._probe: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -117,7 +134,9 @@ class LocalEngine(CommandEngine):
         recovery = self._wal.open()
         if recovery.truncated:
             self.recovery_message = recovery.truncated
-            log.warning("WAL tail truncated during recovery: %s", recovery.truncated)
+            # A torn write is what a crash leaves; a whole record failing its CRC is not.
+            level = logging.ERROR if recovery.damaged else logging.WARNING
+            log.log(level, "WAL tail truncated during recovery: %s", recovery.truncated)
         if recovery.snapshot is not None:
             self._machine.restore(recovery.snapshot)
         self._snapshot_at = recovery.snapshot_index
@@ -137,10 +156,11 @@ class LocalEngine(CommandEngine):
         if not self._started or self._stopping:
             return
         self._stopping = True
-        if self._ticker:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        for task in (self._ticker, self._probe):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._drain()
         if self._fatal is None:
             try:
@@ -155,7 +175,7 @@ class LocalEngine(CommandEngine):
         self._started = False
 
     def health(self) -> Health:
-        reason = self._refusal()
+        reason = self._refusal() or self._temporary
         return Health(ok=reason is None, role="single", reason=reason)
 
     # ------------------------------------------------------------------ the log
@@ -173,6 +193,8 @@ class LocalEngine(CommandEngine):
                 return
             self.log_metrics.append_seconds.observe(time.perf_counter() - started)
             self.log_metrics.batch_commands.observe(len(batch))
+            if self._temporary is not None:
+                self._writable_again()
             self._apply_commands([proposal.command for proposal in batch], batch)
             self._applied()
         finally:
@@ -187,6 +209,12 @@ class LocalEngine(CommandEngine):
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             error = StorageFull("disk full: the write was refused; retry when space returns")
             log.error("WAL append refused: disk full (%s)", exc)
+        elif (
+            isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS and self._wal.failure is None
+        ):
+            reason = f"writes refused for now: {_describe(exc)}; retrying"
+            error = ResourceExhausted(reason)
+            self._refuse_temporarily(reason)
         else:
             # The WAL says why it gave up for good (e.g. "fsync failed: …"), when it did.
             reason = self._wal.failure or f"WAL write failed: {exc}"
@@ -202,6 +230,37 @@ class LocalEngine(CommandEngine):
             pending, self._pending = self._pending, []
             self._refuse(pending, error)
 
+    def _refuse_temporarily(self, reason: str) -> None:
+        if self._temporary is None:
+            log.error("WAL append refused: %s", reason)
+        self._temporary = reason
+        if self._probe is None:
+            self._probe = asyncio.create_task(self._probe_until_writable(), name="jq-wal-probe")
+
+    def _writable_again(self) -> None:
+        self._temporary = None
+        log.info("WAL writes accepted again")
+
+    async def _probe_until_writable(self) -> None:
+        """Try what failed (a rotation: WAL.ready) every PROBE_INTERVAL_S, in the WAL thread,
+        until it works, so that /health says ok without a client having to write first."""
+        assert self._wal_thread is not None
+        try:
+            while self._temporary is not None and self._fatal is None and not self._stopping:
+                await asyncio.sleep(PROBE_INTERVAL_S)
+                try:
+                    await self._wal_thread.call(self._wal.ready)
+                except OSError as exc:
+                    if exc.errno in RESOURCE_ERRNOS:
+                        self._temporary = f"writes refused for now: {_describe(exc)}; retrying"
+                    continue
+                except Exception:  # noqa: BLE001 - a poisoned WAL: the next append says why
+                    return
+                if self._temporary is not None:
+                    self._writable_again()
+        finally:
+            self._probe = None
+
     # ------------------------------------------------------------------ where snapshots go
 
     def _snapshot_position(self) -> int:
@@ -216,3 +275,8 @@ class LocalEngine(CommandEngine):
     async def _snapshot_written(self, position: int) -> None:
         assert self._wal_thread is not None
         await self._wal_thread.call(self._wal.drop_before, position)
+
+
+def _describe(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0, "error")
+    return f"{exc.strerror or exc} ({name})"

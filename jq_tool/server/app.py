@@ -23,7 +23,7 @@ from jq_tool.engine.base import Engine
 from jq_tool.server.auth_guard import Guard
 from jq_tool.server.dashboard import dashboard_routes
 from jq_tool.server.errors import HANDLED_EXCEPTIONS, handle_exception
-from jq_tool.server.events import EventRoutes, TicketBook
+from jq_tool.server.events import EventRoutes, StreamSlots, TicketBook
 from jq_tool.server.metrics import RequestCounts, RequestMetricsMiddleware, build_registry
 from jq_tool.server.openapi import openapi_routes
 from jq_tool.server.routes_jobs import JobRoutes
@@ -48,6 +48,7 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
     draining = asyncio.Event()
     registry = build_registry(engine, counts)
     tickets = TicketBook(settings.ticket_ttl_ms)
+    streams = StreamSlots(settings.max_streams)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -90,7 +91,7 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
                 *JobRoutes(engine, guard, settings, counts.commands, draining).routes(),
                 *KeyRoutes(keystore, guard).routes(),
                 *MonitoringRoutes(engine, guard, stats, registry, settings.max_body).routes(),
-                *EventRoutes(engine, guard, stats, tickets, draining).routes(),
+                *EventRoutes(engine, guard, stats, tickets, draining, streams).routes(),
                 *openapi_routes(),
                 *dashboard_routes(),
             ]

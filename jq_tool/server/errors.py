@@ -7,10 +7,13 @@ log, not done), `OutcomeUnknown` (504 `outcome_unknown`: it reached the log and 
 whether it became durable, maybe done), `StorageFull`, and `KeyStoreUnavailable` from the
 key store. Each becomes a JSON body `{"error", "code"[, "field"]}` (wire.ErrorBody) with its
 status, so a route never builds an error response by hand and a client's mistake is never a 500.
+Refusals made before a request reaches the app (server/connections.py: a request head over its
+limit, a connection over the cap) are rendered here too, as whole HTTP/1.1 responses.
 """
 
 from __future__ import annotations
 
+import http
 import logging
 
 from starlette.exceptions import HTTPException
@@ -19,7 +22,13 @@ from starlette.responses import Response
 
 from jq_tool.auth import KeyStoreUnavailable
 from jq_tool.core.model import ErrorCode
-from jq_tool.engine.base import CommandRejected, EngineUnavailable, OutcomeUnknown, StorageFull
+from jq_tool.engine.base import (
+    CommandRejected,
+    EngineUnavailable,
+    OutcomeUnknown,
+    ResourceExhausted,
+    StorageFull,
+)
 from jq_tool.server.wire import ErrorBody, encode_json
 
 log = logging.getLogger("jq.server")
@@ -52,6 +61,9 @@ _OUTCOME_ADVICE = (
     "the write reached the log and may or may not have taken effect: retry with the same "
     "Idempotency-Key, or look the job up"
 )
+HEADER_TOO_LARGE = "header_too_large"
+TOO_MANY_CONNECTIONS = "too_many_connections"
+TOO_MANY_STREAMS = "too_many_streams"
 
 # The state machine's refusals → status. ErrorCode values are already the wire codes.
 _COMMAND_STATUS: dict[ErrorCode, int] = {
@@ -69,6 +81,7 @@ _HTTP_CODES: dict[int, str] = {
     405: "method_not_allowed",
     409: "conflict",
     413: PAYLOAD_TOO_LARGE,
+    431: HEADER_TOO_LARGE,
     503: "unavailable",
 }
 
@@ -96,6 +109,9 @@ def to_response(exc: BaseException) -> Response:
         return error_response(507, "storage_full", f"storage full, nothing was written: {exc}")
     if isinstance(exc, OutcomeUnknown):
         return error_response(504, OUTCOME_UNKNOWN, f"{_OUTCOME_ADVICE} ({exc})", None, _RETRY)
+    if isinstance(exc, ResourceExhausted):
+        message = f"nothing was written, retry shortly: {exc}"
+        return error_response(503, "resource_exhausted", message, None, _RETRY)
     if isinstance(exc, EngineUnavailable):
         return error_response(503, "unavailable", f"queue unavailable: {exc}", None, _RETRY)
     if isinstance(exc, KeyStoreUnavailable):
@@ -114,6 +130,20 @@ def to_response(exc: BaseException) -> Response:
 
 _RETRY = {"Retry-After": "1"}
 _AUTHENTICATE = {"WWW-Authenticate": "Bearer"}
+
+
+def closing_response(status: int, code: str, message: str) -> bytes:
+    """A whole HTTP/1.1 error response that closes the connection, for refusals made before a
+    request reaches the app (server/connections.py). A 503 carries Retry-After like the rest."""
+    body = encode_json(ErrorBody(message, code))
+    head = [
+        f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        "connection: close",
+        *(f"{name.lower()}: {value}" for name, value in _RETRY.items() if status == 503),
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
 async def handle_exception(request: Request, exc: Exception) -> Response:

@@ -9,6 +9,9 @@ Streams end when the server starts draining, so SIGTERM is not held up by open d
 Browsers cannot set headers on an EventSource, and an API key in a URL ends up in histories
 and proxy logs; so a key with `jobs:read` trades itself for a ticket (`POST /events/ticket`): a
 random, short-lived, read-only token, valid only for `/events`, held in this process's memory.
+
+At most `--max-streams` streams are open at once (`StreamSlots`); one more is answered 503
+`too_many_streams` with Retry-After, so dashboards cannot take every connection from submitters.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Send
+from starlette.types import Scope as AsgiScope
 
 from jq_tool.auth import ApiKey, Scope
 from jq_tool.engine.base import Engine, JobEvent
 from jq_tool.server.auth_guard import Guard
-from jq_tool.server.errors import UNAUTHORIZED, ApiError
+from jq_tool.server.errors import TOO_MANY_STREAMS, UNAUTHORIZED, ApiError
 from jq_tool.server.stats import StatsView
 from jq_tool.server.wire import JSONResponse, StreamTicket, encode_json, rfc3339
 
@@ -137,6 +142,37 @@ async def event_stream(
             await pump_task
 
 
+class StreamSlots:
+    """How many /events streams may be open at once (`--max-streams`)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    def take(self) -> None:
+        if self.open >= self.limit:
+            message = f"too many event streams open (at most {self.limit}); retry shortly"
+            raise ApiError(503, TOO_MANY_STREAMS, message)
+        self.open += 1
+
+    def release(self) -> None:
+        self.open -= 1
+
+
+class _SlotStream(StreamingResponse):
+    """A stream that gives its slot back when it ends, however it ends."""
+
+    def __init__(self, slots: StreamSlots, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._slots = slots
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slots.release()
+
+
 @dataclass(frozen=True)
 class EventRoutes:
     """GET /events (Bearer key or ticket) and POST /events/ticket."""
@@ -146,6 +182,7 @@ class EventRoutes:
     stats: StatsView
     tickets: TicketBook
     draining: asyncio.Event
+    streams: StreamSlots
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -170,7 +207,9 @@ class EventRoutes:
                 raise ApiError(401, UNAUTHORIZED, "the key behind this ticket was revoked")
         else:
             await self.guard.require(request, Scope.JOBS_READ)
-        return StreamingResponse(
+        self.streams.take()
+        return _SlotStream(
+            self.streams,
             event_stream(self.engine, self.stats, self.draining),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

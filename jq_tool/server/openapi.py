@@ -137,6 +137,7 @@ _ERRORS = {
     404: "not found",
     409: "conflict",
     413: "payload too large",
+    431: "request line and headers too large (--max-header-size); the connection is closed",
     503: "unavailable: refused before it reached the log, not done; retry later (Retry-After)",
     504: (
         "outcome_unknown: the write reached the log and may or may not have taken effect; "
@@ -160,6 +161,7 @@ def _op(
     else:
         op["description"] = f"Scope: `{scope}`."
         errors = (401, 403, *errors, 503)
+    errors = (*errors, 431)  # any request: the head is read before the route is known
     op["responses"].update({str(s): {"$ref": f"#/components/responses/E{s}"} for s in errors})
     if body is not None:
         op["requestBody"] = {"content": {"application/json": {"schema": _ref(body)}}}

@@ -7,6 +7,11 @@ written, seeded or logged as serving. The checks bind the listening sockets and 
 them. Once uvicorn listens, a first start (one that seeded the dev keys) prints its panel
 (server/welcome.py).
 
+uvicorn runs jq's own protocol class (server/connections.py: the connection cap, the header
+timeout and size limit) with its keep-alive timeout from `--keep-alive-timeout`; its
+`limit_concurrency` stays off (the cap replaces it). The process's umask is 077 and the data dir
+is created 0700: every file jq writes there (WAL, snapshots, keys, etcd's log) is private.
+
 `jq serve` (jq_tool/cli/serve.py) turns flags and environment variables into `Settings` and
 calls `run`; it imports this module only then, so that other commands start without loading
 the server, the engines and uvicorn. SIGTERM or SIGINT drains: uvicorn stops accepting
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import signal
 import socket
 import sys
@@ -31,9 +37,10 @@ from jq_tool.auth import KeyStoreUnavailable, open_key_store
 from jq_tool.engine.factory import open_engine
 from jq_tool.runtime import tune_gc
 from jq_tool.server.app import StartupFailed, create_app
+from jq_tool.server.connections import ConnectionLimits
 from jq_tool.server.startup_checks import EXIT_DATA_DIR_NOT_WRITABLE, StartupRefused, run_checks
 from jq_tool.server.welcome import print_welcome
-from jq_tool.settings import Settings
+from jq_tool.settings import RESERVED_DESCRIPTORS, Settings, descriptor_limit
 
 log = logging.getLogger("jq.serve")
 
@@ -79,22 +86,36 @@ class _HideStartupTraceback(logging.Filter):
         return not (message.startswith("Traceback") and StartupFailed.__name__ in message)
 
 
+class _DropUpgradeWarnings(logging.Filter):
+    """jq serves no websockets (uvicorn runs with ws="none"), so uvicorn's two warnings about
+    each Upgrade request say nothing new, and a client could fill the log with them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            message.startswith("Unsupported upgrade request")
+            or message.startswith("No supported WebSocket library detected")
+        )
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(stream=sys.stderr, level=level.upper(), format=LOG_FORMAT, force=True)
     logging.getLogger("uvicorn.error").addFilter(_HideStartupTraceback())
+    logging.getLogger("uvicorn.error").addFilter(_DropUpgradeWarnings())
 
 
 def run(settings: Settings) -> int:
     """Serve until a shutdown signal; returns the process exit code."""
     configure_logging(settings.log_level)
     tune_gc()
+    os.umask(0o077)  # job payloads and key hashes are nobody else's business
     try:
         sockets = run_checks(settings)
     except StartupRefused as exc:
         log.error("jq cannot start: %s", exc)
         return exc.exit_code
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         log.error("jq cannot start: cannot create the data dir %s: %s", settings.data_dir, exc)
         return EXIT_DATA_DIR_NOT_WRITABLE
@@ -107,12 +128,18 @@ def run(settings: Settings) -> int:
         log.error("jq cannot start: %s", exc)
         return 1
     app = create_app(engine, keystore, settings)
+    limits = ConnectionLimits.from_settings(settings)
+    _check_descriptor_budget(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=limits.protocol_class(),  # uvicorn's httptools protocol, bounded
+        # No websocket routes: an Upgrade request stays plain HTTP under the guard (handed to a
+        # websocket protocol, it would leave the connection cap's count behind).
+        ws="none",
+        timeout_keep_alive=settings.keep_alive_timeout_ms / 1000,  # type: ignore[arg-type]
         workers=1,
         lifespan="on",
         log_config=None,  # our logging.basicConfig: one format, stderr
@@ -140,3 +167,27 @@ def run(settings: Settings) -> int:
         log.error("jq did not start (see the errors above)")
         return 1
     return 0
+
+
+def _check_descriptor_budget(settings: Settings) -> None:
+    """Say so at start when the connection cap leaves the rest of the process too few
+    descriptors: then an idle-connection flood can run it out of them (the WAL survives that,
+    refusing writes until descriptors return, but the cap is what prevents it)."""
+    limit = descriptor_limit()
+    log.info(
+        "connections: at most %d (%d event streams), request heads %d bytes within %.1fs "
+        "(descriptor limit %d)",
+        settings.max_connections,
+        settings.max_streams,
+        settings.max_header_bytes,
+        settings.header_timeout_ms / 1000,
+        limit,
+    )
+    if settings.max_connections > limit - RESERVED_DESCRIPTORS:
+        log.warning(
+            "--max-connections %d leaves fewer than %d of the %d descriptors this process may "
+            "open (ulimit -n) for the WAL, the key store and refusing connections politely",
+            settings.max_connections,
+            RESERVED_DESCRIPTORS,
+            limit,
+        )

@@ -283,15 +283,25 @@ def test_cut_inside_the_segment_header_recovers_an_empty_segment(tmp_path: Path)
             shutil.rmtree(work)
 
 
-def test_preallocated_zero_tail_is_truncated(tmp_path: Path) -> None:
+def test_a_zero_tail_is_unwritten_space_not_a_torn_tail(tmp_path: Path) -> None:
+    # Issue 20: segments are preallocated with zeros, so zeros after the last record are where
+    # the next append goes, not a torn write: nothing is reported, dropped or truncated.
     write_records(tmp_path, 3)
     path = segments(tmp_path)[0]
     size = path.stat().st_size
     with path.open("ab") as f:
         f.write(bytes(4096))
     recovery, records = reopen_records(tmp_path)
-    assert recovery.truncated is not None and "zero fill" in recovery.truncated
-    assert len(records) == 3 and path.stat().st_size == size
+    assert recovery.truncated is None and not recovery.damaged
+    assert len(records) == 3 and path.stat().st_size == size + 4096
+    assert not list(tmp_path.glob("*.broken"))
+    # The next record overwrites the zeros; the file keeps its size.
+    wal, _ = open_wal(tmp_path)
+    assert wal.append([(RECORD_COMMAND, b"into the zeros")]) == 3
+    wal.close()
+    recovery, records = reopen_records(tmp_path)
+    assert recovery.truncated is None and records[-1] == (3, 1, b"into the zeros")
+    assert path.stat().st_size == size + 4096
 
 
 # -- bit flips and corruption --------------------------------------------------------------------

@@ -1,0 +1,282 @@
+"""Connection limits: the bounds a hostile or leaky client meets before any request reaches the
+app. `GuardedHttpToolsProtocol` is uvicorn's httptools protocol with four additions, because
+uvicorn's own settings do not cover them:
+
+- **A connection cap** (`--max-connections`). uvicorn's `limit_concurrency` answers 503 only
+  once a request head has arrived (and without Retry-After), so a flood of idle sockets never
+  meets it. Here a connection over the cap is refused when it is accepted: its request line is
+  read (at most 8 KiB, at most a second), then it gets `503 too_many_connections` with
+  `Retry-After: 1`, its write side is shut and the rest is discarded until the client closes
+  (closing at once, with the request unread, would make the kernel answer RST and lose the
+  503). `GET /health` alone is served even over the cap, so that an orchestrator does not
+  restart a server that is only busy. At most `REFUSING_SLOTS` connections are being refused
+  at once; a new one evicts the oldest.
+- **A header-read timeout** (`--header-timeout`, 10 s). uvicorn's `timeout_keep_alive` closes a
+  keep-alive connection that is idle after a response, but a fresh connection that never sends
+  a byte, or a head trickled a byte at a time (slowloris), is never timed out by uvicorn. Here
+  every connection must complete its request head within the timeout, counted from when it was
+  accepted or its previous response was sent, and a body must not stall for that long while
+  the app is reading it. uvicorn's `timeout_keep_alive` (`--keep-alive-timeout`) still closes
+  idle keep-alive connections.
+- **A request head size limit** (`--max-header-size`, 64 KiB). httptools (llhttp) has no
+  limit, and it grows a header value by concatenation on every read, so a 40 MB header took
+  seconds of loop time; uvicorn's `h11_max_incomplete_event_size` applies to h11 only. Here the
+  bytes of a head are counted before the parser sees them: once the limit is crossed the
+  client gets `431 header_too_large` and the connection is closed, without reading the rest.
+- **Deadlines without timers**: a sweep every 0.25 s closes what is overdue, so a request costs
+  two float stores rather than a timer armed and cancelled. A connection whose request the app
+  is still answering (a long poll, an event stream) is not overdue: the sweep moves its
+  deadline on, so the next head's time starts at most a sweep before the answer ends.
+
+Event streams have their own cap (`--max-streams`, server/events.py); they count here as
+connections too. Body size limits stay where they are (server/requests.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from jq_tool.server.errors import HEADER_TOO_LARGE, TOO_MANY_CONNECTIONS, closing_response
+from jq_tool.settings import Settings
+
+log = logging.getLogger("jq.server")
+
+# Connections over the cap being refused at once (each holds a descriptor until it is done).
+REFUSING_SLOTS = 32
+# How long a refused connection may take to send its request line and to close after the 503.
+REFUSAL_WAIT_S = 1.0
+# A refused connection's request line is read to spot GET /health; no more than this.
+_REQUEST_LINE_LIMIT = 8192
+SWEEP_INTERVAL_S = 0.25
+# One warning per kind of refusal at most this often, with a count: an attack must not
+# become a flood of log lines.
+_LOG_EVERY_S = 10.0
+
+_NORMAL, _REFUSING, _DRAINING, _CLOSED = range(4)
+
+
+class ConnectionLimits:
+    """The limits and the live connections of one server (shared by its protocol instances)."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        header_timeout_s: float,
+        max_header_bytes: int,
+        refusing_slots: int = REFUSING_SLOTS,
+    ) -> None:
+        self.max_connections = max_connections
+        self.header_timeout_s = header_timeout_s
+        self.max_header_bytes = max_header_bytes
+        self.refusing_slots = refusing_slots
+        self.admitted: set[GuardedHttpToolsProtocol] = set()
+        self.refusing: dict[GuardedHttpToolsProtocol, None] = {}  # oldest first
+        self.now = time.monotonic()  # the loop's clock, as of the last sweep
+        self.busy_response = closing_response(
+            503,
+            TOO_MANY_CONNECTIONS,
+            f"too many connections (at most {max_connections}); retry shortly",
+        )
+        self.head_too_large_response = closing_response(
+            431,
+            HEADER_TOO_LARGE,
+            f"the request line and headers exceed {max_header_bytes} bytes",
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._counts = {"refused": 0, "head too large": 0, "timed out": 0}
+        self._logged_at = {name: 0.0 for name in self._counts}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConnectionLimits:
+        return cls(
+            max_connections=settings.max_connections,
+            header_timeout_s=settings.header_timeout_ms / 1000,
+            max_header_bytes=settings.max_header_bytes,
+        )
+
+    def protocol_class(self) -> type[GuardedHttpToolsProtocol]:
+        """The class to give uvicorn (`Config(http=...)`): its instances share these limits."""
+        return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": self})
+
+    def watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the deadline sweep on the server's loop (at its first connection)."""
+        if self._loop is None:
+            self._loop = loop
+            self.now = loop.time()
+            loop.call_later(SWEEP_INTERVAL_S, self._sweep)
+
+    def _sweep(self) -> None:
+        assert self._loop is not None
+        now = self.now = self._loop.time()
+        for protocol in [p for p in self.admitted if 0.0 < p.deadline <= now]:
+            protocol.deadline_passed()
+        for protocol in [p for p in self.refusing if p.deadline <= now]:
+            protocol.stop_refusing()
+        self._loop.call_later(SWEEP_INTERVAL_S, self._sweep)
+
+    def note(self, what: str, detail: str) -> None:
+        """Count a refusal and log it, once per _LOG_EVERY_S per kind with the count since."""
+        self._counts[what] += 1
+        now = time.monotonic()
+        if now - self._logged_at[what] >= _LOG_EVERY_S:
+            count, self._counts[what] = self._counts[what], 0
+            self._logged_at[what] = now
+            log.warning("connections %s: %d since the last such line (%s)", what, count, detail)
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol under ConnectionLimits (see the module docstring).
+
+    Every request passes through data_received, on_headers_complete and on_message_complete:
+    they call the base methods directly (no super() lookup) and only store numbers. The head
+    budget doubles as the state: an int while a head is being read, None while a body is."""
+
+    limits: ConnectionLimits  # set on the subclass that ConnectionLimits.protocol_class makes
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limits = limits = self.limits
+        self._timeout = limits.header_timeout_s
+        self._max_head = limits.max_header_bytes
+        self.deadline = 0.0  # loop time by which the client must have sent more
+        self._mode = _NORMAL
+        self._head_budget: int | None = self._max_head  # None: reading a body
+        self._one_shot = False  # a GET /health let through over the cap: close after it
+        self._refused_bytes = b""
+
+    # -- admission --------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        limits = self._limits
+        limits.watch(self.loop)
+        if len(limits.admitted) < limits.max_connections:
+            limits.admitted.add(self)
+            self.deadline = limits.now + self._timeout
+            return
+        self._mode = _REFUSING
+        limits.note("refused", f"over the cap of {limits.max_connections}")
+        if len(limits.refusing) >= limits.refusing_slots:
+            next(iter(limits.refusing)).stop_refusing()
+        limits.refusing[self] = None
+        self.deadline = limits.now + REFUSAL_WAIT_S
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._limits.admitted.discard(self)
+        self._limits.refusing.pop(self, None)
+        self._mode = _CLOSED
+        super().connection_lost(exc)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._mode:  # not _NORMAL
+            if self._mode == _REFUSING:
+                self._read_refused(data)
+            return  # draining a refused connection, or closed: discarded
+        budget = self._head_budget
+        if budget is None:  # body bytes: the client is still sending
+            self.deadline = self._limits.now + self._timeout
+        elif len(data) > budget:
+            self._head_over_budget(data, budget)
+            return
+        else:
+            self._head_budget = budget - len(data)
+        _data_received(self, data)
+
+    def _head_over_budget(self, data: bytes, budget: int) -> None:
+        """`data` would take the head past its limit: let the parser see only what fits. If the
+        head completes within it, go on with the rest; if not, 431 and close, unread."""
+        self._head_budget = -1  # on_headers_complete replaces it if the head completes
+        if budget:
+            _data_received(self, data[:budget])
+        if self._mode or self.transport.is_closing():
+            return
+        if self._head_budget == -1:
+            self._limits.note("head too large", f"over {self._max_head} bytes: 431")
+            self._close_with(self._limits.head_too_large_response)
+            return
+        self.data_received(data[budget:])
+
+    def on_headers_complete(self) -> None:
+        _on_headers_complete(self)
+        self._head_budget = None
+        self.deadline = self._limits.now + self._timeout  # for the body, if one follows
+        if self._one_shot and self.cycle is not None:
+            self.cycle.keep_alive = False
+
+    def on_message_complete(self) -> None:
+        _on_message_complete(self)
+        self._head_budget = self._max_head  # the next head starts here
+        self.deadline = self._limits.now + self._timeout
+
+    def deadline_passed(self) -> None:
+        """Called by the sweep when the deadline is past: close, unless it is not the client's
+        turn (the app is working on its request, or not reading its body yet)."""
+        cycle = self.cycle
+        waiting_for_app = (
+            self._head_budget is not None and cycle is not None and not cycle.response_complete
+        ) or (self._head_budget is None and self.flow is not None and self.flow.read_paused)
+        if waiting_for_app:
+            self.deadline = self._limits.now + self._timeout
+            return
+        self._limits.note("timed out", f"no request head or body within {self._timeout}s")
+        self.deadline = 0.0
+        self._mode = _CLOSED
+        self.transport.close()
+
+    # -- refusing over the cap --------------------------------------------------------------
+
+    def _read_refused(self, data: bytes) -> None:
+        self._refused_bytes += data
+        line_end = self._refused_bytes.find(b"\r\n")
+        if line_end < 0:
+            if len(self._refused_bytes) > _REQUEST_LINE_LIMIT:
+                self._answer_busy()
+            return
+        method, _, rest = self._refused_bytes[:line_end].partition(b" ")
+        path = rest.partition(b" ")[0].partition(b"?")[0]
+        if method in (b"GET", b"HEAD") and path == b"/health":
+            # Served like any request, then closed: health checks work while the server is busy.
+            self._limits.refusing.pop(self, None)
+            self._limits.admitted.add(self)
+            self._mode = _NORMAL
+            self._one_shot = True
+            buffered, self._refused_bytes = self._refused_bytes, b""
+            self.data_received(buffered)
+            return
+        self._answer_busy()
+
+    def _answer_busy(self) -> None:
+        """503 with Retry-After, write side shut; what the client sends next is discarded."""
+        self._refused_bytes = b""
+        self._mode = _DRAINING
+        self.transport.write(self._limits.busy_response)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+
+    def stop_refusing(self) -> None:
+        """Out of time or evicted by a newer refused connection: answer if not yet, close."""
+        self._limits.refusing.pop(self, None)
+        if self._mode == _REFUSING:
+            self.transport.write(self._limits.busy_response)
+        self._mode = _CLOSED
+        self.transport.close()
+
+    def _close_with(self, response: bytes) -> None:
+        self._mode = _CLOSED
+        self.deadline = 0.0
+        self.transport.write(response)
+        self.transport.close()
+
+
+# The base class's methods, called directly on the hot path (cheaper than super()).
+_data_received = HttpToolsProtocol.data_received
+_on_headers_complete = HttpToolsProtocol.on_headers_complete
+_on_message_complete = HttpToolsProtocol.on_message_complete
