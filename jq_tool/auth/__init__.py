@@ -3,7 +3,7 @@ request, and may it do that?". The names below are the package's public API."""
 
 from jq_tool.auth.cache import AuthCache
 from jq_tool.auth.embedded_store import EmbeddedKeyStore
-from jq_tool.auth.keys import ApiKey, format_time, hash_secret, is_key_id
+from jq_tool.auth.keys import ApiKey, format_time, hash_secret, is_key_id, looks_like_secret
 from jq_tool.auth.redis_store import RedisKeyStore
 from jq_tool.auth.scopes import (
     SCOPES_BY_TYPE,
@@ -31,6 +31,7 @@ __all__ = [
     "format_time",
     "hash_secret",
     "is_key_id",
+    "looks_like_secret",
     "open_key_store",
     "parse_key_type",
     "resolve_scopes",

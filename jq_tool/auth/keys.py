@@ -97,6 +97,12 @@ def is_key_id(value: str) -> bool:
     return _KEY_ID_RE.match(value) is not None
 
 
+def looks_like_secret(value: str) -> bool:
+    """Whether `value` has the shape of a secret (and is not a key id): what must never be
+    accepted in a URL."""
+    return not is_key_id(value) and secret_key_type(value) is not None
+
+
 def secret_key_type(secret: str) -> KeyType | None:
     """The type a secret claims by its prefix, or None when it cannot be one of our secrets
     (so a store can answer "unknown" without any lookup)."""

@@ -106,8 +106,9 @@ class Counters(msgspec.Struct):
 
 class Stats(msgspec.Struct):
     totals: QueueStats
-    queues: dict[str, QueueStats]  # queues holding at least one job, by name
+    queues: dict[str, QueueStats]  # queues holding at least one job (the busiest: see stats)
     counters: Counters
+    queue_count: int = 0  # every queue holding at least one job
 
 
 # (job, previous state or None for a new job, the command's now). Called once per state change,
@@ -462,23 +463,37 @@ class StateMachine:
                 times.append(top[0])
         return min(times) if times else None
 
-    def stats(self) -> Stats:
-        """Counts per state, per queue and in total, and the counters. O(number of queues)."""
-        totals = [0, 0, 0, 0, 0, 0, 0]
-        queues: dict[str, QueueStats] = {}
-        for name in sorted(self._queues):
-            counts = self._queues[name].counts
-            total = sum(counts)
-            if total == 0:
-                continue
-            for i, n in enumerate(counts):
-                totals[i] += n
-            queues[name] = _queue_stats(counts)
+    def stats(self, top: int | None = None) -> Stats:
+        """Counts per state, per queue and in total, and the counters. O(number of queues).
+
+        `top`: only that many queues in `queues`, the busiest (most jobs not yet finished, then
+        most jobs, then name), so that an answer stays small however many queues there are;
+        `queue_count` always counts them all."""
+        held = [(name, q.counts) for name, q in self._queues.items() if any(q.counts)]
+        queue_count = len(held)
+        totals = list(map(sum, zip(*[counts for _, counts in held], strict=True)))
+        if top is not None and queue_count > top:
+            # Busiest first: most jobs not yet finished (runnable, running, scheduled, retry),
+            # then most jobs, then the name. Tuples, not a key function: 20,000 queues in ms.
+            ranked = [(-(c[0] + c[1] + c[2] + c[3]), -sum(c), name, c) for name, c in held]
+            held = [(name, c) for _, _, name, c in heapq.nsmallest(top, ranked)]
+        held.sort()
         return Stats(
-            totals=_queue_stats(totals),
-            queues=queues,
+            totals=_queue_stats(totals or [0, 0, 0, 0, 0, 0, 0]),
+            queues={name: _queue_stats(counts) for name, counts in held},
             counters=copy(self._counters),
+            queue_count=queue_count,
         )
+
+    def queue_page(self, after: str | None, limit: int) -> list[tuple[str, QueueStats]]:
+        """Up to `limit` queues holding jobs, by name, after the name `after` (None: from the
+        first): the whole list in pages, which stats() no longer gives at once."""
+        names = sorted(
+            name
+            for name, q in self._queues.items()
+            if (after is None or name > after) and any(q.counts)
+        )
+        return [(name, _queue_stats(self._queues[name].counts)) for name in names[:limit]]
 
     @property
     def job_count(self) -> int:

@@ -52,6 +52,13 @@ _COMMAND_STATUS: dict[ErrorCode, int] = {
     ErrorCode.LEASE_MISMATCH: 409,
     ErrorCode.INVALID_STATE: 409,
     ErrorCode.INVALID: 400,
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: 422,
+    ErrorCode.TOO_MANY_QUEUES: 429,
+}
+# Refusals that pass: the client may retry later (a queue cap frees up when a purge, every
+# minute, empties a queue).
+_COMMAND_HEADERS: dict[ErrorCode, dict[str, str]] = {
+    ErrorCode.TOO_MANY_QUEUES: {"Retry-After": "60"},
 }
 
 _HTTP_CODES: dict[int, str] = {
@@ -84,7 +91,9 @@ def to_response(exc: BaseException) -> Response:
         return error_response(exc.status, exc.code, exc.message, exc.field, headers)
     if isinstance(exc, CommandRejected):
         status = _COMMAND_STATUS.get(exc.code, 400)
-        return error_response(status, exc.code.value, exc.message)
+        return error_response(
+            status, exc.code.value, exc.message, None, _COMMAND_HEADERS.get(exc.code)
+        )
     if isinstance(exc, StorageFull):
         return error_response(507, "storage_full", f"storage full, nothing was written: {exc}")
     if isinstance(exc, EngineUnavailable):
@@ -96,7 +105,9 @@ def to_response(exc: BaseException) -> Response:
         return error_response(400, "client_disconnected", "the client went away mid-request")
     if isinstance(exc, HTTPException):
         code = _HTTP_CODES.get(exc.status_code, "error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        # Starlette's own headers, e.g. the `Allow` of a 405.
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, code, str(exc.detail), None, headers)
     log.error("unhandled error", exc_info=exc)
     return error_response(500, "internal", "internal server error")
 

@@ -19,7 +19,12 @@ from jq_tool.core.model import JobState
 MAX_LEASE_WAIT_MS = 30_000
 MAX_BATCH = 1000
 
-QueueName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+# The one queue name pattern, as docs/api.md and /openapi.json publish it. JSON Schema reads
+# `$` the ECMAScript way (the very end); Python's `$` also matches before a final newline, which
+# let "abc\n" through, so the decoder's pattern ends in `\Z` (openapi.py publishes it as `$`).
+QUEUE_NAME_PATTERN = "^[A-Za-z0-9_.:-]{1,128}$"
+QueueName = Annotated[str, msgspec.Meta(pattern=QUEUE_NAME_PATTERN.removesuffix("$") + r"\Z")]
+QUEUE_NAME_RULE = "1-128 characters of A-Z, a-z, 0-9, '_', '.', ':', '-'"
 LeaseMs = Annotated[int, msgspec.Meta(ge=1000, le=3_600_000)]
 Priority = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 MaxRetries = Annotated[int, msgspec.Meta(ge=0, le=1000)]
@@ -27,13 +32,18 @@ DelayMs = Annotated[int, msgspec.Meta(ge=0, le=10 * 365 * 86_400_000)]
 # The same limit for the `idempotency_key` field and the `Idempotency-Key` header.
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-RFC3339Time = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+# Checked by wire.parse_rfc3339, the server's one parser of times: RFC 3339 only, between
+# 1970-01-01 and 9999-12-31 UTC (400 naming the field otherwise).
+RFC3339Time = Annotated[str, msgspec.Meta(max_length=64, extra_json_schema={"format": "date-time"})]
+# The one message for a missing or empty payload (the original server's contract).
+PAYLOAD_REQUIRED = "payload is required"
 
 
 class SubmitBody(msgspec.Struct):
-    """A job to submit. `delay_ms` or `run_at` (not both) schedules it for later."""
+    """A job to submit: `payload` is required and not empty. `delay_ms` or `run_at` (not
+    both) schedules it for later."""
 
-    payload: str = ""
+    payload: Annotated[str, msgspec.Meta(min_length=1)]
     max_retries: MaxRetries = 3
     priority: Priority = 0
     delay_ms: DelayMs | None = None
@@ -87,9 +97,16 @@ class ListQuery(msgspec.Struct):
     parameter counts as absent."""
 
     state: JobState | None = None
-    queue: str | None = None
+    queue: QueueName | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
     cursor: str | None = None
+
+
+class QueueListQuery(msgspec.Struct):
+    """The query of GET /queues: `cursor` is the `next_cursor` of the page before."""
+
+    cursor: QueueName | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
 
 
 class EmptyBody(msgspec.Struct):
