@@ -14,6 +14,7 @@ import logging
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from jq_tool.auth import KeyStoreUnavailable
 from jq_tool.core.model import ErrorCode
@@ -118,7 +119,20 @@ _AUTHENTICATE = {"WWW-Authenticate": "Bearer"}
 
 async def handle_exception(request: Request, exc: Exception) -> Response:
     """Starlette exception handler: every error type of the table is registered to this."""
+    if isinstance(exc, HTTPException) and exc.status_code == 405:
+        # Starlette's Allow names the methods of the first route matching the path only; a
+        # path served by two routes (GET and POST /jobs) allows both.
+        exc = HTTPException(405, exc.detail, {"Allow": _allowed(request)})
     return to_response(exc)
+
+
+def _allowed(request: Request) -> str:
+    path = request.scope["path"]
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 HANDLED_EXCEPTIONS: tuple[type[Exception], ...] = (
