@@ -127,11 +127,18 @@ async def handle_exception(request: Request, exc: Exception) -> Response:
 
 
 def _allowed(request: Request) -> str:
+    """The methods of the routes the path names: those written exactly as the path when there
+    are any (/jobs/lease), else those whose template matches it (/jobs/{id})."""
     path = request.scope["path"]
+    routes = [
+        route
+        for route in request.app.routes
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path)
+    ]
+    exact = [route for route in routes if route.path == path]
     methods: set[str] = set()
-    for route in request.app.routes:
-        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
-            methods |= route.methods
+    for route in exact or routes:
+        methods |= route.methods or set()
     return ", ".join(sorted(methods))
 
 

@@ -8,7 +8,7 @@ counter family only when scraped.
 Per-queue series are bounded whatever the number of queues: the METRICS_QUEUES busiest queues
 get their own `jq_jobs` series, the rest are summed into one series labelled `queue="(other)"`
 (a name no queue can have), and `jq_queues` counts them all. With 20,000 queues the page stays
-well under 1 MiB (bench/metrics_bench.py measures its size and build time).
+well under 1 MiB (bench/queues_bench.py measures its size and build time).
 """
 
 from __future__ import annotations

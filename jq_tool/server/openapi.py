@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from jq_tool.auth import KeyType, Scope
+from jq_tool.auth import SCOPES_BY_TYPE, KeyType, Scope
 from jq_tool.core.model import JobState
 from jq_tool.server.validation import (
     AckBody,
@@ -131,6 +131,28 @@ def _generated() -> tuple[
     # A batch's entries are decoded one by one (msgspec.Raw), so that one bad entry does not
     # sink the others; each entry is a SubmitRequest all the same.
     schemas["BatchRequest"]["properties"]["jobs"]["items"] = _ref("SubmitRequest")
+    # What a Struct cannot say: rules between fields, checked by the routes.
+    schemas["SubmitRequest"]["not"] = {
+        "description": "delay_ms and run_at together",
+        "properties": {"delay_ms": {"type": "integer"}, "run_at": {"type": "string"}},
+        "required": ["delay_ms", "run_at"],
+    }
+    schemas["KeyCreateRequest"]["allOf"] = [
+        {
+            "if": {"properties": {"type": {"const": key_type.value}}},
+            "then": {
+                "properties": {
+                    "scopes": {
+                        "anyOf": [
+                            {"type": "array", "items": {"enum": [s.value for s in scopes]}},
+                            {"type": "null"},
+                        ]
+                    }
+                }
+            },
+        }
+        for key_type, scopes in SCOPES_BY_TYPE.items()
+    ]
     return schemas, header, params, queue_params
 
 
@@ -180,7 +202,10 @@ def _op(
         errors = (401, 403, *errors, 503)
     op["responses"].update({str(s): {"$ref": f"#/components/responses/E{s}"} for s in errors})
     if body is not None:
-        op["requestBody"] = {"content": {"application/json": {"schema": _ref(body)}}}
+        op["requestBody"] = {
+            "required": bool(SCHEMAS[body].get("required")),  # a body with required fields
+            "content": {"application/json": {"schema": _ref(body)}},
+        }
     if params:
         op["parameters"] = params
     return op
@@ -191,7 +216,14 @@ def _path_param(name: str) -> dict[str, Any]:
 
 
 def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema}
+    # An empty parameter counts as absent (docs/api.md).
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "allowEmptyValue": True,
+        "schema": schema,
+    }
 
 
 SCHEMAS, _IDEMPOTENCY_KEY, _LIST_QUERY, _QUEUE_QUERY = _generated()
@@ -400,7 +432,15 @@ PATHS: dict[str, Any] = {
             "keys:read",
             {"200": _json(_ref("Revoked"), "revoked")},
             None,
-            [_path_param("key")],
+            [
+                {
+                    "name": "key",
+                    "in": "path",
+                    "required": True,
+                    "description": "the key's key_id, never the key itself (a 400)",
+                    "schema": {"type": "string", "pattern": "^(client|worker|admin)_[0-9a-f]{16}$"},
+                }
+            ],
             (400, 404),
         )
     },

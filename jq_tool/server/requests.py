@@ -17,10 +17,10 @@ brackets than the limit. A numeric query parameter must be written with ASCII di
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import msgspec
+from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect, Request
 
 from jq_tool.server.errors import PAYLOAD_TOO_LARGE, ApiError, invalid_field
@@ -115,17 +115,25 @@ def decode(body: bytes, type_: type[Body]) -> Body:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
 
 
-def decode_query(params: Mapping[str, str], type_: type[Body]) -> Body:
+def decode_query(params: QueryParams, type_: type[Body], *, any_case: tuple[str, ...] = ()) -> Body:
     """Query parameters into `type_`, numbers parsed from their text (ASCII digits only: "²"
-    or "٣" is a 400, not a number); an empty parameter counts as absent. Raises ApiError 400
-    naming the parameter."""
-    given = {k: v for k, v in params.items() if v}
+    or "٣" is a 400, not a number); an empty parameter counts as absent, a parameter given
+    twice is a 400, and the parameters named in `any_case` are upper-cased (enum names). Raises
+    ApiError 400 naming the parameter."""
+    given: dict[str, Any] = {}
+    for name, value in params.multi_items():
+        if name in given:
+            raise invalid_field(name, f"{name} is given more than once")
+        given[name] = value.upper() if name in any_case else value
+    given = {name: value for name, value in given.items() if value}
     for name in _integer_fields(type_).intersection(given):
         value = given[name]
         if not (value.isascii() and value.removeprefix("-").isdigit()):
             raise invalid_field(name, f"{name} must be a whole number written with digits 0-9")
+        given[name] = int(value)
     try:
-        return msgspec.convert(given, type_, strict=False)
+        # Strict: text stays text ("null" is not None, "1e2" not a number).
+        return msgspec.convert(given, type_)
     except msgspec.ValidationError as exc:
         raise _refusal(exc) from None
 

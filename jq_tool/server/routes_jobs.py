@@ -238,9 +238,8 @@ class JobRoutes:
 
     async def list_jobs(self, request: Request) -> Response:
         await self.guard.require(request, Scope.JOBS_READ)
-        params = dict(request.query_params)
-        params["state"] = params.get("state", "").upper()  # the states' names, any case
-        query = decode_query(params, ListQuery)
+        # The states' names in any case.
+        query = decode_query(request.query_params, ListQuery, any_case=("state",))
         try:
             jobs, next_cursor = await self.engine.list(
                 state=query.state, queue=query.queue, limit=query.limit, cursor=query.cursor

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from jq_tool.auth import KeyStore, KeyType, Scope, is_key_id, looks_like_secret
+from jq_tool.auth import KeyFieldError, KeyStore, KeyType, Scope, is_key_id, looks_like_secret
 from jq_tool.server.auth_guard import Guard
 from jq_tool.server.errors import FORBIDDEN, ApiError, invalid_field, not_found
 from jq_tool.server.requests import decode, read_body
@@ -47,8 +47,8 @@ class KeyRoutes:
             key, secret = await self.keystore.create(
                 name=body.name, owner_id=body.owner_id, type=body.type, scopes=body.scopes
             )
-        except ValueError as exc:
-            raise invalid_field("scopes", str(exc)) from None
+        except KeyFieldError as exc:
+            raise invalid_field(exc.field, str(exc)) from None
         return JSONResponse(created_key_body(key, secret), status_code=201)
 
     async def list_all(self, request: Request) -> Response:

@@ -80,7 +80,8 @@ def rfc3339(ms: int | None) -> str | None:
 def parse_rfc3339(text: str) -> int:
     """An RFC 3339 date-time (`2030-01-01T00:00:00Z`, `2030-01-01t00:00:00.5+02:00`) → epoch
     ms, fractions past the millisecond dropped. Raises ValueError saying what is wrong: not
-    that form, not a real date or time, or outside 1970-01-01 .. 9999-12-31 UTC."""
+    that form, not a real date or time, or not between 1970-01-01 and 9999-12-31 (the date
+    written, and the instant in UTC)."""
     match = _RFC3339.fullmatch(text)
     if match is None:
         raise ValueError(
@@ -88,6 +89,21 @@ def parse_rfc3339(text: str) -> int:
             "2030-01-01T09:30:00.250+02:00)"
         )
     year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
+    date = (int(year), int(month), int(day))
+    # The date as written is inside the range, and on its first and last day the offset may
+    # not carry the instant out of it: one rule a JSON Schema pattern can state exactly
+    # (validation.RUN_AT_PATTERN), and a little stricter than the instant alone.
+    zero_offset = sign is None or (off_h, off_m) == ("00", "00")
+    if not (1970, 1, 1) <= date <= (9999, 12, 31):
+        raise ValueError(f"{text!r} is outside the years 1970 to 9999")
+    if (date == (1970, 1, 1) and sign == "+" and not zero_offset) or (
+        date == (9999, 12, 31) and sign == "-" and not zero_offset
+    ):
+        raise ValueError(
+            f"{text!r}: on 1970-01-01 an offset must be Z or negative, on 9999-12-31 Z or "
+            "positive (the time must fall between 1970-01-01T00:00:00Z and "
+            "9999-12-31T23:59:59.999Z)"
+        )
     try:
         offset = UTC
         if sign is not None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import msgspec
 import pytest
+from starlette.datastructures import QueryParams
 
 from jq_tool.core.model import ErrorCode
 from jq_tool.engine.base import CommandRejected
@@ -46,17 +47,27 @@ def test_every_time_written_is_rfc3339_that_clients_read(ms: int, text: str) -> 
 
 def test_parse_keeps_milliseconds_and_offsets() -> None:
     assert parse_rfc3339("1970-01-01T00:00:00.0009Z") == 0
-    assert parse_rfc3339("1970-01-01T01:00:00.5+01:00") == 500
+    assert parse_rfc3339("1970-01-02T01:00:00.5+01:00") == 86_400_500
+    assert parse_rfc3339("1969-12-31T23:00:00-01:00".replace("1969-12-31", "1970-01-01")) > 0
     assert parse_rfc3339("2030-01-01T00:00:00-00:30") == parse_rfc3339("2030-01-01T00:30:00Z")
     stamp = datetime(2030, 1, 1, tzinfo=UTC).timestamp() * 1000
     assert parse_rfc3339("2030-01-01t00:00:00z") == stamp
 
 
 @pytest.mark.parametrize(
-    "text", ["", "2030-01-01T00:00:00+00:60", "+2030-01-01T00:00:00Z", "2030-1-01T00:00:00Z"]
+    "text",
+    [
+        "",
+        "2030-01-01T00:00:00+00:60",
+        "+2030-01-01T00:00:00Z",
+        "2030-1-01T00:00:00Z",
+        "1970-01-01T05:00:00+01:00",  # inside in UTC, but the rule is one a pattern can state
+        "9999-12-31T01:00:00-01:00",
+        "1969-12-31T23:00:00-02:00",
+    ],
 )
 def test_parse_refuses_with_a_reason(text: str) -> None:
-    with pytest.raises(ValueError, match="RFC 3339|valid date-time|outside"):
+    with pytest.raises(ValueError, match="RFC 3339|valid date-time|outside|offset must"):
         parse_rfc3339(text)
 
 
@@ -89,8 +100,13 @@ def test_whole_floats_are_ints_but_halves_are_not() -> None:
 
 
 def test_query_numbers_are_ascii_digits() -> None:
-    assert decode_query({"limit": "20"}, ListQuery).limit == 20
+    assert decode_query(QueryParams("limit=20"), ListQuery).limit == 20
     for value in ("²", "٣", "1e2", "2.0", "+3"):
         with pytest.raises(ApiError) as refused:
-            decode_query({"limit": value}, ListQuery)
+            decode_query(QueryParams({"limit": value}), ListQuery)
         assert refused.value.field == "limit"
+    with pytest.raises(ApiError) as refused:
+        decode_query(QueryParams("state=DEAD&state=READY"), ListQuery)
+    assert refused.value.field == "state" and "more than once" in refused.value.message
+    with pytest.raises(ApiError):  # "null" is text, not an absent value
+        decode_query(QueryParams("state=null"), ListQuery)
