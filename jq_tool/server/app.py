@@ -81,6 +81,7 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
             draining.set()
             await meter.stop()
             await key_store_probe.stop()
+            await streams.stop()
             await engine.stop()
             await keystore.close()
             log.info("jq stopped: engine flushed and closed")

@@ -137,6 +137,14 @@ class OpenStreams:
             if not streams:
                 del self._streams[stream.key_id]
 
+    async def stop(self) -> None:
+        """At shutdown: stop the re-check (the streams themselves end with the drain)."""
+        if self._rechecker is not None:
+            self._rechecker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rechecker
+            self._rechecker = None
+
     def revoked(self, key_id: str) -> None:
         """A key was revoked: end its streams, forget its tickets."""
         self.tickets.revoke(key_id)
@@ -179,9 +187,12 @@ def job_event_body(event: JobEvent) -> dict[str, object]:
 
 
 async def event_stream(
-    engine: Engine, stats: StatsView, draining: asyncio.Event, stream: Stream, streams: OpenStreams
+    engine: Engine, stats: StatsView, draining: asyncio.Event, key_id: str, streams: OpenStreams
 ) -> AsyncIterator[bytes]:
-    """The body of one /events response; it ends when the server drains or the key is revoked."""
+    """The body of one /events response; it ends when the server drains or the key is revoked.
+    The stream is registered here, where its `finally` is sure to run: a response whose body
+    never starts (the client left at once) leaves nothing behind."""
+    stream = streams.open(key_id)  # closed in the `finally` below
     buffer = stream.buffer
 
     async def pump() -> None:
@@ -252,9 +263,8 @@ class EventRoutes:
                 raise ApiError(401, UNAUTHORIZED, "the key behind this ticket was revoked")
         else:
             key = await self.guard.require(request, Scope.JOBS_READ)
-        stream = self.streams.open(key.key_id)
         return StreamingResponse(
-            event_stream(self.engine, self.stats, self.draining, stream, self.streams),
+            event_stream(self.engine, self.stats, self.draining, key.key_id, self.streams),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
