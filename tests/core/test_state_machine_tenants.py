@@ -172,3 +172,32 @@ def test_malformed_submit_fields_are_invalid_not_a_crash() -> None:
     entries = submit(sm, NewJob("a", owner=5), NewJob("b", fingerprint=b"x"))  # type: ignore[arg-type]
     assert all(isinstance(e, Error) and e.code is ErrorCode.INVALID for e in entries)
     assert sm.job_count == 0
+
+
+def test_stats_top_keeps_the_busiest_and_counts_them_all() -> None:
+    sm = StateMachine()
+    jobs = [NewJob(f"j{i}", queue=f"q{i % 5}") for i in range(10)]  # two jobs in each queue
+    jobs += [NewJob("busy-1", queue="q3"), NewJob("busy-2", queue="q3"), NewJob("x", queue="q1")]
+    submit(sm, *jobs)
+    everything = sm.stats()
+    top = sm.stats(top=2)
+    assert everything.queue_count == top.queue_count == 5
+    assert list(top.queues) == ["q1", "q3"]  # by name; q3 holds 4 jobs, q1 3
+    assert top.totals == everything.totals and top.totals.total == 13
+    assert top.queues["q3"] == everything.queues["q3"]
+    assert sm.stats(top=0).queues == {} and sm.stats(top=0).queue_count == 5
+    assert StateMachine().stats(top=3).queue_count == 0
+
+
+def test_queue_page_walks_every_queue_by_name() -> None:
+    sm = StateMachine()
+    submit(sm, *[NewJob(f"j{i}", queue=f"q{i:02d}") for i in range(7)])
+    seen, after = [], None
+    while True:
+        page = sm.queue_page(after, 3)
+        if not page:
+            break
+        seen += [name for name, _ in page]
+        after = page[-1][0]
+    assert seen == [f"q{i:02d}" for i in range(7)]
+    assert sm.queue_page("q05", 10)[0][1].runnable == 1
