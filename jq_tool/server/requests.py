@@ -39,8 +39,13 @@ _ALL_BUT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 _TOO_DEEP = ApiError(
     400, "invalid_json", f"the body nests JSON deeper than {MAX_JSON_DEPTH} levels"
 )
-# What a refusal of these fields says, whatever the decoder's words were.
-_FIELD_RULES = {"payload": PAYLOAD_REQUIRED, "queue": f"queue must be {QUEUE_NAME_RULE}"}
+# What a refusal of these fields says instead of the decoder's words: (the decoder's words that
+# mean it, the message). A missing, null or empty payload is the original's "payload is
+# required"; a queue name off the pattern says the rule rather than the decoder's regex.
+_FIELD_RULES = {
+    "payload": (("missing required", "got `null`", "length >="), PAYLOAD_REQUIRED),
+    "queue": (("regex",), f"queue must be {QUEUE_NAME_RULE}"),
+}
 _int_fields: dict[type, frozenset[str]] = {}
 
 
@@ -192,7 +197,7 @@ def _refusal(error: msgspec.ValidationError) -> ApiError:
         return ApiError(400, "invalid_json", f"the body must be a JSON object: {text}")
     field = match.group(1)
     rule = _FIELD_RULES.get(field)
-    if rule is not None and (" - at `$." + field + "`" in text or "missing" in text):
-        return invalid_field(field, rule)
+    if rule is not None and any(words in text for words in rule[0]):
+        return invalid_field(field, rule[1])
     # msgspec says "Expected `int` >= 0 - at `$.max_retries`"; the field is reported apart.
     return invalid_field(field, f"invalid field {field!r}: {text.split(' - at `', 1)[0]}")

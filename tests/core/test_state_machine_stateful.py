@@ -247,6 +247,7 @@ class ReferenceQueue:
             totals=count(list(self.jobs.values())),
             queues={q: count([j for j in self.jobs.values() if j.queue == q]) for q in names},
             counters=copy(self.counters),
+            queue_count=len(names),
         )
 
     def next_due(self) -> int | None:
