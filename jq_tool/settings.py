@@ -233,6 +233,14 @@ class Settings:
         "7d", flag="--retention", env="JQ_RETENTION", parse=_positive_duration,
         help="Finished jobs are forgotten after this long",
     )  # fmt: skip
+    idempotency_keep_ms: int = setting(
+        "24h", flag="--idempotency-keep", env="JQ_IDEMPOTENCY_KEEP", parse=_positive_duration,
+        help="How long an idempotency key answers with its first job",
+    )  # fmt: skip
+    max_queues: int = setting(
+        "10000", flag="--max-queues", env="JQ_MAX_QUEUES", parse=_count,
+        help="Most distinct queues holding jobs; a submit to one more is refused (429)",
+    )  # fmt: skip
     seed_keys: bool = setting(
         "true", flag="--seed-keys", env="JQ_SEED_KEYS", parse=parse_bool, switch=True,
         help="On first start, create and log one client, worker and admin key",

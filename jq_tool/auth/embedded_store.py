@@ -167,6 +167,12 @@ class EmbeddedKeyStore(BaseKeyStore):
 
         return await self._run(any_keys)
 
+    async def _ping(self) -> None:
+        def ping(db: sqlite3.Connection) -> None:
+            db.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone()
+
+        await self._run(ping)
+
     async def claim_seeding(self, now_ms: int, hold_ms: int) -> bool:
         def claim(db: sqlite3.Connection) -> bool:
             cursor = db.execute(

@@ -23,6 +23,15 @@ KEY_ID_HEX_CHARS = 16
 MAX_NAME_CHARS = 256
 MAX_OWNER_ID_CHARS = 256
 
+# A key's name and owner id: no control character (U+0000-U+001F, U+007F-U+009F) and at least
+# one character that is not white space. Written with escapes both Python's `re` and the
+# ECMAScript regexes of JSON Schema read alike, so the API can publish it (its white space is
+# ECMAScript's `\s`, spelled out: Python's differs).
+_CONTROL = r"\u0000-\u001f\u007f-\u009f"
+_WHITE = r"\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+LABEL_PATTERN = f"^[^{_CONTROL}]*[^{_WHITE}{_CONTROL}][^{_CONTROL}]*$"
+_LABEL_RE = re.compile(LABEL_PATTERN.removesuffix("$") + r"\Z")
+_CONTROL_RE = re.compile(f"[{_CONTROL}]")
 _KEY_ID_RE = re.compile(r"^(client|worker|admin)_[0-9a-f]{16}$")
 # token_urlsafe(32) gives exactly 43 chars; a longer bound keeps obviously bogus input cheap.
 _SECRET_RE = re.compile(r"^(client|worker|admin)_[A-Za-z0-9_-]{16,128}$")
@@ -97,6 +106,12 @@ def is_key_id(value: str) -> bool:
     return _KEY_ID_RE.match(value) is not None
 
 
+def looks_like_secret(value: str) -> bool:
+    """Whether `value` has the shape of a secret (and is not a key id): what must never be
+    accepted in a URL."""
+    return not is_key_id(value) and secret_key_type(value) is not None
+
+
 def secret_key_type(secret: str) -> KeyType | None:
     """The type a secret claims by its prefix, or None when it cannot be one of our secrets
     (so a store can answer "unknown" without any lookup)."""
@@ -130,13 +145,13 @@ def new_key(
 
 
 def validate_label(field: str, value: object, max_chars: int) -> str:
-    """A key's name or owner_id: a non-empty printable string of bounded length."""
+    """A key's name or owner_id: LABEL_PATTERN, of bounded length."""
     if not isinstance(value, str):
         raise KeyFieldError(field, f"{field} must be a string")
-    if not value.strip():
-        raise KeyFieldError(field, f"{field} must not be empty")
     if len(value) > max_chars:
         raise KeyFieldError(field, f"{field} must be at most {max_chars} characters")
-    if not value.isprintable():
+    if _CONTROL_RE.search(value) is not None:
         raise KeyFieldError(field, f"{field} must not contain control characters")
+    if _LABEL_RE.match(value) is None:
+        raise KeyFieldError(field, f"{field} must not be empty")
     return value

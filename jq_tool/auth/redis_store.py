@@ -208,6 +208,10 @@ class RedisKeyStore(BaseKeyStore):
         with _redis_errors("counting keys"):
             return bool(await self._redis.exists(self._active_set, self._revoked_set))
 
+    async def _ping(self) -> None:
+        with _redis_errors("checking the key store"):
+            await self._redis.ping()
+
     async def claim_seeding(self, now_ms: int, hold_ms: int) -> bool:
         with _redis_errors("claiming first-start seeding"):
             claimed = await self._redis.set(
@@ -263,6 +267,7 @@ class RedisKeyStore(BaseKeyStore):
                         backoff = 0.1
                     elif message["type"] == "message":
                         self._cache.invalidate(str(message["data"]))
+                        self._revoked(str(message["data"]))
             except (RedisError, OSError) as exc:
                 if self._subscribed:
                     log.warning(

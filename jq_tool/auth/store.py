@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import abc
 import hmac
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from jq_tool.auth.cache import DEFAULT_NEGATIVE_TTL_S, DEFAULT_TTL_S, AuthCache
@@ -30,6 +31,10 @@ from jq_tool.auth.keys import (
     validate_label,
 )
 from jq_tool.auth.scopes import KeyType, Scope, parse_key_type, resolve_scopes
+
+log = logging.getLogger(__name__)
+
+RevokeListener = Callable[[str], None]  # called with the key id of a revoked key
 
 
 class KeyStoreUnavailable(Exception):
@@ -65,6 +70,15 @@ class KeyStore(Protocol):
         """Set revoked_at (idempotent: a second revoke keeps the first time); None if unknown."""
         ...
 
+    def on_revoke(self, listener: RevokeListener) -> None:
+        """Call `listener(key_id)` whenever a key is revoked, here or (a shared store) by another
+        process that shares the store, as soon as this process hears of it."""
+        ...
+
+    async def check(self) -> str | None:
+        """Why the store cannot answer now (unreachable, a disk error), or None when it can."""
+        ...
+
     async def is_empty(self) -> bool: ...
 
     async def close(self) -> None: ...
@@ -89,6 +103,7 @@ class BaseKeyStore(abc.ABC):
         self, *, cache_ttl_s: float = DEFAULT_TTL_S, negative_ttl_s: float = DEFAULT_NEGATIVE_TTL_S
     ) -> None:
         self._cache = AuthCache(ttl_s=cache_ttl_s, negative_ttl_s=negative_ttl_s)
+        self._revoke_listeners: list[RevokeListener] = []
 
     # -- storage, per implementation ----------------------------------------------------------
 
@@ -111,6 +126,10 @@ class BaseKeyStore(abc.ABC):
 
     @abc.abstractmethod
     async def _any_keys(self) -> bool: ...
+
+    @abc.abstractmethod
+    async def _ping(self) -> None:
+        """One cheap round trip to the storage; raises KeyStoreUnavailable when it fails."""
 
     @abc.abstractmethod
     async def _close(self) -> None: ...
@@ -198,8 +217,27 @@ class BaseKeyStore(abc.ABC):
         self._cache.invalidate(record.key.key_id)
         if updated is None:
             return None
+        self._revoked(record.key.key_id)
         await self._announce_revoke(record.key.key_id)
         return updated.key
+
+    def on_revoke(self, listener: RevokeListener) -> None:
+        self._revoke_listeners.append(listener)
+
+    def _revoked(self, key_id: str) -> None:
+        """A key was revoked (here, or announced by another process): tell the listeners."""
+        for listener in self._revoke_listeners:
+            try:
+                listener(key_id)
+            except Exception:
+                log.exception("a revoke listener failed for key %s", key_id)
+
+    async def check(self) -> str | None:
+        try:
+            await self._ping()
+        except KeyStoreUnavailable as exc:
+            return str(exc)
+        return None
 
     async def is_empty(self) -> bool:
         return not await self._any_keys()

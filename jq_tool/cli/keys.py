@@ -83,7 +83,14 @@ def list_keys(
 
 @keys_app.command("revoke")
 def revoke(
-    target: Annotated[str, typer.Argument(metavar="KEY", help="The key or its key_id.")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="KEY_ID",
+            help="The key's key_id (jq keys list shows it). A full key is turned into its "
+            "key_id here: a secret never goes into a URL.",
+        ),
+    ],
     url: UrlOption = DEFAULT_URL,
     key: KeyOption = None,
     as_json: JsonOption = False,

@@ -66,11 +66,24 @@ class NewJob(msgspec.Struct, array_like=True):
     max_retries: int = 3
     run_at: int | None = None  # None: runnable at the command's `now`
     idempotency_key: str | None = None
+    # Idempotency keys are remembered per owner (the owner id of the submitting API key), with
+    # a fingerprint of the request (computed by the proposer: engine/base.py), so one key
+    # never answers for another owner or for a different request. Logs written before these
+    # fields decode with owner "" (which no API key has) and no fingerprint.
+    owner: str = ""
+    fingerprint: str | None = None
 
 
 class Submit(msgspec.Struct, tag="submit", array_like=True):
     now: int
     jobs: list[NewJob]
+    # How long this submit's idempotency keys are remembered. In the command, not in the state
+    # machine's configuration, so that changing the setting never changes what a replayed log
+    # means; logs written before this field used 24 h, the only value there was.
+    idempotency_ms: int = 24 * 3600 * 1000
+    # At most this many distinct queues may hold jobs; a job for one more queue is refused
+    # (TOO_MANY_QUEUES). 0: no cap (logs written before it).
+    max_queues: int = 0
 
 
 class Lease(msgspec.Struct, tag="lease", array_like=True):
@@ -126,7 +139,7 @@ class Expire(msgspec.Struct, tag="expire", array_like=True):
 
 class Purge(msgspec.Struct, tag="purge", array_like=True):
     """Forget finished jobs settled at or before `finished_before`, and idempotency keys whose
-    window closed at or before `now`."""
+    keep time (Submit.idempotency_ms) ended at or before `now`."""
 
     now: int
     finished_before: int
@@ -144,6 +157,9 @@ class ErrorCode(enum.StrEnum):
     LEASE_MISMATCH = "lease_mismatch"  # the named lease is not the job's current lease
     INVALID_STATE = "invalid_state"  # the job's state does not allow this command
     INVALID = "invalid"  # the command itself is malformed (e.g. duplicate job id)
+    # An idempotency key of this owner, still remembered, was given with a different request.
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    TOO_MANY_QUEUES = "too_many_queues"  # Submit.max_queues queues already hold jobs
 
 
 class Error(msgspec.Struct, tag="error"):

@@ -9,6 +9,12 @@ per-queue heap of RETRY jobs by run_at, one heap of scheduled (future run_at) RE
 of leases by lease_until and one of finished jobs by finish time. The heaps use lazy deletion: an
 entry whose job moved on is skipped when it reaches the top. Indexes are derived data: snapshots
 hold jobs, counters, the clock and the idempotency map, and restore rebuilds the rest.
+
+Idempotency keys are remembered per (owner, key) with the fingerprint of the request that
+created the job, for the keep time the Submit command carries: the same key and request answers
+the first job (duplicate), the same key with another request is refused, and another owner's
+key of the same name is another key. A queue index is dropped when a purge empties it, so the
+number of queues holding jobs (capped by Submit.max_queues) is the size of one dict.
 """
 
 from __future__ import annotations
@@ -69,7 +75,6 @@ __all__ = [
 class StateMachineConfig(msgspec.Struct, frozen=True):
     retry_base_ms: int = 1000  # backoff of the first retry
     retry_max_ms: int = 3_600_000  # backoff cap
-    idempotency_window_ms: int = 24 * 3600 * 1000
 
 
 class QueueStats(msgspec.Struct):
@@ -101,8 +106,9 @@ class Counters(msgspec.Struct):
 
 class Stats(msgspec.Struct):
     totals: QueueStats
-    queues: dict[str, QueueStats]  # queues holding at least one job, by name
+    queues: dict[str, QueueStats]  # queues holding at least one job (the busiest: see stats)
     counters: Counters
+    queue_count: int = 0  # every queue holding at least one job
 
 
 # (job, previous state or None for a new job, the command's now). Called once per state change,
@@ -161,7 +167,11 @@ class _Snapshot(msgspec.Struct, array_like=True):
     seq: int
     counters: Counters
     jobs: list[Job]  # in submission order
-    idempotency: list[tuple[str, str, int]]  # (key, job id, window end) in insertion order
+    # (key, job id, keep end) of the snapshots written before keys had owners: restored with
+    # owner "" and no fingerprint. Written empty since.
+    idempotency: list[tuple[str, str, int]]
+    # (owner, key, job id, fingerprint, keep end) in insertion order.
+    idempotency_scoped: list[tuple[str, str, str, str | None, int]] = []
 
 
 _snapshot_encoder = msgspec.msgpack.Encoder()
@@ -208,6 +218,8 @@ def _new_job_problem(nj: object) -> str | None:
         or _int_problem(nj.max_retries, "max_retries")
         or (None if nj.run_at is None else _int_problem(nj.run_at, "run_at"))
         or _str_problem(nj.idempotency_key, "idempotency_key", optional=True)
+        or _str_problem(nj.owner, "owner")
+        or _str_problem(nj.fingerprint, "fingerprint", optional=True)
     )
 
 
@@ -216,7 +228,11 @@ def _command_problem(command: Any) -> str | None:
     if problem:
         return problem
     if isinstance(command, Submit):
-        return None if type(command.jobs) is list else "jobs must be a list"
+        if type(command.jobs) is not list:
+            return "jobs must be a list"
+        return _int_problem(command.idempotency_ms, "idempotency_ms", 0) or _int_problem(
+            command.max_queues, "max_queues", 0
+        )
     if isinstance(command, Lease):
         problem = _str_problem(command.queue, "queue") or _int_problem(command.lease_ms, "lease_ms")
         if problem:
@@ -281,8 +297,9 @@ class StateMachine:
         self._leases_stale = 0  # entries left behind by ack, fail and extend
         self._waiting_stale = 0  # ready/retry/scheduled entries left behind by cancel
         self._finished: list[TimedEntry] = []  # ACKED/DEAD/CANCELLED jobs by updated_at
-        self._idempotency: dict[str, tuple[str, int]] = {}  # key -> (job id, window end)
-        self._idempotency_expiry: list[tuple[int, str]] = []  # (window end, key)
+        # (owner, key) -> (job id, fingerprint, keep end)
+        self._idempotency: dict[tuple[str, str], tuple[str, str | None, int]] = {}
+        self._idempotency_expiry: list[tuple[int, str, str]] = []  # (keep end, owner, key)
 
     # -- the mutating surface ------------------------------------------------------------------
 
@@ -307,7 +324,11 @@ class StateMachine:
                 seq=self._seq,
                 counters=self._counters,
                 jobs=list(self._jobs.values()),
-                idempotency=[(key, v[0], v[1]) for key, v in self._idempotency.items()],
+                idempotency=[],
+                idempotency_scoped=[
+                    (owner, key, job_id, fingerprint, end)
+                    for (owner, key), (job_id, fingerprint, end) in self._idempotency.items()
+                ],
             )
         )
 
@@ -444,23 +465,37 @@ class StateMachine:
                 times.append(top[0])
         return min(times) if times else None
 
-    def stats(self) -> Stats:
-        """Counts per state, per queue and in total, and the counters. O(number of queues)."""
-        totals = [0, 0, 0, 0, 0, 0, 0]
-        queues: dict[str, QueueStats] = {}
-        for name in sorted(self._queues):
-            counts = self._queues[name].counts
-            total = sum(counts)
-            if total == 0:
-                continue
-            for i, n in enumerate(counts):
-                totals[i] += n
-            queues[name] = _queue_stats(counts)
+    def stats(self, top: int | None = None) -> Stats:
+        """Counts per state, per queue and in total, and the counters. O(number of queues).
+
+        `top`: only that many queues in `queues`, the busiest (most jobs not yet finished, then
+        most jobs, then name), so that an answer stays small however many queues there are;
+        `queue_count` always counts them all."""
+        held = [(name, q.counts) for name, q in self._queues.items() if any(q.counts)]
+        queue_count = len(held)
+        totals = list(map(sum, zip(*[counts for _, counts in held], strict=True)))
+        if top is not None and queue_count > top:
+            # Busiest first: most jobs not yet finished (runnable, running, scheduled, retry),
+            # then most jobs, then the name. Tuples, not a key function: 20,000 queues in ms.
+            ranked = [(-(c[0] + c[1] + c[2] + c[3]), -sum(c), name, c) for name, c in held]
+            held = [(name, c) for _, _, name, c in heapq.nsmallest(top, ranked)]
+        held.sort()
         return Stats(
-            totals=_queue_stats(totals),
-            queues=queues,
+            totals=_queue_stats(totals or [0, 0, 0, 0, 0, 0, 0]),
+            queues={name: _queue_stats(counts) for name, counts in held},
             counters=copy(self._counters),
+            queue_count=queue_count,
         )
+
+    def queue_page(self, after: str | None, limit: int) -> list[tuple[str, QueueStats]]:
+        """Up to `limit` queues holding jobs, by name, after the name `after` (None: from the
+        first): the whole list in pages, which stats() no longer gives at once."""
+        names = sorted(
+            name
+            for name, q in self._queues.items()
+            if (after is None or name > after) and any(q.counts)
+        )
+        return [(name, _queue_stats(self._queues[name].counts)) for name in names[:limit]]
 
     @property
     def job_count(self) -> int:
@@ -472,8 +507,10 @@ class StateMachine:
         now = cmd.now
         self._advance(now)
         entries: list[Submitted | Error] = []
-        window = min(max(self._config.idempotency_window_ms, 0), _INT_LIMIT)
+        keep_end = min(now + cmd.idempotency_ms, _INT_LIMIT)
+        max_queues = cmd.max_queues
         jobs = self._jobs
+        queues = self._queues
         for nj in cmd.jobs:
             problem = _new_job_problem(nj)
             if problem:
@@ -481,12 +518,22 @@ class StateMachine:
                 continue
             key = nj.idempotency_key
             if key is not None:
-                mapped = self._idempotency.get(key)
-                if mapped is not None and self._now < mapped[1]:
-                    entries.append(Submitted(job_id=mapped[0], duplicate=True))
+                mapped = self._idempotency.get((nj.owner, key))
+                if mapped is not None and self._now < mapped[2]:
+                    entries.append(_remembered(mapped, nj.fingerprint, key))
                     continue
             if nj.id in jobs:
                 entries.append(Error(ErrorCode.INVALID, f"duplicate job id {nj.id!r}"))
+                continue
+            if max_queues and nj.queue not in queues and len(queues) >= max_queues:
+                entries.append(
+                    Error(
+                        ErrorCode.TOO_MANY_QUEUES,
+                        f"{len(queues)} queues already hold jobs, the most allowed "
+                        f"(max queues {max_queues}): submit to an existing queue, or retry "
+                        "once a queue's jobs have finished and been purged",
+                    )
+                )
                 continue
             q = self._queue(nj.queue)
             self._seq += 1
@@ -516,8 +563,8 @@ class StateMachine:
                 heapq.heappush(self._scheduled, (run_at, job.seq, job))
                 q.counts[_B_SCHEDULED] += 1
             if key is not None:
-                self._idempotency[key] = (job.id, now + window)
-                heapq.heappush(self._idempotency_expiry, (now + window, key))
+                self._idempotency[(nj.owner, key)] = (job.id, nj.fingerprint, keep_end)
+                heapq.heappush(self._idempotency_expiry, (keep_end, nj.owner, key))
             jobs[job.id] = job
             self._order.append(job)
             self._counters.submitted += 1
@@ -667,7 +714,12 @@ class StateMachine:
             ):
                 continue  # requeued since, or already purged through a duplicate entry
             del jobs[job.id]
-            self._queues[job.queue].counts[_BUCKET_OF_STATE[job.state]] -= 1
+            counts = self._queues[job.queue].counts
+            counts[_BUCKET_OF_STATE[job.state]] -= 1
+            if not any(counts):
+                # No job left: forget the queue, so it no longer counts against max_queues.
+                # Its heaps can only hold entries of cancelled jobs, now purged.
+                del self._queues[job.queue]
             purged += 1
         self._order_purged += purged
         self._counters.purged += purged
@@ -678,10 +730,10 @@ class StateMachine:
         keys = 0
         expiry = self._idempotency_expiry
         while expiry and expiry[0][0] <= self._now:
-            window_end, key = heapq.heappop(expiry)
-            mapped = self._idempotency.get(key)
-            if mapped is not None and mapped[1] == window_end:
-                del self._idempotency[key]
+            keep_end, owner, key = heapq.heappop(expiry)
+            mapped = self._idempotency.get((owner, key))
+            if mapped is not None and mapped[2] == keep_end:
+                del self._idempotency[(owner, key)]
                 keys += 1
         return PurgeResult(jobs=purged, idempotency_keys=keys)
 
@@ -900,8 +952,14 @@ class StateMachine:
         for (name, state), n in finished.items():
             queues[name].counts[_BUCKET_OF_STATE[state]] = n
 
-        self._idempotency = {key: (job_id, end) for key, job_id, end in snap.idempotency}
-        self._idempotency_expiry = [(v[1], key) for key, v in self._idempotency.items()]
+        self._idempotency = {
+            ("", key): (job_id, None, end) for key, job_id, end in snap.idempotency
+        }
+        for owner, key, job_id, fingerprint, end in snap.idempotency_scoped:
+            self._idempotency[(owner, key)] = (job_id, fingerprint, end)
+        self._idempotency_expiry = [
+            (v[2], owner, key) for (owner, key), v in self._idempotency.items()
+        ]
         heapq.heapify(self._idempotency_expiry)
 
 
@@ -965,6 +1023,22 @@ def _queue_stats(counts: list[int]) -> QueueStats:
         acked=counts[_B_ACKED],
         cancelled=counts[_B_CANCELLED],
         total=sum(counts),
+    )
+
+
+def _remembered(
+    mapped: tuple[str, str | None, int], fingerprint: str | None, key: str
+) -> Submitted | Error:
+    """The answer to a submit whose (owner, idempotency key) is remembered: the earlier job
+    when the request is the same, a refusal when it differs. An entry or a command without a
+    fingerprint (a log written before fingerprints) matches any request, as it did then."""
+    job_id, remembered, _ = mapped
+    if remembered is None or fingerprint is None or remembered == fingerprint:
+        return Submitted(job_id=job_id, duplicate=True)
+    return Error(
+        ErrorCode.IDEMPOTENCY_KEY_REUSED,
+        f"idempotency key {key!r} was already used for a different request (job {job_id}); "
+        "use a new key for a new job",
     )
 
 

@@ -12,6 +12,8 @@ whether it became durable raises `OutcomeUnknown` (maybe done).
 
 from __future__ import annotations
 
+import builtins
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ import msgspec
 from prometheus_client.metrics_core import Metric
 
 from jq_tool.core.model import ErrorCode, Job, JobState
-from jq_tool.core.state_machine import StateMachineConfig, Stats
+from jq_tool.core.state_machine import QueueStats, StateMachineConfig, Stats
 
 
 class CommandRejected(Exception):
@@ -65,12 +67,26 @@ class JobSpec(msgspec.Struct):
     run_at: int | None = None  # epoch ms; None = now (+ delay_ms)
     idempotency_key: str | None = None
     delay_ms: int | None = None  # run_at = the engine's now + delay_ms, when run_at is None
+    owner: str = ""  # the submitting key's owner id: idempotency keys are that owner's own
+
+    def fingerprint(self) -> str:
+        """What makes two submits the same request, for an idempotency key: a hash of every
+        field that shapes the job (not the key, not the owner, which name the entry). Delay and
+        run_at as asked, so a retried `delay_ms` submit is the same request a second later."""
+        canonical = _fingerprint_encoder.encode(
+            (self.payload, self.queue, self.priority, self.max_retries, self.run_at, self.delay_ms)
+        )
+        return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+
+
+_fingerprint_encoder = msgspec.msgpack.Encoder()
 
 
 class SubmitOutcome(msgspec.Struct):
     job_id: str | None = None
     duplicate: bool = False  # an idempotency key found an earlier job
-    error: str | None = None  # per-entry validation error of a batch
+    error: str | None = None  # why this entry was refused
+    code: ErrorCode | None = None  # the state machine's code for that refusal
 
 
 class JobEvent(msgspec.Struct):
@@ -137,6 +153,8 @@ class EngineConfig:
     segment_bytes: int  # WAL segment size
     cluster: ClusterConfig | None = None  # None: the local WAL; else etcd
     machine: StateMachineConfig = field(default_factory=StateMachineConfig)
+    idempotency_keep_ms: int = 24 * 3600 * 1000  # into each Submit command
+    max_queues: int = 10_000  # into each Submit command; 0: no cap
 
 
 class Engine(Protocol):
@@ -198,7 +216,14 @@ class Engine(Protocol):
         """Newest first; returns the page and the cursor of the next page (None at the end)."""
         ...
 
-    def stats(self) -> Stats: ...
+    def stats(self, top: int | None = None) -> Stats:
+        """Counts and counters; with `top`, only the busiest `top` queues (queue_count still
+        counts every queue holding jobs)."""
+        ...
+
+    def queue_page(self, after: str | None, limit: int) -> builtins.list[tuple[str, QueueStats]]:
+        """Queues holding jobs by name, `limit` at most, after the name `after`."""
+        ...
 
     def health(self) -> Health:
         """Whether writes are accepted now, and if not why (a failed fsync, no etcd majority)."""

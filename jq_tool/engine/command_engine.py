@@ -15,6 +15,7 @@ durable and applied.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import os
@@ -51,7 +52,7 @@ from jq_tool.core.model import (
     Submitted,
     encode_command,
 )
-from jq_tool.core.state_machine import StateMachine, Stats
+from jq_tool.core.state_machine import QueueStats, StateMachine, Stats
 from jq_tool.core.wal import write_snapshot_file
 from jq_tool.core.wal_format import encode_snapshot_header
 from jq_tool.engine.base import (
@@ -61,6 +62,7 @@ from jq_tool.engine.base import (
     EngineUnavailable,
     JobEvent,
     JobSpec,
+    StorageFull,
     SubmitOutcome,
 )
 from jq_tool.engine.forked_snapshot import SnapshotChildFailed, fork_snapshot
@@ -75,6 +77,10 @@ SUBSCRIBER_QUEUE_SIZE = 10_000
 MIN_TICK_MS = 20
 # How often retention is enforced (a Purge record), independent of the lease check interval.
 PURGE_EVERY_MS = 60_000
+# After a write refused for want of space, /health says "disk full" until a write succeeds or
+# the data dir's file system has this much free again (a node taken out of rotation by its
+# health check gets no writes that could clear it).
+DISK_FREE_TO_RETRY = 1024 * 1024
 
 
 def now_ms() -> int:
@@ -115,6 +121,7 @@ def _new_job(spec: JobSpec, now: int) -> NewJob:
     run_at = spec.run_at
     if run_at is None and spec.delay_ms:
         run_at = now + spec.delay_ms
+    key = spec.idempotency_key
     return NewJob(
         new_job_id(),
         spec.queue,
@@ -122,14 +129,17 @@ def _new_job(spec: JobSpec, now: int) -> NewJob:
         spec.priority,
         spec.max_retries,
         run_at,
-        spec.idempotency_key,
+        key,
+        spec.owner,
+        # Hashing a payload costs; only a keyed submit can ever be compared with another.
+        None if key is None else spec.fingerprint(),
     )
 
 
 def _outcome(entry: Submitted | Error) -> SubmitOutcome:
     if isinstance(entry, Submitted):
         return SubmitOutcome(job_id=entry.job_id, duplicate=entry.duplicate)
-    return SubmitOutcome(error=entry.message)
+    return SubmitOutcome(error=entry.message, code=entry.code)
 
 
 class Proposal:
@@ -157,6 +167,7 @@ class CommandEngine(Engine):
         self._started = False
         self._stopping = False
         self._fatal: str | None = None  # why writes are refused for good (a failed fsync)
+        self._disk_full = False  # the last write was refused for want of space
         # Long-poll lease waiters per queue; each newly runnable job wakes one.
         self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
         self._runnable_news: dict[str, int] = {}
@@ -228,7 +239,19 @@ class CommandEngine(Engine):
             return "not started"
         if self._stopping:
             return "shutting down"
-        return None
+        return self._disk_problem()
+
+    def _disk_problem(self) -> str | None:
+        """ "disk full" while the last write was refused for want of space and the file system
+        of the data dir still has less than DISK_FREE_TO_RETRY free."""
+        if not self._disk_full:
+            return None
+        with contextlib.suppress(OSError):
+            fs = os.statvfs(self.config.data_dir)
+            if fs.f_bavail * fs.f_frsize >= DISK_FREE_TO_RETRY:
+                self._disk_full = False
+                return None
+        return f"disk full: writes to {self.config.data_dir} are refused until space returns"
 
     def _fail_for_good(self, reason: str) -> None:
         if self._fatal is None:
@@ -265,6 +288,7 @@ class CommandEngine(Engine):
     def _apply_commands(self, commands: Iterable[Command], batch: list[Proposal] | None) -> None:
         """Apply durable commands in log order and answer their callers (`batch`, when this
         process proposed them). The log calls `_applied` once the state matches a log position."""
+        self._disk_full = False  # these were written
         results = [self._machine.apply(command) for command in commands]
         if batch is not None:
             for proposal, result in zip(batch, results, strict=True):
@@ -279,9 +303,10 @@ class CommandEngine(Engine):
         if self._snapshot_task is None and self._records_since_snapshot >= self._snapshot_due():
             self._start_snapshot()
 
-    @staticmethod
-    def _refuse(batch: Iterable[Proposal], error: EngineUnavailable) -> None:
+    def _refuse(self, batch: Iterable[Proposal], error: EngineUnavailable) -> None:
         """Nothing of `batch` was acknowledged: its callers get `error`."""
+        if isinstance(error, StorageFull):
+            self._disk_full = True
         for proposal in batch:
             if not proposal.future.done():
                 proposal.future.set_exception(error)
@@ -454,14 +479,20 @@ class CommandEngine(Engine):
     async def submit(self, spec: JobSpec) -> SubmitOutcome:
         # POST /jobs, the server's hottest call: one job, without submit_many's lists.
         now = self._clock()
-        result = await self._propose(Submit(now=now, jobs=[_new_job(spec, now)]))
+        config = self.config
+        result = await self._propose(
+            Submit(now, [_new_job(spec, now)], config.idempotency_keep_ms, config.max_queues)
+        )
         assert isinstance(result, SubmitResult)
         return _outcome(result.entries[0])
 
     async def submit_many(self, specs: list[JobSpec]) -> list[SubmitOutcome]:
         now = self._clock()
         jobs = [_new_job(spec, now) for spec in specs]
-        result = await self._propose(Submit(now=now, jobs=jobs))
+        config = self.config
+        result = await self._propose(
+            Submit(now, jobs, config.idempotency_keep_ms, config.max_queues)
+        )
         assert isinstance(result, SubmitResult)
         return [_outcome(entry) for entry in result.entries]
 
@@ -596,8 +627,11 @@ class CommandEngine(Engine):
         )
         return [msgspec.structs.replace(job) for job in jobs], next_cursor
 
-    def stats(self) -> Stats:
-        return self._machine.stats()
+    def stats(self, top: int | None = None) -> Stats:
+        return self._machine.stats(top)
+
+    def queue_page(self, after: str | None, limit: int) -> builtins.list[tuple[str, QueueStats]]:
+        return self._machine.queue_page(after, limit)
 
     def metrics(self) -> Iterator[Metric]:
         """Prometheus metric families about the log (the server adds them to /metrics)."""

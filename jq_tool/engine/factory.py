@@ -42,4 +42,6 @@ def engine_config(settings: Settings) -> EngineConfig:
         snapshot_every=settings.snapshot_every,
         segment_bytes=settings.segment_bytes,
         cluster=cluster,
+        idempotency_keep_ms=settings.idempotency_keep_ms,
+        max_queues=settings.max_queues,
     )

@@ -9,6 +9,8 @@ retried: a retry whose first try landed returns the same job id instead of makin
 
 from __future__ import annotations
 
+import hashlib
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -294,6 +296,22 @@ def list_keys_call(all: bool) -> Call[list[Key]]:
     return Call("GET", path, _read_keys, retry=True)
 
 
+_KEY_ID = re.compile(r"(client|worker|admin)_[0-9a-f]{16}\Z")
+_SECRET = re.compile(r"(client|worker|admin)_[A-Za-z0-9_-]{16,128}\Z")
+
+
+def key_id_of(key: str) -> str:
+    """The public id of a key (docs/api.md: `<type>_` and the first 16 hex digits of the
+    SHA-256 of the key): a key id as given, a full key turned into its id here, so that a
+    secret never travels in a URL. Anything else is returned as is (the server answers 404)."""
+    if _KEY_ID.match(key):
+        return key
+    secret = _SECRET.match(key)
+    if secret is None:
+        return key
+    return f"{secret.group(1)}_{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
 def revoke_key_call(key: str) -> Call[RevokedKey]:
-    path = f"/keys/{quote(key, safe='')}"
+    path = f"/keys/{quote(key_id_of(key), safe='')}"
     return Call("DELETE", path, _read_revoked_key, not_found=KeyNotFound)

@@ -227,7 +227,7 @@ class Client(BaseClient):
 
     def submit(
         self,
-        payload: object = "",
+        payload: object,
         *,
         max_retries: int = 3,
         priority: int = 0,
@@ -355,6 +355,7 @@ class Client(BaseClient):
         return self.send(list_keys_call(all), timeout)
 
     def revoke_key(self, key: str, *, timeout: float | None = None) -> RevokedKey:
+        """Revoke a key by its key_id; a full key is turned into its key_id here, never sent."""
         return self.send(revoke_key_call(key), timeout)
 
     def events(self, *, timeout: float | None = None) -> EventStream:
@@ -453,7 +454,7 @@ class AsyncClient(BaseClient):
 
     async def submit(
         self,
-        payload: object = "",
+        payload: object,
         *,
         max_retries: int = 3,
         priority: int = 0,

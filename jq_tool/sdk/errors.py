@@ -80,6 +80,16 @@ class InvalidState(Conflict):
     """409 invalid_state: e.g. ack of a job that is not RUNNING, cancel of a RUNNING job."""
 
 
+class IdempotencyKeyReused(BadRequest):
+    """422 idempotency_key_reused: this owner's idempotency key was already used for a
+    different request (another payload, queue, priority, ...). Use a new key for a new job."""
+
+
+class TooManyQueues(JqError):
+    """429 too_many_queues: the server's cap on queues holding jobs (--max-queues) is reached;
+    submit to an existing queue, or retry once queues have been emptied and purged."""
+
+
 class PayloadTooLarge(JqError):
     """413: the body or payload is over the server's --max-payload."""
 
@@ -115,6 +125,7 @@ class WaitTimeout(JqError, TimeoutError):
 _BY_STATUS_AND_CODE: dict[tuple[int, str], type[JqError]] = {
     (409, "lease_mismatch"): LeaseLost,
     (409, "invalid_state"): InvalidState,
+    (422, "idempotency_key_reused"): IdempotencyKeyReused,
 }
 _BY_STATUS: dict[int, type[JqError]] = {
     400: BadRequest,
@@ -124,6 +135,7 @@ _BY_STATUS: dict[int, type[JqError]] = {
     409: Conflict,
     413: PayloadTooLarge,
     422: BadRequest,
+    429: TooManyQueues,
     503: ServerUnavailable,
     504: OutcomeUnknown,  # ours, and a proxy's gateway timeout: both mean "maybe done"
     507: StorageFull,

@@ -183,13 +183,14 @@ class RevokedKey(msgspec.Struct, frozen=True):
 
 
 class JobSpec(msgspec.Struct):
-    """One job to submit (for `submit_many`). `payload` that is not a str is sent as JSON.
+    """One job to submit (for `submit_many`). `payload` is required (the server refuses an
+    empty one); one that is not a str is sent as JSON.
 
     `delay` (seconds or a timedelta) and `run_at` are exclusive. `idempotency_key` defaults to a
     fresh uuid4 per job, so a batch retried after a connection error creates no duplicates.
     """
 
-    payload: object = ""
+    payload: object
     queue: str = "default"
     priority: int = 0
     max_retries: int = 3

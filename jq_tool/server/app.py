@@ -23,12 +23,12 @@ from jq_tool.engine.base import Engine
 from jq_tool.server.auth_guard import Guard
 from jq_tool.server.dashboard import dashboard_routes
 from jq_tool.server.errors import HANDLED_EXCEPTIONS, handle_exception
-from jq_tool.server.events import EventRoutes, StreamSlots, TicketBook
+from jq_tool.server.events import EventRoutes, OpenStreams, StreamSlots, TicketBook
 from jq_tool.server.metrics import RequestCounts, RequestMetricsMiddleware, build_registry
 from jq_tool.server.openapi import openapi_routes
 from jq_tool.server.routes_jobs import JobRoutes
 from jq_tool.server.routes_keys import KeyRoutes
-from jq_tool.server.routes_monitoring import MonitoringRoutes
+from jq_tool.server.routes_monitoring import KeyStoreProbe, MonitoringRoutes
 from jq_tool.server.routing import answer_wrong_methods
 from jq_tool.server.stats import StatsView, ThroughputMeter
 from jq_tool.settings import Settings
@@ -48,7 +48,10 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
     draining = asyncio.Event()
     registry = build_registry(engine, counts)
     tickets = TicketBook(settings.ticket_ttl_ms)
-    streams = StreamSlots(settings.max_streams)
+    slots = StreamSlots(settings.max_streams)
+    streams = OpenStreams(keystore, tickets)
+    keystore.on_revoke(streams.revoked)  # a revoked key's /events streams end at once
+    key_store_probe = KeyStoreProbe(keystore)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -71,6 +74,7 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
                     # Serve anyway: requests get 503 until the store is back.
                     log.error("could not seed the dev keys, key store unavailable: %s", exc)
             meter.start()
+            key_store_probe.start()
             log.info(
                 "jq serving on http://%s:%d (data dir %s)",
                 settings.host,
@@ -81,6 +85,8 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
         finally:
             draining.set()
             await meter.stop()
+            await key_store_probe.stop()
+            await streams.stop()
             await engine.stop()
             await keystore.close()
             log.info("jq stopped: engine flushed and closed")
@@ -90,8 +96,10 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
             [
                 *JobRoutes(engine, guard, settings, counts.commands, draining).routes(),
                 *KeyRoutes(keystore, guard).routes(),
-                *MonitoringRoutes(engine, guard, stats, registry, settings.max_body).routes(),
-                *EventRoutes(engine, guard, stats, tickets, draining, streams).routes(),
+                *MonitoringRoutes(
+                    engine, guard, stats, registry, settings.max_body, key_store_probe
+                ).routes(),
+                *EventRoutes(engine, guard, stats, tickets, draining, slots, streams).routes(),
                 *openapi_routes(),
                 *dashboard_routes(),
             ]

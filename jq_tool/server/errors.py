@@ -71,6 +71,13 @@ _COMMAND_STATUS: dict[ErrorCode, int] = {
     ErrorCode.LEASE_MISMATCH: 409,
     ErrorCode.INVALID_STATE: 409,
     ErrorCode.INVALID: 400,
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: 422,
+    ErrorCode.TOO_MANY_QUEUES: 429,
+}
+# Refusals that pass: the client may retry later (a queue cap frees up when a purge, every
+# minute, empties a queue).
+_COMMAND_HEADERS: dict[ErrorCode, dict[str, str]] = {
+    ErrorCode.TOO_MANY_QUEUES: {"Retry-After": "60"},
 }
 
 _HTTP_CODES: dict[int, str] = {
@@ -104,7 +111,9 @@ def to_response(exc: BaseException) -> Response:
         return error_response(exc.status, exc.code, exc.message, exc.field, headers)
     if isinstance(exc, CommandRejected):
         status = _COMMAND_STATUS.get(exc.code, 400)
-        return error_response(status, exc.code.value, exc.message)
+        return error_response(
+            status, exc.code.value, exc.message, None, _COMMAND_HEADERS.get(exc.code)
+        )
     if isinstance(exc, StorageFull):
         return error_response(507, "storage_full", f"storage full, nothing was written: {exc}")
     if isinstance(exc, OutcomeUnknown):
@@ -147,7 +156,9 @@ def closing_response(status: int, code: str, message: str) -> bytes:
 
 
 async def handle_exception(request: Request, exc: Exception) -> Response:
-    """Starlette exception handler: every error type of the table is registered to this."""
+    """Starlette exception handler: every error type of the table is registered to this. (A
+    wrong method on a known path never reaches Starlette's own 405: server/routing.py answers
+    it, with the `Allow` of every route of that path.)"""
     return to_response(exc)
 
 

@@ -12,12 +12,18 @@ random, short-lived, read-only token, valid only for `/events`, held in this pro
 
 At most `--max-streams` streams are open at once (`StreamSlots`); one more is answered 503
 `too_many_streams` with Retry-After, so dashboards cannot take every connection from submitters.
+
+A stream lives no longer than its key (`OpenStreams`): a revoke closes every open stream of
+that key and forgets its tickets at once, whether it was made here or, through the key store's
+revoke feed (Redis pub/sub), on another server; and once a second the keys behind open streams
+are looked up again, so a revoke whose notice was lost closes them all the same.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -29,14 +35,17 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Send
 from starlette.types import Scope as AsgiScope
 
-from jq_tool.auth import ApiKey, Scope
+from jq_tool.auth import ApiKey, KeyStore, KeyStoreUnavailable, Scope
 from jq_tool.engine.base import Engine, JobEvent
 from jq_tool.server.auth_guard import Guard
 from jq_tool.server.errors import TOO_MANY_STREAMS, UNAUTHORIZED, ApiError
 from jq_tool.server.stats import StatsView
 from jq_tool.server.wire import JSONResponse, StreamTicket, encode_json, rfc3339
 
+log = logging.getLogger("jq.server")
+
 STATS_INTERVAL_S = 1.0
+RECHECK_INTERVAL_S = 1.0  # how often the keys behind open streams are looked up again
 _BUFFERED_EVENTS = 4096
 _EVENTS_PER_CHUNK = 256
 _MAX_LIVE_TICKETS = 10_000  # a key minting tickets in a loop must not grow memory unbounded
@@ -84,6 +93,81 @@ class TicketBook:
         for ticket in expired:
             del self._tickets[ticket]
 
+    def revoke(self, key_id: str) -> None:
+        """Forget every ticket of a revoked key."""
+        for ticket in [t for t, entry in self._tickets.items() if entry.key.key_id == key_id]:
+            del self._tickets[ticket]
+
+
+class Stream:
+    """One open /events response: the key it was opened with and its buffer of events. `None`
+    in the buffer (or `closed`) ends it."""
+
+    __slots__ = ("key_id", "buffer", "closed")
+
+    def __init__(self, key_id: str) -> None:
+        self.key_id = key_id
+        self.buffer: asyncio.Queue[JobEvent | None] = asyncio.Queue(maxsize=_BUFFERED_EVENTS)
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.buffer.put_nowait(None)  # wakes an idle stream; a busy one sees `closed`
+
+
+class OpenStreams:
+    """The open /events streams by key, so that a revoked key's streams end within a second:
+    at once when the revoke is heard (`revoked`, called by the key store for revokes made here
+    and, in Redis mode, on other servers), and otherwise at the next look-up of every key
+    behind an open stream (`_recheck`, once a second while any stream is open)."""
+
+    def __init__(self, keystore: KeyStore, tickets: TicketBook) -> None:
+        self.keystore = keystore
+        self.tickets = tickets
+        self._streams: dict[str, set[Stream]] = {}
+        self._rechecker: asyncio.Task[None] | None = None
+
+    def open(self, key_id: str) -> Stream:
+        stream = Stream(key_id)
+        self._streams.setdefault(key_id, set()).add(stream)
+        if self._rechecker is None or self._rechecker.done():
+            self._rechecker = asyncio.create_task(self._recheck(), name="jq-events-recheck")
+        return stream
+
+    def close(self, stream: Stream) -> None:
+        streams = self._streams.get(stream.key_id)
+        if streams is not None:
+            streams.discard(stream)
+            if not streams:
+                del self._streams[stream.key_id]
+
+    async def stop(self) -> None:
+        """At shutdown: stop the re-check (the streams themselves end with the drain)."""
+        if self._rechecker is not None:
+            self._rechecker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rechecker
+            self._rechecker = None
+
+    def revoked(self, key_id: str) -> None:
+        """A key was revoked: end its streams, forget its tickets."""
+        self.tickets.revoke(key_id)
+        for stream in self._streams.pop(key_id, ()):
+            stream.close()
+
+    async def _recheck(self) -> None:
+        while self._streams:
+            await asyncio.sleep(RECHECK_INTERVAL_S)
+            for key_id in list(self._streams):
+                try:
+                    key = await self.keystore.get(key_id)
+                except KeyStoreUnavailable:
+                    return  # an outage is not a revoke; the next stream opened starts again
+                if key is None or key.revoked_at is not None:
+                    log.info("closing the event streams of revoked key %s", key_id)
+                    self.revoked(key_id)
+
 
 def _now_ms() -> int:
     # The server's one wall-clock read: tickets expire by it. Queue times come from the engine.
@@ -108,10 +192,13 @@ def job_event_body(event: JobEvent) -> dict[str, object]:
 
 
 async def event_stream(
-    engine: Engine, stats: StatsView, draining: asyncio.Event
+    engine: Engine, stats: StatsView, draining: asyncio.Event, key_id: str, streams: OpenStreams
 ) -> AsyncIterator[bytes]:
-    """The body of one /events response."""
-    buffer: asyncio.Queue[JobEvent] = asyncio.Queue(maxsize=_BUFFERED_EVENTS)
+    """The body of one /events response; it ends when the server drains or the key is revoked.
+    The stream is registered here, where its `finally` is sure to run: a response whose body
+    never starts (the client left at once) leaves nothing behind."""
+    stream = streams.open(key_id)  # closed in the `finally` below
+    buffer = stream.buffer
 
     async def pump() -> None:
         async for event in engine.subscribe():
@@ -120,23 +207,28 @@ async def event_stream(
 
     pump_task = asyncio.create_task(pump(), name="jq-events-pump")
     try:
-        yield b"retry: 2000\n\n" + sse_frame("stats", encode_json(stats.body()))
+        yield b"retry: 2000\n\n" + sse_frame("stats", stats.frame())
         next_stats = time.monotonic() + STATS_INTERVAL_S
-        while not draining.is_set():
+        while not draining.is_set() and not stream.closed:
             timeout = next_stats - time.monotonic()
             if timeout <= 0:
-                yield sse_frame("stats", encode_json(stats.body()))
+                yield sse_frame("stats", stats.frame())
                 next_stats = time.monotonic() + STATS_INTERVAL_S
                 continue
             try:
                 first = await asyncio.wait_for(buffer.get(), timeout)
             except TimeoutError:
                 continue
-            frames = [sse_frame("job", encode_json(job_event_body(first)))]
-            while not buffer.empty() and len(frames) < _EVENTS_PER_CHUNK:
-                frames.append(sse_frame("job", encode_json(job_event_body(buffer.get_nowait()))))
+            frames: list[bytes] = []
+            event: JobEvent | None = first
+            while event is not None and len(frames) < _EVENTS_PER_CHUNK:
+                frames.append(sse_frame("job", encode_json(job_event_body(event))))
+                event = buffer.get_nowait() if not buffer.empty() else None
+            if stream.closed:
+                return  # revoked: not one more event for that key
             yield b"".join(frames)
     finally:
+        streams.close(stream)
         pump_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await pump_task
@@ -182,7 +274,8 @@ class EventRoutes:
     stats: StatsView
     tickets: TicketBook
     draining: asyncio.Event
-    streams: StreamSlots
+    slots: StreamSlots  # at most --max-streams open at once
+    streams: OpenStreams  # which are open, by key: a revoke ends them
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -206,11 +299,11 @@ class EventRoutes:
             if current is None or current.revoked_at is not None:
                 raise ApiError(401, UNAUTHORIZED, "the key behind this ticket was revoked")
         else:
-            await self.guard.require(request, Scope.JOBS_READ)
-        self.streams.take()
+            key = await self.guard.require(request, Scope.JOBS_READ)
+        self.slots.take()
         return _SlotStream(
-            self.streams,
-            event_stream(self.engine, self.stats, self.draining),
+            self.slots,
+            event_stream(self.engine, self.stats, self.draining, key.key_id, self.streams),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

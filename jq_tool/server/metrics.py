@@ -4,6 +4,11 @@ Each app gets its own CollectorRegistry (tests run many apps in one process). Qu
 read from the engine at scrape time rather than updated on every change, and request counts
 are plain dict increments on the hot path (one event loop, no lock needed), turned into a
 counter family only when scraped.
+
+Per-queue series are bounded whatever the number of queues: the METRICS_QUEUES busiest queues
+get their own `jq_jobs` series, the rest are summed into one series labelled `queue="(other)"`
+(a name no queue can have), and `jq_queues` counts them all. With 20,000 queues the page stays
+well under 1 MiB (bench/queues_bench.py measures its size and build time).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from jq_tool.engine.base import Engine
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+METRICS_QUEUES = 250  # queues with series of their own in jq_jobs; the rest are "(other)"
+OTHER_QUEUES = "(other)"  # not a valid queue name, so it never collides with one
 
 access_log = logging.getLogger("jq.access")
 
@@ -40,14 +47,23 @@ class QueueCollector(Collector):
         self.counts = counts
 
     def collect(self) -> Iterator[Metric]:
-        stats = self.engine.stats()
+        stats = self.engine.stats(top=METRICS_QUEUES)
         jobs = GaugeMetricFamily("jq_jobs", "Jobs by state and queue", labels=["state", "queue"])
         # Every count the engine keeps, by its own field names: a new one shows up here too.
+        others = msgspec.structs.asdict(stats.totals)
         for queue, queue_stats in sorted(stats.queues.items()):
             for state, count in msgspec.structs.asdict(queue_stats).items():
+                others[state] -= count
                 if state != "total":  # the sum of the others: a query sums them
                     jobs.add_metric([state, queue], count)
+        if stats.queue_count > len(stats.queues):
+            for state, count in others.items():
+                if state != "total":
+                    jobs.add_metric([state, OTHER_QUEUES], count)
         yield jobs
+        yield GaugeMetricFamily(
+            "jq_queues", "Queues holding at least one job", value=stats.queue_count
+        )
         events = CounterMetricFamily(
             "jq_job_transitions", "Job transitions since the queue was created", labels=["kind"]
         )

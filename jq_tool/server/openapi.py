@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from jq_tool.auth import KeyType, Scope
+from jq_tool.auth import SCOPES_BY_TYPE, KeyType, Scope
 from jq_tool.core.model import JobState
 from jq_tool.server.validation import (
     AckBody,
@@ -28,6 +28,7 @@ from jq_tool.server.validation import (
     KeyCreateBody,
     LeaseBody,
     ListQuery,
+    QueueListQuery,
     SubmitBody,
 )
 from jq_tool.server.wire import (
@@ -36,10 +37,13 @@ from jq_tool.server.wire import (
     ErrorBody,
     ExtendedLease,
     Health,
+    HealthProblem,
     JobPage,
     JobView,
     KeyView,
     LeasedJob,
+    QueuePage,
+    QueueView,
     RevokedKey,
     SettledJob,
     StreamTicket,
@@ -67,6 +71,9 @@ _PUBLISHED: dict[type, str] = {
     JobView: "Job",
     JobPage: "JobList",
     Health: "Health",
+    HealthProblem: "HealthProblem",
+    QueueView: "Queue",
+    QueuePage: "QueueList",
     StreamTicket: "Ticket",
     KeyView: "Key",
     CreatedKey: "CreatedKey",
@@ -82,11 +89,15 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def _published(node: Any, names: dict[str, str]) -> Any:
-    """`node` with each $ref to a Python name pointed at the published name instead."""
+    """`node` with each $ref to a Python name pointed at the published name instead, and each
+    pattern in JSON Schema's dialect: the decoder's `\\Z` (the very end, which Python's `$` is
+    not) is what `$` means in ECMAScript regexes."""
     if isinstance(node, dict):
         return {
             key: _REF + names[value.removeprefix(_REF)]
             if key == "$ref"
+            else value.removesuffix("\\Z") + "$"
+            if key == "pattern" and value.endswith("\\Z")
             else _published(value, names)
             for key, value in node.items()
         }
@@ -95,15 +106,24 @@ def _published(node: Any, names: dict[str, str]) -> Any:
     return node
 
 
-def _generated() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-    """(component schemas, the Idempotency-Key header's schema, GET /jobs' query parameters),
-    all from the Structs and annotated types the server decodes with."""
+def _generated() -> tuple[
+    dict[str, Any], dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]
+]:
+    """(component schemas, the Idempotency-Key header's schema, GET /jobs' and GET /queues'
+    query parameters), all from the Structs and annotated types the server decodes with."""
     (header, *_), components = msgspec.json.schema_components(
-        [IdempotencyKey, ListQuery, *_PUBLISHED], ref_template=_REF + "{name}"
+        [IdempotencyKey, ListQuery, QueueListQuery, *_PUBLISHED], ref_template=_REF + "{name}"
     )
     names = {cls.__name__: name for cls, name in _PUBLISHED.items()}
-    query = _published(components.pop(ListQuery.__name__), names)
-    params = [_query(name, _not_null(schema)) for name, schema in query["properties"].items()]
+    params, queue_params = (
+        [
+            _query(name, _not_null(schema))
+            for name, schema in _published(components.pop(query.__name__), names)[
+                "properties"
+            ].items()
+        ]
+        for query in (ListQuery, QueueListQuery)
+    )
     schemas = {
         names[name]: {**_published(schema, names), "title": names[name]}
         for name, schema in components.items()
@@ -111,7 +131,29 @@ def _generated() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
     # A batch's entries are decoded one by one (msgspec.Raw), so that one bad entry does not
     # sink the others; each entry is a SubmitRequest all the same.
     schemas["BatchRequest"]["properties"]["jobs"]["items"] = _ref("SubmitRequest")
-    return schemas, header, params
+    # What a Struct cannot say: rules between fields, checked by the routes.
+    schemas["SubmitRequest"]["not"] = {
+        "description": "delay_ms and run_at together",
+        "properties": {"delay_ms": {"type": "integer"}, "run_at": {"type": "string"}},
+        "required": ["delay_ms", "run_at"],
+    }
+    schemas["KeyCreateRequest"]["allOf"] = [
+        {
+            "if": {"properties": {"type": {"const": key_type.value}}},
+            "then": {
+                "properties": {
+                    "scopes": {
+                        "anyOf": [
+                            {"type": "array", "items": {"enum": [s.value for s in scopes]}},
+                            {"type": "null"},
+                        ]
+                    }
+                }
+            },
+        }
+        for key_type, scopes in SCOPES_BY_TYPE.items()
+    ]
+    return schemas, header, params, queue_params
 
 
 def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
@@ -137,6 +179,8 @@ _ERRORS = {
     404: "not found",
     409: "conflict",
     413: "payload too large",
+    422: "idempotency key already used for a different request",
+    429: "too many queues hold jobs (--max-queues)",
     431: "request line and headers too large (--max-header-size); the connection is closed",
     503: "unavailable: refused before it reached the log, not done; retry later (Retry-After)",
     504: (
@@ -164,7 +208,10 @@ def _op(
     errors = (*errors, 431)  # any request: the head is read before the route is known
     op["responses"].update({str(s): {"$ref": f"#/components/responses/E{s}"} for s in errors})
     if body is not None:
-        op["requestBody"] = {"content": {"application/json": {"schema": _ref(body)}}}
+        op["requestBody"] = {
+            "required": bool(SCHEMAS[body].get("required")),  # a body with required fields
+            "content": {"application/json": {"schema": _ref(body)}},
+        }
     if params:
         op["parameters"] = params
     return op
@@ -175,10 +222,17 @@ def _path_param(name: str) -> dict[str, Any]:
 
 
 def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema}
+    # An empty parameter counts as absent (docs/api.md).
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "allowEmptyValue": True,
+        "schema": schema,
+    }
 
 
-SCHEMAS, _IDEMPOTENCY_KEY, _LIST_QUERY = _generated()
+SCHEMAS, _IDEMPOTENCY_KEY, _LIST_QUERY, _QUEUE_QUERY = _generated()
 
 # The /stats body is built from the engine's counters, not from a Struct of ours.
 _COUNTS = ("runnable", "running", "scheduled", "retry", "dead", "acked", "cancelled", "total")
@@ -188,7 +242,12 @@ SCHEMAS["Stats"] = {
         _QUEUE_STATS,
         _obj(
             {
-                "queues": {"type": "object", "additionalProperties": _QUEUE_STATS},
+                "queues": {
+                    "type": "object",
+                    "additionalProperties": _QUEUE_STATS,
+                    "description": "the busiest queues (100 at most); GET /queues lists all",
+                },
+                "queue_count": {"type": "integer"},
                 "submits_per_sec": {"type": "number"},
                 "acks_per_sec": {"type": "number"},
                 "totals": {"type": "object", "additionalProperties": {"type": "integer"}},
@@ -200,11 +259,17 @@ SCHEMAS["Stats"] = {
     ]
 }
 # Each entry of a batch answer is one of two Structs; msgspec publishes only tagged unions.
+# Each branch names what the other must not have, so exactly one matches an entry.
 SCHEMAS["BatchResponse"] = _obj(
     {
         "results": {
             "type": "array",
-            "items": {"oneOf": [_ref("SubmitResponse"), _ref("BatchRefusal")]},
+            "items": {
+                "oneOf": [
+                    {"allOf": [_ref("SubmitResponse"), {"not": {"required": ["error"]}}]},
+                    {"allOf": [_ref("BatchRefusal"), {"not": {"required": ["job_id"]}}]},
+                ]
+            },
         }
     }
 )
@@ -232,7 +297,7 @@ PATHS: dict[str, Any] = {
             },
             "SubmitRequest",
             [{"name": "Idempotency-Key", "in": "header", "schema": _IDEMPOTENCY_KEY}],
-            (400, 413, 504, 507),
+            (400, 413, 422, 429, 504, 507),
         ),
         "get": _op(
             "List jobs, newest first",
@@ -297,7 +362,7 @@ PATHS: dict[str, Any] = {
             {"200": _json(_ref("JobState"), "cancelled")},
             None,
             _ID,
-            (404, 409, 504, 507),
+            (400, 404, 409, 504, 507),
         )
     },
     "/jobs/{id}/requeue": {
@@ -307,11 +372,20 @@ PATHS: dict[str, Any] = {
             {"200": _json(_ref("JobState"), "requeued")},
             None,
             _ID,
-            (404, 409, 504, 507),
+            (400, 404, 409, 504, 507),
         )
     },
     "/stats": {
         "get": _op("Queue counts and rates", "jobs:read", {"200": _json(_ref("Stats"), "")})
+    },
+    "/queues": {
+        "get": _op(
+            "Every queue holding jobs, by name, a page at a time",
+            "jobs:read",
+            {"200": _json(_ref("QueueList"), "a page")},
+            params=_QUEUE_QUERY,
+            errors=(400,),
+        )
     },
     "/events": {
         "get": _op(
@@ -359,12 +433,21 @@ PATHS: dict[str, Any] = {
     },
     "/keys/{key}": {
         "delete": _op(
-            "Revoke a key (admins: any; others: their owner's)",
-            "any key",
+            "Revoke a key by its key_id (keys:revoke: any key; keys:read: the caller's owner's; "
+            "an admin key needs keys:create). A secret in the path is refused (400)",
+            "keys:read",
             {"200": _json(_ref("Revoked"), "revoked")},
             None,
-            [_path_param("key")],
-            (404,),
+            [
+                {
+                    "name": "key",
+                    "in": "path",
+                    "required": True,
+                    "description": "the key's key_id, never the key itself (a 400)",
+                    "schema": {"type": "string", "pattern": "^(client|worker|admin)_[0-9a-f]{16}$"},
+                }
+            ],
+            (400, 404),
         )
     },
     "/_noop": {"post": _op("Benchmark baseline: does nothing", None, {"200": {"description": ""}})},

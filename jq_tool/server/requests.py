@@ -7,24 +7,46 @@ read, and again while a chunked body streams in, so an oversized request costs u
 `limit` bytes of memory. A body is a msgspec Struct decoded straight from the bytes (unknown
 fields ignored); a decoding failure becomes a 400 that names the field, and a payload or
 result over the configured size a 413 that names it.
+
+JSON nested deeper than MAX_JSON_DEPTH levels is refused (400) before the decoder sees it: the
+decoder recurses once per level, and a thousand levels (even in a field nobody reads) ran it
+out of stack. The check is linear and almost free for the usual body, which holds fewer
+brackets than the limit. A numeric query parameter must be written with ASCII digits.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import msgspec
+from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect, Request
 
 from jq_tool.server.errors import PAYLOAD_TOO_LARGE, ApiError, invalid_field
+from jq_tool.server.validation import PAYLOAD_REQUIRED, QUEUE_NAME_RULE
 
 Body = TypeVar("Body", bound=msgspec.Struct)
 
 _decoders: dict[type, msgspec.json.Decoder[Any]] = {}
 _AT_FIELD = re.compile(r"at `\$\.([A-Za-z0-9_]+)")
 _MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
+MAX_JSON_DEPTH = 64
+# A JSON string (its brackets are text, not nesting), and an innermost pair of brackets.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_INNERMOST = re.compile(rb"\{\}|\[\]")
+_ALL_BUT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_TOO_DEEP = ApiError(
+    400, "invalid_json", f"the body nests JSON deeper than {MAX_JSON_DEPTH} levels"
+)
+# What a refusal of these fields says instead of the decoder's words: (the decoder's words that
+# mean it, the message). A missing, null or empty payload is the original's "payload is
+# required"; a queue name off the pattern says the rule rather than the decoder's regex.
+_FIELD_RULES = {
+    "payload": (("missing required", "got `null`", "length >="), PAYLOAD_REQUIRED),
+    "queue": (("regex",), f"queue must be {QUEUE_NAME_RULE}"),
+}
+_int_fields: dict[type, frozenset[str]] = {}
 
 
 def header(request: Request, name: bytes) -> str | None:
@@ -43,7 +65,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refusing (413) anything over `limit` bytes before or while reading."""
     length = header(request, b"content-length")
     if length is not None:
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):
             raise ApiError(400, "invalid_request", "Content-Length is not a number")
         if int(length) > limit:
             raise too_large("request body", limit)
@@ -62,24 +84,61 @@ async def read_body(request: Request, limit: int) -> bytes:
             return body
 
 
+def check_depth(body: bytes) -> None:
+    """Refuse (400) JSON nested deeper than MAX_JSON_DEPTH, without recursing: with the strings
+    taken out and only brackets left, each pass removes every innermost pair, i.e. one level."""
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+        return  # it cannot nest deeper than the brackets it holds
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _ALL_BUT_BRACKETS)
+    for _ in range(MAX_JSON_DEPTH):
+        if not brackets:
+            return
+        inner = _INNERMOST.sub(b"", brackets)
+        if len(inner) == len(brackets):
+            # Unbalanced (e.g. "[}"): not JSON, and the decoder must not recurse into it.
+            raise ApiError(400, "invalid_json", "the body is not valid JSON: unbalanced brackets")
+        brackets = inner
+    if brackets:
+        raise _TOO_DEEP
+
+
 def decode(body: bytes, type_: type[Body]) -> Body:
     """Decode a JSON object body into `type_`; an empty body means `{}`. Raises ApiError 400."""
     decoder = _decoders.get(type_)
     if decoder is None:
         decoder = _decoders[type_] = msgspec.json.Decoder(type_)
+    check_depth(body)
     try:
         return decoder.decode(body or b"{}")
     except msgspec.ValidationError as exc:
+        if "got `float`" in str(exc):
+            whole = _with_whole_numbers(body, type_)
+            if whole is not None:
+                return whole
         raise _refusal(exc) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
 
 
-def decode_query(params: Mapping[str, str], type_: type[Body]) -> Body:
-    """Query parameters into `type_`, numbers parsed from their text; an empty parameter counts
-    as absent. Raises ApiError 400 naming the parameter."""
+def decode_query(params: QueryParams, type_: type[Body], *, any_case: tuple[str, ...] = ()) -> Body:
+    """Query parameters into `type_`, numbers parsed from their text (ASCII digits only: "²"
+    or "٣" is a 400, not a number); an empty parameter counts as absent, a parameter given
+    twice is a 400, and the parameters named in `any_case` are upper-cased (enum names). Raises
+    ApiError 400 naming the parameter."""
+    given: dict[str, Any] = {}
+    for name, value in params.multi_items():
+        if name in given:
+            raise invalid_field(name, f"{name} is given more than once")
+        given[name] = value.upper() if name in any_case else value
+    given = {name: value for name, value in given.items() if value}
+    for name in _integer_fields(type_).intersection(given):
+        value = given[name]
+        if not (value.isascii() and value.removeprefix("-").isdigit()):
+            raise invalid_field(name, f"{name} must be a whole number written with digits 0-9")
+        given[name] = int(value)
     try:
-        return msgspec.convert({k: v for k, v in params.items() if v}, type_, strict=False)
+        # Strict: text stays text ("null" is not None, "1e2" not a number).
+        return msgspec.convert(given, type_)
     except msgspec.ValidationError as exc:
         raise _refusal(exc) from None
 
@@ -99,11 +158,46 @@ def check_size(value: str, limit: int, field: str) -> None:
         raise too_large(field, limit, field)
 
 
+def _with_whole_numbers(body: bytes, type_: type[Body]) -> Body | None:
+    """JSON Schema counts 2.0 as an integer, so /openapi.json cannot refuse it, and neither may
+    we: a body whose fault was a whole number written with a fraction (`"max_jobs": 2.0`) is
+    decoded again with those numbers as ints. None when that does not help (1.5 stays wrong)."""
+    try:
+        fields = msgspec.json.decode(body)
+        if not isinstance(fields, dict):
+            return None
+        whole = {
+            name: int(value) if isinstance(value, float) and value.is_integer() else value
+            for name, value in fields.items()
+        }
+        return msgspec.convert(whole, type_)
+    except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
+        return None
+
+
+def _integer_fields(type_: type) -> frozenset[str]:
+    fields = _int_fields.get(type_)
+    if fields is None:
+        info = msgspec.inspect.type_info(type_)
+        assert isinstance(info, msgspec.inspect.StructType)
+        fields = _int_fields[type_] = frozenset(f.name for f in info.fields if _is_integer(f.type))
+    return fields
+
+
+def _is_integer(info: msgspec.inspect.Type) -> bool:
+    if isinstance(info, msgspec.inspect.UnionType):
+        return any(_is_integer(t) for t in info.types)
+    return isinstance(info, msgspec.inspect.IntType)
+
+
 def _refusal(error: msgspec.ValidationError) -> ApiError:
     text = str(error)
     match = _AT_FIELD.search(text) or _MISSING_FIELD.search(text)
     if match is None:
         return ApiError(400, "invalid_json", f"the body must be a JSON object: {text}")
     field = match.group(1)
+    rule = _FIELD_RULES.get(field)
+    if rule is not None and any(words in text for words in rule[0]):
+        return invalid_field(field, rule[1])
     # msgspec says "Expected `int` >= 0 - at `$.max_retries`"; the field is reported apart.
     return invalid_field(field, f"invalid field {field!r}: {text.split(' - at `', 1)[0]}")

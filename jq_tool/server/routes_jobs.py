@@ -20,8 +20,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from jq_tool.auth import Scope
-from jq_tool.core.model import Job
-from jq_tool.engine.base import Engine, JobSpec
+from jq_tool.core.model import ErrorCode, Job
+from jq_tool.engine.base import CommandRejected, Engine, JobSpec, SubmitOutcome
 from jq_tool.server.auth_guard import Guard
 from jq_tool.server.errors import ApiError, invalid_field, not_found
 from jq_tool.server.requests import (
@@ -89,7 +89,7 @@ class JobRoutes:
 
     # --- submit ---------------------------------------------------------------------------------
 
-    def _spec(self, body: SubmitBody, idempotency_key: str | None) -> JobSpec:
+    def _spec(self, body: SubmitBody, idempotency_key: str | None, owner: str) -> JobSpec:
         check_size(body.payload, self.settings.max_payload, "payload")
         run_at: int | None = None
         if body.run_at is not None:
@@ -97,10 +97,8 @@ class JobRoutes:
                 raise invalid_field("run_at", "give delay_ms or run_at, not both")
             try:
                 run_at = parse_rfc3339(body.run_at)
-            except (ValueError, OverflowError, OSError):
-                raise invalid_field(
-                    "run_at", f"run_at {body.run_at!r} is not an RFC 3339 time"
-                ) from None
+            except ValueError as exc:
+                raise invalid_field("run_at", f"invalid run_at: {exc}") from None
         return JobSpec(
             payload=body.payload,
             queue=body.queue,
@@ -109,34 +107,35 @@ class JobRoutes:
             run_at=run_at,
             delay_ms=body.delay_ms,
             idempotency_key=body.idempotency_key or idempotency_key,
+            owner=owner,  # idempotency keys are the submitting key's owner's own
         )
 
     async def submit(self, request: Request) -> Response:
-        await self.guard.require(request, Scope.JOBS_SUBMIT)
+        caller = await self.guard.require(request, Scope.JOBS_SUBMIT)
         body = decode(await read_body(request, self.settings.max_body), SubmitBody)
         header_key = header(request, b"idempotency-key")
         if header_key is not None:
             check_value(header_key, IdempotencyKey, "Idempotency-Key")
-        spec = self._spec(body, header_key)
+        spec = self._spec(body, header_key, caller.owner_id)
         self.counts["submit"] += 1
         outcome = await self.engine.submit(spec)
         if outcome.error is not None or outcome.job_id is None:
-            raise ApiError(400, "invalid_field", outcome.error or "job refused")
+            raise _refused(outcome)
         if outcome.duplicate:
             return JSONResponse(SubmitAnswer(outcome.job_id, True))
         return JSONResponse(SubmitAnswer(outcome.job_id), status_code=201)
 
     async def submit_batch(self, request: Request) -> Response:
-        await self.guard.require(request, Scope.JOBS_SUBMIT)
+        caller = await self.guard.require(request, Scope.JOBS_SUBMIT)
         batch = decode(await read_body(request, self.settings.max_batch_body), BatchBody)
         results: list[SubmitAnswer | BatchRefusal | None] = []
         specs: list[JobSpec] = []
         positions: list[int] = []
         for raw in batch.jobs:
             try:
-                spec = self._spec(decode(bytes(raw), SubmitBody), None)
+                spec = self._spec(decode(bytes(raw), SubmitBody), None, caller.owner_id)
             except ApiError as exc:
-                results.append(BatchRefusal(exc.message, exc.field))
+                results.append(BatchRefusal(exc.message, exc.field, exc.code))
                 continue
             positions.append(len(results))
             results.append(None)
@@ -146,7 +145,8 @@ class JobRoutes:
             outcomes = await self.engine.submit_many(specs)
             for position, outcome in zip(positions, outcomes, strict=True):
                 if outcome.error is not None or outcome.job_id is None:
-                    results[position] = BatchRefusal(outcome.error or "job refused", None)
+                    refusal = _refused(outcome)
+                    results[position] = BatchRefusal(refusal.message, None, refusal.code.value)
                 else:
                     results[position] = SubmitAnswer(outcome.job_id, outcome.duplicate)
         return JSONResponse({"results": results}, status_code=201)
@@ -240,9 +240,8 @@ class JobRoutes:
 
     async def list_jobs(self, request: Request) -> Response:
         await self.guard.require(request, Scope.JOBS_READ)
-        params = dict(request.query_params)
-        params["state"] = params.get("state", "").upper()  # the states' names, any case
-        query = decode_query(params, ListQuery)
+        # The states' names in any case.
+        query = decode_query(request.query_params, ListQuery, any_case=("state",))
         try:
             jobs, next_cursor = await self.engine.list(
                 state=query.state, queue=query.queue, limit=query.limit, cursor=query.cursor
@@ -252,3 +251,9 @@ class JobRoutes:
         return JSONResponse(
             JobPage([job_body(job, with_payload=False) for job in jobs], next_cursor)
         )
+
+
+def _refused(outcome: SubmitOutcome) -> CommandRejected:
+    """A submit the state machine refused, as errors.py's table knows it: a reused idempotency
+    key (422), the queue cap (429), or a malformed job (400)."""
+    return CommandRejected(outcome.code or ErrorCode.INVALID, outcome.error or "job refused")

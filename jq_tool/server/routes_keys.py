@@ -1,8 +1,12 @@
 """The API key routes of docs/api.md: create and list (admin), list own, revoke.
 
 A secret leaves the server exactly once, in the answer to POST /admin/keys (`wire.CreatedKey`);
-every other answer is a `wire.KeyView`, which has no field for it. Revocation through the store
-also drops the key from every server's auth cache.
+every other answer is a `wire.KeyView`, which has no field for it. A key is revoked by its
+public id (`key_id`, shown in every listing), never by its secret: a URL ends up in proxy and
+browser logs, so a secret in the path is refused with a 400 that says to use the id. Who may
+revoke what: a key with `keys:revoke` (an admin) any key; any other key with `keys:read` the
+keys of its own owner; and an admin key only a key with `keys:create`. Revocation through the
+store also drops the key from every server's auth cache and ends its /events streams.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from jq_tool.auth import KeyStore, Scope
+from jq_tool.auth import KeyFieldError, KeyStore, KeyType, Scope, is_key_id, looks_like_secret
 from jq_tool.server.auth_guard import Guard
 from jq_tool.server.errors import FORBIDDEN, ApiError, invalid_field, not_found
 from jq_tool.server.requests import decode, read_body
@@ -43,8 +47,8 @@ class KeyRoutes:
             key, secret = await self.keystore.create(
                 name=body.name, owner_id=body.owner_id, type=body.type, scopes=body.scopes
             )
-        except ValueError as exc:
-            raise invalid_field("scopes", str(exc)) from None
+        except KeyFieldError as exc:
+            raise invalid_field(exc.field, str(exc)) from None
         return JSONResponse(created_key_body(key, secret), status_code=201)
 
     async def list_all(self, request: Request) -> Response:
@@ -58,11 +62,26 @@ class KeyRoutes:
 
     async def revoke(self, request: Request) -> Response:
         caller = await self.guard.authenticate(request)
-        target = await self.keystore.get(request.path_params["key"])
+        key_id = request.path_params["key"]
+        if not is_key_id(key_id):
+            if looks_like_secret(key_id):
+                raise invalid_field(
+                    "key",
+                    "that is a secret key, not a key id: revoke a key by its key_id (GET /keys "
+                    "and `jq keys list` show it); a secret must never be put in a URL",
+                )
+            raise not_found("key not found")
+        if not (caller.has(Scope.KEYS_REVOKE) or caller.has(Scope.KEYS_READ)):
+            raise ApiError(403, FORBIDDEN, "revoking a key needs the scope 'keys:read'")
+        target = await self.keystore.get(key_id)
         if target is None:
             raise not_found("key not found")
         if not caller.has(Scope.KEYS_REVOKE) and caller.owner_id != target.owner_id:
             raise ApiError(403, FORBIDDEN, "a key may only revoke keys of its own owner")
+        if target.type is KeyType.ADMIN and not caller.has(Scope.KEYS_CREATE):
+            raise ApiError(
+                403, FORBIDDEN, "only a key with the scope 'keys:create' may revoke an admin key"
+            )
         revoked = await self.keystore.revoke(target.key_id)
         if revoked is None:
             raise not_found("key not found")

@@ -1,27 +1,73 @@
 """The routes that watch the server rather than change the queue: GET /health (no key: load
-balancers and orchestrators probe it), GET /stats, GET /metrics (Prometheus), and POST /_noop,
-the benchmark's baseline.
+balancers and orchestrators probe it), GET /stats, GET /queues, GET /metrics (Prometheus),
+and POST /_noop, the benchmark's baseline.
 
-/stats shares its body with the `event: stats` frames of /events (`stats.StatsView`); /metrics
-renders the app's own registry (`metrics.py`). Nothing here writes to the engine.
+/health answers 503 while submits would be refused, naming every reason: the engine's (a failed
+fsync, a full disk, no etcd majority, shutting down) and the key store's (unreachable: every
+request would be a 503). The key store is probed in the background once a second
+(`KeyStoreProbe`), so /health answers at once even while Redis hangs. /stats shares its body
+with the `event: stats` frames of /events (`stats.StatsView`: the busiest queues only); GET
+/queues pages through every queue; /metrics renders the app's own registry (`metrics.py`).
+Nothing here writes to the engine.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 
+import msgspec
 from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from jq_tool.auth import Scope
+from jq_tool.auth import KeyStore, Scope
 from jq_tool.engine.base import Engine
 from jq_tool.server.auth_guard import Guard
 from jq_tool.server.metrics import PROMETHEUS_CONTENT_TYPE, render
-from jq_tool.server.requests import read_body
+from jq_tool.server.requests import decode_query, read_body
 from jq_tool.server.stats import StatsView
-from jq_tool.server.wire import Health, JSONResponse
+from jq_tool.server.validation import QueueListQuery
+from jq_tool.server.wire import (
+    Health,
+    HealthProblem,
+    JSONResponse,
+    QueuePage,
+    QueueView,
+)
+
+PROBE_INTERVAL_S = 1.0
+PROBE_TIMEOUT_S = 2.0
+
+
+class KeyStoreProbe:
+    """Whether the key store answers, asked once a second in the background."""
+
+    def __init__(self, keystore: KeyStore) -> None:
+        self.keystore = keystore
+        self.problem: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="jq-key-store-probe")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                problem = await asyncio.wait_for(self.keystore.check(), PROBE_TIMEOUT_S)
+            except TimeoutError:
+                problem = f"key store unreachable: no answer within {PROBE_TIMEOUT_S:g}s"
+            self.problem = problem and f"key store unreachable: {problem}"
+            await asyncio.sleep(PROBE_INTERVAL_S)
 
 
 @dataclass(frozen=True)
@@ -31,24 +77,42 @@ class MonitoringRoutes:
     stats: StatsView
     registry: CollectorRegistry
     max_body: int
+    key_store_probe: KeyStoreProbe
 
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/health", self.health, methods=["GET"]),
             Route("/stats", self.get_stats, methods=["GET"]),
+            Route("/queues", self.list_queues, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
             Route("/_noop", self.noop, methods=["POST"]),
         ]
 
     async def health(self, request: Request) -> Response:
         health = self.engine.health()
-        if health.ok:
+        problems = []
+        if not health.ok:
+            problems.append(HealthProblem("engine", health.reason or "writes refused"))
+        if self.key_store_probe.problem is not None:
+            problems.append(HealthProblem("key_store", self.key_store_probe.problem))
+        if not problems:
             return JSONResponse(Health("ok", health.role))
-        return JSONResponse(Health("unavailable", health.role, health.reason), status_code=503)
+        reason = "; ".join(problem.reason for problem in problems)
+        body = Health("unavailable", health.role, reason, problems)
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
     async def get_stats(self, request: Request) -> Response:
         await self.guard.require(request, Scope.JOBS_READ)
         return JSONResponse(self.stats.body())
+
+    async def list_queues(self, request: Request) -> Response:
+        await self.guard.require(request, Scope.JOBS_READ)
+        query = decode_query(request.query_params, QueueListQuery)
+        page = self.engine.queue_page(query.cursor, query.limit + 1)
+        more = len(page) > query.limit
+        page = page[: query.limit]
+        views = [QueueView(name=name, **msgspec.structs.asdict(counts)) for name, counts in page]
+        return JSONResponse(QueuePage(views, page[-1][0] if more else None))
 
     async def metrics(self, request: Request) -> Response:
         await self.guard.require(request, Scope.JOBS_READ)

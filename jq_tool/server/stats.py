@@ -1,9 +1,14 @@
-"""The /stats body, shared by GET /stats and the `event: stats` frames of /events, and the
-throughput meter behind its `submits_per_sec` and `acks_per_sec`.
+"""The /stats body, shared by GET /stats and the `event: stats` frames of /events, the GET
+/queues pages, and the throughput meter behind `submits_per_sec` and `acks_per_sec`.
 
 The engine keeps monotonic counters; the meter samples them once a second in a background task
 and reports the rate over the last sample interval, so a request for /stats costs no more
 than reading a few integers.
+
+However many queues there are, a stats body stays small (under 64 KiB): the totals, plus the
+STATS_QUEUES busiest queues and `queue_count`; GET /queues pages through all of them. The
+/events streams share one encoded stats frame, rebuilt at most every FRAME_TTL_S, so forty
+open dashboards cost one body a second, not forty.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from typing import Any
 import msgspec
 
 from jq_tool.engine.base import Engine
+
+STATS_QUEUES = 100  # the busiest queues in /stats and each stats frame of /events
+FRAME_TTL_S = 0.5  # an /events stats frame may be this old when a stream sends it
 
 
 class ThroughputMeter:
@@ -39,11 +47,11 @@ class ThroughputMeter:
             self._task = None
 
     async def _run(self) -> None:
-        counters = self.engine.stats().counters
+        counters = self.engine.stats(top=0).counters
         last = (time.monotonic(), counters.submitted, counters.acked)
         while True:
             await asyncio.sleep(self.interval)
-            counters = self.engine.stats().counters
+            counters = self.engine.stats(top=0).counters
             sample = (time.monotonic(), counters.submitted, counters.acked)
             elapsed = sample[0] - last[0]
             if elapsed > 0:
@@ -60,13 +68,16 @@ class StatsView:
         self.meter = meter
         self.node_id = node_id
         self.started = time.monotonic()
+        self._frame = b""
+        self._frame_at = -FRAME_TTL_S
 
     def body(self) -> dict[str, Any]:
-        stats = self.engine.stats()
+        stats = self.engine.stats(top=STATS_QUEUES)
         body: dict[str, Any] = msgspec.structs.asdict(stats.totals)
         body["queues"] = {
             name: msgspec.structs.asdict(queue) for name, queue in sorted(stats.queues.items())
         }
+        body["queue_count"] = stats.queue_count
         body["submits_per_sec"] = self.meter.submits_per_sec
         body["acks_per_sec"] = self.meter.acks_per_sec
         body["totals"] = msgspec.structs.asdict(stats.counters)
@@ -74,3 +85,12 @@ class StatsView:
         body["node_id"] = self.node_id
         body["uptime_s"] = round(time.monotonic() - self.started, 3)
         return body
+
+    def frame(self) -> bytes:
+        """The stats body, JSON-encoded, for the /events streams: one encoding shared by every
+        stream for up to FRAME_TTL_S."""
+        now = time.monotonic()
+        if now - self._frame_at >= FRAME_TTL_S:
+            self._frame = msgspec.json.encode(self.body())
+            self._frame_at = now
+        return self._frame

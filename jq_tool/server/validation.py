@@ -13,27 +13,58 @@ from typing import Annotated
 
 import msgspec
 
-from jq_tool.auth import KeyType, Scope
+from jq_tool.auth import LABEL_PATTERN, KeyType, Scope
 from jq_tool.core.model import JobState
 
 MAX_LEASE_WAIT_MS = 30_000
 MAX_BATCH = 1000
 
-QueueName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+# The one queue name pattern, as docs/api.md and /openapi.json publish it. JSON Schema reads
+# `$` the ECMAScript way (the very end); Python's `$` also matches before a final newline, which
+# let "abc\n" through, so the decoder's pattern ends in `\Z` (openapi.py publishes it as `$`).
+QUEUE_NAME_PATTERN = "^[A-Za-z0-9_.:-]{1,128}$"
+QueueName = Annotated[str, msgspec.Meta(pattern=QUEUE_NAME_PATTERN.removesuffix("$") + r"\Z")]
+QUEUE_NAME_RULE = "1-128 characters of A-Z, a-z, 0-9, '_', '.', ':', '-'"
 LeaseMs = Annotated[int, msgspec.Meta(ge=1000, le=3_600_000)]
 Priority = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 MaxRetries = Annotated[int, msgspec.Meta(ge=0, le=1000)]
 DelayMs = Annotated[int, msgspec.Meta(ge=0, le=10 * 365 * 86_400_000)]
 # The same limit for the `idempotency_key` field and the `Idempotency-Key` header.
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-Label = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-RFC3339Time = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+# A key's name and owner id (auth's one rule: not blank, no control characters).
+Label = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=200, pattern=LABEL_PATTERN.removesuffix("$") + r"\Z")
+]
+# Checked by wire.parse_rfc3339, the server's one parser of times: RFC 3339 only, between
+# 1970-01-01 and 9999-12-31 UTC (400 naming the field otherwise). The published pattern says
+# the same to a client: years 1971-9998 with any offset; 1970 and 9999 with an offset that
+# keeps the instant inside (only the first and last day can leave it).
+_TIME = r"[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?"
+_ANY_OFFSET = r"([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+_DAY = r"(0[1-9]|[12][0-9]|3[01])"
+RUN_AT_PATTERN = (
+    r"^((197[1-9]|19[89][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"
+    rf"-(0[1-9]|1[0-2])-{_DAY}{_TIME}{_ANY_OFFSET}"
+    rf"|1970-((0[2-9]|1[0-2])-{_DAY}|01-(0[2-9]|[12][0-9]|3[01])){_TIME}{_ANY_OFFSET}"
+    rf"|1970-01-01{_TIME}([Zz]|-([01][0-9]|2[0-3]):[0-5][0-9]|\+00:00)"
+    rf"|9999-((0[1-9]|1[01])-{_DAY}|12-([0-2][0-9]|30)){_TIME}{_ANY_OFFSET}"
+    rf"|9999-12-31{_TIME}([Zz]|\+([01][0-9]|2[0-3]):[0-5][0-9]|-00:00))$"
+)
+RFC3339Time = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=64, extra_json_schema={"format": "date-time", "pattern": RUN_AT_PATTERN}
+    ),
+]
+# The one message for a missing or empty payload (the original server's contract).
+PAYLOAD_REQUIRED = "payload is required"
 
 
 class SubmitBody(msgspec.Struct):
-    """A job to submit. `delay_ms` or `run_at` (not both) schedules it for later."""
+    """A job to submit: `payload` is required and not empty. `delay_ms` or `run_at` (not
+    both) schedules it for later."""
 
-    payload: str = ""
+    payload: Annotated[str, msgspec.Meta(min_length=1)]
     max_retries: MaxRetries = 3
     priority: Priority = 0
     delay_ms: DelayMs | None = None
@@ -83,7 +114,7 @@ class KeyCreateBody(msgspec.Struct):
     name: Label
     owner_id: Label
     type: KeyType
-    scopes: list[Scope] | None = None
+    scopes: Annotated[list[Scope], msgspec.Meta(min_length=1)] | None = None
 
 
 class ListQuery(msgspec.Struct):
@@ -91,9 +122,16 @@ class ListQuery(msgspec.Struct):
     parameter counts as absent."""
 
     state: JobState | None = None
-    queue: str | None = None
+    queue: QueueName | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
-    cursor: str | None = None
+    cursor: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,20}\Z")] | None = None
+
+
+class QueueListQuery(msgspec.Struct):
+    """The query of GET /queues: `cursor` is the `next_cursor` of the page before."""
+
+    cursor: QueueName | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
 
 
 class EmptyBody(msgspec.Struct):

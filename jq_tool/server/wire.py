@@ -3,17 +3,23 @@ one way times look on the wire.
 
 Times inside the queue are epoch milliseconds; on the wire they are RFC 3339 UTC strings with
 milliseconds (`2026-11-28T10:00:00.123Z`), written by `rfc3339` and read by `parse_rfc3339`
-(a submit's `run_at`), the server's only formatter and parser of times. The Structs are what
-the routes encode and what `openapi.py` publishes as response schemas, so a field is declared
-once. They are encoded with msgspec: the server's per-request budget is a few microseconds, and
-stdlib json would spend most of it. A field that is sometimes absent from an answer defaults to
-UNSET, which msgspec leaves out.
+(a submit's `run_at`), the server's only formatter and parser of times. The parser takes RFC
+3339 date-times only (no dates alone, week dates, spaces for `T` or missing offsets) between
+1970-01-01 and 9999-12-31 UTC; the formatter always writes four-digit years, holding a time
+outside years 1-9999 (which only a data dir written before the parser's bounds can hold) at
+the nearest end, so whatever the server writes, a client's RFC 3339 parser reads.
+
+The Structs are what the routes encode and what `openapi.py` publishes as response schemas, so
+a field is declared once. They are encoded with msgspec: the server's per-request budget is a
+few microseconds, and stdlib json would spend most of it. A field that is sometimes absent from
+an answer defaults to UNSET, which msgspec leaves out.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Any, cast, overload
 
 import msgspec
@@ -41,6 +47,18 @@ def encode_json(content: Any) -> bytes:
     return _encoder.encode(content)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+FIRST_RUN_AT_MS = 0  # 1970-01-01T00:00:00.000Z
+LAST_RUN_AT_MS = (datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC) - _EPOCH) // _MS
+_FIRST_WRITTEN_MS = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // _MS
+_YEAR_1000_MS = (datetime(1000, 1, 1, tzinfo=UTC) - _EPOCH) // _MS
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?"
+    r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
+)
+
+
 @overload
 def rfc3339(ms: int) -> str: ...
 @overload
@@ -48,16 +66,60 @@ def rfc3339(ms: int | None) -> str | None: ...
 def rfc3339(ms: int | None) -> str | None:
     if ms is None:
         return None
-    seconds, millis = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    if _YEAR_1000_MS <= ms <= LAST_RUN_AT_MS:  # strftime's %Y has four digits here
+        seconds, millis = divmod(ms, 1000)
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    moment = _EPOCH + min(max(ms, _FIRST_WRITTEN_MS), LAST_RUN_AT_MS) * _MS
+    return (
+        f"{moment.year:04d}"
+        + moment.strftime("-%m-%dT%H:%M:%S.")
+        + f"{moment.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_rfc3339(text: str) -> int:
-    """RFC 3339 → epoch ms. A time without an offset is taken as UTC. Raises ValueError."""
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+    """An RFC 3339 date-time (`2030-01-01T00:00:00Z`, `2030-01-01t00:00:00.5+02:00`) → epoch
+    ms, fractions past the millisecond dropped. Raises ValueError saying what is wrong: not
+    that form, not a real date or time, or not between 1970-01-01 and 9999-12-31 (the date
+    written, and the instant in UTC)."""
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not an RFC 3339 date-time (e.g. 2030-01-01T09:30:00Z or "
+            "2030-01-01T09:30:00.250+02:00)"
+        )
+    year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
+    date = (int(year), int(month), int(day))
+    # The date as written is inside the range, and on its first and last day the offset may
+    # not carry the instant out of it: one rule a JSON Schema pattern can state exactly
+    # (validation.RUN_AT_PATTERN), and a little stricter than the instant alone.
+    zero_offset = sign is None or (off_h, off_m) == ("00", "00")
+    if not (1970, 1, 1) <= date <= (9999, 12, 31):
+        raise ValueError(f"{text!r} is outside the years 1970 to 9999")
+    if (date == (1970, 1, 1) and sign == "+" and not zero_offset) or (
+        date == (9999, 12, 31) and sign == "-" and not zero_offset
+    ):
+        raise ValueError(
+            f"{text!r}: on 1970-01-01 an offset must be Z or negative, on 9999-12-31 Z or "
+            "positive (the time must fall between 1970-01-01T00:00:00Z and "
+            "9999-12-31T23:59:59.999Z)"
+        )
+    try:
+        offset = UTC
+        if sign is not None:
+            delta = timedelta(hours=int(off_h), minutes=int(off_m))
+            if int(off_m) > 59:
+                raise ValueError("offset minutes past 59")
+            offset = timezone(-delta if sign == "-" else delta)
+        moment = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=offset
+        )
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a valid date-time: {exc}") from None
+    ms = (moment - _EPOCH) // _MS + (int(fraction[:3].ljust(3, "0")) if fraction else 0)
+    if not FIRST_RUN_AT_MS <= ms <= LAST_RUN_AT_MS:
+        raise ValueError(f"{text!r} is outside 1970-01-01T00:00:00Z .. 9999-12-31T23:59:59.999Z")
+    return ms
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -83,10 +145,12 @@ class SubmitAnswer(msgspec.Struct):
 
 
 class BatchRefusal(msgspec.Struct):
-    """A refused entry of POST /jobs/batch: the others are submitted all the same."""
+    """A refused entry of POST /jobs/batch: the others are submitted all the same. `code` is
+    the one a POST /jobs of that entry would have been refused with."""
 
     error: str
     field: str | None
+    code: str
 
 
 class LeasedJob(msgspec.Struct, kw_only=True):
@@ -179,12 +243,43 @@ class JobPage(msgspec.Struct):
     next_cursor: str | None
 
 
+class HealthProblem(msgspec.Struct):
+    """One condition that refuses work: `engine` (a failed fsync, a full disk, no etcd
+    majority, shutting down) or `key_store` (unreachable: every request would be a 503)."""
+
+    check: str
+    reason: str
+
+
 class Health(msgspec.Struct):
-    """GET /health: 200 when the engine accepts writes, 503 with the reason when not."""
+    """GET /health: 200 `ok` while the server takes work; 503 `unavailable` while submits
+    would be refused, with every reason (`reason` joins them, `problems` lists them)."""
 
     status: str
     role: str
-    reason: str | None | UnsetType = UNSET
+    reason: str | UnsetType = UNSET
+    problems: list[HealthProblem] | UnsetType = UNSET
+
+
+class QueueView(msgspec.Struct, kw_only=True):
+    """One queue holding jobs, with its counts by state (GET /queues)."""
+
+    name: str
+    runnable: int
+    running: int
+    scheduled: int
+    retry: int
+    dead: int
+    acked: int
+    cancelled: int
+    total: int
+
+
+class QueuePage(msgspec.Struct):
+    """GET /queues: queues by name; `next_cursor` asks for the next page, null on the last."""
+
+    queues: list[QueueView]
+    next_cursor: str | None
 
 
 class StreamTicket(msgspec.Struct):

@@ -34,7 +34,8 @@ from jq_tool.core.model import (
 )
 from jq_tool.core.state_machine import StateMachine, StateMachineConfig
 
-CONFIG = StateMachineConfig(retry_base_ms=200, retry_max_ms=5000, idempotency_window_ms=20_000)
+CONFIG = StateMachineConfig(retry_base_ms=200, retry_max_ms=5000)
+KEEP_MS = 20_000  # how long idempotency keys are remembered (in each Submit)
 T0 = 1_700_000_000_000
 QUEUES = ["default", "emails", "reports", "zz-low"]
 KINDS = ["submit", "lease", "ack", "fail", "extend", "cancel", "requeue", "expire", "purge"]
@@ -84,11 +85,13 @@ def record_log(seed: int, length: int) -> tuple[list[Command], list[Result], lis
                         max_retries=rng.randint(0, 4),
                         run_at=None if rng.random() < 0.8 else now + rng.randint(-500, 8000),
                         idempotency_key=None if rng.random() < 0.9 else f"k{rng.randint(0, 60)}",
+                        owner=rng.choice(["", "team-a", "team-b"]),
+                        fingerprint=rng.choice([None, "f1", "f2"]),
                     )
                 )
                 next_job += 1
             # A proposer on another node may lag the clock a little.
-            command = Submit(now - rng.choice([0, 0, 0, 40]), jobs)
+            command = Submit(now - rng.choice([0, 0, 0, 40]), jobs, KEEP_MS, rng.choice([0, 3]))
         elif kind == "lease":
             n = rng.randint(1, 4)
             command = Lease(

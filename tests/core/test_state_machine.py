@@ -38,8 +38,10 @@ from jq_tool.core.state_machine import (
 T0 = 1_000_000
 
 
-def submit(sm: StateMachine, *jobs: NewJob, now: int = T0) -> list[Submitted | Error]:
-    result = sm.apply(Submit(now, list(jobs)))
+def submit(
+    sm: StateMachine, *jobs: NewJob, now: int = T0, keep_ms: int = 86_400_000, max_queues: int = 0
+) -> list[Submitted | Error]:
+    result = sm.apply(Submit(now, list(jobs), keep_ms, max_queues))
     assert isinstance(result, SubmitResult)
     return result.entries
 
@@ -109,8 +111,8 @@ def test_idempotency_duplicate_across_submits_and_within_one() -> None:
 
 
 def test_idempotency_window_closes_and_purge_forgets_the_key() -> None:
-    sm = StateMachine(StateMachineConfig(idempotency_window_ms=1000))
-    submit(sm, NewJob("a", idempotency_key="k"))
+    sm = StateMachine()
+    submit(sm, NewJob("a", idempotency_key="k"), keep_ms=1000)
     assert submit(sm, NewJob("b", idempotency_key="k"), now=T0 + 999) == [
         Submitted("a", duplicate=True)
     ]
@@ -122,9 +124,11 @@ def test_idempotency_window_closes_and_purge_forgets_the_key() -> None:
 
 
 def test_expired_idempotency_key_is_reused_even_before_purge() -> None:
-    sm = StateMachine(StateMachineConfig(idempotency_window_ms=1000))
-    submit(sm, NewJob("a", idempotency_key="k"))
-    assert submit(sm, NewJob("b", idempotency_key="k"), now=T0 + 1000) == [Submitted("b")]
+    sm = StateMachine()
+    submit(sm, NewJob("a", idempotency_key="k"), keep_ms=1000)
+    assert submit(sm, NewJob("b", idempotency_key="k"), now=T0 + 1000, keep_ms=1000) == [
+        Submitted("b")
+    ]
     assert submit(sm, NewJob("c", idempotency_key="k"), now=T0 + 1500) == [
         Submitted("b", duplicate=True)
     ]
@@ -683,8 +687,11 @@ def test_mass_cancel_frees_the_heaps_and_leasing_still_follows_the_order() -> No
 
 def test_extreme_times_still_snapshot() -> None:
     top = 2**62 - 1
-    sm = StateMachine(StateMachineConfig(idempotency_window_ms=2**70, retry_max_ms=2**70))
-    submit(sm, NewJob("a", run_at=top, idempotency_key="k"), NewJob("b", priority=-top), now=top)
+    sm = StateMachine(StateMachineConfig(retry_max_ms=2**70))
+    submit(
+        sm, NewJob("a", run_at=top, idempotency_key="k"), NewJob("b", priority=-top), now=top,
+        keep_ms=top,
+    )  # fmt: skip
     leased = lease(sm, n=2, now=top, lease_ms=top)
     assert [j.id for j in leased] == ["a", "b"]
     sm.apply(Fail(top, "a"))

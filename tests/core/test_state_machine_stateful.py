@@ -48,8 +48,10 @@ from jq_tool.core.state_machine import (
     Stats,
 )
 
-CONFIG = StateMachineConfig(retry_base_ms=100, retry_max_ms=1000, idempotency_window_ms=3000)
-QUEUES = ["a", "b"]
+CONFIG = StateMachineConfig(retry_base_ms=100, retry_max_ms=1000)
+KEEP_MS = 3000  # how long idempotency keys are remembered (in each Submit)
+QUEUES = ["a", "b", "c"]
+MAX_QUEUES = 2  # submits that carry a cap: the three queues do not fit
 R, RU, RE, D, A, C = (
     JobState.READY,
     JobState.RUNNING,
@@ -68,7 +70,8 @@ class ReferenceQueue:
         self.now = 0
         self.seq = 0
         self.jobs: dict[str, Job] = {}
-        self.idempotency: dict[str, tuple[str, int]] = {}
+        # (owner, key) -> (job id, fingerprint, keep end)
+        self.idempotency: dict[tuple[str, str], tuple[str, str | None, int]] = {}
         self.counters = Counters()
 
     def advance(self, now: int) -> int:
@@ -122,11 +125,19 @@ class ReferenceQueue:
         entries: list[Submitted | Error] = []
         for nj in command.jobs:
             key = nj.idempotency_key
-            if key is not None and key in self.idempotency and self.now < self.idempotency[key][1]:
-                entries.append(Submitted(self.idempotency[key][0], duplicate=True))
+            remembered = self.idempotency.get((nj.owner, key)) if key is not None else None
+            if remembered is not None and self.now < remembered[2]:
+                if remembered[1] in (None, nj.fingerprint) or nj.fingerprint is None:
+                    entries.append(Submitted(remembered[0], duplicate=True))
+                else:
+                    entries.append(Error(ErrorCode.IDEMPOTENCY_KEY_REUSED, ""))
                 continue
             if nj.id in self.jobs:
                 entries.append(Error(ErrorCode.INVALID, ""))
+                continue
+            held = {j.queue for j in self.jobs.values()}
+            if command.max_queues and nj.queue not in held and len(held) >= command.max_queues:
+                entries.append(Error(ErrorCode.TOO_MANY_QUEUES, ""))
                 continue
             self.seq += 1
             run_at = now if nj.run_at is None else nj.run_at
@@ -135,7 +146,7 @@ class ReferenceQueue:
                 self.seq, idempotency_key=key, updated_at=now,
             )  # fmt: skip
             if key is not None:
-                self.idempotency[key] = (nj.id, now + self.config.idempotency_window_ms)
+                self.idempotency[(nj.owner, key)] = (nj.id, nj.fingerprint, now + KEEP_MS)
             self.counters.submitted += 1
             entries.append(Submitted(nj.id))
         return SubmitResult(entries=entries)
@@ -208,7 +219,7 @@ class ReferenceQueue:
         for job_id in gone:
             del self.jobs[job_id]
         self.counters.purged += len(gone)
-        keys = [k for k, (_, end) in self.idempotency.items() if end <= self.now]
+        keys = [k for k, (_, _, end) in self.idempotency.items() if end <= self.now]
         for key in keys:
             del self.idempotency[key]
         return PurgeResult(jobs=len(gone), idempotency_keys=len(keys))
@@ -236,6 +247,7 @@ class ReferenceQueue:
             totals=count(list(self.jobs.values())),
             queues={q: count([j for j in self.jobs.values() if j.queue == q]) for q in names},
             counters=copy(self.counters),
+            queue_count=len(names),
         )
 
     def next_due(self) -> int | None:
@@ -314,28 +326,35 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
                 st.one_of(st.none(), st.integers(min_value=-500, max_value=1500)),
                 st.sampled_from([None, None, None, None, "k1", "k2", "k3"]),
                 st.integers(min_value=0, max_value=9),  # 0: reuse a known job id
+                st.sampled_from(["", "o1", "o2"]),  # owner
+                st.sampled_from([None, "f1", "f1", "f2"]),  # request fingerprint
             ),
             min_size=1,
             max_size=5,
         ),
         skew=st.integers(min_value=-300, max_value=0),
+        capped=st.booleans(),
     )
     def submit(
         self,
-        specs: list[tuple[str, int, int, int | None, str | None, int]],
+        specs: list[tuple[str, int, int, int | None, str | None, int, str, str | None]],
         skew: int,
+        capped: bool,
     ) -> None:
         jobs = []
-        for queue, priority, max_retries, run_at, key, reuse_id in specs:
+        for queue, priority, max_retries, run_at, key, reuse_id, owner, print_ in specs:
             if reuse_id == 0 and self.ref.jobs:
                 job_id = next(iter(self.ref.jobs))
             else:
                 job_id = f"j{self.next_job}"
                 self.next_job += 1
             at = None if run_at is None else self.now + run_at
-            jobs.append(NewJob(job_id, queue, f"p{job_id}", priority, max_retries, at, key))
+            jobs.append(
+                NewJob(job_id, queue, f"p{job_id}", priority, max_retries, at, key, owner, print_)
+            )
         # A command's clock may lag the machine's (another node proposed it).
-        self.check(Submit(max(self.now + skew, 0), jobs))
+        cap = MAX_QUEUES if capped else 0
+        self.check(Submit(max(self.now + skew, 0), jobs, KEEP_MS, cap))
 
     @rule(
         queue=st.sampled_from(QUEUES),

@@ -102,7 +102,11 @@ def test_create_list_and_revoke_keys(server: Any, admin: httpx.Client) -> None:
     assert entry["revoked_at"] is None
     assert secret not in listing.text
 
-    revoked = admin.delete(f"/keys/{secret}")
+    # Issue 15: never by the secret in a URL; by the public key_id.
+    by_secret = admin.delete(f"/keys/{secret}")
+    assert by_secret.status_code == 400 and by_secret.json()["field"] == "key", by_secret.text
+    assert "key_id" in by_secret.json()["error"]
+    revoked = admin.delete(f"/keys/{body['key_id']}")
     assert revoked.status_code == 200, revoked.text
     assert revoked.json()["message"] == "Key revoked successfully"
     assert revoked.json()["key"] == body["key_id"]

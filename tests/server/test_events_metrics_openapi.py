@@ -37,7 +37,7 @@ def test_events_deliver_stats_and_job_events(server: Any, client: httpx.Client) 
         events = read_events(r)
         name, stats = next(events)
         assert name == "stats" and "runnable" in stats and "queues" in stats
-        job_id = client.post("/jobs", json={"queue": queue}).json()["job_id"]
+        job_id = client.post("/jobs", json={"queue": queue, "payload": "x"}).json()["job_id"]
         seen_stats = 0
         for name, data in events:
             if name == "stats":
@@ -91,14 +91,15 @@ def _status_of_stream(url: str, ticket: str) -> int:
 
 
 def test_ticket_of_a_revoked_key_stops_working(server: Any, admin: httpx.Client) -> None:
-    secret = admin.post(
+    created = admin.post(
         "/admin/keys", json={"name": "viewer", "owner_id": "viewers", "type": "client"}
-    ).json()["key"]
+    ).json()
+    secret = created["key"]
     ticket = httpx.post(
         server.url + "/events/ticket", headers={"Authorization": f"Bearer {secret}"}
     ).json()["ticket"]
     assert _status_of_stream(server.url, ticket) == 200
-    admin.delete(f"/keys/{secret}")
+    admin.delete(f"/keys/{created['key_id']}")
     assert _status_of_stream(server.url, ticket) == 401
 
 
@@ -113,7 +114,7 @@ def test_ticket_needs_jobs_read(server: Any, admin: httpx.Client) -> None:
 
 
 def test_metrics_text(server: Any, client: httpx.Client) -> None:
-    client.post("/jobs", json={"queue": "metrics-q"})
+    client.post("/jobs", json={"queue": "metrics-q", "payload": "x"})
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")

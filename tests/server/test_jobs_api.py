@@ -24,6 +24,7 @@ def queue_name() -> str:
 
 
 def submit(client: httpx.Client, **body: Any) -> str:
+    body.setdefault("payload", "x")  # required since issue 15
     response = client.post("/jobs", json=body)
     assert response.status_code == 201, response.text
     return str(response.json()["job_id"])
@@ -90,10 +91,14 @@ def test_submit_lease_ack_get(client: httpx.Client, worker: httpx.Client) -> Non
 
 
 def test_defaults_of_an_empty_body(client: httpx.Client, worker: httpx.Client) -> None:
-    job_id = submit(client)
+    # Issue 15: an empty or missing payload is refused (the original server's contract).
+    for body in ({}, {"payload": ""}, {"data": "x"}):
+        assert_error(client.post("/jobs", json=body), 400, "invalid_field", "payload")
+        assert client.post("/jobs", json=body).json()["error"] == "payload is required"
+    job_id = submit(client, payload="only a payload")
     job = client.get(f"/jobs/{job_id}").json()
-    assert job["payload"] == "" and job["queue"] == "default" and job["max_retries"] == 3
-    assert job["priority"] == 0 and job["state"] == "READY"
+    assert job["payload"] == "only a payload" and job["queue"] == "default"
+    assert job["max_retries"] == 3 and job["priority"] == 0 and job["state"] == "READY"
 
 
 def test_failed_attempts_retry_then_die(client: httpx.Client, worker: httpx.Client) -> None:
@@ -241,7 +246,7 @@ def test_idempotency_by_header_and_by_field(client: httpx.Client) -> None:
     assert job["idempotency_key"] == key
 
     other = "idem-" + uuid.uuid4().hex
-    created = client.post("/jobs", json={"idempotency_key": other})
+    created = client.post("/jobs", json={"payload": "a", "idempotency_key": other})
     assert created.status_code == 201
     assert created.json()["job_id"] != first.json()["job_id"]
 
@@ -265,7 +270,8 @@ def test_batch_with_a_bad_entry(client: httpx.Client, worker: httpx.Client) -> N
     assert results[1]["field"] == "max_retries" and results[1]["error"]
     assert results[2]["duplicate"] is False
     assert results[3]["field"] == "queue"
-    assert results[4] == {"job_id": results[2]["job_id"], "duplicate": True}
+    # The same key with another payload is another request (issue 15): refused, not a duplicate.
+    assert results[4]["code"] == "idempotency_key_reused" and results[4]["field"] is None
     assert "error" in results[5]
     leased = worker.post("/jobs/lease", json={"queue": queue, "max_jobs": 10}).json()
     assert {job["payload"] for job in leased} == {"one", "three"}
@@ -273,7 +279,7 @@ def test_batch_with_a_bad_entry(client: httpx.Client, worker: httpx.Client) -> N
 
 def test_batch_size_limits(client: httpx.Client) -> None:
     assert_error(client.post("/jobs/batch", json={"jobs": []}), 400, "invalid_field", "jobs")
-    too_many = {"jobs": [{}] * 1001}
+    too_many = {"jobs": [{"payload": "x"}] * 1001}
     assert_error(client.post("/jobs/batch", json=too_many), 400, "invalid_field", "jobs")
     assert_error(client.post("/jobs/batch", json={}), 400, "invalid_field", "jobs")
 
@@ -354,7 +360,7 @@ def test_noop_route(server: Any) -> None:
     ],
 )
 def test_submit_bad_field(client: httpx.Client, body: dict[str, Any], field: str) -> None:
-    assert_error(client.post("/jobs", json=body), 400, "invalid_field", field)
+    assert_error(client.post("/jobs", json={"payload": "x", **body}), 400, "invalid_field", field)
 
 
 @pytest.mark.parametrize(
@@ -459,7 +465,7 @@ def test_stats_rates_follow_submits_and_acks(client: httpx.Client, worker: httpx
     seen = {"submits_per_sec": 0.0, "acks_per_sec": 0.0}
     while time.monotonic() < deadline and not all(seen.values()):
         # Keep some traffic flowing until a one-second sample has seen both kinds.
-        client.post("/jobs/batch", json={"jobs": [{"queue": queue}] * 20})
+        client.post("/jobs/batch", json={"jobs": [{"queue": queue, "payload": "x"}] * 20})
         for job in worker.post("/jobs/lease", json={"queue": queue, "max_jobs": 20}).json():
             worker.post(f"/jobs/{job['job_id']}/ack", json={"lease_id": job["lease_id"]})
         stats = client.get("/stats").json()

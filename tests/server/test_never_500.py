@@ -72,7 +72,7 @@ def test_odd_requests(admin: httpx.Client, method: str, path: str) -> None:
 def test_odd_content_length(server: Any) -> None:
     response = httpx.post(
         server.url + "/jobs",
-        content=b"{}",
-        headers={**server.headers(server.client_key), "Content-Length": "2"},
+        content=b'{"payload":"x"}',
+        headers={**server.headers(server.client_key), "Content-Length": "15"},
     )
     assert response.status_code == 201

@@ -69,11 +69,11 @@ def test_submit_limits_agree(
     document: dict[str, Any], client: httpx.Client, field: str, at_limit: Any, past_limit: Any
 ) -> None:
     schema = schema_of(document, "SubmitRequest")
-    accepted = {field: at_limit}
+    accepted = {"payload": "p", field: at_limit}
     assert schema.is_valid(accepted), accepted
     # 200: an idempotency key this shared server has seen in an earlier run of the test.
     assert client.post("/jobs", json=accepted).status_code in (200, 201)
-    refused = {field: past_limit}
+    refused = {"payload": "p", field: past_limit}
     assert not schema.is_valid(refused), refused
     assert_refused(client.post("/jobs", json=refused), field)
 
@@ -89,7 +89,7 @@ def test_lease_limits_agree(
 ) -> None:
     schema = schema_of(document, "LeaseRequest")
     queue = "limits-" + uuid.uuid4().hex[:8]
-    assert client.post("/jobs", json={"queue": queue}).status_code == 201
+    assert client.post("/jobs", json={"queue": queue, "payload": "p"}).status_code == 201
     accepted = {"queue": queue, field: at_limit}
     assert schema.is_valid(accepted)
     assert worker.post("/jobs/lease", json=accepted).status_code == 200
@@ -100,15 +100,16 @@ def test_lease_limits_agree(
 
 def test_batch_size_limits_agree(document: dict[str, Any], client: httpx.Client) -> None:
     schema = schema_of(document, "BatchRequest")
-    for jobs in ([{}], [{}] * 1000):
+    for jobs in ([{"payload": "p"}], [{"payload": "p"}] * 1000):
         assert schema.is_valid({"jobs": jobs})
         assert client.post("/jobs/batch", json={"jobs": jobs}).status_code == 201
-    for jobs in ([], [{}] * 1001):
+    for jobs in ([], [{"payload": "p"}] * 1001):
         assert not schema.is_valid({"jobs": jobs})
         assert_refused(client.post("/jobs/batch", json={"jobs": jobs}), "jobs")
     # Each entry is a SubmitRequest: its limits hold inside a batch too.
-    assert not schema.is_valid({"jobs": [{"max_retries": 1001}]})
-    entry = client.post("/jobs/batch", json={"jobs": [{"max_retries": 1001}]}).json()
+    assert not schema.is_valid({"jobs": [{"payload": "p", "max_retries": 1001}]})
+    entry = client.post("/jobs/batch", json={"jobs": [{"payload": "p", "max_retries": 1001}]})
+    entry = entry.json()
     assert entry["results"][0]["field"] == "max_retries"
 
 
@@ -129,9 +130,11 @@ def test_header_and_query_limits_agree(document: dict[str, Any], client: httpx.C
     key_schema = Draft202012Validator(header["schema"])
     at_limit = uuid.uuid4().hex + "k" * 224
     assert key_schema.is_valid(at_limit) and not key_schema.is_valid(at_limit + "k")
-    assert client.post("/jobs", headers={"Idempotency-Key": at_limit}).status_code == 201
+    body = {"payload": "p"}
+    assert client.post("/jobs", json=body, headers={"Idempotency-Key": at_limit}).status_code == 201
     assert_refused(
-        client.post("/jobs", headers={"Idempotency-Key": at_limit + "k"}), "Idempotency-Key"
+        client.post("/jobs", json=body, headers={"Idempotency-Key": at_limit + "k"}),
+        "Idempotency-Key",
     )
 
     listing = document["paths"]["/jobs"]["get"]
@@ -167,7 +170,8 @@ def test_answers_match_their_published_schemas(
     schema_of(document, "Stats").validate(client.get("/stats").json())
     schema_of(document, "Ticket").validate(client.post("/events/ticket").json())
     schema_of(document, "Error").validate(client.get("/jobs/nope").json())
-    batch = client.post("/jobs/batch", json={"jobs": [{}, {"priority": "x"}]}).json()
+    batch = client.post("/jobs/batch", json={"jobs": [{"payload": "p"}, {"priority": "x"}]})
+    batch = batch.json()
     schema_of(document, "BatchResponse").validate(batch)
     health = httpx.get(str(client.base_url.join("/health"))).json()
     schema_of(document, "Health").validate(health)

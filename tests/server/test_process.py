@@ -82,7 +82,8 @@ def test_sigterm_drains_exits_0_and_keeps_data(jq_server: Any) -> None:
 def test_expired_lease_goes_back_to_retry(jq_server_factory: Any) -> None:
     server = jq_server_factory("--lease-check-interval", "100ms")
     with server.client(server.client_key) as client, server.client(server.worker_key) as worker:
-        job_id = client.post("/jobs", json={"queue": "exp", "max_retries": 1}).json()["job_id"]
+        body = {"queue": "exp", "max_retries": 1, "payload": "x"}
+        job_id = client.post("/jobs", json=body).json()["job_id"]
         leased = worker.post("/jobs/lease", json={"queue": "exp", "lease_ms": 1000}).json()
         deadline = time.monotonic() + 20
         while client.get(f"/jobs/{job_id}").json()["state"] == "RUNNING":
@@ -184,10 +185,11 @@ def test_wal_tuning_from_env(jq_server_factory: Any) -> None:
 def test_access_log_shows_route_templates_not_secrets(jq_server_factory: Any) -> None:
     server = jq_server_factory("--access-log")
     with server.client(server.admin_key) as admin:
-        secret = admin.post(
+        created = admin.post(
             "/admin/keys", json={"name": "n", "owner_id": "o", "type": "client"}
-        ).json()["key"]
-        assert admin.delete(f"/keys/{secret}").status_code == 200
+        ).json()
+        secret = created["key"]
+        assert admin.delete(f"/keys/{created['key_id']}").status_code == 200
     # The access line is written after the answer is sent: give the server a moment.
     deadline = time.monotonic() + 5
     while "DELETE /keys/{key} 200" not in server.log() and time.monotonic() < deadline:

@@ -124,7 +124,12 @@ def test_redis_outage_is_503_not_401(jq_server_factory: Any) -> None:
             response = httpx.get(server.url + "/stats", headers=server.headers(key), timeout=30)
             assert response.status_code == 503, response.text
             assert response.json()["code"] == "unavailable"
-        assert httpx.get(server.url + "/health").status_code == 200  # the queue itself is fine
+        # Issue 15: /health says so too (503, key store unreachable): every request would be
+        # refused. test_health_reasons.py checks the shape and the recovery.
+        deadline = time.monotonic() + 15
+        while httpx.get(server.url + "/health").status_code != 503:
+            assert time.monotonic() < deadline, "/health never said the key store is gone"
+            time.sleep(0.1)
         redis_proc = _start_redis(port)
         # Back again (and empty: it kept nothing on disk), so keys are now simply unknown.
         deadline = time.monotonic() + 20
@@ -139,3 +144,55 @@ def test_redis_outage_is_503_not_401(jq_server_factory: Any) -> None:
     finally:
         redis_proc.kill()
         redis_proc.wait()
+
+
+@pytest.mark.slow
+def test_a_revoke_on_one_server_ends_the_keys_streams_on_another(
+    jq_server_factory: Any, redis_prefix: str
+) -> None:
+    """Issue 15, finding 3, in Redis mode: the revoke is announced on the Redis channel, and
+    the other server ends the key's streams (its once-a-second re-check would too)."""
+    from tests.server.test_tenants import StreamWatcher
+
+    args = ("--redis-url", REDIS_URL, "--redis-prefix", redis_prefix)
+    one = jq_server_factory(*args)
+    other = jq_server_factory(*args)
+    with one.client(one.admin_key) as admin:
+        viewer = admin.post(
+            "/admin/keys", json={"name": "v", "owner_id": "viewers", "type": "client"}
+        ).json()
+        headers = {"Authorization": f"Bearer {viewer['key']}"}
+        ticket = httpx.post(other.url + "/events/ticket", headers=headers).json()["ticket"]
+        by_header = StreamWatcher(other.url + "/events", headers=headers)
+        by_ticket = StreamWatcher(other.url + "/events", params={"ticket": ticket})
+        assert by_header.opened.wait(10) and by_ticket.opened.wait(10)
+        assert admin.delete(f"/keys/{viewer['key_id']}").status_code == 200
+    assert by_header.ended.wait(5), "the other server kept the revoked key's stream open"
+    assert by_ticket.ended.wait(5), "the other server kept the revoked key's ticket stream open"
+    assert httpx.get(other.url + "/stats", headers=headers).status_code == 401
+
+
+@pytest.mark.slow
+def test_a_revoke_whose_notice_was_lost_still_ends_the_streams(
+    jq_server_factory: Any, redis_prefix: str
+) -> None:
+    """Pub/sub is fire-and-forget: a key revoked in Redis without the notice (written here by
+    hand, as a server cut off from the channel would leave it) is found by the re-check."""
+    from tests.server.test_tenants import StreamWatcher
+
+    server = jq_server_factory("--redis-url", REDIS_URL, "--redis-prefix", redis_prefix)
+    with server.client(server.admin_key) as admin:
+        viewer = admin.post(
+            "/admin/keys", json={"name": "v", "owner_id": "viewers", "type": "client"}
+        ).json()
+    watcher = StreamWatcher(
+        server.url + "/events", headers={"Authorization": f"Bearer {viewer['key']}"}
+    )
+    assert watcher.opened.wait(10)
+    now_ms = int(time.time() * 1000)
+    connection = redis.Redis.from_url(REDIS_URL)
+    connection.hset(
+        f"{redis_prefix}api_key:{viewer['key_id']}",
+        mapping={"revoked_at": now_ms // 1000, "revoked_at_ms": now_ms},
+    )
+    assert watcher.ended.wait(10), "the re-check never closed the revoked key's stream"
