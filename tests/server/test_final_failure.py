@@ -14,9 +14,9 @@ from jq_tool.sdk import Client, Failure, LeasedJob, Worker, WorkerOptions
 
 def _submit_and_lease(server: Any, queue: str, max_retries: int = 3) -> tuple[str, str]:
     with server.client(server.client_key) as client:
-        job_id = client.post("/jobs", json={"queue": queue, "max_retries": max_retries}).json()[
-            "job_id"
-        ]
+        job_id = client.post(
+            "/jobs", json={"payload": "p", "queue": queue, "max_retries": max_retries}
+        ).json()["job_id"]
     with server.client(server.worker_key) as worker:
         leased = worker.post("/jobs/lease", json={"queue": queue}).json()
     assert leased["job_id"] == job_id
