@@ -57,6 +57,25 @@ class SubmitOutcome(msgspec.Struct):
     error: str | None = None  # per-entry validation error of a batch
 
 
+class Settlement(msgspec.Struct):
+    """One lease to settle in `settle_many`: a non-empty `error` fails the attempt (RETRY with
+    backoff, or DEAD), else the job is acked with `result`."""
+
+    job_id: str
+    lease_id: str | None = None
+    result: str | None = None
+    error: str | None = None
+
+
+class LeaseNext(msgspec.Struct):
+    """What `settle_many` leases after settling: up to `max_jobs` jobs of `queue`, each for
+    `lease_ms` (None: the engine's default)."""
+
+    queue: str = "default"
+    max_jobs: int = 1
+    lease_ms: int | None = None
+
+
 class JobEvent(msgspec.Struct):
     """A state change, published on the event bus for /events."""
 
@@ -157,6 +176,17 @@ class Engine(Protocol):
     async def ack(self, job_id: str, *, lease_id: str | None, result: str | None) -> Job: ...
 
     async def fail(self, job_id: str, *, lease_id: str | None, error: str) -> Job: ...
+
+    async def settle_many(
+        self, settlements: list[Settlement], *, lease_next: LeaseNext | None = None
+    ) -> tuple[list[Job | CommandRejected], list[Job]]:
+        """Settle every lease (ack, or fail when its `error` is set) and, with `lease_next`,
+        lease up to `lease_next.max_jobs` more jobs, all in one durable write. Returns each
+        settlement's outcome in input order (the job afterwards, or why it was refused: one
+        refusal does not stop the others) and the leased jobs. The lease does not depend on
+        the outcomes (a worker's slot is free whether its ack landed or its lease was lost),
+        and it never waits: nothing runnable now leases nothing."""
+        ...
 
     async def extend(self, job_id: str, *, lease_id: str | None, lease_ms: int | None) -> Job: ...
 

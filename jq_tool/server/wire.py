@@ -123,6 +123,25 @@ class SettledJob(msgspec.Struct):
     state: JobState
 
 
+class AckResult(msgspec.Struct):
+    """One entry of POST /jobs/ack, in input order: the job's `state` once settled, or why this
+    entry was refused (`error`, `code` as in the error table, `field` when one is at fault).
+    A refused entry does not stop the others."""
+
+    job_id: str
+    state: JobState | UnsetType = UNSET
+    error: str | UnsetType = UNSET
+    code: str | UnsetType = UNSET
+    field: str | UnsetType = UNSET
+
+
+class AckBatchAnswer(msgspec.Struct):
+    """POST /jobs/ack: a result per entry, and the jobs `lease_next` leased (none without it)."""
+
+    results: list[AckResult]
+    leased: list[LeasedJob]
+
+
 class ExtendedLease(msgspec.Struct):
     """POST /jobs/{id}/extend: when the lease now ends."""
 
