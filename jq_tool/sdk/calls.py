@@ -21,6 +21,7 @@ import msgspec
 from jq_tool.sdk.errors import JobNotFound, KeyNotFound, NotFound
 from jq_tool.sdk.times import format_time
 from jq_tool.sdk.types import (
+    BatchAck,
     CreatedKey,
     Extended,
     Job,
@@ -30,6 +31,7 @@ from jq_tool.sdk.types import (
     Page,
     RevokedKey,
     Settled,
+    Settlement,
     Stats,
     SubmitResult,
 )
@@ -38,6 +40,7 @@ T = TypeVar("T")
 
 MAX_BATCH = 1000  # the server's limit per POST /jobs/batch
 MAX_WAIT_MS = 30_000  # the server's limit for a long-poll lease
+MAX_LEASE_JOBS = 100  # the server's limit for max_jobs (lease, and an ack's lease_next)
 
 _json = msgspec.json.Encoder()
 
@@ -168,6 +171,7 @@ _read_page = _decoder(Page)
 _read_stats = _decoder(Stats)
 _read_health = _decoder(dict[str, Any])
 _read_settled = _decoder(Settled)
+_read_batch_ack = _decoder(BatchAck)
 _read_extended = _decoder(Extended)
 _read_created_key = _decoder(CreatedKey)
 _read_keys = _decoder(list[Key])
@@ -247,6 +251,33 @@ def fail_call(job_id: str, error: str, lease_id: str | None) -> Call[Settled]:
     if lease_id is not None:
         body["lease_id"] = lease_id
     return settle_call(job_id, "ack", body)
+
+
+def ack_entry(settlement: Settlement) -> dict[str, Any]:
+    """One entry of POST /jobs/ack."""
+    entry: dict[str, Any] = {"job_id": settlement.job_id}
+    if settlement.lease_id is not None:
+        entry["lease_id"] = settlement.lease_id
+    if settlement.error is not None:
+        entry["result_error"] = str(settlement.error)
+    elif settlement.result is not None:
+        entry["result"] = encode_payload(settlement.result)
+    return entry
+
+
+def ack_many_call(
+    acks: list[dict[str, Any]], lease_next: int, queue: str, lease_ms: int | None
+) -> Call[BatchAck]:
+    """POST /jobs/ack: up to MAX_BATCH entries (`ack_entry`), and with `lease_next` > 0 up to
+    that many jobs of `queue` leased in the same write. Not retried, as a single ack is not:
+    the worker decides what a lost answer means."""
+    body: dict[str, Any] = {"acks": acks}
+    if lease_next > 0:
+        lease: dict[str, Any] = {"queue": queue, "max_jobs": min(MAX_LEASE_JOBS, int(lease_next))}
+        if lease_ms is not None:
+            lease["lease_ms"] = int(lease_ms)
+        body["lease_next"] = lease
+    return Call("POST", "/jobs/ack", _read_batch_ack, body=body)
 
 
 def extend_call(job_id: str, lease_id: str | None, lease_ms: int | None) -> Call[Extended]:
