@@ -23,6 +23,7 @@ from jq_tool.auth import open_key_store
 from jq_tool.engine.factory import open_engine
 from jq_tool.runtime import tune_gc
 from jq_tool.server.app import StartupFailed, create_app
+from jq_tool.server.http_protocol import JoinedWritesProtocol
 from jq_tool.settings import Settings
 
 log = logging.getLogger("jq.serve")
@@ -82,7 +83,7 @@ def run(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=JoinedWritesProtocol,  # httptools, an answer's head and body in one send
         workers=1,
         lifespan="on",
         log_config=None,  # our logging.basicConfig: one format, stderr
