@@ -143,7 +143,7 @@ def measure(settings: Settings, extras: bool = True) -> JqRun:
         try:
             server_measures(settings, root, measurements, figures)
         except Exception as exc:  # the rows say what broke; the other parts still run
-            for key in ("submit_single", "submit_one", "submit_batch", "cycle"):
+            for key in ("submit_single", "submit_one", "submit_batch", "cycle", "cycle_next"):
                 if not any(m.measure == key for m in measurements):
                     note = f"{type(exc).__name__}: {exc}"[:160]
                     measurements.append(Measurement("jq", key, None, note=note))
@@ -210,6 +210,16 @@ def server_measures(
                 f"{CYCLE_THREADS} threads, SDK Client.lease() (1 job) + Client.ack()",
             )
         )
+        rate = cycle_rate(server.base_url, server.keys, jobs, seconds, lease_next=True)
+        measurements.append(
+            Measurement(
+                "jq",
+                "cycle_next",
+                rate,
+                f"{CYCLE_THREADS} threads, SDK Client.ack_many([one job], lease_next=1): "
+                "one request per cycle",
+            )
+        )
     finally:
         http_bench.stop_server_process(server.process)
 
@@ -230,27 +240,44 @@ def one_client_measure(base_url: str, key: str, seconds: float) -> Measurement:
     return Measurement("jq", "submit_one", rate, "1 client thread, SDK Client.submit()")
 
 
-def cycle_rate(base_url: str, keys: dict[str, str], jobs: int, seconds: float) -> float:
+def cycle_rate(
+    base_url: str, keys: dict[str, str], jobs: int, seconds: float, *, lease_next: bool = False
+) -> float:
     """Lease+ack cycles/s of CYCLE_THREADS threads, each with its own SDK client (like the
-    peers' 8 greenstalk threads), for up to `seconds` or `jobs` cycles."""
-    from jq_tool.sdk import Client
+    peers' 8 greenstalk threads), for up to `seconds` or `jobs` cycles. Two requests per cycle
+    (lease, ack), or with `lease_next` one: the ack of each job leases the next."""
+    from jq_tool.sdk import Client, LeasedJob, Settlement
 
+    queue = f"{CYCLE_QUEUE}-next" if lease_next else CYCLE_QUEUE
     with Client(base_url, keys["client"], timeout=60) as client:
         for start in range(0, jobs, 1000):
             count = min(1000, jobs - start)
-            client.submit_many([{"payload": "cycle", "queue": CYCLE_QUEUE}] * count)
+            client.submit_many([{"payload": "cycle", "queue": queue}] * count)
 
     def open_client() -> tuple[Callable[[], int], Callable[[], None]]:
         worker = Client(base_url, keys["worker"], timeout=30)
+        held: list[LeasedJob] = []
 
         def cycle() -> int:
-            leased = worker.lease(queue=CYCLE_QUEUE)
+            leased = worker.lease(queue=queue)
             if not leased:
                 return 0  # drained
             worker.ack(leased[0].job_id, "ok", lease_id=leased[0].lease_id)
             return 1
 
-        return cycle, worker.close
+        def cycle_next() -> int:
+            if not held:
+                held.extend(worker.lease(queue=queue))  # the first job of this thread
+                if not held:
+                    return 0
+            job = held.pop()
+            answer = worker.ack_many(
+                [Settlement(job.job_id, job.lease_id, "ok")], lease_next=1, queue=queue
+            )
+            held.extend(answer.leased)
+            return 1
+
+        return (cycle_next if lease_next else cycle), worker.close
 
     return threaded_rate(open_client, CYCLE_THREADS, seconds, jobs)
 
