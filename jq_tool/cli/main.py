@@ -1,31 +1,70 @@
 """The root `jq` command (also installed as `jobq`): one Typer app that every command group
 registers itself into. Each module under jq_tool/cli owns its commands; this one only joins them.
+
+`jq serve` does not load them at all: the client commands' modules bring the SDK, rich and
+httpx, and Typer itself is not needed for well-formed flags (jq_tool/cli/serve.py), none of
+which a server uses or a restart should wait for.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import sys
+from typing import TYPE_CHECKING, Any
 
-import typer
+if TYPE_CHECKING:
+    import typer
 
-from jq_tool.cli import chaos, jobs, keys, serve, tui, wal_inspect, worker
+HELP = "jq: a durable, crash-proof job queue. (Also installed as `jobq`.)"
 
-app = typer.Typer(
-    name="jq",
-    help="jq: a durable, crash-proof job queue. (Also installed as `jobq`.)",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 
-for module in (serve, jobs, keys, worker, chaos, tui, wal_inspect):
-    module.register(app)
+def build_app(*, serve_only: bool = False) -> typer.Typer:
+    """The `jq` app with every command, or with `serve_only` just `jq serve` (its options and
+    help are the same either way)."""
+    import typer
+
+    app = typer.Typer(
+        name="jq",
+        help=HELP,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    if serve_only:
+        from jq_tool.cli import serve
+
+        serve.register(app)
+
+        @app.callback()
+        def root() -> None:
+            """A callback keeps `serve` a named subcommand of a one-command app."""
+
+        return app
+    from jq_tool.cli import chaos, jobs, keys, serve, tui, wal_inspect, worker
+
+    for module in (serve, jobs, keys, worker, chaos, tui, wal_inspect):
+        module.register(app)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # the whole app, for whoever imports it by name
+        return build_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
     # First thing: a frozen (PyInstaller) binary re-executes itself for child processes.
     multiprocessing.freeze_support()
-    app()
+    if sys.argv[1:2] == ["serve"]:
+        from jq_tool.cli import serve
+
+        raw = serve.read_flags(sys.argv[2:])
+        if raw is not None:
+            raise SystemExit(serve.serve(raw))
+        build_app(serve_only=True)()  # --help, or flags Typer must report
+        return
+    build_app()()
 
 
 if __name__ == "__main__":
