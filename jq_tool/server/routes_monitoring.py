@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -18,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 from jq_tool.auth import Scope
 from jq_tool.engine.base import Engine
 from jq_tool.server.auth_guard import Guard
-from jq_tool.server.metrics import PROMETHEUS_CONTENT_TYPE, render
+from jq_tool.server.metrics import PROMETHEUS_CONTENT_TYPE, MetricsRegistry, render
 from jq_tool.server.requests import read_body
 from jq_tool.server.stats import StatsView
 from jq_tool.server.wire import Health, JSONResponse
@@ -29,7 +28,7 @@ class MonitoringRoutes:
     engine: Engine
     guard: Guard
     stats: StatsView
-    registry: CollectorRegistry
+    registry: MetricsRegistry
     max_body: int
 
     def routes(self) -> list[BaseRoute]:
