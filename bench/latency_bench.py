@@ -105,10 +105,10 @@ def serve_instrumented(out_path: str, argv: list[str]) -> None:
 
     wal.WAL.append = append  # type: ignore[method-assign]
     atexit.register(lambda: Path(out_path).write_text(json.dumps(stamps)))
-    from jq_tool.cli.main import app
+    from jq_tool.cli.main import main
 
     sys.argv = ["jq", "serve", *argv]
-    app()
+    main()
 
 
 def _async_stamp(record: list[int], function: Callable[..., Any]) -> Callable[..., Any]:

@@ -13,13 +13,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
-from prometheus_client.metrics_core import Metric
 
 from jq_tool.core.model import ErrorCode, Job, JobState
 from jq_tool.core.state_machine import StateMachineConfig, Stats
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 
 class CommandRejected(Exception):

@@ -23,10 +23,9 @@ from abc import abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import msgspec
-from prometheus_client.metrics_core import Metric
 
 from jq_tool.core.model import (
     Ack,
@@ -67,6 +66,9 @@ from jq_tool.engine.base import (
 )
 from jq_tool.engine.forked_snapshot import SnapshotChildFailed, fork_snapshot
 from jq_tool.engine.metrics import LogMetrics
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger("jq.engine")
 
