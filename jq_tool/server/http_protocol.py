@@ -5,10 +5,11 @@ uvicorn writes an answer's head when the app sends `http.response.start` and its
 `http.response.body`, and uvloop's transport sends each write at once: with TCP_NODELAY every
 answer left as two segments (measured on loopback: 236 of 300 no-op answers were read by the
 client in two reads). A client waiting for its answer then wakes twice, and the server makes two
-send calls. Here the transport is wrapped so that writes made during one turn of the loop are
-joined and sent once, at the end of that turn (one `call_soon`): the head and body of every
-answer whose app does not wait between them (all of jq's, but the /events stream's) leave
-together. Nothing else about the protocol changes.
+send calls. Here the transport is wrapped so that a write is held until the next one, which it
+joins, or at the latest until the end of that turn of the loop (one `call_soon`): the head and
+body of every answer whose app does not wait between them (all of jq's, but the /events
+stream's) leave together, as soon as the body is written. Nothing else about the protocol
+changes.
 """
 
 from __future__ import annotations
@@ -30,16 +31,25 @@ class _JoinedWrites:
         self._pending: list[bytes] | None = None
 
     def write(self, data: bytes) -> None:
-        if self._pending is None:
+        pending = self._pending
+        if pending is None:
+            # Held until the next write (an answer's body follows its head at once) or, at the
+            # latest, the end of this turn of the loop (a stream's head, a lone write).
             self._pending = [data]
             self._loop.call_soon(self._flush)
         else:
-            self._pending.append(data)
+            self._pending = None
+            pending.append(data)
+            self._send(b"".join(pending))
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, None
-        if pending and not self._transport.is_closing():
-            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        if pending:
+            self._send(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def _send(self, data: bytes) -> None:
+        if not self._transport.is_closing():
+            self._transport.write(data)
 
     def close(self) -> None:
         self._flush()  # an answer written just before a close must still leave
