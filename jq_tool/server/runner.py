@@ -84,6 +84,7 @@ def run(settings: Settings) -> int:
         port=settings.port,
         loop="uvloop",
         http=JoinedWritesProtocol,  # httptools, an answer's head and body in one send
+        ws="none",  # no WebSocket routes: uvicorn then does not import a WebSocket library
         workers=1,
         lifespan="on",
         log_config=None,  # our logging.basicConfig: one format, stderr
