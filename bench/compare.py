@@ -182,6 +182,7 @@ def run(
             measured += jq_run.run.measurements
             if number == 1:
                 report.figures += jq_run.figures
+                report.sections += jq_run.sections
         for name in peers:
             progress(f"round {number}/{rounds}: {name} …")
             for peer in peer_runs(name, settings):

@@ -246,6 +246,44 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"| {label} | {value:.0f} | {mean:.0f} | {share:.0%} |")
 
 
+def section(disk: dict[str, Any], tmpfs: dict[str, Any] | None) -> str:
+    """The Markdown of docs/benchmarks.md's "where one submit's time goes": the stages on this
+    disk, and with the data dir on tmpfs (fdatasync costs nothing there: what is left is CPU
+    and hand-offs)."""
+    lines = [
+        "One client thread submits one job at a time (SDK `Client.submit`, each waiting for its "
+        "answer) to a `jq serve` whose hand-offs are timestamped (bench/latency_bench.py; client "
+        "and server read the same monotonic clock). Means add up to the mean call; medians of "
+        "skewed stages do not.",
+        "",
+    ]
+    header = "| stage | this disk: median µs | mean µs | share |"
+    rule = "|---|---|---|---|"
+    if tmpfs is not None:
+        header += " tmpfs (no disk): median µs | mean µs | share |"
+        rule += "---|---|---|"
+    lines += [header, rule]
+    for label in disk["stages_us"]:
+        row = f"| {label} |"
+        for result in (disk, tmpfs):
+            if result is None:
+                continue
+            mean = result["stages_mean_us"][label]
+            share = mean / result["mean_total_us"] if result["mean_total_us"] else 0.0
+            row += f" {result['stages_us'][label]:.0f} | {mean:.0f} | {share:.0%} |"
+        lines.append(row)
+    total = "| **the call** |"
+    for result in (disk, tmpfs):
+        if result is None:
+            continue
+        total += (
+            f" {result['total_us']:.0f} | {result['mean_total_us']:.0f} | "
+            f"{result['calls_per_s']:,.0f} calls/s |"
+        )
+    lines.append(total)
+    return "\n".join(lines)
+
+
 def main() -> int:
     if len(sys.argv) > 2 and sys.argv[1] == "--serve-instrumented":
         serve_instrumented(sys.argv[2], sys.argv[3:])
@@ -254,7 +292,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--data-base", default="/var/tmp", help="where the data dir is made")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--markdown", action="store_true", help="this disk and tmpfs, as docs/benchmarks.md shows"
+    )
     args = parser.parse_args()
+    if args.markdown:
+        disk = run(args.seconds, args.data_base)
+        tmpfs = run(args.seconds, "/dev/shm") if Path("/dev/shm").is_dir() else None
+        print(section(disk, tmpfs))
+        return 0
     result = run(args.seconds, args.data_base)
     if args.json:
         print(json.dumps(result))

@@ -109,6 +109,8 @@ class Report:
     systems: dict[str, System] = field(default_factory=dict)
     measurements: list[Measurement] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
+    # (title, Markdown): sections written after "jq alone" (e.g. where a submit's time goes).
+    sections: list[tuple[str, str]] = field(default_factory=list)
 
     def rate(self, system: str, measure: str) -> float | None:
         if system != JQ:
@@ -288,6 +290,8 @@ def render_markdown(
         ),
         "",
     ]
+    for title, body in report.sections:
+        out += [f"## {title}", "", body, ""]
     if method_notes:
         out += ["## How it was measured", ""]
         out += [f"- {note}" for note in method_notes]

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -52,6 +52,7 @@ _WORKER_RATE = re.compile(r"= ([\d,]+) jobs/s \(incl\. process start\)")
 class JqRun:
     run: PeerRun
     figures: list[Figure]
+    sections: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -138,6 +139,7 @@ def measure(settings: Settings, extras: bool = True) -> JqRun:
     system = System("jq", version(), DURABILITY)
     measurements: list[Measurement] = []
     figures: list[Figure] = []
+    sections: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="jq-bench-", dir="/var/tmp") as tmp:
         root = Path(tmp)
         try:
@@ -150,9 +152,11 @@ def measure(settings: Settings, extras: bool = True) -> JqRun:
         measurements.append(worker_measure(settings))
         if extras:
             figures += core_figures(settings)
+            figures += restart_figures(settings)
             figures.append(disk_figure(root, settings))
             figures.append(kill_figure(settings, root / "kill"))
-    return JqRun(PeerRun(system, measurements), figures)
+            sections.append(latency_section(settings))
+    return JqRun(PeerRun(system, measurements), figures, sections)
 
 
 def server_measures(
@@ -396,6 +400,52 @@ def core_figures(settings: Settings) -> list[Figure]:
             )
         )
     return figures
+
+
+def restart_figures(settings: Settings) -> list[Figure]:
+    """`jq serve` from its start to a healthy /health, on a data dir holding 10k jobs and one
+    holding `core_jobs` (1M in a full run), each the median of several starts."""
+    figures = []
+    for jobs, starts, target in ((10_000, 5, 0.15), (settings.core_jobs, 3, 1.0)):
+        label_jobs = f"{jobs // 1000:,}k" if jobs < 1_000_000 else f"{jobs / 1e6:g}M"
+        label = f"restart of jq serve to a healthy /health, {label_jobs} jobs queued"
+        command = [sys.executable, "bench/restart_bench.py", "--json", "--jobs", str(jobs),
+                   "--starts", str(starts)]  # fmt: skip
+        try:
+            run = _run_group(command, timeout_s=600 if jobs > 100_000 else 180)
+            result = json.loads(run.stdout.strip().splitlines()[-1])
+        except Exception as exc:
+            note = f"restart_bench: {type(exc).__name__}: {exc}"[:160]
+            figures.append(Figure(label, None, "s", note=note))
+            continue
+        value = float(result["median_s"])
+        # The targets are for a quiet machine: 10k jobs, and a million (a full run).
+        has_target = jobs == 10_000 or jobs == 1_000_000
+        figures.append(
+            Figure(
+                label,
+                value,
+                "s",
+                f"< {target:g} s" if has_target else "",
+                value < target if has_target else None,
+                note=f"median of {starts} starts (best {float(result['min_s']):.2f} s); "
+                "process start, imports, snapshot, key store, listening socket",
+            )
+        )
+    return figures
+
+
+def latency_section(settings: Settings) -> tuple[str, str]:
+    title = "Where one submit's time goes"
+    command = [sys.executable, "bench/latency_bench.py", "--markdown", "--seconds",
+               str(min(5.0, settings.seconds))]  # fmt: skip
+    try:
+        run = _run_group(command, timeout_s=180)
+        if run.returncode != 0 or "| stage |" not in run.stdout:
+            raise RuntimeError((run.stderr or run.stdout)[-160:])
+        return title, run.stdout.strip()
+    except Exception as exc:
+        return title, f"Not measured: {type(exc).__name__}: {exc}"[:300]
 
 
 def disk_figure(root: Path, settings: Settings) -> Figure:

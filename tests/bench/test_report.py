@@ -216,3 +216,11 @@ def test_a_variant_measure_compares_jq_with_the_peers_rows_of_its_base_measure()
     )
     assert value == pytest.approx(1.5)
     assert "### Lease+ack cycles, one request each" in render_markdown(report, [], None, [])
+
+
+def test_sections_are_written_after_jq_alone() -> None:
+    report = sample_report()
+    report.sections = [("Where one submit's time goes", "| stage | µs |\n|---|---|\n| x | 1 |")]
+    page = render_markdown(report, [], None, ["a note"])
+    assert page.index("## jq alone") < page.index("## Where one submit's time goes")
+    assert page.index("| x | 1 |") < page.index("## How it was measured")

@@ -67,6 +67,8 @@ NOT_USED = (
     "prometheus_client",  # loaded by the first scrape of /metrics
     "pydantic",  # Typer's option coercion: `jq serve` reads well-formed flags without Typer
     "typer",
+    "websockets",  # uvicorn's WebSocket protocol: jq has no WebSocket routes
+    "wsproto",
 )
 
 
