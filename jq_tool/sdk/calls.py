@@ -9,7 +9,8 @@ retried: a retry whose first try landed returns the same job id instead of makin
 
 from __future__ import annotations
 
-import uuid
+import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -43,6 +44,22 @@ MAX_WAIT_MS = 30_000  # the server's limit for a long-poll lease
 MAX_LEASE_JOBS = 100  # the server's limit for max_jobs (lease, and an ack's lease_next)
 
 _json = msgspec.json.Encoder()
+# What a path segment may hold unquoted (RFC 3986 unreserved): a uuid job id needs no quoting,
+# and urllib's quote() cost a few µs per call.
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]+")
+
+
+def segment(value: str) -> str:
+    """`value` as one path segment, percent-encoded where it must be."""
+    return value if _UNRESERVED.fullmatch(value) else quote(value, safe="")
+
+
+def new_idempotency_key() -> str:
+    """A random (version 4) UUID string, as str(uuid.uuid4()) gives it, for a fourth of the cost
+    (it is made for every submit)."""
+    h = os.urandom(16).hex()
+    variant = "89ab"[int(h[16], 16) & 3]
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
 
 
 @dataclass
@@ -90,7 +107,7 @@ def job_body(spec: JobSpec) -> dict[str, Any]:
         "max_retries": spec.max_retries,
         "priority": spec.priority,
         "queue": spec.queue,
-        "idempotency_key": spec.idempotency_key or str(uuid.uuid4()),
+        "idempotency_key": spec.idempotency_key or new_idempotency_key(),
     }
     if spec.delay is not None:
         seconds = (
@@ -129,7 +146,7 @@ def submit_spec(
         delay=delay,
         run_at=run_at,
         queue=queue,
-        idempotency_key=idempotency_key or str(uuid.uuid4()),
+        idempotency_key=idempotency_key or new_idempotency_key(),
     )
 
 
@@ -137,7 +154,7 @@ def keyed_specs(jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[JobSpec]:
     """The jobs of a batch with their idempotency keys fixed now: every retry of a chunk must
     send the same ones. Copies: the caller's JobSpecs are left as they were."""
     return [
-        msgspec.structs.replace(spec, idempotency_key=spec.idempotency_key or str(uuid.uuid4()))
+        msgspec.structs.replace(spec, idempotency_key=spec.idempotency_key or new_idempotency_key())
         for spec in map(as_job_spec, jobs)
     ]
 
@@ -212,7 +229,7 @@ def batch_call(specs: list[JobSpec]) -> Call[list[SubmitResult]]:
 
 
 def get_call(job_id: str) -> Call[Job]:
-    path = f"/jobs/{quote(job_id, safe='')}"
+    path = f"/jobs/{segment(job_id)}"
     return Call("GET", path, _read_job, not_found=JobNotFound, retry=True)
 
 
@@ -235,7 +252,7 @@ def health_call() -> Call[dict[str, Any]]:
 
 
 def settle_call(job_id: str, action: str, body: Any = None) -> Call[Settled]:
-    path = f"/jobs/{quote(job_id, safe='')}/{action}"
+    path = f"/jobs/{segment(job_id)}/{action}"
     return Call("POST", path, _read_settled, body=body or {}, not_found=JobNotFound)
 
 
@@ -286,7 +303,7 @@ def extend_call(job_id: str, lease_id: str | None, lease_ms: int | None) -> Call
         body["lease_id"] = lease_id
     if lease_ms is not None:
         body["lease_ms"] = int(lease_ms)
-    path = f"/jobs/{quote(job_id, safe='')}/extend"
+    path = f"/jobs/{segment(job_id)}/extend"
     return Call("POST", path, _read_extended, body=body, not_found=JobNotFound)
 
 
@@ -324,5 +341,5 @@ def list_keys_call(all: bool) -> Call[list[Key]]:
 
 
 def revoke_key_call(key: str) -> Call[RevokedKey]:
-    path = f"/keys/{quote(key, safe='')}"
+    path = f"/keys/{segment(key)}"
     return Call("DELETE", path, _read_revoked_key, not_found=KeyNotFound)
