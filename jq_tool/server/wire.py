@@ -46,10 +46,18 @@ def rfc3339(ms: int) -> str: ...
 @overload
 def rfc3339(ms: int | None) -> str | None: ...
 def rfc3339(ms: int | None) -> str | None:
+    global _last_second
     if ms is None:
         return None
     seconds, millis = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    last = _last_second
+    if last[0] != seconds:
+        # Every lease and ack answer formats a time, mostly of the same second: strftime once.
+        last = _last_second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{last[1]}.{millis:03d}Z"
+
+
+_last_second: tuple[int, str] = (-1, "")  # replaced whole, so a reader never sees half of it
 
 
 def parse_rfc3339(text: str) -> int:
