@@ -563,6 +563,13 @@ class _BatchSettler:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if not self.batch:  # the server has no POST /jobs/ack: what waits goes one by one
+            unsent, self._unsent = self._unsent, []
+            for entry in unsent:
+                self._spawn(
+                    self._worker._settle(self._client, entry.job, entry.result, entry.error)
+                )
+            return
         now = time.monotonic()
         while self._unsent and len(self._requests) < SETTLES_IN_FLIGHT:
             ready = [e for e in self._unsent if e.not_before <= now][:MAX_BATCH]
