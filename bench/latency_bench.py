@@ -281,7 +281,35 @@ def section(disk: dict[str, Any], tmpfs: dict[str, Any] | None) -> str:
             f"{result['calls_per_s']:,.0f} calls/s |"
         )
     lines.append(total)
+    lines += ["", summary(disk, "On this disk")]
+    if tmpfs is not None:
+        lines += [
+            "",
+            summary(tmpfs, "With the data dir on tmpfs (an fdatasync that costs nothing)"),
+        ]
     return "\n".join(lines)
+
+
+# The stages in four groups, for the sentence under the table.
+GROUPS = {
+    "the client (building the request, decoding the answer)": (0, 9),
+    "loopback and waking the other side": (1, 8),
+    "the server's Python (HTTP, routing, auth, decode; applying, answering)": (2, 7),
+    "hand-offs between the event loop, the flusher task and the WAL thread": (3, 4, 6),
+    "write + fdatasync": (5,),
+}
+
+
+def summary(result: dict[str, Any], where: str) -> str:
+    """One sentence: the share of the mean call each group of stages takes."""
+    means = list(result["stages_mean_us"].values())
+    total = result["mean_total_us"] or 1.0
+    parts = [
+        f"{name} {sum(means[i] for i in indexes):.0f} µs "
+        f"({sum(means[i] for i in indexes) / total:.0%})"
+        for name, indexes in GROUPS.items()
+    ]
+    return f"{where}, of a mean call of {total:.0f} µs: " + "; ".join(parts) + "."
 
 
 def main() -> int:
