@@ -135,9 +135,12 @@ def run(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=limits.protocol_class(),  # uvicorn's httptools protocol, bounded
+        # uvicorn's httptools protocol, bounded (server/connections.py), with an answer's head
+        # and body in one send (server/http_protocol.py).
+        http=limits.protocol_class(),
         # No websocket routes: an Upgrade request stays plain HTTP under the guard (handed to a
-        # websocket protocol, it would leave the connection cap's count behind).
+        # websocket protocol, it would leave the connection cap's count behind), and uvicorn
+        # then imports no WebSocket library.
         ws="none",
         timeout_keep_alive=settings.keep_alive_timeout_ms / 1000,  # type: ignore[arg-type]
         workers=1,
