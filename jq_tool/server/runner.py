@@ -39,7 +39,6 @@ from jq_tool.runtime import tune_gc
 from jq_tool.server.app import StartupFailed, create_app
 from jq_tool.server.connections import ConnectionLimits
 from jq_tool.server.startup_checks import EXIT_DATA_DIR_NOT_WRITABLE, StartupRefused, run_checks
-from jq_tool.server.welcome import print_welcome
 from jq_tool.settings import RESERVED_DESCRIPTORS, Settings, descriptor_limit
 
 log = logging.getLogger("jq.serve")
@@ -154,6 +153,9 @@ def run(settings: Settings) -> int:
 
     def first_start_panel() -> None:
         if app.state.seeded_keys:
+            # Imported here: rich is for a first start only, a restart never loads it.
+            from jq_tool.server.welcome import print_welcome
+
             print_welcome(settings, app.state.seeded_keys)
 
     server = DrainingServer(config, app.state.draining, first_start_panel)

@@ -34,7 +34,7 @@ def test_jq_worker_acks_in_batches_by_default(
 ) -> None:
     (tmp_path / "batch_handlers_mod.py").write_text(HANDLER)
     with Client(jq_server.url, jq_server.client_key) as client:
-        ids = [r.job_id or "" for r in client.submit_many([{"queue": queue}] * 60)]
+        ids = [r.job_id or "" for r in client.submit_many([{"payload": "p", "queue": queue}] * 60)]
         worker = subprocess.Popen(
             [sys.executable, "-m", "jq_tool.cli.main", "worker", "batch_handlers_mod:handle",
              "--url", proxy.url, "--key", jq_server.worker_key or "", "--queue", queue,

@@ -183,7 +183,7 @@ def test_limits_and_answers_agree_with_openapi(
         "lease_next": {"queue": queue, "max_jobs": 100, "lease_ms": 3_600_000},
     }
     assert request.is_valid(body)
-    assert client.post("/jobs", json={"queue": queue}).status_code == 201
+    assert client.post("/jobs", json={"payload": "p", "queue": queue}).status_code == 201
     answer = worker.post("/jobs/ack", json=body)
     assert answer.status_code == 200
     schema_of(document, "AckBatchResponse").validate(answer.json())

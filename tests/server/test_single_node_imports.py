@@ -95,6 +95,9 @@ def loaded(modules: set[str], name: str) -> bool:
 
 
 def test_a_single_node_loads_no_redis_httpx_cluster_or_client_modules(tmp_path: Path) -> None:
+    # A restart: the first start seeds the dev keys and prints its panel (with rich), once.
+    modules_of_a_server(tmp_path)
+    (tmp_path / "modules.json").unlink()
     modules = modules_of_a_server(tmp_path)
     assert "jq_tool.engine.local" in modules and "uvicorn" in modules  # it did serve
     assert [name for name in NOT_USED if loaded(modules, name)] == []
