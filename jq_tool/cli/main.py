@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 def build_app() -> typer.Typer:
     import typer
 
-    from jq_tool.cli import chaos, jobs, keys, serve, tui, wal_inspect, worker
+    from jq_tool.cli import chaos, jobs, keys, schedules, serve, tui, wal_inspect, worker
 
     app = typer.Typer(
         name="jq",
@@ -32,7 +32,7 @@ def build_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
-    for module in (serve, jobs, keys, worker, chaos, tui, wal_inspect):
+    for module in (serve, jobs, keys, schedules, worker, chaos, tui, wal_inspect):
         module.register(app)
     return app
 
