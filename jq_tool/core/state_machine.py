@@ -307,6 +307,8 @@ def _schedule_command_problem(command: Any) -> str | None:
         or _str_problem(command.job_id, "job id", optional=True, nonempty=True)
         or _int_problem(command.missed, "missed", 0)
     )
+    if problem is None and command.last_due > command.now:
+        return "a firing names due times that have come: last_due must not be after now"
     if problem is None and command.next_due is not None and command.next_due <= command.last_due:
         return "next_due must be after last_due"
     return problem

@@ -465,7 +465,8 @@ class CommandEngine(Engine):
     def _ticker_pause_ms(self, longest_ms: int) -> int:
         """How long the ticker sleeps: until the next lease, job or schedule falls due, at
         most `longest_ms`, at least MIN_TICK_MS."""
-        times = [t for t in (self._machine.next_due(), self._machine.next_schedule_due()) if t]
+        due = (self._machine.next_due(), self._machine.next_schedule_due())
+        times = [t for t in due if t is not None]
         if not times:
             return longest_ms
         return min(longest_ms, max(MIN_TICK_MS, min(times) - self._clock()))

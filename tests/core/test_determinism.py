@@ -167,6 +167,7 @@ def record_log(seed: int, length: int) -> tuple[list[Command], list[Result], lis
             batch = rng.choice([0, 0, 0, 2])
             job_id = f"job-{next_job}" if rng.random() > 0.1 else None
             next_job += 1
+            now = max(now, at + 1000 * batch)  # a ticker fires what has come
             command = FireSchedule(now, name, at, at + 1000 * batch, at + 1000 * (batch + 1),
                                    job_id, batch)  # fmt: skip
         else:

@@ -115,6 +115,7 @@ def test_malformed_schedule_commands_change_nothing() -> None:
         FireSchedule(T0, "nightly", T0, T0, T0, None),  # next_due not after last_due
         FireSchedule(T0, "nightly", T0, T0, None, ""),
         FireSchedule(T0, "nightly", T0, T0, None, None, -1),
+        FireSchedule(T0, "nightly", T0, T0 + 1, None, None),  # a due time yet to come
         UpdateSchedule(T0, spec(), "yes", None, 1),  # type: ignore[arg-type]
         DeleteSchedule(T0, 7),  # type: ignore[arg-type]
     ]

@@ -607,7 +607,7 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
         else:
             job_id = f"s{self.next_job}"
             self.next_job += 1
-        self.now = max(self.now, due)
+        self.now = max(self.now, last_due)
         self.check(
             FireSchedule(
                 self.now, name, due, last_due, next_due, job_id if make_job else None, batch
