@@ -52,6 +52,37 @@ TARGETS = [
     Target(
         "one worker process end to end: ahead of Procrastinate's", "worker", "Procrastinate", 1.0
     ),
+    Target(
+        "one worker process end to end: 2× beanstalkd with fsync on every write",
+        "worker",
+        "beanstalkd (fsync every put)",
+        2.0,
+    ),
+    Target(
+        "lease+ack cycles, 8 client threads, ack-and-lease-next: at least beanstalkd with fsync "
+        "on every write",
+        "cycle_next",
+        "beanstalkd (fsync every put)",
+        1.0,
+    ),
+    Target(
+        "lease+ack cycles, 8 client threads, two requests each: at least 0.6× beanstalkd with "
+        "fsync on every write",
+        "cycle",
+        "beanstalkd (fsync every put)",
+        0.6,
+    ),
+    Target("submits from one client thread, each waiting: ahead of RQ", "submit_one", "RQ", 1.0),
+    Target(
+        "submits from one client thread, each waiting: ahead of Celery", "submit_one", "Celery", 1.0
+    ),
+    Target(
+        "submits from one client thread, each waiting: at least 0.6× beanstalkd with fsync on "
+        "every write",
+        "submit_one",
+        "beanstalkd (fsync every put)",
+        0.6,
+    ),
 ]
 
 METHOD_NOTES = [
@@ -151,6 +182,7 @@ def run(
             measured += jq_run.run.measurements
             if number == 1:
                 report.figures += jq_run.figures
+                report.sections += jq_run.sections
         for name in peers:
             progress(f"round {number}/{rounds}: {name} …")
             for peer in peer_runs(name, settings):

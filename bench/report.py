@@ -23,6 +23,9 @@ class Measure:
     key: str
     title: str
     what: str  # one sentence: what is counted, so peers are compared like for like
+    # The peers' rows come from this measure (they have no such call of their own: the same
+    # work done their only way), so jq's variant is compared with the same peer figures.
+    peers_from: str | None = None
 
 
 MEASURES: tuple[Measure, ...] = (
@@ -54,7 +57,17 @@ MEASURES: tuple[Measure, ...] = (
         "Lease+ack cycles from a client",
         "take a job and settle it, concurrent clients, no handler",
     ),
+    Measure(
+        "cycle_next",
+        "Lease+ack cycles, one request each (ack-and-lease-next)",
+        "take a job and settle it, concurrent clients, no handler; jq settles each job and "
+        "leases the next in one request (POST /jobs/ack with lease_next), the peers have no "
+        "such call: their rows are the two-command cycles above",
+        peers_from="cycle",
+    ),
 )
+
+_PEERS_FROM = {m.key: m.peers_from for m in MEASURES if m.peers_from}
 
 
 @dataclass(frozen=True)
@@ -96,8 +109,12 @@ class Report:
     systems: dict[str, System] = field(default_factory=dict)
     measurements: list[Measurement] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
+    # (title, Markdown): sections written after "jq alone" (e.g. where a submit's time goes).
+    sections: list[tuple[str, str]] = field(default_factory=list)
 
     def rate(self, system: str, measure: str) -> float | None:
+        if system != JQ:
+            measure = _PEERS_FROM.get(measure, measure)
         for m in self.measurements:
             if m.system == system and m.measure == measure and m.rate is not None:
                 return m.rate
@@ -180,8 +197,13 @@ def comparison_rows(report: Report, measure: Measure) -> list[list[str]]:
     jq_rate = report.rate(JQ, measure.key)
     rows: list[list[str]] = []
     order = {name: index for index, name in enumerate(report.systems)}
+    peers_key = measure.peers_from or measure.key
     ordered = sorted(
-        (m for m in report.measurements if m.measure == measure.key),
+        (
+            m
+            for m in report.measurements
+            if m.measure == (measure.key if m.system == JQ else peers_key)
+        ),
         key=lambda m: (m.system != JQ, order.get(m.system, len(order))),
     )
     for m in ordered:
@@ -268,6 +290,8 @@ def render_markdown(
         ),
         "",
     ]
+    for title, body in report.sections:
+        out += [f"## {title}", "", body, ""]
     if method_notes:
         out += ["## How it was measured", ""]
         out += [f"- {note}" for note in method_notes]
@@ -299,10 +323,13 @@ def render_chart(report: Report, path: Path) -> bool:
         return False
     groups: list[tuple[str, list[tuple[str, float]]]] = []
     for measure in MEASURES:
+        peers_key = measure.peers_from or measure.key
         bars = [
             (report.systems[m.system].name if m.system in report.systems else m.system, m.rate)
             for m in report.measurements
-            if m.measure == measure.key and m.rate is not None and m.rate > 0
+            if m.measure == (measure.key if m.system == JQ else peers_key)
+            and m.rate is not None
+            and m.rate > 0
         ]
         if bars:
             groups.append((measure.title, bars))

@@ -27,7 +27,8 @@ import sys
 from jq_tool.sdk import AsyncWorker, Worker, WorkerOptions
 
 url, key, kind, concurrency = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-options = WorkerOptions(concurrency=concurrency, poll_wait=1.0)
+batch_ack = sys.argv[5] == "batch"
+options = WorkerOptions(concurrency=concurrency, poll_wait=1.0, batch_ack=batch_ack)
 
 def noop(job):
     return None
@@ -88,6 +89,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--kind", choices=["async", "sync"], default="async")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--no-batch-ack",
+        action="store_true",
+        help="one ack request per job (the worker before POST /jobs/ack), for comparison",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="jq-worker-bench-") as tmp:
@@ -109,7 +115,7 @@ def main() -> None:
                 worker_started = time.perf_counter()
                 worker = subprocess.Popen(
                     [sys.executable, "-c", WORKER_CODE, url, keys["worker"], args.kind,
-                     str(args.concurrency)],
+                     str(args.concurrency), "single" if args.no_batch_ack else "batch"],
                 )  # fmt: skip
                 try:
                     while client.stats().acked < args.jobs:

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -52,6 +52,7 @@ _WORKER_RATE = re.compile(r"= ([\d,]+) jobs/s \(incl\. process start\)")
 class JqRun:
     run: PeerRun
     figures: list[Figure]
+    sections: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -138,21 +139,24 @@ def measure(settings: Settings, extras: bool = True) -> JqRun:
     system = System("jq", version(), DURABILITY)
     measurements: list[Measurement] = []
     figures: list[Figure] = []
+    sections: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="jq-bench-", dir="/var/tmp") as tmp:
         root = Path(tmp)
         try:
             server_measures(settings, root, measurements, figures)
         except Exception as exc:  # the rows say what broke; the other parts still run
-            for key in ("submit_single", "submit_one", "submit_batch", "cycle"):
+            for key in ("submit_single", "submit_one", "submit_batch", "cycle", "cycle_next"):
                 if not any(m.measure == key for m in measurements):
                     note = f"{type(exc).__name__}: {exc}"[:160]
                     measurements.append(Measurement("jq", key, None, note=note))
         measurements.append(worker_measure(settings))
         if extras:
             figures += core_figures(settings)
+            figures += restart_figures(settings)
             figures.append(disk_figure(root, settings))
             figures.append(kill_figure(settings, root / "kill"))
-    return JqRun(PeerRun(system, measurements), figures)
+            sections.append(latency_section(settings))
+    return JqRun(PeerRun(system, measurements), figures, sections)
 
 
 def server_measures(
@@ -210,6 +214,16 @@ def server_measures(
                 f"{CYCLE_THREADS} threads, SDK Client.lease() (1 job) + Client.ack()",
             )
         )
+        rate = cycle_rate(server.base_url, server.keys, jobs, seconds, lease_next=True)
+        measurements.append(
+            Measurement(
+                "jq",
+                "cycle_next",
+                rate,
+                f"{CYCLE_THREADS} threads, SDK Client.ack_many([one job], lease_next=1): "
+                "one request per cycle",
+            )
+        )
     finally:
         http_bench.stop_server_process(server.process)
 
@@ -230,27 +244,44 @@ def one_client_measure(base_url: str, key: str, seconds: float) -> Measurement:
     return Measurement("jq", "submit_one", rate, "1 client thread, SDK Client.submit()")
 
 
-def cycle_rate(base_url: str, keys: dict[str, str], jobs: int, seconds: float) -> float:
+def cycle_rate(
+    base_url: str, keys: dict[str, str], jobs: int, seconds: float, *, lease_next: bool = False
+) -> float:
     """Lease+ack cycles/s of CYCLE_THREADS threads, each with its own SDK client (like the
-    peers' 8 greenstalk threads), for up to `seconds` or `jobs` cycles."""
-    from jq_tool.sdk import Client
+    peers' 8 greenstalk threads), for up to `seconds` or `jobs` cycles. Two requests per cycle
+    (lease, ack), or with `lease_next` one: the ack of each job leases the next."""
+    from jq_tool.sdk import Client, LeasedJob, Settlement
 
+    queue = f"{CYCLE_QUEUE}-next" if lease_next else CYCLE_QUEUE
     with Client(base_url, keys["client"], timeout=60) as client:
         for start in range(0, jobs, 1000):
             count = min(1000, jobs - start)
-            client.submit_many([{"payload": "cycle", "queue": CYCLE_QUEUE}] * count)
+            client.submit_many([{"payload": "cycle", "queue": queue}] * count)
 
     def open_client() -> tuple[Callable[[], int], Callable[[], None]]:
         worker = Client(base_url, keys["worker"], timeout=30)
+        held: list[LeasedJob] = []
 
         def cycle() -> int:
-            leased = worker.lease(queue=CYCLE_QUEUE)
+            leased = worker.lease(queue=queue)
             if not leased:
                 return 0  # drained
             worker.ack(leased[0].job_id, "ok", lease_id=leased[0].lease_id)
             return 1
 
-        return cycle, worker.close
+        def cycle_next() -> int:
+            if not held:
+                held.extend(worker.lease(queue=queue))  # the first job of this thread
+                if not held:
+                    return 0
+            job = held.pop()
+            answer = worker.ack_many(
+                [Settlement(job.job_id, job.lease_id, "ok")], lease_next=1, queue=queue
+            )
+            held.extend(answer.leased)
+            return 1
+
+        return (cycle_next if lease_next else cycle), worker.close
 
     return threaded_rate(open_client, CYCLE_THREADS, seconds, jobs)
 
@@ -369,6 +400,52 @@ def core_figures(settings: Settings) -> list[Figure]:
             )
         )
     return figures
+
+
+def restart_figures(settings: Settings) -> list[Figure]:
+    """`jq serve` from its start to a healthy /health, on a data dir holding 10k jobs and one
+    holding `core_jobs` (1M in a full run), each the median of several starts."""
+    figures = []
+    for jobs, starts, target in ((10_000, 5, 0.15), (settings.core_jobs, 3, 1.0)):
+        label_jobs = f"{jobs // 1000:,}k" if jobs < 1_000_000 else f"{jobs / 1e6:g}M"
+        label = f"restart of jq serve to a healthy /health, {label_jobs} jobs queued"
+        command = [sys.executable, "bench/restart_bench.py", "--json", "--jobs", str(jobs),
+                   "--starts", str(starts)]  # fmt: skip
+        try:
+            run = _run_group(command, timeout_s=600 if jobs > 100_000 else 180)
+            result = json.loads(run.stdout.strip().splitlines()[-1])
+        except Exception as exc:
+            note = f"restart_bench: {type(exc).__name__}: {exc}"[:160]
+            figures.append(Figure(label, None, "s", note=note))
+            continue
+        value = float(result["median_s"])
+        # The targets are for a quiet machine: 10k jobs, and a million (a full run).
+        has_target = jobs == 10_000 or jobs == 1_000_000
+        figures.append(
+            Figure(
+                label,
+                value,
+                "s",
+                f"< {target:g} s" if has_target else "",
+                value < target if has_target else None,
+                note=f"median of {starts} starts (best {float(result['min_s']):.2f} s); "
+                "process start, imports, snapshot, key store, listening socket",
+            )
+        )
+    return figures
+
+
+def latency_section(settings: Settings) -> tuple[str, str]:
+    title = "Where one submit's time goes"
+    command = [sys.executable, "bench/latency_bench.py", "--markdown", "--seconds",
+               str(min(5.0, settings.seconds))]  # fmt: skip
+    try:
+        run = _run_group(command, timeout_s=180)
+        if run.returncode != 0 or "| stage |" not in run.stdout:
+            raise RuntimeError((run.stderr or run.stdout)[-160:])
+        return title, run.stdout.strip()
+    except Exception as exc:
+        return title, f"Not measured: {type(exc).__name__}: {exc}"[:300]
 
 
 def disk_figure(root: Path, settings: Settings) -> Figure:

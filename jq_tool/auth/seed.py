@@ -14,7 +14,6 @@ from pathlib import Path
 
 from jq_tool.auth.embedded_store import EmbeddedKeyStore
 from jq_tool.auth.keys import ApiKey
-from jq_tool.auth.redis_store import RedisKeyStore
 from jq_tool.auth.scopes import KeyType
 from jq_tool.auth.store import BaseKeyStore, KeyStore
 
@@ -32,6 +31,8 @@ SEED_CLAIM_HOLD_MS = 60_000
 def open_key_store(redis_url: str | None, data_dir: Path, *, redis_prefix: str = "") -> KeyStore:
     """RedisKeyStore for a non-empty `redis_url`, else EmbeddedKeyStore in `data_dir`."""
     if redis_url:
+        from jq_tool.auth.redis_store import RedisKeyStore  # redis-py only when it is used
+
         return RedisKeyStore(redis_url, prefix=redis_prefix)
     return EmbeddedKeyStore(data_dir)
 

@@ -2,45 +2,77 @@
 registers itself into. Each module under jq_tool/cli owns its commands; this one only joins them,
 after jq_tool/cli/json_tool.py has had its say: run as `jq` with arguments that are not ours, the
 call goes to jq the JSON tool, before any of the CLI is imported.
+
+`jq serve` does not load them at all: the client commands' modules bring the SDK, rich and
+httpx, and Typer itself is not needed for well-formed flags (jq_tool/cli/serve.py), none of
+which a server uses or a restart should wait for.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jq_tool.cli.json_tool import hand_over_if_not_ours
 
 if TYPE_CHECKING:
     import typer
 
+HELP = (
+    "jq: a durable, crash-proof job queue. Also installed as `jobq`; run as `jq` with "
+    "arguments that are not these commands (`jq .a`, `jq -r …`), it hands the call to "
+    "jq the JSON tool. Times without a zone are UTC, as in the HTTP API."
+)
 
-def build_app() -> typer.Typer:
+
+def build_app(*, serve_only: bool = False) -> typer.Typer:
+    """The `jq` app with every command, or with `serve_only` just `jq serve` (its options and
+    help are the same either way)."""
     import typer
-
-    from jq_tool.cli import chaos, jobs, keys, schedules, serve, tui, wal_inspect, worker
 
     app = typer.Typer(
         name="jq",
-        help=(
-            "jq: a durable, crash-proof job queue. Also installed as `jobq`; run as `jq` with "
-            "arguments that are not these commands (`jq .a`, `jq -r …`), it hands the call to "
-            "jq the JSON tool. Times without a zone are UTC, as in the HTTP API."
-        ),
+        help=HELP,
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
     )
+    if serve_only:
+        from jq_tool.cli import serve
+
+        serve.register(app)
+
+        @app.callback()
+        def root() -> None:
+            """A callback keeps `serve` a named subcommand of a one-command app."""
+
+        return app
+    from jq_tool.cli import chaos, jobs, keys, schedules, serve, tui, wal_inspect, worker
+
     for module in (serve, jobs, keys, schedules, worker, chaos, tui, wal_inspect):
         module.register(app)
     return app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # the whole app, for whoever imports it by name
+        return build_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
     # First thing: a frozen (PyInstaller) binary re-executes itself for child processes.
     multiprocessing.freeze_support()
     hand_over_if_not_ours(sys.argv)
+    if sys.argv[1:2] == ["serve"]:
+        from jq_tool.cli import serve
+
+        raw = serve.read_flags(sys.argv[2:])
+        if raw is not None:
+            raise SystemExit(serve.serve(raw))
+        build_app(serve_only=True)()  # --help, or flags Typer must report
+        return
     app = build_app()
     if "--json" not in sys.argv[1:]:
         app()

@@ -18,10 +18,9 @@ import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
-from prometheus_client.metrics_core import Metric
 
 from jq_tool.core.model import (
     ErrorCode,
@@ -33,6 +32,9 @@ from jq_tool.core.model import (
     ScheduleSpec,
 )
 from jq_tool.core.state_machine import QueueStats, ScheduleStats, StateMachineConfig, Stats
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 
 class CommandRejected(Exception):
@@ -122,6 +124,26 @@ class SubmitOutcome(msgspec.Struct):
     duplicate: bool = False  # an idempotency key found an earlier job
     error: str | None = None  # why this entry was refused
     code: ErrorCode | None = None  # the state machine's code for that refusal
+
+
+class Settlement(msgspec.Struct):
+    """One lease to settle in `settle_many`: a non-empty `error` fails the attempt (RETRY with
+    backoff, or DEAD), else the job is acked with `result`."""
+
+    job_id: str
+    lease_id: str | None = None
+    result: str | None = None
+    error: str | None = None
+    retry: bool = True  # False: a failure that is final (DEAD at once)
+
+
+class LeaseNext(msgspec.Struct):
+    """What `settle_many` leases after settling: up to `max_jobs` jobs of `queue`, each for
+    `lease_ms` (None: the engine's default)."""
+
+    queue: str = "default"
+    max_jobs: int = 1
+    lease_ms: int | None = None
 
 
 class JobEvent(msgspec.Struct):
@@ -231,6 +253,17 @@ class Engine(Protocol):
     ) -> Job:
         """A failed attempt: RETRY with backoff, or DEAD when retries are spent; DEAD at once
         when `retry` is False (the failure is final)."""
+        ...
+
+    async def settle_many(
+        self, settlements: list[Settlement], *, lease_next: LeaseNext | None = None
+    ) -> tuple[list[Job | CommandRejected], list[Job]]:
+        """Settle every lease (ack, or fail when its `error` is set) and, with `lease_next`,
+        lease up to `lease_next.max_jobs` more jobs, all in one durable write. Returns each
+        settlement's outcome in input order (the job afterwards, or why it was refused: one
+        refusal does not stop the others) and the leased jobs. The lease does not depend on
+        the outcomes (a worker's slot is free whether its ack landed or its lease was lost),
+        and it never waits: nothing runnable now leases nothing."""
         ...
 
     async def extend(self, job_id: str, *, lease_id: str | None, lease_ms: int | None) -> Job: ...

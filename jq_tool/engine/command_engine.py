@@ -26,10 +26,9 @@ from abc import abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import msgspec
-from prometheus_client.metrics_core import Metric
 
 from jq_tool.core.model import (
     Ack,
@@ -71,7 +70,9 @@ from jq_tool.engine.base import (
     InvalidSchedule,
     JobEvent,
     JobSpec,
+    LeaseNext,
     ScheduleChanges,
+    Settlement,
     StorageFull,
     SubmitOutcome,
 )
@@ -79,6 +80,9 @@ from jq_tool.engine.cron import CronTimes
 from jq_tool.engine.firing import plan_firing
 from jq_tool.engine.forked_snapshot import SnapshotChildFailed, fork_snapshot
 from jq_tool.engine.metrics import LogMetrics
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger("jq.engine")
 
@@ -150,6 +154,21 @@ def _new_job(spec: JobSpec, now: int) -> NewJob:
         # Hashing a payload costs; only a keyed submit can ever be compared with another.
         None if key is None else spec.fingerprint(),
     )
+
+
+# A placeholder in settle_many's outcomes until its command's result is in.
+_UNSETTLED = CommandRejected(ErrorCode.INVALID, "not settled")
+
+
+def _forget(futures: Iterable[asyncio.Future[Result]]) -> None:
+    """Futures whose caller will not read them: cancel the pending ones (their commands are
+    still applied, the answers dropped), and mark a refusal as seen so asyncio does not log it
+    as never retrieved."""
+    for future in futures:
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled():
+            future.exception()
 
 
 def _outcome(entry: Submitted | Error) -> SubmitOutcome:
@@ -280,6 +299,14 @@ class CommandEngine(Engine):
 
     async def _propose(self, command: Command) -> Result:
         """Make the command durable, apply it, return its result."""
+        # A caller that goes away (client disconnect) cancels only this future: the command
+        # is still made durable and applied (it may already be in the log), its answer dropped.
+        return await self._enqueue(command)
+
+    def _enqueue(self, command: Command) -> asyncio.Future[Result]:
+        """Queue the command for the next batch; its future gets the result once it is durable
+        and applied. Commands enqueued with no await between them share one batch (the flusher
+        takes the whole pending list), hence one durable write."""
         if self._fatal is not None:
             raise EngineUnavailable(self._fatal)
         if not self._started or self._stopping:
@@ -287,9 +314,7 @@ class CommandEngine(Engine):
         future: asyncio.Future[Result] = self._loop.create_future()
         self._pending.append(Proposal(command, future))
         self._wakeup.set()
-        # A caller that goes away (client disconnect) cancels only this future: the command
-        # is still made durable and applied (it may already be in the log), its answer dropped.
-        return await future
+        return future
 
     async def _flush_loop(self) -> None:
         """Group commit: whatever is pending when the log can take a batch becomes one batch."""
@@ -646,6 +671,58 @@ class CommandEngine(Engine):
         return await self._settle(
             Fail(now=self._clock(), job_id=job_id, lease_id=lease_id, error=error, retry=retry)
         )
+
+    async def settle_many(
+        self, settlements: list[Settlement], *, lease_next: LeaseNext | None = None
+    ) -> tuple[list[Job | CommandRejected], list[Job]]:
+        # Two kinds of commands (an Ack or Fail per settlement, then one Lease), enqueued with
+        # no await between them: one batch, one durable write, and no new command type. The
+        # Lease is applied whatever the settlements' outcomes, which is what a worker wants (its
+        # slots are free either way), so nothing decides it inside the state machine.
+        machine = self._machine
+        if lease_next is not None or any(machine.get(s.job_id) is None for s in settlements):
+            await self._catch_up()
+        now = self._clock()
+        outcomes: list[Job | CommandRejected] = []
+        proposed: list[tuple[int, asyncio.Future[Result]]] = []
+        lease: asyncio.Future[Result] | None = None
+        try:
+            for settlement in settlements:
+                job_id = settlement.job_id
+                if machine.get(job_id) is None:  # no doomed command in the log, as in _settle
+                    outcomes.append(CommandRejected(ErrorCode.NOT_FOUND, f"job {job_id} not found"))
+                    continue
+                command: Ack | Fail
+                if settlement.error:
+                    command = Fail(
+                        now, job_id, settlement.lease_id, settlement.error, settlement.retry
+                    )
+                else:
+                    command = Ack(now, job_id, settlement.lease_id, settlement.result)
+                proposed.append((len(outcomes), self._enqueue(command)))
+                outcomes.append(_UNSETTLED)
+            if lease_next is not None and machine.has_runnable(lease_next.queue, now):
+                lease_ids = [new_lease_id() for _ in range(lease_next.max_jobs)]
+                lease_ms = lease_next.lease_ms or self.config.lease_ms
+                lease = self._enqueue(Lease(now, lease_next.queue, lease_ms, lease_ids))
+            for position, future in proposed:
+                result = await future
+                if isinstance(result, Error):
+                    outcomes[position] = CommandRejected(result.code, result.message)
+                else:
+                    assert isinstance(result, JobResult)
+                    outcomes[position] = result.job
+            leased: list[Job] = []
+            if lease is not None:
+                result = await lease
+                assert isinstance(result, LeaseResult)
+                leased = result.jobs
+        except BaseException:
+            # The whole batch was refused, or the caller went away: the other futures are
+            # nobody's now (their commands are still applied if they were made durable).
+            _forget([future for _, future in proposed] + ([lease] if lease else []))
+            raise
+        return outcomes, leased
 
     async def extend(self, job_id: str, *, lease_id: str | None, lease_ms: int | None) -> Job:
         return await self._settle(

@@ -5,15 +5,19 @@ default: the local WAL) or, in cluster mode, ClusterEngine (etcd)."""
 from __future__ import annotations
 
 from jq_tool.engine.base import ClusterConfig, Engine, EngineConfig, client_addr_for
-from jq_tool.engine.cluster import ClusterEngine
-from jq_tool.engine.local import LocalEngine
 from jq_tool.settings import Settings
 
 
 def open_engine(settings: Settings) -> Engine:
     config = engine_config(settings)
+    # Imported for the mode in use only: the cluster engine brings httpx and the etcd client,
+    # which a single node never needs (and a restart should not wait for).
     if config.cluster is not None:
+        from jq_tool.engine.cluster import ClusterEngine
+
         return ClusterEngine(config)
+    from jq_tool.engine.local import LocalEngine
+
     return LocalEngine(config)
 
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 
 SECONDS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -31,6 +29,8 @@ class Histogram:
         self.total += value
 
     def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        from prometheus_client.metrics_core import HistogramMetricFamily
+
         cumulative, running = [], 0
         for bound, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
             running += count
@@ -46,6 +46,9 @@ class LogMetrics:
         self.append_failures = 0
 
     def collect(self) -> Iterator[Metric]:
+        # prometheus_client is imported by the first scrape, not by every server start.
+        from prometheus_client.metrics_core import CounterMetricFamily
+
         yield self.append_seconds.family(
             "jq_wal_fsync_seconds",
             "Time of one durable append of a batch (WAL write + fdatasync, or an etcd put)",

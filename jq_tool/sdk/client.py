@@ -26,8 +26,11 @@ from typing import Any, TypeVar
 import msgspec
 
 from jq_tool.sdk.calls import (
+    MAX_BATCH,
     Call,
     ack_call,
+    ack_entry,
+    ack_many_call,
     batch_call,
     batches,
     create_key_call,
@@ -62,6 +65,8 @@ from jq_tool.sdk.errors import (
 from jq_tool.sdk.sse import AsyncEventStream, EventStream
 from jq_tool.sdk.tls import Verify
 from jq_tool.sdk.types import (
+    AckResult,
+    BatchAck,
     CreatedKey,
     Extended,
     Job,
@@ -73,6 +78,7 @@ from jq_tool.sdk.types import (
     Schedule,
     SchedulePage,
     Settled,
+    Settlement,
     Stats,
     SubmitResult,
 )
@@ -190,6 +196,24 @@ class BaseClient:
     def unreachable(call: Call[Any], failure: TransportFailure) -> JqError:
         what = f"{call.method} {call.path}"
         return error_for_failure(what, failure, write=call.method != "GET")
+
+    @staticmethod
+    def ack_many_calls(
+        settlements: Iterable[Settlement], lease_next: int, queue: str, lease_ms: int | None
+    ) -> builtins.list[Call[BatchAck]]:
+        """The requests of one `ack_many`: MAX_BATCH entries each, `lease_next` on the last;
+        none for no settlements."""
+        entries = [ack_entry(settlement) for settlement in settlements]
+        starts = range(0, len(entries), MAX_BATCH)
+        return [
+            ack_many_call(
+                entries[start : start + MAX_BATCH],
+                lease_next if start + MAX_BATCH >= len(entries) else 0,
+                queue,
+                lease_ms,
+            )
+            for start in starts
+        ]
 
 
 class Client(BaseClient):
@@ -371,6 +395,28 @@ class Client(BaseClient):
         """A failed attempt: RETRY with backoff, or DEAD when retries are spent;
         `retry=False` makes it final (DEAD at once)."""
         return self.send(fail_call(job_id, error, lease_id, retry), timeout)
+
+    def ack_many(
+        self,
+        settlements: Iterable[Settlement],
+        *,
+        lease_next: int = 0,
+        queue: str = "default",
+        lease_ms: int | None = None,
+        timeout: float | None = None,
+    ) -> BatchAck:
+        """Settle many leases in one request and one durable write (1000 per request), and
+        with `lease_next` lease up to that many (at most 100) jobs of `queue` in the same
+        write, without waiting: ack-and-lease-next. A refused entry is a result that says
+        why, not an exception; the request as a whole raises as `ack` does. No settlements:
+        nothing is sent (lease with `lease`)."""
+        results: builtins.list[AckResult] = []
+        leased: builtins.list[LeasedJob] = []
+        for call in self.ack_many_calls(settlements, lease_next, queue, lease_ms):
+            answer = self.send(call, timeout)
+            results.extend(answer.results)
+            leased.extend(answer.leased)
+        return BatchAck(results, leased)
 
     def extend(
         self,
@@ -661,6 +707,23 @@ class AsyncClient(BaseClient):
         """A failed attempt: RETRY with backoff, or DEAD when retries are spent;
         `retry=False` makes it final (DEAD at once)."""
         return await self.send(fail_call(job_id, error, lease_id, retry), timeout)
+
+    async def ack_many(
+        self,
+        settlements: Iterable[Settlement],
+        *,
+        lease_next: int = 0,
+        queue: str = "default",
+        lease_ms: int | None = None,
+        timeout: float | None = None,
+    ) -> BatchAck:
+        results: builtins.list[AckResult] = []
+        leased: builtins.list[LeasedJob] = []
+        for call in self.ack_many_calls(settlements, lease_next, queue, lease_ms):
+            answer = await self.send(call, timeout)
+            results.extend(answer.results)
+            leased.extend(answer.leased)
+        return BatchAck(results, leased)
 
     async def extend(
         self,

@@ -78,6 +78,41 @@ class Settled(msgspec.Struct, frozen=True):
     state: JobState
 
 
+class Settlement(msgspec.Struct, frozen=True):
+    """One lease to settle with `ack_many`: acked with `result` (a str as is, anything else as
+    its JSON), or, when `error` is given, a failed attempt with that error."""
+
+    job_id: str
+    lease_id: str | None
+    result: object = None
+    error: str | None = None
+    retry: bool = True  # with `error`: False makes the failure final (DEAD at once)
+
+
+class AckResult(msgspec.Struct, frozen=True):
+    """One entry of `ack_many`'s answer: the job's `state` once settled, or why the server
+    refused this entry (`error`, `code` as docs/api.md's error table, `field`); the entry's
+    lease is then untouched."""
+
+    job_id: str
+    state: JobState | None = None
+    error: str | None = None
+    code: str | None = None
+    field: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state is not None
+
+
+class BatchAck(msgspec.Struct, frozen=True):
+    """`ack_many`'s answer: a result per settlement in input order, and the jobs leased in the
+    same write (`lease_next`)."""
+
+    results: list[AckResult]
+    leased: list[LeasedJob] = []
+
+
 class Extended(msgspec.Struct, frozen=True):
     job_id: str
     lease_until: datetime

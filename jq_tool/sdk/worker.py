@@ -28,9 +28,9 @@ import traceback
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
-from jq_tool.sdk.calls import encode_payload
+from jq_tool.sdk.calls import MAX_BATCH, MAX_LEASE_JOBS, encode_payload
 from jq_tool.sdk.client import AsyncClient
 from jq_tool.sdk.errors import (
     BadRequest,
@@ -46,14 +46,19 @@ from jq_tool.sdk.errors import (
 )
 from jq_tool.sdk.times import utc_now
 from jq_tool.sdk.tls import Verify
-from jq_tool.sdk.types import Failure, JobState, LeasedJob, Success
+from jq_tool.sdk.types import AckResult, Failure, JobState, LeasedJob, Settlement, Success
 
 log = logging.getLogger("jq_tool.sdk.worker")
 
 SyncHandler = Callable[[LeasedJob], Any]
 AsyncHandler = Callable[[LeasedJob], Awaitable[Any]]
 
-MAX_JOBS_PER_LEASE = 100  # the server's limit for max_jobs
+MAX_JOBS_PER_LEASE = MAX_LEASE_JOBS  # the server's limit for max_jobs
+# POST /jobs/ack requests a worker keeps in flight: while they are out, finished jobs gather
+# for the next one, so a busy worker settles many jobs per request.
+SETTLES_IN_FLIGHT = 2
+# Per-entry codes of POST /jobs/ack that mean the lease is gone (the single ack's 409/404).
+_LEASE_GONE = frozenset({"lease_mismatch", "invalid_state", "not_found"})
 
 # Errors after which waiting helps: the server is down, restarting or out of disk.
 _TRANSIENT = (ServerUnavailable, StorageFull)
@@ -97,6 +102,10 @@ class WorkerOptions:
     """The longest pause between retries while the server is unreachable."""
     verify: Verify = True
     """TLS verification for an https URL, as `Client`'s `verify`."""
+    batch_ack: bool = True
+    """Settle finished jobs together and lease the next ones in the same request (POST
+    /jobs/ack with lease_next: one round trip and one durable write for many jobs). False: one
+    ack request per job. A server that does not know the route is detected and handled so."""
 
     def __post_init__(self) -> None:
         if self.concurrency is not None and self.concurrency < 1:
@@ -139,6 +148,8 @@ class BaseWorker:
         self._stop: asyncio.Event | None = None
         self._stop_requested = threading.Event()
         self._drain_deadline: float | None = None
+        self._settler: _BatchSettler | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self.url!r}, queue={self.queue!r})"
@@ -166,7 +177,10 @@ class BaseWorker:
         Lease requests run concurrently, each asking for the slots that were free when it
         started (`max_jobs`), so their sum never exceeds the free slots: a slot that frees up
         while a long poll is pending gets its own request at once instead of waiting for the
-        poll, and the server commits concurrent leases together.
+        poll, and the server commits concurrent leases together. With `batch_ack` (the
+        default), finished jobs are settled by `_BatchSettler`, whose requests also lease the
+        jobs that take their slots: on a busy queue the worker makes one request per batch of
+        jobs instead of two per job, and long-polls only when the queue runs dry.
         """
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
@@ -176,6 +190,7 @@ class BaseWorker:
         if install_signal_handlers:
             self._install_signal_handlers()
         in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight = in_flight
         slot_freed = asyncio.Event()
 
         def finished(task: asyncio.Task[None]) -> None:
@@ -193,6 +208,20 @@ class BaseWorker:
         )
         # pending lease request -> (slots it reserved, when it was sent)
         leases: dict[asyncio.Future[list[LeasedJob]], tuple[int, float]] = {}
+
+        def free_slots() -> int:
+            reserved = sum(n for n, _ in leases.values())
+            return self.concurrency - len(in_flight) - settler.occupied - reserved
+
+        settler = _BatchSettler(
+            self,
+            client,
+            start=lambda job: self._start(client, job, in_flight, finished),
+            free_slots=lambda: 0 if self.stopping else free_slots(),
+            changed=slot_freed.set,
+        )
+        settler.batch = self.options.batch_ack
+        self._settler = settler
         stopped = asyncio.ensure_future(self._stop.wait())
         batch = max(1, min(MAX_JOBS_PER_LEASE, self.concurrency // 4))
         try:
@@ -200,7 +229,7 @@ class BaseWorker:
             next_lease_at = 0.0
             while not self._stop.is_set():
                 now = time.monotonic()
-                free = self.concurrency - len(in_flight) - sum(n for n, _ in leases.values())
+                free = free_slots()
                 # With a request already out, wait for a few free slots before asking again:
                 # one lease per freed slot would double the requests of a busy worker.
                 enough = free >= (batch if leases else 1)
@@ -250,11 +279,12 @@ class BaseWorker:
                         self._start(client, job, in_flight, finished)
             self._drain_deadline = time.monotonic() + self.options.grace
             await self._finish_leases(client, leases, in_flight, finished)
-            await self._drain(in_flight)
+            await self._drain(in_flight, settler)
         finally:
             stopped.cancel()
             for lease in leases:
                 lease.cancel()
+            settler.close()
             await client.aclose()
             self._loop = None
 
@@ -295,12 +325,23 @@ class BaseWorker:
             return self.options.grace
         return max(0.0, self._drain_deadline - time.monotonic())
 
-    async def _drain(self, in_flight: set[asyncio.Task[None]]) -> None:
-        if not in_flight:
-            return
-        left = self._grace_left()
-        log.info("stopping: waiting up to %.0fs for %d job(s)", left, len(in_flight))
-        _, pending = await asyncio.wait(set(in_flight), timeout=left)
+    async def _drain(self, in_flight: set[asyncio.Task[None]], settler: _BatchSettler) -> None:
+        """Within the grace period: running handlers finish and their jobs are settled (jobs a
+        settle request leased meanwhile run too); whatever is left then is abandoned to its
+        lease's expiry."""
+        if in_flight or not settler.idle:
+            log.info(
+                "stopping: waiting up to %.0fs for %d job(s)",
+                self._grace_left(),
+                len(in_flight) + settler.occupied,
+            )
+        while (in_flight or not settler.idle) and (left := self._grace_left()) > 0:
+            tasks = set(in_flight) | settler.tasks
+            if tasks:
+                await asyncio.wait(tasks, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            else:  # only settles waiting out a backoff
+                await asyncio.sleep(min(left, 0.05))
+        pending = set(in_flight)
         for task in pending:
             task.cancel()
         if pending:
@@ -309,6 +350,7 @@ class BaseWorker:
                 len(pending),
             )
             await asyncio.wait(pending, timeout=1.0)
+        settler.give_up()
 
     async def _process(self, client: AsyncClient, job: LeasedJob) -> None:
         # Most handlers finish long before a third of the lease: a timer is cheaper than a
@@ -334,7 +376,13 @@ class BaseWorker:
             timer.cancel()
             for task in keeper:
                 task.cancel()
-        await self._settle(client, job, result, error, retry)
+        if self._settler is not None and self._settler.batch:
+            # The job's slot passes to the settler now, not when this task's done callbacks
+            # run: its next request must see the slot as its own to fill with lease_next.
+            self._in_flight.discard(cast("asyncio.Task[None]", asyncio.current_task()))
+            self._settler.add(_Unsettled(job, result, error, retry))
+        else:
+            await self._settle(client, job, result, error, retry)
 
     def _lease_seconds(self, job: LeasedJob) -> float:
         if self.options.lease_ms is not None:
@@ -446,6 +494,225 @@ class BaseWorker:
             raise SystemExit(1)
         log.info("%s received: finishing in-flight jobs", signal.Signals(signum).name)
         self.stop()
+
+
+@dataclass
+class _Unsettled:
+    """A finished job whose settle has not landed yet."""
+
+    job: LeasedJob
+    result: str | None
+    error: str | None  # set: a failed attempt
+    retry: bool = True  # False: the handler's Failure(retry=False), final
+    attempt: int = 0  # tries so far
+    unsure: bool = False  # a try whose answer was lost may have landed
+    not_before: float = 0.0  # monotonic time of the next try (backoff)
+
+    def settlement(self) -> Settlement:
+        return Settlement(self.job.job_id, self.job.lease_id, self.result, self.error, self.retry)
+
+
+class _BatchSettler:
+    """A worker's settles, in batches: every finished job waiting when a request can go is in
+    it (POST /jobs/ack), and its `lease_next` asks for the slots those jobs free and any other
+    free slot, so one round trip and one durable write settle a batch and bring the next jobs.
+    At most SETTLES_IN_FLIGHT requests at once; what finishes meanwhile waits for the next one.
+
+    Each entry's outcome is handled as `BaseWorker._settle` handles a single ack: a lease gone
+    is a lost attempt (unless a lost answer had landed it), a refused result is sent again as a
+    failure, and a request the server could not take is sent again after a backoff, with the
+    same entries. A server without the route (404/405) turns batching off: each job is then
+    settled on its own, as before."""
+
+    def __init__(
+        self,
+        worker: BaseWorker,
+        client: AsyncClient,
+        *,
+        start: Callable[[LeasedJob], None],
+        free_slots: Callable[[], int],
+        changed: Callable[[], None],
+    ) -> None:
+        self.batch = True
+        self._worker = worker
+        self._client = client
+        self._start = start
+        self._free_slots = free_slots
+        self._changed = changed
+        self._unsent: list[_Unsettled] = []
+        self._requests: dict[asyncio.Task[None], int] = {}  # request -> the slots it holds
+        self._others: set[asyncio.Task[None]] = set()  # single settles and lookups
+        self._pump_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._failures = 0
+
+    @property
+    def occupied(self) -> int:
+        """Slots held: finished jobs not settled yet, and the jobs a request may lease."""
+        return len(self._unsent) + sum(self._requests.values())
+
+    @property
+    def idle(self) -> bool:
+        return not self._unsent and not self._requests and not self._others
+
+    @property
+    def tasks(self) -> set[asyncio.Task[None]]:
+        return set(self._requests) | self._others
+
+    def add(self, entry: _Unsettled) -> None:
+        self._unsent.append(entry)
+        if not self._pump_scheduled:
+            # On the next loop turn: handlers that finish in this one share the request.
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        """Send what may go now, if a request slot is free."""
+        self._pump_scheduled = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.batch:  # the server has no POST /jobs/ack: what waits goes one by one
+            unsent, self._unsent = self._unsent, []
+            for entry in unsent:
+                self._spawn(
+                    self._worker._settle(self._client, entry.job, entry.result, entry.error)
+                )
+            return
+        now = time.monotonic()
+        while self._unsent and len(self._requests) < SETTLES_IN_FLIGHT:
+            ready = [e for e in self._unsent if e.not_before <= now][:MAX_BATCH]
+            if not ready:
+                break
+            taken = {id(e) for e in ready}
+            self._unsent = [e for e in self._unsent if id(e) not in taken]
+            # The sent jobs' slots are free now; the request holds them (and any other free
+            # slot) for the jobs it leases.
+            lease_next = max(0, min(MAX_JOBS_PER_LEASE, self._free_slots()))
+            request = asyncio.ensure_future(self._send(ready, lease_next))
+            self._requests[request] = max(len(ready), lease_next)
+            request.add_done_callback(self._sent)
+        if self._unsent and self._timer is None:
+            wake = min(e.not_before for e in self._unsent)
+            self._timer = asyncio.get_running_loop().call_at(
+                asyncio.get_running_loop().time() + max(0.0, wake - now), self._pump
+            )
+
+    def _sent(self, request: asyncio.Task[None]) -> None:
+        self._requests.pop(request, None)
+        if not request.cancelled() and request.exception() is not None:
+            log.error("settle request failed", exc_info=request.exception())
+        self._changed()
+        self._pump()
+
+    async def _send(self, entries: list[_Unsettled], lease_next: int) -> None:
+        worker, client = self._worker, self._client
+        try:
+            answer = await client.ack_many(
+                [entry.settlement() for entry in entries],
+                lease_next=lease_next,
+                queue=worker.queue,
+                lease_ms=worker.options.lease_ms,
+            )
+        except _TRANSIENT as exc:
+            self._failed(entries, exc)
+            return
+        except JqError as exc:
+            if exc.status in (404, 405):
+                log.info("the server has no POST /jobs/ack: settling one job at a time")
+                self.batch = False
+                for entry in entries:
+                    self._spawn(worker._settle(client, entry.job, entry.result, entry.error))
+                return
+            # 401/403 and the like: retrying cannot help; the leases will expire.
+            worker.counts.lost += len(entries)
+            log.error("settling %d job(s) refused: %s", len(entries), exc)
+            return
+        if self._failures:
+            log.info("settles land again")
+            self._failures = 0
+        for entry, result in zip(entries, answer.results, strict=False):
+            self._settled(entry, result)
+        for job in answer.leased:
+            self._start(job)
+
+    def _settled(self, entry: _Unsettled, result: AckResult) -> None:
+        """One entry's outcome, handled as `BaseWorker._settle` handles a single ack's."""
+        worker, job = self._worker, entry.job
+        if result.ok:
+            if entry.error is None:
+                worker.counts.acked += 1
+            else:
+                worker.counts.failed += 1
+            if entry.attempt:
+                log.info("job %s: settled after %d retries", job.job_id, entry.attempt)
+            return
+        if result.code in _LEASE_GONE:
+            if entry.unsure:
+                self._spawn(self._check_landed(entry, result))
+                return
+            worker.counts.lost += 1
+            log.warning("job %s: lease lost, this attempt is not settled: %s", job.job_id, result)
+            return
+        # The result or the error was refused (too large, invalid): report a failure instead.
+        if entry.error is not None:
+            log.error("job %s: failure report refused: %s", job.job_id, result.error)
+            entry.error = entry.error[-4000:] if len(entry.error) > 4000 else "handler failed"
+            if entry.attempt > 3:
+                return
+        else:
+            entry.error, entry.result = f"result refused by the server: {result.error}", None
+        entry.attempt += 1
+        self._unsent.append(entry)
+
+    async def _check_landed(self, entry: _Unsettled, result: AckResult) -> None:
+        worker = self._worker
+        if await worker._landed_earlier(self._client, entry.job, entry.error):
+            return
+        worker.counts.lost += 1
+        log.warning("job %s: lease lost, this attempt is not settled: %s", entry.job.job_id, result)
+
+    def _failed(self, entries: list[_Unsettled], exc: JqError) -> None:
+        """The request got no usable answer: each entry may have landed; try again later."""
+        self._failures += 1
+        delay = self._client.backoff_delay(min(entry.attempt for entry in entries))
+        deadline = self._worker._drain_deadline
+        if deadline is not None and time.monotonic() + delay > deadline:
+            log.error("giving up settling %d job(s) at shutdown: %s", len(entries), exc)
+            return
+        # One warning per outage; the retries themselves are routine.
+        level = logging.WARNING if self._failures == 1 else logging.DEBUG
+        log.log(level, "settling %d job(s) failed (%s); retrying", len(entries), exc)
+        retry_at = time.monotonic() + delay
+        for entry in entries:
+            entry.unsure = True
+            entry.attempt += 1
+            entry.not_before = retry_at
+        self._unsent.extend(entries)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._others.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._others.discard(task)
+            self._changed()
+
+        task.add_done_callback(done)
+
+    def give_up(self) -> None:
+        """The grace period is over: what is still unsettled is left to its lease's expiry."""
+        if self._unsent:
+            log.error("grace period over: %d job(s) not settled", len(self._unsent))
+            self._unsent.clear()
+        self.close()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in self.tasks:
+            task.cancel()
 
 
 class Worker(BaseWorker):

@@ -24,6 +24,7 @@ from jq_tool.server.auth_guard import Guard
 from jq_tool.server.dashboard import dashboard_routes
 from jq_tool.server.errors import HANDLED_EXCEPTIONS, handle_exception
 from jq_tool.server.events import EventRoutes, OpenStreams, StreamSlots, TicketBook
+from jq_tool.server.hot_routes import HotRoutes
 from jq_tool.server.metrics import RequestCounts, RequestMetricsMiddleware, build_registry
 from jq_tool.server.openapi import openapi_routes
 from jq_tool.server.routes_jobs import JobRoutes
@@ -92,10 +93,11 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
             await keystore.close()
             log.info("jq stopped: engine flushed and closed")
 
+    job_routes = JobRoutes(engine, guard, settings, counts.commands, draining).routes()
     app = Starlette(
         routes=answer_wrong_methods(
             [
-                *JobRoutes(engine, guard, settings, counts.commands, draining).routes(),
+                *job_routes,
                 *KeyRoutes(keystore, guard).routes(),
                 *ScheduleRoutes(engine, guard, settings, counts.commands).routes(),
                 *MonitoringRoutes(
@@ -107,7 +109,9 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
             ]
         ),
         middleware=[
-            Middleware(RequestMetricsMiddleware, counts=counts, log_access=settings.access_log)
+            Middleware(RequestMetricsMiddleware, counts=counts, log_access=settings.access_log),
+            # The job routes skip the router: see hot_routes.py. Inside the metrics middleware.
+            Middleware(HotRoutes, routes=job_routes),
         ],
         exception_handlers={exc: handle_exception for exc in HANDLED_EXCEPTIONS},
         lifespan=lifespan,

@@ -42,6 +42,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from jq_tool.server.errors import HEADER_TOO_LARGE, TOO_MANY_CONNECTIONS, closing_response
+from jq_tool.server.http_protocol import JoinedWritesProtocol
 from jq_tool.settings import Settings
 
 log = logging.getLogger("jq.server")
@@ -130,8 +131,9 @@ class ConnectionLimits:
             log.warning("connections %s: %d since the last such line (%s)", what, count, detail)
 
 
-class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol under ConnectionLimits (see the module docstring).
+class GuardedHttpToolsProtocol(JoinedWritesProtocol):
+    """uvicorn's httptools protocol under ConnectionLimits (see the module docstring), writing
+    through server/http_protocol.py's joined writes.
 
     Every request passes through data_received, on_headers_complete and on_message_complete:
     they call the base methods directly (no super() lookup) and only store numbers. The head

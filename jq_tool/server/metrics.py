@@ -17,14 +17,16 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import msgspec
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jq_tool.engine.base import Engine
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import Metric
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 METRICS_QUEUES = 250  # queues with series of their own in jq_jobs; the rest are "(other)"
@@ -41,12 +43,16 @@ class RequestCounts:
         self.commands: defaultdict[str, int] = defaultdict(int)
 
 
-class QueueCollector(Collector):
+class QueueCollector:
+    """A prometheus_client collector (it needs only `collect`)."""
+
     def __init__(self, engine: Engine, counts: RequestCounts) -> None:
         self.engine = engine
         self.counts = counts
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         stats = self.engine.stats(top=METRICS_QUEUES)
         jobs = GaugeMetricFamily("jq_jobs", "Jobs by state and queue", labels=["state", "queue"])
         # Every count the engine keeps, by its own field names: a new one shows up here too.
@@ -87,14 +93,29 @@ class QueueCollector(Collector):
         yield from self.engine.metrics()  # the log's own: append latency, batch sizes, ...
 
 
-def build_registry(engine: Engine, counts: RequestCounts) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(QueueCollector(engine, counts))
-    return registry
+class MetricsRegistry:
+    """This app's registry, made on the first scrape: prometheus_client (and the http.client it
+    brings) is imported then, not by every server start, whose time is a measured target."""
+
+    def __init__(self, engine: Engine, counts: RequestCounts) -> None:
+        self._collector = QueueCollector(engine, counts)
+        self._registry: CollectorRegistry | None = None
+
+    def render(self) -> bytes:
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        if self._registry is None:
+            self._registry = CollectorRegistry(auto_describe=False)
+            self._registry.register(self._collector)
+        return bytes(generate_latest(self._registry))
 
 
-def render(registry: CollectorRegistry) -> bytes:
-    return generate_latest(registry)
+def build_registry(engine: Engine, counts: RequestCounts) -> MetricsRegistry:
+    return MetricsRegistry(engine, counts)
+
+
+def render(registry: MetricsRegistry) -> bytes:
+    return registry.render()
 
 
 class RequestMetricsMiddleware:

@@ -21,12 +21,15 @@ from starlette.routing import BaseRoute, Route
 from jq_tool.auth import SCOPES_BY_TYPE, KeyType, Scope
 from jq_tool.core.model import JobState, MissedPolicy, OverlapPolicy
 from jq_tool.server.validation import (
+    AckBatchBody,
     AckBody,
+    AckEntry,
     BatchBody,
     ExtendBody,
     IdempotencyKey,
     KeyCreateBody,
     LeaseBody,
+    LeaseNextBody,
     ListQuery,
     QueueListQuery,
     ScheduleBody,
@@ -35,6 +38,8 @@ from jq_tool.server.validation import (
     SubmitBody,
 )
 from jq_tool.server.wire import (
+    AckBatchAnswer,
+    AckResult,
     BatchRefusal,
     CreatedKey,
     ErrorBody,
@@ -86,6 +91,11 @@ _PUBLISHED: dict[type, str] = {
     JobState: "State",  # "JobState" is the settled job's shape above, as it always was
     KeyType: "KeyType",
     Scope: "Scope",
+    AckEntry: "AckEntry",
+    LeaseNextBody: "LeaseNext",
+    AckBatchBody: "AckBatchRequest",
+    AckResult: "AckResult",
+    AckBatchAnswer: "AckBatchResponse",
     ScheduleBody: "ScheduleRequest",
     ScheduleChangeBody: "ScheduleChange",
     ScheduleView: "Schedule",
@@ -358,6 +368,15 @@ PATHS: dict[str, Any] = {
             },
             "LeaseRequest",
             errors=(400, 404, 504, 507),
+        )
+    },
+    "/jobs/ack": {
+        "post": _op(
+            "Settle up to 1000 leases in one durable write; lease_next leases the next jobs in it",
+            "jobs:ack (and jobs:lease with lease_next)",
+            {"200": _json(_ref("AckBatchResponse"), "per-entry results, and the leased jobs")},
+            "AckBatchRequest",
+            errors=(400, 413, 507),
         )
     },
     "/jobs/{id}": {

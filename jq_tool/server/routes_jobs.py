@@ -21,7 +21,14 @@ from starlette.routing import BaseRoute, Route
 
 from jq_tool.auth import Scope
 from jq_tool.core.model import ErrorCode, Job
-from jq_tool.engine.base import CommandRejected, Engine, JobSpec, SubmitOutcome
+from jq_tool.engine.base import (
+    CommandRejected,
+    Engine,
+    JobSpec,
+    LeaseNext,
+    Settlement,
+    SubmitOutcome,
+)
 from jq_tool.server.auth_guard import Guard
 from jq_tool.server.errors import ApiError, invalid_field, not_found
 from jq_tool.server.requests import (
@@ -33,6 +40,7 @@ from jq_tool.server.requests import (
     read_body,
 )
 from jq_tool.server.validation import (
+    AckBatchBody,
     AckBody,
     BatchBody,
     EmptyBody,
@@ -43,6 +51,8 @@ from jq_tool.server.validation import (
     SubmitBody,
 )
 from jq_tool.server.wire import (
+    AckBatchAnswer,
+    AckResult,
     BatchRefusal,
     JobPage,
     JSONResponse,
@@ -80,6 +90,7 @@ class JobRoutes:
             Route("/jobs", self.list_jobs, methods=["GET"]),
             Route("/jobs/batch", self.submit_batch, methods=["POST"]),
             Route("/jobs/lease", self.lease, methods=["POST"]),
+            Route("/jobs/ack", self.ack_batch, methods=["POST"]),
             Route("/jobs/{id}", self.get_job, methods=["GET"]),
             Route("/jobs/{id}/ack", self.ack, methods=["POST"]),
             Route("/jobs/{id}/extend", self.extend, methods=["POST"]),
@@ -201,6 +212,49 @@ class JobRoutes:
             self.counts["ack"] += 1
             job = await self.engine.ack(job_id, lease_id=body.lease_id, result=body.result)
         return JSONResponse(SettledJob(job.id, job.state))
+
+    async def ack_batch(self, request: Request) -> Response:
+        """Batch ack and ack-and-lease-next: settle many leases and lease the next jobs in one
+        durable write. Each entry is settled or refused on its own, like POST /jobs/batch."""
+        await self.guard.require(request, Scope.JOBS_ACK)
+        body = decode(await read_body(request, self.settings.max_batch_body), AckBatchBody)
+        lease_next: LeaseNext | None = None
+        if body.lease_next is not None:
+            await self.guard.require(request, Scope.JOBS_LEASE)
+            wanted = body.lease_next
+            lease_next = LeaseNext(wanted.queue, wanted.max_jobs, wanted.lease_ms)
+            self.counts["lease"] += 1
+        results: list[AckResult] = []
+        settlements: list[Settlement] = []
+        positions: list[int] = []
+        limit = self.settings.max_payload
+        for entry in body.acks:
+            try:
+                if entry.result_error:
+                    check_size(entry.result_error, limit, "result_error")
+                elif entry.result is not None:
+                    check_size(entry.result, limit, "result")
+            except ApiError as exc:
+                results.append(AckResult(entry.job_id, error=exc.message, code=exc.code))
+                if exc.field is not None:
+                    results[-1].field = exc.field
+                continue
+            self.counts["fail" if entry.result_error else "ack"] += 1
+            positions.append(len(results))
+            results.append(AckResult(entry.job_id))
+            settlements.append(
+                Settlement(
+                    entry.job_id, entry.lease_id, entry.result, entry.result_error, entry.retry
+                )
+            )
+        outcomes, leased = await self.engine.settle_many(settlements, lease_next=lease_next)
+        for position, outcome in zip(positions, outcomes, strict=True):
+            result = results[position]
+            if isinstance(outcome, CommandRejected):
+                result.error, result.code = outcome.message, outcome.code.value
+            else:
+                result.state = outcome.state
+        return JSONResponse(AckBatchAnswer(results, [leased_body(job) for job in leased]))
 
     async def extend(self, request: Request) -> Response:
         await self.guard.require(request, Scope.JOBS_ACK)

@@ -18,7 +18,6 @@ import contextlib
 from dataclasses import dataclass
 
 import msgspec
-from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -26,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 from jq_tool.auth import KeyStore, Scope
 from jq_tool.engine.base import Engine
 from jq_tool.server.auth_guard import Guard
-from jq_tool.server.metrics import PROMETHEUS_CONTENT_TYPE, render
+from jq_tool.server.metrics import PROMETHEUS_CONTENT_TYPE, MetricsRegistry, render
 from jq_tool.server.requests import decode_query, read_body
 from jq_tool.server.stats import StatsView
 from jq_tool.server.validation import QueueListQuery
@@ -75,7 +74,7 @@ class MonitoringRoutes:
     engine: Engine
     guard: Guard
     stats: StatsView
-    registry: CollectorRegistry
+    registry: MetricsRegistry
     max_body: int
     key_store_probe: KeyStoreProbe
 

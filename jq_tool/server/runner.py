@@ -39,7 +39,6 @@ from jq_tool.runtime import tune_gc
 from jq_tool.server.app import StartupFailed, create_app
 from jq_tool.server.connections import ConnectionLimits
 from jq_tool.server.startup_checks import EXIT_DATA_DIR_NOT_WRITABLE, StartupRefused, run_checks
-from jq_tool.server.welcome import print_welcome
 from jq_tool.settings import RESERVED_DESCRIPTORS, Settings, descriptor_limit
 
 log = logging.getLogger("jq.serve")
@@ -135,9 +134,12 @@ def run(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=limits.protocol_class(),  # uvicorn's httptools protocol, bounded
+        # uvicorn's httptools protocol, bounded (server/connections.py), with an answer's head
+        # and body in one send (server/http_protocol.py).
+        http=limits.protocol_class(),
         # No websocket routes: an Upgrade request stays plain HTTP under the guard (handed to a
-        # websocket protocol, it would leave the connection cap's count behind).
+        # websocket protocol, it would leave the connection cap's count behind), and uvicorn
+        # then imports no WebSocket library.
         ws="none",
         timeout_keep_alive=settings.keep_alive_timeout_ms / 1000,  # type: ignore[arg-type]
         workers=1,
@@ -151,6 +153,9 @@ def run(settings: Settings) -> int:
 
     def first_start_panel() -> None:
         if app.state.seeded_keys:
+            # Imported here: rich is for a first start only, a restart never loads it.
+            from jq_tool.server.welcome import print_welcome
+
             print_welcome(settings, app.state.seeded_keys)
 
     server = DrainingServer(config, app.state.draining, first_start_panel)

@@ -101,6 +101,33 @@ class AckBody(msgspec.Struct):
     retry: bool = True
 
 
+class AckEntry(msgspec.Struct):
+    """One lease to settle in POST /jobs/ack: the body of POST /jobs/{id}/ack plus `job_id`."""
+
+    job_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    result: str | None = None
+    result_error: str | None = None
+    lease_id: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    retry: bool = True  # as on POST /jobs/{id}/ack: False makes a failure final
+
+
+class LeaseNextBody(msgspec.Struct):
+    """What POST /jobs/ack leases in the same durable write, after settling: up to `max_jobs`
+    jobs of `queue`, without waiting (none runnable now: none leased)."""
+
+    queue: QueueName = "default"
+    max_jobs: Annotated[int, msgspec.Meta(ge=1, le=100)] = 1
+    lease_ms: LeaseMs | None = None
+
+
+class AckBatchBody(msgspec.Struct):
+    """Settle up to 1000 leases in one durable write (batch ack); with `lease_next`, lease the
+    next jobs in the same write (ack-and-lease-next)."""
+
+    acks: Annotated[list[AckEntry], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+    lease_next: LeaseNextBody | None = None
+
+
 class ExtendBody(msgspec.Struct):
     """Move a lease's end to now + `lease_ms` (default: the server's lease duration)."""
 

@@ -64,17 +64,27 @@ def rfc3339(ms: int) -> str: ...
 @overload
 def rfc3339(ms: int | None) -> str | None: ...
 def rfc3339(ms: int | None) -> str | None:
+    global _last_second
     if ms is None:
         return None
     if _YEAR_1000_MS <= ms <= LAST_RUN_AT_MS:  # strftime's %Y has four digits here
         seconds, millis = divmod(ms, 1000)
-        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+        last = _last_second
+        if last[0] != seconds:
+            # Every lease and ack answer formats a time, mostly of the same second: strftime
+            # once a second.
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+            last = _last_second = (seconds, text)
+        return f"{last[1]}.{millis:03d}Z"
     moment = _EPOCH + min(max(ms, _FIRST_WRITTEN_MS), LAST_RUN_AT_MS) * _MS
     return (
         f"{moment.year:04d}"
         + moment.strftime("-%m-%dT%H:%M:%S.")
         + f"{moment.microsecond // 1000:03d}Z"
     )
+
+
+_last_second: tuple[int, str] = (-1, "")  # replaced whole, so a reader never sees half of it
 
 
 def parse_rfc3339(text: str) -> int:
@@ -185,6 +195,25 @@ class SettledJob(msgspec.Struct):
 
     job_id: str
     state: JobState
+
+
+class AckResult(msgspec.Struct):
+    """One entry of POST /jobs/ack, in input order: the job's `state` once settled, or why this
+    entry was refused (`error`, `code` as in the error table, `field` when one is at fault).
+    A refused entry does not stop the others."""
+
+    job_id: str
+    state: JobState | UnsetType = UNSET
+    error: str | UnsetType = UNSET
+    code: str | UnsetType = UNSET
+    field: str | UnsetType = UNSET
+
+
+class AckBatchAnswer(msgspec.Struct):
+    """POST /jobs/ack: a result per entry, and the jobs `lease_next` leased (none without it)."""
+
+    results: list[AckResult]
+    leased: list[LeasedJob]
 
 
 class ExtendedLease(msgspec.Struct):

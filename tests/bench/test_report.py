@@ -194,3 +194,33 @@ def test_merge_rounds_keeps_a_single_round_and_a_never_measured_row_as_they_are(
     assert merge_rounds([only]) == only
     one = [Measurement(JQ, "cycle", 400.0, "8 threads")]
     assert merge_rounds([one]) == one
+
+
+def test_a_variant_measure_compares_jq_with_the_peers_rows_of_its_base_measure() -> None:
+    report = sample_report()
+    report.measurements += [
+        Measurement(JQ, "cycle", 3000.0, "8 threads, lease + ack"),
+        Measurement(JQ, "cycle_next", 9000.0, "8 threads, ack with lease_next"),
+        Measurement(BEANSTALKD_FSYNC, "cycle", 6000.0, "8 threads, reserve+delete"),
+    ]
+    variant = next(m for m in MEASURES if m.key == "cycle_next")
+    assert variant.peers_from == "cycle"
+    rows = comparison_rows(report, variant)
+    assert [row[:3] for row in rows] == [
+        ["jq", "9,000", "reference"],
+        [BEANSTALKD_FSYNC, "6,000", "1.50×"],
+    ]
+    assert report.rate(BEANSTALKD_FSYNC, "cycle_next") == 6000.0
+    [(_, value)] = target_verdicts(
+        report, [Target("cycles, one request", "cycle_next", BEANSTALKD_FSYNC, 1.0)]
+    )
+    assert value == pytest.approx(1.5)
+    assert "### Lease+ack cycles, one request each" in render_markdown(report, [], None, [])
+
+
+def test_sections_are_written_after_jq_alone() -> None:
+    report = sample_report()
+    report.sections = [("Where one submit's time goes", "| stage | µs |\n|---|---|\n| x | 1 |")]
+    page = render_markdown(report, [], None, ["a note"])
+    assert page.index("## jq alone") < page.index("## Where one submit's time goes")
+    assert page.index("| x | 1 |") < page.index("## How it was measured")

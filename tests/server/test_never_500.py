@@ -20,13 +20,14 @@ json_values = st.recursive(
 )
 FIELDS = ["payload", "max_retries", "priority", "delay_ms", "run_at", "queue", "idempotency_key",
           "wait_ms", "max_jobs", "lease_ms", "result", "result_error", "lease_id", "jobs", "name",
-          "owner_id", "type", "scopes"]  # fmt: skip
+          "owner_id", "type", "scopes", "acks", "lease_next", "job_id"]  # fmt: skip
 bodies = st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=5) | json_values
 
 ROUTES = [
     ("POST", "/jobs"),
     ("POST", "/jobs/batch"),
     ("POST", "/jobs/lease"),
+    ("POST", "/jobs/ack"),
     ("POST", "/jobs/some-id/ack"),
     ("POST", "/jobs/some-id/extend"),
     ("POST", "/jobs/some-id/cancel"),
