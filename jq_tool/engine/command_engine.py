@@ -76,13 +76,14 @@ from jq_tool.engine.base import (
     StorageFull,
     SubmitOutcome,
 )
-from jq_tool.engine.cron import CronTimes
 from jq_tool.engine.firing import plan_firing
 from jq_tool.engine.forked_snapshot import SnapshotChildFailed, fork_snapshot
 from jq_tool.engine.metrics import LogMetrics
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
+
+    from jq_tool.engine.cron import CronTimes
 
 log = logging.getLogger("jq.engine")
 
@@ -545,6 +546,8 @@ class CommandEngine(Engine):
             return self._cron[key]
         if len(self._cron) >= 4 * self.config.max_schedules:
             self._cron.clear()
+        from jq_tool.engine.cron import CronTimes  # cronsim and zoneinfo: only once needed
+
         try:
             times: CronTimes | None = CronTimes(spec.cron, spec.timezone)
         except InvalidSchedule as exc:
@@ -772,6 +775,8 @@ class CommandEngine(Engine):
 
     def _schedule_times(self, spec: ScheduleSpec) -> CronTimes:
         """The spec's times, or InvalidSchedule naming the field at fault."""
+        from jq_tool.engine.cron import CronTimes
+
         times = CronTimes(spec.cron, spec.timezone)  # raises CronError, an InvalidSchedule
         self._cron[(spec.cron, spec.timezone)] = times
         return times

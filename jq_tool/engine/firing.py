@@ -13,8 +13,12 @@ firing is applied, which only the state machine knows.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from jq_tool.core.model import FireSchedule, MissedPolicy, Schedule
-from jq_tool.engine.cron import CronTimes
+
+if TYPE_CHECKING:
+    from jq_tool.engine.cron import CronTimes
 
 # A downtime can pass over many due times (a day of a schedule that fires every second is
 # 86,400): they are counted one by one up to this many, then the last is found directly.
