@@ -31,6 +31,7 @@ OUR_COMMANDS = frozenset(
         "cancel",
         "requeue",
         "keys",
+        "schedules",
         "worker",
         "chaos",
         "tui",

@@ -4,6 +4,11 @@ results that applying a command returns.
 Everything here is plain data (msgspec Structs) so it can be written to the WAL, replicated
 through etcd and sent over HTTP without translation. Times are integer milliseconds since the
 Unix epoch; every command carries its own `now` so the state machine never reads a clock.
+
+Periodic jobs are schedules (`ScheduleSpec`, `Schedule`): the state machine keeps each one's
+definition and where it stands (the last due time it accounted for, the next one), never a
+cron expression's meaning. Due times are computed by the proposer (engine/cron.py) and travel
+in the commands (`CreateSchedule`, `UpdateSchedule`, `FireSchedule`).
 """
 
 from __future__ import annotations
@@ -50,6 +55,60 @@ class Job(msgspec.Struct, array_like=True, gc=False):
     result_error: str | None = None
     idempotency_key: str | None = None
     updated_at: int = 0  # time of the last state change; finished jobs are purged from it
+    # The schedule run that made this job (None for a submitted job: one slot, 8 bytes).
+    scheduled_by: ScheduleRun | None = None
+
+
+class ScheduleRun(msgspec.Struct, array_like=True, gc=False):
+    """Which schedule made a job, and for which of its due times (epoch ms)."""
+
+    name: str
+    due: int
+
+
+class OverlapPolicy(enum.StrEnum):
+    ALLOW = "allow"  # a due time makes its job whatever the previous run is doing
+    SKIP = "skip"  # no job while the previous run's job is READY, RETRY or RUNNING
+
+
+class MissedPolicy(enum.StrEnum):
+    SKIP = "skip"  # due times missed (a downtime) make no job
+    RUN_ONCE = "run_once"  # missed due times make one job between them, for the latest
+
+
+class ScheduleSpec(msgspec.Struct, array_like=True):
+    """A periodic job as its creator defined it: when (a cron expression read in a time zone,
+    by the proposer, never by the state machine), what (the job template) and the policies."""
+
+    name: str
+    cron: str
+    timezone: str = "UTC"
+    payload: str = ""
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    max_retries: int = 3
+    overlap: OverlapPolicy = OverlapPolicy.ALLOW
+    missed: MissedPolicy = MissedPolicy.SKIP
+    # A due time the ticker reaches more than this late is missed (the missed policy decides);
+    # within it, the run is only late (a restart, a ticker failover) and is made as usual.
+    grace_ms: int = 60_000
+
+
+class Schedule(msgspec.Struct, array_like=True):
+    """A schedule as the state machine keeps it: its definition and where it stands."""
+
+    spec: ScheduleSpec
+    paused: bool
+    created_at: int
+    updated_at: int
+    version: int  # +1 on every change of definition or pause; an update names the one it read
+    next_due: int | None  # the due time the next FireSchedule must name; None: never again
+    last_due: int | None = None  # the last due time a FireSchedule accounted for
+    last_job: str | None = None  # the job of the last run that made one
+    last_fired_at: int | None = None  # the `now` of the last FireSchedule
+    runs: int = 0  # jobs made
+    skipped: int = 0  # due times passed over by the overlap policy
+    missed: int = 0  # due times reached more than grace_ms late
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,7 +204,65 @@ class Purge(msgspec.Struct, tag="purge", array_like=True):
     finished_before: int
 
 
-Command = Submit | Lease | Ack | Fail | Extend | Cancel | Requeue | Expire | Purge
+class CreateSchedule(msgspec.Struct, tag="schedule_create", array_like=True):
+    """Create a schedule; its first due time (after `now`) was computed by the proposer. A
+    schedule of that name with the same definition answers as it is (a retried create)."""
+
+    now: int
+    spec: ScheduleSpec
+    next_due: int | None
+    paused: bool = False
+    max_schedules: int = 0  # refuse a new schedule when this many exist; 0: no cap
+
+
+class UpdateSchedule(msgspec.Struct, tag="schedule_update", array_like=True):
+    """Replace a schedule's definition and paused flag, and its next due time (computed by the
+    proposer from `version`, the version it read: another version refuses the command)."""
+
+    now: int
+    spec: ScheduleSpec
+    paused: bool
+    next_due: int | None
+    version: int
+
+
+class DeleteSchedule(msgspec.Struct, tag="schedule_delete", array_like=True):
+    now: int
+    name: str
+
+
+class FireSchedule(msgspec.Struct, tag="schedule_fire", array_like=True):
+    """The ticker's firing of a schedule. `due` must be the schedule's next due time: a firing
+    replayed, proposed twice (a ticker failover) or computed from a stale view is refused, so
+    each due time is accounted for once. It accounts for the due times `due` .. `last_due`
+    (one, unless a downtime passed several: `missed` of them were missed) and makes one job
+    `job_id` (None: none, the missed policy skips them); the overlap policy may still decide
+    against the job. `next_due` (after `last_due`) is the due time after them."""
+
+    now: int
+    name: str
+    due: int
+    last_due: int
+    next_due: int | None
+    job_id: str | None
+    missed: int = 0
+
+
+Command = (
+    Submit
+    | Lease
+    | Ack
+    | Fail
+    | Extend
+    | Cancel
+    | Requeue
+    | Expire
+    | Purge
+    | CreateSchedule
+    | UpdateSchedule
+    | DeleteSchedule
+    | FireSchedule
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,6 +277,9 @@ class ErrorCode(enum.StrEnum):
     # An idempotency key of this owner, still remembered, was given with a different request.
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     TOO_MANY_QUEUES = "too_many_queues"  # Submit.max_queues queues already hold jobs
+    # A schedule of that name exists with another definition.
+    SCHEDULE_EXISTS = "schedule_exists"
+    TOO_MANY_SCHEDULES = "too_many_schedules"  # CreateSchedule.max_schedules exist
 
 
 class Error(msgspec.Struct, tag="error"):
@@ -198,7 +318,33 @@ class PurgeResult(msgspec.Struct, tag="purge_result"):
     idempotency_keys: int
 
 
-Result = Error | SubmitResult | LeaseResult | JobResult | ExpireResult | PurgeResult
+class ScheduleResult(msgspec.Struct, tag="schedule_result"):
+    """A schedule after CreateSchedule, UpdateSchedule or DeleteSchedule (a copy); `created`
+    is False for a create that found the same schedule."""
+
+    schedule: Schedule
+    created: bool = False
+
+
+class FireResult(msgspec.Struct, tag="fire_result"):
+    """What a FireSchedule did: the job it made (a copy) or None, and whether the overlap
+    policy passed this run over."""
+
+    schedule: Schedule
+    job: Job | None
+    overlap_skipped: bool = False
+
+
+Result = (
+    Error
+    | SubmitResult
+    | LeaseResult
+    | JobResult
+    | ExpireResult
+    | PurgeResult
+    | ScheduleResult
+    | FireResult
+)
 
 
 # One encoder/decoder pair for the log: msgpack, the compact form for the WAL and etcd.

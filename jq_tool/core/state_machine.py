@@ -15,6 +15,13 @@ created the job, for the keep time the Submit command carries: the same key and 
 the first job (duplicate), the same key with another request is refused, and another owner's
 key of the same name is another key. A queue index is dropped when a purge empties it, so the
 number of queues holding jobs (capped by Submit.max_queues) is the size of one dict.
+
+Schedules (periodic jobs) are kept by name with a heap of their next due times. The machine
+never reads a cron expression: each due time comes in a command, computed by the proposer. It
+keeps, per schedule, the next due time a firing must name and the last one accounted for, and
+refuses a FireSchedule that names any other (a replayed, doubled or stale firing), so each due
+time makes at most one job. The overlap policy is decided here, from the state of the
+schedule's last job at the moment the firing is applied.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import gc
 import heapq
 import logging
 import operator
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right, insort
 from collections import Counter
 from collections.abc import Callable, Iterator
 from copy import copy
@@ -39,25 +46,36 @@ from jq_tool.core.model import (
     Ack,
     Cancel,
     Command,
+    CreateSchedule,
+    DeleteSchedule,
     Error,
     ErrorCode,
     Expire,
     ExpireResult,
     Extend,
     Fail,
+    FireResult,
+    FireSchedule,
     Job,
     JobResult,
     JobState,
     Lease,
     LeaseResult,
+    MissedPolicy,
     NewJob,
+    OverlapPolicy,
     Purge,
     PurgeResult,
     Requeue,
     Result,
+    Schedule,
+    ScheduleResult,
+    ScheduleRun,
+    ScheduleSpec,
     Submit,
     SubmitResult,
     Submitted,
+    UpdateSchedule,
 )
 
 logger = logging.getLogger(__name__)
@@ -65,6 +83,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "Counters",
     "QueueStats",
+    "ScheduleStats",
     "StateMachine",
     "StateMachineConfig",
     "Stats",
@@ -102,6 +121,18 @@ class Counters(msgspec.Struct):
     cancelled: int = 0
     requeued: int = 0
     purged: int = 0
+
+
+class ScheduleStats(msgspec.Struct):
+    """The schedules at a glance (/stats): how many, how many paused, the next due time of
+    those that are not, and the runs, skips and misses of the schedules that exist."""
+
+    count: int = 0
+    paused: int = 0
+    next_due: int | None = None
+    runs: int = 0
+    skipped: int = 0
+    missed: int = 0
 
 
 class Stats(msgspec.Struct):
@@ -172,6 +203,7 @@ class _Snapshot(msgspec.Struct, array_like=True):
     idempotency: list[tuple[str, str, int]]
     # (owner, key, job id, fingerprint, keep end) in insertion order.
     idempotency_scoped: list[tuple[str, str, str, str | None, int]] = []
+    schedules: list[Schedule] = []  # in creation order
 
 
 _snapshot_encoder = msgspec.msgpack.Encoder()
@@ -223,10 +255,74 @@ def _new_job_problem(nj: object) -> str | None:
     )
 
 
+def _schedule_spec_problem(spec: object) -> str | None:
+    if not isinstance(spec, ScheduleSpec):
+        return "spec must be a ScheduleSpec"
+    return (
+        _str_problem(spec.name, "schedule name", nonempty=True)
+        or _str_problem(spec.cron, "cron", nonempty=True)
+        or _str_problem(spec.timezone, "timezone", nonempty=True)
+        or _str_problem(spec.payload, "payload")
+        or _str_problem(spec.queue, "queue")
+        or _int_problem(spec.priority, "priority")
+        or _int_problem(spec.max_retries, "max_retries")
+        or (None if isinstance(spec.overlap, OverlapPolicy) else "overlap must be allow or skip")
+        or (None if isinstance(spec.missed, MissedPolicy) else "missed must be skip or run_once")
+        or _int_problem(spec.grace_ms, "grace_ms", 0)
+    )
+
+
+def _optional_int_problem(value: object, name: str) -> str | None:
+    return None if value is None else _int_problem(value, name)
+
+
+def _schedule_command_problem(command: Any) -> str | None:
+    if isinstance(command, CreateSchedule):
+        return (
+            _schedule_spec_problem(command.spec)
+            or _optional_int_problem(command.next_due, "next_due")
+            or (None if type(command.paused) is bool else "paused must be true or false")
+            or _int_problem(command.max_schedules, "max_schedules", 0)
+            or (
+                "next_due must be after now"
+                if command.next_due is not None and command.next_due <= command.now
+                else None
+            )
+        )
+    if isinstance(command, UpdateSchedule):
+        return (
+            _schedule_spec_problem(command.spec)
+            or _optional_int_problem(command.next_due, "next_due")
+            or (None if type(command.paused) is bool else "paused must be true or false")
+            or _int_problem(command.version, "version", 0)
+        )
+    if isinstance(command, DeleteSchedule):
+        return _str_problem(command.name, "schedule name")
+    # FireSchedule
+    problem = (
+        _str_problem(command.name, "schedule name")
+        or _int_problem(command.due, "due")
+        or _int_problem(command.last_due, "last_due", command.due)
+        or _optional_int_problem(command.next_due, "next_due")
+        or _str_problem(command.job_id, "job id", optional=True, nonempty=True)
+        or _int_problem(command.missed, "missed", 0)
+    )
+    if problem is None and command.last_due > command.now:
+        return "a firing names due times that have come: last_due must not be after now"
+    if problem is None and command.next_due is not None and command.next_due <= command.last_due:
+        return "next_due must be after last_due"
+    return problem
+
+
+_SCHEDULE_COMMANDS = (CreateSchedule, UpdateSchedule, DeleteSchedule, FireSchedule)
+
+
 def _command_problem(command: Any) -> str | None:
     problem = _int_problem(command.now, "now", 0)
     if problem:
         return problem
+    if isinstance(command, _SCHEDULE_COMMANDS):
+        return _schedule_command_problem(command)
     if isinstance(command, Submit):
         if type(command.jobs) is not list:
             return "jobs must be a list"
@@ -300,6 +396,11 @@ class StateMachine:
         # (owner, key) -> (job id, fingerprint, keep end)
         self._idempotency: dict[tuple[str, str], tuple[str, str | None, int]] = {}
         self._idempotency_expiry: list[tuple[int, str, str]] = []  # (keep end, owner, key)
+        self._schedules: dict[str, Schedule] = {}  # creation order
+        self._schedule_names: list[str] = []  # sorted, for paging by name
+        # (next due, name) of schedules that are not paused; an entry whose schedule moved on
+        # (fired, changed, paused, deleted) is skipped when it reaches the top.
+        self._schedule_due: list[tuple[int, str]] = []
 
     # -- the mutating surface ------------------------------------------------------------------
 
@@ -329,6 +430,7 @@ class StateMachine:
                     (owner, key, job_id, fingerprint, end)
                     for (owner, key), (job_id, fingerprint, end) in self._idempotency.items()
                 ],
+                schedules=list(self._schedules.values()),
             )
         )
 
@@ -500,6 +602,66 @@ class StateMachine:
     @property
     def job_count(self) -> int:
         return len(self._jobs)
+
+    # -- schedule queries (live objects: callers must not mutate them) --------------------------
+
+    def get_schedule(self, name: str) -> Schedule | None:
+        if type(name) is not str:
+            return None
+        return self._schedules.get(name)
+
+    def schedule_page(self, after: str | None, limit: int) -> list[Schedule]:
+        """Up to `limit` schedules by name, after the name `after` (None: from the first)."""
+        names = self._schedule_names
+        start = 0 if after is None else bisect_right(names, after)
+        return [self._schedules[name] for name in names[start : start + max(limit, 0)]]
+
+    def next_schedule_due(self) -> int | None:
+        """The earliest next due time of a schedule that is not paused, or None."""
+        top = self._valid_schedule_top()
+        return None if top is None else top[0]
+
+    def due_schedules(self, now: int, limit: int = 100) -> list[Schedule]:
+        """Schedules that are not paused and whose next due time is at or before `now`,
+        earliest first (then by name), at most `limit`. Walks only the due part of the heap."""
+        if self._valid_schedule_top() is None:
+            return []
+        heap = self._schedule_due
+        found: dict[str, int] = {}
+        stack = [0]
+        while stack:
+            i = stack.pop()
+            if i >= len(heap) or heap[i][0] > now:
+                continue
+            due, name = heap[i]
+            if self._schedule_entry_valid(due, name):
+                found[name] = due
+            stack.append(2 * i + 1)
+            stack.append(2 * i + 2)
+        ordered = sorted((due, name) for name, due in found.items())
+        return [self._schedules[name] for _, name in ordered[:limit]]
+
+    def schedule_stats(self) -> ScheduleStats:
+        """Counts over every schedule: O(number of schedules)."""
+        stats = ScheduleStats(count=len(self._schedules), next_due=self.next_schedule_due())
+        for schedule in self._schedules.values():
+            stats.paused += schedule.paused
+            stats.runs += schedule.runs
+            stats.skipped += schedule.skipped
+            stats.missed += schedule.missed
+        return stats
+
+    def _schedule_entry_valid(self, due: int, name: str) -> bool:
+        schedule = self._schedules.get(name)
+        return schedule is not None and not schedule.paused and schedule.next_due == due
+
+    def _valid_schedule_top(self) -> tuple[int, str] | None:
+        heap = self._schedule_due
+        while heap:
+            if self._schedule_entry_valid(*heap[0]):
+                return heap[0]
+            heapq.heappop(heap)
+        return None
 
     # -- command handlers ----------------------------------------------------------------------
 
@@ -737,6 +899,134 @@ class StateMachine:
                 keys += 1
         return PurgeResult(jobs=purged, idempotency_keys=keys)
 
+    # -- schedules -----------------------------------------------------------------------------
+
+    def _create_schedule(self, cmd: CreateSchedule) -> Result:
+        spec = cmd.spec
+        existing = self._schedules.get(spec.name)
+        if existing is not None:
+            if existing.spec == spec:
+                return ScheduleResult(schedule=copy(existing), created=False)
+            return Error(
+                ErrorCode.SCHEDULE_EXISTS,
+                f"a schedule named {spec.name!r} exists with another definition: change it "
+                "(PATCH), or delete it first",
+            )
+        if cmd.max_schedules and len(self._schedules) >= cmd.max_schedules:
+            return Error(
+                ErrorCode.TOO_MANY_SCHEDULES,
+                f"{len(self._schedules)} schedules exist, the most allowed: delete one first",
+            )
+        now = cmd.now
+        self._advance(now)
+        schedule = Schedule(spec, cmd.paused, now, now, 1, cmd.next_due)
+        self._schedules[spec.name] = schedule
+        insort(self._schedule_names, spec.name)
+        self._schedule_moved(schedule)
+        return ScheduleResult(schedule=copy(schedule), created=True)
+
+    def _update_schedule(self, cmd: UpdateSchedule) -> Result:
+        schedule = self._schedules.get(cmd.spec.name)
+        if schedule is None:
+            return _no_schedule(cmd.spec.name)
+        if schedule.version != cmd.version:
+            return Error(
+                ErrorCode.INVALID_STATE,
+                f"schedule {cmd.spec.name!r} changed meanwhile (version {schedule.version}, "
+                f"not {cmd.version})",
+            )
+        last = schedule.last_due
+        if cmd.next_due is not None and last is not None and cmd.next_due <= last:
+            return Error(
+                ErrorCode.INVALID_STATE,
+                f"schedule {cmd.spec.name!r} has accounted for its due time {last}: the next "
+                "one must be later",
+            )
+        self._advance(cmd.now)
+        schedule.spec = cmd.spec
+        schedule.paused = cmd.paused
+        schedule.next_due = cmd.next_due
+        schedule.updated_at = cmd.now
+        schedule.version += 1
+        self._schedule_moved(schedule)
+        return ScheduleResult(schedule=copy(schedule))
+
+    def _delete_schedule(self, cmd: DeleteSchedule) -> Result:
+        schedule = self._schedules.pop(cmd.name, None)
+        if schedule is None:
+            return _no_schedule(cmd.name)
+        self._advance(cmd.now)
+        names = self._schedule_names
+        del names[bisect_left(names, cmd.name)]
+        # Its heap entry is skipped from now on; the jobs it made stay.
+        return ScheduleResult(schedule=copy(schedule))
+
+    def _fire_schedule(self, cmd: FireSchedule) -> Result:
+        schedule = self._schedules.get(cmd.name)
+        if schedule is None:
+            return _no_schedule(cmd.name)
+        if schedule.paused:
+            return Error(ErrorCode.INVALID_STATE, f"schedule {cmd.name!r} is paused")
+        if schedule.next_due != cmd.due:
+            # Already fired (a replay, a second ticker) or computed from a stale view.
+            return Error(
+                ErrorCode.INVALID_STATE,
+                f"schedule {cmd.name!r} is not due at {cmd.due}: its next due time is "
+                f"{schedule.next_due}",
+            )
+        if cmd.job_id is not None and cmd.job_id in self._jobs:
+            return Error(ErrorCode.INVALID, f"duplicate job id {cmd.job_id!r}")
+        now = cmd.now
+        self._advance(now)
+        spec = schedule.spec
+        job: Job | None = None
+        overlap_skipped = False
+        if cmd.job_id is not None:
+            if spec.overlap is OverlapPolicy.SKIP and self._unfinished(schedule.last_job):
+                overlap_skipped = True
+                schedule.skipped += 1
+            else:
+                # The job is made as a submit makes it (one path for every new job), with no
+                # queue cap: schedules have their own (CreateSchedule.max_schedules).
+                new_job = NewJob(cmd.job_id, spec.queue, spec.payload, spec.priority,
+                                 spec.max_retries)  # fmt: skip
+                self._submit(Submit(now, [new_job]))
+                job = self._jobs.get(cmd.job_id)
+                if job is not None:
+                    job.scheduled_by = ScheduleRun(cmd.name, cmd.last_due)
+                    schedule.last_job = job.id
+                    schedule.runs += 1
+        schedule.missed += cmd.missed
+        schedule.last_due = cmd.last_due
+        schedule.next_due = cmd.next_due
+        schedule.last_fired_at = now
+        self._schedule_moved(schedule)
+        return FireResult(
+            schedule=copy(schedule),
+            job=None if job is None else copy(job),
+            overlap_skipped=overlap_skipped,
+        )
+
+    def _unfinished(self, job_id: str | None) -> bool:
+        """Whether that job is pending or running (READY, RETRY, RUNNING)."""
+        job = None if job_id is None else self._jobs.get(job_id)
+        return job is not None and job.state not in FINISHED_STATES
+
+    def _schedule_moved(self, schedule: Schedule) -> None:
+        """Index the schedule's (new) next due time. Entries left behind are skipped when they
+        reach the top; once they could outnumber the live ones, the heap is rebuilt."""
+        if schedule.paused or schedule.next_due is None:
+            return
+        heap = self._schedule_due
+        heapq.heappush(heap, (schedule.next_due, schedule.spec.name))
+        if len(heap) > 1024 and len(heap) > 2 * len(self._schedules):
+            self._schedule_due = [
+                (s.next_due, name)
+                for name, s in self._schedules.items()
+                if not s.paused and s.next_due is not None
+            ]
+            heapq.heapify(self._schedule_due)
+
     # -- shared steps --------------------------------------------------------------------------
 
     def _advance(self, now: int) -> int:
@@ -962,6 +1252,17 @@ class StateMachine:
         ]
         heapq.heapify(self._idempotency_expiry)
 
+        self._schedules = {schedule.spec.name: schedule for schedule in snap.schedules}
+        if len(self._schedules) != len(snap.schedules):
+            raise ValueError("snapshot repeats a schedule name")
+        self._schedule_names = sorted(self._schedules)
+        self._schedule_due = [
+            (s.next_due, name)
+            for name, s in self._schedules.items()
+            if not s.paused and s.next_due is not None
+        ]
+        heapq.heapify(self._schedule_due)
+
 
 # ---------------------------------------------------------------------------------------------
 # Heap reading with lazy deletion.
@@ -1046,6 +1347,10 @@ def _not_found(job_id: str) -> Error:
     return Error(ErrorCode.NOT_FOUND, f"no job {job_id!r}")
 
 
+def _no_schedule(name: str) -> Error:
+    return Error(ErrorCode.NOT_FOUND, f"no schedule {name!r}")
+
+
 def _wrong_state(job: Job, wanted: str) -> Error:
     return Error(ErrorCode.INVALID_STATE, f"job {job.id!r} is {job.state.value}, not {wanted}")
 
@@ -1060,4 +1365,8 @@ _HANDLERS: dict[type, Callable[[StateMachine, Any], Result]] = {
     Requeue: StateMachine._requeue,
     Expire: StateMachine._expire,
     Purge: StateMachine._purge,
+    CreateSchedule: StateMachine._create_schedule,
+    UpdateSchedule: StateMachine._update_schedule,
+    DeleteSchedule: StateMachine._delete_schedule,
+    FireSchedule: StateMachine._fire_schedule,
 }

@@ -7,7 +7,8 @@ only supply the log. Every mutating call turns into one command that is made dur
 is applied and answered. Errors a client caused come back as `CommandRejected` carrying the state
 machine's `ErrorCode`; the HTTP layer maps those to statuses in one table. A write the log
 refused before taking it raises `EngineUnavailable` (not done); one the log took without saying
-whether it became durable raises `OutcomeUnknown` (maybe done).
+whether it became durable raises `OutcomeUnknown` (maybe done). A schedule whose cron
+expression or time zone cannot be used raises `InvalidSchedule`, naming the field.
 """
 
 from __future__ import annotations
@@ -21,8 +22,16 @@ from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
-from jq_tool.core.model import ErrorCode, Job, JobState
-from jq_tool.core.state_machine import QueueStats, StateMachineConfig, Stats
+from jq_tool.core.model import (
+    ErrorCode,
+    Job,
+    JobState,
+    MissedPolicy,
+    OverlapPolicy,
+    Schedule,
+    ScheduleSpec,
+)
+from jq_tool.core.state_machine import QueueStats, ScheduleStats, StateMachineConfig, Stats
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -48,6 +57,16 @@ class OutcomeUnknown(EngineUnavailable):
     the cut of a failed write) failed. It may take effect, now or after a restart. Not the same
     as EngineUnavailable, which is raised only for what was refused before it reached the log:
     a retry is safe only with the same idempotency key, or after looking the job up."""
+
+
+class InvalidSchedule(ValueError):
+    """A schedule the engine cannot use: a cron expression or time zone it cannot read, or an
+    expression with no due time within 50 years. `field` is the request field at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
 
 
 class StorageFull(EngineUnavailable):
@@ -82,6 +101,22 @@ class JobSpec(msgspec.Struct):
 
 
 _fingerprint_encoder = msgspec.msgpack.Encoder()
+
+
+class ScheduleChanges(msgspec.Struct):
+    """What a change of a schedule changes (PATCH /schedules/{name}, pause, resume): None
+    leaves a field as it is."""
+
+    cron: str | None = None
+    timezone: str | None = None
+    payload: str | None = None
+    queue: str | None = None
+    priority: int | None = None
+    max_retries: int | None = None
+    overlap: OverlapPolicy | None = None
+    missed: MissedPolicy | None = None
+    grace_ms: int | None = None
+    paused: bool | None = None
 
 
 class SubmitOutcome(msgspec.Struct):
@@ -177,6 +212,7 @@ class EngineConfig:
     machine: StateMachineConfig = field(default_factory=StateMachineConfig)
     idempotency_keep_ms: int = 24 * 3600 * 1000  # into each Submit command
     max_queues: int = 10_000  # into each Submit command; 0: no cap
+    max_schedules: int = 10_000  # into each CreateSchedule command
 
 
 class Engine(Protocol):
@@ -260,6 +296,41 @@ class Engine(Protocol):
 
     def health(self) -> Health:
         """Whether writes are accepted now, and if not why (a failed fsync, no etcd majority)."""
+        ...
+
+    # -- schedules (periodic jobs): the ticker fires them; these define them -------------------
+
+    async def create_schedule(
+        self, spec: ScheduleSpec, *, paused: bool = False
+    ) -> tuple[Schedule, bool]:
+        """Create a schedule; returns it and whether it is new (False: a schedule of that name
+        with the same definition existed, e.g. a retried create). Raises InvalidSchedule,
+        CommandRejected (SCHEDULE_EXISTS with another definition, TOO_MANY_SCHEDULES)."""
+        ...
+
+    async def update_schedule(self, name: str, changes: ScheduleChanges) -> Schedule:
+        """Change a schedule's definition or pause it: a new cron expression or time zone, or
+        a resume, starts from the next due time after now; otherwise its next due time stays.
+        Raises InvalidSchedule, CommandRejected (NOT_FOUND)."""
+        ...
+
+    async def delete_schedule(self, name: str) -> Schedule:
+        """Delete a schedule (the jobs it made stay). Raises CommandRejected (NOT_FOUND)."""
+        ...
+
+    async def get_schedule(self, name: str) -> Schedule | None: ...
+
+    def schedule_page(self, after: str | None, limit: int) -> builtins.list[Schedule]:
+        """Schedules by name, `limit` at most, after the name `after`."""
+        ...
+
+    def schedule_times(self, schedule: Schedule, count: int) -> builtins.list[int]:
+        """The schedule's next `count` due times (epoch ms), from its next one; [] when paused
+        or when it has none."""
+        ...
+
+    def schedule_stats(self) -> ScheduleStats:
+        """How many schedules, how many paused, the next due time, runs/skips/misses."""
         ...
 
     def metrics(self) -> Iterator[Metric]:

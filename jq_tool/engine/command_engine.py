@@ -4,8 +4,10 @@
 It owns everything that does not depend on where the log lives: turning calls into commands
 (ids and `now` chosen here, never by the state machine), the proposal queue and its group commit
 (commands that arrive while the log is busy share the next batch), long-poll lease waiters, the
-job event bus, read-only queries, the ticker's round, and the snapshot schedule (when to
-snapshot, a forked child writing it, retrying one that failed). A log supplies three things:
+job event bus, read-only queries, the ticker's round (expiry, purges and the firings of due
+schedules), and the snapshot schedule (when to snapshot, a forked child writing it, retrying
+one that failed). Schedules' due times are computed here (engine/cron.py, engine/firing.py)
+and travel in their commands. A log supplies three things:
 `_append` (make a batch durable: the local WAL's write + fdatasync, or an etcd put), where a
 snapshot goes (`_snapshot_position`, `_snapshot_path`) and what a written snapshot allows
 (`_snapshot_written`). Whatever the log, a caller is answered only after its command was made
@@ -32,6 +34,8 @@ from jq_tool.core.model import (
     Ack,
     Cancel,
     Command,
+    CreateSchedule,
+    DeleteSchedule,
     Error,
     ErrorCode,
     Expire,
@@ -46,12 +50,16 @@ from jq_tool.core.model import (
     Purge,
     Requeue,
     Result,
+    Schedule,
+    ScheduleResult,
+    ScheduleSpec,
     Submit,
     SubmitResult,
     Submitted,
+    UpdateSchedule,
     encode_command,
 )
-from jq_tool.core.state_machine import QueueStats, StateMachine, Stats
+from jq_tool.core.state_machine import QueueStats, ScheduleStats, StateMachine, Stats
 from jq_tool.core.wal import write_snapshot_file
 from jq_tool.core.wal_format import encode_snapshot_header
 from jq_tool.engine.base import (
@@ -59,18 +67,23 @@ from jq_tool.engine.base import (
     Engine,
     EngineConfig,
     EngineUnavailable,
+    InvalidSchedule,
     JobEvent,
     JobSpec,
     LeaseNext,
+    ScheduleChanges,
     Settlement,
     StorageFull,
     SubmitOutcome,
 )
+from jq_tool.engine.firing import plan_firing
 from jq_tool.engine.forked_snapshot import SnapshotChildFailed, fork_snapshot
 from jq_tool.engine.metrics import LogMetrics
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
+
+    from jq_tool.engine.cron import CronTimes
 
 log = logging.getLogger("jq.engine")
 
@@ -85,6 +98,10 @@ PURGE_EVERY_MS = 60_000
 # the data dir's file system has this much free again (a node taken out of rotation by its
 # health check gets no writes that could clear it).
 DISK_FREE_TO_RETRY = 1024 * 1024
+# Firings proposed in one ticker round (in one batch); more due schedules wait for the next.
+FIRINGS_PER_ROUND = 100
+# An update computed from a view that changed before it was applied is computed again.
+SCHEDULE_UPDATE_TRIES = 5
 
 
 def now_ms() -> int:
@@ -203,6 +220,8 @@ class CommandEngine(Engine):
         self._snapshot_at = 0  # the position the newest durable snapshot covers
         self._snapshot_task: asyncio.Task[None] | None = None  # a snapshot being written
         self.log_metrics = LogMetrics()
+        # Parsed cron expressions by (expression, time zone); None: not usable any more.
+        self._cron: dict[tuple[str, str], CronTimes | None] = {}
 
     # ------------------------------------------------------------------ what a log provides
 
@@ -470,12 +489,13 @@ class CommandEngine(Engine):
     # ------------------------------------------------------------------ the ticker's work
 
     def _ticker_pause_ms(self, longest_ms: int) -> int:
-        """How long the ticker sleeps: until the next lease or job falls due, at most
-        `longest_ms`, at least MIN_TICK_MS."""
-        due = self._machine.next_due()
-        if due is None:
+        """How long the ticker sleeps: until the next lease, job or schedule falls due, at
+        most `longest_ms`, at least MIN_TICK_MS."""
+        due = (self._machine.next_due(), self._machine.next_schedule_due())
+        times = [t for t in due if t is not None]
+        if not times:
             return longest_ms
-        return min(longest_ms, max(MIN_TICK_MS, due - self._clock()))
+        return min(longest_ms, max(MIN_TICK_MS, min(times) - self._clock()))
 
     async def _tick_loop(self) -> None:
         """The single node's ticker (the cluster elects one node to run `_tick` instead)."""
@@ -490,14 +510,51 @@ class CommandEngine(Engine):
 
     async def _tick(self, retention_ms: int) -> None:
         """One round of time-driven work, as commands: Expire when a lease or a scheduled/RETRY
-        job is due, and a Purge of finished jobs once a minute."""
+        job is due, a FireSchedule per due schedule, and a Purge of finished jobs once a
+        minute."""
         now = self._clock()
         due = self._machine.next_due()
         if due is not None and due <= now:
             await self._propose(Expire(now=now))
+        await self._fire_schedules(now)
         if now - self._last_purge >= PURGE_EVERY_MS:
             self._last_purge = now
             await self._propose(Purge(now=now, finished_before=now - retention_ms))
+
+    async def _fire_schedules(self, now: int) -> None:
+        """Propose the firing of every due schedule (engine/firing.py decides each), in one
+        batch. A firing the state machine refuses (it was already fired: a second ticker, a
+        replayed proposal) changes nothing and is only logged."""
+        firings = []
+        for schedule in self._machine.due_schedules(now, FIRINGS_PER_ROUND):
+            times = self._cron_times(schedule.spec)
+            if times is not None:
+                firings.append(plan_firing(schedule, times, now, new_job_id()))
+        if not firings:
+            return
+        results = await asyncio.gather(*(self._propose(firing) for firing in firings))
+        for firing, result in zip(firings, results, strict=True):
+            if isinstance(result, Error):
+                log.debug("firing of %r at %d refused: %s", firing.name, firing.due, result.message)
+
+    def _cron_times(self, spec: ScheduleSpec) -> CronTimes | None:
+        """The schedule's times, parsed once per expression and zone. None (logged once) when
+        they cannot be read any more (a zone removed from the tz database since): the
+        schedule then waits until it is changed."""
+        key = (spec.cron, spec.timezone)
+        if key in self._cron:
+            return self._cron[key]
+        if len(self._cron) >= 4 * self.config.max_schedules:
+            self._cron.clear()
+        from jq_tool.engine.cron import CronTimes  # cronsim and zoneinfo: only once needed
+
+        try:
+            times: CronTimes | None = CronTimes(spec.cron, spec.timezone)
+        except InvalidSchedule as exc:
+            log.error("schedule %r cannot fire: %s", spec.name, exc)
+            times = None
+        self._cron[key] = times
+        return times
 
     # ------------------------------------------------------------------ the Engine API
 
@@ -713,3 +770,96 @@ class CommandEngine(Engine):
     def metrics(self) -> Iterator[Metric]:
         """Prometheus metric families about the log (the server adds them to /metrics)."""
         return self.log_metrics.collect()
+
+    # ------------------------------------------------------------------ schedules
+
+    def _schedule_times(self, spec: ScheduleSpec) -> CronTimes:
+        """The spec's times, or InvalidSchedule naming the field at fault."""
+        from jq_tool.engine.cron import CronTimes
+
+        times = CronTimes(spec.cron, spec.timezone)  # raises CronError, an InvalidSchedule
+        self._cron[(spec.cron, spec.timezone)] = times
+        return times
+
+    async def create_schedule(
+        self, spec: ScheduleSpec, *, paused: bool = False
+    ) -> tuple[Schedule, bool]:
+        times = self._schedule_times(spec)
+        now = self._clock()
+        next_due = _first_due(times, now)
+        result = await self._propose(
+            CreateSchedule(now, spec, next_due, paused, self.config.max_schedules)
+        )
+        if isinstance(result, Error):
+            raise CommandRejected(result.code, result.message)
+        assert isinstance(result, ScheduleResult)
+        return result.schedule, result.created
+
+    async def update_schedule(self, name: str, changes: ScheduleChanges) -> Schedule:
+        await self._catch_up()
+        refusal = ""
+        for _ in range(SCHEDULE_UPDATE_TRIES):
+            current = self._machine.get_schedule(name)
+            if current is None:
+                raise CommandRejected(ErrorCode.NOT_FOUND, f"no schedule {name!r}")
+            fields = {
+                field: value
+                for field, value in msgspec.structs.asdict(changes).items()
+                if value is not None and field != "paused"
+            }
+            spec = msgspec.structs.replace(current.spec, **fields)
+            paused = current.paused if changes.paused is None else changes.paused
+            now = self._clock()
+            next_due = current.next_due
+            when_changed = (spec.cron, spec.timezone) != (current.spec.cron, current.spec.timezone)
+            if when_changed or (current.paused and not paused):
+                # A new definition, or a resume, starts from now: what passed is not missed.
+                times = self._schedule_times(spec)
+                next_due = _first_due(times, max(now, current.last_due or now))
+            result = await self._propose(
+                UpdateSchedule(now, spec, paused, next_due, current.version)
+            )
+            if isinstance(result, ScheduleResult):
+                return result.schedule
+            assert isinstance(result, Error)
+            if result.code is not ErrorCode.INVALID_STATE:
+                raise CommandRejected(result.code, result.message)
+            # It changed (or fired) between reading and applying: read it again.
+            refusal = result.message
+        raise CommandRejected(ErrorCode.INVALID_STATE, refusal)
+
+    async def delete_schedule(self, name: str) -> Schedule:
+        await self._catch_up()
+        if self._machine.get_schedule(name) is None:
+            raise CommandRejected(ErrorCode.NOT_FOUND, f"no schedule {name!r}")
+        result = await self._propose(DeleteSchedule(self._clock(), name))
+        if isinstance(result, Error):
+            raise CommandRejected(result.code, result.message)
+        assert isinstance(result, ScheduleResult)
+        return result.schedule
+
+    async def get_schedule(self, name: str) -> Schedule | None:
+        await self._catch_up()
+        schedule = self._machine.get_schedule(name)
+        return None if schedule is None else msgspec.structs.replace(schedule)
+
+    def schedule_page(self, after: str | None, limit: int) -> builtins.list[Schedule]:
+        return [msgspec.structs.replace(s) for s in self._machine.schedule_page(after, limit)]
+
+    def schedule_times(self, schedule: Schedule, count: int) -> builtins.list[int]:
+        if schedule.paused or schedule.next_due is None or count < 1:
+            return []
+        times = self._cron_times(schedule.spec)
+        if times is None:
+            return [schedule.next_due]
+        return [schedule.next_due, *times.upcoming(schedule.next_due, count - 1)]
+
+    def schedule_stats(self) -> ScheduleStats:
+        return self._machine.schedule_stats()
+
+
+def _first_due(times: CronTimes, after: int) -> int:
+    due = times.after(after)
+    if due is None:
+        raise InvalidSchedule("cron", "the cron expression has no due time in the next 50 years")
+    return due

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from jq_tool.sdk.errors import JobNotFound, KeyNotFound, NotFound
+from jq_tool.sdk.errors import JobNotFound, KeyNotFound, NotFound, ScheduleNotFound
 from jq_tool.sdk.times import format_time
 from jq_tool.sdk.types import (
     BatchAck,
@@ -32,6 +32,8 @@ from jq_tool.sdk.types import (
     LeasedJob,
     Page,
     RevokedKey,
+    Schedule,
+    SchedulePage,
     Settled,
     Settlement,
     Stats,
@@ -194,6 +196,8 @@ _read_extended = _decoder(Extended)
 _read_created_key = _decoder(CreatedKey)
 _read_keys = _decoder(list[Key])
 _read_revoked_key = _decoder(RevokedKey)
+_read_schedule = _decoder(Schedule)
+_read_schedule_page = _decoder(SchedulePage)
 
 
 def _decode_submit(status: int, content: bytes) -> str:
@@ -364,3 +368,68 @@ def key_id_of(key: str) -> str:
 def revoke_key_call(key: str) -> Call[RevokedKey]:
     path = f"/keys/{segment(key_id_of(key))}"
     return Call("DELETE", path, _read_revoked_key, not_found=KeyNotFound)
+
+
+# --- schedules (periodic jobs) ------------------------------------------------------------
+
+
+def _milliseconds(value: float | timedelta, name: str) -> int:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 0:
+        raise ValueError(f"{name} must not be negative")
+    return int(round(seconds * 1000))
+
+
+def schedule_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A schedule body from the client method's arguments: None dropped (the server's
+    default, or no change), the payload as the API's string, `grace` (seconds or a
+    timedelta) as `grace_ms`."""
+    body = {name: value for name, value in fields.items() if value is not None}
+    if "payload" in body:
+        body["payload"] = encode_payload(body["payload"])
+    if "grace" in body:
+        body["grace_ms"] = _milliseconds(body.pop("grace"), "grace")
+    return body
+
+
+def _schedule_path(name: str, action: str = "") -> str:
+    path = f"/schedules/{quote(name, safe='')}"
+    return f"{path}/{action}" if action else path
+
+
+def create_schedule_call(fields: Mapping[str, Any]) -> Call[Schedule]:
+    # Retried: the same definition again answers the schedule it made (200), not a second one.
+    body = schedule_fields(fields)
+    return Call("POST", "/schedules", _read_schedule, body=body, retry=True)
+
+
+def list_schedules_call(cursor: str | None, limit: int | None) -> Call[SchedulePage]:
+    params = {name: v for name, v in (("cursor", cursor), ("limit", limit)) if v is not None}
+    return Call("GET", "/schedules", _read_schedule_page, params=params, retry=True)
+
+
+def get_schedule_call(name: str) -> Call[Schedule]:
+    path = _schedule_path(name)
+    return Call("GET", path, _read_schedule, not_found=ScheduleNotFound, retry=True)
+
+
+def update_schedule_call(name: str, fields: Mapping[str, Any]) -> Call[Schedule]:
+    # Retried: setting the same fields again changes nothing more.
+    return Call(
+        "PATCH",
+        _schedule_path(name),
+        _read_schedule,
+        body=schedule_fields(fields),
+        not_found=ScheduleNotFound,
+        retry=True,
+    )
+
+
+def pause_schedule_call(name: str, paused: bool) -> Call[Schedule]:
+    path = _schedule_path(name, "pause" if paused else "resume")
+    return Call("POST", path, _read_schedule, body={}, not_found=ScheduleNotFound, retry=True)
+
+
+def delete_schedule_call(name: str) -> Call[Schedule]:
+    path = _schedule_path(name)
+    return Call("DELETE", path, _read_schedule, not_found=ScheduleNotFound)

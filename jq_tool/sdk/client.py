@@ -34,20 +34,26 @@ from jq_tool.sdk.calls import (
     batch_call,
     batches,
     create_key_call,
+    create_schedule_call,
+    delete_schedule_call,
     events_call,
     extend_call,
     fail_call,
     get_call,
+    get_schedule_call,
     health_call,
     keyed_specs,
     lease_call,
     list_call,
     list_keys_call,
+    list_schedules_call,
+    pause_schedule_call,
     revoke_key_call,
     settle_call,
     stats_call,
     submit_call,
     submit_spec,
+    update_schedule_call,
 )
 from jq_tool.sdk.errors import (
     JqError,
@@ -69,6 +75,8 @@ from jq_tool.sdk.types import (
     LeasedJob,
     Page,
     RevokedKey,
+    Schedule,
+    SchedulePage,
     Settled,
     Settlement,
     Stats,
@@ -152,6 +160,34 @@ class BaseClient:
         except msgspec.DecodeError:
             body = content.decode("utf-8", "replace")
         return error_for_response(status, body, not_found=call.not_found)
+
+    @staticmethod
+    def schedule_definition(
+        name: str,
+        cron: str,
+        payload: object,
+        timezone: str,
+        queue: str,
+        priority: int,
+        max_retries: int,
+        overlap: str,
+        missed: str,
+        grace: float | timedelta,
+        paused: bool,
+    ) -> dict[str, Any]:
+        return {
+            "name": name,
+            "cron": cron,
+            "payload": payload,
+            "timezone": timezone,
+            "queue": queue,
+            "priority": priority,
+            "max_retries": max_retries,
+            "overlap": overlap,
+            "missed": missed,
+            "grace": grace,
+            "paused": paused,
+        }
 
     def should_retry(self, call: Call[Any], error: JqError, attempt: int) -> bool:
         return call.retry and isinstance(error, ServerUnavailable) and attempt < self.retries
@@ -404,6 +440,75 @@ class Client(BaseClient):
         """Revoke a key by its key_id; a full key is turned into its key_id here, never sent."""
         return self.send(revoke_key_call(key), timeout)
 
+    # --- schedules (periodic jobs) ----------------------------------------------------------
+
+    def create_schedule(
+        self,
+        name: str,
+        cron: str,
+        payload: object,
+        *,
+        timezone: str = "UTC",
+        queue: str = "default",
+        priority: int = 0,
+        max_retries: int = 3,
+        overlap: str = "allow",
+        missed: str = "skip",
+        grace: float | timedelta = 60.0,
+        paused: bool = False,
+        timeout: float | None = None,
+    ) -> Schedule:
+        """Create a schedule: `cron` (5 fields, 6 with seconds first, or `@hourly`-style)
+        read in `timezone` (IANA) submits a job of `payload` to `queue` at each due time.
+        `overlap="skip"` passes over a run while the previous one is unfinished; a run
+        reached more than `grace` seconds late (a downtime) is missed: `missed="skip"` makes
+        none, `"run_once"` one for them all. Retried safely: the same definition again answers
+        the schedule (a different one raises ScheduleExists)."""
+        fields = self.schedule_definition(
+            name, cron, payload, timezone, queue, priority, max_retries, overlap, missed,
+            grace, paused,
+        )  # fmt: skip
+        return self.send(create_schedule_call(fields), timeout)
+
+    def list_schedules(
+        self, *, cursor: str | None = None, limit: int | None = None, timeout: float | None = None
+    ) -> SchedulePage:
+        return self.send(list_schedules_call(cursor, limit), timeout)
+
+    def iter_schedules(
+        self, *, page_size: int = 200, timeout: float | None = None
+    ) -> Iterator[Schedule]:
+        """Every schedule, by name, following cursors page by page."""
+        cursor: str | None = None
+        while True:
+            page = self.send(list_schedules_call(cursor, page_size), timeout)
+            yield from page.schedules
+            if not page.next_cursor or not page.schedules:
+                return
+            cursor = page.next_cursor
+
+    def get_schedule(self, name: str, *, timeout: float | None = None) -> Schedule:
+        """One schedule, with its next due times in `upcoming`."""
+        return self.send(get_schedule_call(name), timeout)
+
+    def update_schedule(
+        self, name: str, *, timeout: float | None = None, **changes: Any
+    ) -> Schedule:
+        """Change a schedule's fields (those of create_schedule but `name`; `grace` in
+        seconds). A new cron or timezone starts from the next due time after now."""
+        return self.send(update_schedule_call(name, changes), timeout)
+
+    def pause_schedule(self, name: str, *, timeout: float | None = None) -> Schedule:
+        return self.send(pause_schedule_call(name, True), timeout)
+
+    def resume_schedule(self, name: str, *, timeout: float | None = None) -> Schedule:
+        """Resume from the next due time after now: what passed while paused is not run."""
+        return self.send(pause_schedule_call(name, False), timeout)
+
+    def delete_schedule(self, name: str, *, timeout: float | None = None) -> Schedule:
+        """Delete a schedule (the jobs it made stay); returns it as it was."""
+        return self.send(delete_schedule_call(name), timeout)
+
     def events(self, *, timeout: float | None = None) -> EventStream:
         """`GET /events` as typed events (`JobEvent`, `Stats`): `for event in
         client.events()`. Not retried; see sdk/sse.py."""
@@ -642,6 +747,64 @@ class AsyncClient(BaseClient):
 
     async def revoke_key(self, key: str, *, timeout: float | None = None) -> RevokedKey:
         return await self.send(revoke_key_call(key), timeout)
+
+    # --- schedules (periodic jobs) ----------------------------------------------------------
+
+    async def create_schedule(
+        self,
+        name: str,
+        cron: str,
+        payload: object,
+        *,
+        timezone: str = "UTC",
+        queue: str = "default",
+        priority: int = 0,
+        max_retries: int = 3,
+        overlap: str = "allow",
+        missed: str = "skip",
+        grace: float | timedelta = 60.0,
+        paused: bool = False,
+        timeout: float | None = None,
+    ) -> Schedule:
+        fields = self.schedule_definition(
+            name, cron, payload, timezone, queue, priority, max_retries, overlap, missed,
+            grace, paused,
+        )  # fmt: skip
+        return await self.send(create_schedule_call(fields), timeout)
+
+    async def list_schedules(
+        self, *, cursor: str | None = None, limit: int | None = None, timeout: float | None = None
+    ) -> SchedulePage:
+        return await self.send(list_schedules_call(cursor, limit), timeout)
+
+    async def iter_schedules(
+        self, *, page_size: int = 200, timeout: float | None = None
+    ) -> AsyncIterator[Schedule]:
+        cursor: str | None = None
+        while True:
+            page = await self.send(list_schedules_call(cursor, page_size), timeout)
+            for schedule in page.schedules:
+                yield schedule
+            if not page.next_cursor or not page.schedules:
+                return
+            cursor = page.next_cursor
+
+    async def get_schedule(self, name: str, *, timeout: float | None = None) -> Schedule:
+        return await self.send(get_schedule_call(name), timeout)
+
+    async def update_schedule(
+        self, name: str, *, timeout: float | None = None, **changes: Any
+    ) -> Schedule:
+        return await self.send(update_schedule_call(name, changes), timeout)
+
+    async def pause_schedule(self, name: str, *, timeout: float | None = None) -> Schedule:
+        return await self.send(pause_schedule_call(name, True), timeout)
+
+    async def resume_schedule(self, name: str, *, timeout: float | None = None) -> Schedule:
+        return await self.send(pause_schedule_call(name, False), timeout)
+
+    async def delete_schedule(self, name: str, *, timeout: float | None = None) -> Schedule:
+        return await self.send(delete_schedule_call(name), timeout)
 
     def events(self, *, timeout: float | None = None) -> AsyncEventStream:
         """`GET /events` as typed events: `async for event in client.events()`."""

@@ -67,6 +67,10 @@ class KeyNotFound(NotFound):
     """404 on a key route: no key with that id."""
 
 
+class ScheduleNotFound(NotFound):
+    """404 on a schedule route: no schedule of that name."""
+
+
 class Conflict(JqError):
     """409: the job's state or lease does not allow the request."""
 
@@ -80,6 +84,11 @@ class InvalidState(Conflict):
     """409 invalid_state: e.g. ack of a job that is not RUNNING, cancel of a RUNNING job."""
 
 
+class ScheduleExists(Conflict):
+    """409 schedule_exists: a schedule of that name exists with another definition; change it
+    (`update_schedule`) or delete it first. The same definition again is not an error."""
+
+
 class IdempotencyKeyReused(BadRequest):
     """422 idempotency_key_reused: this owner's idempotency key was already used for a
     different request (another payload, queue, priority, ...). Use a new key for a new job."""
@@ -88,6 +97,11 @@ class IdempotencyKeyReused(BadRequest):
 class TooManyQueues(JqError):
     """429 too_many_queues: the server's cap on queues holding jobs (--max-queues) is reached;
     submit to an existing queue, or retry once queues have been emptied and purged."""
+
+
+class TooManySchedules(JqError):
+    """429 too_many_schedules: the server holds as many schedules as it allows (10,000);
+    delete one first."""
 
 
 class PayloadTooLarge(JqError):
@@ -126,6 +140,8 @@ _BY_STATUS_AND_CODE: dict[tuple[int, str], type[JqError]] = {
     (409, "lease_mismatch"): LeaseLost,
     (409, "invalid_state"): InvalidState,
     (422, "idempotency_key_reused"): IdempotencyKeyReused,
+    (409, "schedule_exists"): ScheduleExists,
+    (429, "too_many_schedules"): TooManySchedules,
 }
 _BY_STATUS: dict[int, type[JqError]] = {
     400: BadRequest,

@@ -42,6 +42,9 @@ class Job(msgspec.Struct, frozen=True):
     lease_until: datetime | None = None
     updated_at: datetime | None = None
     idempotency_key: str | None = None
+    # The schedule whose run made this job and the due time it ran for (None: submitted).
+    schedule: str | None = None
+    schedule_due_at: datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -151,6 +154,17 @@ class Totals(msgspec.Struct, frozen=True):
     purged: int = 0
 
 
+class ScheduleSummary(msgspec.Struct, frozen=True):
+    """The schedules at a glance, in `Stats.schedules`."""
+
+    count: int = 0
+    paused: int = 0
+    next_fire_at: datetime | None = None
+    runs: int = 0
+    skipped_runs: int = 0
+    missed_runs: int = 0
+
+
 class Stats(msgspec.Struct, frozen=True):
     runnable: int = 0
     running: int = 0
@@ -167,6 +181,7 @@ class Stats(msgspec.Struct, frozen=True):
     role: str = "single"
     node_id: str | None = None
     uptime_s: float = 0.0
+    schedules: ScheduleSummary = ScheduleSummary()
 
 
 class JobEvent(msgspec.Struct, frozen=True):
@@ -184,6 +199,43 @@ class JobEvent(msgspec.Struct, frozen=True):
     def finished(self) -> bool:
         """Whether the job reached ACKED, DEAD or CANCELLED with this change."""
         return self.state in FINISHED_STATES
+
+
+class Schedule(msgspec.Struct, frozen=True):
+    """A schedule (a periodic job) as the server shows it: `cron` read in `timezone` says when,
+    the job fields what each run submits; `overlap` ("allow"/"skip") and `missed`
+    ("skip"/"run_once") the policies. `next_fire_at` is None while paused; `upcoming` is only
+    filled by `get_schedule`."""
+
+    name: str
+    cron: str
+    timezone: str = "UTC"
+    payload: str = ""
+    queue: str = "default"
+    priority: int = 0
+    max_retries: int = 3
+    overlap: str = "allow"
+    missed: str = "skip"
+    grace_ms: int = 60_000
+    paused: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    next_fire_at: datetime | None = None
+    last_due_at: datetime | None = None
+    last_fired_at: datetime | None = None
+    last_job_id: str | None = None
+    runs: int = 0
+    skipped_runs: int = 0
+    missed_runs: int = 0
+    version: int = 0
+    upcoming: list[datetime] = []
+
+
+class SchedulePage(msgspec.Struct, frozen=True):
+    """One page of `GET /schedules`, by name; pass `next_cursor` back for the next page."""
+
+    schedules: list[Schedule]
+    next_cursor: str | None = None
 
 
 class Key(msgspec.Struct, frozen=True):

@@ -1,7 +1,7 @@
 """The HTTP server's assembly: `create_app(engine, keystore, settings)` joins the route groups
-(jobs, keys, monitoring, the /events stream, the OpenAPI document, the dashboard), the error
-table, the request-metrics middleware and a lifespan that starts and stops the engine and
-closes the key store.
+(jobs, keys, schedules, monitoring, the /events stream, the OpenAPI document, the dashboard),
+the error table, the request-metrics middleware and a lifespan that starts and stops the engine
+and closes the key store.
 
 Nothing here is global: every app owns its routes' state (ticket book, metrics registry,
 throughput meter), so tests may run several apps in one process. `app.state.draining` is set
@@ -30,6 +30,7 @@ from jq_tool.server.openapi import openapi_routes
 from jq_tool.server.routes_jobs import JobRoutes
 from jq_tool.server.routes_keys import KeyRoutes
 from jq_tool.server.routes_monitoring import KeyStoreProbe, MonitoringRoutes
+from jq_tool.server.routes_schedules import ScheduleRoutes
 from jq_tool.server.routing import answer_wrong_methods
 from jq_tool.server.stats import StatsView, ThroughputMeter
 from jq_tool.settings import Settings
@@ -98,6 +99,7 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
             [
                 *job_routes,
                 *KeyRoutes(keystore, guard).routes(),
+                *ScheduleRoutes(engine, guard, settings, counts.commands).routes(),
                 *MonitoringRoutes(
                     engine, guard, stats, registry, settings.max_body, key_store_probe
                 ).routes(),

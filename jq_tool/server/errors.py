@@ -2,11 +2,12 @@
 
 Every error the server gives a client goes through here: `ApiError` raised by a route (bad
 field, bad key, missing scope, body too large), `CommandRejected` from the engine (the state
-machine's ErrorCode), `EngineUnavailable` (503 `unavailable`: refused before it reached the
-log, not done), `OutcomeUnknown` (504 `outcome_unknown`: it reached the log and nothing says
-whether it became durable, maybe done), `StorageFull`, and `KeyStoreUnavailable` from the
-key store. Each becomes a JSON body `{"error", "code"[, "field"]}` (wire.ErrorBody) with its
-status, so a route never builds an error response by hand and a client's mistake is never a 500.
+machine's ErrorCode), `InvalidSchedule` (400 naming `cron` or `timezone`), `EngineUnavailable`
+(503 `unavailable`: refused before it reached the log, not done), `OutcomeUnknown` (504
+`outcome_unknown`: it reached the log and nothing says whether it became durable, maybe done),
+`StorageFull`, and `KeyStoreUnavailable` from the key store. Each becomes a JSON body
+`{"error", "code"[, "field"]}` (wire.ErrorBody) with its status, so a route never builds an
+error response by hand and a client's mistake is never a 500.
 Refusals made before a request reaches the app (server/connections.py: a request head over its
 limit, a connection over the cap) are rendered here too, as whole HTTP/1.1 responses.
 """
@@ -25,6 +26,7 @@ from jq_tool.core.model import ErrorCode
 from jq_tool.engine.base import (
     CommandRejected,
     EngineUnavailable,
+    InvalidSchedule,
     OutcomeUnknown,
     ResourceExhausted,
     StorageFull,
@@ -73,6 +75,8 @@ _COMMAND_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID: 400,
     ErrorCode.IDEMPOTENCY_KEY_REUSED: 422,
     ErrorCode.TOO_MANY_QUEUES: 429,
+    ErrorCode.SCHEDULE_EXISTS: 409,
+    ErrorCode.TOO_MANY_SCHEDULES: 429,
 }
 # Refusals that pass: the client may retry later (a queue cap frees up when a purge, every
 # minute, empties a queue).
@@ -114,6 +118,8 @@ def to_response(exc: BaseException) -> Response:
         return error_response(
             status, exc.code.value, exc.message, None, _COMMAND_HEADERS.get(exc.code)
         )
+    if isinstance(exc, InvalidSchedule):  # a cron expression or time zone it cannot read
+        return error_response(400, "invalid_field", exc.message, exc.field)
     if isinstance(exc, StorageFull):
         return error_response(507, "storage_full", f"storage full, nothing was written: {exc}")
     if isinstance(exc, OutcomeUnknown):
@@ -165,6 +171,7 @@ async def handle_exception(request: Request, exc: Exception) -> Response:
 HANDLED_EXCEPTIONS: tuple[type[Exception], ...] = (
     ApiError,
     CommandRejected,
+    InvalidSchedule,
     EngineUnavailable,
     KeyStoreUnavailable,
     HTTPException,

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from jq_tool.auth import SCOPES_BY_TYPE, KeyType, Scope
-from jq_tool.core.model import JobState
+from jq_tool.core.model import JobState, MissedPolicy, OverlapPolicy
 from jq_tool.server.validation import (
     AckBatchBody,
     AckBody,
@@ -32,6 +32,9 @@ from jq_tool.server.validation import (
     LeaseNextBody,
     ListQuery,
     QueueListQuery,
+    ScheduleBody,
+    ScheduleChangeBody,
+    ScheduleListQuery,
     SubmitBody,
 )
 from jq_tool.server.wire import (
@@ -50,6 +53,8 @@ from jq_tool.server.wire import (
     QueuePage,
     QueueView,
     RevokedKey,
+    SchedulePage,
+    ScheduleView,
     SettledJob,
     StreamTicket,
     SubmitAnswer,
@@ -91,6 +96,12 @@ _PUBLISHED: dict[type, str] = {
     AckBatchBody: "AckBatchRequest",
     AckResult: "AckResult",
     AckBatchAnswer: "AckBatchResponse",
+    ScheduleBody: "ScheduleRequest",
+    ScheduleChangeBody: "ScheduleChange",
+    ScheduleView: "Schedule",
+    SchedulePage: "ScheduleList",
+    OverlapPolicy: "OverlapPolicy",
+    MissedPolicy: "MissedPolicy",
 }
 
 
@@ -117,22 +128,28 @@ def _published(node: Any, names: dict[str, str]) -> Any:
 
 
 def _generated() -> tuple[
-    dict[str, Any], dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]
+    dict[str, Any],
+    dict[str, Any],
+    list[dict[str, Any]],
+    list[dict[str, Any]],
+    list[dict[str, Any]],
 ]:
-    """(component schemas, the Idempotency-Key header's schema, GET /jobs' and GET /queues'
-    query parameters), all from the Structs and annotated types the server decodes with."""
+    """(component schemas, the Idempotency-Key header's schema, GET /jobs', GET /queues' and
+    GET /schedules' query parameters), all from the Structs and annotated types the server
+    decodes with."""
+    queries = (ListQuery, QueueListQuery, ScheduleListQuery)
     (header, *_), components = msgspec.json.schema_components(
-        [IdempotencyKey, ListQuery, QueueListQuery, *_PUBLISHED], ref_template=_REF + "{name}"
+        [IdempotencyKey, *queries, *_PUBLISHED], ref_template=_REF + "{name}"
     )
     names = {cls.__name__: name for cls, name in _PUBLISHED.items()}
-    params, queue_params = (
+    params, queue_params, schedule_params = (
         [
             _query(name, _not_null(schema))
             for name, schema in _published(components.pop(query.__name__), names)[
                 "properties"
             ].items()
         ]
-        for query in (ListQuery, QueueListQuery)
+        for query in queries
     )
     schemas = {
         names[name]: {**_published(schema, names), "title": names[name]}
@@ -163,7 +180,7 @@ def _generated() -> tuple[
         }
         for key_type, scopes in SCOPES_BY_TYPE.items()
     ]
-    return schemas, header, params, queue_params
+    return schemas, header, params, queue_params, schedule_params
 
 
 def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
@@ -190,7 +207,7 @@ _ERRORS = {
     409: "conflict",
     413: "payload too large",
     422: "idempotency key already used for a different request",
-    429: "too many queues hold jobs (--max-queues)",
+    429: "too many queues hold jobs (--max-queues), or too many schedules (10,000)",
     431: "request line and headers too large (--max-header-size); the connection is closed",
     503: "unavailable: refused before it reached the log, not done; retry later (Retry-After)",
     504: (
@@ -242,7 +259,7 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-SCHEMAS, _IDEMPOTENCY_KEY, _LIST_QUERY, _QUEUE_QUERY = _generated()
+SCHEMAS, _IDEMPOTENCY_KEY, _LIST_QUERY, _QUEUE_QUERY, _SCHEDULE_QUERY = _generated()
 
 # The /stats body is built from the engine's counters, not from a Struct of ours.
 _COUNTS = ("runnable", "running", "scheduled", "retry", "dead", "acked", "cancelled", "total")
@@ -261,6 +278,18 @@ SCHEMAS["Stats"] = {
                 "submits_per_sec": {"type": "number"},
                 "acks_per_sec": {"type": "number"},
                 "totals": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "schedules": _obj(
+                    {
+                        "count": {"type": "integer"},
+                        "paused": {"type": "integer"},
+                        "next_fire_at": {
+                            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]
+                        },
+                        "runs": {"type": "integer"},
+                        "skipped_runs": {"type": "integer"},
+                        "missed_runs": {"type": "integer"},
+                    }
+                ),
                 "role": {"type": "string"},
                 "node_id": {"type": "string"},
                 "uptime_s": {"type": "number"},
@@ -285,6 +314,7 @@ SCHEMAS["BatchResponse"] = _obj(
 )
 
 _ID = [_path_param("id")]
+_NAME = [_path_param("name")]
 
 PATHS: dict[str, Any] = {
     "/health": {
@@ -470,6 +500,71 @@ PATHS: dict[str, Any] = {
         )
     },
     "/_noop": {"post": _op("Benchmark baseline: does nothing", None, {"200": {"description": ""}})},
+    "/schedules": {
+        "post": _op(
+            "Create a schedule (a periodic job)",
+            "jobs:submit",
+            {
+                "201": _json(_ref("Schedule"), "created"),
+                "200": _json(_ref("Schedule"), "the same schedule existed (a retried create)"),
+            },
+            "ScheduleRequest",
+            errors=(400, 409, 413, 429, 504, 507),
+        ),
+        "get": _op(
+            "Every schedule, by name, a page at a time",
+            "jobs:read",
+            {"200": _json(_ref("ScheduleList"), "a page")},
+            params=_SCHEDULE_QUERY,
+            errors=(400,),
+        ),
+    },
+    "/schedules/{name}": {
+        "get": _op(
+            "One schedule, with its next due times (`upcoming`)",
+            "jobs:read",
+            {"200": _json(_ref("Schedule"), "the schedule")},
+            None,
+            _NAME,
+            (404,),
+        ),
+        "patch": _op(
+            "Change a schedule: a new cron or timezone starts from the next due time after now",
+            "jobs:submit",
+            {"200": _json(_ref("Schedule"), "changed")},
+            "ScheduleChange",
+            _NAME,
+            (400, 404, 409, 413, 504, 507),
+        ),
+        "delete": _op(
+            "Delete a schedule (the jobs it made stay)",
+            "jobs:submit",
+            {"200": _json(_ref("Schedule"), "deleted: the schedule as it was")},
+            None,
+            _NAME,
+            (404, 504, 507),
+        ),
+    },
+    "/schedules/{name}/pause": {
+        "post": _op(
+            "Pause a schedule: no runs until it is resumed",
+            "jobs:submit",
+            {"200": _json(_ref("Schedule"), "paused")},
+            None,
+            _NAME,
+            (400, 404, 409, 504, 507),
+        )
+    },
+    "/schedules/{name}/resume": {
+        "post": _op(
+            "Resume a schedule from its next due time after now (what passed is not missed)",
+            "jobs:submit",
+            {"200": _json(_ref("Schedule"), "resumed")},
+            None,
+            _NAME,
+            (400, 404, 409, 504, 507),
+        )
+    },
 }
 
 

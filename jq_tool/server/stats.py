@@ -5,6 +5,9 @@ The engine keeps monotonic counters; the meter samples them once a second in a b
 and reports the rate over the last sample interval, so a request for /stats costs no more
 than reading a few integers.
 
+It also sums up the schedules (periodic jobs): how many, how many paused, the next due
+time, and their runs, skipped and missed runs (O(schedules), at most 10,000).
+
 However many queues there are, a stats body stays small (under 64 KiB): the totals, plus the
 STATS_QUEUES busiest queues and `queue_count`; GET /queues pages through all of them. The
 /events streams share one encoded stats frame, rebuilt at most every FRAME_TTL_S, so forty
@@ -21,6 +24,7 @@ from typing import Any
 import msgspec
 
 from jq_tool.engine.base import Engine
+from jq_tool.server.wire import rfc3339
 
 STATS_QUEUES = 100  # the busiest queues in /stats and each stats frame of /events
 FRAME_TTL_S = 0.5  # an /events stats frame may be this old when a stream sends it
@@ -81,6 +85,15 @@ class StatsView:
         body["submits_per_sec"] = self.meter.submits_per_sec
         body["acks_per_sec"] = self.meter.acks_per_sec
         body["totals"] = msgspec.structs.asdict(stats.counters)
+        schedules = self.engine.schedule_stats()
+        body["schedules"] = {
+            "count": schedules.count,
+            "paused": schedules.paused,
+            "next_fire_at": rfc3339(schedules.next_due),
+            "runs": schedules.runs,
+            "skipped_runs": schedules.skipped,
+            "missed_runs": schedules.missed,
+        }
         body["role"] = self.engine.health().role
         body["node_id"] = self.node_id
         body["uptime_s"] = round(time.monotonic() - self.started, 3)

@@ -14,7 +14,7 @@ from typing import Annotated
 import msgspec
 
 from jq_tool.auth import LABEL_PATTERN, KeyType, Scope
-from jq_tool.core.model import JobState
+from jq_tool.core.model import JobState, MissedPolicy, OverlapPolicy
 
 MAX_LEASE_WAIT_MS = 30_000
 MAX_BATCH = 1000
@@ -163,3 +163,74 @@ class QueueListQuery(msgspec.Struct):
 
 class EmptyBody(msgspec.Struct):
     pass
+
+
+# --- schedules (periodic jobs) -----------------------------------------------------------------
+
+# A schedule's name follows the queue name rule (it goes into URLs and job views).
+ScheduleName = QueueName
+# A cron expression: 5 fields, 6 with seconds first, or an alias (@hourly); read by
+# engine/cron.py, which refuses (400 on `cron`) what it cannot read.
+CronExpression = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=256,
+        description="5 fields (minute hour day month weekday), 6 with seconds first, or "
+        "@yearly/@annually/@monthly/@weekly/@daily/@midnight/@hourly; read by the server, "
+        "which answers 400 on `cron` for one it cannot read or that never comes",
+    ),
+]
+# An IANA time zone name; one the tz database does not have is a 400 on `timezone`.
+TIMEZONE_PATTERN = "^[A-Za-z0-9_+/-]{1,64}$"
+TimeZoneName = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=TIMEZONE_PATTERN.removesuffix("$") + r"\Z",
+        description="an IANA time zone name (UTC, Europe/Berlin); one the server's tz "
+        "database does not have is a 400 on `timezone`",
+    ),
+]
+GraceMs = Annotated[int, msgspec.Meta(ge=0, le=7 * 86_400_000)]
+Payload = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class ScheduleBody(msgspec.Struct):
+    """A periodic job: `cron` read in `timezone` says when, the job fields (as in POST /jobs)
+    say what each run submits; `overlap` and `missed` say what happens to a run while the
+    previous one is unfinished, and to runs missed for longer than `grace_ms` (a downtime)."""
+
+    name: ScheduleName
+    cron: CronExpression
+    payload: Payload
+    timezone: TimeZoneName = "UTC"
+    queue: QueueName = "default"
+    priority: Priority = 0
+    max_retries: MaxRetries = 3
+    overlap: OverlapPolicy = OverlapPolicy.ALLOW
+    missed: MissedPolicy = MissedPolicy.SKIP
+    grace_ms: GraceMs = 60_000
+    paused: bool = False
+
+
+class ScheduleChangeBody(msgspec.Struct):
+    """The fields of a schedule to change (PATCH); absent or null ones stay as they are. A new
+    `cron` or `timezone` starts from the next due time after now."""
+
+    cron: CronExpression | None = None
+    timezone: TimeZoneName | None = None
+    payload: Payload | None = None
+    queue: QueueName | None = None
+    priority: Priority | None = None
+    max_retries: MaxRetries | None = None
+    overlap: OverlapPolicy | None = None
+    missed: MissedPolicy | None = None
+    grace_ms: GraceMs | None = None
+    paused: bool | None = None
+
+
+class ScheduleListQuery(msgspec.Struct):
+    """The query of GET /schedules: `cursor` is the `next_cursor` of the page before."""
+
+    cursor: ScheduleName | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100

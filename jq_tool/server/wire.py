@@ -27,7 +27,7 @@ from msgspec import UNSET, UnsetType
 from starlette.responses import Response
 
 from jq_tool.auth import ApiKey, KeyType, Scope
-from jq_tool.core.model import Job, JobState
+from jq_tool.core.model import Job, JobState, MissedPolicy, OverlapPolicy, Schedule
 
 _encoder = msgspec.json.Encoder()
 
@@ -228,7 +228,8 @@ def extended_body(job: Job) -> ExtendedLease:
 
 
 class JobView(msgspec.Struct, kw_only=True):
-    """GET /jobs/{id}; GET /jobs lists the same without the payload."""
+    """GET /jobs/{id}; GET /jobs lists the same without the payload. A job a schedule made
+    also names the schedule and the due time it ran for."""
 
     job_id: str
     state: JobState
@@ -244,9 +245,13 @@ class JobView(msgspec.Struct, kw_only=True):
     updated_at: Time | None
     idempotency_key: str | None
     payload: str | UnsetType = UNSET
+    # The schedule whose run made the job, and the due time it ran for: only on such jobs.
+    schedule: str | UnsetType = UNSET
+    schedule_due_at: Time | UnsetType = UNSET
 
 
 def job_body(job: Job, *, with_payload: bool = True) -> JobView:
+    run = job.scheduled_by
     return JobView(
         job_id=job.id,
         state=job.state,
@@ -262,6 +267,8 @@ def job_body(job: Job, *, with_payload: bool = True) -> JobView:
         updated_at=rfc3339(job.updated_at) if job.updated_at else None,
         idempotency_key=job.idempotency_key,
         payload=job.payload if with_payload else UNSET,
+        schedule=UNSET if run is None else run.name,
+        schedule_due_at=UNSET if run is None else rfc3339(run.due),
     )
 
 
@@ -308,6 +315,71 @@ class QueuePage(msgspec.Struct):
     """GET /queues: queues by name; `next_cursor` asks for the next page, null on the last."""
 
     queues: list[QueueView]
+    next_cursor: str | None
+
+
+class ScheduleView(msgspec.Struct, kw_only=True):
+    """A schedule (periodic job): its definition as given, and where it stands. `next_fire_at`
+    is null while paused or when the expression has no later time; `upcoming` (GET
+    /schedules/{name} only) lists the next due times."""
+
+    name: str
+    cron: str
+    timezone: str
+    payload: str
+    queue: str
+    priority: int
+    max_retries: int
+    overlap: OverlapPolicy
+    missed: MissedPolicy
+    grace_ms: int
+    paused: bool
+    created_at: Time
+    updated_at: Time
+    next_fire_at: Time | None
+    last_due_at: Time | None  # the last due time accounted for (run, skipped or missed)
+    last_fired_at: Time | None  # when the ticker last fired it
+    last_job_id: str | None  # the job of the last run that made one
+    runs: int  # jobs made
+    skipped_runs: int  # due times passed over by the overlap policy
+    missed_runs: int  # due times reached more than grace_ms late
+    version: int
+    upcoming: list[Time] | UnsetType = UNSET
+
+
+def schedule_body(schedule: Schedule, upcoming: list[int] | None = None) -> ScheduleView:
+    spec = schedule.spec
+    return ScheduleView(
+        name=spec.name,
+        cron=spec.cron,
+        timezone=spec.timezone,
+        payload=spec.payload,
+        queue=spec.queue,
+        priority=spec.priority,
+        max_retries=spec.max_retries,
+        overlap=spec.overlap,
+        missed=spec.missed,
+        grace_ms=spec.grace_ms,
+        paused=schedule.paused,
+        created_at=rfc3339(schedule.created_at),
+        updated_at=rfc3339(schedule.updated_at),
+        next_fire_at=None if schedule.paused else rfc3339(schedule.next_due),
+        last_due_at=rfc3339(schedule.last_due),
+        last_fired_at=rfc3339(schedule.last_fired_at),
+        last_job_id=schedule.last_job,
+        runs=schedule.runs,
+        skipped_runs=schedule.skipped,
+        missed_runs=schedule.missed,
+        version=schedule.version,
+        upcoming=UNSET if upcoming is None else [rfc3339(t) for t in upcoming],
+    )
+
+
+class SchedulePage(msgspec.Struct):
+    """GET /schedules: schedules by name; `next_cursor` asks for the next page, null on the
+    last."""
+
+    schedules: list[ScheduleView]
     next_cursor: str | None
 
 

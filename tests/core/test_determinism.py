@@ -1,10 +1,12 @@
 """Determinism: the same command log gives the same state, byte for byte, on every replica.
 
 A seeded `random.Random` plays a busy queue (submits with priorities, schedules and idempotency
-keys, leases, acks, failures, extends, cancels, requeues, clock ticks with expiry, purges) against
-a driver machine and records the commands it applied. Fresh machines then replay that log,
-directly, through the WAL's msgpack encoding, and across a snapshot/restore in the middle; all
-must agree with the driver on every result, every transition event and every snapshot.
+keys, leases, acks, failures, extends, cancels, requeues, clock ticks with expiry, purges, and
+schedules: created, changed, paused, deleted and fired as a ticker fires them, with stale and
+doubled firings among them) against a driver machine and records the commands it applied.
+Fresh machines then replay that log, directly, through the WAL's msgpack encoding, and across a
+snapshot/restore in the middle; all must agree with the driver on every result, every transition
+event and every snapshot.
 """
 
 from __future__ import annotations
@@ -17,18 +19,26 @@ from jq_tool.core.model import (
     Ack,
     Cancel,
     Command,
+    CreateSchedule,
+    DeleteSchedule,
     Expire,
     Extend,
     Fail,
+    FireResult,
+    FireSchedule,
     Job,
     JobState,
     Lease,
     LeaseResult,
+    MissedPolicy,
     NewJob,
+    OverlapPolicy,
     Purge,
     Requeue,
     Result,
+    ScheduleSpec,
     Submit,
+    UpdateSchedule,
     decode_command,
     encode_command,
 )
@@ -38,8 +48,12 @@ CONFIG = StateMachineConfig(retry_base_ms=200, retry_max_ms=5000)
 KEEP_MS = 20_000  # how long idempotency keys are remembered (in each Submit)
 T0 = 1_700_000_000_000
 QUEUES = ["default", "emails", "reports", "zz-low"]
-KINDS = ["submit", "lease", "ack", "fail", "extend", "cancel", "requeue", "expire", "purge"]
-WEIGHTS = [18, 20, 16, 7, 4, 3, 2, 10, 2]
+KINDS = [
+    "submit", "lease", "ack", "fail", "extend", "cancel", "requeue", "expire", "purge",
+    "schedule", "fire",
+]  # fmt: skip
+WEIGHTS = [18, 20, 16, 7, 4, 3, 2, 10, 2, 2, 8]
+SCHEDULES = ["hourly", "reports", "cleanup"]
 CHECKPOINT = 1000
 
 Event = tuple[str, JobState, JobState | None, int, int]
@@ -123,6 +137,39 @@ def record_log(seed: int, length: int) -> tuple[list[Command], list[Result], lis
             command = Cancel(now, job_id) if kind == "cancel" else Requeue(now, job_id)
         elif kind == "purge":
             command = Purge(now, now - rng.choice([0, 2000, 30_000]))
+        elif kind == "schedule":
+            name = rng.choice(SCHEDULES)
+            spec = ScheduleSpec(
+                name,
+                "* * * * * *",
+                payload=f"from {name}",
+                queue=rng.choice(QUEUES),
+                overlap=rng.choice(list(OverlapPolicy)),
+                missed=rng.choice(list(MissedPolicy)),
+            )
+            existing = sm.get_schedule(name)
+            first = now + rng.choice([1, 500, 3000])
+            if existing is None:
+                command = CreateSchedule(now, spec, first, rng.random() < 0.2, 2)
+            elif rng.random() < 0.2:
+                command = DeleteSchedule(now, name)
+            else:
+                version = existing.version - (rng.random() < 0.1)
+                command = UpdateSchedule(now, spec, rng.random() < 0.3, first, version)
+        elif kind == "fire":
+            # As a ticker fires: the due schedules, with a stale or doubled firing now and then.
+            due = sm.due_schedules(now, limit=1)
+            name = due[0].spec.name if due else rng.choice(SCHEDULES)
+            schedule = sm.get_schedule(name)
+            at = schedule.next_due if schedule and schedule.next_due is not None else now
+            if rng.random() < 0.1:
+                at -= 1000
+            batch = rng.choice([0, 0, 0, 2])
+            job_id = f"job-{next_job}" if rng.random() > 0.1 else None
+            next_job += 1
+            now = max(now, at + 1000 * batch)  # a ticker fires what has come
+            command = FireSchedule(now, name, at, at + 1000 * batch, at + 1000 * (batch + 1),
+                                   job_id, batch)  # fmt: skip
         else:
             command = Expire(now)
         result = sm.apply(command)
@@ -144,6 +191,10 @@ def recorded(request: pytest.FixtureRequest) -> tuple[list[Command], list[Result
     assert stats.counters.expired > 100 and stats.counters.purged > 100
     assert stats.counters.requeued > 0 and stats.counters.cancelled > 0
     assert stats.totals.scheduled + stats.totals.retry + stats.totals.running > 0
+    fired = [r for r in results if isinstance(r, FireResult)]
+    assert sum(r.job is not None for r in fired) > 50  # jobs made by schedules
+    assert any(r.overlap_skipped for r in fired) and any(r.schedule.missed for r in fired)
+    assert len(fired) < sum(isinstance(c, FireSchedule) for c in log)  # some were refused
     return log, results, snapshots, driver.events  # type: ignore[return-value]
 
 

@@ -4,6 +4,11 @@ The model keeps jobs in a plain dict and answers every question with a scan and 
 heaps, no incremental counts. After every step both must agree on the result of the command, on
 every job, on the stats, on next_due and on has_runnable. A snapshot/restore in the middle of a
 run must change nothing.
+
+Schedules are in the model too: create (retried or not, capped), update with a version, delete,
+and firings whose due times are mostly the schedule's next one and sometimes stale, doubled or
+of a schedule that is paused or gone; both must agree on every schedule, the jobs the firings
+make (with the overlap policy) and the due schedules.
 """
 
 from __future__ import annotations
@@ -20,25 +25,36 @@ from jq_tool.core.model import (
     Ack,
     Cancel,
     Command,
+    CreateSchedule,
+    DeleteSchedule,
     Error,
     ErrorCode,
     Expire,
     ExpireResult,
     Extend,
     Fail,
+    FireResult,
+    FireSchedule,
     Job,
     JobResult,
     JobState,
     Lease,
     LeaseResult,
+    MissedPolicy,
     NewJob,
+    OverlapPolicy,
     Purge,
     PurgeResult,
     Requeue,
     Result,
+    Schedule,
+    ScheduleResult,
+    ScheduleRun,
+    ScheduleSpec,
     Submit,
     SubmitResult,
     Submitted,
+    UpdateSchedule,
 )
 from jq_tool.core.state_machine import (
     Counters,
@@ -52,6 +68,8 @@ CONFIG = StateMachineConfig(retry_base_ms=100, retry_max_ms=1000)
 KEEP_MS = 3000  # how long idempotency keys are remembered (in each Submit)
 QUEUES = ["a", "b", "c"]
 MAX_QUEUES = 2  # submits that carry a cap: the three queues do not fit
+SCHEDULES = ["s1", "s2", "s3"]
+MAX_SCHEDULES = 2  # creates that carry a cap: the three schedules do not fit
 R, RU, RE, D, A, C = (
     JobState.READY,
     JobState.RUNNING,
@@ -73,6 +91,7 @@ class ReferenceQueue:
         # (owner, key) -> (job id, fingerprint, keep end)
         self.idempotency: dict[tuple[str, str], tuple[str, str | None, int]] = {}
         self.counters = Counters()
+        self.schedules: dict[str, Schedule] = {}
 
     def advance(self, now: int) -> int:
         """Returns how many scheduled READY jobs the new clock makes due."""
@@ -89,6 +108,8 @@ class ReferenceQueue:
             return self.expire(command)
         if isinstance(command, Purge):
             return self.purge(command)
+        if isinstance(command, (CreateSchedule, UpdateSchedule, DeleteSchedule, FireSchedule)):
+            return self.schedule_command(command)
         job = self.jobs.get(command.job_id)
         if job is None:
             return Error(ErrorCode.NOT_FOUND, "")
@@ -223,6 +244,96 @@ class ReferenceQueue:
         for key in keys:
             del self.idempotency[key]
         return PurgeResult(jobs=len(gone), idempotency_keys=len(keys))
+
+    def schedule_command(
+        self, command: CreateSchedule | UpdateSchedule | DeleteSchedule | FireSchedule
+    ) -> Result:
+        now = command.now
+        if isinstance(command, CreateSchedule):
+            name = command.spec.name
+            if name in self.schedules:
+                if self.schedules[name].spec == command.spec:
+                    return ScheduleResult(copy(self.schedules[name]), created=False)
+                return Error(ErrorCode.SCHEDULE_EXISTS, "")
+            if command.max_schedules and len(self.schedules) >= command.max_schedules:
+                return Error(ErrorCode.TOO_MANY_SCHEDULES, "")
+            self.advance(now)
+            self.schedules[name] = Schedule(
+                command.spec, command.paused, now, now, 1, command.next_due
+            )
+            return ScheduleResult(copy(self.schedules[name]), created=True)
+        name = command.spec.name if isinstance(command, UpdateSchedule) else command.name
+        schedule = self.schedules.get(name)
+        if schedule is None:
+            return Error(ErrorCode.NOT_FOUND, "")
+        if isinstance(command, DeleteSchedule):
+            self.advance(now)
+            del self.schedules[name]
+            return ScheduleResult(copy(schedule))
+        if isinstance(command, UpdateSchedule):
+            if command.version != schedule.version or (
+                command.next_due is not None
+                and schedule.last_due is not None
+                and command.next_due <= schedule.last_due
+            ):
+                return Error(ErrorCode.INVALID_STATE, "")
+            self.advance(now)
+            schedule.spec, schedule.paused = command.spec, command.paused
+            schedule.next_due, schedule.updated_at = command.next_due, now
+            schedule.version += 1
+            return ScheduleResult(copy(schedule))
+        if schedule.paused or schedule.next_due != command.due:
+            return Error(ErrorCode.INVALID_STATE, "")
+        if command.job_id is not None and command.job_id in self.jobs:
+            return Error(ErrorCode.INVALID, "")
+        self.advance(now)
+        job = None
+        skipped = False
+        if command.job_id is not None:
+            last = self.jobs.get(schedule.last_job or "")
+            if (
+                schedule.spec.overlap is OverlapPolicy.SKIP
+                and last is not None
+                and last.state not in FINISHED_STATES
+            ):
+                skipped = True
+                schedule.skipped += 1
+            else:
+                spec = schedule.spec
+                self.submit(
+                    Submit(
+                        now,
+                        [
+                            NewJob(
+                                command.job_id,
+                                spec.queue,
+                                spec.payload,
+                                spec.priority,
+                                spec.max_retries,
+                            )
+                        ],
+                    )  # fmt: skip
+                )
+                job = self.jobs[command.job_id]
+                job.scheduled_by = ScheduleRun(name, command.last_due)
+                schedule.last_job = job.id
+                schedule.runs += 1
+        schedule.missed += command.missed
+        schedule.last_due, schedule.next_due = command.last_due, command.next_due
+        schedule.last_fired_at = now
+        return FireResult(copy(schedule), None if job is None else copy(job), skipped)
+
+    def due_schedules(self, now: int) -> list[str]:
+        due = [
+            (s.next_due, name)
+            for name, s in self.schedules.items()
+            if not s.paused and s.next_due is not None and s.next_due <= now
+        ]
+        return [name for _, name in sorted(due)]
+
+    def next_schedule_due(self) -> int | None:
+        times = [s.next_due for s in self.schedules.values() if not s.paused]
+        return min((t for t in times if t is not None), default=None)
 
     # -- queries
 
@@ -418,6 +529,91 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
     def purge(self, age: int) -> None:
         self.check(Purge(self.now, self.now - age))
 
+    # -- schedules: names from a few, due times near the schedule's next one
+
+    def schedule_spec(self, name: str, variant: int) -> ScheduleSpec:
+        return ScheduleSpec(
+            name,
+            ["* * * * *", "0 3 * * *"][variant % 2],
+            "UTC",
+            f"payload {name}",
+            QUEUES[variant % 3],
+            variant % 3 - 1,
+            variant % 2,
+            [OverlapPolicy.ALLOW, OverlapPolicy.SKIP][variant // 2 % 2],
+            [MissedPolicy.SKIP, MissedPolicy.RUN_ONCE][variant // 4 % 2],
+        )
+
+    @rule(
+        name=st.sampled_from(SCHEDULES),
+        variant=st.integers(min_value=0, max_value=7),
+        first=st.one_of(st.none(), st.integers(min_value=1, max_value=2000)),
+        paused=st.booleans(),
+        capped=st.booleans(),
+    )
+    def create_schedule(
+        self, name: str, variant: int, first: int | None, paused: bool, capped: bool
+    ) -> None:
+        next_due = None if first is None else self.now + first
+        cap = MAX_SCHEDULES if capped else 0
+        self.check(
+            CreateSchedule(self.now, self.schedule_spec(name, variant), next_due, paused, cap)
+        )
+
+    @rule(
+        name=st.sampled_from(SCHEDULES),
+        variant=st.integers(min_value=0, max_value=7),
+        paused=st.booleans(),
+        shift=st.one_of(st.none(), st.integers(min_value=-500, max_value=2000)),
+        stale=st.integers(min_value=0, max_value=5),
+    )
+    def update_schedule(
+        self, name: str, variant: int, paused: bool, shift: int | None, stale: int
+    ) -> None:
+        schedule = self.ref.schedules.get(name)
+        version = 1 if schedule is None else schedule.version - (stale == 0)
+        next_due = None if shift is None else self.now + shift
+        self.check(
+            UpdateSchedule(self.now, self.schedule_spec(name, variant), paused, next_due, version)
+        )
+
+    @rule(name=st.sampled_from(SCHEDULES))
+    def delete_schedule(self, name: str) -> None:
+        self.check(DeleteSchedule(self.now, name))
+
+    @rule(
+        name=st.sampled_from(SCHEDULES),
+        which=st.sampled_from(["next", "next", "next", "stale", "other"]),
+        batch=st.integers(min_value=0, max_value=3),
+        gap=st.one_of(st.none(), st.integers(min_value=1, max_value=1500)),
+        make_job=st.sampled_from([True, True, True, False]),
+        reuse_id=st.integers(min_value=0, max_value=9),
+    )
+    def fire_schedule(
+        self, name: str, which: str, batch: int, gap: int | None, make_job: bool, reuse_id: int
+    ) -> None:
+        """The ticker's firing: usually of the schedule's next due time, now and then of a
+        stale one (already fired) or of another time."""
+        schedule = self.ref.schedules.get(name)
+        due = schedule.next_due if schedule is not None else None
+        if due is None or which == "other":
+            due = self.now - 100
+        elif which == "stale":
+            due = schedule.last_due if schedule and schedule.last_due is not None else due - 1
+        last_due = due + 100 * batch
+        next_due = None if gap is None else last_due + gap
+        if reuse_id == 0 and self.ref.jobs:
+            job_id: str | None = next(iter(self.ref.jobs))
+        else:
+            job_id = f"s{self.next_job}"
+            self.next_job += 1
+        self.now = max(self.now, last_due)
+        self.check(
+            FireSchedule(
+                self.now, name, due, last_due, next_due, job_id if make_job else None, batch
+            )  # fmt: skip
+        )
+
     @rule()
     def snapshot_and_restore(self) -> None:
         data = self.sm.snapshot()
@@ -454,6 +650,18 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
                     if cursor is None:
                         break
                 assert paged == expected
+
+    @invariant()
+    def same_schedules(self) -> None:
+        for name in SCHEDULES:
+            assert self.sm.get_schedule(name) == self.ref.schedules.get(name)
+        assert [s.spec.name for s in self.sm.schedule_page(None, 100)] == sorted(self.ref.schedules)
+        assert self.sm.next_schedule_due() == self.ref.next_schedule_due()
+        for t in (self.now, self.now + 700):
+            assert [s.spec.name for s in self.sm.due_schedules(t)] == self.ref.due_schedules(t)
+        stats = self.sm.schedule_stats()
+        assert stats.count == len(self.ref.schedules)
+        assert stats.runs == sum(s.runs for s in self.ref.schedules.values())
 
     @invariant()
     def same_stats_and_due_times(self) -> None:
