@@ -677,6 +677,13 @@ class StateMachine:
             for name in names[:limit]
         ]
 
+    def queue_stats(self, name: str) -> QueueStats | None:
+        """One queue's counts and flow settings; None when it holds no job."""
+        q = self._queues.get(name) if type(name) is str else None
+        if q is None or not any(q.counts):
+            return None
+        return self._with_flow(name, _queue_stats(q.counts))
+
     def _with_flow(self, name: str, stats: QueueStats) -> QueueStats:
         settings = self._flow.get(name)
         if settings is not None:
@@ -1263,6 +1270,9 @@ class StateMachine:
     def queue_settings_page(self) -> list[QueueSettings]:
         """Every queue with settings of its own, by name (copies)."""
         return [_settings_copy(self._flow[name]) for name in sorted(self._flow)]
+
+    def has_queue_settings(self, queue: str) -> bool:
+        return queue in self._flow
 
     def lease_blocked_until(self, queue: str, now: int) -> int | None:
         """None when the queue's flow settings let a Lease at `now` take a job; otherwise the
