@@ -40,7 +40,7 @@ def state(http: httpx.Client, job_id: str) -> str:
     return http.get(f"/jobs/{job_id}").json()["state"]
 
 
-# --- pause, resume, limits -----------------------------------------------------------------------
+# --- pause, resume, limits -------------------------------------------------------------------
 
 
 def test_pause_and_resume_a_queue(client: httpx.Client, admin: httpx.Client) -> None:
@@ -108,7 +108,7 @@ def test_concurrency_limit_over_http(client: httpx.Client, admin: httpx.Client) 
     assert len(lease(admin, queue, 5)) == 1
 
 
-# --- unique jobs -----------------------------------------------------------------------------------
+# --- unique jobs ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -176,7 +176,7 @@ def test_unique_in_a_batch_and_period_needs_its_length(client: httpx.Client) -> 
     assert refused.status_code == 400 and refused.json()["field"] == "unique_period_ms"
 
 
-# --- dependencies --------------------------------------------------------------------------------
+# --- dependencies -----------------------------------------------------------------------------
 
 
 def test_fan_out_fan_in_in_one_batch(client: httpx.Client, admin: httpx.Client) -> None:
