@@ -32,6 +32,7 @@ from jq_tool.sdk.errors import (
     TooManyQueues,
     TooManySchedules,
     Unauthorized,
+    UnknownParent,
     WaitTimeout,
 )
 from jq_tool.sdk.sse import AsyncEventStream, EventStream, ServerEvent
@@ -50,6 +51,7 @@ from jq_tool.sdk.types import (
     Key,
     LeasedJob,
     Page,
+    QueueSettings,
     QueueStats,
     RevokedKey,
     Schedule,
@@ -107,6 +109,7 @@ __all__ = [
     "PayloadTooLarge",
     "QueueStats",
     "RevokedKey",
+    "QueueSettings",
     "Schedule",
     "ScheduleExists",
     "ScheduleNotFound",
@@ -123,6 +126,7 @@ __all__ = [
     "TlsError",
     "TooManyQueues",
     "TooManySchedules",
+    "UnknownParent",
     "Totals",
     "Unauthorized",
     "WaitTimeout",
