@@ -57,6 +57,9 @@ class Job(msgspec.Struct, array_like=True, gc=False):
     updated_at: int = 0  # time of the last state change; finished jobs are purged from it
     # The schedule run that made this job (None for a submitted job: one slot, 8 bytes).
     scheduled_by: ScheduleRun | None = None
+    # The owner id of the key that submitted it (NewJob.owner): a job answered from the
+    # history store is answered to its owner only. "" for jobs of logs written before it.
+    owner: str = ""
 
 
 class ScheduleRun(msgspec.Struct, array_like=True, gc=False):
@@ -198,10 +201,22 @@ class Expire(msgspec.Struct, tag="expire", array_like=True):
 
 class Purge(msgspec.Struct, tag="purge", array_like=True):
     """Forget finished jobs settled at or before `finished_before`, and idempotency keys whose
-    keep time (Submit.idempotency_ms) ended at or before `now`."""
+    keep time (Submit.idempotency_ms) ended at or before `now`.
+
+    The bounds on what stays in memory (core/retention.py) travel here, decided by the
+    proposer: beyond `max_finished` ACKED/CANCELLED jobs, or `max_finished_bytes` of them
+    (content characters + `job_overhead_bytes` a job), the oldest finished go; DEAD jobs go
+    beyond `max_dead`, or once settled at or before `dead_before` (None: `finished_before`,
+    as every Purge written before these fields meant). 0: no bound. Every job forgotten is
+    handed to the state machine's forget listener (the engine's history store)."""
 
     now: int
     finished_before: int
+    max_finished: int = 0
+    max_finished_bytes: int = 0
+    job_overhead_bytes: int = 0
+    max_dead: int = 0
+    dead_before: int | None = None
 
 
 class CreateSchedule(msgspec.Struct, tag="schedule_create", array_like=True):
@@ -314,8 +329,10 @@ class ExpireResult(msgspec.Struct, tag="expire_result"):
 
 
 class PurgeResult(msgspec.Struct, tag="purge_result"):
-    jobs: int
+    jobs: int  # every job forgotten, for whatever reason
     idempotency_keys: int
+    evicted: int = 0  # of `jobs`: ACKED/CANCELLED jobs past the count or bytes bound
+    dead_dropped: int = 0  # of `jobs`: DEAD jobs past the DEAD cap
 
 
 class ScheduleResult(msgspec.Struct, tag="schedule_result"):

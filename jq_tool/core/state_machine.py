@@ -77,11 +77,14 @@ from jq_tool.core.model import (
     Submitted,
     UpdateSchedule,
 )
+from jq_tool.core.retention import HeldJobs
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "Counters",
+    "ForgetListener",
+    "HeldStats",
     "QueueStats",
     "ScheduleStats",
     "StateMachine",
@@ -121,6 +124,18 @@ class Counters(msgspec.Struct):
     cancelled: int = 0
     requeued: int = 0
     purged: int = 0
+    evicted: int = 0  # finished jobs forgotten past the count or bytes bound (to history)
+    dead_dropped: int = 0  # DEAD jobs forgotten past the DEAD cap (to history)
+
+
+class HeldStats(msgspec.Struct):
+    """What finished jobs the machine holds in memory (core/retention.py). Bytes are content
+    characters (payload, result, error); the per-job overhead is the proposer's to add."""
+
+    finished: int = 0  # ACKED and CANCELLED
+    finished_bytes: int = 0
+    dead: int = 0
+    dead_bytes: int = 0
 
 
 class ScheduleStats(msgspec.Struct):
@@ -145,6 +160,9 @@ class Stats(msgspec.Struct):
 # (job, previous state or None for a new job, the command's now). Called once per state change,
 # and once when a scheduled READY job becomes runnable (previous READY): see _advance.
 TransitionListener = Callable[[Job, JobState | None, int], None]
+# (the jobs a Purge forgot, in the order it forgot them; the command's now). Called during a
+# replay too: whoever keeps history must see every job that leaves memory.
+ForgetListener = Callable[[list[Job], int], None]
 
 _READY = JobState.READY
 _RUNNING = JobState.RUNNING
@@ -168,7 +186,8 @@ _BUCKET_OF_STATE = {
 # msgpack integer: a snapshot must never fail to encode.
 _INT_LIMIT = 2**62 - 1
 _LEASE_EXPIRED = "lease expired"
-_FINISHED_ORDER = (_ACKED, _DEAD, _CANCELLED)  # FINISHED_STATES, in an order that is not a hash
+_DONE_STATES = frozenset({_ACKED, _CANCELLED})  # held up to the finished bounds
+_DEAD_STATES = frozenset({_DEAD})  # held up to the DEAD cap
 _SNAPSHOT_VERSION = 1
 
 _seq_of = attrgetter("seq")
@@ -345,7 +364,14 @@ def _command_problem(command: Any) -> str | None:
     if isinstance(command, Expire):
         return None
     if isinstance(command, Purge):
-        return _int_problem(command.finished_before, "finished_before")
+        return (
+            _int_problem(command.finished_before, "finished_before")
+            or _int_problem(command.max_finished, "max_finished", 0)
+            or _int_problem(command.max_finished_bytes, "max_finished_bytes", 0)
+            or _int_problem(command.job_overhead_bytes, "job_overhead_bytes", 0)
+            or _int_problem(command.max_dead, "max_dead", 0)
+            or _optional_int_problem(command.dead_before, "dead_before")
+        )
     problem = _str_problem(command.job_id, "job id")
     if problem:
         return problem
@@ -376,9 +402,11 @@ class StateMachine:
         self,
         config: StateMachineConfig = StateMachineConfig(),
         on_transition: TransitionListener | None = None,
+        on_forget: ForgetListener | None = None,
     ) -> None:
         self._config = config
         self._on_transition = on_transition
+        self._on_forget = on_forget
         self._now = 0  # the largest `now` of any applied command
         self._seq = 0  # the last submission number handed out
         self._counters = Counters()
@@ -392,7 +420,11 @@ class StateMachine:
         self._leases: list[TimedEntry] = []  # RUNNING jobs by lease_until
         self._leases_stale = 0  # entries left behind by ack, fail and extend
         self._waiting_stale = 0  # ready/retry/scheduled entries left behind by cancel
-        self._finished: list[TimedEntry] = []  # ACKED/DEAD/CANCELLED jobs by updated_at
+        self._done = HeldJobs(_DONE_STATES)  # ACKED/CANCELLED jobs by finish time
+        self._dead = HeldJobs(_DEAD_STATES)  # DEAD jobs by finish time
+        # One string object per owner id, shared by its jobs (a replayed Submit decodes a new
+        # one per job): ~50 bytes a job.
+        self._owners: dict[str, str] = {}
         # (owner, key) -> (job id, fingerprint, keep end)
         self._idempotency: dict[tuple[str, str], tuple[str, str | None, int]] = {}
         self._idempotency_expiry: list[tuple[int, str, str]] = []  # (keep end, owner, key)
@@ -437,7 +469,7 @@ class StateMachine:
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot. Raises ValueError (and keeps the current
         state) when the data is not a valid snapshot."""
-        rebuilt = StateMachine(self._config, self._on_transition)
+        rebuilt = StateMachine(self._config, self._on_transition, self._on_forget)
         # A million fresh objects would trigger many collections that find nothing: the jobs
         # are gc=False and the index tuples hold only jobs and ints.
         collecting = gc.isenabled()
@@ -603,6 +635,19 @@ class StateMachine:
     def job_count(self) -> int:
         return len(self._jobs)
 
+    def held(self) -> HeldStats:
+        """The finished and DEAD jobs held in memory, and their content bytes. O(1)."""
+        done, dead = self._done, self._dead
+        return HeldStats(done.count, done.bytes, dead.count, dead.bytes)
+
+    def over_bounds(self, max_finished: int, max_finished_bytes: int, overhead: int,
+                    max_dead: int) -> bool:  # fmt: skip
+        """Whether a Purge with these bounds would forget a job beyond them. O(1): the ticker
+        asks every round, and proposes a Purge only when it would do something."""
+        return self._done.over(max_finished, max_finished_bytes, overhead) or self._dead.over(
+            max_dead, 0, 0
+        )
+
     # -- schedule queries (live objects: callers must not mutate them) --------------------------
 
     def get_schedule(self, name: str) -> Schedule | None:
@@ -717,6 +762,8 @@ class StateMachine:
                 None,
                 key,
                 now,
+                None,
+                self._owners.setdefault(nj.owner, nj.owner),
             )
             if run_at <= self._now:
                 heapq.heappush(q.ready, (-job.priority, run_at, job.seq, job))
@@ -775,7 +822,7 @@ class StateMachine:
         job.lease_until = None
         job.updated_at = now
         self._lease_left_behind()
-        heapq.heappush(self._finished, (now, job.seq, job))
+        self._done.add(job)
         self._counters.acked += 1
         self._notify(job, _RUNNING, now)
         return JobResult(job=copy(job))
@@ -815,7 +862,7 @@ class StateMachine:
         self._queues[job.queue].counts[_B_CANCELLED] += 1
         job.state = _CANCELLED
         job.updated_at = now
-        heapq.heappush(self._finished, (now, job.seq, job))
+        self._done.add(job)
         self._counters.cancelled += 1
         self._notify(job, previous, now)
         self._cancel_left_behind()
@@ -832,6 +879,7 @@ class StateMachine:
         q = self._queues[job.queue]
         q.counts[_B_DEAD] -= 1
         q.counts[_B_RUNNABLE] += 1
+        self._dead.leave(job)
         job.state = _READY
         job.attempts = 0
         job.run_at = now  # <= self._now, so runnable at once
@@ -865,29 +913,52 @@ class StateMachine:
     def _purge(self, cmd: Purge) -> Result:
         self._advance(cmd.now)
         jobs = self._jobs
-        finished = self._finished
-        purged = 0
-        while finished and finished[0][0] <= cmd.finished_before:
-            updated_at, _, job = heapq.heappop(finished)
-            if (
-                job.state not in FINISHED_STATES
-                or job.updated_at != updated_at
-                or jobs.get(job.id) is not job
-            ):
-                continue  # requeued since, or already purged through a duplicate entry
+        forgotten: list[Job] = []
+        done, dead = self._done, self._dead
+        dead_before = cmd.finished_before if cmd.dead_before is None else cmd.dead_before
+        # By age first, then the oldest beyond the bounds: each set forgets its oldest.
+        # Each job leaves `jobs` as it is taken: a job with two live-looking entries (requeued
+        # and DEAD again within one ms) is then recognised as gone at its second.
+        for held, before in ((done, cmd.finished_before), (dead, dead_before)):
+            while (top := held.oldest(jobs)) is not None and top[0] <= before:
+                forgotten.append(job := held.take_oldest())
+                del jobs[job.id]
+        aged = len(forgotten)
+        overhead = cmd.job_overhead_bytes
+        while done.over(cmd.max_finished, cmd.max_finished_bytes, overhead):
+            if done.oldest(jobs) is None:
+                break
+            forgotten.append(job := done.take_oldest())
             del jobs[job.id]
+        evicted = len(forgotten) - aged
+        while dead.over(cmd.max_dead, 0, 0):
+            if dead.oldest(jobs) is None:
+                break
+            forgotten.append(job := dead.take_oldest())
+            del jobs[job.id]
+        dead_dropped = len(forgotten) - aged - evicted
+
+        for job in forgotten:
             counts = self._queues[job.queue].counts
             counts[_BUCKET_OF_STATE[job.state]] -= 1
             if not any(counts):
                 # No job left: forget the queue, so it no longer counts against max_queues.
                 # Its heaps can only hold entries of cancelled jobs, now purged.
                 del self._queues[job.queue]
-            purged += 1
+        purged = len(forgotten)
         self._order_purged += purged
-        self._counters.purged += purged
+        counters = self._counters
+        counters.purged += purged
+        counters.evicted += evicted
+        counters.dead_dropped += dead_dropped
         if self._order_purged > 1024 and self._order_purged * 2 > len(self._order):
             self._order = [job for job in self._order if jobs.get(job.id) is job]
             self._order_purged = 0
+        if forgotten and self._on_forget is not None:
+            try:
+                self._on_forget(forgotten, cmd.now)
+            except Exception:
+                logger.exception("on_forget listener failed")
 
         keys = 0
         expiry = self._idempotency_expiry
@@ -897,7 +968,7 @@ class StateMachine:
             if mapped is not None and mapped[2] == keep_end:
                 del self._idempotency[(owner, key)]
                 keys += 1
-        return PurgeResult(jobs=purged, idempotency_keys=keys)
+        return PurgeResult(purged, keys, evicted, dead_dropped)
 
     # -- schedules -----------------------------------------------------------------------------
 
@@ -1087,7 +1158,7 @@ class StateMachine:
             job.state = _DEAD
             q.counts[_B_DEAD] += 1
             self._counters.dead += 1
-            heapq.heappush(self._finished, (now, job.seq, job))
+            self._dead.add(job)
         else:
             config = self._config
             job.state = _RETRY
@@ -1193,9 +1264,11 @@ class StateMachine:
         for name in dict.fromkeys(map(_queue_of, all_jobs)):
             queues[name] = _QueueIndex(name)
         by_state: dict[JobState, list[Job]] = {state: [] for state in JobState}
+        owners = self._owners
         for job in all_jobs:
             # Share the strings and ints a live Submit shares: it saves ~100 bytes a job.
             job.queue = queues[job.queue].name
+            job.owner = owners.setdefault(job.owner, job.owner)
             created_at = job.created_at
             if job.run_at == created_at:
                 job.run_at = created_at
@@ -1211,9 +1284,9 @@ class StateMachine:
             raise ValueError("snapshot has a RUNNING job without a lease")
         self._leases = [(job.lease_until, job.seq, job) for job in running]  # type: ignore[misc]
         retry = [(j.run_at, j.seq, j) for j in by_state[_RETRY]]
-        self._finished = [
-            (j.updated_at, j.seq, j) for state in _FINISHED_ORDER for j in by_state[state]
-        ]
+        self._done.rebuild(by_state[_ACKED] + by_state[_CANCELLED])
+        self._dead.rebuild(by_state[_DEAD])
+        finished_jobs = by_state[_ACKED] + by_state[_DEAD] + by_state[_CANCELLED]
         del by_state, ready, running
 
         if len(queues) == 1:
@@ -1230,7 +1303,6 @@ class StateMachine:
             heapq.heapify(q.retry)
         heapq.heapify(self._scheduled)
         heapq.heapify(self._leases)
-        heapq.heapify(self._finished)
 
         for q in queues.values():
             q.counts[_B_RUNNABLE] = len(q.ready)
@@ -1238,7 +1310,7 @@ class StateMachine:
         for bucket, entries in ((_B_SCHEDULED, self._scheduled), (_B_RUNNING, self._leases)):
             for name, n in Counter(entry[2].queue for entry in entries).items():
                 queues[name].counts[bucket] = n
-        finished = Counter((entry[2].queue, entry[2].state) for entry in self._finished)
+        finished = Counter((job.queue, job.state) for job in finished_jobs)
         for (name, state), n in finished.items():
             queues[name].counts[_BUCKET_OF_STATE[state]] = n
 
