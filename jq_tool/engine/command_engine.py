@@ -48,6 +48,7 @@ from jq_tool.core.model import (
     LeaseResult,
     NewJob,
     Purge,
+    PurgeResult,
     Requeue,
     Result,
     Schedule,
@@ -71,6 +72,7 @@ from jq_tool.engine.base import (
     JobEvent,
     JobSpec,
     LeaseNext,
+    RetentionStats,
     ScheduleChanges,
     Settlement,
     StorageFull,
@@ -78,6 +80,7 @@ from jq_tool.engine.base import (
 )
 from jq_tool.engine.firing import plan_firing
 from jq_tool.engine.forked_snapshot import SnapshotChildFailed, fork_snapshot
+from jq_tool.engine.history_store import HistoryStore
 from jq_tool.engine.metrics import LogMetrics
 
 if TYPE_CHECKING:
@@ -102,6 +105,10 @@ DISK_FREE_TO_RETRY = 1024 * 1024
 FIRINGS_PER_ROUND = 100
 # An update computed from a view that changed before it was applied is computed again.
 SCHEDULE_UPDATE_TRIES = 5
+# What a finished job costs the process beyond its payload, result and error, for the bytes
+# bound (into each Purge): the Job object, its strings, its dict, list and heap entries.
+# Measured (bench/soak.py --rss-per-job): ~1,000 bytes a finished job with 100-byte payloads.
+FINISHED_JOB_OVERHEAD = 900
 
 
 def now_ms() -> int:
@@ -198,7 +205,11 @@ class CommandEngine(Engine):
     def __init__(self, config: EngineConfig, *, clock: Callable[[], int] = now_ms) -> None:
         self.config = config
         self._clock = clock
-        self._machine = StateMachine(config.machine, on_transition=self._on_transition)
+        # Jobs a Purge forgets go to the history store, replayed ones too (history_store.py).
+        self.history = HistoryStore(config.data_dir, config.retention_ms, clock=clock)
+        self._machine = StateMachine(
+            config.machine, on_transition=self._on_transition, on_forget=self.history.add
+        )
         self._replaying = False  # no events while recovery replays the log
         self._started = False
         self._stopping = False
@@ -375,6 +386,9 @@ class CommandEngine(Engine):
         self._records_since_snapshot = 0
         if position <= self._snapshot_at:
             return  # nothing new since the last one
+        # Everything forgotten before `position` must be on disk before a snapshot without it
+        # exists: the replay after a crash starts there (engine/history_store.py).
+        self.history.flush()
         started = time.monotonic()
         try:
             child = fork_snapshot(
@@ -400,6 +414,7 @@ class CommandEngine(Engine):
         if position <= self._snapshot_at:
             return
         started = time.monotonic()
+        self.history.flush()  # as in _start_snapshot
         data = self._machine.snapshot()
         self._records_since_snapshot = 0
         header = encode_snapshot_header(position, data)
@@ -517,9 +532,24 @@ class CommandEngine(Engine):
         if due is not None and due <= now:
             await self._propose(Expire(now=now))
         await self._fire_schedules(now)
-        if now - self._last_purge >= PURGE_EVERY_MS:
+        config = self.config
+        bounds = (config.max_finished, config.max_finished_bytes, FINISHED_JOB_OVERHEAD,
+                  config.max_dead)  # fmt: skip
+        # Past a bound, every round (not once a minute): a busy queue finishes jobs faster
+        # than a minute's worth of memory should hold. The machine decides which go.
+        if now - self._last_purge >= PURGE_EVERY_MS or self._machine.over_bounds(*bounds):
             self._last_purge = now
-            await self._propose(Purge(now=now, finished_before=now - retention_ms))
+            max_finished, max_bytes, overhead, max_dead = bounds
+            result = await self._propose(
+                Purge(now, now - retention_ms, max_finished, max_bytes, overhead, max_dead)
+            )
+            if isinstance(result, PurgeResult) and result.dead_dropped:
+                log.warning(
+                    "%d DEAD jobs dropped past the DEAD cap (--max-dead %d); their records "
+                    "stay in the history store until retention",
+                    result.dead_dropped,
+                    max_dead,
+                )
 
     async def _fire_schedules(self, now: int) -> None:
         """Propose the firing of every due schedule (engine/firing.py decides each), in one
@@ -747,6 +777,27 @@ class CommandEngine(Engine):
         await self._catch_up()
         job = self._machine.get(job_id)
         return msgspec.structs.replace(job) if job is not None else None
+
+    async def get_finished(self, job_id: str) -> Job | None:
+        if type(job_id) is not str:
+            return None
+        return self.history.get(job_id)
+
+    def retention_stats(self) -> RetentionStats:
+        held = self._machine.held()
+        counters = self._machine.stats(top=0).counters
+        history = self.history
+        return RetentionStats(
+            finished_in_memory=held.finished,
+            dead_in_memory=held.dead,
+            bytes_in_memory=held.finished_bytes
+            + held.dead_bytes
+            + FINISHED_JOB_OVERHEAD * (held.finished + held.dead),
+            finished_on_disk=history.records,
+            history_bytes=history.disk_bytes(),
+            evicted=counters.evicted,
+            dead_dropped=counters.dead_dropped,
+        )
 
     async def list(
         self,

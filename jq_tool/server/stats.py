@@ -94,6 +94,8 @@ class StatsView:
             "skipped_runs": schedules.skipped,
             "missed_runs": schedules.missed,
         }
+        # What finished jobs are held, in memory and on disk (issue 21).
+        body["held"] = msgspec.structs.asdict(self.engine.retention_stats())
         body["role"] = self.engine.health().role
         body["node_id"] = self.node_id
         body["uptime_s"] = round(time.monotonic() - self.started, 3)
