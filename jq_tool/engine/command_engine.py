@@ -105,6 +105,8 @@ DISK_FREE_TO_RETRY = 1024 * 1024
 FIRINGS_PER_ROUND = 100
 # An update computed from a view that changed before it was applied is computed again.
 SCHEDULE_UPDATE_TRIES = 5
+# Under load, one INFO line at most this often sums up what was applied (an idle node: none).
+SUMMARY_EVERY_S = 60.0
 # What a finished job costs the process beyond its payload, result and error, for the bytes
 # bound (into each Purge): the Job object, its strings, its dict, list and heap entries.
 # Measured (bench/soak.py --rss-per-job): ~1,000 bytes a finished job with 100-byte payloads.
@@ -231,6 +233,8 @@ class CommandEngine(Engine):
         self._snapshot_at = 0  # the position the newest durable snapshot covers
         self._snapshot_task: asyncio.Task[None] | None = None  # a snapshot being written
         self.log_metrics = LogMetrics()
+        self._summary_at = time.monotonic()
+        self._summary_counters = self._machine.stats(top=0).counters
         # Parsed cron expressions by (expression, time zone); None: not usable any more.
         self._cron: dict[tuple[str, str], CronTimes | None] = {}
 
@@ -268,6 +272,9 @@ class CommandEngine(Engine):
         """Called by `start` once the state is recovered: accept proposals from now on."""
         self._loop = asyncio.get_running_loop()
         self._started = True
+        # The first summary counts from here, not from the counters recovery restored.
+        self._summary_at = time.monotonic()
+        self._summary_counters = self._machine.stats(top=0).counters
         self._flusher = asyncio.create_task(self._flush_loop(), name="jq-flusher")
 
     async def _drain(self) -> None:
@@ -357,6 +364,35 @@ class CommandEngine(Engine):
         self._wake_lease_waiters()
         if self._snapshot_task is None and self._records_since_snapshot >= self._snapshot_due():
             self._start_snapshot()
+        if time.monotonic() - self._summary_at >= SUMMARY_EVERY_S:
+            self._log_summary()
+
+    def _log_summary(self) -> None:
+        """One line for the last minute or more of work, instead of a line per request: what
+        changed, and what is held (issue 21). Called only after applying something, so an idle
+        node logs nothing."""
+        now = time.monotonic()
+        counters = self._machine.stats(top=0).counters
+        last, elapsed = self._summary_counters, now - self._summary_at
+        self._summary_at, self._summary_counters = now, counters
+        if counters == last:
+            return
+        held = self.retention_stats()
+        log.info(
+            "last %.0fs: %d submitted, %d acked, %d failed, %d dead, %d evicted to history; "
+            "held: %d jobs, %d finished and %d DEAD in memory (~%d MiB), %d on disk",
+            elapsed,
+            counters.submitted - last.submitted,
+            counters.acked - last.acked,
+            counters.failed - last.failed,
+            counters.dead - last.dead,
+            counters.evicted - last.evicted,
+            self._machine.job_count,
+            held.finished_in_memory,
+            held.dead_in_memory,
+            held.bytes_in_memory >> 20,
+            held.finished_on_disk,
+        )
 
     def _refuse(self, batch: Iterable[Proposal], error: EngineUnavailable) -> None:
         """Nothing of `batch` was acknowledged: its callers get `error`."""
