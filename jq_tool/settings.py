@@ -248,6 +248,11 @@ class Settings:
         help="Most DEAD jobs held; the oldest beyond it are dropped (logged, counted; their "
         "records stay in the history store)",
     )  # fmt: skip
+    max_idempotency_keys: int = setting(
+        "1000000", flag="--max-idempotency-keys", env="JQ_MAX_IDEMPOTENCY_KEYS", parse=_count,
+        help="Most idempotency keys remembered; beyond it those whose keep time ends first "
+        "are forgotten early",
+    )  # fmt: skip
     idempotency_keep_ms: int = setting(
         "24h", flag="--idempotency-keep", env="JQ_IDEMPOTENCY_KEEP", parse=_positive_duration,
         help="How long an idempotency key answers with its first job",

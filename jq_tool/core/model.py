@@ -217,6 +217,9 @@ class Purge(msgspec.Struct, tag="purge", array_like=True):
     job_overhead_bytes: int = 0
     max_dead: int = 0
     dead_before: int | None = None
+    # Beyond this many idempotency keys remembered, those whose keep time ends first are
+    # forgotten early (0: no bound): keys are held by time, and this bounds them by count.
+    max_idempotency_keys: int = 0
 
 
 class CreateSchedule(msgspec.Struct, tag="schedule_create", array_like=True):

@@ -43,13 +43,14 @@ class HeldJobs:
     (a DEAD job requeued) keeps its entry, which is recognised and skipped when it reaches the
     top; `leave` already took it out of the count and bytes."""
 
-    __slots__ = ("states", "heap", "count", "bytes")
+    __slots__ = ("states", "heap", "count", "bytes", "stale")
 
     def __init__(self, states: frozenset[JobState]) -> None:
         self.states = states
         self.heap: list[TimedEntry] = []
         self.count = 0
         self.bytes = 0  # content bytes only; the per-job overhead comes with each Purge
+        self.stale = 0  # entries of jobs that left by `leave`
 
     def add(self, job: Job) -> None:
         """`job` just finished (its updated_at is the finish time)."""
@@ -61,6 +62,17 @@ class HeldJobs:
         """`job` leaves the set without being forgotten (a DEAD job requeued)."""
         self.count -= 1
         self.bytes -= content_bytes(job)
+        self.stale += 1
+        if self.stale > 1024 and self.stale * 2 > len(self.heap):
+            # Requeued DEAD jobs would otherwise leave an entry each until retention.
+            live = {
+                entry[2].id: entry
+                for entry in self.heap
+                if entry[2].state in self.states and entry[2].updated_at == entry[0]
+            }
+            self.heap = list(live.values())
+            heapq.heapify(self.heap)
+            self.stale = 0
 
     def rebuild(self, jobs: list[Job]) -> None:
         """Fill from a restored snapshot's jobs of these states."""
@@ -68,6 +80,7 @@ class HeldJobs:
         heapq.heapify(self.heap)
         self.count = len(jobs)
         self.bytes = sum(map(content_bytes, jobs))
+        self.stale = 0
 
     def over(self, max_count: int, max_bytes: int, overhead: int) -> bool:
         """Whether the set is past either bound (0: no bound)."""

@@ -371,6 +371,7 @@ def _command_problem(command: Any) -> str | None:
             or _int_problem(command.job_overhead_bytes, "job_overhead_bytes", 0)
             or _int_problem(command.max_dead, "max_dead", 0)
             or _optional_int_problem(command.dead_before, "dead_before")
+            or _int_problem(command.max_idempotency_keys, "max_idempotency_keys", 0)
         )
     problem = _str_problem(command.job_id, "job id")
     if problem:
@@ -641,12 +642,18 @@ class StateMachine:
         return HeldStats(done.count, done.bytes, dead.count, dead.bytes)
 
     def over_bounds(self, max_finished: int, max_finished_bytes: int, overhead: int,
-                    max_dead: int) -> bool:  # fmt: skip
-        """Whether a Purge with these bounds would forget a job beyond them. O(1): the ticker
-        asks every round, and proposes a Purge only when it would do something."""
-        return self._done.over(max_finished, max_finished_bytes, overhead) or self._dead.over(
-            max_dead, 0, 0
+                    max_dead: int, max_idempotency_keys: int = 0) -> bool:  # fmt: skip
+        """Whether a Purge with these bounds would forget a job or key beyond them. O(1): the
+        ticker asks every round, and proposes a Purge only when it would do something."""
+        return (
+            self._done.over(max_finished, max_finished_bytes, overhead)
+            or self._dead.over(max_dead, 0, 0)
+            or bool(max_idempotency_keys and len(self._idempotency) > max_idempotency_keys)
         )
+
+    @property
+    def idempotency_key_count(self) -> int:
+        return len(self._idempotency)
 
     # -- schedule queries (live objects: callers must not mutate them) --------------------------
 
@@ -962,11 +969,14 @@ class StateMachine:
 
         keys = 0
         expiry = self._idempotency_expiry
-        while expiry and expiry[0][0] <= self._now:
+        remembered = self._idempotency
+        most = cmd.max_idempotency_keys
+        # Keys whose keep time is over, then (a bound) those whose keep time ends first.
+        while expiry and (expiry[0][0] <= self._now or (most and len(remembered) > most)):
             keep_end, owner, key = heapq.heappop(expiry)
-            mapped = self._idempotency.get((owner, key))
+            mapped = remembered.get((owner, key))
             if mapped is not None and mapped[2] == keep_end:
-                del self._idempotency[(owner, key)]
+                del remembered[(owner, key)]
                 keys += 1
         return PurgeResult(purged, keys, evicted, dead_dropped)
 

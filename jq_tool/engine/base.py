@@ -168,6 +168,7 @@ class RetentionStats(msgspec.Struct):
     history_bytes: int = 0  # the history store's files
     evicted: int = 0  # finished jobs moved to disk past the count or bytes bound
     dead_dropped: int = 0  # DEAD jobs dropped past the DEAD cap (their records go to disk)
+    idempotency_keys: int = 0  # idempotency keys remembered
 
 
 class Health(msgspec.Struct):
@@ -230,6 +231,7 @@ class EngineConfig:
     max_finished: int = 100_000
     max_finished_bytes: int = 256 * 1024 * 1024
     max_dead: int = 100_000
+    max_idempotency_keys: int = 1_000_000
 
 
 class Engine(Protocol):

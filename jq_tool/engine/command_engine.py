@@ -570,15 +570,16 @@ class CommandEngine(Engine):
         await self._fire_schedules(now)
         config = self.config
         bounds = (config.max_finished, config.max_finished_bytes, FINISHED_JOB_OVERHEAD,
-                  config.max_dead)  # fmt: skip
+                  config.max_dead, config.max_idempotency_keys)  # fmt: skip
         # Past a bound, every round (not once a minute): a busy queue finishes jobs faster
         # than a minute's worth of memory should hold. The machine decides which go.
         if now - self._last_purge >= PURGE_EVERY_MS or self._machine.over_bounds(*bounds):
             self._last_purge = now
-            max_finished, max_bytes, overhead, max_dead = bounds
+            max_finished, max_bytes, overhead, max_dead, max_keys = bounds
             result = await self._propose(
-                Purge(now, now - retention_ms, max_finished, max_bytes, overhead, max_dead)
-            )
+                Purge(now, now - retention_ms, max_finished, max_bytes, overhead, max_dead,
+                      None, max_keys)
+            )  # fmt: skip
             if isinstance(result, PurgeResult) and result.dead_dropped:
                 log.warning(
                     "%d DEAD jobs dropped past the DEAD cap (--max-dead %d); their records "
@@ -833,6 +834,7 @@ class CommandEngine(Engine):
             history_bytes=history.disk_bytes(),
             evicted=counters.evicted,
             dead_dropped=counters.dead_dropped,
+            idempotency_keys=self._machine.idempotency_key_count,
         )
 
     async def list(

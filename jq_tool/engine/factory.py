@@ -51,4 +51,5 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_finished=settings.max_finished,
         max_finished_bytes=settings.max_finished_bytes,
         max_dead=settings.max_dead,
+        max_idempotency_keys=settings.max_idempotency_keys,
     )

@@ -141,7 +141,7 @@ def record_log(seed: int, length: int) -> tuple[list[Command], list[Result], lis
             else:  # issue 21: bounds on the finished and DEAD jobs held
                 command = Purge(
                     now, now - 60_000, rng.choice([0, 3, 20]), rng.choice([0, 200]),
-                    rng.choice([0, 10]), rng.choice([0, 2]),
+                    rng.choice([0, 10]), rng.choice([0, 2]), None, rng.choice([0, 2]),
                 )  # fmt: skip
         elif kind == "schedule":
             name = rng.choice(SCHEDULES)

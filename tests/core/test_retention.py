@@ -18,6 +18,8 @@ from jq_tool.core.model import (
     PurgeResult,
     Requeue,
     Submit,
+    SubmitResult,
+    Submitted,
     decode_command,
     encode_command,
 )
@@ -148,3 +150,32 @@ def test_an_old_purge_record_decodes_with_no_bounds() -> None:
     command = decode_command(old)
     assert command == Purge(T0, T0 - 5)
     assert encode_command(command) != old  # new records carry the bounds
+
+
+def test_idempotency_keys_are_bounded_by_count_those_ending_first_go() -> None:
+    sm = StateMachine()
+    for i in range(10):
+        sm.apply(Submit(T0 + i, [NewJob(f"k{i}", idempotency_key=f"key{i}", owner="o")]))
+    assert sm.idempotency_key_count == 10
+    assert sm.over_bounds(0, 0, 0, 0, 4)
+    result = sm.apply(Purge(T0 + 20, 0, max_idempotency_keys=4))
+    assert isinstance(result, PurgeResult) and result.idempotency_keys == 6
+    assert sm.idempotency_key_count == 4
+    # A forgotten key makes a new job; a remembered one answers its first job.
+    jobs = [NewJob("new0", idempotency_key="key0", owner="o"),
+            NewJob("new9", idempotency_key="key9", owner="o")]  # fmt: skip
+    again = sm.apply(Submit(T0 + 21, jobs))
+    assert isinstance(again, SubmitResult)
+    assert again.entries == [Submitted("new0"), Submitted("k9", duplicate=True)]
+
+
+def test_requeues_do_not_pile_up_entries_in_the_dead_set() -> None:
+    sm = StateMachine()
+    sm.apply(Submit(T0, [NewJob("j", max_retries=0)]))
+    for i in range(3000):
+        now = T0 + i
+        sm.apply(Lease(now, "default", 1000, [f"l{i}"]))
+        sm.apply(Fail(now, "j", error="e", retry=False))
+        sm.apply(Requeue(now, "j"))
+    assert sm.held().dead == 0
+    assert len(sm._dead.heap) <= 2100  # rebuilt once stale entries were most of it

@@ -273,6 +273,13 @@ class ReferenceQueue:
         keys = [k for k, (_, _, end) in self.idempotency.items() if end <= self.now]
         for key in keys:
             del self.idempotency[key]
+        most = command.max_idempotency_keys
+        if most and len(self.idempotency) > most:
+            # Those whose keep time ends first (then owner, key: the heap's order).
+            order = sorted(self.idempotency, key=lambda k: (self.idempotency[k][2], k))
+            for key in order[: len(self.idempotency) - most]:
+                del self.idempotency[key]
+                keys.append(key)
         return PurgeResult(len(gone) + evicted + dropped, len(keys), evicted, dropped)
 
     def schedule_command(
@@ -566,6 +573,7 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
         max_bytes=st.sampled_from([0, 1, 10, 30]),
         overhead=st.sampled_from([0, 5]),
         max_dead=st.integers(min_value=0, max_value=3),
+        max_keys=st.integers(min_value=0, max_value=3),
     )
     def purge_bounded(
         self,
@@ -575,12 +583,13 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
         max_bytes: int,
         overhead: int,
         max_dead: int,
+        max_keys: int,
     ) -> None:
         """Issue 21: the bounds on finished and DEAD jobs held, oldest finished first."""
         dead_before = None if dead_age is None else self.now - dead_age
         self.check(
             Purge(self.now, self.now - age, max_finished, max_bytes, overhead, max_dead,
-                  dead_before)
+                  dead_before, max_keys)
         )  # fmt: skip
 
     # -- schedules: names from a few, due times near the schedule's next one

@@ -334,7 +334,7 @@ def test_stats_shape_and_counts(client: httpx.Client, worker: httpx.Client) -> N
     assert stats["totals"]["submitted"] >= 2
     assert set(stats["held"]) == {
         "finished_in_memory", "dead_in_memory", "bytes_in_memory", "finished_on_disk",
-        "history_bytes", "evicted", "dead_dropped",
+        "history_bytes", "evicted", "dead_dropped", "idempotency_keys",
     }  # fmt: skip
 
 
