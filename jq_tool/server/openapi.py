@@ -290,6 +290,22 @@ SCHEMAS["Stats"] = {
                         "missed_runs": {"type": "integer"},
                     }
                 ),
+                # What finished jobs are held, in memory and on disk (issue 21).
+                "held": _obj(
+                    {
+                        name: {"type": "integer"}
+                        for name in (
+                            "finished_in_memory",
+                            "dead_in_memory",
+                            "bytes_in_memory",
+                            "finished_on_disk",
+                            "history_bytes",
+                            "evicted",
+                            "dead_dropped",
+                            "idempotency_keys",
+                        )
+                    }  # fmt: skip
+                ),
                 "role": {"type": "string"},
                 "node_id": {"type": "string"},
                 "uptime_s": {"type": "number"},

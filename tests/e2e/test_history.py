@@ -4,10 +4,16 @@ DEAD jobs with a log line. Real `jq serve` processes."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 
+from jq_tool.sdk import Client
 from tests.conftest import JqServer, ServerFactory
 
 ARGS = ("--max-finished", "5", "--max-dead", "2", "--lease-check-interval", "50ms")
@@ -104,3 +110,20 @@ def test_dead_cap_drops_the_oldest_dead_jobs_with_a_log_line(
         assert client.get("/stats").json()["dead"] == 2
     assert "DEAD jobs dropped past the DEAD cap" in server.log()
     assert_answered(server, ids, state="DEAD")  # the dropped ones from the history store
+
+
+def test_jq_get_and_the_sdk_answer_evicted_jobs(jq_server_factory: ServerFactory) -> None:
+    server = jq_server_factory(*ARGS)
+    ids = submit_and_finish(server, 10)
+    wait_for(lambda: held(server)["finished_on_disk"] >= 5)
+    server.kill9()
+    server.start()
+    oldest = ids[0]
+    with Client(server.url, server.client_key or "") as client:
+        job = client.wait_for_completion(oldest, timeout=10)
+        assert (job.state, job.result) == ("ACKED", f"r-{oldest}")
+    jq = Path(sys.executable).parent / "jq"
+    env = {**os.environ, "JQ_URL": server.url, "JQ_KEY": server.client_key or ""}
+    shown = subprocess.run([str(jq), "get", oldest, "--json"], env=env, capture_output=True,
+                           check=True, timeout=30)  # fmt: skip
+    assert json.loads(shown.stdout)["result"] == f"r-{oldest}"
