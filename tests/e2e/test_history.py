@@ -122,6 +122,8 @@ def test_jq_get_and_the_sdk_answer_evicted_jobs(jq_server_factory: ServerFactory
     with Client(server.url, server.client_key or "") as client:
         job = client.wait_for_completion(oldest, timeout=10)
         assert (job.state, job.result) == ("ACKED", f"r-{oldest}")
+        kept = client.stats().held
+        assert kept.finished_in_memory <= 5 and kept.finished_on_disk >= 5
     jq = Path(sys.executable).parent / "jq"
     env = {**os.environ, "JQ_URL": server.url, "JQ_KEY": server.client_key or ""}
     shown = subprocess.run([str(jq), "get", oldest, "--json"], env=env, capture_output=True,
