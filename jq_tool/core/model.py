@@ -57,6 +57,8 @@ class Job(msgspec.Struct, array_like=True, gc=False):
     updated_at: int = 0  # time of the last state change; finished jobs are purged from it
     # The schedule run that made this job (None for a submitted job: one slot, 8 bytes).
     scheduled_by: ScheduleRun | None = None
+    # The running attempt's last reported progress (issue 19); a new lease clears it.
+    progress: JobProgress | None = None
 
 
 class ScheduleRun(msgspec.Struct, array_like=True, gc=False):
@@ -64,6 +66,15 @@ class ScheduleRun(msgspec.Struct, array_like=True, gc=False):
 
     name: str
     due: int
+
+
+class JobProgress(msgspec.Struct, array_like=True, gc=False):
+    """How far a worker says its attempt has got: `percent` in 0..1, a short note, and when
+    (the command's now)."""
+
+    percent: float
+    note: str
+    at: int
 
 
 class OverlapPolicy(enum.StrEnum):
@@ -248,6 +259,39 @@ class FireSchedule(msgspec.Struct, tag="schedule_fire", array_like=True):
     missed: int = 0
 
 
+# -- insight (issue 19): progress reports and whole dead-letter groups ---------------------------
+
+MAX_PROGRESS_NOTE = 200  # characters of a progress note (the server refuses longer ones)
+
+
+class Progress(msgspec.Struct, tag="progress", array_like=True):
+    """A worker's progress report on its running attempt: percent in 0..1 and a short note."""
+
+    now: int
+    job_id: str
+    lease_id: str | None = None
+    percent: float = 0.0
+    note: str = ""
+
+
+class DeadGroupAction(enum.StrEnum):
+    REQUEUE = "requeue"  # DEAD -> READY with attempts reset, as Requeue does one job
+    CANCEL = "cancel"  # DEAD -> CANCELLED: given up for good, out of the dead letters
+
+
+class SettleDeadGroup(msgspec.Struct, tag="dead_group", array_like=True):
+    """Requeue or cancel up to `limit` jobs of one dead-letter group (by error fingerprint),
+    earliest death first, among those that died at or before `dead_before` (the time the
+    request began: a job that dies again meanwhile is not taken twice). Atomic: all of them
+    or, for a malformed command, none. The proposer sends a group in chunks of `limit`."""
+
+    now: int
+    fingerprint: str
+    action: DeadGroupAction
+    limit: int
+    dead_before: int
+
+
 Command = (
     Submit
     | Lease
@@ -262,6 +306,8 @@ Command = (
     | UpdateSchedule
     | DeleteSchedule
     | FireSchedule
+    | Progress
+    | SettleDeadGroup
 )
 
 
@@ -335,6 +381,14 @@ class FireResult(msgspec.Struct, tag="fire_result"):
     overlap_skipped: bool = False
 
 
+class DeadGroupResult(msgspec.Struct, tag="dead_group_result"):
+    """What a SettleDeadGroup did: the ids of the jobs it requeued or cancelled, in order, and
+    how many jobs the group still holds."""
+
+    job_ids: list[str]
+    remaining: int
+
+
 Result = (
     Error
     | SubmitResult
@@ -344,6 +398,7 @@ Result = (
     | PurgeResult
     | ScheduleResult
     | FireResult
+    | DeadGroupResult
 )
 
 

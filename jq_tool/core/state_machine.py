@@ -41,12 +41,16 @@ from typing import Any
 import msgspec
 
 from jq_tool.core.backoff import retry_backoff_ms
+from jq_tool.core.dead_groups import DeadGroup, DeadGroups, DeadGroupSummary
 from jq_tool.core.model import (
     FINISHED_STATES,
+    MAX_PROGRESS_NOTE,
     Ack,
     Cancel,
     Command,
     CreateSchedule,
+    DeadGroupAction,
+    DeadGroupResult,
     DeleteSchedule,
     Error,
     ErrorCode,
@@ -57,6 +61,7 @@ from jq_tool.core.model import (
     FireResult,
     FireSchedule,
     Job,
+    JobProgress,
     JobResult,
     JobState,
     Lease,
@@ -64,6 +69,7 @@ from jq_tool.core.model import (
     MissedPolicy,
     NewJob,
     OverlapPolicy,
+    Progress,
     Purge,
     PurgeResult,
     Requeue,
@@ -72,6 +78,7 @@ from jq_tool.core.model import (
     ScheduleResult,
     ScheduleRun,
     ScheduleSpec,
+    SettleDeadGroup,
     Submit,
     SubmitResult,
     Submitted,
@@ -315,6 +322,35 @@ def _schedule_command_problem(command: Any) -> str | None:
 
 
 _SCHEDULE_COMMANDS = (CreateSchedule, UpdateSchedule, DeleteSchedule, FireSchedule)
+_INSIGHT_COMMANDS = (Progress, SettleDeadGroup)
+
+
+def _insight_command_problem(command: Any) -> str | None:
+    if isinstance(command, Progress):
+        percent = command.percent
+        problem = _str_problem(command.job_id, "job id") or _str_problem(
+            command.lease_id, "lease id", optional=True
+        )
+        if problem:
+            return problem
+        # An int is a float here (0 and 1 decode as ints); NaN fails both comparisons.
+        if type(percent) not in (int, float) or not 0.0 <= percent <= 1.0:
+            return "percent must be a number between 0 and 1"
+        problem = _str_problem(command.note, "note")
+        if problem is None and len(command.note) > MAX_PROGRESS_NOTE:
+            return f"note must be at most {MAX_PROGRESS_NOTE} characters"
+        return problem
+    # SettleDeadGroup
+    return (
+        _str_problem(command.fingerprint, "fingerprint", nonempty=True)
+        or (
+            None
+            if isinstance(command.action, DeadGroupAction)
+            else "action must be requeue or cancel"
+        )
+        or _int_problem(command.limit, "limit", 1)
+        or _int_problem(command.dead_before, "dead_before")
+    )
 
 
 def _command_problem(command: Any) -> str | None:
@@ -344,6 +380,8 @@ def _command_problem(command: Any) -> str | None:
         return None
     if isinstance(command, Expire):
         return None
+    if isinstance(command, _INSIGHT_COMMANDS):
+        return _insight_command_problem(command)
     if isinstance(command, Purge):
         return _int_problem(command.finished_before, "finished_before")
     problem = _str_problem(command.job_id, "job id")
@@ -401,6 +439,7 @@ class StateMachine:
         # (next due, name) of schedules that are not paused; an entry whose schedule moved on
         # (fired, changed, paused, deleted) is skipped when it reaches the top.
         self._schedule_due: list[tuple[int, str]] = []
+        self._dead_groups = DeadGroups()  # DEAD jobs by their last error's fingerprint
 
     # -- the mutating surface ------------------------------------------------------------------
 
@@ -755,6 +794,8 @@ class StateMachine:
             job.lease_id = lease_id
             job.lease_until = now + cmd.lease_ms
             job.updated_at = now
+            if job.progress is not None:
+                job.progress = None  # the last attempt's progress is not this one's
             heapq.heappush(self._leases, (job.lease_until, job.seq, job))
             self._notify(job, _READY, now)
             leased.append(copy(job))
@@ -829,6 +870,7 @@ class StateMachine:
             return _wrong_state(job, "DEAD")
         now = cmd.now
         self._advance(now)
+        self._dead_groups.remove(job)
         q = self._queues[job.queue]
         q.counts[_B_DEAD] -= 1
         q.counts[_B_RUNNABLE] += 1
@@ -876,6 +918,8 @@ class StateMachine:
             ):
                 continue  # requeued since, or already purged through a duplicate entry
             del jobs[job.id]
+            if job.state is _DEAD:
+                self._dead_groups.remove(job)
             counts = self._queues[job.queue].counts
             counts[_BUCKET_OF_STATE[job.state]] -= 1
             if not any(counts):
@@ -1027,6 +1071,71 @@ class StateMachine:
             ]
             heapq.heapify(self._schedule_due)
 
+    # -- insight (issue 19): progress, dead-letter groups, where a job stands ------------------
+
+    def _progress(self, cmd: Progress) -> Result:
+        job = self._running_job(cmd.job_id, cmd.lease_id)
+        if isinstance(job, Error):
+            return job
+        self._advance(cmd.now)
+        job.progress = JobProgress(float(cmd.percent), cmd.note, cmd.now)
+        return JobResult(job=copy(job))
+
+    def _settle_dead_group(self, cmd: SettleDeadGroup) -> Result:
+        now = cmd.now
+        self._advance(now)
+        groups = self._dead_groups
+        taken = groups.first_jobs(cmd.fingerprint, cmd.limit, cmd.dead_before)
+        for job in taken:
+            if cmd.action is DeadGroupAction.REQUEUE:
+                self._requeue(Requeue(now, job.id))
+                continue
+            groups.remove(job)
+            q = self._queues[job.queue]
+            q.counts[_B_DEAD] -= 1
+            q.counts[_B_CANCELLED] += 1
+            job.state = _CANCELLED
+            job.updated_at = now
+            # Its DEAD entry in the finished heap is skipped from now on (updated_at moved).
+            heapq.heappush(self._finished, (now, job.seq, job))
+            self._counters.cancelled += 1
+            self._notify(job, _DEAD, now)
+        group = groups.get(cmd.fingerprint)
+        return DeadGroupResult(
+            job_ids=[job.id for job in taken], remaining=0 if group is None else len(group.jobs)
+        )
+
+    def dead_groups(self) -> list[DeadGroupSummary]:
+        """The dead letters grouped by their last error's fingerprint, biggest first."""
+        return self._dead_groups.summaries()
+
+    def dead_group(self, fingerprint: str) -> DeadGroup | None:
+        """One group (live: callers must not mutate it), or None."""
+        return self._dead_groups.get(fingerprint) if type(fingerprint) is str else None
+
+    def dead_fingerprint(self, job_id: str) -> str | None:
+        """The group of a DEAD job, or None."""
+        return self._dead_groups.fingerprint_of(job_id)
+
+    def runnable_ahead(self, job: Job) -> int:
+        """How many runnable jobs of its queue a Lease would take before this READY job:
+        higher priority, or the same priority and earlier run_at or submission. O(runnable
+        jobs of the queue): a question asked about one job, never on the lease path."""
+        q = self._queues.get(job.queue)
+        if q is None:
+            return 0
+        key = (-job.priority, job.run_at, job.seq)
+        return sum(1 for entry in q.ready if entry[3].state is _READY and entry[:3] < key)
+
+    def oldest_runnable_since(self, queue: str) -> int | None:
+        """The run_at of the queue's oldest runnable job (READY and due): how long the queue
+        has kept a job waiting for a worker. None when nothing is runnable. O(runnable jobs of
+        the queue): the lease heap is ordered by priority first."""
+        q = self._queues.get(queue) if type(queue) is str else None
+        if q is None:
+            return None
+        return min((e[1] for e in q.ready if e[3].state is _READY), default=None)
+
     # -- shared steps --------------------------------------------------------------------------
 
     def _advance(self, now: int) -> int:
@@ -1087,6 +1196,7 @@ class StateMachine:
             job.state = _DEAD
             q.counts[_B_DEAD] += 1
             self._counters.dead += 1
+            self._dead_groups.add(job)
             heapq.heappush(self._finished, (now, job.seq, job))
         else:
             config = self._config
@@ -1214,6 +1324,7 @@ class StateMachine:
         self._finished = [
             (j.updated_at, j.seq, j) for state in _FINISHED_ORDER for j in by_state[state]
         ]
+        self._dead_groups.rebuild(by_state[_DEAD])
         del by_state, ready, running
 
         if len(queues) == 1:
@@ -1369,4 +1480,6 @@ _HANDLERS: dict[type, Callable[[StateMachine, Any], Result]] = {
     UpdateSchedule: StateMachine._update_schedule,
     DeleteSchedule: StateMachine._delete_schedule,
     FireSchedule: StateMachine._fire_schedule,
+    Progress: StateMachine._progress,
+    SettleDeadGroup: StateMachine._settle_dead_group,
 }
