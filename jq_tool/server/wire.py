@@ -27,7 +27,7 @@ from msgspec import UNSET, UnsetType
 from starlette.responses import Response
 
 from jq_tool.auth import ApiKey, KeyType, Scope
-from jq_tool.core.model import Job, JobState, MissedPolicy, OverlapPolicy, Schedule
+from jq_tool.core.model import Job, JobProgress, JobState, MissedPolicy, OverlapPolicy, Schedule
 
 _encoder = msgspec.json.Encoder()
 
@@ -248,6 +248,24 @@ class JobView(msgspec.Struct, kw_only=True):
     # The schedule whose run made the job, and the due time it ran for: only on such jobs.
     schedule: str | UnsetType = UNSET
     schedule_due_at: Time | UnsetType = UNSET
+    # A running attempt's last progress report (issue 19): only once its worker sent one.
+    progress: ProgressView | UnsetType = UNSET
+
+
+class ProgressView(msgspec.Struct):
+    """A running attempt's last reported progress."""
+
+    progress: float
+    note: str
+    at: Time
+
+
+def _progress_view(progress: JobProgress) -> ProgressView:
+    return ProgressView(progress.percent, progress.note, rfc3339(progress.at))
+
+
+def progress_body(progress: JobProgress | None) -> ProgressView | None:
+    return None if progress is None else _progress_view(progress)
 
 
 def job_body(job: Job, *, with_payload: bool = True) -> JobView:
@@ -269,6 +287,7 @@ def job_body(job: Job, *, with_payload: bool = True) -> JobView:
         payload=job.payload if with_payload else UNSET,
         schedule=UNSET if run is None else run.name,
         schedule_due_at=UNSET if run is None else rfc3339(run.due),
+        progress=UNSET if job.progress is None else _progress_view(job.progress),
     )
 
 
@@ -295,6 +314,8 @@ class Health(msgspec.Struct):
     role: str
     reason: str | UnsetType = UNSET
     problems: list[HealthProblem] | UnsetType = UNSET
+    # Conditions that do not refuse work but need a look: a queue past its max latency.
+    warnings: list[HealthProblem] | UnsetType = UNSET
 
 
 class QueueView(msgspec.Struct, kw_only=True):
