@@ -1085,12 +1085,11 @@ class StateMachine:
         now = cmd.now
         self._advance(now)
         groups = self._dead_groups
-        taken = groups.first_jobs(cmd.fingerprint, cmd.limit, cmd.dead_before)
+        taken = groups.take(cmd.fingerprint, cmd.limit, cmd.dead_before)
         for job in taken:
             if cmd.action is DeadGroupAction.REQUEUE:
                 self._requeue(Requeue(now, job.id))
                 continue
-            groups.remove(job)
             q = self._queues[job.queue]
             q.counts[_B_DEAD] -= 1
             q.counts[_B_CANCELLED] += 1
