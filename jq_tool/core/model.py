@@ -25,6 +25,7 @@ class JobState(enum.StrEnum):
     RETRY = "RETRY"  # a failed attempt, waiting out its backoff until run_at
     DEAD = "DEAD"  # retries exhausted
     CANCELLED = "CANCELLED"  # cancelled before it ran
+    WAITING = "WAITING"  # waiting for its parents (depends_on) to be ACKED
 
 
 FINISHED_STATES = frozenset({JobState.ACKED, JobState.DEAD, JobState.CANCELLED})
@@ -57,8 +58,31 @@ class Job(msgspec.Struct, array_like=True, gc=False):
     updated_at: int = 0  # time of the last state change; finished jobs are purged from it
     # The schedule run that made this job (None for a submitted job: one slot, 8 bytes).
     scheduled_by: ScheduleRun | None = None
+    # Flow control (issue 18): the parents this job waited or waits for (None: none), and the
+    # submitting key's owner ("" for jobs of logs written before it: no key has that owner).
+    depends_on: Dependency | None = None
+    owner: str = ""
     # The running attempt's last reported progress (issue 19); a new lease clears it.
     progress: JobProgress | None = None
+
+
+class ParentFailure(enum.StrEnum):
+    CANCEL = "cancel"  # a parent ending DEAD or CANCELLED cancels the child
+    RUN = "run"  # the child runs once every parent has finished, however it finished
+
+
+class Dependency(msgspec.Struct, array_like=True, gc=False):
+    """The parents a job waits for (WAITING until every one is ACKED) and what a parent's
+    failure does to it."""
+
+    parents: list[str]
+    on_parent_failure: ParentFailure = ParentFailure.CANCEL
+
+
+class UniqueScope(enum.StrEnum):
+    QUEUED = "queued"  # while the job is WAITING, READY (scheduled included) or RETRY
+    ACTIVE = "active"  # while queued or RUNNING
+    PERIOD = "period"  # for unique_period_ms after its submit, whatever its state
 
 
 class ScheduleRun(msgspec.Struct, array_like=True, gc=False):
@@ -142,6 +166,24 @@ class NewJob(msgspec.Struct, array_like=True):
     # fields decode with owner "" (which no API key has) and no fingerprint.
     owner: str = ""
     fingerprint: str | None = None
+    # Unique key and parents (issue 18), None for a job with neither: one byte in the log.
+    flow: JobFlow | None = None
+
+
+class JobFlow(msgspec.Struct, array_like=True):
+    """A new job's unique key and parents.
+
+    Unique jobs: a second submit of this owner's `unique_key` while the first job is in scope
+    answers the first job (Submitted.unique). Not the idempotency key: that one is for retries
+    of one request, this one for two requests that would make the same work. Dependencies:
+    ids of existing jobs of the same owner (the proposer resolved a batch's indexes into ids).
+    """
+
+    unique_key: str | None = None
+    unique_scope: UniqueScope = UniqueScope.QUEUED
+    unique_period_ms: int = 0
+    depends_on: list[str] = []
+    on_parent_failure: ParentFailure = ParentFailure.CANCEL
 
 
 class Submit(msgspec.Struct, tag="submit", array_like=True):
@@ -259,6 +301,35 @@ class FireSchedule(msgspec.Struct, tag="schedule_fire", array_like=True):
     missed: int = 0
 
 
+class SetQueue(msgspec.Struct, tag="queue_set", array_like=True):
+    """Change a queue's flow settings: paused (leases skip it, submits still land), the most
+    jobs RUNNING at once (`concurrency`) and the most leases in any `rate_period_ms` window
+    (`rate_limit`). None leaves a setting as it is; 0 removes a limit. A queue back to its
+    defaults is forgotten. `max_queues`: refuse settings for one more queue when this many
+    queues have settings (0: no cap)."""
+
+    now: int
+    queue: str
+    paused: bool | None = None
+    concurrency: int | None = None
+    rate_limit: int | None = None
+    rate_period_ms: int | None = None
+    max_queues: int = 0
+
+
+class QueueSettings(msgspec.Struct, array_like=True):
+    """A queue's flow settings as the state machine keeps them, with the times of its leases
+    in the current rate window (at most rate_limit of them)."""
+
+    name: str
+    paused: bool = False
+    concurrency: int = 0  # 0: no limit
+    rate_limit: int = 0  # 0: no limit
+    rate_period_ms: int = 0
+    updated_at: int = 0
+    recent_leases: list[int] = []
+
+
 # -- insight (issue 19): progress reports and whole dead-letter groups ---------------------------
 
 MAX_PROGRESS_NOTE = 200  # characters of a progress note (the server refuses longer ones)
@@ -306,6 +377,7 @@ Command = (
     | UpdateSchedule
     | DeleteSchedule
     | FireSchedule
+    | SetQueue
     | Progress
     | SettleDeadGroup
 )
@@ -326,6 +398,8 @@ class ErrorCode(enum.StrEnum):
     # A schedule of that name exists with another definition.
     SCHEDULE_EXISTS = "schedule_exists"
     TOO_MANY_SCHEDULES = "too_many_schedules"  # CreateSchedule.max_schedules exist
+    # A depends_on names a job that does not exist (or was purged) or is another owner's.
+    UNKNOWN_PARENT = "unknown_parent"
 
 
 class Error(msgspec.Struct, tag="error"):
@@ -338,6 +412,7 @@ class Submitted(msgspec.Struct, tag="submitted"):
 
     job_id: str
     duplicate: bool = False
+    unique: bool = False  # a unique_key in scope found this earlier job
 
 
 class SubmitResult(msgspec.Struct, tag="submit_result"):
@@ -381,6 +456,12 @@ class FireResult(msgspec.Struct, tag="fire_result"):
     overlap_skipped: bool = False
 
 
+class QueueResult(msgspec.Struct, tag="queue_result"):
+    """A queue's flow settings after SetQueue (a copy)."""
+
+    settings: QueueSettings
+
+
 class DeadGroupResult(msgspec.Struct, tag="dead_group_result"):
     """What a SettleDeadGroup did: the ids of the jobs it requeued or cancelled, in order, and
     how many jobs the group still holds."""
@@ -398,6 +479,7 @@ Result = (
     | PurgeResult
     | ScheduleResult
     | FireResult
+    | QueueResult
     | DeadGroupResult
 )
 

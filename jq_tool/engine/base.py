@@ -31,8 +31,11 @@ from jq_tool.core.model import (
     JobState,
     MissedPolicy,
     OverlapPolicy,
+    ParentFailure,
+    QueueSettings,
     Schedule,
     ScheduleSpec,
+    UniqueScope,
 )
 from jq_tool.core.state_machine import QueueStats, ScheduleStats, StateMachineConfig, Stats
 
@@ -92,14 +95,25 @@ class JobSpec(msgspec.Struct):
     idempotency_key: str | None = None
     delay_ms: int | None = None  # run_at = the engine's now + delay_ms, when run_at is None
     owner: str = ""  # the submitting key's owner id: idempotency keys are that owner's own
+    # Flow control (issue 18): a unique key and its scope, and parents. A depends_on entry
+    # "$N" names the job of entry N (earlier) of the same batch; the engine resolves it.
+    unique_key: str | None = None
+    unique_scope: UniqueScope = UniqueScope.QUEUED
+    unique_period_ms: int = 0
+    depends_on: list[str] = []
+    on_parent_failure: ParentFailure = ParentFailure.CANCEL
 
     def fingerprint(self) -> str:
         """What makes two submits the same request, for an idempotency key: a hash of every
         field that shapes the job (not the key, not the owner, which name the entry). Delay and
         run_at as asked, so a retried `delay_ms` submit is the same request a second later."""
-        canonical = _fingerprint_encoder.encode(
-            (self.payload, self.queue, self.priority, self.max_retries, self.run_at, self.delay_ms)
-        )
+        shape: tuple[object, ...] = (
+            self.payload, self.queue, self.priority, self.max_retries, self.run_at, self.delay_ms
+        )  # fmt: skip
+        if self.unique_key is not None or self.depends_on:
+            shape += (self.unique_key, self.unique_scope, self.unique_period_ms,
+                      self.depends_on, self.on_parent_failure)  # fmt: skip
+        canonical = _fingerprint_encoder.encode(shape)
         return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
@@ -122,9 +136,21 @@ class ScheduleChanges(msgspec.Struct):
     paused: bool | None = None
 
 
+class QueueChange(msgspec.Struct):
+    """What PUT /queues/{name} (and pause, resume) changes: None leaves a setting as it is,
+    0 removes a limit."""
+
+    queue: str
+    paused: bool | None = None
+    concurrency: int | None = None
+    rate_limit: int | None = None
+    rate_period_ms: int | None = None
+
+
 class SubmitOutcome(msgspec.Struct):
     job_id: str | None = None
     duplicate: bool = False  # an idempotency key found an earlier job
+    unique: bool = False  # a unique key in scope found an earlier job
     error: str | None = None  # why this entry was refused
     code: ErrorCode | None = None  # the state machine's code for that refusal
 
@@ -359,6 +385,25 @@ class Engine(Protocol):
 
     def schedule_stats(self) -> ScheduleStats:
         """How many schedules, how many paused, the next due time, runs/skips/misses."""
+        ...
+
+    # -- queue flow settings (issue 18): pause, concurrency and rate limits --------------------
+
+    async def set_queue(self, change: QueueChange) -> QueueSettings:
+        """Change a queue's flow settings (None fields stay). Raises CommandRejected (INVALID,
+        TOO_MANY_QUEUES)."""
+        ...
+
+    def queue_settings(self, name: str) -> QueueSettings:
+        """A queue's flow settings (defaults for a queue without any)."""
+        ...
+
+    def queue_settings_page(self) -> builtins.list[QueueSettings]:
+        """Every queue with settings of its own, by name."""
+        ...
+
+    def queue_stats(self, name: str) -> QueueStats | None:
+        """One queue's counts and settings, None when it holds no job."""
         ...
 
     def metrics(self) -> Iterator[Metric]:

@@ -32,6 +32,7 @@ from jq_tool.server.routes_insight import InsightRoutes
 from jq_tool.server.routes_jobs import JobRoutes
 from jq_tool.server.routes_keys import KeyRoutes
 from jq_tool.server.routes_monitoring import KeyStoreProbe, MonitoringRoutes
+from jq_tool.server.routes_queues import QueueRoutes
 from jq_tool.server.routes_schedules import ScheduleRoutes
 from jq_tool.server.routing import answer_wrong_methods
 from jq_tool.server.stats import StatsView, ThroughputMeter
@@ -104,6 +105,7 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
                 *job_routes,
                 *KeyRoutes(keystore, guard).routes(),
                 *ScheduleRoutes(engine, guard, settings, counts.commands).routes(),
+                *QueueRoutes(engine, guard, settings, counts.commands).routes(),
                 *InsightRoutes(engine, guard, counts.commands).routes(),
                 *MonitoringRoutes(
                     engine, guard, stats, registry, settings.max_body, key_store_probe, latency

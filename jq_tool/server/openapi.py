@@ -19,7 +19,14 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from jq_tool.auth import SCOPES_BY_TYPE, KeyType, Scope
-from jq_tool.core.model import DeadGroupAction, JobState, MissedPolicy, OverlapPolicy
+from jq_tool.core.model import (
+    DeadGroupAction,
+    JobState,
+    MissedPolicy,
+    OverlapPolicy,
+    ParentFailure,
+    UniqueScope,
+)
 from jq_tool.server.insight_wire import (
     DeadGroupActionBody,
     DeadGroupList,
@@ -40,6 +47,7 @@ from jq_tool.server.validation import (
     LeaseNextBody,
     ListQuery,
     QueueListQuery,
+    QueueSettingsBody,
     ScheduleBody,
     ScheduleChangeBody,
     ScheduleListQuery,
@@ -60,6 +68,7 @@ from jq_tool.server.wire import (
     LeasedJob,
     ProgressView,
     QueuePage,
+    QueueSettingsView,
     QueueView,
     RevokedKey,
     SchedulePage,
@@ -111,6 +120,10 @@ _PUBLISHED: dict[type, str] = {
     SchedulePage: "ScheduleList",
     OverlapPolicy: "OverlapPolicy",
     MissedPolicy: "MissedPolicy",
+    UniqueScope: "UniqueScope",
+    ParentFailure: "ParentFailure",
+    QueueSettingsBody: "QueueSettingsRequest",
+    QueueSettingsView: "QueueSettings",
     # insight (issue 19)
     ExplanationView: "Explanation",
     ProgressBody: "ProgressRequest",
@@ -224,7 +237,10 @@ _ERRORS = {
     404: "not found",
     409: "conflict",
     413: "payload too large",
-    422: "idempotency key already used for a different request",
+    422: (
+        "idempotency key already used for a different request, or a depends_on parent that "
+        "is not a job of the caller's owner (unknown_parent)"
+    ),
     429: "too many queues hold jobs (--max-queues), or too many schedules (10,000)",
     431: "request line and headers too large (--max-header-size); the connection is closed",
     503: "unavailable: refused before it reached the log, not done; retry later (Retry-After)",
@@ -280,11 +296,23 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 SCHEMAS, _IDEMPOTENCY_KEY, _LIST_QUERY, _QUEUE_QUERY, _SCHEDULE_QUERY = _generated()
 
 # The /stats body is built from the engine's counters, not from a Struct of ours.
-_COUNTS = ("runnable", "running", "scheduled", "retry", "dead", "acked", "cancelled", "total")
-_QUEUE_STATS = _obj({k: {"type": "integer"} for k in _COUNTS})
+_COUNTS = (
+    "runnable", "running", "scheduled", "retry", "dead", "acked", "cancelled", "total", "waiting"
+)  # fmt: skip
+_TOTALS = _obj({k: {"type": "integer"} for k in _COUNTS})
+# A queue's counts, and its flow settings (PUT /queues/{name}).
+_QUEUE_STATS = _obj(
+    {
+        **{k: {"type": "integer"} for k in _COUNTS},
+        "paused": {"type": "boolean"},
+        "concurrency": {"type": "integer"},
+        "rate_limit": {"type": "integer"},
+        "rate_period_ms": {"type": "integer"},
+    }
+)
 SCHEMAS["Stats"] = {
     "allOf": [
-        _QUEUE_STATS,
+        _TOTALS,
         _obj(
             {
                 "queues": {
@@ -307,6 +335,9 @@ SCHEMAS["Stats"] = {
                         "skipped_runs": {"type": "integer"},
                         "missed_runs": {"type": "integer"},
                     }
+                ),
+                "flow": _obj(
+                    {"paused_queues": {"type": "integer"}, "limited_queues": {"type": "integer"}}
                 ),
                 "latency": {
                     "type": "object",
@@ -458,6 +489,45 @@ PATHS: dict[str, Any] = {
             {"200": _json(_ref("QueueList"), "a page")},
             params=_QUEUE_QUERY,
             errors=(400,),
+        )
+    },
+    "/queues/{name}": {
+        "get": _op(
+            "A queue's flow settings, with its counts when it holds jobs",
+            "jobs:read",
+            {"200": _json(_ref("QueueSettings"), "the queue")},
+            None,
+            _NAME,
+            (400,),
+        ),
+        "put": _op(
+            "Change a queue's flow: pause, concurrency limit, rate limit (left out: kept; 0: no "
+            "limit). Needs jobs:submit and jobs:lease",
+            "jobs:submit",
+            {"200": _json(_ref("QueueSettings"), "changed")},
+            "QueueSettingsRequest",
+            _NAME,
+            (400, 429, 504, 507),
+        ),
+    },
+    "/queues/{name}/pause": {
+        "post": _op(
+            "Pause a queue: leases skip it, submits still land. Needs jobs:submit and jobs:lease",
+            "jobs:submit",
+            {"200": _json(_ref("QueueSettings"), "paused")},
+            None,
+            _NAME,
+            (400, 429, 504, 507),
+        )
+    },
+    "/queues/{name}/resume": {
+        "post": _op(
+            "Resume a paused queue. Needs jobs:submit and jobs:lease",
+            "jobs:submit",
+            {"200": _json(_ref("QueueSettings"), "resumed")},
+            None,
+            _NAME,
+            (400, 429, 504, 507),
         )
     },
     "/events": {
