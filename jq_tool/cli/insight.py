@@ -39,10 +39,13 @@ def _explanation_fields(why: Explanation) -> list[tuple[str, object]]:
     progress = why.progress
     for name in ("run_at", "ahead", "drain_per_s", "expected_at", "last_asked_at", "lease_id",
                  "leased_at", "lease_until", "attempt", "max_attempts", "error", "fingerprint",
-                 "finished_at"):  # fmt: skip
+                 "finished_at", "running", "concurrency", "rate_limit", "rate_period_ms",
+                 "blocked_until"):  # fmt: skip
         value = getattr(why, name)
         if value is not None:
             fields.append((name, value))
+    if why.parent_states:
+        fields.append(("parents", ", ".join(f"{p} ({s})" for p, s in why.parent_states.items())))
     if why.asked_queues:
         fields.append(("asked_queues", ", ".join(why.asked_queues)))
     if progress is not None:

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import msgspec
 
-from jq_tool.core.model import Job, JobProgress, JobState
+from jq_tool.core.model import Job, JobProgress, JobState, QueueSettings
 
 __all__ = [
     "REASONS",
@@ -35,6 +35,10 @@ ASKED_WITHIN_MS = 60_000  # a queue no worker asked for in this long has "no wor
 # Every reason an explanation can give, with what it means (docs/api.md lists the same).
 REASONS: dict[str, str] = {
     "scheduled": "READY, but its run_at has not come",
+    "waiting_for_parents": "WAITING until every parent it depends on is ACKED",
+    "paused": "runnable, but its queue is paused",
+    "concurrency_limit": "runnable, but its queue has as many jobs RUNNING as its concurrency",
+    "rate_limit": "runnable, but its queue leased as many jobs as its rate limit allows",
     "no_worker": "runnable, but no worker has asked for its queue in the last minute",
     "queued": "runnable, with jobs ahead of it (higher priority, or older)",
     "next": "runnable and first in line: the next lease of its queue takes it",
@@ -64,6 +68,16 @@ class ExplainView(Protocol):
 
     def dead_fingerprint(self, job_id: str) -> str | None: ...
 
+    def get(self, job_id: str) -> Job | None: ...
+
+    def awaited_parents(self, job_id: str) -> list[str]: ...
+
+    def queue_settings(self, name: str) -> QueueSettings: ...
+
+    def running_in(self, queue: str) -> int: ...
+
+    def lease_blocked_until(self, queue: str, now: int) -> int | None: ...
+
 
 class Explanation(msgspec.Struct, omit_defaults=True):
     """The answer: `reason` (a key of REASONS), `summary` (one sentence), and the fields the
@@ -89,6 +103,13 @@ class Explanation(msgspec.Struct, omit_defaults=True):
     fingerprint: str | None = None  # its dead-letter group (DEAD)
     finished_at: int | None = None
     progress: JobProgress | None = None
+    parents: list[str] | None = None  # the parents it still waits for (WAITING)
+    parent_states: dict[str, str] | None = None  # their states ("PURGED": no longer held)
+    running: int | None = None  # jobs of the queue RUNNING (concurrency_limit)
+    concurrency: int | None = None
+    rate_limit: int | None = None
+    rate_period_ms: int | None = None
+    blocked_until: int | None = None  # when the rate window frees a slot (rate_limit)
 
 
 def _at(ms: int) -> str:
@@ -176,9 +197,44 @@ def _in_line(job: Job, view: ExplainView, activity: QueueActivity, now: int) -> 
     return e
 
 
-# Flow control (pause, concurrency and rate limits, parents) adds its checks here, before
-# _no_worker: a paused queue is the answer even when no worker asks for it.
-READY_CHECKS: list[ReadyCheck] = [_not_due, _no_worker]
+def _flow_blocked(
+    job: Job, view: ExplainView, activity: QueueActivity, now: int
+) -> Explanation | None:
+    """The queue's flow settings (issue 18): paused, at its concurrency, or at its rate."""
+    blocked = view.lease_blocked_until(job.queue, now)
+    if blocked is None:
+        return None
+    settings = view.queue_settings(job.queue)
+    queue = job.queue
+    if settings.paused:
+        summary = f"Its queue {queue!r} is paused: no job of it is leased until it is resumed."
+        e = _base(job, "paused", summary)
+    elif blocked == -1:
+        running = view.running_in(queue)
+        summary = (
+            f"Its queue {queue!r} is at its concurrency limit: {running} of "
+            f"{settings.concurrency} jobs running; the next one to finish frees a slot."
+        )
+        e = _base(job, "concurrency_limit", summary)
+        e.running = running
+        e.concurrency = settings.concurrency
+    else:
+        summary = (
+            f"Its queue {queue!r} is at its rate limit ({settings.rate_limit} leases per "
+            f"{_in(settings.rate_period_ms)}): the next slot frees at {_at(blocked)} "
+            f"(in {_in(blocked - now)})."
+        )
+        e = _base(job, "rate_limit", summary)
+        e.rate_limit = settings.rate_limit
+        e.rate_period_ms = settings.rate_period_ms
+        e.blocked_until = blocked
+    e.run_at = job.run_at
+    return e
+
+
+# The checks of a READY job, in order: the first that applies answers. Flow control comes
+# before _no_worker: a paused queue is the answer even when no worker asks for it.
+READY_CHECKS: list[ReadyCheck] = [_not_due, _flow_blocked, _no_worker]
 
 
 def _ready(job: Job, view: ExplainView, activity: QueueActivity, now: int) -> Explanation:
@@ -251,11 +307,30 @@ def _cancelled(job: Job, view: ExplainView, activity: QueueActivity, now: int) -
     return e
 
 
+def _waiting(job: Job, view: ExplainView, activity: QueueActivity, now: int) -> Explanation:
+    parents = view.awaited_parents(job.id)
+    states = {}
+    for parent in parents:
+        found = view.get(parent)
+        states[parent] = "PURGED" if found is None else found.state.value
+    shown = ", ".join(f"{p} ({s})" for p, s in list(states.items())[:5])
+    more = f" and {len(parents) - 5} more" if len(parents) > 5 else ""
+    summary = (
+        f"WAITING for {len(parents)} parent{'s' if len(parents) != 1 else ''} to be ACKED: "
+        f"{shown}{more}."
+    )
+    e = _base(job, "waiting_for_parents", summary)
+    e.parents = parents
+    e.parent_states = states
+    return e
+
+
 StateExplainer = Callable[[Job, ExplainView, QueueActivity, int], Explanation]
 
 # One function per state; a new state (WAITING for parents) is one more entry.
 _EXPLAINERS: dict[JobState, StateExplainer] = {
     JobState.READY: _ready,
+    JobState.WAITING: _waiting,
     JobState.RUNNING: _running,
     JobState.RETRY: _retry,
     JobState.DEAD: _dead,

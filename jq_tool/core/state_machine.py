@@ -1404,6 +1404,15 @@ class StateMachine:
         key = (-job.priority, job.run_at, job.seq)
         return sum(1 for entry in q.ready if entry[3].state is _READY and entry[:3] < key)
 
+    def awaited_parents(self, job_id: str) -> list[str]:
+        """The parents a WAITING job still waits for, in the order given (a copy)."""
+        return list(self._deps.awaited.get(job_id, ()))
+
+    def running_in(self, queue: str) -> int:
+        """How many jobs of the queue are RUNNING."""
+        q = self._queues.get(queue) if type(queue) is str else None
+        return 0 if q is None else q.counts[_B_RUNNING]
+
     def oldest_runnable_since(self, queue: str) -> int | None:
         """The run_at of the queue's oldest runnable job (READY and due): how long the queue
         has kept a job waiting for a worker. None when nothing is runnable. O(runnable jobs of

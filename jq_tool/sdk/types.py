@@ -20,6 +20,7 @@ class JobState(enum.StrEnum):
     RETRY = "RETRY"
     DEAD = "DEAD"
     CANCELLED = "CANCELLED"
+    WAITING = "WAITING"  # waiting for its parents (depends_on) to be ACKED
 
 
 FINISHED_STATES = frozenset({JobState.ACKED, JobState.DEAD, JobState.CANCELLED})
@@ -328,9 +329,10 @@ class Progress(msgspec.Struct, frozen=True):
 
 class Explanation(msgspec.Struct, frozen=True):
     """`GET /jobs/{id}/explain`: why the job is where it is. `reason` is one of "scheduled",
-    "no_worker", "queued", "next", "running", "retry_wait", "dead", "acked", "cancelled" (a
-    newer server may add more); `summary` says it in one sentence; the other fields are what
-    the sentence was made of, None when they do not apply."""
+    "waiting_for_parents", "paused", "concurrency_limit", "rate_limit", "no_worker", "queued",
+    "next", "running", "retry_wait", "dead", "acked", "cancelled" (a newer server may add
+    more); `summary` says it in one sentence; the other fields are what the sentence was made
+    of, None when they do not apply."""
 
     job_id: str
     state: JobState
@@ -352,6 +354,13 @@ class Explanation(msgspec.Struct, frozen=True):
     fingerprint: str | None = None
     finished_at: datetime | None = None
     progress: Progress | None = None
+    parents: list[str] | None = None
+    parent_states: dict[str, str] | None = None
+    running: int | None = None
+    concurrency: int | None = None
+    rate_limit: int | None = None
+    rate_period_ms: int | None = None
+    blocked_until: datetime | None = None
 
 
 class DeadGroup(msgspec.Struct, frozen=True):

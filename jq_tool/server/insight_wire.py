@@ -68,6 +68,13 @@ class ExplanationView(msgspec.Struct, kw_only=True, omit_defaults=True):
     fingerprint: str | UnsetType = UNSET
     finished_at: Time | UnsetType = UNSET
     progress: ProgressView | UnsetType = UNSET
+    parents: list[str] | UnsetType = UNSET
+    parent_states: dict[str, str] | UnsetType = UNSET
+    running: int | UnsetType = UNSET
+    concurrency: int | UnsetType = UNSET
+    rate_limit: int | UnsetType = UNSET
+    rate_period_ms: int | UnsetType = UNSET
+    blocked_until: Time | UnsetType = UNSET
 
 
 def _time(ms: int | None) -> str | UnsetType:
@@ -100,6 +107,13 @@ def explanation_body(e: Explanation) -> ExplanationView:
         fingerprint=_value(e.fingerprint),
         finished_at=_time(e.finished_at),
         progress=_value(progress_body(e.progress)),
+        parents=_value(e.parents),
+        parent_states=_value(e.parent_states),
+        running=_value(e.running),
+        concurrency=_value(e.concurrency),
+        rate_limit=_value(e.rate_limit),
+        rate_period_ms=_value(e.rate_period_ms),
+        blocked_until=_time(e.blocked_until),
     )
 
 

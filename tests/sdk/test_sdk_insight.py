@@ -146,3 +146,18 @@ def test_dead_groups_listed_requeued_and_cancelled(jq_server: ServerProcess, que
         assert states == ["CANCELLED"] * 3 + ["READY"] * 3
         with pytest.raises(NotFound):
             client.requeue_dead_group(a.fingerprint)
+
+
+def test_explain_a_job_waiting_for_its_parent(jq_server: ServerProcess, queue: str) -> None:
+    import httpx
+
+    auth = {"Authorization": f"Bearer {jq_server.client_key}"}
+    with httpx.Client(base_url=jq_server.url, headers=auth) as http:
+        jobs = [{"payload": "a", "queue": queue},
+                {"payload": "b", "queue": queue, "depends_on": ["$0"]}]  # fmt: skip
+        results = http.post("/jobs/batch", json={"jobs": jobs}).json()["results"]
+    with Client(jq_server.url, jq_server.client_key) as client:
+        why = client.explain(results[1]["job_id"])
+    assert why.state is JobState.WAITING and why.reason == "waiting_for_parents"
+    assert why.parents == [results[0]["job_id"]]
+    assert why.parent_states == {results[0]["job_id"]: "READY"}

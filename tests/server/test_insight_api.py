@@ -250,3 +250,57 @@ def test_health_warns_of_a_queue_past_its_max_latency(
         assert 'jq_queue_latency_breached{queue="slow"} 1.0' in metrics
         assert 'jq_queue_latency_breached{queue="fast"} 0.0' in metrics
         assert 'jq_queue_max_latency_seconds{queue="slow"} 1.0' in metrics
+
+
+# --- flow control (issue 18): parents, a paused queue, concurrency and rate limits ----------
+
+
+def test_waiting_for_its_parents(client: httpx.Client) -> None:
+    queue = unique("deps")
+    jobs = [{"payload": "a", "queue": queue}, {"payload": "b", "queue": queue},
+            {"payload": "sum", "queue": queue, "depends_on": ["$0", "$1"]}]  # fmt: skip
+    results = client.post("/jobs/batch", json={"jobs": jobs}).json()["results"]
+    parents, child = [r["job_id"] for r in results[:2]], results[2]["job_id"]
+    body = explain(client, child)
+    assert (body["state"], body["reason"]) == ("WAITING", "waiting_for_parents")
+    assert body["parents"] == parents and set(body["parent_states"].values()) == {"READY"}
+    assert body["summary"].startswith("WAITING for 2 parents to be ACKED: ")
+    job = lease(client, queue)
+    client.post(f"/jobs/{job['job_id']}/ack", json={"lease_id": job["lease_id"]})
+    body = explain(client, child)
+    assert len(body["parents"]) == 1 and job["job_id"] not in body["parents"]
+
+
+def test_a_paused_queue(client: httpx.Client) -> None:
+    queue = unique("paused")
+    job_id = submit(client, queue)
+    assert client.post(f"/queues/{queue}/pause").status_code == 200
+    body = explain(client, job_id)
+    assert body["reason"] == "paused" and "is paused" in body["summary"]
+    client.post(f"/queues/{queue}/resume")
+    assert explain(client, job_id)["reason"] in ("no_worker", "next")
+
+
+def test_a_queue_at_its_concurrency_limit(client: httpx.Client) -> None:
+    queue = unique("conc")
+    assert client.put(f"/queues/{queue}", json={"concurrency": 1}).status_code == 200
+    submit(client, queue)
+    waiting = submit(client, queue)
+    lease(client, queue)
+    body = explain(client, waiting)
+    assert (body["reason"], body["running"], body["concurrency"]) == ("concurrency_limit", 1, 1)
+    assert "1 of 1 jobs running" in body["summary"]
+
+
+def test_a_queue_at_its_rate_limit(client: httpx.Client) -> None:
+    queue = unique("rate")
+    settings = {"rate_limit": 1, "rate_period_ms": 3_600_000}
+    assert client.put(f"/queues/{queue}", json=settings).status_code == 200
+    submit(client, queue)
+    waiting = submit(client, queue)
+    lease(client, queue)
+    body = explain(client, waiting)
+    assert (body["reason"], body["rate_limit"], body["rate_period_ms"]) == (
+        "rate_limit", 1, 3_600_000,
+    )  # fmt: skip
+    assert "blocked_until" in body and "1 leases per 60min" in body["summary"]
