@@ -62,6 +62,8 @@ class Job(msgspec.Struct, array_like=True, gc=False):
     # submitting key's owner ("" for jobs of logs written before it: no key has that owner).
     depends_on: Dependency | None = None
     owner: str = ""
+    # The running attempt's last reported progress (issue 19); a new lease clears it.
+    progress: JobProgress | None = None
 
 
 class ParentFailure(enum.StrEnum):
@@ -88,6 +90,15 @@ class ScheduleRun(msgspec.Struct, array_like=True, gc=False):
 
     name: str
     due: int
+
+
+class JobProgress(msgspec.Struct, array_like=True, gc=False):
+    """How far a worker says its attempt has got: `percent` in 0..1, a short note, and when
+    (the command's now)."""
+
+    percent: float
+    note: str
+    at: int
 
 
 class OverlapPolicy(enum.StrEnum):
@@ -319,6 +330,39 @@ class QueueSettings(msgspec.Struct, array_like=True):
     recent_leases: list[int] = []
 
 
+# -- insight (issue 19): progress reports and whole dead-letter groups ---------------------------
+
+MAX_PROGRESS_NOTE = 200  # characters of a progress note (the server refuses longer ones)
+
+
+class Progress(msgspec.Struct, tag="progress", array_like=True):
+    """A worker's progress report on its running attempt: percent in 0..1 and a short note."""
+
+    now: int
+    job_id: str
+    lease_id: str | None = None
+    percent: float = 0.0
+    note: str = ""
+
+
+class DeadGroupAction(enum.StrEnum):
+    REQUEUE = "requeue"  # DEAD -> READY with attempts reset, as Requeue does one job
+    CANCEL = "cancel"  # DEAD -> CANCELLED: given up for good, out of the dead letters
+
+
+class SettleDeadGroup(msgspec.Struct, tag="dead_group", array_like=True):
+    """Requeue or cancel up to `limit` jobs of one dead-letter group (by error fingerprint),
+    earliest death first, among those that died at or before `dead_before` (the time the
+    request began: a job that dies again meanwhile is not taken twice). Atomic: all of them
+    or, for a malformed command, none. The proposer sends a group in chunks of `limit`."""
+
+    now: int
+    fingerprint: str
+    action: DeadGroupAction
+    limit: int
+    dead_before: int
+
+
 Command = (
     Submit
     | Lease
@@ -334,6 +378,8 @@ Command = (
     | DeleteSchedule
     | FireSchedule
     | SetQueue
+    | Progress
+    | SettleDeadGroup
 )
 
 
@@ -416,6 +462,14 @@ class QueueResult(msgspec.Struct, tag="queue_result"):
     settings: QueueSettings
 
 
+class DeadGroupResult(msgspec.Struct, tag="dead_group_result"):
+    """What a SettleDeadGroup did: the ids of the jobs it requeued or cancelled, in order, and
+    how many jobs the group still holds."""
+
+    job_ids: list[str]
+    remaining: int
+
+
 Result = (
     Error
     | SubmitResult
@@ -426,6 +480,7 @@ Result = (
     | ScheduleResult
     | FireResult
     | QueueResult
+    | DeadGroupResult
 )
 
 

@@ -49,13 +49,17 @@ import msgspec
 
 from jq_tool.core import flow
 from jq_tool.core.backoff import retry_backoff_ms
+from jq_tool.core.dead_groups import DeadGroup, DeadGroups, DeadGroupSummary
 from jq_tool.core.dependencies import Dependencies
 from jq_tool.core.model import (
     FINISHED_STATES,
+    MAX_PROGRESS_NOTE,
     Ack,
     Cancel,
     Command,
     CreateSchedule,
+    DeadGroupAction,
+    DeadGroupResult,
     DeleteSchedule,
     Dependency,
     Error,
@@ -68,6 +72,7 @@ from jq_tool.core.model import (
     FireSchedule,
     Job,
     JobFlow,
+    JobProgress,
     JobResult,
     JobState,
     Lease,
@@ -76,6 +81,7 @@ from jq_tool.core.model import (
     NewJob,
     OverlapPolicy,
     ParentFailure,
+    Progress,
     Purge,
     PurgeResult,
     QueueResult,
@@ -87,6 +93,7 @@ from jq_tool.core.model import (
     ScheduleRun,
     ScheduleSpec,
     SetQueue,
+    SettleDeadGroup,
     Submit,
     SubmitResult,
     Submitted,
@@ -377,6 +384,35 @@ def _schedule_command_problem(command: Any) -> str | None:
 
 
 _SCHEDULE_COMMANDS = (CreateSchedule, UpdateSchedule, DeleteSchedule, FireSchedule)
+_INSIGHT_COMMANDS = (Progress, SettleDeadGroup)
+
+
+def _insight_command_problem(command: Any) -> str | None:
+    if isinstance(command, Progress):
+        percent = command.percent
+        problem = _str_problem(command.job_id, "job id") or _str_problem(
+            command.lease_id, "lease id", optional=True
+        )
+        if problem:
+            return problem
+        # An int is a float here (0 and 1 decode as ints); NaN fails both comparisons.
+        if type(percent) not in (int, float) or not 0.0 <= percent <= 1.0:
+            return "percent must be a number between 0 and 1"
+        problem = _str_problem(command.note, "note")
+        if problem is None and len(command.note) > MAX_PROGRESS_NOTE:
+            return f"note must be at most {MAX_PROGRESS_NOTE} characters"
+        return problem
+    # SettleDeadGroup
+    return (
+        _str_problem(command.fingerprint, "fingerprint", nonempty=True)
+        or (
+            None
+            if isinstance(command.action, DeadGroupAction)
+            else "action must be requeue or cancel"
+        )
+        or _int_problem(command.limit, "limit", 1)
+        or _int_problem(command.dead_before, "dead_before")
+    )
 
 
 def _command_problem(command: Any) -> str | None:
@@ -406,6 +442,8 @@ def _command_problem(command: Any) -> str | None:
         return None
     if isinstance(command, Expire):
         return None
+    if isinstance(command, _INSIGHT_COMMANDS):
+        return _insight_command_problem(command)
     if isinstance(command, Purge):
         return _int_problem(command.finished_before, "finished_before")
     if isinstance(command, SetQueue):
@@ -471,6 +509,7 @@ class StateMachine:
         self._unique = UniqueKeys()
         self._deps = Dependencies()
         self._owners: dict[str, str] = {}
+        self._dead_groups = DeadGroups()  # DEAD jobs by their last error's fingerprint
 
     # -- the mutating surface ------------------------------------------------------------------
 
@@ -976,6 +1015,8 @@ class StateMachine:
             job.lease_id = lease_id
             job.lease_until = now + cmd.lease_ms
             job.updated_at = now
+            if job.progress is not None:
+                job.progress = None  # the last attempt's progress is not this one's
             heapq.heappush(self._leases, (job.lease_until, job.seq, job))
             self._notify(job, _READY, now)
             leased.append(copy(job))
@@ -1057,6 +1098,7 @@ class StateMachine:
             return _wrong_state(job, "DEAD")
         now = cmd.now
         self._advance(now)
+        self._dead_groups.remove(job)
         q = self._queues[job.queue]
         q.counts[_B_DEAD] -= 1
         q.counts[_B_RUNNABLE] += 1
@@ -1107,6 +1149,8 @@ class StateMachine:
             del jobs[job.id]
             if unique_keys:
                 unique_keys.job_purged(job.id, self._now)
+            if job.state is _DEAD:
+                self._dead_groups.remove(job)
             counts = self._queues[job.queue].counts
             counts[_BUCKET_OF_STATE[job.state]] -= 1
             if not any(counts):
@@ -1305,6 +1349,79 @@ class StateMachine:
             ]
             heapq.heapify(self._schedule_due)
 
+    # -- insight (issue 19): progress, dead-letter groups, where a job stands ------------------
+
+    def _progress(self, cmd: Progress) -> Result:
+        job = self._running_job(cmd.job_id, cmd.lease_id)
+        if isinstance(job, Error):
+            return job
+        self._advance(cmd.now)
+        job.progress = JobProgress(float(cmd.percent), cmd.note, cmd.now)
+        return JobResult(job=copy(job))
+
+    def _settle_dead_group(self, cmd: SettleDeadGroup) -> Result:
+        now = cmd.now
+        self._advance(now)
+        groups = self._dead_groups
+        taken = groups.take(cmd.fingerprint, cmd.limit, cmd.dead_before)
+        for job in taken:
+            if cmd.action is DeadGroupAction.REQUEUE:
+                self._requeue(Requeue(now, job.id))
+                continue
+            q = self._queues[job.queue]
+            q.counts[_B_DEAD] -= 1
+            q.counts[_B_CANCELLED] += 1
+            job.state = _CANCELLED
+            job.updated_at = now
+            # Its DEAD entry in the finished heap is skipped from now on (updated_at moved).
+            heapq.heappush(self._finished, (now, job.seq, job))
+            self._counters.cancelled += 1
+            self._notify(job, _DEAD, now)
+        group = groups.get(cmd.fingerprint)
+        return DeadGroupResult(
+            job_ids=[job.id for job in taken], remaining=0 if group is None else len(group.jobs)
+        )
+
+    def dead_groups(self) -> list[DeadGroupSummary]:
+        """The dead letters grouped by their last error's fingerprint, biggest first."""
+        return self._dead_groups.summaries()
+
+    def dead_group(self, fingerprint: str) -> DeadGroup | None:
+        """One group (live: callers must not mutate it), or None."""
+        return self._dead_groups.get(fingerprint) if type(fingerprint) is str else None
+
+    def dead_fingerprint(self, job_id: str) -> str | None:
+        """The group of a DEAD job, or None."""
+        return self._dead_groups.fingerprint_of(job_id)
+
+    def runnable_ahead(self, job: Job) -> int:
+        """How many runnable jobs of its queue a Lease would take before this READY job:
+        higher priority, or the same priority and earlier run_at or submission. O(runnable
+        jobs of the queue): a question asked about one job, never on the lease path."""
+        q = self._queues.get(job.queue)
+        if q is None:
+            return 0
+        key = (-job.priority, job.run_at, job.seq)
+        return sum(1 for entry in q.ready if entry[3].state is _READY and entry[:3] < key)
+
+    def awaited_parents(self, job_id: str) -> list[str]:
+        """The parents a WAITING job still waits for, in the order given (a copy)."""
+        return list(self._deps.awaited.get(job_id, ()))
+
+    def running_in(self, queue: str) -> int:
+        """How many jobs of the queue are RUNNING."""
+        q = self._queues.get(queue) if type(queue) is str else None
+        return 0 if q is None else q.counts[_B_RUNNING]
+
+    def oldest_runnable_since(self, queue: str) -> int | None:
+        """The run_at of the queue's oldest runnable job (READY and due): how long the queue
+        has kept a job waiting for a worker. None when nothing is runnable. O(runnable jobs of
+        the queue): the lease heap is ordered by priority first."""
+        q = self._queues.get(queue) if type(queue) is str else None
+        if q is None:
+            return None
+        return min((e[1] for e in q.ready if e[3].state is _READY), default=None)
+
     # -- shared steps --------------------------------------------------------------------------
 
     def _advance(self, now: int) -> int:
@@ -1365,6 +1482,7 @@ class StateMachine:
             job.state = _DEAD
             q.counts[_B_DEAD] += 1
             self._counters.dead += 1
+            self._dead_groups.add(job)
             heapq.heappush(self._finished, (now, job.seq, job))
             self._notify(job, _RUNNING, now)
             self._job_finished(job, now)
@@ -1498,6 +1616,7 @@ class StateMachine:
             (j.updated_at, j.seq, j) for state in _FINISHED_ORDER for j in by_state[state]
         ]
         by_waiting = by_state[_WAITING]
+        self._dead_groups.rebuild(by_state[_DEAD])
         del by_state, ready, running
 
         if len(queues) == 1:
@@ -1667,4 +1786,6 @@ _HANDLERS: dict[type, Callable[[StateMachine, Any], Result]] = {
     DeleteSchedule: StateMachine._delete_schedule,
     FireSchedule: StateMachine._fire_schedule,
     SetQueue: StateMachine._set_queue,
+    Progress: StateMachine._progress,
+    SettleDeadGroup: StateMachine._settle_dead_group,
 }

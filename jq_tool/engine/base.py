@@ -22,7 +22,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
+from jq_tool.core.dead_groups import DeadGroupSummary
+from jq_tool.core.explain import Explanation
 from jq_tool.core.model import (
+    DeadGroupAction,
     ErrorCode,
     Job,
     JobState,
@@ -241,6 +244,31 @@ class EngineConfig:
     max_schedules: int = 10_000  # into each CreateSchedule command
 
 
+# -- insight (issue 19) ------------------------------------------------------------------------
+
+
+class DeadGroupOutcome(msgspec.Struct):
+    """What settling a group did: how many jobs, in how many commands, and what is left of
+    the group (jobs that died after the request began stay)."""
+
+    settled: int
+    commands: int
+    remaining: int
+
+
+class QueueLatency(msgspec.Struct):
+    """A queue's recent time in queue (seconds, over the window; None: nothing leased in it),
+    the age of its oldest runnable job, and its threshold."""
+
+    leased: int = 0  # jobs leased in the window
+    wait_p50_s: float | None = None
+    wait_p95_s: float | None = None
+    wait_p99_s: float | None = None
+    drain_per_s: float = 0.0
+    oldest_runnable_age_s: float | None = None
+    max_latency_s: float | None = None  # the queue's threshold, when it has one
+
+
 class Engine(Protocol):
     async def start(self) -> None:
         """Recover the state from the log, then serve. Raises when the log cannot be used (a
@@ -385,4 +413,31 @@ class Engine(Protocol):
     def subscribe(self) -> AsyncIterator[JobEvent]:
         """Job events from now on, until the consumer stops iterating. A slow consumer drops
         events rather than slowing the engine."""
+        ...
+
+    # -- insight (issue 19): explain, dead-letter groups, progress, latency ---------------------
+
+    async def explain(self, job_id: str) -> Explanation | None:
+        """Why the job is where it is (core/explain.py), or None for an unknown job."""
+        ...
+
+    def dead_groups(self) -> builtins.list[DeadGroupSummary]:
+        """The DEAD jobs grouped by their last error's fingerprint, biggest first."""
+        ...
+
+    async def settle_dead_group(
+        self, fingerprint: str, action: DeadGroupAction, *, chunk: int = 500
+    ) -> DeadGroupOutcome:
+        """Requeue or cancel every job of the group that died before now, `chunk` jobs per
+        logged command. Raises CommandRejected (NOT_FOUND) for an unknown group."""
+        ...
+
+    async def progress(
+        self, job_id: str, *, lease_id: str | None, percent: float, note: str
+    ) -> Job:
+        """Record a running attempt's progress. Raises CommandRejected like extend."""
+        ...
+
+    def queue_latency(self, queue: str) -> QueueLatency:
+        """The queue's recent time in queue, drain rate and oldest runnable job's age."""
         ...

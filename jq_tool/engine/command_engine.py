@@ -83,7 +83,9 @@ from jq_tool.engine.base import (
 )
 from jq_tool.engine.firing import plan_firing
 from jq_tool.engine.forked_snapshot import SnapshotChildFailed, fork_snapshot
+from jq_tool.engine.insight import InsightCalls
 from jq_tool.engine.metrics import LogMetrics
+from jq_tool.engine.queue_activity import QueueActivityTracker
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -216,7 +218,7 @@ class Proposal:
         self.future = future
 
 
-class CommandEngine(Engine):
+class CommandEngine(InsightCalls, Engine):
     # Batches the log may be making durable at once: the WAL writes one at a time (commands
     # that arrive meanwhile form the next batch); etcd takes several puts in flight.
     APPENDS_IN_FLIGHT: ClassVar[int] = 1
@@ -246,6 +248,7 @@ class CommandEngine(Engine):
         self._snapshot_at = 0  # the position the newest durable snapshot covers
         self._snapshot_task: asyncio.Task[None] | None = None  # a snapshot being written
         self.log_metrics = LogMetrics()
+        self.queue_activity = QueueActivityTracker()  # lease requests, wait times (issue 19)
         # Parsed cron expressions by (expression, time zone); None: not usable any more.
         self._cron: dict[tuple[str, str], CronTimes | None] = {}
 
@@ -472,6 +475,8 @@ class CommandEngine(Engine):
     def _on_transition(self, job: Job, previous: JobState | None, now: int) -> None:
         if self._replaying:
             return
+        if previous is JobState.READY and job.state is JobState.RUNNING:
+            self.queue_activity.leased(job.queue, now - job.run_at, now)  # time in queue
         if (job.state is JobState.READY and job.run_at <= now) or (
             previous is JobState.RUNNING and self._machine.has_queue_settings(job.queue)
         ):
@@ -625,6 +630,7 @@ class CommandEngine(Engine):
         give_up: Callable[[], Awaitable[object]] | None = None,
     ) -> list[Job]:
         lease_ms = lease_ms or self.config.lease_ms
+        self.queue_activity.asked(queue, self._clock())
         await self._catch_up()
         # Try at once: a busy queue answers without the long poll's timer and tasks.
         jobs = await self._lease_now(queue, max_jobs, lease_ms)
@@ -725,6 +731,8 @@ class CommandEngine(Engine):
         # Lease is applied whatever the settlements' outcomes, which is what a worker wants (its
         # slots are free either way), so nothing decides it inside the state machine.
         machine = self._machine
+        if lease_next is not None:
+            self.queue_activity.asked(lease_next.queue, self._clock())
         if lease_next is not None or any(machine.get(s.job_id) is None for s in settlements):
             await self._catch_up()
         now = self._clock()
@@ -810,8 +818,10 @@ class CommandEngine(Engine):
         return self._machine.queue_page(after, limit)
 
     def metrics(self) -> Iterator[Metric]:
-        """Prometheus metric families about the log (the server adds them to /metrics)."""
-        return self.log_metrics.collect()
+        """Prometheus metric families about the log and the queues' wait times (the server
+        adds them to /metrics)."""
+        yield from self.log_metrics.collect()
+        yield from self.queue_activity.collect()
 
     # ------------------------------------------------------------------ schedules
 
