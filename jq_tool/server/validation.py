@@ -183,6 +183,8 @@ class QueueSettingsBody(msgspec.Struct):
     concurrency: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
     rate_limit: Annotated[int, msgspec.Meta(ge=0, le=100_000)] | None = None
     rate_period_ms: Annotated[int, msgspec.Meta(ge=0, le=7 * 86_400_000)] | None = None
+    # Issue 19: past it, /health warns and jq_queue_latency_breached is 1 (0 removes it).
+    max_latency_ms: Annotated[int, msgspec.Meta(ge=0, le=7 * 86_400_000)] | None = None
 
 
 # --- schedules (periodic jobs) -----------------------------------------------------------------
