@@ -143,6 +143,9 @@ class ExtendBody(msgspec.Struct):
 
     lease_id: str | None = None
     lease_ms: LeaseMs | None = None
+    # Issue 19: a progress report sent with the extension (as POST /jobs/{id}/progress).
+    progress: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    note: Annotated[str, msgspec.Meta(max_length=200)] = ""
 
 
 class KeyCreateBody(msgspec.Struct):

@@ -317,3 +317,16 @@ def test_a_queue_at_its_rate_limit(client: httpx.Client) -> None:
         "rate_limit", 1, 3_600_000,
     )  # fmt: skip
     assert "blocked_until" in body and "1 leases per 60min" in body["summary"]
+
+
+def test_progress_sent_with_a_lease_extension(client: httpx.Client) -> None:
+    queue = unique("ext")
+    job_id = submit(client, queue)
+    job = lease(client, queue)
+    body = {"lease_id": job["lease_id"], "lease_ms": 60_000, "progress": 0.9, "note": "nearly"}
+    response = client.post(f"/jobs/{job_id}/extend", json=body)
+    assert response.status_code == 200, response.text
+    got = client.get(f"/jobs/{job_id}").json()
+    assert got["progress"]["progress"] == 0.9 and got["progress"]["note"] == "nearly"
+    bad = client.post(f"/jobs/{job_id}/extend", json={"lease_id": job["lease_id"], "progress": 2})
+    assert bad.status_code == 400 and bad.json()["field"] == "progress"
