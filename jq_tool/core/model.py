@@ -330,6 +330,9 @@ class SetQueue(msgspec.Struct, tag="queue_set", array_like=True):
     rate_limit: int | None = None
     rate_period_ms: int | None = None
     max_queues: int = 0
+    # Issue 19: how long the queue's oldest runnable job may wait before /health warns (0: no
+    # threshold). After max_queues: logs written before it decode with None (unchanged).
+    max_latency_ms: int | None = None
 
 
 class QueueSettings(msgspec.Struct, array_like=True):
@@ -343,6 +346,7 @@ class QueueSettings(msgspec.Struct, array_like=True):
     rate_period_ms: int = 0
     updated_at: int = 0
     recent_leases: list[int] = []
+    max_latency_ms: int = 0  # issue 19: 0 = no latency threshold
 
 
 # -- insight (issue 19): progress reports and whole dead-letter groups ---------------------------

@@ -145,6 +145,7 @@ class QueueChange(msgspec.Struct):
     concurrency: int | None = None
     rate_limit: int | None = None
     rate_period_ms: int | None = None
+    max_latency_ms: int | None = None  # issue 19: a latency threshold (0 removes it)
 
 
 class SubmitOutcome(msgspec.Struct):

@@ -1010,6 +1010,7 @@ class CommandEngine(InsightCalls, Engine):
                 change.rate_limit,
                 change.rate_period_ms,
                 self.config.max_queues,
+                change.max_latency_ms,
             )
         )
         if isinstance(result, Error):

@@ -290,6 +290,11 @@ class JobRoutes:
         job = await self.engine.extend(
             request.path_params["id"], lease_id=body.lease_id, lease_ms=body.lease_ms
         )
+        if body.progress is not None:  # issue 19: progress with the extension
+            self.counts["progress"] += 1
+            await self.engine.progress(
+                job.id, lease_id=body.lease_id, percent=float(body.progress), note=body.note
+            )
         return JSONResponse(extended_body(job))
 
     # --- an operator's moves ------------------------------------------------------------------
