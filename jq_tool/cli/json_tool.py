@@ -37,6 +37,8 @@ OUR_COMMANDS = frozenset(
         "chaos",
         "tui",
         "wal-inspect",
+        "why",
+        "dead",
         "--help",
     }
 )

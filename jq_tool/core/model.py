@@ -62,6 +62,8 @@ class Job(msgspec.Struct, array_like=True, gc=False):
     # submitting key's owner ("" for jobs of logs written before it: no key has that owner).
     depends_on: Dependency | None = None
     owner: str = ""
+    # The running attempt's last reported progress (issue 19); a new lease clears it.
+    progress: JobProgress | None = None
 
 
 class ParentFailure(enum.StrEnum):
@@ -88,6 +90,15 @@ class ScheduleRun(msgspec.Struct, array_like=True, gc=False):
 
     name: str
     due: int
+
+
+class JobProgress(msgspec.Struct, array_like=True, gc=False):
+    """How far a worker says its attempt has got: `percent` in 0..1, a short note, and when
+    (the command's now)."""
+
+    percent: float
+    note: str
+    at: int
 
 
 class OverlapPolicy(enum.StrEnum):
@@ -240,10 +251,25 @@ class Expire(msgspec.Struct, tag="expire", array_like=True):
 
 class Purge(msgspec.Struct, tag="purge", array_like=True):
     """Forget finished jobs settled at or before `finished_before`, and idempotency keys whose
-    keep time (Submit.idempotency_ms) ended at or before `now`."""
+    keep time (Submit.idempotency_ms) ended at or before `now`.
+
+    The bounds on what stays in memory (core/retention.py) travel here, decided by the
+    proposer: beyond `max_finished` ACKED/CANCELLED jobs, or `max_finished_bytes` of them
+    (content characters + `job_overhead_bytes` a job), the oldest finished go; DEAD jobs go
+    beyond `max_dead`, or once settled at or before `dead_before` (None: `finished_before`,
+    as every Purge written before these fields meant). 0: no bound. Every job forgotten is
+    handed to the state machine's forget listener (the engine's history store)."""
 
     now: int
     finished_before: int
+    max_finished: int = 0
+    max_finished_bytes: int = 0
+    job_overhead_bytes: int = 0
+    max_dead: int = 0
+    dead_before: int | None = None
+    # Beyond this many idempotency keys remembered, those whose keep time ends first are
+    # forgotten early (0: no bound): keys are held by time, and this bounds them by count.
+    max_idempotency_keys: int = 0
 
 
 class CreateSchedule(msgspec.Struct, tag="schedule_create", array_like=True):
@@ -304,6 +330,9 @@ class SetQueue(msgspec.Struct, tag="queue_set", array_like=True):
     rate_limit: int | None = None
     rate_period_ms: int | None = None
     max_queues: int = 0
+    # Issue 19: how long the queue's oldest runnable job may wait before /health warns (0: no
+    # threshold). After max_queues: logs written before it decode with None (unchanged).
+    max_latency_ms: int | None = None
 
 
 class QueueSettings(msgspec.Struct, array_like=True):
@@ -317,6 +346,40 @@ class QueueSettings(msgspec.Struct, array_like=True):
     rate_period_ms: int = 0
     updated_at: int = 0
     recent_leases: list[int] = []
+    max_latency_ms: int = 0  # issue 19: 0 = no latency threshold
+
+
+# -- insight (issue 19): progress reports and whole dead-letter groups ---------------------------
+
+MAX_PROGRESS_NOTE = 200  # characters of a progress note (the server refuses longer ones)
+
+
+class Progress(msgspec.Struct, tag="progress", array_like=True):
+    """A worker's progress report on its running attempt: percent in 0..1 and a short note."""
+
+    now: int
+    job_id: str
+    lease_id: str | None = None
+    percent: float = 0.0
+    note: str = ""
+
+
+class DeadGroupAction(enum.StrEnum):
+    REQUEUE = "requeue"  # DEAD -> READY with attempts reset, as Requeue does one job
+    CANCEL = "cancel"  # DEAD -> CANCELLED: given up for good, out of the dead letters
+
+
+class SettleDeadGroup(msgspec.Struct, tag="dead_group", array_like=True):
+    """Requeue or cancel up to `limit` jobs of one dead-letter group (by error fingerprint),
+    earliest death first, among those that died at or before `dead_before` (the time the
+    request began: a job that dies again meanwhile is not taken twice). Atomic: all of them
+    or, for a malformed command, none. The proposer sends a group in chunks of `limit`."""
+
+    now: int
+    fingerprint: str
+    action: DeadGroupAction
+    limit: int
+    dead_before: int
 
 
 Command = (
@@ -334,6 +397,8 @@ Command = (
     | DeleteSchedule
     | FireSchedule
     | SetQueue
+    | Progress
+    | SettleDeadGroup
 )
 
 
@@ -389,8 +454,10 @@ class ExpireResult(msgspec.Struct, tag="expire_result"):
 
 
 class PurgeResult(msgspec.Struct, tag="purge_result"):
-    jobs: int
+    jobs: int  # every job forgotten, for whatever reason
     idempotency_keys: int
+    evicted: int = 0  # of `jobs`: ACKED/CANCELLED jobs past the count or bytes bound
+    dead_dropped: int = 0  # of `jobs`: DEAD jobs past the DEAD cap
 
 
 class ScheduleResult(msgspec.Struct, tag="schedule_result"):
@@ -416,6 +483,14 @@ class QueueResult(msgspec.Struct, tag="queue_result"):
     settings: QueueSettings
 
 
+class DeadGroupResult(msgspec.Struct, tag="dead_group_result"):
+    """What a SettleDeadGroup did: the ids of the jobs it requeued or cancelled, in order, and
+    how many jobs the group still holds."""
+
+    job_ids: list[str]
+    remaining: int
+
+
 Result = (
     Error
     | SubmitResult
@@ -426,6 +501,7 @@ Result = (
     | ScheduleResult
     | FireResult
     | QueueResult
+    | DeadGroupResult
 )
 
 

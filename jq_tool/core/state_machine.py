@@ -49,13 +49,17 @@ import msgspec
 
 from jq_tool.core import flow
 from jq_tool.core.backoff import retry_backoff_ms
+from jq_tool.core.dead_groups import DeadGroup, DeadGroups, DeadGroupSummary
 from jq_tool.core.dependencies import Dependencies
 from jq_tool.core.model import (
     FINISHED_STATES,
+    MAX_PROGRESS_NOTE,
     Ack,
     Cancel,
     Command,
     CreateSchedule,
+    DeadGroupAction,
+    DeadGroupResult,
     DeleteSchedule,
     Dependency,
     Error,
@@ -68,6 +72,7 @@ from jq_tool.core.model import (
     FireSchedule,
     Job,
     JobFlow,
+    JobProgress,
     JobResult,
     JobState,
     Lease,
@@ -76,6 +81,7 @@ from jq_tool.core.model import (
     NewJob,
     OverlapPolicy,
     ParentFailure,
+    Progress,
     Purge,
     PurgeResult,
     QueueResult,
@@ -87,18 +93,22 @@ from jq_tool.core.model import (
     ScheduleRun,
     ScheduleSpec,
     SetQueue,
+    SettleDeadGroup,
     Submit,
     SubmitResult,
     Submitted,
     UniqueScope,
     UpdateSchedule,
 )
+from jq_tool.core.retention import HeldJobs
 from jq_tool.core.unique import UniqueEntry, UniqueKeys
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "Counters",
+    "ForgetListener",
+    "HeldStats",
     "QueueStats",
     "ScheduleStats",
     "StateMachine",
@@ -144,6 +154,18 @@ class Counters(msgspec.Struct):
     cancelled: int = 0
     requeued: int = 0
     purged: int = 0
+    evicted: int = 0  # finished jobs forgotten past the count or bytes bound (to history)
+    dead_dropped: int = 0  # DEAD jobs forgotten past the DEAD cap (to history)
+
+
+class HeldStats(msgspec.Struct):
+    """What finished jobs the machine holds in memory (core/retention.py). Bytes are content
+    characters (payload, result, error); the per-job overhead is the proposer's to add."""
+
+    finished: int = 0  # ACKED and CANCELLED
+    finished_bytes: int = 0
+    dead: int = 0
+    dead_bytes: int = 0
 
 
 class ScheduleStats(msgspec.Struct):
@@ -168,6 +190,9 @@ class Stats(msgspec.Struct):
 # (job, previous state or None for a new job, the command's now). Called once per state change,
 # and once when a scheduled READY job becomes runnable (previous READY): see _advance.
 TransitionListener = Callable[[Job, JobState | None, int], None]
+# (the jobs a Purge forgot, in the order it forgot them; the command's now). Called during a
+# replay too: whoever keeps history must see every job that leaves memory.
+ForgetListener = Callable[[list[Job], int], None]
 
 _READY = JobState.READY
 _RUNNING = JobState.RUNNING
@@ -196,7 +221,8 @@ _BUCKET_OF_STATE = {
 # msgpack integer: a snapshot must never fail to encode.
 _INT_LIMIT = 2**62 - 1
 _LEASE_EXPIRED = "lease expired"
-_FINISHED_ORDER = (_ACKED, _DEAD, _CANCELLED)  # FINISHED_STATES, in an order that is not a hash
+_DONE_STATES = frozenset({_ACKED, _CANCELLED})  # held up to the finished bounds
+_DEAD_STATES = frozenset({_DEAD})  # held up to the DEAD cap
 _SNAPSHOT_VERSION = 1
 
 _seq_of = attrgetter("seq")
@@ -377,6 +403,35 @@ def _schedule_command_problem(command: Any) -> str | None:
 
 
 _SCHEDULE_COMMANDS = (CreateSchedule, UpdateSchedule, DeleteSchedule, FireSchedule)
+_INSIGHT_COMMANDS = (Progress, SettleDeadGroup)
+
+
+def _insight_command_problem(command: Any) -> str | None:
+    if isinstance(command, Progress):
+        percent = command.percent
+        problem = _str_problem(command.job_id, "job id") or _str_problem(
+            command.lease_id, "lease id", optional=True
+        )
+        if problem:
+            return problem
+        # An int is a float here (0 and 1 decode as ints); NaN fails both comparisons.
+        if type(percent) not in (int, float) or not 0.0 <= percent <= 1.0:
+            return "percent must be a number between 0 and 1"
+        problem = _str_problem(command.note, "note")
+        if problem is None and len(command.note) > MAX_PROGRESS_NOTE:
+            return f"note must be at most {MAX_PROGRESS_NOTE} characters"
+        return problem
+    # SettleDeadGroup
+    return (
+        _str_problem(command.fingerprint, "fingerprint", nonempty=True)
+        or (
+            None
+            if isinstance(command.action, DeadGroupAction)
+            else "action must be requeue or cancel"
+        )
+        or _int_problem(command.limit, "limit", 1)
+        or _int_problem(command.dead_before, "dead_before")
+    )
 
 
 def _command_problem(command: Any) -> str | None:
@@ -406,8 +461,18 @@ def _command_problem(command: Any) -> str | None:
         return None
     if isinstance(command, Expire):
         return None
+    if isinstance(command, _INSIGHT_COMMANDS):
+        return _insight_command_problem(command)
     if isinstance(command, Purge):
-        return _int_problem(command.finished_before, "finished_before")
+        return (
+            _int_problem(command.finished_before, "finished_before")
+            or _int_problem(command.max_finished, "max_finished", 0)
+            or _int_problem(command.max_finished_bytes, "max_finished_bytes", 0)
+            or _int_problem(command.job_overhead_bytes, "job_overhead_bytes", 0)
+            or _int_problem(command.max_dead, "max_dead", 0)
+            or _optional_int_problem(command.dead_before, "dead_before")
+            or _int_problem(command.max_idempotency_keys, "max_idempotency_keys", 0)
+        )
     if isinstance(command, SetQueue):
         return _str_problem(command.queue, "queue") or flow.set_queue_problem(command)
     problem = _str_problem(command.job_id, "job id")
@@ -440,9 +505,11 @@ class StateMachine:
         self,
         config: StateMachineConfig = StateMachineConfig(),
         on_transition: TransitionListener | None = None,
+        on_forget: ForgetListener | None = None,
     ) -> None:
         self._config = config
         self._on_transition = on_transition
+        self._on_forget = on_forget
         self._now = 0  # the largest `now` of any applied command
         self._seq = 0  # the last submission number handed out
         self._counters = Counters()
@@ -456,7 +523,8 @@ class StateMachine:
         self._leases: list[TimedEntry] = []  # RUNNING jobs by lease_until
         self._leases_stale = 0  # entries left behind by ack, fail and extend
         self._waiting_stale = 0  # ready/retry/scheduled entries left behind by cancel
-        self._finished: list[TimedEntry] = []  # ACKED/DEAD/CANCELLED jobs by updated_at
+        self._done = HeldJobs(_DONE_STATES)  # ACKED/CANCELLED jobs by finish time
+        self._dead = HeldJobs(_DEAD_STATES)  # DEAD jobs by finish time
         # (owner, key) -> (job id, fingerprint, keep end)
         self._idempotency: dict[tuple[str, str], tuple[str, str | None, int]] = {}
         self._idempotency_expiry: list[tuple[int, str, str]] = []  # (keep end, owner, key)
@@ -471,6 +539,7 @@ class StateMachine:
         self._unique = UniqueKeys()
         self._deps = Dependencies()
         self._owners: dict[str, str] = {}
+        self._dead_groups = DeadGroups()  # DEAD jobs by their last error's fingerprint
 
     # -- the mutating surface ------------------------------------------------------------------
 
@@ -510,7 +579,7 @@ class StateMachine:
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot. Raises ValueError (and keeps the current
         state) when the data is not a valid snapshot."""
-        rebuilt = StateMachine(self._config, self._on_transition)
+        rebuilt = StateMachine(self._config, self._on_transition, self._on_forget)
         # A million fresh objects would trigger many collections that find nothing: the jobs
         # are gc=False and the index tuples hold only jobs and ints.
         collecting = gc.isenabled()
@@ -696,6 +765,25 @@ class StateMachine:
     @property
     def job_count(self) -> int:
         return len(self._jobs)
+
+    def held(self) -> HeldStats:
+        """The finished and DEAD jobs held in memory, and their content bytes. O(1)."""
+        done, dead = self._done, self._dead
+        return HeldStats(done.count, done.bytes, dead.count, dead.bytes)
+
+    def over_bounds(self, max_finished: int, max_finished_bytes: int, overhead: int,
+                    max_dead: int, max_idempotency_keys: int = 0) -> bool:  # fmt: skip
+        """Whether a Purge with these bounds would forget a job or key beyond them. O(1): the
+        ticker asks every round, and proposes a Purge only when it would do something."""
+        return (
+            self._done.over(max_finished, max_finished_bytes, overhead)
+            or self._dead.over(max_dead, 0, 0)
+            or bool(max_idempotency_keys and len(self._idempotency) > max_idempotency_keys)
+        )
+
+    @property
+    def idempotency_key_count(self) -> int:
+        return len(self._idempotency)
 
     # -- schedule queries (live objects: callers must not mutate them) --------------------------
 
@@ -916,7 +1004,7 @@ class StateMachine:
         job.state = _CANCELLED
         job.result_error = f"parent {parent.id} is {parent.state.value}"
         job.updated_at = now
-        heapq.heappush(self._finished, (now, job.seq, job))
+        self._done.add(job)
         self._counters.cancelled += 1
         if notify:  # a new job's submit is its only transition
             self._notify(job, _WAITING, now)
@@ -976,6 +1064,8 @@ class StateMachine:
             job.lease_id = lease_id
             job.lease_until = now + cmd.lease_ms
             job.updated_at = now
+            if job.progress is not None:
+                job.progress = None  # the last attempt's progress is not this one's
             heapq.heappush(self._leases, (job.lease_until, job.seq, job))
             self._notify(job, _READY, now)
             leased.append(copy(job))
@@ -998,7 +1088,7 @@ class StateMachine:
         job.lease_until = None
         job.updated_at = now
         self._lease_left_behind()
-        heapq.heappush(self._finished, (now, job.seq, job))
+        self._done.add(job)
         self._counters.acked += 1
         self._notify(job, _RUNNING, now)
         self._job_finished(job, now)
@@ -1041,7 +1131,7 @@ class StateMachine:
         self._queues[job.queue].counts[_B_CANCELLED] += 1
         job.state = _CANCELLED
         job.updated_at = now
-        heapq.heappush(self._finished, (now, job.seq, job))
+        self._done.add(job)
         self._counters.cancelled += 1
         self._notify(job, previous, now)
         if previous is not _WAITING:  # a WAITING job has no heap entry
@@ -1057,9 +1147,11 @@ class StateMachine:
             return _wrong_state(job, "DEAD")
         now = cmd.now
         self._advance(now)
+        self._dead_groups.remove(job)
         q = self._queues[job.queue]
         q.counts[_B_DEAD] -= 1
         q.counts[_B_RUNNABLE] += 1
+        self._dead.leave(job)
         job.state = _READY
         job.attempts = 0
         job.run_at = now  # <= self._now, so runnable at once
@@ -1093,44 +1185,72 @@ class StateMachine:
     def _purge(self, cmd: Purge) -> Result:
         self._advance(cmd.now)
         jobs = self._jobs
-        finished = self._finished
-        unique_keys = self._unique
-        purged = 0
-        while finished and finished[0][0] <= cmd.finished_before:
-            updated_at, _, job = heapq.heappop(finished)
-            if (
-                job.state not in FINISHED_STATES
-                or job.updated_at != updated_at
-                or jobs.get(job.id) is not job
-            ):
-                continue  # requeued since, or already purged through a duplicate entry
+        forgotten: list[Job] = []
+        done, dead = self._done, self._dead
+        dead_before = cmd.finished_before if cmd.dead_before is None else cmd.dead_before
+        # By age first, then the oldest beyond the bounds: each set forgets its oldest.
+        # Each job leaves `jobs` as it is taken: a job with two live-looking entries (requeued
+        # and DEAD again within one ms) is then recognised as gone at its second.
+        for held, before in ((done, cmd.finished_before), (dead, dead_before)):
+            while (top := held.oldest(jobs)) is not None and top[0] <= before:
+                forgotten.append(job := held.take_oldest())
+                del jobs[job.id]
+        aged = len(forgotten)
+        overhead = cmd.job_overhead_bytes
+        while done.over(cmd.max_finished, cmd.max_finished_bytes, overhead):
+            if done.oldest(jobs) is None:
+                break
+            forgotten.append(job := done.take_oldest())
             del jobs[job.id]
+        evicted = len(forgotten) - aged
+        while dead.over(cmd.max_dead, 0, 0):
+            if dead.oldest(jobs) is None:
+                break
+            forgotten.append(job := dead.take_oldest())
+            del jobs[job.id]
+        dead_dropped = len(forgotten) - aged - evicted
+
+        unique_keys = self._unique
+        for job in forgotten:
             if unique_keys:
                 unique_keys.job_purged(job.id, self._now)
+            if job.state is _DEAD:
+                self._dead_groups.remove(job)
             counts = self._queues[job.queue].counts
             counts[_BUCKET_OF_STATE[job.state]] -= 1
             if not any(counts):
                 # No job left: forget the queue, so it no longer counts against max_queues.
                 # Its heaps can only hold entries of cancelled jobs, now purged.
                 del self._queues[job.queue]
-            purged += 1
+        purged = len(forgotten)
         self._order_purged += purged
-        self._counters.purged += purged
+        counters = self._counters
+        counters.purged += purged
+        counters.evicted += evicted
+        counters.dead_dropped += dead_dropped
         if self._order_purged > 1024 and self._order_purged * 2 > len(self._order):
             self._order = [job for job in self._order if jobs.get(job.id) is job]
             self._order_purged = 0
+        if forgotten and self._on_forget is not None:
+            try:
+                self._on_forget(forgotten, cmd.now)
+            except Exception:
+                logger.exception("on_forget listener failed")
 
         keys = 0
         expiry = self._idempotency_expiry
-        while expiry and expiry[0][0] <= self._now:
+        remembered = self._idempotency
+        most = cmd.max_idempotency_keys
+        # Keys whose keep time is over, then (a bound) those whose keep time ends first.
+        while expiry and (expiry[0][0] <= self._now or (most and len(remembered) > most)):
             keep_end, owner, key = heapq.heappop(expiry)
-            mapped = self._idempotency.get((owner, key))
+            mapped = remembered.get((owner, key))
             if mapped is not None and mapped[2] == keep_end:
-                del self._idempotency[(owner, key)]
+                del remembered[(owner, key)]
                 keys += 1
         if unique_keys:
             unique_keys.expire(self._now, jobs)
-        return PurgeResult(jobs=purged, idempotency_keys=keys)
+        return PurgeResult(purged, keys, evicted, dead_dropped)
 
     # -- schedules -----------------------------------------------------------------------------
 
@@ -1305,6 +1425,79 @@ class StateMachine:
             ]
             heapq.heapify(self._schedule_due)
 
+    # -- insight (issue 19): progress, dead-letter groups, where a job stands ------------------
+
+    def _progress(self, cmd: Progress) -> Result:
+        job = self._running_job(cmd.job_id, cmd.lease_id)
+        if isinstance(job, Error):
+            return job
+        self._advance(cmd.now)
+        job.progress = JobProgress(float(cmd.percent), cmd.note, cmd.now)
+        return JobResult(job=copy(job))
+
+    def _settle_dead_group(self, cmd: SettleDeadGroup) -> Result:
+        now = cmd.now
+        self._advance(now)
+        groups = self._dead_groups
+        taken = groups.take(cmd.fingerprint, cmd.limit, cmd.dead_before)
+        for job in taken:
+            if cmd.action is DeadGroupAction.REQUEUE:
+                self._requeue(Requeue(now, job.id))
+                continue
+            q = self._queues[job.queue]
+            q.counts[_B_DEAD] -= 1
+            q.counts[_B_CANCELLED] += 1
+            self._dead.leave(job)  # its DEAD entry is skipped from now on (the state moved)
+            job.state = _CANCELLED
+            job.updated_at = now
+            self._done.add(job)
+            self._counters.cancelled += 1
+            self._notify(job, _DEAD, now)
+        group = groups.get(cmd.fingerprint)
+        return DeadGroupResult(
+            job_ids=[job.id for job in taken], remaining=0 if group is None else len(group.jobs)
+        )
+
+    def dead_groups(self) -> list[DeadGroupSummary]:
+        """The dead letters grouped by their last error's fingerprint, biggest first."""
+        return self._dead_groups.summaries()
+
+    def dead_group(self, fingerprint: str) -> DeadGroup | None:
+        """One group (live: callers must not mutate it), or None."""
+        return self._dead_groups.get(fingerprint) if type(fingerprint) is str else None
+
+    def dead_fingerprint(self, job_id: str) -> str | None:
+        """The group of a DEAD job, or None."""
+        return self._dead_groups.fingerprint_of(job_id)
+
+    def runnable_ahead(self, job: Job) -> int:
+        """How many runnable jobs of its queue a Lease would take before this READY job:
+        higher priority, or the same priority and earlier run_at or submission. O(runnable
+        jobs of the queue): a question asked about one job, never on the lease path."""
+        q = self._queues.get(job.queue)
+        if q is None:
+            return 0
+        key = (-job.priority, job.run_at, job.seq)
+        return sum(1 for entry in q.ready if entry[3].state is _READY and entry[:3] < key)
+
+    def awaited_parents(self, job_id: str) -> list[str]:
+        """The parents a WAITING job still waits for, in the order given (a copy)."""
+        return list(self._deps.awaited.get(job_id, ()))
+
+    def running_in(self, queue: str) -> int:
+        """How many jobs of the queue are RUNNING."""
+        q = self._queues.get(queue) if type(queue) is str else None
+        return 0 if q is None else q.counts[_B_RUNNING]
+
+    def oldest_runnable_since(self, queue: str) -> int | None:
+        """The run_at of the queue's oldest runnable job (READY and due): how long the queue
+        has kept a job waiting for a worker. None when nothing is runnable. O(runnable jobs of
+        the queue): the lease heap is ordered by priority first."""
+        q = self._queues.get(queue) if type(queue) is str else None
+        if q is None:
+            return None
+        return min((e[1] for e in q.ready if e[3].state is _READY), default=None)
+
     # -- shared steps --------------------------------------------------------------------------
 
     def _advance(self, now: int) -> int:
@@ -1365,7 +1558,8 @@ class StateMachine:
             job.state = _DEAD
             q.counts[_B_DEAD] += 1
             self._counters.dead += 1
-            heapq.heappush(self._finished, (now, job.seq, job))
+            self._dead_groups.add(job)
+            self._dead.add(job)
             self._notify(job, _RUNNING, now)
             self._job_finished(job, now)
             return
@@ -1494,10 +1688,11 @@ class StateMachine:
             raise ValueError("snapshot has a RUNNING job without a lease")
         self._leases = [(job.lease_until, job.seq, job) for job in running]  # type: ignore[misc]
         retry = [(j.run_at, j.seq, j) for j in by_state[_RETRY]]
-        self._finished = [
-            (j.updated_at, j.seq, j) for state in _FINISHED_ORDER for j in by_state[state]
-        ]
+        self._done.rebuild(by_state[_ACKED] + by_state[_CANCELLED])
+        self._dead.rebuild(by_state[_DEAD])
+        finished_jobs = by_state[_ACKED] + by_state[_DEAD] + by_state[_CANCELLED]
         by_waiting = by_state[_WAITING]
+        self._dead_groups.rebuild(by_state[_DEAD])
         del by_state, ready, running
 
         if len(queues) == 1:
@@ -1514,7 +1709,6 @@ class StateMachine:
             heapq.heapify(q.retry)
         heapq.heapify(self._scheduled)
         heapq.heapify(self._leases)
-        heapq.heapify(self._finished)
 
         for q in queues.values():
             q.counts[_B_RUNNABLE] = len(q.ready)
@@ -1524,7 +1718,7 @@ class StateMachine:
                 queues[name].counts[bucket] = n
         for name, n in Counter(job.queue for job in by_waiting).items():
             queues[name].counts[_B_WAITING] = n
-        finished = Counter((entry[2].queue, entry[2].state) for entry in self._finished)
+        finished = Counter((job.queue, job.state) for job in finished_jobs)
         for (name, state), n in finished.items():
             queues[name].counts[_BUCKET_OF_STATE[state]] = n
 
@@ -1667,4 +1861,6 @@ _HANDLERS: dict[type, Callable[[StateMachine, Any], Result]] = {
     DeleteSchedule: StateMachine._delete_schedule,
     FireSchedule: StateMachine._fire_schedule,
     SetQueue: StateMachine._set_queue,
+    Progress: StateMachine._progress,
+    SettleDeadGroup: StateMachine._settle_dead_group,
 }

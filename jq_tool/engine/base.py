@@ -22,7 +22,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
+from jq_tool.core.dead_groups import DeadGroupSummary
+from jq_tool.core.explain import Explanation
 from jq_tool.core.model import (
+    DeadGroupAction,
     ErrorCode,
     Job,
     JobState,
@@ -142,6 +145,7 @@ class QueueChange(msgspec.Struct):
     concurrency: int | None = None
     rate_limit: int | None = None
     rate_period_ms: int | None = None
+    max_latency_ms: int | None = None  # issue 19: a latency threshold (0 removes it)
 
 
 class SubmitOutcome(msgspec.Struct):
@@ -182,6 +186,19 @@ class JobEvent(msgspec.Struct):
     attempts: int
     priority: int
     at: int  # the command's `now`
+
+
+class RetentionStats(msgspec.Struct):
+    """The finished jobs held (issue 21): in memory up to the bounds, on disk beyond them."""
+
+    finished_in_memory: int = 0  # ACKED and CANCELLED
+    dead_in_memory: int = 0
+    bytes_in_memory: int = 0  # the bound's estimate: content + overhead a job, finished + DEAD
+    finished_on_disk: int = 0  # records in the history store
+    history_bytes: int = 0  # the history store's files
+    evicted: int = 0  # finished jobs moved to disk past the count or bytes bound
+    dead_dropped: int = 0  # DEAD jobs dropped past the DEAD cap (their records go to disk)
+    idempotency_keys: int = 0  # idempotency keys remembered
 
 
 class Health(msgspec.Struct):
@@ -239,6 +256,37 @@ class EngineConfig:
     idempotency_keep_ms: int = 24 * 3600 * 1000  # into each Submit command
     max_queues: int = 10_000  # into each Submit command; 0: no cap
     max_schedules: int = 10_000  # into each CreateSchedule command
+    # Bounds on the finished jobs held in memory, into each Purge (core/retention.py);
+    # beyond them the oldest go to the history store on disk. 0: no bound.
+    max_finished: int = 100_000
+    max_finished_bytes: int = 256 * 1024 * 1024
+    max_dead: int = 100_000
+    max_idempotency_keys: int = 1_000_000
+
+
+# -- insight (issue 19) ------------------------------------------------------------------------
+
+
+class DeadGroupOutcome(msgspec.Struct):
+    """What settling a group did: how many jobs, in how many commands, and what is left of
+    the group (jobs that died after the request began stay)."""
+
+    settled: int
+    commands: int
+    remaining: int
+
+
+class QueueLatency(msgspec.Struct):
+    """A queue's recent time in queue (seconds, over the window; None: nothing leased in it),
+    the age of its oldest runnable job, and its threshold."""
+
+    leased: int = 0  # jobs leased in the window
+    wait_p50_s: float | None = None
+    wait_p95_s: float | None = None
+    wait_p99_s: float | None = None
+    drain_per_s: float = 0.0
+    oldest_runnable_age_s: float | None = None
+    max_latency_s: float | None = None  # the queue's threshold, when it has one
 
 
 class Engine(Protocol):
@@ -299,6 +347,15 @@ class Engine(Protocol):
     async def requeue(self, job_id: str) -> Job: ...
 
     async def get(self, job_id: str) -> Job | None: ...
+
+    async def get_finished(self, job_id: str) -> Job | None:
+        """A job the queue no longer holds in memory, from the history store (its final
+        record), or None. The caller decides who may see it (Job.owner)."""
+        ...
+
+    def retention_stats(self) -> RetentionStats:
+        """What finished jobs are held, in memory and on disk (docs/api.md /stats)."""
+        ...
 
     async def list(
         self,
@@ -385,4 +442,31 @@ class Engine(Protocol):
     def subscribe(self) -> AsyncIterator[JobEvent]:
         """Job events from now on, until the consumer stops iterating. A slow consumer drops
         events rather than slowing the engine."""
+        ...
+
+    # -- insight (issue 19): explain, dead-letter groups, progress, latency ---------------------
+
+    async def explain(self, job_id: str) -> Explanation | None:
+        """Why the job is where it is (core/explain.py), or None for an unknown job."""
+        ...
+
+    def dead_groups(self) -> builtins.list[DeadGroupSummary]:
+        """The DEAD jobs grouped by their last error's fingerprint, biggest first."""
+        ...
+
+    async def settle_dead_group(
+        self, fingerprint: str, action: DeadGroupAction, *, chunk: int = 500
+    ) -> DeadGroupOutcome:
+        """Requeue or cancel every job of the group that died before now, `chunk` jobs per
+        logged command. Raises CommandRejected (NOT_FOUND) for an unknown group."""
+        ...
+
+    async def progress(
+        self, job_id: str, *, lease_id: str | None, percent: float, note: str
+    ) -> Job:
+        """Record a running attempt's progress. Raises CommandRejected like extend."""
+        ...
+
+    def queue_latency(self, queue: str) -> QueueLatency:
+        """The queue's recent time in queue, drain rate and oldest runnable job's age."""
         ...

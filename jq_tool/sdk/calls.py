@@ -23,14 +23,19 @@ import msgspec
 from jq_tool.sdk.errors import JobNotFound, KeyNotFound, NotFound, ScheduleNotFound
 from jq_tool.sdk.times import format_time
 from jq_tool.sdk.types import (
+    MAX_PROGRESS_NOTE,
     BatchAck,
     CreatedKey,
+    DeadGroups,
+    DeadGroupSettled,
+    Explanation,
     Extended,
     Job,
     JobSpec,
     Key,
     LeasedJob,
     Page,
+    Progress,
     QueueSettings,
     RevokedKey,
     Schedule,
@@ -322,8 +327,19 @@ def ack_many_call(
     return Call("POST", "/jobs/ack", _read_batch_ack, body=body)
 
 
-def extend_call(job_id: str, lease_id: str | None, lease_ms: int | None) -> Call[Extended]:
+def extend_call(
+    job_id: str,
+    lease_id: str | None,
+    lease_ms: int | None,
+    progress: float | None = None,
+    note: str = "",
+) -> Call[Extended]:
     body: dict[str, Any] = {}
+    if progress is not None:  # a progress report with the extension (issue 19)
+        problem = progress_problem(progress, note)
+        if problem:
+            raise ValueError(problem)
+        body["progress"], body["note"] = float(progress), note
     if lease_id is not None:
         body["lease_id"] = lease_id
     if lease_ms is not None:
@@ -461,6 +477,8 @@ def set_queue_call(fields: Mapping[str, Any], name: str) -> Call[QueueSettings]:
     body = {key: value for key, value in fields.items() if value is not None}
     if "rate_period" in body:
         body["rate_period_ms"] = _milliseconds(body.pop("rate_period"), "rate_period")
+    if "max_latency" in body:
+        body["max_latency_ms"] = _milliseconds(body.pop("max_latency"), "max_latency")
     return Call("PUT", _queue_path(name), _read_queue, body=body, retry=True)
 
 
@@ -472,3 +490,58 @@ def pause_queue_call(name: str, paused: bool) -> Call[QueueSettings]:
 def delete_schedule_call(name: str) -> Call[Schedule]:
     path = _schedule_path(name)
     return Call("DELETE", path, _read_schedule, not_found=ScheduleNotFound)
+
+
+# --- insight (issue 19) --------------------------------------------------------------------
+
+_read_explanation = _decoder(Explanation)
+_read_dead_groups = _decoder(DeadGroups)
+_read_group_settled = _decoder(DeadGroupSettled)
+
+
+class _ProgressAnswer(msgspec.Struct):
+    job_id: str
+    progress: Progress | None = None
+
+
+_read_progress = _decoder(_ProgressAnswer)
+
+
+def progress_problem(progress: float, note: str) -> str | None:
+    """Why the server would refuse this report, checked before sending it."""
+    if not isinstance(progress, int | float) or not 0 <= progress <= 1:
+        return "progress must be a number from 0 to 1"
+    if not isinstance(note, str) or len(note) > MAX_PROGRESS_NOTE:
+        return f"note must be a string of at most {MAX_PROGRESS_NOTE} characters"
+    return None
+
+
+def explain_call(job_id: str) -> Call[Explanation]:
+    path = f"/jobs/{segment(job_id)}/explain"
+    return Call("GET", path, _read_explanation, not_found=JobNotFound, retry=True)
+
+
+def progress_call(
+    job_id: str, progress: float, note: str, lease_id: str | None
+) -> Call[Progress | None]:
+    body: dict[str, Any] = {"progress": float(progress), "note": note}
+    if lease_id is not None:
+        body["lease_id"] = lease_id
+    path = f"/jobs/{segment(job_id)}/progress"
+
+    def decode(status: int, content: bytes) -> Progress | None:
+        return _read_progress(status, content).progress
+
+    # Retried: reporting the same progress again changes nothing more.
+    return Call("POST", path, decode, body=body, not_found=JobNotFound, retry=True)
+
+
+def dead_groups_call() -> Call[DeadGroups]:
+    return Call("GET", "/dead/groups", _read_dead_groups, retry=True)
+
+
+def settle_group_call(fingerprint: str, action: str, chunk: int | None) -> Call[DeadGroupSettled]:
+    body = {} if chunk is None else {"chunk": int(chunk)}
+    path = f"/dead/groups/{segment(fingerprint)}/{action}"
+    # Retried: a settled job has left its group, so a second request settles only the rest.
+    return Call("POST", path, _read_group_settled, body=body, retry=True)

@@ -19,7 +19,22 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from jq_tool.auth import SCOPES_BY_TYPE, KeyType, Scope
-from jq_tool.core.model import JobState, MissedPolicy, OverlapPolicy, ParentFailure, UniqueScope
+from jq_tool.core.model import (
+    DeadGroupAction,
+    JobState,
+    MissedPolicy,
+    OverlapPolicy,
+    ParentFailure,
+    UniqueScope,
+)
+from jq_tool.server.insight_wire import (
+    DeadGroupActionBody,
+    DeadGroupList,
+    DeadGroupSettled,
+    DeadGroupView,
+    ExplanationView,
+    ProgressBody,
+)
 from jq_tool.server.validation import (
     AckBatchBody,
     AckBody,
@@ -51,6 +66,7 @@ from jq_tool.server.wire import (
     JobView,
     KeyView,
     LeasedJob,
+    ProgressView,
     QueuePage,
     QueueSettingsView,
     QueueView,
@@ -108,6 +124,15 @@ _PUBLISHED: dict[type, str] = {
     ParentFailure: "ParentFailure",
     QueueSettingsBody: "QueueSettingsRequest",
     QueueSettingsView: "QueueSettings",
+    # insight (issue 19)
+    ExplanationView: "Explanation",
+    ProgressBody: "ProgressRequest",
+    ProgressView: "Progress",
+    DeadGroupView: "DeadGroup",
+    DeadGroupList: "DeadGroupList",
+    DeadGroupActionBody: "DeadGroupRequest",
+    DeadGroupAction: "DeadGroupAction",
+    DeadGroupSettled: "DeadGroupSettled",
 }
 
 
@@ -124,7 +149,7 @@ def _published(node: Any, names: dict[str, str]) -> Any:
             key: _REF + names[value.removeprefix(_REF)]
             if key == "$ref"
             else value.removesuffix("\\Z") + "$"
-            if key == "pattern" and value.endswith("\\Z")
+            if key == "pattern" and isinstance(value, str) and value.endswith("\\Z")
             else _published(value, names)
             for key, value in node.items()
         }
@@ -311,9 +336,31 @@ SCHEMAS["Stats"] = {
                         "missed_runs": {"type": "integer"},
                     }
                 ),
+                # What finished jobs are held, in memory and on disk (issue 21).
+                "held": _obj(
+                    {
+                        name: {"type": "integer"}
+                        for name in (
+                            "finished_in_memory",
+                            "dead_in_memory",
+                            "bytes_in_memory",
+                            "finished_on_disk",
+                            "history_bytes",
+                            "evicted",
+                            "dead_dropped",
+                            "idempotency_keys",
+                        )
+                    }  # fmt: skip
+                ),
                 "flow": _obj(
                     {"paused_queues": {"type": "integer"}, "limited_queues": {"type": "integer"}}
                 ),
+                "latency": {
+                    "type": "object",
+                    "description": "per queue (the 50 busiest and those with a max latency): "
+                    "recent time-in-queue percentiles (s), drain rate, oldest runnable job's age",
+                    "additionalProperties": {"type": "object"},
+                },
                 "role": {"type": "string"},
                 "node_id": {"type": "string"},
                 "uptime_s": {"type": "number"},
@@ -629,6 +676,56 @@ PATHS: dict[str, Any] = {
         )
     },
 }
+
+
+# -- insight (issue 19) ------------------------------------------------------------------------
+_FINGERPRINT = [_path_param("fingerprint")]
+PATHS.update(
+    {
+        "/jobs/{id}/explain": {
+            "get": _op(
+                "Why the job is where it is: one sentence (`summary`), a `reason`, and fields",
+                "jobs:read",
+                {"200": _json(_ref("Explanation"), "the explanation")},
+                None,
+                _ID,
+                (404,),
+            )
+        },
+        "/jobs/{id}/progress": {
+            "post": _op(
+                "Report a running attempt's progress (0..1) and a short note",
+                "jobs:ack",
+                {"200": _json(_obj({"job_id": {"type": "string"}, "progress": _ref("Progress")}),
+                              "recorded")},
+                "ProgressRequest",
+                _ID,
+                (400, 404, 409, 413, 504, 507),
+            )
+        },
+        "/dead/groups": {
+            "get": _op(
+                "The DEAD jobs grouped by their last error's fingerprint, biggest first",
+                "jobs:read",
+                {"200": _json(_ref("DeadGroupList"), "the groups")},
+            )
+        },
+        **{
+            f"/dead/groups/{{fingerprint}}/{action}": {
+                "post": _op(
+                    f"{action.capitalize()} every job of a dead-letter group that died before "
+                    "the request, in logged commands of `chunk` jobs",
+                    "jobs:submit",
+                    {"200": _json(_ref("DeadGroupSettled"), "done")},
+                    "DeadGroupRequest",
+                    _FINGERPRINT,
+                    (400, 404, 413, 504, 507),
+                )
+            }
+            for action in ("requeue", "cancel")
+        },
+    }
+)  # fmt: skip
 
 
 def openapi_document() -> dict[str, Any]:

@@ -68,8 +68,11 @@ class ThroughputMeter:
 class StatsView:
     """Builds the /stats body of docs/api.md."""
 
-    def __init__(self, engine: Engine, meter: ThroughputMeter, node_id: str) -> None:
+    def __init__(
+        self, engine: Engine, meter: ThroughputMeter, node_id: str, latency: Any = None
+    ) -> None:
         self.engine = engine
+        self.latency = latency  # server/latency.py's LatencyWatch: per-queue latency
         self.meter = meter
         self.node_id = node_id
         self.started = time.monotonic()
@@ -97,11 +100,15 @@ class StatsView:
             "skipped_runs": schedules.skipped,
             "missed_runs": schedules.missed,
         }
+        # What finished jobs are held, in memory and on disk (issue 21).
+        body["held"] = msgspec.structs.asdict(self.engine.retention_stats())
         settings = self.engine.queue_settings_page()
         body["flow"] = {
             "paused_queues": sum(1 for s in settings if s.paused),
             "limited_queues": sum(1 for s in settings if s.concurrency or s.rate_limit),
         }
+        if self.latency is not None:
+            body["latency"] = self.latency.stats_body()
         body["role"] = self.engine.health().role
         body["node_id"] = self.node_id
         body["uptime_s"] = round(time.monotonic() - self.started, 3)

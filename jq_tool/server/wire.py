@@ -27,7 +27,15 @@ from msgspec import UNSET, UnsetType
 from starlette.responses import Response
 
 from jq_tool.auth import ApiKey, KeyType, Scope
-from jq_tool.core.model import Job, JobState, MissedPolicy, OverlapPolicy, ParentFailure, Schedule
+from jq_tool.core.model import (
+    Job,
+    JobProgress,
+    JobState,
+    MissedPolicy,
+    OverlapPolicy,
+    ParentFailure,
+    Schedule,
+)
 
 _encoder = msgspec.json.Encoder()
 
@@ -253,6 +261,24 @@ class JobView(msgspec.Struct, kw_only=True):
     # The parents it waits or waited for, and what a failed parent does: only on such jobs.
     depends_on: list[str] | UnsetType = UNSET
     on_parent_failure: ParentFailure | UnsetType = UNSET
+    # A running attempt's last progress report (issue 19): only once its worker sent one.
+    progress: ProgressView | UnsetType = UNSET
+
+
+class ProgressView(msgspec.Struct):
+    """A running attempt's last reported progress."""
+
+    progress: float
+    note: str
+    at: Time
+
+
+def _progress_view(progress: JobProgress) -> ProgressView:
+    return ProgressView(progress.percent, progress.note, rfc3339(progress.at))
+
+
+def progress_body(progress: JobProgress | None) -> ProgressView | None:
+    return None if progress is None else _progress_view(progress)
 
 
 def job_body(job: Job, *, with_payload: bool = True) -> JobView:
@@ -276,6 +302,7 @@ def job_body(job: Job, *, with_payload: bool = True) -> JobView:
         schedule_due_at=UNSET if run is None else rfc3339(run.due),
         depends_on=UNSET if job.depends_on is None else job.depends_on.parents,
         on_parent_failure=UNSET if job.depends_on is None else job.depends_on.on_parent_failure,
+        progress=UNSET if job.progress is None else _progress_view(job.progress),
     )
 
 
@@ -302,6 +329,8 @@ class Health(msgspec.Struct):
     role: str
     reason: str | UnsetType = UNSET
     problems: list[HealthProblem] | UnsetType = UNSET
+    # Conditions that do not refuse work but need a look: a queue past its max latency.
+    warnings: list[HealthProblem] | UnsetType = UNSET
 
 
 class QueueView(msgspec.Struct, kw_only=True):
@@ -334,6 +363,7 @@ class QueueSettingsView(msgspec.Struct, kw_only=True):
     rate_period_ms: int
     rate_window_leases: int
     counts: QueueView | None = None
+    max_latency_ms: int = 0  # issue 19: the latency threshold (0: none)
 
 
 class QueuePage(msgspec.Struct):

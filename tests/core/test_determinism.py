@@ -20,6 +20,7 @@ from jq_tool.core.model import (
     Cancel,
     Command,
     CreateSchedule,
+    DeadGroupAction,
     DeleteSchedule,
     Expire,
     Extend,
@@ -35,11 +36,13 @@ from jq_tool.core.model import (
     NewJob,
     OverlapPolicy,
     ParentFailure,
+    Progress,
     Purge,
     Requeue,
     Result,
     ScheduleSpec,
     SetQueue,
+    SettleDeadGroup,
     Submit,
     SubmitResult,
     UniqueScope,
@@ -55,9 +58,12 @@ T0 = 1_700_000_000_000
 QUEUES = ["default", "emails", "reports", "zz-low"]
 KINDS = [
     "submit", "lease", "ack", "fail", "extend", "cancel", "requeue", "expire", "purge",
-    "schedule", "fire", "set_queue",
+    "schedule", "fire",
+    "progress",
+    "dead_group",
+    "set_queue",
 ]  # fmt: skip
-WEIGHTS = [18, 20, 16, 7, 4, 3, 2, 10, 2, 2, 8, 2]
+WEIGHTS = [18, 20, 16, 7, 4, 3, 2, 10, 2, 2, 8, 2, 1, 2]
 SCHEDULES = ["hourly", "reports", "cleanup"]
 CHECKPOINT = 1000
 
@@ -142,7 +148,13 @@ def record_log(seed: int, length: int) -> tuple[list[Command], list[Result], lis
                 job_id = f"job-{rng.randrange(next_job)}"
             command = Cancel(now, job_id) if kind == "cancel" else Requeue(now, job_id)
         elif kind == "purge":
-            command = Purge(now, now - rng.choice([0, 2000, 30_000]))
+            if rng.random() < 0.5:
+                command = Purge(now, now - rng.choice([0, 2000, 30_000]))
+            else:  # issue 21: bounds on the finished and DEAD jobs held
+                command = Purge(
+                    now, now - 60_000, rng.choice([0, 3, 20]), rng.choice([0, 200]),
+                    rng.choice([0, 10]), rng.choice([0, 2]), None, rng.choice([0, 2]),
+                )  # fmt: skip
         elif kind == "schedule":
             name = rng.choice(SCHEDULES)
             spec = ScheduleSpec(
@@ -186,6 +198,17 @@ def record_log(seed: int, length: int) -> tuple[list[Command], list[Result], lis
                 rng.choice([None, 0, 3, 10]),
                 rng.choice([None, 500, 2000]),
                 rng.choice([0, 3]),
+            )
+        elif kind == "progress" and leased:
+            job = leased[-1]
+            command = Progress(now, job.id, job.lease_id if rng.random() < 0.9 else "stale",
+                               rng.choice([0, 0.25, 1, 1.5]), f"step {i}")  # fmt: skip
+        elif kind == "dead_group":
+            groups = sm.dead_groups()
+            fp = rng.choice(groups).fingerprint if groups else "0" * 16
+            action = rng.choice(list(DeadGroupAction))
+            command = SettleDeadGroup(
+                now, fp, action, rng.randint(1, 5), now - rng.choice([0, 500])
             )
         else:
             command = Expire(now)
@@ -273,6 +296,7 @@ def test_restore_then_continue_is_the_same_as_never_restoring(recorded, cut: int
     second.sm.restore(first.sm.snapshot())
     assert second.sm.snapshot() == first.sm.snapshot()
     assert second.sm.stats() == first.sm.stats()
+    assert second.sm.dead_groups() == first.sm.dead_groups()
     assert second.sm.next_due() == first.sm.next_due()
     continued = [second.sm.apply(command) for command in log[cut:]]
     assert continued == results[cut:]

@@ -13,6 +13,11 @@ Schedules are in the model too: create (retried or not, capped), update with a v
 and firings whose due times are mostly the schedule's next one and sometimes stale, doubled or
 of a schedule that is paused or gone; both must agree on every schedule, the jobs the firings
 make (with the overlap policy) and the due schedules.
+
+Insight (issue 19) too: progress reports on running attempts, dead letters grouped by the
+fingerprint of their last error (every group's count, first and last death, queues and sample
+computed from scratch), whole groups requeued or cancelled in bounded chunks, and the
+explain queries (jobs ahead of a runnable job, the queue's oldest runnable job).
 """
 
 from __future__ import annotations
@@ -22,15 +27,18 @@ from copy import copy
 import msgspec
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from jq_tool.core.backoff import retry_backoff_ms
+from jq_tool.core.fingerprint import fingerprint
 from jq_tool.core.model import (
     FINISHED_STATES,
     Ack,
     Cancel,
     Command,
     CreateSchedule,
+    DeadGroupAction,
+    DeadGroupResult,
     DeleteSchedule,
     Dependency,
     Error,
@@ -43,6 +51,7 @@ from jq_tool.core.model import (
     FireSchedule,
     Job,
     JobFlow,
+    JobProgress,
     JobResult,
     JobState,
     Lease,
@@ -51,6 +60,7 @@ from jq_tool.core.model import (
     NewJob,
     OverlapPolicy,
     ParentFailure,
+    Progress,
     Purge,
     PurgeResult,
     QueueResult,
@@ -62,6 +72,7 @@ from jq_tool.core.model import (
     ScheduleRun,
     ScheduleSpec,
     SetQueue,
+    SettleDeadGroup,
     Submit,
     SubmitResult,
     Submitted,
@@ -210,10 +221,12 @@ class ReferenceQueue:
             return self.purge(command)
         if isinstance(command, (CreateSchedule, UpdateSchedule, DeleteSchedule, FireSchedule)):
             return self.schedule_command(command)
+        if isinstance(command, SettleDeadGroup):
+            return self.settle_group(command)
         job = self.jobs.get(command.job_id)
         if job is None:
             return Error(ErrorCode.NOT_FOUND, "")
-        if isinstance(command, (Ack, Fail, Extend)):
+        if isinstance(command, (Ack, Fail, Extend, Progress)):
             if job.state is not RU:
                 return Error(ErrorCode.INVALID_STATE, "")
             if command.lease_id is not None and command.lease_id != job.lease_id:
@@ -229,9 +242,11 @@ class ReferenceQueue:
             job.lease_id = job.lease_until = None
             self.counters.acked += 1
         elif isinstance(command, Fail):
-            self.fail(job, command.error, now)
+            self.fail(job, command.error, now, final=not command.retry)
         elif isinstance(command, Extend):
             job.lease_until = now + command.lease_ms
+        elif isinstance(command, Progress):
+            job.progress = JobProgress(float(command.percent), command.note, now)
         elif isinstance(command, Cancel):
             job.state, job.updated_at = C, now
             self.awaited.pop(job.id, None)
@@ -336,16 +351,17 @@ class ReferenceQueue:
         for job, lease_id in zip(runnable, lease_ids, strict=False):
             job.state, job.attempts, job.updated_at = RU, job.attempts + 1, now
             job.lease_id, job.lease_until = lease_id, now + command.lease_ms
+            job.progress = None
             leased.append(copy(job))
         if command.queue in self.settings and self.settings[command.queue].rate_limit:
             self.lease_times.setdefault(command.queue, []).extend([self.now] * len(leased))
         return LeaseResult(jobs=leased)
 
-    def fail(self, job: Job, error: str, now: int) -> None:
+    def fail(self, job: Job, error: str, now: int, final: bool = False) -> None:
         job.result_error, job.updated_at = error, now
         job.lease_id = job.lease_until = None
         self.counters.failed += 1
-        if job.attempts > job.max_retries:
+        if final or job.attempts > job.max_retries:
             job.state = D
             self.counters.dead += 1
         else:
@@ -354,6 +370,44 @@ class ReferenceQueue:
                 job.id, job.attempts, self.config.retry_base_ms, self.config.retry_max_ms
             )
             self.counters.retried += 1
+
+    def dead_of(self, fp: str) -> list[Job]:
+        """The group's DEAD jobs, earliest death first (then submission order, then id)."""
+        dead = [
+            j for j in self.jobs.values()
+            if j.state is D and fingerprint(j.result_error or "").id == fp
+        ]  # fmt: skip
+        return sorted(dead, key=lambda j: (j.updated_at, j.seq, j.id))
+
+    def settle_group(self, command: SettleDeadGroup) -> Result:
+        self.advance(command.now)
+        now = command.now
+        taken = [
+            j for j in self.dead_of(command.fingerprint) if j.updated_at <= command.dead_before
+        ]
+        taken = taken[: command.limit]
+        for job in taken:
+            if command.action is DeadGroupAction.REQUEUE:
+                job.state, job.attempts, job.run_at, job.updated_at = R, 0, now, now
+                self.counters.requeued += 1
+            else:
+                job.state, job.updated_at = C, now
+                self.counters.cancelled += 1
+        left = len(self.dead_of(command.fingerprint))
+        return DeadGroupResult(job_ids=[j.id for j in taken], remaining=left)
+
+    def groups(self) -> list[tuple[str, int, int, int, dict[str, int], str]]:
+        """(fingerprint, count, first death, last death, queues, sample) of each group."""
+        prints = {fingerprint(j.result_error or "").id for j in self.jobs.values() if j.state is D}
+        out = []
+        for fp in prints:
+            dead = self.dead_of(fp)
+            queues: dict[str, int] = {}
+            for j in dead:
+                queues[j.queue] = queues.get(j.queue, 0) + 1
+            first = min(j.updated_at for j in dead)
+            out.append((fp, len(dead), first, dead[-1].updated_at, queues, dead[-1].id))
+        return sorted(out, key=lambda g: (-g[1], -g[3], g[0]))
 
     def expire(self, command: Expire) -> Result:
         promoted = self.advance(command.now)
@@ -370,18 +424,55 @@ class ReferenceQueue:
 
     def purge(self, command: Purge) -> Result:
         self.advance(command.now)
+        dead_before = (
+            command.finished_before if command.dead_before is None else command.dead_before
+        )
         gone = [
             j.id
             for j in self.jobs.values()
-            if j.state in FINISHED_STATES and j.updated_at <= command.finished_before
+            if j.state in FINISHED_STATES
+            and j.updated_at <= (dead_before if j.state is D else command.finished_before)
         ]
         for job_id in gone:
             del self.jobs[job_id]
-        self.counters.purged += len(gone)
+
+        def oldest_first(states: set[JobState]) -> list[Job]:
+            held = [j for j in self.jobs.values() if j.state in states]
+            return sorted(held, key=lambda j: (j.updated_at, j.seq))
+
+        def size(j: Job) -> int:
+            return len(j.payload) + len(j.result or "") + len(j.result_error or "")
+
+        done = oldest_first({A, C})
+        evicted = 0
+        total = sum(map(size, done)) + command.job_overhead_bytes * len(done)
+        while done and (
+            (command.max_finished and len(done) > command.max_finished)
+            or (command.max_finished_bytes and total > command.max_finished_bytes)
+        ):
+            job = done.pop(0)
+            total -= size(job) + command.job_overhead_bytes
+            del self.jobs[job.id]
+            evicted += 1
+        dead = oldest_first({D})
+        dropped = 0
+        while command.max_dead and len(dead) > command.max_dead:
+            del self.jobs[dead.pop(0).id]
+            dropped += 1
+        self.counters.purged += len(gone) + evicted + dropped
+        self.counters.evicted += evicted
+        self.counters.dead_dropped += dropped
         keys = [k for k, (_, _, end) in self.idempotency.items() if end <= self.now]
         for key in keys:
             del self.idempotency[key]
-        return PurgeResult(jobs=len(gone), idempotency_keys=len(keys))
+        most = command.max_idempotency_keys
+        if most and len(self.idempotency) > most:
+            # Those whose keep time ends first (then owner, key: the heap's order).
+            order = sorted(self.idempotency, key=lambda k: (self.idempotency[k][2], k))
+            for key in order[: len(self.idempotency) - most]:
+                del self.idempotency[key]
+                keys.append(key)
+        return PurgeResult(len(gone) + evicted + dropped, len(keys), evicted, dropped)
 
     def schedule_command(
         self, command: CreateSchedule | UpdateSchedule | DeleteSchedule | FireSchedule
@@ -554,6 +645,8 @@ def comparable(job: Job | None) -> Job | None:
 job_refs = st.integers(min_value=0, max_value=40)
 lease_refs = st.sampled_from(["current", "none", "stale"])
 settle_outcomes = st.sampled_from(["ack", "fail", "extend", "keep"])
+# Errors of three causes (the numbers differ, the fingerprint does not) and a plain one.
+ERRORS = ["boom", "ValueError: row 1 bad", "ValueError: row 22 bad", "KeyError: 'a'"]
 
 
 class StateMachineAgainstReference(RuleBasedStateMachine):
@@ -719,15 +812,46 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
             elif outcome == "extend":
                 self.check(Extend(self.now, job.id, lease_ms * 2, job.lease_id))
 
+    @rule(queue=st.sampled_from(QUEUES), error=st.sampled_from(ERRORS))
+    def die(self, queue: str, error: str) -> None:
+        """A worker's final failure (retry: false): DEAD at once, into a dead-letter group."""
+        leased = self.check(Lease(self.now, queue, 1000, [f"L{self.next_lease}"]))
+        self.next_lease += 1
+        assert isinstance(leased, LeaseResult)
+        for job in leased.jobs:
+            self.check(Fail(self.now, job.id, job.lease_id, error, retry=False))
+
     @rule(ref=job_refs, which=lease_refs, result=st.one_of(st.none(), st.text(max_size=3)))
     def ack(self, ref: int, which: str, result: str | None) -> None:
         job_id = self.job_id(ref, RU)
         self.check(Ack(self.now, job_id, self.lease_id(job_id, which), result))
 
-    @rule(ref=job_refs, which=lease_refs)
-    def fail(self, ref: int, which: str) -> None:
+    @rule(ref=job_refs, which=lease_refs, error=st.sampled_from(ERRORS))
+    def fail(self, ref: int, which: str, error: str) -> None:
         job_id = self.job_id(ref, RU)
-        self.check(Fail(self.now, job_id, self.lease_id(job_id, which), "boom"))
+        self.check(Fail(self.now, job_id, self.lease_id(job_id, which), error))
+
+    @rule(
+        ref=job_refs,
+        which=lease_refs,
+        percent=st.sampled_from([0, 0.25, 1.0]),
+        note=st.text(max_size=3),
+    )
+    def progress(self, ref: int, which: str, percent: float, note: str) -> None:
+        job_id = self.job_id(ref, RU)
+        self.check(Progress(self.now, job_id, self.lease_id(job_id, which), percent, note))
+
+    @precondition(lambda self: self.sm.dead_groups())  # an unknown group: the unit tests
+    @rule(
+        pick=st.integers(min_value=0, max_value=4),
+        action=st.sampled_from(list(DeadGroupAction)),
+        limit=st.integers(min_value=1, max_value=3),
+        back=st.sampled_from([0, 0, 400]),
+    )
+    def settle_group(self, pick: int, action: DeadGroupAction, limit: int, back: int) -> None:
+        groups = self.sm.dead_groups()
+        fp = groups[pick % len(groups)].fingerprint if groups and pick < 4 else "0" * 16
+        self.check(SettleDeadGroup(self.now, fp, action, limit, self.now - back))
 
     @rule(ref=job_refs, which=lease_refs, lease_ms=st.integers(min_value=0, max_value=3000))
     def extend(self, ref: int, which: str, lease_ms: int) -> None:
@@ -779,6 +903,32 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
     @rule(age=st.integers(min_value=0, max_value=5000))
     def purge(self, age: int) -> None:
         self.check(Purge(self.now, self.now - age))
+
+    @rule(
+        age=st.integers(min_value=0, max_value=50_000),
+        dead_age=st.none() | st.integers(min_value=0, max_value=50_000),
+        max_finished=st.integers(min_value=0, max_value=4),
+        max_bytes=st.sampled_from([0, 1, 10, 30]),
+        overhead=st.sampled_from([0, 5]),
+        max_dead=st.integers(min_value=0, max_value=3),
+        max_keys=st.integers(min_value=0, max_value=3),
+    )
+    def purge_bounded(
+        self,
+        age: int,
+        dead_age: int | None,
+        max_finished: int,
+        max_bytes: int,
+        overhead: int,
+        max_dead: int,
+        max_keys: int,
+    ) -> None:
+        """Issue 21: the bounds on finished and DEAD jobs held, oldest finished first."""
+        dead_before = None if dead_age is None else self.now - dead_age
+        self.check(
+            Purge(self.now, self.now - age, max_finished, max_bytes, overhead, max_dead,
+                  dead_before, max_keys)
+        )  # fmt: skip
 
     # -- schedules: names from a few, due times near the schedule's next one
 
@@ -874,6 +1024,27 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
         self.sm = restored
 
     @invariant()
+    def same_held(self) -> None:
+        """Issue 21: the finished and DEAD jobs held, and their content bytes."""
+        held = self.sm.held()
+
+        def of(states: set[JobState]) -> tuple[int, int]:
+            jobs = [j for j in self.ref.jobs.values() if j.state in states]
+            size = sum(len(j.payload) + len(j.result or "") + len(error_of(j)) for j in jobs)
+            return len(jobs), size
+
+        def error_of(job: Job) -> str:
+            # The parent a cancellation names depends on order (see comparable): the machine's.
+            if job.result_error == PARENT_FAILED:
+                actual = self.sm.get(job.id)
+                assert actual is not None and actual.result_error is not None
+                return actual.result_error
+            return job.result_error or ""
+
+        assert (held.finished, held.finished_bytes) == of({A, C})
+        assert (held.dead, held.dead_bytes) == of({D})
+
+    @invariant()
     def same_jobs(self) -> None:
         assert self.sm.job_count == len(self.ref.jobs)
         for job_id, job in self.ref.jobs.items():
@@ -913,6 +1084,33 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
         stats = self.sm.schedule_stats()
         assert stats.count == len(self.ref.schedules)
         assert stats.runs == sum(s.runs for s in self.ref.schedules.values())
+
+    @invariant()
+    def same_dead_groups_and_explain_queries(self) -> None:
+        actual = [
+            (g.fingerprint, g.count, g.first_seen, g.last_seen, g.queues, g.sample_job_id)
+            for g in self.sm.dead_groups()
+        ]
+        assert actual == self.ref.groups()
+        for job in self.ref.jobs.values():
+            if job.state is R and job.run_at <= self.ref.now:
+                ahead = sum(
+                    1
+                    for other in self.ref.jobs.values()
+                    if other.state is R
+                    and other.queue == job.queue
+                    and other.run_at <= self.ref.now
+                    and (-other.priority, other.run_at, other.seq)
+                    < (-job.priority, job.run_at, job.seq)
+                )
+                live = self.sm.get(job.id)
+                assert live is not None and self.sm.runnable_ahead(live) == ahead
+        for queue in QUEUES:
+            runnable = [
+                j.run_at for j in self.ref.jobs.values()
+                if j.state is R and j.queue == queue and j.run_at <= self.ref.now
+            ]  # fmt: skip
+            assert self.sm.oldest_runnable_since(queue) == (min(runnable) if runnable else None)
 
     @invariant()
     def same_stats_and_due_times(self) -> None:
