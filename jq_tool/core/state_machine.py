@@ -1388,8 +1388,13 @@ class StateMachine:
         return QueueSettings(name) if settings is None else _settings_copy(settings)
 
     def queue_settings_page(self) -> list[QueueSettings]:
-        """Every queue with settings of its own, by name (copies)."""
-        return [_settings_copy(self._flow[name]) for name in sorted(self._flow)]
+        """Every queue with settings of its own, by name: copies without their lease times
+        (up to rate_limit of them each; /stats reads this every second). queue_settings(name)
+        has them."""
+        return [
+            msgspec.structs.replace(self._flow[name], recent_leases=[])
+            for name in sorted(self._flow)
+        ]
 
     def has_queue_settings(self, queue: str) -> bool:
         return queue in self._flow

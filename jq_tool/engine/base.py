@@ -428,7 +428,8 @@ class Engine(Protocol):
         ...
 
     def queue_settings_page(self) -> builtins.list[QueueSettings]:
-        """Every queue with settings of its own, by name."""
+        """Every queue with settings of its own, by name (without their rate window's lease
+        times: `queue_settings(name)` has them)."""
         ...
 
     def queue_stats(self, name: str) -> QueueStats | None:
