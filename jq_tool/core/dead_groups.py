@@ -1,7 +1,9 @@
 """Dead letters grouped by cause: an index of the DEAD jobs by their last error's fingerprint.
 
 The state machine tells it of every job that becomes DEAD (`add`) and of every job that stops
-being DEAD (`remove`: requeued, cancelled, purged); restore rebuilds it from the DEAD jobs. It is
+being DEAD (`remove`), from its one transition hook, so every command that moves a job into or
+out of DEAD is covered; a purge, which forgets jobs without a transition, removes them itself.
+Restore rebuilds it from the DEAD jobs. It is
 derived data, never in a snapshot. Each group keeps its jobs by id (a dict, so
 adding and removing are O(1)), how many of them each queue holds, and a heap of their death
 times, so settling a group's first N jobs costs O(N log n) and a listing recomputes only the

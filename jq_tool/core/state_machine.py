@@ -1098,7 +1098,6 @@ class StateMachine:
             return _wrong_state(job, "DEAD")
         now = cmd.now
         self._advance(now)
-        self._dead_groups.remove(job)
         q = self._queues[job.queue]
         q.counts[_B_DEAD] -= 1
         q.counts[_B_RUNNABLE] += 1
@@ -1482,7 +1481,6 @@ class StateMachine:
             job.state = _DEAD
             q.counts[_B_DEAD] += 1
             self._counters.dead += 1
-            self._dead_groups.add(job)
             heapq.heappush(self._finished, (now, job.seq, job))
             self._notify(job, _RUNNING, now)
             self._job_finished(job, now)
@@ -1559,6 +1557,13 @@ class StateMachine:
         return q
 
     def _notify(self, job: Job, previous: JobState | None, now: int) -> None:
+        # Every state change passes here, so the dead-letter groups (issue 19) follow each way
+        # into and out of DEAD, whichever command took it; a purge, which forgets jobs without
+        # a transition, tells them itself.
+        if previous is _DEAD:
+            self._dead_groups.remove(job)
+        if job.state is _DEAD:
+            self._dead_groups.add(job)
         listener = self._on_transition
         if listener is None:
             return
