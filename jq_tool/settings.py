@@ -231,7 +231,27 @@ class Settings:
     )  # fmt: skip
     retention_ms: int = setting(
         "7d", flag="--retention", env="JQ_RETENTION", parse=_positive_duration,
-        help="Finished jobs are forgotten after this long",
+        help="Finished jobs are forgotten after this long, in memory and in the history store",
+    )  # fmt: skip
+    max_finished: int = setting(
+        "100000", flag="--max-finished", env="JQ_MAX_FINISHED", parse=_count,
+        help="Most finished (ACKED, CANCELLED) jobs held in memory; the oldest beyond it move "
+        "to the history store on disk",
+    )  # fmt: skip
+    max_finished_bytes: int = setting(
+        "256MiB", flag="--max-finished-bytes", env="JQ_MAX_FINISHED_BYTES",
+        parse=_positive_size,
+        help="Most memory (estimated) for finished jobs; the oldest beyond it move to disk",
+    )  # fmt: skip
+    max_dead: int = setting(
+        "100000", flag="--max-dead", env="JQ_MAX_DEAD", parse=_count,
+        help="Most DEAD jobs held; the oldest beyond it are dropped (logged, counted; their "
+        "records stay in the history store)",
+    )  # fmt: skip
+    max_idempotency_keys: int = setting(
+        "1000000", flag="--max-idempotency-keys", env="JQ_MAX_IDEMPOTENCY_KEYS", parse=_count,
+        help="Most idempotency keys remembered; beyond it those whose keep time ends first "
+        "are forgotten early",
     )  # fmt: skip
     idempotency_keep_ms: int = setting(
         "24h", flag="--idempotency-keep", env="JQ_IDEMPOTENCY_KEEP", parse=_positive_duration,

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from jq_tool.auth import Scope
+from jq_tool.auth import ApiKey, KeyType, Scope
 from jq_tool.core.model import ErrorCode, Job, UniqueScope
 from jq_tool.engine.base import (
     CommandRejected,
@@ -318,10 +318,16 @@ class JobRoutes:
     # --- reads --------------------------------------------------------------------------------
 
     async def get_job(self, request: Request) -> Response:
-        await self.guard.require(request, Scope.JOBS_READ)
-        job = await self.engine.get(request.path_params["id"])
+        caller = await self.guard.require(request, Scope.JOBS_READ)
+        job_id = request.path_params["id"]
+        job = await self.engine.get(job_id)
         if job is None:
-            raise not_found()
+            # No longer held in memory (issue 21): its final record from the history store,
+            # to its owner's keys and admin keys only. A record of a log written before jobs
+            # had owners (owner "") answers any reader, as it did while it was in memory.
+            job = await self.engine.get_finished(job_id)
+            if job is None or not _may_read_history(caller, job):
+                raise not_found()
         return JSONResponse(job_body(job))
 
     async def list_jobs(self, request: Request) -> Response:
@@ -337,6 +343,10 @@ class JobRoutes:
         return JSONResponse(
             JobPage([job_body(job, with_payload=False) for job in jobs], next_cursor)
         )
+
+
+def _may_read_history(caller: ApiKey, job: Job) -> bool:
+    return not job.owner or caller.owner_id == job.owner or caller.type is KeyType.ADMIN
 
 
 def _batch_parent(parent: str, batch_index: dict[int, int] | None) -> str:

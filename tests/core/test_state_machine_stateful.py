@@ -286,18 +286,55 @@ class ReferenceQueue:
 
     def purge(self, command: Purge) -> Result:
         self.advance(command.now)
+        dead_before = (
+            command.finished_before if command.dead_before is None else command.dead_before
+        )
         gone = [
             j.id
             for j in self.jobs.values()
-            if j.state in FINISHED_STATES and j.updated_at <= command.finished_before
+            if j.state in FINISHED_STATES
+            and j.updated_at <= (dead_before if j.state is D else command.finished_before)
         ]
         for job_id in gone:
             del self.jobs[job_id]
-        self.counters.purged += len(gone)
+
+        def oldest_first(states: set[JobState]) -> list[Job]:
+            held = [j for j in self.jobs.values() if j.state in states]
+            return sorted(held, key=lambda j: (j.updated_at, j.seq))
+
+        def size(j: Job) -> int:
+            return len(j.payload) + len(j.result or "") + len(j.result_error or "")
+
+        done = oldest_first({A, C})
+        evicted = 0
+        total = sum(map(size, done)) + command.job_overhead_bytes * len(done)
+        while done and (
+            (command.max_finished and len(done) > command.max_finished)
+            or (command.max_finished_bytes and total > command.max_finished_bytes)
+        ):
+            job = done.pop(0)
+            total -= size(job) + command.job_overhead_bytes
+            del self.jobs[job.id]
+            evicted += 1
+        dead = oldest_first({D})
+        dropped = 0
+        while command.max_dead and len(dead) > command.max_dead:
+            del self.jobs[dead.pop(0).id]
+            dropped += 1
+        self.counters.purged += len(gone) + evicted + dropped
+        self.counters.evicted += evicted
+        self.counters.dead_dropped += dropped
         keys = [k for k, (_, _, end) in self.idempotency.items() if end <= self.now]
         for key in keys:
             del self.idempotency[key]
-        return PurgeResult(jobs=len(gone), idempotency_keys=len(keys))
+        most = command.max_idempotency_keys
+        if most and len(self.idempotency) > most:
+            # Those whose keep time ends first (then owner, key: the heap's order).
+            order = sorted(self.idempotency, key=lambda k: (self.idempotency[k][2], k))
+            for key in order[: len(self.idempotency) - most]:
+                del self.idempotency[key]
+                keys.append(key)
+        return PurgeResult(len(gone) + evicted + dropped, len(keys), evicted, dropped)
 
     def schedule_command(
         self, command: CreateSchedule | UpdateSchedule | DeleteSchedule | FireSchedule
@@ -616,6 +653,32 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
     def purge(self, age: int) -> None:
         self.check(Purge(self.now, self.now - age))
 
+    @rule(
+        age=st.integers(min_value=0, max_value=50_000),
+        dead_age=st.none() | st.integers(min_value=0, max_value=50_000),
+        max_finished=st.integers(min_value=0, max_value=4),
+        max_bytes=st.sampled_from([0, 1, 10, 30]),
+        overhead=st.sampled_from([0, 5]),
+        max_dead=st.integers(min_value=0, max_value=3),
+        max_keys=st.integers(min_value=0, max_value=3),
+    )
+    def purge_bounded(
+        self,
+        age: int,
+        dead_age: int | None,
+        max_finished: int,
+        max_bytes: int,
+        overhead: int,
+        max_dead: int,
+        max_keys: int,
+    ) -> None:
+        """Issue 21: the bounds on finished and DEAD jobs held, oldest finished first."""
+        dead_before = None if dead_age is None else self.now - dead_age
+        self.check(
+            Purge(self.now, self.now - age, max_finished, max_bytes, overhead, max_dead,
+                  dead_before, max_keys)
+        )  # fmt: skip
+
     # -- schedules: names from a few, due times near the schedule's next one
 
     def schedule_spec(self, name: str, variant: int) -> ScheduleSpec:
@@ -708,6 +771,20 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
         restored.restore(data)
         assert restored.snapshot() == data
         self.sm = restored
+
+    @invariant()
+    def same_held(self) -> None:
+        """Issue 21: the finished and DEAD jobs held, and their content bytes."""
+        held = self.sm.held()
+
+        def of(states: set[JobState]) -> tuple[int, int]:
+            jobs = [j for j in self.ref.jobs.values() if j.state in states]
+            size = sum(len(j.payload) + len(j.result or "") + len(j.result_error or "")
+                       for j in jobs)  # fmt: skip
+            return len(jobs), size
+
+        assert (held.finished, held.finished_bytes) == of({A, C})
+        assert (held.dead, held.dead_bytes) == of({D})
 
     @invariant()
     def same_jobs(self) -> None:
