@@ -224,6 +224,7 @@ _LEASE_EXPIRED = "lease expired"
 _DONE_STATES = frozenset({_ACKED, _CANCELLED})  # held up to the finished bounds
 _DEAD_STATES = frozenset({_DEAD})  # held up to the DEAD cap
 _SNAPSHOT_VERSION = 1
+AHEAD_COUNTED = 10_000  # runnable_ahead counts this far at most (explain says "at least")
 
 _seq_of = attrgetter("seq")
 _id_of = attrgetter("id")
@@ -1478,15 +1479,34 @@ class StateMachine:
         """The group of a DEAD job, or None."""
         return self._dead_groups.fingerprint_of(job_id)
 
-    def runnable_ahead(self, job: Job) -> int:
+    def runnable_ahead(self, job: Job, limit: int = AHEAD_COUNTED) -> int:
         """How many runnable jobs of its queue a Lease would take before this READY job:
-        higher priority, or the same priority and earlier run_at or submission. O(runnable
-        jobs of the queue): a question asked about one job, never on the lease path."""
+        higher priority, or the same priority and earlier run_at or submission; counted up
+        to `limit` (the answer is then "at least limit"). Walks only the part of the lease
+        heap ahead of the job (a heap node is never ahead of its parent), so it costs
+        O(min(answer, limit)), never the whole queue: a question about one job."""
         q = self._queues.get(job.queue)
         if q is None:
             return 0
         key = (-job.priority, job.run_at, job.seq)
-        return sum(1 for entry in q.ready if entry[3].state is _READY and entry[:3] < key)
+        ready = q.ready
+        size = len(ready)
+        stack = [0]
+        ahead = 0
+        while stack:
+            i = stack.pop()
+            if i >= size:
+                continue
+            entry = ready[i]
+            if (entry[0], entry[1], entry[2]) >= key:
+                continue  # it and everything below it come after the job
+            if entry[3].state is _READY:
+                ahead += 1
+                if ahead >= limit:
+                    return ahead
+            stack.append(2 * i + 1)
+            stack.append(2 * i + 2)
+        return ahead
 
     def awaited_parents(self, job_id: str) -> list[str]:
         """The parents a WAITING job still waits for, in the order given (a copy)."""
