@@ -224,6 +224,7 @@ _LEASE_EXPIRED = "lease expired"
 _DONE_STATES = frozenset({_ACKED, _CANCELLED})  # held up to the finished bounds
 _DEAD_STATES = frozenset({_DEAD})  # held up to the DEAD cap
 _SNAPSHOT_VERSION = 1
+AHEAD_COUNTED = 10_000  # runnable_ahead counts this far at most (explain says "at least")
 
 _seq_of = attrgetter("seq")
 _id_of = attrgetter("id")
@@ -237,11 +238,15 @@ TimedEntry = tuple[int, int, Job]  # (time, seq, job)
 class _QueueIndex:
     """One queue's runnable and RETRY heaps and its per-bucket job counts."""
 
-    __slots__ = ("name", "ready", "retry", "counts")
+    __slots__ = ("name", "ready", "retry", "counts", "since")
 
     def __init__(self, name: str) -> None:
         self.name = name  # the canonical string every job of this queue shares
         self.ready: list[ReadyEntry] = []
+        # The runnable jobs again, by the time they became runnable (run_at), for the age of
+        # the oldest one (a queue's latency): the lease-order heap puts priority first, so its
+        # top is not the oldest. Lazy deletion like the others (see _rebuild_since).
+        self.since: list[TimedEntry] = []
         self.retry: list[TimedEntry] = []
         self.counts = [0] * _BUCKETS
 
@@ -932,6 +937,7 @@ class StateMachine:
                 self._place_child(job, q, parents, jf.on_parent_failure, now)
             elif run_at <= self._now:
                 heapq.heappush(q.ready, (-job.priority, run_at, job.seq, job))
+                heapq.heappush(q.since, (run_at, job.seq, job))
                 q.counts[_B_RUNNABLE] += 1
             else:
                 heapq.heappush(self._scheduled, (run_at, job.seq, job))
@@ -999,6 +1005,7 @@ class StateMachine:
         job.state = _READY
         if job.run_at <= self._now:
             heapq.heappush(q.ready, (-job.priority, job.run_at, job.seq, job))
+            heapq.heappush(q.since, (job.run_at, job.seq, job))
             q.counts[_B_RUNNABLE] += 1
         else:
             heapq.heappush(self._scheduled, (job.run_at, job.seq, job))
@@ -1080,6 +1087,8 @@ class StateMachine:
             heapq.heappush(self._leases, (job.lease_until, job.seq, job))
             self._notify(job, _READY, now)
             leased.append(copy(job))
+        if len(q.since) > 2 * counts[_B_RUNNABLE] + 1024:
+            _rebuild_since(q)  # the leased jobs' entries stay behind until then
         if settings is not None:
             flow.record_leases(settings, self._now, len(leased))
         return LeaseResult(jobs=leased)
@@ -1158,7 +1167,6 @@ class StateMachine:
             return _wrong_state(job, "DEAD")
         now = cmd.now
         self._advance(now)
-        self._dead_groups.remove(job)
         q = self._queues[job.queue]
         q.counts[_B_DEAD] -= 1
         q.counts[_B_RUNNABLE] += 1
@@ -1168,6 +1176,7 @@ class StateMachine:
         job.run_at = now  # <= self._now, so runnable at once
         job.updated_at = now
         heapq.heappush(q.ready, (-job.priority, now, job.seq, job))
+        heapq.heappush(q.since, (now, job.seq, job))
         self._counters.requeued += 1
         self._notify(job, _DEAD, now)
         return JobResult(job=copy(job))
@@ -1486,15 +1495,34 @@ class StateMachine:
         """The group of a DEAD job, or None."""
         return self._dead_groups.fingerprint_of(job_id)
 
-    def runnable_ahead(self, job: Job) -> int:
+    def runnable_ahead(self, job: Job, limit: int = AHEAD_COUNTED) -> int:
         """How many runnable jobs of its queue a Lease would take before this READY job:
-        higher priority, or the same priority and earlier run_at or submission. O(runnable
-        jobs of the queue): a question asked about one job, never on the lease path."""
+        higher priority, or the same priority and earlier run_at or submission; counted up
+        to `limit` (the answer is then "at least limit"). Walks only the part of the lease
+        heap ahead of the job (a heap node is never ahead of its parent), so it costs
+        O(min(answer, limit)), never the whole queue: a question about one job."""
         q = self._queues.get(job.queue)
         if q is None:
             return 0
         key = (-job.priority, job.run_at, job.seq)
-        return sum(1 for entry in q.ready if entry[3].state is _READY and entry[:3] < key)
+        ready = q.ready
+        size = len(ready)
+        stack = [0]
+        ahead = 0
+        while stack:
+            i = stack.pop()
+            if i >= size:
+                continue
+            entry = ready[i]
+            if (entry[0], entry[1], entry[2]) >= key:
+                continue  # it and everything below it come after the job
+            if entry[3].state is _READY:
+                ahead += 1
+                if ahead >= limit:
+                    return ahead
+            stack.append(2 * i + 1)
+            stack.append(2 * i + 2)
+        return ahead
 
     def awaited_parents(self, job_id: str) -> list[str]:
         """The parents a WAITING job still waits for, in the order given (a copy)."""
@@ -1506,13 +1534,19 @@ class StateMachine:
         return 0 if q is None else q.counts[_B_RUNNING]
 
     def oldest_runnable_since(self, queue: str) -> int | None:
-        """The run_at of the queue's oldest runnable job (READY and due): how long the queue
-        has kept a job waiting for a worker. None when nothing is runnable. O(runnable jobs of
-        the queue): the lease heap is ordered by priority first."""
+        """The run_at of the queue's oldest runnable job (READY and due: waiting since then),
+        or None when it has none. O(log n) amortized: the top of the queue's `since` heap,
+        skipping entries of jobs that moved on. A queue's latency is `now - this`."""
         q = self._queues.get(queue) if type(queue) is str else None
         if q is None:
             return None
-        return min((e[1] for e in q.ready if e[3].state is _READY), default=None)
+        since = q.since
+        while since:
+            run_at, _, job = since[0]
+            if job.state is _READY and job.run_at == run_at:
+                return run_at
+            heapq.heappop(since)
+        return None
 
     # -- shared steps --------------------------------------------------------------------------
 
@@ -1537,6 +1571,7 @@ class StateMachine:
             q.counts[_B_SCHEDULED] -= 1
             q.counts[_B_RUNNABLE] += 1
             heapq.heappush(q.ready, (-job.priority, run_at, job.seq, job))
+            heapq.heappush(q.since, (run_at, job.seq, job))
             self._notify(job, _READY, now)
             promoted += 1
         return promoted
@@ -1555,6 +1590,7 @@ class StateMachine:
             job.state = _READY
             job.updated_at = now
             heapq.heappush(q.ready, (-job.priority, run_at, job.seq, job))
+            heapq.heappush(q.since, (run_at, job.seq, job))
             self._notify(job, _RETRY, now)
             promoted += 1
         return promoted
@@ -1574,7 +1610,6 @@ class StateMachine:
             job.state = _DEAD
             q.counts[_B_DEAD] += 1
             self._counters.dead += 1
-            self._dead_groups.add(job)
             self._dead.add(job)
             self._notify(job, _RUNNING, now)
             self._job_finished(job, now)
@@ -1615,7 +1650,9 @@ class StateMachine:
         for q in self._queues.values():
             q.ready = [entry for entry in q.ready if entry[3].state is not _CANCELLED]
             q.retry = [entry for entry in q.retry if entry[2].state is not _CANCELLED]
+            q.since = [(e[1], e[2], e[3]) for e in q.ready]
             heapq.heapify(q.ready)
+            heapq.heapify(q.since)
             heapq.heapify(q.retry)
         self._scheduled = [entry for entry in self._scheduled if entry[2].state is not _CANCELLED]
         heapq.heapify(self._scheduled)
@@ -1651,6 +1688,13 @@ class StateMachine:
         return q
 
     def _notify(self, job: Job, previous: JobState | None, now: int) -> None:
+        # Every state change passes here, so the dead-letter groups (issue 19) follow each way
+        # into and out of DEAD, whichever command took it; a purge, which forgets jobs without
+        # a transition, tells them itself.
+        if previous is _DEAD:
+            self._dead_groups.remove(job)
+        if job.state is _DEAD:
+            self._dead_groups.add(job)
         listener = self._on_transition
         if listener is None:
             return
@@ -1723,6 +1767,8 @@ class StateMachine:
         for q in queues.values():
             heapq.heapify(q.ready)
             heapq.heapify(q.retry)
+            q.since = [(e[1], e[2], e[3]) for e in q.ready]
+            heapq.heapify(q.since)
         heapq.heapify(self._scheduled)
         heapq.heapify(self._leases)
 
@@ -1775,6 +1821,14 @@ def _pop_ready(ready: list[ReadyEntry]) -> Job | None:
         if job.state is _READY:
             return job
     return None
+
+
+def _rebuild_since(q: _QueueIndex) -> None:
+    """Rebuild the `since` heap from the lease-order heap: a lease leaves its job's entry
+    behind (popping it would cost every lease a heap operation), and once those could
+    outnumber the live entries they are dropped all at once: O(1) amortized per lease."""
+    q.since = [(e[1], e[2], e[3]) for e in q.ready if e[3].state is _READY]
+    heapq.heapify(q.since)
 
 
 def _valid_ready_top(ready: list[ReadyEntry]) -> ReadyEntry | None:

@@ -261,7 +261,7 @@ class EngineConfig:
     max_finished: int = 100_000
     max_finished_bytes: int = 256 * 1024 * 1024
     max_dead: int = 100_000
-    max_idempotency_keys: int = 1_000_000
+    max_idempotency_keys: int = 200_000
 
 
 # -- insight (issue 19) ------------------------------------------------------------------------
