@@ -22,6 +22,7 @@ explain queries (jobs ahead of a runnable job, the queue's oldest runnable job).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from copy import copy
 
 import msgspec
@@ -123,6 +124,8 @@ class ReferenceQueue:
         self.lease_times: dict[str, list[int]] = {}
         self.unique: dict[tuple[str, str], tuple[str, UniqueScope, int]] = {}
         self.awaited: dict[str, list[str]] = {}
+        # The machine's reason of a parent cancellation, for byte counts (set by the test).
+        self.parent_reason: Callable[[str], str] | None = None
 
     def advance(self, now: int) -> int:
         """Returns how many scheduled READY jobs the new clock makes due."""
@@ -260,12 +263,14 @@ class ReferenceQueue:
         now = command.now
         self.advance(now)
         entries: list[Submitted | Error] = []
+        answered: dict[str, str] = {}  # entries answered with an earlier job: parents mean it
         for nj in command.jobs:
             key = nj.idempotency_key
             remembered = self.idempotency.get((nj.owner, key)) if key is not None else None
             if remembered is not None and self.now < remembered[2]:
                 if remembered[1] in (None, nj.fingerprint) or nj.fingerprint is None:
                     entries.append(Submitted(remembered[0], duplicate=True))
+                    answered[nj.id] = remembered[0]
                 else:
                     entries.append(Error(ErrorCode.IDEMPOTENCY_KEY_REUSED, ""))
                 continue
@@ -283,10 +288,15 @@ class ReferenceQueue:
                         in_scope = held_job is not None and held_job.state in (W, R, RE, RU)
                     if in_scope:
                         entries.append(Submitted(holder_id, unique=True))
+                        answered[nj.id] = holder_id
                         continue
             if nj.id in self.jobs:
                 entries.append(Error(ErrorCode.INVALID, ""))
                 continue
+            if jf is not None and answered:
+                jf = msgspec.structs.replace(
+                    jf, depends_on=[answered.get(p, p) for p in jf.depends_on]
+                )
             if jf is not None and any(
                 p not in self.jobs or self.jobs[p].owner != nj.owner for p in jf.depends_on
             ):
@@ -441,7 +451,10 @@ class ReferenceQueue:
             return sorted(held, key=lambda j: (j.updated_at, j.seq))
 
         def size(j: Job) -> int:
-            return len(j.payload) + len(j.result or "") + len(j.result_error or "")
+            error = j.result_error or ""
+            if error == PARENT_FAILED and self.parent_reason is not None:
+                error = self.parent_reason(j.id)
+            return len(j.payload) + len(j.result or "") + len(error)
 
         done = oldest_first({A, C})
         evicted = 0
@@ -654,9 +667,17 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
         super().__init__()
         self.sm = StateMachine(CONFIG)
         self.ref = ReferenceQueue(CONFIG)
+        self.ref.parent_reason = self.parent_reason
         self.now = 1_000
         self.next_job = 0
         self.next_lease = 0
+
+    def parent_reason(self, job_id: str) -> str:
+        """The machine's cancellation reason of a job the model cancelled for a failed parent
+        (which parent it names depends on processing order; see comparable)."""
+        job = self.sm.get(job_id)
+        assert job is not None and job.result_error is not None
+        return job.result_error
 
     def check(self, command: Command) -> Result:
         expected = self.ref.apply(command)
@@ -775,7 +796,11 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
         wait, and parents fail or finish while they do."""
         jobs = []
         for unique_key, scope, period, refs, on_failure in entries:
-            parents = [self.job_id(ref, R, RE, RU, W) for ref in refs]
+            # 37: the entry before, in this same submit (a batch's "$N" as the engine sends it).
+            parents = [
+                jobs[-1].id if ref == 37 and jobs else self.job_id(ref, R, RE, RU, W)
+                for ref in refs
+            ]
             jf = JobFlow(unique_key, scope, period, parents, on_failure)
             jobs.append(NewJob(f"j{self.next_job}", queue, "p", owner=owner, flow=jf))
             self.next_job += 1
