@@ -183,11 +183,15 @@ TimedEntry = tuple[int, int, Job]  # (time, seq, job)
 class _QueueIndex:
     """One queue's runnable and RETRY heaps and its per-bucket job counts."""
 
-    __slots__ = ("name", "ready", "retry", "counts")
+    __slots__ = ("name", "ready", "retry", "counts", "since")
 
     def __init__(self, name: str) -> None:
         self.name = name  # the canonical string every job of this queue shares
         self.ready: list[ReadyEntry] = []
+        # The runnable jobs again, by the time they became runnable (run_at), for the age of
+        # the oldest one (a queue's latency): the lease-order heap puts priority first, so its
+        # top is not the oldest. Lazy deletion like the others; pruned on lease.
+        self.since: list[TimedEntry] = []
         self.retry: list[TimedEntry] = []
         self.counts = [0, 0, 0, 0, 0, 0, 0]
 
@@ -551,6 +555,21 @@ class StateMachine:
             return False  # every scheduled job due by self._now is already in q.ready
         return _scheduled_due_in(self._scheduled, queue, cutoff)
 
+    def oldest_runnable_since(self, queue: str) -> int | None:
+        """The run_at of the queue's oldest runnable job (READY and due: waiting since then),
+        or None when it has none. O(log n) amortized: the top of the queue's `since` heap,
+        skipping entries of jobs that moved on. A queue's latency is `now - this`."""
+        q = self._queues.get(queue) if type(queue) is str else None
+        if q is None:
+            return None
+        since = q.since
+        while since:
+            run_at, _, job = since[0]
+            if job.state is _READY and job.run_at == run_at:
+                return run_at
+            heapq.heappop(since)
+        return None
+
     def next_due(self) -> int | None:
         """The earliest time at which Expire would change something: a lease running out or a
         scheduled/RETRY job becoming due. None when nothing is pending."""
@@ -720,6 +739,7 @@ class StateMachine:
             )
             if run_at <= self._now:
                 heapq.heappush(q.ready, (-job.priority, run_at, job.seq, job))
+                heapq.heappush(q.since, (run_at, job.seq, job))
                 q.counts[_B_RUNNABLE] += 1
             else:
                 heapq.heappush(self._scheduled, (run_at, job.seq, job))
@@ -758,6 +778,7 @@ class StateMachine:
             heapq.heappush(self._leases, (job.lease_until, job.seq, job))
             self._notify(job, _READY, now)
             leased.append(copy(job))
+        _prune_since(q)
         return LeaseResult(jobs=leased)
 
     def _ack(self, cmd: Ack) -> Result:
@@ -837,6 +858,7 @@ class StateMachine:
         job.run_at = now  # <= self._now, so runnable at once
         job.updated_at = now
         heapq.heappush(q.ready, (-job.priority, now, job.seq, job))
+        heapq.heappush(q.since, (now, job.seq, job))
         self._counters.requeued += 1
         self._notify(job, _DEAD, now)
         return JobResult(job=copy(job))
@@ -1050,6 +1072,7 @@ class StateMachine:
             q.counts[_B_SCHEDULED] -= 1
             q.counts[_B_RUNNABLE] += 1
             heapq.heappush(q.ready, (-job.priority, run_at, job.seq, job))
+            heapq.heappush(q.since, (run_at, job.seq, job))
             self._notify(job, _READY, now)
             promoted += 1
         return promoted
@@ -1068,6 +1091,7 @@ class StateMachine:
             job.state = _READY
             job.updated_at = now
             heapq.heappush(q.ready, (-job.priority, run_at, job.seq, job))
+            heapq.heappush(q.since, (run_at, job.seq, job))
             self._notify(job, _RETRY, now)
             promoted += 1
         return promoted
@@ -1124,7 +1148,9 @@ class StateMachine:
         for q in self._queues.values():
             q.ready = [entry for entry in q.ready if entry[3].state is not _CANCELLED]
             q.retry = [entry for entry in q.retry if entry[2].state is not _CANCELLED]
+            q.since = [(e[1], e[2], e[3]) for e in q.ready]
             heapq.heapify(q.ready)
+            heapq.heapify(q.since)
             heapq.heapify(q.retry)
         self._scheduled = [entry for entry in self._scheduled if entry[2].state is not _CANCELLED]
         heapq.heapify(self._scheduled)
@@ -1228,6 +1254,8 @@ class StateMachine:
         for q in queues.values():
             heapq.heapify(q.ready)
             heapq.heapify(q.retry)
+            q.since = [(e[1], e[2], e[3]) for e in q.ready]
+            heapq.heapify(q.since)
         heapq.heapify(self._scheduled)
         heapq.heapify(self._leases)
         heapq.heapify(self._finished)
@@ -1275,6 +1303,18 @@ def _pop_ready(ready: list[ReadyEntry]) -> Job | None:
         if job.state is _READY:
             return job
     return None
+
+
+def _prune_since(q: _QueueIndex) -> None:
+    """After a lease: drop the `since` entries of leased jobs at its top, and rebuild it from
+    the lease-order heap once stale entries could outnumber the live ones (jobs leased out of
+    run_at order, by priority, leave theirs deeper down). Amortized O(log n) per leased job."""
+    since = q.since
+    while since and since[0][2].state is not _READY:
+        heapq.heappop(since)
+    if len(since) > 1024 and len(since) > 2 * q.counts[_B_RUNNABLE]:
+        q.since = [(e[1], e[2], e[3]) for e in q.ready if e[3].state is _READY]
+        heapq.heapify(q.since)
 
 
 def _valid_ready_top(ready: list[ReadyEntry]) -> ReadyEntry | None:
