@@ -57,6 +57,25 @@ class Job(msgspec.Struct, array_like=True, gc=False):
     updated_at: int = 0  # time of the last state change; finished jobs are purged from it
     # The schedule run that made this job (None for a submitted job: one slot, 8 bytes).
     scheduled_by: ScheduleRun | None = None
+    # The current (or, once acked, the last) attempt's worker id and lease time, from the
+    # Lease command; None in logs written before workers named themselves.
+    worker: str | None = None
+    leased_at: int | None = None
+    # The attempts that ended in a failure or an expired lease, the last ATTEMPTS_KEPT
+    # (core/attempts.py), oldest first. None while there was none: a job that succeeds at
+    # once costs no list.
+    history: list[Attempt] | None = None
+
+
+class Attempt(msgspec.Struct, array_like=True, gc=False):
+    """One attempt of a job that ended (or runs): see core/attempts.py for what is kept."""
+
+    attempt: int  # 1 for the first attempt since the job was submitted or requeued
+    worker: str | None  # the worker id the Lease named
+    started_at: int | None  # the Lease's now (None: leased by a release before this field)
+    ended_at: int | None  # None while running
+    outcome: str  # running, acked, failed, expired (attempts.OUTCOMES)
+    error: str | None = None  # the error text, bounded (attempts.ERROR_TEXT_BYTES)
 
 
 class ScheduleRun(msgspec.Struct, array_like=True, gc=False):
@@ -152,6 +171,9 @@ class Lease(msgspec.Struct, tag="lease", array_like=True):
     queue: str
     lease_ms: int
     lease_ids: list[str]
+    # The worker id the lease request named (X-Jq-Worker), kept on each leased job; None for
+    # clients that send none and in logs written before it.
+    worker: str | None = None
 
 
 class Ack(msgspec.Struct, tag="ack", array_like=True):

@@ -40,7 +40,9 @@ from typing import Any
 
 import msgspec
 
+from jq_tool.core.attempts import ended_attempt
 from jq_tool.core.backoff import retry_backoff_ms
+from jq_tool.core.history import ACKED, FAILED, SUBMITTED, History, HistorySeries
 from jq_tool.core.model import (
     FINISHED_STATES,
     Ack,
@@ -208,6 +210,7 @@ class _Snapshot(msgspec.Struct, array_like=True):
     # (owner, key, job id, fingerprint, keep end) in insertion order.
     idempotency_scoped: list[tuple[str, str, str, str | None, int]] = []
     schedules: list[Schedule] = []  # in creation order
+    history: list[HistorySeries] = []  # per-minute counts (core/history.py)
 
 
 _snapshot_encoder = msgspec.msgpack.Encoder()
@@ -334,7 +337,11 @@ def _command_problem(command: Any) -> str | None:
             command.max_queues, "max_queues", 0
         )
     if isinstance(command, Lease):
-        problem = _str_problem(command.queue, "queue") or _int_problem(command.lease_ms, "lease_ms")
+        problem = (
+            _str_problem(command.queue, "queue")
+            or _int_problem(command.lease_ms, "lease_ms")
+            or _str_problem(command.worker, "worker", optional=True)
+        )
         if problem:
             return problem
         if type(command.lease_ids) is not list:
@@ -405,6 +412,7 @@ class StateMachine:
         # (next due, name) of schedules that are not paused; an entry whose schedule moved on
         # (fired, changed, paused, deleted) is skipped when it reaches the top.
         self._schedule_due: list[tuple[int, str]] = []
+        self._history = History()  # per-minute submitted/acked/failed (GET /stats/history)
 
     # -- the mutating surface ------------------------------------------------------------------
 
@@ -435,6 +443,7 @@ class StateMachine:
                     for (owner, key), (job_id, fingerprint, end) in self._idempotency.items()
                 ],
                 schedules=list(self._schedules.values()),
+                history=self._history.dump(),
             )
         )
 
@@ -569,6 +578,31 @@ class StateMachine:
                 return run_at
             heapq.heappop(since)
         return None
+
+    def running(self, queue: str | None = None) -> list[Job]:
+        """The RUNNING jobs (of `queue`, or all), by submission order: the leases held now.
+        Walks the lease heap, O(running jobs); live objects, callers must not mutate them."""
+        held = {
+            job.id: job
+            for lease_until, _, job in self._leases
+            if job.state is _RUNNING
+            and job.lease_until == lease_until
+            and (queue is None or job.queue == queue)
+        }
+        return sorted(held.values(), key=_seq_of)
+
+    def queue_stats(self, queue: str) -> QueueStats | None:
+        """One queue's counts by state, or None when it holds no job. O(1)."""
+        q = self._queues.get(queue) if type(queue) is str else None
+        return None if q is None or not any(q.counts) else _queue_stats(q.counts)
+
+    def history(
+        self, queue: str | None, minutes: int, last_minute: int
+    ) -> tuple[bool, list[int], list[int], list[int]]:
+        """(whether the queue is tracked, then submitted, acked, failed per minute) for the
+        `minutes` minutes ending with `last_minute` (epoch ms // 60000): core/history.py."""
+        history = self._history
+        return (history.tracked(queue), *history.window(queue, minutes, last_minute))
 
     def next_due(self) -> int | None:
         """The earliest time at which Expire would change something: a lease running out or a
@@ -750,6 +784,7 @@ class StateMachine:
             jobs[job.id] = job
             self._order.append(job)
             self._counters.submitted += 1
+            self._history.count(q.name, self._now, SUBMITTED)
             self._notify(job, None, now)
             entries.append(Submitted(job_id=job.id))
         return SubmitResult(entries=entries)
@@ -764,6 +799,7 @@ class StateMachine:
         self._promote_retries(q, now)
         ready = q.ready
         counts = q.counts
+        worker = cmd.worker
         for lease_id in cmd.lease_ids:
             job = _pop_ready(ready)
             if job is None:
@@ -775,6 +811,8 @@ class StateMachine:
             job.lease_id = lease_id
             job.lease_until = now + cmd.lease_ms
             job.updated_at = now
+            job.worker = worker
+            job.leased_at = now
             heapq.heappush(self._leases, (job.lease_until, job.seq, job))
             self._notify(job, _READY, now)
             leased.append(copy(job))
@@ -792,12 +830,14 @@ class StateMachine:
         q.counts[_B_ACKED] += 1
         job.state = _ACKED
         job.result = cmd.result
+        job.result_error = None  # the current error only: the failures are in its history
         job.lease_id = None
         job.lease_until = None
         job.updated_at = now
         self._lease_left_behind()
         heapq.heappush(self._finished, (now, job.seq, job))
         self._counters.acked += 1
+        self._history.count(job.queue, self._now, ACKED)
         self._notify(job, _RUNNING, now)
         return JobResult(job=copy(job))
 
@@ -807,7 +847,7 @@ class StateMachine:
             return job
         self._advance(cmd.now)
         self._lease_left_behind()
-        self._fail_attempt(job, cmd.error, cmd.now, final=not cmd.retry)
+        self._fail_attempt(job, cmd.error, cmd.now, final=not cmd.retry, outcome="failed")
         return JobResult(job=copy(job))
 
     def _extend(self, cmd: Extend) -> Result:
@@ -874,7 +914,7 @@ class StateMachine:
             if job.state is not _RUNNING or job.lease_until != lease_until:
                 self._leases_stale -= 1
                 continue
-            self._fail_attempt(job, _LEASE_EXPIRED, now)
+            self._fail_attempt(job, _LEASE_EXPIRED, now, outcome="expired")
             self._counters.expired += 1
             expired += 1
         # After expiry, so a zero backoff comes back in the same Expire. By queue name, so the
@@ -1096,17 +1136,23 @@ class StateMachine:
             promoted += 1
         return promoted
 
-    def _fail_attempt(self, job: Job, error: str, now: int, *, final: bool = False) -> None:
+    def _fail_attempt(
+        self, job: Job, error: str, now: int, *, final: bool = False, outcome: str
+    ) -> None:
         """A RUNNING job's attempt failed: RETRY after a backoff, or DEAD when retries are
         spent or the failure is `final` (an ack with `"retry": false`). The caller has already
         accounted for the job's lease heap entry."""
         q = self._queues[job.queue]
         q.counts[_B_RUNNING] -= 1
+        job.history = ended_attempt(job, now, outcome, error)
+        job.worker = None
+        job.leased_at = None
         job.result_error = error
         job.lease_id = None
         job.lease_until = None
         job.updated_at = now
         self._counters.failed += 1
+        self._history.count(job.queue, self._now, FAILED)
         if final or job.attempts > job.max_retries:
             job.state = _DEAD
             q.counts[_B_DEAD] += 1
@@ -1290,6 +1336,7 @@ class StateMachine:
             if not s.paused and s.next_due is not None
         ]
         heapq.heapify(self._schedule_due)
+        self._history = History.load(snap.history)
 
 
 # ---------------------------------------------------------------------------------------------

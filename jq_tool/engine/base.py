@@ -144,6 +144,7 @@ class LeaseNext(msgspec.Struct):
     queue: str = "default"
     max_jobs: int = 1
     lease_ms: int | None = None
+    worker: str | None = None  # the worker id kept on each leased job (X-Jq-Worker)
 
 
 class JobEvent(msgspec.Struct):
@@ -239,11 +240,13 @@ class Engine(Protocol):
         lease_ms: int | None = None,
         wait_ms: int = 0,
         give_up: Callable[[], Awaitable[object]] | None = None,
+        worker: str | None = None,
     ) -> list[Job]:
-        """Up to max_jobs jobs. Tries at once; when none is runnable and wait_ms > 0, waits up
-        to wait_ms for one (long poll), unless the awaitable give_up() returns completes first
-        (the client went away, the server is draining): then []. give_up is only called when
-        the request has to wait."""
+        """Up to max_jobs jobs, each marked as held by `worker` (a worker id, or None). Tries
+        at once; when none is runnable and wait_ms > 0, waits up to wait_ms for one (long
+        poll), unless the awaitable give_up() returns completes first (the client went away,
+        the server is draining): then []. give_up is only called when the request has to
+        wait."""
         ...
 
     async def ack(self, job_id: str, *, lease_id: str | None, result: str | None) -> Job: ...
@@ -292,6 +295,26 @@ class Engine(Protocol):
 
     def queue_page(self, after: str | None, limit: int) -> builtins.list[tuple[str, QueueStats]]:
         """Queues holding jobs by name, `limit` at most, after the name `after`."""
+        ...
+
+    def running(self, queue: str | None = None) -> builtins.list[Job]:
+        """The RUNNING jobs (of `queue`, or all) by submission order: the leases held now,
+        each with its worker id. O(running jobs). Read-only: callers must not change them."""
+        ...
+
+    def queue_stats(self, queue: str) -> QueueStats | None:
+        """One queue's counts by state, or None when it holds no job."""
+        ...
+
+    def history(
+        self, queue: str | None, minutes: int, last_minute: int
+    ) -> tuple[bool, builtins.list[int], builtins.list[int], builtins.list[int]]:
+        """Per-minute (tracked, submitted, acked, failed) ending with `last_minute`."""
+        ...
+
+    def oldest_runnable_since(self, queue: str) -> int | None:
+        """The run_at of the queue's oldest runnable job (its latency is now minus this), or
+        None when nothing is runnable. O(log n)."""
         ...
 
     def health(self) -> Health:

@@ -586,14 +586,17 @@ class CommandEngine(Engine):
         lease_ms: int | None = None,
         wait_ms: int = 0,
         give_up: Callable[[], Awaitable[object]] | None = None,
+        worker: str | None = None,
     ) -> list[Job]:
         lease_ms = lease_ms or self.config.lease_ms
         await self._catch_up()
         # Try at once: a busy queue answers without the long poll's timer and tasks.
-        jobs = await self._lease_now(queue, max_jobs, lease_ms)
+        jobs = await self._lease_now(queue, max_jobs, lease_ms, worker)
         if jobs or wait_ms <= 0 or self._stopping:
             return jobs
-        waiting = asyncio.ensure_future(self._lease_waiting(queue, max_jobs, lease_ms, wait_ms))
+        waiting = asyncio.ensure_future(
+            self._lease_waiting(queue, max_jobs, lease_ms, wait_ms, worker)
+        )
         if give_up is None:
             return await waiting
         giving_up = asyncio.ensure_future(give_up())
@@ -610,20 +613,22 @@ class CommandEngine(Engine):
             return await waiting
         return []
 
-    async def _lease_now(self, queue: str, max_jobs: int, lease_ms: int) -> list[Job]:
+    async def _lease_now(
+        self, queue: str, max_jobs: int, lease_ms: int, worker: str | None = None
+    ) -> list[Job]:
         now = self._clock()
         # Only a lease that can succeed is written to the log: an empty poll writes nothing.
         if not self._machine.has_runnable(queue, now):
             return []
         lease_ids = [new_lease_id() for _ in range(max_jobs)]
         result = await self._propose(
-            Lease(now=now, queue=queue, lease_ms=lease_ms, lease_ids=lease_ids)
+            Lease(now=now, queue=queue, lease_ms=lease_ms, lease_ids=lease_ids, worker=worker)
         )
         assert isinstance(result, LeaseResult)
         return result.jobs
 
     async def _lease_waiting(
-        self, queue: str, max_jobs: int, lease_ms: int, wait_ms: int
+        self, queue: str, max_jobs: int, lease_ms: int, wait_ms: int, worker: str | None
     ) -> list[Job]:
         """The long poll: wait on the queue's FIFO of waiters; each job that becomes runnable
         wakes one, which tries again (and waits again if another request was faster)."""
@@ -646,7 +651,7 @@ class CommandEngine(Engine):
                         waiters.remove(waiter)
                     if not waiters:
                         del self._waiters[queue]
-            jobs = await self._lease_now(queue, max_jobs, lease_ms)
+            jobs = await self._lease_now(queue, max_jobs, lease_ms, worker)
             if jobs:
                 return jobs
 
@@ -707,7 +712,9 @@ class CommandEngine(Engine):
             if lease_next is not None and machine.has_runnable(lease_next.queue, now):
                 lease_ids = [new_lease_id() for _ in range(lease_next.max_jobs)]
                 lease_ms = lease_next.lease_ms or self.config.lease_ms
-                lease = self._enqueue(Lease(now, lease_next.queue, lease_ms, lease_ids))
+                lease = self._enqueue(
+                    Lease(now, lease_next.queue, lease_ms, lease_ids, lease_next.worker)
+                )
             for position, future in proposed:
                 result = await future
                 if isinstance(result, Error):
@@ -766,6 +773,20 @@ class CommandEngine(Engine):
 
     def queue_page(self, after: str | None, limit: int) -> builtins.list[tuple[str, QueueStats]]:
         return self._machine.queue_page(after, limit)
+
+    def running(self, queue: str | None = None) -> builtins.list[Job]:
+        return self._machine.running(queue)
+
+    def oldest_runnable_since(self, queue: str) -> int | None:
+        return self._machine.oldest_runnable_since(queue)
+
+    def queue_stats(self, queue: str) -> QueueStats | None:
+        return self._machine.queue_stats(queue)
+
+    def history(
+        self, queue: str | None, minutes: int, last_minute: int
+    ) -> tuple[bool, builtins.list[int], builtins.list[int], builtins.list[int]]:
+        return self._machine.history(queue, minutes, last_minute)
 
     def metrics(self) -> Iterator[Metric]:
         """Prometheus metric families about the log (the server adds them to /metrics)."""

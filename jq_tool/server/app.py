@@ -27,12 +27,14 @@ from jq_tool.server.events import EventRoutes, OpenStreams, StreamSlots, TicketB
 from jq_tool.server.hot_routes import HotRoutes
 from jq_tool.server.metrics import RequestCounts, RequestMetricsMiddleware, build_registry
 from jq_tool.server.openapi import openapi_routes
+from jq_tool.server.routes_console import ConsoleRoutes
 from jq_tool.server.routes_jobs import JobRoutes
 from jq_tool.server.routes_keys import KeyRoutes
 from jq_tool.server.routes_monitoring import KeyStoreProbe, MonitoringRoutes
 from jq_tool.server.routes_schedules import ScheduleRoutes
 from jq_tool.server.routing import answer_wrong_methods
 from jq_tool.server.stats import StatsView, ThroughputMeter
+from jq_tool.server.workers import WorkerBook
 from jq_tool.settings import Settings
 
 log = logging.getLogger("jq.server")
@@ -93,7 +95,8 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
             await keystore.close()
             log.info("jq stopped: engine flushed and closed")
 
-    job_routes = JobRoutes(engine, guard, settings, counts.commands, draining).routes()
+    workers = WorkerBook()
+    job_routes = JobRoutes(engine, guard, settings, counts.commands, draining, workers).routes()
     app = Starlette(
         routes=answer_wrong_methods(
             [
@@ -104,6 +107,7 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
                     engine, guard, stats, registry, settings.max_body, key_store_probe
                 ).routes(),
                 *EventRoutes(engine, guard, stats, tickets, draining, slots, streams).routes(),
+                *ConsoleRoutes(engine, guard, workers).routes(),
                 *openapi_routes(),
                 *dashboard_routes(),
             ]

@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 from jq_tool.auth import SCOPES_BY_TYPE, KeyType, Scope
 from jq_tool.core.model import JobState, MissedPolicy, OverlapPolicy
 from jq_tool.server.validation import (
+    QUEUE_NAME_PATTERN,
     AckBatchBody,
     AckBody,
     AckEntry,
@@ -36,10 +37,12 @@ from jq_tool.server.validation import (
     ScheduleChangeBody,
     ScheduleListQuery,
     SubmitBody,
+    WorkerId,
 )
 from jq_tool.server.wire import (
     AckBatchAnswer,
     AckResult,
+    AttemptView,
     BatchRefusal,
     CreatedKey,
     ErrorBody,
@@ -59,6 +62,19 @@ from jq_tool.server.wire import (
     StreamTicket,
     SubmitAnswer,
     encode_json,
+)
+from jq_tool.server.wire_console import (
+    BulkAnswer,
+    BulkBody,
+    HeldLease,
+    HistoryQuery,
+    HistoryView,
+    QueueDetail,
+    QueueDetailQuery,
+    Throughput,
+    WorkerListQuery,
+    WorkerPage,
+    WorkerView,
 )
 
 _REF = "#/components/schemas/"
@@ -102,6 +118,16 @@ _PUBLISHED: dict[type, str] = {
     SchedulePage: "ScheduleList",
     OverlapPolicy: "OverlapPolicy",
     MissedPolicy: "MissedPolicy",
+    # The console (issue 17): wire_console.py.
+    AttemptView: "Attempt",
+    WorkerView: "Worker",
+    WorkerPage: "WorkerList",
+    HeldLease: "HeldLease",
+    Throughput: "Throughput",
+    QueueDetail: "QueueDetail",
+    HistoryView: "History",
+    BulkBody: "BulkRequest",
+    BulkAnswer: "BulkResponse",
 }
 
 
@@ -566,6 +592,78 @@ PATHS: dict[str, Any] = {
         )
     },
 }
+
+
+def _console_paths() -> dict[str, Any]:
+    """The console's routes (issue 17; docs/api.md "The operator's console"), their query
+    parameters generated from wire_console.py's Structs like the others'."""
+    queries = (WorkerListQuery, QueueDetailQuery, HistoryQuery)
+    (worker_id, *_), components = msgspec.json.schema_components(
+        [WorkerId, *queries], ref_template=_REF + "{name}"
+    )
+    worker_query, queue_query, history_query = (
+        [
+            _query(name, _not_null(schema))
+            for name, schema in _published(components.pop(query.__name__), {})["properties"].items()
+        ]
+        for query in queries
+    )
+    header = {
+        "name": "X-Jq-Worker",
+        "in": "header",
+        "description": "the worker's id, kept on each job it leases (GET /workers)",
+        "schema": _published(worker_id, {}),
+    }
+    for path in ("/jobs/lease", "/jobs/ack"):
+        PATHS[path]["post"].setdefault("parameters", []).append(header)
+    queue_name = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": QUEUE_NAME_PATTERN},
+    }
+    return {
+        "/workers": {
+            "get": _op(
+                "Live workers: leases held (logged) and last seen (this node's soft state)",
+                "jobs:read",
+                {"200": _json(_ref("WorkerList"), "a page")},
+                params=worker_query,
+                errors=(400,),
+            )
+        },
+        "/queues/{name}": {
+            "get": _op(
+                "One queue: counts by state, latency, throughput, the leases held (paged)",
+                "jobs:read",
+                {"200": _json(_ref("QueueDetail"), "the queue")},
+                None,
+                [queue_name, *queue_query],
+                (400, 404),
+            )
+        },
+        "/stats/history": {
+            "get": _op(
+                "Per-minute submitted/acked/failed counts over the last hour or day",
+                "jobs:read",
+                {"200": _json(_ref("History"), "the counts")},
+                params=history_query,
+                errors=(400,),
+            )
+        },
+        "/jobs/bulk": {
+            "post": _op(
+                "Requeue the DEAD jobs, or cancel the waiting jobs, matching a filter",
+                "jobs:submit",
+                {"200": _json(_ref("BulkResponse"), "done: every chunk durable")},
+                "BulkRequest",
+                errors=(400, 413, 504, 507),
+            )
+        },
+    }
+
+
+PATHS.update(_console_paths())
 
 
 def openapi_document() -> dict[str, Any]:

@@ -49,6 +49,7 @@ from jq_tool.server.validation import (
     LeaseBody,
     ListQuery,
     SubmitBody,
+    WorkerId,
 )
 from jq_tool.server.wire import (
     AckBatchAnswer,
@@ -63,6 +64,7 @@ from jq_tool.server.wire import (
     leased_body,
     parse_rfc3339,
 )
+from jq_tool.server.workers import WorkerBook
 from jq_tool.settings import Settings
 
 _SMALL_BODY = 64 * 1024  # lease/extend/cancel bodies carry a few ids and numbers
@@ -83,6 +85,7 @@ class JobRoutes:
     settings: Settings
     counts: defaultdict[str, int]  # engine commands by type, for /metrics
     draining: asyncio.Event
+    workers: WorkerBook  # who asked for work when (soft state for GET /workers)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -167,6 +170,7 @@ class JobRoutes:
     async def lease(self, request: Request) -> Response:
         await self.guard.require(request, Scope.JOBS_LEASE)
         body = decode(await read_body(request, _SMALL_BODY), LeaseBody)
+        worker = self._worker(request, body.queue)
         self.counts["lease"] += 1
         wait_ms = 0 if self.draining.is_set() else body.wait_ms or 0
         jobs = await self.engine.lease(
@@ -175,6 +179,7 @@ class JobRoutes:
             lease_ms=body.lease_ms,
             wait_ms=wait_ms,
             give_up=lambda: self._give_up(request),
+            worker=worker,
         )
         if not jobs and wait_ms and self.draining.is_set():
             raise ApiError(503, "unavailable", "server is shutting down")
@@ -183,6 +188,14 @@ class JobRoutes:
         if body.max_jobs is None:
             return JSONResponse(leased_body(jobs[0]))
         return JSONResponse([leased_body(job) for job in jobs])
+
+    def _worker(self, request: Request, queue: str) -> str | None:
+        """The worker id of `X-Jq-Worker` (optional; 400 when malformed), noted as seen."""
+        worker = header(request, b"x-jq-worker")
+        if worker is not None:
+            check_value(worker, WorkerId, "X-Jq-Worker")
+            self.workers.seen(worker, queue)
+        return worker
 
     async def _give_up(self, request: Request) -> None:
         """When a long poll stops waiting: the server starts draining (a long poll must not hold
@@ -222,7 +235,8 @@ class JobRoutes:
         if body.lease_next is not None:
             await self.guard.require(request, Scope.JOBS_LEASE)
             wanted = body.lease_next
-            lease_next = LeaseNext(wanted.queue, wanted.max_jobs, wanted.lease_ms)
+            worker = self._worker(request, wanted.queue)
+            lease_next = LeaseNext(wanted.queue, wanted.max_jobs, wanted.lease_ms, worker)
             self.counts["lease"] += 1
         results: list[AckResult] = []
         settlements: list[Settlement] = []

@@ -31,6 +31,8 @@ MaxRetries = Annotated[int, msgspec.Meta(ge=0, le=1000)]
 DelayMs = Annotated[int, msgspec.Meta(ge=0, le=10 * 365 * 86_400_000)]
 # The same limit for the `idempotency_key` field and the `Idempotency-Key` header.
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+# The X-Jq-Worker header: a worker's id (the SDK sends hostname:pid:random).
+WorkerId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[!-~]+\Z")]
 # A key's name and owner id (auth's one rule: not blank, no control characters).
 Label = Annotated[
     str, msgspec.Meta(min_length=1, max_length=200, pattern=LABEL_PATTERN.removesuffix("$") + r"\Z")

@@ -27,7 +27,8 @@ from msgspec import UNSET, UnsetType
 from starlette.responses import Response
 
 from jq_tool.auth import ApiKey, KeyType, Scope
-from jq_tool.core.model import Job, JobState, MissedPolicy, OverlapPolicy, Schedule
+from jq_tool.core.attempts import attempt_history, split_error
+from jq_tool.core.model import Attempt, Job, JobState, MissedPolicy, OverlapPolicy, Schedule
 
 _encoder = msgspec.json.Encoder()
 
@@ -248,10 +249,44 @@ class JobView(msgspec.Struct, kw_only=True):
     # The schedule whose run made the job, and the due time it ran for: only on such jobs.
     schedule: str | UnsetType = UNSET
     schedule_due_at: Time | UnsetType = UNSET
+    # The current error split for a list column (core/attempts.split_error), the worker id
+    # holding the current lease, and (GET /jobs/{id} only) the attempts kept.
+    error_class: str | None = None
+    error_message: str | None = None
+    worker: str | None = None
+    attempt_history: list[AttemptView] | UnsetType = UNSET
+
+
+class AttemptView(msgspec.Struct, kw_only=True):
+    """One attempt of a job (GET /jobs/{id}'s `attempt_history`)."""
+
+    attempt: int
+    worker: str | None
+    started_at: Time | None
+    ended_at: Time | None
+    outcome: str  # running, acked, failed, expired
+    error_class: str | None
+    error_message: str | None
+    traceback: str | None  # the attempt's whole error text, at most 8 KiB
+
+
+def attempt_body(attempt: Attempt) -> AttemptView:
+    error_class, error_message = split_error(attempt.error)
+    return AttemptView(
+        attempt=attempt.attempt,
+        worker=attempt.worker,
+        started_at=rfc3339(attempt.started_at),
+        ended_at=rfc3339(attempt.ended_at),
+        outcome=attempt.outcome,
+        error_class=error_class,
+        error_message=error_message,
+        traceback=attempt.error,
+    )
 
 
 def job_body(job: Job, *, with_payload: bool = True) -> JobView:
     run = job.scheduled_by
+    error_class, error_message = split_error(job.result_error)
     return JobView(
         job_id=job.id,
         state=job.state,
@@ -269,6 +304,12 @@ def job_body(job: Job, *, with_payload: bool = True) -> JobView:
         payload=job.payload if with_payload else UNSET,
         schedule=UNSET if run is None else run.name,
         schedule_due_at=UNSET if run is None else rfc3339(run.due),
+        error_class=error_class,
+        error_message=error_message,
+        worker=job.worker if job.state is JobState.RUNNING else None,
+        attempt_history=(
+            [attempt_body(a) for a in attempt_history(job)] if with_payload else UNSET
+        ),
     )
 
 
