@@ -270,6 +270,22 @@ class FireSchedule(msgspec.Struct, tag="schedule_fire", array_like=True):
     missed: int = 0
 
 
+class BulkRequeue(msgspec.Struct, tag="bulk_requeue", array_like=True):
+    """Requeue each DEAD job of `job_ids` (one chunk of a bulk action: atomic); a job that is
+    not DEAD (any more) is skipped, so a chunk applied twice changes nothing twice."""
+
+    now: int
+    job_ids: list[str]
+
+
+class BulkCancel(msgspec.Struct, tag="bulk_cancel", array_like=True):
+    """Cancel each READY or RETRY job of `job_ids` (one chunk of a bulk action); others are
+    skipped."""
+
+    now: int
+    job_ids: list[str]
+
+
 Command = (
     Submit
     | Lease
@@ -284,6 +300,8 @@ Command = (
     | UpdateSchedule
     | DeleteSchedule
     | FireSchedule
+    | BulkRequeue
+    | BulkCancel
 )
 
 
@@ -357,6 +375,12 @@ class FireResult(msgspec.Struct, tag="fire_result"):
     overlap_skipped: bool = False
 
 
+class BulkResult(msgspec.Struct, tag="bulk_result"):
+    """What a BulkRequeue/BulkCancel changed: the ids of the jobs it moved, in command order."""
+
+    changed: list[str]
+
+
 Result = (
     Error
     | SubmitResult
@@ -366,6 +390,7 @@ Result = (
     | PurgeResult
     | ScheduleResult
     | FireResult
+    | BulkResult
 )
 
 

@@ -46,6 +46,9 @@ from jq_tool.core.history import ACKED, FAILED, SUBMITTED, History, HistorySerie
 from jq_tool.core.model import (
     FINISHED_STATES,
     Ack,
+    BulkCancel,
+    BulkRequeue,
+    BulkResult,
     Cancel,
     Command,
     CreateSchedule,
@@ -79,6 +82,7 @@ from jq_tool.core.model import (
     Submitted,
     UpdateSchedule,
 )
+from jq_tool.core.search import JobFilter
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +176,7 @@ _INT_LIMIT = 2**62 - 1
 _LEASE_EXPIRED = "lease expired"
 _FINISHED_ORDER = (_ACKED, _DEAD, _CANCELLED)  # FINISHED_STATES, in an order that is not a hash
 _SNAPSHOT_VERSION = 1
+MAX_BULK_CHUNK = 10_000  # job ids in one BulkRequeue/BulkCancel
 
 _seq_of = attrgetter("seq")
 _id_of = attrgetter("id")
@@ -355,6 +360,14 @@ def _command_problem(command: Any) -> str | None:
         return None
     if isinstance(command, Expire):
         return None
+    if isinstance(command, (BulkRequeue, BulkCancel)):
+        if type(command.job_ids) is not list or len(command.job_ids) > MAX_BULK_CHUNK:
+            return f"job_ids must be a list of at most {MAX_BULK_CHUNK} ids"
+        for job_id in command.job_ids:
+            problem = _str_problem(job_id, "job id")
+            if problem:
+                return problem
+        return None
     if isinstance(command, Purge):
         return _int_problem(command.finished_before, "finished_before")
     problem = _str_problem(command.job_id, "job id")
@@ -530,6 +543,49 @@ class StateMachine:
             page.append(job)
             if cursor is None and len(page) == matching:
                 break  # that was the oldest match: no need to scan the rest
+        return page, None
+
+    def search_jobs(
+        self,
+        where: JobFilter,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        scan_limit: int | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """Jobs matching `where`, newest submission first, and the cursor of the next page
+        (None at the end). Examines at most `scan_limit` jobs (None: no bound): when it stops
+        there, the page may be short and the cursor says where to go on. Live objects: do not
+        mutate. Raises ValueError for a bad limit or cursor. The cursor is a submission number,
+        so pages stay stable under inserts (new jobs are newer than any cursor)."""
+        if type(limit) is not int or limit < 1:
+            raise ValueError("limit must be a positive integer")
+        order = self._order
+        if cursor is None:
+            end = len(order)
+        else:
+            if (
+                type(cursor) is not str
+                or not (cursor.isascii() and cursor.isdigit())
+                or len(cursor) > 20
+            ):
+                raise ValueError("invalid cursor")
+            end = bisect_left(order, int(cursor), key=_seq_of)
+        jobs = self._jobs
+        now = self._now
+        matches = where.matches
+        page: list[Job] = []
+        examined = 0
+        for i in range(end - 1, -1, -1):
+            job = order[i]
+            if scan_limit is not None and examined == scan_limit:
+                return page, str(order[i + 1].seq)
+            examined += 1
+            if jobs.get(job.id) is not job or not matches(job, now):
+                continue
+            page.append(job)
+            if len(page) == limit:
+                return page, (str(job.seq) if i > 0 else None)
         return page, None
 
     def _matching_count(self, state: JobState | None, queue: str | None) -> int:
@@ -1069,6 +1125,21 @@ class StateMachine:
             overlap_skipped=overlap_skipped,
         )
 
+    # -- bulk actions ---------------------------------------------------------------------------
+
+    def _bulk(self, cmd: BulkRequeue | BulkCancel) -> Result:
+        """One chunk of a bulk action: each job moved as its own Requeue or Cancel would move
+        it (the same events, counters and indexes); a job in another state is skipped."""
+        single = self._requeue if isinstance(cmd, BulkRequeue) else self._cancel
+        kind = Requeue if isinstance(cmd, BulkRequeue) else Cancel
+        self._advance(cmd.now)
+        changed = [
+            job_id
+            for job_id in cmd.job_ids
+            if not isinstance(single(kind(cmd.now, job_id)), Error)  # type: ignore[arg-type]
+        ]
+        return BulkResult(changed=changed)
+
     def _unfinished(self, job_id: str | None) -> bool:
         """Whether that job is pending or running (READY, RETRY, RUNNING)."""
         job = None if job_id is None else self._jobs.get(job_id)
@@ -1456,4 +1527,6 @@ _HANDLERS: dict[type, Callable[[StateMachine, Any], Result]] = {
     UpdateSchedule: StateMachine._update_schedule,
     DeleteSchedule: StateMachine._delete_schedule,
     FireSchedule: StateMachine._fire_schedule,
+    BulkRequeue: StateMachine._bulk,
+    BulkCancel: StateMachine._bulk,
 }

@@ -31,6 +31,7 @@ from jq_tool.core.model import (
     Schedule,
     ScheduleSpec,
 )
+from jq_tool.core.search import JobFilter
 from jq_tool.core.state_machine import QueueStats, ScheduleStats, StateMachineConfig, Stats
 
 if TYPE_CHECKING:
@@ -157,6 +158,8 @@ class JobEvent(msgspec.Struct):
     attempts: int
     priority: int
     at: int  # the command's `now`
+    # When the job is due: READY with run_at after `at` is scheduled (the console shows it so).
+    run_at: int | None = None
 
 
 class Health(msgspec.Struct):
@@ -300,6 +303,23 @@ class Engine(Protocol):
     def running(self, queue: str | None = None) -> builtins.list[Job]:
         """The RUNNING jobs (of `queue`, or all) by submission order: the leases held now,
         each with its worker id. O(running jobs). Read-only: callers must not change them."""
+        ...
+
+    def search(
+        self,
+        where: JobFilter,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        scan_limit: int | None = None,
+    ) -> tuple[builtins.list[Job], str | None]:
+        """Jobs matching `where`, newest first, examining at most `scan_limit` jobs (None: no
+        bound); the cursor of the next page or None. Raises ValueError for a bad cursor."""
+        ...
+
+    async def bulk(self, action: str, job_ids: builtins.list[str]) -> builtins.list[str]:
+        """One chunk of a bulk action ("requeue" DEAD jobs, "cancel" waiting ones) as one
+        logged command; returns the ids it changed (the others had left that state)."""
         ...
 
     def queue_stats(self, queue: str) -> QueueStats | None:

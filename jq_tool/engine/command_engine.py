@@ -32,6 +32,9 @@ import msgspec
 
 from jq_tool.core.model import (
     Ack,
+    BulkCancel,
+    BulkRequeue,
+    BulkResult,
     Cancel,
     Command,
     CreateSchedule,
@@ -59,6 +62,7 @@ from jq_tool.core.model import (
     UpdateSchedule,
     encode_command,
 )
+from jq_tool.core.search import JobFilter
 from jq_tool.core.state_machine import QueueStats, ScheduleStats, StateMachine, Stats
 from jq_tool.core.wal import write_snapshot_file
 from jq_tool.core.wal_format import encode_snapshot_header
@@ -451,6 +455,7 @@ class CommandEngine(Engine):
                 attempts=job.attempts,
                 priority=job.priority,
                 at=now,
+                run_at=job.run_at,
             )
             for queue in self._subscribers:
                 with contextlib.suppress(asyncio.QueueFull):
@@ -782,6 +787,28 @@ class CommandEngine(Engine):
 
     def queue_stats(self, queue: str) -> QueueStats | None:
         return self._machine.queue_stats(queue)
+
+    def search(
+        self,
+        where: JobFilter,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        scan_limit: int | None = None,
+    ) -> tuple[builtins.list[Job], str | None]:
+        jobs, next_cursor = self._machine.search_jobs(
+            where, limit=limit, cursor=cursor, scan_limit=scan_limit
+        )
+        return [msgspec.structs.replace(job) for job in jobs], next_cursor
+
+    async def bulk(self, action: str, job_ids: builtins.list[str]) -> builtins.list[str]:
+        now = self._clock()
+        command = BulkRequeue(now, job_ids) if action == "requeue" else BulkCancel(now, job_ids)
+        result = await self._propose(command)
+        if isinstance(result, Error):
+            raise CommandRejected(result.code, result.message)
+        assert isinstance(result, BulkResult)
+        return result.changed
 
     def history(
         self, queue: str | None, minutes: int, last_minute: int

@@ -27,6 +27,7 @@ from jq_tool.server.events import EventRoutes, OpenStreams, StreamSlots, TicketB
 from jq_tool.server.hot_routes import HotRoutes
 from jq_tool.server.metrics import RequestCounts, RequestMetricsMiddleware, build_registry
 from jq_tool.server.openapi import openapi_routes
+from jq_tool.server.routes_bulk import BulkRoutes
 from jq_tool.server.routes_console import ConsoleRoutes
 from jq_tool.server.routes_jobs import JobRoutes
 from jq_tool.server.routes_keys import KeyRoutes
@@ -96,7 +97,11 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
             log.info("jq stopped: engine flushed and closed")
 
     workers = WorkerBook()
-    job_routes = JobRoutes(engine, guard, settings, counts.commands, draining, workers).routes()
+    job_routes = [
+        *JobRoutes(engine, guard, settings, counts.commands, draining, workers).routes(),
+        # Under /jobs/ too: HotRoutes must know the path is not a job id (GET is a 405).
+        *BulkRoutes(engine, guard, counts.commands).routes(),
+    ]
     app = Starlette(
         routes=answer_wrong_methods(
             [

@@ -188,6 +188,7 @@ def job_event_body(event: JobEvent) -> dict[str, object]:
         "attempts": event.attempts,
         "priority": event.priority,
         "at": rfc3339(event.at),
+        "run_at": rfc3339(event.run_at),
     }
 
 

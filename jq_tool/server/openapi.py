@@ -32,6 +32,7 @@ from jq_tool.server.validation import (
     LeaseBody,
     LeaseNextBody,
     ListQuery,
+    ListState,
     QueueListQuery,
     ScheduleBody,
     ScheduleChangeBody,
@@ -119,6 +120,7 @@ _PUBLISHED: dict[type, str] = {
     OverlapPolicy: "OverlapPolicy",
     MissedPolicy: "MissedPolicy",
     # The console (issue 17): wire_console.py.
+    ListState: "ListState",
     AttemptView: "Attempt",
     WorkerView: "Worker",
     WorkerPage: "WorkerList",

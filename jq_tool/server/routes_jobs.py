@@ -20,7 +20,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from jq_tool.auth import Scope
-from jq_tool.core.model import ErrorCode, Job
+from jq_tool.core.model import ErrorCode, Job, JobState
+from jq_tool.core.search import SCHEDULED, JobFilter
 from jq_tool.engine.base import (
     CommandRejected,
     Engine,
@@ -48,6 +49,7 @@ from jq_tool.server.validation import (
     IdempotencyKey,
     LeaseBody,
     ListQuery,
+    ListState,
     SubmitBody,
     WorkerId,
 )
@@ -67,6 +69,7 @@ from jq_tool.server.wire import (
 from jq_tool.server.workers import WorkerBook
 from jq_tool.settings import Settings
 
+SEARCH_SCAN_LIMIT = 50_000  # jobs one GET /jobs search examines (docs/api.md)
 _SMALL_BODY = 64 * 1024  # lease/extend/cancel bodies carry a few ids and numbers
 _NO_JOBS = ApiError(404, "not_found", "no jobs available")
 
@@ -310,15 +313,39 @@ class JobRoutes:
         await self.guard.require(request, Scope.JOBS_READ)
         # The states' names in any case.
         query = decode_query(request.query_params, ListQuery, any_case=("state",))
+        state = query.state
         try:
-            jobs, next_cursor = await self.engine.list(
-                state=query.state, queue=query.queue, limit=query.limit, cursor=query.cursor
-            )
+            if state is ListState.SCHEDULED or query.id_prefix or query.error:
+                # A search: a bounded scan (docs/api.md), continued through the cursor.
+                where = JobFilter(
+                    labels=None if state is None else _labels(state),
+                    queue=query.queue,
+                    id_prefix=query.id_prefix,
+                    error=query.error,
+                )
+                jobs, next_cursor = self.engine.search(
+                    where, limit=query.limit, cursor=query.cursor, scan_limit=SEARCH_SCAN_LIMIT
+                )
+            else:
+                jobs, next_cursor = await self.engine.list(
+                    state=None if state is None else JobState(state.value),
+                    queue=query.queue,
+                    limit=query.limit,
+                    cursor=query.cursor,
+                )
         except ValueError:
             raise invalid_field("cursor", "cursor is not one this server gave out") from None
         return JSONResponse(
             JobPage([job_body(job, with_payload=False) for job in jobs], next_cursor)
         )
+
+
+def _labels(state: ListState) -> frozenset[str]:
+    """The search labels of a listed state: READY lists due and scheduled READY jobs alike,
+    as GET /jobs always did; SCHEDULED only the latter."""
+    if state is ListState.READY:
+        return frozenset({"READY", SCHEDULED})
+    return frozenset({state.value})
 
 
 def _refused(outcome: SubmitOutcome) -> CommandRejected:

@@ -5,6 +5,7 @@ and every new route checks its scope (401 without a key, 403 without the scope).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -175,3 +176,113 @@ def test_every_console_route_checks_its_scope(
         assert anonymous.get(path).status_code == 401
     response = reader_without_scope.get(path)
     assert response.status_code == 403 and response.json()["code"] == "forbidden"
+
+
+def _job_event(server: Any, job_of: Any) -> dict[str, Any]:
+    """The first `event: job` of /events about the job `job_of()` submits once streaming."""
+    headers = {"Authorization": f"Bearer {server.client_key}"}
+    with httpx.stream("GET", server.url + "/events", headers=headers, timeout=10) as stream:
+        name, job_id = None, None
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:") and name == "stats" and job_id is None:
+                job_id = job_of()
+            elif line.startswith("data:") and name == "job":
+                data: dict[str, Any] = json.loads(line[5:])
+                if data["job_id"] == job_id:
+                    return data
+    raise AssertionError("no job event")
+
+
+def test_a_live_event_of_a_delayed_job_carries_its_run_at(
+    server: Any, client: httpx.Client
+) -> None:
+    queue = unique()
+    event = _job_event(server, lambda: submit(client, queue, delay_ms=3_600_000))
+    assert event["state"] == "READY" and event["run_at"] > event["at"]
+
+
+def test_search_by_state_id_prefix_and_error(client: httpx.Client, worker: httpx.Client) -> None:
+    queue = unique()
+    later = submit(client, queue, delay_ms=3_600_000)
+    now_id = submit(client, queue)
+    failing = submit(client, unique())
+    leased = lease(worker, client.get(f"/jobs/{failing}").json()["queue"])
+    worker.post(
+        f"/jobs/{failing}/ack",
+        json={"lease_id": leased["lease_id"], "result_error": TRACE, "retry": False},
+    )
+    scheduled = client.get("/jobs", params={"queue": queue, "state": "scheduled"}).json()
+    assert [j["job_id"] for j in scheduled["jobs"]] == [later]
+    assert scheduled["jobs"][0]["run_at"] > scheduled["jobs"][0]["created_at"]
+    ready = client.get("/jobs", params={"queue": queue, "state": "READY"}).json()["jobs"]
+    assert {j["job_id"] for j in ready} == {later, now_id}
+    by_prefix = client.get("/jobs", params={"id_prefix": now_id[:18]}).json()["jobs"]
+    assert [j["job_id"] for j in by_prefix] == [now_id]
+    by_error = client.get("/jobs", params={"error": "VALUEERROR: BAD", "state": "dead"}).json()
+    assert failing in [j["job_id"] for j in by_error["jobs"]]
+    bad = client.get("/jobs", params={"state": "sleeping"})
+    assert bad.status_code == 400 and bad.json()["field"] == "state"
+
+
+def test_cursor_paging_over_1000_jobs_with_inserts_misses_and_repeats_nothing(
+    client: httpx.Client,
+) -> None:
+    """Both the plain listing and a search (state=scheduled is one) page by cursor: jobs
+    submitted between pages are newer than every cursor, so no job shows twice or is missed."""
+    queue = unique()
+    batch = [{"payload": str(i), "queue": queue, "delay_ms": 3_600_000} for i in range(1000)]
+    response = client.post("/jobs/batch", json={"jobs": batch})
+    first = {r["job_id"] for r in response.json()["results"]}
+    assert len(first) == 1000
+    inserted: set[str] = set()
+    for state in (None, "scheduled"):
+        seen: list[str] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"queue": queue, "limit": 37}
+            if state:
+                params["state"] = state
+            if cursor:
+                params["cursor"] = cursor
+            page = client.get("/jobs", params=params).json()
+            seen += [j["job_id"] for j in page["jobs"]]
+            inserted.add(submit(client, queue, delay_ms=3_600_000))
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert len(seen) == len(set(seen))
+        assert first <= set(seen) and not (set(seen) - first - inserted)
+
+
+def test_bulk_requeue_and_cancel(client: httpx.Client, worker: httpx.Client) -> None:
+    queue = unique()
+    dead = [submit(client, queue, max_retries=0) for _ in range(7)]
+    for _ in dead:
+        leased = lease(worker, queue)
+        worker.post(
+            f"/jobs/{leased['job_id']}/ack",
+            json={"lease_id": leased["lease_id"], "result_error": "boom"},
+        )
+    waiting = [submit(client, queue) for _ in range(3)] + [
+        submit(client, queue, delay_ms=3_600_000)
+    ]
+    refused = worker.post("/jobs/bulk", json={"action": "requeue", "queue": queue})
+    assert refused.status_code == 403
+    cancel_scheduled = client.post(
+        "/jobs/bulk", json={"action": "cancel", "queue": queue, "states": ["SCHEDULED"]}
+    ).json()
+    assert cancel_scheduled == {"action": "cancel", "matched": 1, "changed": 1, "chunks": 1}
+    requeued = client.post("/jobs/bulk", json={"action": "requeue", "queue": queue}).json()
+    assert requeued == {"action": "requeue", "matched": 7, "changed": 7, "chunks": 1}
+    again = client.post("/jobs/bulk", json={"action": "requeue", "queue": queue}).json()
+    assert again["matched"] == again["changed"] == 0
+    cancelled = client.post(
+        "/jobs/bulk", json={"action": "cancel", "queue": queue, "limit": 5}
+    ).json()
+    assert cancelled["changed"] == 5
+    states = [client.get(f"/jobs/{job_id}").json()["state"] for job_id in dead + waiting]
+    assert states.count("CANCELLED") == 6 and states.count("READY") == 5
+    bad = client.post("/jobs/bulk", json={"action": "delete"})
+    assert bad.status_code == 400 and bad.json()["field"] == "action"
