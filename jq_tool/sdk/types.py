@@ -25,8 +25,23 @@ class JobState(enum.StrEnum):
 FINISHED_STATES = frozenset({JobState.ACKED, JobState.DEAD, JobState.CANCELLED})
 
 
+class Attempt(msgspec.Struct, frozen=True):
+    """One attempt of a job (`Job.attempt_history`): who ran it, when, how it ended, and the
+    error it failed with (`traceback`: the whole error text, at most 8 KiB)."""
+
+    attempt: int
+    outcome: str  # running, acked, failed, expired
+    worker: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    error_class: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+
+
 class Job(msgspec.Struct, frozen=True):
-    """A job as `GET /jobs/{id}` shows it (`payload` is None in list pages)."""
+    """A job as `GET /jobs/{id}` shows it (`payload` is None in list pages, and so is
+    `attempt_history`: the attempts kept, the last 10)."""
 
     job_id: str
     state: JobState
@@ -45,6 +60,11 @@ class Job(msgspec.Struct, frozen=True):
     # The schedule whose run made this job and the due time it ran for (None: submitted).
     schedule: str | None = None
     schedule_due_at: datetime | None = None
+    # The current error read into a class and a message; the worker holding the lease.
+    error_class: str | None = None
+    error_message: str | None = None
+    worker: str | None = None
+    attempt_history: list[Attempt] | None = None
 
     @property
     def finished(self) -> bool:
@@ -194,6 +214,7 @@ class JobEvent(msgspec.Struct, frozen=True):
     attempts: int = 0
     priority: int = 0
     at: datetime | int | None = None
+    run_at: datetime | None = None  # READY with run_at after `at`: scheduled
 
     @property
     def finished(self) -> bool:
