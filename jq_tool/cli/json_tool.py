@@ -36,6 +36,9 @@ OUR_COMMANDS = frozenset(
         "chaos",
         "tui",
         "wal-inspect",
+        "workers",
+        "queue",
+        "history",
         "--help",
     }
 )
