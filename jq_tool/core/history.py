@@ -61,16 +61,34 @@ class History:
         # While every slot is taken, no slot can free up before this minute: new queues are
         # not tracked until then without looking (so an untracked queue costs one comparison).
         self._full_until = -(2**62)
+        # The current minute and its rows (the last row of each series), for `count`.
+        self._minute = -(2**62)
+        self._total_row: list[int] = [0, 0, 0, 0]
+        self._rows: dict[str, list[int]] = {}
 
     def count(self, queue: str, now: int, kind: int, n: int = 1) -> None:
         minute = now // MINUTE_MS
-        self._total.add(minute, kind, n)
+        if minute == self._minute:
+            # The hot path: this minute's rows are at hand (a throwaway row for a queue that
+            # is not tracked), two increments.
+            self._total_row[kind + 1] += n
+            row = self._rows.get(queue)
+            if row is not None:
+                row[kind + 1] += n
+                return
+        else:
+            self._total.add(minute, kind, n)
+            self._minute = minute
+            self._total_row = self._total.rows[-1]
+            self._rows = {}
         series = self._queues.get(queue)
         if series is None:
             series = self._slot(queue, minute)
             if series is None:
+                self._rows[queue] = [minute, 0, 0, 0]  # counted nowhere until the next minute
                 return
         series.add(minute, kind, n)
+        self._rows[queue] = series.rows[-1]
 
     def _slot(self, queue: str, minute: int) -> _Series | None:
         queues = self._queues

@@ -197,7 +197,7 @@ class _QueueIndex:
         self.ready: list[ReadyEntry] = []
         # The runnable jobs again, by the time they became runnable (run_at), for the age of
         # the oldest one (a queue's latency): the lease-order heap puts priority first, so its
-        # top is not the oldest. Lazy deletion like the others; pruned on lease.
+        # top is not the oldest. Lazy deletion like the others (see _rebuild_since).
         self.since: list[TimedEntry] = []
         self.retry: list[TimedEntry] = []
         self.counts = [0, 0, 0, 0, 0, 0, 0]
@@ -623,7 +623,8 @@ class StateMachine:
     def oldest_runnable_since(self, queue: str) -> int | None:
         """The run_at of the queue's oldest runnable job (READY and due: waiting since then),
         or None when it has none. O(log n) amortized: the top of the queue's `since` heap,
-        skipping entries of jobs that moved on. A queue's latency is `now - this`."""
+        dropping entries of jobs that moved on (leased, cancelled) on the way. A queue's
+        latency is `now - this`."""
         q = self._queues.get(queue) if type(queue) is str else None
         if q is None:
             return None
@@ -872,7 +873,8 @@ class StateMachine:
             heapq.heappush(self._leases, (job.lease_until, job.seq, job))
             self._notify(job, _READY, now)
             leased.append(copy(job))
-        _prune_since(q)
+        if len(q.since) > 2 * counts[_B_RUNNABLE] + 1024:
+            _rebuild_since(q)  # the leased jobs' entries stay behind until then
         return LeaseResult(jobs=leased)
 
     def _ack(self, cmd: Ack) -> Result:
@@ -1423,16 +1425,12 @@ def _pop_ready(ready: list[ReadyEntry]) -> Job | None:
     return None
 
 
-def _prune_since(q: _QueueIndex) -> None:
-    """After a lease: drop the `since` entries of leased jobs at its top, and rebuild it from
-    the lease-order heap once stale entries could outnumber the live ones (jobs leased out of
-    run_at order, by priority, leave theirs deeper down). Amortized O(log n) per leased job."""
-    since = q.since
-    while since and since[0][2].state is not _READY:
-        heapq.heappop(since)
-    if len(since) > 1024 and len(since) > 2 * q.counts[_B_RUNNABLE]:
-        q.since = [(e[1], e[2], e[3]) for e in q.ready if e[3].state is _READY]
-        heapq.heapify(q.since)
+def _rebuild_since(q: _QueueIndex) -> None:
+    """Rebuild the `since` heap from the lease-order heap: a lease leaves its job's entry
+    behind (popping it would cost every lease a heap operation), and once those could
+    outnumber the live entries they are dropped all at once: O(1) amortized per lease."""
+    q.since = [(e[1], e[2], e[3]) for e in q.ready if e[3].state is _READY]
+    heapq.heapify(q.since)
 
 
 def _valid_ready_top(ready: list[ReadyEntry]) -> ReadyEntry | None:
