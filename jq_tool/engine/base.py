@@ -22,6 +22,12 @@ from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
+# The console's vocabulary, re-exported for the server (which imports engine.base, never
+# core beyond core.model): a job's attempts and its error split, the search filter, the
+# history's minute.
+from jq_tool.core.attempts import attempt_history as attempt_history
+from jq_tool.core.attempts import split_error as split_error
+from jq_tool.core.history import MINUTE_MS as MINUTE_MS
 from jq_tool.core.model import (
     ErrorCode,
     Job,
@@ -31,6 +37,7 @@ from jq_tool.core.model import (
     Schedule,
     ScheduleSpec,
 )
+from jq_tool.core.search import SCHEDULED as SCHEDULED
 from jq_tool.core.search import JobFilter
 from jq_tool.core.state_machine import QueueStats, ScheduleStats, StateMachineConfig, Stats
 

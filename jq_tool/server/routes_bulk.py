@@ -21,8 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from jq_tool.auth import Scope
-from jq_tool.core.search import SCHEDULED, JobFilter
-from jq_tool.engine.base import Engine
+from jq_tool.engine.base import SCHEDULED, Engine, JobFilter
 from jq_tool.server.auth_guard import Guard
 from jq_tool.server.requests import decode, read_body
 from jq_tool.server.wire import JSONResponse

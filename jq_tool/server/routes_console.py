@@ -18,8 +18,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from jq_tool.auth import Scope
-from jq_tool.core.history import MINUTE_MS
-from jq_tool.engine.base import Engine
+from jq_tool.engine.base import MINUTE_MS, Engine
 from jq_tool.server.auth_guard import Guard
 from jq_tool.server.errors import invalid_field, not_found
 from jq_tool.server.requests import check_value, decode_query

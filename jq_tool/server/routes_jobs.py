@@ -21,10 +21,11 @@ from starlette.routing import BaseRoute, Route
 
 from jq_tool.auth import Scope
 from jq_tool.core.model import ErrorCode, Job, JobState
-from jq_tool.core.search import SCHEDULED, JobFilter
 from jq_tool.engine.base import (
+    SCHEDULED,
     CommandRejected,
     Engine,
+    JobFilter,
     JobSpec,
     LeaseNext,
     Settlement,

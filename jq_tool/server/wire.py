@@ -27,8 +27,8 @@ from msgspec import UNSET, UnsetType
 from starlette.responses import Response
 
 from jq_tool.auth import ApiKey, KeyType, Scope
-from jq_tool.core.attempts import attempt_history, split_error
 from jq_tool.core.model import Attempt, Job, JobState, MissedPolicy, OverlapPolicy, Schedule
+from jq_tool.engine.base import attempt_history, split_error
 
 _encoder = msgspec.json.Encoder()
 
