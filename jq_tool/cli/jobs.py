@@ -50,6 +50,11 @@ def _job_fields(job: Job) -> list[tuple[str, object]]:
         ("payload", job.payload),
         ("result", job.result),
         ("result_error", job.result_error),
+        *(
+            [("progress", f"{job.progress.progress:.0%} {job.progress.note}".rstrip())]
+            if job.progress is not None
+            else []
+        ),
         ("error", job.error_class),
         ("error_message", job.error_message),
         ("worker", job.worker),

@@ -36,6 +36,8 @@ OUR_COMMANDS = frozenset(
         "chaos",
         "tui",
         "wal-inspect",
+        "why",
+        "dead",
         "workers",
         "queue",
         "history",

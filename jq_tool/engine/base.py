@@ -27,15 +27,21 @@ import msgspec
 # history's minute.
 from jq_tool.core.attempts import attempt_history as attempt_history
 from jq_tool.core.attempts import split_error as split_error
+from jq_tool.core.dead_groups import DeadGroupSummary
+from jq_tool.core.explain import Explanation
 from jq_tool.core.history import MINUTE_MS as MINUTE_MS
 from jq_tool.core.model import (
+    DeadGroupAction,
     ErrorCode,
     Job,
     JobState,
     MissedPolicy,
     OverlapPolicy,
+    ParentFailure,
+    QueueSettings,
     Schedule,
     ScheduleSpec,
+    UniqueScope,
 )
 from jq_tool.core.search import SCHEDULED as SCHEDULED
 from jq_tool.core.search import JobFilter
@@ -97,14 +103,25 @@ class JobSpec(msgspec.Struct):
     idempotency_key: str | None = None
     delay_ms: int | None = None  # run_at = the engine's now + delay_ms, when run_at is None
     owner: str = ""  # the submitting key's owner id: idempotency keys are that owner's own
+    # Flow control (issue 18): a unique key and its scope, and parents. A depends_on entry
+    # "$N" names the job of entry N (earlier) of the same batch; the engine resolves it.
+    unique_key: str | None = None
+    unique_scope: UniqueScope = UniqueScope.QUEUED
+    unique_period_ms: int = 0
+    depends_on: list[str] = []
+    on_parent_failure: ParentFailure = ParentFailure.CANCEL
 
     def fingerprint(self) -> str:
         """What makes two submits the same request, for an idempotency key: a hash of every
         field that shapes the job (not the key, not the owner, which name the entry). Delay and
         run_at as asked, so a retried `delay_ms` submit is the same request a second later."""
-        canonical = _fingerprint_encoder.encode(
-            (self.payload, self.queue, self.priority, self.max_retries, self.run_at, self.delay_ms)
-        )
+        shape: tuple[object, ...] = (
+            self.payload, self.queue, self.priority, self.max_retries, self.run_at, self.delay_ms
+        )  # fmt: skip
+        if self.unique_key is not None or self.depends_on:
+            shape += (self.unique_key, self.unique_scope, self.unique_period_ms,
+                      self.depends_on, self.on_parent_failure)  # fmt: skip
+        canonical = _fingerprint_encoder.encode(shape)
         return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
@@ -127,9 +144,21 @@ class ScheduleChanges(msgspec.Struct):
     paused: bool | None = None
 
 
+class QueueChange(msgspec.Struct):
+    """What PUT /queues/{name} (and pause, resume) changes: None leaves a setting as it is,
+    0 removes a limit."""
+
+    queue: str
+    paused: bool | None = None
+    concurrency: int | None = None
+    rate_limit: int | None = None
+    rate_period_ms: int | None = None
+
+
 class SubmitOutcome(msgspec.Struct):
     job_id: str | None = None
     duplicate: bool = False  # an idempotency key found an earlier job
+    unique: bool = False  # a unique key in scope found an earlier job
     error: str | None = None  # why this entry was refused
     code: ErrorCode | None = None  # the state machine's code for that refusal
 
@@ -224,6 +253,31 @@ class EngineConfig:
     idempotency_keep_ms: int = 24 * 3600 * 1000  # into each Submit command
     max_queues: int = 10_000  # into each Submit command; 0: no cap
     max_schedules: int = 10_000  # into each CreateSchedule command
+
+
+# -- insight (issue 19) ------------------------------------------------------------------------
+
+
+class DeadGroupOutcome(msgspec.Struct):
+    """What settling a group did: how many jobs, in how many commands, and what is left of
+    the group (jobs that died after the request began stay)."""
+
+    settled: int
+    commands: int
+    remaining: int
+
+
+class QueueLatency(msgspec.Struct):
+    """A queue's recent time in queue (seconds, over the window; None: nothing leased in it),
+    the age of its oldest runnable job, and its threshold."""
+
+    leased: int = 0  # jobs leased in the window
+    wait_p50_s: float | None = None
+    wait_p95_s: float | None = None
+    wait_p99_s: float | None = None
+    drain_per_s: float = 0.0
+    oldest_runnable_age_s: float | None = None
+    max_latency_s: float | None = None  # the queue's threshold, when it has one
 
 
 class Engine(Protocol):
@@ -329,10 +383,6 @@ class Engine(Protocol):
         logged command; returns the ids it changed (the others had left that state)."""
         ...
 
-    def queue_stats(self, queue: str) -> QueueStats | None:
-        """One queue's counts by state, or None when it holds no job."""
-        ...
-
     def history(
         self, queue: str | None, minutes: int, last_minute: int
     ) -> tuple[bool, builtins.list[int], builtins.list[int], builtins.list[int]]:
@@ -383,6 +433,25 @@ class Engine(Protocol):
         """How many schedules, how many paused, the next due time, runs/skips/misses."""
         ...
 
+    # -- queue flow settings (issue 18): pause, concurrency and rate limits --------------------
+
+    async def set_queue(self, change: QueueChange) -> QueueSettings:
+        """Change a queue's flow settings (None fields stay). Raises CommandRejected (INVALID,
+        TOO_MANY_QUEUES)."""
+        ...
+
+    def queue_settings(self, name: str) -> QueueSettings:
+        """A queue's flow settings (defaults for a queue without any)."""
+        ...
+
+    def queue_settings_page(self) -> builtins.list[QueueSettings]:
+        """Every queue with settings of its own, by name."""
+        ...
+
+    def queue_stats(self, name: str) -> QueueStats | None:
+        """One queue's counts and settings, None when it holds no job."""
+        ...
+
     def metrics(self) -> Iterator[Metric]:
         """Prometheus metric families about the log (durable appends, batches, snapshots)."""
         ...
@@ -390,4 +459,31 @@ class Engine(Protocol):
     def subscribe(self) -> AsyncIterator[JobEvent]:
         """Job events from now on, until the consumer stops iterating. A slow consumer drops
         events rather than slowing the engine."""
+        ...
+
+    # -- insight (issue 19): explain, dead-letter groups, progress, latency ---------------------
+
+    async def explain(self, job_id: str) -> Explanation | None:
+        """Why the job is where it is (core/explain.py), or None for an unknown job."""
+        ...
+
+    def dead_groups(self) -> builtins.list[DeadGroupSummary]:
+        """The DEAD jobs grouped by their last error's fingerprint, biggest first."""
+        ...
+
+    async def settle_dead_group(
+        self, fingerprint: str, action: DeadGroupAction, *, chunk: int = 500
+    ) -> DeadGroupOutcome:
+        """Requeue or cancel every job of the group that died before now, `chunk` jobs per
+        logged command. Raises CommandRejected (NOT_FOUND) for an unknown group."""
+        ...
+
+    async def progress(
+        self, job_id: str, *, lease_id: str | None, percent: float, note: str
+    ) -> Job:
+        """Record a running attempt's progress. Raises CommandRejected like extend."""
+        ...
+
+    def queue_latency(self, queue: str) -> QueueLatency:
+        """The queue's recent time in queue, drain rate and oldest runnable job's age."""
         ...

@@ -45,17 +45,21 @@ from jq_tool.core.model import (
     Extend,
     Fail,
     Job,
+    JobFlow,
     JobResult,
     JobState,
     Lease,
     LeaseResult,
     NewJob,
     Purge,
+    QueueResult,
+    QueueSettings,
     Requeue,
     Result,
     Schedule,
     ScheduleResult,
     ScheduleSpec,
+    SetQueue,
     Submit,
     SubmitResult,
     Submitted,
@@ -75,6 +79,7 @@ from jq_tool.engine.base import (
     JobEvent,
     JobSpec,
     LeaseNext,
+    QueueChange,
     ScheduleChanges,
     Settlement,
     StorageFull,
@@ -82,7 +87,9 @@ from jq_tool.engine.base import (
 )
 from jq_tool.engine.firing import plan_firing
 from jq_tool.engine.forked_snapshot import SnapshotChildFailed, fork_snapshot
+from jq_tool.engine.insight import InsightCalls
 from jq_tool.engine.metrics import LogMetrics
+from jq_tool.engine.queue_activity import QueueActivityTracker
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -142,11 +149,20 @@ def new_lease_id() -> str:
     return _random_hex.take(32)
 
 
-def _new_job(spec: JobSpec, now: int) -> NewJob:
+def _new_job(spec: JobSpec, now: int, batch: list[NewJob] | None = None) -> NewJob:
     run_at = spec.run_at
     if run_at is None and spec.delay_ms:
         run_at = now + spec.delay_ms
     key = spec.idempotency_key
+    flow = None
+    if spec.unique_key is not None or spec.depends_on:
+        flow = JobFlow(
+            spec.unique_key,
+            spec.unique_scope,
+            spec.unique_period_ms,
+            [_parent_id(parent, batch) for parent in spec.depends_on],
+            spec.on_parent_failure,
+        )
     return NewJob(
         new_job_id(),
         spec.queue,
@@ -158,7 +174,19 @@ def _new_job(spec: JobSpec, now: int) -> NewJob:
         spec.owner,
         # Hashing a payload costs; only a keyed submit can ever be compared with another.
         None if key is None else spec.fingerprint(),
+        flow,
     )
+
+
+def _parent_id(parent: str, batch: list[NewJob] | None) -> str:
+    """A depends_on entry as a job id: "$N" is the id of the batch's entry N, which must come
+    before the entry naming it (the server checks; here an index out of range is kept as
+    written, and the state machine refuses it as an unknown parent)."""
+    if batch is not None and parent.startswith("$") and parent[1:].isdigit():
+        index = int(parent[1:])
+        if index < len(batch):
+            return batch[index].id
+    return parent
 
 
 # A placeholder in settle_many's outcomes until its command's result is in.
@@ -178,7 +206,7 @@ def _forget(futures: Iterable[asyncio.Future[Result]]) -> None:
 
 def _outcome(entry: Submitted | Error) -> SubmitOutcome:
     if isinstance(entry, Submitted):
-        return SubmitOutcome(job_id=entry.job_id, duplicate=entry.duplicate)
+        return SubmitOutcome(job_id=entry.job_id, duplicate=entry.duplicate, unique=entry.unique)
     return SubmitOutcome(error=entry.message, code=entry.code)
 
 
@@ -194,7 +222,7 @@ class Proposal:
         self.future = future
 
 
-class CommandEngine(Engine):
+class CommandEngine(InsightCalls, Engine):
     # Batches the log may be making durable at once: the WAL writes one at a time (commands
     # that arrive meanwhile form the next batch); etcd takes several puts in flight.
     APPENDS_IN_FLIGHT: ClassVar[int] = 1
@@ -224,6 +252,7 @@ class CommandEngine(Engine):
         self._snapshot_at = 0  # the position the newest durable snapshot covers
         self._snapshot_task: asyncio.Task[None] | None = None  # a snapshot being written
         self.log_metrics = LogMetrics()
+        self.queue_activity = QueueActivityTracker()  # lease requests, wait times (issue 19)
         # Parsed cron expressions by (expression, time zone); None: not usable any more.
         self._cron: dict[tuple[str, str], CronTimes | None] = {}
 
@@ -337,7 +366,13 @@ class CommandEngine(Engine):
         """Apply durable commands in log order and answer their callers (`batch`, when this
         process proposed them). The log calls `_applied` once the state matches a log position."""
         self._disk_full = False  # these were written
-        results = [self._machine.apply(command) for command in commands]
+        machine = self._machine
+        results = []
+        for command in commands:
+            results.append(machine.apply(command))
+            if type(command) is SetQueue:
+                # A resume or a raised limit may free the queue: every waiter looks again.
+                self._runnable_news[command.queue] = 1 << 30
         if batch is not None:
             for proposal, result in zip(batch, results, strict=True):
                 if not proposal.future.done():
@@ -444,7 +479,12 @@ class CommandEngine(Engine):
     def _on_transition(self, job: Job, previous: JobState | None, now: int) -> None:
         if self._replaying:
             return
-        if job.state is JobState.READY and job.run_at <= now:
+        if previous is JobState.READY and job.state is JobState.RUNNING:
+            self.queue_activity.leased(job.queue, now - job.run_at, now)  # time in queue
+        if (job.state is JobState.READY and job.run_at <= now) or (
+            previous is JobState.RUNNING and self._machine.has_queue_settings(job.queue)
+        ):
+            # A job finishing in a queue with a concurrency limit frees a slot there.
             self._runnable_news[job.queue] = self._runnable_news.get(job.queue, 0) + 1
         if self._subscribers:
             event = JobEvent(
@@ -575,7 +615,9 @@ class CommandEngine(Engine):
 
     async def submit_many(self, specs: list[JobSpec]) -> list[SubmitOutcome]:
         now = self._clock()
-        jobs = [_new_job(spec, now) for spec in specs]
+        jobs: list[NewJob] = []
+        for spec in specs:
+            jobs.append(_new_job(spec, now, jobs))
         config = self.config
         result = await self._propose(
             Submit(now, jobs, config.idempotency_keep_ms, config.max_queues)
@@ -594,6 +636,7 @@ class CommandEngine(Engine):
         worker: str | None = None,
     ) -> list[Job]:
         lease_ms = lease_ms or self.config.lease_ms
+        self.queue_activity.asked(queue, self._clock())
         await self._catch_up()
         # Try at once: a busy queue answers without the long poll's timer and tasks.
         jobs = await self._lease_now(queue, max_jobs, lease_ms, worker)
@@ -645,6 +688,11 @@ class CommandEngine(Engine):
                 return []
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.setdefault(queue, deque()).append(waiter)
+            now = self._clock()
+            free_at = self._machine.lease_blocked_until(queue, now)
+            if free_at is not None and free_at > 0:
+                # A rate window frees a slot at a time, not on an event: look again then.
+                remaining = min(remaining, max(free_at - now, 1) / 1000)
             try:
                 await asyncio.wait_for(waiter, remaining)
             except TimeoutError:
@@ -693,6 +741,8 @@ class CommandEngine(Engine):
         # Lease is applied whatever the settlements' outcomes, which is what a worker wants (its
         # slots are free either way), so nothing decides it inside the state machine.
         machine = self._machine
+        if lease_next is not None:
+            self.queue_activity.asked(lease_next.queue, self._clock())
         if lease_next is not None or any(machine.get(s.job_id) is None for s in settlements):
             await self._catch_up()
         now = self._clock()
@@ -785,9 +835,6 @@ class CommandEngine(Engine):
     def oldest_runnable_since(self, queue: str) -> int | None:
         return self._machine.oldest_runnable_since(queue)
 
-    def queue_stats(self, queue: str) -> QueueStats | None:
-        return self._machine.queue_stats(queue)
-
     def search(
         self,
         where: JobFilter,
@@ -816,8 +863,10 @@ class CommandEngine(Engine):
         return self._machine.history(queue, minutes, last_minute)
 
     def metrics(self) -> Iterator[Metric]:
-        """Prometheus metric families about the log (the server adds them to /metrics)."""
-        return self.log_metrics.collect()
+        """Prometheus metric families about the log and the queues' wait times (the server
+        adds them to /metrics)."""
+        yield from self.log_metrics.collect()
+        yield from self.queue_activity.collect()
 
     # ------------------------------------------------------------------ schedules
 
@@ -904,6 +953,34 @@ class CommandEngine(Engine):
 
     def schedule_stats(self) -> ScheduleStats:
         return self._machine.schedule_stats()
+
+    # ------------------------------------------------------------------ queue flow settings
+
+    async def set_queue(self, change: QueueChange) -> QueueSettings:
+        result = await self._propose(
+            SetQueue(
+                self._clock(),
+                change.queue,
+                change.paused,
+                change.concurrency,
+                change.rate_limit,
+                change.rate_period_ms,
+                self.config.max_queues,
+            )
+        )
+        if isinstance(result, Error):
+            raise CommandRejected(result.code, result.message)
+        assert isinstance(result, QueueResult)
+        return result.settings
+
+    def queue_settings(self, name: str) -> QueueSettings:
+        return self._machine.queue_settings(name)
+
+    def queue_settings_page(self) -> builtins.list[QueueSettings]:
+        return self._machine.queue_settings_page()
+
+    def queue_stats(self, name: str) -> QueueStats | None:
+        return self._machine.queue_stats(name)
 
 
 def _first_due(times: CronTimes, after: int) -> int:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from jq_tool.sdk.calls import (
+from jq_tool.sdk.calls import (  # insight (issue 19)
     MAX_BATCH,
     Call,
     ack_call,
@@ -35,8 +35,10 @@ from jq_tool.sdk.calls import (
     batches,
     create_key_call,
     create_schedule_call,
+    dead_groups_call,
     delete_schedule_call,
     events_call,
+    explain_call,
     extend_call,
     fail_call,
     get_call,
@@ -48,8 +50,11 @@ from jq_tool.sdk.calls import (
     list_keys_call,
     list_schedules_call,
     pause_schedule_call,
+    progress_call,
+    progress_problem,
     revoke_key_call,
     settle_call,
+    settle_group_call,
     stats_call,
     submit_call,
     submit_spec,
@@ -74,16 +79,20 @@ from jq_tool.sdk.errors import (
 )
 from jq_tool.sdk.sse import AsyncEventStream, EventStream
 from jq_tool.sdk.tls import Verify
-from jq_tool.sdk.types import (
+from jq_tool.sdk.types import (  # issue 19
     AckResult,
     BatchAck,
     CreatedKey,
+    DeadGroups,
+    DeadGroupSettled,
+    Explanation,
     Extended,
     Job,
     JobSpec,
     Key,
     LeasedJob,
     Page,
+    Progress,
     RevokedKey,
     Schedule,
     SchedulePage,
@@ -611,6 +620,45 @@ class Client(BaseClient):
                 plan.failed(error)
         return plan.result
 
+    # -- insight (issue 19): explain, progress, dead-letter groups ----------------------------
+
+    def explain(self, job_id: str, *, timeout: float | None = None) -> Explanation:
+        """Why the job is where it is: a reason, one sentence, and its fields."""
+        return self.send(explain_call(job_id), timeout)
+
+    def progress(
+        self,
+        job_id: str,
+        progress: float,
+        note: str = "",
+        *,
+        lease_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Progress | None:
+        """Report a running attempt's progress (0..1) and a short note. Inside a worker's
+        handler, `job.progress(...)` does this in the background."""
+        problem = progress_problem(progress, note)
+        if problem:
+            raise ValueError(problem)
+        return self.send(progress_call(job_id, progress, note, lease_id), timeout)
+
+    def dead_groups(self, *, timeout: float | None = None) -> DeadGroups:
+        """The DEAD jobs grouped by their last error's fingerprint, biggest group first."""
+        return self.send(dead_groups_call(), timeout)
+
+    def requeue_dead_group(
+        self, fingerprint: str, *, chunk: int | None = None, timeout: float | None = None
+    ) -> DeadGroupSettled:
+        """Requeue every job of the group that died before the request (`chunk` jobs per
+        logged command on the server)."""
+        return self.send(settle_group_call(fingerprint, "requeue", chunk), timeout)
+
+    def cancel_dead_group(
+        self, fingerprint: str, *, chunk: int | None = None, timeout: float | None = None
+    ) -> DeadGroupSettled:
+        """Cancel every job of the group that died before the request: CANCELLED for good."""
+        return self.send(settle_group_call(fingerprint, "cancel", chunk), timeout)
+
     def _do(self, step: Step) -> Any:
         if isinstance(step, Get):
             return self.get(step.job_id)
@@ -970,6 +1018,45 @@ class AsyncClient(BaseClient):
             except Exception as error:
                 plan.failed(error)
         return plan.result
+
+    # -- insight (issue 19): explain, progress, dead-letter groups ----------------------------
+
+    async def explain(self, job_id: str, *, timeout: float | None = None) -> Explanation:
+        """Why the job is where it is: a reason, one sentence, and its fields."""
+        return await self.send(explain_call(job_id), timeout)
+
+    async def progress(
+        self,
+        job_id: str,
+        progress: float,
+        note: str = "",
+        *,
+        lease_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Progress | None:
+        """Report a running attempt's progress (0..1) and a short note. Inside a worker's
+        handler, `job.progress(...)` does this in the background."""
+        problem = progress_problem(progress, note)
+        if problem:
+            raise ValueError(problem)
+        return await self.send(progress_call(job_id, progress, note, lease_id), timeout)
+
+    async def dead_groups(self, *, timeout: float | None = None) -> DeadGroups:
+        """The DEAD jobs grouped by their last error's fingerprint, biggest group first."""
+        return await self.send(dead_groups_call(), timeout)
+
+    async def requeue_dead_group(
+        self, fingerprint: str, *, chunk: int | None = None, timeout: float | None = None
+    ) -> DeadGroupSettled:
+        """Requeue every job of the group that died before the request (`chunk` jobs per
+        logged command on the server)."""
+        return await self.send(settle_group_call(fingerprint, "requeue", chunk), timeout)
+
+    async def cancel_dead_group(
+        self, fingerprint: str, *, chunk: int | None = None, timeout: float | None = None
+    ) -> DeadGroupSettled:
+        """Cancel every job of the group that died before the request: CANCELLED for good."""
+        return await self.send(settle_group_call(fingerprint, "cancel", chunk), timeout)
 
     async def _do(self, step: Step) -> Any:
         if isinstance(step, Get):

@@ -1,5 +1,5 @@
 """The console's routes for SDK users (docs/api.md, "The operator's console"): the typed
-answers of GET /workers, GET /queues/{name}, GET /stats/history and POST /jobs/bulk, the
+answers of GET /workers, GET /queues/{name}/overview, GET /stats/history and POST /jobs/bulk, the
 calls that ask for them, and the worker id a worker sends with its lease requests."""
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def queue_call(name: str, cursor: str | None, limit: int | None) -> Call[QueueDe
     params = {k: v for k, v in {"cursor": cursor, "limit": limit}.items() if v is not None}
     return Call(
         "GET",
-        f"/queues/{segment(name)}",
+        f"/queues/{segment(name)}/overview",
         _decoder(QueueDetail),
         params=params,
         not_found=QueueNotFound,

@@ -25,13 +25,16 @@ from jq_tool.server.dashboard import dashboard_routes
 from jq_tool.server.errors import HANDLED_EXCEPTIONS, handle_exception
 from jq_tool.server.events import EventRoutes, OpenStreams, StreamSlots, TicketBook
 from jq_tool.server.hot_routes import HotRoutes
+from jq_tool.server.latency import LatencyWatch
 from jq_tool.server.metrics import RequestCounts, RequestMetricsMiddleware, build_registry
 from jq_tool.server.openapi import openapi_routes
 from jq_tool.server.routes_bulk import BulkRoutes
 from jq_tool.server.routes_console import ConsoleRoutes
+from jq_tool.server.routes_insight import InsightRoutes
 from jq_tool.server.routes_jobs import JobRoutes
 from jq_tool.server.routes_keys import KeyRoutes
 from jq_tool.server.routes_monitoring import KeyStoreProbe, MonitoringRoutes
+from jq_tool.server.routes_queues import QueueRoutes
 from jq_tool.server.routes_schedules import ScheduleRoutes
 from jq_tool.server.routing import answer_wrong_methods
 from jq_tool.server.stats import StatsView, ThroughputMeter
@@ -49,9 +52,11 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
     guard = Guard(keystore)
     counts = RequestCounts()
     meter = ThroughputMeter(engine)
-    stats = StatsView(engine, meter, settings.node_id)
+    latency = LatencyWatch(engine, settings.max_latency)  # issue 19: per-queue latency
+    stats = StatsView(engine, meter, settings.node_id, latency)
     draining = asyncio.Event()
     registry = build_registry(engine, counts)
+    registry.add(latency)
     tickets = TicketBook(settings.ticket_ttl_ms)
     slots = StreamSlots(settings.max_streams)
     streams = OpenStreams(keystore, tickets)
@@ -108,8 +113,10 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
                 *job_routes,
                 *KeyRoutes(keystore, guard).routes(),
                 *ScheduleRoutes(engine, guard, settings, counts.commands).routes(),
+                *QueueRoutes(engine, guard, settings, counts.commands).routes(),
+                *InsightRoutes(engine, guard, counts.commands).routes(),
                 *MonitoringRoutes(
-                    engine, guard, stats, registry, settings.max_body, key_store_probe
+                    engine, guard, stats, registry, settings.max_body, key_store_probe, latency
                 ).routes(),
                 *EventRoutes(engine, guard, stats, tickets, draining, slots, streams).routes(),
                 *ConsoleRoutes(engine, guard, workers).routes(),

@@ -1,4 +1,4 @@
-"""The console's read routes (issue 17): GET /workers, GET /queues/{name} and GET
+"""The console's read routes (issue 17): GET /workers, GET /queues/{name}/overview and GET
 /stats/history. Read-only views over the engine's state (and the node's WorkerBook, soft state);
 every number that must survive a restart comes from the state machine.
 
@@ -53,7 +53,7 @@ class ConsoleRoutes:
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/workers", self.list_workers, methods=["GET"]),
-            Route("/queues/{name}", self.queue_detail, methods=["GET"]),
+            Route("/queues/{name}/overview", self.queue_detail, methods=["GET"]),
             Route("/stats/history", self.history, methods=["GET"]),
         ]
 

@@ -15,12 +15,13 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from msgspec import UNSET
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from jq_tool.auth import Scope
-from jq_tool.core.model import ErrorCode, Job, JobState
+from jq_tool.core.model import ErrorCode, Job, JobState, UniqueScope
 from jq_tool.engine.base import (
     SCHEDULED,
     CommandRejected,
@@ -107,8 +108,22 @@ class JobRoutes:
 
     # --- submit ---------------------------------------------------------------------------------
 
-    def _spec(self, body: SubmitBody, idempotency_key: str | None, owner: str) -> JobSpec:
+    def _spec(
+        self,
+        body: SubmitBody,
+        idempotency_key: str | None,
+        owner: str,
+        batch_index: dict[int, int] | None = None,
+    ) -> JobSpec:
+        """The JobSpec of a submit body. `batch_index`: for an entry of a batch, the spec
+        index of each earlier accepted entry by its position, to resolve "$N" parents."""
         check_size(body.payload, self.settings.max_payload, "payload")
+        period_scope = body.unique_scope is UniqueScope.PERIOD and body.unique_key is not None
+        if period_scope and body.unique_period_ms is None:
+            raise invalid_field("unique_period_ms", "unique_scope period needs unique_period_ms")
+        parents = body.depends_on
+        if parents and any(parent.startswith("$") for parent in parents):
+            parents = [_batch_parent(parent, batch_index) for parent in parents]
         run_at: int | None = None
         if body.run_at is not None:
             if body.delay_ms is not None:
@@ -126,6 +141,11 @@ class JobRoutes:
             delay_ms=body.delay_ms,
             idempotency_key=body.idempotency_key or idempotency_key,
             owner=owner,  # idempotency keys are the submitting key's owner's own
+            unique_key=body.unique_key,
+            unique_scope=body.unique_scope,
+            unique_period_ms=body.unique_period_ms or 0,
+            depends_on=parents,
+            on_parent_failure=body.on_parent_failure,
         )
 
     async def submit(self, request: Request) -> Response:
@@ -139,6 +159,8 @@ class JobRoutes:
         outcome = await self.engine.submit(spec)
         if outcome.error is not None or outcome.job_id is None:
             raise _refused(outcome)
+        if outcome.unique:
+            return JSONResponse(SubmitAnswer(outcome.job_id, UNSET, True))
         if outcome.duplicate:
             return JSONResponse(SubmitAnswer(outcome.job_id, True))
         return JSONResponse(SubmitAnswer(outcome.job_id), status_code=201)
@@ -149,12 +171,15 @@ class JobRoutes:
         results: list[SubmitAnswer | BatchRefusal | None] = []
         specs: list[JobSpec] = []
         positions: list[int] = []
+        spec_of_position: dict[int, int] = {}
         for raw in batch.jobs:
             try:
-                spec = self._spec(decode(bytes(raw), SubmitBody), None, caller.owner_id)
+                body = decode(bytes(raw), SubmitBody)
+                spec = self._spec(body, None, caller.owner_id, spec_of_position)
             except ApiError as exc:
                 results.append(BatchRefusal(exc.message, exc.field, exc.code))
                 continue
+            spec_of_position[len(results)] = len(specs)
             positions.append(len(results))
             results.append(None)
             specs.append(spec)
@@ -166,7 +191,9 @@ class JobRoutes:
                     refusal = _refused(outcome)
                     results[position] = BatchRefusal(refusal.message, None, refusal.code.value)
                 else:
-                    results[position] = SubmitAnswer(outcome.job_id, outcome.duplicate)
+                    results[position] = SubmitAnswer(
+                        outcome.job_id, outcome.duplicate, True if outcome.unique else UNSET
+                    )
         return JSONResponse({"results": results}, status_code=201)
 
     # --- lease and settle -------------------------------------------------------------------
@@ -339,6 +366,22 @@ class JobRoutes:
         return JSONResponse(
             JobPage([job_body(job, with_payload=False) for job in jobs], next_cursor)
         )
+
+
+def _batch_parent(parent: str, batch_index: dict[int, int] | None) -> str:
+    """A depends_on entry: a job id as it is, or "$N" (entry N of this batch, before this
+    one, itself accepted) as "$K" with K its index among the submitted specs."""
+    if not parent.startswith("$"):
+        return parent
+    digits = parent[1:]
+    if batch_index is None:
+        raise invalid_field("depends_on", f"{parent!r}: a $N parent names a batch entry")
+    if not (digits.isascii() and digits.isdigit()) or int(digits) not in batch_index:
+        raise invalid_field(
+            "depends_on",
+            f"{parent!r} must name an earlier, accepted entry of this batch ($0, $1, ...)",
+        )
+    return f"${batch_index[int(digits)]}"
 
 
 def _labels(state: ListState) -> frozenset[str]:

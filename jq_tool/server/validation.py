@@ -15,10 +15,13 @@ from typing import Annotated
 import msgspec
 
 from jq_tool.auth import LABEL_PATTERN, KeyType, Scope
-from jq_tool.core.model import MissedPolicy, OverlapPolicy
+from jq_tool.core.model import MissedPolicy, OverlapPolicy, ParentFailure, UniqueScope
 
 MAX_LEASE_WAIT_MS = 30_000
 MAX_BATCH = 1000
+MAX_PARENTS = 1000  # depends_on entries of one job
+ParentRef = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+UniquePeriodMs = Annotated[int, msgspec.Meta(ge=1, le=365 * 86_400_000)]
 
 # The one queue name pattern, as docs/api.md and /openapi.json publish it. JSON Schema reads
 # `$` the ECMAScript way (the very end); Python's `$` also matches before a final newline, which
@@ -74,6 +77,13 @@ class SubmitBody(msgspec.Struct):
     run_at: RFC3339Time | None = None  # read by wire.parse_rfc3339, the server's one parser
     queue: QueueName = "default"
     idempotency_key: IdempotencyKey | None = None
+    # Flow control (issue 18): a unique key (per owner) and its scope; parents by job id, or
+    # "$N" for entry N (earlier) of the same batch.
+    unique_key: IdempotencyKey | None = None
+    unique_scope: UniqueScope = UniqueScope.QUEUED
+    unique_period_ms: UniquePeriodMs | None = None
+    depends_on: Annotated[list[ParentRef], msgspec.Meta(max_length=MAX_PARENTS)] = []
+    on_parent_failure: ParentFailure = ParentFailure.CANCEL
 
 
 class BatchBody(msgspec.Struct):
@@ -156,6 +166,7 @@ class ListState(enum.StrEnum):
     RETRY = "RETRY"
     DEAD = "DEAD"
     CANCELLED = "CANCELLED"
+    WAITING = "WAITING"
     SCHEDULED = "SCHEDULED"
 
 
@@ -180,6 +191,16 @@ class QueueListQuery(msgspec.Struct):
 
 class EmptyBody(msgspec.Struct):
     pass
+
+
+class QueueSettingsBody(msgspec.Struct):
+    """PUT /queues/{name}: a queue's flow settings; a field left out stays as it is, 0 removes
+    a limit. A rate limit counts leases in a sliding window of rate_period_ms."""
+
+    paused: bool | None = None
+    concurrency: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
+    rate_limit: Annotated[int, msgspec.Meta(ge=0, le=100_000)] | None = None
+    rate_period_ms: Annotated[int, msgspec.Meta(ge=0, le=7 * 86_400_000)] | None = None
 
 
 # --- schedules (periodic jobs) -----------------------------------------------------------------

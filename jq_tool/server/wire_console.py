@@ -26,7 +26,7 @@ class WorkerListQuery(msgspec.Struct):
 
 
 class QueueDetailQuery(msgspec.Struct):
-    """GET /queues/{name}: pages through the leases held (`cursor`: the `next_cursor`)."""
+    """GET /queues/{name}/overview: pages through the leases held (`cursor`: the `next_cursor`)."""
 
     cursor: SeqCursor | None = None
     limit: Limit = 100
@@ -92,7 +92,7 @@ class Throughput(msgspec.Struct, kw_only=True):
 
 
 class QueueDetail(msgspec.Struct, kw_only=True):
-    """GET /queues/{name}: counts by state, latency, throughput and the leases held."""
+    """GET /queues/{name}/overview: counts by state, latency, throughput and the leases held."""
 
     name: str
     runnable: int

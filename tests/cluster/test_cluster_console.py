@@ -68,7 +68,7 @@ def test_bulk_attempts_and_history_are_the_same_on_every_node(cluster: Cluster) 
     assert done == {"action": "requeue", "matched": 1200, "changed": 1200, "chunks": 3}
 
     def same_everywhere() -> None:
-        views = [call(n, n.client_key, "GET", f"/queues/{queue}") for n in (a, b, c)]
+        views = [call(n, n.client_key, "GET", f"/queues/{queue}/overview") for n in (a, b, c)]
         assert [(v["runnable"], v["dead"]) for v in views] == [(1200, 0)] * 3
         histories = [
             call(n, n.client_key, "GET", "/stats/history", params={"queue": queue, "window": "24h"})

@@ -165,7 +165,7 @@ class ReferenceQueue:
             run_at = now if nj.run_at is None else nj.run_at
             self.jobs[nj.id] = Job(
                 nj.id, nj.queue, nj.payload, nj.priority, nj.max_retries, 0, R, now, run_at,
-                self.seq, idempotency_key=key, updated_at=now,
+                self.seq, idempotency_key=key, updated_at=now, owner=nj.owner,
             )  # fmt: skip
             if key is not None:
                 self.idempotency[(nj.owner, key)] = (nj.id, nj.fingerprint, now + KEEP_MS)

@@ -103,7 +103,7 @@ def test_workers_and_the_queue_view_show_the_leases_held(
     assert len(mine) == 1 and mine[0]["leases"] == 1 and mine[0]["queues"] == [queue]
     assert mine[0]["last_seen"] is not None
 
-    view = client.get(f"/queues/{queue}").json()
+    view = client.get(f"/queues/{queue}/overview").json()
     assert (view["runnable"], view["running"], view["total"]) == (2, 1, 3)
     assert view["latency_ms"] is not None and view["latency_ms"] >= 0
     assert view["oldest_runnable_at"] is not None
@@ -116,12 +116,14 @@ def test_workers_and_the_queue_view_show_the_leases_held(
     # The leases page through.
     for _ in range(2):
         lease(worker, queue, worker_id)
-    first = client.get(f"/queues/{queue}", params={"limit": 2}).json()
+    first = client.get(f"/queues/{queue}/overview", params={"limit": 2}).json()
     assert len(first["leases"]) == 2 and first["next_cursor"] is not None
-    rest = client.get(f"/queues/{queue}", params={"limit": 2, "cursor": first["next_cursor"]})
+    rest = client.get(
+        f"/queues/{queue}/overview", params={"limit": 2, "cursor": first["next_cursor"]}
+    )
     assert [h["job_id"] for h in first["leases"] + rest.json()["leases"]] == ids
     assert rest.json()["next_cursor"] is None
-    empty = client.get(f"/queues/{queue}").json()
+    empty = client.get(f"/queues/{queue}/overview").json()
     assert empty["latency_ms"] is None and empty["oldest_runnable_at"] is None
 
 
@@ -145,8 +147,8 @@ def test_history_counts_per_minute(client: httpx.Client, worker: httpx.Client) -
         ("/stats/history", {"window": "2h"}, "window"),
         ("/stats/history", {"queue": "bad name"}, "queue"),
         ("/workers", {"limit": "0"}, "limit"),
-        ("/queues/x", {"cursor": "abc"}, "cursor"),
-        ("/queues/bad%20name", {}, "name"),
+        ("/queues/x/overview", {"cursor": "abc"}, "cursor"),
+        ("/queues/bad%20name/overview", {}, "name"),
     ],
 )
 def test_bad_queries_name_the_field(
@@ -164,11 +166,11 @@ def test_a_bad_worker_id_is_a_400_and_an_unknown_queue_a_404(
         "/jobs/lease", json={"queue": unique()}, headers={"X-Jq-Worker": "has space"}
     )
     assert response.status_code == 400 and response.json()["field"] == "X-Jq-Worker"
-    response = client.get(f"/queues/{unique()}")
+    response = client.get(f"/queues/{unique()}/overview")
     assert response.status_code == 404 and response.json()["code"] == "not_found"
 
 
-@pytest.mark.parametrize("path", ["/workers", "/queues/default", "/stats/history"])
+@pytest.mark.parametrize("path", ["/workers", "/queues/default/overview", "/stats/history"])
 def test_every_console_route_checks_its_scope(
     server: Any, reader_without_scope: httpx.Client, path: str
 ) -> None:
@@ -286,3 +288,18 @@ def test_bulk_requeue_and_cancel(client: httpx.Client, worker: httpx.Client) -> 
     assert states.count("CANCELLED") == 6 and states.count("READY") == 5
     bad = client.post("/jobs/bulk", json={"action": "delete"})
     assert bad.status_code == 400 and bad.json()["field"] == "action"
+
+
+def test_bulk_needs_a_key_that_may_submit(server: Any, worker: httpx.Client) -> None:
+    body = {"action": "cancel", "queue": unique()}
+    with server.client(None) as anonymous:
+        assert anonymous.post("/jobs/bulk", json=body).status_code == 401
+    response = worker.post("/jobs/bulk", json=body)
+    assert response.status_code == 403 and response.json()["code"] == "forbidden"
+
+
+def test_every_job_state_can_be_listed() -> None:
+    from jq_tool.core.model import JobState
+    from jq_tool.server.validation import ListState
+
+    assert {s.value for s in JobState} | {"SCHEDULED"} == {s.value for s in ListState}

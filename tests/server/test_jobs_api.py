@@ -326,7 +326,8 @@ def test_stats_shape_and_counts(client: httpx.Client, worker: httpx.Client) -> N
     assert stats["role"] == "single" and isinstance(stats["node_id"], str)
     assert stats["queues"][queue] == {
         "runnable": 1, "running": 0, "scheduled": 1, "retry": 0, "dead": 0, "acked": 0,
-        "cancelled": 0, "total": 2,
+        "cancelled": 0, "total": 2, "waiting": 0,
+        "paused": False, "concurrency": 0, "rate_limit": 0, "rate_period_ms": 0,
     }  # fmt: skip
     assert set(stats["totals"]) == {
         "submitted", "acked", "failed", "retried", "dead", "expired", "cancelled", "requeued",
