@@ -196,6 +196,8 @@ class JobEvent(msgspec.Struct):
     at: int  # the command's `now`
     # When the job is due: READY with run_at after `at` is scheduled (the console shows it so).
     run_at: int | None = None
+    worker: str | None = None  # the lease holder's worker id (RUNNING)
+    error: str | None = None  # the current error (result_error), for the list's error column
 
 
 class Health(msgspec.Struct):

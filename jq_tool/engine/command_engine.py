@@ -496,6 +496,8 @@ class CommandEngine(InsightCalls, Engine):
                 priority=job.priority,
                 at=now,
                 run_at=job.run_at,
+                worker=job.worker if job.state is JobState.RUNNING else None,
+                error=job.result_error,
             )
             for queue in self._subscribers:
                 with contextlib.suppress(asyncio.QueueFull):

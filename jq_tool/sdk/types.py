@@ -228,6 +228,9 @@ class JobEvent(msgspec.Struct, frozen=True):
     priority: int = 0
     at: datetime | int | None = None
     run_at: datetime | None = None  # READY with run_at after `at`: scheduled
+    worker: str | None = None  # the lease holder (RUNNING)
+    error_class: str | None = None  # the current error, split as in Job
+    error_message: str | None = None
 
     @property
     def finished(self) -> bool:

@@ -203,6 +203,7 @@ def test_a_live_event_of_a_delayed_job_carries_its_run_at(
     queue = unique()
     event = _job_event(server, lambda: submit(client, queue, delay_ms=3_600_000))
     assert event["state"] == "READY" and event["run_at"] > event["at"]
+    assert event["worker"] is None and event["error_class"] is None
 
 
 def test_search_by_state_id_prefix_and_error(client: httpx.Client, worker: httpx.Client) -> None:
@@ -303,3 +304,34 @@ def test_every_job_state_can_be_listed() -> None:
     from jq_tool.server.validation import ListState
 
     assert {s.value for s in JobState} | {"SCHEDULED"} == {s.value for s in ListState}
+
+
+def test_live_events_carry_the_worker_and_the_error(
+    server: Any, client: httpx.Client, worker: httpx.Client
+) -> None:
+    queue = unique()
+    headers = {"Authorization": f"Bearer {server.client_key}"}
+    seen: dict[str, dict[str, Any]] = {}
+    with httpx.stream("GET", server.url + "/events", headers=headers, timeout=10) as stream:
+        name, job_id = None, None
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:") and name == "stats" and job_id is None:
+                job_id = submit(client, queue, max_retries=0)
+                leased = lease(worker, queue, "evt-box:3:c")
+                worker.post(
+                    f"/jobs/{job_id}/ack",
+                    json={"lease_id": leased["lease_id"], "result_error": TRACE},
+                )
+            elif line.startswith("data:") and name == "job":
+                data = json.loads(line[5:])
+                if data["job_id"] == job_id:
+                    seen[data["state"]] = data
+                    if data["state"] == "DEAD":
+                        break
+    assert seen["RUNNING"]["worker"] == "evt-box:3:c"
+    assert (seen["DEAD"]["error_class"], seen["DEAD"]["error_message"]) == (
+        "ValueError",
+        "bad input",
+    )
