@@ -24,6 +24,9 @@ from jq_tool.core.model import (
     FINISHED_STATES,
     Ack,
     Attempt,
+    BulkCancel,
+    BulkRequeue,
+    BulkResult,
     Cancel,
     Command,
     CreateSchedule,
@@ -111,6 +114,17 @@ class ReferenceQueue:
             return self.purge(command)
         if isinstance(command, (CreateSchedule, UpdateSchedule, DeleteSchedule, FireSchedule)):
             return self.schedule_command(command)
+        if isinstance(command, (BulkRequeue, BulkCancel)):
+            # A chunk: each job as its single command would go, the others skipped.
+            self.advance(command.now)
+            single = Requeue if isinstance(command, BulkRequeue) else Cancel
+            return BulkResult(
+                [
+                    j
+                    for j in command.job_ids
+                    if not isinstance(self.apply(single(command.now, j)), Error)
+                ]
+            )
         job = self.jobs.get(command.job_id)
         if job is None:
             return Error(ErrorCode.NOT_FOUND, "")
@@ -527,6 +541,11 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
     @rule(ref=job_refs)
     def requeue(self, ref: int) -> None:
         self.check(Requeue(self.now, self.job_id(ref, D)))
+
+    @rule(refs=st.lists(job_refs, max_size=6), requeue=st.booleans())
+    def bulk(self, refs: list[int], requeue: bool) -> None:
+        ids = [self.job_id(ref, D) if requeue else self.job_id(ref) for ref in refs]
+        self.check(BulkRequeue(self.now, ids) if requeue else BulkCancel(self.now, ids))
 
     @rule()
     def expire(self) -> None:
