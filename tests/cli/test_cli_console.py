@@ -71,3 +71,34 @@ def test_bulk_requeue_and_cancel_ask_first(jq_server: ServerProcess, queue: str)
     jq(jq_server, client, "cancel", code=2)
     refused = jq(jq_server, jq_server.worker_key, "requeue", "--all-dead", "--yes", code=3)
     assert refused == ""
+
+
+def test_jq_worker_names_itself(jq_server: ServerProcess, queue: str, tmp_path: Any) -> None:
+    """A real `jq worker` process sends its --worker-id: the job's attempt names it."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sdk.jq_server_process import wait_until
+
+    (tmp_path / "console_handlers.py").write_text("def handle(job):\n    return 'ok'\n")
+    with Client(jq_server.url, jq_server.client_key) as client:
+        job_id = client.submit("x", queue=queue)
+        worker = subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "jq_app.py"), "worker",
+             "console_handlers:handle", "--url", jq_server.url, "--key", jq_server.worker_key,
+             "--queue", queue, "--wait", "1s", "--worker-id", "cli-proc:1:ab"],
+            cwd=tmp_path, env={"PATH": "/usr/bin:/bin"},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            wait_until(lambda: client.get(job_id).finished)
+            worker.send_signal(signal.SIGTERM)
+            output, _ = worker.communicate(timeout=30)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        history = client.get(job_id).attempt_history or []
+        assert [(a.outcome, a.worker) for a in history] == [("acked", "cli-proc:1:ab")]
+        assert b"worker cli-proc:1:ab on" in output
