@@ -318,8 +318,19 @@ def ack_many_call(
     return Call("POST", "/jobs/ack", _read_batch_ack, body=body)
 
 
-def extend_call(job_id: str, lease_id: str | None, lease_ms: int | None) -> Call[Extended]:
+def extend_call(
+    job_id: str,
+    lease_id: str | None,
+    lease_ms: int | None,
+    progress: float | None = None,
+    note: str = "",
+) -> Call[Extended]:
     body: dict[str, Any] = {}
+    if progress is not None:  # a progress report with the extension (issue 19)
+        problem = progress_problem(progress, note)
+        if problem:
+            raise ValueError(problem)
+        body["progress"], body["note"] = float(progress), note
     if lease_id is not None:
         body["lease_id"] = lease_id
     if lease_ms is not None:

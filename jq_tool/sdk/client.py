@@ -459,9 +459,11 @@ class Client(BaseClient):
         *,
         lease_id: str | None,
         lease_ms: int | None = None,
+        progress: float | None = None,
+        note: str = "",
         timeout: float | None = None,
     ) -> Extended:
-        return self.send(extend_call(job_id, lease_id, lease_ms), timeout)
+        return self.send(extend_call(job_id, lease_id, lease_ms, progress, note), timeout)
 
     def create_key(
         self, name: str, owner_id: str, type: str, *, timeout: float | None = None
@@ -877,9 +879,11 @@ class AsyncClient(BaseClient):
         *,
         lease_id: str | None,
         lease_ms: int | None = None,
+        progress: float | None = None,
+        note: str = "",
         timeout: float | None = None,
     ) -> Extended:
-        return await self.send(extend_call(job_id, lease_id, lease_ms), timeout)
+        return await self.send(extend_call(job_id, lease_id, lease_ms, progress, note), timeout)
 
     async def create_key(
         self, name: str, owner_id: str, type: str, *, timeout: float | None = None

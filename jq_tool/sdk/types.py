@@ -185,6 +185,21 @@ class Totals(msgspec.Struct, frozen=True):
     cancelled: int = 0
     requeued: int = 0
     purged: int = 0
+    evicted: int = 0  # finished jobs moved to the history store past the memory bounds
+    dead_dropped: int = 0  # DEAD jobs dropped past the server's --max-dead
+
+
+class Held(msgspec.Struct, frozen=True):
+    """What the server holds beyond live work, in `Stats.held` (docs/api.md GET /stats)."""
+
+    finished_in_memory: int = 0
+    dead_in_memory: int = 0
+    bytes_in_memory: int = 0
+    finished_on_disk: int = 0
+    history_bytes: int = 0
+    evicted: int = 0
+    dead_dropped: int = 0
+    idempotency_keys: int = 0
 
 
 class ScheduleSummary(msgspec.Struct, frozen=True):
@@ -215,6 +230,7 @@ class Stats(msgspec.Struct, frozen=True):
     node_id: str | None = None
     uptime_s: float = 0.0
     schedules: ScheduleSummary = ScheduleSummary()
+    held: Held = Held()
 
 
 class JobEvent(msgspec.Struct, frozen=True):

@@ -146,7 +146,13 @@ def record_log(seed: int, length: int) -> tuple[list[Command], list[Result], lis
                 ids = [job_id, *(c.id for c in candidates)]
                 command = BulkCancel(now, ids) if kind == "cancel" else BulkRequeue(now, ids)
         elif kind == "purge":
-            command = Purge(now, now - rng.choice([0, 2000, 30_000]))
+            if rng.random() < 0.5:
+                command = Purge(now, now - rng.choice([0, 2000, 30_000]))
+            else:  # issue 21: bounds on the finished and DEAD jobs held
+                command = Purge(
+                    now, now - 60_000, rng.choice([0, 3, 20]), rng.choice([0, 200]),
+                    rng.choice([0, 10]), rng.choice([0, 2]), None, rng.choice([0, 2]),
+                )  # fmt: skip
         elif kind == "schedule":
             name = rng.choice(SCHEDULES)
             spec = ScheduleSpec(

@@ -9,6 +9,11 @@ Schedules are in the model too: create (retried or not, capped), update with a v
 and firings whose due times are mostly the schedule's next one and sometimes stale, doubled or
 of a schedule that is paused or gone; both must agree on every schedule, the jobs the firings
 make (with the overlap policy) and the due schedules.
+
+Insight (issue 19) too: progress reports on running attempts, dead letters grouped by the
+fingerprint of their last error (every group's count, first and last death, queues and sample
+computed from scratch), whole groups requeued or cancelled in bounded chunks, and the
+explain queries (jobs ahead of a runnable job, the queue's oldest runnable job).
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ from copy import copy
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from jq_tool.core.backoff import retry_backoff_ms
+from jq_tool.core.fingerprint import fingerprint
 from jq_tool.core.model import (
     FINISHED_STATES,
     Ack,
@@ -30,6 +36,8 @@ from jq_tool.core.model import (
     Cancel,
     Command,
     CreateSchedule,
+    DeadGroupAction,
+    DeadGroupResult,
     DeleteSchedule,
     Error,
     ErrorCode,
@@ -40,6 +48,7 @@ from jq_tool.core.model import (
     FireResult,
     FireSchedule,
     Job,
+    JobProgress,
     JobResult,
     JobState,
     Lease,
@@ -47,6 +56,7 @@ from jq_tool.core.model import (
     MissedPolicy,
     NewJob,
     OverlapPolicy,
+    Progress,
     Purge,
     PurgeResult,
     Requeue,
@@ -55,6 +65,7 @@ from jq_tool.core.model import (
     ScheduleResult,
     ScheduleRun,
     ScheduleSpec,
+    SettleDeadGroup,
     Submit,
     SubmitResult,
     Submitted,
@@ -114,6 +125,8 @@ class ReferenceQueue:
             return self.purge(command)
         if isinstance(command, (CreateSchedule, UpdateSchedule, DeleteSchedule, FireSchedule)):
             return self.schedule_command(command)
+        if isinstance(command, SettleDeadGroup):
+            return self.settle_group(command)
         if isinstance(command, (BulkRequeue, BulkCancel)):
             # A chunk: each job as its single command would go, the others skipped.
             self.advance(command.now)
@@ -128,7 +141,7 @@ class ReferenceQueue:
         job = self.jobs.get(command.job_id)
         if job is None:
             return Error(ErrorCode.NOT_FOUND, "")
-        if isinstance(command, (Ack, Fail, Extend)):
+        if isinstance(command, (Ack, Fail, Extend, Progress)):
             if job.state is not RU:
                 return Error(ErrorCode.INVALID_STATE, "")
             if command.lease_id is not None and command.lease_id != job.lease_id:
@@ -144,9 +157,11 @@ class ReferenceQueue:
             job.lease_id = job.lease_until = job.result_error = None
             self.counters.acked += 1
         elif isinstance(command, Fail):
-            self.fail(job, command.error, now, "failed")
+            self.fail(job, command.error, now, "failed", final=not command.retry)
         elif isinstance(command, Extend):
             job.lease_until = now + command.lease_ms
+        elif isinstance(command, Progress):
+            job.progress = JobProgress(float(command.percent), command.note, now)
         elif isinstance(command, Cancel):
             job.state, job.updated_at = C, now
             self.counters.cancelled += 1
@@ -215,11 +230,12 @@ class ReferenceQueue:
         for job, lease_id in zip(runnable, command.lease_ids, strict=False):
             job.state, job.attempts, job.updated_at = RU, job.attempts + 1, now
             job.lease_id, job.lease_until = lease_id, now + command.lease_ms
+            job.progress = None
             job.worker, job.leased_at = command.worker, now
             leased.append(copy(job))
         return LeaseResult(jobs=leased)
 
-    def fail(self, job: Job, error: str, now: int, outcome: str) -> None:
+    def fail(self, job: Job, error: str, now: int, outcome: str, final: bool = False) -> None:
         # The attempt joins the history (the last 10), its worker and lease time cleared.
         ended = Attempt(job.attempts, job.worker, job.leased_at, now, outcome, error)
         job.history = ([*(job.history or []), ended])[-10:]
@@ -227,7 +243,7 @@ class ReferenceQueue:
         job.result_error, job.updated_at = error, now
         job.lease_id = job.lease_until = None
         self.counters.failed += 1
-        if job.attempts > job.max_retries:
+        if final or job.attempts > job.max_retries:
             job.state = D
             self.counters.dead += 1
         else:
@@ -236,6 +252,44 @@ class ReferenceQueue:
                 job.id, job.attempts, self.config.retry_base_ms, self.config.retry_max_ms
             )
             self.counters.retried += 1
+
+    def dead_of(self, fp: str) -> list[Job]:
+        """The group's DEAD jobs, earliest death first (then submission order, then id)."""
+        dead = [
+            j for j in self.jobs.values()
+            if j.state is D and fingerprint(j.result_error or "").id == fp
+        ]  # fmt: skip
+        return sorted(dead, key=lambda j: (j.updated_at, j.seq, j.id))
+
+    def settle_group(self, command: SettleDeadGroup) -> Result:
+        self.advance(command.now)
+        now = command.now
+        taken = [
+            j for j in self.dead_of(command.fingerprint) if j.updated_at <= command.dead_before
+        ]
+        taken = taken[: command.limit]
+        for job in taken:
+            if command.action is DeadGroupAction.REQUEUE:
+                job.state, job.attempts, job.run_at, job.updated_at = R, 0, now, now
+                self.counters.requeued += 1
+            else:
+                job.state, job.updated_at = C, now
+                self.counters.cancelled += 1
+        left = len(self.dead_of(command.fingerprint))
+        return DeadGroupResult(job_ids=[j.id for j in taken], remaining=left)
+
+    def groups(self) -> list[tuple[str, int, int, int, dict[str, int], str]]:
+        """(fingerprint, count, first death, last death, queues, sample) of each group."""
+        prints = {fingerprint(j.result_error or "").id for j in self.jobs.values() if j.state is D}
+        out = []
+        for fp in prints:
+            dead = self.dead_of(fp)
+            queues: dict[str, int] = {}
+            for j in dead:
+                queues[j.queue] = queues.get(j.queue, 0) + 1
+            first = min(j.updated_at for j in dead)
+            out.append((fp, len(dead), first, dead[-1].updated_at, queues, dead[-1].id))
+        return sorted(out, key=lambda g: (-g[1], -g[3], g[0]))
 
     def expire(self, command: Expire) -> Result:
         promoted = self.advance(command.now)
@@ -252,18 +306,54 @@ class ReferenceQueue:
 
     def purge(self, command: Purge) -> Result:
         self.advance(command.now)
+        dead_before = (
+            command.finished_before if command.dead_before is None else command.dead_before
+        )
         gone = [
             j.id
             for j in self.jobs.values()
-            if j.state in FINISHED_STATES and j.updated_at <= command.finished_before
+            if j.state in FINISHED_STATES
+            and j.updated_at <= (dead_before if j.state is D else command.finished_before)
         ]
         for job_id in gone:
             del self.jobs[job_id]
-        self.counters.purged += len(gone)
+
+        def oldest_first(states: set[JobState]) -> list[Job]:
+            held = [j for j in self.jobs.values() if j.state in states]
+            return sorted(held, key=lambda j: (j.updated_at, j.seq))
+
+        size = held_size
+
+        done = oldest_first({A, C})
+        evicted = 0
+        total = sum(map(size, done)) + command.job_overhead_bytes * len(done)
+        while done and (
+            (command.max_finished and len(done) > command.max_finished)
+            or (command.max_finished_bytes and total > command.max_finished_bytes)
+        ):
+            job = done.pop(0)
+            total -= size(job) + command.job_overhead_bytes
+            del self.jobs[job.id]
+            evicted += 1
+        dead = oldest_first({D})
+        dropped = 0
+        while command.max_dead and len(dead) > command.max_dead:
+            del self.jobs[dead.pop(0).id]
+            dropped += 1
+        self.counters.purged += len(gone) + evicted + dropped
+        self.counters.evicted += evicted
+        self.counters.dead_dropped += dropped
         keys = [k for k, (_, _, end) in self.idempotency.items() if end <= self.now]
         for key in keys:
             del self.idempotency[key]
-        return PurgeResult(jobs=len(gone), idempotency_keys=len(keys))
+        most = command.max_idempotency_keys
+        if most and len(self.idempotency) > most:
+            # Those whose keep time ends first (then owner, key: the heap's order).
+            order = sorted(self.idempotency, key=lambda k: (self.idempotency[k][2], k))
+            for key in order[: len(self.idempotency) - most]:
+                del self.idempotency[key]
+                keys.append(key)
+        return PurgeResult(len(gone) + evicted + dropped, len(keys), evicted, dropped)
 
     def schedule_command(
         self, command: CreateSchedule | UpdateSchedule | DeleteSchedule | FireSchedule
@@ -395,6 +485,12 @@ class ReferenceQueue:
         )
 
 
+def held_size(j: Job) -> int:
+    """A held job's content: payload, result, error, and its attempts' other errors."""
+    earlier = [a.error for a in j.history or () if a.error and a.error != j.result_error]
+    return len(j.payload) + len(j.result or "") + len(j.result_error or "") + sum(map(len, earlier))
+
+
 def same_result(actual: Result, expected: Result) -> bool:
     """Errors agree on their code; everything else must be equal."""
     if isinstance(expected, SubmitResult) and isinstance(actual, SubmitResult):
@@ -410,6 +506,8 @@ def same_result(actual: Result, expected: Result) -> bool:
 job_refs = st.integers(min_value=0, max_value=40)
 lease_refs = st.sampled_from(["current", "none", "stale"])
 settle_outcomes = st.sampled_from(["ack", "fail", "extend", "keep"])
+# Errors of three causes (the numbers differ, the fingerprint does not) and a plain one.
+ERRORS = ["boom", "ValueError: row 1 bad", "ValueError: row 22 bad", "KeyError: 'a'"]
 
 
 class StateMachineAgainstReference(RuleBasedStateMachine):
@@ -519,15 +617,46 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
             elif outcome == "extend":
                 self.check(Extend(self.now, job.id, lease_ms * 2, job.lease_id))
 
+    @rule(queue=st.sampled_from(QUEUES), error=st.sampled_from(ERRORS))
+    def die(self, queue: str, error: str) -> None:
+        """A worker's final failure (retry: false): DEAD at once, into a dead-letter group."""
+        leased = self.check(Lease(self.now, queue, 1000, [f"L{self.next_lease}"]))
+        self.next_lease += 1
+        assert isinstance(leased, LeaseResult)
+        for job in leased.jobs:
+            self.check(Fail(self.now, job.id, job.lease_id, error, retry=False))
+
     @rule(ref=job_refs, which=lease_refs, result=st.one_of(st.none(), st.text(max_size=3)))
     def ack(self, ref: int, which: str, result: str | None) -> None:
         job_id = self.job_id(ref, RU)
         self.check(Ack(self.now, job_id, self.lease_id(job_id, which), result))
 
-    @rule(ref=job_refs, which=lease_refs)
-    def fail(self, ref: int, which: str) -> None:
+    @rule(ref=job_refs, which=lease_refs, error=st.sampled_from(ERRORS))
+    def fail(self, ref: int, which: str, error: str) -> None:
         job_id = self.job_id(ref, RU)
-        self.check(Fail(self.now, job_id, self.lease_id(job_id, which), "boom"))
+        self.check(Fail(self.now, job_id, self.lease_id(job_id, which), error))
+
+    @rule(
+        ref=job_refs,
+        which=lease_refs,
+        percent=st.sampled_from([0, 0.25, 1.0]),
+        note=st.text(max_size=3),
+    )
+    def progress(self, ref: int, which: str, percent: float, note: str) -> None:
+        job_id = self.job_id(ref, RU)
+        self.check(Progress(self.now, job_id, self.lease_id(job_id, which), percent, note))
+
+    @precondition(lambda self: self.sm.dead_groups())  # an unknown group: the unit tests
+    @rule(
+        pick=st.integers(min_value=0, max_value=4),
+        action=st.sampled_from(list(DeadGroupAction)),
+        limit=st.integers(min_value=1, max_value=3),
+        back=st.sampled_from([0, 0, 400]),
+    )
+    def settle_group(self, pick: int, action: DeadGroupAction, limit: int, back: int) -> None:
+        groups = self.sm.dead_groups()
+        fp = groups[pick % len(groups)].fingerprint if groups and pick < 4 else "0" * 16
+        self.check(SettleDeadGroup(self.now, fp, action, limit, self.now - back))
 
     @rule(ref=job_refs, which=lease_refs, lease_ms=st.integers(min_value=0, max_value=3000))
     def extend(self, ref: int, which: str, lease_ms: int) -> None:
@@ -554,6 +683,32 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
     @rule(age=st.integers(min_value=0, max_value=5000))
     def purge(self, age: int) -> None:
         self.check(Purge(self.now, self.now - age))
+
+    @rule(
+        age=st.integers(min_value=0, max_value=50_000),
+        dead_age=st.none() | st.integers(min_value=0, max_value=50_000),
+        max_finished=st.integers(min_value=0, max_value=4),
+        max_bytes=st.sampled_from([0, 1, 10, 30]),
+        overhead=st.sampled_from([0, 5]),
+        max_dead=st.integers(min_value=0, max_value=3),
+        max_keys=st.integers(min_value=0, max_value=3),
+    )
+    def purge_bounded(
+        self,
+        age: int,
+        dead_age: int | None,
+        max_finished: int,
+        max_bytes: int,
+        overhead: int,
+        max_dead: int,
+        max_keys: int,
+    ) -> None:
+        """Issue 21: the bounds on finished and DEAD jobs held, oldest finished first."""
+        dead_before = None if dead_age is None else self.now - dead_age
+        self.check(
+            Purge(self.now, self.now - age, max_finished, max_bytes, overhead, max_dead,
+                  dead_before, max_keys)
+        )  # fmt: skip
 
     # -- schedules: names from a few, due times near the schedule's next one
 
@@ -649,6 +804,19 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
         self.sm = restored
 
     @invariant()
+    def same_held(self) -> None:
+        """Issue 21: the finished and DEAD jobs held, and their content bytes."""
+        held = self.sm.held()
+
+        def of(states: set[JobState]) -> tuple[int, int]:
+            jobs = [j for j in self.ref.jobs.values() if j.state in states]
+            size = sum(map(held_size, jobs))
+            return len(jobs), size
+
+        assert (held.finished, held.finished_bytes) == of({A, C})
+        assert (held.dead, held.dead_bytes) == of({D})
+
+    @invariant()
     def same_jobs(self) -> None:
         assert self.sm.job_count == len(self.ref.jobs)
         for job_id, job in self.ref.jobs.items():
@@ -688,6 +856,33 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
         stats = self.sm.schedule_stats()
         assert stats.count == len(self.ref.schedules)
         assert stats.runs == sum(s.runs for s in self.ref.schedules.values())
+
+    @invariant()
+    def same_dead_groups_and_explain_queries(self) -> None:
+        actual = [
+            (g.fingerprint, g.count, g.first_seen, g.last_seen, g.queues, g.sample_job_id)
+            for g in self.sm.dead_groups()
+        ]
+        assert actual == self.ref.groups()
+        for job in self.ref.jobs.values():
+            if job.state is R and job.run_at <= self.ref.now:
+                ahead = sum(
+                    1
+                    for other in self.ref.jobs.values()
+                    if other.state is R
+                    and other.queue == job.queue
+                    and other.run_at <= self.ref.now
+                    and (-other.priority, other.run_at, other.seq)
+                    < (-job.priority, job.run_at, job.seq)
+                )
+                live = self.sm.get(job.id)
+                assert live is not None and self.sm.runnable_ahead(live) == ahead
+        for queue in QUEUES:
+            runnable = [
+                j.run_at for j in self.ref.jobs.values()
+                if j.state is R and j.queue == queue and j.run_at <= self.ref.now
+            ]  # fmt: skip
+            assert self.sm.oldest_runnable_since(queue) == (min(runnable) if runnable else None)
 
     @invariant()
     def same_stats_and_due_times(self) -> None:
