@@ -104,6 +104,8 @@ class ConsoleRoutes:
                 acked=stats.acked,
                 cancelled=stats.cancelled,
                 total=stats.total,
+                waiting=stats.waiting,
+                paused=stats.paused,
                 oldest_runnable_at=rfc3339(since),
                 latency_ms=None if since is None else max(0, now - since),
                 throughput=Throughput(
