@@ -223,6 +223,13 @@ _BUCKET_OF_STATE = {
     _WAITING: _B_WAITING,
 }
 
+# A search label's bucket (core/search.py): READY is the due bucket; SCHEDULED is its own.
+_BUCKET_OF_LABEL = {
+    _READY.value: _B_RUNNABLE,
+    "SCHEDULED": _B_SCHEDULED,
+    **{state.value: bucket for state, bucket in _BUCKET_OF_STATE.items()},
+}
+
 # Every time and duration stays within +-2**62 so that sums of two fit in a signed 64-bit
 # msgpack integer: a snapshot must never fail to encode.
 _INT_LIMIT = 2**62 - 1
@@ -713,6 +720,8 @@ class StateMachine:
             ):
                 raise ValueError("invalid cursor")
             end = bisect_left(order, int(cursor), key=_seq_of)
+        if where.labels is not None and not self._label_count(where.labels, where.queue):
+            return [], None  # the counts say nothing has those states: no scan at all
         jobs = self._jobs
         now = self._now
         matches = where.matches
@@ -729,6 +738,16 @@ class StateMachine:
             if len(page) == limit:
                 return page, (str(job.seq) if i > 0 else None)
         return page, None
+
+    def _label_count(self, labels: frozenset[str], queue: str | None) -> int:
+        """How many jobs (of `queue`, or all) have one of the search labels: O(queues)."""
+        buckets = [_BUCKET_OF_LABEL[label] for label in labels if label in _BUCKET_OF_LABEL]
+        if queue is not None:
+            q = self._queues.get(queue)
+            counted = [] if q is None else [q.counts]
+        else:
+            counted = [q.counts for q in self._queues.values()]
+        return sum(counts[b] for counts in counted for b in buckets)
 
     def _matching_count(self, state: JobState | None, queue: str | None) -> int:
         if queue is not None:
