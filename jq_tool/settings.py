@@ -249,7 +249,7 @@ class Settings:
         "records stay in the history store)",
     )  # fmt: skip
     max_idempotency_keys: int = setting(
-        "1000000", flag="--max-idempotency-keys", env="JQ_MAX_IDEMPOTENCY_KEYS", parse=_count,
+        "200000", flag="--max-idempotency-keys", env="JQ_MAX_IDEMPOTENCY_KEYS", parse=_count,
         help="Most idempotency keys remembered; beyond it those whose keep time ends first "
         "are forgotten early",
     )  # fmt: skip

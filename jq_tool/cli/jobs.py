@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -81,6 +82,12 @@ def _print_settled(settled: Settled, as_json: bool) -> None:
         stdout().print(f"{settled.job_id} {settled.state.value}")
 
 
+class UniqueScopeChoice(StrEnum):
+    queued = "queued"
+    active = "active"
+    period = "period"
+
+
 def submit(
     payload: Annotated[str, typer.Argument(help="The job's payload; '-' reads stdin.")],
     priority: Annotated[int, typer.Option(help="Higher leases first.")] = 0,
@@ -103,6 +110,41 @@ def submit(
             show_default=False,
         ),
     ] = None,
+    unique_key: Annotated[
+        str | None,
+        typer.Option(
+            help="While the first job of this key is in --unique-scope, a submit answers its id "
+            "instead of making a job.",
+            show_default=False,
+        ),
+    ] = None,
+    unique_scope: Annotated[
+        UniqueScopeChoice | None,
+        typer.Option(
+            help="queued (default): WAITING/READY/RETRY; active: also RUNNING; period: for "
+            "--unique-period after the submit.",
+            show_default=False,
+        ),
+    ] = None,
+    unique_period: Annotated[
+        float | None, duration_option("How long a 'period' unique key holds, e.g. 10m.")
+    ] = None,
+    depends_on: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A parent job id (repeat for several): the job waits (WAITING) until every "
+            "parent is acked.",
+            show_default=False,
+        ),
+    ] = None,
+    run_on_parent_failure: Annotated[
+        bool,
+        typer.Option(
+            "--run-on-parent-failure",
+            help="Run once every parent finished, even DEAD or CANCELLED ones (default: a "
+            "failed parent cancels the job).",
+        ),
+    ] = False,
     url: UrlOption = DEFAULT_URL,
     key: KeyOption = None,
     as_json: JsonOption = False,
@@ -122,6 +164,11 @@ def submit(
                 queue=queue,
                 max_retries=max_retries,
                 idempotency_key=idempotency_key,
+                unique_key=unique_key,
+                unique_scope=None if unique_scope is None else unique_scope.value,
+                unique_period=unique_period,
+                depends_on=depends_on or None,
+                on_parent_failure="run" if run_on_parent_failure else None,
             )
         except OutcomeUnknown as error:
             fail(
@@ -219,7 +266,8 @@ def list_jobs(
     state: Annotated[
         str | None,
         typer.Option(
-            help="READY, SCHEDULED, RUNNING, ACKED, RETRY, DEAD or CANCELLED.", show_default=False
+            help="READY, SCHEDULED, RUNNING, ACKED, RETRY, DEAD, CANCELLED or WAITING.",
+            show_default=False,
         ),
     ] = None,
     queue: Annotated[str | None, typer.Option(help="Only this queue.", show_default=False)] = None,

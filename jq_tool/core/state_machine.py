@@ -237,6 +237,7 @@ _LEASE_EXPIRED = "lease expired"
 _DONE_STATES = frozenset({_ACKED, _CANCELLED})  # held up to the finished bounds
 _DEAD_STATES = frozenset({_DEAD})  # held up to the DEAD cap
 _SNAPSHOT_VERSION = 1
+AHEAD_COUNTED = 10_000  # runnable_ahead counts this far at most (explain says "at least")
 MAX_BULK_CHUNK = 10_000  # job ids in one BulkRequeue/BulkCancel
 
 _seq_of = attrgetter("seq")
@@ -1281,7 +1282,6 @@ class StateMachine:
             return _wrong_state(job, "DEAD")
         now = cmd.now
         self._advance(now)
-        self._dead_groups.remove(job)
         q = self._queues[job.queue]
         q.counts[_B_DEAD] -= 1
         q.counts[_B_RUNNABLE] += 1
@@ -1523,8 +1523,13 @@ class StateMachine:
         return QueueSettings(name) if settings is None else _settings_copy(settings)
 
     def queue_settings_page(self) -> list[QueueSettings]:
-        """Every queue with settings of its own, by name (copies)."""
-        return [_settings_copy(self._flow[name]) for name in sorted(self._flow)]
+        """Every queue with settings of its own, by name: copies without their lease times
+        (up to rate_limit of them each; /stats reads this every second). queue_settings(name)
+        has them."""
+        return [
+            msgspec.structs.replace(self._flow[name], recent_leases=[])
+            for name in sorted(self._flow)
+        ]
 
     def has_queue_settings(self, queue: str) -> bool:
         return queue in self._flow
@@ -1620,15 +1625,34 @@ class StateMachine:
         """The group of a DEAD job, or None."""
         return self._dead_groups.fingerprint_of(job_id)
 
-    def runnable_ahead(self, job: Job) -> int:
+    def runnable_ahead(self, job: Job, limit: int = AHEAD_COUNTED) -> int:
         """How many runnable jobs of its queue a Lease would take before this READY job:
-        higher priority, or the same priority and earlier run_at or submission. O(runnable
-        jobs of the queue): a question asked about one job, never on the lease path."""
+        higher priority, or the same priority and earlier run_at or submission; counted up
+        to `limit` (the answer is then "at least limit"). Walks only the part of the lease
+        heap ahead of the job (a heap node is never ahead of its parent), so it costs
+        O(min(answer, limit)), never the whole queue: a question about one job."""
         q = self._queues.get(job.queue)
         if q is None:
             return 0
         key = (-job.priority, job.run_at, job.seq)
-        return sum(1 for entry in q.ready if entry[3].state is _READY and entry[:3] < key)
+        ready = q.ready
+        size = len(ready)
+        stack = [0]
+        ahead = 0
+        while stack:
+            i = stack.pop()
+            if i >= size:
+                continue
+            entry = ready[i]
+            if (entry[0], entry[1], entry[2]) >= key:
+                continue  # it and everything below it come after the job
+            if entry[3].state is _READY:
+                ahead += 1
+                if ahead >= limit:
+                    return ahead
+            stack.append(2 * i + 1)
+            stack.append(2 * i + 2)
+        return ahead
 
     def awaited_parents(self, job_id: str) -> list[str]:
         """The parents a WAITING job still waits for, in the order given (a copy)."""
@@ -1707,7 +1731,6 @@ class StateMachine:
             job.state = _DEAD
             q.counts[_B_DEAD] += 1
             self._counters.dead += 1
-            self._dead_groups.add(job)
             self._dead.add(job)
             self._notify(job, _RUNNING, now)
             self._job_finished(job, now)
@@ -1786,6 +1809,13 @@ class StateMachine:
         return q
 
     def _notify(self, job: Job, previous: JobState | None, now: int) -> None:
+        # Every state change passes here, so the dead-letter groups (issue 19) follow each way
+        # into and out of DEAD, whichever command took it; a purge, which forgets jobs without
+        # a transition, tells them itself.
+        if previous is _DEAD:
+            self._dead_groups.remove(job)
+        if job.state is _DEAD:
+            self._dead_groups.add(job)
         listener = self._on_transition
         if listener is None:
             return

@@ -274,7 +274,7 @@ class EngineConfig:
     max_finished: int = 100_000
     max_finished_bytes: int = 256 * 1024 * 1024
     max_dead: int = 100_000
-    max_idempotency_keys: int = 1_000_000
+    max_idempotency_keys: int = 200_000
 
 
 # -- insight (issue 19) ------------------------------------------------------------------------
@@ -476,7 +476,8 @@ class Engine(Protocol):
         ...
 
     def queue_settings_page(self) -> builtins.list[QueueSettings]:
-        """Every queue with settings of its own, by name."""
+        """Every queue with settings of its own, by name (without their rate window's lease
+        times: `queue_settings(name)` has them)."""
         ...
 
     def queue_stats(self, name: str) -> QueueStats | None:

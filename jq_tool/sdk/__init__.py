@@ -32,6 +32,7 @@ from jq_tool.sdk.errors import (
     TooManyQueues,
     TooManySchedules,
     Unauthorized,
+    UnknownParent,
     WaitTimeout,
 )
 from jq_tool.sdk.sse import AsyncEventStream, EventStream, ServerEvent
@@ -56,6 +57,7 @@ from jq_tool.sdk.types import (
     LeasedJob,
     Page,
     Progress,
+    QueueSettings,
     QueueStats,
     RevokedKey,
     Schedule,
@@ -119,6 +121,7 @@ __all__ = [
     "Progress",
     "QueueStats",
     "RevokedKey",
+    "QueueSettings",
     "Schedule",
     "ScheduleExists",
     "ScheduleNotFound",
@@ -135,6 +138,7 @@ __all__ = [
     "TlsError",
     "TooManyQueues",
     "TooManySchedules",
+    "UnknownParent",
     "Totals",
     "Unauthorized",
     "WaitTimeout",

@@ -4,9 +4,8 @@ runnable job and the recent time-in-queue percentiles and drain rate (from the e
 (`PUT /queues/{name}`, a logged SetQueue like the queue's other flow settings).
 
 Which queues: the LATENCY_QUEUES busiest ones plus every queue with a threshold, so that
-however many queues there are, the work per look and the number of series stay bounded. A
-queue's oldest runnable job is found by a walk over its runnable jobs (the lease heap is by
-priority), so a look is cached for CACHE_S: /stats frames, scrapes and health probes share it.
+however many queues there are, the work per look and the number of series stay bounded; a look
+is cached for CACHE_S, so /stats frames, scrapes and health probes share it.
 """
 
 from __future__ import annotations

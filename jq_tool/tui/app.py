@@ -58,6 +58,7 @@ STATE_STYLES = {
     JobState.DEAD: "bold #f87171",
     JobState.ACKED: "bold #4ade80",
     JobState.CANCELLED: "bold #a1a1aa",
+    JobState.WAITING: "bold #94a3b8",  # waiting for its parents (depends_on)
 }
 
 SPARK_POINTS = 60
