@@ -980,6 +980,9 @@ class StateMachine:
         max_queues = cmd.max_queues
         jobs = self._jobs
         queues = self._queues
+        # Entries of this submit answered with an earlier job (an idempotency key or a unique
+        # key): a later entry naming one as a parent (a batch's "$N") means that job.
+        answered: dict[str, str] | None = None
         for nj in cmd.jobs:
             problem = _new_job_problem(nj)
             if problem:
@@ -989,7 +992,11 @@ class StateMachine:
             if key is not None:
                 mapped = self._idempotency.get((nj.owner, key))
                 if mapped is not None and self._now < mapped[2]:
-                    entries.append(_remembered(mapped, nj.fingerprint, key))
+                    entry = _remembered(mapped, nj.fingerprint, key)
+                    entries.append(entry)
+                    if isinstance(entry, Submitted):
+                        answered = answered or {}
+                        answered[nj.id] = entry.job_id
                     continue
             jf = nj.flow
             unique_key = None if jf is None else jf.unique_key
@@ -997,11 +1004,15 @@ class StateMachine:
                 holder = self._unique.holder(nj.owner, unique_key, self._now, jobs)
                 if holder is not None:
                     entries.append(Submitted(job_id=holder, unique=True))
+                    answered = answered or {}
+                    answered[nj.id] = holder
                     continue
             if nj.id in jobs:
                 entries.append(Error(ErrorCode.INVALID, f"duplicate job id {nj.id!r}"))
                 continue
             parents = None if jf is None else jf.depends_on
+            if parents and answered:
+                parents = [answered.get(parent, parent) for parent in parents]
             if parents:
                 refusal = self._parents_problem(parents, nj.owner)
                 if refusal is not None:
