@@ -39,6 +39,9 @@ OUR_COMMANDS = frozenset(
         "wal-inspect",
         "why",
         "dead",
+        "workers",
+        "queue",
+        "history",
         "--help",
     }
 )

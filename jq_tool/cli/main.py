@@ -50,6 +50,7 @@ def build_app(*, serve_only: bool = False) -> typer.Typer:
         return app
     from jq_tool.cli import (
         chaos,
+        console,
         insight,
         jobs,
         keys,
@@ -61,7 +62,19 @@ def build_app(*, serve_only: bool = False) -> typer.Typer:
         worker,
     )
 
-    for module in (serve, jobs, keys, schedules, queues, worker, chaos, tui, wal_inspect, insight):
+    for module in (
+        serve,
+        jobs,
+        keys,
+        schedules,
+        queues,
+        worker,
+        chaos,
+        tui,
+        wal_inspect,
+        insight,
+        console,
+    ):
         module.register(app)
     return app
 

@@ -48,13 +48,18 @@ from typing import Any
 import msgspec
 
 from jq_tool.core import flow
+from jq_tool.core.attempts import ended_attempt
 from jq_tool.core.backoff import retry_backoff_ms
 from jq_tool.core.dead_groups import DeadGroup, DeadGroups, DeadGroupSummary
 from jq_tool.core.dependencies import Dependencies
+from jq_tool.core.history import ACKED, FAILED, SUBMITTED, History, HistorySeries
 from jq_tool.core.model import (
     FINISHED_STATES,
     MAX_PROGRESS_NOTE,
     Ack,
+    BulkCancel,
+    BulkRequeue,
+    BulkResult,
     Cancel,
     Command,
     CreateSchedule,
@@ -101,6 +106,7 @@ from jq_tool.core.model import (
     UpdateSchedule,
 )
 from jq_tool.core.retention import HeldJobs
+from jq_tool.core.search import JobFilter
 from jq_tool.core.unique import UniqueEntry, UniqueKeys
 
 logger = logging.getLogger(__name__)
@@ -217,6 +223,13 @@ _BUCKET_OF_STATE = {
     _WAITING: _B_WAITING,
 }
 
+# A search label's bucket (core/search.py): READY is the due bucket; SCHEDULED is its own.
+_BUCKET_OF_LABEL = {
+    _READY.value: _B_RUNNABLE,
+    "SCHEDULED": _B_SCHEDULED,
+    **{state.value: bucket for state, bucket in _BUCKET_OF_STATE.items()},
+}
+
 # Every time and duration stays within +-2**62 so that sums of two fit in a signed 64-bit
 # msgpack integer: a snapshot must never fail to encode.
 _INT_LIMIT = 2**62 - 1
@@ -225,6 +238,7 @@ _DONE_STATES = frozenset({_ACKED, _CANCELLED})  # held up to the finished bounds
 _DEAD_STATES = frozenset({_DEAD})  # held up to the DEAD cap
 _SNAPSHOT_VERSION = 1
 AHEAD_COUNTED = 10_000  # runnable_ahead counts this far at most (explain says "at least")
+MAX_BULK_CHUNK = 10_000  # job ids in one BulkRequeue/BulkCancel
 
 _seq_of = attrgetter("seq")
 _id_of = attrgetter("id")
@@ -268,6 +282,7 @@ class _Snapshot(msgspec.Struct, array_like=True):
     queue_settings: list[QueueSettings] = []
     unique: list[UniqueEntry] = []
     awaited: list[tuple[str, list[str]]] = []
+    history: list[HistorySeries] = []  # per-minute counts (core/history.py)
 
 
 _snapshot_encoder = msgspec.msgpack.Encoder()
@@ -452,7 +467,11 @@ def _command_problem(command: Any) -> str | None:
             command.max_queues, "max_queues", 0
         )
     if isinstance(command, Lease):
-        problem = _str_problem(command.queue, "queue") or _int_problem(command.lease_ms, "lease_ms")
+        problem = (
+            _str_problem(command.queue, "queue")
+            or _int_problem(command.lease_ms, "lease_ms")
+            or _str_problem(command.worker, "worker", optional=True)
+        )
         if problem:
             return problem
         if type(command.lease_ids) is not list:
@@ -465,6 +484,14 @@ def _command_problem(command: Any) -> str | None:
             return "lease ids must be distinct"
         return None
     if isinstance(command, Expire):
+        return None
+    if isinstance(command, (BulkRequeue, BulkCancel)):
+        if type(command.job_ids) is not list or len(command.job_ids) > MAX_BULK_CHUNK:
+            return f"job_ids must be a list of at most {MAX_BULK_CHUNK} ids"
+        for job_id in command.job_ids:
+            problem = _str_problem(job_id, "job id")
+            if problem:
+                return problem
         return None
     if isinstance(command, _INSIGHT_COMMANDS):
         return _insight_command_problem(command)
@@ -545,6 +572,7 @@ class StateMachine:
         self._deps = Dependencies()
         self._owners: dict[str, str] = {}
         self._dead_groups = DeadGroups()  # DEAD jobs by their last error's fingerprint
+        self._history = History()  # per-minute submitted/acked/failed (GET /stats/history)
 
     # -- the mutating surface ------------------------------------------------------------------
 
@@ -578,6 +606,7 @@ class StateMachine:
                 queue_settings=[self._flow[name] for name in sorted(self._flow)],
                 unique=self._unique.dump(),
                 awaited=self._deps.dump(),
+                history=self._history.dump(),
             )
         )
 
@@ -666,6 +695,61 @@ class StateMachine:
                 break  # that was the oldest match: no need to scan the rest
         return page, None
 
+    def search_jobs(
+        self,
+        where: JobFilter,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        scan_limit: int | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """Jobs matching `where`, newest submission first, and the cursor of the next page
+        (None at the end). Examines at most `scan_limit` jobs (None: no bound): when it stops
+        there, the page may be short and the cursor says where to go on. Live objects: do not
+        mutate. Raises ValueError for a bad limit or cursor. The cursor is a submission number,
+        so pages stay stable under inserts (new jobs are newer than any cursor)."""
+        if type(limit) is not int or limit < 1:
+            raise ValueError("limit must be a positive integer")
+        order = self._order
+        if cursor is None:
+            end = len(order)
+        else:
+            if (
+                type(cursor) is not str
+                or not (cursor.isascii() and cursor.isdigit())
+                or len(cursor) > 20
+            ):
+                raise ValueError("invalid cursor")
+            end = bisect_left(order, int(cursor), key=_seq_of)
+        if where.labels is not None and not self._label_count(where.labels, where.queue):
+            return [], None  # the counts say nothing has those states: no scan at all
+        jobs = self._jobs
+        now = self._now
+        matches = where.matches
+        page: list[Job] = []
+        examined = 0
+        for i in range(end - 1, -1, -1):
+            job = order[i]
+            if scan_limit is not None and examined == scan_limit:
+                return page, str(order[i + 1].seq)
+            examined += 1
+            if jobs.get(job.id) is not job or not matches(job, now):
+                continue
+            page.append(job)
+            if len(page) == limit:
+                return page, (str(job.seq) if i > 0 else None)
+        return page, None
+
+    def _label_count(self, labels: frozenset[str], queue: str | None) -> int:
+        """How many jobs (of `queue`, or all) have one of the search labels: O(queues)."""
+        buckets = [_BUCKET_OF_LABEL[label] for label in labels if label in _BUCKET_OF_LABEL]
+        if queue is not None:
+            q = self._queues.get(queue)
+            counted = [] if q is None else [q.counts]
+        else:
+            counted = [q.counts for q in self._queues.values()]
+        return sum(counts[b] for counts in counted for b in buckets)
+
     def _matching_count(self, state: JobState | None, queue: str | None) -> int:
         if queue is not None:
             q = self._queues.get(queue)
@@ -699,6 +783,42 @@ class StateMachine:
         if cutoff <= self._now:
             return False  # every scheduled job due by self._now is already in q.ready
         return _scheduled_due_in(self._scheduled, queue, cutoff)
+
+    def oldest_runnable_since(self, queue: str) -> int | None:
+        """The run_at of the queue's oldest runnable job (READY and due: waiting since then),
+        or None when it has none. O(log n) amortized: the top of the queue's `since` heap,
+        dropping entries of jobs that moved on (leased, cancelled) on the way. A queue's
+        latency is `now - this`."""
+        q = self._queues.get(queue) if type(queue) is str else None
+        if q is None:
+            return None
+        since = q.since
+        while since:
+            run_at, _, job = since[0]
+            if job.state is _READY and job.run_at == run_at:
+                return run_at
+            heapq.heappop(since)
+        return None
+
+    def running(self, queue: str | None = None) -> list[Job]:
+        """The RUNNING jobs (of `queue`, or all), by submission order: the leases held now.
+        Walks the lease heap, O(running jobs); live objects, callers must not mutate them."""
+        held = {
+            job.id: job
+            for lease_until, _, job in self._leases
+            if job.state is _RUNNING
+            and job.lease_until == lease_until
+            and (queue is None or job.queue == queue)
+        }
+        return sorted(held.values(), key=_seq_of)
+
+    def history(
+        self, queue: str | None, minutes: int, last_minute: int
+    ) -> tuple[bool, list[int], list[int], list[int]]:
+        """(whether the queue is tracked, then submitted, acked, failed per minute) for the
+        `minutes` minutes ending with `last_minute` (epoch ms // 60000): core/history.py."""
+        history = self._history
+        return (history.tracked(queue), *history.window(queue, minutes, last_minute))
 
     def next_due(self) -> int | None:
         """The earliest time at which Expire would change something: a lease running out or a
@@ -953,6 +1073,7 @@ class StateMachine:
             jobs[job.id] = job
             self._order.append(job)
             self._counters.submitted += 1
+            self._history.count(q.name, self._now, SUBMITTED)
             self._notify(job, None, now)
             entries.append(Submitted(job_id=job.id))
         return SubmitResult(entries=entries)
@@ -1071,6 +1192,7 @@ class StateMachine:
             allowed = flow.allowance(settings, counts[_B_RUNNING], self._now, len(lease_ids))
             if allowed < len(lease_ids):
                 lease_ids = lease_ids[:allowed]
+        worker = cmd.worker
         for lease_id in lease_ids:
             job = _pop_ready(ready)
             if job is None:
@@ -1082,6 +1204,8 @@ class StateMachine:
             job.lease_id = lease_id
             job.lease_until = now + cmd.lease_ms
             job.updated_at = now
+            job.worker = worker
+            job.leased_at = now
             if job.progress is not None:
                 job.progress = None  # the last attempt's progress is not this one's
             heapq.heappush(self._leases, (job.lease_until, job.seq, job))
@@ -1104,12 +1228,14 @@ class StateMachine:
         q.counts[_B_ACKED] += 1
         job.state = _ACKED
         job.result = cmd.result
+        job.result_error = None  # the current error only: the failures are in its history
         job.lease_id = None
         job.lease_until = None
         job.updated_at = now
         self._lease_left_behind()
         self._done.add(job)
         self._counters.acked += 1
+        self._history.count(job.queue, self._now, ACKED)
         self._notify(job, _RUNNING, now)
         self._job_finished(job, now)
         return JobResult(job=copy(job))
@@ -1120,7 +1246,7 @@ class StateMachine:
             return job
         self._advance(cmd.now)
         self._lease_left_behind()
-        self._fail_attempt(job, cmd.error, cmd.now, final=not cmd.retry)
+        self._fail_attempt(job, cmd.error, cmd.now, final=not cmd.retry, outcome="failed")
         return JobResult(job=copy(job))
 
     def _extend(self, cmd: Extend) -> Result:
@@ -1192,7 +1318,7 @@ class StateMachine:
             if job.state is not _RUNNING or job.lease_until != lease_until:
                 self._leases_stale -= 1
                 continue
-            self._fail_attempt(job, _LEASE_EXPIRED, now)
+            self._fail_attempt(job, _LEASE_EXPIRED, now, outcome="expired")
             self._counters.expired += 1
             expired += 1
         # After expiry, so a zero backoff comes back in the same Expire. By queue name, so the
@@ -1430,6 +1556,21 @@ class StateMachine:
         running = 0 if q is None else q.counts[_B_RUNNING]
         return flow.blocked_until(settings, running, max(self._now, now))
 
+    # -- bulk actions ---------------------------------------------------------------------------
+
+    def _bulk(self, cmd: BulkRequeue | BulkCancel) -> Result:
+        """One chunk of a bulk action: each job moved as its own Requeue or Cancel would move
+        it (the same events, counters and indexes); a job in another state is skipped."""
+        single = self._requeue if isinstance(cmd, BulkRequeue) else self._cancel
+        kind = Requeue if isinstance(cmd, BulkRequeue) else Cancel
+        self._advance(cmd.now)
+        changed = [
+            job_id
+            for job_id in cmd.job_ids
+            if not isinstance(single(kind(cmd.now, job_id)), Error)  # type: ignore[arg-type]
+        ]
+        return BulkResult(changed=changed)
+
     def _unfinished(self, job_id: str | None) -> bool:
         """Whether that job is pending or running (READY, RETRY, RUNNING)."""
         job = None if job_id is None else self._jobs.get(job_id)
@@ -1533,21 +1674,6 @@ class StateMachine:
         q = self._queues.get(queue) if type(queue) is str else None
         return 0 if q is None else q.counts[_B_RUNNING]
 
-    def oldest_runnable_since(self, queue: str) -> int | None:
-        """The run_at of the queue's oldest runnable job (READY and due: waiting since then),
-        or None when it has none. O(log n) amortized: the top of the queue's `since` heap,
-        skipping entries of jobs that moved on. A queue's latency is `now - this`."""
-        q = self._queues.get(queue) if type(queue) is str else None
-        if q is None:
-            return None
-        since = q.since
-        while since:
-            run_at, _, job = since[0]
-            if job.state is _READY and job.run_at == run_at:
-                return run_at
-            heapq.heappop(since)
-        return None
-
     # -- shared steps --------------------------------------------------------------------------
 
     def _advance(self, now: int) -> int:
@@ -1595,17 +1721,23 @@ class StateMachine:
             promoted += 1
         return promoted
 
-    def _fail_attempt(self, job: Job, error: str, now: int, *, final: bool = False) -> None:
+    def _fail_attempt(
+        self, job: Job, error: str, now: int, *, final: bool = False, outcome: str
+    ) -> None:
         """A RUNNING job's attempt failed: RETRY after a backoff, or DEAD when retries are
         spent or the failure is `final` (an ack with `"retry": false`). The caller has already
         accounted for the job's lease heap entry."""
         q = self._queues[job.queue]
         q.counts[_B_RUNNING] -= 1
+        job.history = ended_attempt(job, now, outcome, error)
+        job.worker = None
+        job.leased_at = None
         job.result_error = error
         job.lease_id = None
         job.lease_until = None
         job.updated_at = now
         self._counters.failed += 1
+        self._history.count(job.queue, self._now, FAILED)
         if final or job.attempts > job.max_retries:
             job.state = _DEAD
             q.counts[_B_DEAD] += 1
@@ -1804,6 +1936,7 @@ class StateMachine:
             if not s.paused and s.next_due is not None
         ]
         heapq.heapify(self._schedule_due)
+        self._history = History.load(snap.history)
 
         self._flow = {settings.name: settings for settings in snap.queue_settings}
         self._unique.load(snap.unique)
@@ -1933,4 +2066,6 @@ _HANDLERS: dict[type, Callable[[StateMachine, Any], Result]] = {
     SetQueue: StateMachine._set_queue,
     Progress: StateMachine._progress,
     SettleDeadGroup: StateMachine._settle_dead_group,
+    BulkRequeue: StateMachine._bulk,
+    BulkCancel: StateMachine._bulk,
 }

@@ -152,3 +152,28 @@ __all__ = [
     "parse_time",
     "utc_now",
 ]
+
+# The console (docs/api.md "The operator's console"): workers, one queue's view, history, bulk.
+from jq_tool.sdk.console import (  # noqa: E402
+    BulkResult,
+    HeldLease,
+    History,
+    QueueDetail,
+    QueueNotFound,
+    WorkerPage,
+    new_worker_id,
+)
+from jq_tool.sdk.console import Worker as WorkerInfo  # noqa: E402
+from jq_tool.sdk.types import Attempt  # noqa: E402
+
+__all__ += [
+    "Attempt",
+    "BulkResult",
+    "HeldLease",
+    "History",
+    "QueueDetail",
+    "QueueNotFound",
+    "WorkerInfo",
+    "WorkerPage",
+    "new_worker_id",
+]

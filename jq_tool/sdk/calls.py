@@ -260,9 +260,16 @@ def get_call(job_id: str) -> Call[Job]:
 
 
 def list_call(
-    state: str | None, queue: str | None, limit: int | None, cursor: str | None
+    state: str | None,
+    queue: str | None,
+    limit: int | None,
+    cursor: str | None,
+    id_prefix: str | None = None,
+    error: str | None = None,
 ) -> Call[Page]:
     params = {"state": state, "queue": queue, "limit": limit, "cursor": cursor}
+    # A search (docs/api.md): a bounded scan, so a page may be short with a next cursor.
+    params.update(id_prefix=id_prefix, error=error)
     params = {name: value for name, value in params.items() if value is not None}
     if isinstance(params.get("state"), str):
         params["state"] = str(params["state"]).upper()

@@ -26,8 +26,23 @@ class JobState(enum.StrEnum):
 FINISHED_STATES = frozenset({JobState.ACKED, JobState.DEAD, JobState.CANCELLED})
 
 
+class Attempt(msgspec.Struct, frozen=True):
+    """One attempt of a job (`Job.attempt_history`): who ran it, when, how it ended, and the
+    error it failed with (`traceback`: the whole error text, at most 8 KiB)."""
+
+    attempt: int
+    outcome: str  # running, acked, failed, expired
+    worker: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    error_class: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+
+
 class Job(msgspec.Struct, frozen=True):
-    """A job as `GET /jobs/{id}` shows it (`payload` is None in list pages)."""
+    """A job as `GET /jobs/{id}` shows it (`payload` is None in list pages, and so is
+    `attempt_history`: the attempts kept, the last 10)."""
 
     job_id: str
     state: JobState
@@ -51,6 +66,11 @@ class Job(msgspec.Struct, frozen=True):
     on_parent_failure: str | None = None
     # The running attempt's last progress report (None until its worker sends one).
     progress: Progress | None = None
+    # The current error read into a class and a message; the worker holding the lease.
+    error_class: str | None = None
+    error_message: str | None = None
+    worker: str | None = None
+    attempt_history: list[Attempt] | None = None
 
     @property
     def finished(self) -> bool:
@@ -264,6 +284,10 @@ class JobEvent(msgspec.Struct, frozen=True):
     attempts: int = 0
     priority: int = 0
     at: datetime | int | None = None
+    run_at: datetime | None = None  # READY with run_at after `at`: scheduled
+    worker: str | None = None  # the lease holder (RUNNING)
+    error_class: str | None = None  # the current error, split as in Job
+    error_message: str | None = None
 
     @property
     def finished(self) -> bool:

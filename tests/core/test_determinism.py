@@ -17,6 +17,8 @@ import pytest
 
 from jq_tool.core.model import (
     Ack,
+    BulkCancel,
+    BulkRequeue,
     Cancel,
     Command,
     CreateSchedule,
@@ -147,6 +149,9 @@ def record_log(seed: int, length: int) -> tuple[list[Command], list[Result], lis
             else:
                 job_id = f"job-{rng.randrange(next_job)}"
             command = Cancel(now, job_id) if kind == "cancel" else Requeue(now, job_id)
+            if rng.random() < 0.2:  # sometimes as a chunk of a bulk action, with others
+                ids = [job_id, *(c.id for c in candidates)]
+                command = BulkCancel(now, ids) if kind == "cancel" else BulkRequeue(now, ids)
         elif kind == "purge":
             if rng.random() < 0.5:
                 command = Purge(now, now - rng.choice([0, 2000, 30_000]))

@@ -35,6 +35,10 @@ from jq_tool.core.fingerprint import fingerprint
 from jq_tool.core.model import (
     FINISHED_STATES,
     Ack,
+    Attempt,
+    BulkCancel,
+    BulkRequeue,
+    BulkResult,
     Cancel,
     Command,
     CreateSchedule,
@@ -226,6 +230,17 @@ class ReferenceQueue:
             return self.schedule_command(command)
         if isinstance(command, SettleDeadGroup):
             return self.settle_group(command)
+        if isinstance(command, (BulkRequeue, BulkCancel)):
+            # A chunk: each job as its single command would go, the others skipped.
+            self.advance(command.now)
+            single = Requeue if isinstance(command, BulkRequeue) else Cancel
+            return BulkResult(
+                [
+                    j
+                    for j in command.job_ids
+                    if not isinstance(self.apply(single(command.now, j)), Error)
+                ]
+            )
         job = self.jobs.get(command.job_id)
         if job is None:
             return Error(ErrorCode.NOT_FOUND, "")
@@ -242,10 +257,10 @@ class ReferenceQueue:
         now = command.now
         if isinstance(command, Ack):
             job.state, job.result, job.updated_at = A, command.result, now
-            job.lease_id = job.lease_until = None
+            job.lease_id = job.lease_until = job.result_error = None
             self.counters.acked += 1
         elif isinstance(command, Fail):
-            self.fail(job, command.error, now, final=not command.retry)
+            self.fail(job, command.error, now, "failed", final=not command.retry)
         elif isinstance(command, Extend):
             job.lease_until = now + command.lease_ms
         elif isinstance(command, Progress):
@@ -362,12 +377,17 @@ class ReferenceQueue:
             job.state, job.attempts, job.updated_at = RU, job.attempts + 1, now
             job.lease_id, job.lease_until = lease_id, now + command.lease_ms
             job.progress = None
+            job.worker, job.leased_at = command.worker, now
             leased.append(copy(job))
         if command.queue in self.settings and self.settings[command.queue].rate_limit:
             self.lease_times.setdefault(command.queue, []).extend([self.now] * len(leased))
         return LeaseResult(jobs=leased)
 
-    def fail(self, job: Job, error: str, now: int, final: bool = False) -> None:
+    def fail(self, job: Job, error: str, now: int, outcome: str, final: bool = False) -> None:
+        # The attempt joins the history (the last 10), its worker and lease time cleared.
+        ended = Attempt(job.attempts, job.worker, job.leased_at, now, outcome, error)
+        job.history = ([*(job.history or []), ended])[-10:]
+        job.worker = job.leased_at = None
         job.result_error, job.updated_at = error, now
         job.lease_id = job.lease_until = None
         self.counters.failed += 1
@@ -427,7 +447,7 @@ class ReferenceQueue:
             if j.state is RU and j.lease_until is not None and j.lease_until <= self.now
         ]
         for job in expired:
-            self.fail(job, "lease expired", command.now)
+            self.fail(job, "lease expired", command.now, "expired")
         self.counters.expired += len(expired)
         promoted += self.promote_retries(None, command.now)
         return ExpireResult(expired=len(expired), promoted=promoted)
@@ -454,7 +474,7 @@ class ReferenceQueue:
             error = j.result_error or ""
             if error == PARENT_FAILED and self.parent_reason is not None:
                 error = self.parent_reason(j.id)
-            return len(j.payload) + len(j.result or "") + len(error)
+            return held_size(j, error)
 
         done = oldest_first({A, C})
         evicted = 0
@@ -631,6 +651,14 @@ class ReferenceQueue:
             j.queue == queue and j.state in (R, RE) and j.run_at <= cutoff
             for j in self.jobs.values()
         )
+
+
+def held_size(j: Job, error: str | None = None) -> int:
+    """A held job's content: payload, result, its error (`error`: as the machine has it), and
+    its attempts' other errors."""
+    current = j.result_error if error is None else error
+    earlier = [a.error for a in j.history or () if a.error and a.error != current]
+    return len(j.payload) + len(j.result or "") + len(current or "") + sum(map(len, earlier))
 
 
 def same_result(actual: Result, expected: Result) -> bool:
@@ -810,11 +838,12 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
         queue=st.sampled_from(QUEUES),
         n=st.integers(min_value=0, max_value=3),
         lease_ms=st.integers(min_value=-10, max_value=3000),
+        worker=st.sampled_from([None, "host:1:a", "host:2:b"]),
     )
-    def lease(self, queue: str, n: int, lease_ms: int) -> None:
+    def lease(self, queue: str, n: int, lease_ms: int, worker: str | None) -> None:
         ids = [f"L{self.next_lease + i}" for i in range(n)]
         self.next_lease += n
-        self.check(Lease(self.now, queue, lease_ms, ids))
+        self.check(Lease(self.now, queue, lease_ms, ids, worker))
 
     @rule(
         queue=st.sampled_from(QUEUES),
@@ -920,6 +949,11 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
     def same_queue_settings(self) -> None:
         page = [msgspec.structs.replace(s, recent_leases=[]) for s in self.sm.queue_settings_page()]
         assert page == [self.ref.settings[name] for name in sorted(self.ref.settings)]
+
+    @rule(refs=st.lists(job_refs, max_size=6), requeue=st.booleans())
+    def bulk(self, refs: list[int], requeue: bool) -> None:
+        ids = [self.job_id(ref, D) if requeue else self.job_id(ref) for ref in refs]
+        self.check(BulkRequeue(self.now, ids) if requeue else BulkCancel(self.now, ids))
 
     @rule()
     def expire(self) -> None:
@@ -1055,7 +1089,7 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
 
         def of(states: set[JobState]) -> tuple[int, int]:
             jobs = [j for j in self.ref.jobs.values() if j.state in states]
-            size = sum(len(j.payload) + len(j.result or "") + len(error_of(j)) for j in jobs)
+            size = sum(held_size(j, error_of(j)) for j in jobs)
             return len(jobs), size
 
         def error_of(job: Job) -> str:
