@@ -33,7 +33,7 @@ from jq_tool.cli.output import (
     print_rows,
     stdout,
 )
-from jq_tool.sdk import DEFAULT_URL, Job, LeasedJob, OutcomeUnknown, Settled
+from jq_tool.sdk import DEFAULT_URL, Job, LeasedJob, OutcomeUnknown, QueueLatency, Settled
 
 
 def _job_fields(job: Job) -> list[tuple[str, object]]:
@@ -328,19 +328,35 @@ def stats(
     if as_json:
         print_json(answer)
         return
-    columns = ["queue", "runnable", "running", "scheduled", "retry", "dead", "acked", "total"]
+    columns = ["queue", "runnable", "running", "scheduled", "retry", "dead", "acked", "total",
+               "oldest", "wait p95"]  # fmt: skip
     rows: list[list[object]] = [
-        [name, q.runnable, q.running, q.scheduled, q.retry, q.dead, q.acked, q.total]
+        [name, q.runnable, q.running, q.scheduled, q.retry, q.dead, q.acked, q.total,
+         *_latency_cells(answer.latency.get(name))]
         for name, q in sorted(answer.queues.items())
-    ]
+    ]  # fmt: skip
     a = answer
-    rows.append(["(all)", a.runnable, a.running, a.scheduled, a.retry, a.dead, a.acked, a.total])
+    rows.append(["(all)", a.runnable, a.running, a.scheduled, a.retry, a.dead, a.acked, a.total,
+                 "", ""])  # fmt: skip
     print_rows("stats", columns, rows)
     stdout().print(
         f"submits/s {a.submits_per_sec:.1f}  acks/s {a.acks_per_sec:.1f}  "
         f"role {a.role}  uptime {a.uptime_s:.0f}s",
         markup=False,
     )
+
+
+def _latency_cells(latency: QueueLatency | None) -> list[object]:
+    """The oldest runnable job's age (with a ! past the queue's max latency) and the time in
+    queue at the 95th percentile over the last 5 minutes (issue 19)."""
+    if latency is None:
+        return ["", ""]
+    age = latency.oldest_runnable_age_s
+    oldest = "-" if age is None else f"{age:.1f}s"
+    if age is not None and latency.max_latency_s is not None and age > latency.max_latency_s:
+        oldest += " !"
+    p95 = latency.wait_p95_s
+    return [oldest, "-" if p95 is None else f"≤{p95:g}s"]
 
 
 def cancel(

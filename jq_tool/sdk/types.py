@@ -256,6 +256,22 @@ class Stats(msgspec.Struct, frozen=True):
     uptime_s: float = 0.0
     schedules: ScheduleSummary = ScheduleSummary()
     held: Held = Held()
+    # Issue 19: per queue (the 50 busiest and those with a latency threshold).
+    latency: dict[str, QueueLatency] = {}
+
+
+class QueueLatency(msgspec.Struct, frozen=True):
+    """A queue's latency in `Stats.latency`: jobs leased and their time in queue over the last
+    5 minutes (percentiles in seconds, bucket bounds), leases/s over the last minute, the age
+    of its oldest runnable job (None: none runnable) and its threshold (None: none)."""
+
+    leased: int = 0
+    wait_p50_s: float | None = None
+    wait_p95_s: float | None = None
+    wait_p99_s: float | None = None
+    drain_per_s: float = 0.0
+    oldest_runnable_age_s: float | None = None
+    max_latency_s: float | None = None
 
 
 class JobEvent(msgspec.Struct, frozen=True):
