@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated
 
 import typer
 
+from jq_tool.cli import console
 from jq_tool.cli.options import (
     JsonOption,
     KeyOption,
@@ -31,7 +33,7 @@ from jq_tool.cli.output import (
     print_rows,
     stdout,
 )
-from jq_tool.sdk import DEFAULT_URL, Job, LeasedJob, OutcomeUnknown, Settled
+from jq_tool.sdk import DEFAULT_URL, Job, LeasedJob, OutcomeUnknown, QueueLatency, Settled
 
 
 def _job_fields(job: Job) -> list[tuple[str, object]]:
@@ -54,6 +56,9 @@ def _job_fields(job: Job) -> list[tuple[str, object]]:
             if job.progress is not None
             else []
         ),
+        ("error", job.error_class),
+        ("error_message", job.error_message),
+        ("worker", job.worker),
     ]
 
 
@@ -75,6 +80,12 @@ def _print_settled(settled: Settled, as_json: bool) -> None:
         print_json(settled)
     else:
         stdout().print(f"{settled.job_id} {settled.state.value}")
+
+
+class UniqueScopeChoice(StrEnum):
+    queued = "queued"
+    active = "active"
+    period = "period"
 
 
 def submit(
@@ -99,6 +110,41 @@ def submit(
             show_default=False,
         ),
     ] = None,
+    unique_key: Annotated[
+        str | None,
+        typer.Option(
+            help="While the first job of this key is in --unique-scope, a submit answers its id "
+            "instead of making a job.",
+            show_default=False,
+        ),
+    ] = None,
+    unique_scope: Annotated[
+        UniqueScopeChoice | None,
+        typer.Option(
+            help="queued (default): WAITING/READY/RETRY; active: also RUNNING; period: for "
+            "--unique-period after the submit.",
+            show_default=False,
+        ),
+    ] = None,
+    unique_period: Annotated[
+        float | None, duration_option("How long a 'period' unique key holds, e.g. 10m.")
+    ] = None,
+    depends_on: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A parent job id (repeat for several): the job waits (WAITING) until every "
+            "parent is acked.",
+            show_default=False,
+        ),
+    ] = None,
+    run_on_parent_failure: Annotated[
+        bool,
+        typer.Option(
+            "--run-on-parent-failure",
+            help="Run once every parent finished, even DEAD or CANCELLED ones (default: a "
+            "failed parent cancels the job).",
+        ),
+    ] = False,
     url: UrlOption = DEFAULT_URL,
     key: KeyOption = None,
     as_json: JsonOption = False,
@@ -118,6 +164,11 @@ def submit(
                 queue=queue,
                 max_retries=max_retries,
                 idempotency_key=idempotency_key,
+                unique_key=unique_key,
+                unique_scope=None if unique_scope is None else unique_scope.value,
+                unique_period=unique_period,
+                depends_on=depends_on or None,
+                on_parent_failure="run" if run_on_parent_failure else None,
             )
         except OutcomeUnknown as error:
             fail(
@@ -207,36 +258,58 @@ def get(
         print_json(job)
     else:
         print_record(f"job {job.job_id}", _job_fields(job))
+        if job.attempt_history:
+            console.print_attempts(job)
 
 
 def list_jobs(
     state: Annotated[
         str | None,
-        typer.Option(help="READY, RUNNING, ACKED, RETRY, DEAD or CANCELLED.", show_default=False),
+        typer.Option(
+            help="READY, SCHEDULED, RUNNING, ACKED, RETRY, DEAD, CANCELLED or WAITING.",
+            show_default=False,
+        ),
     ] = None,
     queue: Annotated[str | None, typer.Option(help="Only this queue.", show_default=False)] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Jobs per page.")] = 50,
     cursor: Annotated[
         str | None, typer.Option(help="next_cursor of the previous page.", show_default=False)
     ] = None,
+    id_prefix: Annotated[
+        str | None, typer.Option(help="Ids starting with this.", show_default=False)
+    ] = None,
+    error: Annotated[
+        str | None, typer.Option(help="Current error containing this text.", show_default=False)
+    ] = None,
     url: UrlOption = DEFAULT_URL,
     key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first (--id-prefix and --error search: a bounded scan, so a page
+    may be short; follow next page)."""
     with open_client(url, key, as_json) as client:
-        page = client.list(state=state, queue=queue, limit=limit, cursor=cursor)
+        page = client.list(
+            state=state, queue=queue, limit=limit, cursor=cursor, id_prefix=id_prefix, error=error
+        )
     if as_json:
         print_json(page)
         return
     filters = [f"{name} {value}" for name, value in (("state", state), ("queue", queue)) if value]
     print_rows(
         "jobs (times in UTC)",
-        ["job_id", "state", "queue", "priority", "attempts", "created_at", "updated_at"],
+        ["job_id", "state", "queue", "attempts", "run_at", "updated_at", "error"],
         [
-            [j.job_id, j.state.value, j.queue, j.priority, j.attempts, j.created_at, j.updated_at]
+            [
+                j.job_id,
+                j.state.value,
+                j.queue,
+                j.attempts,
+                j.run_at,
+                j.updated_at,
+                ": ".join(p for p in (j.error_class, j.error_message) if p) or None,
+            ]
             for j in page.jobs
-        ],
+        ],  # fmt: skip
         empty=f"no jobs{' with ' + ' and '.join(filters) if filters else ''}"
         + (" on this page" if cursor else ""),
     )
@@ -255,13 +328,16 @@ def stats(
     if as_json:
         print_json(answer)
         return
-    columns = ["queue", "runnable", "running", "scheduled", "retry", "dead", "acked", "total"]
+    columns = ["queue", "runnable", "running", "scheduled", "retry", "dead", "acked", "total",
+               "oldest", "wait p95"]  # fmt: skip
     rows: list[list[object]] = [
-        [name, q.runnable, q.running, q.scheduled, q.retry, q.dead, q.acked, q.total]
+        [name, q.runnable, q.running, q.scheduled, q.retry, q.dead, q.acked, q.total,
+         *_latency_cells(answer.latency.get(name))]
         for name, q in sorted(answer.queues.items())
-    ]
+    ]  # fmt: skip
     a = answer
-    rows.append(["(all)", a.runnable, a.running, a.scheduled, a.retry, a.dead, a.acked, a.total])
+    rows.append(["(all)", a.runnable, a.running, a.scheduled, a.retry, a.dead, a.acked, a.total,
+                 "", ""])  # fmt: skip
     print_rows("stats", columns, rows)
     stdout().print(
         f"submits/s {a.submits_per_sec:.1f}  acks/s {a.acks_per_sec:.1f}  "
@@ -270,25 +346,67 @@ def stats(
     )
 
 
+def _latency_cells(latency: QueueLatency | None) -> list[object]:
+    """The oldest runnable job's age (with a ! past the queue's max latency) and the time in
+    queue at the 95th percentile over the last 5 minutes (issue 19)."""
+    if latency is None:
+        return ["", ""]
+    age = latency.oldest_runnable_age_s
+    oldest = "-" if age is None else f"{age:.1f}s"
+    if age is not None and latency.max_latency_s is not None and age > latency.max_latency_s:
+        oldest += " !"
+    p95 = latency.wait_p95_s
+    return [oldest, "-" if p95 is None else f"≤{p95:g}s"]
+
+
 def cancel(
-    job_id: Annotated[str, typer.Argument(help="A READY or RETRY job.")],
+    job_id: Annotated[
+        str | None, typer.Argument(help="A READY or RETRY job.", show_default=False)
+    ] = None,
+    all_waiting: Annotated[
+        bool, typer.Option("--all", help="Every waiting job matching the filters.")
+    ] = False,
+    queue: Annotated[str | None, typer.Option(help="With --all: this queue.")] = None,
+    state: Annotated[
+        list[str] | None, typer.Option(help="With --all: READY, RETRY or SCHEDULED (repeat).")
+    ] = None,
+    error: Annotated[str | None, typer.Option(help="With --all: error containing this.")] = None,
+    yes: console.YesOption = False,
     url: UrlOption = DEFAULT_URL,
     key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Cancel a job that has not started."""
+    """Cancel a job that has not started, or with --all every waiting job matching."""
+    if all_waiting or job_id is None:
+        if job_id is not None or not all_waiting:
+            fail("give a job id, or --all (not both)", EXIT_USAGE, as_json=as_json)
+        console.bulk_cancel(url, key, as_json, queue, state, error, yes)
+        return
     with open_client(url, key, as_json) as client:
         settled = client.cancel(job_id)
     _print_settled(settled, as_json)
 
 
 def requeue(
-    job_id: Annotated[str, typer.Argument(help="A DEAD job.")],
+    job_id: Annotated[str | None, typer.Argument(help="A DEAD job.", show_default=False)] = None,
+    all_dead: Annotated[
+        bool, typer.Option("--all-dead", help="Every DEAD job matching the filters.")
+    ] = False,
+    queue: Annotated[str | None, typer.Option(help="With --all-dead: this queue.")] = None,
+    error: Annotated[
+        str | None, typer.Option(help="With --all-dead: error containing this.")
+    ] = None,
+    yes: console.YesOption = False,
     url: UrlOption = DEFAULT_URL,
     key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Give a DEAD job a fresh attempt budget."""
+    """Give a DEAD job a fresh attempt budget, or with --all-dead every DEAD job matching."""
+    if all_dead or job_id is None:
+        if job_id is not None or not all_dead:
+            fail("give a job id, or --all-dead (not both)", EXIT_USAGE, as_json=as_json)
+        console.bulk_requeue(url, key, as_json, queue, error, yes)
+        return
     with open_client(url, key, as_json) as client:
         settled = client.requeue(job_id)
     _print_settled(settled, as_json)

@@ -32,12 +32,16 @@ OUR_COMMANDS = frozenset(
         "requeue",
         "keys",
         "schedules",
+        "queues",
         "worker",
         "chaos",
         "tui",
         "wal-inspect",
         "why",
         "dead",
+        "workers",
+        "queue",
+        "history",
         "--help",
     }
 )

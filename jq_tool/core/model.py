@@ -65,6 +65,15 @@ class Job(msgspec.Struct, array_like=True, gc=False):
     # The running attempt's last reported progress (issue 19); a new lease clears it.
     progress: JobProgress | None = None
 
+    # The current (or, once acked, the last) attempt's worker id and lease time, from the
+    # Lease command; None in logs written before workers named themselves.
+    worker: str | None = None
+    leased_at: int | None = None
+    # The attempts that ended in a failure or an expired lease, the last ATTEMPTS_KEPT
+    # (core/attempts.py), oldest first. None while there was none: a job that succeeds at
+    # once costs no list.
+    history: list[Attempt] | None = None
+
 
 class ParentFailure(enum.StrEnum):
     CANCEL = "cancel"  # a parent ending DEAD or CANCELLED cancels the child
@@ -83,6 +92,17 @@ class UniqueScope(enum.StrEnum):
     QUEUED = "queued"  # while the job is WAITING, READY (scheduled included) or RETRY
     ACTIVE = "active"  # while queued or RUNNING
     PERIOD = "period"  # for unique_period_ms after its submit, whatever its state
+
+
+class Attempt(msgspec.Struct, array_like=True, gc=False):
+    """One attempt of a job that ended (or runs): see core/attempts.py for what is kept."""
+
+    attempt: int  # 1 for the first attempt since the job was submitted or requeued
+    worker: str | None  # the worker id the Lease named
+    started_at: int | None  # the Lease's now (None: leased by a release before this field)
+    ended_at: int | None  # None while running
+    outcome: str  # running, acked, failed, expired (attempts.OUTCOMES)
+    error: str | None = None  # the error text, bounded (attempts.ERROR_TEXT_BYTES)
 
 
 class ScheduleRun(msgspec.Struct, array_like=True, gc=False):
@@ -205,6 +225,9 @@ class Lease(msgspec.Struct, tag="lease", array_like=True):
     queue: str
     lease_ms: int
     lease_ids: list[str]
+    # The worker id the lease request named (X-Jq-Worker), kept on each leased job; None for
+    # clients that send none and in logs written before it.
+    worker: str | None = None
 
 
 class Ack(msgspec.Struct, tag="ack", array_like=True):
@@ -330,6 +353,9 @@ class SetQueue(msgspec.Struct, tag="queue_set", array_like=True):
     rate_limit: int | None = None
     rate_period_ms: int | None = None
     max_queues: int = 0
+    # Issue 19: how long the queue's oldest runnable job may wait before /health warns (0: no
+    # threshold). After max_queues: logs written before it decode with None (unchanged).
+    max_latency_ms: int | None = None
 
 
 class QueueSettings(msgspec.Struct, array_like=True):
@@ -343,6 +369,7 @@ class QueueSettings(msgspec.Struct, array_like=True):
     rate_period_ms: int = 0
     updated_at: int = 0
     recent_leases: list[int] = []
+    max_latency_ms: int = 0  # issue 19: 0 = no latency threshold
 
 
 # -- insight (issue 19): progress reports and whole dead-letter groups ---------------------------
@@ -378,6 +405,22 @@ class SettleDeadGroup(msgspec.Struct, tag="dead_group", array_like=True):
     dead_before: int
 
 
+class BulkRequeue(msgspec.Struct, tag="bulk_requeue", array_like=True):
+    """Requeue each DEAD job of `job_ids` (one chunk of a bulk action: atomic); a job that is
+    not DEAD (any more) is skipped, so a chunk applied twice changes nothing twice."""
+
+    now: int
+    job_ids: list[str]
+
+
+class BulkCancel(msgspec.Struct, tag="bulk_cancel", array_like=True):
+    """Cancel each READY or RETRY job of `job_ids` (one chunk of a bulk action); others are
+    skipped."""
+
+    now: int
+    job_ids: list[str]
+
+
 Command = (
     Submit
     | Lease
@@ -395,6 +438,8 @@ Command = (
     | SetQueue
     | Progress
     | SettleDeadGroup
+    | BulkRequeue
+    | BulkCancel
 )
 
 
@@ -487,6 +532,12 @@ class DeadGroupResult(msgspec.Struct, tag="dead_group_result"):
     remaining: int
 
 
+class BulkResult(msgspec.Struct, tag="bulk_result"):
+    """What a BulkRequeue/BulkCancel changed: the ids of the jobs it moved, in command order."""
+
+    changed: list[str]
+
+
 Result = (
     Error
     | SubmitResult
@@ -498,6 +549,7 @@ Result = (
     | FireResult
     | QueueResult
     | DeadGroupResult
+    | BulkResult
 )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 
+from jq_tool.core.attempts import error_chars
 from jq_tool.core.model import Job, JobState
 
 __all__ = ["HeldJobs", "content_bytes"]
@@ -33,6 +34,8 @@ def content_bytes(job: Job) -> int:
         size += len(job.result)
     if job.result_error is not None:
         size += len(job.result_error)
+    if job.history is not None:
+        size += error_chars(job)  # the attempts' errors (core/attempts.py bounds them)
     return size
 
 

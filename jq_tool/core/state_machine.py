@@ -48,13 +48,18 @@ from typing import Any
 import msgspec
 
 from jq_tool.core import flow
+from jq_tool.core.attempts import ended_attempt
 from jq_tool.core.backoff import retry_backoff_ms
 from jq_tool.core.dead_groups import DeadGroup, DeadGroups, DeadGroupSummary
 from jq_tool.core.dependencies import Dependencies
+from jq_tool.core.history import ACKED, FAILED, SUBMITTED, History, HistorySeries
 from jq_tool.core.model import (
     FINISHED_STATES,
     MAX_PROGRESS_NOTE,
     Ack,
+    BulkCancel,
+    BulkRequeue,
+    BulkResult,
     Cancel,
     Command,
     CreateSchedule,
@@ -101,6 +106,7 @@ from jq_tool.core.model import (
     UpdateSchedule,
 )
 from jq_tool.core.retention import HeldJobs
+from jq_tool.core.search import JobFilter
 from jq_tool.core.unique import UniqueEntry, UniqueKeys
 
 logger = logging.getLogger(__name__)
@@ -217,6 +223,13 @@ _BUCKET_OF_STATE = {
     _WAITING: _B_WAITING,
 }
 
+# A search label's bucket (core/search.py): READY is the due bucket; SCHEDULED is its own.
+_BUCKET_OF_LABEL = {
+    _READY.value: _B_RUNNABLE,
+    "SCHEDULED": _B_SCHEDULED,
+    **{state.value: bucket for state, bucket in _BUCKET_OF_STATE.items()},
+}
+
 # Every time and duration stays within +-2**62 so that sums of two fit in a signed 64-bit
 # msgpack integer: a snapshot must never fail to encode.
 _INT_LIMIT = 2**62 - 1
@@ -224,6 +237,8 @@ _LEASE_EXPIRED = "lease expired"
 _DONE_STATES = frozenset({_ACKED, _CANCELLED})  # held up to the finished bounds
 _DEAD_STATES = frozenset({_DEAD})  # held up to the DEAD cap
 _SNAPSHOT_VERSION = 1
+AHEAD_COUNTED = 10_000  # runnable_ahead counts this far at most (explain says "at least")
+MAX_BULK_CHUNK = 10_000  # job ids in one BulkRequeue/BulkCancel
 
 _seq_of = attrgetter("seq")
 _id_of = attrgetter("id")
@@ -237,11 +252,15 @@ TimedEntry = tuple[int, int, Job]  # (time, seq, job)
 class _QueueIndex:
     """One queue's runnable and RETRY heaps and its per-bucket job counts."""
 
-    __slots__ = ("name", "ready", "retry", "counts")
+    __slots__ = ("name", "ready", "retry", "counts", "since")
 
     def __init__(self, name: str) -> None:
         self.name = name  # the canonical string every job of this queue shares
         self.ready: list[ReadyEntry] = []
+        # The runnable jobs again, by the time they became runnable (run_at), for the age of
+        # the oldest one (a queue's latency): the lease-order heap puts priority first, so its
+        # top is not the oldest. Lazy deletion like the others (see _rebuild_since).
+        self.since: list[TimedEntry] = []
         self.retry: list[TimedEntry] = []
         self.counts = [0] * _BUCKETS
 
@@ -263,6 +282,7 @@ class _Snapshot(msgspec.Struct, array_like=True):
     queue_settings: list[QueueSettings] = []
     unique: list[UniqueEntry] = []
     awaited: list[tuple[str, list[str]]] = []
+    history: list[HistorySeries] = []  # per-minute counts (core/history.py)
 
 
 _snapshot_encoder = msgspec.msgpack.Encoder()
@@ -447,7 +467,11 @@ def _command_problem(command: Any) -> str | None:
             command.max_queues, "max_queues", 0
         )
     if isinstance(command, Lease):
-        problem = _str_problem(command.queue, "queue") or _int_problem(command.lease_ms, "lease_ms")
+        problem = (
+            _str_problem(command.queue, "queue")
+            or _int_problem(command.lease_ms, "lease_ms")
+            or _str_problem(command.worker, "worker", optional=True)
+        )
         if problem:
             return problem
         if type(command.lease_ids) is not list:
@@ -460,6 +484,14 @@ def _command_problem(command: Any) -> str | None:
             return "lease ids must be distinct"
         return None
     if isinstance(command, Expire):
+        return None
+    if isinstance(command, (BulkRequeue, BulkCancel)):
+        if type(command.job_ids) is not list or len(command.job_ids) > MAX_BULK_CHUNK:
+            return f"job_ids must be a list of at most {MAX_BULK_CHUNK} ids"
+        for job_id in command.job_ids:
+            problem = _str_problem(job_id, "job id")
+            if problem:
+                return problem
         return None
     if isinstance(command, _INSIGHT_COMMANDS):
         return _insight_command_problem(command)
@@ -540,6 +572,7 @@ class StateMachine:
         self._deps = Dependencies()
         self._owners: dict[str, str] = {}
         self._dead_groups = DeadGroups()  # DEAD jobs by their last error's fingerprint
+        self._history = History()  # per-minute submitted/acked/failed (GET /stats/history)
 
     # -- the mutating surface ------------------------------------------------------------------
 
@@ -573,6 +606,7 @@ class StateMachine:
                 queue_settings=[self._flow[name] for name in sorted(self._flow)],
                 unique=self._unique.dump(),
                 awaited=self._deps.dump(),
+                history=self._history.dump(),
             )
         )
 
@@ -661,6 +695,61 @@ class StateMachine:
                 break  # that was the oldest match: no need to scan the rest
         return page, None
 
+    def search_jobs(
+        self,
+        where: JobFilter,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        scan_limit: int | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """Jobs matching `where`, newest submission first, and the cursor of the next page
+        (None at the end). Examines at most `scan_limit` jobs (None: no bound): when it stops
+        there, the page may be short and the cursor says where to go on. Live objects: do not
+        mutate. Raises ValueError for a bad limit or cursor. The cursor is a submission number,
+        so pages stay stable under inserts (new jobs are newer than any cursor)."""
+        if type(limit) is not int or limit < 1:
+            raise ValueError("limit must be a positive integer")
+        order = self._order
+        if cursor is None:
+            end = len(order)
+        else:
+            if (
+                type(cursor) is not str
+                or not (cursor.isascii() and cursor.isdigit())
+                or len(cursor) > 20
+            ):
+                raise ValueError("invalid cursor")
+            end = bisect_left(order, int(cursor), key=_seq_of)
+        if where.labels is not None and not self._label_count(where.labels, where.queue):
+            return [], None  # the counts say nothing has those states: no scan at all
+        jobs = self._jobs
+        now = self._now
+        matches = where.matches
+        page: list[Job] = []
+        examined = 0
+        for i in range(end - 1, -1, -1):
+            job = order[i]
+            if scan_limit is not None and examined == scan_limit:
+                return page, str(order[i + 1].seq)
+            examined += 1
+            if jobs.get(job.id) is not job or not matches(job, now):
+                continue
+            page.append(job)
+            if len(page) == limit:
+                return page, (str(job.seq) if i > 0 else None)
+        return page, None
+
+    def _label_count(self, labels: frozenset[str], queue: str | None) -> int:
+        """How many jobs (of `queue`, or all) have one of the search labels: O(queues)."""
+        buckets = [_BUCKET_OF_LABEL[label] for label in labels if label in _BUCKET_OF_LABEL]
+        if queue is not None:
+            q = self._queues.get(queue)
+            counted = [] if q is None else [q.counts]
+        else:
+            counted = [q.counts for q in self._queues.values()]
+        return sum(counts[b] for counts in counted for b in buckets)
+
     def _matching_count(self, state: JobState | None, queue: str | None) -> int:
         if queue is not None:
             q = self._queues.get(queue)
@@ -694,6 +783,42 @@ class StateMachine:
         if cutoff <= self._now:
             return False  # every scheduled job due by self._now is already in q.ready
         return _scheduled_due_in(self._scheduled, queue, cutoff)
+
+    def oldest_runnable_since(self, queue: str) -> int | None:
+        """The run_at of the queue's oldest runnable job (READY and due: waiting since then),
+        or None when it has none. O(log n) amortized: the top of the queue's `since` heap,
+        dropping entries of jobs that moved on (leased, cancelled) on the way. A queue's
+        latency is `now - this`."""
+        q = self._queues.get(queue) if type(queue) is str else None
+        if q is None:
+            return None
+        since = q.since
+        while since:
+            run_at, _, job = since[0]
+            if job.state is _READY and job.run_at == run_at:
+                return run_at
+            heapq.heappop(since)
+        return None
+
+    def running(self, queue: str | None = None) -> list[Job]:
+        """The RUNNING jobs (of `queue`, or all), by submission order: the leases held now.
+        Walks the lease heap, O(running jobs); live objects, callers must not mutate them."""
+        held = {
+            job.id: job
+            for lease_until, _, job in self._leases
+            if job.state is _RUNNING
+            and job.lease_until == lease_until
+            and (queue is None or job.queue == queue)
+        }
+        return sorted(held.values(), key=_seq_of)
+
+    def history(
+        self, queue: str | None, minutes: int, last_minute: int
+    ) -> tuple[bool, list[int], list[int], list[int]]:
+        """(whether the queue is tracked, then submitted, acked, failed per minute) for the
+        `minutes` minutes ending with `last_minute` (epoch ms // 60000): core/history.py."""
+        history = self._history
+        return (history.tracked(queue), *history.window(queue, minutes, last_minute))
 
     def next_due(self) -> int | None:
         """The earliest time at which Expire would change something: a lease running out or a
@@ -855,6 +980,9 @@ class StateMachine:
         max_queues = cmd.max_queues
         jobs = self._jobs
         queues = self._queues
+        # Entries of this submit answered with an earlier job (an idempotency key or a unique
+        # key): a later entry naming one as a parent (a batch's "$N") means that job.
+        answered: dict[str, str] | None = None
         for nj in cmd.jobs:
             problem = _new_job_problem(nj)
             if problem:
@@ -864,7 +992,11 @@ class StateMachine:
             if key is not None:
                 mapped = self._idempotency.get((nj.owner, key))
                 if mapped is not None and self._now < mapped[2]:
-                    entries.append(_remembered(mapped, nj.fingerprint, key))
+                    entry = _remembered(mapped, nj.fingerprint, key)
+                    entries.append(entry)
+                    if isinstance(entry, Submitted):
+                        answered = answered or {}
+                        answered[nj.id] = entry.job_id
                     continue
             jf = nj.flow
             unique_key = None if jf is None else jf.unique_key
@@ -872,11 +1004,15 @@ class StateMachine:
                 holder = self._unique.holder(nj.owner, unique_key, self._now, jobs)
                 if holder is not None:
                     entries.append(Submitted(job_id=holder, unique=True))
+                    answered = answered or {}
+                    answered[nj.id] = holder
                     continue
             if nj.id in jobs:
                 entries.append(Error(ErrorCode.INVALID, f"duplicate job id {nj.id!r}"))
                 continue
             parents = None if jf is None else jf.depends_on
+            if parents and answered:
+                parents = [answered.get(parent, parent) for parent in parents]
             if parents:
                 refusal = self._parents_problem(parents, nj.owner)
                 if refusal is not None:
@@ -921,6 +1057,7 @@ class StateMachine:
                 self._place_child(job, q, parents, jf.on_parent_failure, now)
             elif run_at <= self._now:
                 heapq.heappush(q.ready, (-job.priority, run_at, job.seq, job))
+                heapq.heappush(q.since, (run_at, job.seq, job))
                 q.counts[_B_RUNNABLE] += 1
             else:
                 heapq.heappush(self._scheduled, (run_at, job.seq, job))
@@ -936,6 +1073,7 @@ class StateMachine:
             jobs[job.id] = job
             self._order.append(job)
             self._counters.submitted += 1
+            self._history.count(q.name, self._now, SUBMITTED)
             self._notify(job, None, now)
             entries.append(Submitted(job_id=job.id))
         return SubmitResult(entries=entries)
@@ -988,6 +1126,7 @@ class StateMachine:
         job.state = _READY
         if job.run_at <= self._now:
             heapq.heappush(q.ready, (-job.priority, job.run_at, job.seq, job))
+            heapq.heappush(q.since, (job.run_at, job.seq, job))
             q.counts[_B_RUNNABLE] += 1
         else:
             heapq.heappush(self._scheduled, (job.run_at, job.seq, job))
@@ -1053,6 +1192,7 @@ class StateMachine:
             allowed = flow.allowance(settings, counts[_B_RUNNING], self._now, len(lease_ids))
             if allowed < len(lease_ids):
                 lease_ids = lease_ids[:allowed]
+        worker = cmd.worker
         for lease_id in lease_ids:
             job = _pop_ready(ready)
             if job is None:
@@ -1064,11 +1204,15 @@ class StateMachine:
             job.lease_id = lease_id
             job.lease_until = now + cmd.lease_ms
             job.updated_at = now
+            job.worker = worker
+            job.leased_at = now
             if job.progress is not None:
                 job.progress = None  # the last attempt's progress is not this one's
             heapq.heappush(self._leases, (job.lease_until, job.seq, job))
             self._notify(job, _READY, now)
             leased.append(copy(job))
+        if len(q.since) > 2 * counts[_B_RUNNABLE] + 1024:
+            _rebuild_since(q)  # the leased jobs' entries stay behind until then
         if settings is not None:
             flow.record_leases(settings, self._now, len(leased))
         return LeaseResult(jobs=leased)
@@ -1084,12 +1228,14 @@ class StateMachine:
         q.counts[_B_ACKED] += 1
         job.state = _ACKED
         job.result = cmd.result
+        job.result_error = None  # the current error only: the failures are in its history
         job.lease_id = None
         job.lease_until = None
         job.updated_at = now
         self._lease_left_behind()
         self._done.add(job)
         self._counters.acked += 1
+        self._history.count(job.queue, self._now, ACKED)
         self._notify(job, _RUNNING, now)
         self._job_finished(job, now)
         return JobResult(job=copy(job))
@@ -1100,7 +1246,7 @@ class StateMachine:
             return job
         self._advance(cmd.now)
         self._lease_left_behind()
-        self._fail_attempt(job, cmd.error, cmd.now, final=not cmd.retry)
+        self._fail_attempt(job, cmd.error, cmd.now, final=not cmd.retry, outcome="failed")
         return JobResult(job=copy(job))
 
     def _extend(self, cmd: Extend) -> Result:
@@ -1147,7 +1293,6 @@ class StateMachine:
             return _wrong_state(job, "DEAD")
         now = cmd.now
         self._advance(now)
-        self._dead_groups.remove(job)
         q = self._queues[job.queue]
         q.counts[_B_DEAD] -= 1
         q.counts[_B_RUNNABLE] += 1
@@ -1157,6 +1302,7 @@ class StateMachine:
         job.run_at = now  # <= self._now, so runnable at once
         job.updated_at = now
         heapq.heappush(q.ready, (-job.priority, now, job.seq, job))
+        heapq.heappush(q.since, (now, job.seq, job))
         self._counters.requeued += 1
         self._notify(job, _DEAD, now)
         return JobResult(job=copy(job))
@@ -1172,7 +1318,7 @@ class StateMachine:
             if job.state is not _RUNNING or job.lease_until != lease_until:
                 self._leases_stale -= 1
                 continue
-            self._fail_attempt(job, _LEASE_EXPIRED, now)
+            self._fail_attempt(job, _LEASE_EXPIRED, now, outcome="expired")
             self._counters.expired += 1
             expired += 1
         # After expiry, so a zero backoff comes back in the same Expire. By queue name, so the
@@ -1388,8 +1534,13 @@ class StateMachine:
         return QueueSettings(name) if settings is None else _settings_copy(settings)
 
     def queue_settings_page(self) -> list[QueueSettings]:
-        """Every queue with settings of its own, by name (copies)."""
-        return [_settings_copy(self._flow[name]) for name in sorted(self._flow)]
+        """Every queue with settings of its own, by name: copies without their lease times
+        (up to rate_limit of them each; /stats reads this every second). queue_settings(name)
+        has them."""
+        return [
+            msgspec.structs.replace(self._flow[name], recent_leases=[])
+            for name in sorted(self._flow)
+        ]
 
     def has_queue_settings(self, queue: str) -> bool:
         return queue in self._flow
@@ -1404,6 +1555,21 @@ class StateMachine:
         q = self._queues.get(queue)
         running = 0 if q is None else q.counts[_B_RUNNING]
         return flow.blocked_until(settings, running, max(self._now, now))
+
+    # -- bulk actions ---------------------------------------------------------------------------
+
+    def _bulk(self, cmd: BulkRequeue | BulkCancel) -> Result:
+        """One chunk of a bulk action: each job moved as its own Requeue or Cancel would move
+        it (the same events, counters and indexes); a job in another state is skipped."""
+        single = self._requeue if isinstance(cmd, BulkRequeue) else self._cancel
+        kind = Requeue if isinstance(cmd, BulkRequeue) else Cancel
+        self._advance(cmd.now)
+        changed = [
+            job_id
+            for job_id in cmd.job_ids
+            if not isinstance(single(kind(cmd.now, job_id)), Error)  # type: ignore[arg-type]
+        ]
+        return BulkResult(changed=changed)
 
     def _unfinished(self, job_id: str | None) -> bool:
         """Whether that job is pending or running (READY, RETRY, RUNNING)."""
@@ -1470,15 +1636,34 @@ class StateMachine:
         """The group of a DEAD job, or None."""
         return self._dead_groups.fingerprint_of(job_id)
 
-    def runnable_ahead(self, job: Job) -> int:
+    def runnable_ahead(self, job: Job, limit: int = AHEAD_COUNTED) -> int:
         """How many runnable jobs of its queue a Lease would take before this READY job:
-        higher priority, or the same priority and earlier run_at or submission. O(runnable
-        jobs of the queue): a question asked about one job, never on the lease path."""
+        higher priority, or the same priority and earlier run_at or submission; counted up
+        to `limit` (the answer is then "at least limit"). Walks only the part of the lease
+        heap ahead of the job (a heap node is never ahead of its parent), so it costs
+        O(min(answer, limit)), never the whole queue: a question about one job."""
         q = self._queues.get(job.queue)
         if q is None:
             return 0
         key = (-job.priority, job.run_at, job.seq)
-        return sum(1 for entry in q.ready if entry[3].state is _READY and entry[:3] < key)
+        ready = q.ready
+        size = len(ready)
+        stack = [0]
+        ahead = 0
+        while stack:
+            i = stack.pop()
+            if i >= size:
+                continue
+            entry = ready[i]
+            if (entry[0], entry[1], entry[2]) >= key:
+                continue  # it and everything below it come after the job
+            if entry[3].state is _READY:
+                ahead += 1
+                if ahead >= limit:
+                    return ahead
+            stack.append(2 * i + 1)
+            stack.append(2 * i + 2)
+        return ahead
 
     def awaited_parents(self, job_id: str) -> list[str]:
         """The parents a WAITING job still waits for, in the order given (a copy)."""
@@ -1488,15 +1673,6 @@ class StateMachine:
         """How many jobs of the queue are RUNNING."""
         q = self._queues.get(queue) if type(queue) is str else None
         return 0 if q is None else q.counts[_B_RUNNING]
-
-    def oldest_runnable_since(self, queue: str) -> int | None:
-        """The run_at of the queue's oldest runnable job (READY and due): how long the queue
-        has kept a job waiting for a worker. None when nothing is runnable. O(runnable jobs of
-        the queue): the lease heap is ordered by priority first."""
-        q = self._queues.get(queue) if type(queue) is str else None
-        if q is None:
-            return None
-        return min((e[1] for e in q.ready if e[3].state is _READY), default=None)
 
     # -- shared steps --------------------------------------------------------------------------
 
@@ -1521,6 +1697,7 @@ class StateMachine:
             q.counts[_B_SCHEDULED] -= 1
             q.counts[_B_RUNNABLE] += 1
             heapq.heappush(q.ready, (-job.priority, run_at, job.seq, job))
+            heapq.heappush(q.since, (run_at, job.seq, job))
             self._notify(job, _READY, now)
             promoted += 1
         return promoted
@@ -1539,26 +1716,32 @@ class StateMachine:
             job.state = _READY
             job.updated_at = now
             heapq.heappush(q.ready, (-job.priority, run_at, job.seq, job))
+            heapq.heappush(q.since, (run_at, job.seq, job))
             self._notify(job, _RETRY, now)
             promoted += 1
         return promoted
 
-    def _fail_attempt(self, job: Job, error: str, now: int, *, final: bool = False) -> None:
+    def _fail_attempt(
+        self, job: Job, error: str, now: int, *, final: bool = False, outcome: str
+    ) -> None:
         """A RUNNING job's attempt failed: RETRY after a backoff, or DEAD when retries are
         spent or the failure is `final` (an ack with `"retry": false`). The caller has already
         accounted for the job's lease heap entry."""
         q = self._queues[job.queue]
         q.counts[_B_RUNNING] -= 1
+        job.history = ended_attempt(job, now, outcome, error)
+        job.worker = None
+        job.leased_at = None
         job.result_error = error
         job.lease_id = None
         job.lease_until = None
         job.updated_at = now
         self._counters.failed += 1
+        self._history.count(job.queue, self._now, FAILED)
         if final or job.attempts > job.max_retries:
             job.state = _DEAD
             q.counts[_B_DEAD] += 1
             self._counters.dead += 1
-            self._dead_groups.add(job)
             self._dead.add(job)
             self._notify(job, _RUNNING, now)
             self._job_finished(job, now)
@@ -1599,7 +1782,9 @@ class StateMachine:
         for q in self._queues.values():
             q.ready = [entry for entry in q.ready if entry[3].state is not _CANCELLED]
             q.retry = [entry for entry in q.retry if entry[2].state is not _CANCELLED]
+            q.since = [(e[1], e[2], e[3]) for e in q.ready]
             heapq.heapify(q.ready)
+            heapq.heapify(q.since)
             heapq.heapify(q.retry)
         self._scheduled = [entry for entry in self._scheduled if entry[2].state is not _CANCELLED]
         heapq.heapify(self._scheduled)
@@ -1635,6 +1820,13 @@ class StateMachine:
         return q
 
     def _notify(self, job: Job, previous: JobState | None, now: int) -> None:
+        # Every state change passes here, so the dead-letter groups (issue 19) follow each way
+        # into and out of DEAD, whichever command took it; a purge, which forgets jobs without
+        # a transition, tells them itself.
+        if previous is _DEAD:
+            self._dead_groups.remove(job)
+        if job.state is _DEAD:
+            self._dead_groups.add(job)
         listener = self._on_transition
         if listener is None:
             return
@@ -1707,6 +1899,8 @@ class StateMachine:
         for q in queues.values():
             heapq.heapify(q.ready)
             heapq.heapify(q.retry)
+            q.since = [(e[1], e[2], e[3]) for e in q.ready]
+            heapq.heapify(q.since)
         heapq.heapify(self._scheduled)
         heapq.heapify(self._leases)
 
@@ -1742,6 +1936,7 @@ class StateMachine:
             if not s.paused and s.next_due is not None
         ]
         heapq.heapify(self._schedule_due)
+        self._history = History.load(snap.history)
 
         self._flow = {settings.name: settings for settings in snap.queue_settings}
         self._unique.load(snap.unique)
@@ -1759,6 +1954,14 @@ def _pop_ready(ready: list[ReadyEntry]) -> Job | None:
         if job.state is _READY:
             return job
     return None
+
+
+def _rebuild_since(q: _QueueIndex) -> None:
+    """Rebuild the `since` heap from the lease-order heap: a lease leaves its job's entry
+    behind (popping it would cost every lease a heap operation), and once those could
+    outnumber the live entries they are dropped all at once: O(1) amortized per lease."""
+    q.since = [(e[1], e[2], e[3]) for e in q.ready if e[3].state is _READY]
+    heapq.heapify(q.since)
 
 
 def _valid_ready_top(ready: list[ReadyEntry]) -> ReadyEntry | None:
@@ -1863,4 +2066,6 @@ _HANDLERS: dict[type, Callable[[StateMachine, Any], Result]] = {
     SetQueue: StateMachine._set_queue,
     Progress: StateMachine._progress,
     SettleDeadGroup: StateMachine._settle_dead_group,
+    BulkRequeue: StateMachine._bulk,
+    BulkCancel: StateMachine._bulk,
 }

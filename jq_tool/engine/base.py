@@ -22,8 +22,14 @@ from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
+# The console's vocabulary, re-exported for the server (which imports engine.base, never
+# core beyond core.model): a job's attempts and its error split, the search filter, the
+# history's minute.
+from jq_tool.core.attempts import attempt_history as attempt_history
+from jq_tool.core.attempts import split_error as split_error
 from jq_tool.core.dead_groups import DeadGroupSummary
 from jq_tool.core.explain import Explanation
+from jq_tool.core.history import MINUTE_MS as MINUTE_MS
 from jq_tool.core.model import (
     DeadGroupAction,
     ErrorCode,
@@ -37,6 +43,8 @@ from jq_tool.core.model import (
     ScheduleSpec,
     UniqueScope,
 )
+from jq_tool.core.search import SCHEDULED as SCHEDULED
+from jq_tool.core.search import JobFilter
 from jq_tool.core.state_machine import QueueStats, ScheduleStats, StateMachineConfig, Stats
 
 if TYPE_CHECKING:
@@ -145,6 +153,7 @@ class QueueChange(msgspec.Struct):
     concurrency: int | None = None
     rate_limit: int | None = None
     rate_period_ms: int | None = None
+    max_latency_ms: int | None = None  # issue 19: a latency threshold (0 removes it)
 
 
 class SubmitOutcome(msgspec.Struct):
@@ -173,6 +182,7 @@ class LeaseNext(msgspec.Struct):
     queue: str = "default"
     max_jobs: int = 1
     lease_ms: int | None = None
+    worker: str | None = None  # the worker id kept on each leased job (X-Jq-Worker)
 
 
 class JobEvent(msgspec.Struct):
@@ -185,6 +195,10 @@ class JobEvent(msgspec.Struct):
     attempts: int
     priority: int
     at: int  # the command's `now`
+    # When the job is due: READY with run_at after `at` is scheduled (the console shows it so).
+    run_at: int | None = None
+    worker: str | None = None  # the lease holder's worker id (RUNNING)
+    error: str | None = None  # the current error (result_error), for the list's error column
 
 
 class RetentionStats(msgspec.Struct):
@@ -312,11 +326,13 @@ class Engine(Protocol):
         lease_ms: int | None = None,
         wait_ms: int = 0,
         give_up: Callable[[], Awaitable[object]] | None = None,
+        worker: str | None = None,
     ) -> list[Job]:
-        """Up to max_jobs jobs. Tries at once; when none is runnable and wait_ms > 0, waits up
-        to wait_ms for one (long poll), unless the awaitable give_up() returns completes first
-        (the client went away, the server is draining): then []. give_up is only called when
-        the request has to wait."""
+        """Up to max_jobs jobs, each marked as held by `worker` (a worker id, or None). Tries
+        at once; when none is runnable and wait_ms > 0, waits up to wait_ms for one (long
+        poll), unless the awaitable give_up() returns completes first (the client went away,
+        the server is draining): then []. give_up is only called when the request has to
+        wait."""
         ...
 
     async def ack(self, job_id: str, *, lease_id: str | None, result: str | None) -> Job: ...
@@ -376,6 +392,39 @@ class Engine(Protocol):
         """Queues holding jobs by name, `limit` at most, after the name `after`."""
         ...
 
+    def running(self, queue: str | None = None) -> builtins.list[Job]:
+        """The RUNNING jobs (of `queue`, or all) by submission order: the leases held now,
+        each with its worker id. O(running jobs). Read-only: callers must not change them."""
+        ...
+
+    def search(
+        self,
+        where: JobFilter,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        scan_limit: int | None = None,
+    ) -> tuple[builtins.list[Job], str | None]:
+        """Jobs matching `where`, newest first, examining at most `scan_limit` jobs (None: no
+        bound); the cursor of the next page or None. Raises ValueError for a bad cursor."""
+        ...
+
+    async def bulk(self, action: str, job_ids: builtins.list[str]) -> builtins.list[str]:
+        """One chunk of a bulk action ("requeue" DEAD jobs, "cancel" waiting ones) as one
+        logged command; returns the ids it changed (the others had left that state)."""
+        ...
+
+    def minute_counts(
+        self, queue: str | None, minutes: int, last_minute: int
+    ) -> tuple[bool, builtins.list[int], builtins.list[int], builtins.list[int]]:
+        """Per-minute (tracked, submitted, acked, failed) ending with `last_minute`."""
+        ...
+
+    def oldest_runnable_since(self, queue: str) -> int | None:
+        """The run_at of the queue's oldest runnable job (its latency is now minus this), or
+        None when nothing is runnable. O(log n)."""
+        ...
+
     def health(self) -> Health:
         """Whether writes are accepted now, and if not why (a failed fsync, no etcd majority)."""
         ...
@@ -427,7 +476,8 @@ class Engine(Protocol):
         ...
 
     def queue_settings_page(self) -> builtins.list[QueueSettings]:
-        """Every queue with settings of its own, by name."""
+        """Every queue with settings of its own, by name (without their rate window's lease
+        times: `queue_settings(name)` has them)."""
         ...
 
     def queue_stats(self, name: str) -> QueueStats | None:

@@ -32,6 +32,9 @@ import msgspec
 
 from jq_tool.core.model import (
     Ack,
+    BulkCancel,
+    BulkRequeue,
+    BulkResult,
     Cancel,
     Command,
     CreateSchedule,
@@ -64,6 +67,7 @@ from jq_tool.core.model import (
     UpdateSchedule,
     encode_command,
 )
+from jq_tool.core.search import JobFilter
 from jq_tool.core.state_machine import QueueStats, ScheduleStats, StateMachine, Stats
 from jq_tool.core.wal import write_snapshot_file
 from jq_tool.core.wal_format import encode_snapshot_header
@@ -547,6 +551,9 @@ class CommandEngine(InsightCalls, Engine):
                 attempts=job.attempts,
                 priority=job.priority,
                 at=now,
+                run_at=job.run_at,
+                worker=job.worker if job.state is JobState.RUNNING else None,
+                error=job.result_error,
             )
             for queue in self._subscribers:
                 with contextlib.suppress(asyncio.QueueFull):
@@ -700,15 +707,18 @@ class CommandEngine(InsightCalls, Engine):
         lease_ms: int | None = None,
         wait_ms: int = 0,
         give_up: Callable[[], Awaitable[object]] | None = None,
+        worker: str | None = None,
     ) -> list[Job]:
         lease_ms = lease_ms or self.config.lease_ms
         self.queue_activity.asked(queue, self._clock())
         await self._catch_up()
         # Try at once: a busy queue answers without the long poll's timer and tasks.
-        jobs = await self._lease_now(queue, max_jobs, lease_ms)
+        jobs = await self._lease_now(queue, max_jobs, lease_ms, worker)
         if jobs or wait_ms <= 0 or self._stopping:
             return jobs
-        waiting = asyncio.ensure_future(self._lease_waiting(queue, max_jobs, lease_ms, wait_ms))
+        waiting = asyncio.ensure_future(
+            self._lease_waiting(queue, max_jobs, lease_ms, wait_ms, worker)
+        )
         if give_up is None:
             return await waiting
         giving_up = asyncio.ensure_future(give_up())
@@ -725,20 +735,22 @@ class CommandEngine(InsightCalls, Engine):
             return await waiting
         return []
 
-    async def _lease_now(self, queue: str, max_jobs: int, lease_ms: int) -> list[Job]:
+    async def _lease_now(
+        self, queue: str, max_jobs: int, lease_ms: int, worker: str | None = None
+    ) -> list[Job]:
         now = self._clock()
         # Only a lease that can succeed is written to the log: an empty poll writes nothing.
         if not self._machine.has_runnable(queue, now):
             return []
         lease_ids = [new_lease_id() for _ in range(max_jobs)]
         result = await self._propose(
-            Lease(now=now, queue=queue, lease_ms=lease_ms, lease_ids=lease_ids)
+            Lease(now=now, queue=queue, lease_ms=lease_ms, lease_ids=lease_ids, worker=worker)
         )
         assert isinstance(result, LeaseResult)
         return result.jobs
 
     async def _lease_waiting(
-        self, queue: str, max_jobs: int, lease_ms: int, wait_ms: int
+        self, queue: str, max_jobs: int, lease_ms: int, wait_ms: int, worker: str | None
     ) -> list[Job]:
         """The long poll: wait on the queue's FIFO of waiters; each job that becomes runnable
         wakes one, which tries again (and waits again if another request was faster)."""
@@ -766,7 +778,7 @@ class CommandEngine(InsightCalls, Engine):
                         waiters.remove(waiter)
                     if not waiters:
                         del self._waiters[queue]
-            jobs = await self._lease_now(queue, max_jobs, lease_ms)
+            jobs = await self._lease_now(queue, max_jobs, lease_ms, worker)
             if jobs:
                 return jobs
 
@@ -829,7 +841,9 @@ class CommandEngine(InsightCalls, Engine):
             if lease_next is not None and machine.has_runnable(lease_next.queue, now):
                 lease_ids = [new_lease_id() for _ in range(lease_next.max_jobs)]
                 lease_ms = lease_next.lease_ms or self.config.lease_ms
-                lease = self._enqueue(Lease(now, lease_next.queue, lease_ms, lease_ids))
+                lease = self._enqueue(
+                    Lease(now, lease_next.queue, lease_ms, lease_ids, lease_next.worker)
+                )
             for position, future in proposed:
                 result = await future
                 if isinstance(result, Error):
@@ -910,6 +924,39 @@ class CommandEngine(InsightCalls, Engine):
 
     def queue_page(self, after: str | None, limit: int) -> builtins.list[tuple[str, QueueStats]]:
         return self._machine.queue_page(after, limit)
+
+    def running(self, queue: str | None = None) -> builtins.list[Job]:
+        return self._machine.running(queue)
+
+    def oldest_runnable_since(self, queue: str) -> int | None:
+        return self._machine.oldest_runnable_since(queue)
+
+    def search(
+        self,
+        where: JobFilter,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        scan_limit: int | None = None,
+    ) -> tuple[builtins.list[Job], str | None]:
+        jobs, next_cursor = self._machine.search_jobs(
+            where, limit=limit, cursor=cursor, scan_limit=scan_limit
+        )
+        return [msgspec.structs.replace(job) for job in jobs], next_cursor
+
+    async def bulk(self, action: str, job_ids: builtins.list[str]) -> builtins.list[str]:
+        now = self._clock()
+        command = BulkRequeue(now, job_ids) if action == "requeue" else BulkCancel(now, job_ids)
+        result = await self._propose(command)
+        if isinstance(result, Error):
+            raise CommandRejected(result.code, result.message)
+        assert isinstance(result, BulkResult)
+        return result.changed
+
+    def minute_counts(
+        self, queue: str | None, minutes: int, last_minute: int
+    ) -> tuple[bool, builtins.list[int], builtins.list[int], builtins.list[int]]:
+        return self._machine.history(queue, minutes, last_minute)
 
     def metrics(self) -> Iterator[Metric]:
         """Prometheus metric families about the log and the queues' wait times (the server
@@ -1015,6 +1062,7 @@ class CommandEngine(InsightCalls, Engine):
                 change.rate_limit,
                 change.rate_period_ms,
                 self.config.max_queues,
+                change.max_latency_ms,
             )
         )
         if isinstance(result, Error):

@@ -32,6 +32,7 @@ from jq_tool.sdk.errors import (
     TooManyQueues,
     TooManySchedules,
     Unauthorized,
+    UnknownParent,
     WaitTimeout,
 )
 from jq_tool.sdk.sse import AsyncEventStream, EventStream, ServerEvent
@@ -56,6 +57,8 @@ from jq_tool.sdk.types import (
     LeasedJob,
     Page,
     Progress,
+    QueueLatency,
+    QueueSettings,
     QueueStats,
     RevokedKey,
     Schedule,
@@ -117,8 +120,10 @@ __all__ = [
     "OutcomeUnknown",
     "PayloadTooLarge",
     "Progress",
+    "QueueLatency",
     "QueueStats",
     "RevokedKey",
+    "QueueSettings",
     "Schedule",
     "ScheduleExists",
     "ScheduleNotFound",
@@ -135,6 +140,7 @@ __all__ = [
     "TlsError",
     "TooManyQueues",
     "TooManySchedules",
+    "UnknownParent",
     "Totals",
     "Unauthorized",
     "WaitTimeout",
@@ -145,4 +151,29 @@ __all__ = [
     "handler_outcome",
     "parse_time",
     "utc_now",
+]
+
+# The console (docs/api.md "The operator's console"): workers, one queue's view, history, bulk.
+from jq_tool.sdk.console import (  # noqa: E402
+    BulkResult,
+    HeldLease,
+    History,
+    QueueDetail,
+    QueueNotFound,
+    WorkerPage,
+    new_worker_id,
+)
+from jq_tool.sdk.console import Worker as WorkerInfo  # noqa: E402
+from jq_tool.sdk.types import Attempt  # noqa: E402
+
+__all__ += [
+    "Attempt",
+    "BulkResult",
+    "HeldLease",
+    "History",
+    "QueueDetail",
+    "QueueNotFound",
+    "WorkerInfo",
+    "WorkerPage",
+    "new_worker_id",
 ]

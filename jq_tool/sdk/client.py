@@ -42,6 +42,7 @@ from jq_tool.sdk.calls import (  # insight (issue 19)
     extend_call,
     fail_call,
     get_call,
+    get_queue_call,
     get_schedule_call,
     health_call,
     keyed_specs,
@@ -49,16 +50,28 @@ from jq_tool.sdk.calls import (  # insight (issue 19)
     list_call,
     list_keys_call,
     list_schedules_call,
+    pause_queue_call,
     pause_schedule_call,
     progress_call,
     progress_problem,
     revoke_key_call,
+    set_queue_call,
     settle_call,
     settle_group_call,
     stats_call,
     submit_call,
     submit_spec,
     update_schedule_call,
+)
+from jq_tool.sdk.console import (
+    BulkResult,
+    History,
+    QueueDetail,
+    WorkerPage,
+    bulk_call,
+    history_call,
+    queue_call,
+    workers_call,
 )
 from jq_tool.sdk.errors import (
     JqError,
@@ -83,6 +96,7 @@ from jq_tool.sdk.types import (  # issue 19
     LeasedJob,
     Page,
     Progress,
+    QueueSettings,
     RevokedKey,
     Schedule,
     SchedulePage,
@@ -117,6 +131,7 @@ class BaseClient:
         retries: int = 5,
         backoff: float = 0.1,
         max_backoff: float = 5.0,
+        worker_id: str | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url must start with http:// or https://, got {url!r}")
@@ -126,6 +141,8 @@ class BaseClient:
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        # Sent as X-Jq-Worker (the server keeps it on the jobs this client leases).
+        self.worker_id = worker_id
 
     def __repr__(self) -> str:
         # Never the key: reprs end up in logs.
@@ -136,6 +153,8 @@ class BaseClient:
         headers = {"Accept": "application/json", "User-Agent": "jq-tool-sdk"}
         if self.key:
             headers["Authorization"] = f"Bearer {self.key}"
+        if self.worker_id:
+            headers["X-Jq-Worker"] = self.worker_id
         return headers
 
     def backoff_delay(self, attempt: int) -> float:
@@ -242,9 +261,16 @@ class Client(BaseClient):
         max_backoff: float = 5.0,
         max_connections: int = 20,
         verify: Verify = True,
+        worker_id: str | None = None,
     ) -> None:
         super().__init__(
-            url, key, timeout=timeout, retries=retries, backoff=backoff, max_backoff=max_backoff
+            url,
+            key,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            worker_id=worker_id,
         )
         self._pool = SyncHttp11Pool(
             self.url, self.headers, max_connections=max_connections, verify=verify
@@ -305,12 +331,22 @@ class Client(BaseClient):
         queue: str = "default",
         idempotency_key: str | None = None,
         timeout: float | None = None,
+        unique_key: str | None = None,
+        unique_scope: str | None = None,
+        unique_period: float | timedelta | None = None,
+        depends_on: Iterable[str] | None = None,
+        on_parent_failure: str | None = None,
     ) -> str:
         """Submit one job and return its id. It carries an idempotency key (`idempotency_key`,
         or a fresh uuid4) that every retry reuses, so a retried submit makes one job. Raises
         `OutcomeUnknown` (with the key in `.idempotency_key`) when the last try's outcome is
         unknown: submit again with that key to get the job, or make it."""
-        spec = submit_spec(payload, max_retries, priority, delay, run_at, queue, idempotency_key)
+        spec = submit_spec(
+            payload, max_retries, priority, delay, run_at, queue, idempotency_key,
+            unique_key=unique_key, unique_scope=unique_scope, unique_period=unique_period,
+            depends_on=None if depends_on is None else list(depends_on),
+            on_parent_failure=on_parent_failure,
+        )  # fmt: skip
         try:
             return self.send(submit_call(spec), timeout)
         except OutcomeUnknown as exc:
@@ -337,9 +373,11 @@ class Client(BaseClient):
         queue: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        id_prefix: str | None = None,
+        error: str | None = None,
         timeout: float | None = None,
     ) -> Page:
-        return self.send(list_call(state, queue, limit, cursor), timeout)
+        return self.send(list_call(state, queue, limit, cursor, id_prefix, error), timeout)
 
     def iter_jobs(
         self,
@@ -347,14 +385,16 @@ class Client(BaseClient):
         state: str | None = None,
         queue: str | None = None,
         page_size: int = 200,
+        id_prefix: str | None = None,
+        error: str | None = None,
         timeout: float | None = None,
     ) -> Iterator[Job]:
         """Every matching job, newest first, following cursors page by page."""
         cursor: str | None = None
         while True:
-            page = self.send(list_call(state, queue, page_size, cursor), timeout)
+            page = self.send(list_call(state, queue, page_size, cursor, id_prefix, error), timeout)
             yield from page.jobs
-            if not page.next_cursor or not page.jobs:
+            if not page.next_cursor:  # a search's page may be empty with a cursor
                 return
             cursor = page.next_cursor
 
@@ -433,9 +473,11 @@ class Client(BaseClient):
         *,
         lease_id: str | None,
         lease_ms: int | None = None,
+        progress: float | None = None,
+        note: str = "",
         timeout: float | None = None,
     ) -> Extended:
-        return self.send(extend_call(job_id, lease_id, lease_ms), timeout)
+        return self.send(extend_call(job_id, lease_id, lease_ms, progress, note), timeout)
 
     def create_key(
         self, name: str, owner_id: str, type: str, *, timeout: float | None = None
@@ -518,6 +560,95 @@ class Client(BaseClient):
         """Delete a schedule (the jobs it made stay); returns it as it was."""
         return self.send(delete_schedule_call(name), timeout)
 
+    # --- queue flow (pause, limits): changing one needs an admin key --------------------------
+
+    def get_queue(self, name: str, *, timeout: float | None = None) -> QueueSettings:
+        """A queue's flow settings, with its counts when it holds jobs."""
+        return self.send(get_queue_call(name), timeout)
+
+    def set_queue(
+        self,
+        name: str,
+        *,
+        paused: bool | None = None,
+        concurrency: int | None = None,
+        rate_limit: int | None = None,
+        rate_period: float | timedelta | None = None,
+        max_latency: float | timedelta | None = None,
+        timeout: float | None = None,
+    ) -> QueueSettings:
+        """Change a queue's flow: None keeps a setting, 0 removes a limit. `rate_limit`
+        leases at most per `rate_period` (seconds or a timedelta), a sliding window."""
+        fields = {"paused": paused, "concurrency": concurrency, "rate_limit": rate_limit,
+                  "rate_period": rate_period, "max_latency": max_latency}  # fmt: skip
+        return self.send(set_queue_call(fields, name), timeout)
+
+    def pause_queue(self, name: str, *, timeout: float | None = None) -> QueueSettings:
+        """Leases skip the queue until it is resumed; submits still land."""
+        return self.send(pause_queue_call(name, True), timeout)
+
+    def resume_queue(self, name: str, *, timeout: float | None = None) -> QueueSettings:
+        return self.send(pause_queue_call(name, False), timeout)
+
+    # -- the console (docs/api.md "The operator's console") -----------------------------------
+
+    def workers(
+        self, *, cursor: str | None = None, limit: int | None = None, timeout: float | None = None
+    ) -> WorkerPage:
+        """Live workers by id (GET /workers): leases held, last seen, queues asked for."""
+        return self.send(workers_call(cursor, limit), timeout)
+
+    def queue(
+        self,
+        name: str,
+        *,
+        cursor: str | None = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+    ) -> QueueDetail:
+        """One queue: counts, latency, throughput, leases held (QueueNotFound when empty)."""
+        return self.send(queue_call(name, cursor, limit), timeout)
+
+    def history(
+        self, *, window: str = "1h", queue: str | None = None, timeout: float | None = None
+    ) -> History:
+        """Per-minute submitted/acked/failed counts over `window` ("1h" or "24h")."""
+        return self.send(history_call(window, queue), timeout)
+
+    def bulk_requeue(
+        self,
+        *,
+        queue: str | None = None,
+        error: str | None = None,
+        id_prefix: str | None = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+    ) -> BulkResult:
+        """Requeue every DEAD job matching the filter (in logged chunks of 500)."""
+        call = bulk_call("requeue", queue=queue, error=error, id_prefix=id_prefix, limit=limit)
+        return self.send(call, timeout)
+
+    def bulk_cancel(
+        self,
+        *,
+        queue: str | None = None,
+        states: Iterable[str] | None = None,
+        error: str | None = None,
+        id_prefix: str | None = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+    ) -> BulkResult:
+        """Cancel every READY/RETRY/SCHEDULED job (or those of `states`) matching the filter."""
+        call = bulk_call(
+            "cancel",
+            queue=queue,
+            states=None if states is None else list(states),
+            error=error,
+            id_prefix=id_prefix,
+            limit=limit,
+        )
+        return self.send(call, timeout)
+
     def events(self, *, timeout: float | None = None) -> EventStream:
         """`GET /events` as typed events (`JobEvent`, `Stats`): `for event in
         client.events()`. Not retried; see sdk/sse.py."""
@@ -599,9 +730,16 @@ class AsyncClient(BaseClient):
         max_backoff: float = 5.0,
         max_connections: int = 100,
         verify: Verify = True,
+        worker_id: str | None = None,
     ) -> None:
         super().__init__(
-            url, key, timeout=timeout, retries=retries, backoff=backoff, max_backoff=max_backoff
+            url,
+            key,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            worker_id=worker_id,
         )
         self._pool = AsyncHttp11Pool(
             self.url, self.headers, max_connections=max_connections, verify=verify
@@ -662,8 +800,18 @@ class AsyncClient(BaseClient):
         queue: str = "default",
         idempotency_key: str | None = None,
         timeout: float | None = None,
+        unique_key: str | None = None,
+        unique_scope: str | None = None,
+        unique_period: float | timedelta | None = None,
+        depends_on: Iterable[str] | None = None,
+        on_parent_failure: str | None = None,
     ) -> str:
-        spec = submit_spec(payload, max_retries, priority, delay, run_at, queue, idempotency_key)
+        spec = submit_spec(
+            payload, max_retries, priority, delay, run_at, queue, idempotency_key,
+            unique_key=unique_key, unique_scope=unique_scope, unique_period=unique_period,
+            depends_on=None if depends_on is None else list(depends_on),
+            on_parent_failure=on_parent_failure,
+        )  # fmt: skip
         try:
             return await self.send(submit_call(spec), timeout)
         except OutcomeUnknown as exc:
@@ -689,9 +837,11 @@ class AsyncClient(BaseClient):
         queue: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        id_prefix: str | None = None,
+        error: str | None = None,
         timeout: float | None = None,
     ) -> Page:
-        return await self.send(list_call(state, queue, limit, cursor), timeout)
+        return await self.send(list_call(state, queue, limit, cursor, id_prefix, error), timeout)
 
     async def iter_jobs(
         self,
@@ -699,14 +849,18 @@ class AsyncClient(BaseClient):
         state: str | None = None,
         queue: str | None = None,
         page_size: int = 200,
+        id_prefix: str | None = None,
+        error: str | None = None,
         timeout: float | None = None,
     ) -> AsyncIterator[Job]:
         cursor: str | None = None
         while True:
-            page = await self.send(list_call(state, queue, page_size, cursor), timeout)
+            page = await self.send(
+                list_call(state, queue, page_size, cursor, id_prefix, error), timeout
+            )
             for job in page.jobs:
                 yield job
-            if not page.next_cursor or not page.jobs:
+            if not page.next_cursor:  # a search's page may be empty with a cursor
                 return
             cursor = page.next_cursor
 
@@ -779,9 +933,11 @@ class AsyncClient(BaseClient):
         *,
         lease_id: str | None,
         lease_ms: int | None = None,
+        progress: float | None = None,
+        note: str = "",
         timeout: float | None = None,
     ) -> Extended:
-        return await self.send(extend_call(job_id, lease_id, lease_ms), timeout)
+        return await self.send(extend_call(job_id, lease_id, lease_ms, progress, note), timeout)
 
     async def create_key(
         self, name: str, owner_id: str, type: str, *, timeout: float | None = None
@@ -851,8 +1007,86 @@ class AsyncClient(BaseClient):
     async def resume_schedule(self, name: str, *, timeout: float | None = None) -> Schedule:
         return await self.send(pause_schedule_call(name, False), timeout)
 
+    async def get_queue(self, name: str, *, timeout: float | None = None) -> QueueSettings:
+        return await self.send(get_queue_call(name), timeout)
+
+    async def set_queue(
+        self,
+        name: str,
+        *,
+        paused: bool | None = None,
+        concurrency: int | None = None,
+        rate_limit: int | None = None,
+        rate_period: float | timedelta | None = None,
+        max_latency: float | timedelta | None = None,
+        timeout: float | None = None,
+    ) -> QueueSettings:
+        fields = {"paused": paused, "concurrency": concurrency, "rate_limit": rate_limit,
+                  "rate_period": rate_period, "max_latency": max_latency}  # fmt: skip
+        return await self.send(set_queue_call(fields, name), timeout)
+
+    async def pause_queue(self, name: str, *, timeout: float | None = None) -> QueueSettings:
+        return await self.send(pause_queue_call(name, True), timeout)
+
+    async def resume_queue(self, name: str, *, timeout: float | None = None) -> QueueSettings:
+        return await self.send(pause_queue_call(name, False), timeout)
+
     async def delete_schedule(self, name: str, *, timeout: float | None = None) -> Schedule:
         return await self.send(delete_schedule_call(name), timeout)
+
+    # -- the console (docs/api.md "The operator's console") -----------------------------------
+
+    async def workers(
+        self, *, cursor: str | None = None, limit: int | None = None, timeout: float | None = None
+    ) -> WorkerPage:
+        return await self.send(workers_call(cursor, limit), timeout)
+
+    async def queue(
+        self,
+        name: str,
+        *,
+        cursor: str | None = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+    ) -> QueueDetail:
+        return await self.send(queue_call(name, cursor, limit), timeout)
+
+    async def history(
+        self, *, window: str = "1h", queue: str | None = None, timeout: float | None = None
+    ) -> History:
+        return await self.send(history_call(window, queue), timeout)
+
+    async def bulk_requeue(
+        self,
+        *,
+        queue: str | None = None,
+        error: str | None = None,
+        id_prefix: str | None = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+    ) -> BulkResult:
+        call = bulk_call("requeue", queue=queue, error=error, id_prefix=id_prefix, limit=limit)
+        return await self.send(call, timeout)
+
+    async def bulk_cancel(
+        self,
+        *,
+        queue: str | None = None,
+        states: Iterable[str] | None = None,
+        error: str | None = None,
+        id_prefix: str | None = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+    ) -> BulkResult:
+        call = bulk_call(
+            "cancel",
+            queue=queue,
+            states=None if states is None else list(states),
+            error=error,
+            id_prefix=id_prefix,
+            limit=limit,
+        )
+        return await self.send(call, timeout)
 
     def events(self, *, timeout: float | None = None) -> AsyncEventStream:
         """`GET /events` as typed events: `async for event in client.events()`."""

@@ -32,6 +32,7 @@ from typing import Any, ClassVar, cast
 
 from jq_tool.sdk.calls import MAX_BATCH, MAX_LEASE_JOBS, encode_payload, progress_problem
 from jq_tool.sdk.client import AsyncClient
+from jq_tool.sdk.console import new_worker_id
 from jq_tool.sdk.errors import (
     BadRequest,
     Conflict,
@@ -102,6 +103,9 @@ class WorkerOptions:
     """The longest pause between retries while the server is unreachable."""
     verify: Verify = True
     """TLS verification for an https URL, as `Client`'s `verify`."""
+    worker_id: str | None = None
+    """The id this worker sends with its lease requests (X-Jq-Worker: GET /workers, each
+    job's attempt history); None: `<hostname>:<pid>:<random>`."""
     batch_ack: bool = True
     """Settle finished jobs together and lease the next ones in the same request (POST
     /jobs/ack with lease_next: one round trip and one durable write for many jobs). False: one
@@ -144,6 +148,7 @@ class BaseWorker:
         self.concurrency = options.concurrency or self.default_concurrency
         self.poll_wait = max(0.0, min(30.0, options.poll_wait))
         self.counts = WorkerCounts()
+        self.worker_id = options.worker_id or new_worker_id()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._stop_requested = threading.Event()
@@ -205,6 +210,7 @@ class BaseWorker:
             max_backoff=self.options.max_backoff,
             max_connections=self.concurrency * 2 + 2,
             verify=self.options.verify,
+            worker_id=self.worker_id,
         )
         # pending lease request -> (slots it reserved, when it was sent)
         leases: dict[asyncio.Future[list[LeasedJob]], tuple[int, float]] = {}

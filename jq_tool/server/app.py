@@ -28,6 +28,8 @@ from jq_tool.server.hot_routes import HotRoutes
 from jq_tool.server.latency import LatencyWatch
 from jq_tool.server.metrics import RequestCounts, RequestMetricsMiddleware, build_registry
 from jq_tool.server.openapi import openapi_routes
+from jq_tool.server.routes_bulk import BulkRoutes
+from jq_tool.server.routes_console import ConsoleRoutes
 from jq_tool.server.routes_insight import InsightRoutes
 from jq_tool.server.routes_jobs import JobRoutes
 from jq_tool.server.routes_keys import KeyRoutes
@@ -36,6 +38,7 @@ from jq_tool.server.routes_queues import QueueRoutes
 from jq_tool.server.routes_schedules import ScheduleRoutes
 from jq_tool.server.routing import answer_wrong_methods
 from jq_tool.server.stats import StatsView, ThroughputMeter
+from jq_tool.server.workers import WorkerBook
 from jq_tool.settings import Settings
 
 log = logging.getLogger("jq.server")
@@ -49,7 +52,7 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
     guard = Guard(keystore)
     counts = RequestCounts()
     meter = ThroughputMeter(engine)
-    latency = LatencyWatch(engine, settings.max_latency)  # issue 19: per-queue latency
+    latency = LatencyWatch(engine)  # issue 19: per-queue latency and max-latency warnings
     stats = StatsView(engine, meter, settings.node_id, latency)
     draining = asyncio.Event()
     registry = build_registry(engine, counts)
@@ -98,7 +101,12 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
             await keystore.close()
             log.info("jq stopped: engine flushed and closed")
 
-    job_routes = JobRoutes(engine, guard, settings, counts.commands, draining).routes()
+    workers = WorkerBook()
+    job_routes = [
+        *JobRoutes(engine, guard, settings, counts.commands, draining, workers).routes(),
+        # Under /jobs/ too: HotRoutes must know the path is not a job id (GET is a 405).
+        *BulkRoutes(engine, guard, counts.commands).routes(),
+    ]
     app = Starlette(
         routes=answer_wrong_methods(
             [
@@ -111,6 +119,7 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
                     engine, guard, stats, registry, settings.max_body, key_store_probe, latency
                 ).routes(),
                 *EventRoutes(engine, guard, stats, tickets, draining, slots, streams).routes(),
+                *ConsoleRoutes(engine, guard, workers).routes(),
                 *openapi_routes(),
                 *dashboard_routes(),
             ]

@@ -36,6 +36,7 @@ from jq_tool.server.insight_wire import (
     ProgressBody,
 )
 from jq_tool.server.validation import (
+    QUEUE_NAME_PATTERN,
     AckBatchBody,
     AckBody,
     AckEntry,
@@ -46,16 +47,19 @@ from jq_tool.server.validation import (
     LeaseBody,
     LeaseNextBody,
     ListQuery,
+    ListState,
     QueueListQuery,
     QueueSettingsBody,
     ScheduleBody,
     ScheduleChangeBody,
     ScheduleListQuery,
     SubmitBody,
+    WorkerId,
 )
 from jq_tool.server.wire import (
     AckBatchAnswer,
     AckResult,
+    AttemptView,
     BatchRefusal,
     CreatedKey,
     ErrorBody,
@@ -77,6 +81,19 @@ from jq_tool.server.wire import (
     StreamTicket,
     SubmitAnswer,
     encode_json,
+)
+from jq_tool.server.wire_console import (
+    BulkAnswer,
+    BulkBody,
+    HeldLease,
+    HistoryQuery,
+    HistoryView,
+    QueueDetail,
+    QueueDetailQuery,
+    Throughput,
+    WorkerListQuery,
+    WorkerPage,
+    WorkerView,
 )
 
 _REF = "#/components/schemas/"
@@ -133,6 +150,17 @@ _PUBLISHED: dict[type, str] = {
     DeadGroupActionBody: "DeadGroupRequest",
     DeadGroupAction: "DeadGroupAction",
     DeadGroupSettled: "DeadGroupSettled",
+    # The console (issue 17): wire_console.py.
+    ListState: "ListState",
+    AttemptView: "Attempt",
+    WorkerView: "Worker",
+    WorkerPage: "WorkerList",
+    HeldLease: "HeldLease",
+    Throughput: "Throughput",
+    QueueDetail: "QueueDetail",
+    HistoryView: "History",
+    BulkBody: "BulkRequest",
+    BulkAnswer: "BulkResponse",
 }
 
 
@@ -726,6 +754,78 @@ PATHS.update(
         },
     }
 )  # fmt: skip
+
+
+def _console_paths() -> dict[str, Any]:
+    """The console's routes (issue 17; docs/api.md "The operator's console"), their query
+    parameters generated from wire_console.py's Structs like the others'."""
+    queries = (WorkerListQuery, QueueDetailQuery, HistoryQuery)
+    (worker_id, *_), components = msgspec.json.schema_components(
+        [WorkerId, *queries], ref_template=_REF + "{name}"
+    )
+    worker_query, queue_query, history_query = (
+        [
+            _query(name, _not_null(schema))
+            for name, schema in _published(components.pop(query.__name__), {})["properties"].items()
+        ]
+        for query in queries
+    )
+    header = {
+        "name": "X-Jq-Worker",
+        "in": "header",
+        "description": "the worker's id, kept on each job it leases (GET /workers)",
+        "schema": _published(worker_id, {}),
+    }
+    for path in ("/jobs/lease", "/jobs/ack"):
+        PATHS[path]["post"].setdefault("parameters", []).append(header)
+    queue_name = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": QUEUE_NAME_PATTERN},
+    }
+    return {
+        "/workers": {
+            "get": _op(
+                "Live workers: leases held (logged) and last seen (this node's soft state)",
+                "jobs:read",
+                {"200": _json(_ref("WorkerList"), "a page")},
+                params=worker_query,
+                errors=(400,),
+            )
+        },
+        "/queues/{name}/overview": {
+            "get": _op(
+                "One queue: counts by state, latency, throughput, the leases held (paged)",
+                "jobs:read",
+                {"200": _json(_ref("QueueDetail"), "the queue")},
+                None,
+                [queue_name, *queue_query],
+                (400, 404),
+            )
+        },
+        "/stats/history": {
+            "get": _op(
+                "Per-minute submitted/acked/failed counts over the last hour or day",
+                "jobs:read",
+                {"200": _json(_ref("History"), "the counts")},
+                params=history_query,
+                errors=(400,),
+            )
+        },
+        "/jobs/bulk": {
+            "post": _op(
+                "Requeue the DEAD jobs, or cancel the waiting jobs, matching a filter",
+                "jobs:submit",
+                {"200": _json(_ref("BulkResponse"), "done: every chunk durable")},
+                "BulkRequest",
+                errors=(400, 413, 504, 507),
+            )
+        },
+    }
+
+
+PATHS.update(_console_paths())
 
 
 def openapi_document() -> dict[str, Any]:

@@ -21,10 +21,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from jq_tool.auth import ApiKey, KeyType, Scope
-from jq_tool.core.model import ErrorCode, Job, UniqueScope
+from jq_tool.core.model import ErrorCode, Job, JobState, UniqueScope
 from jq_tool.engine.base import (
+    SCHEDULED,
     CommandRejected,
     Engine,
+    JobFilter,
     JobSpec,
     LeaseNext,
     Settlement,
@@ -49,7 +51,9 @@ from jq_tool.server.validation import (
     IdempotencyKey,
     LeaseBody,
     ListQuery,
+    ListState,
     SubmitBody,
+    WorkerId,
 )
 from jq_tool.server.wire import (
     AckBatchAnswer,
@@ -64,8 +68,10 @@ from jq_tool.server.wire import (
     leased_body,
     parse_rfc3339,
 )
+from jq_tool.server.workers import WorkerBook
 from jq_tool.settings import Settings
 
+SEARCH_SCAN_LIMIT = 20_000  # jobs one GET /jobs search examines (docs/api.md): ~10 ms
 _SMALL_BODY = 64 * 1024  # lease/extend/cancel bodies carry a few ids and numbers
 _NO_JOBS = ApiError(404, "not_found", "no jobs available")
 
@@ -84,6 +90,7 @@ class JobRoutes:
     settings: Settings
     counts: defaultdict[str, int]  # engine commands by type, for /metrics
     draining: asyncio.Event
+    workers: WorkerBook  # who asked for work when (soft state for GET /workers)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -194,6 +201,7 @@ class JobRoutes:
     async def lease(self, request: Request) -> Response:
         await self.guard.require(request, Scope.JOBS_LEASE)
         body = decode(await read_body(request, _SMALL_BODY), LeaseBody)
+        worker = self._worker(request, body.queue)
         self.counts["lease"] += 1
         wait_ms = 0 if self.draining.is_set() else body.wait_ms or 0
         jobs = await self.engine.lease(
@@ -202,6 +210,7 @@ class JobRoutes:
             lease_ms=body.lease_ms,
             wait_ms=wait_ms,
             give_up=lambda: self._give_up(request),
+            worker=worker,
         )
         if not jobs and wait_ms and self.draining.is_set():
             raise ApiError(503, "unavailable", "server is shutting down")
@@ -210,6 +219,14 @@ class JobRoutes:
         if body.max_jobs is None:
             return JSONResponse(leased_body(jobs[0]))
         return JSONResponse([leased_body(job) for job in jobs])
+
+    def _worker(self, request: Request, queue: str) -> str | None:
+        """The worker id of `X-Jq-Worker` (optional; 400 when malformed), noted as seen."""
+        worker = header(request, b"x-jq-worker")
+        if worker is not None:
+            check_value(worker, WorkerId, "X-Jq-Worker")
+            self.workers.seen(worker, queue)
+        return worker
 
     async def _give_up(self, request: Request) -> None:
         """When a long poll stops waiting: the server starts draining (a long poll must not hold
@@ -249,7 +266,8 @@ class JobRoutes:
         if body.lease_next is not None:
             await self.guard.require(request, Scope.JOBS_LEASE)
             wanted = body.lease_next
-            lease_next = LeaseNext(wanted.queue, wanted.max_jobs, wanted.lease_ms)
+            worker = self._worker(request, wanted.queue)
+            lease_next = LeaseNext(wanted.queue, wanted.max_jobs, wanted.lease_ms, worker)
             self.counts["lease"] += 1
         results: list[AckResult] = []
         settlements: list[Settlement] = []
@@ -290,6 +308,11 @@ class JobRoutes:
         job = await self.engine.extend(
             request.path_params["id"], lease_id=body.lease_id, lease_ms=body.lease_ms
         )
+        if body.progress is not None:  # issue 19: progress with the extension
+            self.counts["progress"] += 1
+            await self.engine.progress(
+                job.id, lease_id=body.lease_id, percent=float(body.progress), note=body.note
+            )
         return JSONResponse(extended_body(job))
 
     # --- an operator's moves ------------------------------------------------------------------
@@ -329,10 +352,26 @@ class JobRoutes:
         await self.guard.require(request, Scope.JOBS_READ)
         # The states' names in any case.
         query = decode_query(request.query_params, ListQuery, any_case=("state",))
+        state = query.state
         try:
-            jobs, next_cursor = await self.engine.list(
-                state=query.state, queue=query.queue, limit=query.limit, cursor=query.cursor
-            )
+            if state is ListState.SCHEDULED or query.id_prefix or query.error:
+                # A search: a bounded scan (docs/api.md), continued through the cursor.
+                where = JobFilter(
+                    labels=None if state is None else _labels(state),
+                    queue=query.queue,
+                    id_prefix=query.id_prefix,
+                    error=query.error,
+                )
+                jobs, next_cursor = self.engine.search(
+                    where, limit=query.limit, cursor=query.cursor, scan_limit=SEARCH_SCAN_LIMIT
+                )
+            else:
+                jobs, next_cursor = await self.engine.list(
+                    state=None if state is None else JobState(state.value),
+                    queue=query.queue,
+                    limit=query.limit,
+                    cursor=query.cursor,
+                )
         except ValueError:
             raise invalid_field("cursor", "cursor is not one this server gave out") from None
         return JSONResponse(
@@ -358,6 +397,14 @@ def _batch_parent(parent: str, batch_index: dict[int, int] | None) -> str:
             f"{parent!r} must name an earlier, accepted entry of this batch ($0, $1, ...)",
         )
     return f"${batch_index[int(digits)]}"
+
+
+def _labels(state: ListState) -> frozenset[str]:
+    """The search labels of a listed state: READY lists due and scheduled READY jobs alike,
+    as GET /jobs always did; SCHEDULED only the latter."""
+    if state is ListState.READY:
+        return frozenset({"READY", SCHEDULED})
+    return frozenset({state.value})
 
 
 def _refused(outcome: SubmitOutcome) -> CommandRejected:

@@ -9,12 +9,13 @@ a value past a limit (`requests.decode` turns that into a 400 naming the field),
 
 from __future__ import annotations
 
+import enum
 from typing import Annotated
 
 import msgspec
 
 from jq_tool.auth import LABEL_PATTERN, KeyType, Scope
-from jq_tool.core.model import JobState, MissedPolicy, OverlapPolicy, ParentFailure, UniqueScope
+from jq_tool.core.model import MissedPolicy, OverlapPolicy, ParentFailure, UniqueScope
 
 MAX_LEASE_WAIT_MS = 30_000
 MAX_BATCH = 1000
@@ -34,6 +35,8 @@ MaxRetries = Annotated[int, msgspec.Meta(ge=0, le=1000)]
 DelayMs = Annotated[int, msgspec.Meta(ge=0, le=10 * 365 * 86_400_000)]
 # The same limit for the `idempotency_key` field and the `Idempotency-Key` header.
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+# The X-Jq-Worker header: a worker's id (the SDK sends hostname:pid:random).
+WorkerId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[!-~]+\Z")]
 # A key's name and owner id (auth's one rule: not blank, no control characters).
 Label = Annotated[
     str, msgspec.Meta(min_length=1, max_length=200, pattern=LABEL_PATTERN.removesuffix("$") + r"\Z")
@@ -143,6 +146,9 @@ class ExtendBody(msgspec.Struct):
 
     lease_id: str | None = None
     lease_ms: LeaseMs | None = None
+    # Issue 19: a progress report sent with the extension (as POST /jobs/{id}/progress).
+    progress: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    note: Annotated[str, msgspec.Meta(max_length=200)] = ""
 
 
 class KeyCreateBody(msgspec.Struct):
@@ -154,14 +160,29 @@ class KeyCreateBody(msgspec.Struct):
     scopes: Annotated[list[Scope], msgspec.Meta(min_length=1)] | None = None
 
 
+class ListState(enum.StrEnum):
+    """A job state to list (GET /jobs), or SCHEDULED: READY with a future run_at."""
+
+    READY = "READY"
+    RUNNING = "RUNNING"
+    ACKED = "ACKED"
+    RETRY = "RETRY"
+    DEAD = "DEAD"
+    CANCELLED = "CANCELLED"
+    WAITING = "WAITING"
+    SCHEDULED = "SCHEDULED"
+
+
 class ListQuery(msgspec.Struct):
     """The query of GET /jobs: `state` in any case (the route upper-cases it); an empty
-    parameter counts as absent."""
+    parameter counts as absent. `id_prefix` and `error` make it a bounded search."""
 
-    state: JobState | None = None
+    state: ListState | None = None
     queue: QueueName | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
     cursor: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,20}\Z")] | None = None
+    id_prefix: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    error: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
 
 
 class QueueListQuery(msgspec.Struct):
@@ -183,6 +204,8 @@ class QueueSettingsBody(msgspec.Struct):
     concurrency: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
     rate_limit: Annotated[int, msgspec.Meta(ge=0, le=100_000)] | None = None
     rate_period_ms: Annotated[int, msgspec.Meta(ge=0, le=7 * 86_400_000)] | None = None
+    # Issue 19: past it, /health warns and jq_queue_latency_breached is 1 (0 removes it).
+    max_latency_ms: Annotated[int, msgspec.Meta(ge=0, le=7 * 86_400_000)] | None = None
 
 
 # --- schedules (periodic jobs) -----------------------------------------------------------------

@@ -28,6 +28,7 @@ from starlette.responses import Response
 
 from jq_tool.auth import ApiKey, KeyType, Scope
 from jq_tool.core.model import (
+    Attempt,
     Job,
     JobProgress,
     JobState,
@@ -36,6 +37,7 @@ from jq_tool.core.model import (
     ParentFailure,
     Schedule,
 )
+from jq_tool.engine.base import attempt_history, split_error
 
 _encoder = msgspec.json.Encoder()
 
@@ -264,6 +266,13 @@ class JobView(msgspec.Struct, kw_only=True):
     # A running attempt's last progress report (issue 19): only once its worker sent one.
     progress: ProgressView | UnsetType = UNSET
 
+    # The current error split for a list column (core/attempts.split_error), the worker id
+    # holding the current lease, and (GET /jobs/{id} only) the attempts kept.
+    error_class: str | None = None
+    error_message: str | None = None
+    worker: str | None = None
+    attempt_history: list[AttemptView] | UnsetType = UNSET
+
 
 class ProgressView(msgspec.Struct):
     """A running attempt's last reported progress."""
@@ -281,8 +290,36 @@ def progress_body(progress: JobProgress | None) -> ProgressView | None:
     return None if progress is None else _progress_view(progress)
 
 
+class AttemptView(msgspec.Struct, kw_only=True):
+    """One attempt of a job (GET /jobs/{id}'s `attempt_history`)."""
+
+    attempt: int
+    worker: str | None
+    started_at: Time | None
+    ended_at: Time | None
+    outcome: str  # running, acked, failed, expired
+    error_class: str | None
+    error_message: str | None
+    traceback: str | None  # the attempt's whole error text, at most 8 KiB
+
+
+def attempt_body(attempt: Attempt) -> AttemptView:
+    error_class, error_message = split_error(attempt.error)
+    return AttemptView(
+        attempt=attempt.attempt,
+        worker=attempt.worker,
+        started_at=rfc3339(attempt.started_at),
+        ended_at=rfc3339(attempt.ended_at),
+        outcome=attempt.outcome,
+        error_class=error_class,
+        error_message=error_message,
+        traceback=attempt.error,
+    )
+
+
 def job_body(job: Job, *, with_payload: bool = True) -> JobView:
     run = job.scheduled_by
+    error_class, error_message = split_error(job.result_error)
     return JobView(
         job_id=job.id,
         state=job.state,
@@ -303,6 +340,12 @@ def job_body(job: Job, *, with_payload: bool = True) -> JobView:
         depends_on=UNSET if job.depends_on is None else job.depends_on.parents,
         on_parent_failure=UNSET if job.depends_on is None else job.depends_on.on_parent_failure,
         progress=UNSET if job.progress is None else _progress_view(job.progress),
+        error_class=error_class,
+        error_message=error_message,
+        worker=job.worker if job.state is JobState.RUNNING else None,
+        attempt_history=(
+            [attempt_body(a) for a in attempt_history(job)] if with_payload else UNSET
+        ),
     )
 
 
@@ -363,6 +406,7 @@ class QueueSettingsView(msgspec.Struct, kw_only=True):
     rate_period_ms: int
     rate_window_leases: int
     counts: QueueView | None = None
+    max_latency_ms: int = 0  # issue 19: the latency threshold (0: none)
 
 
 class QueuePage(msgspec.Struct):

@@ -58,6 +58,7 @@ STATE_STYLES = {
     JobState.DEAD: "bold #f87171",
     JobState.ACKED: "bold #4ade80",
     JobState.CANCELLED: "bold #a1a1aa",
+    JobState.WAITING: "bold #94a3b8",  # waiting for its parents (depends_on)
 }
 
 SPARK_POINTS = 60
@@ -316,9 +317,12 @@ class JqDashboard(App[None]):
         except JqError as error:
             self.notify(f"could not load {_short(job_id)}: {error}", severity="error")
             return
+        why = None
+        with contextlib.suppress(JqError):  # an older server has no explain: show the job
+            why = (await self.client.explain(job_id)).summary
         with contextlib.suppress(NoMatches):  # the app closed while the job was on its way
             if self.selected_job_id() == job_id:
-                self.query_one("#detail", Static).update(_detail(job))
+                self.query_one("#detail", Static).update(_detail(job, why))
 
     # --- actions -----------------------------------------------------------------------------
 
@@ -357,7 +361,7 @@ def _refusal(error: JqError) -> str:
     return status if error.message == status else f"{status}: {error.message}"
 
 
-def _detail(job: Job) -> Text:
+def _detail(job: Job, why: str | None = None) -> Text:
     text = Text.assemble(
         (job.job_id, "bold"),
         "  ",
@@ -371,6 +375,10 @@ def _detail(job: Job) -> Text:
         text.append(f"\nresult: {_one_line(job.result)}", style="#4ade80")
     if job.result_error:
         text.append(f"\nerror: {_one_line(job.result_error)}", style="#f87171")
+    if job.progress is not None:
+        text.append(f"\nprogress: {job.progress.progress:.0%} {job.progress.note}".rstrip())
+    if why:
+        text.append(f"\nwhy: {why}", style="italic")
     return text
 
 

@@ -82,6 +82,7 @@ def test_submit_lease_ack_get(client: httpx.Client, worker: httpx.Client) -> Non
     assert set(job) == {
         "job_id", "state", "attempts", "max_retries", "created_at", "result", "result_error",
         "payload", "queue", "priority", "run_at", "lease_until", "updated_at", "idempotency_key",
+        "error_class", "error_message", "worker", "attempt_history",
     }  # fmt: skip
     assert job["state"] == "ACKED" and job["result"] == "done" and job["result_error"] is None
     assert job["attempts"] == 1 and job["max_retries"] == 2 and job["payload"] == "process this"

@@ -579,6 +579,18 @@
     const actions = $("d-actions");
     actions.replaceChildren();
     if (job.state === "DEAD") actions.append(requeueButton(job.job_id, false));
+    // Issue 19: the job's progress, and why it is where it is (one sentence from the server).
+    const progress = job.progress;
+    $("d-progress").textContent = progress
+      ? Math.round(progress.progress * 100) + "% " + (progress.note || "")
+      : "—";
+    $("d-why").textContent = "";
+    try {
+      const why = await api("GET", "/jobs/" + encodeURIComponent(jobId) + "/explain");
+      if (jobId === state.selected) $("d-why").textContent = why.summary;
+    } catch (_) {
+      /* an older server has no explain: the detail stands without it */
+    }
   }
 
   function pretty(text) {
