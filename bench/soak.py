@@ -280,6 +280,10 @@ async def soak(args: argparse.Namespace, root: Path) -> dict[str, object]:
                 finished_on_disk=stats["held"]["finished_on_disk"],
             )
             samples.append(sample)
+            # Every sample on disk as it comes: a run cut short still shows what it saw.
+            Path(args.out).with_suffix(".partial.json").write_text(
+                json.dumps([asdict(s) for s in samples] + [{"restart_s": restarts}])
+            )
             print(f"  {sample.t_s:7.0f}s rss {sample.rss_bytes >> 20} MiB, held {sample.jobs_held}"
                   f", on disk {sample.finished_on_disk}, acked {sample.acked}, "
                   f"p99 {sample.submit_p99_ms} ms", flush=True)  # fmt: skip
@@ -291,6 +295,7 @@ async def soak(args: argparse.Namespace, root: Path) -> dict[str, object]:
     lost: list[str] = []
     missing_first: list[str] = []
     semaphore = asyncio.Semaphore(32)
+    answered: dict[str, object] = {}  # what a lost job answered instead
 
     async def check(job_id: str, wanted: set[str], into: list[str]) -> None:
         async with semaphore:
@@ -305,8 +310,15 @@ async def soak(args: argparse.Namespace, root: Path) -> dict[str, object]:
                 return
             if answer.status_code != 200 or answer.json()["state"] not in wanted:
                 into.append(job_id)
+                answered[job_id] = (
+                    answer.json()["state"] if answer.status_code == 200 else answer.status_code
+                )
 
     await asyncio.gather(*(check(j, {"ACKED"}, lost) for j in load.acked))
+    if lost:  # when each was acked, to see what they have in common
+        Path(args.out).with_suffix(".lost.json").write_text(
+            json.dumps({j: [round(load.acked[j] - started, 1), answered.get(j)] for j in lost})
+        )
     finished = {"ACKED", "DEAD", "RETRY", "READY", "RUNNING"}  # answered at all
     await asyncio.gather(*(check(j, finished, missing_first) for j in load.first_minute))
     await admin.aclose()
@@ -456,7 +468,12 @@ def main() -> int:
             bounded = ["--max-finished", "20000"]
             print(json.dumps(asyncio.run(rss_per_job(args.rss_per_job, Path(tmp), bounded))))
             return 0
-        result = asyncio.run(soak(args, Path(tmp)))
+        try:
+            result = asyncio.run(soak(args, Path(tmp)))
+        finally:  # the server's log outlives the temp dir, for a look at what went wrong
+            log = Path(tmp) / "server.log"
+            if log.exists():
+                Path(args.out).with_suffix(".server.log").write_bytes(log.read_bytes())
     report(result, Path(args.out))
     ok = result["acked_lost"] == 0 and result["first_minute_unanswered"] == 0
     return 0 if ok else 1

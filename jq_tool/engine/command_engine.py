@@ -89,7 +89,7 @@ from jq_tool.engine.base import (
 )
 from jq_tool.engine.firing import plan_firing
 from jq_tool.engine.forked_snapshot import SnapshotChildFailed, fork_snapshot
-from jq_tool.engine.history_store import HistoryStore
+from jq_tool.engine.history_store import HistoryStore, HistoryWriteFailed
 from jq_tool.engine.insight import InsightCalls
 from jq_tool.engine.metrics import LogMetrics
 from jq_tool.engine.queue_activity import QueueActivityTracker
@@ -462,8 +462,13 @@ class CommandEngine(InsightCalls, Engine):
         if position <= self._snapshot_at:
             return  # nothing new since the last one
         # Everything forgotten before `position` must be on disk before a snapshot without it
-        # exists: the replay after a crash starts there (engine/history_store.py).
-        self.history.flush()
+        # exists: the replay after a crash starts there (engine/history_store.py). When it
+        # cannot be (a full disk), no snapshot: the log keeps what the history lacks.
+        try:
+            self.history.flush()
+        except HistoryWriteFailed as exc:
+            self._snapshot_failed(due, exc)
+            return
         started = time.monotonic()
         try:
             child = fork_snapshot(

@@ -36,7 +36,7 @@ import msgspec
 
 from jq_tool.core.model import Job
 
-__all__ = ["HISTORY_FILE", "HistoryStore"]
+__all__ = ["HISTORY_FILE", "HistoryStore", "HistoryWriteFailed"]
 
 log = logging.getLogger("jq.history")
 
@@ -59,6 +59,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS jobs_finished_at ON jobs (finished_at);
 """
+
+
+class HistoryWriteFailed(Exception):
+    """A batch could not be written (a full disk, an I/O error); it is kept to try again."""
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -136,7 +140,8 @@ class HistoryStore:
                 self._wake.notify()
 
     def flush(self) -> None:
-        """Write everything added so far, now, in the calling thread (the snapshot gate)."""
+        """Write everything added so far, now, in the calling thread (the snapshot gate).
+        Raises HistoryWriteFailed when it cannot: nothing is lost, the batch waits."""
         with self._write_lock:
             self._write_pending()
 
@@ -149,20 +154,27 @@ class HistoryStore:
         db = self._writer_db
         if db is None:
             return
-        rows = [(job.id, job.updated_at, job.owner, _encoder.encode(job)) for job in batch.values()]
         before = db.total_changes
-        db.execute("BEGIN")
         try:
+            rows = [(job.id, job.updated_at, job.owner, _encoder.encode(job))
+                    for job in batch.values()]  # fmt: skip
+            db.execute("BEGIN")
             db.executemany(
                 "INSERT OR IGNORE INTO jobs (id, finished_at, owner, job) VALUES (?, ?, ?, ?)",
                 rows,
             )
             db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as exc:
+            # SQLite rolls a transaction back by itself on some errors (SQLITE_FULL): a
+            # ROLLBACK may then fail too, and must not keep the batch from going back.
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             with self._lock:  # not written: back in the queue for the next batch
                 self._pending = {**batch, **self._pending}
                 self._flushing = {}
+            if isinstance(exc, sqlite3.Error):
+                raise HistoryWriteFailed(str(exc)) from exc
             raise
         added = db.total_changes - before
         with self._lock:
@@ -207,7 +219,7 @@ class HistoryStore:
                 if time.monotonic() - last_prune >= PRUNE_EVERY_S:
                     last_prune = time.monotonic()
                     self.prune(self._clock())
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, HistoryWriteFailed) as exc:
                 # The log still has everything: a later batch, or the replay after a restart,
                 # writes it. Say so rather than die.
                 log.error("history store write failed, will retry: %s", exc)

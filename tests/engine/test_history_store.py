@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from jq_tool.core.model import Job, JobState
-from jq_tool.engine.history_store import HistoryStore
+from jq_tool.engine.history_store import HistoryStore, HistoryWriteFailed
 
 DAY = 24 * 3600 * 1000
 T0 = 1_700_000_000_000
@@ -51,3 +53,28 @@ def test_pruned_at_retention_and_nothing_kept_that_is_past_it(tmp_path: Path) ->
     assert store.records == 4 and store.pruned == 3
     assert store.get("j5") is None and store.get("j6") is not None
     store.close()
+
+
+def test_a_batch_that_cannot_be_written_is_kept_and_written_later(tmp_path: Path) -> None:
+    """A full disk (here: SQLite's page cap, a real SQLITE_FULL) refuses a batch: it stays
+    answerable and is written once there is room, not dropped."""
+    store = HistoryStore(tmp_path, 7 * DAY, clock=lambda: T0)
+    store.open()
+    assert store._writer_db is not None
+    pages = store._writer_db.execute("PRAGMA page_count").fetchone()[0]
+    store._writer_db.execute(f"PRAGMA max_page_count={pages}")
+    big = [Job(f"big{i}", "default", "x" * 2000, 0, 0, 1, JobState.ACKED, T0, T0, i,
+               updated_at=T0, owner="o") for i in range(200)]  # fmt: skip
+    store.add(big, T0)
+    with pytest.raises(HistoryWriteFailed):
+        store.flush()
+    assert store.get("big7") is not None  # still answered, from the batch kept in memory
+    assert store.records == 0
+    store._writer_db.execute("PRAGMA max_page_count=1000000")
+    store.flush()
+    assert store.records == 200
+    store.close()
+    reopened = HistoryStore(tmp_path, 7 * DAY)
+    reopened.open()
+    assert reopened.get("big199") is not None
+    reopened.close()
