@@ -1,33 +1,63 @@
 // jq dashboard: keeps the API key (localStorage, sent only in Authorization headers), opens the
 // htmx SSE connection through a short-lived ticket so the key never appears in a URL, and
 // renders what the HTTP API says: totals, sparklines, the recent-jobs table and job detail.
-// htmx carries the live stream (hx-ext="sse", hx-trigger="sse:stats" / "sse:job") and the two
+// htmx carries the live stream (hx-ext="sse": the connection, its retries, hx-trigger="sse:stats")
+// while job events, thousands a second under load, are read by one listener on htmx's own
+// EventSource (an htmx trigger per event cost ~100 µs of the page's main thread); and the two
 // writes (enqueue form, requeue buttons); everything that reads JSON is plain fetch + DOM.
 // Job data is only ever written with textContent: a payload is user data, never markup.
+//
+// The render loop cannot fall behind (issue 17): an event only updates the in-memory model
+// (O(1): a Map kept in recency order and trimmed from its oldest end); painting happens in one
+// requestAnimationFrame per frame at most, counters every frame that has news, the table at most
+// every TABLE_INTERVAL_MS from the newest model, never from a backlog. Nothing reads layout
+// (no `offsetWidth` to restart an animation): a changed row or counter swaps between two classes
+// whose animations are the same keyframes under two names, which restarts it for free.
 (function () {
   "use strict";
 
   const KEY_STORAGE = "jq.apiKey";
-  const MAX_ROWS = 30;
-  const SPARK_POINTS = 40;
+  const MAX_ROWS = 50;
+  const MODEL_LIMIT = 400; // jobs kept from the live stream for the current view
+  const TABLE_INTERVAL_MS = 500; // the table is rebuilt at most twice a second
+  const QUIET_MS = 3000; // a counter or table quiet this long flashes when it changes
+  const FLASH_MAX = 3; // a rebuild that changes more rows than this flashes none
+  const ERROR_FILL_MS = 2000; // how often rows in RETRY/DEAD without their error ask for it
+  const ERROR_FILL_MAX = 8; // and how many of them at a time
+  const SPARK_POINTS = 120;
   const SPARK_W = 300;
   const SPARK_H = 48;
-  const STAT_FIELDS = ["runnable", "running", "scheduled", "retry", "dead", "acked"];
+  const STAT_FIELDS = ["runnable", "running", "scheduled", "retry", "dead", "acked", "cancelled"];
+  const ERROR_STATES = new Set(["RETRY", "DEAD"]);
   const INT_FIELDS = new Set(["priority", "delay_ms", "max_retries"]);
   const RETRY_MAX_MS = 10000;
 
   const state = {
     key: null,
-    filter: "",
-    rows: new Map(), // job_id -> {job, tr}, newest first in the DOM
+    canWrite: false, // the key has jobs:submit (else no write control is shown)
+    filter: "", // a job state, "SCHEDULED", or "" for all
+    search: { text: "", queue: "", state: "", idPrefix: "" },
+    model: new Map(), // job_id -> job; iteration order = least recently changed first
+    rows: new Map(), // job_id -> {job, tr} as painted
     selected: null,
+    paused: false, // "pause live": the table is frozen, counters keep moving
+    pages: [], // cursors of the pages before the one shown; empty = the live first page
+    cursor: null, // the cursor of the page shown (null = newest)
+    nextCursor: null,
+    everLive: false,
     submits: [],
     acks: [],
     retryMs: 1000,
     reconnectTimer: null,
     generation: 0, // bumps on every (re)connect so late answers of an old attempt are ignored
-    pendingEvents: new Map(),
-    flushTimer: null,
+    frame: 0, // the pending requestAnimationFrame, 0 if none
+    tableDirty: false,
+    tableTimer: null,
+    lastTable: 0,
+    latestStats: null,
+    statsDirty: false,
+    errorFillAt: 0,
+    errorFillTimer: null,
     detailTimer: null,
   };
 
@@ -98,6 +128,7 @@
         out.textContent = (data.duplicate ? "Duplicate of " : "Enqueued ") + shortId(data.job_id);
         out.title = data.job_id;
       } else {
+        if (xhr.status === 403) setCanWrite(false);
         out.dataset.kind = "error";
         out.textContent = failure;
         out.title = failure;
@@ -107,6 +138,7 @@
         toast("Requeued " + shortId(elt.dataset.requeue));
         if (state.selected === elt.dataset.requeue) scheduleDetail();
       } else {
+        if (xhr.status === 403) setCanWrite(false);
         toast("Requeue failed: " + failure, "error");
       }
     }
@@ -197,6 +229,37 @@
   function setConn(kind, text) {
     $("conn").dataset.state = kind;
     $("conn-text").textContent = text;
+    if (kind === "live") state.everLive = true;
+    // Values shown while the stream is down are stale: the page dims them until it is back.
+    document.body.dataset.stale = String(state.everLive && kind !== "live");
+  }
+
+  // Write controls only for a key that may write (jobs:submit). The key's own record names its
+  // scopes (GET /keys lists the owner's keys; the key's first 12 characters are its key_prefix);
+  // a key that may not read its record is judged by its type, and a 403 on a write settles it.
+  async function learnScopes(generation) {
+    const key = state.key;
+    let scopes = null;
+    try {
+      const listed = await api("GET", "/keys");
+      const mine = (Array.isArray(listed) ? listed : []).filter(function (k) {
+        return k.key_prefix && key.startsWith(k.key_prefix) && !k.revoked_at;
+      });
+      if (mine.length) scopes = mine.flatMap(function (k) { return k.scopes || []; });
+    } catch (_) {
+      scopes = null;
+    }
+    if (generation !== state.generation || key !== state.key) return;
+    if (scopes === null) scopes = key.startsWith("worker_") ? ["jobs:read"] : key.startsWith("client_") || key.startsWith("admin_") ? ["jobs:submit"] : [];
+    setCanWrite(scopes.indexOf("jobs:submit") >= 0);
+  }
+
+  function setCanWrite(canWrite) {
+    if (state.canWrite === canWrite) return;
+    state.canWrite = canWrite;
+    document.body.dataset.write = String(canWrite);
+    for (const entry of state.rows.values()) fillRow(entry.tr, entry.job);
+    if (state.selected) scheduleDetail();
   }
 
   function teardownLive() {
@@ -235,20 +298,27 @@
       return;
     }
     if (generation !== state.generation) return;
+    learnScopes(generation);
     const live = document.createElement("div");
     live.id = "live";
     live.setAttribute("hx-ext", "sse");
     live.setAttribute("sse-connect", "/events?ticket=" + encodeURIComponent(ticket.ticket));
     const stats = document.createElement("span");
     stats.setAttribute("hx-trigger", "sse:stats");
-    const job = document.createElement("span");
-    job.setAttribute("hx-trigger", "sse:job");
-    live.append(stats, job);
+    live.append(stats);
     $("live-host").append(live);
     htmx.process(live);
   }
 
-  document.addEventListener("htmx:sseOpen", function () {
+  const followedSources = new WeakSet();
+
+  document.addEventListener("htmx:sseOpen", function (e) {
+    const source = e.detail && e.detail.source;
+    if (source && !followedSources.has(source)) {
+      // The same EventSource reopens after a drop: one listener each, however often it opens.
+      followedSources.add(source);
+      source.addEventListener("job", onJobFrame);
+    }
     state.retryMs = 1000;
     setConn("live", "live");
     // Events missed while disconnected are not replayed: resync the table.
@@ -279,29 +349,118 @@
 
   document.addEventListener("sse:stats", function (e) {
     const stats = frameData(e);
-    if (stats) renderStats(stats);
+    if (!stats) return;
+    state.latestStats = stats;
+    state.statsDirty = true;
+    requestPaint();
   });
 
-  document.addEventListener("sse:job", function (e) {
-    const event = frameData(e);
-    if (!event || !event.job_id) return;
-    // Under load events arrive by the thousand: keep the latest per job, paint a few times a second.
-    state.pendingEvents.delete(event.job_id);
-    state.pendingEvents.set(event.job_id, event);
-    if (!state.flushTimer) state.flushTimer = setTimeout(flushEvents, 250);
-  });
+  function onJobFrame(message) {
+    if (message.target.readyState === EventSource.CLOSED) return;
+    let event;
+    try {
+      event = JSON.parse(message.data);
+    } catch (_) {
+      return; // a frame we cannot read is skipped, not fatal
+    }
+    if (event && event.job_id) applyEvent(event);
+  }
+
+  // ------------------------------------------------------------------ the render loop
+
+  function requestPaint() {
+    if (!state.frame) state.frame = requestAnimationFrame(paint);
+  }
+
+  // One frame's work: counters if a stats frame came, the table if it is due. A background tab
+  // gets no frames; the model stays bounded meanwhile and the first frame paints the newest state.
+  function paint() {
+    state.frame = 0;
+    if (state.statsDirty) {
+      state.statsDirty = false;
+      renderStats(state.latestStats);
+    }
+    if (state.tableDirty && !state.paused && isLivePage()) {
+      const wait = state.lastTable + TABLE_INTERVAL_MS - performance.now();
+      if (wait <= 0) {
+        renderTable();
+      } else if (!state.tableTimer) {
+        state.tableTimer = setTimeout(function () {
+          state.tableTimer = null;
+          requestPaint();
+        }, wait);
+      }
+    }
+  }
+
+  function isLivePage() {
+    return state.cursor === null;
+  }
+
+  // An event as a model change: O(1) whatever the rate, no DOM.
+  function applyEvent(event) {
+    const known = state.model.get(event.job_id);
+    const job = Object.assign({}, known || {}, {
+      job_id: event.job_id,
+      queue: event.queue,
+      state: event.state,
+      attempts: event.attempts,
+      priority: event.priority,
+      updated_at: event.at,
+    });
+    // run_at travels in events once the server sends it; a delayed job is SCHEDULED at once.
+    if ("run_at" in event) job.run_at = event.run_at;
+    // A failure's error stays while the job waits to retry and runs again; an ACKED job's error
+    // was an earlier attempt's, not its own.
+    if (job.state === "ACKED") job.result_error = null;
+    else if (ERROR_STATES.has(job.state) && (!known || known.state !== job.state)) job.error_stale = true;
+    if (known) state.model.delete(event.job_id);
+    if (matchesView(job, !known)) {
+      state.model.set(event.job_id, job);
+      if (state.model.size > MODEL_LIMIT) state.model.delete(state.model.keys().next().value);
+    }
+    if (known || state.model.has(event.job_id)) {
+      state.tableDirty = true;
+      requestPaint();
+    }
+    if (state.selected === event.job_id) scheduleDetail();
+  }
+
+  // Does a job belong in the current view? A new job whose error is unknown cannot match an
+  // error-text search: it waits for the next page read.
+  function matchesView(job, isNew) {
+    const shown = displayState(job);
+    if (state.filter === "SCHEDULED") {
+      if (shown !== "SCHEDULED") return false;
+    } else if (state.filter && state.filter !== job.state) {
+      return false;
+    }
+    const search = state.search;
+    if (search.state && search.state !== shown && search.state !== job.state) return false;
+    if (search.queue && search.queue !== job.queue) return false;
+    if (search.idPrefix && !String(job.job_id).startsWith(search.idPrefix)) return false;
+    if (search.text) {
+      if (isNew) return false;
+      const error = (job.result_error || "").toLowerCase();
+      if (!error.includes(search.text)) return false;
+    }
+    return true;
+  }
 
   // ------------------------------------------------------------------ stats + sparklines
 
   function renderStats(stats) {
+    if (!stats) return;
     for (const field of STAT_FIELDS) {
       const el = $("stat-" + field);
       const text = numberFormat.format(stats[field] || 0);
       if (el.textContent !== text) {
         el.textContent = text;
-        el.classList.remove("bump");
-        void el.offsetWidth; // restart the animation
-        el.classList.add("bump");
+        // A colour animation repaints every frame it runs: a counter that changes every second
+        // would never stop. Only a change after a quiet spell is worth the eye.
+        const now = performance.now();
+        if (now - (Number(el.dataset.changedAt) || -1e9) > QUIET_MS) swapAnimation(el, "bump-a", "bump-b");
+        el.dataset.changedAt = String(now);
       }
     }
     pushSample(state.submits, stats.submits_per_sec);
@@ -322,6 +481,17 @@
       " · acked " + numberFormat.format(t.acked || 0) +
       " · failed " + numberFormat.format(t.failed || 0) +
       " · dead " + numberFormat.format(t.dead || 0);
+  }
+
+  // Restart a CSS animation without reading layout: the two classes run the same keyframes
+  // under two names, and a changed animation-name starts over.
+  function swapAnimation(el, a, b) {
+    if (el.classList.contains(a)) {
+      el.classList.replace(a, b);
+    } else {
+      el.classList.remove(b);
+      el.classList.add(a);
+    }
   }
 
   function pushSample(series, value) {
@@ -352,6 +522,7 @@
     return el;
   }
 
+  // The y axis starts at zero, always: 161 against 196 acks/s must not look like empty and full.
   function drawSpark(svg, values) {
     const base = svgChild(svg, "base", "line");
     const area = svgChild(svg, "area", "path");
@@ -361,7 +532,9 @@
     base.setAttribute("y1", String(SPARK_H));
     base.setAttribute("y2", String(SPARK_H));
     if (values.length === 0) return;
-    const top = Math.max(1, Math.max.apply(null, values)) * 1.15;
+    let peak = 1;
+    for (const v of values) if (v > peak) peak = v;
+    const top = peak * 1.15;
     const step = SPARK_W / (SPARK_POINTS - 1);
     const offset = SPARK_POINTS - values.length; // the newest sample sits at the right edge
     const points = values.map(function (v, i) {
@@ -377,91 +550,173 @@
 
   // ------------------------------------------------------------------ jobs table
 
+  // The query for the current view. The server filters by state and queue; the id prefix and
+  // error text are checked here on each page read (and on live events).
+  function jobsQuery(cursor) {
+    const params = new URLSearchParams();
+    params.set("limit", String(MAX_ROWS));
+    let wanted = state.filter === "SCHEDULED" ? "READY" : state.filter;
+    if (!wanted && state.search.state) wanted = state.search.state === "SCHEDULED" ? "READY" : state.search.state;
+    if (wanted) params.set("state", wanted);
+    if (state.search.queue) params.set("queue", state.search.queue);
+    if (cursor) params.set("cursor", cursor);
+    return "/jobs?" + params.toString();
+  }
+
   async function loadJobs() {
     if (!state.key) return;
     const generation = state.generation;
-    const filter = state.filter;
+    const view = viewKey();
+    const cursor = state.cursor;
     let data;
     try {
-      const query = "?limit=" + MAX_ROWS + (filter ? "&state=" + encodeURIComponent(filter) : "");
-      data = await api("GET", "/jobs" + query);
+      data = await api("GET", jobsQuery(cursor));
     } catch (err) {
       if (err.status === 401) keyRejected(err.message);
       else if (err.status) toast("Could not list jobs: " + err.message, "error");
       return;
     }
-    if (generation !== state.generation || filter !== state.filter) return;
-    const body = $("jobs-body");
-    body.replaceChildren();
-    state.rows.clear();
-    for (const job of data.jobs || []) {
-      const entry = { job: job, tr: buildRow(job) };
-      state.rows.set(job.job_id, entry);
-      body.append(entry.tr);
-    }
-    updateEmpty();
-  }
-
-  function flushEvents() {
-    state.flushTimer = null;
-    const events = Array.from(state.pendingEvents.values());
-    state.pendingEvents.clear();
-    const body = $("jobs-body");
-    for (const event of events) {
-      const entry = state.rows.get(event.job_id);
-      const job = Object.assign({}, entry ? entry.job : {}, {
-        job_id: event.job_id,
-        queue: event.queue,
-        state: event.state,
-        attempts: event.attempts,
-        priority: event.priority,
-        updated_at: event.at,
+    if (generation !== state.generation || view !== viewKey() || cursor !== state.cursor) return;
+    state.nextCursor = data.next_cursor || null;
+    const jobs = (data.jobs || []).filter(function (job) {
+      return matchesView(job, false);
+    });
+    if (state.filter === "SCHEDULED") {
+      jobs.sort(function (a, b) {
+        return Date.parse(a.run_at) - Date.parse(b.run_at);
       });
-      const matches = !state.filter || state.filter === job.state;
-      if (entry) {
-        if (!matches) {
-          entry.tr.remove();
-          state.rows.delete(event.job_id);
-          continue;
-        }
-        entry.job = job;
-        fillRow(entry.tr, job);
-        flash(entry.tr);
-      } else if (matches) {
-        const tr = buildRow(job);
-        state.rows.set(job.job_id, { job: job, tr: tr });
-        body.prepend(tr);
-        flash(tr);
-      }
-      if (state.selected === event.job_id) scheduleDetail();
     }
-    while (state.rows.size > MAX_ROWS) {
-      const last = body.lastElementChild;
-      if (!last) break;
-      state.rows.delete(last.dataset.jobId);
-      last.remove();
-    }
-    updateEmpty();
+    state.model.clear();
+    // The page is newest first; the model keeps the newest last.
+    for (let i = jobs.length - 1; i >= 0; i--) state.model.set(jobs[i].job_id, jobs[i]);
+    renderTable(true);
   }
 
-  function flash(tr) {
-    tr.classList.remove("flash");
-    void tr.offsetWidth;
-    tr.classList.add("flash");
+  function viewKey() {
+    const s = state.search;
+    return [state.filter, s.text, s.queue, s.state, s.idPrefix].join("\u0000");
+  }
+
+  // The newest MAX_ROWS of the model, painted by moving the rows that exist and building only
+  // the new ones: a few dozen rows a few times a second, whatever the event rate.
+  function renderTable(force) {
+    if (state.tableTimer) {
+      clearTimeout(state.tableTimer);
+      state.tableTimer = null;
+    }
+    if (!force && state.paused) return;
+    state.tableDirty = false;
+    state.lastTable = performance.now();
+    let jobs = [];
+    const values = Array.from(state.model.values());
+    if (state.filter === "SCHEDULED") {
+      jobs = values.sort(function (a, b) {
+        return Date.parse(a.run_at) - Date.parse(b.run_at);
+      }).slice(0, MAX_ROWS);
+    } else {
+      for (let i = values.length - 1; i >= 0 && jobs.length < MAX_ROWS; i--) jobs.push(values[i]);
+    }
+    const previous = state.rows;
+    const next = new Map();
+    const trs = [];
+    const flashed = [];
+    for (const job of jobs) {
+      const entry = previous.get(job.job_id);
+      let tr;
+      if (entry) {
+        tr = entry.tr;
+        if (entry.job !== job) {
+          fillRow(tr, job);
+          if (entry.job.state !== job.state) flashed.push(tr);
+        }
+      } else {
+        tr = buildRow(job);
+        if (previous.size > 0 && !force) flashed.push(tr);
+      }
+      next.set(job.job_id, { job: job, tr: tr });
+      trs.push(tr);
+    }
+    // Under load every row is new at every rebuild: flashing them all would repaint the table
+    // every frame. A quiet table shows its few changes.
+    if (flashed.length <= FLASH_MAX) for (const tr of flashed) swapAnimation(tr, "flash-a", "flash-b");
+    state.rows = next;
+    const body = $("jobs-body");
+    if (!sameOrder(body.children, trs)) body.replaceChildren.apply(body, trs);
+    updateEmpty();
+    updatePager();
+    maybeFillErrors();
+  }
+
+  function sameOrder(children, trs) {
+    if (children.length !== trs.length) return false;
+    for (let i = 0; i < trs.length; i++) if (children[i] !== trs[i]) return false;
+    return true;
+  }
+
+  // Job events carry no error text: rows that turned RETRY or DEAD since the last page read get
+  // theirs read, ERROR_FILL_MAX jobs at most every ERROR_FILL_MS, whatever the failure rate.
+  function maybeFillErrors() {
+    const wanted = [];
+    for (const entry of state.rows.values()) {
+      if (ERROR_STATES.has(entry.job.state) && (entry.job.result_error == null || entry.job.error_stale)) {
+        if (wanted.push(entry.job.job_id) >= ERROR_FILL_MAX) break;
+      }
+    }
+    if (wanted.length === 0) return;
+    const now = performance.now();
+    if (now < state.errorFillAt) {
+      // Asked too recently: once more when the interval is over, even if nothing else changes.
+      if (!state.errorFillTimer) {
+        state.errorFillTimer = setTimeout(function () {
+          state.errorFillTimer = null;
+          maybeFillErrors();
+        }, state.errorFillAt - now);
+      }
+      return;
+    }
+    state.errorFillAt = now + ERROR_FILL_MS;
+    const generation = state.generation;
+    for (const jobId of wanted) {
+      api("GET", "/jobs/" + encodeURIComponent(jobId)).then(function (fresh) {
+        const known = state.model.get(jobId);
+        if (generation !== state.generation || !known || !fresh) return;
+        // Same place in the model (no reorder): only the error text is new.
+        state.model.set(jobId, Object.assign({}, known, { result_error: fresh.result_error, error_stale: false }));
+        state.tableDirty = true;
+        requestPaint();
+      }, function () {});
+    }
   }
 
   function updateEmpty() {
     const empty = $("jobs-empty");
     empty.hidden = state.rows.size > 0;
     if (!state.key) empty.textContent = "Connect with a key to see jobs.";
+    else if (state.search.text || state.search.queue || state.search.idPrefix || state.search.state)
+      empty.textContent = "No job on this page matches the search.";
     else if (state.filter) empty.textContent = "No " + state.filter.toLowerCase() + " jobs.";
     else empty.textContent = "No jobs yet. Enqueue one to see it here.";
+  }
+
+  function updatePager() {
+    const live = isLivePage();
+    $("page-newest").disabled = live;
+    $("page-older").disabled = !state.nextCursor;
+    const toggle = $("live-toggle");
+    toggle.setAttribute("aria-pressed", String(state.paused));
+    toggle.textContent = state.paused ? "Resume live" : "Pause live";
+    $("jobs-title").dataset.paused = String(state.paused || !live);
+    $("page-info").textContent = live
+      ? state.paused
+        ? "paused"
+        : "live"
+      : "page " + (state.pages.length + 1);
   }
 
   function buildRow(job) {
     const tr = document.createElement("tr");
     tr.tabIndex = 0;
-    for (const cls of ["", "", "col-queue", "col-num col-priority", "col-num", "col-time", "col-action"]) {
+    for (const cls of ["", "", "col-queue", "col-num col-priority", "col-num col-attempts", "col-error", "col-time", "col-action"]) {
       const td = document.createElement("td");
       if (cls) td.className = cls;
       tr.append(td);
@@ -484,13 +739,47 @@
     cells[2].textContent = job.queue || "";
     cells[3].textContent = job.priority === undefined || job.priority === null ? "" : String(job.priority);
     cells[4].textContent = job.attempts === undefined || job.attempts === null ? "" : String(job.attempts);
-    cells[5].textContent = formatTime(job.updated_at || job.created_at, false);
-    cells[5].title = formatTime(job.updated_at || job.created_at, true);
-    if (job.state === "DEAD") {
-      if (!cells[6].querySelector("button")) cells[6].replaceChildren(requeueButton(job.job_id, true));
+    fillErrorCell(cells[5], job);
+    cells[6].textContent = formatTime(job.updated_at || job.created_at, false);
+    cells[6].title = formatTime(job.updated_at || job.created_at, true);
+    if (job.state === "DEAD" && state.canWrite) {
+      if (!cells[7].querySelector("button")) cells[7].replaceChildren(requeueButton(job.job_id, true));
     } else {
-      cells[6].replaceChildren();
+      cells[7].replaceChildren();
     }
+  }
+
+  // The error column: the exception class in bold and its message, from the last line of a
+  // traceback. Not for an ACKED job: its old error is history (the detail says so).
+  function fillErrorCell(td, job) {
+    if (job.state === "ACKED" || !job.result_error) {
+      td.replaceChildren();
+      td.title = "";
+      return;
+    }
+    const parsed = parseError(job.result_error);
+    const cls = document.createElement("span");
+    cls.className = "error-class";
+    cls.textContent = parsed.cls;
+    const message = document.createElement("span");
+    message.className = "error-message";
+    message.textContent = parsed.message;
+    td.replaceChildren(cls, message);
+    td.title = parsed.line;
+  }
+
+  // "Traceback (most recent call last): … ValueError: bad" → {cls: "ValueError", message: "bad"}.
+  function parseError(text) {
+    const lines = String(text).split("\n").map(function (l) {
+      return l.trim();
+    }).filter(Boolean);
+    let line = lines.length ? lines[lines.length - 1] : "";
+    if (lines.length && /^Traceback \(most recent call last\)/.test(lines[0]) && lines.length === 1) line = lines[0];
+    const match = /^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|Timeout|[A-Z]\w*)):\s?(.*)$/.exec(line);
+    if (match) return { cls: match[1], message: match[2], line: line };
+    const bare = /^([A-Za-z_][\w.]*(?:Error|Exception|Timeout))$/.exec(line);
+    if (bare) return { cls: bare[1], message: "", line: line };
+    return { cls: "", message: line, line: line };
   }
 
   function displayState(job) {
@@ -512,7 +801,7 @@
   function requeueButton(jobId, small) {
     const button = document.createElement("button");
     button.type = "button";
-    button.className = "btn btn-danger" + (small ? " btn-small" : "");
+    button.className = "btn btn-danger write-control" + (small ? " btn-small" : "");
     button.textContent = "Requeue";
     button.dataset.requeue = jobId;
     button.setAttribute("hx-post", "/jobs/" + encodeURIComponent(jobId) + "/requeue");
@@ -534,6 +823,45 @@
     return pad(date.getHours()) + ":" + pad(date.getMinutes()) + ":" + pad(date.getSeconds());
   }
 
+  // ------------------------------------------------------------------ search, pause, pages
+
+  // "queue:emails state:dead 3f2a" → the server's filters plus an id prefix; any other words
+  // are error text.
+  function parseSearch(text) {
+    const search = { text: "", queue: "", state: "", idPrefix: "" };
+    const words = [];
+    for (const word of text.trim().split(/\s+/).filter(Boolean)) {
+      const colon = word.indexOf(":");
+      const name = colon > 0 ? word.slice(0, colon).toLowerCase() : "";
+      const value = colon > 0 ? word.slice(colon + 1) : word;
+      if (name === "queue") search.queue = value;
+      else if (name === "state") search.state = value.toUpperCase();
+      else if (name === "id") search.idPrefix = value.toLowerCase();
+      else if (!name && /^[0-9a-f-]{4,36}$/i.test(word) && !search.idPrefix) search.idPrefix = word.toLowerCase();
+      else words.push(word);
+    }
+    search.text = words.join(" ").toLowerCase();
+    return search;
+  }
+
+  function resetPages() {
+    state.pages = [];
+    state.cursor = null;
+    state.nextCursor = null;
+  }
+
+  function setPaused(paused) {
+    state.paused = paused;
+    updatePager();
+    if (!paused) {
+      if (isLivePage()) renderTable();
+      else {
+        resetPages();
+        loadJobs();
+      }
+    }
+  }
+
   // ------------------------------------------------------------------ job detail
 
   function selectJob(jobId) {
@@ -545,8 +873,11 @@
   }
 
   function scheduleDetail() {
-    clearTimeout(state.detailTimer);
-    state.detailTimer = setTimeout(loadDetail, 150);
+    if (state.detailTimer) return; // one read per 300 ms at most, whatever the event rate
+    state.detailTimer = setTimeout(function () {
+      state.detailTimer = null;
+      loadDetail();
+    }, 300);
   }
 
   async function loadDetail() {
@@ -575,10 +906,69 @@
     }
     $("d-payload").textContent = pretty(job.payload);
     $("d-result").textContent = pretty(job.result);
-    $("d-result_error").textContent = job.result_error || "";
+    renderDetailError(job);
+    renderHistory(job);
     const actions = $("d-actions");
     actions.replaceChildren();
-    if (job.state === "DEAD") actions.append(requeueButton(job.job_id, false));
+    if (job.state === "DEAD" && state.canWrite) actions.append(requeueButton(job.job_id, false));
+  }
+
+  // The current error only while the job is failing; after a successful retry the failure is
+  // the previous attempt's, said so, never shown as the job's error.
+  function renderDetailError(job) {
+    const box = $("d-error");
+    const failing = ERROR_STATES.has(job.state);
+    const error = job.result_error || "";
+    $("d-error-title").textContent = failing ? "Error" : "Last failure (an earlier attempt)";
+    box.hidden = !error;
+    $("d-error-none").hidden = Boolean(error);
+    box.dataset.current = String(failing);
+    const parsed = parseError(error);
+    $("d-error-class").textContent = parsed.cls;
+    $("d-error-message").textContent = parsed.message;
+    $("d-result_error").textContent = error;
+    // A one-line error has nothing more to unfold; a traceback opens on demand.
+    box.open = error !== "" && error.indexOf("\n") < 0;
+  }
+
+  // The attempt history, when the server keeps one (GET /jobs/{id} `history`).
+  function renderHistory(job) {
+    const history = Array.isArray(job.history) ? job.history : null;
+    $("d-history").hidden = !history || history.length === 0;
+    const list = $("d-history-list");
+    list.replaceChildren();
+    if (!history) return;
+    for (const attempt of history) {
+      const li = document.createElement("li");
+      li.dataset.outcome = String(attempt.outcome || "");
+      const head = document.createElement("div");
+      head.className = "history-head";
+      const outcome = pill(String(attempt.outcome || "").toUpperCase() || "RUNNING");
+      const what = document.createElement("span");
+      const parts = ["attempt " + attempt.attempt];
+      if (attempt.worker) parts.push(attempt.worker);
+      if (attempt.started_at) parts.push(formatTime(attempt.started_at, true));
+      if (attempt.ended_at) parts.push("→ " + formatTime(attempt.ended_at, false));
+      what.textContent = parts.join(" · ");
+      head.append(outcome, what);
+      li.append(head);
+      if (attempt.error) {
+        const parsed = parseError(attempt.error);
+        const details = document.createElement("details");
+        details.className = "error-box";
+        const summary = document.createElement("summary");
+        const cls = document.createElement("span");
+        cls.className = "error-class";
+        cls.textContent = parsed.cls;
+        summary.append(cls, document.createTextNode(" " + parsed.message));
+        const pre = document.createElement("pre");
+        pre.className = "code code-error";
+        pre.textContent = attempt.error;
+        details.append(summary, pre);
+        li.append(details);
+      }
+      list.append(li);
+    }
   }
 
   function pretty(text) {
@@ -619,6 +1009,8 @@
     $("key-forget").addEventListener("click", function () {
       state.selected = null;
       setKey(null);
+      setCanWrite(false);
+      state.model.clear();
       state.rows.clear();
       $("jobs-body").replaceChildren();
       updateEmpty();
@@ -630,7 +1022,45 @@
       for (const other of $("filters").querySelectorAll(".chip")) {
         other.setAttribute("aria-pressed", String(other === chip));
       }
+      resetPages();
       loadJobs();
+    });
+    $("search-form").addEventListener("submit", function (e) {
+      e.preventDefault();
+      state.search = parseSearch($("search-input").value);
+      resetPages();
+      loadJobs();
+    });
+    $("search-input").addEventListener("search", function () {
+      // The clear (×) button of a search field: back to everything.
+      if ($("search-input").value === "") {
+        state.search = parseSearch("");
+        resetPages();
+        loadJobs();
+      }
+    });
+    $("live-toggle").addEventListener("click", function () {
+      setPaused(!state.paused);
+    });
+    $("page-older").addEventListener("click", function () {
+      if (!state.nextCursor) return;
+      state.pages.push(state.cursor);
+      state.cursor = state.nextCursor;
+      loadJobs();
+    });
+    $("page-newest").addEventListener("click", function () {
+      resetPages();
+      state.paused = false;
+      loadJobs();
+    });
+    document.addEventListener("keydown", function (e) {
+      if (e.target.closest && e.target.closest("input, textarea, select")) return;
+      if (e.key === "/") {
+        e.preventDefault();
+        $("search-input").focus();
+      } else if (e.key === "p") {
+        setPaused(!state.paused);
+      }
     });
     const body = $("jobs-body");
     body.addEventListener("click", function (e) {
@@ -650,6 +1080,8 @@
     drawSpark($("spark-submits"), []);
     drawSpark($("spark-acks"), []);
     state.key = loadKey();
+    document.body.dataset.write = "false";
+    updatePager();
     showKeyState();
     updateEmpty();
     connect();
