@@ -170,6 +170,19 @@ def _host_port(text: str) -> str:
     return text
 
 
+def _queue_durations(text: str) -> dict[str, int]:
+    """`queue=duration,queue=duration` → {queue: ms} (max latency per queue); `none`: none."""
+    out: dict[str, int] = {}
+    if text.strip().lower() == "none":
+        return out
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        queue, sep, duration = item.partition("=")
+        if not sep or not queue.strip():
+            raise ValueError(f"expected queue=duration, got {item!r}")
+        out[queue.strip()] = _positive_duration(duration.strip())
+    return out
+
+
 def _id_list(check: Callable[[str], str], expected: str) -> Callable[[str], dict[str, str]]:
     """A parser of `id@address,id@address` → {id: address}, each address read by `check`."""
 
@@ -331,6 +344,11 @@ class Settings:
     etcd_cluster_token: str = setting(
         "jq-cluster", flag="--etcd-cluster-token", env="ETCD_CLUSTER_TOKEN", panel=CLUSTER,
         help="etcd's --initial-cluster-token for the members jq starts",
+    )  # fmt: skip
+    max_latency: dict[str, int] = setting(
+        "none", flag="--max-latency", env="JQ_MAX_LATENCY", parse=_queue_durations,
+        help="Per queue, how long its oldest runnable job may wait before /health warns and "
+        "jq_queue_latency_breached says 1: emails=30s,reports=10m",
     )  # fmt: skip
 
     @property

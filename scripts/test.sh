@@ -2,8 +2,9 @@
 # The whole test suite, from a fresh machine: Debian packages the tests need (chromium for the
 # dashboard's browser tests, redis-server, etcd-server for cluster mode, iproute2 for the
 # partition test's and the README test's network namespaces, docker-compose to validate the
-# compose files, wrk, and jq, the JSON tool, which the README's commands use beside ours), the
-# venv with the dev extras, then ruff, mypy and pytest.
+# compose files, wrk, jq, the JSON tool, which the README's commands use beside ours, and
+# prometheus for `promtool check rules` on docs/alerts), the venv with the dev extras, then
+# ruff, mypy and pytest.
 # Extra arguments go to pytest. Needs root (or the packages already installed) and a Redis on
 # 127.0.0.1:6379 (started here if it is installed but not running).
 set -euo pipefail
@@ -17,6 +18,7 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # The JSON tool, found by path: `command -v jq` may find our own jq in an activated venv.
 [ -x /usr/bin/jq ] || [ -x /usr/local/bin/jq ] || need+=(jq)
 if [ ${#need[@]} -gt 0 ]; then

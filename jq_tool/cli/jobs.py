@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from jq_tool.cli import console
 from jq_tool.cli.options import (
     JsonOption,
     KeyOption,
@@ -49,6 +50,14 @@ def _job_fields(job: Job) -> list[tuple[str, object]]:
         ("payload", job.payload),
         ("result", job.result),
         ("result_error", job.result_error),
+        *(
+            [("progress", f"{job.progress.progress:.0%} {job.progress.note}".rstrip())]
+            if job.progress is not None
+            else []
+        ),
+        ("error", job.error_class),
+        ("error_message", job.error_message),
+        ("worker", job.worker),
     ]
 
 
@@ -202,36 +211,57 @@ def get(
         print_json(job)
     else:
         print_record(f"job {job.job_id}", _job_fields(job))
+        if job.attempt_history:
+            console.print_attempts(job)
 
 
 def list_jobs(
     state: Annotated[
         str | None,
-        typer.Option(help="READY, RUNNING, ACKED, RETRY, DEAD or CANCELLED.", show_default=False),
+        typer.Option(
+            help="READY, SCHEDULED, RUNNING, ACKED, RETRY, DEAD or CANCELLED.", show_default=False
+        ),
     ] = None,
     queue: Annotated[str | None, typer.Option(help="Only this queue.", show_default=False)] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Jobs per page.")] = 50,
     cursor: Annotated[
         str | None, typer.Option(help="next_cursor of the previous page.", show_default=False)
     ] = None,
+    id_prefix: Annotated[
+        str | None, typer.Option(help="Ids starting with this.", show_default=False)
+    ] = None,
+    error: Annotated[
+        str | None, typer.Option(help="Current error containing this text.", show_default=False)
+    ] = None,
     url: UrlOption = DEFAULT_URL,
     key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first (--id-prefix and --error search: a bounded scan, so a page
+    may be short; follow next page)."""
     with open_client(url, key, as_json) as client:
-        page = client.list(state=state, queue=queue, limit=limit, cursor=cursor)
+        page = client.list(
+            state=state, queue=queue, limit=limit, cursor=cursor, id_prefix=id_prefix, error=error
+        )
     if as_json:
         print_json(page)
         return
     filters = [f"{name} {value}" for name, value in (("state", state), ("queue", queue)) if value]
     print_rows(
         "jobs (times in UTC)",
-        ["job_id", "state", "queue", "priority", "attempts", "created_at", "updated_at"],
+        ["job_id", "state", "queue", "attempts", "run_at", "updated_at", "error"],
         [
-            [j.job_id, j.state.value, j.queue, j.priority, j.attempts, j.created_at, j.updated_at]
+            [
+                j.job_id,
+                j.state.value,
+                j.queue,
+                j.attempts,
+                j.run_at,
+                j.updated_at,
+                ": ".join(p for p in (j.error_class, j.error_message) if p) or None,
+            ]
             for j in page.jobs
-        ],
+        ],  # fmt: skip
         empty=f"no jobs{' with ' + ' and '.join(filters) if filters else ''}"
         + (" on this page" if cursor else ""),
     )
@@ -266,24 +296,53 @@ def stats(
 
 
 def cancel(
-    job_id: Annotated[str, typer.Argument(help="A READY or RETRY job.")],
+    job_id: Annotated[
+        str | None, typer.Argument(help="A READY or RETRY job.", show_default=False)
+    ] = None,
+    all_waiting: Annotated[
+        bool, typer.Option("--all", help="Every waiting job matching the filters.")
+    ] = False,
+    queue: Annotated[str | None, typer.Option(help="With --all: this queue.")] = None,
+    state: Annotated[
+        list[str] | None, typer.Option(help="With --all: READY, RETRY or SCHEDULED (repeat).")
+    ] = None,
+    error: Annotated[str | None, typer.Option(help="With --all: error containing this.")] = None,
+    yes: console.YesOption = False,
     url: UrlOption = DEFAULT_URL,
     key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Cancel a job that has not started."""
+    """Cancel a job that has not started, or with --all every waiting job matching."""
+    if all_waiting or job_id is None:
+        if job_id is not None or not all_waiting:
+            fail("give a job id, or --all (not both)", EXIT_USAGE, as_json=as_json)
+        console.bulk_cancel(url, key, as_json, queue, state, error, yes)
+        return
     with open_client(url, key, as_json) as client:
         settled = client.cancel(job_id)
     _print_settled(settled, as_json)
 
 
 def requeue(
-    job_id: Annotated[str, typer.Argument(help="A DEAD job.")],
+    job_id: Annotated[str | None, typer.Argument(help="A DEAD job.", show_default=False)] = None,
+    all_dead: Annotated[
+        bool, typer.Option("--all-dead", help="Every DEAD job matching the filters.")
+    ] = False,
+    queue: Annotated[str | None, typer.Option(help="With --all-dead: this queue.")] = None,
+    error: Annotated[
+        str | None, typer.Option(help="With --all-dead: error containing this.")
+    ] = None,
+    yes: console.YesOption = False,
     url: UrlOption = DEFAULT_URL,
     key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Give a DEAD job a fresh attempt budget."""
+    """Give a DEAD job a fresh attempt budget, or with --all-dead every DEAD job matching."""
+    if all_dead or job_id is None:
+        if job_id is not None or not all_dead:
+            fail("give a job id, or --all-dead (not both)", EXIT_USAGE, as_json=as_json)
+        console.bulk_requeue(url, key, as_json, queue, error, yes)
+        return
     with open_client(url, key, as_json) as client:
         settled = client.requeue(job_id)
     _print_settled(settled, as_json)

@@ -36,6 +36,11 @@ OUR_COMMANDS = frozenset(
         "chaos",
         "tui",
         "wal-inspect",
+        "why",
+        "dead",
+        "workers",
+        "queue",
+        "history",
         "--help",
     }
 )

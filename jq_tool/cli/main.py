@@ -48,9 +48,20 @@ def build_app(*, serve_only: bool = False) -> typer.Typer:
             """A callback keeps `serve` a named subcommand of a one-command app."""
 
         return app
-    from jq_tool.cli import chaos, jobs, keys, schedules, serve, tui, wal_inspect, worker
+    from jq_tool.cli import (
+        chaos,
+        console,
+        insight,
+        jobs,
+        keys,
+        schedules,
+        serve,
+        tui,
+        wal_inspect,
+        worker,
+    )
 
-    for module in (serve, jobs, keys, schedules, worker, chaos, tui, wal_inspect):
+    for module in (serve, jobs, keys, schedules, worker, chaos, tui, wal_inspect, insight, console):
         module.register(app)
     return app
 

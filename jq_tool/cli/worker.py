@@ -136,6 +136,13 @@ def worker(
         float, duration_option("At shutdown, wait this long for jobs.", default="30s")
     ] = 30.0,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING.")] = "INFO",
+    worker_id: Annotated[
+        str | None,
+        typer.Option(
+            help="The id sent with lease requests (jq workers); default hostname:pid:random.",
+            show_default=False,
+        ),
+    ] = None,
     url: UrlOption = DEFAULT_URL,
     key: KeyOption = None,
 ) -> None:
@@ -150,15 +157,32 @@ def worker(
     try:
         handler = load_handler(target)
         options = WorkerOptions(
-            queue=queue, concurrency=concurrency, lease_ms=lease_ms, poll_wait=wait, grace=grace
+            queue=queue,
+            concurrency=concurrency,
+            lease_ms=lease_ms,
+            poll_wait=wait,
+            grace=grace,
+            worker_id=worker_id,
         )
         if inspect.iscoroutinefunction(handler):
             async_worker = AsyncWorker(url, key, logged(handler), options)
-            log.info("worker on %s queue %r (async, %d at once)", url, queue, concurrency)
+            log.info(
+                "worker %s on %s queue %r (async, %d at once)",
+                async_worker.worker_id,
+                url,
+                queue,
+                concurrency,
+            )
             asyncio.run(async_worker.run(install_signal_handlers=True))
         else:
             sync_worker = Worker(url, key, logged(handler), options)
-            log.info("worker on %s queue %r (%d threads)", url, queue, concurrency)
+            log.info(
+                "worker %s on %s queue %r (%d threads)",
+                sync_worker.worker_id,
+                url,
+                queue,
+                concurrency,
+            )
             sync_worker.run(install_signal_handlers=True)
             if sync_worker.handlers_running:
                 # Threads cannot be stopped, and the interpreter would wait for them at exit.

@@ -25,6 +25,7 @@ class JobState(enum.StrEnum):
     RETRY = "RETRY"  # a failed attempt, waiting out its backoff until run_at
     DEAD = "DEAD"  # retries exhausted
     CANCELLED = "CANCELLED"  # cancelled before it ran
+    WAITING = "WAITING"  # waiting for its parents (depends_on) to be ACKED
 
 
 FINISHED_STATES = frozenset({JobState.ACKED, JobState.DEAD, JobState.CANCELLED})
@@ -57,6 +58,51 @@ class Job(msgspec.Struct, array_like=True, gc=False):
     updated_at: int = 0  # time of the last state change; finished jobs are purged from it
     # The schedule run that made this job (None for a submitted job: one slot, 8 bytes).
     scheduled_by: ScheduleRun | None = None
+    # Flow control (issue 18): the parents this job waited or waits for (None: none), and the
+    # submitting key's owner ("" for jobs of logs written before it: no key has that owner).
+    depends_on: Dependency | None = None
+    owner: str = ""
+    # The running attempt's last reported progress (issue 19); a new lease clears it.
+    progress: JobProgress | None = None
+
+    # The current (or, once acked, the last) attempt's worker id and lease time, from the
+    # Lease command; None in logs written before workers named themselves.
+    worker: str | None = None
+    leased_at: int | None = None
+    # The attempts that ended in a failure or an expired lease, the last ATTEMPTS_KEPT
+    # (core/attempts.py), oldest first. None while there was none: a job that succeeds at
+    # once costs no list.
+    history: list[Attempt] | None = None
+
+
+class ParentFailure(enum.StrEnum):
+    CANCEL = "cancel"  # a parent ending DEAD or CANCELLED cancels the child
+    RUN = "run"  # the child runs once every parent has finished, however it finished
+
+
+class Dependency(msgspec.Struct, array_like=True, gc=False):
+    """The parents a job waits for (WAITING until every one is ACKED) and what a parent's
+    failure does to it."""
+
+    parents: list[str]
+    on_parent_failure: ParentFailure = ParentFailure.CANCEL
+
+
+class UniqueScope(enum.StrEnum):
+    QUEUED = "queued"  # while the job is WAITING, READY (scheduled included) or RETRY
+    ACTIVE = "active"  # while queued or RUNNING
+    PERIOD = "period"  # for unique_period_ms after its submit, whatever its state
+
+
+class Attempt(msgspec.Struct, array_like=True, gc=False):
+    """One attempt of a job that ended (or runs): see core/attempts.py for what is kept."""
+
+    attempt: int  # 1 for the first attempt since the job was submitted or requeued
+    worker: str | None  # the worker id the Lease named
+    started_at: int | None  # the Lease's now (None: leased by a release before this field)
+    ended_at: int | None  # None while running
+    outcome: str  # running, acked, failed, expired (attempts.OUTCOMES)
+    error: str | None = None  # the error text, bounded (attempts.ERROR_TEXT_BYTES)
 
 
 class ScheduleRun(msgspec.Struct, array_like=True, gc=False):
@@ -64,6 +110,15 @@ class ScheduleRun(msgspec.Struct, array_like=True, gc=False):
 
     name: str
     due: int
+
+
+class JobProgress(msgspec.Struct, array_like=True, gc=False):
+    """How far a worker says its attempt has got: `percent` in 0..1, a short note, and when
+    (the command's now)."""
+
+    percent: float
+    note: str
+    at: int
 
 
 class OverlapPolicy(enum.StrEnum):
@@ -131,6 +186,24 @@ class NewJob(msgspec.Struct, array_like=True):
     # fields decode with owner "" (which no API key has) and no fingerprint.
     owner: str = ""
     fingerprint: str | None = None
+    # Unique key and parents (issue 18), None for a job with neither: one byte in the log.
+    flow: JobFlow | None = None
+
+
+class JobFlow(msgspec.Struct, array_like=True):
+    """A new job's unique key and parents.
+
+    Unique jobs: a second submit of this owner's `unique_key` while the first job is in scope
+    answers the first job (Submitted.unique). Not the idempotency key: that one is for retries
+    of one request, this one for two requests that would make the same work. Dependencies:
+    ids of existing jobs of the same owner (the proposer resolved a batch's indexes into ids).
+    """
+
+    unique_key: str | None = None
+    unique_scope: UniqueScope = UniqueScope.QUEUED
+    unique_period_ms: int = 0
+    depends_on: list[str] = []
+    on_parent_failure: ParentFailure = ParentFailure.CANCEL
 
 
 class Submit(msgspec.Struct, tag="submit", array_like=True):
@@ -152,6 +225,9 @@ class Lease(msgspec.Struct, tag="lease", array_like=True):
     queue: str
     lease_ms: int
     lease_ids: list[str]
+    # The worker id the lease request named (X-Jq-Worker), kept on each leased job; None for
+    # clients that send none and in logs written before it.
+    worker: str | None = None
 
 
 class Ack(msgspec.Struct, tag="ack", array_like=True):
@@ -248,6 +324,84 @@ class FireSchedule(msgspec.Struct, tag="schedule_fire", array_like=True):
     missed: int = 0
 
 
+class SetQueue(msgspec.Struct, tag="queue_set", array_like=True):
+    """Change a queue's flow settings: paused (leases skip it, submits still land), the most
+    jobs RUNNING at once (`concurrency`) and the most leases in any `rate_period_ms` window
+    (`rate_limit`). None leaves a setting as it is; 0 removes a limit. A queue back to its
+    defaults is forgotten. `max_queues`: refuse settings for one more queue when this many
+    queues have settings (0: no cap)."""
+
+    now: int
+    queue: str
+    paused: bool | None = None
+    concurrency: int | None = None
+    rate_limit: int | None = None
+    rate_period_ms: int | None = None
+    max_queues: int = 0
+
+
+class QueueSettings(msgspec.Struct, array_like=True):
+    """A queue's flow settings as the state machine keeps them, with the times of its leases
+    in the current rate window (at most rate_limit of them)."""
+
+    name: str
+    paused: bool = False
+    concurrency: int = 0  # 0: no limit
+    rate_limit: int = 0  # 0: no limit
+    rate_period_ms: int = 0
+    updated_at: int = 0
+    recent_leases: list[int] = []
+
+
+# -- insight (issue 19): progress reports and whole dead-letter groups ---------------------------
+
+MAX_PROGRESS_NOTE = 200  # characters of a progress note (the server refuses longer ones)
+
+
+class Progress(msgspec.Struct, tag="progress", array_like=True):
+    """A worker's progress report on its running attempt: percent in 0..1 and a short note."""
+
+    now: int
+    job_id: str
+    lease_id: str | None = None
+    percent: float = 0.0
+    note: str = ""
+
+
+class DeadGroupAction(enum.StrEnum):
+    REQUEUE = "requeue"  # DEAD -> READY with attempts reset, as Requeue does one job
+    CANCEL = "cancel"  # DEAD -> CANCELLED: given up for good, out of the dead letters
+
+
+class SettleDeadGroup(msgspec.Struct, tag="dead_group", array_like=True):
+    """Requeue or cancel up to `limit` jobs of one dead-letter group (by error fingerprint),
+    earliest death first, among those that died at or before `dead_before` (the time the
+    request began: a job that dies again meanwhile is not taken twice). Atomic: all of them
+    or, for a malformed command, none. The proposer sends a group in chunks of `limit`."""
+
+    now: int
+    fingerprint: str
+    action: DeadGroupAction
+    limit: int
+    dead_before: int
+
+
+class BulkRequeue(msgspec.Struct, tag="bulk_requeue", array_like=True):
+    """Requeue each DEAD job of `job_ids` (one chunk of a bulk action: atomic); a job that is
+    not DEAD (any more) is skipped, so a chunk applied twice changes nothing twice."""
+
+    now: int
+    job_ids: list[str]
+
+
+class BulkCancel(msgspec.Struct, tag="bulk_cancel", array_like=True):
+    """Cancel each READY or RETRY job of `job_ids` (one chunk of a bulk action); others are
+    skipped."""
+
+    now: int
+    job_ids: list[str]
+
+
 Command = (
     Submit
     | Lease
@@ -262,6 +416,11 @@ Command = (
     | UpdateSchedule
     | DeleteSchedule
     | FireSchedule
+    | SetQueue
+    | Progress
+    | SettleDeadGroup
+    | BulkRequeue
+    | BulkCancel
 )
 
 
@@ -280,6 +439,8 @@ class ErrorCode(enum.StrEnum):
     # A schedule of that name exists with another definition.
     SCHEDULE_EXISTS = "schedule_exists"
     TOO_MANY_SCHEDULES = "too_many_schedules"  # CreateSchedule.max_schedules exist
+    # A depends_on names a job that does not exist (or was purged) or is another owner's.
+    UNKNOWN_PARENT = "unknown_parent"
 
 
 class Error(msgspec.Struct, tag="error"):
@@ -292,6 +453,7 @@ class Submitted(msgspec.Struct, tag="submitted"):
 
     job_id: str
     duplicate: bool = False
+    unique: bool = False  # a unique_key in scope found this earlier job
 
 
 class SubmitResult(msgspec.Struct, tag="submit_result"):
@@ -335,6 +497,26 @@ class FireResult(msgspec.Struct, tag="fire_result"):
     overlap_skipped: bool = False
 
 
+class QueueResult(msgspec.Struct, tag="queue_result"):
+    """A queue's flow settings after SetQueue (a copy)."""
+
+    settings: QueueSettings
+
+
+class DeadGroupResult(msgspec.Struct, tag="dead_group_result"):
+    """What a SettleDeadGroup did: the ids of the jobs it requeued or cancelled, in order, and
+    how many jobs the group still holds."""
+
+    job_ids: list[str]
+    remaining: int
+
+
+class BulkResult(msgspec.Struct, tag="bulk_result"):
+    """What a BulkRequeue/BulkCancel changed: the ids of the jobs it moved, in command order."""
+
+    changed: list[str]
+
+
 Result = (
     Error
     | SubmitResult
@@ -344,6 +526,9 @@ Result = (
     | PurgeResult
     | ScheduleResult
     | FireResult
+    | QueueResult
+    | DeadGroupResult
+    | BulkResult
 )
 
 

@@ -22,6 +22,13 @@ keeps, per schedule, the next due time a firing must name and the last one accou
 refuses a FireSchedule that names any other (a replayed, doubled or stale firing), so each due
 time makes at most one job. The overlap policy is decided here, from the state of the
 schedule's last job at the moment the firing is applied.
+
+Flow control (issue 18) lives in three small modules this machine calls: `core/flow.py`
+(a queue's pause, concurrency and rate limit, consulted by each Lease of that queue: a dict
+lookup, no scan), `core/unique.py` (unique keys per owner and their scopes) and
+`core/dependencies.py` (which WAITING job waits for which parents). A job with parents is
+WAITING, in no heap, until its last parent is ACKED; a parent ending DEAD or CANCELLED
+cancels it (and its own children) unless it asked to run anyway.
 """
 
 from __future__ import annotations
@@ -40,14 +47,26 @@ from typing import Any
 
 import msgspec
 
+from jq_tool.core import flow
+from jq_tool.core.attempts import ended_attempt
 from jq_tool.core.backoff import retry_backoff_ms
+from jq_tool.core.dead_groups import DeadGroup, DeadGroups, DeadGroupSummary
+from jq_tool.core.dependencies import Dependencies
+from jq_tool.core.history import ACKED, FAILED, SUBMITTED, History, HistorySeries
 from jq_tool.core.model import (
     FINISHED_STATES,
+    MAX_PROGRESS_NOTE,
     Ack,
+    BulkCancel,
+    BulkRequeue,
+    BulkResult,
     Cancel,
     Command,
     CreateSchedule,
+    DeadGroupAction,
+    DeadGroupResult,
     DeleteSchedule,
+    Dependency,
     Error,
     ErrorCode,
     Expire,
@@ -57,6 +76,8 @@ from jq_tool.core.model import (
     FireResult,
     FireSchedule,
     Job,
+    JobFlow,
+    JobProgress,
     JobResult,
     JobState,
     Lease,
@@ -64,19 +85,28 @@ from jq_tool.core.model import (
     MissedPolicy,
     NewJob,
     OverlapPolicy,
+    ParentFailure,
+    Progress,
     Purge,
     PurgeResult,
+    QueueResult,
+    QueueSettings,
     Requeue,
     Result,
     Schedule,
     ScheduleResult,
     ScheduleRun,
     ScheduleSpec,
+    SetQueue,
+    SettleDeadGroup,
     Submit,
     SubmitResult,
     Submitted,
+    UniqueScope,
     UpdateSchedule,
 )
+from jq_tool.core.search import JobFilter
+from jq_tool.core.unique import UniqueEntry, UniqueKeys
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +137,12 @@ class QueueStats(msgspec.Struct):
     acked: int = 0
     cancelled: int = 0
     total: int = 0
+    waiting: int = 0  # WAITING for parents (depends_on)
+    # The queue's flow settings (SetQueue): paused, and its limits (0: none).
+    paused: bool = False
+    concurrency: int = 0
+    rate_limit: int = 0
+    rate_period_ms: int = 0
 
 
 class Counters(msgspec.Struct):
@@ -152,16 +188,21 @@ _RETRY = JobState.RETRY
 _DEAD = JobState.DEAD
 _ACKED = JobState.ACKED
 _CANCELLED = JobState.CANCELLED
+_WAITING = JobState.WAITING
 
 # Indexes into _QueueIndex.counts, in QueueStats field order. READY is split in two buckets by
 # whether its run_at has come, so a state alone does not name a bucket.
-_B_RUNNABLE, _B_RUNNING, _B_SCHEDULED, _B_RETRY, _B_DEAD, _B_ACKED, _B_CANCELLED = range(7)
+_B_RUNNABLE, _B_RUNNING, _B_SCHEDULED, _B_RETRY, _B_DEAD, _B_ACKED, _B_CANCELLED, _B_WAITING = (
+    range(8)
+)
+_BUCKETS = 8
 _BUCKET_OF_STATE = {
     _RUNNING: _B_RUNNING,
     _RETRY: _B_RETRY,
     _DEAD: _B_DEAD,
     _ACKED: _B_ACKED,
     _CANCELLED: _B_CANCELLED,
+    _WAITING: _B_WAITING,
 }
 
 # Every time and duration stays within +-2**62 so that sums of two fit in a signed 64-bit
@@ -170,6 +211,7 @@ _INT_LIMIT = 2**62 - 1
 _LEASE_EXPIRED = "lease expired"
 _FINISHED_ORDER = (_ACKED, _DEAD, _CANCELLED)  # FINISHED_STATES, in an order that is not a hash
 _SNAPSHOT_VERSION = 1
+MAX_BULK_CHUNK = 10_000  # job ids in one BulkRequeue/BulkCancel
 
 _seq_of = attrgetter("seq")
 _id_of = attrgetter("id")
@@ -183,13 +225,17 @@ TimedEntry = tuple[int, int, Job]  # (time, seq, job)
 class _QueueIndex:
     """One queue's runnable and RETRY heaps and its per-bucket job counts."""
 
-    __slots__ = ("name", "ready", "retry", "counts")
+    __slots__ = ("name", "ready", "retry", "counts", "since")
 
     def __init__(self, name: str) -> None:
         self.name = name  # the canonical string every job of this queue shares
         self.ready: list[ReadyEntry] = []
+        # The runnable jobs again, by the time they became runnable (run_at), for the age of
+        # the oldest one (a queue's latency): the lease-order heap puts priority first, so its
+        # top is not the oldest. Lazy deletion like the others (see _rebuild_since).
+        self.since: list[TimedEntry] = []
         self.retry: list[TimedEntry] = []
-        self.counts = [0, 0, 0, 0, 0, 0, 0]
+        self.counts = [0] * _BUCKETS
 
 
 class _Snapshot(msgspec.Struct, array_like=True):
@@ -204,6 +250,12 @@ class _Snapshot(msgspec.Struct, array_like=True):
     # (owner, key, job id, fingerprint, keep end) in insertion order.
     idempotency_scoped: list[tuple[str, str, str, str | None, int]] = []
     schedules: list[Schedule] = []  # in creation order
+    # Flow control (issue 18): queue settings by name order, unique keys in insertion order,
+    # and the parents each WAITING job still waits for, in submission order.
+    queue_settings: list[QueueSettings] = []
+    unique: list[UniqueEntry] = []
+    awaited: list[tuple[str, list[str]]] = []
+    history: list[HistorySeries] = []  # per-minute counts (core/history.py)
 
 
 _snapshot_encoder = msgspec.msgpack.Encoder()
@@ -252,7 +304,36 @@ def _new_job_problem(nj: object) -> str | None:
         or _str_problem(nj.idempotency_key, "idempotency_key", optional=True)
         or _str_problem(nj.owner, "owner")
         or _str_problem(nj.fingerprint, "fingerprint", optional=True)
+        or _flow_fields_problem(nj)
     )
+
+
+def _flow_fields_problem(nj: NewJob) -> str | None:
+    """The unique-job and dependency fields of a NewJob (issue 18)."""
+    jf = nj.flow
+    if jf is None:
+        return None
+    if not isinstance(jf, JobFlow):
+        return "flow must be a JobFlow"
+    problem = _str_problem(jf.unique_key, "unique_key", optional=True, nonempty=True)
+    if problem:
+        return problem
+    if not isinstance(jf.unique_scope, UniqueScope):
+        return "unique_scope must be queued, active or period"
+    problem = _int_problem(jf.unique_period_ms, "unique_period_ms", 0)
+    if problem:
+        return problem
+    if jf.unique_scope is UniqueScope.PERIOD and jf.unique_key and jf.unique_period_ms <= 0:
+        return "unique_scope period needs unique_period_ms above 0"
+    if type(jf.depends_on) is not list:
+        return "depends_on must be a list of job ids"
+    for parent in jf.depends_on:
+        problem = _str_problem(parent, "depends_on entry", nonempty=True)
+        if problem:
+            return problem
+    if not isinstance(jf.on_parent_failure, ParentFailure):
+        return "on_parent_failure must be cancel or run"
+    return None
 
 
 def _schedule_spec_problem(spec: object) -> str | None:
@@ -315,6 +396,35 @@ def _schedule_command_problem(command: Any) -> str | None:
 
 
 _SCHEDULE_COMMANDS = (CreateSchedule, UpdateSchedule, DeleteSchedule, FireSchedule)
+_INSIGHT_COMMANDS = (Progress, SettleDeadGroup)
+
+
+def _insight_command_problem(command: Any) -> str | None:
+    if isinstance(command, Progress):
+        percent = command.percent
+        problem = _str_problem(command.job_id, "job id") or _str_problem(
+            command.lease_id, "lease id", optional=True
+        )
+        if problem:
+            return problem
+        # An int is a float here (0 and 1 decode as ints); NaN fails both comparisons.
+        if type(percent) not in (int, float) or not 0.0 <= percent <= 1.0:
+            return "percent must be a number between 0 and 1"
+        problem = _str_problem(command.note, "note")
+        if problem is None and len(command.note) > MAX_PROGRESS_NOTE:
+            return f"note must be at most {MAX_PROGRESS_NOTE} characters"
+        return problem
+    # SettleDeadGroup
+    return (
+        _str_problem(command.fingerprint, "fingerprint", nonempty=True)
+        or (
+            None
+            if isinstance(command.action, DeadGroupAction)
+            else "action must be requeue or cancel"
+        )
+        or _int_problem(command.limit, "limit", 1)
+        or _int_problem(command.dead_before, "dead_before")
+    )
 
 
 def _command_problem(command: Any) -> str | None:
@@ -330,7 +440,11 @@ def _command_problem(command: Any) -> str | None:
             command.max_queues, "max_queues", 0
         )
     if isinstance(command, Lease):
-        problem = _str_problem(command.queue, "queue") or _int_problem(command.lease_ms, "lease_ms")
+        problem = (
+            _str_problem(command.queue, "queue")
+            or _int_problem(command.lease_ms, "lease_ms")
+            or _str_problem(command.worker, "worker", optional=True)
+        )
         if problem:
             return problem
         if type(command.lease_ids) is not list:
@@ -344,8 +458,20 @@ def _command_problem(command: Any) -> str | None:
         return None
     if isinstance(command, Expire):
         return None
+    if isinstance(command, (BulkRequeue, BulkCancel)):
+        if type(command.job_ids) is not list or len(command.job_ids) > MAX_BULK_CHUNK:
+            return f"job_ids must be a list of at most {MAX_BULK_CHUNK} ids"
+        for job_id in command.job_ids:
+            problem = _str_problem(job_id, "job id")
+            if problem:
+                return problem
+        return None
+    if isinstance(command, _INSIGHT_COMMANDS):
+        return _insight_command_problem(command)
     if isinstance(command, Purge):
         return _int_problem(command.finished_before, "finished_before")
+    if isinstance(command, SetQueue):
+        return _str_problem(command.queue, "queue") or flow.set_queue_problem(command)
     problem = _str_problem(command.job_id, "job id")
     if problem:
         return problem
@@ -401,6 +527,14 @@ class StateMachine:
         # (next due, name) of schedules that are not paused; an entry whose schedule moved on
         # (fired, changed, paused, deleted) is skipped when it reaches the top.
         self._schedule_due: list[tuple[int, str]] = []
+        # Flow control (issue 18): settings of queues that have any (by name), unique keys,
+        # the parents WAITING jobs wait for, and one string per owner (jobs share it).
+        self._flow: dict[str, QueueSettings] = {}
+        self._unique = UniqueKeys()
+        self._deps = Dependencies()
+        self._owners: dict[str, str] = {}
+        self._dead_groups = DeadGroups()  # DEAD jobs by their last error's fingerprint
+        self._history = History()  # per-minute submitted/acked/failed (GET /stats/history)
 
     # -- the mutating surface ------------------------------------------------------------------
 
@@ -431,6 +565,10 @@ class StateMachine:
                     for (owner, key), (job_id, fingerprint, end) in self._idempotency.items()
                 ],
                 schedules=list(self._schedules.values()),
+                queue_settings=[self._flow[name] for name in sorted(self._flow)],
+                unique=self._unique.dump(),
+                awaited=self._deps.dump(),
+                history=self._history.dump(),
             )
         )
 
@@ -519,6 +657,49 @@ class StateMachine:
                 break  # that was the oldest match: no need to scan the rest
         return page, None
 
+    def search_jobs(
+        self,
+        where: JobFilter,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        scan_limit: int | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """Jobs matching `where`, newest submission first, and the cursor of the next page
+        (None at the end). Examines at most `scan_limit` jobs (None: no bound): when it stops
+        there, the page may be short and the cursor says where to go on. Live objects: do not
+        mutate. Raises ValueError for a bad limit or cursor. The cursor is a submission number,
+        so pages stay stable under inserts (new jobs are newer than any cursor)."""
+        if type(limit) is not int or limit < 1:
+            raise ValueError("limit must be a positive integer")
+        order = self._order
+        if cursor is None:
+            end = len(order)
+        else:
+            if (
+                type(cursor) is not str
+                or not (cursor.isascii() and cursor.isdigit())
+                or len(cursor) > 20
+            ):
+                raise ValueError("invalid cursor")
+            end = bisect_left(order, int(cursor), key=_seq_of)
+        jobs = self._jobs
+        now = self._now
+        matches = where.matches
+        page: list[Job] = []
+        examined = 0
+        for i in range(end - 1, -1, -1):
+            job = order[i]
+            if scan_limit is not None and examined == scan_limit:
+                return page, str(order[i + 1].seq)
+            examined += 1
+            if jobs.get(job.id) is not job or not matches(job, now):
+                continue
+            page.append(job)
+            if len(page) == limit:
+                return page, (str(job.seq) if i > 0 else None)
+        return page, None
+
     def _matching_count(self, state: JobState | None, queue: str | None) -> int:
         if queue is not None:
             q = self._queues.get(queue)
@@ -528,7 +709,7 @@ class StateMachine:
         else:
             counted = [q.counts for q in self._queues.values()]
         if state is None:
-            buckets = list(range(7))
+            buckets = list(range(_BUCKETS))
         elif state is _READY:
             buckets = [_B_RUNNABLE, _B_SCHEDULED]
         else:
@@ -537,9 +718,11 @@ class StateMachine:
 
     def has_runnable(self, queue: str, now: int) -> bool:
         """Whether Lease(now, queue) would find a job, counting RETRY and scheduled jobs that
-        are due by `now`."""
+        are due by `now`, and the queue's flow settings (paused, at a limit: no)."""
         q = self._queues.get(queue) if type(queue) is str else None
         if q is None:
+            return False
+        if queue in self._flow and self.lease_blocked_until(queue, now) is not None:
             return False
         if _valid_ready_top(q.ready) is not None:
             return True
@@ -550,6 +733,42 @@ class StateMachine:
         if cutoff <= self._now:
             return False  # every scheduled job due by self._now is already in q.ready
         return _scheduled_due_in(self._scheduled, queue, cutoff)
+
+    def oldest_runnable_since(self, queue: str) -> int | None:
+        """The run_at of the queue's oldest runnable job (READY and due: waiting since then),
+        or None when it has none. O(log n) amortized: the top of the queue's `since` heap,
+        dropping entries of jobs that moved on (leased, cancelled) on the way. A queue's
+        latency is `now - this`."""
+        q = self._queues.get(queue) if type(queue) is str else None
+        if q is None:
+            return None
+        since = q.since
+        while since:
+            run_at, _, job = since[0]
+            if job.state is _READY and job.run_at == run_at:
+                return run_at
+            heapq.heappop(since)
+        return None
+
+    def running(self, queue: str | None = None) -> list[Job]:
+        """The RUNNING jobs (of `queue`, or all), by submission order: the leases held now.
+        Walks the lease heap, O(running jobs); live objects, callers must not mutate them."""
+        held = {
+            job.id: job
+            for lease_until, _, job in self._leases
+            if job.state is _RUNNING
+            and job.lease_until == lease_until
+            and (queue is None or job.queue == queue)
+        }
+        return sorted(held.values(), key=_seq_of)
+
+    def history(
+        self, queue: str | None, minutes: int, last_minute: int
+    ) -> tuple[bool, list[int], list[int], list[int]]:
+        """(whether the queue is tracked, then submitted, acked, failed per minute) for the
+        `minutes` minutes ending with `last_minute` (epoch ms // 60000): core/history.py."""
+        history = self._history
+        return (history.tracked(queue), *history.window(queue, minutes, last_minute))
 
     def next_due(self) -> int | None:
         """The earliest time at which Expire would change something: a lease running out or a
@@ -583,8 +802,8 @@ class StateMachine:
             held = [(name, c) for _, _, name, c in heapq.nsmallest(top, ranked)]
         held.sort()
         return Stats(
-            totals=_queue_stats(totals or [0, 0, 0, 0, 0, 0, 0]),
-            queues={name: _queue_stats(counts) for name, counts in held},
+            totals=_queue_stats(totals or [0] * _BUCKETS),
+            queues={name: self._with_flow(name, _queue_stats(counts)) for name, counts in held},
             counters=copy(self._counters),
             queue_count=queue_count,
         )
@@ -597,7 +816,26 @@ class StateMachine:
             for name, q in self._queues.items()
             if (after is None or name > after) and any(q.counts)
         )
-        return [(name, _queue_stats(self._queues[name].counts)) for name in names[:limit]]
+        return [
+            (name, self._with_flow(name, _queue_stats(self._queues[name].counts)))
+            for name in names[:limit]
+        ]
+
+    def queue_stats(self, name: str) -> QueueStats | None:
+        """One queue's counts and flow settings; None when it holds no job."""
+        q = self._queues.get(name) if type(name) is str else None
+        if q is None or not any(q.counts):
+            return None
+        return self._with_flow(name, _queue_stats(q.counts))
+
+    def _with_flow(self, name: str, stats: QueueStats) -> QueueStats:
+        settings = self._flow.get(name)
+        if settings is not None:
+            stats.paused = settings.paused
+            stats.concurrency = settings.concurrency
+            stats.rate_limit = settings.rate_limit
+            stats.rate_period_ms = settings.rate_period_ms
+        return stats
 
     @property
     def job_count(self) -> int:
@@ -684,9 +922,22 @@ class StateMachine:
                 if mapped is not None and self._now < mapped[2]:
                     entries.append(_remembered(mapped, nj.fingerprint, key))
                     continue
+            jf = nj.flow
+            unique_key = None if jf is None else jf.unique_key
+            if unique_key is not None:
+                holder = self._unique.holder(nj.owner, unique_key, self._now, jobs)
+                if holder is not None:
+                    entries.append(Submitted(job_id=holder, unique=True))
+                    continue
             if nj.id in jobs:
                 entries.append(Error(ErrorCode.INVALID, f"duplicate job id {nj.id!r}"))
                 continue
+            parents = None if jf is None else jf.depends_on
+            if parents:
+                refusal = self._parents_problem(parents, nj.owner)
+                if refusal is not None:
+                    entries.append(refusal)
+                    continue
             if max_queues and nj.queue not in queues and len(queues) >= max_queues:
                 entries.append(
                     Error(
@@ -717,22 +968,133 @@ class StateMachine:
                 None,
                 key,
                 now,
+                None,
+                None,
+                self._owners.setdefault(nj.owner, nj.owner),
             )
-            if run_at <= self._now:
+            if parents:
+                assert jf is not None
+                self._place_child(job, q, parents, jf.on_parent_failure, now)
+            elif run_at <= self._now:
                 heapq.heappush(q.ready, (-job.priority, run_at, job.seq, job))
+                heapq.heappush(q.since, (run_at, job.seq, job))
                 q.counts[_B_RUNNABLE] += 1
             else:
                 heapq.heappush(self._scheduled, (run_at, job.seq, job))
                 q.counts[_B_SCHEDULED] += 1
+            if unique_key is not None:
+                assert jf is not None
+                scope = jf.unique_scope
+                until = now + jf.unique_period_ms if scope is UniqueScope.PERIOD else 0
+                self._unique.take(nj.owner, unique_key, job.id, scope, until)
             if key is not None:
                 self._idempotency[(nj.owner, key)] = (job.id, nj.fingerprint, keep_end)
                 heapq.heappush(self._idempotency_expiry, (keep_end, nj.owner, key))
             jobs[job.id] = job
             self._order.append(job)
             self._counters.submitted += 1
+            self._history.count(q.name, self._now, SUBMITTED)
             self._notify(job, None, now)
             entries.append(Submitted(job_id=job.id))
         return SubmitResult(entries=entries)
+
+    def _parents_problem(self, parents: list[str], owner: str) -> Error | None:
+        jobs = self._jobs
+        for parent_id in parents:
+            parent = jobs.get(parent_id)
+            if parent is None or parent.owner != owner:
+                # Another owner's job is not told apart from a missing one: ids do not leak.
+                return Error(
+                    ErrorCode.UNKNOWN_PARENT,
+                    f"depends_on names {parent_id!r}, which is not a job of yours (it does not "
+                    "exist, or was purged)",
+                )
+        return None
+
+    def _place_child(
+        self, job: Job, q: _QueueIndex, parents: list[str], on_failure: ParentFailure, now: int
+    ) -> None:
+        """A new job with parents: WAITING for the unfinished ones; CANCELLED at once when a
+        parent already failed (unless it runs anyway); READY when all have finished."""
+        job.depends_on = Dependency(list(parents), on_failure)
+        jobs = self._jobs
+        pending: list[str] = []
+        for parent_id in parents:
+            parent = jobs[parent_id]
+            state = parent.state
+            if state is _DEAD or state is _CANCELLED:
+                if on_failure is ParentFailure.CANCEL:
+                    q.counts[_B_WAITING] += 1  # left at once by _cancel_child
+                    job.state = _WAITING
+                    self._cancel_child(job, parent, now, notify=False)
+                    return
+            elif state is not _ACKED:
+                pending.append(parent_id)
+        if pending:
+            job.state = _WAITING
+            q.counts[_B_WAITING] += 1
+            self._deps.wait(job.id, pending)
+            return
+        q.counts[_B_WAITING] += 1
+        job.state = _WAITING
+        self._release_child(job, now, notify=False)
+
+    def _release_child(self, job: Job, now: int, *, notify: bool = True) -> None:
+        """A WAITING job whose parents are done becomes READY (scheduled if run_at is ahead)."""
+        q = self._queues[job.queue]
+        q.counts[_B_WAITING] -= 1
+        job.state = _READY
+        if job.run_at <= self._now:
+            heapq.heappush(q.ready, (-job.priority, job.run_at, job.seq, job))
+            heapq.heappush(q.since, (job.run_at, job.seq, job))
+            q.counts[_B_RUNNABLE] += 1
+        else:
+            heapq.heappush(self._scheduled, (job.run_at, job.seq, job))
+            q.counts[_B_SCHEDULED] += 1
+        if notify:
+            job.updated_at = now
+            self._notify(job, _WAITING, now)
+
+    def _cancel_child(self, job: Job, parent: Job, now: int, *, notify: bool = True) -> None:
+        """A WAITING job is cancelled because `parent` ended DEAD or CANCELLED."""
+        q = self._queues[job.queue]
+        q.counts[_B_WAITING] -= 1
+        q.counts[_B_CANCELLED] += 1
+        job.state = _CANCELLED
+        job.result_error = f"parent {parent.id} is {parent.state.value}"
+        job.updated_at = now
+        heapq.heappush(self._finished, (now, job.seq, job))
+        self._counters.cancelled += 1
+        if notify:  # a new job's submit is its only transition
+            self._notify(job, _WAITING, now)
+
+    def _job_finished(self, job: Job, now: int) -> None:
+        """`job` just became ACKED, DEAD or CANCELLED: its WAITING children stop waiting for
+        it; each is released, left waiting for its other parents, or cancelled (and then its
+        own children in turn), in submission order, breadth first."""
+        deps = self._deps
+        if job.id not in deps.children:
+            return
+        jobs = self._jobs
+        work = [job]
+        i = 0
+        while i < len(work):
+            parent = work[i]
+            i += 1
+            for child_id, free in deps.parent_finished(parent.id):
+                child = jobs[child_id]
+                dependency = child.depends_on
+                runs_anyway = (
+                    dependency is not None and dependency.on_parent_failure is ParentFailure.RUN
+                )
+                if parent.state is _ACKED or runs_anyway:
+                    if free:
+                        self._release_child(child, now)
+                    continue
+                deps.drop(child_id)
+                self._cancel_child(child, parent, now)
+                if child_id in deps.children:
+                    work.append(child)
 
     def _lease(self, cmd: Lease) -> Result:
         now = cmd.now
@@ -744,7 +1106,14 @@ class StateMachine:
         self._promote_retries(q, now)
         ready = q.ready
         counts = q.counts
-        for lease_id in cmd.lease_ids:
+        lease_ids = cmd.lease_ids
+        settings = self._flow.get(cmd.queue)
+        if settings is not None:
+            allowed = flow.allowance(settings, counts[_B_RUNNING], self._now, len(lease_ids))
+            if allowed < len(lease_ids):
+                lease_ids = lease_ids[:allowed]
+        worker = cmd.worker
+        for lease_id in lease_ids:
             job = _pop_ready(ready)
             if job is None:
                 break
@@ -755,9 +1124,17 @@ class StateMachine:
             job.lease_id = lease_id
             job.lease_until = now + cmd.lease_ms
             job.updated_at = now
+            job.worker = worker
+            job.leased_at = now
+            if job.progress is not None:
+                job.progress = None  # the last attempt's progress is not this one's
             heapq.heappush(self._leases, (job.lease_until, job.seq, job))
             self._notify(job, _READY, now)
             leased.append(copy(job))
+        if len(q.since) > 2 * counts[_B_RUNNABLE] + 1024:
+            _rebuild_since(q)  # the leased jobs' entries stay behind until then
+        if settings is not None:
+            flow.record_leases(settings, self._now, len(leased))
         return LeaseResult(jobs=leased)
 
     def _ack(self, cmd: Ack) -> Result:
@@ -771,13 +1148,16 @@ class StateMachine:
         q.counts[_B_ACKED] += 1
         job.state = _ACKED
         job.result = cmd.result
+        job.result_error = None  # the current error only: the failures are in its history
         job.lease_id = None
         job.lease_until = None
         job.updated_at = now
         self._lease_left_behind()
         heapq.heappush(self._finished, (now, job.seq, job))
         self._counters.acked += 1
+        self._history.count(job.queue, self._now, ACKED)
         self._notify(job, _RUNNING, now)
+        self._job_finished(job, now)
         return JobResult(job=copy(job))
 
     def _fail(self, cmd: Fail) -> Result:
@@ -786,7 +1166,7 @@ class StateMachine:
             return job
         self._advance(cmd.now)
         self._lease_left_behind()
-        self._fail_attempt(job, cmd.error, cmd.now, final=not cmd.retry)
+        self._fail_attempt(job, cmd.error, cmd.now, final=not cmd.retry, outcome="failed")
         return JobResult(job=copy(job))
 
     def _extend(self, cmd: Extend) -> Result:
@@ -806,10 +1186,12 @@ class StateMachine:
         if job is None:
             return _not_found(cmd.job_id)
         previous = job.state
-        if previous is not _READY and previous is not _RETRY:
-            return _wrong_state(job, "READY or RETRY")
+        if previous is not _READY and previous is not _RETRY and previous is not _WAITING:
+            return _wrong_state(job, "READY, RETRY or WAITING")
         now = cmd.now
         self._advance(now)
+        if previous is _WAITING:
+            self._deps.drop(job.id)
         # Its heap entry stays behind and is skipped: CANCELLED never leaves CANCELLED.
         self._queues[job.queue].counts[self._bucket(job)] -= 1
         self._queues[job.queue].counts[_B_CANCELLED] += 1
@@ -818,7 +1200,9 @@ class StateMachine:
         heapq.heappush(self._finished, (now, job.seq, job))
         self._counters.cancelled += 1
         self._notify(job, previous, now)
-        self._cancel_left_behind()
+        if previous is not _WAITING:  # a WAITING job has no heap entry
+            self._cancel_left_behind()
+        self._job_finished(job, now)
         return JobResult(job=copy(job))
 
     def _requeue(self, cmd: Requeue) -> Result:
@@ -829,6 +1213,7 @@ class StateMachine:
             return _wrong_state(job, "DEAD")
         now = cmd.now
         self._advance(now)
+        self._dead_groups.remove(job)
         q = self._queues[job.queue]
         q.counts[_B_DEAD] -= 1
         q.counts[_B_RUNNABLE] += 1
@@ -837,6 +1222,7 @@ class StateMachine:
         job.run_at = now  # <= self._now, so runnable at once
         job.updated_at = now
         heapq.heappush(q.ready, (-job.priority, now, job.seq, job))
+        heapq.heappush(q.since, (now, job.seq, job))
         self._counters.requeued += 1
         self._notify(job, _DEAD, now)
         return JobResult(job=copy(job))
@@ -852,7 +1238,7 @@ class StateMachine:
             if job.state is not _RUNNING or job.lease_until != lease_until:
                 self._leases_stale -= 1
                 continue
-            self._fail_attempt(job, _LEASE_EXPIRED, now)
+            self._fail_attempt(job, _LEASE_EXPIRED, now, outcome="expired")
             self._counters.expired += 1
             expired += 1
         # After expiry, so a zero backoff comes back in the same Expire. By queue name, so the
@@ -866,6 +1252,7 @@ class StateMachine:
         self._advance(cmd.now)
         jobs = self._jobs
         finished = self._finished
+        unique_keys = self._unique
         purged = 0
         while finished and finished[0][0] <= cmd.finished_before:
             updated_at, _, job = heapq.heappop(finished)
@@ -876,6 +1263,10 @@ class StateMachine:
             ):
                 continue  # requeued since, or already purged through a duplicate entry
             del jobs[job.id]
+            if unique_keys:
+                unique_keys.job_purged(job.id, self._now)
+            if job.state is _DEAD:
+                self._dead_groups.remove(job)
             counts = self._queues[job.queue].counts
             counts[_BUCKET_OF_STATE[job.state]] -= 1
             if not any(counts):
@@ -897,6 +1288,8 @@ class StateMachine:
             if mapped is not None and mapped[2] == keep_end:
                 del self._idempotency[(owner, key)]
                 keys += 1
+        if unique_keys:
+            unique_keys.expire(self._now, jobs)
         return PurgeResult(jobs=purged, idempotency_keys=keys)
 
     # -- schedules -----------------------------------------------------------------------------
@@ -1007,6 +1400,66 @@ class StateMachine:
             overlap_skipped=overlap_skipped,
         )
 
+    # -- queue flow settings ---------------------------------------------------------------------
+
+    def _set_queue(self, cmd: SetQueue) -> Result:
+        settings = self._flow.get(cmd.queue)
+        if settings is None:
+            if cmd.max_queues and len(self._flow) >= cmd.max_queues:
+                return Error(
+                    ErrorCode.TOO_MANY_QUEUES,
+                    f"{len(self._flow)} queues already have settings, the most allowed (max "
+                    "queues): clear one (resume it, remove its limits) first",
+                )
+            settings = QueueSettings(cmd.queue)
+        problem = flow.apply_settings(settings, cmd)
+        if problem:
+            return Error(ErrorCode.INVALID, problem)
+        self._advance(cmd.now)
+        if flow.is_default(settings):
+            self._flow.pop(cmd.queue, None)
+        else:
+            self._flow[cmd.queue] = settings
+        return QueueResult(settings=_settings_copy(settings))
+
+    def queue_settings(self, name: str) -> QueueSettings:
+        """The queue's flow settings (a copy; defaults for a queue without any)."""
+        settings = self._flow.get(name) if type(name) is str else None
+        return QueueSettings(name) if settings is None else _settings_copy(settings)
+
+    def queue_settings_page(self) -> list[QueueSettings]:
+        """Every queue with settings of its own, by name (copies)."""
+        return [_settings_copy(self._flow[name]) for name in sorted(self._flow)]
+
+    def has_queue_settings(self, queue: str) -> bool:
+        return queue in self._flow
+
+    def lease_blocked_until(self, queue: str, now: int) -> int | None:
+        """None when the queue's flow settings let a Lease at `now` take a job; otherwise the
+        time its rate window frees a slot, or -1 when only a change (resume, a running job
+        finishing) can."""
+        settings = self._flow.get(queue) if type(queue) is str else None
+        if settings is None:
+            return None
+        q = self._queues.get(queue)
+        running = 0 if q is None else q.counts[_B_RUNNING]
+        return flow.blocked_until(settings, running, max(self._now, now))
+
+    # -- bulk actions ---------------------------------------------------------------------------
+
+    def _bulk(self, cmd: BulkRequeue | BulkCancel) -> Result:
+        """One chunk of a bulk action: each job moved as its own Requeue or Cancel would move
+        it (the same events, counters and indexes); a job in another state is skipped."""
+        single = self._requeue if isinstance(cmd, BulkRequeue) else self._cancel
+        kind = Requeue if isinstance(cmd, BulkRequeue) else Cancel
+        self._advance(cmd.now)
+        changed = [
+            job_id
+            for job_id in cmd.job_ids
+            if not isinstance(single(kind(cmd.now, job_id)), Error)  # type: ignore[arg-type]
+        ]
+        return BulkResult(changed=changed)
+
     def _unfinished(self, job_id: str | None) -> bool:
         """Whether that job is pending or running (READY, RETRY, RUNNING)."""
         job = None if job_id is None else self._jobs.get(job_id)
@@ -1026,6 +1479,70 @@ class StateMachine:
                 if not s.paused and s.next_due is not None
             ]
             heapq.heapify(self._schedule_due)
+
+    # -- insight (issue 19): progress, dead-letter groups, where a job stands ------------------
+
+    def _progress(self, cmd: Progress) -> Result:
+        job = self._running_job(cmd.job_id, cmd.lease_id)
+        if isinstance(job, Error):
+            return job
+        self._advance(cmd.now)
+        job.progress = JobProgress(float(cmd.percent), cmd.note, cmd.now)
+        return JobResult(job=copy(job))
+
+    def _settle_dead_group(self, cmd: SettleDeadGroup) -> Result:
+        now = cmd.now
+        self._advance(now)
+        groups = self._dead_groups
+        taken = groups.take(cmd.fingerprint, cmd.limit, cmd.dead_before)
+        for job in taken:
+            if cmd.action is DeadGroupAction.REQUEUE:
+                self._requeue(Requeue(now, job.id))
+                continue
+            q = self._queues[job.queue]
+            q.counts[_B_DEAD] -= 1
+            q.counts[_B_CANCELLED] += 1
+            job.state = _CANCELLED
+            job.updated_at = now
+            # Its DEAD entry in the finished heap is skipped from now on (updated_at moved).
+            heapq.heappush(self._finished, (now, job.seq, job))
+            self._counters.cancelled += 1
+            self._notify(job, _DEAD, now)
+        group = groups.get(cmd.fingerprint)
+        return DeadGroupResult(
+            job_ids=[job.id for job in taken], remaining=0 if group is None else len(group.jobs)
+        )
+
+    def dead_groups(self) -> list[DeadGroupSummary]:
+        """The dead letters grouped by their last error's fingerprint, biggest first."""
+        return self._dead_groups.summaries()
+
+    def dead_group(self, fingerprint: str) -> DeadGroup | None:
+        """One group (live: callers must not mutate it), or None."""
+        return self._dead_groups.get(fingerprint) if type(fingerprint) is str else None
+
+    def dead_fingerprint(self, job_id: str) -> str | None:
+        """The group of a DEAD job, or None."""
+        return self._dead_groups.fingerprint_of(job_id)
+
+    def runnable_ahead(self, job: Job) -> int:
+        """How many runnable jobs of its queue a Lease would take before this READY job:
+        higher priority, or the same priority and earlier run_at or submission. O(runnable
+        jobs of the queue): a question asked about one job, never on the lease path."""
+        q = self._queues.get(job.queue)
+        if q is None:
+            return 0
+        key = (-job.priority, job.run_at, job.seq)
+        return sum(1 for entry in q.ready if entry[3].state is _READY and entry[:3] < key)
+
+    def awaited_parents(self, job_id: str) -> list[str]:
+        """The parents a WAITING job still waits for, in the order given (a copy)."""
+        return list(self._deps.awaited.get(job_id, ()))
+
+    def running_in(self, queue: str) -> int:
+        """How many jobs of the queue are RUNNING."""
+        q = self._queues.get(queue) if type(queue) is str else None
+        return 0 if q is None else q.counts[_B_RUNNING]
 
     # -- shared steps --------------------------------------------------------------------------
 
@@ -1050,6 +1567,7 @@ class StateMachine:
             q.counts[_B_SCHEDULED] -= 1
             q.counts[_B_RUNNABLE] += 1
             heapq.heappush(q.ready, (-job.priority, run_at, job.seq, job))
+            heapq.heappush(q.since, (run_at, job.seq, job))
             self._notify(job, _READY, now)
             promoted += 1
         return promoted
@@ -1068,26 +1586,37 @@ class StateMachine:
             job.state = _READY
             job.updated_at = now
             heapq.heappush(q.ready, (-job.priority, run_at, job.seq, job))
+            heapq.heappush(q.since, (run_at, job.seq, job))
             self._notify(job, _RETRY, now)
             promoted += 1
         return promoted
 
-    def _fail_attempt(self, job: Job, error: str, now: int, *, final: bool = False) -> None:
+    def _fail_attempt(
+        self, job: Job, error: str, now: int, *, final: bool = False, outcome: str
+    ) -> None:
         """A RUNNING job's attempt failed: RETRY after a backoff, or DEAD when retries are
         spent or the failure is `final` (an ack with `"retry": false`). The caller has already
         accounted for the job's lease heap entry."""
         q = self._queues[job.queue]
         q.counts[_B_RUNNING] -= 1
+        job.history = ended_attempt(job, now, outcome, error)
+        job.worker = None
+        job.leased_at = None
         job.result_error = error
         job.lease_id = None
         job.lease_until = None
         job.updated_at = now
         self._counters.failed += 1
+        self._history.count(job.queue, self._now, FAILED)
         if final or job.attempts > job.max_retries:
             job.state = _DEAD
             q.counts[_B_DEAD] += 1
             self._counters.dead += 1
+            self._dead_groups.add(job)
             heapq.heappush(self._finished, (now, job.seq, job))
+            self._notify(job, _RUNNING, now)
+            self._job_finished(job, now)
+            return
         else:
             config = self._config
             job.state = _RETRY
@@ -1124,7 +1653,9 @@ class StateMachine:
         for q in self._queues.values():
             q.ready = [entry for entry in q.ready if entry[3].state is not _CANCELLED]
             q.retry = [entry for entry in q.retry if entry[2].state is not _CANCELLED]
+            q.since = [(e[1], e[2], e[3]) for e in q.ready]
             heapq.heapify(q.ready)
+            heapq.heapify(q.since)
             heapq.heapify(q.retry)
         self._scheduled = [entry for entry in self._scheduled if entry[2].state is not _CANCELLED]
         heapq.heapify(self._scheduled)
@@ -1193,9 +1724,11 @@ class StateMachine:
         for name in dict.fromkeys(map(_queue_of, all_jobs)):
             queues[name] = _QueueIndex(name)
         by_state: dict[JobState, list[Job]] = {state: [] for state in JobState}
+        owners = self._owners
         for job in all_jobs:
             # Share the strings and ints a live Submit shares: it saves ~100 bytes a job.
             job.queue = queues[job.queue].name
+            job.owner = owners.setdefault(job.owner, job.owner)
             created_at = job.created_at
             if job.run_at == created_at:
                 job.run_at = created_at
@@ -1214,6 +1747,8 @@ class StateMachine:
         self._finished = [
             (j.updated_at, j.seq, j) for state in _FINISHED_ORDER for j in by_state[state]
         ]
+        by_waiting = by_state[_WAITING]
+        self._dead_groups.rebuild(by_state[_DEAD])
         del by_state, ready, running
 
         if len(queues) == 1:
@@ -1228,6 +1763,8 @@ class StateMachine:
         for q in queues.values():
             heapq.heapify(q.ready)
             heapq.heapify(q.retry)
+            q.since = [(e[1], e[2], e[3]) for e in q.ready]
+            heapq.heapify(q.since)
         heapq.heapify(self._scheduled)
         heapq.heapify(self._leases)
         heapq.heapify(self._finished)
@@ -1238,6 +1775,8 @@ class StateMachine:
         for bucket, entries in ((_B_SCHEDULED, self._scheduled), (_B_RUNNING, self._leases)):
             for name, n in Counter(entry[2].queue for entry in entries).items():
                 queues[name].counts[bucket] = n
+        for name, n in Counter(job.queue for job in by_waiting).items():
+            queues[name].counts[_B_WAITING] = n
         finished = Counter((entry[2].queue, entry[2].state) for entry in self._finished)
         for (name, state), n in finished.items():
             queues[name].counts[_BUCKET_OF_STATE[state]] = n
@@ -1262,6 +1801,11 @@ class StateMachine:
             if not s.paused and s.next_due is not None
         ]
         heapq.heapify(self._schedule_due)
+        self._history = History.load(snap.history)
+
+        self._flow = {settings.name: settings for settings in snap.queue_settings}
+        self._unique.load(snap.unique)
+        self._deps.load(snap.awaited)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1275,6 +1819,14 @@ def _pop_ready(ready: list[ReadyEntry]) -> Job | None:
         if job.state is _READY:
             return job
     return None
+
+
+def _rebuild_since(q: _QueueIndex) -> None:
+    """Rebuild the `since` heap from the lease-order heap: a lease leaves its job's entry
+    behind (popping it would cost every lease a heap operation), and once those could
+    outnumber the live entries they are dropped all at once: O(1) amortized per lease."""
+    q.since = [(e[1], e[2], e[3]) for e in q.ready if e[3].state is _READY]
+    heapq.heapify(q.since)
 
 
 def _valid_ready_top(ready: list[ReadyEntry]) -> ReadyEntry | None:
@@ -1314,6 +1866,12 @@ def _scheduled_due_in(scheduled: list[TimedEntry], queue: str, cutoff: int) -> b
     return False
 
 
+def _settings_copy(settings: QueueSettings) -> QueueSettings:
+    copied = copy(settings)
+    copied.recent_leases = list(settings.recent_leases)
+    return copied
+
+
 def _queue_stats(counts: list[int]) -> QueueStats:
     return QueueStats(
         runnable=counts[_B_RUNNABLE],
@@ -1324,6 +1882,7 @@ def _queue_stats(counts: list[int]) -> QueueStats:
         acked=counts[_B_ACKED],
         cancelled=counts[_B_CANCELLED],
         total=sum(counts),
+        waiting=counts[_B_WAITING],
     )
 
 
@@ -1369,4 +1928,9 @@ _HANDLERS: dict[type, Callable[[StateMachine, Any], Result]] = {
     UpdateSchedule: StateMachine._update_schedule,
     DeleteSchedule: StateMachine._delete_schedule,
     FireSchedule: StateMachine._fire_schedule,
+    SetQueue: StateMachine._set_queue,
+    Progress: StateMachine._progress,
+    SettleDeadGroup: StateMachine._settle_dead_group,
+    BulkRequeue: StateMachine._bulk,
+    BulkCancel: StateMachine._bulk,
 }

@@ -22,15 +22,29 @@ from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
+# The console's vocabulary, re-exported for the server (which imports engine.base, never
+# core beyond core.model): a job's attempts and its error split, the search filter, the
+# history's minute.
+from jq_tool.core.attempts import attempt_history as attempt_history
+from jq_tool.core.attempts import split_error as split_error
+from jq_tool.core.dead_groups import DeadGroupSummary
+from jq_tool.core.explain import Explanation
+from jq_tool.core.history import MINUTE_MS as MINUTE_MS
 from jq_tool.core.model import (
+    DeadGroupAction,
     ErrorCode,
     Job,
     JobState,
     MissedPolicy,
     OverlapPolicy,
+    ParentFailure,
+    QueueSettings,
     Schedule,
     ScheduleSpec,
+    UniqueScope,
 )
+from jq_tool.core.search import SCHEDULED as SCHEDULED
+from jq_tool.core.search import JobFilter
 from jq_tool.core.state_machine import QueueStats, ScheduleStats, StateMachineConfig, Stats
 
 if TYPE_CHECKING:
@@ -89,14 +103,25 @@ class JobSpec(msgspec.Struct):
     idempotency_key: str | None = None
     delay_ms: int | None = None  # run_at = the engine's now + delay_ms, when run_at is None
     owner: str = ""  # the submitting key's owner id: idempotency keys are that owner's own
+    # Flow control (issue 18): a unique key and its scope, and parents. A depends_on entry
+    # "$N" names the job of entry N (earlier) of the same batch; the engine resolves it.
+    unique_key: str | None = None
+    unique_scope: UniqueScope = UniqueScope.QUEUED
+    unique_period_ms: int = 0
+    depends_on: list[str] = []
+    on_parent_failure: ParentFailure = ParentFailure.CANCEL
 
     def fingerprint(self) -> str:
         """What makes two submits the same request, for an idempotency key: a hash of every
         field that shapes the job (not the key, not the owner, which name the entry). Delay and
         run_at as asked, so a retried `delay_ms` submit is the same request a second later."""
-        canonical = _fingerprint_encoder.encode(
-            (self.payload, self.queue, self.priority, self.max_retries, self.run_at, self.delay_ms)
-        )
+        shape: tuple[object, ...] = (
+            self.payload, self.queue, self.priority, self.max_retries, self.run_at, self.delay_ms
+        )  # fmt: skip
+        if self.unique_key is not None or self.depends_on:
+            shape += (self.unique_key, self.unique_scope, self.unique_period_ms,
+                      self.depends_on, self.on_parent_failure)  # fmt: skip
+        canonical = _fingerprint_encoder.encode(shape)
         return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
@@ -119,9 +144,21 @@ class ScheduleChanges(msgspec.Struct):
     paused: bool | None = None
 
 
+class QueueChange(msgspec.Struct):
+    """What PUT /queues/{name} (and pause, resume) changes: None leaves a setting as it is,
+    0 removes a limit."""
+
+    queue: str
+    paused: bool | None = None
+    concurrency: int | None = None
+    rate_limit: int | None = None
+    rate_period_ms: int | None = None
+
+
 class SubmitOutcome(msgspec.Struct):
     job_id: str | None = None
     duplicate: bool = False  # an idempotency key found an earlier job
+    unique: bool = False  # a unique key in scope found an earlier job
     error: str | None = None  # why this entry was refused
     code: ErrorCode | None = None  # the state machine's code for that refusal
 
@@ -144,6 +181,7 @@ class LeaseNext(msgspec.Struct):
     queue: str = "default"
     max_jobs: int = 1
     lease_ms: int | None = None
+    worker: str | None = None  # the worker id kept on each leased job (X-Jq-Worker)
 
 
 class JobEvent(msgspec.Struct):
@@ -156,6 +194,10 @@ class JobEvent(msgspec.Struct):
     attempts: int
     priority: int
     at: int  # the command's `now`
+    # When the job is due: READY with run_at after `at` is scheduled (the console shows it so).
+    run_at: int | None = None
+    worker: str | None = None  # the lease holder's worker id (RUNNING)
+    error: str | None = None  # the current error (result_error), for the list's error column
 
 
 class Health(msgspec.Struct):
@@ -215,6 +257,31 @@ class EngineConfig:
     max_schedules: int = 10_000  # into each CreateSchedule command
 
 
+# -- insight (issue 19) ------------------------------------------------------------------------
+
+
+class DeadGroupOutcome(msgspec.Struct):
+    """What settling a group did: how many jobs, in how many commands, and what is left of
+    the group (jobs that died after the request began stay)."""
+
+    settled: int
+    commands: int
+    remaining: int
+
+
+class QueueLatency(msgspec.Struct):
+    """A queue's recent time in queue (seconds, over the window; None: nothing leased in it),
+    the age of its oldest runnable job, and its threshold."""
+
+    leased: int = 0  # jobs leased in the window
+    wait_p50_s: float | None = None
+    wait_p95_s: float | None = None
+    wait_p99_s: float | None = None
+    drain_per_s: float = 0.0
+    oldest_runnable_age_s: float | None = None
+    max_latency_s: float | None = None  # the queue's threshold, when it has one
+
+
 class Engine(Protocol):
     async def start(self) -> None:
         """Recover the state from the log, then serve. Raises when the log cannot be used (a
@@ -239,11 +306,13 @@ class Engine(Protocol):
         lease_ms: int | None = None,
         wait_ms: int = 0,
         give_up: Callable[[], Awaitable[object]] | None = None,
+        worker: str | None = None,
     ) -> list[Job]:
-        """Up to max_jobs jobs. Tries at once; when none is runnable and wait_ms > 0, waits up
-        to wait_ms for one (long poll), unless the awaitable give_up() returns completes first
-        (the client went away, the server is draining): then []. give_up is only called when
-        the request has to wait."""
+        """Up to max_jobs jobs, each marked as held by `worker` (a worker id, or None). Tries
+        at once; when none is runnable and wait_ms > 0, waits up to wait_ms for one (long
+        poll), unless the awaitable give_up() returns completes first (the client went away,
+        the server is draining): then []. give_up is only called when the request has to
+        wait."""
         ...
 
     async def ack(self, job_id: str, *, lease_id: str | None, result: str | None) -> Job: ...
@@ -294,6 +363,39 @@ class Engine(Protocol):
         """Queues holding jobs by name, `limit` at most, after the name `after`."""
         ...
 
+    def running(self, queue: str | None = None) -> builtins.list[Job]:
+        """The RUNNING jobs (of `queue`, or all) by submission order: the leases held now,
+        each with its worker id. O(running jobs). Read-only: callers must not change them."""
+        ...
+
+    def search(
+        self,
+        where: JobFilter,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        scan_limit: int | None = None,
+    ) -> tuple[builtins.list[Job], str | None]:
+        """Jobs matching `where`, newest first, examining at most `scan_limit` jobs (None: no
+        bound); the cursor of the next page or None. Raises ValueError for a bad cursor."""
+        ...
+
+    async def bulk(self, action: str, job_ids: builtins.list[str]) -> builtins.list[str]:
+        """One chunk of a bulk action ("requeue" DEAD jobs, "cancel" waiting ones) as one
+        logged command; returns the ids it changed (the others had left that state)."""
+        ...
+
+    def history(
+        self, queue: str | None, minutes: int, last_minute: int
+    ) -> tuple[bool, builtins.list[int], builtins.list[int], builtins.list[int]]:
+        """Per-minute (tracked, submitted, acked, failed) ending with `last_minute`."""
+        ...
+
+    def oldest_runnable_since(self, queue: str) -> int | None:
+        """The run_at of the queue's oldest runnable job (its latency is now minus this), or
+        None when nothing is runnable. O(log n)."""
+        ...
+
     def health(self) -> Health:
         """Whether writes are accepted now, and if not why (a failed fsync, no etcd majority)."""
         ...
@@ -333,6 +435,25 @@ class Engine(Protocol):
         """How many schedules, how many paused, the next due time, runs/skips/misses."""
         ...
 
+    # -- queue flow settings (issue 18): pause, concurrency and rate limits --------------------
+
+    async def set_queue(self, change: QueueChange) -> QueueSettings:
+        """Change a queue's flow settings (None fields stay). Raises CommandRejected (INVALID,
+        TOO_MANY_QUEUES)."""
+        ...
+
+    def queue_settings(self, name: str) -> QueueSettings:
+        """A queue's flow settings (defaults for a queue without any)."""
+        ...
+
+    def queue_settings_page(self) -> builtins.list[QueueSettings]:
+        """Every queue with settings of its own, by name."""
+        ...
+
+    def queue_stats(self, name: str) -> QueueStats | None:
+        """One queue's counts and settings, None when it holds no job."""
+        ...
+
     def metrics(self) -> Iterator[Metric]:
         """Prometheus metric families about the log (durable appends, batches, snapshots)."""
         ...
@@ -340,4 +461,31 @@ class Engine(Protocol):
     def subscribe(self) -> AsyncIterator[JobEvent]:
         """Job events from now on, until the consumer stops iterating. A slow consumer drops
         events rather than slowing the engine."""
+        ...
+
+    # -- insight (issue 19): explain, dead-letter groups, progress, latency ---------------------
+
+    async def explain(self, job_id: str) -> Explanation | None:
+        """Why the job is where it is (core/explain.py), or None for an unknown job."""
+        ...
+
+    def dead_groups(self) -> builtins.list[DeadGroupSummary]:
+        """The DEAD jobs grouped by their last error's fingerprint, biggest first."""
+        ...
+
+    async def settle_dead_group(
+        self, fingerprint: str, action: DeadGroupAction, *, chunk: int = 500
+    ) -> DeadGroupOutcome:
+        """Requeue or cancel every job of the group that died before now, `chunk` jobs per
+        logged command. Raises CommandRejected (NOT_FOUND) for an unknown group."""
+        ...
+
+    async def progress(
+        self, job_id: str, *, lease_id: str | None, percent: float, note: str
+    ) -> Job:
+        """Record a running attempt's progress. Raises CommandRejected like extend."""
+        ...
+
+    def queue_latency(self, queue: str) -> QueueLatency:
+        """The queue's recent time in queue, drain rate and oldest runnable job's age."""
         ...

@@ -32,6 +32,9 @@ import msgspec
 
 from jq_tool.core.model import (
     Ack,
+    BulkCancel,
+    BulkRequeue,
+    BulkResult,
     Cancel,
     Command,
     CreateSchedule,
@@ -42,23 +45,28 @@ from jq_tool.core.model import (
     Extend,
     Fail,
     Job,
+    JobFlow,
     JobResult,
     JobState,
     Lease,
     LeaseResult,
     NewJob,
     Purge,
+    QueueResult,
+    QueueSettings,
     Requeue,
     Result,
     Schedule,
     ScheduleResult,
     ScheduleSpec,
+    SetQueue,
     Submit,
     SubmitResult,
     Submitted,
     UpdateSchedule,
     encode_command,
 )
+from jq_tool.core.search import JobFilter
 from jq_tool.core.state_machine import QueueStats, ScheduleStats, StateMachine, Stats
 from jq_tool.core.wal import write_snapshot_file
 from jq_tool.core.wal_format import encode_snapshot_header
@@ -71,6 +79,7 @@ from jq_tool.engine.base import (
     JobEvent,
     JobSpec,
     LeaseNext,
+    QueueChange,
     ScheduleChanges,
     Settlement,
     StorageFull,
@@ -78,7 +87,9 @@ from jq_tool.engine.base import (
 )
 from jq_tool.engine.firing import plan_firing
 from jq_tool.engine.forked_snapshot import SnapshotChildFailed, fork_snapshot
+from jq_tool.engine.insight import InsightCalls
 from jq_tool.engine.metrics import LogMetrics
+from jq_tool.engine.queue_activity import QueueActivityTracker
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -138,11 +149,20 @@ def new_lease_id() -> str:
     return _random_hex.take(32)
 
 
-def _new_job(spec: JobSpec, now: int) -> NewJob:
+def _new_job(spec: JobSpec, now: int, batch: list[NewJob] | None = None) -> NewJob:
     run_at = spec.run_at
     if run_at is None and spec.delay_ms:
         run_at = now + spec.delay_ms
     key = spec.idempotency_key
+    flow = None
+    if spec.unique_key is not None or spec.depends_on:
+        flow = JobFlow(
+            spec.unique_key,
+            spec.unique_scope,
+            spec.unique_period_ms,
+            [_parent_id(parent, batch) for parent in spec.depends_on],
+            spec.on_parent_failure,
+        )
     return NewJob(
         new_job_id(),
         spec.queue,
@@ -154,7 +174,19 @@ def _new_job(spec: JobSpec, now: int) -> NewJob:
         spec.owner,
         # Hashing a payload costs; only a keyed submit can ever be compared with another.
         None if key is None else spec.fingerprint(),
+        flow,
     )
+
+
+def _parent_id(parent: str, batch: list[NewJob] | None) -> str:
+    """A depends_on entry as a job id: "$N" is the id of the batch's entry N, which must come
+    before the entry naming it (the server checks; here an index out of range is kept as
+    written, and the state machine refuses it as an unknown parent)."""
+    if batch is not None and parent.startswith("$") and parent[1:].isdigit():
+        index = int(parent[1:])
+        if index < len(batch):
+            return batch[index].id
+    return parent
 
 
 # A placeholder in settle_many's outcomes until its command's result is in.
@@ -174,7 +206,7 @@ def _forget(futures: Iterable[asyncio.Future[Result]]) -> None:
 
 def _outcome(entry: Submitted | Error) -> SubmitOutcome:
     if isinstance(entry, Submitted):
-        return SubmitOutcome(job_id=entry.job_id, duplicate=entry.duplicate)
+        return SubmitOutcome(job_id=entry.job_id, duplicate=entry.duplicate, unique=entry.unique)
     return SubmitOutcome(error=entry.message, code=entry.code)
 
 
@@ -190,7 +222,7 @@ class Proposal:
         self.future = future
 
 
-class CommandEngine(Engine):
+class CommandEngine(InsightCalls, Engine):
     # Batches the log may be making durable at once: the WAL writes one at a time (commands
     # that arrive meanwhile form the next batch); etcd takes several puts in flight.
     APPENDS_IN_FLIGHT: ClassVar[int] = 1
@@ -220,6 +252,7 @@ class CommandEngine(Engine):
         self._snapshot_at = 0  # the position the newest durable snapshot covers
         self._snapshot_task: asyncio.Task[None] | None = None  # a snapshot being written
         self.log_metrics = LogMetrics()
+        self.queue_activity = QueueActivityTracker()  # lease requests, wait times (issue 19)
         # Parsed cron expressions by (expression, time zone); None: not usable any more.
         self._cron: dict[tuple[str, str], CronTimes | None] = {}
 
@@ -333,7 +366,13 @@ class CommandEngine(Engine):
         """Apply durable commands in log order and answer their callers (`batch`, when this
         process proposed them). The log calls `_applied` once the state matches a log position."""
         self._disk_full = False  # these were written
-        results = [self._machine.apply(command) for command in commands]
+        machine = self._machine
+        results = []
+        for command in commands:
+            results.append(machine.apply(command))
+            if type(command) is SetQueue:
+                # A resume or a raised limit may free the queue: every waiter looks again.
+                self._runnable_news[command.queue] = 1 << 30
         if batch is not None:
             for proposal, result in zip(batch, results, strict=True):
                 if not proposal.future.done():
@@ -440,7 +479,12 @@ class CommandEngine(Engine):
     def _on_transition(self, job: Job, previous: JobState | None, now: int) -> None:
         if self._replaying:
             return
-        if job.state is JobState.READY and job.run_at <= now:
+        if previous is JobState.READY and job.state is JobState.RUNNING:
+            self.queue_activity.leased(job.queue, now - job.run_at, now)  # time in queue
+        if (job.state is JobState.READY and job.run_at <= now) or (
+            previous is JobState.RUNNING and self._machine.has_queue_settings(job.queue)
+        ):
+            # A job finishing in a queue with a concurrency limit frees a slot there.
             self._runnable_news[job.queue] = self._runnable_news.get(job.queue, 0) + 1
         if self._subscribers:
             event = JobEvent(
@@ -451,6 +495,9 @@ class CommandEngine(Engine):
                 attempts=job.attempts,
                 priority=job.priority,
                 at=now,
+                run_at=job.run_at,
+                worker=job.worker if job.state is JobState.RUNNING else None,
+                error=job.result_error,
             )
             for queue in self._subscribers:
                 with contextlib.suppress(asyncio.QueueFull):
@@ -570,7 +617,9 @@ class CommandEngine(Engine):
 
     async def submit_many(self, specs: list[JobSpec]) -> list[SubmitOutcome]:
         now = self._clock()
-        jobs = [_new_job(spec, now) for spec in specs]
+        jobs: list[NewJob] = []
+        for spec in specs:
+            jobs.append(_new_job(spec, now, jobs))
         config = self.config
         result = await self._propose(
             Submit(now, jobs, config.idempotency_keep_ms, config.max_queues)
@@ -586,14 +635,18 @@ class CommandEngine(Engine):
         lease_ms: int | None = None,
         wait_ms: int = 0,
         give_up: Callable[[], Awaitable[object]] | None = None,
+        worker: str | None = None,
     ) -> list[Job]:
         lease_ms = lease_ms or self.config.lease_ms
+        self.queue_activity.asked(queue, self._clock())
         await self._catch_up()
         # Try at once: a busy queue answers without the long poll's timer and tasks.
-        jobs = await self._lease_now(queue, max_jobs, lease_ms)
+        jobs = await self._lease_now(queue, max_jobs, lease_ms, worker)
         if jobs or wait_ms <= 0 or self._stopping:
             return jobs
-        waiting = asyncio.ensure_future(self._lease_waiting(queue, max_jobs, lease_ms, wait_ms))
+        waiting = asyncio.ensure_future(
+            self._lease_waiting(queue, max_jobs, lease_ms, wait_ms, worker)
+        )
         if give_up is None:
             return await waiting
         giving_up = asyncio.ensure_future(give_up())
@@ -610,20 +663,22 @@ class CommandEngine(Engine):
             return await waiting
         return []
 
-    async def _lease_now(self, queue: str, max_jobs: int, lease_ms: int) -> list[Job]:
+    async def _lease_now(
+        self, queue: str, max_jobs: int, lease_ms: int, worker: str | None = None
+    ) -> list[Job]:
         now = self._clock()
         # Only a lease that can succeed is written to the log: an empty poll writes nothing.
         if not self._machine.has_runnable(queue, now):
             return []
         lease_ids = [new_lease_id() for _ in range(max_jobs)]
         result = await self._propose(
-            Lease(now=now, queue=queue, lease_ms=lease_ms, lease_ids=lease_ids)
+            Lease(now=now, queue=queue, lease_ms=lease_ms, lease_ids=lease_ids, worker=worker)
         )
         assert isinstance(result, LeaseResult)
         return result.jobs
 
     async def _lease_waiting(
-        self, queue: str, max_jobs: int, lease_ms: int, wait_ms: int
+        self, queue: str, max_jobs: int, lease_ms: int, wait_ms: int, worker: str | None
     ) -> list[Job]:
         """The long poll: wait on the queue's FIFO of waiters; each job that becomes runnable
         wakes one, which tries again (and waits again if another request was faster)."""
@@ -635,6 +690,11 @@ class CommandEngine(Engine):
                 return []
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.setdefault(queue, deque()).append(waiter)
+            now = self._clock()
+            free_at = self._machine.lease_blocked_until(queue, now)
+            if free_at is not None and free_at > 0:
+                # A rate window frees a slot at a time, not on an event: look again then.
+                remaining = min(remaining, max(free_at - now, 1) / 1000)
             try:
                 await asyncio.wait_for(waiter, remaining)
             except TimeoutError:
@@ -646,7 +706,7 @@ class CommandEngine(Engine):
                         waiters.remove(waiter)
                     if not waiters:
                         del self._waiters[queue]
-            jobs = await self._lease_now(queue, max_jobs, lease_ms)
+            jobs = await self._lease_now(queue, max_jobs, lease_ms, worker)
             if jobs:
                 return jobs
 
@@ -683,6 +743,8 @@ class CommandEngine(Engine):
         # Lease is applied whatever the settlements' outcomes, which is what a worker wants (its
         # slots are free either way), so nothing decides it inside the state machine.
         machine = self._machine
+        if lease_next is not None:
+            self.queue_activity.asked(lease_next.queue, self._clock())
         if lease_next is not None or any(machine.get(s.job_id) is None for s in settlements):
             await self._catch_up()
         now = self._clock()
@@ -707,7 +769,9 @@ class CommandEngine(Engine):
             if lease_next is not None and machine.has_runnable(lease_next.queue, now):
                 lease_ids = [new_lease_id() for _ in range(lease_next.max_jobs)]
                 lease_ms = lease_next.lease_ms or self.config.lease_ms
-                lease = self._enqueue(Lease(now, lease_next.queue, lease_ms, lease_ids))
+                lease = self._enqueue(
+                    Lease(now, lease_next.queue, lease_ms, lease_ids, lease_next.worker)
+                )
             for position, future in proposed:
                 result = await future
                 if isinstance(result, Error):
@@ -767,9 +831,44 @@ class CommandEngine(Engine):
     def queue_page(self, after: str | None, limit: int) -> builtins.list[tuple[str, QueueStats]]:
         return self._machine.queue_page(after, limit)
 
+    def running(self, queue: str | None = None) -> builtins.list[Job]:
+        return self._machine.running(queue)
+
+    def oldest_runnable_since(self, queue: str) -> int | None:
+        return self._machine.oldest_runnable_since(queue)
+
+    def search(
+        self,
+        where: JobFilter,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        scan_limit: int | None = None,
+    ) -> tuple[builtins.list[Job], str | None]:
+        jobs, next_cursor = self._machine.search_jobs(
+            where, limit=limit, cursor=cursor, scan_limit=scan_limit
+        )
+        return [msgspec.structs.replace(job) for job in jobs], next_cursor
+
+    async def bulk(self, action: str, job_ids: builtins.list[str]) -> builtins.list[str]:
+        now = self._clock()
+        command = BulkRequeue(now, job_ids) if action == "requeue" else BulkCancel(now, job_ids)
+        result = await self._propose(command)
+        if isinstance(result, Error):
+            raise CommandRejected(result.code, result.message)
+        assert isinstance(result, BulkResult)
+        return result.changed
+
+    def history(
+        self, queue: str | None, minutes: int, last_minute: int
+    ) -> tuple[bool, builtins.list[int], builtins.list[int], builtins.list[int]]:
+        return self._machine.history(queue, minutes, last_minute)
+
     def metrics(self) -> Iterator[Metric]:
-        """Prometheus metric families about the log (the server adds them to /metrics)."""
-        return self.log_metrics.collect()
+        """Prometheus metric families about the log and the queues' wait times (the server
+        adds them to /metrics)."""
+        yield from self.log_metrics.collect()
+        yield from self.queue_activity.collect()
 
     # ------------------------------------------------------------------ schedules
 
@@ -856,6 +955,34 @@ class CommandEngine(Engine):
 
     def schedule_stats(self) -> ScheduleStats:
         return self._machine.schedule_stats()
+
+    # ------------------------------------------------------------------ queue flow settings
+
+    async def set_queue(self, change: QueueChange) -> QueueSettings:
+        result = await self._propose(
+            SetQueue(
+                self._clock(),
+                change.queue,
+                change.paused,
+                change.concurrency,
+                change.rate_limit,
+                change.rate_period_ms,
+                self.config.max_queues,
+            )
+        )
+        if isinstance(result, Error):
+            raise CommandRejected(result.code, result.message)
+        assert isinstance(result, QueueResult)
+        return result.settings
+
+    def queue_settings(self, name: str) -> QueueSettings:
+        return self._machine.queue_settings(name)
+
+    def queue_settings_page(self) -> builtins.list[QueueSettings]:
+        return self._machine.queue_settings_page()
+
+    def queue_stats(self, name: str) -> QueueStats | None:
+        return self._machine.queue_stats(name)
 
 
 def _first_due(times: CronTimes, after: int) -> int:

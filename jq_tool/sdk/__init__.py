@@ -41,6 +41,10 @@ from jq_tool.sdk.types import (
     AckResult,
     BatchAck,
     CreatedKey,
+    DeadGroup,
+    DeadGroups,
+    DeadGroupSettled,
+    Explanation,
     Extended,
     Failure,
     Job,
@@ -50,6 +54,7 @@ from jq_tool.sdk.types import (
     Key,
     LeasedJob,
     Page,
+    Progress,
     QueueStats,
     RevokedKey,
     Schedule,
@@ -85,7 +90,11 @@ __all__ = [
     "Client",
     "Conflict",
     "CreatedKey",
+    "DeadGroup",
+    "DeadGroupSettled",
+    "DeadGroups",
     "EventStream",
+    "Explanation",
     "Extended",
     "Failure",
     "Forbidden",
@@ -105,6 +114,7 @@ __all__ = [
     "Page",
     "OutcomeUnknown",
     "PayloadTooLarge",
+    "Progress",
     "QueueStats",
     "RevokedKey",
     "Schedule",
@@ -133,4 +143,29 @@ __all__ = [
     "handler_outcome",
     "parse_time",
     "utc_now",
+]
+
+# The console (docs/api.md "The operator's console"): workers, one queue's view, history, bulk.
+from jq_tool.sdk.console import (  # noqa: E402
+    BulkResult,
+    HeldLease,
+    History,
+    QueueDetail,
+    QueueNotFound,
+    WorkerPage,
+    new_worker_id,
+)
+from jq_tool.sdk.console import Worker as WorkerInfo  # noqa: E402
+from jq_tool.sdk.types import Attempt  # noqa: E402
+
+__all__ += [
+    "Attempt",
+    "BulkResult",
+    "HeldLease",
+    "History",
+    "QueueDetail",
+    "QueueNotFound",
+    "WorkerInfo",
+    "WorkerPage",
+    "new_worker_id",
 ]

@@ -23,14 +23,19 @@ import msgspec
 from jq_tool.sdk.errors import JobNotFound, KeyNotFound, NotFound, ScheduleNotFound
 from jq_tool.sdk.times import format_time
 from jq_tool.sdk.types import (
+    MAX_PROGRESS_NOTE,
     BatchAck,
     CreatedKey,
+    DeadGroups,
+    DeadGroupSettled,
+    Explanation,
     Extended,
     Job,
     JobSpec,
     Key,
     LeasedJob,
     Page,
+    Progress,
     RevokedKey,
     Schedule,
     SchedulePage,
@@ -239,9 +244,16 @@ def get_call(job_id: str) -> Call[Job]:
 
 
 def list_call(
-    state: str | None, queue: str | None, limit: int | None, cursor: str | None
+    state: str | None,
+    queue: str | None,
+    limit: int | None,
+    cursor: str | None,
+    id_prefix: str | None = None,
+    error: str | None = None,
 ) -> Call[Page]:
     params = {"state": state, "queue": queue, "limit": limit, "cursor": cursor}
+    # A search (docs/api.md): a bounded scan, so a page may be short with a next cursor.
+    params.update(id_prefix=id_prefix, error=error)
     params = {name: value for name, value in params.items() if value is not None}
     if isinstance(params.get("state"), str):
         params["state"] = str(params["state"]).upper()
@@ -433,3 +445,58 @@ def pause_schedule_call(name: str, paused: bool) -> Call[Schedule]:
 def delete_schedule_call(name: str) -> Call[Schedule]:
     path = _schedule_path(name)
     return Call("DELETE", path, _read_schedule, not_found=ScheduleNotFound)
+
+
+# --- insight (issue 19) --------------------------------------------------------------------
+
+_read_explanation = _decoder(Explanation)
+_read_dead_groups = _decoder(DeadGroups)
+_read_group_settled = _decoder(DeadGroupSettled)
+
+
+class _ProgressAnswer(msgspec.Struct):
+    job_id: str
+    progress: Progress | None = None
+
+
+_read_progress = _decoder(_ProgressAnswer)
+
+
+def progress_problem(progress: float, note: str) -> str | None:
+    """Why the server would refuse this report, checked before sending it."""
+    if not isinstance(progress, int | float) or not 0 <= progress <= 1:
+        return "progress must be a number from 0 to 1"
+    if not isinstance(note, str) or len(note) > MAX_PROGRESS_NOTE:
+        return f"note must be a string of at most {MAX_PROGRESS_NOTE} characters"
+    return None
+
+
+def explain_call(job_id: str) -> Call[Explanation]:
+    path = f"/jobs/{segment(job_id)}/explain"
+    return Call("GET", path, _read_explanation, not_found=JobNotFound, retry=True)
+
+
+def progress_call(
+    job_id: str, progress: float, note: str, lease_id: str | None
+) -> Call[Progress | None]:
+    body: dict[str, Any] = {"progress": float(progress), "note": note}
+    if lease_id is not None:
+        body["lease_id"] = lease_id
+    path = f"/jobs/{segment(job_id)}/progress"
+
+    def decode(status: int, content: bytes) -> Progress | None:
+        return _read_progress(status, content).progress
+
+    # Retried: reporting the same progress again changes nothing more.
+    return Call("POST", path, decode, body=body, not_found=JobNotFound, retry=True)
+
+
+def dead_groups_call() -> Call[DeadGroups]:
+    return Call("GET", "/dead/groups", _read_dead_groups, retry=True)
+
+
+def settle_group_call(fingerprint: str, action: str, chunk: int | None) -> Call[DeadGroupSettled]:
+    body = {} if chunk is None else {"chunk": int(chunk)}
+    path = f"/dead/groups/{segment(fingerprint)}/{action}"
+    # Retried: a settled job has left its group, so a second request settles only the rest.
+    return Call("POST", path, _read_group_settled, body=body, retry=True)

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from jq_tool.sdk.calls import (
+from jq_tool.sdk.calls import (  # insight (issue 19)
     MAX_BATCH,
     Call,
     ack_call,
@@ -35,8 +35,10 @@ from jq_tool.sdk.calls import (
     batches,
     create_key_call,
     create_schedule_call,
+    dead_groups_call,
     delete_schedule_call,
     events_call,
+    explain_call,
     extend_call,
     fail_call,
     get_call,
@@ -48,12 +50,25 @@ from jq_tool.sdk.calls import (
     list_keys_call,
     list_schedules_call,
     pause_schedule_call,
+    progress_call,
+    progress_problem,
     revoke_key_call,
     settle_call,
+    settle_group_call,
     stats_call,
     submit_call,
     submit_spec,
     update_schedule_call,
+)
+from jq_tool.sdk.console import (
+    BulkResult,
+    History,
+    QueueDetail,
+    WorkerPage,
+    bulk_call,
+    history_call,
+    queue_call,
+    workers_call,
 )
 from jq_tool.sdk.errors import (
     JqError,
@@ -64,16 +79,20 @@ from jq_tool.sdk.errors import (
 )
 from jq_tool.sdk.sse import AsyncEventStream, EventStream
 from jq_tool.sdk.tls import Verify
-from jq_tool.sdk.types import (
+from jq_tool.sdk.types import (  # issue 19
     AckResult,
     BatchAck,
     CreatedKey,
+    DeadGroups,
+    DeadGroupSettled,
+    Explanation,
     Extended,
     Job,
     JobSpec,
     Key,
     LeasedJob,
     Page,
+    Progress,
     RevokedKey,
     Schedule,
     SchedulePage,
@@ -108,6 +127,7 @@ class BaseClient:
         retries: int = 5,
         backoff: float = 0.1,
         max_backoff: float = 5.0,
+        worker_id: str | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url must start with http:// or https://, got {url!r}")
@@ -117,6 +137,8 @@ class BaseClient:
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        # Sent as X-Jq-Worker (the server keeps it on the jobs this client leases).
+        self.worker_id = worker_id
 
     def __repr__(self) -> str:
         # Never the key: reprs end up in logs.
@@ -127,6 +149,8 @@ class BaseClient:
         headers = {"Accept": "application/json", "User-Agent": "jq-tool-sdk"}
         if self.key:
             headers["Authorization"] = f"Bearer {self.key}"
+        if self.worker_id:
+            headers["X-Jq-Worker"] = self.worker_id
         return headers
 
     def backoff_delay(self, attempt: int) -> float:
@@ -233,9 +257,16 @@ class Client(BaseClient):
         max_backoff: float = 5.0,
         max_connections: int = 20,
         verify: Verify = True,
+        worker_id: str | None = None,
     ) -> None:
         super().__init__(
-            url, key, timeout=timeout, retries=retries, backoff=backoff, max_backoff=max_backoff
+            url,
+            key,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            worker_id=worker_id,
         )
         self._pool = SyncHttp11Pool(
             self.url, self.headers, max_connections=max_connections, verify=verify
@@ -328,9 +359,11 @@ class Client(BaseClient):
         queue: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        id_prefix: str | None = None,
+        error: str | None = None,
         timeout: float | None = None,
     ) -> Page:
-        return self.send(list_call(state, queue, limit, cursor), timeout)
+        return self.send(list_call(state, queue, limit, cursor, id_prefix, error), timeout)
 
     def iter_jobs(
         self,
@@ -338,14 +371,16 @@ class Client(BaseClient):
         state: str | None = None,
         queue: str | None = None,
         page_size: int = 200,
+        id_prefix: str | None = None,
+        error: str | None = None,
         timeout: float | None = None,
     ) -> Iterator[Job]:
         """Every matching job, newest first, following cursors page by page."""
         cursor: str | None = None
         while True:
-            page = self.send(list_call(state, queue, page_size, cursor), timeout)
+            page = self.send(list_call(state, queue, page_size, cursor, id_prefix, error), timeout)
             yield from page.jobs
-            if not page.next_cursor or not page.jobs:
+            if not page.next_cursor:  # a search's page may be empty with a cursor
                 return
             cursor = page.next_cursor
 
@@ -509,6 +544,65 @@ class Client(BaseClient):
         """Delete a schedule (the jobs it made stay); returns it as it was."""
         return self.send(delete_schedule_call(name), timeout)
 
+    # -- the console (docs/api.md "The operator's console") -----------------------------------
+
+    def workers(
+        self, *, cursor: str | None = None, limit: int | None = None, timeout: float | None = None
+    ) -> WorkerPage:
+        """Live workers by id (GET /workers): leases held, last seen, queues asked for."""
+        return self.send(workers_call(cursor, limit), timeout)
+
+    def queue(
+        self,
+        name: str,
+        *,
+        cursor: str | None = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+    ) -> QueueDetail:
+        """One queue: counts, latency, throughput, leases held (QueueNotFound when empty)."""
+        return self.send(queue_call(name, cursor, limit), timeout)
+
+    def history(
+        self, *, window: str = "1h", queue: str | None = None, timeout: float | None = None
+    ) -> History:
+        """Per-minute submitted/acked/failed counts over `window` ("1h" or "24h")."""
+        return self.send(history_call(window, queue), timeout)
+
+    def bulk_requeue(
+        self,
+        *,
+        queue: str | None = None,
+        error: str | None = None,
+        id_prefix: str | None = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+    ) -> BulkResult:
+        """Requeue every DEAD job matching the filter (in logged chunks of 500)."""
+        call = bulk_call("requeue", queue=queue, error=error, id_prefix=id_prefix, limit=limit)
+        return self.send(call, timeout)
+
+    def bulk_cancel(
+        self,
+        *,
+        queue: str | None = None,
+        states: Iterable[str] | None = None,
+        error: str | None = None,
+        id_prefix: str | None = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+    ) -> BulkResult:
+        """Cancel every READY/RETRY/SCHEDULED job (or those of `states`) matching the filter."""
+        call = bulk_call(
+            "cancel",
+            queue=queue,
+            states=None if states is None else list(states),
+            error=error,
+            id_prefix=id_prefix,
+            limit=limit,
+        )
+        return self.send(call, timeout)
+
     def events(self, *, timeout: float | None = None) -> EventStream:
         """`GET /events` as typed events (`JobEvent`, `Stats`): `for event in
         client.events()`. Not retried; see sdk/sse.py."""
@@ -525,6 +619,45 @@ class Client(BaseClient):
             except Exception as error:
                 plan.failed(error)
         return plan.result
+
+    # -- insight (issue 19): explain, progress, dead-letter groups ----------------------------
+
+    def explain(self, job_id: str, *, timeout: float | None = None) -> Explanation:
+        """Why the job is where it is: a reason, one sentence, and its fields."""
+        return self.send(explain_call(job_id), timeout)
+
+    def progress(
+        self,
+        job_id: str,
+        progress: float,
+        note: str = "",
+        *,
+        lease_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Progress | None:
+        """Report a running attempt's progress (0..1) and a short note. Inside a worker's
+        handler, `job.progress(...)` does this in the background."""
+        problem = progress_problem(progress, note)
+        if problem:
+            raise ValueError(problem)
+        return self.send(progress_call(job_id, progress, note, lease_id), timeout)
+
+    def dead_groups(self, *, timeout: float | None = None) -> DeadGroups:
+        """The DEAD jobs grouped by their last error's fingerprint, biggest group first."""
+        return self.send(dead_groups_call(), timeout)
+
+    def requeue_dead_group(
+        self, fingerprint: str, *, chunk: int | None = None, timeout: float | None = None
+    ) -> DeadGroupSettled:
+        """Requeue every job of the group that died before the request (`chunk` jobs per
+        logged command on the server)."""
+        return self.send(settle_group_call(fingerprint, "requeue", chunk), timeout)
+
+    def cancel_dead_group(
+        self, fingerprint: str, *, chunk: int | None = None, timeout: float | None = None
+    ) -> DeadGroupSettled:
+        """Cancel every job of the group that died before the request: CANCELLED for good."""
+        return self.send(settle_group_call(fingerprint, "cancel", chunk), timeout)
 
     def _do(self, step: Step) -> Any:
         if isinstance(step, Get):
@@ -551,9 +684,16 @@ class AsyncClient(BaseClient):
         max_backoff: float = 5.0,
         max_connections: int = 100,
         verify: Verify = True,
+        worker_id: str | None = None,
     ) -> None:
         super().__init__(
-            url, key, timeout=timeout, retries=retries, backoff=backoff, max_backoff=max_backoff
+            url,
+            key,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            worker_id=worker_id,
         )
         self._pool = AsyncHttp11Pool(
             self.url, self.headers, max_connections=max_connections, verify=verify
@@ -641,9 +781,11 @@ class AsyncClient(BaseClient):
         queue: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        id_prefix: str | None = None,
+        error: str | None = None,
         timeout: float | None = None,
     ) -> Page:
-        return await self.send(list_call(state, queue, limit, cursor), timeout)
+        return await self.send(list_call(state, queue, limit, cursor, id_prefix, error), timeout)
 
     async def iter_jobs(
         self,
@@ -651,14 +793,18 @@ class AsyncClient(BaseClient):
         state: str | None = None,
         queue: str | None = None,
         page_size: int = 200,
+        id_prefix: str | None = None,
+        error: str | None = None,
         timeout: float | None = None,
     ) -> AsyncIterator[Job]:
         cursor: str | None = None
         while True:
-            page = await self.send(list_call(state, queue, page_size, cursor), timeout)
+            page = await self.send(
+                list_call(state, queue, page_size, cursor, id_prefix, error), timeout
+            )
             for job in page.jobs:
                 yield job
-            if not page.next_cursor or not page.jobs:
+            if not page.next_cursor:  # a search's page may be empty with a cursor
                 return
             cursor = page.next_cursor
 
@@ -806,6 +952,60 @@ class AsyncClient(BaseClient):
     async def delete_schedule(self, name: str, *, timeout: float | None = None) -> Schedule:
         return await self.send(delete_schedule_call(name), timeout)
 
+    # -- the console (docs/api.md "The operator's console") -----------------------------------
+
+    async def workers(
+        self, *, cursor: str | None = None, limit: int | None = None, timeout: float | None = None
+    ) -> WorkerPage:
+        return await self.send(workers_call(cursor, limit), timeout)
+
+    async def queue(
+        self,
+        name: str,
+        *,
+        cursor: str | None = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+    ) -> QueueDetail:
+        return await self.send(queue_call(name, cursor, limit), timeout)
+
+    async def history(
+        self, *, window: str = "1h", queue: str | None = None, timeout: float | None = None
+    ) -> History:
+        return await self.send(history_call(window, queue), timeout)
+
+    async def bulk_requeue(
+        self,
+        *,
+        queue: str | None = None,
+        error: str | None = None,
+        id_prefix: str | None = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+    ) -> BulkResult:
+        call = bulk_call("requeue", queue=queue, error=error, id_prefix=id_prefix, limit=limit)
+        return await self.send(call, timeout)
+
+    async def bulk_cancel(
+        self,
+        *,
+        queue: str | None = None,
+        states: Iterable[str] | None = None,
+        error: str | None = None,
+        id_prefix: str | None = None,
+        limit: int | None = None,
+        timeout: float | None = None,
+    ) -> BulkResult:
+        call = bulk_call(
+            "cancel",
+            queue=queue,
+            states=None if states is None else list(states),
+            error=error,
+            id_prefix=id_prefix,
+            limit=limit,
+        )
+        return await self.send(call, timeout)
+
     def events(self, *, timeout: float | None = None) -> AsyncEventStream:
         """`GET /events` as typed events: `async for event in client.events()`."""
         return AsyncEventStream(self._open_events, self.timeout if timeout is None else timeout)
@@ -818,6 +1018,45 @@ class AsyncClient(BaseClient):
             except Exception as error:
                 plan.failed(error)
         return plan.result
+
+    # -- insight (issue 19): explain, progress, dead-letter groups ----------------------------
+
+    async def explain(self, job_id: str, *, timeout: float | None = None) -> Explanation:
+        """Why the job is where it is: a reason, one sentence, and its fields."""
+        return await self.send(explain_call(job_id), timeout)
+
+    async def progress(
+        self,
+        job_id: str,
+        progress: float,
+        note: str = "",
+        *,
+        lease_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Progress | None:
+        """Report a running attempt's progress (0..1) and a short note. Inside a worker's
+        handler, `job.progress(...)` does this in the background."""
+        problem = progress_problem(progress, note)
+        if problem:
+            raise ValueError(problem)
+        return await self.send(progress_call(job_id, progress, note, lease_id), timeout)
+
+    async def dead_groups(self, *, timeout: float | None = None) -> DeadGroups:
+        """The DEAD jobs grouped by their last error's fingerprint, biggest group first."""
+        return await self.send(dead_groups_call(), timeout)
+
+    async def requeue_dead_group(
+        self, fingerprint: str, *, chunk: int | None = None, timeout: float | None = None
+    ) -> DeadGroupSettled:
+        """Requeue every job of the group that died before the request (`chunk` jobs per
+        logged command on the server)."""
+        return await self.send(settle_group_call(fingerprint, "requeue", chunk), timeout)
+
+    async def cancel_dead_group(
+        self, fingerprint: str, *, chunk: int | None = None, timeout: float | None = None
+    ) -> DeadGroupSettled:
+        """Cancel every job of the group that died before the request: CANCELLED for good."""
+        return await self.send(settle_group_call(fingerprint, "cancel", chunk), timeout)
 
     async def _do(self, step: Step) -> Any:
         if isinstance(step, Get):

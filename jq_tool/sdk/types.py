@@ -20,13 +20,29 @@ class JobState(enum.StrEnum):
     RETRY = "RETRY"
     DEAD = "DEAD"
     CANCELLED = "CANCELLED"
+    WAITING = "WAITING"  # waiting for its parents (depends_on) to be ACKED
 
 
 FINISHED_STATES = frozenset({JobState.ACKED, JobState.DEAD, JobState.CANCELLED})
 
 
+class Attempt(msgspec.Struct, frozen=True):
+    """One attempt of a job (`Job.attempt_history`): who ran it, when, how it ended, and the
+    error it failed with (`traceback`: the whole error text, at most 8 KiB)."""
+
+    attempt: int
+    outcome: str  # running, acked, failed, expired
+    worker: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    error_class: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+
+
 class Job(msgspec.Struct, frozen=True):
-    """A job as `GET /jobs/{id}` shows it (`payload` is None in list pages)."""
+    """A job as `GET /jobs/{id}` shows it (`payload` is None in list pages, and so is
+    `attempt_history`: the attempts kept, the last 10)."""
 
     job_id: str
     state: JobState
@@ -45,6 +61,13 @@ class Job(msgspec.Struct, frozen=True):
     # The schedule whose run made this job and the due time it ran for (None: submitted).
     schedule: str | None = None
     schedule_due_at: datetime | None = None
+    # The running attempt's last progress report (None until its worker sends one).
+    progress: Progress | None = None
+    # The current error read into a class and a message; the worker holding the lease.
+    error_class: str | None = None
+    error_message: str | None = None
+    worker: str | None = None
+    attempt_history: list[Attempt] | None = None
 
     @property
     def finished(self) -> bool:
@@ -62,6 +85,16 @@ class LeasedJob(msgspec.Struct, frozen=True):
     queue: str = "default"
     priority: int = 0
     max_retries: int = 0
+
+    def progress(self, progress: float, note: str = "") -> None:
+        """Report how far this attempt has got (0..1) and a short note (200 characters at
+        most), from inside a Worker or AsyncWorker handler. It returns at once: the worker
+        sends the latest report in the background (reports sent faster than the server
+        answers are coalesced, the last one wins). Outside a worker, use
+        `Client.progress(job_id, ...)`. Raises ValueError for a value out of bounds."""
+        from jq_tool.sdk.worker import report_progress  # the worker imports this module
+
+        report_progress(self, progress, note)
 
 
 class Page(msgspec.Struct, frozen=True):
@@ -194,6 +227,10 @@ class JobEvent(msgspec.Struct, frozen=True):
     attempts: int = 0
     priority: int = 0
     at: datetime | int | None = None
+    run_at: datetime | None = None  # READY with run_at after `at`: scheduled
+    worker: str | None = None  # the lease holder (RUNNING)
+    error_class: str | None = None  # the current error, split as in Job
+    error_message: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -299,3 +336,86 @@ class Failure(msgspec.Struct, frozen=True):
 
     error: str = "failed"
     retry: bool = True
+
+
+# -- insight (issue 19) ------------------------------------------------------------------------
+
+MAX_PROGRESS_NOTE = 200  # characters of a progress note, as the server enforces
+
+
+class Progress(msgspec.Struct, frozen=True):
+    """A running attempt's last progress report: `progress` from 0 to 1, a note, and when."""
+
+    progress: float
+    note: str = ""
+    at: datetime | None = None
+
+
+class Explanation(msgspec.Struct, frozen=True):
+    """`GET /jobs/{id}/explain`: why the job is where it is. `reason` is one of "scheduled",
+    "waiting_for_parents", "paused", "concurrency_limit", "rate_limit", "no_worker", "queued",
+    "next", "running", "retry_wait", "dead", "acked", "cancelled" (a newer server may add
+    more); `summary` says it in one sentence; the other fields are what the sentence was made
+    of, None when they do not apply."""
+
+    job_id: str
+    state: JobState
+    reason: str
+    summary: str
+    queue: str = "default"
+    run_at: datetime | None = None
+    ahead: int | None = None
+    drain_per_s: float | None = None
+    expected_at: datetime | None = None
+    last_asked_at: datetime | None = None
+    asked_queues: list[str] | None = None
+    lease_id: str | None = None
+    leased_at: datetime | None = None
+    lease_until: datetime | None = None
+    attempt: int | None = None
+    max_attempts: int | None = None
+    error: str | None = None
+    fingerprint: str | None = None
+    finished_at: datetime | None = None
+    progress: Progress | None = None
+    parents: list[str] | None = None
+    parent_states: dict[str, str] | None = None
+    running: int | None = None
+    concurrency: int | None = None
+    rate_limit: int | None = None
+    rate_period_ms: int | None = None
+    blocked_until: datetime | None = None
+
+
+class DeadGroup(msgspec.Struct, frozen=True):
+    """DEAD jobs whose last error has one fingerprint: the exception type and the message with
+    numbers, ids, paths and quoted values replaced (`pattern`)."""
+
+    fingerprint: str
+    error_type: str
+    pattern: str
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+    queues: dict[str, int] = {}
+    sample_job_id: str = ""
+    sample_error: str = ""
+
+
+class DeadGroups(msgspec.Struct, frozen=True):
+    """`GET /dead/groups`: the biggest groups first (1000 at most), how many groups there
+    are, and how many DEAD jobs in all."""
+
+    groups: list[DeadGroup]
+    group_count: int = 0
+    dead: int = 0
+
+
+class DeadGroupSettled(msgspec.Struct, frozen=True):
+    """What requeueing or cancelling a group did: jobs settled, logged commands used, and
+    jobs left in the group (those that died after the request began)."""
+
+    action: str
+    settled: int
+    commands: int = 0
+    remaining: int = 0

@@ -30,8 +30,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
-from jq_tool.sdk.calls import MAX_BATCH, MAX_LEASE_JOBS, encode_payload
+from jq_tool.sdk.calls import MAX_BATCH, MAX_LEASE_JOBS, encode_payload, progress_problem
 from jq_tool.sdk.client import AsyncClient
+from jq_tool.sdk.console import new_worker_id
 from jq_tool.sdk.errors import (
     BadRequest,
     Conflict,
@@ -102,6 +103,9 @@ class WorkerOptions:
     """The longest pause between retries while the server is unreachable."""
     verify: Verify = True
     """TLS verification for an https URL, as `Client`'s `verify`."""
+    worker_id: str | None = None
+    """The id this worker sends with its lease requests (X-Jq-Worker: GET /workers, each
+    job's attempt history); None: `<hostname>:<pid>:<random>`."""
     batch_ack: bool = True
     """Settle finished jobs together and lease the next ones in the same request (POST
     /jobs/ack with lease_next: one round trip and one durable write for many jobs). False: one
@@ -144,6 +148,7 @@ class BaseWorker:
         self.concurrency = options.concurrency or self.default_concurrency
         self.poll_wait = max(0.0, min(30.0, options.poll_wait))
         self.counts = WorkerCounts()
+        self.worker_id = options.worker_id or new_worker_id()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._stop_requested = threading.Event()
@@ -205,6 +210,7 @@ class BaseWorker:
             max_backoff=self.options.max_backoff,
             max_connections=self.concurrency * 2 + 2,
             verify=self.options.verify,
+            worker_id=self.worker_id,
         )
         # pending lease request -> (slots it reserved, when it was sent)
         leases: dict[asyncio.Future[list[LeasedJob]], tuple[int, float]] = {}
@@ -353,6 +359,15 @@ class BaseWorker:
         settler.give_up()
 
     async def _process(self, client: AsyncClient, job: LeasedJob) -> None:
+        reporter = _ProgressReporter(client, job, asyncio.get_running_loop())
+        _reporters[(job.job_id, job.lease_id)] = reporter
+        try:
+            await self._process_job(client, job)
+        finally:
+            _reporters.pop((job.job_id, job.lease_id), None)
+            reporter.close()
+
+    async def _process_job(self, client: AsyncClient, job: LeasedJob) -> None:
         # Most handlers finish long before a third of the lease: a timer is cheaper than a
         # keeper task per job, and the keeper starts only if the timer fires.
         keeper: list[asyncio.Task[None]] = []
@@ -788,3 +803,75 @@ class AsyncWorker(BaseWorker):
         if inspect.isawaitable(value):
             value = await value
         return value
+
+
+# -- progress reports (issue 19): job.progress(0.4, "resized 4/10") from a handler --------------
+
+# The reporter of each job a worker is running, by (job id, lease id): LeasedJob.progress finds
+# its own here. Handlers run on the event loop (AsyncWorker) or in threads (Worker).
+_reporters: dict[tuple[str, str | None], _ProgressReporter] = {}
+
+
+class _ProgressReporter:
+    """Sends a running job's progress reports, one request at a time, always the latest: a
+    handler never waits for the server, and reports sent faster than it answers are coalesced.
+    A report that fails is logged and dropped (progress is a hint; the next one corrects it)."""
+
+    def __init__(self, client: AsyncClient, job: LeasedJob, loop: asyncio.AbstractEventLoop):
+        self.client = client
+        self.job = job
+        self.loop = loop
+        self._latest: tuple[float, str] | None = None
+        self._sending: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def report(self, progress: float, note: str) -> None:
+        with self._lock:
+            self._latest = (float(progress), note)
+        if self._on_loop():
+            self._start()
+        else:
+            self.loop.call_soon_threadsafe(self._start)
+
+    def _on_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            return False
+
+    def _start(self) -> None:
+        if self._sending is None and not self._closed:
+            self._sending = asyncio.ensure_future(self._send())
+
+    async def _send(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    latest, self._latest = self._latest, None
+                if latest is None:
+                    return
+                try:
+                    await self.client.progress(self.job.job_id, latest[0], latest[1],
+                                               lease_id=self.job.lease_id)  # fmt: skip
+                except JqError as exc:
+                    log.warning("job %s: progress report failed (%s)", self.job.job_id, exc)
+        finally:
+            self._sending = None
+
+    def close(self) -> None:
+        """The attempt is over: a report still queued is dropped, one in flight finishes."""
+        self._closed = True
+
+
+def report_progress(job: LeasedJob, progress: float, note: str) -> None:
+    problem = progress_problem(progress, note)
+    if problem:
+        raise ValueError(problem)
+    reporter = _reporters.get((job.job_id, job.lease_id))
+    if reporter is None:
+        raise RuntimeError(
+            "job.progress() works inside a Worker or AsyncWorker handler; elsewhere use "
+            "Client.progress(job_id, progress, note, lease_id=...)"
+        )
+    reporter.report(progress, note)

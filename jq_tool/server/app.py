@@ -25,14 +25,20 @@ from jq_tool.server.dashboard import dashboard_routes
 from jq_tool.server.errors import HANDLED_EXCEPTIONS, handle_exception
 from jq_tool.server.events import EventRoutes, OpenStreams, StreamSlots, TicketBook
 from jq_tool.server.hot_routes import HotRoutes
+from jq_tool.server.latency import LatencyWatch
 from jq_tool.server.metrics import RequestCounts, RequestMetricsMiddleware, build_registry
 from jq_tool.server.openapi import openapi_routes
+from jq_tool.server.routes_bulk import BulkRoutes
+from jq_tool.server.routes_console import ConsoleRoutes
+from jq_tool.server.routes_insight import InsightRoutes
 from jq_tool.server.routes_jobs import JobRoutes
 from jq_tool.server.routes_keys import KeyRoutes
 from jq_tool.server.routes_monitoring import KeyStoreProbe, MonitoringRoutes
+from jq_tool.server.routes_queues import QueueRoutes
 from jq_tool.server.routes_schedules import ScheduleRoutes
 from jq_tool.server.routing import answer_wrong_methods
 from jq_tool.server.stats import StatsView, ThroughputMeter
+from jq_tool.server.workers import WorkerBook
 from jq_tool.settings import Settings
 
 log = logging.getLogger("jq.server")
@@ -46,9 +52,11 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
     guard = Guard(keystore)
     counts = RequestCounts()
     meter = ThroughputMeter(engine)
-    stats = StatsView(engine, meter, settings.node_id)
+    latency = LatencyWatch(engine, settings.max_latency)  # issue 19: per-queue latency
+    stats = StatsView(engine, meter, settings.node_id, latency)
     draining = asyncio.Event()
     registry = build_registry(engine, counts)
+    registry.add(latency)
     tickets = TicketBook(settings.ticket_ttl_ms)
     slots = StreamSlots(settings.max_streams)
     streams = OpenStreams(keystore, tickets)
@@ -93,17 +101,25 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
             await keystore.close()
             log.info("jq stopped: engine flushed and closed")
 
-    job_routes = JobRoutes(engine, guard, settings, counts.commands, draining).routes()
+    workers = WorkerBook()
+    job_routes = [
+        *JobRoutes(engine, guard, settings, counts.commands, draining, workers).routes(),
+        # Under /jobs/ too: HotRoutes must know the path is not a job id (GET is a 405).
+        *BulkRoutes(engine, guard, counts.commands).routes(),
+    ]
     app = Starlette(
         routes=answer_wrong_methods(
             [
                 *job_routes,
                 *KeyRoutes(keystore, guard).routes(),
                 *ScheduleRoutes(engine, guard, settings, counts.commands).routes(),
+                *QueueRoutes(engine, guard, settings, counts.commands).routes(),
+                *InsightRoutes(engine, guard, counts.commands).routes(),
                 *MonitoringRoutes(
-                    engine, guard, stats, registry, settings.max_body, key_store_probe
+                    engine, guard, stats, registry, settings.max_body, key_store_probe, latency
                 ).routes(),
                 *EventRoutes(engine, guard, stats, tickets, draining, slots, streams).routes(),
+                *ConsoleRoutes(engine, guard, workers).routes(),
                 *openapi_routes(),
                 *dashboard_routes(),
             ]

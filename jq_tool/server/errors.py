@@ -77,6 +77,7 @@ _COMMAND_STATUS: dict[ErrorCode, int] = {
     ErrorCode.TOO_MANY_QUEUES: 429,
     ErrorCode.SCHEDULE_EXISTS: 409,
     ErrorCode.TOO_MANY_SCHEDULES: 429,
+    ErrorCode.UNKNOWN_PARENT: 422,
 }
 # Refusals that pass: the client may retry later (a queue cap frees up when a purge, every
 # minute, empties a queue).

@@ -36,7 +36,7 @@ from starlette.types import Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from jq_tool.auth import ApiKey, KeyStore, KeyStoreUnavailable, Scope
-from jq_tool.engine.base import Engine, JobEvent
+from jq_tool.engine.base import Engine, JobEvent, split_error
 from jq_tool.server.auth_guard import Guard
 from jq_tool.server.errors import TOO_MANY_STREAMS, UNAUTHORIZED, ApiError
 from jq_tool.server.stats import StatsView
@@ -179,7 +179,11 @@ def sse_frame(event: str, data: bytes) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
 
 
+EVENT_MESSAGE_CHARS = 200  # of an error message in a job event
+
+
 def job_event_body(event: JobEvent) -> dict[str, object]:
+    error_class, message = split_error(event.error) if event.error else (None, None)
     return {
         "job_id": event.job_id,
         "queue": event.queue,
@@ -188,6 +192,12 @@ def job_event_body(event: JobEvent) -> dict[str, object]:
         "attempts": event.attempts,
         "priority": event.priority,
         "at": rfc3339(event.at),
+        "run_at": rfc3339(event.run_at),
+        "worker": event.worker,
+        # The current error split as in the job view (the message cut to EVENT_MESSAGE_CHARS):
+        # the list's error column, live, without a GET per row.
+        "error_class": error_class,
+        "error_message": None if message is None else message[:EVENT_MESSAGE_CHARS],
     }
 
 

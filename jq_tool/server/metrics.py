@@ -100,6 +100,11 @@ class MetricsRegistry:
     def __init__(self, engine: Engine, counts: RequestCounts) -> None:
         self._collector = QueueCollector(engine, counts)
         self._registry: CollectorRegistry | None = None
+        self._more: list[object] = []  # other collectors (queue latency), added by the app
+
+    def add(self, collector: object) -> None:
+        """Another collector (an object with `collect()`), registered on the first scrape."""
+        self._more.append(collector)
 
     def render(self) -> bytes:
         from prometheus_client import CollectorRegistry, generate_latest
@@ -107,6 +112,8 @@ class MetricsRegistry:
         if self._registry is None:
             self._registry = CollectorRegistry(auto_describe=False)
             self._registry.register(self._collector)
+            for collector in self._more:
+                self._registry.register(collector)  # type: ignore[arg-type]
         return bytes(generate_latest(self._registry))
 
 

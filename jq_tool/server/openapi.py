@@ -19,8 +19,24 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from jq_tool.auth import SCOPES_BY_TYPE, KeyType, Scope
-from jq_tool.core.model import JobState, MissedPolicy, OverlapPolicy
+from jq_tool.core.model import (
+    DeadGroupAction,
+    JobState,
+    MissedPolicy,
+    OverlapPolicy,
+    ParentFailure,
+    UniqueScope,
+)
+from jq_tool.server.insight_wire import (
+    DeadGroupActionBody,
+    DeadGroupList,
+    DeadGroupSettled,
+    DeadGroupView,
+    ExplanationView,
+    ProgressBody,
+)
 from jq_tool.server.validation import (
+    QUEUE_NAME_PATTERN,
     AckBatchBody,
     AckBody,
     AckEntry,
@@ -31,15 +47,19 @@ from jq_tool.server.validation import (
     LeaseBody,
     LeaseNextBody,
     ListQuery,
+    ListState,
     QueueListQuery,
+    QueueSettingsBody,
     ScheduleBody,
     ScheduleChangeBody,
     ScheduleListQuery,
     SubmitBody,
+    WorkerId,
 )
 from jq_tool.server.wire import (
     AckBatchAnswer,
     AckResult,
+    AttemptView,
     BatchRefusal,
     CreatedKey,
     ErrorBody,
@@ -50,7 +70,9 @@ from jq_tool.server.wire import (
     JobView,
     KeyView,
     LeasedJob,
+    ProgressView,
     QueuePage,
+    QueueSettingsView,
     QueueView,
     RevokedKey,
     SchedulePage,
@@ -59,6 +81,19 @@ from jq_tool.server.wire import (
     StreamTicket,
     SubmitAnswer,
     encode_json,
+)
+from jq_tool.server.wire_console import (
+    BulkAnswer,
+    BulkBody,
+    HeldLease,
+    HistoryQuery,
+    HistoryView,
+    QueueDetail,
+    QueueDetailQuery,
+    Throughput,
+    WorkerListQuery,
+    WorkerPage,
+    WorkerView,
 )
 
 _REF = "#/components/schemas/"
@@ -102,6 +137,30 @@ _PUBLISHED: dict[type, str] = {
     SchedulePage: "ScheduleList",
     OverlapPolicy: "OverlapPolicy",
     MissedPolicy: "MissedPolicy",
+    UniqueScope: "UniqueScope",
+    ParentFailure: "ParentFailure",
+    QueueSettingsBody: "QueueSettingsRequest",
+    QueueSettingsView: "QueueSettings",
+    # insight (issue 19)
+    ExplanationView: "Explanation",
+    ProgressBody: "ProgressRequest",
+    ProgressView: "Progress",
+    DeadGroupView: "DeadGroup",
+    DeadGroupList: "DeadGroupList",
+    DeadGroupActionBody: "DeadGroupRequest",
+    DeadGroupAction: "DeadGroupAction",
+    DeadGroupSettled: "DeadGroupSettled",
+    # The console (issue 17): wire_console.py.
+    ListState: "ListState",
+    AttemptView: "Attempt",
+    WorkerView: "Worker",
+    WorkerPage: "WorkerList",
+    HeldLease: "HeldLease",
+    Throughput: "Throughput",
+    QueueDetail: "QueueDetail",
+    HistoryView: "History",
+    BulkBody: "BulkRequest",
+    BulkAnswer: "BulkResponse",
 }
 
 
@@ -118,7 +177,7 @@ def _published(node: Any, names: dict[str, str]) -> Any:
             key: _REF + names[value.removeprefix(_REF)]
             if key == "$ref"
             else value.removesuffix("\\Z") + "$"
-            if key == "pattern" and value.endswith("\\Z")
+            if key == "pattern" and isinstance(value, str) and value.endswith("\\Z")
             else _published(value, names)
             for key, value in node.items()
         }
@@ -206,7 +265,10 @@ _ERRORS = {
     404: "not found",
     409: "conflict",
     413: "payload too large",
-    422: "idempotency key already used for a different request",
+    422: (
+        "idempotency key already used for a different request, or a depends_on parent that "
+        "is not a job of the caller's owner (unknown_parent)"
+    ),
     429: "too many queues hold jobs (--max-queues), or too many schedules (10,000)",
     431: "request line and headers too large (--max-header-size); the connection is closed",
     503: "unavailable: refused before it reached the log, not done; retry later (Retry-After)",
@@ -262,11 +324,23 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 SCHEMAS, _IDEMPOTENCY_KEY, _LIST_QUERY, _QUEUE_QUERY, _SCHEDULE_QUERY = _generated()
 
 # The /stats body is built from the engine's counters, not from a Struct of ours.
-_COUNTS = ("runnable", "running", "scheduled", "retry", "dead", "acked", "cancelled", "total")
-_QUEUE_STATS = _obj({k: {"type": "integer"} for k in _COUNTS})
+_COUNTS = (
+    "runnable", "running", "scheduled", "retry", "dead", "acked", "cancelled", "total", "waiting"
+)  # fmt: skip
+_TOTALS = _obj({k: {"type": "integer"} for k in _COUNTS})
+# A queue's counts, and its flow settings (PUT /queues/{name}).
+_QUEUE_STATS = _obj(
+    {
+        **{k: {"type": "integer"} for k in _COUNTS},
+        "paused": {"type": "boolean"},
+        "concurrency": {"type": "integer"},
+        "rate_limit": {"type": "integer"},
+        "rate_period_ms": {"type": "integer"},
+    }
+)
 SCHEMAS["Stats"] = {
     "allOf": [
-        _QUEUE_STATS,
+        _TOTALS,
         _obj(
             {
                 "queues": {
@@ -290,6 +364,15 @@ SCHEMAS["Stats"] = {
                         "missed_runs": {"type": "integer"},
                     }
                 ),
+                "flow": _obj(
+                    {"paused_queues": {"type": "integer"}, "limited_queues": {"type": "integer"}}
+                ),
+                "latency": {
+                    "type": "object",
+                    "description": "per queue (the 50 busiest and those with a max latency): "
+                    "recent time-in-queue percentiles (s), drain rate, oldest runnable job's age",
+                    "additionalProperties": {"type": "object"},
+                },
                 "role": {"type": "string"},
                 "node_id": {"type": "string"},
                 "uptime_s": {"type": "number"},
@@ -436,6 +519,45 @@ PATHS: dict[str, Any] = {
             errors=(400,),
         )
     },
+    "/queues/{name}": {
+        "get": _op(
+            "A queue's flow settings, with its counts when it holds jobs",
+            "jobs:read",
+            {"200": _json(_ref("QueueSettings"), "the queue")},
+            None,
+            _NAME,
+            (400,),
+        ),
+        "put": _op(
+            "Change a queue's flow: pause, concurrency limit, rate limit (left out: kept; 0: no "
+            "limit). Needs jobs:submit and jobs:lease",
+            "jobs:submit",
+            {"200": _json(_ref("QueueSettings"), "changed")},
+            "QueueSettingsRequest",
+            _NAME,
+            (400, 429, 504, 507),
+        ),
+    },
+    "/queues/{name}/pause": {
+        "post": _op(
+            "Pause a queue: leases skip it, submits still land. Needs jobs:submit and jobs:lease",
+            "jobs:submit",
+            {"200": _json(_ref("QueueSettings"), "paused")},
+            None,
+            _NAME,
+            (400, 429, 504, 507),
+        )
+    },
+    "/queues/{name}/resume": {
+        "post": _op(
+            "Resume a paused queue. Needs jobs:submit and jobs:lease",
+            "jobs:submit",
+            {"200": _json(_ref("QueueSettings"), "resumed")},
+            None,
+            _NAME,
+            (400, 429, 504, 507),
+        )
+    },
     "/events": {
         "get": _op(
             "Server-Sent Events: `event: stats` and `event: job` (Bearer or ?ticket=)",
@@ -566,6 +688,128 @@ PATHS: dict[str, Any] = {
         )
     },
 }
+
+
+# -- insight (issue 19) ------------------------------------------------------------------------
+_FINGERPRINT = [_path_param("fingerprint")]
+PATHS.update(
+    {
+        "/jobs/{id}/explain": {
+            "get": _op(
+                "Why the job is where it is: one sentence (`summary`), a `reason`, and fields",
+                "jobs:read",
+                {"200": _json(_ref("Explanation"), "the explanation")},
+                None,
+                _ID,
+                (404,),
+            )
+        },
+        "/jobs/{id}/progress": {
+            "post": _op(
+                "Report a running attempt's progress (0..1) and a short note",
+                "jobs:ack",
+                {"200": _json(_obj({"job_id": {"type": "string"}, "progress": _ref("Progress")}),
+                              "recorded")},
+                "ProgressRequest",
+                _ID,
+                (400, 404, 409, 413, 504, 507),
+            )
+        },
+        "/dead/groups": {
+            "get": _op(
+                "The DEAD jobs grouped by their last error's fingerprint, biggest first",
+                "jobs:read",
+                {"200": _json(_ref("DeadGroupList"), "the groups")},
+            )
+        },
+        **{
+            f"/dead/groups/{{fingerprint}}/{action}": {
+                "post": _op(
+                    f"{action.capitalize()} every job of a dead-letter group that died before "
+                    "the request, in logged commands of `chunk` jobs",
+                    "jobs:submit",
+                    {"200": _json(_ref("DeadGroupSettled"), "done")},
+                    "DeadGroupRequest",
+                    _FINGERPRINT,
+                    (400, 404, 413, 504, 507),
+                )
+            }
+            for action in ("requeue", "cancel")
+        },
+    }
+)  # fmt: skip
+
+
+def _console_paths() -> dict[str, Any]:
+    """The console's routes (issue 17; docs/api.md "The operator's console"), their query
+    parameters generated from wire_console.py's Structs like the others'."""
+    queries = (WorkerListQuery, QueueDetailQuery, HistoryQuery)
+    (worker_id, *_), components = msgspec.json.schema_components(
+        [WorkerId, *queries], ref_template=_REF + "{name}"
+    )
+    worker_query, queue_query, history_query = (
+        [
+            _query(name, _not_null(schema))
+            for name, schema in _published(components.pop(query.__name__), {})["properties"].items()
+        ]
+        for query in queries
+    )
+    header = {
+        "name": "X-Jq-Worker",
+        "in": "header",
+        "description": "the worker's id, kept on each job it leases (GET /workers)",
+        "schema": _published(worker_id, {}),
+    }
+    for path in ("/jobs/lease", "/jobs/ack"):
+        PATHS[path]["post"].setdefault("parameters", []).append(header)
+    queue_name = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": QUEUE_NAME_PATTERN},
+    }
+    return {
+        "/workers": {
+            "get": _op(
+                "Live workers: leases held (logged) and last seen (this node's soft state)",
+                "jobs:read",
+                {"200": _json(_ref("WorkerList"), "a page")},
+                params=worker_query,
+                errors=(400,),
+            )
+        },
+        "/queues/{name}/overview": {
+            "get": _op(
+                "One queue: counts by state, latency, throughput, the leases held (paged)",
+                "jobs:read",
+                {"200": _json(_ref("QueueDetail"), "the queue")},
+                None,
+                [queue_name, *queue_query],
+                (400, 404),
+            )
+        },
+        "/stats/history": {
+            "get": _op(
+                "Per-minute submitted/acked/failed counts over the last hour or day",
+                "jobs:read",
+                {"200": _json(_ref("History"), "the counts")},
+                params=history_query,
+                errors=(400,),
+            )
+        },
+        "/jobs/bulk": {
+            "post": _op(
+                "Requeue the DEAD jobs, or cancel the waiting jobs, matching a filter",
+                "jobs:submit",
+                {"200": _json(_ref("BulkResponse"), "done: every chunk durable")},
+                "BulkRequest",
+                errors=(400, 413, 504, 507),
+            )
+        },
+    }
+
+
+PATHS.update(_console_paths())
 
 
 def openapi_document() -> dict[str, Any]:

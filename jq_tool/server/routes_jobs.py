@@ -15,15 +15,18 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from msgspec import UNSET
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from jq_tool.auth import Scope
-from jq_tool.core.model import ErrorCode, Job
+from jq_tool.core.model import ErrorCode, Job, JobState, UniqueScope
 from jq_tool.engine.base import (
+    SCHEDULED,
     CommandRejected,
     Engine,
+    JobFilter,
     JobSpec,
     LeaseNext,
     Settlement,
@@ -48,7 +51,9 @@ from jq_tool.server.validation import (
     IdempotencyKey,
     LeaseBody,
     ListQuery,
+    ListState,
     SubmitBody,
+    WorkerId,
 )
 from jq_tool.server.wire import (
     AckBatchAnswer,
@@ -63,8 +68,10 @@ from jq_tool.server.wire import (
     leased_body,
     parse_rfc3339,
 )
+from jq_tool.server.workers import WorkerBook
 from jq_tool.settings import Settings
 
+SEARCH_SCAN_LIMIT = 50_000  # jobs one GET /jobs search examines (docs/api.md)
 _SMALL_BODY = 64 * 1024  # lease/extend/cancel bodies carry a few ids and numbers
 _NO_JOBS = ApiError(404, "not_found", "no jobs available")
 
@@ -83,6 +90,7 @@ class JobRoutes:
     settings: Settings
     counts: defaultdict[str, int]  # engine commands by type, for /metrics
     draining: asyncio.Event
+    workers: WorkerBook  # who asked for work when (soft state for GET /workers)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -100,8 +108,22 @@ class JobRoutes:
 
     # --- submit ---------------------------------------------------------------------------------
 
-    def _spec(self, body: SubmitBody, idempotency_key: str | None, owner: str) -> JobSpec:
+    def _spec(
+        self,
+        body: SubmitBody,
+        idempotency_key: str | None,
+        owner: str,
+        batch_index: dict[int, int] | None = None,
+    ) -> JobSpec:
+        """The JobSpec of a submit body. `batch_index`: for an entry of a batch, the spec
+        index of each earlier accepted entry by its position, to resolve "$N" parents."""
         check_size(body.payload, self.settings.max_payload, "payload")
+        period_scope = body.unique_scope is UniqueScope.PERIOD and body.unique_key is not None
+        if period_scope and body.unique_period_ms is None:
+            raise invalid_field("unique_period_ms", "unique_scope period needs unique_period_ms")
+        parents = body.depends_on
+        if parents and any(parent.startswith("$") for parent in parents):
+            parents = [_batch_parent(parent, batch_index) for parent in parents]
         run_at: int | None = None
         if body.run_at is not None:
             if body.delay_ms is not None:
@@ -119,6 +141,11 @@ class JobRoutes:
             delay_ms=body.delay_ms,
             idempotency_key=body.idempotency_key or idempotency_key,
             owner=owner,  # idempotency keys are the submitting key's owner's own
+            unique_key=body.unique_key,
+            unique_scope=body.unique_scope,
+            unique_period_ms=body.unique_period_ms or 0,
+            depends_on=parents,
+            on_parent_failure=body.on_parent_failure,
         )
 
     async def submit(self, request: Request) -> Response:
@@ -132,6 +159,8 @@ class JobRoutes:
         outcome = await self.engine.submit(spec)
         if outcome.error is not None or outcome.job_id is None:
             raise _refused(outcome)
+        if outcome.unique:
+            return JSONResponse(SubmitAnswer(outcome.job_id, UNSET, True))
         if outcome.duplicate:
             return JSONResponse(SubmitAnswer(outcome.job_id, True))
         return JSONResponse(SubmitAnswer(outcome.job_id), status_code=201)
@@ -142,12 +171,15 @@ class JobRoutes:
         results: list[SubmitAnswer | BatchRefusal | None] = []
         specs: list[JobSpec] = []
         positions: list[int] = []
+        spec_of_position: dict[int, int] = {}
         for raw in batch.jobs:
             try:
-                spec = self._spec(decode(bytes(raw), SubmitBody), None, caller.owner_id)
+                body = decode(bytes(raw), SubmitBody)
+                spec = self._spec(body, None, caller.owner_id, spec_of_position)
             except ApiError as exc:
                 results.append(BatchRefusal(exc.message, exc.field, exc.code))
                 continue
+            spec_of_position[len(results)] = len(specs)
             positions.append(len(results))
             results.append(None)
             specs.append(spec)
@@ -159,7 +191,9 @@ class JobRoutes:
                     refusal = _refused(outcome)
                     results[position] = BatchRefusal(refusal.message, None, refusal.code.value)
                 else:
-                    results[position] = SubmitAnswer(outcome.job_id, outcome.duplicate)
+                    results[position] = SubmitAnswer(
+                        outcome.job_id, outcome.duplicate, True if outcome.unique else UNSET
+                    )
         return JSONResponse({"results": results}, status_code=201)
 
     # --- lease and settle -------------------------------------------------------------------
@@ -167,6 +201,7 @@ class JobRoutes:
     async def lease(self, request: Request) -> Response:
         await self.guard.require(request, Scope.JOBS_LEASE)
         body = decode(await read_body(request, _SMALL_BODY), LeaseBody)
+        worker = self._worker(request, body.queue)
         self.counts["lease"] += 1
         wait_ms = 0 if self.draining.is_set() else body.wait_ms or 0
         jobs = await self.engine.lease(
@@ -175,6 +210,7 @@ class JobRoutes:
             lease_ms=body.lease_ms,
             wait_ms=wait_ms,
             give_up=lambda: self._give_up(request),
+            worker=worker,
         )
         if not jobs and wait_ms and self.draining.is_set():
             raise ApiError(503, "unavailable", "server is shutting down")
@@ -183,6 +219,14 @@ class JobRoutes:
         if body.max_jobs is None:
             return JSONResponse(leased_body(jobs[0]))
         return JSONResponse([leased_body(job) for job in jobs])
+
+    def _worker(self, request: Request, queue: str) -> str | None:
+        """The worker id of `X-Jq-Worker` (optional; 400 when malformed), noted as seen."""
+        worker = header(request, b"x-jq-worker")
+        if worker is not None:
+            check_value(worker, WorkerId, "X-Jq-Worker")
+            self.workers.seen(worker, queue)
+        return worker
 
     async def _give_up(self, request: Request) -> None:
         """When a long poll stops waiting: the server starts draining (a long poll must not hold
@@ -222,7 +266,8 @@ class JobRoutes:
         if body.lease_next is not None:
             await self.guard.require(request, Scope.JOBS_LEASE)
             wanted = body.lease_next
-            lease_next = LeaseNext(wanted.queue, wanted.max_jobs, wanted.lease_ms)
+            worker = self._worker(request, wanted.queue)
+            lease_next = LeaseNext(wanted.queue, wanted.max_jobs, wanted.lease_ms, worker)
             self.counts["lease"] += 1
         results: list[AckResult] = []
         settlements: list[Settlement] = []
@@ -296,15 +341,55 @@ class JobRoutes:
         await self.guard.require(request, Scope.JOBS_READ)
         # The states' names in any case.
         query = decode_query(request.query_params, ListQuery, any_case=("state",))
+        state = query.state
         try:
-            jobs, next_cursor = await self.engine.list(
-                state=query.state, queue=query.queue, limit=query.limit, cursor=query.cursor
-            )
+            if state is ListState.SCHEDULED or query.id_prefix or query.error:
+                # A search: a bounded scan (docs/api.md), continued through the cursor.
+                where = JobFilter(
+                    labels=None if state is None else _labels(state),
+                    queue=query.queue,
+                    id_prefix=query.id_prefix,
+                    error=query.error,
+                )
+                jobs, next_cursor = self.engine.search(
+                    where, limit=query.limit, cursor=query.cursor, scan_limit=SEARCH_SCAN_LIMIT
+                )
+            else:
+                jobs, next_cursor = await self.engine.list(
+                    state=None if state is None else JobState(state.value),
+                    queue=query.queue,
+                    limit=query.limit,
+                    cursor=query.cursor,
+                )
         except ValueError:
             raise invalid_field("cursor", "cursor is not one this server gave out") from None
         return JSONResponse(
             JobPage([job_body(job, with_payload=False) for job in jobs], next_cursor)
         )
+
+
+def _batch_parent(parent: str, batch_index: dict[int, int] | None) -> str:
+    """A depends_on entry: a job id as it is, or "$N" (entry N of this batch, before this
+    one, itself accepted) as "$K" with K its index among the submitted specs."""
+    if not parent.startswith("$"):
+        return parent
+    digits = parent[1:]
+    if batch_index is None:
+        raise invalid_field("depends_on", f"{parent!r}: a $N parent names a batch entry")
+    if not (digits.isascii() and digits.isdigit()) or int(digits) not in batch_index:
+        raise invalid_field(
+            "depends_on",
+            f"{parent!r} must name an earlier, accepted entry of this batch ($0, $1, ...)",
+        )
+    return f"${batch_index[int(digits)]}"
+
+
+def _labels(state: ListState) -> frozenset[str]:
+    """The search labels of a listed state: READY lists due and scheduled READY jobs alike,
+    as GET /jobs always did; SCHEDULED only the latter."""
+    if state is ListState.READY:
+        return frozenset({"READY", SCHEDULED})
+    return frozenset({state.value})
 
 
 def _refused(outcome: SubmitOutcome) -> CommandRejected:

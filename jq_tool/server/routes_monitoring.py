@@ -18,6 +18,7 @@ import contextlib
 from dataclasses import dataclass
 
 import msgspec
+from msgspec import UNSET
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -25,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 from jq_tool.auth import KeyStore, Scope
 from jq_tool.engine.base import Engine
 from jq_tool.server.auth_guard import Guard
+from jq_tool.server.latency import LatencyWatch
 from jq_tool.server.metrics import PROMETHEUS_CONTENT_TYPE, MetricsRegistry, render
 from jq_tool.server.requests import decode_query, read_body
 from jq_tool.server.stats import StatsView
@@ -84,6 +86,7 @@ class MonitoringRoutes:
     registry: MetricsRegistry
     max_body: int
     key_store_probe: KeyStoreProbe
+    latency: LatencyWatch | None = None  # max-latency warnings (issue 19)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -101,10 +104,11 @@ class MonitoringRoutes:
             problems.append(HealthProblem("engine", health.reason or "writes refused"))
         if self.key_store_probe.problem is not None:
             problems.append(HealthProblem("key_store", self.key_store_probe.problem))
+        warnings = self.latency.breaches() if self.latency is not None else []
         if not problems:
-            return JSONResponse(Health("ok", health.role))
+            return JSONResponse(Health("ok", health.role, warnings=warnings or UNSET))
         reason = "; ".join(problem.reason for problem in problems)
-        body = Health("unavailable", health.role, reason, problems)
+        body = Health("unavailable", health.role, reason, problems, warnings or UNSET)
         return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
     async def get_stats(self, request: Request) -> Response:

@@ -26,6 +26,7 @@ import msgspec
 from jq_tool.engine.base import Engine
 from jq_tool.server.wire import rfc3339
 
+_QUEUE_SETTING_FIELDS = ("paused", "concurrency", "rate_limit", "rate_period_ms")
 STATS_QUEUES = 100  # the busiest queues in /stats and each stats frame of /events
 FRAME_TTL_S = 0.5  # an /events stats frame may be this old when a stream sends it
 
@@ -67,8 +68,11 @@ class ThroughputMeter:
 class StatsView:
     """Builds the /stats body of docs/api.md."""
 
-    def __init__(self, engine: Engine, meter: ThroughputMeter, node_id: str) -> None:
+    def __init__(
+        self, engine: Engine, meter: ThroughputMeter, node_id: str, latency: Any = None
+    ) -> None:
         self.engine = engine
+        self.latency = latency  # server/latency.py's LatencyWatch: per-queue latency
         self.meter = meter
         self.node_id = node_id
         self.started = time.monotonic()
@@ -78,6 +82,8 @@ class StatsView:
     def body(self) -> dict[str, Any]:
         stats = self.engine.stats(top=STATS_QUEUES)
         body: dict[str, Any] = msgspec.structs.asdict(stats.totals)
+        for setting in _QUEUE_SETTING_FIELDS:  # a queue's own, not a total
+            del body[setting]
         body["queues"] = {
             name: msgspec.structs.asdict(queue) for name, queue in sorted(stats.queues.items())
         }
@@ -94,6 +100,13 @@ class StatsView:
             "skipped_runs": schedules.skipped,
             "missed_runs": schedules.missed,
         }
+        settings = self.engine.queue_settings_page()
+        body["flow"] = {
+            "paused_queues": sum(1 for s in settings if s.paused),
+            "limited_queues": sum(1 for s in settings if s.concurrency or s.rate_limit),
+        }
+        if self.latency is not None:
+            body["latency"] = self.latency.stats_body()
         body["role"] = self.engine.health().role
         body["node_id"] = self.node_id
         body["uptime_s"] = round(time.monotonic() - self.started, 3)

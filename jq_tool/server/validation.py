@@ -9,15 +9,19 @@ a value past a limit (`requests.decode` turns that into a 400 naming the field),
 
 from __future__ import annotations
 
+import enum
 from typing import Annotated
 
 import msgspec
 
 from jq_tool.auth import LABEL_PATTERN, KeyType, Scope
-from jq_tool.core.model import JobState, MissedPolicy, OverlapPolicy
+from jq_tool.core.model import MissedPolicy, OverlapPolicy, ParentFailure, UniqueScope
 
 MAX_LEASE_WAIT_MS = 30_000
 MAX_BATCH = 1000
+MAX_PARENTS = 1000  # depends_on entries of one job
+ParentRef = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+UniquePeriodMs = Annotated[int, msgspec.Meta(ge=1, le=365 * 86_400_000)]
 
 # The one queue name pattern, as docs/api.md and /openapi.json publish it. JSON Schema reads
 # `$` the ECMAScript way (the very end); Python's `$` also matches before a final newline, which
@@ -31,6 +35,8 @@ MaxRetries = Annotated[int, msgspec.Meta(ge=0, le=1000)]
 DelayMs = Annotated[int, msgspec.Meta(ge=0, le=10 * 365 * 86_400_000)]
 # The same limit for the `idempotency_key` field and the `Idempotency-Key` header.
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+# The X-Jq-Worker header: a worker's id (the SDK sends hostname:pid:random).
+WorkerId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[!-~]+\Z")]
 # A key's name and owner id (auth's one rule: not blank, no control characters).
 Label = Annotated[
     str, msgspec.Meta(min_length=1, max_length=200, pattern=LABEL_PATTERN.removesuffix("$") + r"\Z")
@@ -71,6 +77,13 @@ class SubmitBody(msgspec.Struct):
     run_at: RFC3339Time | None = None  # read by wire.parse_rfc3339, the server's one parser
     queue: QueueName = "default"
     idempotency_key: IdempotencyKey | None = None
+    # Flow control (issue 18): a unique key (per owner) and its scope; parents by job id, or
+    # "$N" for entry N (earlier) of the same batch.
+    unique_key: IdempotencyKey | None = None
+    unique_scope: UniqueScope = UniqueScope.QUEUED
+    unique_period_ms: UniquePeriodMs | None = None
+    depends_on: Annotated[list[ParentRef], msgspec.Meta(max_length=MAX_PARENTS)] = []
+    on_parent_failure: ParentFailure = ParentFailure.CANCEL
 
 
 class BatchBody(msgspec.Struct):
@@ -144,14 +157,29 @@ class KeyCreateBody(msgspec.Struct):
     scopes: Annotated[list[Scope], msgspec.Meta(min_length=1)] | None = None
 
 
+class ListState(enum.StrEnum):
+    """A job state to list (GET /jobs), or SCHEDULED: READY with a future run_at."""
+
+    READY = "READY"
+    RUNNING = "RUNNING"
+    ACKED = "ACKED"
+    RETRY = "RETRY"
+    DEAD = "DEAD"
+    CANCELLED = "CANCELLED"
+    WAITING = "WAITING"
+    SCHEDULED = "SCHEDULED"
+
+
 class ListQuery(msgspec.Struct):
     """The query of GET /jobs: `state` in any case (the route upper-cases it); an empty
-    parameter counts as absent."""
+    parameter counts as absent. `id_prefix` and `error` make it a bounded search."""
 
-    state: JobState | None = None
+    state: ListState | None = None
     queue: QueueName | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
     cursor: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,20}\Z")] | None = None
+    id_prefix: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    error: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
 
 
 class QueueListQuery(msgspec.Struct):
@@ -163,6 +191,16 @@ class QueueListQuery(msgspec.Struct):
 
 class EmptyBody(msgspec.Struct):
     pass
+
+
+class QueueSettingsBody(msgspec.Struct):
+    """PUT /queues/{name}: a queue's flow settings; a field left out stays as it is, 0 removes
+    a limit. A rate limit counts leases in a sliding window of rate_period_ms."""
+
+    paused: bool | None = None
+    concurrency: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
+    rate_limit: Annotated[int, msgspec.Meta(ge=0, le=100_000)] | None = None
+    rate_period_ms: Annotated[int, msgspec.Meta(ge=0, le=7 * 86_400_000)] | None = None
 
 
 # --- schedules (periodic jobs) -----------------------------------------------------------------

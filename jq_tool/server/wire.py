@@ -27,7 +27,17 @@ from msgspec import UNSET, UnsetType
 from starlette.responses import Response
 
 from jq_tool.auth import ApiKey, KeyType, Scope
-from jq_tool.core.model import Job, JobState, MissedPolicy, OverlapPolicy, Schedule
+from jq_tool.core.model import (
+    Attempt,
+    Job,
+    JobProgress,
+    JobState,
+    MissedPolicy,
+    OverlapPolicy,
+    ParentFailure,
+    Schedule,
+)
+from jq_tool.engine.base import attempt_history, split_error
 
 _encoder = msgspec.json.Encoder()
 
@@ -152,6 +162,8 @@ class SubmitAnswer(msgspec.Struct):
 
     job_id: str
     duplicate: bool | UnsetType = UNSET
+    # A unique_key in scope found this earlier job (200); no new job was made.
+    unique: bool | UnsetType = UNSET
 
 
 class BatchRefusal(msgspec.Struct):
@@ -248,10 +260,66 @@ class JobView(msgspec.Struct, kw_only=True):
     # The schedule whose run made the job, and the due time it ran for: only on such jobs.
     schedule: str | UnsetType = UNSET
     schedule_due_at: Time | UnsetType = UNSET
+    # The parents it waits or waited for, and what a failed parent does: only on such jobs.
+    depends_on: list[str] | UnsetType = UNSET
+    on_parent_failure: ParentFailure | UnsetType = UNSET
+    # A running attempt's last progress report (issue 19): only once its worker sent one.
+    progress: ProgressView | UnsetType = UNSET
+
+    # The current error split for a list column (core/attempts.split_error), the worker id
+    # holding the current lease, and (GET /jobs/{id} only) the attempts kept.
+    error_class: str | None = None
+    error_message: str | None = None
+    worker: str | None = None
+    attempt_history: list[AttemptView] | UnsetType = UNSET
+
+
+class ProgressView(msgspec.Struct):
+    """A running attempt's last reported progress."""
+
+    progress: float
+    note: str
+    at: Time
+
+
+def _progress_view(progress: JobProgress) -> ProgressView:
+    return ProgressView(progress.percent, progress.note, rfc3339(progress.at))
+
+
+def progress_body(progress: JobProgress | None) -> ProgressView | None:
+    return None if progress is None else _progress_view(progress)
+
+
+class AttemptView(msgspec.Struct, kw_only=True):
+    """One attempt of a job (GET /jobs/{id}'s `attempt_history`)."""
+
+    attempt: int
+    worker: str | None
+    started_at: Time | None
+    ended_at: Time | None
+    outcome: str  # running, acked, failed, expired
+    error_class: str | None
+    error_message: str | None
+    traceback: str | None  # the attempt's whole error text, at most 8 KiB
+
+
+def attempt_body(attempt: Attempt) -> AttemptView:
+    error_class, error_message = split_error(attempt.error)
+    return AttemptView(
+        attempt=attempt.attempt,
+        worker=attempt.worker,
+        started_at=rfc3339(attempt.started_at),
+        ended_at=rfc3339(attempt.ended_at),
+        outcome=attempt.outcome,
+        error_class=error_class,
+        error_message=error_message,
+        traceback=attempt.error,
+    )
 
 
 def job_body(job: Job, *, with_payload: bool = True) -> JobView:
     run = job.scheduled_by
+    error_class, error_message = split_error(job.result_error)
     return JobView(
         job_id=job.id,
         state=job.state,
@@ -269,6 +337,15 @@ def job_body(job: Job, *, with_payload: bool = True) -> JobView:
         payload=job.payload if with_payload else UNSET,
         schedule=UNSET if run is None else run.name,
         schedule_due_at=UNSET if run is None else rfc3339(run.due),
+        depends_on=UNSET if job.depends_on is None else job.depends_on.parents,
+        on_parent_failure=UNSET if job.depends_on is None else job.depends_on.on_parent_failure,
+        progress=UNSET if job.progress is None else _progress_view(job.progress),
+        error_class=error_class,
+        error_message=error_message,
+        worker=job.worker if job.state is JobState.RUNNING else None,
+        attempt_history=(
+            [attempt_body(a) for a in attempt_history(job)] if with_payload else UNSET
+        ),
     )
 
 
@@ -295,6 +372,8 @@ class Health(msgspec.Struct):
     role: str
     reason: str | UnsetType = UNSET
     problems: list[HealthProblem] | UnsetType = UNSET
+    # Conditions that do not refuse work but need a look: a queue past its max latency.
+    warnings: list[HealthProblem] | UnsetType = UNSET
 
 
 class QueueView(msgspec.Struct, kw_only=True):
@@ -309,6 +388,24 @@ class QueueView(msgspec.Struct, kw_only=True):
     acked: int
     cancelled: int
     total: int
+    waiting: int = 0
+    paused: bool = False
+    concurrency: int = 0  # 0: no limit
+    rate_limit: int = 0  # 0: no limit
+    rate_period_ms: int = 0
+
+
+class QueueSettingsView(msgspec.Struct, kw_only=True):
+    """A queue's flow settings (GET/PUT /queues/{name}, pause, resume), with its job counts
+    when it holds jobs. `rate_window_leases`: leases counted in the current rate window."""
+
+    name: str
+    paused: bool
+    concurrency: int
+    rate_limit: int
+    rate_period_ms: int
+    rate_window_leases: int
+    counts: QueueView | None = None
 
 
 class QueuePage(msgspec.Struct):

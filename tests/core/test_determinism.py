@@ -17,9 +17,12 @@ import pytest
 
 from jq_tool.core.model import (
     Ack,
+    BulkCancel,
+    BulkRequeue,
     Cancel,
     Command,
     CreateSchedule,
+    DeadGroupAction,
     DeleteSchedule,
     Expire,
     Extend,
@@ -33,10 +36,12 @@ from jq_tool.core.model import (
     MissedPolicy,
     NewJob,
     OverlapPolicy,
+    Progress,
     Purge,
     Requeue,
     Result,
     ScheduleSpec,
+    SettleDeadGroup,
     Submit,
     UpdateSchedule,
     decode_command,
@@ -51,8 +56,10 @@ QUEUES = ["default", "emails", "reports", "zz-low"]
 KINDS = [
     "submit", "lease", "ack", "fail", "extend", "cancel", "requeue", "expire", "purge",
     "schedule", "fire",
+    "progress",
+    "dead_group",
 ]  # fmt: skip
-WEIGHTS = [18, 20, 16, 7, 4, 3, 2, 10, 2, 2, 8]
+WEIGHTS = [18, 20, 16, 7, 4, 3, 2, 10, 2, 2, 8, 2, 1]
 SCHEDULES = ["hourly", "reports", "cleanup"]
 CHECKPOINT = 1000
 
@@ -135,6 +142,9 @@ def record_log(seed: int, length: int) -> tuple[list[Command], list[Result], lis
             else:
                 job_id = f"job-{rng.randrange(next_job)}"
             command = Cancel(now, job_id) if kind == "cancel" else Requeue(now, job_id)
+            if rng.random() < 0.2:  # sometimes as a chunk of a bulk action, with others
+                ids = [job_id, *(c.id for c in candidates)]
+                command = BulkCancel(now, ids) if kind == "cancel" else BulkRequeue(now, ids)
         elif kind == "purge":
             command = Purge(now, now - rng.choice([0, 2000, 30_000]))
         elif kind == "schedule":
@@ -170,6 +180,17 @@ def record_log(seed: int, length: int) -> tuple[list[Command], list[Result], lis
             now = max(now, at + 1000 * batch)  # a ticker fires what has come
             command = FireSchedule(now, name, at, at + 1000 * batch, at + 1000 * (batch + 1),
                                    job_id, batch)  # fmt: skip
+        elif kind == "progress" and leased:
+            job = leased[-1]
+            command = Progress(now, job.id, job.lease_id if rng.random() < 0.9 else "stale",
+                               rng.choice([0, 0.25, 1, 1.5]), f"step {i}")  # fmt: skip
+        elif kind == "dead_group":
+            groups = sm.dead_groups()
+            fp = rng.choice(groups).fingerprint if groups else "0" * 16
+            action = rng.choice(list(DeadGroupAction))
+            command = SettleDeadGroup(
+                now, fp, action, rng.randint(1, 5), now - rng.choice([0, 500])
+            )
         else:
             command = Expire(now)
         result = sm.apply(command)
@@ -236,6 +257,7 @@ def test_restore_then_continue_is_the_same_as_never_restoring(recorded, cut: int
     second.sm.restore(first.sm.snapshot())
     assert second.sm.snapshot() == first.sm.snapshot()
     assert second.sm.stats() == first.sm.stats()
+    assert second.sm.dead_groups() == first.sm.dead_groups()
     assert second.sm.next_due() == first.sm.next_due()
     continued = [second.sm.apply(command) for command in log[cut:]]
     assert continued == results[cut:]

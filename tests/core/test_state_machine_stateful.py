@@ -23,6 +23,10 @@ from jq_tool.core.backoff import retry_backoff_ms
 from jq_tool.core.model import (
     FINISHED_STATES,
     Ack,
+    Attempt,
+    BulkCancel,
+    BulkRequeue,
+    BulkResult,
     Cancel,
     Command,
     CreateSchedule,
@@ -110,6 +114,17 @@ class ReferenceQueue:
             return self.purge(command)
         if isinstance(command, (CreateSchedule, UpdateSchedule, DeleteSchedule, FireSchedule)):
             return self.schedule_command(command)
+        if isinstance(command, (BulkRequeue, BulkCancel)):
+            # A chunk: each job as its single command would go, the others skipped.
+            self.advance(command.now)
+            single = Requeue if isinstance(command, BulkRequeue) else Cancel
+            return BulkResult(
+                [
+                    j
+                    for j in command.job_ids
+                    if not isinstance(self.apply(single(command.now, j)), Error)
+                ]
+            )
         job = self.jobs.get(command.job_id)
         if job is None:
             return Error(ErrorCode.NOT_FOUND, "")
@@ -126,10 +141,10 @@ class ReferenceQueue:
         now = command.now
         if isinstance(command, Ack):
             job.state, job.result, job.updated_at = A, command.result, now
-            job.lease_id = job.lease_until = None
+            job.lease_id = job.lease_until = job.result_error = None
             self.counters.acked += 1
         elif isinstance(command, Fail):
-            self.fail(job, command.error, now)
+            self.fail(job, command.error, now, "failed")
         elif isinstance(command, Extend):
             job.lease_until = now + command.lease_ms
         elif isinstance(command, Cancel):
@@ -164,7 +179,7 @@ class ReferenceQueue:
             run_at = now if nj.run_at is None else nj.run_at
             self.jobs[nj.id] = Job(
                 nj.id, nj.queue, nj.payload, nj.priority, nj.max_retries, 0, R, now, run_at,
-                self.seq, idempotency_key=key, updated_at=now,
+                self.seq, idempotency_key=key, updated_at=now, owner=nj.owner,
             )  # fmt: skip
             if key is not None:
                 self.idempotency[(nj.owner, key)] = (nj.id, nj.fingerprint, now + KEEP_MS)
@@ -200,10 +215,15 @@ class ReferenceQueue:
         for job, lease_id in zip(runnable, command.lease_ids, strict=False):
             job.state, job.attempts, job.updated_at = RU, job.attempts + 1, now
             job.lease_id, job.lease_until = lease_id, now + command.lease_ms
+            job.worker, job.leased_at = command.worker, now
             leased.append(copy(job))
         return LeaseResult(jobs=leased)
 
-    def fail(self, job: Job, error: str, now: int) -> None:
+    def fail(self, job: Job, error: str, now: int, outcome: str) -> None:
+        # The attempt joins the history (the last 10), its worker and lease time cleared.
+        ended = Attempt(job.attempts, job.worker, job.leased_at, now, outcome, error)
+        job.history = ([*(job.history or []), ended])[-10:]
+        job.worker = job.leased_at = None
         job.result_error, job.updated_at = error, now
         job.lease_id = job.lease_until = None
         self.counters.failed += 1
@@ -225,7 +245,7 @@ class ReferenceQueue:
             if j.state is RU and j.lease_until is not None and j.lease_until <= self.now
         ]
         for job in expired:
-            self.fail(job, "lease expired", command.now)
+            self.fail(job, "lease expired", command.now, "expired")
         self.counters.expired += len(expired)
         promoted += self.promote_retries(None, command.now)
         return ExpireResult(expired=len(expired), promoted=promoted)
@@ -471,11 +491,12 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
         queue=st.sampled_from(QUEUES),
         n=st.integers(min_value=0, max_value=3),
         lease_ms=st.integers(min_value=-10, max_value=3000),
+        worker=st.sampled_from([None, "host:1:a", "host:2:b"]),
     )
-    def lease(self, queue: str, n: int, lease_ms: int) -> None:
+    def lease(self, queue: str, n: int, lease_ms: int, worker: str | None) -> None:
         ids = [f"L{self.next_lease + i}" for i in range(n)]
         self.next_lease += n
-        self.check(Lease(self.now, queue, lease_ms, ids))
+        self.check(Lease(self.now, queue, lease_ms, ids, worker))
 
     @rule(
         queue=st.sampled_from(QUEUES),
@@ -520,6 +541,11 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
     @rule(ref=job_refs)
     def requeue(self, ref: int) -> None:
         self.check(Requeue(self.now, self.job_id(ref, D)))
+
+    @rule(refs=st.lists(job_refs, max_size=6), requeue=st.booleans())
+    def bulk(self, refs: list[int], requeue: bool) -> None:
+        ids = [self.job_id(ref, D) if requeue else self.job_id(ref) for ref in refs]
+        self.check(BulkRequeue(self.now, ids) if requeue else BulkCancel(self.now, ids))
 
     @rule()
     def expire(self) -> None:

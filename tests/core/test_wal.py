@@ -654,7 +654,7 @@ def test_inspect_records_dumps_json_lines(tmp_path: Path) -> None:
     assert lines[0]["type"] == "command"
     # Submit and NewJob grew fields at their ends (owner, fingerprint; keep time, queue cap).
     assert lines[0]["command"] == [
-        "submit", 10, [["a", "default", "p", 0, 3, None, None, "", None]], 86_400_000, 0
+        "submit", 10, [["a", "default", "p", 0, 3, None, None, "", None, None]], 86_400_000, 0
     ]  # fmt: skip
     assert lines[1]["command"] == ["ack", 11, "a", "l", "done"]
     assert lines[2]["command"] is None and "undecodable" in lines[2]["error"]

@@ -45,7 +45,8 @@ def test_events_deliver_stats_and_job_events(server: Any, client: httpx.Client) 
             if name == "job" and data["job_id"] == job_id:
                 assert data == {
                     "job_id": job_id, "queue": queue, "state": "READY", "previous": None,
-                    "attempts": 0, "priority": 0, "at": data["at"],
+                    "attempts": 0, "priority": 0, "at": data["at"], "run_at": data["at"],
+                    "worker": None, "error_class": None, "error_message": None,
                 }  # fmt: skip
                 assert data["at"].endswith("Z")
                 break

@@ -82,6 +82,7 @@ def test_submit_lease_ack_get(client: httpx.Client, worker: httpx.Client) -> Non
     assert set(job) == {
         "job_id", "state", "attempts", "max_retries", "created_at", "result", "result_error",
         "payload", "queue", "priority", "run_at", "lease_until", "updated_at", "idempotency_key",
+        "error_class", "error_message", "worker", "attempt_history",
     }  # fmt: skip
     assert job["state"] == "ACKED" and job["result"] == "done" and job["result_error"] is None
     assert job["attempts"] == 1 and job["max_retries"] == 2 and job["payload"] == "process this"
@@ -325,7 +326,8 @@ def test_stats_shape_and_counts(client: httpx.Client, worker: httpx.Client) -> N
     assert stats["role"] == "single" and isinstance(stats["node_id"], str)
     assert stats["queues"][queue] == {
         "runnable": 1, "running": 0, "scheduled": 1, "retry": 0, "dead": 0, "acked": 0,
-        "cancelled": 0, "total": 2,
+        "cancelled": 0, "total": 2, "waiting": 0,
+        "paused": False, "concurrency": 0, "rate_limit": 0, "rate_period_ms": 0,
     }  # fmt: skip
     assert set(stats["totals"]) == {
         "submitted", "acked", "failed", "retried", "dead", "expired", "cancelled", "requeued",

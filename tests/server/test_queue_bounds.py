@@ -128,7 +128,8 @@ def test_every_queue_is_reachable_through_get_queues(crowded: Any) -> None:
         first = http.get("/queues", params={"limit": 2}).json()
         assert first["queues"][0] == {
             "name": crowded.names[0], "runnable": 1, "running": 0, "scheduled": 0, "retry": 0,
-            "dead": 0, "acked": 0, "cancelled": 0, "total": 1,
+            "dead": 0, "acked": 0, "cancelled": 0, "total": 1, "waiting": 0, "paused": False,
+            "concurrency": 0, "rate_limit": 0, "rate_period_ms": 0,
         }  # fmt: skip
         assert first["next_cursor"] == crowded.names[1]
         refused = http.get("/queues", params={"cursor": "bad name\n"})
