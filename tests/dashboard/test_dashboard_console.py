@@ -151,13 +151,18 @@ def test_errors_are_a_column_and_an_expandable_traceback(
     retried_cell = row(page, retried).locator("td.col-error")
     expect(retried_cell.locator(".error-class")).to_have_text("TimeoutError", timeout=LIVE)
 
-    # Its successful retry: ACKED, and no error shown as the current one.
+    # Its successful retry: ACKED, no error shown as the current one, the failure in history.
     assert ack_next(jq_server, wait_ms=30_000) == retried
     expect(row(page, retried)).to_have_attribute("data-state", "ACKED", timeout=LIVE)
     expect(retried_cell).to_have_text("")
     row(page, retried).locator("td").first.click()
     expect(page.locator("#d-job_id")).to_have_text(retried, timeout=LIVE)
-    expect(page.locator("#d-error-title")).to_have_text("Last failure (an earlier attempt)")
+    expect(page.locator("#d-error-none")).to_be_visible()
+    attempts = page.locator("#d-history-list > li")
+    expect(attempts).to_have_count(2)
+    expect(attempts.nth(0)).to_have_attribute("data-outcome", "failed")
+    expect(attempts.nth(0).locator(".error-class")).to_have_text("TimeoutError")
+    expect(attempts.nth(1)).to_have_attribute("data-outcome", "acked")
 
 
 def test_scheduled_tab_and_cancelled_card(console: RecordedPage, jq_server: JqServer) -> None:
@@ -287,3 +292,64 @@ def test_screenshots_light_dark_phone(
         assert shot.stat().st_size > 20_000
         if os.environ.get("JQ_UPDATE_SCREENSHOT"):
             shutil.copyfile(shot, DOCS / name)
+
+
+def test_queues_workers_history_and_bulk_requeue(
+    console: RecordedPage, jq_server: JqServer
+) -> None:
+    submit_batch(jq_server, [{"payload": "waiting", "queue": "emails"}] * 3)
+    dead = [submit(jq_server, payload=f"doomed {n}", max_retries=0, priority=9) for n in range(3)]
+    with jq_server.client(jq_server.worker_key) as http:
+        for _ in dead:
+            leased = http.post(
+                "/jobs/lease", json={}, headers={"X-Jq-Worker": "build-7:4121:9f2c"}
+            ).json()
+            body = {"lease_id": leased["lease_id"], "result_error": "KeyError: 'user'"}
+            assert http.post(f"/jobs/{leased['job_id']}/ack", json=body).status_code == 200
+        # One lease held by a named worker: the queue view names it.
+        submit(jq_server, payload="running")
+        http.post("/jobs/lease", json={}, headers={"X-Jq-Worker": "build-7:4121:9f2c"})
+    page = connect(console, jq_server)
+
+    emails = page.locator('#queues-body tr[data-queue="emails"]')
+    expect(emails).to_be_visible(timeout=LIVE)
+    expect(emails.locator("td").nth(1)).to_have_text("3")
+    expect(emails.locator('td[data-field="latency"]')).not_to_have_text("—")
+    default = page.locator('#queues-body tr[data-queue="default"]')
+    expect(default).to_contain_text("build-7:4121:9f2c")
+    worker = page.locator('#workers-body tr[data-worker="build-7:4121:9f2c"]')
+    expect(worker).to_be_visible(timeout=LIVE)
+    expect(worker.locator("td").nth(1)).to_have_text("1")
+    expect(page.locator("#hist-submitted-total")).to_have_text("7 in 1h", timeout=LIVE)
+    page.click('#history-window .chip[data-window="24h"]')
+    expect(page.locator("#hist-failed-total")).to_have_text("3 in 24h", timeout=LIVE)
+
+    # A client key may not pause a queue (it takes jobs:submit and jobs:lease): no button.
+    expect(emails.locator("button[data-pause-queue]")).to_have_count(0)
+
+    # Bulk requeue of the dead jobs matching the search, after a confirmation that says so.
+    page.fill("#search-input", "KeyError")
+    page.press("#search-input", "Enter")
+    expect(page.locator("#jobs-body tr")).to_have_count(3, timeout=LIVE)
+    asked: list[str] = []
+
+    def answer(dialog) -> None:  # type: ignore[no-untyped-def]
+        asked.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", answer)
+    page.click("#bulk-requeue")
+    expect(page.locator("#stat-dead")).to_have_text("0", timeout=LIVE)
+    assert asked and "KeyError" in asked[0]
+    assert {get_job(jq_server, job_id)["state"] for job_id in dead} == {"READY"}
+
+    # An admin key may: pause a queue, with a confirmation first.
+    page.click("#key-forget")
+    page.fill("#key-input", str(jq_server.admin_key))
+    page.click("#key-form button[type=submit]")
+    expect(emails.locator("button[data-pause-queue]")).to_be_visible(timeout=LIVE)
+    page.once("dialog", lambda dialog: dialog.accept())
+    emails.locator("button[data-pause-queue]").click()
+    expect(emails).to_have_attribute("data-paused", "true", timeout=LIVE)
+    with jq_server.client(jq_server.client_key) as http:
+        assert http.get("/queues/emails").json()["paused"] is True

@@ -22,19 +22,20 @@
   const TABLE_INTERVAL_MS = 500; // the table is rebuilt at most twice a second
   const QUIET_MS = 3000; // a counter or table quiet this long flashes when it changes
   const FLASH_MAX = 3; // a rebuild that changes more rows than this flashes none
-  const ERROR_FILL_MS = 2000; // how often rows in RETRY/DEAD without their error ask for it
-  const ERROR_FILL_MAX = 8; // and how many of them at a time
+  const CONSOLE_REFRESH_MS = 5000; // queues, workers and history are read this often
+  const OVERVIEW_MAX = 10; // queues shown with their latency and leases
+  const SEARCH_ROUNDS = 5; // pages of a bounded search read for one screen of matches
   const SPARK_POINTS = 120;
   const SPARK_W = 300;
   const SPARK_H = 48;
   const STAT_FIELDS = ["runnable", "running", "scheduled", "retry", "dead", "acked", "cancelled"];
-  const ERROR_STATES = new Set(["RETRY", "DEAD"]);
   const INT_FIELDS = new Set(["priority", "delay_ms", "max_retries"]);
   const RETRY_MAX_MS = 10000;
 
   const state = {
     key: null,
     canWrite: false, // the key has jobs:submit (else no write control is shown)
+    canPause: false, // and jobs:lease too: it may pause a queue
     filter: "", // a job state, "SCHEDULED", or "" for all
     search: { text: "", queue: "", state: "", idPrefix: "" },
     model: new Map(), // job_id -> job; iteration order = least recently changed first
@@ -56,9 +57,8 @@
     lastTable: 0,
     latestStats: null,
     statsDirty: false,
-    errorFillAt: 0,
-    errorFillTimer: null,
     detailTimer: null,
+    historyWindow: "1h",
   };
 
   const $ = (id) => document.getElementById(id);
@@ -133,6 +133,10 @@
         out.textContent = failure;
         out.title = failure;
       }
+    } else if (elt.dataset.cancel) {
+      if (e.detail.successful) toast("Cancelled " + shortId(elt.dataset.cancel));
+      else toast("Cancel failed: " + failure, "error");
+      if (state.selected === elt.dataset.cancel) scheduleDetail();
     } else if (elt.dataset.requeue) {
       if (e.detail.successful) {
         toast("Requeued " + shortId(elt.dataset.requeue));
@@ -250,7 +254,18 @@
       scopes = null;
     }
     if (generation !== state.generation || key !== state.key) return;
-    if (scopes === null) scopes = key.startsWith("worker_") ? ["jobs:read"] : key.startsWith("client_") || key.startsWith("admin_") ? ["jobs:submit"] : [];
+    if (scopes === null) {
+      scopes = key.startsWith("admin_")
+        ? ["jobs:submit", "jobs:lease"]
+        : key.startsWith("worker_")
+          ? ["jobs:lease"]
+          : key.startsWith("client_")
+            ? ["jobs:submit"]
+            : [];
+    }
+    // Pausing a queue changes it for every client and worker: it takes a key that may both
+    // submit and lease (an admin key).
+    state.canPause = scopes.indexOf("jobs:submit") >= 0 && scopes.indexOf("jobs:lease") >= 0;
     setCanWrite(scopes.indexOf("jobs:submit") >= 0);
   }
 
@@ -323,6 +338,7 @@
     setConn("live", "live");
     // Events missed while disconnected are not replayed: resync the table.
     loadJobs();
+    loadConsole();
     if (state.selected) scheduleDetail();
   });
 
@@ -397,7 +413,8 @@
     return state.cursor === null;
   }
 
-  // An event as a model change: O(1) whatever the rate, no DOM.
+  // An event as a model change: O(1) whatever the rate, no DOM. Events carry run_at (a delayed
+  // job is SCHEDULED at once), the lease holder and the current error split: no request per row.
   function applyEvent(event) {
     const known = state.model.get(event.job_id);
     const job = Object.assign({}, known || {}, {
@@ -408,14 +425,11 @@
       priority: event.priority,
       updated_at: event.at,
     });
-    // run_at travels in events once the server sends it; a delayed job is SCHEDULED at once.
-    if ("run_at" in event) job.run_at = event.run_at;
-    // A failure's error stays while the job waits to retry and runs again; an ACKED job's error
-    // was an earlier attempt's, not its own.
-    if (job.state === "ACKED") job.result_error = null;
-    else if (ERROR_STATES.has(job.state) && (!known || known.state !== job.state)) job.error_stale = true;
+    for (const field of ["run_at", "worker", "error_class", "error_message"]) {
+      if (field in event) job[field] = event[field];
+    }
     if (known) state.model.delete(event.job_id);
-    if (matchesView(job, !known)) {
+    if (matchesView(job)) {
       state.model.set(event.job_id, job);
       if (state.model.size > MODEL_LIMIT) state.model.delete(state.model.keys().next().value);
     }
@@ -426,25 +440,27 @@
     if (state.selected === event.job_id) scheduleDetail();
   }
 
-  // Does a job belong in the current view? A new job whose error is unknown cannot match an
-  // error-text search: it waits for the next page read.
-  function matchesView(job, isNew) {
+  // Does a job belong in the current view? The same filters the server applies to a page.
+  function matchesView(job) {
     const shown = displayState(job);
-    if (state.filter === "SCHEDULED") {
+    const wanted = state.filter || state.search.state;
+    if (wanted === "SCHEDULED") {
       if (shown !== "SCHEDULED") return false;
-    } else if (state.filter && state.filter !== job.state) {
+    } else if (wanted && wanted !== job.state) {
       return false;
     }
     const search = state.search;
-    if (search.state && search.state !== shown && search.state !== job.state) return false;
     if (search.queue && search.queue !== job.queue) return false;
     if (search.idPrefix && !String(job.job_id).startsWith(search.idPrefix)) return false;
-    if (search.text) {
-      if (isNew) return false;
-      const error = (job.result_error || "").toLowerCase();
-      if (!error.includes(search.text)) return false;
-    }
+    if (search.text && !errorLine(job).toLowerCase().includes(search.text.toLowerCase())) return false;
     return true;
+  }
+
+  function errorLine(job) {
+    if (job.error_class || job.error_message) {
+      return (job.error_class ? job.error_class + ": " : "") + (job.error_message || "");
+    }
+    return job.result_error ? parseError(job.result_error).line : "";
   }
 
   // ------------------------------------------------------------------ stats + sparklines
@@ -523,7 +539,8 @@
   }
 
   // The y axis starts at zero, always: 161 against 196 acks/s must not look like empty and full.
-  function drawSpark(svg, values) {
+  function drawSpark(svg, values, slots) {
+    const width = slots || SPARK_POINTS;
     const base = svgChild(svg, "base", "line");
     const area = svgChild(svg, "area", "path");
     const line = svgChild(svg, "line", "path");
@@ -535,8 +552,8 @@
     let peak = 1;
     for (const v of values) if (v > peak) peak = v;
     const top = peak * 1.15;
-    const step = SPARK_W / (SPARK_POINTS - 1);
-    const offset = SPARK_POINTS - values.length; // the newest sample sits at the right edge
+    const step = SPARK_W / (width - 1);
+    const offset = width - values.length; // the newest sample sits at the right edge
     const points = values.map(function (v, i) {
       const x = (offset + i) * step;
       const y = SPARK_H - (v / top) * SPARK_H;
@@ -550,17 +567,22 @@
 
   // ------------------------------------------------------------------ jobs table
 
-  // The query for the current view. The server filters by state and queue; the id prefix and
-  // error text are checked here on each page read (and on live events).
+  // The query for the current view: the server filters (state, scheduled, queue, id prefix,
+  // error text) and pages by an opaque cursor.
   function jobsQuery(cursor) {
     const params = new URLSearchParams();
     params.set("limit", String(MAX_ROWS));
-    let wanted = state.filter === "SCHEDULED" ? "READY" : state.filter;
-    if (!wanted && state.search.state) wanted = state.search.state === "SCHEDULED" ? "READY" : state.search.state;
-    if (wanted) params.set("state", wanted);
+    const wanted = state.filter || state.search.state;
+    if (wanted) params.set("state", wanted.toLowerCase());
     if (state.search.queue) params.set("queue", state.search.queue);
+    if (state.search.idPrefix) params.set("id_prefix", state.search.idPrefix);
+    if (state.search.text) params.set("error", state.search.text);
     if (cursor) params.set("cursor", cursor);
     return "/jobs?" + params.toString();
+  }
+
+  function searching() {
+    return Boolean(state.search.idPrefix || state.search.text);
   }
 
   async function loadJobs() {
@@ -568,24 +590,23 @@
     const generation = state.generation;
     const view = viewKey();
     const cursor = state.cursor;
-    let data;
+    let jobs = [];
+    let next = cursor;
     try {
-      data = await api("GET", jobsQuery(cursor));
+      // A search is a bounded scan: a page may come back short with a cursor to go on from.
+      for (let round = 0; round < SEARCH_ROUNDS; round++) {
+        const data = await api("GET", jobsQuery(next));
+        jobs = jobs.concat(data.jobs || []);
+        next = data.next_cursor || null;
+        if (!searching() || !next || jobs.length >= MAX_ROWS) break;
+      }
     } catch (err) {
       if (err.status === 401) keyRejected(err.message);
       else if (err.status) toast("Could not list jobs: " + err.message, "error");
       return;
     }
     if (generation !== state.generation || view !== viewKey() || cursor !== state.cursor) return;
-    state.nextCursor = data.next_cursor || null;
-    const jobs = (data.jobs || []).filter(function (job) {
-      return matchesView(job, false);
-    });
-    if (state.filter === "SCHEDULED") {
-      jobs.sort(function (a, b) {
-        return Date.parse(a.run_at) - Date.parse(b.run_at);
-      });
-    }
+    state.nextCursor = next;
     state.model.clear();
     // The page is newest first; the model keeps the newest last.
     for (let i = jobs.length - 1; i >= 0; i--) state.model.set(jobs[i].job_id, jobs[i]);
@@ -609,7 +630,7 @@
     state.lastTable = performance.now();
     let jobs = [];
     const values = Array.from(state.model.values());
-    if (state.filter === "SCHEDULED") {
+    if ((state.filter || state.search.state) === "SCHEDULED") {
       jobs = values.sort(function (a, b) {
         return Date.parse(a.run_at) - Date.parse(b.run_at);
       }).slice(0, MAX_ROWS);
@@ -644,48 +665,12 @@
     if (!sameOrder(body.children, trs)) body.replaceChildren.apply(body, trs);
     updateEmpty();
     updatePager();
-    maybeFillErrors();
   }
 
   function sameOrder(children, trs) {
     if (children.length !== trs.length) return false;
     for (let i = 0; i < trs.length; i++) if (children[i] !== trs[i]) return false;
     return true;
-  }
-
-  // Job events carry no error text: rows that turned RETRY or DEAD since the last page read get
-  // theirs read, ERROR_FILL_MAX jobs at most every ERROR_FILL_MS, whatever the failure rate.
-  function maybeFillErrors() {
-    const wanted = [];
-    for (const entry of state.rows.values()) {
-      if (ERROR_STATES.has(entry.job.state) && (entry.job.result_error == null || entry.job.error_stale)) {
-        if (wanted.push(entry.job.job_id) >= ERROR_FILL_MAX) break;
-      }
-    }
-    if (wanted.length === 0) return;
-    const now = performance.now();
-    if (now < state.errorFillAt) {
-      // Asked too recently: once more when the interval is over, even if nothing else changes.
-      if (!state.errorFillTimer) {
-        state.errorFillTimer = setTimeout(function () {
-          state.errorFillTimer = null;
-          maybeFillErrors();
-        }, state.errorFillAt - now);
-      }
-      return;
-    }
-    state.errorFillAt = now + ERROR_FILL_MS;
-    const generation = state.generation;
-    for (const jobId of wanted) {
-      api("GET", "/jobs/" + encodeURIComponent(jobId)).then(function (fresh) {
-        const known = state.model.get(jobId);
-        if (generation !== state.generation || !known || !fresh) return;
-        // Same place in the model (no reorder): only the error text is new.
-        state.model.set(jobId, Object.assign({}, known, { result_error: fresh.result_error, error_stale: false }));
-        state.tableDirty = true;
-        requestPaint();
-      }, function () {});
-    }
   }
 
   function updateEmpty() {
@@ -749,23 +734,29 @@
     }
   }
 
-  // The error column: the exception class in bold and its message, from the last line of a
-  // traceback. Not for an ACKED job: its old error is history (the detail says so).
+  // The error column: the exception class in bold and its message. The server keeps only the
+  // current error (a successful retry clears it), so what is shown is never stale.
   function fillErrorCell(td, job) {
-    if (job.state === "ACKED" || !job.result_error) {
+    const line = errorLine(job);
+    if (!line) {
       td.replaceChildren();
       td.title = "";
       return;
     }
-    const parsed = parseError(job.result_error);
     const cls = document.createElement("span");
     cls.className = "error-class";
-    cls.textContent = parsed.cls;
     const message = document.createElement("span");
     message.className = "error-message";
-    message.textContent = parsed.message;
+    if (job.error_class !== undefined || job.error_message !== undefined) {
+      cls.textContent = job.error_class || "";
+      message.textContent = job.error_message || "";
+    } else {
+      const parsed = parseError(job.result_error);
+      cls.textContent = parsed.cls;
+      message.textContent = parsed.message;
+    }
     td.replaceChildren(cls, message);
-    td.title = parsed.line;
+    td.title = line;
   }
 
   // "Traceback (most recent call last): … ValueError: bad" → {cls: "ValueError", message: "bad"}.
@@ -840,7 +831,7 @@
       else if (!name && /^[0-9a-f-]{4,36}$/i.test(word) && !search.idPrefix) search.idPrefix = word.toLowerCase();
       else words.push(word);
     }
-    search.text = words.join(" ").toLowerCase();
+    search.text = words.join(" "); // the server matches it case-insensitively
     return search;
   }
 
@@ -908,22 +899,36 @@
     $("d-result").textContent = pretty(job.result);
     renderDetailError(job);
     renderHistory(job);
+    loadExplain(job.job_id);
     const actions = $("d-actions");
     actions.replaceChildren();
     if (job.state === "DEAD" && state.canWrite) actions.append(requeueButton(job.job_id, false));
+    if ((job.state === "READY" || job.state === "RETRY") && state.canWrite) actions.append(cancelButton(job.job_id));
   }
 
-  // The current error only while the job is failing; after a successful retry the failure is
-  // the previous attempt's, said so, never shown as the job's error.
+  function cancelButton(jobId) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "btn btn-ghost write-control";
+    button.textContent = "Cancel";
+    button.dataset.cancel = jobId;
+    button.setAttribute("hx-post", "/jobs/" + encodeURIComponent(jobId) + "/cancel");
+    button.setAttribute("hx-confirm", "Cancel job " + shortId(jobId) + "?");
+    button.setAttribute("hx-swap", "none");
+    htmx.process(button);
+    return button;
+  }
+
+  // The current error (the server clears it on a successful ack): a job that succeeded on a
+  // retry shows "no error" here, its failures in the attempt history below.
   function renderDetailError(job) {
     const box = $("d-error");
-    const failing = ERROR_STATES.has(job.state);
     const error = job.result_error || "";
-    $("d-error-title").textContent = failing ? "Error" : "Last failure (an earlier attempt)";
     box.hidden = !error;
     $("d-error-none").hidden = Boolean(error);
-    box.dataset.current = String(failing);
-    const parsed = parseError(error);
+    const parsed = job.error_class || job.error_message
+      ? { cls: job.error_class || "", message: job.error_message || "" }
+      : parseError(error);
     $("d-error-class").textContent = parsed.cls;
     $("d-error-message").textContent = parsed.message;
     $("d-result_error").textContent = error;
@@ -931,9 +936,10 @@
     box.open = error !== "" && error.indexOf("\n") < 0;
   }
 
-  // The attempt history, when the server keeps one (GET /jobs/{id} `history`).
+  // The attempt history (GET /jobs/{id} `attempt_history`, the last 10, oldest first): who ran
+  // each attempt, when, how it ended, and its traceback folded.
   function renderHistory(job) {
-    const history = Array.isArray(job.history) ? job.history : null;
+    const history = Array.isArray(job.attempt_history) ? job.attempt_history : null;
     $("d-history").hidden = !history || history.length === 0;
     const list = $("d-history-list");
     list.replaceChildren();
@@ -943,7 +949,7 @@
       li.dataset.outcome = String(attempt.outcome || "");
       const head = document.createElement("div");
       head.className = "history-head";
-      const outcome = pill(String(attempt.outcome || "").toUpperCase() || "RUNNING");
+      const outcome = pill(String(attempt.outcome || "running").toUpperCase());
       const what = document.createElement("span");
       const parts = ["attempt " + attempt.attempt];
       if (attempt.worker) parts.push(attempt.worker);
@@ -952,22 +958,37 @@
       what.textContent = parts.join(" · ");
       head.append(outcome, what);
       li.append(head);
-      if (attempt.error) {
-        const parsed = parseError(attempt.error);
+      if (attempt.error_class || attempt.error_message || attempt.traceback) {
         const details = document.createElement("details");
         details.className = "error-box";
         const summary = document.createElement("summary");
         const cls = document.createElement("span");
         cls.className = "error-class";
-        cls.textContent = parsed.cls;
-        summary.append(cls, document.createTextNode(" " + parsed.message));
-        const pre = document.createElement("pre");
-        pre.className = "code code-error";
-        pre.textContent = attempt.error;
-        details.append(summary, pre);
+        cls.textContent = attempt.error_class || "";
+        summary.append(cls, document.createTextNode(" " + (attempt.error_message || "")));
+        details.append(summary);
+        if (attempt.traceback) {
+          const pre = document.createElement("pre");
+          pre.className = "code code-error";
+          pre.textContent = attempt.traceback;
+          details.append(pre);
+        }
         li.append(details);
       }
       list.append(li);
+    }
+  }
+
+  // Why the job is where it is (GET /jobs/{id}/explain), one sentence; quiet when the server
+  // has no such route.
+  async function loadExplain(jobId) {
+    const out = $("d-explain");
+    out.textContent = "";
+    try {
+      const why = await api("GET", "/jobs/" + encodeURIComponent(jobId) + "/explain");
+      if (jobId === state.selected && why && why.summary) out.textContent = why.summary;
+    } catch (_) {
+      /* an older server, or the job is gone */
     }
   }
 
@@ -980,6 +1001,200 @@
       /* not JSON: show it as it is */
     }
     return String(text);
+  }
+
+  // ------------------------------------------------------------------ queues, workers, history
+
+  // Read every CONSOLE_REFRESH_MS while the stream is live and the tab visible: a few small
+  // requests, whatever the job rate (the queue overviews of the busiest OVERVIEW_MAX only).
+  async function loadConsole() {
+    if (!state.key || document.hidden || $("conn").dataset.state !== "live") return;
+    const generation = state.generation;
+    await Promise.all([loadQueues(generation), loadWorkers(generation), loadHistory(generation)]);
+  }
+
+  async function loadQueues(generation) {
+    let page;
+    try {
+      page = await api("GET", "/queues?limit=100");
+    } catch (_) {
+      return;
+    }
+    const queues = (page.queues || []).slice().sort(function (a, b) {
+      return (b.runnable + b.running + b.retry + b.dead) - (a.runnable + a.running + a.retry + a.dead) || (a.name < b.name ? -1 : 1);
+    });
+    const shown = queues.slice(0, OVERVIEW_MAX);
+    const overviews = await Promise.all(shown.map(function (queue) {
+      const name = encodeURIComponent(queue.name);
+      return api("GET", "/queues/" + name + "/overview?limit=5").catch(function () { return null; });
+    }));
+    if (generation !== state.generation) return;
+    const body = $("queues-body");
+    const rows = shown.map(function (queue, i) {
+      return queueRow(queue, overviews[i]);
+    });
+    body.replaceChildren.apply(body, rows);
+    $("queues-empty").hidden = rows.length > 0;
+  }
+
+  function queueRow(queue, overview) {
+    const tr = document.createElement("tr");
+    tr.dataset.queue = queue.name;
+    // GET /queues carries each queue's flow settings when the server has flow control.
+    const paused = Boolean(queue.paused);
+    tr.dataset.paused = String(paused);
+    const cell = function (text, cls) {
+      const td = document.createElement("td");
+      if (cls) td.className = cls;
+      td.textContent = text;
+      tr.append(td);
+      return td;
+    };
+    const name = cell(queue.name);
+    if (paused) {
+      const badge = pill("PAUSED");
+      badge.classList.add("paused-badge");
+      name.append(badge);
+    }
+    cell(numberFormat.format(queue.runnable), "col-num");
+    cell(numberFormat.format(queue.running), "col-num");
+    cell(numberFormat.format(queue.scheduled), "col-num col-optional");
+    cell(numberFormat.format(queue.retry), "col-num col-optional");
+    cell(numberFormat.format(queue.dead), "col-num");
+    const latency = overview && typeof overview.latency_ms === "number" ? formatMs(overview.latency_ms) : "—";
+    cell(latency, "col-num").dataset.field = "latency";
+    const acked = overview && overview.throughput && overview.throughput.acked;
+    // The last whole minute: the current one is still filling.
+    cell(acked && acked.length > 1 ? numberFormat.format(acked[acked.length - 2]) : "—", "col-num col-optional");
+    const leases = cell("", "col-optional");
+    for (const lease of (overview && overview.leases) || []) {
+      const line = document.createElement("div");
+      line.className = "lease";
+      line.textContent = shortId(lease.job_id) + " · " + (lease.worker || "unnamed worker") + " · since " + formatTime(lease.since, false) + " until " + formatTime(lease.until, false);
+      leases.append(line);
+    }
+    if (overview && overview.next_cursor) {
+      const more = document.createElement("div");
+      more.className = "lease muted-note";
+      more.textContent = "and " + numberFormat.format(Math.max(0, queue.running - 5)) + " more";
+      leases.append(more);
+    }
+    const action = cell("", "col-action");
+    if ("paused" in queue && state.canPause) action.append(pauseButton(queue.name, paused));
+    return tr;
+  }
+
+  function pauseButton(queue, paused) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "btn btn-ghost btn-small write-control";
+    button.textContent = paused ? "Resume" : "Pause";
+    button.dataset.pauseQueue = queue;
+    button.dataset.paused = String(paused);
+    return button;
+  }
+
+  async function togglePause(button) {
+    const queue = button.dataset.pauseQueue;
+    const resume = button.dataset.paused === "true";
+    if (!resume && !window.confirm("Pause queue " + queue + "? Workers lease nothing from it until it is resumed.")) return;
+    try {
+      await api("POST", "/queues/" + encodeURIComponent(queue) + (resume ? "/resume" : "/pause"));
+      toast((resume ? "Resumed " : "Paused ") + queue);
+    } catch (err) {
+      if (err.status === 403) state.canPause = false;
+      toast("Could not change " + queue + ": " + err.message, "error");
+    }
+    loadQueues(state.generation);
+  }
+
+  function formatMs(ms) {
+    if (ms < 1000) return Math.round(ms) + " ms";
+    return formatDuration(ms / 1000);
+  }
+
+  async function loadWorkers(generation) {
+    let page;
+    try {
+      page = await api("GET", "/workers?limit=50");
+    } catch (_) {
+      return;
+    }
+    if (generation !== state.generation) return;
+    const rows = (page.workers || []).map(function (worker) {
+      const tr = document.createElement("tr");
+      tr.dataset.worker = worker.worker_id;
+      const values = [
+        [worker.worker_id, "job-id"],
+        [numberFormat.format(worker.leases), "col-num"],
+        [(worker.queues || []).join(", "), "col-optional"],
+        [worker.last_seen ? formatTime(worker.last_seen, false) : "—", "col-time"],
+      ];
+      for (const [text, cls] of values) {
+        const td = document.createElement("td");
+        td.className = cls;
+        td.textContent = text;
+        tr.append(td);
+      }
+      return tr;
+    });
+    const body = $("workers-body");
+    body.replaceChildren.apply(body, rows);
+    $("workers-empty").hidden = rows.length > 0;
+  }
+
+  async function loadHistory(generation) {
+    const window_ = state.historyWindow;
+    let history;
+    try {
+      history = await api("GET", "/stats/history?window=" + window_);
+    } catch (_) {
+      return;
+    }
+    if (generation !== state.generation || window_ !== state.historyWindow) return;
+    for (const field of ["submitted", "acked", "failed"]) {
+      const values = history[field] || [];
+      drawSpark($("hist-" + field), values, Math.max(2, values.length));
+      const total = values.reduce(function (a, b) { return a + b; }, 0);
+      $("hist-" + field + "-total").textContent = numberFormat.format(total) + " in " + window_;
+    }
+  }
+
+  // ------------------------------------------------------------------ bulk actions
+
+  // The current search as a bulk filter: what the operator sees is what the action takes.
+  function bulkFilter() {
+    const filter = {};
+    if (state.search.queue) filter.queue = state.search.queue;
+    if (state.search.text) filter.error = state.search.text;
+    if (state.search.idPrefix) filter.id_prefix = state.search.idPrefix;
+    return filter;
+  }
+
+  function describeFilter(filter) {
+    const parts = [];
+    if (filter.queue) parts.push("in queue " + filter.queue);
+    if (filter.error) parts.push('with an error containing "' + filter.error + '"');
+    if (filter.id_prefix) parts.push("with an id starting " + filter.id_prefix);
+    return parts.length ? " " + parts.join(", ") : " in every queue";
+  }
+
+  async function bulk(action) {
+    const filter = bulkFilter();
+    const what = action === "requeue" ? "Requeue every DEAD job" : "Cancel every waiting job (ready, scheduled, retry)";
+    const count = action === "requeue" && !filter.queue && !filter.error && !filter.id_prefix && state.latestStats
+      ? " (" + numberFormat.format(state.latestStats.dead || 0) + " now)"
+      : "";
+    if (!window.confirm(what + describeFilter(filter) + count + "?")) return;
+    try {
+      const done = await api("POST", "/jobs/bulk", Object.assign({ action: action }, filter));
+      toast((action === "requeue" ? "Requeued " : "Cancelled ") + numberFormat.format(done.changed) + " of " + numberFormat.format(done.matched) + " matching");
+    } catch (err) {
+      if (err.status === 403) setCanWrite(false);
+      toast("Bulk " + action + " failed: " + err.message, "error");
+    }
+    resetPages();
+    loadJobs();
   }
 
   // ------------------------------------------------------------------ toast
@@ -1053,6 +1268,26 @@
       state.paused = false;
       loadJobs();
     });
+    $("bulk-requeue").addEventListener("click", function () {
+      bulk("requeue");
+    });
+    $("bulk-cancel").addEventListener("click", function () {
+      bulk("cancel");
+    });
+    $("queues-body").addEventListener("click", function (e) {
+      const button = e.target.closest("button[data-pause-queue]");
+      if (button) togglePause(button);
+    });
+    $("history-window").addEventListener("click", function (e) {
+      const chip = e.target.closest(".chip");
+      if (!chip) return;
+      state.historyWindow = chip.dataset.window;
+      for (const other of $("history-window").querySelectorAll(".chip")) {
+        other.setAttribute("aria-pressed", String(other === chip));
+      }
+      loadHistory(state.generation);
+    });
+    setInterval(loadConsole, CONSOLE_REFRESH_MS);
     document.addEventListener("keydown", function (e) {
       if (e.target.closest && e.target.closest("input, textarea, select")) return;
       if (e.key === "/") {
