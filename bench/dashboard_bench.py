@@ -161,7 +161,7 @@ def task_seconds(cdp) -> float:  # type: ignore[no-untyped-def]
     return float(next(m["value"] for m in metrics if m["name"] == "TaskDuration"))
 
 
-def steady(browser, jq: Path, rate: int, seconds: float, ref: str | None) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def steady(browser, jq: Path, rate: int, seconds: float, ref: str | None) -> dict[str, object]:  # type: ignore[no-untyped-def]
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(jq, Path(tmp) / "data", Path(tmp) / "serve.log")
         worker = subprocess.Popen(
@@ -211,7 +211,7 @@ def steady(browser, jq: Path, rate: int, seconds: float, ref: str | None) -> dic
 
 def burst_phase(
     browser, jq: Path, jobs: int, ref: str | None, timeout_s: float
-) -> dict[str, float]:  # type: ignore[no-untyped-def]
+) -> dict[str, object]:  # type: ignore[no-untyped-def]
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(jq, Path(tmp) / "data", Path(tmp) / "serve.log")
         context = None
@@ -267,21 +267,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     jq = Path(sys.executable).parent / "jq"
     report: dict[str, object] = {"ref": args.ref or "working tree"}
+
+    def done(phase: str, figures: dict[str, object]) -> None:
+        # Each phase as soon as it is measured: a frozen page may hang what comes after.
+        report[phase] = figures
+        if not args.json:
+            print(phase, " ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
+
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             if args.rate > 0:
-                report["steady"] = steady(browser, jq, args.rate, args.seconds, args.ref)
+                done("steady", steady(browser, jq, args.rate, args.seconds, args.ref))
             if args.burst > 0:
-                report["burst"] = burst_phase(browser, jq, args.burst, args.ref, args.burst_timeout)
+                done("burst", burst_phase(browser, jq, args.burst, args.ref, args.burst_timeout))
         finally:
             browser.close()
     if args.json:
         print(json.dumps(report))
-    else:
-        for phase in ("steady", "burst"):
-            if phase in report:
-                print(phase, " ".join(f"{k}={v}" for k, v in report[phase].items()))  # type: ignore[union-attr]
     return 0
 
 
