@@ -170,19 +170,6 @@ def _host_port(text: str) -> str:
     return text
 
 
-def _queue_durations(text: str) -> dict[str, int]:
-    """`queue=duration,queue=duration` → {queue: ms} (max latency per queue); `none`: none."""
-    out: dict[str, int] = {}
-    if text.strip().lower() == "none":
-        return out
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        queue, sep, duration = item.partition("=")
-        if not sep or not queue.strip():
-            raise ValueError(f"expected queue=duration, got {item!r}")
-        out[queue.strip()] = _positive_duration(duration.strip())
-    return out
-
-
 def _id_list(check: Callable[[str], str], expected: str) -> Callable[[str], dict[str, str]]:
     """A parser of `id@address,id@address` → {id: address}, each address read by `check`."""
 
@@ -244,7 +231,27 @@ class Settings:
     )  # fmt: skip
     retention_ms: int = setting(
         "7d", flag="--retention", env="JQ_RETENTION", parse=_positive_duration,
-        help="Finished jobs are forgotten after this long",
+        help="Finished jobs are forgotten after this long, in memory and in the history store",
+    )  # fmt: skip
+    max_finished: int = setting(
+        "100000", flag="--max-finished", env="JQ_MAX_FINISHED", parse=_count,
+        help="Most finished (ACKED, CANCELLED) jobs held in memory; the oldest beyond it move "
+        "to the history store on disk",
+    )  # fmt: skip
+    max_finished_bytes: int = setting(
+        "256MiB", flag="--max-finished-bytes", env="JQ_MAX_FINISHED_BYTES",
+        parse=_positive_size,
+        help="Most memory (estimated) for finished jobs; the oldest beyond it move to disk",
+    )  # fmt: skip
+    max_dead: int = setting(
+        "100000", flag="--max-dead", env="JQ_MAX_DEAD", parse=_count,
+        help="Most DEAD jobs held; the oldest beyond it are dropped (logged, counted; their "
+        "records stay in the history store)",
+    )  # fmt: skip
+    max_idempotency_keys: int = setting(
+        "200000", flag="--max-idempotency-keys", env="JQ_MAX_IDEMPOTENCY_KEYS", parse=_count,
+        help="Most idempotency keys remembered; beyond it those whose keep time ends first "
+        "are forgotten early",
     )  # fmt: skip
     idempotency_keep_ms: int = setting(
         "24h", flag="--idempotency-keep", env="JQ_IDEMPOTENCY_KEEP", parse=_positive_duration,
@@ -344,11 +351,6 @@ class Settings:
     etcd_cluster_token: str = setting(
         "jq-cluster", flag="--etcd-cluster-token", env="ETCD_CLUSTER_TOKEN", panel=CLUSTER,
         help="etcd's --initial-cluster-token for the members jq starts",
-    )  # fmt: skip
-    max_latency: dict[str, int] = setting(
-        "none", flag="--max-latency", env="JQ_MAX_LATENCY", parse=_queue_durations,
-        help="Per queue, how long its oldest runnable job may wait before /health warns and "
-        "jq_queue_latency_breached says 1: emails=30s,reports=10m",
     )  # fmt: skip
 
     @property

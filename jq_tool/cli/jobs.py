@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -32,7 +33,7 @@ from jq_tool.cli.output import (
     print_rows,
     stdout,
 )
-from jq_tool.sdk import DEFAULT_URL, Job, LeasedJob, OutcomeUnknown, Settled
+from jq_tool.sdk import DEFAULT_URL, Job, LeasedJob, OutcomeUnknown, QueueLatency, Settled
 
 
 def _job_fields(job: Job) -> list[tuple[str, object]]:
@@ -81,6 +82,12 @@ def _print_settled(settled: Settled, as_json: bool) -> None:
         stdout().print(f"{settled.job_id} {settled.state.value}")
 
 
+class UniqueScopeChoice(StrEnum):
+    queued = "queued"
+    active = "active"
+    period = "period"
+
+
 def submit(
     payload: Annotated[str, typer.Argument(help="The job's payload; '-' reads stdin.")],
     priority: Annotated[int, typer.Option(help="Higher leases first.")] = 0,
@@ -103,6 +110,41 @@ def submit(
             show_default=False,
         ),
     ] = None,
+    unique_key: Annotated[
+        str | None,
+        typer.Option(
+            help="While the first job of this key is in --unique-scope, a submit answers its id "
+            "instead of making a job.",
+            show_default=False,
+        ),
+    ] = None,
+    unique_scope: Annotated[
+        UniqueScopeChoice | None,
+        typer.Option(
+            help="queued (default): WAITING/READY/RETRY; active: also RUNNING; period: for "
+            "--unique-period after the submit.",
+            show_default=False,
+        ),
+    ] = None,
+    unique_period: Annotated[
+        float | None, duration_option("How long a 'period' unique key holds, e.g. 10m.")
+    ] = None,
+    depends_on: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A parent job id (repeat for several): the job waits (WAITING) until every "
+            "parent is acked.",
+            show_default=False,
+        ),
+    ] = None,
+    run_on_parent_failure: Annotated[
+        bool,
+        typer.Option(
+            "--run-on-parent-failure",
+            help="Run once every parent finished, even DEAD or CANCELLED ones (default: a "
+            "failed parent cancels the job).",
+        ),
+    ] = False,
     url: UrlOption = DEFAULT_URL,
     key: KeyOption = None,
     as_json: JsonOption = False,
@@ -122,6 +164,11 @@ def submit(
                 queue=queue,
                 max_retries=max_retries,
                 idempotency_key=idempotency_key,
+                unique_key=unique_key,
+                unique_scope=None if unique_scope is None else unique_scope.value,
+                unique_period=unique_period,
+                depends_on=depends_on or None,
+                on_parent_failure="run" if run_on_parent_failure else None,
             )
         except OutcomeUnknown as error:
             fail(
@@ -219,7 +266,8 @@ def list_jobs(
     state: Annotated[
         str | None,
         typer.Option(
-            help="READY, SCHEDULED, RUNNING, ACKED, RETRY, DEAD or CANCELLED.", show_default=False
+            help="READY, SCHEDULED, RUNNING, ACKED, RETRY, DEAD, CANCELLED or WAITING.",
+            show_default=False,
         ),
     ] = None,
     queue: Annotated[str | None, typer.Option(help="Only this queue.", show_default=False)] = None,
@@ -280,19 +328,35 @@ def stats(
     if as_json:
         print_json(answer)
         return
-    columns = ["queue", "runnable", "running", "scheduled", "retry", "dead", "acked", "total"]
+    columns = ["queue", "runnable", "running", "scheduled", "retry", "dead", "acked", "total",
+               "oldest", "wait p95"]  # fmt: skip
     rows: list[list[object]] = [
-        [name, q.runnable, q.running, q.scheduled, q.retry, q.dead, q.acked, q.total]
+        [name, q.runnable, q.running, q.scheduled, q.retry, q.dead, q.acked, q.total,
+         *_latency_cells(answer.latency.get(name))]
         for name, q in sorted(answer.queues.items())
-    ]
+    ]  # fmt: skip
     a = answer
-    rows.append(["(all)", a.runnable, a.running, a.scheduled, a.retry, a.dead, a.acked, a.total])
+    rows.append(["(all)", a.runnable, a.running, a.scheduled, a.retry, a.dead, a.acked, a.total,
+                 "", ""])  # fmt: skip
     print_rows("stats", columns, rows)
     stdout().print(
         f"submits/s {a.submits_per_sec:.1f}  acks/s {a.acks_per_sec:.1f}  "
         f"role {a.role}  uptime {a.uptime_s:.0f}s",
         markup=False,
     )
+
+
+def _latency_cells(latency: QueueLatency | None) -> list[object]:
+    """The oldest runnable job's age (with a ! past the queue's max latency) and the time in
+    queue at the 95th percentile over the last 5 minutes (issue 19)."""
+    if latency is None:
+        return ["", ""]
+    age = latency.oldest_runnable_age_s
+    oldest = "-" if age is None else f"{age:.1f}s"
+    if age is not None and latency.max_latency_s is not None and age > latency.max_latency_s:
+        oldest += " !"
+    p95 = latency.wait_p95_s
+    return [oldest, "-" if p95 is None else f"≤{p95:g}s"]
 
 
 def cancel(

@@ -32,6 +32,7 @@ OUR_COMMANDS = frozenset(
         "requeue",
         "keys",
         "schedules",
+        "queues",
         "worker",
         "chaos",
         "tui",

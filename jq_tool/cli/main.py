@@ -54,6 +54,7 @@ def build_app(*, serve_only: bool = False) -> typer.Typer:
         insight,
         jobs,
         keys,
+        queues,
         schedules,
         serve,
         tui,
@@ -61,7 +62,19 @@ def build_app(*, serve_only: bool = False) -> typer.Typer:
         worker,
     )
 
-    for module in (serve, jobs, keys, schedules, worker, chaos, tui, wal_inspect, insight, console):
+    for module in (
+        serve,
+        jobs,
+        keys,
+        schedules,
+        queues,
+        worker,
+        chaos,
+        tui,
+        wal_inspect,
+        insight,
+        console,
+    ):
         module.register(app)
     return app
 

@@ -16,7 +16,8 @@ import re
 from jq_tool.core.model import Attempt, Job, JobState
 
 ATTEMPTS_KEPT = 10
-ERROR_TEXT_BYTES = 8192
+ERROR_TEXT_BYTES = 8192  # the last attempt's error text
+OLDER_ERROR_BYTES = 1024  # an earlier attempt's, once another came after it
 OUTCOMES = ("running", "acked", "failed", "expired")
 _ELLIPSIS = "…"
 
@@ -25,16 +26,35 @@ _ELLIPSIS = "…"
 _EXCEPTION_LINE = re.compile(r"([A-Za-z_][\w.]*)(?:: (.*)|:)?", re.DOTALL)
 
 
-def bounded_error(text: str) -> str:
-    """At most ERROR_TEXT_BYTES of UTF-8: a longer text keeps its end (where a traceback names
+def bounded_error(text: str, limit: int = ERROR_TEXT_BYTES) -> str:
+    """At most `limit` bytes of UTF-8: a longer text keeps its end (where a traceback names
     the exception) behind an ellipsis."""
-    if len(text) * 4 <= ERROR_TEXT_BYTES:
+    if len(text) * 4 <= limit:
         return text
     data = text.encode("utf-8")
-    if len(data) <= ERROR_TEXT_BYTES:
+    if len(data) <= limit:
         return text
-    tail = data[len(data) - ERROR_TEXT_BYTES + len(_ELLIPSIS.encode()) :]
+    tail = data[len(data) - limit + len(_ELLIPSIS.encode()) :]
     return _ELLIPSIS + tail.decode("utf-8", errors="ignore")
+
+
+def _older(attempt: Attempt) -> Attempt:
+    """An attempt pushed down the history by a newer one: its error cut to OLDER_ERROR_BYTES,
+    so a job's history holds at most ~17 KiB of error text however its attempts failed."""
+    error = attempt.error
+    if error is None or len(error) * 4 <= OLDER_ERROR_BYTES:
+        return attempt
+    shorter = bounded_error(error, OLDER_ERROR_BYTES)
+    if shorter is error:
+        return attempt
+    return Attempt(attempt.attempt, attempt.worker, attempt.started_at, attempt.ended_at,
+                   attempt.outcome, shorter)  # fmt: skip
+
+
+def error_chars(job: Job) -> int:
+    """The error text a job's history holds beyond its current error (retention's bytes)."""
+    current = job.result_error
+    return sum(len(a.error) for a in job.history or () if a.error and a.error != current)
 
 
 def ended_attempt(job: Job, now: int, outcome: str, error: str | None) -> list[Attempt]:
@@ -49,7 +69,10 @@ def ended_attempt(job: Job, now: int, outcome: str, error: str | None) -> list[A
         None if error is None else bounded_error(error),
     )
     kept = job.history or []
-    return [*kept[max(0, len(kept) - ATTEMPTS_KEPT + 1) :], attempt]
+    older = kept[max(0, len(kept) - ATTEMPTS_KEPT + 1) :]
+    if older:
+        older[-1] = _older(older[-1])  # the others were cut when they were pushed down
+    return [*older, attempt]
 
 
 def attempt_history(job: Job) -> list[Attempt]:

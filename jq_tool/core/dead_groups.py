@@ -1,7 +1,9 @@
 """Dead letters grouped by cause: an index of the DEAD jobs by their last error's fingerprint.
 
 The state machine tells it of every job that becomes DEAD (`add`) and of every job that stops
-being DEAD (`remove`: requeued, cancelled, purged); restore rebuilds it from the DEAD jobs. It is
+being DEAD (`remove`), from its one transition hook, so every command that moves a job into or
+out of DEAD is covered; a purge, which forgets jobs without a transition, removes them itself.
+Restore rebuilds it from the DEAD jobs. It is
 derived data, never in a snapshot. Each group keeps its jobs by id (a dict, so
 adding and removing are O(1)), how many of them each queue holds, and a heap of their death
 times, so settling a group's first N jobs costs O(N log n) and a listing recomputes only the
@@ -44,7 +46,7 @@ class DeadGroup:
     function of the jobs alone (never of the order commands happened to add them), so a
     machine restored from a snapshot takes the same jobs as one that replayed the log."""
 
-    __slots__ = ("print", "jobs", "queues", "order", "stale", "_summary")
+    __slots__ = ("print", "jobs", "queues", "order", "stale", "_summary", "_last")
 
     def __init__(self, print_: ErrorFingerprint) -> None:
         self.print = print_
@@ -53,12 +55,20 @@ class DeadGroup:
         self.order: list[tuple[int, int, str]] = []  # (updated_at, seq, id), a heap
         self.stale = 0  # entries of jobs no longer in the group
         self._summary: DeadGroupSummary | None = None
+        # The latest death (the sample), kept as jobs join; None: to be found again (it left).
+        self._last: Job | None = None
 
     def add(self, job: Job) -> None:
         self.jobs[job.id] = job
         self.queues[job.queue] = self.queues.get(job.queue, 0) + 1
         heapq.heappush(self.order, (job.updated_at, job.seq, job.id))
         self._summary = None
+        last = self._last
+        if last is None:
+            if len(self.jobs) == 1:
+                self._last = job  # the group's first job (else: found again when listed)
+        elif _death_order(job) > _death_order(last):
+            self._last = job
 
     def discard(self, job: Job) -> None:
         del self.jobs[job.id]
@@ -68,6 +78,8 @@ class DeadGroup:
         else:
             del self.queues[job.queue]
         self._summary = None
+        if self._last is job:
+            self._last = None
         self.stale += 1
         if self.stale > 1024 and self.stale > len(self.jobs):
             self.order = [(j.updated_at, j.seq, j.id) for j in self.jobs.values()]
@@ -86,13 +98,19 @@ class DeadGroup:
 
     def summary(self) -> DeadGroupSummary:
         if self._summary is None:
-            last = max(self.jobs.values(), key=_death_order)
+            # O(1) amortized but after the latest death left (a scan then): a listing of
+            # groups that only grew or lost their earliest jobs costs O(groups).
+            last = self._last
+            if last is None:
+                last = self._last = max(self.jobs.values(), key=_death_order)
+            top = self._live_top()
+            assert top is not None  # a group with jobs has a live entry
             self._summary = DeadGroupSummary(
                 fingerprint=self.print.id,
                 error_type=self.print.error_type,
                 pattern=self.print.pattern,
                 count=len(self.jobs),
-                first_seen=min(job.updated_at for job in self.jobs.values()),
+                first_seen=top[0],
                 last_seen=last.updated_at,
                 queues=dict(sorted(self.queues.items())),
                 sample_job_id=last.id,

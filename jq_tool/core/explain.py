@@ -19,6 +19,7 @@ from typing import Protocol
 import msgspec
 
 from jq_tool.core.model import Job, JobProgress, JobState, QueueSettings
+from jq_tool.core.state_machine import AHEAD_COUNTED
 
 __all__ = [
     "REASONS",
@@ -64,7 +65,7 @@ class QueueActivity(msgspec.Struct):
 class ExplainView(Protocol):
     """What explain reads from the state machine."""
 
-    def runnable_ahead(self, job: Job) -> int: ...
+    def runnable_ahead(self, job: Job, limit: int = ...) -> int: ...
 
     def dead_fingerprint(self, job_id: str) -> str | None: ...
 
@@ -178,7 +179,9 @@ def _in_line(job: Job, view: ExplainView, activity: QueueActivity, now: int) -> 
     if ahead == 0:
         e = _base(job, "next", f"Runnable and first in line in queue {job.queue!r}.")
     else:
-        summary = f"{ahead} job{'s' if ahead != 1 else ''} ahead of it in queue {job.queue!r}"
+        # runnable_ahead stops counting at AHEAD_COUNTED: the queue is at least that long.
+        many = "At least " if ahead >= AHEAD_COUNTED else ""
+        summary = f"{many}{ahead} job{'s' if ahead != 1 else ''} ahead of it in queue {job.queue!r}"
         if rate > 0:
             wait_ms = int(ahead / rate * 1000)
             summary += (

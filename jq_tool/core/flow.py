@@ -32,6 +32,7 @@ def set_queue_problem(cmd: SetQueue) -> str | None:
         ("rate_limit", cmd.rate_limit, MAX_RATE_LIMIT),
         ("rate_period_ms", cmd.rate_period_ms, MAX_RATE_PERIOD_MS),
         ("max_queues", cmd.max_queues, 2**62 - 1),
+        ("max_latency_ms", cmd.max_latency_ms, MAX_RATE_PERIOD_MS),
     ):
         if value is not None and (type(value) is not int or not 0 <= value <= top):
             return f"{name} must be an integer between 0 and {top}"
@@ -54,13 +55,17 @@ def apply_settings(settings: QueueSettings, cmd: SetQueue) -> str | None:
         settings.recent_leases = []
     settings.rate_limit = rate_limit
     settings.rate_period_ms = period if rate_limit else 0
+    if cmd.max_latency_ms is not None:
+        settings.max_latency_ms = cmd.max_latency_ms
     settings.updated_at = cmd.now
     return None
 
 
 def is_default(settings: QueueSettings) -> bool:
     """Whether the queue has no setting of its own left (it can be forgotten)."""
-    return not (settings.paused or settings.concurrency or settings.rate_limit)
+    return not (
+        settings.paused or settings.concurrency or settings.rate_limit or settings.max_latency_ms
+    )
 
 
 def allowance(settings: QueueSettings, running: int, now: int, wanted: int) -> int:

@@ -274,10 +274,25 @@ class Expire(msgspec.Struct, tag="expire", array_like=True):
 
 class Purge(msgspec.Struct, tag="purge", array_like=True):
     """Forget finished jobs settled at or before `finished_before`, and idempotency keys whose
-    keep time (Submit.idempotency_ms) ended at or before `now`."""
+    keep time (Submit.idempotency_ms) ended at or before `now`.
+
+    The bounds on what stays in memory (core/retention.py) travel here, decided by the
+    proposer: beyond `max_finished` ACKED/CANCELLED jobs, or `max_finished_bytes` of them
+    (content characters + `job_overhead_bytes` a job), the oldest finished go; DEAD jobs go
+    beyond `max_dead`, or once settled at or before `dead_before` (None: `finished_before`,
+    as every Purge written before these fields meant). 0: no bound. Every job forgotten is
+    handed to the state machine's forget listener (the engine's history store)."""
 
     now: int
     finished_before: int
+    max_finished: int = 0
+    max_finished_bytes: int = 0
+    job_overhead_bytes: int = 0
+    max_dead: int = 0
+    dead_before: int | None = None
+    # Beyond this many idempotency keys remembered, those whose keep time ends first are
+    # forgotten early (0: no bound): keys are held by time, and this bounds them by count.
+    max_idempotency_keys: int = 0
 
 
 class CreateSchedule(msgspec.Struct, tag="schedule_create", array_like=True):
@@ -338,6 +353,9 @@ class SetQueue(msgspec.Struct, tag="queue_set", array_like=True):
     rate_limit: int | None = None
     rate_period_ms: int | None = None
     max_queues: int = 0
+    # Issue 19: how long the queue's oldest runnable job may wait before /health warns (0: no
+    # threshold). After max_queues: logs written before it decode with None (unchanged).
+    max_latency_ms: int | None = None
 
 
 class QueueSettings(msgspec.Struct, array_like=True):
@@ -351,6 +369,7 @@ class QueueSettings(msgspec.Struct, array_like=True):
     rate_period_ms: int = 0
     updated_at: int = 0
     recent_leases: list[int] = []
+    max_latency_ms: int = 0  # issue 19: 0 = no latency threshold
 
 
 # -- insight (issue 19): progress reports and whole dead-letter groups ---------------------------
@@ -476,8 +495,10 @@ class ExpireResult(msgspec.Struct, tag="expire_result"):
 
 
 class PurgeResult(msgspec.Struct, tag="purge_result"):
-    jobs: int
+    jobs: int  # every job forgotten, for whatever reason
     idempotency_keys: int
+    evicted: int = 0  # of `jobs`: ACKED/CANCELLED jobs past the count or bytes bound
+    dead_dropped: int = 0  # of `jobs`: DEAD jobs past the DEAD cap
 
 
 class ScheduleResult(msgspec.Struct, tag="schedule_result"):

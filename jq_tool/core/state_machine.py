@@ -105,6 +105,7 @@ from jq_tool.core.model import (
     UniqueScope,
     UpdateSchedule,
 )
+from jq_tool.core.retention import HeldJobs
 from jq_tool.core.search import JobFilter
 from jq_tool.core.unique import UniqueEntry, UniqueKeys
 
@@ -112,6 +113,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "Counters",
+    "ForgetListener",
+    "HeldStats",
     "QueueStats",
     "ScheduleStats",
     "StateMachine",
@@ -157,6 +160,18 @@ class Counters(msgspec.Struct):
     cancelled: int = 0
     requeued: int = 0
     purged: int = 0
+    evicted: int = 0  # finished jobs forgotten past the count or bytes bound (to history)
+    dead_dropped: int = 0  # DEAD jobs forgotten past the DEAD cap (to history)
+
+
+class HeldStats(msgspec.Struct):
+    """What finished jobs the machine holds in memory (core/retention.py). Bytes are content
+    characters (payload, result, error); the per-job overhead is the proposer's to add."""
+
+    finished: int = 0  # ACKED and CANCELLED
+    finished_bytes: int = 0
+    dead: int = 0
+    dead_bytes: int = 0
 
 
 class ScheduleStats(msgspec.Struct):
@@ -181,6 +196,9 @@ class Stats(msgspec.Struct):
 # (job, previous state or None for a new job, the command's now). Called once per state change,
 # and once when a scheduled READY job becomes runnable (previous READY): see _advance.
 TransitionListener = Callable[[Job, JobState | None, int], None]
+# (the jobs a Purge forgot, in the order it forgot them; the command's now). Called during a
+# replay too: whoever keeps history must see every job that leaves memory.
+ForgetListener = Callable[[list[Job], int], None]
 
 _READY = JobState.READY
 _RUNNING = JobState.RUNNING
@@ -205,12 +223,21 @@ _BUCKET_OF_STATE = {
     _WAITING: _B_WAITING,
 }
 
+# A search label's bucket (core/search.py): READY is the due bucket; SCHEDULED is its own.
+_BUCKET_OF_LABEL = {
+    _READY.value: _B_RUNNABLE,
+    "SCHEDULED": _B_SCHEDULED,
+    **{state.value: bucket for state, bucket in _BUCKET_OF_STATE.items()},
+}
+
 # Every time and duration stays within +-2**62 so that sums of two fit in a signed 64-bit
 # msgpack integer: a snapshot must never fail to encode.
 _INT_LIMIT = 2**62 - 1
 _LEASE_EXPIRED = "lease expired"
-_FINISHED_ORDER = (_ACKED, _DEAD, _CANCELLED)  # FINISHED_STATES, in an order that is not a hash
+_DONE_STATES = frozenset({_ACKED, _CANCELLED})  # held up to the finished bounds
+_DEAD_STATES = frozenset({_DEAD})  # held up to the DEAD cap
 _SNAPSHOT_VERSION = 1
+AHEAD_COUNTED = 10_000  # runnable_ahead counts this far at most (explain says "at least")
 MAX_BULK_CHUNK = 10_000  # job ids in one BulkRequeue/BulkCancel
 
 _seq_of = attrgetter("seq")
@@ -469,7 +496,15 @@ def _command_problem(command: Any) -> str | None:
     if isinstance(command, _INSIGHT_COMMANDS):
         return _insight_command_problem(command)
     if isinstance(command, Purge):
-        return _int_problem(command.finished_before, "finished_before")
+        return (
+            _int_problem(command.finished_before, "finished_before")
+            or _int_problem(command.max_finished, "max_finished", 0)
+            or _int_problem(command.max_finished_bytes, "max_finished_bytes", 0)
+            or _int_problem(command.job_overhead_bytes, "job_overhead_bytes", 0)
+            or _int_problem(command.max_dead, "max_dead", 0)
+            or _optional_int_problem(command.dead_before, "dead_before")
+            or _int_problem(command.max_idempotency_keys, "max_idempotency_keys", 0)
+        )
     if isinstance(command, SetQueue):
         return _str_problem(command.queue, "queue") or flow.set_queue_problem(command)
     problem = _str_problem(command.job_id, "job id")
@@ -502,9 +537,11 @@ class StateMachine:
         self,
         config: StateMachineConfig = StateMachineConfig(),
         on_transition: TransitionListener | None = None,
+        on_forget: ForgetListener | None = None,
     ) -> None:
         self._config = config
         self._on_transition = on_transition
+        self._on_forget = on_forget
         self._now = 0  # the largest `now` of any applied command
         self._seq = 0  # the last submission number handed out
         self._counters = Counters()
@@ -518,7 +555,8 @@ class StateMachine:
         self._leases: list[TimedEntry] = []  # RUNNING jobs by lease_until
         self._leases_stale = 0  # entries left behind by ack, fail and extend
         self._waiting_stale = 0  # ready/retry/scheduled entries left behind by cancel
-        self._finished: list[TimedEntry] = []  # ACKED/DEAD/CANCELLED jobs by updated_at
+        self._done = HeldJobs(_DONE_STATES)  # ACKED/CANCELLED jobs by finish time
+        self._dead = HeldJobs(_DEAD_STATES)  # DEAD jobs by finish time
         # (owner, key) -> (job id, fingerprint, keep end)
         self._idempotency: dict[tuple[str, str], tuple[str, str | None, int]] = {}
         self._idempotency_expiry: list[tuple[int, str, str]] = []  # (keep end, owner, key)
@@ -575,7 +613,7 @@ class StateMachine:
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot. Raises ValueError (and keeps the current
         state) when the data is not a valid snapshot."""
-        rebuilt = StateMachine(self._config, self._on_transition)
+        rebuilt = StateMachine(self._config, self._on_transition, self._on_forget)
         # A million fresh objects would trigger many collections that find nothing: the jobs
         # are gc=False and the index tuples hold only jobs and ints.
         collecting = gc.isenabled()
@@ -683,6 +721,8 @@ class StateMachine:
             ):
                 raise ValueError("invalid cursor")
             end = bisect_left(order, int(cursor), key=_seq_of)
+        if where.labels is not None and not self._label_count(where.labels, where.queue):
+            return [], None  # the counts say nothing has those states: no scan at all
         jobs = self._jobs
         now = self._now
         matches = where.matches
@@ -699,6 +739,16 @@ class StateMachine:
             if len(page) == limit:
                 return page, (str(job.seq) if i > 0 else None)
         return page, None
+
+    def _label_count(self, labels: frozenset[str], queue: str | None) -> int:
+        """How many jobs (of `queue`, or all) have one of the search labels: O(queues)."""
+        buckets = [_BUCKET_OF_LABEL[label] for label in labels if label in _BUCKET_OF_LABEL]
+        if queue is not None:
+            q = self._queues.get(queue)
+            counted = [] if q is None else [q.counts]
+        else:
+            counted = [q.counts for q in self._queues.values()]
+        return sum(counts[b] for counts in counted for b in buckets)
 
     def _matching_count(self, state: JobState | None, queue: str | None) -> int:
         if queue is not None:
@@ -841,6 +891,25 @@ class StateMachine:
     def job_count(self) -> int:
         return len(self._jobs)
 
+    def held(self) -> HeldStats:
+        """The finished and DEAD jobs held in memory, and their content bytes. O(1)."""
+        done, dead = self._done, self._dead
+        return HeldStats(done.count, done.bytes, dead.count, dead.bytes)
+
+    def over_bounds(self, max_finished: int, max_finished_bytes: int, overhead: int,
+                    max_dead: int, max_idempotency_keys: int = 0) -> bool:  # fmt: skip
+        """Whether a Purge with these bounds would forget a job or key beyond them. O(1): the
+        ticker asks every round, and proposes a Purge only when it would do something."""
+        return (
+            self._done.over(max_finished, max_finished_bytes, overhead)
+            or self._dead.over(max_dead, 0, 0)
+            or bool(max_idempotency_keys and len(self._idempotency) > max_idempotency_keys)
+        )
+
+    @property
+    def idempotency_key_count(self) -> int:
+        return len(self._idempotency)
+
     # -- schedule queries (live objects: callers must not mutate them) --------------------------
 
     def get_schedule(self, name: str) -> Schedule | None:
@@ -911,6 +980,9 @@ class StateMachine:
         max_queues = cmd.max_queues
         jobs = self._jobs
         queues = self._queues
+        # Entries of this submit answered with an earlier job (an idempotency key or a unique
+        # key): a later entry naming one as a parent (a batch's "$N") means that job.
+        answered: dict[str, str] | None = None
         for nj in cmd.jobs:
             problem = _new_job_problem(nj)
             if problem:
@@ -920,7 +992,11 @@ class StateMachine:
             if key is not None:
                 mapped = self._idempotency.get((nj.owner, key))
                 if mapped is not None and self._now < mapped[2]:
-                    entries.append(_remembered(mapped, nj.fingerprint, key))
+                    entry = _remembered(mapped, nj.fingerprint, key)
+                    entries.append(entry)
+                    if isinstance(entry, Submitted):
+                        answered = answered or {}
+                        answered[nj.id] = entry.job_id
                     continue
             jf = nj.flow
             unique_key = None if jf is None else jf.unique_key
@@ -928,11 +1004,15 @@ class StateMachine:
                 holder = self._unique.holder(nj.owner, unique_key, self._now, jobs)
                 if holder is not None:
                     entries.append(Submitted(job_id=holder, unique=True))
+                    answered = answered or {}
+                    answered[nj.id] = holder
                     continue
             if nj.id in jobs:
                 entries.append(Error(ErrorCode.INVALID, f"duplicate job id {nj.id!r}"))
                 continue
             parents = None if jf is None else jf.depends_on
+            if parents and answered:
+                parents = [answered.get(parent, parent) for parent in parents]
             if parents:
                 refusal = self._parents_problem(parents, nj.owner)
                 if refusal is not None:
@@ -1063,7 +1143,7 @@ class StateMachine:
         job.state = _CANCELLED
         job.result_error = f"parent {parent.id} is {parent.state.value}"
         job.updated_at = now
-        heapq.heappush(self._finished, (now, job.seq, job))
+        self._done.add(job)
         self._counters.cancelled += 1
         if notify:  # a new job's submit is its only transition
             self._notify(job, _WAITING, now)
@@ -1153,7 +1233,7 @@ class StateMachine:
         job.lease_until = None
         job.updated_at = now
         self._lease_left_behind()
-        heapq.heappush(self._finished, (now, job.seq, job))
+        self._done.add(job)
         self._counters.acked += 1
         self._history.count(job.queue, self._now, ACKED)
         self._notify(job, _RUNNING, now)
@@ -1197,7 +1277,7 @@ class StateMachine:
         self._queues[job.queue].counts[_B_CANCELLED] += 1
         job.state = _CANCELLED
         job.updated_at = now
-        heapq.heappush(self._finished, (now, job.seq, job))
+        self._done.add(job)
         self._counters.cancelled += 1
         self._notify(job, previous, now)
         if previous is not _WAITING:  # a WAITING job has no heap entry
@@ -1213,10 +1293,10 @@ class StateMachine:
             return _wrong_state(job, "DEAD")
         now = cmd.now
         self._advance(now)
-        self._dead_groups.remove(job)
         q = self._queues[job.queue]
         q.counts[_B_DEAD] -= 1
         q.counts[_B_RUNNABLE] += 1
+        self._dead.leave(job)
         job.state = _READY
         job.attempts = 0
         job.run_at = now  # <= self._now, so runnable at once
@@ -1251,18 +1331,33 @@ class StateMachine:
     def _purge(self, cmd: Purge) -> Result:
         self._advance(cmd.now)
         jobs = self._jobs
-        finished = self._finished
-        unique_keys = self._unique
-        purged = 0
-        while finished and finished[0][0] <= cmd.finished_before:
-            updated_at, _, job = heapq.heappop(finished)
-            if (
-                job.state not in FINISHED_STATES
-                or job.updated_at != updated_at
-                or jobs.get(job.id) is not job
-            ):
-                continue  # requeued since, or already purged through a duplicate entry
+        forgotten: list[Job] = []
+        done, dead = self._done, self._dead
+        dead_before = cmd.finished_before if cmd.dead_before is None else cmd.dead_before
+        # By age first, then the oldest beyond the bounds: each set forgets its oldest.
+        # Each job leaves `jobs` as it is taken: a job with two live-looking entries (requeued
+        # and DEAD again within one ms) is then recognised as gone at its second.
+        for held, before in ((done, cmd.finished_before), (dead, dead_before)):
+            while (top := held.oldest(jobs)) is not None and top[0] <= before:
+                forgotten.append(job := held.take_oldest())
+                del jobs[job.id]
+        aged = len(forgotten)
+        overhead = cmd.job_overhead_bytes
+        while done.over(cmd.max_finished, cmd.max_finished_bytes, overhead):
+            if done.oldest(jobs) is None:
+                break
+            forgotten.append(job := done.take_oldest())
             del jobs[job.id]
+        evicted = len(forgotten) - aged
+        while dead.over(cmd.max_dead, 0, 0):
+            if dead.oldest(jobs) is None:
+                break
+            forgotten.append(job := dead.take_oldest())
+            del jobs[job.id]
+        dead_dropped = len(forgotten) - aged - evicted
+
+        unique_keys = self._unique
+        for job in forgotten:
             if unique_keys:
                 unique_keys.job_purged(job.id, self._now)
             if job.state is _DEAD:
@@ -1273,24 +1368,35 @@ class StateMachine:
                 # No job left: forget the queue, so it no longer counts against max_queues.
                 # Its heaps can only hold entries of cancelled jobs, now purged.
                 del self._queues[job.queue]
-            purged += 1
+        purged = len(forgotten)
         self._order_purged += purged
-        self._counters.purged += purged
+        counters = self._counters
+        counters.purged += purged
+        counters.evicted += evicted
+        counters.dead_dropped += dead_dropped
         if self._order_purged > 1024 and self._order_purged * 2 > len(self._order):
             self._order = [job for job in self._order if jobs.get(job.id) is job]
             self._order_purged = 0
+        if forgotten and self._on_forget is not None:
+            try:
+                self._on_forget(forgotten, cmd.now)
+            except Exception:
+                logger.exception("on_forget listener failed")
 
         keys = 0
         expiry = self._idempotency_expiry
-        while expiry and expiry[0][0] <= self._now:
+        remembered = self._idempotency
+        most = cmd.max_idempotency_keys
+        # Keys whose keep time is over, then (a bound) those whose keep time ends first.
+        while expiry and (expiry[0][0] <= self._now or (most and len(remembered) > most)):
             keep_end, owner, key = heapq.heappop(expiry)
-            mapped = self._idempotency.get((owner, key))
+            mapped = remembered.get((owner, key))
             if mapped is not None and mapped[2] == keep_end:
-                del self._idempotency[(owner, key)]
+                del remembered[(owner, key)]
                 keys += 1
         if unique_keys:
             unique_keys.expire(self._now, jobs)
-        return PurgeResult(jobs=purged, idempotency_keys=keys)
+        return PurgeResult(purged, keys, evicted, dead_dropped)
 
     # -- schedules -----------------------------------------------------------------------------
 
@@ -1428,8 +1534,13 @@ class StateMachine:
         return QueueSettings(name) if settings is None else _settings_copy(settings)
 
     def queue_settings_page(self) -> list[QueueSettings]:
-        """Every queue with settings of its own, by name (copies)."""
-        return [_settings_copy(self._flow[name]) for name in sorted(self._flow)]
+        """Every queue with settings of its own, by name: copies without their lease times
+        (up to rate_limit of them each; /stats reads this every second). queue_settings(name)
+        has them."""
+        return [
+            msgspec.structs.replace(self._flow[name], recent_leases=[])
+            for name in sorted(self._flow)
+        ]
 
     def has_queue_settings(self, queue: str) -> bool:
         return queue in self._flow
@@ -1502,10 +1613,10 @@ class StateMachine:
             q = self._queues[job.queue]
             q.counts[_B_DEAD] -= 1
             q.counts[_B_CANCELLED] += 1
+            self._dead.leave(job)  # its DEAD entry is skipped from now on (the state moved)
             job.state = _CANCELLED
             job.updated_at = now
-            # Its DEAD entry in the finished heap is skipped from now on (updated_at moved).
-            heapq.heappush(self._finished, (now, job.seq, job))
+            self._done.add(job)
             self._counters.cancelled += 1
             self._notify(job, _DEAD, now)
         group = groups.get(cmd.fingerprint)
@@ -1525,15 +1636,34 @@ class StateMachine:
         """The group of a DEAD job, or None."""
         return self._dead_groups.fingerprint_of(job_id)
 
-    def runnable_ahead(self, job: Job) -> int:
+    def runnable_ahead(self, job: Job, limit: int = AHEAD_COUNTED) -> int:
         """How many runnable jobs of its queue a Lease would take before this READY job:
-        higher priority, or the same priority and earlier run_at or submission. O(runnable
-        jobs of the queue): a question asked about one job, never on the lease path."""
+        higher priority, or the same priority and earlier run_at or submission; counted up
+        to `limit` (the answer is then "at least limit"). Walks only the part of the lease
+        heap ahead of the job (a heap node is never ahead of its parent), so it costs
+        O(min(answer, limit)), never the whole queue: a question about one job."""
         q = self._queues.get(job.queue)
         if q is None:
             return 0
         key = (-job.priority, job.run_at, job.seq)
-        return sum(1 for entry in q.ready if entry[3].state is _READY and entry[:3] < key)
+        ready = q.ready
+        size = len(ready)
+        stack = [0]
+        ahead = 0
+        while stack:
+            i = stack.pop()
+            if i >= size:
+                continue
+            entry = ready[i]
+            if (entry[0], entry[1], entry[2]) >= key:
+                continue  # it and everything below it come after the job
+            if entry[3].state is _READY:
+                ahead += 1
+                if ahead >= limit:
+                    return ahead
+            stack.append(2 * i + 1)
+            stack.append(2 * i + 2)
+        return ahead
 
     def awaited_parents(self, job_id: str) -> list[str]:
         """The parents a WAITING job still waits for, in the order given (a copy)."""
@@ -1612,8 +1742,7 @@ class StateMachine:
             job.state = _DEAD
             q.counts[_B_DEAD] += 1
             self._counters.dead += 1
-            self._dead_groups.add(job)
-            heapq.heappush(self._finished, (now, job.seq, job))
+            self._dead.add(job)
             self._notify(job, _RUNNING, now)
             self._job_finished(job, now)
             return
@@ -1691,6 +1820,13 @@ class StateMachine:
         return q
 
     def _notify(self, job: Job, previous: JobState | None, now: int) -> None:
+        # Every state change passes here, so the dead-letter groups (issue 19) follow each way
+        # into and out of DEAD, whichever command took it; a purge, which forgets jobs without
+        # a transition, tells them itself.
+        if previous is _DEAD:
+            self._dead_groups.remove(job)
+        if job.state is _DEAD:
+            self._dead_groups.add(job)
         listener = self._on_transition
         if listener is None:
             return
@@ -1744,9 +1880,9 @@ class StateMachine:
             raise ValueError("snapshot has a RUNNING job without a lease")
         self._leases = [(job.lease_until, job.seq, job) for job in running]  # type: ignore[misc]
         retry = [(j.run_at, j.seq, j) for j in by_state[_RETRY]]
-        self._finished = [
-            (j.updated_at, j.seq, j) for state in _FINISHED_ORDER for j in by_state[state]
-        ]
+        self._done.rebuild(by_state[_ACKED] + by_state[_CANCELLED])
+        self._dead.rebuild(by_state[_DEAD])
+        finished_jobs = by_state[_ACKED] + by_state[_DEAD] + by_state[_CANCELLED]
         by_waiting = by_state[_WAITING]
         self._dead_groups.rebuild(by_state[_DEAD])
         del by_state, ready, running
@@ -1767,7 +1903,6 @@ class StateMachine:
             heapq.heapify(q.since)
         heapq.heapify(self._scheduled)
         heapq.heapify(self._leases)
-        heapq.heapify(self._finished)
 
         for q in queues.values():
             q.counts[_B_RUNNABLE] = len(q.ready)
@@ -1777,7 +1912,7 @@ class StateMachine:
                 queues[name].counts[bucket] = n
         for name, n in Counter(job.queue for job in by_waiting).items():
             queues[name].counts[_B_WAITING] = n
-        finished = Counter((entry[2].queue, entry[2].state) for entry in self._finished)
+        finished = Counter((job.queue, job.state) for job in finished_jobs)
         for (name, state), n in finished.items():
             queues[name].counts[_BUCKET_OF_STATE[state]] = n
 

@@ -153,6 +153,7 @@ class QueueChange(msgspec.Struct):
     concurrency: int | None = None
     rate_limit: int | None = None
     rate_period_ms: int | None = None
+    max_latency_ms: int | None = None  # issue 19: a latency threshold (0 removes it)
 
 
 class SubmitOutcome(msgspec.Struct):
@@ -198,6 +199,19 @@ class JobEvent(msgspec.Struct):
     run_at: int | None = None
     worker: str | None = None  # the lease holder's worker id (RUNNING)
     error: str | None = None  # the current error (result_error), for the list's error column
+
+
+class RetentionStats(msgspec.Struct):
+    """The finished jobs held (issue 21): in memory up to the bounds, on disk beyond them."""
+
+    finished_in_memory: int = 0  # ACKED and CANCELLED
+    dead_in_memory: int = 0
+    bytes_in_memory: int = 0  # the bound's estimate: content + overhead a job, finished + DEAD
+    finished_on_disk: int = 0  # records in the history store
+    history_bytes: int = 0  # the history store's files
+    evicted: int = 0  # finished jobs moved to disk past the count or bytes bound
+    dead_dropped: int = 0  # DEAD jobs dropped past the DEAD cap (their records go to disk)
+    idempotency_keys: int = 0  # idempotency keys remembered
 
 
 class Health(msgspec.Struct):
@@ -255,6 +269,12 @@ class EngineConfig:
     idempotency_keep_ms: int = 24 * 3600 * 1000  # into each Submit command
     max_queues: int = 10_000  # into each Submit command; 0: no cap
     max_schedules: int = 10_000  # into each CreateSchedule command
+    # Bounds on the finished jobs held in memory, into each Purge (core/retention.py);
+    # beyond them the oldest go to the history store on disk. 0: no bound.
+    max_finished: int = 100_000
+    max_finished_bytes: int = 256 * 1024 * 1024
+    max_dead: int = 100_000
+    max_idempotency_keys: int = 200_000
 
 
 # -- insight (issue 19) ------------------------------------------------------------------------
@@ -343,6 +363,15 @@ class Engine(Protocol):
 
     async def get(self, job_id: str) -> Job | None: ...
 
+    async def get_finished(self, job_id: str) -> Job | None:
+        """A job the queue no longer holds in memory, from the history store (its final
+        record), or None. The caller decides who may see it (Job.owner)."""
+        ...
+
+    def retention_stats(self) -> RetentionStats:
+        """What finished jobs are held, in memory and on disk (docs/api.md /stats)."""
+        ...
+
     async def list(
         self,
         *,
@@ -385,7 +414,7 @@ class Engine(Protocol):
         logged command; returns the ids it changed (the others had left that state)."""
         ...
 
-    def history(
+    def minute_counts(
         self, queue: str | None, minutes: int, last_minute: int
     ) -> tuple[bool, builtins.list[int], builtins.list[int], builtins.list[int]]:
         """Per-minute (tracked, submitted, acked, failed) ending with `last_minute`."""
@@ -447,7 +476,8 @@ class Engine(Protocol):
         ...
 
     def queue_settings_page(self) -> builtins.list[QueueSettings]:
-        """Every queue with settings of its own, by name."""
+        """Every queue with settings of its own, by name (without their rate window's lease
+        times: `queue_settings(name)` has them)."""
         ...
 
     def queue_stats(self, name: str) -> QueueStats | None:

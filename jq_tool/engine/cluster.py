@@ -124,6 +124,8 @@ class ClusterEngine(CommandEngine):
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         if self.member is not None:
             await self.member.start()
+        # Each node keeps its own history, from the Purges it applies (history_store.py).
+        await asyncio.to_thread(self.history.open)
         self._load_local_snapshot()
         self._serve()
         self._tasks = [
@@ -155,6 +157,7 @@ class ClusterEngine(CommandEngine):
                     await self._etcd.lease_revoke(kvs[0].lease)
         with contextlib.suppress(Exception):
             await self._write_snapshot_now()
+        await asyncio.to_thread(self.history.close)
         await self._etcd.close()
         if self.member is not None:
             await self.member.stop()

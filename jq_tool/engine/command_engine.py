@@ -52,6 +52,7 @@ from jq_tool.core.model import (
     LeaseResult,
     NewJob,
     Purge,
+    PurgeResult,
     QueueResult,
     QueueSettings,
     Requeue,
@@ -80,6 +81,7 @@ from jq_tool.engine.base import (
     JobSpec,
     LeaseNext,
     QueueChange,
+    RetentionStats,
     ScheduleChanges,
     Settlement,
     StorageFull,
@@ -87,6 +89,7 @@ from jq_tool.engine.base import (
 )
 from jq_tool.engine.firing import plan_firing
 from jq_tool.engine.forked_snapshot import SnapshotChildFailed, fork_snapshot
+from jq_tool.engine.history_store import HistoryStore
 from jq_tool.engine.insight import InsightCalls
 from jq_tool.engine.metrics import LogMetrics
 from jq_tool.engine.queue_activity import QueueActivityTracker
@@ -113,6 +116,12 @@ DISK_FREE_TO_RETRY = 1024 * 1024
 FIRINGS_PER_ROUND = 100
 # An update computed from a view that changed before it was applied is computed again.
 SCHEDULE_UPDATE_TRIES = 5
+# Under load, one INFO line at most this often sums up what was applied (an idle node: none).
+SUMMARY_EVERY_S = 60.0
+# What a finished job costs the process beyond its payload, result and error, for the bytes
+# bound (into each Purge): the Job object, its strings, its dict, list and heap entries.
+# Measured (bench/soak.py --rss-per-job): ~1,000 bytes a finished job with 100-byte payloads.
+FINISHED_JOB_OVERHEAD = 900
 
 
 def now_ms() -> int:
@@ -230,7 +239,11 @@ class CommandEngine(InsightCalls, Engine):
     def __init__(self, config: EngineConfig, *, clock: Callable[[], int] = now_ms) -> None:
         self.config = config
         self._clock = clock
-        self._machine = StateMachine(config.machine, on_transition=self._on_transition)
+        # Jobs a Purge forgets go to the history store, replayed ones too (history_store.py).
+        self.history = HistoryStore(config.data_dir, config.retention_ms, clock=clock)
+        self._machine = StateMachine(
+            config.machine, on_transition=self._on_transition, on_forget=self.history.add
+        )
         self._replaying = False  # no events while recovery replays the log
         self._started = False
         self._stopping = False
@@ -252,6 +265,8 @@ class CommandEngine(InsightCalls, Engine):
         self._snapshot_at = 0  # the position the newest durable snapshot covers
         self._snapshot_task: asyncio.Task[None] | None = None  # a snapshot being written
         self.log_metrics = LogMetrics()
+        self._summary_at = time.monotonic()
+        self._summary_counters = self._machine.stats(top=0).counters
         self.queue_activity = QueueActivityTracker()  # lease requests, wait times (issue 19)
         # Parsed cron expressions by (expression, time zone); None: not usable any more.
         self._cron: dict[tuple[str, str], CronTimes | None] = {}
@@ -290,6 +305,9 @@ class CommandEngine(InsightCalls, Engine):
         """Called by `start` once the state is recovered: accept proposals from now on."""
         self._loop = asyncio.get_running_loop()
         self._started = True
+        # The first summary counts from here, not from the counters recovery restored.
+        self._summary_at = time.monotonic()
+        self._summary_counters = self._machine.stats(top=0).counters
         self._flusher = asyncio.create_task(self._flush_loop(), name="jq-flusher")
 
     async def _drain(self) -> None:
@@ -385,6 +403,35 @@ class CommandEngine(InsightCalls, Engine):
         self._wake_lease_waiters()
         if self._snapshot_task is None and self._records_since_snapshot >= self._snapshot_due():
             self._start_snapshot()
+        if time.monotonic() - self._summary_at >= SUMMARY_EVERY_S:
+            self._log_summary()
+
+    def _log_summary(self) -> None:
+        """One line for the last minute or more of work, instead of a line per request: what
+        changed, and what is held (issue 21). Called only after applying something, so an idle
+        node logs nothing."""
+        now = time.monotonic()
+        counters = self._machine.stats(top=0).counters
+        last, elapsed = self._summary_counters, now - self._summary_at
+        self._summary_at, self._summary_counters = now, counters
+        if counters == last:
+            return
+        held = self.retention_stats()
+        log.info(
+            "last %.0fs: %d submitted, %d acked, %d failed, %d dead, %d evicted to history; "
+            "held: %d jobs, %d finished and %d DEAD in memory (~%d MiB), %d on disk",
+            elapsed,
+            counters.submitted - last.submitted,
+            counters.acked - last.acked,
+            counters.failed - last.failed,
+            counters.dead - last.dead,
+            counters.evicted - last.evicted,
+            self._machine.job_count,
+            held.finished_in_memory,
+            held.dead_in_memory,
+            held.bytes_in_memory >> 20,
+            held.finished_on_disk,
+        )
 
     def _refuse(self, batch: Iterable[Proposal], error: EngineUnavailable) -> None:
         """Nothing of `batch` was acknowledged: its callers get `error`."""
@@ -414,6 +461,9 @@ class CommandEngine(InsightCalls, Engine):
         self._records_since_snapshot = 0
         if position <= self._snapshot_at:
             return  # nothing new since the last one
+        # Everything forgotten before `position` must be on disk before a snapshot without it
+        # exists: the replay after a crash starts there (engine/history_store.py).
+        self.history.flush()
         started = time.monotonic()
         try:
             child = fork_snapshot(
@@ -439,6 +489,7 @@ class CommandEngine(InsightCalls, Engine):
         if position <= self._snapshot_at:
             return
         started = time.monotonic()
+        self.history.flush()  # as in _start_snapshot
         data = self._machine.snapshot()
         self._records_since_snapshot = 0
         header = encode_snapshot_header(position, data)
@@ -564,9 +615,25 @@ class CommandEngine(InsightCalls, Engine):
         if due is not None and due <= now:
             await self._propose(Expire(now=now))
         await self._fire_schedules(now)
-        if now - self._last_purge >= PURGE_EVERY_MS:
+        config = self.config
+        bounds = (config.max_finished, config.max_finished_bytes, FINISHED_JOB_OVERHEAD,
+                  config.max_dead, config.max_idempotency_keys)  # fmt: skip
+        # Past a bound, every round (not once a minute): a busy queue finishes jobs faster
+        # than a minute's worth of memory should hold. The machine decides which go.
+        if now - self._last_purge >= PURGE_EVERY_MS or self._machine.over_bounds(*bounds):
             self._last_purge = now
-            await self._propose(Purge(now=now, finished_before=now - retention_ms))
+            max_finished, max_bytes, overhead, max_dead, max_keys = bounds
+            result = await self._propose(
+                Purge(now, now - retention_ms, max_finished, max_bytes, overhead, max_dead,
+                      None, max_keys)
+            )  # fmt: skip
+            if isinstance(result, PurgeResult) and result.dead_dropped:
+                log.warning(
+                    "%d DEAD jobs dropped past the DEAD cap (--max-dead %d); their records "
+                    "stay in the history store until retention",
+                    result.dead_dropped,
+                    max_dead,
+                )
 
     async def _fire_schedules(self, now: int) -> None:
         """Propose the firing of every due schedule (engine/firing.py decides each), in one
@@ -812,6 +879,28 @@ class CommandEngine(InsightCalls, Engine):
         job = self._machine.get(job_id)
         return msgspec.structs.replace(job) if job is not None else None
 
+    async def get_finished(self, job_id: str) -> Job | None:
+        if type(job_id) is not str:
+            return None
+        return self.history.get(job_id)
+
+    def retention_stats(self) -> RetentionStats:
+        held = self._machine.held()
+        counters = self._machine.stats(top=0).counters
+        history = self.history
+        return RetentionStats(
+            finished_in_memory=held.finished,
+            dead_in_memory=held.dead,
+            bytes_in_memory=held.finished_bytes
+            + held.dead_bytes
+            + FINISHED_JOB_OVERHEAD * (held.finished + held.dead),
+            finished_on_disk=history.records,
+            history_bytes=history.disk_bytes(),
+            evicted=counters.evicted,
+            dead_dropped=counters.dead_dropped,
+            idempotency_keys=self._machine.idempotency_key_count,
+        )
+
     async def list(
         self,
         *,
@@ -859,7 +948,7 @@ class CommandEngine(InsightCalls, Engine):
         assert isinstance(result, BulkResult)
         return result.changed
 
-    def history(
+    def minute_counts(
         self, queue: str | None, minutes: int, last_minute: int
     ) -> tuple[bool, builtins.list[int], builtins.list[int], builtins.list[int]]:
         return self._machine.history(queue, minutes, last_minute)
@@ -968,6 +1057,7 @@ class CommandEngine(InsightCalls, Engine):
                 change.rate_limit,
                 change.rate_period_ms,
                 self.config.max_queues,
+                change.max_latency_ms,
             )
         )
         if isinstance(result, Error):

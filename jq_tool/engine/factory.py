@@ -48,4 +48,8 @@ def engine_config(settings: Settings) -> EngineConfig:
         cluster=cluster,
         idempotency_keep_ms=settings.idempotency_keep_ms,
         max_queues=settings.max_queues,
+        max_finished=settings.max_finished,
+        max_finished_bytes=settings.max_finished_bytes,
+        max_dead=settings.max_dead,
+        max_idempotency_keys=settings.max_idempotency_keys,
     )

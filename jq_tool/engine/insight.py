@@ -104,7 +104,7 @@ class InsightCalls:
 
     def queue_latency(self, queue: str) -> QueueLatency:
         """The queue's recent time in queue and drain rate, and the age of its oldest runnable
-        job (O(runnable jobs of the queue))."""
+        job (O(log n) amortized)."""
         now = self._clock()
         latency = self.queue_activity.latency(queue, now)
         since = self._machine.oldest_runnable_since(queue)

@@ -115,8 +115,11 @@ class LocalEngine(CommandEngine):
         self._wal_thread = _WorkerThread("jq-wal")
         started = time.monotonic()
         try:
+            # Before recovery: replayed Purges hand the jobs they forget to the history store.
+            await self._wal_thread.call(self.history.open)
             replayed = await self._wal_thread.call(self._recover)
         except BaseException:
+            self.history.close()
             self._wal_thread.close()
             raise
         log.info(
@@ -170,6 +173,7 @@ class LocalEngine(CommandEngine):
                 log.exception("final snapshot failed")
         self._release_all_waiters()
         assert self._wal_thread is not None
+        await self._wal_thread.call(self.history.close)
         await self._wal_thread.call(self._wal.close)
         self._wal_thread.close()
         self._started = False

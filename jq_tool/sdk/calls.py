@@ -36,6 +36,7 @@ from jq_tool.sdk.types import (
     LeasedJob,
     Page,
     Progress,
+    QueueSettings,
     RevokedKey,
     Schedule,
     SchedulePage,
@@ -126,6 +127,16 @@ def job_body(spec: JobSpec) -> dict[str, Any]:
         body["delay_ms"] = int(round(seconds * 1000))
     if spec.run_at is not None:
         body["run_at"] = format_time(spec.run_at)
+    if spec.unique_key is not None:
+        body["unique_key"] = spec.unique_key
+    if spec.unique_scope is not None:
+        body["unique_scope"] = spec.unique_scope
+    if spec.unique_period is not None:
+        body["unique_period_ms"] = _milliseconds(spec.unique_period, "unique_period")
+    if spec.depends_on:
+        body["depends_on"] = list(spec.depends_on)
+    if spec.on_parent_failure is not None:
+        body["on_parent_failure"] = spec.on_parent_failure
     return body
 
 
@@ -146,7 +157,10 @@ def submit_spec(
     run_at: datetime | None,
     queue: str,
     idempotency_key: str | None,
+    **flow: Any,
 ) -> JobSpec:
+    """`flow`: JobSpec's unique_key, unique_scope, unique_period, depends_on and
+    on_parent_failure."""
     return JobSpec(
         payload=payload,
         max_retries=max_retries,
@@ -155,6 +169,7 @@ def submit_spec(
         run_at=run_at,
         queue=queue,
         idempotency_key=idempotency_key or new_idempotency_key(),
+        **flow,
     )
 
 
@@ -203,6 +218,7 @@ _read_keys = _decoder(list[Key])
 _read_revoked_key = _decoder(RevokedKey)
 _read_schedule = _decoder(Schedule)
 _read_schedule_page = _decoder(SchedulePage)
+_read_queue = _decoder(QueueSettings)
 
 
 def _decode_submit(status: int, content: bytes) -> str:
@@ -318,8 +334,19 @@ def ack_many_call(
     return Call("POST", "/jobs/ack", _read_batch_ack, body=body)
 
 
-def extend_call(job_id: str, lease_id: str | None, lease_ms: int | None) -> Call[Extended]:
+def extend_call(
+    job_id: str,
+    lease_id: str | None,
+    lease_ms: int | None,
+    progress: float | None = None,
+    note: str = "",
+) -> Call[Extended]:
     body: dict[str, Any] = {}
+    if progress is not None:  # a progress report with the extension (issue 19)
+        problem = progress_problem(progress, note)
+        if problem:
+            raise ValueError(problem)
+        body["progress"], body["note"] = float(progress), note
     if lease_id is not None:
         body["lease_id"] = lease_id
     if lease_ms is not None:
@@ -440,6 +467,31 @@ def update_schedule_call(name: str, fields: Mapping[str, Any]) -> Call[Schedule]
 def pause_schedule_call(name: str, paused: bool) -> Call[Schedule]:
     path = _schedule_path(name, "pause" if paused else "resume")
     return Call("POST", path, _read_schedule, body={}, not_found=ScheduleNotFound, retry=True)
+
+
+def _queue_path(name: str, action: str = "") -> str:
+    path = f"/queues/{quote(name, safe='')}"
+    return f"{path}/{action}" if action else path
+
+
+def get_queue_call(name: str) -> Call[QueueSettings]:
+    return Call("GET", _queue_path(name), _read_queue, retry=True)
+
+
+def set_queue_call(fields: Mapping[str, Any], name: str) -> Call[QueueSettings]:
+    """PUT /queues/{name}: None fields are left out (kept as they are); `rate_period` in
+    seconds or a timedelta. Retried: setting the same values again changes nothing more."""
+    body = {key: value for key, value in fields.items() if value is not None}
+    if "rate_period" in body:
+        body["rate_period_ms"] = _milliseconds(body.pop("rate_period"), "rate_period")
+    if "max_latency" in body:
+        body["max_latency_ms"] = _milliseconds(body.pop("max_latency"), "max_latency")
+    return Call("PUT", _queue_path(name), _read_queue, body=body, retry=True)
+
+
+def pause_queue_call(name: str, paused: bool) -> Call[QueueSettings]:
+    path = _queue_path(name, "pause" if paused else "resume")
+    return Call("POST", path, _read_queue, body={}, retry=True)
 
 
 def delete_schedule_call(name: str) -> Call[Schedule]:

@@ -42,6 +42,7 @@ from jq_tool.sdk.calls import (  # insight (issue 19)
     extend_call,
     fail_call,
     get_call,
+    get_queue_call,
     get_schedule_call,
     health_call,
     keyed_specs,
@@ -49,10 +50,12 @@ from jq_tool.sdk.calls import (  # insight (issue 19)
     list_call,
     list_keys_call,
     list_schedules_call,
+    pause_queue_call,
     pause_schedule_call,
     progress_call,
     progress_problem,
     revoke_key_call,
+    set_queue_call,
     settle_call,
     settle_group_call,
     stats_call,
@@ -93,6 +96,7 @@ from jq_tool.sdk.types import (  # issue 19
     LeasedJob,
     Page,
     Progress,
+    QueueSettings,
     RevokedKey,
     Schedule,
     SchedulePage,
@@ -327,12 +331,22 @@ class Client(BaseClient):
         queue: str = "default",
         idempotency_key: str | None = None,
         timeout: float | None = None,
+        unique_key: str | None = None,
+        unique_scope: str | None = None,
+        unique_period: float | timedelta | None = None,
+        depends_on: Iterable[str] | None = None,
+        on_parent_failure: str | None = None,
     ) -> str:
         """Submit one job and return its id. It carries an idempotency key (`idempotency_key`,
         or a fresh uuid4) that every retry reuses, so a retried submit makes one job. Raises
         `OutcomeUnknown` (with the key in `.idempotency_key`) when the last try's outcome is
         unknown: submit again with that key to get the job, or make it."""
-        spec = submit_spec(payload, max_retries, priority, delay, run_at, queue, idempotency_key)
+        spec = submit_spec(
+            payload, max_retries, priority, delay, run_at, queue, idempotency_key,
+            unique_key=unique_key, unique_scope=unique_scope, unique_period=unique_period,
+            depends_on=None if depends_on is None else list(depends_on),
+            on_parent_failure=on_parent_failure,
+        )  # fmt: skip
         try:
             return self.send(submit_call(spec), timeout)
         except OutcomeUnknown as exc:
@@ -459,9 +473,11 @@ class Client(BaseClient):
         *,
         lease_id: str | None,
         lease_ms: int | None = None,
+        progress: float | None = None,
+        note: str = "",
         timeout: float | None = None,
     ) -> Extended:
-        return self.send(extend_call(job_id, lease_id, lease_ms), timeout)
+        return self.send(extend_call(job_id, lease_id, lease_ms, progress, note), timeout)
 
     def create_key(
         self, name: str, owner_id: str, type: str, *, timeout: float | None = None
@@ -543,6 +559,36 @@ class Client(BaseClient):
     def delete_schedule(self, name: str, *, timeout: float | None = None) -> Schedule:
         """Delete a schedule (the jobs it made stay); returns it as it was."""
         return self.send(delete_schedule_call(name), timeout)
+
+    # --- queue flow (pause, limits): changing one needs an admin key --------------------------
+
+    def get_queue(self, name: str, *, timeout: float | None = None) -> QueueSettings:
+        """A queue's flow settings, with its counts when it holds jobs."""
+        return self.send(get_queue_call(name), timeout)
+
+    def set_queue(
+        self,
+        name: str,
+        *,
+        paused: bool | None = None,
+        concurrency: int | None = None,
+        rate_limit: int | None = None,
+        rate_period: float | timedelta | None = None,
+        max_latency: float | timedelta | None = None,
+        timeout: float | None = None,
+    ) -> QueueSettings:
+        """Change a queue's flow: None keeps a setting, 0 removes a limit. `rate_limit`
+        leases at most per `rate_period` (seconds or a timedelta), a sliding window."""
+        fields = {"paused": paused, "concurrency": concurrency, "rate_limit": rate_limit,
+                  "rate_period": rate_period, "max_latency": max_latency}  # fmt: skip
+        return self.send(set_queue_call(fields, name), timeout)
+
+    def pause_queue(self, name: str, *, timeout: float | None = None) -> QueueSettings:
+        """Leases skip the queue until it is resumed; submits still land."""
+        return self.send(pause_queue_call(name, True), timeout)
+
+    def resume_queue(self, name: str, *, timeout: float | None = None) -> QueueSettings:
+        return self.send(pause_queue_call(name, False), timeout)
 
     # -- the console (docs/api.md "The operator's console") -----------------------------------
 
@@ -754,8 +800,18 @@ class AsyncClient(BaseClient):
         queue: str = "default",
         idempotency_key: str | None = None,
         timeout: float | None = None,
+        unique_key: str | None = None,
+        unique_scope: str | None = None,
+        unique_period: float | timedelta | None = None,
+        depends_on: Iterable[str] | None = None,
+        on_parent_failure: str | None = None,
     ) -> str:
-        spec = submit_spec(payload, max_retries, priority, delay, run_at, queue, idempotency_key)
+        spec = submit_spec(
+            payload, max_retries, priority, delay, run_at, queue, idempotency_key,
+            unique_key=unique_key, unique_scope=unique_scope, unique_period=unique_period,
+            depends_on=None if depends_on is None else list(depends_on),
+            on_parent_failure=on_parent_failure,
+        )  # fmt: skip
         try:
             return await self.send(submit_call(spec), timeout)
         except OutcomeUnknown as exc:
@@ -877,9 +933,11 @@ class AsyncClient(BaseClient):
         *,
         lease_id: str | None,
         lease_ms: int | None = None,
+        progress: float | None = None,
+        note: str = "",
         timeout: float | None = None,
     ) -> Extended:
-        return await self.send(extend_call(job_id, lease_id, lease_ms), timeout)
+        return await self.send(extend_call(job_id, lease_id, lease_ms, progress, note), timeout)
 
     async def create_key(
         self, name: str, owner_id: str, type: str, *, timeout: float | None = None
@@ -948,6 +1006,30 @@ class AsyncClient(BaseClient):
 
     async def resume_schedule(self, name: str, *, timeout: float | None = None) -> Schedule:
         return await self.send(pause_schedule_call(name, False), timeout)
+
+    async def get_queue(self, name: str, *, timeout: float | None = None) -> QueueSettings:
+        return await self.send(get_queue_call(name), timeout)
+
+    async def set_queue(
+        self,
+        name: str,
+        *,
+        paused: bool | None = None,
+        concurrency: int | None = None,
+        rate_limit: int | None = None,
+        rate_period: float | timedelta | None = None,
+        max_latency: float | timedelta | None = None,
+        timeout: float | None = None,
+    ) -> QueueSettings:
+        fields = {"paused": paused, "concurrency": concurrency, "rate_limit": rate_limit,
+                  "rate_period": rate_period, "max_latency": max_latency}  # fmt: skip
+        return await self.send(set_queue_call(fields, name), timeout)
+
+    async def pause_queue(self, name: str, *, timeout: float | None = None) -> QueueSettings:
+        return await self.send(pause_queue_call(name, True), timeout)
+
+    async def resume_queue(self, name: str, *, timeout: float | None = None) -> QueueSettings:
+        return await self.send(pause_queue_call(name, False), timeout)
 
     async def delete_schedule(self, name: str, *, timeout: float | None = None) -> Schedule:
         return await self.send(delete_schedule_call(name), timeout)

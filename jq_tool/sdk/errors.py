@@ -94,6 +94,11 @@ class IdempotencyKeyReused(BadRequest):
     different request (another payload, queue, priority, ...). Use a new key for a new job."""
 
 
+class UnknownParent(BadRequest):
+    """422 unknown_parent: a depends_on entry is not a job of this key's owner (it does not
+    exist, was purged, or is another owner's)."""
+
+
 class TooManyQueues(JqError):
     """429 too_many_queues: the server's cap on queues holding jobs (--max-queues) is reached;
     submit to an existing queue, or retry once queues have been emptied and purged."""
@@ -142,6 +147,7 @@ _BY_STATUS_AND_CODE: dict[tuple[int, str], type[JqError]] = {
     (422, "idempotency_key_reused"): IdempotencyKeyReused,
     (409, "schedule_exists"): ScheduleExists,
     (429, "too_many_schedules"): TooManySchedules,
+    (422, "unknown_parent"): UnknownParent,
 }
 _BY_STATUS: dict[int, type[JqError]] = {
     400: BadRequest,

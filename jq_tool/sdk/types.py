@@ -61,6 +61,9 @@ class Job(msgspec.Struct, frozen=True):
     # The schedule whose run made this job and the due time it ran for (None: submitted).
     schedule: str | None = None
     schedule_due_at: datetime | None = None
+    # The parents it waits or waited for, and what a failed parent does ("cancel", "run").
+    depends_on: list[str] | None = None
+    on_parent_failure: str | None = None
     # The running attempt's last progress report (None until its worker sends one).
     progress: Progress | None = None
     # The current error read into a class and a message; the worker holding the lease.
@@ -156,6 +159,7 @@ class SubmitResult(msgspec.Struct, frozen=True):
 
     job_id: str | None = None
     duplicate: bool = False
+    unique: bool = False  # a unique_key in scope named this earlier job: none was made
     error: str | None = None
     field: str | None = None
 
@@ -173,6 +177,26 @@ class QueueStats(msgspec.Struct, frozen=True):
     acked: int = 0
     cancelled: int = 0
     total: int = 0
+    waiting: int = 0
+    # The queue's flow settings (0: no limit).
+    paused: bool = False
+    concurrency: int = 0
+    rate_limit: int = 0
+    rate_period_ms: int = 0
+
+
+class QueueSettings(msgspec.Struct, frozen=True):
+    """A queue's flow settings (`GET /queues/{name}`): paused, the most jobs RUNNING at once,
+    the most leases per `rate_period_ms` (0: no limit), and its counts when it holds jobs."""
+
+    name: str
+    paused: bool = False
+    concurrency: int = 0
+    rate_limit: int = 0
+    rate_period_ms: int = 0
+    rate_window_leases: int = 0
+    counts: QueueStats | None = None
+    max_latency_ms: int = 0  # the queue's latency threshold (0: none)
 
 
 class Totals(msgspec.Struct, frozen=True):
@@ -185,6 +209,21 @@ class Totals(msgspec.Struct, frozen=True):
     cancelled: int = 0
     requeued: int = 0
     purged: int = 0
+    evicted: int = 0  # finished jobs moved to the history store past the memory bounds
+    dead_dropped: int = 0  # DEAD jobs dropped past the server's --max-dead
+
+
+class Held(msgspec.Struct, frozen=True):
+    """What the server holds beyond live work, in `Stats.held` (docs/api.md GET /stats)."""
+
+    finished_in_memory: int = 0
+    dead_in_memory: int = 0
+    bytes_in_memory: int = 0
+    finished_on_disk: int = 0
+    history_bytes: int = 0
+    evicted: int = 0
+    dead_dropped: int = 0
+    idempotency_keys: int = 0
 
 
 class ScheduleSummary(msgspec.Struct, frozen=True):
@@ -207,6 +246,7 @@ class Stats(msgspec.Struct, frozen=True):
     acked: int = 0
     cancelled: int = 0
     total: int = 0
+    waiting: int = 0
     queues: dict[str, QueueStats] = {}
     submits_per_sec: float = 0.0
     acks_per_sec: float = 0.0
@@ -215,6 +255,23 @@ class Stats(msgspec.Struct, frozen=True):
     node_id: str | None = None
     uptime_s: float = 0.0
     schedules: ScheduleSummary = ScheduleSummary()
+    held: Held = Held()
+    # Issue 19: per queue (the 50 busiest and those with a latency threshold).
+    latency: dict[str, QueueLatency] = {}
+
+
+class QueueLatency(msgspec.Struct, frozen=True):
+    """A queue's latency in `Stats.latency`: jobs leased and their time in queue over the last
+    5 minutes (percentiles in seconds, bucket bounds), leases/s over the last minute, the age
+    of its oldest runnable job (None: none runnable) and its threshold (None: none)."""
+
+    leased: int = 0
+    wait_p50_s: float | None = None
+    wait_p95_s: float | None = None
+    wait_p99_s: float | None = None
+    drain_per_s: float = 0.0
+    oldest_runnable_age_s: float | None = None
+    max_latency_s: float | None = None
 
 
 class JobEvent(msgspec.Struct, frozen=True):
@@ -321,6 +378,14 @@ class JobSpec(msgspec.Struct):
     delay: float | timedelta | None = None
     run_at: datetime | None = None
     idempotency_key: str | None = None
+    # Unique jobs: while the first job of this key is in scope ("queued", "active", "period":
+    # for `unique_period` seconds), a submit answers its id. Dependencies: parents by job id,
+    # or "$N" for entry N (earlier) of the same submit_many chunk of 1000.
+    unique_key: str | None = None
+    unique_scope: str | None = None
+    unique_period: float | timedelta | None = None
+    depends_on: list[str] | None = None
+    on_parent_failure: str | None = None
 
 
 class Success(msgspec.Struct, frozen=True):

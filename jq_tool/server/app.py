@@ -52,7 +52,7 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
     guard = Guard(keystore)
     counts = RequestCounts()
     meter = ThroughputMeter(engine)
-    latency = LatencyWatch(engine, settings.max_latency)  # issue 19: per-queue latency
+    latency = LatencyWatch(engine)  # issue 19: per-queue latency and max-latency warnings
     stats = StatsView(engine, meter, settings.node_id, latency)
     draining = asyncio.Event()
     registry = build_registry(engine, counts)

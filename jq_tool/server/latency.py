@@ -1,11 +1,11 @@
 """Queue latency for /stats, /metrics and /health (issue 19): per queue, the age of its oldest
 runnable job and the recent time-in-queue percentiles and drain rate (from the engine's
-`queue_latency`), and the queues over their threshold (`--max-latency queue=duration`).
+`queue_latency`), and the queues over their threshold: the queue setting `max_latency_ms`
+(`PUT /queues/{name}`, a logged SetQueue like the queue's other flow settings).
 
 Which queues: the LATENCY_QUEUES busiest ones plus every queue with a threshold, so that
-however many queues there are, the work per look and the number of series stay bounded. A
-queue's oldest runnable job is found by a walk over its runnable jobs (the lease heap is by
-priority), so a look is cached for CACHE_S: /stats frames, scrapes and health probes share it.
+however many queues there are, the work per look and the number of series stay bounded; a look
+is cached for CACHE_S, so /stats frames, scrapes and health probes share it.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ CACHE_S = 1.0
 
 
 class LatencyWatch:
-    def __init__(self, engine: Engine, max_latency_ms: dict[str, int]) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.max_latency_ms = dict(max_latency_ms)
         self._latest: dict[str, QueueLatency] = {}
         self._at = -CACHE_S
 
@@ -38,11 +37,14 @@ class LatencyWatch:
         if now - self._at < CACHE_S:
             return self._latest
         stats = self.engine.stats(top=LATENCY_QUEUES)
-        names = sorted(set(stats.queues) | set(self.max_latency_ms))
+        thresholds = {
+            s.name: s.max_latency_ms for s in self.engine.queue_settings_page() if s.max_latency_ms
+        }
+        names = sorted(set(stats.queues) | set(thresholds))
         found: dict[str, QueueLatency] = {}
         for name in names:
             latency = self.engine.queue_latency(name)
-            threshold = self.max_latency_ms.get(name)
+            threshold = thresholds.get(name)
             if threshold is not None:
                 latency.max_latency_s = threshold / 1000
             found[name] = latency
@@ -78,7 +80,7 @@ class LatencyWatch:
         )
         limit = GaugeMetricFamily(
             "jq_queue_max_latency_seconds",
-            "The queue's max latency threshold (--max-latency)",
+            "The queue's max latency threshold (its max_latency_ms setting)",
             labels=["queue"],
         )
         breached = GaugeMetricFamily(

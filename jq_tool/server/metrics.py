@@ -88,6 +88,20 @@ class QueueCollector:
         for (route, status), count in sorted(self.counts.requests.items()):
             requests.add_metric([route, str(status)], count)
         yield requests
+        # What finished jobs are held, in memory and on disk (issue 21); the evictions are
+        # jq_job_transitions{kind="evicted"} and {kind="dead_dropped"}.
+        held = self.engine.retention_stats()
+        for name, help_text, value in (
+            ("jq_finished_in_memory", "ACKED and CANCELLED jobs held in memory",
+             held.finished_in_memory),
+            ("jq_dead_in_memory", "DEAD jobs held in memory", held.dead_in_memory),
+            ("jq_finished_memory_bytes", "Estimated bytes of the finished and DEAD jobs held",
+             held.bytes_in_memory),
+            ("jq_history_records", "Final records of forgotten jobs in the history store",
+             held.finished_on_disk),
+            ("jq_history_bytes", "Size of the history store's files", held.history_bytes),
+        ):  # fmt: skip
+            yield GaugeMetricFamily(name, help_text, value=value)
         health = self.engine.health()
         yield GaugeMetricFamily("jq_up", "1 when the engine accepts writes", value=int(health.ok))
         yield from self.engine.metrics()  # the log's own: append latency, batch sizes, ...

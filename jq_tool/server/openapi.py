@@ -364,6 +364,22 @@ SCHEMAS["Stats"] = {
                         "missed_runs": {"type": "integer"},
                     }
                 ),
+                # What finished jobs are held, in memory and on disk (issue 21).
+                "held": _obj(
+                    {
+                        name: {"type": "integer"}
+                        for name in (
+                            "finished_in_memory",
+                            "dead_in_memory",
+                            "bytes_in_memory",
+                            "finished_on_disk",
+                            "history_bytes",
+                            "evicted",
+                            "dead_dropped",
+                            "idempotency_keys",
+                        )
+                    }  # fmt: skip
+                ),
                 "flow": _obj(
                     {"paused_queues": {"type": "integer"}, "limited_queues": {"type": "integer"}}
                 ),

@@ -28,6 +28,7 @@ from jq_tool.server.wire import JSONResponse
 from jq_tool.server.wire_console import BulkAnswer, BulkBody
 
 BULK_CHUNK = 500  # jobs per logged command
+BULK_SCAN_LIMIT = 20_000  # jobs examined to select one chunk, as a GET /jobs search
 BULK_PAUSE_S = 0.005  # between two chunks: 100,000 jobs take ~1 s longer, submits wait less
 _WAITING = frozenset({"READY", "RETRY", SCHEDULED})
 _BODY = 64 * 1024
@@ -53,8 +54,13 @@ class BulkRoutes:
         matched = changed = chunks = 0
         cursor: str | None = None
         while matched < body.limit:
+            # A bounded scan each step, like a GET /jobs search: jobs that do not match (a
+            # million ACKED ones) never hold the loop for long either.
             page, cursor = self.engine.search(
-                where, limit=min(BULK_CHUNK, body.limit - matched), cursor=cursor
+                where,
+                limit=min(BULK_CHUNK, body.limit - matched),
+                cursor=cursor,
+                scan_limit=BULK_SCAN_LIMIT,
             )
             if page:
                 matched += len(page)

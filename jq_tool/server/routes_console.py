@@ -92,7 +92,7 @@ class ConsoleRoutes:
         after = None if query.cursor is None else int(query.cursor)
         held = [job for job in self.engine.running(name) if after is None or job.seq > after]
         page = held[: query.limit]
-        _, submitted, acked, failed = self.engine.history(name, 60, now // MINUTE_MS)
+        _, submitted, acked, failed = self.engine.minute_counts(name, 60, now // MINUTE_MS)
         return JSONResponse(
             QueueDetail(
                 name=name,
@@ -104,6 +104,8 @@ class ConsoleRoutes:
                 acked=stats.acked,
                 cancelled=stats.cancelled,
                 total=stats.total,
+                waiting=stats.waiting,
+                paused=stats.paused,
                 oldest_runnable_at=rfc3339(since),
                 latency_ms=None if since is None else max(0, now - since),
                 throughput=Throughput(
@@ -134,7 +136,7 @@ class ConsoleRoutes:
         if minutes is None:  # pragma: no cover - the Literal refuses it first
             raise invalid_field("window", "window must be 1h or 24h")
         last = _now_ms() // MINUTE_MS
-        tracked, submitted, acked, failed = self.engine.history(query.queue, minutes, last)
+        tracked, submitted, acked, failed = self.engine.minute_counts(query.queue, minutes, last)
         return JSONResponse(
             HistoryView(
                 window=query.window,

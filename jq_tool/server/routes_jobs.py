@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from jq_tool.auth import Scope
+from jq_tool.auth import ApiKey, KeyType, Scope
 from jq_tool.core.model import ErrorCode, Job, JobState, UniqueScope
 from jq_tool.engine.base import (
     SCHEDULED,
@@ -71,7 +71,7 @@ from jq_tool.server.wire import (
 from jq_tool.server.workers import WorkerBook
 from jq_tool.settings import Settings
 
-SEARCH_SCAN_LIMIT = 50_000  # jobs one GET /jobs search examines (docs/api.md)
+SEARCH_SCAN_LIMIT = 20_000  # jobs one GET /jobs search examines (docs/api.md): ~10 ms
 _SMALL_BODY = 64 * 1024  # lease/extend/cancel bodies carry a few ids and numbers
 _NO_JOBS = ApiError(404, "not_found", "no jobs available")
 
@@ -308,6 +308,11 @@ class JobRoutes:
         job = await self.engine.extend(
             request.path_params["id"], lease_id=body.lease_id, lease_ms=body.lease_ms
         )
+        if body.progress is not None:  # issue 19: progress with the extension
+            self.counts["progress"] += 1
+            await self.engine.progress(
+                job.id, lease_id=body.lease_id, percent=float(body.progress), note=body.note
+            )
         return JSONResponse(extended_body(job))
 
     # --- an operator's moves ------------------------------------------------------------------
@@ -331,10 +336,16 @@ class JobRoutes:
     # --- reads --------------------------------------------------------------------------------
 
     async def get_job(self, request: Request) -> Response:
-        await self.guard.require(request, Scope.JOBS_READ)
-        job = await self.engine.get(request.path_params["id"])
+        caller = await self.guard.require(request, Scope.JOBS_READ)
+        job_id = request.path_params["id"]
+        job = await self.engine.get(job_id)
         if job is None:
-            raise not_found()
+            # No longer held in memory (issue 21): its final record from the history store,
+            # to its owner's keys and admin keys only. A record of a log written before jobs
+            # had owners (owner "") answers any reader, as it did while it was in memory.
+            job = await self.engine.get_finished(job_id)
+            if job is None or not _may_read_history(caller, job):
+                raise not_found()
         return JSONResponse(job_body(job))
 
     async def list_jobs(self, request: Request) -> Response:
@@ -366,6 +377,10 @@ class JobRoutes:
         return JSONResponse(
             JobPage([job_body(job, with_payload=False) for job in jobs], next_cursor)
         )
+
+
+def _may_read_history(caller: ApiKey, job: Job) -> bool:
+    return not job.owner or caller.owner_id == job.owner or caller.type is KeyType.ADMIN
 
 
 def _batch_parent(parent: str, batch_index: dict[int, int] | None) -> str:

@@ -58,6 +58,7 @@ class QueueRoutes:
             concurrency=body.concurrency,
             rate_limit=body.rate_limit,
             rate_period_ms=body.rate_period_ms,
+            max_latency_ms=body.max_latency_ms,
         )
         return await self._change(change)
 
@@ -92,6 +93,7 @@ class QueueRoutes:
             rate_period_ms=settings.rate_period_ms,
             rate_window_leases=len(settings.recent_leases),
             counts=counts,
+            max_latency_ms=settings.max_latency_ms,
         )
 
 

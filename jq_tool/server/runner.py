@@ -97,8 +97,18 @@ class _DropUpgradeWarnings(logging.Filter):
         )
 
 
+# Libraries whose INFO lines are one per call: httpx logs every request it makes, and a
+# cluster node makes about three a second to its etcd member (issue 21: 60 of a node's first
+# 66 lines). Their warnings and errors still show; --log-level debug shows everything.
+_CHATTY_LOGGERS = ("httpx", "httpcore")
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(stream=sys.stderr, level=level.upper(), format=LOG_FORMAT, force=True)
+    quiet = max(logging.WARNING, logging.getLogger().level)
+    if level.lower() != "debug":
+        for name in _CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(quiet)
     logging.getLogger("uvicorn.error").addFilter(_HideStartupTraceback())
     logging.getLogger("uvicorn.error").addFilter(_DropUpgradeWarnings())
 

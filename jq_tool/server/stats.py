@@ -100,6 +100,8 @@ class StatsView:
             "skipped_runs": schedules.skipped,
             "missed_runs": schedules.missed,
         }
+        # What finished jobs are held, in memory and on disk (issue 21).
+        body["held"] = msgspec.structs.asdict(self.engine.retention_stats())
         settings = self.engine.queue_settings_page()
         body["flow"] = {
             "paused_queues": sum(1 for s in settings if s.paused),

@@ -146,6 +146,9 @@ class ExtendBody(msgspec.Struct):
 
     lease_id: str | None = None
     lease_ms: LeaseMs | None = None
+    # Issue 19: a progress report sent with the extension (as POST /jobs/{id}/progress).
+    progress: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    note: Annotated[str, msgspec.Meta(max_length=200)] = ""
 
 
 class KeyCreateBody(msgspec.Struct):
@@ -201,6 +204,8 @@ class QueueSettingsBody(msgspec.Struct):
     concurrency: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
     rate_limit: Annotated[int, msgspec.Meta(ge=0, le=100_000)] | None = None
     rate_period_ms: Annotated[int, msgspec.Meta(ge=0, le=7 * 86_400_000)] | None = None
+    # Issue 19: past it, /health warns and jq_queue_latency_breached is 1 (0 removes it).
+    max_latency_ms: Annotated[int, msgspec.Meta(ge=0, le=7 * 86_400_000)] | None = None
 
 
 # --- schedules (periodic jobs) -----------------------------------------------------------------

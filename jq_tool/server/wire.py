@@ -406,6 +406,7 @@ class QueueSettingsView(msgspec.Struct, kw_only=True):
     rate_period_ms: int
     rate_window_leases: int
     counts: QueueView | None = None
+    max_latency_ms: int = 0  # issue 19: the latency threshold (0: none)
 
 
 class QueuePage(msgspec.Struct):

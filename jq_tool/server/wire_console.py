@@ -103,6 +103,8 @@ class QueueDetail(msgspec.Struct, kw_only=True):
     acked: int
     cancelled: int
     total: int
+    waiting: int  # WAITING for parents
+    paused: bool  # the queue's flow settings (GET /queues/{name} has them all)
     oldest_runnable_at: Time | None
     latency_ms: int | None
     throughput: Throughput

@@ -5,7 +5,7 @@ and the submits/s and acks/s sparklines, a `JobEvent` marks the jobs table stale
 pages of `GET /jobs` through the same client. When the stream drops (the server restarts, the
 network goes) it says "disconnected, retrying" and reconnects with a short capped backoff, then
 re-reads the table, since events missed meanwhile are not replayed; a refused key (401, 403)
-stops it with the reason, since retrying cannot help. `?` lists the keys: 1–8 filter by state,
+stops it with the reason, since retrying cannot help. `?` lists the keys: 1–9 filter by state,
 `/` searches (id prefix, `queue:`, `state:`, error text), `p` pauses the table (the counters
 keep moving), Enter opens a job in the detail pane (kept until Esc, read afresh as the job
 changes), `r` requeues the chosen DEAD job after a confirmation, `j`/`u`/`w` switch between the
@@ -46,7 +46,7 @@ from jq_tool.sdk import (
 
 COUNTERS = ("runnable", "running", "scheduled", "retry", "dead", "acked")
 
-# Keys 1–8, in the order the filter bar shows them; None is every state, "scheduled" is READY
+# Keys 1–9, in the order the filter bar shows them; None is every state, "scheduled" is READY
 # with a future run_at (the server filters it).
 STATE_FILTERS: tuple[JobState | str | None, ...] = (
     None,
@@ -57,6 +57,7 @@ STATE_FILTERS: tuple[JobState | str | None, ...] = (
     JobState.ACKED,
     JobState.CANCELLED,
     "scheduled",
+    JobState.WAITING,
 )
 
 STATE_STYLES = {
@@ -66,6 +67,7 @@ STATE_STYLES = {
     JobState.DEAD: "bold #f87171",
     JobState.ACKED: "bold #4ade80",
     JobState.CANCELLED: "bold #a1a1aa",
+    JobState.WAITING: "bold #94a3b8",  # waiting for its parents (depends_on)
 }
 
 SPARK_POINTS = 60
@@ -155,7 +157,7 @@ def parse_search(text: str) -> dict[str, str]:
 HELP = """\
 [b]jq tui — keys[/b]
 
-  [b]1[/b]–[b]8[/b]    filter: all ready running retry dead acked cancelled scheduled
+  [b]1[/b]–[b]9[/b]    filter: all ready running retry dead acked cancelled scheduled waiting
   [b]/[/b]       search: id prefix, queue:NAME, state:STATE, error text (empty clears)
   [b]p[/b]       pause / resume the table (counters keep moving)
   [b]Enter[/b]   open the job under the cursor in the detail pane (kept until Esc)
@@ -214,7 +216,7 @@ class JqDashboard(App[None]):
         Binding("u", "view('queues')", "Queues"),
         Binding("w", "view('workers')", "Workers"),
         *[
-            Binding(str(index + 1), f"filter({index})", "Filter 1–8", show=False)
+            Binding(str(index + 1), f"filter({index})", "Filter 1–9", show=False)
             for index in range(len(STATE_FILTERS))
         ],
     ]
@@ -516,9 +518,12 @@ class JqDashboard(App[None]):
         except JqError as error:
             self.notify(f"could not load {_short(job_id)}: {error}", severity="error")
             return
+        why = None
+        with contextlib.suppress(JqError):  # an older server has no explain: show the job
+            why = (await self.client.explain(job_id)).summary
         with contextlib.suppress(NoMatches):  # the app closed while the job was on its way
             if self._opened == job_id:
-                self.query_one("#detail", Static).update(_detail(job))
+                self.query_one("#detail", Static).update(_detail(job, why))
 
     # --- queues and workers ------------------------------------------------------------------
 
@@ -692,7 +697,7 @@ def _worker_row(worker: WorkerInfo) -> tuple[str | Text, ...]:
     )
 
 
-def _detail(job: Job) -> Text:
+def _detail(job: Job, why: str | None = None) -> Text:
     """The whole job: nothing cut, the current error and every kept attempt with its traceback
     (the pane scrolls)."""
     text = Text.assemble(
@@ -728,4 +733,8 @@ def _detail(job: Job) -> Text:
             text.append(
                 f"  {attempt.error_class or ''}: {attempt.error_message or ''}", style=style
             )
+    if job.progress is not None:
+        text.append(f"\nprogress: {job.progress.progress:.0%} {job.progress.note}".rstrip())
+    if why:
+        text.append(f"\nwhy: {why}", style="italic")
     return text

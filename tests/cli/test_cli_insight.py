@@ -5,11 +5,12 @@ and cancelled, exit code 1 for an unknown job or group."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
 import typer
-from sdk.jq_server_process import ServerProcess
+from sdk.jq_server_process import ServerProcess, wait_until
 from typer.testing import CliRunner
 
 from jq_tool.cli import insight, jobs
@@ -71,3 +72,19 @@ def test_dead_groups_requeue_and_cancel(jq_server: ServerProcess, queue: str) ->
     assert out.startswith("2 jobs requeued in 3 logged commands")
     assert jq_json(jq_server, "dead", "cancel", b)["settled"] == 2
     jq(jq_server, "dead", "requeue", a, code=1)  # the group is gone
+
+
+def test_stats_show_each_queues_latency(jq_server: ServerProcess, queue: str) -> None:
+    with Client(jq_server.url, jq_server.admin_key) as client:
+        for _ in range(3):
+            client.submit("x", queue=queue)
+        client.lease(queue=queue)
+        # Per-queue latency is computed at most once a second: a new queue shows after that.
+        wait_until(lambda: queue in client.stats().latency)
+        latency = client.stats().latency[queue]
+    assert latency.leased == 1 and latency.oldest_runnable_age_s is not None
+    assert latency.wait_p95_s is not None and latency.max_latency_s is None
+    table = jq(jq_server, "stats")
+    assert "oldest" in table and "wait p95" in table
+    (row,) = [line for line in table.splitlines() if queue in line]
+    assert re.search(r"\d+\.\ds", row) and "≤" in row

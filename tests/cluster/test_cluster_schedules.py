@@ -13,7 +13,6 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +29,6 @@ from tests.cluster.test_cluster_serve import Cluster, ClusterNode
 pytestmark = pytest.mark.slow
 
 SECOND = 1000
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.close()
 
 
 def call(node: ClusterNode, method: str, path: str, **kwargs: Any) -> httpx.Response:

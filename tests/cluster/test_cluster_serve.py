@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -92,16 +91,6 @@ class Cluster:
         for key in r.scan_iter(match=self.prefix + "*"):
             r.delete(key)
         r.close()
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.close()
 
 
 def submit(node: ClusterNode, payload: str) -> str | None:

@@ -6,8 +6,6 @@ replays them; and a revoke on one node ends the key's /events stream on another.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,16 +14,6 @@ from tests.cluster.test_cluster_serve import Cluster, ClusterNode
 from tests.server.test_tenants import StreamWatcher
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.close()
 
 
 def post(node: ClusterNode, key: str, body: dict[str, object]) -> httpx.Response:

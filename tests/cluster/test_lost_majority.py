@@ -7,8 +7,6 @@ what it has. How fast /health notices is measured by bench/cluster_bench.py (tar
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,16 +14,6 @@ import pytest
 from tests.cluster.test_cluster_serve import Cluster, submit
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.close()
 
 
 def test_health_reports_a_lost_majority_without_a_write(cluster: Cluster) -> None:

@@ -133,3 +133,24 @@ def test_snapshot_keeps_history_and_worker() -> None:
     job = restored.get("j")
     assert job is not None and job.worker == "w2"
     assert [a.outcome for a in attempt_history(job)] == ["failed", "running"]
+
+
+def test_an_earlier_attempts_error_is_cut_to_1_kib_and_counted_as_held() -> None:
+    from jq_tool.core.attempts import OLDER_ERROR_BYTES, error_chars
+
+    machine = _machine()
+    long_error = "x" * 5000 + "\nRuntimeError: first"
+    machine.apply(Lease(T0 + 1, "default", 1000, ["l1"]))
+    machine.apply(Fail(T0 + 2, "j", "l1", long_error))
+    job = machine.get("j")
+    assert job is not None and job.history is not None and job.history[0].error == long_error
+    assert error_chars(job) == 0  # the same text as the current error
+    machine.apply(Expire(T0 + 3))
+    machine.apply(Lease(T0 + 4, "default", 1000, ["l2"]))
+    machine.apply(Fail(T0 + 5, "j", "l2", "ValueError: second"))
+    job = machine.get("j")
+    assert job is not None and job.history is not None
+    first, second = job.history
+    assert first.error is not None and len(first.error.encode()) <= OLDER_ERROR_BYTES
+    assert first.error.endswith("RuntimeError: first") and second.error == "ValueError: second"
+    assert error_chars(job) == len(first.error)

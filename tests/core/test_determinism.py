@@ -30,19 +30,24 @@ from jq_tool.core.model import (
     FireResult,
     FireSchedule,
     Job,
+    JobFlow,
     JobState,
     Lease,
     LeaseResult,
     MissedPolicy,
     NewJob,
     OverlapPolicy,
+    ParentFailure,
     Progress,
     Purge,
     Requeue,
     Result,
     ScheduleSpec,
+    SetQueue,
     SettleDeadGroup,
     Submit,
+    SubmitResult,
+    UniqueScope,
     UpdateSchedule,
     decode_command,
     encode_command,
@@ -58,8 +63,9 @@ KINDS = [
     "schedule", "fire",
     "progress",
     "dead_group",
+    "set_queue",
 ]  # fmt: skip
-WEIGHTS = [18, 20, 16, 7, 4, 3, 2, 10, 2, 2, 8, 2, 1]
+WEIGHTS = [18, 20, 16, 7, 4, 3, 2, 10, 2, 2, 8, 2, 1, 2]
 SCHEDULES = ["hourly", "reports", "cleanup"]
 CHECKPOINT = 1000
 
@@ -108,6 +114,7 @@ def record_log(seed: int, length: int) -> tuple[list[Command], list[Result], lis
                         idempotency_key=None if rng.random() < 0.9 else f"k{rng.randint(0, 60)}",
                         owner=rng.choice(["", "team-a", "team-b"]),
                         fingerprint=rng.choice([None, "f1", "f2"]),
+                        flow=_job_flow(rng, next_job),
                     )
                 )
                 next_job += 1
@@ -146,7 +153,13 @@ def record_log(seed: int, length: int) -> tuple[list[Command], list[Result], lis
                 ids = [job_id, *(c.id for c in candidates)]
                 command = BulkCancel(now, ids) if kind == "cancel" else BulkRequeue(now, ids)
         elif kind == "purge":
-            command = Purge(now, now - rng.choice([0, 2000, 30_000]))
+            if rng.random() < 0.5:
+                command = Purge(now, now - rng.choice([0, 2000, 30_000]))
+            else:  # issue 21: bounds on the finished and DEAD jobs held
+                command = Purge(
+                    now, now - 60_000, rng.choice([0, 3, 20]), rng.choice([0, 200]),
+                    rng.choice([0, 10]), rng.choice([0, 2]), None, rng.choice([0, 2]),
+                )  # fmt: skip
         elif kind == "schedule":
             name = rng.choice(SCHEDULES)
             spec = ScheduleSpec(
@@ -180,6 +193,17 @@ def record_log(seed: int, length: int) -> tuple[list[Command], list[Result], lis
             now = max(now, at + 1000 * batch)  # a ticker fires what has come
             command = FireSchedule(now, name, at, at + 1000 * batch, at + 1000 * (batch + 1),
                                    job_id, batch)  # fmt: skip
+        elif kind == "set_queue":
+            # Flow control (issue 18): pause, concurrency and rate limits come and go.
+            command = SetQueue(
+                now,
+                rng.choice(QUEUES),
+                rng.choice([None, True, False, False]),
+                rng.choice([None, 0, 2, 5]),
+                rng.choice([None, 0, 3, 10]),
+                rng.choice([None, 500, 2000]),
+                rng.choice([0, 3]),
+            )
         elif kind == "progress" and leased:
             job = leased[-1]
             command = Progress(now, job.id, job.lease_id if rng.random() < 0.9 else "stale",
@@ -203,6 +227,20 @@ def record_log(seed: int, length: int) -> tuple[list[Command], list[Result], lis
     return log, results, snapshots, driver
 
 
+def _job_flow(rng: random.Random, next_job: int) -> JobFlow | None:
+    """A unique key now and then, and parents among the last jobs submitted now and then."""
+    if rng.random() < 0.8 or next_job < 5:
+        return None
+    parents = [f"job-{next_job - rng.randint(1, 30)}" for _ in range(rng.randint(0, 3))]
+    return JobFlow(
+        None if rng.random() < 0.5 else f"u{rng.randint(0, 20)}",
+        rng.choice(list(UniqueScope)),
+        rng.choice([1000, 5000]),
+        [p for p in parents if p != "job--1"],
+        rng.choice(list(ParentFailure)),
+    )
+
+
 @pytest.fixture(scope="module", params=[7, 2026])
 def recorded(request: pytest.FixtureRequest) -> tuple[list[Command], list[Result], list[bytes]]:
     log, results, snapshots, driver = record_log(request.param, 12_000)
@@ -216,6 +254,12 @@ def recorded(request: pytest.FixtureRequest) -> tuple[list[Command], list[Result
     assert sum(r.job is not None for r in fired) > 50  # jobs made by schedules
     assert any(r.overlap_skipped for r in fired) and any(r.schedule.missed for r in fired)
     assert len(fired) < sum(isinstance(c, FireSchedule) for c in log)  # some were refused
+    # Flow control was in play: waiting children released and cancelled, unique hits.
+    submitted = [e for r in results if isinstance(r, SubmitResult) for e in r.entries]
+    assert any(getattr(e, "unique", False) for e in submitted)
+    events = driver.events
+    assert any(e[1] is JobState.READY and e[2] is JobState.WAITING for e in events)
+    assert any(e[1] is JobState.CANCELLED and e[2] is JobState.WAITING for e in events)
     return log, results, snapshots, driver.events  # type: ignore[return-value]
 
 

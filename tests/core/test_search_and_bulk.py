@@ -63,3 +63,11 @@ def test_a_chunk_too_large_is_refused_whole() -> None:
     assert isinstance(result, Error)
     job = machine.get("j00")
     assert job is not None and job.state is JobState.READY
+
+
+def test_a_state_no_job_has_is_answered_without_a_scan() -> None:
+    machine = _machine(10)
+    page, cursor = machine.search_jobs(JobFilter(labels=frozenset({"DEAD"})), scan_limit=1)
+    assert (page, cursor) == ([], None)  # the counts say none: no short page, no cursor
+    page, cursor = machine.search_jobs(JobFilter(labels=frozenset({"READY"})), scan_limit=1)
+    assert len(page) == 1 and cursor is not None

@@ -356,3 +356,17 @@ def test_parents_within_one_submit_by_id() -> None:
     entries = log.submit(parent, child)
     assert all(isinstance(e, Submitted) for e in entries)
     assert log.state(child.id) is JobState.WAITING
+
+
+def test_a_parent_in_the_same_submit_answered_by_a_unique_key_means_the_holder() -> None:
+    log = Log()
+    (holder,) = log.submit(log.job(unique_key="k"))
+    again = log.job(unique_key="k")  # answered with the holder: no job of this id
+    child = log.job(depends_on=[again.id])
+    first, second = log.submit(again, child)
+    assert isinstance(first, Submitted) and first.unique
+    assert isinstance(second, Submitted)
+    job = log.sm.get(child.id)
+    assert job is not None and job.state is JobState.WAITING
+    assert job.depends_on is not None and job.depends_on.parents == [holder.job_id]  # type: ignore[union-attr]
+    log.replayed()

@@ -189,3 +189,27 @@ def test_progress_is_refused_for_a_stale_lease_or_bad_values() -> None:
     assert isinstance(long_note, Error) and result.code is ErrorCode.INVALID
     job = sm.get("j")
     assert job is not None and job.progress is None
+
+
+def test_jobs_ahead_are_counted_up_to_a_bound_and_explained() -> None:
+    from jq_tool.core.explain import QueueActivity, explain
+    from jq_tool.core.state_machine import AHEAD_COUNTED
+
+    sm = StateMachine()
+    jobs = [NewJob(f"j{i}", "q", "p", i % 2, 3) for i in range(AHEAD_COUNTED + 500)]
+    sm.apply(Submit(T0, jobs))
+    last = sm.get(f"j{AHEAD_COUNTED + 498}")  # priority 0: every priority-1 job is ahead too
+    assert last is not None and sm.runnable_ahead(last) == AHEAD_COUNTED
+    total = AHEAD_COUNTED + 500
+    expected = total // 2 + (AHEAD_COUNTED + 498) // 2  # every odd one, and the older evens
+    assert sm.runnable_ahead(last, limit=10**9) == expected
+    first = sm.get("j1")  # the first priority-1 job: nothing ahead
+    assert first is not None and sm.runnable_ahead(first) == 0
+    busy = QueueActivity(last_asked_at=T0, drain_per_s=50.0, asked_queues=["q"])
+    why = explain(last, sm, busy, T0 + 1000)
+    assert why.reason == "queued" and why.summary.startswith(f"At least {AHEAD_COUNTED} jobs")
+    assert why.expected_at == T0 + 1000 + AHEAD_COUNTED * 1000 // 50
+    assert explain(first, sm, busy, T0 + 1000).reason == "next"
+    idle = QueueActivity(last_asked_at=T0 - 120_000, asked_queues=["other"])
+    why = explain(first, sm, idle, T0 + 1000)
+    assert why.reason == "no_worker" and "workers are asking for other" in why.summary

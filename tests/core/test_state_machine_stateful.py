@@ -5,21 +5,33 @@ heaps, no incremental counts. After every step both must agree on the result of 
 every job, on the stats, on next_due and on has_runnable. A snapshot/restore in the middle of a
 run must change nothing.
 
+Flow control (issue 18) is in the model too: queue settings (pause, concurrency, a rate limit
+counted from every lease time in the window), unique keys with their three scopes, and
+dependencies, which the model resolves by sweeping every WAITING job after each command.
+
 Schedules are in the model too: create (retried or not, capped), update with a version, delete,
 and firings whose due times are mostly the schedule's next one and sometimes stale, doubled or
 of a schedule that is paused or gone; both must agree on every schedule, the jobs the firings
 make (with the overlap policy) and the due schedules.
+
+Insight (issue 19) too: progress reports on running attempts, dead letters grouped by the
+fingerprint of their last error (every group's count, first and last death, queues and sample
+computed from scratch), whole groups requeued or cancelled in bounded chunks, and the
+explain queries (jobs ahead of a runnable job, the queue's oldest runnable job).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from copy import copy
 
-from hypothesis import settings
+import msgspec
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from jq_tool.core.backoff import retry_backoff_ms
+from jq_tool.core.fingerprint import fingerprint
 from jq_tool.core.model import (
     FINISHED_STATES,
     Ack,
@@ -30,7 +42,10 @@ from jq_tool.core.model import (
     Cancel,
     Command,
     CreateSchedule,
+    DeadGroupAction,
+    DeadGroupResult,
     DeleteSchedule,
+    Dependency,
     Error,
     ErrorCode,
     Expire,
@@ -40,6 +55,8 @@ from jq_tool.core.model import (
     FireResult,
     FireSchedule,
     Job,
+    JobFlow,
+    JobProgress,
     JobResult,
     JobState,
     Lease,
@@ -47,17 +64,24 @@ from jq_tool.core.model import (
     MissedPolicy,
     NewJob,
     OverlapPolicy,
+    ParentFailure,
+    Progress,
     Purge,
     PurgeResult,
+    QueueResult,
+    QueueSettings,
     Requeue,
     Result,
     Schedule,
     ScheduleResult,
     ScheduleRun,
     ScheduleSpec,
+    SetQueue,
+    SettleDeadGroup,
     Submit,
     SubmitResult,
     Submitted,
+    UniqueScope,
     UpdateSchedule,
 )
 from jq_tool.core.state_machine import (
@@ -74,14 +98,16 @@ QUEUES = ["a", "b", "c"]
 MAX_QUEUES = 2  # submits that carry a cap: the three queues do not fit
 SCHEDULES = ["s1", "s2", "s3"]
 MAX_SCHEDULES = 2  # creates that carry a cap: the three schedules do not fit
-R, RU, RE, D, A, C = (
+R, RU, RE, D, A, C, W = (
     JobState.READY,
     JobState.RUNNING,
     JobState.RETRY,
     JobState.DEAD,
     JobState.ACKED,
     JobState.CANCELLED,
+    JobState.WAITING,
 )
+PARENT_FAILED = "parent ?"  # which failed parent a cancellation names depends on order
 
 
 class ReferenceQueue:
@@ -96,6 +122,14 @@ class ReferenceQueue:
         self.idempotency: dict[tuple[str, str], tuple[str, str | None, int]] = {}
         self.counters = Counters()
         self.schedules: dict[str, Schedule] = {}
+        # Flow control: settings by queue, every lease time of each queue's current window
+        # setting, unique keys (never forgotten: forgetting is only memory), awaited parents.
+        self.settings: dict[str, QueueSettings] = {}
+        self.lease_times: dict[str, list[int]] = {}
+        self.unique: dict[tuple[str, str], tuple[str, UniqueScope, int]] = {}
+        self.awaited: dict[str, list[str]] = {}
+        # The machine's reason of a parent cancellation, for byte counts (set by the test).
+        self.parent_reason: Callable[[str], str] | None = None
 
     def advance(self, now: int) -> int:
         """Returns how many scheduled READY jobs the new clock makes due."""
@@ -104,6 +138,86 @@ class ReferenceQueue:
         return sum(1 for j in self.jobs.values() if j.state is R and before < j.run_at <= self.now)
 
     def apply(self, command: Command) -> Result:
+        result = self.apply_one(command)
+        if not isinstance(result, Error):
+            self.sweep(command.now)
+        return result
+
+    def sweep(self, now: int) -> None:
+        """Resolve WAITING jobs against their parents' states, until nothing changes."""
+        changed = True
+        while changed:
+            changed = False
+            for child_id in list(self.awaited):
+                child = self.jobs[child_id]
+                left = self.awaited[child_id]
+                for parent_id in list(left):
+                    parent = self.jobs.get(parent_id)
+                    if parent is None or parent.state not in FINISHED_STATES:
+                        continue
+                    left.remove(parent_id)
+                    changed = True
+                    assert child.depends_on is not None
+                    runs = child.depends_on.on_parent_failure is ParentFailure.RUN
+                    if parent.state is not A and not runs:
+                        child.state, child.updated_at = C, now
+                        child.result_error = PARENT_FAILED
+                        self.counters.cancelled += 1
+                        del self.awaited[child_id]
+                        break
+                else:
+                    if not left:
+                        del self.awaited[child_id]
+                        child.state, child.updated_at = R, now
+
+    def set_queue(self, command: SetQueue) -> Result:
+        current = self.settings.get(command.queue)
+        if current is None and command.max_queues and len(self.settings) >= command.max_queues:
+            return Error(ErrorCode.TOO_MANY_QUEUES, "")
+        settings = copy(current) if current is not None else QueueSettings(command.queue)
+        rate = settings.rate_limit if command.rate_limit is None else command.rate_limit
+        period = (
+            settings.rate_period_ms if command.rate_period_ms is None else command.rate_period_ms
+        )
+        if rate and not period:
+            return Error(ErrorCode.INVALID, "")
+        self.advance(command.now)
+        if (rate, period) != (settings.rate_limit, settings.rate_period_ms):
+            self.lease_times[command.queue] = []
+        if command.paused is not None:
+            settings.paused = command.paused
+        if command.concurrency is not None:
+            settings.concurrency = command.concurrency
+        settings.rate_limit, settings.rate_period_ms = rate, period if rate else 0
+        settings.updated_at = command.now
+        if settings.paused or settings.concurrency or settings.rate_limit:
+            self.settings[command.queue] = settings
+        else:
+            self.settings.pop(command.queue, None)
+            self.lease_times.pop(command.queue, None)
+        return QueueResult(settings)
+
+    def flow_allows(self, queue: str, at: int) -> int | None:
+        """How many leases the queue's settings allow at `at` (None: no limit)."""
+        settings = self.settings.get(queue)
+        if settings is None:
+            return None
+        if settings.paused:
+            return 0
+        allowed: int | None = None
+        if settings.concurrency:
+            running = sum(1 for j in self.jobs.values() if j.queue == queue and j.state is RU)
+            allowed = max(settings.concurrency - running, 0)
+        if settings.rate_limit:
+            times = self.lease_times.get(queue, [])
+            in_window = sum(1 for t in times if t > at - settings.rate_period_ms)
+            left = max(settings.rate_limit - in_window, 0)
+            allowed = left if allowed is None else min(allowed, left)
+        return allowed
+
+    def apply_one(self, command: Command) -> Result:
+        if isinstance(command, SetQueue):
+            return self.set_queue(command)
         if isinstance(command, Submit):
             return self.submit(command)
         if isinstance(command, Lease):
@@ -114,6 +228,8 @@ class ReferenceQueue:
             return self.purge(command)
         if isinstance(command, (CreateSchedule, UpdateSchedule, DeleteSchedule, FireSchedule)):
             return self.schedule_command(command)
+        if isinstance(command, SettleDeadGroup):
+            return self.settle_group(command)
         if isinstance(command, (BulkRequeue, BulkCancel)):
             # A chunk: each job as its single command would go, the others skipped.
             self.advance(command.now)
@@ -128,12 +244,12 @@ class ReferenceQueue:
         job = self.jobs.get(command.job_id)
         if job is None:
             return Error(ErrorCode.NOT_FOUND, "")
-        if isinstance(command, (Ack, Fail, Extend)):
+        if isinstance(command, (Ack, Fail, Extend, Progress)):
             if job.state is not RU:
                 return Error(ErrorCode.INVALID_STATE, "")
             if command.lease_id is not None and command.lease_id != job.lease_id:
                 return Error(ErrorCode.LEASE_MISMATCH, "")
-        if isinstance(command, Cancel) and job.state not in (R, RE):
+        if isinstance(command, Cancel) and job.state not in (R, RE, W):
             return Error(ErrorCode.INVALID_STATE, "")
         if isinstance(command, Requeue) and job.state is not D:
             return Error(ErrorCode.INVALID_STATE, "")
@@ -144,11 +260,14 @@ class ReferenceQueue:
             job.lease_id = job.lease_until = job.result_error = None
             self.counters.acked += 1
         elif isinstance(command, Fail):
-            self.fail(job, command.error, now, "failed")
+            self.fail(job, command.error, now, "failed", final=not command.retry)
         elif isinstance(command, Extend):
             job.lease_until = now + command.lease_ms
+        elif isinstance(command, Progress):
+            job.progress = JobProgress(float(command.percent), command.note, now)
         elif isinstance(command, Cancel):
             job.state, job.updated_at = C, now
+            self.awaited.pop(job.id, None)
             self.counters.cancelled += 1
         elif isinstance(command, Requeue):
             job.state, job.attempts, job.run_at, job.updated_at = R, 0, now, now
@@ -159,17 +278,44 @@ class ReferenceQueue:
         now = command.now
         self.advance(now)
         entries: list[Submitted | Error] = []
+        answered: dict[str, str] = {}  # entries answered with an earlier job: parents mean it
         for nj in command.jobs:
             key = nj.idempotency_key
             remembered = self.idempotency.get((nj.owner, key)) if key is not None else None
             if remembered is not None and self.now < remembered[2]:
                 if remembered[1] in (None, nj.fingerprint) or nj.fingerprint is None:
                     entries.append(Submitted(remembered[0], duplicate=True))
+                    answered[nj.id] = remembered[0]
                 else:
                     entries.append(Error(ErrorCode.IDEMPOTENCY_KEY_REUSED, ""))
                 continue
+            jf = nj.flow
+            if jf is not None and jf.unique_key is not None:
+                holder = self.unique.get((nj.owner, jf.unique_key))
+                if holder is not None:
+                    holder_id, scope, until = holder
+                    held_job = self.jobs.get(holder_id)
+                    if scope is UniqueScope.PERIOD:
+                        in_scope = self.now < until
+                    elif scope is UniqueScope.QUEUED:
+                        in_scope = held_job is not None and held_job.state in (W, R, RE)
+                    else:
+                        in_scope = held_job is not None and held_job.state in (W, R, RE, RU)
+                    if in_scope:
+                        entries.append(Submitted(holder_id, unique=True))
+                        answered[nj.id] = holder_id
+                        continue
             if nj.id in self.jobs:
                 entries.append(Error(ErrorCode.INVALID, ""))
+                continue
+            if jf is not None and answered:
+                jf = msgspec.structs.replace(
+                    jf, depends_on=[answered.get(p, p) for p in jf.depends_on]
+                )
+            if jf is not None and any(
+                p not in self.jobs or self.jobs[p].owner != nj.owner for p in jf.depends_on
+            ):
+                entries.append(Error(ErrorCode.UNKNOWN_PARENT, ""))
                 continue
             held = {j.queue for j in self.jobs.values()}
             if command.max_queues and nj.queue not in held and len(held) >= command.max_queues:
@@ -181,6 +327,17 @@ class ReferenceQueue:
                 nj.id, nj.queue, nj.payload, nj.priority, nj.max_retries, 0, R, now, run_at,
                 self.seq, idempotency_key=key, updated_at=now, owner=nj.owner,
             )  # fmt: skip
+            if jf is not None and jf.depends_on:
+                job = self.jobs[nj.id]
+                job.depends_on = Dependency(list(jf.depends_on), jf.on_parent_failure)
+                job.state = W
+                self.awaited[nj.id] = list(dict.fromkeys(jf.depends_on))
+                self.sweep(now)
+                if job.state is R:
+                    job.updated_at = now
+            if jf is not None and jf.unique_key is not None:
+                until = now + jf.unique_period_ms if jf.unique_scope is UniqueScope.PERIOD else 0
+                self.unique[(nj.owner, jf.unique_key)] = (nj.id, jf.unique_scope, until)
             if key is not None:
                 self.idempotency[(nj.owner, key)] = (nj.id, nj.fingerprint, now + KEEP_MS)
             self.counters.submitted += 1
@@ -212,14 +369,21 @@ class ReferenceQueue:
             key=lambda j: (-j.priority, j.run_at, j.seq),
         )
         leased = []
-        for job, lease_id in zip(runnable, command.lease_ids, strict=False):
+        lease_ids = command.lease_ids
+        allowed = self.flow_allows(command.queue, self.now)
+        if allowed is not None:
+            lease_ids = lease_ids[:allowed]
+        for job, lease_id in zip(runnable, lease_ids, strict=False):
             job.state, job.attempts, job.updated_at = RU, job.attempts + 1, now
             job.lease_id, job.lease_until = lease_id, now + command.lease_ms
+            job.progress = None
             job.worker, job.leased_at = command.worker, now
             leased.append(copy(job))
+        if command.queue in self.settings and self.settings[command.queue].rate_limit:
+            self.lease_times.setdefault(command.queue, []).extend([self.now] * len(leased))
         return LeaseResult(jobs=leased)
 
-    def fail(self, job: Job, error: str, now: int, outcome: str) -> None:
+    def fail(self, job: Job, error: str, now: int, outcome: str, final: bool = False) -> None:
         # The attempt joins the history (the last 10), its worker and lease time cleared.
         ended = Attempt(job.attempts, job.worker, job.leased_at, now, outcome, error)
         job.history = ([*(job.history or []), ended])[-10:]
@@ -227,7 +391,7 @@ class ReferenceQueue:
         job.result_error, job.updated_at = error, now
         job.lease_id = job.lease_until = None
         self.counters.failed += 1
-        if job.attempts > job.max_retries:
+        if final or job.attempts > job.max_retries:
             job.state = D
             self.counters.dead += 1
         else:
@@ -236,6 +400,44 @@ class ReferenceQueue:
                 job.id, job.attempts, self.config.retry_base_ms, self.config.retry_max_ms
             )
             self.counters.retried += 1
+
+    def dead_of(self, fp: str) -> list[Job]:
+        """The group's DEAD jobs, earliest death first (then submission order, then id)."""
+        dead = [
+            j for j in self.jobs.values()
+            if j.state is D and fingerprint(j.result_error or "").id == fp
+        ]  # fmt: skip
+        return sorted(dead, key=lambda j: (j.updated_at, j.seq, j.id))
+
+    def settle_group(self, command: SettleDeadGroup) -> Result:
+        self.advance(command.now)
+        now = command.now
+        taken = [
+            j for j in self.dead_of(command.fingerprint) if j.updated_at <= command.dead_before
+        ]
+        taken = taken[: command.limit]
+        for job in taken:
+            if command.action is DeadGroupAction.REQUEUE:
+                job.state, job.attempts, job.run_at, job.updated_at = R, 0, now, now
+                self.counters.requeued += 1
+            else:
+                job.state, job.updated_at = C, now
+                self.counters.cancelled += 1
+        left = len(self.dead_of(command.fingerprint))
+        return DeadGroupResult(job_ids=[j.id for j in taken], remaining=left)
+
+    def groups(self) -> list[tuple[str, int, int, int, dict[str, int], str]]:
+        """(fingerprint, count, first death, last death, queues, sample) of each group."""
+        prints = {fingerprint(j.result_error or "").id for j in self.jobs.values() if j.state is D}
+        out = []
+        for fp in prints:
+            dead = self.dead_of(fp)
+            queues: dict[str, int] = {}
+            for j in dead:
+                queues[j.queue] = queues.get(j.queue, 0) + 1
+            first = min(j.updated_at for j in dead)
+            out.append((fp, len(dead), first, dead[-1].updated_at, queues, dead[-1].id))
+        return sorted(out, key=lambda g: (-g[1], -g[3], g[0]))
 
     def expire(self, command: Expire) -> Result:
         promoted = self.advance(command.now)
@@ -252,18 +454,58 @@ class ReferenceQueue:
 
     def purge(self, command: Purge) -> Result:
         self.advance(command.now)
+        dead_before = (
+            command.finished_before if command.dead_before is None else command.dead_before
+        )
         gone = [
             j.id
             for j in self.jobs.values()
-            if j.state in FINISHED_STATES and j.updated_at <= command.finished_before
+            if j.state in FINISHED_STATES
+            and j.updated_at <= (dead_before if j.state is D else command.finished_before)
         ]
         for job_id in gone:
             del self.jobs[job_id]
-        self.counters.purged += len(gone)
+
+        def oldest_first(states: set[JobState]) -> list[Job]:
+            held = [j for j in self.jobs.values() if j.state in states]
+            return sorted(held, key=lambda j: (j.updated_at, j.seq))
+
+        def size(j: Job) -> int:
+            error = j.result_error or ""
+            if error == PARENT_FAILED and self.parent_reason is not None:
+                error = self.parent_reason(j.id)
+            return held_size(j, error)
+
+        done = oldest_first({A, C})
+        evicted = 0
+        total = sum(map(size, done)) + command.job_overhead_bytes * len(done)
+        while done and (
+            (command.max_finished and len(done) > command.max_finished)
+            or (command.max_finished_bytes and total > command.max_finished_bytes)
+        ):
+            job = done.pop(0)
+            total -= size(job) + command.job_overhead_bytes
+            del self.jobs[job.id]
+            evicted += 1
+        dead = oldest_first({D})
+        dropped = 0
+        while command.max_dead and len(dead) > command.max_dead:
+            del self.jobs[dead.pop(0).id]
+            dropped += 1
+        self.counters.purged += len(gone) + evicted + dropped
+        self.counters.evicted += evicted
+        self.counters.dead_dropped += dropped
         keys = [k for k, (_, _, end) in self.idempotency.items() if end <= self.now]
         for key in keys:
             del self.idempotency[key]
-        return PurgeResult(jobs=len(gone), idempotency_keys=len(keys))
+        most = command.max_idempotency_keys
+        if most and len(self.idempotency) > most:
+            # Those whose keep time ends first (then owner, key: the heap's order).
+            order = sorted(self.idempotency, key=lambda k: (self.idempotency[k][2], k))
+            for key in order[: len(self.idempotency) - most]:
+                del self.idempotency[key]
+                keys.append(key)
+        return PurgeResult(len(gone) + evicted + dropped, len(keys), evicted, dropped)
 
     def schedule_command(
         self, command: CreateSchedule | UpdateSchedule | DeleteSchedule | FireSchedule
@@ -371,12 +613,26 @@ class ReferenceQueue:
                 acked=n(A),
                 cancelled=n(C),
                 total=len(jobs),
+                waiting=n(W),
             )
+
+        def with_flow(name: str, stats: QueueStats) -> QueueStats:
+            settings = self.settings.get(name)
+            if settings is not None:
+                stats.paused, stats.concurrency = settings.paused, settings.concurrency
+                stats.rate_limit, stats.rate_period_ms = (
+                    settings.rate_limit,
+                    settings.rate_period_ms,
+                )
+            return stats
 
         names = sorted({j.queue for j in self.jobs.values()})
         return Stats(
             totals=count(list(self.jobs.values())),
-            queues={q: count([j for j in self.jobs.values() if j.queue == q]) for q in names},
+            queues={
+                q: with_flow(q, count([j for j in self.jobs.values() if j.queue == q]))
+                for q in names
+            },
             counters=copy(self.counters),
             queue_count=len(names),
         )
@@ -389,10 +645,20 @@ class ReferenceQueue:
 
     def has_runnable(self, queue: str, now: int) -> bool:
         cutoff = max(self.now, now)
+        if self.flow_allows(queue, cutoff) == 0:
+            return False
         return any(
             j.queue == queue and j.state in (R, RE) and j.run_at <= cutoff
             for j in self.jobs.values()
         )
+
+
+def held_size(j: Job, error: str | None = None) -> int:
+    """A held job's content: payload, result, its error (`error`: as the machine has it), and
+    its attempts' other errors."""
+    current = j.result_error if error is None else error
+    earlier = [a.error for a in j.history or () if a.error and a.error != current]
+    return len(j.payload) + len(j.result or "") + len(current or "") + sum(map(len, earlier))
 
 
 def same_result(actual: Result, expected: Result) -> bool:
@@ -404,12 +670,24 @@ def same_result(actual: Result, expected: Result) -> bool:
         )
     if isinstance(expected, Error):
         return isinstance(actual, Error) and actual.code == expected.code
+    if isinstance(expected, QueueResult) and isinstance(actual, QueueResult):
+        # The machine drops lease times that left the window when it next looks: memory only.
+        return msgspec.structs.replace(actual.settings, recent_leases=[]) == expected.settings
     return actual == expected
+
+
+def comparable(job: Job | None) -> Job | None:
+    """A job with the parent a cancellation names blanked (it depends on processing order)."""
+    if job is not None and job.result_error and job.result_error.startswith("parent "):
+        return msgspec.structs.replace(job, result_error=PARENT_FAILED)
+    return job
 
 
 job_refs = st.integers(min_value=0, max_value=40)
 lease_refs = st.sampled_from(["current", "none", "stale"])
 settle_outcomes = st.sampled_from(["ack", "fail", "extend", "keep"])
+# Errors of three causes (the numbers differ, the fingerprint does not) and a plain one.
+ERRORS = ["boom", "ValueError: row 1 bad", "ValueError: row 22 bad", "KeyError: 'a'"]
 
 
 class StateMachineAgainstReference(RuleBasedStateMachine):
@@ -417,9 +695,17 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
         super().__init__()
         self.sm = StateMachine(CONFIG)
         self.ref = ReferenceQueue(CONFIG)
+        self.ref.parent_reason = self.parent_reason
         self.now = 1_000
         self.next_job = 0
         self.next_lease = 0
+
+    def parent_reason(self, job_id: str) -> str:
+        """The machine's cancellation reason of a job the model cancelled for a failed parent
+        (which parent it names depends on processing order; see comparable)."""
+        job = self.sm.get(job_id)
+        assert job is not None and job.result_error is not None
+        return job.result_error
 
     def check(self, command: Command) -> Result:
         expected = self.ref.apply(command)
@@ -444,7 +730,9 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
             return job.lease_id
         return "stale-lease"
 
-    @rule(dt=st.integers(min_value=0, max_value=800))
+    # Round steps now and then, so rate windows (periods of 500 and 1000) end exactly on a
+    # lease time.
+    @rule(dt=st.one_of(st.integers(min_value=0, max_value=800), st.sampled_from([250, 500])))
     def tick(self, dt: int) -> None:
         self.now += dt
 
@@ -463,29 +751,88 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
             min_size=1,
             max_size=5,
         ),
+        flows=st.lists(
+            st.one_of(
+                st.none(),
+                st.tuples(
+                    st.sampled_from([None, "u1", "u2"]),  # unique key
+                    st.sampled_from(list(UniqueScope)),
+                    st.integers(min_value=1, max_value=2000),  # unique period
+                    st.lists(job_refs, max_size=3),  # parents
+                    st.sampled_from(list(ParentFailure)),
+                ),
+            ),
+            max_size=5,
+        ),
         skew=st.integers(min_value=-300, max_value=0),
         capped=st.booleans(),
     )
     def submit(
         self,
         specs: list[tuple[str, int, int, int | None, str | None, int, str, str | None]],
+        flows: list[tuple[str | None, UniqueScope, int, list[int], ParentFailure] | None],
         skew: int,
         capped: bool,
     ) -> None:
         jobs = []
-        for queue, priority, max_retries, run_at, key, reuse_id, owner, print_ in specs:
+        flows = flows + [None] * len(specs)
+        for (queue, priority, max_retries, run_at, key, reuse_id, owner, print_), flow in zip(
+            specs, flows, strict=False
+        ):
             if reuse_id == 0 and self.ref.jobs:
                 job_id = next(iter(self.ref.jobs))
             else:
                 job_id = f"j{self.next_job}"
                 self.next_job += 1
             at = None if run_at is None else self.now + run_at
+            jf = None
+            if flow is not None:
+                unique_key, scope, period, parent_refs, on_failure = flow
+                parents = [self.job_id(ref, R, RE, RU, W) for ref in parent_refs]
+                jf = JobFlow(unique_key, scope, period, parents, on_failure)
             jobs.append(
-                NewJob(job_id, queue, f"p{job_id}", priority, max_retries, at, key, owner, print_)
+                NewJob(
+                    job_id, queue, f"p{job_id}", priority, max_retries, at, key, owner, print_, jf
+                )
             )
         # A command's clock may lag the machine's (another node proposed it).
         cap = MAX_QUEUES if capped else 0
         self.check(Submit(max(self.now + skew, 0), jobs, KEEP_MS, cap))
+
+    @rule(
+        queue=st.sampled_from(QUEUES),
+        owner=st.sampled_from(["o1", "o2"]),
+        entries=st.lists(
+            st.tuples(
+                st.sampled_from([None, "u1", "u2"]),
+                st.sampled_from(list(UniqueScope)),
+                st.sampled_from([500, 1000]),
+                st.lists(job_refs, max_size=2),
+                st.sampled_from(list(ParentFailure)),
+            ),
+            min_size=1,
+            max_size=4,
+        ),
+    )
+    def submit_with_flow(
+        self,
+        queue: str,
+        owner: str,
+        entries: list[tuple[str | None, UniqueScope, int, list[int], ParentFailure]],
+    ) -> None:
+        """Jobs with unique keys and parents among the unfinished jobs, so that children
+        wait, and parents fail or finish while they do."""
+        jobs = []
+        for unique_key, scope, period, refs, on_failure in entries:
+            # 37: the entry before, in this same submit (a batch's "$N" as the engine sends it).
+            parents = [
+                jobs[-1].id if ref == 37 and jobs else self.job_id(ref, R, RE, RU, W)
+                for ref in refs
+            ]
+            jf = JobFlow(unique_key, scope, period, parents, on_failure)
+            jobs.append(NewJob(f"j{self.next_job}", queue, "p", owner=owner, flow=jf))
+            self.next_job += 1
+        self.check(Submit(self.now, jobs, KEEP_MS, 0))
 
     @rule(
         queue=st.sampled_from(QUEUES),
@@ -519,15 +866,46 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
             elif outcome == "extend":
                 self.check(Extend(self.now, job.id, lease_ms * 2, job.lease_id))
 
+    @rule(queue=st.sampled_from(QUEUES), error=st.sampled_from(ERRORS))
+    def die(self, queue: str, error: str) -> None:
+        """A worker's final failure (retry: false): DEAD at once, into a dead-letter group."""
+        leased = self.check(Lease(self.now, queue, 1000, [f"L{self.next_lease}"]))
+        self.next_lease += 1
+        assert isinstance(leased, LeaseResult)
+        for job in leased.jobs:
+            self.check(Fail(self.now, job.id, job.lease_id, error, retry=False))
+
     @rule(ref=job_refs, which=lease_refs, result=st.one_of(st.none(), st.text(max_size=3)))
     def ack(self, ref: int, which: str, result: str | None) -> None:
         job_id = self.job_id(ref, RU)
         self.check(Ack(self.now, job_id, self.lease_id(job_id, which), result))
 
-    @rule(ref=job_refs, which=lease_refs)
-    def fail(self, ref: int, which: str) -> None:
+    @rule(ref=job_refs, which=lease_refs, error=st.sampled_from(ERRORS))
+    def fail(self, ref: int, which: str, error: str) -> None:
         job_id = self.job_id(ref, RU)
-        self.check(Fail(self.now, job_id, self.lease_id(job_id, which), "boom"))
+        self.check(Fail(self.now, job_id, self.lease_id(job_id, which), error))
+
+    @rule(
+        ref=job_refs,
+        which=lease_refs,
+        percent=st.sampled_from([0, 0.25, 1.0]),
+        note=st.text(max_size=3),
+    )
+    def progress(self, ref: int, which: str, percent: float, note: str) -> None:
+        job_id = self.job_id(ref, RU)
+        self.check(Progress(self.now, job_id, self.lease_id(job_id, which), percent, note))
+
+    @precondition(lambda self: self.sm.dead_groups())  # an unknown group: the unit tests
+    @rule(
+        pick=st.integers(min_value=0, max_value=4),
+        action=st.sampled_from(list(DeadGroupAction)),
+        limit=st.integers(min_value=1, max_value=3),
+        back=st.sampled_from([0, 0, 400]),
+    )
+    def settle_group(self, pick: int, action: DeadGroupAction, limit: int, back: int) -> None:
+        groups = self.sm.dead_groups()
+        fp = groups[pick % len(groups)].fingerprint if groups and pick < 4 else "0" * 16
+        self.check(SettleDeadGroup(self.now, fp, action, limit, self.now - back))
 
     @rule(ref=job_refs, which=lease_refs, lease_ms=st.integers(min_value=0, max_value=3000))
     def extend(self, ref: int, which: str, lease_ms: int) -> None:
@@ -542,6 +920,36 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
     def requeue(self, ref: int) -> None:
         self.check(Requeue(self.now, self.job_id(ref, D)))
 
+    @rule(
+        queue=st.sampled_from(QUEUES),
+        paused=st.one_of(st.none(), st.booleans()),
+        concurrency=st.one_of(st.none(), st.integers(min_value=0, max_value=3)),
+        rate=st.one_of(
+            st.none(),
+            st.tuples(
+                st.integers(min_value=0, max_value=3),
+                st.one_of(st.none(), st.sampled_from([0, 500, 1000, 1500])),
+            ),
+        ),
+        capped=st.booleans(),
+    )
+    def set_queue(
+        self,
+        queue: str,
+        paused: bool | None,
+        concurrency: int | None,
+        rate: tuple[int, int | None] | None,
+        capped: bool,
+    ) -> None:
+        limit, period = (None, None) if rate is None else rate
+        cap = MAX_QUEUES if capped else 0
+        self.check(SetQueue(self.now, queue, paused, concurrency, limit, period, cap))
+
+    @invariant()
+    def same_queue_settings(self) -> None:
+        page = [msgspec.structs.replace(s, recent_leases=[]) for s in self.sm.queue_settings_page()]
+        assert page == [self.ref.settings[name] for name in sorted(self.ref.settings)]
+
     @rule(refs=st.lists(job_refs, max_size=6), requeue=st.booleans())
     def bulk(self, refs: list[int], requeue: bool) -> None:
         ids = [self.job_id(ref, D) if requeue else self.job_id(ref) for ref in refs]
@@ -554,6 +962,32 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
     @rule(age=st.integers(min_value=0, max_value=5000))
     def purge(self, age: int) -> None:
         self.check(Purge(self.now, self.now - age))
+
+    @rule(
+        age=st.integers(min_value=0, max_value=50_000),
+        dead_age=st.none() | st.integers(min_value=0, max_value=50_000),
+        max_finished=st.integers(min_value=0, max_value=4),
+        max_bytes=st.sampled_from([0, 1, 10, 30]),
+        overhead=st.sampled_from([0, 5]),
+        max_dead=st.integers(min_value=0, max_value=3),
+        max_keys=st.integers(min_value=0, max_value=3),
+    )
+    def purge_bounded(
+        self,
+        age: int,
+        dead_age: int | None,
+        max_finished: int,
+        max_bytes: int,
+        overhead: int,
+        max_dead: int,
+        max_keys: int,
+    ) -> None:
+        """Issue 21: the bounds on finished and DEAD jobs held, oldest finished first."""
+        dead_before = None if dead_age is None else self.now - dead_age
+        self.check(
+            Purge(self.now, self.now - age, max_finished, max_bytes, overhead, max_dead,
+                  dead_before, max_keys)
+        )  # fmt: skip
 
     # -- schedules: names from a few, due times near the schedule's next one
 
@@ -649,10 +1083,31 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
         self.sm = restored
 
     @invariant()
+    def same_held(self) -> None:
+        """Issue 21: the finished and DEAD jobs held, and their content bytes."""
+        held = self.sm.held()
+
+        def of(states: set[JobState]) -> tuple[int, int]:
+            jobs = [j for j in self.ref.jobs.values() if j.state in states]
+            size = sum(held_size(j, error_of(j)) for j in jobs)
+            return len(jobs), size
+
+        def error_of(job: Job) -> str:
+            # The parent a cancellation names depends on order (see comparable): the machine's.
+            if job.result_error == PARENT_FAILED:
+                actual = self.sm.get(job.id)
+                assert actual is not None and actual.result_error is not None
+                return actual.result_error
+            return job.result_error or ""
+
+        assert (held.finished, held.finished_bytes) == of({A, C})
+        assert (held.dead, held.dead_bytes) == of({D})
+
+    @invariant()
     def same_jobs(self) -> None:
         assert self.sm.job_count == len(self.ref.jobs)
         for job_id, job in self.ref.jobs.items():
-            assert self.sm.get(job_id) == job
+            assert comparable(self.sm.get(job_id)) == job
         newest_first, _ = self.sm.list_jobs(limit=1000)
         assert [j.id for j in newest_first] == list(reversed(self.ref.jobs))
 
@@ -690,6 +1145,33 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
         assert stats.runs == sum(s.runs for s in self.ref.schedules.values())
 
     @invariant()
+    def same_dead_groups_and_explain_queries(self) -> None:
+        actual = [
+            (g.fingerprint, g.count, g.first_seen, g.last_seen, g.queues, g.sample_job_id)
+            for g in self.sm.dead_groups()
+        ]
+        assert actual == self.ref.groups()
+        for job in self.ref.jobs.values():
+            if job.state is R and job.run_at <= self.ref.now:
+                ahead = sum(
+                    1
+                    for other in self.ref.jobs.values()
+                    if other.state is R
+                    and other.queue == job.queue
+                    and other.run_at <= self.ref.now
+                    and (-other.priority, other.run_at, other.seq)
+                    < (-job.priority, job.run_at, job.seq)
+                )
+                live = self.sm.get(job.id)
+                assert live is not None and self.sm.runnable_ahead(live) == ahead
+        for queue in QUEUES:
+            runnable = [
+                j.run_at for j in self.ref.jobs.values()
+                if j.state is R and j.queue == queue and j.run_at <= self.ref.now
+            ]  # fmt: skip
+            assert self.sm.oldest_runnable_since(queue) == (min(runnable) if runnable else None)
+
+    @invariant()
     def same_stats_and_due_times(self) -> None:
         assert self.sm.stats() == self.ref.stats()
         assert self.sm.next_due() == self.ref.next_due()
@@ -698,7 +1180,12 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
                 assert self.sm.has_runnable(queue, t) == self.ref.has_runnable(queue, t)
 
 
+# too_slow: on a shared, loaded machine generating 50 steps can pass Hypothesis's time budget;
+# that says nothing about the state machine.
 StateMachineAgainstReference.TestCase.settings = settings(
-    max_examples=200, stateful_step_count=50, deadline=None
+    max_examples=200,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 TestStateMachineAgainstReference = StateMachineAgainstReference.TestCase

@@ -165,6 +165,7 @@ def test_a_dead_job_can_be_inspected_and_requeued(
     expect(page.locator("#d-result_error")).to_have_text("ValueError: image 42 is corrupt")
     expect(page.locator("#d-payload")).to_contain_text('"image": 42')
     expect(page.locator("#d-attempts")).to_have_text("1 of 1")
+    expect(page.locator("#d-why")).to_contain_text("DEAD after 1 attempt", timeout=LIVE)
 
     row.locator("button[data-requeue]").click()
     expect(page.locator("#stat-dead")).to_have_text("0", timeout=LIVE)

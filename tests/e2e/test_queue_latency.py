@@ -31,7 +31,9 @@ def samples(metrics: str, name: str) -> dict[str, float]:
 
 
 def test_latency_metrics_under_a_paced_load(jq_server_factory: ServerFactory) -> None:
-    server = jq_server_factory("--lease-check-interval", "200ms", "--max-latency", "slow=1h")
+    server = jq_server_factory("--lease-check-interval", "200ms")
+    with server.client(server.admin_key) as client:
+        client.put("/queues/slow", json={"max_latency_ms": 3_600_000})
     leased = {"fast": 0, "slow": 0}
     stop = threading.Event()
 

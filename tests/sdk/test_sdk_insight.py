@@ -161,3 +161,14 @@ def test_explain_a_job_waiting_for_its_parent(jq_server: ServerProcess, queue: s
     assert why.state is JobState.WAITING and why.reason == "waiting_for_parents"
     assert why.parents == [results[0]["job_id"]]
     assert why.parent_states == {results[0]["job_id"]: "READY"}
+
+
+def test_extend_carries_progress(jq_server: ServerProcess, queue: str) -> None:
+    with Client(jq_server.url, jq_server.admin_key) as client:
+        job_id = client.submit("x", queue=queue)
+        leased = client.lease(queue=queue)[0]
+        client.extend(job_id, lease_id=leased.lease_id, progress=0.5, note="half")
+        progress = client.get(job_id).progress
+        assert progress is not None and (progress.progress, progress.note) == (0.5, "half")
+        with pytest.raises(ValueError):
+            client.extend(job_id, lease_id=leased.lease_id, progress=3)

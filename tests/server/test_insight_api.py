@@ -231,8 +231,12 @@ def test_stats_and_metrics_show_latency(client: httpx.Client) -> None:
 def test_health_warns_of_a_queue_past_its_max_latency(
     jq_server_factory: Callable[..., Any],
 ) -> None:
-    server = jq_server_factory("--max-latency", "slow=1s,fast=1h")
-    with server.client(server.client_key) as client:
+    server = jq_server_factory()
+    with server.client(server.admin_key) as client:
+        for queue, ms in (("slow", 1000), ("fast", 3_600_000)):
+            answer = client.put(f"/queues/{queue}", json={"max_latency_ms": ms})
+            assert answer.status_code == 200 and answer.json()["max_latency_ms"] == ms
+        assert client.put("/queues/x", json={"max_latency_ms": -1}).status_code == 400
         submit(client, "slow")
         submit(client, "fast")
         deadline = time.monotonic() + 30
@@ -250,6 +254,15 @@ def test_health_warns_of_a_queue_past_its_max_latency(
         assert 'jq_queue_latency_breached{queue="slow"} 1.0' in metrics
         assert 'jq_queue_latency_breached{queue="fast"} 0.0' in metrics
         assert 'jq_queue_max_latency_seconds{queue="slow"} 1.0' in metrics
+        # A logged setting: it outlives a kill -9; 0 removes it.
+        server.kill9()
+        server.start()
+        assert client.get("/queues/slow").json()["max_latency_ms"] == 1000
+        client.put("/queues/slow", json={"max_latency_ms": 0})
+        deadline = time.monotonic() + 30
+        while "warnings" in httpx.get(server.url + "/health").json():
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
 
 
 # --- flow control (issue 18): parents, a paused queue, concurrency and rate limits ----------
@@ -304,3 +317,16 @@ def test_a_queue_at_its_rate_limit(client: httpx.Client) -> None:
         "rate_limit", 1, 3_600_000,
     )  # fmt: skip
     assert "blocked_until" in body and "1 leases per 60min" in body["summary"]
+
+
+def test_progress_sent_with_a_lease_extension(client: httpx.Client) -> None:
+    queue = unique("ext")
+    job_id = submit(client, queue)
+    job = lease(client, queue)
+    body = {"lease_id": job["lease_id"], "lease_ms": 60_000, "progress": 0.9, "note": "nearly"}
+    response = client.post(f"/jobs/{job_id}/extend", json=body)
+    assert response.status_code == 200, response.text
+    got = client.get(f"/jobs/{job_id}").json()
+    assert got["progress"]["progress"] == 0.9 and got["progress"]["note"] == "nearly"
+    bad = client.post(f"/jobs/{job_id}/extend", json={"lease_id": job["lease_id"], "progress": 2})
+    assert bad.status_code == 400 and bad.json()["field"] == "progress"

@@ -331,9 +331,13 @@ def test_stats_shape_and_counts(client: httpx.Client, worker: httpx.Client) -> N
     }  # fmt: skip
     assert set(stats["totals"]) == {
         "submitted", "acked", "failed", "retried", "dead", "expired", "cancelled", "requeued",
-        "purged",
+        "purged", "evicted", "dead_dropped",
     }  # fmt: skip
     assert stats["totals"]["submitted"] >= 2
+    assert set(stats["held"]) == {
+        "finished_in_memory", "dead_in_memory", "bytes_in_memory", "finished_on_disk",
+        "history_bytes", "evicted", "dead_dropped", "idempotency_keys",
+    }  # fmt: skip
 
 
 def test_noop_route(server: Any) -> None:

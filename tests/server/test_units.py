@@ -124,7 +124,8 @@ def test_sse_frame() -> None:
     assert name == "event: job"
     assert json.loads(data.removeprefix("data: ")) == {
         "job_id": "j1", "queue": "q", "state": "RUNNING", "previous": "READY", "attempts": 1,
-        "priority": 0, "at": "2026-11-18T11:06:40.123Z",
+        "priority": 0, "at": "2026-11-18T11:06:40.123Z", "run_at": None, "worker": None,
+        "error_class": None, "error_message": None,
     }  # fmt: skip
 
 

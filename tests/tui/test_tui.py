@@ -121,6 +121,7 @@ async def test_r_requeues_the_selected_dead_job(jq_server: JqServer) -> None:
         detail = app.query_one("#detail")
         await until(pilot, lambda: "payload: doomed" in str(detail.render()), "the payload")
         assert "error: boom" in str(detail.render())
+        await until(pilot, lambda: "why: DEAD after 1 attempt" in str(detail.render()), "why")
         await pilot.press("r")
         await pilot.press("y")  # the confirmation
         await until(pilot, lambda: job(jq_server, dead)["state"] == "READY", "requeued")

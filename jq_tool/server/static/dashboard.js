@@ -899,6 +899,11 @@
     $("d-result").textContent = pretty(job.result);
     renderDetailError(job);
     renderHistory(job);
+    // Issue 19: a running job's progress.
+    const progress = job.progress;
+    $("d-progress").textContent = progress
+      ? Math.round(progress.progress * 100) + "% " + (progress.note || "")
+      : "—";
     loadExplain(job.job_id);
     const actions = $("d-actions");
     actions.replaceChildren();
@@ -979,10 +984,10 @@
     }
   }
 
-  // Why the job is where it is (GET /jobs/{id}/explain), one sentence; quiet when the server
-  // has no such route.
+  // Why the job is where it is (GET /jobs/{id}/explain, issue 19), one sentence; quiet when
+  // the server has no such route.
   async function loadExplain(jobId) {
-    const out = $("d-explain");
+    const out = $("d-why");
     out.textContent = "";
     try {
       const why = await api("GET", "/jobs/" + encodeURIComponent(jobId) + "/explain");

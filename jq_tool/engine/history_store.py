@@ -1,0 +1,239 @@
+"""The history store: the final records of jobs the state machine forgot, on disk, so a job
+finished long ago still answers GET /jobs/{id} until retention.
+
+Memory follows live work (core/retention.py); history does not belong in the heap. Every job a
+Purge forgets (by age, past the finished bounds, past the DEAD cap) reaches `add` through the
+state machine's forget listener, also while recovery replays the log, and is written to
+SQLite in the data dir (`history.sqlite3`, WAL journal) by a writer thread in batches: never
+on the request path. A record is the whole Job as the state machine last held it (msgpack),
+keyed by job id, with its finish time and owner beside it for pruning and the owner check.
+
+Why a crash can neither lose nor invent a record: records come only from applied Purges, and
+the engine calls `flush` before it captures a snapshot, so everything forgotten before a
+snapshot's position is on disk before the snapshot exists; whatever was forgotten after it is
+forgotten again when the log after the snapshot is replayed, and written again (INSERT OR
+IGNORE by job id: a record is the same every time the log says it). In cluster mode every node
+applies the same Purges and keeps its own copy.
+
+Commits use `synchronous=NORMAL` in WAL mode: a committed batch survives the process being
+killed (it is in the OS's page cache); an OS crash or power loss may lose the last batches
+(whatever the snapshot gate did not flush), which the queue's own log does not. Records older
+than retention are deleted once a minute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from jq_tool.core.model import Job
+
+__all__ = ["HISTORY_FILE", "HistoryStore"]
+
+log = logging.getLogger("jq.history")
+
+HISTORY_FILE = "history.sqlite3"
+# The writer commits whatever is pending this often, or as soon as this many records wait.
+FLUSH_EVERY_S = 0.2
+FLUSH_AT = 5000
+PRUNE_EVERY_S = 60.0
+PRUNE_BATCH = 10_000  # rows deleted per statement, so a prune never holds the lock long
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Job)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    finished_at INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    job BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS jobs_finished_at ON jobs (finished_at);
+"""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
+class HistoryStore:
+    """Final records of forgotten jobs. `add` and `get` may be called from any thread."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        retention_ms: int,
+        *,
+        clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.path = data_dir / HISTORY_FILE
+        self._retention_ms = retention_ms
+        self._clock = clock
+        self._lock = threading.Lock()  # pending, flushing, the counts
+        self._write_lock = threading.Lock()  # one batch written at a time
+        self._wake = threading.Condition(self._lock)
+        self._pending: dict[str, Job] = {}
+        self._flushing: dict[str, Job] = {}  # being written: still answered from memory
+        self._writer_db: sqlite3.Connection | None = None
+        self._reader_db: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self.records = 0  # rows on disk
+        self.written = 0  # rows written since start (replays write none twice)
+        self.pruned = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open(self) -> None:
+        """Create or open the file and start the writer. Before recovery: replayed Purges
+        hand their jobs to `add`."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer_db = _connect(self.path)
+        self._writer_db.executescript(_SCHEMA)
+        self._reader_db = _connect(self.path)
+        (self.records,) = self._writer_db.execute("SELECT count(*) FROM jobs").fetchone()
+        self._thread = threading.Thread(target=self._run, name="jq-history", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Write what is pending and stop the writer."""
+        with self._lock:
+            self._closing = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join()
+        self.flush()
+        for db in (self._writer_db, self._reader_db):
+            if db is not None:
+                db.close()
+        self._writer_db = self._reader_db = None
+
+    # ------------------------------------------------------------------ writing
+
+    def add(self, jobs: list[Job], now: int) -> None:
+        """Jobs a Purge forgot (the state machine's forget listener). Jobs already past
+        retention at `now` are not kept."""
+        cutoff = now - self._retention_ms
+        with self._lock:
+            pending = self._pending
+            for job in jobs:
+                if job.updated_at > cutoff:
+                    pending[job.id] = job
+            if len(pending) >= FLUSH_AT:
+                self._wake.notify()
+
+    def flush(self) -> None:
+        """Write everything added so far, now, in the calling thread (the snapshot gate)."""
+        with self._write_lock:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        with self._lock:
+            if not self._pending:
+                return
+            batch = self._flushing = self._pending
+            self._pending = {}
+        db = self._writer_db
+        if db is None:
+            return
+        rows = [(job.id, job.updated_at, job.owner, _encoder.encode(job)) for job in batch.values()]
+        before = db.total_changes
+        db.execute("BEGIN")
+        try:
+            db.executemany(
+                "INSERT OR IGNORE INTO jobs (id, finished_at, owner, job) VALUES (?, ?, ?, ?)",
+                rows,
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            with self._lock:  # not written: back in the queue for the next batch
+                self._pending = {**batch, **self._pending}
+                self._flushing = {}
+            raise
+        added = db.total_changes - before
+        with self._lock:
+            self._flushing = {}
+            self.records += added
+            self.written += added
+
+    def prune(self, now: int) -> int:
+        """Delete records finished before `now` - retention; returns how many."""
+        db = self._writer_db
+        if db is None:
+            return 0
+        cutoff = now - self._retention_ms
+        deleted = 0
+        while True:
+            with self._write_lock:
+                cursor = db.execute(
+                    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at <= ? "
+                    "ORDER BY finished_at LIMIT ?)",
+                    (cutoff, PRUNE_BATCH),
+                )
+                count = cursor.rowcount
+            deleted += count
+            if count < PRUNE_BATCH:
+                break
+        if deleted:
+            with self._lock:
+                self.records -= deleted
+                self.pruned += deleted
+            log.info("history: %d records past retention deleted", deleted)
+        return deleted
+
+    def _run(self) -> None:
+        last_prune = time.monotonic()
+        while True:
+            with self._lock:
+                if not self._closing and len(self._pending) < FLUSH_AT:
+                    self._wake.wait(FLUSH_EVERY_S)
+                closing = self._closing
+            try:
+                self.flush()
+                if time.monotonic() - last_prune >= PRUNE_EVERY_S:
+                    last_prune = time.monotonic()
+                    self.prune(self._clock())
+            except sqlite3.Error as exc:
+                # The log still has everything: a later batch, or the replay after a restart,
+                # writes it. Say so rather than die.
+                log.error("history store write failed, will retry: %s", exc)
+                time.sleep(1)
+            if closing:
+                return
+
+    # ------------------------------------------------------------------ reading
+
+    def get(self, job_id: str) -> Job | None:
+        """The job's final record, or None (never forgotten, past retention, or unknown)."""
+        with self._lock:
+            job = self._pending.get(job_id) or self._flushing.get(job_id)
+        if job is not None:
+            return msgspec.structs.replace(job)
+        db = self._reader_db
+        if db is None:
+            return None
+        with self._reader_lock:
+            row = db.execute("SELECT job FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _decoder.decode(row[0])
+
+    def disk_bytes(self) -> int:
+        """The store's size on disk: the database and its write-ahead log."""
+        size = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                size += os.stat(f"{self.path}{suffix}").st_size
+        return size

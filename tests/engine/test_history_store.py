@@ -1,0 +1,53 @@
+"""The history store (engine/history_store.py) on a real SQLite file: records answered before
+and after they are written, written once however often the log says them, pruned at
+retention, and jobs already past retention never written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jq_tool.core.model import Job, JobState
+from jq_tool.engine.history_store import HistoryStore
+
+DAY = 24 * 3600 * 1000
+T0 = 1_700_000_000_000
+
+
+def job(i: int, finished_at: int) -> Job:
+    return Job(f"j{i}", "default", "p", 0, 0, 1, JobState.ACKED, T0, T0, i,
+               result=f"r{i}", updated_at=finished_at, owner="o")  # fmt: skip
+
+
+def test_records_answer_before_and_after_the_write_and_across_reopen(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path, 7 * DAY, clock=lambda: T0)
+    store.open()
+    store.add([job(1, T0), job(2, T0)], T0)
+    assert store.get("j1") == job(1, T0)  # pending: answered from memory
+    store.flush()
+    assert store.get("j2") == job(2, T0)
+    assert store.records == 2
+    store.add([job(1, T0)], T0)  # the same Purge replayed after a crash
+    store.flush()
+    assert store.records == 2 and store.written == 2
+    store.close()
+    reopened = HistoryStore(tmp_path, 7 * DAY)
+    reopened.open()
+    assert reopened.records == 2
+    assert reopened.get("j1") == job(1, T0)
+    assert reopened.get("nope") is None
+    assert reopened.disk_bytes() > 0
+    reopened.close()
+
+
+def test_pruned_at_retention_and_nothing_kept_that_is_past_it(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path, 7 * DAY)
+    store.open()
+    # Forgotten on day 9: those finished on days 0-2 are already past retention.
+    store.add([job(i, T0 + i * DAY) for i in range(10)], T0 + 9 * DAY)
+    store.flush()
+    assert store.get("j2") is None and store.get("j3") is not None
+    assert store.records == 7
+    assert store.prune(T0 + 12 * DAY) == 3  # finished at or before day 5
+    assert store.records == 4 and store.pruned == 3
+    assert store.get("j5") is None and store.get("j6") is not None
+    store.close()
