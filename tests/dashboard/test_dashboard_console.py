@@ -184,6 +184,20 @@ def test_scheduled_tab_and_cancelled_card(console: RecordedPage, jq_server: JqSe
     expect(row(page, now)).to_be_visible()
 
 
+def test_a_delayed_job_is_scheduled_at_once_live(
+    console: RecordedPage, jq_server: JqServer
+) -> None:
+    """Live events carry run_at: no reload needed to see SCHEDULED (issue 17, finding 4)."""
+    page = connect(console, jq_server)
+    later = submit(jq_server, payload="in ten minutes", delay_ms=600_000)
+    expect(row(page, later).locator(".pill")).to_have_text("SCHEDULED", timeout=LIVE)
+    page.click('#filters .chip[data-filter="SCHEDULED"]')
+    expect(row(page, later)).to_be_visible(timeout=LIVE)
+    soon = submit(jq_server, payload="in a minute", delay_ms=60_000)
+    # It joins the Scheduled tab live, ahead of the later one.
+    expect(page.locator("#jobs-body tr").first).to_have_attribute("data-job-id", soon, timeout=LIVE)
+
+
 def test_paging_through_every_job_and_search(console: RecordedPage, jq_server: JqServer) -> None:
     ids = submit_batch(jq_server, [{"payload": f"job {n}"} for n in range(120)])
     mail = submit(jq_server, payload="to ada", queue="emails")
