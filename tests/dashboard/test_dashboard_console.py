@@ -367,3 +367,26 @@ def test_queues_workers_history_and_bulk_requeue(
     expect(emails).to_have_attribute("data-paused", "true", timeout=LIVE)
     with jq_server.client(jq_server.client_key) as http:
         assert http.get("/queues/emails").json()["paused"] is True
+
+
+def test_dead_letters_by_cause_requeued_as_a_group(
+    console: RecordedPage, jq_server: JqServer
+) -> None:
+    for user in (4711, 815, 42):
+        submit(jq_server, payload=f"user {user}", max_retries=0)
+        fail_next(jq_server, f"ValueError: user {user} not found")
+    page = connect(console, jq_server)
+    group = page.locator("#groups-body tr").first
+    expect(group).to_contain_text("ValueError", timeout=LIVE)
+    expect(group.locator("td").nth(1)).to_have_text("3")
+    asked: list[str] = []
+
+    def answer(dialog) -> None:  # type: ignore[no-untyped-def]
+        asked.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", answer)
+    group.locator('button[data-group-action="requeue"]').click()
+    expect(page.locator("#stat-dead")).to_have_text("0", timeout=LIVE)
+    expect(page.locator("#groups-body tr")).to_have_count(0, timeout=LIVE)
+    assert asked and "3 dead jobs" in asked[0]

@@ -1015,7 +1015,12 @@
   async function loadConsole() {
     if (!state.key || document.hidden || $("conn").dataset.state !== "live") return;
     const generation = state.generation;
-    await Promise.all([loadQueues(generation), loadWorkers(generation), loadHistory(generation)]);
+    await Promise.all([
+      loadQueues(generation),
+      loadWorkers(generation),
+      loadHistory(generation),
+      loadDeadGroups(generation),
+    ]);
   }
 
   async function loadQueues(generation) {
@@ -1165,6 +1170,82 @@
     }
   }
 
+  // ------------------------------------------------------------------ dead-letter groups
+
+  // The DEAD jobs grouped by cause (GET /dead/groups, issue 19): the biggest first, each with a
+  // requeue and a cancel of the whole group, confirmed. Quiet on a server without the route.
+  async function loadDeadGroups(generation) {
+    let page;
+    try {
+      page = await api("GET", "/dead/groups");
+    } catch (_) {
+      return;
+    }
+    if (generation !== state.generation || !page) return;
+    const rows = (page.groups || []).slice(0, 20).map(function (group) {
+      const tr = document.createElement("tr");
+      tr.dataset.fingerprint = group.fingerprint;
+      const error = document.createElement("td");
+      error.className = "col-error";
+      const cls = document.createElement("span");
+      cls.className = "error-class";
+      cls.textContent = group.error_type || "";
+      const pattern = document.createElement("span");
+      pattern.className = "error-message";
+      pattern.textContent = group.pattern || "";
+      error.append(cls, pattern);
+      error.title = group.sample_error || "";
+      const count = document.createElement("td");
+      count.className = "col-num";
+      count.textContent = numberFormat.format(group.count);
+      const queues = document.createElement("td");
+      queues.className = "col-optional";
+      queues.textContent = Object.keys(group.queues || {}).join(", ");
+      const last = document.createElement("td");
+      last.className = "col-time";
+      last.textContent = formatTime(group.last_seen, false);
+      const action = document.createElement("td");
+      action.className = "col-action";
+      if (state.canWrite) {
+        for (const verb of ["requeue", "cancel"]) {
+          const button = document.createElement("button");
+          button.type = "button";
+          button.className = "btn btn-small write-control " + (verb === "requeue" ? "btn-danger" : "btn-ghost");
+          button.textContent = verb === "requeue" ? "Requeue" : "Cancel";
+          button.dataset.groupAction = verb;
+          action.append(button);
+        }
+      }
+      tr.append(error, count, queues, last, action);
+      return tr;
+    });
+    const body = $("groups-body");
+    body.replaceChildren.apply(body, rows);
+    $("groups-empty").hidden = rows.length > 0;
+    $("groups-note").textContent = page.group_count
+      ? numberFormat.format(page.dead) + " dead in " + numberFormat.format(page.group_count) + " groups"
+      : "";
+  }
+
+  async function settleGroup(button) {
+    const tr = button.closest("tr");
+    const verb = button.dataset.groupAction;
+    const what = tr.querySelector(".col-error").textContent;
+    const count = tr.children[1].textContent;
+    const question = (verb === "requeue" ? "Requeue" : "Cancel for good") + " the " + count + " dead jobs of “" + what + "”?";
+    if (!window.confirm(question)) return;
+    try {
+      const done = await api("POST", "/dead/groups/" + encodeURIComponent(tr.dataset.fingerprint) + "/" + verb);
+      toast((verb === "requeue" ? "Requeued " : "Cancelled ") + numberFormat.format(done.settled) + " jobs");
+    } catch (err) {
+      if (err.status === 403) setCanWrite(false);
+      toast("Could not " + verb + " the group: " + err.message, "error");
+    }
+    loadDeadGroups(state.generation);
+    resetPages();
+    loadJobs();
+  }
+
   // ------------------------------------------------------------------ bulk actions
 
   // The current search as a bulk filter: what the operator sees is what the action takes.
@@ -1282,6 +1363,10 @@
     $("queues-body").addEventListener("click", function (e) {
       const button = e.target.closest("button[data-pause-queue]");
       if (button) togglePause(button);
+    });
+    $("groups-body").addEventListener("click", function (e) {
+      const button = e.target.closest("button[data-group-action]");
+      if (button) settleGroup(button);
     });
     $("history-window").addEventListener("click", function (e) {
       const chip = e.target.closest(".chip");
