@@ -252,5 +252,5 @@ def test_the_page_reconnects_with_a_fresh_ticket_after_a_restart(
     job_id = submit(jq_server, payload="after the restart")
     expect(page.locator("#stat-runnable")).to_have_text("1", timeout=LIVE)
     expect(page.locator(f'#jobs-body tr[data-job-id="{job_id}"]')).to_be_visible(timeout=LIVE)
-    tickets = {url for url in dashboard.urls() if "/events?ticket=" in url}
+    tickets = {url for url in dashboard.urls() if "/events?" in url and "ticket=" in url}
     assert len(tickets) >= 2

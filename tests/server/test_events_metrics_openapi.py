@@ -54,6 +54,37 @@ def test_events_deliver_stats_and_job_events(server: Any, client: httpx.Client) 
             raise AssertionError("the stream ended without the job event")
 
 
+def test_batched_events_come_as_arrays_in_submit_order(server: Any, client: httpx.Client) -> None:
+    """`?batch=1`: job events as `event: jobs` arrays (what the dashboard asks for), every event
+    in order, none as a single `job` frame."""
+    queue = "evb-" + uuid.uuid4().hex[:8]
+    headers = {"Authorization": f"Bearer {server.client_key}"}
+    url = server.url + "/events?batch=1"
+    with httpx.stream("GET", url, headers=headers, timeout=SSE_TIMEOUT) as r:
+        assert r.status_code == 200
+        events = read_events(r)
+        assert next(events)[0] == "stats"
+        jobs = [{"queue": queue, "payload": str(i)} for i in range(300)]
+        answer = client.post("/jobs/batch", json={"jobs": jobs})
+        ids = [entry["job_id"] for entry in answer.json()["results"]]
+        seen: list[str] = []
+        for name, data in events:
+            assert name in ("stats", "jobs")
+            if name == "jobs":
+                assert isinstance(data, list) and 1 <= len(data) <= 256
+                seen += [e["job_id"] for e in data if e["queue"] == queue]
+            if len(seen) >= len(ids):
+                break
+        assert seen == ids
+
+
+def test_a_wrong_batch_value_is_a_400(server: Any) -> None:
+    headers = {"Authorization": f"Bearer {server.client_key}"}
+    answer = httpx.get(server.url + "/events?batch=yes", headers=headers)
+    assert answer.status_code == 400
+    assert answer.json()["code"] == "invalid_field"
+
+
 def test_events_need_a_key_or_ticket(server: Any, worker: httpx.Client) -> None:
     assert httpx.get(server.url + "/events").status_code == 401
     assert httpx.get(server.url + "/events", params={"ticket": "nope"}).status_code == 401
