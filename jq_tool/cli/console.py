@@ -1,4 +1,5 @@
-"""The console's commands of `jq` (issue 17): `jq workers`, `jq queue NAME`, `jq history`,
+"""The console's commands of `jq` (issue 17): `jq workers`, `jq queues overview NAME` (added to
+cli/queues.py's group, beside the flow settings' `show`), `jq history`,
 and the bulk forms of `jq requeue --all-dead` and `jq cancel --all` (asked from cli/jobs.py),
 which ask for confirmation (or `--yes`) before changing every matching job.
 
@@ -64,7 +65,7 @@ def workers(
     )
 
 
-def queue(
+def overview(
     name: Annotated[str, typer.Argument(help="The queue.")],
     url: UrlOption = DEFAULT_URL,
     key: KeyOption = None,
@@ -175,6 +176,8 @@ def bulk_cancel(
 
 def register(app: typer.Typer) -> None:
     """Add the console's commands to the root `jq` app."""
+    from jq_tool.cli.queues import queues_app
+
     app.command("workers")(workers)
-    app.command("queue")(queue)
+    queues_app.command("overview")(overview)
     app.command("history")(history)

@@ -30,6 +30,14 @@ ChunkOption = Annotated[
 ]  # fmt: skip
 
 
+# The fields `jq why` lists after the reason, state and queue, when the answer has them.
+_FIELDS = (
+    "worker", "run_at", "ahead", "drain_per_s", "expected_at", "last_asked_at", "lease_id",
+    "leased_at", "lease_until", "attempt", "max_attempts", "error", "fingerprint", "finished_at",
+    "running", "concurrency", "rate_limit", "rate_period_ms", "blocked_until",
+)  # fmt: skip
+
+
 def _explanation_fields(why: Explanation) -> list[tuple[str, object]]:
     fields: list[tuple[str, object]] = [
         ("reason", why.reason),
@@ -37,10 +45,7 @@ def _explanation_fields(why: Explanation) -> list[tuple[str, object]]:
         ("queue", why.queue),
     ]
     progress = why.progress
-    for name in ("run_at", "ahead", "drain_per_s", "expected_at", "last_asked_at", "lease_id",
-                 "leased_at", "lease_until", "attempt", "max_attempts", "error", "fingerprint",
-                 "finished_at", "running", "concurrency", "rate_limit", "rate_period_ms",
-                 "blocked_until"):  # fmt: skip
+    for name in _FIELDS:
         value = getattr(why, name)
         if value is not None:
             fields.append((name, value))

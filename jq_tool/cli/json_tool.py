@@ -40,7 +40,6 @@ OUR_COMMANDS = frozenset(
         "why",
         "dead",
         "workers",
-        "queue",
         "history",
         "--help",
     }

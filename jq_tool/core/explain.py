@@ -104,6 +104,7 @@ class Explanation(msgspec.Struct, omit_defaults=True):
     fingerprint: str | None = None  # its dead-letter group (DEAD)
     finished_at: int | None = None
     progress: JobProgress | None = None
+    worker: str | None = None  # the worker id the lease named (RUNNING), when it named one
     parents: list[str] | None = None  # the parents it still waits for (WAITING)
     parent_states: dict[str, str] | None = None  # their states ("PURGED": no longer held)
     running: int | None = None  # jobs of the queue RUNNING (concurrency_limit)
@@ -253,8 +254,10 @@ def _ready(job: Job, view: ExplainView, activity: QueueActivity, now: int) -> Ex
 
 def _running(job: Job, view: ExplainView, activity: QueueActivity, now: int) -> Explanation:
     until = job.lease_until or now
+    since = job.leased_at if job.leased_at is not None else job.updated_at
+    by = f" by worker {job.worker}" if job.worker else ""  # a worker that named itself
     summary = (
-        f"Leased since {_at(job.updated_at)} (lease {job.lease_id}), lease until {_at(until)}, "
+        f"Leased{by} since {_at(since)} (lease {job.lease_id}), lease until {_at(until)}, "
         f"attempt {job.attempts} of {job.max_retries + 1}"
     )
     if job.progress is not None:
@@ -262,7 +265,8 @@ def _running(job: Job, view: ExplainView, activity: QueueActivity, now: int) -> 
         summary += f"; {job.progress.percent:.0%} done at {_at(job.progress.at)}{note}"
     e = _base(job, "running", summary + ".")
     e.lease_id = job.lease_id
-    e.leased_at = job.updated_at
+    e.leased_at = since
+    e.worker = job.worker
     e.lease_until = job.lease_until
     e.attempt = job.attempts
     e.max_attempts = job.max_retries + 1

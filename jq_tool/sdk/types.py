@@ -443,6 +443,7 @@ class Explanation(msgspec.Struct, frozen=True):
     fingerprint: str | None = None
     finished_at: datetime | None = None
     progress: Progress | None = None
+    worker: str | None = None
     parents: list[str] | None = None
     parent_states: dict[str, str] | None = None
     running: int | None = None

@@ -68,6 +68,7 @@ class ExplanationView(msgspec.Struct, kw_only=True, omit_defaults=True):
     fingerprint: str | UnsetType = UNSET
     finished_at: Time | UnsetType = UNSET
     progress: ProgressView | UnsetType = UNSET
+    worker: str | UnsetType = UNSET
     parents: list[str] | UnsetType = UNSET
     parent_states: dict[str, str] | UnsetType = UNSET
     running: int | UnsetType = UNSET
@@ -107,6 +108,7 @@ def explanation_body(e: Explanation) -> ExplanationView:
         fingerprint=_value(e.fingerprint),
         finished_at=_time(e.finished_at),
         progress=_value(progress_body(e.progress)),
+        worker=_value(e.worker),
         parents=_value(e.parents),
         parent_states=_value(e.parent_states),
         running=_value(e.running),

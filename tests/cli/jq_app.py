@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from jq_tool.cli import console, jobs, keys, worker
+from jq_tool.cli import console, jobs, keys, queues, worker
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -18,6 +18,7 @@ def root() -> None:
 jobs.register(app)
 keys.register(app)
 worker.register(app)
+queues.register(app)
 console.register(app)
 
 if __name__ == "__main__":

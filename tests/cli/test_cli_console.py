@@ -1,7 +1,8 @@
 """The console's commands of `jq` against a real `jq serve` (issue 17): `jq get` shows the
 attempts and the current error split, `jq list --error/--id-prefix/--state scheduled`,
-`jq workers`, `jq queue`, `jq history`, and `jq requeue --all-dead` / `jq cancel --all`, which
-ask for confirmation (no, by default: nothing changes) unless given --yes."""
+`jq workers`, `jq queues overview`, `jq history`, and `jq requeue --all-dead` /
+`jq cancel --all`, which ask for confirmation (no, by default: nothing changes) unless given
+--yes."""
 
 from __future__ import annotations
 
@@ -47,14 +48,14 @@ def test_get_list_and_the_views(jq_server: ServerProcess, queue: str) -> None:
     assert "TimeoutError: slow" in jq(jq_server, client, "list", "--queue", queue)
     prefix = jq_json(jq_server, client, "list", "--id-prefix", ids[1][:20])
     assert [j["job_id"] for j in prefix["jobs"]] == [ids[1]]
-    assert jq_json(jq_server, client, "queue", queue)["dead"] == 2
-    assert "dead" in jq(jq_server, client, "queue", queue)
+    assert jq_json(jq_server, client, "queues", "overview", queue)["dead"] == 2
+    assert "dead" in jq(jq_server, client, "queues", "overview", queue)
     assert len(jq_json(jq_server, client, "history", "--queue", queue)["failed"]) == 60
     assert "submitted" in jq(jq_server, client, "history")
     assert "worker" in jq(jq_server, client, "workers") or "no live workers" in jq(
         jq_server, client, "workers"
     )
-    jq(jq_server, client, "queue", "no-such-queue-here", code=1)
+    jq(jq_server, client, "queues", "overview", "no-such-queue-here", code=1)
 
 
 def test_bulk_requeue_and_cancel_ask_first(jq_server: ServerProcess, queue: str) -> None:
@@ -62,7 +63,7 @@ def test_bulk_requeue_and_cancel_ask_first(jq_server: ServerProcess, queue: str)
     _dead(jq_server, queue, 3)
     out = jq(jq_server, client, "requeue", "--all-dead", "--queue", queue, stdin="n\n", code=2)
     assert "requeue every DEAD job" in out
-    assert jq_json(jq_server, client, "queue", queue)["dead"] == 3
+    assert jq_json(jq_server, client, "queues", "overview", queue)["dead"] == 3
     jq(jq_server, client, "requeue", "--all-dead", "--queue", queue, "--json", code=2)
     done = jq(jq_server, client, "requeue", "--all-dead", "--queue", queue, stdin="y\n")
     assert "3 of 3" in done

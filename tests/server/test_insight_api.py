@@ -97,6 +97,15 @@ def test_jobs_ahead_and_the_drain_rate(client: httpx.Client) -> None:
     assert explain(client, first)["reason"] == "running"
 
 
+def test_leased_by_a_worker_that_named_itself(client: httpx.Client) -> None:
+    queue = unique("named")
+    job_id = submit(client, queue)
+    answer = client.post("/jobs/lease", json={"queue": queue}, headers={"X-Jq-Worker": "w-7"})
+    assert answer.status_code == 200, answer.text
+    body = explain(client, job_id)
+    assert body["worker"] == "w-7" and body["summary"].startswith("Leased by worker w-7 since ")
+
+
 def test_running_with_progress_then_retry_then_dead(client: httpx.Client) -> None:
     queue = unique("work")
     job_id = submit(client, queue, max_retries=1)

@@ -123,6 +123,7 @@ async def test_r_requeues_the_selected_dead_job(jq_server: JqServer) -> None:
         assert "error: boom" in str(detail.render())
         await until(pilot, lambda: "why: DEAD after 1 attempt" in str(detail.render()), "why")
         await pilot.press("r")
+        await pilot.press("y")  # the confirmation
         await until(pilot, lambda: job(jq_server, dead)["state"] == "READY", "requeued")
         await until(pilot, lambda: row_keys(app) == [], "it left the DEAD filter")
         await until(pilot, lambda: counter(app, "dead") == 0, "dead back to 0")
@@ -169,7 +170,9 @@ async def test_a_refused_key_is_shown_not_crashed(jq_server: JqServer) -> None:
     app = JqDashboard(jq_server.url, "client_not-a-real-key")
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: "401" in status(app), "the refusal is shown")
-        assert "disconnected, retrying" in status(app)
+        # Retrying cannot make a refused key good: it stops and says so.
+        assert "key refused" in status(app)
+        assert "retrying" not in status(app)
         await pilot.press("n")  # fails with a notification, not an exception
         await pilot.pause(0.3)
     with jq_server.client(jq_server.client_key) as http:

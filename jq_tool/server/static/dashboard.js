@@ -1,34 +1,64 @@
 // jq dashboard: keeps the API key (localStorage, sent only in Authorization headers), opens the
 // htmx SSE connection through a short-lived ticket so the key never appears in a URL, and
 // renders what the HTTP API says: totals, sparklines, the recent-jobs table and job detail.
-// htmx carries the live stream (hx-ext="sse", hx-trigger="sse:stats" / "sse:job") and the two
+// htmx carries the live stream (hx-ext="sse": the connection, its retries, hx-trigger="sse:stats")
+// while job events, thousands a second under load, are read by one listener on htmx's own
+// EventSource (an htmx trigger per event cost ~100 µs of the page's main thread); and the two
 // writes (enqueue form, requeue buttons); everything that reads JSON is plain fetch + DOM.
 // Job data is only ever written with textContent: a payload is user data, never markup.
+//
+// The render loop cannot fall behind (issue 17): an event only updates the in-memory model
+// (O(1): a Map kept in recency order and trimmed from its oldest end); painting happens in one
+// requestAnimationFrame per frame at most, counters every frame that has news, the table at most
+// every TABLE_INTERVAL_MS from the newest model, never from a backlog. Nothing reads layout
+// (no `offsetWidth` to restart an animation): a changed row or counter swaps between two classes
+// whose animations are the same keyframes under two names, which restarts it for free.
 (function () {
   "use strict";
 
   const KEY_STORAGE = "jq.apiKey";
-  const MAX_ROWS = 30;
-  const SPARK_POINTS = 40;
+  const MAX_ROWS = 50;
+  const MODEL_LIMIT = 400; // jobs kept from the live stream for the current view
+  const TABLE_INTERVAL_MS = 500; // the table is rebuilt at most twice a second
+  const QUIET_MS = 3000; // a counter or table quiet this long flashes when it changes
+  const FLASH_MAX = 3; // a rebuild that changes more rows than this flashes none
+  const CONSOLE_REFRESH_MS = 5000; // queues, workers and history are read this often
+  const OVERVIEW_MAX = 10; // queues shown with their latency and leases
+  const SEARCH_ROUNDS = 5; // pages of a bounded search read for one screen of matches
+  const SPARK_POINTS = 120;
   const SPARK_W = 300;
   const SPARK_H = 48;
-  const STAT_FIELDS = ["runnable", "running", "scheduled", "retry", "dead", "acked"];
+  const STAT_FIELDS = ["runnable", "running", "scheduled", "retry", "dead", "acked", "cancelled"];
   const INT_FIELDS = new Set(["priority", "delay_ms", "max_retries"]);
   const RETRY_MAX_MS = 10000;
 
   const state = {
     key: null,
-    filter: "",
-    rows: new Map(), // job_id -> {job, tr}, newest first in the DOM
+    canWrite: false, // the key has jobs:submit (else no write control is shown)
+    canPause: false, // and jobs:lease too: it may pause a queue
+    filter: "", // a job state, "SCHEDULED", or "" for all
+    search: { text: "", queue: "", state: "", idPrefix: "" },
+    model: new Map(), // job_id -> job; iteration order = least recently changed first
+    rows: new Map(), // job_id -> {job, tr} as painted
     selected: null,
+    paused: false, // "pause live": the table is frozen, counters keep moving
+    pages: [], // cursors of the pages before the one shown; empty = the live first page
+    cursor: null, // the cursor of the page shown (null = newest)
+    nextCursor: null,
+    everLive: false,
     submits: [],
     acks: [],
     retryMs: 1000,
     reconnectTimer: null,
     generation: 0, // bumps on every (re)connect so late answers of an old attempt are ignored
-    pendingEvents: new Map(),
-    flushTimer: null,
+    frame: 0, // the pending requestAnimationFrame, 0 if none
+    tableDirty: false,
+    tableTimer: null,
+    lastTable: 0,
+    latestStats: null,
+    statsDirty: false,
     detailTimer: null,
+    historyWindow: "1h",
   };
 
   const $ = (id) => document.getElementById(id);
@@ -98,15 +128,21 @@
         out.textContent = (data.duplicate ? "Duplicate of " : "Enqueued ") + shortId(data.job_id);
         out.title = data.job_id;
       } else {
+        if (xhr.status === 403) setCanWrite(false);
         out.dataset.kind = "error";
         out.textContent = failure;
         out.title = failure;
       }
+    } else if (elt.dataset.cancel) {
+      if (e.detail.successful) toast("Cancelled " + shortId(elt.dataset.cancel));
+      else toast("Cancel failed: " + failure, "error");
+      if (state.selected === elt.dataset.cancel) scheduleDetail();
     } else if (elt.dataset.requeue) {
       if (e.detail.successful) {
         toast("Requeued " + shortId(elt.dataset.requeue));
         if (state.selected === elt.dataset.requeue) scheduleDetail();
       } else {
+        if (xhr.status === 403) setCanWrite(false);
         toast("Requeue failed: " + failure, "error");
       }
     }
@@ -197,6 +233,48 @@
   function setConn(kind, text) {
     $("conn").dataset.state = kind;
     $("conn-text").textContent = text;
+    if (kind === "live") state.everLive = true;
+    // Values shown while the stream is down are stale: the page dims them until it is back.
+    document.body.dataset.stale = String(state.everLive && kind !== "live");
+  }
+
+  // Write controls only for a key that may write (jobs:submit). The key's own record names its
+  // scopes (GET /keys lists the owner's keys; the key's first 12 characters are its key_prefix);
+  // a key that may not read its record is judged by its type, and a 403 on a write settles it.
+  async function learnScopes(generation) {
+    const key = state.key;
+    let scopes = null;
+    try {
+      const listed = await api("GET", "/keys");
+      const mine = (Array.isArray(listed) ? listed : []).filter(function (k) {
+        return k.key_prefix && key.startsWith(k.key_prefix) && !k.revoked_at;
+      });
+      if (mine.length) scopes = mine.flatMap(function (k) { return k.scopes || []; });
+    } catch (_) {
+      scopes = null;
+    }
+    if (generation !== state.generation || key !== state.key) return;
+    if (scopes === null) {
+      scopes = key.startsWith("admin_")
+        ? ["jobs:submit", "jobs:lease"]
+        : key.startsWith("worker_")
+          ? ["jobs:lease"]
+          : key.startsWith("client_")
+            ? ["jobs:submit"]
+            : [];
+    }
+    // Pausing a queue changes it for every client and worker: it takes a key that may both
+    // submit and lease (an admin key).
+    state.canPause = scopes.indexOf("jobs:submit") >= 0 && scopes.indexOf("jobs:lease") >= 0;
+    setCanWrite(scopes.indexOf("jobs:submit") >= 0);
+  }
+
+  function setCanWrite(canWrite) {
+    if (state.canWrite === canWrite) return;
+    state.canWrite = canWrite;
+    document.body.dataset.write = String(canWrite);
+    for (const entry of state.rows.values()) fillRow(entry.tr, entry.job);
+    if (state.selected) scheduleDetail();
   }
 
   function teardownLive() {
@@ -235,24 +313,32 @@
       return;
     }
     if (generation !== state.generation) return;
+    learnScopes(generation);
     const live = document.createElement("div");
     live.id = "live";
     live.setAttribute("hx-ext", "sse");
     live.setAttribute("sse-connect", "/events?ticket=" + encodeURIComponent(ticket.ticket));
     const stats = document.createElement("span");
     stats.setAttribute("hx-trigger", "sse:stats");
-    const job = document.createElement("span");
-    job.setAttribute("hx-trigger", "sse:job");
-    live.append(stats, job);
+    live.append(stats);
     $("live-host").append(live);
     htmx.process(live);
   }
 
-  document.addEventListener("htmx:sseOpen", function () {
+  const followedSources = new WeakSet();
+
+  document.addEventListener("htmx:sseOpen", function (e) {
+    const source = e.detail && e.detail.source;
+    if (source && !followedSources.has(source)) {
+      // The same EventSource reopens after a drop: one listener each, however often it opens.
+      followedSources.add(source);
+      source.addEventListener("job", onJobFrame);
+    }
     state.retryMs = 1000;
     setConn("live", "live");
     // Events missed while disconnected are not replayed: resync the table.
     loadJobs();
+    loadConsole();
     if (state.selected) scheduleDetail();
   });
 
@@ -279,29 +365,118 @@
 
   document.addEventListener("sse:stats", function (e) {
     const stats = frameData(e);
-    if (stats) renderStats(stats);
+    if (!stats) return;
+    state.latestStats = stats;
+    state.statsDirty = true;
+    requestPaint();
   });
 
-  document.addEventListener("sse:job", function (e) {
-    const event = frameData(e);
-    if (!event || !event.job_id) return;
-    // Under load events arrive by the thousand: keep the latest per job, paint a few times a second.
-    state.pendingEvents.delete(event.job_id);
-    state.pendingEvents.set(event.job_id, event);
-    if (!state.flushTimer) state.flushTimer = setTimeout(flushEvents, 250);
-  });
+  function onJobFrame(message) {
+    if (message.target.readyState === EventSource.CLOSED) return;
+    let event;
+    try {
+      event = JSON.parse(message.data);
+    } catch (_) {
+      return; // a frame we cannot read is skipped, not fatal
+    }
+    if (event && event.job_id) applyEvent(event);
+  }
+
+  // ------------------------------------------------------------------ the render loop
+
+  function requestPaint() {
+    if (!state.frame) state.frame = requestAnimationFrame(paint);
+  }
+
+  // One frame's work: counters if a stats frame came, the table if it is due. A background tab
+  // gets no frames; the model stays bounded meanwhile and the first frame paints the newest state.
+  function paint() {
+    state.frame = 0;
+    if (state.statsDirty) {
+      state.statsDirty = false;
+      renderStats(state.latestStats);
+    }
+    if (state.tableDirty && !state.paused && isLivePage()) {
+      const wait = state.lastTable + TABLE_INTERVAL_MS - performance.now();
+      if (wait <= 0) {
+        renderTable();
+      } else if (!state.tableTimer) {
+        state.tableTimer = setTimeout(function () {
+          state.tableTimer = null;
+          requestPaint();
+        }, wait);
+      }
+    }
+  }
+
+  function isLivePage() {
+    return state.cursor === null;
+  }
+
+  // An event as a model change: O(1) whatever the rate, no DOM. Events carry run_at (a delayed
+  // job is SCHEDULED at once), the lease holder and the current error split: no request per row.
+  function applyEvent(event) {
+    const known = state.model.get(event.job_id);
+    const job = Object.assign({}, known || {}, {
+      job_id: event.job_id,
+      queue: event.queue,
+      state: event.state,
+      attempts: event.attempts,
+      priority: event.priority,
+      updated_at: event.at,
+    });
+    for (const field of ["run_at", "worker", "error_class", "error_message"]) {
+      if (field in event) job[field] = event[field];
+    }
+    if (known) state.model.delete(event.job_id);
+    if (matchesView(job)) {
+      state.model.set(event.job_id, job);
+      if (state.model.size > MODEL_LIMIT) state.model.delete(state.model.keys().next().value);
+    }
+    if (known || state.model.has(event.job_id)) {
+      state.tableDirty = true;
+      requestPaint();
+    }
+    if (state.selected === event.job_id) scheduleDetail();
+  }
+
+  // Does a job belong in the current view? The same filters the server applies to a page.
+  function matchesView(job) {
+    const shown = displayState(job);
+    const wanted = state.filter || state.search.state;
+    if (wanted === "SCHEDULED") {
+      if (shown !== "SCHEDULED") return false;
+    } else if (wanted && wanted !== job.state) {
+      return false;
+    }
+    const search = state.search;
+    if (search.queue && search.queue !== job.queue) return false;
+    if (search.idPrefix && !String(job.job_id).startsWith(search.idPrefix)) return false;
+    if (search.text && !errorLine(job).toLowerCase().includes(search.text.toLowerCase())) return false;
+    return true;
+  }
+
+  function errorLine(job) {
+    if (job.error_class || job.error_message) {
+      return (job.error_class ? job.error_class + ": " : "") + (job.error_message || "");
+    }
+    return job.result_error ? parseError(job.result_error).line : "";
+  }
 
   // ------------------------------------------------------------------ stats + sparklines
 
   function renderStats(stats) {
+    if (!stats) return;
     for (const field of STAT_FIELDS) {
       const el = $("stat-" + field);
       const text = numberFormat.format(stats[field] || 0);
       if (el.textContent !== text) {
         el.textContent = text;
-        el.classList.remove("bump");
-        void el.offsetWidth; // restart the animation
-        el.classList.add("bump");
+        // A colour animation repaints every frame it runs: a counter that changes every second
+        // would never stop. Only a change after a quiet spell is worth the eye.
+        const now = performance.now();
+        if (now - (Number(el.dataset.changedAt) || -1e9) > QUIET_MS) swapAnimation(el, "bump-a", "bump-b");
+        el.dataset.changedAt = String(now);
       }
     }
     pushSample(state.submits, stats.submits_per_sec);
@@ -322,6 +497,17 @@
       " · acked " + numberFormat.format(t.acked || 0) +
       " · failed " + numberFormat.format(t.failed || 0) +
       " · dead " + numberFormat.format(t.dead || 0);
+  }
+
+  // Restart a CSS animation without reading layout: the two classes run the same keyframes
+  // under two names, and a changed animation-name starts over.
+  function swapAnimation(el, a, b) {
+    if (el.classList.contains(a)) {
+      el.classList.replace(a, b);
+    } else {
+      el.classList.remove(b);
+      el.classList.add(a);
+    }
   }
 
   function pushSample(series, value) {
@@ -352,7 +538,9 @@
     return el;
   }
 
-  function drawSpark(svg, values) {
+  // The y axis starts at zero, always: 161 against 196 acks/s must not look like empty and full.
+  function drawSpark(svg, values, slots) {
+    const width = slots || SPARK_POINTS;
     const base = svgChild(svg, "base", "line");
     const area = svgChild(svg, "area", "path");
     const line = svgChild(svg, "line", "path");
@@ -361,9 +549,11 @@
     base.setAttribute("y1", String(SPARK_H));
     base.setAttribute("y2", String(SPARK_H));
     if (values.length === 0) return;
-    const top = Math.max(1, Math.max.apply(null, values)) * 1.15;
-    const step = SPARK_W / (SPARK_POINTS - 1);
-    const offset = SPARK_POINTS - values.length; // the newest sample sits at the right edge
+    let peak = 1;
+    for (const v of values) if (v > peak) peak = v;
+    const top = peak * 1.15;
+    const step = SPARK_W / (width - 1);
+    const offset = width - values.length; // the newest sample sits at the right edge
     const points = values.map(function (v, i) {
       const x = (offset + i) * step;
       const y = SPARK_H - (v / top) * SPARK_H;
@@ -377,91 +567,141 @@
 
   // ------------------------------------------------------------------ jobs table
 
+  // The query for the current view: the server filters (state, scheduled, queue, id prefix,
+  // error text) and pages by an opaque cursor.
+  function jobsQuery(cursor) {
+    const params = new URLSearchParams();
+    params.set("limit", String(MAX_ROWS));
+    const wanted = state.filter || state.search.state;
+    if (wanted) params.set("state", wanted.toLowerCase());
+    if (state.search.queue) params.set("queue", state.search.queue);
+    if (state.search.idPrefix) params.set("id_prefix", state.search.idPrefix);
+    if (state.search.text) params.set("error", state.search.text);
+    if (cursor) params.set("cursor", cursor);
+    return "/jobs?" + params.toString();
+  }
+
+  function searching() {
+    return Boolean(state.search.idPrefix || state.search.text);
+  }
+
   async function loadJobs() {
     if (!state.key) return;
     const generation = state.generation;
-    const filter = state.filter;
-    let data;
+    const view = viewKey();
+    const cursor = state.cursor;
+    let jobs = [];
+    let next = cursor;
     try {
-      const query = "?limit=" + MAX_ROWS + (filter ? "&state=" + encodeURIComponent(filter) : "");
-      data = await api("GET", "/jobs" + query);
+      // A search is a bounded scan: a page may come back short with a cursor to go on from.
+      for (let round = 0; round < SEARCH_ROUNDS; round++) {
+        const data = await api("GET", jobsQuery(next));
+        jobs = jobs.concat(data.jobs || []);
+        next = data.next_cursor || null;
+        if (!searching() || !next || jobs.length >= MAX_ROWS) break;
+      }
     } catch (err) {
       if (err.status === 401) keyRejected(err.message);
       else if (err.status) toast("Could not list jobs: " + err.message, "error");
       return;
     }
-    if (generation !== state.generation || filter !== state.filter) return;
-    const body = $("jobs-body");
-    body.replaceChildren();
-    state.rows.clear();
-    for (const job of data.jobs || []) {
-      const entry = { job: job, tr: buildRow(job) };
-      state.rows.set(job.job_id, entry);
-      body.append(entry.tr);
-    }
-    updateEmpty();
+    if (generation !== state.generation || view !== viewKey() || cursor !== state.cursor) return;
+    state.nextCursor = next;
+    state.model.clear();
+    // The page is newest first; the model keeps the newest last.
+    for (let i = jobs.length - 1; i >= 0; i--) state.model.set(jobs[i].job_id, jobs[i]);
+    renderTable(true);
   }
 
-  function flushEvents() {
-    state.flushTimer = null;
-    const events = Array.from(state.pendingEvents.values());
-    state.pendingEvents.clear();
-    const body = $("jobs-body");
-    for (const event of events) {
-      const entry = state.rows.get(event.job_id);
-      const job = Object.assign({}, entry ? entry.job : {}, {
-        job_id: event.job_id,
-        queue: event.queue,
-        state: event.state,
-        attempts: event.attempts,
-        priority: event.priority,
-        updated_at: event.at,
-      });
-      const matches = !state.filter || state.filter === job.state;
+  function viewKey() {
+    const s = state.search;
+    return [state.filter, s.text, s.queue, s.state, s.idPrefix].join("\u0000");
+  }
+
+  // The newest MAX_ROWS of the model, painted by moving the rows that exist and building only
+  // the new ones: a few dozen rows a few times a second, whatever the event rate.
+  function renderTable(force) {
+    if (state.tableTimer) {
+      clearTimeout(state.tableTimer);
+      state.tableTimer = null;
+    }
+    if (!force && state.paused) return;
+    state.tableDirty = false;
+    state.lastTable = performance.now();
+    let jobs = [];
+    const values = Array.from(state.model.values());
+    if ((state.filter || state.search.state) === "SCHEDULED") {
+      jobs = values.sort(function (a, b) {
+        return Date.parse(a.run_at) - Date.parse(b.run_at);
+      }).slice(0, MAX_ROWS);
+    } else {
+      for (let i = values.length - 1; i >= 0 && jobs.length < MAX_ROWS; i--) jobs.push(values[i]);
+    }
+    const previous = state.rows;
+    const next = new Map();
+    const trs = [];
+    const flashed = [];
+    for (const job of jobs) {
+      const entry = previous.get(job.job_id);
+      let tr;
       if (entry) {
-        if (!matches) {
-          entry.tr.remove();
-          state.rows.delete(event.job_id);
-          continue;
+        tr = entry.tr;
+        if (entry.job !== job) {
+          fillRow(tr, job);
+          if (entry.job.state !== job.state) flashed.push(tr);
         }
-        entry.job = job;
-        fillRow(entry.tr, job);
-        flash(entry.tr);
-      } else if (matches) {
-        const tr = buildRow(job);
-        state.rows.set(job.job_id, { job: job, tr: tr });
-        body.prepend(tr);
-        flash(tr);
+      } else {
+        tr = buildRow(job);
+        if (previous.size > 0 && !force) flashed.push(tr);
       }
-      if (state.selected === event.job_id) scheduleDetail();
+      next.set(job.job_id, { job: job, tr: tr });
+      trs.push(tr);
     }
-    while (state.rows.size > MAX_ROWS) {
-      const last = body.lastElementChild;
-      if (!last) break;
-      state.rows.delete(last.dataset.jobId);
-      last.remove();
-    }
+    // Under load every row is new at every rebuild: flashing them all would repaint the table
+    // every frame. A quiet table shows its few changes.
+    if (flashed.length <= FLASH_MAX) for (const tr of flashed) swapAnimation(tr, "flash-a", "flash-b");
+    state.rows = next;
+    const body = $("jobs-body");
+    if (!sameOrder(body.children, trs)) body.replaceChildren.apply(body, trs);
     updateEmpty();
+    updatePager();
   }
 
-  function flash(tr) {
-    tr.classList.remove("flash");
-    void tr.offsetWidth;
-    tr.classList.add("flash");
+  function sameOrder(children, trs) {
+    if (children.length !== trs.length) return false;
+    for (let i = 0; i < trs.length; i++) if (children[i] !== trs[i]) return false;
+    return true;
   }
 
   function updateEmpty() {
     const empty = $("jobs-empty");
     empty.hidden = state.rows.size > 0;
     if (!state.key) empty.textContent = "Connect with a key to see jobs.";
+    else if (state.search.text || state.search.queue || state.search.idPrefix || state.search.state)
+      empty.textContent = "No job on this page matches the search.";
     else if (state.filter) empty.textContent = "No " + state.filter.toLowerCase() + " jobs.";
     else empty.textContent = "No jobs yet. Enqueue one to see it here.";
+  }
+
+  function updatePager() {
+    const live = isLivePage();
+    $("page-newest").disabled = live;
+    $("page-older").disabled = !state.nextCursor;
+    const toggle = $("live-toggle");
+    toggle.setAttribute("aria-pressed", String(state.paused));
+    toggle.textContent = state.paused ? "Resume live" : "Pause live";
+    $("jobs-title").dataset.paused = String(state.paused || !live);
+    $("page-info").textContent = live
+      ? state.paused
+        ? "paused"
+        : "live"
+      : "page " + (state.pages.length + 1);
   }
 
   function buildRow(job) {
     const tr = document.createElement("tr");
     tr.tabIndex = 0;
-    for (const cls of ["", "", "col-queue", "col-num col-priority", "col-num", "col-time", "col-action"]) {
+    for (const cls of ["", "", "col-queue", "col-num col-priority", "col-num col-attempts", "col-error", "col-time", "col-action"]) {
       const td = document.createElement("td");
       if (cls) td.className = cls;
       tr.append(td);
@@ -484,13 +724,53 @@
     cells[2].textContent = job.queue || "";
     cells[3].textContent = job.priority === undefined || job.priority === null ? "" : String(job.priority);
     cells[4].textContent = job.attempts === undefined || job.attempts === null ? "" : String(job.attempts);
-    cells[5].textContent = formatTime(job.updated_at || job.created_at, false);
-    cells[5].title = formatTime(job.updated_at || job.created_at, true);
-    if (job.state === "DEAD") {
-      if (!cells[6].querySelector("button")) cells[6].replaceChildren(requeueButton(job.job_id, true));
+    fillErrorCell(cells[5], job);
+    cells[6].textContent = formatTime(job.updated_at || job.created_at, false);
+    cells[6].title = formatTime(job.updated_at || job.created_at, true);
+    if (job.state === "DEAD" && state.canWrite) {
+      if (!cells[7].querySelector("button")) cells[7].replaceChildren(requeueButton(job.job_id, true));
     } else {
-      cells[6].replaceChildren();
+      cells[7].replaceChildren();
     }
+  }
+
+  // The error column: the exception class in bold and its message. The server keeps only the
+  // current error (a successful retry clears it), so what is shown is never stale.
+  function fillErrorCell(td, job) {
+    const line = errorLine(job);
+    if (!line) {
+      td.replaceChildren();
+      td.title = "";
+      return;
+    }
+    const cls = document.createElement("span");
+    cls.className = "error-class";
+    const message = document.createElement("span");
+    message.className = "error-message";
+    if (job.error_class !== undefined || job.error_message !== undefined) {
+      cls.textContent = job.error_class || "";
+      message.textContent = job.error_message || "";
+    } else {
+      const parsed = parseError(job.result_error);
+      cls.textContent = parsed.cls;
+      message.textContent = parsed.message;
+    }
+    td.replaceChildren(cls, message);
+    td.title = line;
+  }
+
+  // "Traceback (most recent call last): … ValueError: bad" → {cls: "ValueError", message: "bad"}.
+  function parseError(text) {
+    const lines = String(text).split("\n").map(function (l) {
+      return l.trim();
+    }).filter(Boolean);
+    let line = lines.length ? lines[lines.length - 1] : "";
+    if (lines.length && /^Traceback \(most recent call last\)/.test(lines[0]) && lines.length === 1) line = lines[0];
+    const match = /^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|Timeout|[A-Z]\w*)):\s?(.*)$/.exec(line);
+    if (match) return { cls: match[1], message: match[2], line: line };
+    const bare = /^([A-Za-z_][\w.]*(?:Error|Exception|Timeout))$/.exec(line);
+    if (bare) return { cls: bare[1], message: "", line: line };
+    return { cls: "", message: line, line: line };
   }
 
   function displayState(job) {
@@ -512,7 +792,7 @@
   function requeueButton(jobId, small) {
     const button = document.createElement("button");
     button.type = "button";
-    button.className = "btn btn-danger" + (small ? " btn-small" : "");
+    button.className = "btn btn-danger write-control" + (small ? " btn-small" : "");
     button.textContent = "Requeue";
     button.dataset.requeue = jobId;
     button.setAttribute("hx-post", "/jobs/" + encodeURIComponent(jobId) + "/requeue");
@@ -534,6 +814,45 @@
     return pad(date.getHours()) + ":" + pad(date.getMinutes()) + ":" + pad(date.getSeconds());
   }
 
+  // ------------------------------------------------------------------ search, pause, pages
+
+  // "queue:emails state:dead 3f2a" → the server's filters plus an id prefix; any other words
+  // are error text.
+  function parseSearch(text) {
+    const search = { text: "", queue: "", state: "", idPrefix: "" };
+    const words = [];
+    for (const word of text.trim().split(/\s+/).filter(Boolean)) {
+      const colon = word.indexOf(":");
+      const name = colon > 0 ? word.slice(0, colon).toLowerCase() : "";
+      const value = colon > 0 ? word.slice(colon + 1) : word;
+      if (name === "queue") search.queue = value;
+      else if (name === "state") search.state = value.toUpperCase();
+      else if (name === "id") search.idPrefix = value.toLowerCase();
+      else if (!name && /^[0-9a-f-]{4,36}$/i.test(word) && !search.idPrefix) search.idPrefix = word.toLowerCase();
+      else words.push(word);
+    }
+    search.text = words.join(" "); // the server matches it case-insensitively
+    return search;
+  }
+
+  function resetPages() {
+    state.pages = [];
+    state.cursor = null;
+    state.nextCursor = null;
+  }
+
+  function setPaused(paused) {
+    state.paused = paused;
+    updatePager();
+    if (!paused) {
+      if (isLivePage()) renderTable();
+      else {
+        resetPages();
+        loadJobs();
+      }
+    }
+  }
+
   // ------------------------------------------------------------------ job detail
 
   function selectJob(jobId) {
@@ -545,8 +864,11 @@
   }
 
   function scheduleDetail() {
-    clearTimeout(state.detailTimer);
-    state.detailTimer = setTimeout(loadDetail, 150);
+    if (state.detailTimer) return; // one read per 300 ms at most, whatever the event rate
+    state.detailTimer = setTimeout(function () {
+      state.detailTimer = null;
+      loadDetail();
+    }, 300);
   }
 
   async function loadDetail() {
@@ -575,21 +897,103 @@
     }
     $("d-payload").textContent = pretty(job.payload);
     $("d-result").textContent = pretty(job.result);
-    $("d-result_error").textContent = job.result_error || "";
-    const actions = $("d-actions");
-    actions.replaceChildren();
-    if (job.state === "DEAD") actions.append(requeueButton(job.job_id, false));
-    // Issue 19: the job's progress, and why it is where it is (one sentence from the server).
+    renderDetailError(job);
+    renderHistory(job);
+    // Issue 19: a running job's progress.
     const progress = job.progress;
     $("d-progress").textContent = progress
       ? Math.round(progress.progress * 100) + "% " + (progress.note || "")
       : "—";
-    $("d-why").textContent = "";
+    loadExplain(job.job_id);
+    const actions = $("d-actions");
+    actions.replaceChildren();
+    if (job.state === "DEAD" && state.canWrite) actions.append(requeueButton(job.job_id, false));
+    if ((job.state === "READY" || job.state === "RETRY") && state.canWrite) actions.append(cancelButton(job.job_id));
+  }
+
+  function cancelButton(jobId) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "btn btn-ghost write-control";
+    button.textContent = "Cancel";
+    button.dataset.cancel = jobId;
+    button.setAttribute("hx-post", "/jobs/" + encodeURIComponent(jobId) + "/cancel");
+    button.setAttribute("hx-confirm", "Cancel job " + shortId(jobId) + "?");
+    button.setAttribute("hx-swap", "none");
+    htmx.process(button);
+    return button;
+  }
+
+  // The current error (the server clears it on a successful ack): a job that succeeded on a
+  // retry shows "no error" here, its failures in the attempt history below.
+  function renderDetailError(job) {
+    const box = $("d-error");
+    const error = job.result_error || "";
+    box.hidden = !error;
+    $("d-error-none").hidden = Boolean(error);
+    const parsed = job.error_class || job.error_message
+      ? { cls: job.error_class || "", message: job.error_message || "" }
+      : parseError(error);
+    $("d-error-class").textContent = parsed.cls;
+    $("d-error-message").textContent = parsed.message;
+    $("d-result_error").textContent = error;
+    // A one-line error has nothing more to unfold; a traceback opens on demand.
+    box.open = error !== "" && error.indexOf("\n") < 0;
+  }
+
+  // The attempt history (GET /jobs/{id} `attempt_history`, the last 10, oldest first): who ran
+  // each attempt, when, how it ended, and its traceback folded.
+  function renderHistory(job) {
+    const history = Array.isArray(job.attempt_history) ? job.attempt_history : null;
+    $("d-history").hidden = !history || history.length === 0;
+    const list = $("d-history-list");
+    list.replaceChildren();
+    if (!history) return;
+    for (const attempt of history) {
+      const li = document.createElement("li");
+      li.dataset.outcome = String(attempt.outcome || "");
+      const head = document.createElement("div");
+      head.className = "history-head";
+      const outcome = pill(String(attempt.outcome || "running").toUpperCase());
+      const what = document.createElement("span");
+      const parts = ["attempt " + attempt.attempt];
+      if (attempt.worker) parts.push(attempt.worker);
+      if (attempt.started_at) parts.push(formatTime(attempt.started_at, true));
+      if (attempt.ended_at) parts.push("→ " + formatTime(attempt.ended_at, false));
+      what.textContent = parts.join(" · ");
+      head.append(outcome, what);
+      li.append(head);
+      if (attempt.error_class || attempt.error_message || attempt.traceback) {
+        const details = document.createElement("details");
+        details.className = "error-box";
+        const summary = document.createElement("summary");
+        const cls = document.createElement("span");
+        cls.className = "error-class";
+        cls.textContent = attempt.error_class || "";
+        summary.append(cls, document.createTextNode(" " + (attempt.error_message || "")));
+        details.append(summary);
+        if (attempt.traceback) {
+          const pre = document.createElement("pre");
+          pre.className = "code code-error";
+          pre.textContent = attempt.traceback;
+          details.append(pre);
+        }
+        li.append(details);
+      }
+      list.append(li);
+    }
+  }
+
+  // Why the job is where it is (GET /jobs/{id}/explain, issue 19), one sentence; quiet when
+  // the server has no such route.
+  async function loadExplain(jobId) {
+    const out = $("d-why");
+    out.textContent = "";
     try {
       const why = await api("GET", "/jobs/" + encodeURIComponent(jobId) + "/explain");
-      if (jobId === state.selected) $("d-why").textContent = why.summary;
+      if (jobId === state.selected && why && why.summary) out.textContent = why.summary;
     } catch (_) {
-      /* an older server has no explain: the detail stands without it */
+      /* an older server, or the job is gone */
     }
   }
 
@@ -602,6 +1006,281 @@
       /* not JSON: show it as it is */
     }
     return String(text);
+  }
+
+  // ------------------------------------------------------------------ queues, workers, history
+
+  // Read every CONSOLE_REFRESH_MS while the stream is live and the tab visible: a few small
+  // requests, whatever the job rate (the queue overviews of the busiest OVERVIEW_MAX only).
+  async function loadConsole() {
+    if (!state.key || document.hidden || $("conn").dataset.state !== "live") return;
+    const generation = state.generation;
+    await Promise.all([
+      loadQueues(generation),
+      loadWorkers(generation),
+      loadHistory(generation),
+      loadDeadGroups(generation),
+    ]);
+  }
+
+  async function loadQueues(generation) {
+    let page;
+    try {
+      page = await api("GET", "/queues?limit=100");
+    } catch (_) {
+      return;
+    }
+    const queues = (page.queues || []).slice().sort(function (a, b) {
+      return (b.runnable + b.running + b.retry + b.dead) - (a.runnable + a.running + a.retry + a.dead) || (a.name < b.name ? -1 : 1);
+    });
+    const shown = queues.slice(0, OVERVIEW_MAX);
+    const overviews = await Promise.all(shown.map(function (queue) {
+      const name = encodeURIComponent(queue.name);
+      return api("GET", "/queues/" + name + "/overview?limit=5").catch(function () { return null; });
+    }));
+    if (generation !== state.generation) return;
+    const body = $("queues-body");
+    const rows = shown.map(function (queue, i) {
+      return queueRow(queue, overviews[i]);
+    });
+    body.replaceChildren.apply(body, rows);
+    $("queues-empty").hidden = rows.length > 0;
+  }
+
+  function queueRow(queue, overview) {
+    const tr = document.createElement("tr");
+    tr.dataset.queue = queue.name;
+    // GET /queues carries each queue's flow settings when the server has flow control.
+    const paused = Boolean(queue.paused);
+    tr.dataset.paused = String(paused);
+    const cell = function (text, cls) {
+      const td = document.createElement("td");
+      if (cls) td.className = cls;
+      td.textContent = text;
+      tr.append(td);
+      return td;
+    };
+    const name = cell(queue.name);
+    if (paused) {
+      const badge = pill("PAUSED");
+      badge.classList.add("paused-badge");
+      name.append(badge);
+    }
+    cell(numberFormat.format(queue.runnable), "col-num");
+    cell(numberFormat.format(queue.running), "col-num");
+    cell(numberFormat.format(queue.scheduled), "col-num col-optional");
+    cell(numberFormat.format(queue.retry), "col-num col-optional");
+    cell(numberFormat.format(queue.dead), "col-num");
+    const latency = overview && typeof overview.latency_ms === "number" ? formatMs(overview.latency_ms) : "—";
+    cell(latency, "col-num").dataset.field = "latency";
+    const acked = overview && overview.throughput && overview.throughput.acked;
+    // The last whole minute: the current one is still filling.
+    cell(acked && acked.length > 1 ? numberFormat.format(acked[acked.length - 2]) : "—", "col-num col-optional");
+    const leases = cell("", "col-optional");
+    for (const lease of (overview && overview.leases) || []) {
+      const line = document.createElement("div");
+      line.className = "lease";
+      line.textContent = shortId(lease.job_id) + " · " + (lease.worker || "unnamed worker") + " · since " + formatTime(lease.since, false) + " until " + formatTime(lease.until, false);
+      leases.append(line);
+    }
+    if (overview && overview.next_cursor) {
+      const more = document.createElement("div");
+      more.className = "lease muted-note";
+      more.textContent = "and " + numberFormat.format(Math.max(0, queue.running - 5)) + " more";
+      leases.append(more);
+    }
+    const action = cell("", "col-action");
+    if ("paused" in queue && state.canPause) action.append(pauseButton(queue.name, paused));
+    return tr;
+  }
+
+  function pauseButton(queue, paused) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "btn btn-ghost btn-small write-control";
+    button.textContent = paused ? "Resume" : "Pause";
+    button.dataset.pauseQueue = queue;
+    button.dataset.paused = String(paused);
+    return button;
+  }
+
+  async function togglePause(button) {
+    const queue = button.dataset.pauseQueue;
+    const resume = button.dataset.paused === "true";
+    if (!resume && !window.confirm("Pause queue " + queue + "? Workers lease nothing from it until it is resumed.")) return;
+    try {
+      await api("POST", "/queues/" + encodeURIComponent(queue) + (resume ? "/resume" : "/pause"));
+      toast((resume ? "Resumed " : "Paused ") + queue);
+    } catch (err) {
+      if (err.status === 403) state.canPause = false;
+      toast("Could not change " + queue + ": " + err.message, "error");
+    }
+    loadQueues(state.generation);
+  }
+
+  function formatMs(ms) {
+    if (ms < 1000) return Math.round(ms) + " ms";
+    return formatDuration(ms / 1000);
+  }
+
+  async function loadWorkers(generation) {
+    let page;
+    try {
+      page = await api("GET", "/workers?limit=50");
+    } catch (_) {
+      return;
+    }
+    if (generation !== state.generation) return;
+    const rows = (page.workers || []).map(function (worker) {
+      const tr = document.createElement("tr");
+      tr.dataset.worker = worker.worker_id;
+      const values = [
+        [worker.worker_id, "job-id"],
+        [numberFormat.format(worker.leases), "col-num"],
+        [(worker.queues || []).join(", "), "col-optional"],
+        [worker.last_seen ? formatTime(worker.last_seen, false) : "—", "col-time"],
+      ];
+      for (const [text, cls] of values) {
+        const td = document.createElement("td");
+        td.className = cls;
+        td.textContent = text;
+        tr.append(td);
+      }
+      return tr;
+    });
+    const body = $("workers-body");
+    body.replaceChildren.apply(body, rows);
+    $("workers-empty").hidden = rows.length > 0;
+  }
+
+  async function loadHistory(generation) {
+    const window_ = state.historyWindow;
+    let history;
+    try {
+      history = await api("GET", "/stats/history?window=" + window_);
+    } catch (_) {
+      return;
+    }
+    if (generation !== state.generation || window_ !== state.historyWindow) return;
+    for (const field of ["submitted", "acked", "failed"]) {
+      const values = history[field] || [];
+      drawSpark($("hist-" + field), values, Math.max(2, values.length));
+      const total = values.reduce(function (a, b) { return a + b; }, 0);
+      $("hist-" + field + "-total").textContent = numberFormat.format(total) + " in " + window_;
+    }
+  }
+
+  // ------------------------------------------------------------------ dead-letter groups
+
+  // The DEAD jobs grouped by cause (GET /dead/groups, issue 19): the biggest first, each with a
+  // requeue and a cancel of the whole group, confirmed. Quiet on a server without the route.
+  async function loadDeadGroups(generation) {
+    let page;
+    try {
+      page = await api("GET", "/dead/groups");
+    } catch (_) {
+      return;
+    }
+    if (generation !== state.generation || !page) return;
+    const rows = (page.groups || []).slice(0, 20).map(function (group) {
+      const tr = document.createElement("tr");
+      tr.dataset.fingerprint = group.fingerprint;
+      const error = document.createElement("td");
+      error.className = "col-error";
+      const cls = document.createElement("span");
+      cls.className = "error-class";
+      cls.textContent = group.error_type || "";
+      const pattern = document.createElement("span");
+      pattern.className = "error-message";
+      pattern.textContent = group.pattern || "";
+      error.append(cls, pattern);
+      error.title = group.sample_error || "";
+      const count = document.createElement("td");
+      count.className = "col-num";
+      count.textContent = numberFormat.format(group.count);
+      const queues = document.createElement("td");
+      queues.className = "col-optional";
+      queues.textContent = Object.keys(group.queues || {}).join(", ");
+      const last = document.createElement("td");
+      last.className = "col-time";
+      last.textContent = formatTime(group.last_seen, false);
+      const action = document.createElement("td");
+      action.className = "col-action";
+      if (state.canWrite) {
+        for (const verb of ["requeue", "cancel"]) {
+          const button = document.createElement("button");
+          button.type = "button";
+          button.className = "btn btn-small write-control " + (verb === "requeue" ? "btn-danger" : "btn-ghost");
+          button.textContent = verb === "requeue" ? "Requeue" : "Cancel";
+          button.dataset.groupAction = verb;
+          action.append(button);
+        }
+      }
+      tr.append(error, count, queues, last, action);
+      return tr;
+    });
+    const body = $("groups-body");
+    body.replaceChildren.apply(body, rows);
+    $("groups-empty").hidden = rows.length > 0;
+    $("groups-note").textContent = page.group_count
+      ? numberFormat.format(page.dead) + " dead in " + numberFormat.format(page.group_count) + " groups"
+      : "";
+  }
+
+  async function settleGroup(button) {
+    const tr = button.closest("tr");
+    const verb = button.dataset.groupAction;
+    const what = tr.querySelector(".col-error").textContent;
+    const count = tr.children[1].textContent;
+    const question = (verb === "requeue" ? "Requeue" : "Cancel for good") + " the " + count + " dead jobs of “" + what + "”?";
+    if (!window.confirm(question)) return;
+    try {
+      const done = await api("POST", "/dead/groups/" + encodeURIComponent(tr.dataset.fingerprint) + "/" + verb);
+      toast((verb === "requeue" ? "Requeued " : "Cancelled ") + numberFormat.format(done.settled) + " jobs");
+    } catch (err) {
+      if (err.status === 403) setCanWrite(false);
+      toast("Could not " + verb + " the group: " + err.message, "error");
+    }
+    loadDeadGroups(state.generation);
+    resetPages();
+    loadJobs();
+  }
+
+  // ------------------------------------------------------------------ bulk actions
+
+  // The current search as a bulk filter: what the operator sees is what the action takes.
+  function bulkFilter() {
+    const filter = {};
+    if (state.search.queue) filter.queue = state.search.queue;
+    if (state.search.text) filter.error = state.search.text;
+    if (state.search.idPrefix) filter.id_prefix = state.search.idPrefix;
+    return filter;
+  }
+
+  function describeFilter(filter) {
+    const parts = [];
+    if (filter.queue) parts.push("in queue " + filter.queue);
+    if (filter.error) parts.push('with an error containing "' + filter.error + '"');
+    if (filter.id_prefix) parts.push("with an id starting " + filter.id_prefix);
+    return parts.length ? " " + parts.join(", ") : " in every queue";
+  }
+
+  async function bulk(action) {
+    const filter = bulkFilter();
+    const what = action === "requeue" ? "Requeue every DEAD job" : "Cancel every waiting job (ready, scheduled, retry)";
+    const count = action === "requeue" && !filter.queue && !filter.error && !filter.id_prefix && state.latestStats
+      ? " (" + numberFormat.format(state.latestStats.dead || 0) + " now)"
+      : "";
+    if (!window.confirm(what + describeFilter(filter) + count + "?")) return;
+    try {
+      const done = await api("POST", "/jobs/bulk", Object.assign({ action: action }, filter));
+      toast((action === "requeue" ? "Requeued " : "Cancelled ") + numberFormat.format(done.changed) + " of " + numberFormat.format(done.matched) + " matching");
+    } catch (err) {
+      if (err.status === 403) setCanWrite(false);
+      toast("Bulk " + action + " failed: " + err.message, "error");
+    }
+    resetPages();
+    loadJobs();
   }
 
   // ------------------------------------------------------------------ toast
@@ -631,6 +1310,8 @@
     $("key-forget").addEventListener("click", function () {
       state.selected = null;
       setKey(null);
+      setCanWrite(false);
+      state.model.clear();
       state.rows.clear();
       $("jobs-body").replaceChildren();
       updateEmpty();
@@ -642,7 +1323,69 @@
       for (const other of $("filters").querySelectorAll(".chip")) {
         other.setAttribute("aria-pressed", String(other === chip));
       }
+      resetPages();
       loadJobs();
+    });
+    $("search-form").addEventListener("submit", function (e) {
+      e.preventDefault();
+      state.search = parseSearch($("search-input").value);
+      resetPages();
+      loadJobs();
+    });
+    $("search-input").addEventListener("search", function () {
+      // The clear (×) button of a search field: back to everything.
+      if ($("search-input").value === "") {
+        state.search = parseSearch("");
+        resetPages();
+        loadJobs();
+      }
+    });
+    $("live-toggle").addEventListener("click", function () {
+      setPaused(!state.paused);
+    });
+    $("page-older").addEventListener("click", function () {
+      if (!state.nextCursor) return;
+      state.pages.push(state.cursor);
+      state.cursor = state.nextCursor;
+      loadJobs();
+    });
+    $("page-newest").addEventListener("click", function () {
+      resetPages();
+      state.paused = false;
+      loadJobs();
+    });
+    $("bulk-requeue").addEventListener("click", function () {
+      bulk("requeue");
+    });
+    $("bulk-cancel").addEventListener("click", function () {
+      bulk("cancel");
+    });
+    $("queues-body").addEventListener("click", function (e) {
+      const button = e.target.closest("button[data-pause-queue]");
+      if (button) togglePause(button);
+    });
+    $("groups-body").addEventListener("click", function (e) {
+      const button = e.target.closest("button[data-group-action]");
+      if (button) settleGroup(button);
+    });
+    $("history-window").addEventListener("click", function (e) {
+      const chip = e.target.closest(".chip");
+      if (!chip) return;
+      state.historyWindow = chip.dataset.window;
+      for (const other of $("history-window").querySelectorAll(".chip")) {
+        other.setAttribute("aria-pressed", String(other === chip));
+      }
+      loadHistory(state.generation);
+    });
+    setInterval(loadConsole, CONSOLE_REFRESH_MS);
+    document.addEventListener("keydown", function (e) {
+      if (e.target.closest && e.target.closest("input, textarea, select")) return;
+      if (e.key === "/") {
+        e.preventDefault();
+        $("search-input").focus();
+      } else if (e.key === "p") {
+        setPaused(!state.paused);
+      }
     });
     const body = $("jobs-body");
     body.addEventListener("click", function (e) {
@@ -662,6 +1405,8 @@
     drawSpark($("spark-submits"), []);
     drawSpark($("spark-acks"), []);
     state.key = loadKey();
+    document.body.dataset.write = "false";
+    updatePager();
     showKeyState();
     updateEmpty();
     connect();

@@ -1,0 +1,168 @@
+"""`jq tui` as an operator's console (issue 17), driven through Pilot against a real `jq serve`:
+help and search keys, a detail pane that refreshes do not overwrite, a cursor pinned to the job
+chosen, a confirmation before a requeue, a pause key, sparklines from zero, a refused key that
+stops, queue and worker views, and 80×24. The screenshot (docs/tui.svg) is refreshed when
+JQ_UPDATE_SCREENSHOT is set."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from textual.widgets import DataTable
+
+from jq_tool.tui.app import JqDashboard, parse_search, spark_text
+from tests.tui.test_tui import counter, job, make_dead, row_keys, status, submit, until
+
+if TYPE_CHECKING:
+    from conftest import JqServer
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+SMALL = (80, 24)
+
+
+def detail(app: JqDashboard) -> str:
+    return str(app.query_one("#detail").render())
+
+
+def test_sparklines_start_from_zero() -> None:
+    # 161 against 196 acks/s are two tall bars, not nothing and everything.
+    assert spark_text([161.0, 196.0], 10) == "▇█"
+    assert spark_text([0.0, 0.0], 10) == "  "
+    assert spark_text([0.0, 4.0, 8.0], 10) == " ▄█"
+
+
+def test_search_words() -> None:
+    assert parse_search("queue:emails state:dead 3f2a9c") == {
+        "queue": "emails",
+        "state": "dead",
+        "id_prefix": "3f2a9c",
+    }
+    assert parse_search("KeyError user") == {"error": "KeyError user"}
+
+
+async def test_usable_at_80x24_with_help_and_search(jq_server: JqServer) -> None:
+    for n in range(30):
+        submit(jq_server, payload=f"job {n}")
+    mail = submit(jq_server, payload="to ada", queue="emails")
+    app = JqDashboard(jq_server.url, str(jq_server.client_key))
+    async with app.run_test(size=SMALL) as pilot:
+        await until(pilot, lambda: len(row_keys(app)) == 31, "all jobs listed")
+        table = app.query_one("#jobs", DataTable)
+        # The counters, rates and filters leave the table most of the screen.
+        assert table.size.height >= 12, table.size
+        assert (
+            counter(app, "runnable") == 31
+            or await until(pilot, lambda: counter(app, "runnable") == 31, "counters") is None
+        )
+
+        await pilot.press("question_mark")
+        await until(pilot, lambda: app.screen.__class__.__name__ == "HelpScreen", "help")
+        assert "requeue" in str(app.screen.query_one("#help").render())
+        await pilot.press("x")
+        await until(pilot, lambda: app.screen.__class__.__name__ != "HelpScreen", "help closed")
+
+        await pilot.press("slash")
+        for key in "queue:emails":
+            await pilot.press(key if key != ":" else "colon")
+        await pilot.press("enter")
+        await until(pilot, lambda: row_keys(app) == [mail], "only the emails job")
+        await pilot.press("slash")
+        await pilot.press("enter")  # an empty search clears it
+        await until(pilot, lambda: len(row_keys(app)) == 31, "everything again")
+        if os.environ.get("JQ_UPDATE_SCREENSHOT"):
+            app.save_screenshot(filename="tui.svg", path=str(DOCS))
+
+
+async def test_detail_and_cursor_stay_on_the_chosen_job(jq_server: JqServer) -> None:
+    dead = make_dead(jq_server)
+    others = [submit(jq_server, payload=f"other {n}") for n in range(3)]
+    app = JqDashboard(jq_server.url, str(jq_server.client_key))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: len(row_keys(app)) == 4, "4 rows")
+        table = app.query_one("#jobs", DataTable)
+        table.move_cursor(row=row_keys(app).index(dead))
+        await pilot.press("enter")
+        await until(pilot, lambda: dead in detail(app) and "boom" in detail(app), "the detail")
+        # New jobs arrive above it and the table refreshes several times.
+        newer = [submit(jq_server, payload=f"newer {n}") for n in range(3)]
+        await until(pilot, lambda: set(newer) <= set(row_keys(app)), "the new rows")
+        await pilot.pause(1.2)
+        assert dead in detail(app), "a refresh overwrote the detail pane"
+        assert app.selected_job_id() == dead, "the cursor left the chosen job"
+        assert row_keys(app).index(dead) > 0  # it moved down, the cursor with it
+
+        # r asks first; n keeps the job DEAD.
+        await pilot.press("r")
+        await until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen", "asked")
+        assert dead in str(app.screen.query_one("#confirm").render())
+        await pilot.press("n")
+        await pilot.pause(0.3)
+        assert job(jq_server, dead)["state"] == "DEAD"
+        await pilot.press("r")
+        await until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen", "asked")
+        await pilot.press("y")
+        await until(pilot, lambda: job(jq_server, dead)["state"] == "READY", "requeued")
+        await pilot.press("escape")
+        await until(pilot, lambda: not app.query_one("#detail-pane").display, "detail closed")
+    assert {job(jq_server, other)["state"] for other in others} == {"READY"}
+
+
+async def test_pause_freezes_the_table_not_the_counters(jq_server: JqServer) -> None:
+    first = submit(jq_server, payload="first")
+    app = JqDashboard(jq_server.url, str(jq_server.client_key))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: row_keys(app) == [first], "the first job")
+        await pilot.press("p")
+        await until(pilot, lambda: "paused" in status(app), "shows paused")
+        second = submit(jq_server, payload="second")
+        await until(pilot, lambda: counter(app, "runnable") == 2, "the counter moves")
+        await pilot.pause(1.2)
+        assert row_keys(app) == [first]
+        await pilot.press("p")
+        await until(pilot, lambda: second in row_keys(app), "the table follows again")
+
+
+async def test_a_refused_key_stops_without_retrying(jq_server: JqServer) -> None:
+    app = JqDashboard(jq_server.url, "client_not-a-real-key")
+    async with app.run_test(size=SMALL) as pilot:
+        await until(pilot, lambda: "key refused" in status(app), "the refusal")
+        assert "401" in status(app)
+        await pilot.pause(1.5)  # more than the first retry delays: nothing tried again
+        assert app.refused and not app.connected
+        assert "key refused" in status(app)
+
+
+async def test_queue_and_worker_views(jq_server: JqServer) -> None:
+    submit(jq_server, payload="waits", queue="emails")
+    submit(jq_server, payload="runs")
+    with jq_server.client(jq_server.worker_key) as http:
+        leased = http.post("/jobs/lease", json={}, headers={"X-Jq-Worker": "tui-test:1:ab"})
+        assert leased.status_code == 200
+    app = JqDashboard(jq_server.url, str(jq_server.client_key))
+    async with app.run_test(size=SMALL) as pilot:
+        await until(pilot, lambda: counter(app, "running") == 1, "stats came")
+        await pilot.press("u")
+        queues = app.query_one("#queues", DataTable)
+
+        def queue_rows() -> dict[str, list[str]]:
+            return {
+                str(row.key.value): [str(cell) for cell in queues.get_row(row.key)]
+                for row in queues.ordered_rows
+            }
+
+        await until(pilot, lambda: {"default", "emails"} <= set(queue_rows()), "both queues")
+        assert "tui-test:1:ab" in queue_rows()["default"][-1]
+        assert queue_rows()["emails"][6] != "–"  # a runnable job: its latency
+        await pilot.press("w")
+        workers = app.query_one("#workers", DataTable)
+        await until(
+            pilot,
+            lambda: [str(row.key.value) for row in workers.ordered_rows] == ["tui-test:1:ab"],
+            "the worker",
+        )
+        await pilot.press("j")
+        await until(pilot, lambda: len(row_keys(app)) == 2, "back to the jobs")
+    await asyncio.sleep(0)
