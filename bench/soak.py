@@ -413,7 +413,7 @@ def report(result: dict[str, object], out: Path) -> None:
 async def rss_per_job(jobs: int, root: Path, bounded_args: list[str]) -> dict[str, float]:
     """RSS growth per job processed (submitted, leased, acked with a result), with the
     finished bounds off (as before issue 21) and on."""
-    unbounded = ["--max-finished", str(10**9), "--max-finished-bytes", "1TiB",
+    unbounded = ["--max-finished", str(10**9), "--max-finished-bytes", "1024GiB",
                  "--max-idempotency-keys", str(10**9)]  # fmt: skip
     out: dict[str, float] = {}
     for name, extra in (("unbounded", unbounded), ("bounded", bounded_args)):

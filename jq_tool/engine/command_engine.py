@@ -120,8 +120,9 @@ SCHEDULE_UPDATE_TRIES = 5
 SUMMARY_EVERY_S = 60.0
 # What a finished job costs the process beyond its payload, result and error, for the bytes
 # bound (into each Purge): the Job object, its strings, its dict, list and heap entries.
-# Measured (bench/soak.py --rss-per-job): ~1,000 bytes a finished job with 100-byte payloads.
-FINISHED_JOB_OVERHEAD = 900
+# Measured by `python -m bench.soak --rss-per-job`: ~730 bytes of RSS a finished job with a
+# 100-byte payload and a 50-byte result, so ~580 beyond its content; rounded up.
+FINISHED_JOB_OVERHEAD = 600
 
 
 def now_ms() -> int:
