@@ -245,11 +245,15 @@ async def event_stream(
                 first = await asyncio.wait_for(buffer.get(), timeout)
             except TimeoutError:
                 continue
+            # Up to a chunk of what is buffered; the next one is taken out only when it fits
+            # (taken and left behind, it was lost: one event per full chunk).
             bodies: list[dict[str, object]] = []
             event: JobEvent | None = first
-            while event is not None and len(bodies) < _EVENTS_PER_CHUNK:
+            while event is not None:  # None: closed (see Stream.close)
                 bodies.append(job_event_body(event))
-                event = buffer.get_nowait() if not buffer.empty() else None
+                if len(bodies) >= _EVENTS_PER_CHUNK or buffer.empty():
+                    break
+                event = buffer.get_nowait()
             if stream.closed:
                 return  # revoked: not one more event for that key
             if batch:
