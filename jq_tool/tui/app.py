@@ -9,7 +9,8 @@ stops it with the reason, since retrying cannot help. `?` lists the keys: 1–9 
 `/` searches (id prefix, `queue:`, `state:`, error text), `p` pauses the table (the counters
 keep moving), Enter opens a job in the detail pane (kept until Esc, read afresh as the job
 changes), `r` requeues the chosen DEAD job after a confirmation, `j`/`u`/`w` switch between the
-jobs, queues and workers views, `n` enqueues a test job, `q` quits. The cursor stays on the
+jobs, queues and workers views (`P` there pauses or resumes the chosen queue, after a
+confirmation), `n` enqueues a test job, `q` quits. The cursor stays on the
 job chosen, by id, whatever the refresh does to the rows around it.
 """
 
@@ -39,6 +40,7 @@ from jq_tool.sdk import (
     JobEvent,
     JobState,
     JqError,
+    QueueStats,
     Stats,
     WorkerInfo,
     utc_now,
@@ -164,6 +166,7 @@ HELP = """\
   [b]Esc[/b]     close the detail pane or the search
   [b]r[/b]       requeue the chosen DEAD job (asks first)
   [b]j u w[/b]   jobs, queues, workers views
+  [b]P[/b]       in the queues view: pause / resume the chosen queue (asks first)
   [b]n[/b]       enqueue a test job
   [b]q[/b]       quit
   [b]?[/b]       this help (any key closes it)
@@ -215,6 +218,7 @@ class JqDashboard(App[None]):
         Binding("j", "view('jobs')", "Jobs", show=False),
         Binding("u", "view('queues')", "Queues"),
         Binding("w", "view('workers')", "Workers"),
+        Binding("P", "toggle_queue", "Pause/resume queue", show=False),
         *[
             Binding(str(index + 1), f"filter({index})", "Filter 1–9", show=False)
             for index in range(len(STATE_FILTERS))
@@ -297,6 +301,7 @@ class JqDashboard(App[None]):
             "latency",
             "acked/min",
             "leases",
+            "flow",
         ):
             queues.add_column(label, key=label)
         workers = self.query_one("#workers", DataTable)
@@ -573,6 +578,7 @@ class JqDashboard(App[None]):
                     _latency(detail.latency_ms),
                     Text(f"{acked[-2]:,}" if len(acked) > 1 else "–", justify="right"),
                     leases,
+                    flow_text(stats.queues.get(detail.name)),
                     key=detail.name,
                 )
 
@@ -658,6 +664,39 @@ class JqDashboard(App[None]):
 
         self.push_screen(ConfirmScreen(question), answered)
 
+    def action_toggle_queue(self) -> None:
+        """`P` in the queues view: pause the chosen queue, or resume it, after a confirmation
+        (leases skip a paused queue; submits still land)."""
+        if self.query_one("#views", ContentSwitcher).current != "queues":
+            self.notify("P pauses or resumes a queue: choose one in the queues view (u)")
+            return
+        table: DataTable[str | Text] = self.query_one("#queues", DataTable)
+        if table.row_count == 0:
+            self.notify("no queue selected", severity="warning")
+            return
+        name = str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        counts = self.stats.queues.get(name) if self.stats is not None else None
+        resume = counts is not None and counts.paused
+        verb = "Resume" if resume else "Pause"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.set_queue_paused(name, not resume)
+
+        self.push_screen(ConfirmScreen(f"{verb} queue {name}?"), answered)
+
+    @work(group="queue")
+    async def set_queue_paused(self, name: str, paused: bool) -> None:
+        try:
+            if paused:
+                await self.client.pause_queue(name)
+            else:
+                await self.client.resume_queue(name)
+        except JqError as error:
+            self.notify(f"{name}: {error}", severity="error")
+            return
+        self.notify(f"{name} {'paused' if paused else 'resumed'}")
+
     @work(group="requeue")
     async def requeue(self, job_id: str) -> None:
         try:
@@ -667,6 +706,23 @@ class JqDashboard(App[None]):
             return
         self.notify(f"requeued {_short(job_id)}: {settled.state.value}")
         self._jobs_stale = True
+
+
+def flow_text(counts: QueueStats | None) -> Text:
+    """A queue's flow settings in a few characters: paused, its concurrency and rate limits."""
+    if counts is None:
+        return Text("")
+    parts = []
+    if counts.paused:
+        parts.append(("paused", "bold #fbbf24"))
+    if counts.concurrency:
+        parts.append((f"≤{counts.concurrency} run", ""))
+    if counts.rate_limit:
+        parts.append((f"{counts.rate_limit}/{counts.rate_period_ms / 1000:g}s", ""))
+    text = Text()
+    for index, (part, style) in enumerate(parts):
+        text.append((" " if index else "") + part, style=style)
+    return text
 
 
 def _refusal(error: JqError) -> str:

@@ -323,11 +323,17 @@ def test_queues_workers_history_and_bulk_requeue(
         # One lease held by a named worker: the queue view names it.
         submit(jq_server, payload="running")
         http.post("/jobs/lease", json={}, headers={"X-Jq-Worker": "build-7:4121:9f2c"})
+    with jq_server.client(jq_server.admin_key) as http:
+        limits = {"concurrency": 2, "rate_limit": 10, "rate_period_ms": 60_000}
+        assert http.put("/queues/emails", json=limits).status_code == 200
     page = connect(console, jq_server)
 
     emails = page.locator('#queues-body tr[data-queue="emails"]')
     expect(emails).to_be_visible(timeout=LIVE)
     expect(emails.locator("td").nth(1)).to_have_text("3")
+    # Its limits beside its name (issue 18).
+    expect(emails.locator('[data-limit="concurrency"]')).to_have_text("≤ 2 running")
+    expect(emails.locator('[data-limit="rate"]')).to_contain_text("10 leases / ")
     expect(emails.locator('td[data-field="latency"]')).not_to_have_text("—")
     default = page.locator('#queues-body tr[data-queue="default"]')
     expect(default).to_contain_text("build-7:4121:9f2c")

@@ -154,7 +154,7 @@ async def test_queue_and_worker_views(jq_server: JqServer) -> None:
             }
 
         await until(pilot, lambda: {"default", "emails"} <= set(queue_rows()), "both queues")
-        assert "tui-test:1:ab" in queue_rows()["default"][-1]
+        assert "tui-test:1:ab" in queue_rows()["default"][-2]
         assert queue_rows()["emails"][6] != "–"  # a runnable job: its latency
         await pilot.press("w")
         workers = app.query_one("#workers", DataTable)
@@ -165,4 +165,42 @@ async def test_queue_and_worker_views(jq_server: JqServer) -> None:
         )
         await pilot.press("j")
         await until(pilot, lambda: len(row_keys(app)) == 2, "back to the jobs")
+    await asyncio.sleep(0)
+
+
+async def test_a_queue_paused_and_resumed_from_the_queues_view(jq_server: JqServer) -> None:
+    """`P` in the queues view asks, then pauses the chosen queue (the flow column says so and
+    the server has it paused); `P` again resumes it. Limits show in the same column."""
+    submit(jq_server, payload="waits", queue="tui-pause")
+    with jq_server.client(jq_server.admin_key) as http:
+        limits = {"concurrency": 3, "rate_limit": 5, "rate_period_ms": 2000}
+        assert http.put("/queues/tui-pause", json=limits).status_code == 200
+
+    def paused() -> bool:
+        with jq_server.client(jq_server.admin_key) as http:
+            return bool(http.get("/queues/tui-pause").json()["paused"])
+
+    app = JqDashboard(jq_server.url, str(jq_server.admin_key))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: app.stats is not None, "stats came")
+        await pilot.press("u")
+        queues = app.query_one("#queues", DataTable)
+
+        def flow() -> str:
+            if "tui-pause" not in {str(row.key.value) for row in queues.ordered_rows}:
+                return ""
+            return str(queues.get_row("tui-pause")[-1])
+
+        await until(pilot, lambda: "≤3 run" in flow() and "5/2s" in flow(), "the limits")
+        queues.move_cursor(row=queues.get_row_index("tui-pause"))
+        await pilot.press("P")
+        await until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen", "asked")
+        assert "Pause queue tui-pause?" in str(app.screen.query_one("#confirm").render())
+        await pilot.press("y")
+        await until(pilot, paused, "paused on the server")
+        await until(pilot, lambda: "paused" in flow(), "the flow column says paused")
+        await pilot.press("P")
+        await until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen", "asked")
+        await pilot.press("y")
+        await until(pilot, lambda: not paused(), "resumed on the server")
     await asyncio.sleep(0)

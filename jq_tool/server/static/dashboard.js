@@ -1083,6 +1083,21 @@
       badge.classList.add("paused-badge");
       name.append(badge);
     }
+    // Its limits (issue 18), as set with PUT /queues/{name}: 0 or absent is no limit.
+    if (queue.concurrency) {
+      const limit = document.createElement("span");
+      limit.className = "limit-note";
+      limit.dataset.limit = "concurrency";
+      limit.textContent = "≤ " + numberFormat.format(queue.concurrency) + " running";
+      name.append(limit);
+    }
+    if (queue.rate_limit) {
+      const limit = document.createElement("span");
+      limit.className = "limit-note";
+      limit.dataset.limit = "rate";
+      limit.textContent = numberFormat.format(queue.rate_limit) + " leases / " + formatMs(queue.rate_period_ms || 0);
+      name.append(limit);
+    }
     cell(numberFormat.format(queue.runnable), "col-num");
     cell(numberFormat.format(queue.running), "col-num");
     cell(numberFormat.format(queue.scheduled), "col-num col-optional");
