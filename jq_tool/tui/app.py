@@ -8,8 +8,8 @@ re-reads the table, since events missed meanwhile are not replayed; a refused ke
 stops it with the reason, since retrying cannot help. `?` lists the keys: 1–9 filter by state,
 `/` searches (id prefix, `queue:`, `state:`, error text), `p` pauses the table (the counters
 keep moving), Enter opens a job in the detail pane (kept until Esc, read afresh as the job
-changes), `r` requeues the chosen DEAD job after a confirmation, `j`/`u`/`w` switch between the
-jobs, queues and workers views (`P` there pauses or resumes the chosen queue, after a
+changes), `r` requeues the chosen DEAD job after a confirmation, `j`/`u`/`w`/`s` switch between the
+jobs, queues, workers and schedules views (`P` there pauses or resumes the chosen queue, after a
 confirmation), `n` enqueues a test job, `q` quits. The cursor stays on the
 job chosen, by id, whatever the refresh does to the rows around it.
 """
@@ -41,6 +41,7 @@ from jq_tool.sdk import (
     JobState,
     JqError,
     QueueStats,
+    Schedule,
     Stats,
     WorkerInfo,
     utc_now,
@@ -165,7 +166,7 @@ HELP = """\
   [b]Enter[/b]   open the job under the cursor in the detail pane (kept until Esc)
   [b]Esc[/b]     close the detail pane or the search
   [b]r[/b]       requeue the chosen DEAD job (asks first)
-  [b]j u w[/b]   jobs, queues, workers views
+  [b]j u w s[/b] jobs, queues, workers, schedules views
   [b]P[/b]       in the queues view: pause / resume the chosen queue (asks first)
   [b]n[/b]       enqueue a test job
   [b]q[/b]       quit
@@ -218,6 +219,7 @@ class JqDashboard(App[None]):
         Binding("j", "view('jobs')", "Jobs", show=False),
         Binding("u", "view('queues')", "Queues"),
         Binding("w", "view('workers')", "Workers"),
+        Binding("s", "view('schedules')", "Schedules"),
         Binding("P", "toggle_queue", "Pause/resume queue", show=False),
         *[
             Binding(str(index + 1), f"filter({index})", "Filter 1–9", show=False)
@@ -277,6 +279,8 @@ class JqDashboard(App[None]):
             yield queues
             workers: DataTable[str | Text] = DataTable(id="workers", cursor_type="row")
             yield workers
+            schedules: DataTable[str | Text] = DataTable(id="schedules", cursor_type="row")
+            yield schedules
         with VerticalScroll(id="detail-pane"):
             yield Static("", id="detail")
         yield Footer()
@@ -304,6 +308,9 @@ class JqDashboard(App[None]):
             "flow",
         ):
             queues.add_column(label, key=label)
+        schedules = self.query_one("#schedules", DataTable)
+        for label in ("schedule", "when", "queue", "next run", "last run", "runs", "paused"):
+            schedules.add_column(label, key=label)
         workers = self.query_one("#workers", DataTable)
         for label in ("worker", "leases", "queues", "last seen"):
             workers.add_column(label, key=label)
@@ -540,6 +547,8 @@ class JqDashboard(App[None]):
             self.refresh_queues()
         elif current == "workers":
             self.refresh_workers()
+        elif current == "schedules":
+            self.refresh_schedules()
 
     @work(exclusive=True, group="side")
     async def refresh_queues(self) -> None:
@@ -593,6 +602,19 @@ class JqDashboard(App[None]):
             table.clear()
             for worker in page.workers:
                 table.add_row(*_worker_row(worker), key=worker.worker_id)
+
+    @work(exclusive=True, group="side")
+    async def refresh_schedules(self) -> None:
+        """The periodic jobs (issue 18): when each runs next and last, paused or not."""
+        try:
+            page = await self.client.list_schedules(limit=100)
+        except JqError:
+            return
+        with contextlib.suppress(NoMatches):
+            table: DataTable[str | Text] = self.query_one("#schedules", DataTable)
+            table.clear()
+            for schedule in page.schedules:
+                table.add_row(*_schedule_row(schedule), key=schedule.name)
 
     # --- actions -----------------------------------------------------------------------------
 
@@ -750,6 +772,24 @@ def _worker_row(worker: WorkerInfo) -> tuple[str | Text, ...]:
         Text(f"{worker.leases:,}", justify="right"),
         ", ".join(worker.queues),
         _clock(worker.last_seen),
+    )
+
+
+def _day_clock(moment: datetime | None) -> str:
+    """A schedule's times may be days away: the date too."""
+    return moment.astimezone().strftime("%b %d %H:%M") if moment else "–"
+
+
+def _schedule_row(schedule: Schedule) -> tuple[str | Text, ...]:
+    when = schedule.cron if schedule.timezone == "UTC" else f"{schedule.cron} ({schedule.timezone})"
+    return (
+        schedule.name,
+        when,
+        schedule.queue,
+        _day_clock(schedule.next_fire_at),
+        _day_clock(schedule.last_fired_at),
+        Text(f"{schedule.runs:,}", justify="right"),
+        Text("paused", style="bold #fbbf24") if schedule.paused else "",
     )
 
 

@@ -396,3 +396,30 @@ def test_dead_letters_by_cause_requeued_as_a_group(
     expect(page.locator("#stat-dead")).to_have_text("0", timeout=LIVE)
     expect(page.locator("#groups-body tr")).to_have_count(0, timeout=LIVE)
     assert asked and "3 dead jobs" in asked[0]
+
+
+def test_schedules_card_pauses_and_resumes_a_schedule(
+    console: RecordedPage, jq_server: JqServer
+) -> None:
+    """The Schedules card (issue 18) lists each periodic job with its next run; a key that may
+    submit pauses it after a confirmation, and resumes it; the server has it so each time."""
+    body = {"name": "nightly-report", "cron": "0 3 * * *", "payload": "report",
+            "timezone": "Europe/Berlin", "queue": "reports"}  # fmt: skip
+    with jq_server.client(jq_server.client_key) as http:
+        assert http.post("/schedules", json=body).status_code == 201
+
+        def paused() -> bool:
+            return bool(http.get("/schedules/nightly-report").json()["paused"])
+
+        page = connect(console, jq_server)
+        row = page.locator('#schedules-body tr[data-schedule="nightly-report"]')
+        expect(row).to_be_visible(timeout=LIVE)
+        expect(row).to_contain_text("0 3 * * * (Europe/Berlin)")
+        expect(row.locator('td[data-field="next"]')).not_to_have_text("—")
+        page.once("dialog", lambda dialog: dialog.accept())
+        row.locator("button[data-pause-schedule]").click()
+        expect(row).to_have_attribute("data-paused", "true", timeout=LIVE)
+        assert paused()
+        row.locator("button[data-pause-schedule]").click()  # resuming asks nothing
+        expect(row).to_have_attribute("data-paused", "false", timeout=LIVE)
+        assert not paused()

@@ -204,3 +204,27 @@ async def test_a_queue_paused_and_resumed_from_the_queues_view(jq_server: JqServ
         await pilot.press("y")
         await until(pilot, lambda: not paused(), "resumed on the server")
     await asyncio.sleep(0)
+
+
+async def test_the_schedules_view(jq_server: JqServer) -> None:
+    """`s` shows the periodic jobs (issue 18): when, queue, the next run, paused or not."""
+    body = {"name": "tui-nightly", "cron": "0 3 * * *", "payload": "report",
+            "timezone": "Europe/Berlin", "queue": "reports"}  # fmt: skip
+    with jq_server.client(jq_server.client_key) as http:
+        assert http.post("/schedules", json=body).status_code == 201
+        assert http.post("/schedules/tui-nightly/pause").status_code == 200
+    app = JqDashboard(jq_server.url, str(jq_server.client_key))
+    async with app.run_test(size=SMALL) as pilot:
+        await until(pilot, lambda: app.stats is not None, "stats came")
+        await pilot.press("s")
+        schedules = app.query_one("#schedules", DataTable)
+
+        def row() -> list[str]:
+            if "tui-nightly" not in {str(r.key.value) for r in schedules.ordered_rows}:
+                return []
+            return [str(cell) for cell in schedules.get_row("tui-nightly")]
+
+        await until(pilot, lambda: bool(row()), "the schedule")
+        assert row()[1] == "0 3 * * * (Europe/Berlin)" and row()[2] == "reports"
+        assert row()[-1] == "paused"
+    await asyncio.sleep(0)

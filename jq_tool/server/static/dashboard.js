@@ -1035,6 +1035,7 @@
     await Promise.all([
       loadQueues(generation),
       loadWorkers(generation),
+      loadSchedules(generation),
       loadHistory(generation),
       loadDeadGroups(generation),
     ]);
@@ -1183,6 +1184,66 @@
     const body = $("workers-body");
     body.replaceChildren.apply(body, rows);
     $("workers-empty").hidden = rows.length > 0;
+  }
+
+  // Periodic jobs (issue 18): each schedule, when it runs next and last, paused or not; keys
+  // that may submit may pause and resume one (POST /schedules/{name}/pause|resume).
+  async function loadSchedules(generation) {
+    let page;
+    try {
+      page = await api("GET", "/schedules?limit=50");
+    } catch (_) {
+      return;
+    }
+    if (generation !== state.generation) return;
+    const rows = (page.schedules || []).map(scheduleRow);
+    const body = $("schedules-body");
+    body.replaceChildren.apply(body, rows);
+    $("schedules-empty").hidden = rows.length > 0;
+  }
+
+  function scheduleRow(schedule) {
+    const tr = document.createElement("tr");
+    tr.dataset.schedule = schedule.name;
+    tr.dataset.paused = String(Boolean(schedule.paused));
+    const cell = function (text, cls) {
+      const td = document.createElement("td");
+      if (cls) td.className = cls;
+      td.textContent = text;
+      tr.append(td);
+      return td;
+    };
+    const name = cell(schedule.name);
+    if (schedule.paused) name.append(pill("PAUSED"));
+    cell(schedule.cron + (schedule.timezone && schedule.timezone !== "UTC" ? " (" + schedule.timezone + ")" : ""), "job-id");
+    cell(schedule.queue, "col-optional");
+    cell(schedule.next_fire_at ? formatTime(schedule.next_fire_at, false) : "—", "col-time").dataset.field = "next";
+    cell(schedule.last_fired_at ? formatTime(schedule.last_fired_at, false) : "—", "col-time col-optional");
+    cell(numberFormat.format(schedule.runs || 0), "col-num col-optional");
+    const action = cell("", "col-action");
+    if (state.canWrite) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "btn btn-ghost btn-small write-control";
+      button.textContent = schedule.paused ? "Resume" : "Pause";
+      button.dataset.pauseSchedule = schedule.name;
+      button.dataset.paused = String(Boolean(schedule.paused));
+      action.append(button);
+    }
+    return tr;
+  }
+
+  async function toggleSchedule(button) {
+    const name = button.dataset.pauseSchedule;
+    const resume = button.dataset.paused === "true";
+    if (!resume && !window.confirm("Pause schedule " + name + "? It makes no job until it is resumed.")) return;
+    try {
+      await api("POST", "/schedules/" + encodeURIComponent(name) + (resume ? "/resume" : "/pause"));
+      toast((resume ? "Resumed " : "Paused ") + "schedule " + name);
+    } catch (err) {
+      toast("Could not change schedule " + name + ": " + err.message, "error");
+    }
+    loadSchedules(state.generation);
   }
 
   async function loadHistory(generation) {
@@ -1395,6 +1456,10 @@
     $("queues-body").addEventListener("click", function (e) {
       const button = e.target.closest("button[data-pause-queue]");
       if (button) togglePause(button);
+    });
+    $("schedules-body").addEventListener("click", function (e) {
+      const button = e.target.closest("button[data-pause-schedule]");
+      if (button) toggleSchedule(button);
     });
     $("groups-body").addEventListener("click", function (e) {
       const button = e.target.closest("button[data-group-action]");
