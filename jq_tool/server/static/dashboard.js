@@ -1065,19 +1065,24 @@
     $("queues-empty").hidden = rows.length > 0;
   }
 
-  function queueRow(queue, overview) {
-    const tr = document.createElement("tr");
-    tr.dataset.queue = queue.name;
-    // GET /queues carries each queue's flow settings when the server has flow control.
-    const paused = Boolean(queue.paused);
-    tr.dataset.paused = String(paused);
-    const cell = function (text, cls) {
+  // cell(text, cls) appends a <td> to `tr` and returns it.
+  function cellAdder(tr) {
+    return function (text, cls) {
       const td = document.createElement("td");
       if (cls) td.className = cls;
       td.textContent = text;
       tr.append(td);
       return td;
     };
+  }
+
+  function queueRow(queue, overview) {
+    const tr = document.createElement("tr");
+    tr.dataset.queue = queue.name;
+    // GET /queues carries each queue's flow settings when the server has flow control.
+    const paused = Boolean(queue.paused);
+    tr.dataset.paused = String(paused);
+    const cell = cellAdder(tr);
     const name = cell(queue.name);
     if (paused) {
       const badge = pill("PAUSED");
@@ -1127,27 +1132,37 @@
     return tr;
   }
 
-  function pauseButton(queue, paused) {
+  // A Pause/Resume button of a queue (data-pause-queue) or a schedule (data-pause-schedule).
+  function pauseButton(name, paused, what) {
     const button = document.createElement("button");
     button.type = "button";
     button.className = "btn btn-ghost btn-small write-control";
     button.textContent = paused ? "Resume" : "Pause";
-    button.dataset.pauseQueue = queue;
+    button.dataset[what === "schedule" ? "pauseSchedule" : "pauseQueue"] = name;
     button.dataset.paused = String(paused);
     return button;
+  }
+
+  // Pausing asks first (saying what it stops); resuming does not. Returns true when the key
+  // was refused (403): the caller hides the control.
+  async function sendPause(path, label, resume, stops) {
+    if (!resume && !window.confirm("Pause " + label + "? " + stops)) return false;
+    try {
+      await api("POST", path + (resume ? "/resume" : "/pause"));
+      toast((resume ? "Resumed " : "Paused ") + label);
+    } catch (err) {
+      toast("Could not change " + label + ": " + err.message, "error");
+      return err.status === 403;
+    }
+    return false;
   }
 
   async function togglePause(button) {
     const queue = button.dataset.pauseQueue;
     const resume = button.dataset.paused === "true";
-    if (!resume && !window.confirm("Pause queue " + queue + "? Workers lease nothing from it until it is resumed.")) return;
-    try {
-      await api("POST", "/queues/" + encodeURIComponent(queue) + (resume ? "/resume" : "/pause"));
-      toast((resume ? "Resumed " : "Paused ") + queue);
-    } catch (err) {
-      if (err.status === 403) state.canPause = false;
-      toast("Could not change " + queue + ": " + err.message, "error");
-    }
+    const path = "/queues/" + encodeURIComponent(queue);
+    const stops = "Workers lease nothing from it until it is resumed.";
+    if (await sendPause(path, "queue " + queue, resume, stops)) state.canPause = false;
     loadQueues(state.generation);
   }
 
@@ -1206,13 +1221,7 @@
     const tr = document.createElement("tr");
     tr.dataset.schedule = schedule.name;
     tr.dataset.paused = String(Boolean(schedule.paused));
-    const cell = function (text, cls) {
-      const td = document.createElement("td");
-      if (cls) td.className = cls;
-      td.textContent = text;
-      tr.append(td);
-      return td;
-    };
+    const cell = cellAdder(tr);
     const name = cell(schedule.name);
     if (schedule.paused) name.append(pill("PAUSED"));
     cell(schedule.cron + (schedule.timezone && schedule.timezone !== "UTC" ? " (" + schedule.timezone + ")" : ""), "job-id");
@@ -1222,27 +1231,16 @@
     cell(numberFormat.format(schedule.runs || 0), "col-num col-optional");
     const action = cell("", "col-action");
     if (state.canWrite) {
-      const button = document.createElement("button");
-      button.type = "button";
-      button.className = "btn btn-ghost btn-small write-control";
-      button.textContent = schedule.paused ? "Resume" : "Pause";
-      button.dataset.pauseSchedule = schedule.name;
-      button.dataset.paused = String(Boolean(schedule.paused));
-      action.append(button);
+      action.append(pauseButton(schedule.name, Boolean(schedule.paused), "schedule"));
     }
     return tr;
   }
 
   async function toggleSchedule(button) {
     const name = button.dataset.pauseSchedule;
-    const resume = button.dataset.paused === "true";
-    if (!resume && !window.confirm("Pause schedule " + name + "? It makes no job until it is resumed.")) return;
-    try {
-      await api("POST", "/schedules/" + encodeURIComponent(name) + (resume ? "/resume" : "/pause"));
-      toast((resume ? "Resumed " : "Paused ") + "schedule " + name);
-    } catch (err) {
-      toast("Could not change schedule " + name + ": " + err.message, "error");
-    }
+    const path = "/schedules/" + encodeURIComponent(name);
+    const stops = "It makes no job until it is resumed.";
+    await sendPause(path, "schedule " + name, button.dataset.paused === "true", stops);
     loadSchedules(state.generation);
   }
 
