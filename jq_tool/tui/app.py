@@ -8,9 +8,10 @@ re-reads the table, since events missed meanwhile are not replayed; a refused ke
 stops it with the reason, since retrying cannot help. `?` lists the keys: 1–9 filter by state,
 `/` searches (id prefix, `queue:`, `state:`, error text), `p` pauses the table (the counters
 keep moving), Enter opens a job in the detail pane (kept until Esc, read afresh as the job
-changes), `r` requeues the chosen DEAD job after a confirmation, `j`/`u`/`w`/`s` switch between the
-jobs, queues, workers and schedules views (`P` there pauses or resumes the chosen queue, after a
-confirmation), `n` enqueues a test job, `q` quits. The cursor stays on the
+changes), `r` requeues the chosen DEAD job after a confirmation, `j`/`u`/`w`/`s`/`d` switch
+between the jobs, queues, workers, schedules and dead-letter group views (in the queues view
+`P` pauses or resumes the chosen queue, in the dead-letter view `r` requeues the chosen group,
+each after a confirmation), `n` enqueues a test job, `q` quits. The cursor stays on the
 job chosen, by id, whatever the refresh does to the rows around it.
 """
 
@@ -36,6 +37,7 @@ from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Static
 from jq_tool.sdk import (
     AsyncClient,
     AsyncEventStream,
+    DeadGroup,
     Job,
     JobEvent,
     JobState,
@@ -77,6 +79,7 @@ SPARK_POINTS = 60
 SPARK_BARS = " ▁▂▃▄▅▆▇█"
 REFUSED = (401, 403)
 QUEUES_SHOWN = 20
+DEAD_GROUPS_SHOWN = 100
 JOBS_PAGE = 100
 RETRY_MAX_S = 2.0
 # Stats arrive at least every 2 s; a stream silent for longer than this is dead.
@@ -166,7 +169,8 @@ HELP = """\
   [b]Enter[/b]   open the job under the cursor in the detail pane (kept until Esc)
   [b]Esc[/b]     close the detail pane or the search
   [b]r[/b]       requeue the chosen DEAD job (asks first)
-  [b]j u w s[/b] jobs, queues, workers, schedules views
+  [b]j u w s d[/b] jobs, queues, workers, schedules, dead-letter groups views
+          (in the dead-letter view, [b]r[/b] requeues the chosen group, asking first)
   [b]P[/b]       in the queues view: pause / resume the chosen queue (asks first)
   [b]n[/b]       enqueue a test job
   [b]q[/b]       quit
@@ -220,6 +224,7 @@ class JqDashboard(App[None]):
         Binding("u", "view('queues')", "Queues"),
         Binding("w", "view('workers')", "Workers"),
         Binding("s", "view('schedules')", "Schedules"),
+        Binding("d", "view('dead')", "Dead letters"),
         Binding("P", "toggle_queue", "Pause/resume queue", show=False),
         *[
             Binding(str(index + 1), f"filter({index})", "Filter 1–9", show=False)
@@ -250,6 +255,7 @@ class JqDashboard(App[None]):
         # it) are not the operator's choice.
         self._fill_cursor: str | None = None
         self._jobs_stale = False
+        self.dead_groups: dict[str, DeadGroup] = {}  # the dead-letter view's groups, by fingerprint
         # No retries inside the SDK: the event loop below owns reconnecting, and a keypress
         # should fail fast with a message rather than hang while the server is down.
         self.client = AsyncClient(self.url, key, timeout=5.0, retries=0)
@@ -281,6 +287,8 @@ class JqDashboard(App[None]):
             yield workers
             schedules: DataTable[str | Text] = DataTable(id="schedules", cursor_type="row")
             yield schedules
+            dead: DataTable[str | Text] = DataTable(id="dead", cursor_type="row")
+            yield dead
         with VerticalScroll(id="detail-pane"):
             yield Static("", id="detail")
         yield Footer()
@@ -311,6 +319,9 @@ class JqDashboard(App[None]):
         schedules = self.query_one("#schedules", DataTable)
         for label in ("schedule", "when", "queue", "next run", "last run", "runs", "paused"):
             schedules.add_column(label, key=label)
+        dead = self.query_one("#dead", DataTable)
+        for label in ("jobs", "error", "queues", "last seen", "sample"):
+            dead.add_column(label, key=label)
         workers = self.query_one("#workers", DataTable)
         for label in ("worker", "leases", "queues", "last seen"):
             workers.add_column(label, key=label)
@@ -549,6 +560,8 @@ class JqDashboard(App[None]):
             self.refresh_workers()
         elif current == "schedules":
             self.refresh_schedules()
+        elif current == "dead":
+            self.refresh_dead_groups()
 
     @work(exclusive=True, group="side")
     async def refresh_queues(self) -> None:
@@ -616,6 +629,21 @@ class JqDashboard(App[None]):
             for schedule in page.schedules:
                 table.add_row(*_schedule_row(schedule), key=schedule.name)
 
+    @work(exclusive=True, group="side")
+    async def refresh_dead_groups(self) -> None:
+        """DEAD jobs grouped by cause (issue 19), the biggest group first; `r` here requeues the
+        chosen group after a confirmation."""
+        try:
+            page = await self.client.dead_groups()
+        except JqError:
+            return
+        self.dead_groups = {group.fingerprint: group for group in page.groups}
+        with contextlib.suppress(NoMatches):
+            table: DataTable[str | Text] = self.query_one("#dead", DataTable)
+            table.clear()
+            for group in page.groups[:DEAD_GROUPS_SHOWN]:
+                table.add_row(*_dead_group_row(group), key=group.fingerprint)
+
     # --- actions -----------------------------------------------------------------------------
 
     def action_filter(self, index: int) -> None:
@@ -668,6 +696,9 @@ class JqDashboard(App[None]):
         self._jobs_stale = True
 
     def action_requeue(self) -> None:
+        if self.query_one("#views", ContentSwitcher).current == "dead":
+            self.ask_requeue_group()
+            return
         job_id = self.pinned or self.selected_job_id()
         job = self.jobs.get(job_id or "")
         if job is None or job_id is None:
@@ -718,6 +749,33 @@ class JqDashboard(App[None]):
             self.notify(f"{name}: {error}", severity="error")
             return
         self.notify(f"{name} {'paused' if paused else 'resumed'}")
+
+    def ask_requeue_group(self) -> None:
+        table: DataTable[str | Text] = self.query_one("#dead", DataTable)
+        if table.row_count == 0:
+            self.notify("no dead-letter group selected", severity="warning")
+            return
+        fingerprint = str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        group = self.dead_groups.get(fingerprint)
+        if group is None:
+            return
+        question = f"Requeue all {group.count:,} DEAD jobs of this group?\n{_cause(group)}"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.requeue_group(fingerprint)
+
+        self.push_screen(ConfirmScreen(question), answered)
+
+    @work(group="requeue")
+    async def requeue_group(self, fingerprint: str) -> None:
+        try:
+            settled = await self.client.requeue_dead_group(fingerprint)
+        except JqError as error:
+            self.notify(f"requeue failed: {error}", severity="error")
+            return
+        self.notify(f"requeued {settled.settled:,} jobs; {settled.remaining:,} left in the group")
+        self.refresh_dead_groups()
 
     @work(group="requeue")
     async def requeue(self, job_id: str) -> None:
@@ -772,6 +830,20 @@ def _worker_row(worker: WorkerInfo) -> tuple[str | Text, ...]:
         Text(f"{worker.leases:,}", justify="right"),
         ", ".join(worker.queues),
         _clock(worker.last_seen),
+    )
+
+
+def _cause(group: DeadGroup) -> str:
+    return f"{group.error_type}: {group.pattern}" if group.error_type else group.pattern
+
+
+def _dead_group_row(group: DeadGroup) -> tuple[str | Text, ...]:
+    return (
+        Text(f"{group.count:,}", justify="right", style="#f87171"),
+        _cause(group),
+        ", ".join(group.queues),
+        _day_clock(group.last_seen),
+        _short(group.sample_job_id) if group.sample_job_id else "",
     )
 
 

@@ -423,3 +423,18 @@ def test_schedules_card_pauses_and_resumes_a_schedule(
         row.locator("button[data-pause-schedule]").click()  # resuming asks nothing
         expect(row).to_have_attribute("data-paused", "false", timeout=LIVE)
         assert not paused()
+
+
+def test_a_queue_past_its_max_latency_is_a_warning(
+    console: RecordedPage, jq_server: JqServer
+) -> None:
+    """A queue whose oldest runnable job waited past its max_latency_ms shows in a warning
+    banner (issue 19), from the stats frames; none while it is within it."""
+    page = connect(console, jq_server)
+    expect(page.locator("#latency-warning")).to_be_hidden()
+    with jq_server.client(jq_server.admin_key) as http:
+        assert http.put("/queues/slow-lane", json={"max_latency_ms": 1000}).status_code == 200
+    submit(jq_server, payload="nobody leases this", queue="slow-lane")
+    warning = page.locator("#latency-warning")
+    expect(warning).to_be_visible(timeout=LIVE)
+    expect(warning).to_contain_text("slow-lane")

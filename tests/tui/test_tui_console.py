@@ -228,3 +228,44 @@ async def test_the_schedules_view(jq_server: JqServer) -> None:
         assert row()[1] == "0 3 * * * (Europe/Berlin)" and row()[2] == "reports"
         assert row()[-1] == "paused"
     await asyncio.sleep(0)
+
+
+async def test_dead_letter_groups_view_requeues_a_group(jq_server: JqServer) -> None:
+    """`d` shows DEAD jobs grouped by cause (issue 19); `r` there asks, then requeues the whole
+    chosen group."""
+    dead = []
+    with jq_server.client(jq_server.worker_key) as http:
+        for user in (4711, 815, 42):
+            job_id = submit(jq_server, payload=f"user {user}", max_retries=0, queue="tui-dead")
+            leased = http.post("/jobs/lease", json={"queue": "tui-dead"}).json()
+            error = f"LookupError: user {user} not found"
+            body = {"result_error": error, "lease_id": leased["lease_id"]}
+            assert http.post(f"/jobs/{job_id}/ack", json=body).json()["state"] == "DEAD"
+            dead.append(job_id)
+    app = JqDashboard(jq_server.url, str(jq_server.client_key))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: app.stats is not None, "stats came")
+        await pilot.press("d")
+        table = app.query_one("#dead", DataTable)
+
+        def rows() -> dict[str, list[str]]:
+            return {
+                str(row.key.value): [str(cell) for cell in table.get_row(row.key)]
+                for row in table.ordered_rows
+            }
+
+        def ours() -> str | None:
+            return next((fp for fp, row in rows().items() if "LookupError" in row[1]), None)
+
+        await until(pilot, lambda: ours() is not None, "the group")
+        fingerprint = ours()
+        assert fingerprint is not None and rows()[fingerprint][0] == "3"
+        table.move_cursor(row=table.get_row_index(fingerprint))
+        await pilot.press("r")
+        await until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen", "asked")
+        assert "3 DEAD jobs" in str(app.screen.query_one("#confirm").render())
+        await pilot.press("y")
+        await until(
+            pilot, lambda: {job(jq_server, j)["state"] for j in dead} == {"READY"}, "requeued"
+        )
+    await asyncio.sleep(0)

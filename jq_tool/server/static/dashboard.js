@@ -482,6 +482,22 @@
 
   // ------------------------------------------------------------------ stats + sparklines
 
+  // Queues whose oldest runnable job has waited longer than their max_latency_ms (the same
+  // test /health's max_latency warning makes), from the stats frame's `latency` block.
+  function renderLatencyWarning(latency) {
+    const late = [];
+    for (const name of Object.keys(latency).sort()) {
+      const q = latency[name];
+      if (q && q.max_latency_s && q.oldest_runnable_age_s && q.oldest_runnable_age_s > q.max_latency_s) {
+        late.push(name + " (oldest job waiting " + formatDuration(q.oldest_runnable_age_s) + ", max " + formatDuration(q.max_latency_s) + ")");
+      }
+    }
+    const banner = $("latency-warning");
+    const text = late.length ? "Past their max latency: " + late.join("; ") : "";
+    if (banner.textContent !== text) banner.textContent = text;
+    banner.hidden = late.length === 0;
+  }
+
   function renderStats(stats) {
     if (!stats) return;
     for (const field of STAT_FIELDS) {
@@ -496,6 +512,7 @@
         el.dataset.changedAt = String(now);
       }
     }
+    renderLatencyWarning(stats.latency || {});
     pushSample(state.submits, stats.submits_per_sec);
     pushSample(state.acks, stats.acks_per_sec);
     $("rate-submits").textContent = formatRate(stats.submits_per_sec);
