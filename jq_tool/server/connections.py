@@ -218,6 +218,14 @@ class GuardedHttpToolsProtocol(JoinedWritesProtocol):
         self._head_budget = self._max_head  # the next head starts here
         self.deadline = self._limits.now + self._timeout
 
+    def on_response_complete(self) -> None:
+        # The client's turn starts when the answer is done: after a long one (a long poll) a
+        # keep-alive connection gets a whole header timeout for its next request, not what was
+        # left of a deadline re-armed while the app was answering (the sweep could close it
+        # between the answer and the next request's first bytes).
+        self.deadline = self.loop.time() + self._timeout
+        super().on_response_complete()
+
     def deadline_passed(self) -> None:
         """Called by the sweep when the deadline is past: close, unless it is not the client's
         turn (the app is working on its request, or not reading its body yet)."""
