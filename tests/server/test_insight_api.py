@@ -232,7 +232,11 @@ def test_stats_and_metrics_show_latency(client: httpx.Client) -> None:
     for _ in range(3):
         submit(client, queue)
     lease(client, queue)
-    stats = client.get("/stats").json()
+    # /stats is built at most once a second: the queue shows from the next build on.
+    deadline = time.monotonic() + 10
+    while queue not in (stats := client.get("/stats").json())["latency"]:
+        assert time.monotonic() < deadline, stats["latency"].keys()
+        time.sleep(0.2)
     latency = stats["latency"][queue]
     assert latency["leased"] == 1 and latency["oldest_runnable_age_s"] is not None
     assert latency["wait_p50_s"] is not None and latency["drain_per_s"] > 0
