@@ -760,6 +760,11 @@ class CommandEngine(InsightCalls, Engine):
         if self._machine.get(command.job_id) is None:
             await self._catch_up()
             if self._machine.get(command.job_id) is None:
+                # Sharded: a job whose queue moved away leaves a stub naming its new shard.
+                moved_to = self._machine.ownership.moved_job(command.job_id)
+                if moved_to is not None:
+                    message = f"job {command.job_id} moved to shard {moved_to}"
+                    raise CommandRejected(ErrorCode.NOT_OWNER, message)
                 raise CommandRejected(ErrorCode.NOT_FOUND, f"job {command.job_id} not found")
         result = await self._propose(command)
         if isinstance(result, Error):
