@@ -269,3 +269,31 @@ async def test_submits_during_a_move_make_each_job_once(tmp_path: Path) -> None:
         assert retries > 0  # some submits did meet the move (fenced, then moved away)
     finally:
         await cluster.stop()
+
+
+async def test_a_long_poll_on_the_source_hears_of_the_move(tmp_path: Path) -> None:
+    cluster, _ = await _setup(tmp_path)
+    try:
+        source = cluster.engines[1]
+        assert isinstance(await EngineShard(source).propose(AdoptQueue("idle", 1)), OwnershipResult)
+        assert await cluster.placement.cas("idle", 0, Placement(1))
+        # A worker long-polls the empty queue on its shard; the queue moves meanwhile.
+        polling = asyncio.ensure_future(source.lease("idle", wait_ms=600_000))
+        await asyncio.sleep(0.05)
+        assert not polling.done()
+        outcome = await cluster.mover().move("idle", 2)
+        assert outcome.moved and outcome.jobs == 0  # an empty queue moves too
+        # The poll ends with the refusal that sends it to the new shard (no wait for its end;
+        # the bound only keeps a broken build from hanging the suite).
+        with pytest.raises(CommandRejected) as refusal:
+            await asyncio.wait_for(polling, 60)
+        assert refusal.value.code in (ErrorCode.QUEUE_MOVING, ErrorCode.NOT_OWNER)
+        with pytest.raises(CommandRejected) as again:
+            await source.lease("idle")
+        assert again.value.code is ErrorCode.NOT_OWNER and "shard 2" in again.value.message
+        target = cluster.engines[2]
+        await target.submit(JobSpec(queue="idle", payload="now here"))
+        [job] = await target.lease("idle")
+        assert job.payload == "now here"
+    finally:
+        await cluster.stop()
