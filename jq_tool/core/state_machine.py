@@ -1894,6 +1894,7 @@ class StateMachine:
         jobs = self._jobs
         owners = self._owners
         counts = q.counts
+        stubs = self._own.stubs
         runnable: list[Job] = []
         for job in got.jobs:
             self._seq += 1
@@ -1926,6 +1927,8 @@ class StateMachine:
                     self._done.add(job)
             jobs[job.id] = job
             self._order.append(job)
+            if stubs:
+                stubs.pop(job.id, None)  # a queue moving back: its jobs are here again
         deps = self._deps
         for child, parents in got.awaited:
             if child in jobs and jobs[child].state is _WAITING:

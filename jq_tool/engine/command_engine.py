@@ -46,6 +46,7 @@ from jq_tool.core.model import (
     Extend,
     Fail,
     FenceQueue,
+    ImportJobs,
     Job,
     JobFlow,
     JobResult,
@@ -328,6 +329,18 @@ class CommandEngine(InsightCalls, Engine):
         # A caller that goes away (client disconnect) cancels only this future: the command
         # is still made durable and applied (it may already be in the log), its answer dropped.
         return await self._enqueue(command)
+
+    async def propose_command(self, command: Command) -> Result:
+        """Sharded mode's way in for commands no Engine call makes (the ownership commands of
+        engine/moves.py): durable, applied, its result (an Error result is returned, not
+        raised)."""
+        return await self._propose(command)
+
+    def export_queue(self, queue: str, move_id: str) -> builtins.list[ImportJobs]:
+        """A queue fenced by `move_id`, as this replica's state machine has it: the move's
+        ImportJobs chunks (StateMachine.export_queue). Raises ValueError when it is not fenced
+        here (yet)."""
+        return self._machine.export_queue(queue, move_id)
 
     def _enqueue(self, command: Command) -> asyncio.Future[Result]:
         """Queue the command for the next batch; its future gets the result once it is durable

@@ -332,3 +332,20 @@ def test_replay_and_snapshots_keep_the_ownership_state() -> None:
     fenced.restore(a.snapshot())
     assert fenced.ownership.fenced == {"q": "m1"}
     assert fenced.export_queue("q", "m1", 300) == chunks
+
+
+def test_a_queue_moves_back_and_forth() -> None:
+    a, ids = _busy_source()
+    b = shard(2)
+    before = _view(a, "q")
+    _move(a, b, "q", "there", 700)
+    # and back: the first shard's tombstone and stubs give way to the queue's return
+    assert b.apply(FenceQueue("q", "back", T0 + 300)).fenced  # type: ignore[union-attr]
+    for chunk in b.export_queue("q", "back"):
+        assert isinstance(a.apply(chunk), OwnershipResult)
+    assert a.apply(AdoptQueue("q", 3, "back", T0 + 301)).epoch == 3  # type: ignore[union-attr]
+    assert b.apply(ReleaseQueue("q", "back", 1, T0 + 302)).epoch == 3  # type: ignore[union-attr]
+    assert _view(a, "q") == before
+    assert "q" not in a.ownership.tombstones and a.ownership.moved_job(ids[0]) is None
+    assert b.ownership.moved_job(ids[0]) == 1 and b.job_count == 0
+    assert code(b.apply(Lease(T0 + 400, "q", 10, ["z"]))) is ErrorCode.NOT_OWNER

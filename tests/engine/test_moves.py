@@ -19,19 +19,17 @@ import pytest
 
 from jq_tool.core.model import (
     AdoptQueue,
-    Command,
     ErrorCode,
-    ImportJobs,
     Job,
     JobState,
     OwnershipResult,
-    Result,
     StartShard,
 )
 from jq_tool.engine.base import CommandRejected, JobSpec
 from jq_tool.engine.factory import engine_config
 from jq_tool.engine.local import LocalEngine
 from jq_tool.engine.moves import (
+    EngineShard,
     MoveError,
     Placement,
     QueueMover,
@@ -41,19 +39,6 @@ from jq_tool.settings import Settings
 
 QUEUE = "emails"
 LEASE_MS = 600_000  # longer than the test: leases held through the move stay held
-
-
-class EngineShard:
-    """ShardLog over a real engine in this process: its log, its state machine."""
-
-    def __init__(self, engine: LocalEngine) -> None:
-        self.engine = engine
-
-    async def propose(self, command: Command) -> Result:
-        return await self.engine._propose(command)
-
-    async def export(self, queue: str, move_id: str) -> list[ImportJobs]:
-        return self.engine._machine.export_queue(queue, move_id)
 
 
 class MemoryPlacement:
