@@ -488,6 +488,8 @@ class ImportJobs(msgspec.Struct, tag="jobs_import", array_like=True):
     # The parents each WAITING job of the queue still waits for (chunk 0), as the machine
     # keeps them (a parent requeued after DEAD no longer counts).
     awaited: list[tuple[str, list[str]]] = []
+    # The queue's unique keys (chunk 0): (owner, key scoped by queue, job id, scope, until).
+    unique: list[tuple[str, str, str, UniqueScope, int]] = []
     now: int = 0
 
 

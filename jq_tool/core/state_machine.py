@@ -1069,6 +1069,8 @@ class StateMachine:
                     continue
             jf = nj.flow
             unique_key = None if jf is None else jf.unique_key
+            if unique_key is not None and sharded:
+                unique_key = scoped_key(nj.queue, unique_key)  # per queue, as idempotency keys
             if unique_key is not None:
                 holder = self._unique.holder(nj.owner, unique_key, self._now, jobs)
                 if holder is not None:
@@ -1815,6 +1817,7 @@ class StateMachine:
             self._own.queue_keys(self._idempotency, queue),
             self._flow.get(queue),
             awaited,
+            self._unique.with_prefix(scoped_key(queue, "")),
             limit,
         )
 
@@ -1936,6 +1939,8 @@ class StateMachine:
         for key in got.keys:
             self._idempotency[(key.owner, key.key)] = (key.job_id, key.fingerprint, key.keep_end)
             heapq.heappush(self._idempotency_expiry, (key.keep_end, key.owner, key.key))
+        if got.unique:
+            self._unique.load(got.unique)
         if got.settings is not None:
             got.settings.name = name
             self._flow[name] = got.settings
@@ -2026,15 +2031,13 @@ class StateMachine:
         ids of the jobs dropped, in submission order. O(jobs): once per move."""
         jobs = self._jobs
         dropped = [job for job in self._order if job.queue == name and jobs.get(job.id) is job]
-        unique_keys = self._unique
         for job in dropped:
             del jobs[job.id]
             if job.state is _DEAD:
                 self._dead_groups.remove(job)
             elif job.state is _WAITING:
                 self._deps.drop(job.id)
-            if unique_keys:
-                unique_keys.job_purged(job.id, self._now)
+        self._unique.drop_prefix(scoped_key(name, ""))
         self._order = [job for job in self._order if jobs.get(job.id) is job]
         self._order_purged = 0
         self._scheduled = [entry for entry in self._scheduled if entry[2].queue != name]

@@ -145,6 +145,7 @@ def _busy_source() -> tuple[StateMachine, list[str]]:
         NewJob("later", "q", run_at=now + 60_000),
         NewJob("child", "q", owner="team", flow=JobFlow(depends_on=["q-0"])),
         NewJob("r-1", "r"),
+        NewJob("uniq", "q", owner="team", flow=JobFlow(unique_key="nightly")),
     )  # fmt: skip
     a.apply(SetQueue(now, "q", concurrency=9))
     leased = a.apply(Lease(now + 1, "q", 5_000, [f"lease-{i}" for i in range(8)]))
@@ -204,6 +205,9 @@ def test_a_move_carries_every_job_lease_key_and_setting(limit: int) -> None:
     # keys moved: a retried submit answers the same job on the new shard
     retried = NewJob("dup", "q", idempotency_key="key-3", owner="team", fingerprint="f3")
     assert submit(b, T0 + 200, retried) == [Submitted("q-3", duplicate=True)]
+    # unique keys came along (and are per queue)
+    again = NewJob("uniq-2", "q", owner="team", flow=JobFlow(unique_key="nightly"))
+    assert submit(b, T0 + 200, again) == [Submitted("uniq", unique=True)]
     # the waiting child still waits for its parent
     assert b.get("child").state is JobState.WAITING  # type: ignore[union-attr]
     assert b.awaited_parents("child") == a_awaited

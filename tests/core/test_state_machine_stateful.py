@@ -131,7 +131,8 @@ class ReferenceQueue:
         self.lease_times: dict[str, list[int]] = {}
         self.unique: dict[tuple[str, str], tuple[str, UniqueScope, int]] = {}
         self.awaited: dict[str, list[str]] = {}
-        # Sharded (issue 23): idempotency keys are per queue and parents in the child's queue.
+        # Sharded (issue 23): idempotency and unique keys are per queue, parents in the
+        # child's queue.
         self.sharded = False
         # The machine's reason of a parent cancellation, for byte counts (set by the test).
         self.parent_reason: Callable[[str], str] | None = None
@@ -297,8 +298,11 @@ class ReferenceQueue:
                     entries.append(Error(ErrorCode.IDEMPOTENCY_KEY_REUSED, ""))
                 continue
             jf = nj.flow
-            if jf is not None and jf.unique_key is not None:
-                holder = self.unique.get((nj.owner, jf.unique_key))
+            unique_key = None if jf is None else jf.unique_key
+            if unique_key is not None and self.sharded:
+                unique_key = scoped_key(nj.queue, unique_key)
+            if unique_key is not None:
+                holder = self.unique.get((nj.owner, unique_key))
                 if holder is not None:
                     holder_id, scope, until = holder
                     held_job = self.jobs.get(holder_id)
@@ -349,9 +353,9 @@ class ReferenceQueue:
                 self.sweep(now)
                 if job.state is R:
                     job.updated_at = now
-            if jf is not None and jf.unique_key is not None:
+            if jf is not None and unique_key is not None:
                 until = now + jf.unique_period_ms if jf.unique_scope is UniqueScope.PERIOD else 0
-                self.unique[(nj.owner, jf.unique_key)] = (nj.id, jf.unique_scope, until)
+                self.unique[(nj.owner, unique_key)] = (nj.id, jf.unique_scope, until)
             if key is not None:
                 self.idempotency[(nj.owner, key)] = (nj.id, nj.fingerprint, now + KEEP_MS)
             self.counters.submitted += 1
