@@ -50,8 +50,8 @@ async def one_size(jobs: int, rounds: int) -> dict[str, float]:
             settings = Settings(data_dir=Path(tmp) / f"shard-{shard}")  # type: ignore[call-arg]
             engines[shard] = LocalEngine(engine_config(settings))
             await engines[shard].start()
-            await engines[shard].propose_command(StartShard(shard))
-        await engines[1].propose_command(AdoptQueue("q", 1))
+            await engines[shard].propose(StartShard(shard))
+        await engines[1].propose(AdoptQueue("q", 1))
         placement = DictPlacement()
         await placement.cas("q", 0, Placement(1))
         for start in range(0, jobs, 1000):

@@ -330,18 +330,6 @@ class CommandEngine(InsightCalls, Engine):
         # is still made durable and applied (it may already be in the log), its answer dropped.
         return await self._enqueue(command)
 
-    async def propose_command(self, command: Command) -> Result:
-        """Sharded mode's way in for commands no Engine call makes (the ownership commands of
-        engine/moves.py): durable, applied, its result (an Error result is returned, not
-        raised)."""
-        return await self._propose(command)
-
-    def export_queue(self, queue: str, move_id: str) -> builtins.list[ImportJobs]:
-        """A queue fenced by `move_id`, as this replica's state machine has it: the move's
-        ImportJobs chunks (StateMachine.export_queue). Raises ValueError when it is not fenced
-        here (yet)."""
-        return self._machine.export_queue(queue, move_id)
-
     def _enqueue(self, command: Command) -> asyncio.Future[Result]:
         """Queue the command for the next batch; its future gets the result once it is durable
         and applied. Commands enqueued with no await between them share one batch (the flusher
@@ -884,6 +872,16 @@ class CommandEngine(InsightCalls, Engine):
         await self._catch_up()
         job = self._machine.get(job_id)
         return msgspec.structs.replace(job) if job is not None else None
+
+    async def propose(self, command: Command) -> Result:
+        """Make one command durable and applied here; its result (an Error is an answer). For
+        the move driver (engine/moves.py's ShardLog), which logs ownership commands."""
+        return await self._propose(command)
+
+    def export_queue(self, queue: str, move_id: str) -> builtins.list[ImportJobs]:
+        """A fenced queue's export from this replica (which applied the fence if it proposed
+        it): engine/moves.py's ShardLog.export."""
+        return self._machine.export_queue(queue, move_id)
 
     async def get_finished(self, job_id: str) -> Job | None:
         if type(job_id) is not str:

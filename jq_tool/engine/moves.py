@@ -116,7 +116,7 @@ class EngineShard:
         self.engine = engine
 
     async def propose(self, command: Command) -> Result:
-        return await self.engine.propose_command(command)
+        return await self.engine.propose(command)
 
     async def export(self, queue: str, move_id: str) -> list[ImportJobs]:
         return self.engine.export_queue(queue, move_id)
