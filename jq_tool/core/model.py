@@ -497,7 +497,9 @@ class ReleaseQueue(msgspec.Struct, tag="queue_release", array_like=True):
     """After the placement flip, the source drops the queue's jobs, keys and settings and keeps
     a tombstone queue -> (target, epoch) and a stub per moved job id (job id -> target), so
     late requests are told where the queue went (NOT_OWNER). Also the target's way back out of
-    an adoption the placement never pointed to (an aborted move after step 3)."""
+    an adoption the placement never pointed to (an aborted move after step 3), and, with no
+    move id, the way to give back an empty queue adopted here whose placement another shard
+    won (docs/scaling.md §2.2)."""
 
     queue: str
     move_id: str

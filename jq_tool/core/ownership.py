@@ -228,7 +228,7 @@ def command_problem(cmd: object) -> str | None:
         return _shard_problem(cmd.shard, "shard")
     if isinstance(cmd, (AdoptQueue, FenceQueue, ReleaseQueue, AbortMove)):
         problem = _text_problem(cmd.queue, "queue") or _text_problem(
-            cmd.move_id, "move_id", nonempty=not isinstance(cmd, AdoptQueue)
+            cmd.move_id, "move_id", nonempty=not isinstance(cmd, (AdoptQueue, ReleaseQueue))
         )
         if problem:
             return problem

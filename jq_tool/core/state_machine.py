@@ -2010,8 +2010,16 @@ class StateMachine:
         if owner is None:
             return own.queue_refusal(name) or Error(ErrorCode.NOT_OWNER, name)
         # The source releases the queue its move fenced; a target releases a queue it adopted
-        # by that move and never served (an abort after step 3).
-        if owner.fence != move_id and (owner.fence or owner.move_id != move_id):
+        # by that move and never served (an abort after step 3). Without a move, only an empty
+        # queue created here is given back (a placement CAS lost to another node, §2.2).
+        if not move_id and not owner.fence and not owner.move_id:
+            q = self._queues.get(name)
+            if q is not None and any(q.counts):
+                return Error(
+                    ErrorCode.INVALID_STATE,
+                    f"queue {name!r} holds jobs: only an empty queue is given back without a move",
+                )
+        elif owner.fence != move_id and (owner.fence or owner.move_id != move_id):
             return Error(
                 ErrorCode.INVALID_STATE, f"queue {name!r} is not held for move {move_id!r}"
             )

@@ -353,3 +353,15 @@ def test_a_queue_moves_back_and_forth() -> None:
     assert "q" not in a.ownership.tombstones and a.ownership.moved_job(ids[0]) is None
     assert b.ownership.moved_job(ids[0]) == 1 and b.job_count == 0
     assert code(b.apply(Lease(T0 + 400, "q", 10, ["z"]))) is ErrorCode.NOT_OWNER
+
+
+def test_an_empty_adoption_is_given_back_without_a_move() -> None:
+    sm = shard(1, "lost", "busy")
+    submit(sm, T0, NewJob("b1", "busy"))
+    given = sm.apply(ReleaseQueue("lost", "", 2, T0 + 1))
+    assert given == OwnershipResult("lost", False, 2)
+    assert sm.apply(ReleaseQueue("lost", "", 2)).repeated  # type: ignore[union-attr]
+    assert code(submit(sm, T0 + 2, NewJob("x", "lost"))[0]) is ErrorCode.NOT_OWNER
+    # a queue holding jobs never leaves without a move (its jobs would be lost)
+    assert code(sm.apply(ReleaseQueue("busy", "", 2))) is ErrorCode.INVALID_STATE
+    assert sm.get("b1") is not None
