@@ -83,6 +83,17 @@ class InvalidSchedule(ValueError):
         self.message = message
 
 
+class ShardNotHeld(EngineUnavailable):
+    """Sharded mode: the call belongs to a shard this node holds no replica of. The server
+    forwards the request to one of `urls` (nodes that hold it, server/forward.py); with none,
+    it is a 503 like any unavailable engine."""
+
+    def __init__(self, shard: int, urls: list[str]) -> None:
+        super().__init__(f"shard {shard} is not held by this node and no node holding it is known")
+        self.shard = shard
+        self.urls = urls
+
+
 class StorageFull(EngineUnavailable):
     """The disk is full: the write was refused and nothing was acknowledged. Recoverable."""
 
@@ -218,6 +229,8 @@ class Health(msgspec.Struct):
     ok: bool
     role: str  # "single", or "leader"/"follower" in cluster mode
     reason: str | None = None  # why writes are refused, when they are
+    # Sharded mode: each shard this node holds, by its number (docs/scaling.md §2.7).
+    shards: dict[str, Health] | None = None
 
 
 @dataclass(frozen=True)

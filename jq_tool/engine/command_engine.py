@@ -885,6 +885,14 @@ class CommandEngine(InsightCalls, Engine):
         job = self._machine.get(job_id)
         return msgspec.structs.replace(job) if job is not None else None
 
+    def holds(self, job_id: str) -> bool:
+        """Whether the job is in memory here now (no catch-up): sharded mode routes by it."""
+        return self._machine.get(job_id) is not None
+
+    def queue_job_of(self, job_id: str) -> str | None:
+        job = self._machine.get(job_id)
+        return None if job is None else job.queue
+
     async def get_finished(self, job_id: str) -> Job | None:
         if type(job_id) is not str:
             return None
