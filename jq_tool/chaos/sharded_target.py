@@ -1,0 +1,147 @@
+"""`jq chaos --shards N`: a private sharded cluster (docs/scaling.md §7) to hurt. N etcd groups
+of three members (one per shard, chaos/etcd_groups.py) behind three `jq serve` nodes that each
+hold a replica of every shard, each node with its own embedded key store (nothing is forwarded
+when every node holds every shard, so no request crosses key stores).
+
+A kill alternates between the two kinds of crash sharding adds and keeps: SIGKILL of the Raft
+leader of one shard's etcd group (chosen by `seed`; that shard's queues stop for the failover,
+the others do not), and SIGKILL of one jq node (its engines for every shard). `restart` brings
+the victim back before returning: at most one member or node is ever down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+from jq_tool.chaos.etcd_groups import EtcdGroup, EtcdMemberProcess
+from jq_tool.chaos.target import (
+    CLUSTER_START_TIMEOUT_S,
+    Endpoint,
+    SpawnedServer,
+    TargetError,
+    free_port,
+)
+
+NODES = 3
+
+
+class SpawnedShardedCluster:
+    def __init__(self, root: Path, shards: int, *, seed: int) -> None:
+        if shards < 2:
+            raise TargetError(f"a sharded cluster needs at least 2 shards, not {shards}")
+        self.root = root
+        self._victims = random.Random(seed)
+        taken: set[int] = set()
+        self.groups = [
+            EtcdGroup(root / "etcd", f"g{shard}", taken=taken) for shard in range(shards)
+        ]
+        names = [f"n{i}" for i in range(1, NODES + 1)]
+        http_ports: dict[str, int] = {}
+        for name in names:
+            port = free_port()
+            while port in taken or port in http_ports.values() or port + 1 in taken:
+                port = free_port()
+            http_ports[name] = port
+        common = {
+            "CLUSTER_MODE": "true",
+            "SHARDS": ";".join(
+                f"{shard}={','.join(group.client_urls)}" for shard, group in enumerate(self.groups)
+            ),
+            "HTTP_PEERS": ",".join(
+                f"{name}@http://127.0.0.1:{port}" for name, port in http_ports.items()
+            ),
+        }
+        self.nodes: dict[str, SpawnedServer] = {
+            name: SpawnedServer(
+                root / name,
+                log_path=root / f"{name}.serve.log",
+                port=http_ports[name],
+                start_timeout=CLUSTER_START_TIMEOUT_S,
+                node_env={**common, "NODE_ID": name},
+            )
+            for name in names
+        }
+        self.killed: list[str] = []  # what was killed, in order, for the report
+        self._down: str | None = None
+        self._down_member: EtcdMemberProcess | None = None
+        self._down_node: SpawnedServer | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self._first().base_url
+
+    @property
+    def key(self) -> str:
+        return self._first().key
+
+    @property
+    def down(self) -> str | None:
+        return self._down
+
+    def _first(self) -> SpawnedServer:
+        return next(iter(self.nodes.values()))
+
+    def endpoints(self) -> Sequence[Endpoint]:
+        return tuple(self.nodes.values())
+
+    async def start(self) -> None:
+        try:
+            for group in self.groups:
+                await asyncio.to_thread(group.start)
+        except TargetError:
+            await self.stop()
+            raise
+        offsets = {name: node.spawn() for name, node in self.nodes.items()}
+        results = await asyncio.gather(
+            *(node.wait_ready(offsets[name]) for name, node in self.nodes.items()),
+            return_exceptions=True,
+        )
+        failures = [str(result) for result in results if isinstance(result, BaseException)]
+        if failures:
+            await self.stop()
+            raise TargetError("the sharded cluster did not start; " + "\n".join(failures))
+
+    async def kill(self) -> None:
+        if self._down is not None:
+            raise TargetError(f"{self._down} is still down: one kill at a time")
+        if len(self.killed) % 2 == 0:
+            shard = self._victims.randrange(len(self.groups))
+            member = await asyncio.to_thread(self.groups[shard].leader)
+            self._down = f"shard {shard} etcd leader {member.name}"
+            self._down_member = member
+            await asyncio.to_thread(member.kill9)
+        else:
+            name = self._victims.choice(list(self.nodes))
+            self._down = f"node {name}"
+            self._down_node = self.nodes[name]
+            await self._down_node.kill()
+        self.killed.append(self._down)
+
+    async def restart(self) -> None:
+        if self._down is None:
+            raise TargetError("nothing is down")
+        try:
+            if self._down_member is not None:
+                group = next(g for g in self.groups if self._down_member in g.members)
+                await asyncio.to_thread(group.restart, self._down_member)
+            elif self._down_node is not None:
+                await self._down_node.start()
+        except TargetError as exc:
+            raise TargetError(f"{self._down} did not come back: {exc}") from None
+        self._down = None
+        self._down_member = self._down_node = None
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(node.stop() for node in self.nodes.values()))
+        for group in self.groups:
+            await asyncio.to_thread(group.stop)
+
+    def unexpected_exit(self) -> str | None:
+        for name, node in self.nodes.items():
+            reason = node.unexpected_exit()
+            if reason is not None:
+                return f"sharded cluster node {name}: {reason}"
+        return None
