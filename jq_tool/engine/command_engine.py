@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import msgspec
 
+from jq_tool.core.job_ids import new_job_id, new_lease_id
 from jq_tool.core.model import (
     Ack,
     BulkCancel,
@@ -127,36 +128,6 @@ FINISHED_JOB_OVERHEAD = 600
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class _RandomHex:
-    """Random hex digits fetched from the OS 4 KiB at a time: one getrandom() system call per
-    128 ids instead of one per id, on the hot submit path. Only the event loop thread uses it."""
-
-    def __init__(self) -> None:
-        self._buffer = ""
-        self._offset = 0
-
-    def take(self, digits: int) -> str:
-        if self._offset + digits > len(self._buffer):
-            self._buffer, self._offset = os.urandom(2048).hex(), 0
-        start = self._offset
-        self._offset += digits
-        return self._buffer[start : self._offset]
-
-
-_random_hex = _RandomHex()
-
-
-def new_job_id() -> str:
-    """A random (version 4) UUID string, without uuid.UUID's costly constructor."""
-    h = _random_hex.take(32)
-    variant = "89ab"[int(h[16], 16) & 3]
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
-
-
-def new_lease_id() -> str:
-    return _random_hex.take(32)
 
 
 def _new_job(spec: JobSpec, now: int, batch: list[NewJob] | None = None) -> NewJob:
@@ -789,6 +760,11 @@ class CommandEngine(InsightCalls, Engine):
         if self._machine.get(command.job_id) is None:
             await self._catch_up()
             if self._machine.get(command.job_id) is None:
+                # Sharded: a job whose queue moved away leaves a stub naming its new shard.
+                moved_to = self._machine.ownership.moved_job(command.job_id)
+                if moved_to is not None:
+                    message = f"job {command.job_id} moved to shard {moved_to}"
+                    raise CommandRejected(ErrorCode.NOT_OWNER, message)
                 raise CommandRejected(ErrorCode.NOT_FOUND, f"job {command.job_id} not found")
         result = await self._propose(command)
         if isinstance(result, Error):
