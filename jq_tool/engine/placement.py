@@ -2,7 +2,7 @@
 which nodes hold a replica of which shard, kept in the meta group's etcd (shard 0's group in the
 prototype) under `jq/placement/`.
 
-    jq/placement/q/<queue>        -> {"shard": 1, "epoch": 3, "move": {"to": 0, "id": "…"}}
+    jq/placement/q/<queue>        -> {"shard": 1, "epoch": 3, "move": {"to": 0, "id": "…", …}}
     jq/placement/r/<shard>/<node> -> that node's HTTP URL (it holds a replica of the shard)
 
 Every node loads the whole table, then watches the prefix from the revision it read, so reads are
@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from jq_tool.engine.etcd_client import EtcdClient, EtcdCompacted, EtcdError, KeyValue
+from jq_tool.engine.moves import Placement, Versioned
 
 log = logging.getLogger("jq.placement")
 
@@ -31,27 +32,15 @@ QUEUES_PREFIX = PLACEMENT_PREFIX + b"q/"
 REPLICAS_PREFIX = PLACEMENT_PREFIX + b"r/"
 
 
-class MoveRecord(msgspec.Struct, omit_defaults=True):
-    """A move in progress (§2.6 step 0): the target shard and the move's id."""
-
-    to: int
-    id: str
-
-
-class Placement(msgspec.Struct, omit_defaults=True):
-    shard: int
-    epoch: int = 1  # counts the queue's moves
-    move: MoveRecord | None = None
-
-
 _decode_placement = msgspec.json.Decoder(Placement).decode
 
 
 class PlacementTable:
-    """The local copy of the table, kept current by a watch; writes go to etcd by CAS."""
+    """The local copy of the table, kept current by a watch; writes go to etcd by CAS. Also
+    the move driver's PlacementStore (engine/moves.py): `get` and `cas` on etcd itself."""
 
     def __init__(self, etcd: EtcdClient) -> None:
-        self._etcd = etcd
+        self.etcd = self._etcd = etcd
         self.queues: dict[str, Placement] = {}
         self._mod_revisions: dict[str, int] = {}  # queue -> its key's mod_revision
         self.replicas: dict[int, dict[str, str]] = {}  # shard -> node -> HTTP URL
@@ -194,10 +183,18 @@ class PlacementTable:
         assert winner is not None, "a placement that exists was read back"
         return winner
 
-    async def swap(self, queue: str, expected_revision: int, placement: Placement) -> bool:
-        """Change a queue's placement if its key is still at `expected_revision`."""
+    async def get(self, queue: str) -> Versioned:
+        """The queue's record as etcd has it now, with the revision a CAS must name."""
+        kvs, _ = await self._etcd.range(QUEUES_PREFIX + queue.encode())
+        if not kvs:
+            return Versioned(None, 0)
+        self._put(kvs[0])
+        return Versioned(_decode_placement(kvs[0].value), kvs[0].mod_revision)
+
+    async def cas(self, queue: str, expected_revision: int, record: Placement) -> bool:
+        """Change a queue's placement if its key is still at `expected_revision` (0: absent)."""
         key = QUEUES_PREFIX + queue.encode()
-        value = msgspec.json.encode(placement)
+        value = msgspec.json.encode(record)
         changed = await self._etcd.put_if_unchanged(key, value, expected_revision)
         await self.refresh(queue)
         return changed

@@ -32,13 +32,20 @@ from typing import TYPE_CHECKING, TypeVar
 import msgspec
 
 from jq_tool.core.model import (
+    AdoptQueue,
+    Command,
     DeadGroupAction,
+    Error,
     ErrorCode,
+    ImportJobs,
     Job,
     JobState,
     QueueSettings,
+    ReleaseQueue,
+    Result,
     Schedule,
     ScheduleSpec,
+    StartShard,
 )
 from jq_tool.core.search import JobFilter
 from jq_tool.core.state_machine import Counters, QueueStats, ScheduleStats, Stats
@@ -64,7 +71,8 @@ from jq_tool.engine.base import (
 from jq_tool.engine.cluster import ClusterEngine
 from jq_tool.engine.command_engine import now_ms
 from jq_tool.engine.etcd_client import EtcdClient, EtcdError
-from jq_tool.engine.placement import Placement, PlacementTable
+from jq_tool.engine.moves import MoveError, MoveOutcome, Placement, QueueMover
+from jq_tool.engine.placement import PlacementTable
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -75,12 +83,15 @@ T = TypeVar("T")
 
 # How long a call refused with NOT_OWNER or QUEUE_MOVING is held and retried (§2.6 step 6).
 MOVE_HOLD_S = 2.0
+START_TIMEOUT_S = 60.0  # a shard's group may still be electing its first leader
+MOVE_LEASE_TTL_S = 10  # one driver per move: a dead driver's lease lapses, another may resume
 RETRY_PAUSE_S = 0.05
 # The state machine's refusals that mean "ask again, elsewhere or later" (docs/scaling.md §2.1).
 NOT_OWNER = "not_owner"
 QUEUE_MOVING = "queue_moving"
 _REROUTE = frozenset({NOT_OWNER, QUEUE_MOVING})
 SCHEDULES_SHARD = 0  # schedules live on shard 0 (the meta group's shard)
+MOVES_PREFIX = b"jq/moves/"  # in the meta group: who drives a queue's move
 
 
 def shard_prefix(shard: int) -> bytes:
@@ -120,6 +131,8 @@ class ShardedEngine:
             )
             for shard in held
         }
+        for shard, engine in self.engines.items():
+            engine.shard = shard  # its job ids name it
         self.placement = PlacementTable(EtcdClient(shards[0], timeout=3.0))
         self._creating: dict[str, asyncio.Lock] = {}
         self._started = False
@@ -129,10 +142,28 @@ class ShardedEngine:
     async def start(self) -> None:
         await self.placement.start()
         await asyncio.gather(*(engine.start() for engine in self.engines.values()))
+        await asyncio.gather(*(self._start_shard(shard) for shard in self.engines))
         for shard in self.engines:
             with contextlib.suppress(EtcdError):
                 await self.placement.register_replica(shard, self.node_id, self.http_url)
         self._started = True
+
+    async def _start_shard(self, shard: int) -> None:
+        """Ownership on: StartShard is the first command of a shard's log (whichever node logs
+        it first; a repeat changes nothing). Until it is applied a shard serves no request."""
+        engine = self.engines[shard]
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                result = await engine.propose(StartShard(shard, engine._clock()))
+            except EngineUnavailable as exc:
+                if time.monotonic() >= deadline:
+                    raise EngineUnavailable(f"shard {shard} could not start: {exc}") from exc
+                await asyncio.sleep(0.5)
+                continue
+            if isinstance(result, Error):
+                raise EngineUnavailable(f"shard {shard}'s log is not shard {shard}'s: {result}")
+            return
 
     async def stop(self) -> None:
         await asyncio.gather(*(engine.stop() for engine in self.engines.values()))
@@ -180,7 +211,15 @@ class ShardedEngine:
                     candidates = sorted(self.engines) or self.shard_ids
                     counts = self.placement.queue_counts(candidates)
                     shard = min(candidates, key=lambda s: (counts[s], s))
-                    return await self.placement.create(queue, Placement(shard))
+                    # The shard's log adopts the queue first, then the table names it: the
+                    # table never routes to a shard that would refuse the queue.
+                    engine = self._engine(shard)
+                    _owned(await engine.propose(AdoptQueue(queue, 1, "", engine._clock())))
+                    placed = await self.placement.create(queue, Placement(shard))
+                    if placed.shard != shard:
+                        # Another node placed it first, elsewhere: give the empty one back.
+                        await engine.propose(ReleaseQueue(queue, "", placed.shard, engine._clock()))
+                    return placed
                 except EtcdError as exc:
                     raise EngineUnavailable(f"placement table unavailable: {exc}") from exc
         finally:
@@ -646,8 +685,36 @@ class ShardedEngine:
 
     # ------------------------------------------------------------------ moves
 
-    async def move_queue(self, queue: str, to: int) -> dict[str, object]:
-        raise EngineUnavailable("queue moves are not built yet")
+    async def move_queue(self, queue: str, to: int) -> MoveOutcome:
+        """Move a queue to shard `to` (docs/scaling.md §2.6; engine/moves.py drives it), or
+        finish a move of it that stopped. This node must hold both shards (else the request is
+        forwarded to one that holds the source). One driver per queue at a time: an etcd lease
+        on `jq/moves/<queue>` in the meta group. Raises MoveError when it cannot go on."""
+        current = self.placement.lookup(queue) or await self.placement.refresh(queue)
+        if current is None:
+            raise MoveError(f"queue {queue!r} has no placement (no job was ever submitted)")
+        for shard in (current.shard, to, *([current.move.source] if current.move else [])):
+            if shard not in self.shard_ids:
+                raise MoveError(f"no shard {shard}")
+            self._engine(shard)
+        shards = {shard: _HeldShard(engine) for shard, engine in self.engines.items()}
+        etcd = self.placement.etcd
+        lease = await etcd.lease_grant(MOVE_LEASE_TTL_S)
+        key = MOVES_PREFIX + queue.encode()
+        keepalive: asyncio.Task[None] | None = None
+        try:
+            if not await etcd.create_if_absent(key, self.node_id.encode(), lease=lease):
+                raise MoveError(f"another node is moving {queue!r} now")
+            keepalive = asyncio.create_task(_keep_alive(etcd, lease))
+            mover = QueueMover(self.placement, shards)
+            if current.move is not None and current.move.to == to:
+                return await mover.resume(queue)
+            return await mover.move(queue, to)
+        finally:
+            if keepalive is not None:
+                keepalive.cancel()
+            with contextlib.suppress(EtcdError):
+                await etcd.lease_revoke(lease)
 
     # ------------------------------------------------------------------ schedules (shard 0)
 
@@ -676,6 +743,31 @@ class ShardedEngine:
     def schedule_stats(self) -> ScheduleStats:
         engine = self.engines.get(SCHEDULES_SHARD)
         return ScheduleStats() if engine is None else engine.schedule_stats()
+
+
+class _HeldShard:
+    """A shard this node holds, as the move driver's ShardLog (engine/moves.py)."""
+
+    def __init__(self, engine: ClusterEngine) -> None:
+        self.engine = engine
+
+    async def propose(self, command: Command) -> Result:
+        return await self.engine.propose(command)
+
+    async def export(self, queue: str, move_id: str) -> builtins.list[ImportJobs]:
+        return self.engine.export_queue(queue, move_id)
+
+
+async def _keep_alive(etcd: EtcdClient, lease: int) -> None:
+    while True:
+        await asyncio.sleep(MOVE_LEASE_TTL_S / 3)
+        with contextlib.suppress(EtcdError):
+            await etcd.lease_keepalive(lease)
+
+
+def _owned(result: Result) -> None:
+    if isinstance(result, Error):
+        raise CommandRejected(result.code, result.message)
 
 
 S = TypeVar("S", bound=msgspec.Struct)

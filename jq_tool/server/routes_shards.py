@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from jq_tool.auth import Scope
+from jq_tool.engine.moves import MoveError
 from jq_tool.engine.sharded import ShardedEngine
 from jq_tool.server.auth_guard import Guard
 from jq_tool.server.errors import ApiError
@@ -70,5 +71,8 @@ class ShardRoutes:
         body = decode(await read_body(request, _SMALL_BODY), MoveBody)
         if body.to not in self.engine.shard_ids:
             raise ApiError(400, "invalid_field", f"no shard {body.to}", "to")
-        outcome = await self.engine.move_queue(name, body.to)
+        try:
+            outcome = await self.engine.move_queue(name, body.to)
+        except MoveError as exc:
+            raise ApiError(409, "move_refused", str(exc)) from None
         return JSONResponse(outcome)
