@@ -728,6 +728,8 @@ class CommandEngine(InsightCalls, Engine):
         result = await self._propose(
             Lease(now=now, queue=queue, lease_ms=lease_ms, lease_ids=lease_ids, worker=worker)
         )
+        if isinstance(result, Error):  # sharded: NOT_OWNER, or QUEUE_MOVING during a move
+            raise CommandRejected(result.code, result.message)
         assert isinstance(result, LeaseResult)
         return result.jobs
 
@@ -841,6 +843,8 @@ class CommandEngine(InsightCalls, Engine):
             leased: list[Job] = []
             if lease is not None:
                 result = await lease
+                if isinstance(result, Error):  # sharded: the queue is elsewhere or moving
+                    raise CommandRejected(result.code, result.message)
                 assert isinstance(result, LeaseResult)
                 leased = result.jobs
         except BaseException:

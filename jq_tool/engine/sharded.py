@@ -83,6 +83,7 @@ T = TypeVar("T")
 
 # How long a call refused with NOT_OWNER or QUEUE_MOVING is held and retried (§2.6 step 6).
 MOVE_HOLD_S = 2.0
+LONG_POLL_SLICE_S = 1.0  # a long poll looks at the placement again this often
 START_TIMEOUT_S = 60.0  # a shard's group may still be electing its first leader
 MOVE_LEASE_TTL_S = 10  # one driver per move: a dead driver's lease lapses, another may resume
 RETRY_PAUSE_S = 0.05
@@ -323,52 +324,49 @@ class ShardedEngine:
         give_up: Callable[[], Awaitable[object]] | None = None,
         worker: str | None = None,
     ) -> builtins.list[Job]:
-        """The queue's shard leases; a long poll also ends when the queue's placement changes
-        (a new queue was placed, or it moved), and then goes on at the new place."""
+        """The queue's shard leases. A long poll waits in slices of LONG_POLL_SLICE_S on the
+        shard the placement names, looking again between them: a queue that was placed or
+        moved meanwhile is waited on at its new place. A slice ends by its own timeout, never by
+        cancelling a lease that may be in flight (its jobs would be leased and not answered)."""
         deadline = time.monotonic() + wait_ms / 1000
         gave_up = asyncio.Event()
+        watching: asyncio.Future[None] | None = None
+        if give_up is not None and wait_ms > 0:
+            watching = asyncio.ensure_future(self._set_when_done(give_up, gave_up))
 
-        async def give_up_or_moved() -> None:
-            waits = {asyncio.ensure_future(self._placement_changed(queue, placement))}
-            if give_up is not None:
-                waits.add(asyncio.ensure_future(self._set_when_done(give_up, gave_up)))
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for wait in waits:
-                    wait.cancel()
+        async def given_up() -> None:
+            await gave_up.wait()
 
-        while True:
-            placement = self.placement.lookup(queue)
-            remaining = deadline - time.monotonic()
-            if placement is None:
-                if remaining <= 0 or gave_up.is_set():
-                    return []
-                # A queue nobody has placed holds no job yet: wait for its first submit.
-                await self.placement.wait_for_change(remaining, give_up)
-                continue
-            try:
-                jobs = await self._engine(placement.shard).lease(
-                    queue,
-                    max_jobs=max_jobs,
-                    lease_ms=lease_ms,
-                    wait_ms=max(int(remaining * 1000), 0),
-                    give_up=give_up_or_moved,
-                    worker=worker,
-                )
-            except CommandRejected as exc:
-                if not _rerouted(exc) or time.monotonic() >= deadline + MOVE_HOLD_S:
-                    raise
-                await self._reroute_pause(queue)
-                continue
-            if jobs or gave_up.is_set() or time.monotonic() >= deadline:
-                return jobs
-            if self.placement.lookup(queue) == placement:
-                return jobs
-
-    async def _placement_changed(self, queue: str, seen: Placement | None) -> None:
-        while self.placement.lookup(queue) == seen:
-            await self.placement.wait_for_change(3600)
+        try:
+            while True:
+                placement = self.placement.lookup(queue)
+                remaining = deadline - time.monotonic()
+                if placement is None:
+                    if remaining <= 0 or gave_up.is_set():
+                        return []
+                    # A queue nobody has placed holds no job yet: wait for its first submit.
+                    await self.placement.wait_for_change(min(remaining, 1.0), given_up)
+                    continue
+                slice_ms = max(min(int(remaining * 1000), int(LONG_POLL_SLICE_S * 1000)), 0)
+                try:
+                    jobs = await self._engine(placement.shard).lease(
+                        queue,
+                        max_jobs=max_jobs,
+                        lease_ms=lease_ms,
+                        wait_ms=slice_ms,
+                        give_up=given_up if watching is not None else None,
+                        worker=worker,
+                    )
+                except CommandRejected as exc:
+                    if not _rerouted(exc) or time.monotonic() >= deadline + MOVE_HOLD_S:
+                        raise
+                    await self._reroute_pause(queue)
+                    continue
+                if jobs or gave_up.is_set() or time.monotonic() >= deadline:
+                    return jobs
+        finally:
+            if watching is not None:
+                watching.cancel()
 
     @staticmethod
     async def _set_when_done(give_up: Callable[[], Awaitable[object]], flag: asyncio.Event) -> None:
