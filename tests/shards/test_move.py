@@ -7,7 +7,10 @@ was ever handed to two workers."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -24,6 +27,7 @@ pytestmark = [
 ]
 
 QUEUE = "moving"
+JQ = [sys.executable, "-m", "jq_tool.cli.main"]
 
 
 class Producer(threading.Thread):
@@ -136,12 +140,27 @@ def test_a_queue_moves_between_shards_under_load(sharded: Sharded) -> None:
     time.sleep(3)
 
     started = time.monotonic()
-    moved = httpx.post(
-        f"{c.url}/admin/queues/{QUEUE}/move", json={"to": target}, headers=headers(c), timeout=60
+    moved = subprocess.run(
+        [
+            *JQ,
+            "queues",
+            "move",
+            QUEUE,
+            "--to",
+            str(target),
+            "--url",
+            c.url,
+            "--key",
+            c.admin_key or "",
+            "--json",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     took = time.monotonic() - started
-    assert moved.status_code == 200, moved.text
-    outcome = moved.json()
+    assert moved.returncode == 0, moved.stderr
+    outcome = json.loads(moved.stdout)
     assert outcome["moved"] is True and outcome["shard"] == target and outcome["epoch"] == 2
     for node in sharded.nodes:
         deadline = time.monotonic() + 10
@@ -179,6 +198,16 @@ def test_a_queue_moves_between_shards_under_load(sharded: Sharded) -> None:
     for node in sharded.replicas:  # on every replica: exactly these jobs, all ACKED
         assert queue_job_ids(node, QUEUE) == submitted
     assert all(w.is_alive() is False for w in workers)
+    # `jq shards` shows the queue on its new shard, both shards held and healthy.
+    shown = subprocess.run(
+        [*JQ, "shards", "--url", a.url, "--key", a.admin_key or "", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    view = json.loads(shown.stdout)
+    assert view["queues"][QUEUE]["shard"] == target and "move" not in view["queues"][QUEUE]
+    assert all(s["held"] and s["health"]["ok"] for s in view["shards"].values())
     print(
         f"\nmoved {QUEUE!r} shard {source} -> {target} under load in {took:.2f} s "
         f"({outcome['jobs']} jobs adopted); {len(submitted)} jobs, 0 lost, 0 doubled"
