@@ -537,6 +537,8 @@ async def run_chaos(options: ChaosOptions, *, run: list[ChaosRun] | None = None)
             data_dir, log_path = workdir / "data", workdir / "serve.log"
         target = SpawnedServer(data_dir, log_path=log_path, key=options.key)
     chaos = ChaosRun(options, target)
+    if sharded is not None:
+        sharded.queues = chaos.queues
     if run is not None:
         run.append(chaos)
     report: Report | None = None

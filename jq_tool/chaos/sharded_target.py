@@ -3,10 +3,12 @@ of three members (one per shard, chaos/etcd_groups.py) behind three `jq serve` n
 hold a replica of every shard, each node with its own embedded key store (nothing is forwarded
 when every node holds every shard, so no request crosses key stores).
 
-A kill alternates between the two kinds of crash sharding adds and keeps: SIGKILL of the Raft
-leader of one shard's etcd group (chosen by `seed`; that shard's queues stop for the failover,
-the others do not), and SIGKILL of one jq node (its engines for every shard). `restart` brings
-the victim back before returning: at most one member or node is ever down.
+A "kill" takes turns between three disruptions: SIGKILL of the Raft leader of one shard's etcd
+group (chosen by `seed`; that shard's queues stop for the failover, the others do not), SIGKILL
+of one jq node (its engines for every shard), and moving one of the run's queues to another
+shard under the load (`POST /admin/queues/{q}/move`, docs/scaling.md §2.6). `restart` brings a
+killed victim back before returning: at most one member or node is ever down, and no kill
+lands during a move (the move is done when `kill` returns).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import asyncio
 import random
 from collections.abc import Sequence
 from pathlib import Path
+
+import httpx
 
 from jq_tool.chaos.etcd_groups import EtcdGroup, EtcdMemberProcess
 from jq_tool.chaos.target import (
@@ -26,6 +30,7 @@ from jq_tool.chaos.target import (
 )
 
 NODES = 3
+MOVE_TIMEOUT_S = 60.0
 
 
 class SpawnedShardedCluster:
@@ -64,7 +69,8 @@ class SpawnedShardedCluster:
             )
             for name in names
         }
-        self.killed: list[str] = []  # what was killed, in order, for the report
+        self.killed: list[str] = []  # what was killed (or moved), in order, for the report
+        self.queues: list[str] = []  # the run's queues (the harness sets them): what may move
         self._down: str | None = None
         self._down_member: EtcdMemberProcess | None = None
         self._down_node: SpawnedServer | None = None
@@ -107,7 +113,11 @@ class SpawnedShardedCluster:
     async def kill(self) -> None:
         if self._down is not None:
             raise TargetError(f"{self._down} is still down: one kill at a time")
-        if len(self.killed) % 2 == 0:
+        turn = len(self.killed) % 3
+        if turn == 2 and self.queues:
+            await self._move()
+            return
+        if turn == 0:
             shard = self._victims.randrange(len(self.groups))
             member = await asyncio.to_thread(self.groups[shard].leader)
             self._down = f"shard {shard} etcd leader {member.name}"
@@ -120,7 +130,28 @@ class SpawnedShardedCluster:
             await self._down_node.kill()
         self.killed.append(self._down)
 
+    async def _move(self) -> None:
+        """Move one of the run's queues to the next shard, through a random node."""
+        queue = self._victims.choice(self.queues)
+        node = self.nodes[self._victims.choice(list(self.nodes))]
+        async with httpx.AsyncClient(timeout=MOVE_TIMEOUT_S) as http:
+            headers = {"Authorization": f"Bearer {node.key}"}
+            view = await http.get(node.base_url + "/admin/shards", headers=headers)
+            placed = view.json()["queues"].get(queue) if view.status_code == 200 else None
+            if placed is None:
+                raise TargetError(f"cannot move {queue}: no placement ({view.text[:200]})")
+            to = (placed["shard"] + 1) % len(self.groups)
+            moved = await http.post(
+                f"{node.base_url}/admin/queues/{queue}/move", json={"to": to}, headers=headers
+            )
+        if moved.status_code != 200:
+            raise TargetError(f"moving {queue} failed: {moved.status_code} {moved.text[:300]}")
+        self.killed.append(f"move {queue} {placed['shard']}->{to}")
+        self._down = None
+
     async def restart(self) -> None:
+        if self._down is None and self.killed and self.killed[-1].startswith("move "):
+            return  # a move has nothing to bring back
         if self._down is None:
             raise TargetError("nothing is down")
         try:

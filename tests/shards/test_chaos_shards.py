@@ -1,7 +1,8 @@
 """CI's chaos round against two shards: the real `jq chaos --shards 2` spawns two etcd groups
 of three members and three `jq serve` nodes holding both shards, submits 600 jobs to one queue
-per shard, and SIGKILLs in turn a shard's etcd leader and a jq node (four kills, each victim
-back before the next). Zero loss, zero duplicates."""
+per shard, and in turn SIGKILLs a shard's etcd leader, SIGKILLs a jq node and moves one of the
+queues to the other shard under the load (four disruptions, each victim back before the next).
+Zero loss, zero duplicates."""
 
 from __future__ import annotations
 
@@ -43,5 +44,9 @@ def test_chaos_round_against_two_shards_loses_and_doubles_nothing(tmp_path: Path
     assert report["kills"] == 4 and report["restarts"] == 4
     assert completed.returncode == 0, completed.stderr[-2000:]
     notes = " | ".join(report["notes"])
-    assert re.search(r"killed in turn: shard \d etcd leader g\dm\d, node n\d, shard \d", notes)
+    assert re.search(
+        r"killed in turn: shard \d etcd leader g\dm\d, node n\d, move chaos-\w+-\d \d->\d, "
+        r"shard \d etcd leader",
+        notes,
+    ), notes
     assert len(report["queue"].split(",")) == 2
