@@ -109,6 +109,23 @@ class SpawnedShardedCluster:
         if failures:
             await self.stop()
             raise TargetError("the sharded cluster did not start; " + "\n".join(failures))
+        await self._place_queues()
+
+    async def _place_queues(self) -> None:
+        """Place the run's queues one after the other before the load (a queue is placed by
+        its first write, on the least loaded shard): one on each shard, not wherever
+        concurrent first submits happen to put them."""
+        node = self._first()
+        async with httpx.AsyncClient(timeout=10) as http:
+            for queue in self.queues:
+                answer = await http.put(
+                    f"{node.base_url}/queues/{queue}",
+                    json={},
+                    headers={"Authorization": f"Bearer {node.key}"},
+                )
+                if answer.status_code != 200:
+                    await self.stop()
+                    raise TargetError(f"could not place {queue}: {answer.text[:200]}")
 
     async def kill(self) -> None:
         if self._down is not None:

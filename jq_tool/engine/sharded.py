@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
@@ -211,7 +212,13 @@ class ShardedEngine:
                         return placement
                     candidates = sorted(self.engines) or self.shard_ids
                     counts = self.placement.queue_counts(candidates)
-                    shard = min(candidates, key=lambda s: (counts[s], s))
+                    # Ties go by the queue's name, so queues created at once on several
+                    # nodes (each seeing the same counts) still spread.
+                    spin = zlib.crc32(queue.encode())
+                    shard = min(
+                        candidates,
+                        key=lambda s: (counts[s], (candidates.index(s) - spin) % len(candidates)),
+                    )
                     # The shard's log adopts the queue first, then the table names it: the
                     # table never routes to a shard that would refuse the queue.
                     engine = self._engine(shard)
