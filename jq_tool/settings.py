@@ -208,12 +208,15 @@ def _shards(text: str) -> dict[int, tuple[str, ...]]:
 
 
 def _shard_ids(text: str) -> tuple[int, ...] | None:
-    """`0,1` → (0, 1); `none` → () (a node that holds no shard and forwards everything)."""
+    """`0,1` → (0, 1); `none` → () (a node that holds no shard and forwards everything);
+    `all` → None (every shard)."""
+    if text.strip().lower() == "all":
+        return None
     if text.strip().lower() == "none":
         return ()
     parts = [part.strip() for part in text.split(",") if part.strip()]
     if not all(part.isdigit() for part in parts):
-        raise ValueError(f"expected shard numbers like 0,1 (or none), got {text!r}")
+        raise ValueError(f"expected shard numbers like 0,1 (or all, or none), got {text!r}")
     return tuple(sorted({int(part) for part in parts}))
 
 
@@ -378,9 +381,8 @@ class Settings:
         "0=http://host:port,…;1=…; queues are spread over the shards",
     )  # fmt: skip
     shard_replicas: tuple[int, ...] | None = setting(
-        None, flag="--shard-replicas", env="SHARD_REPLICAS", parse=_shard_ids, panel=CLUSTER,
-        shown_default="every shard",
-        help="The shards this node holds a replica of (0,1 or none); requests for the others "
+        "all", flag="--shard-replicas", env="SHARD_REPLICAS", parse=_shard_ids, panel=CLUSTER,
+        help="The shards this node holds a replica of (0,1, all or none); requests for others "
         "are forwarded to a node that holds them",
     )  # fmt: skip
     etcd_cluster_token: str = setting(
