@@ -488,6 +488,8 @@ class ImportJobs(msgspec.Struct, tag="jobs_import", array_like=True):
     # The parents each WAITING job of the queue still waits for (chunk 0), as the machine
     # keeps them (a parent requeued after DEAD no longer counts).
     awaited: list[tuple[str, list[str]]] = []
+    # The queue's unique keys (chunk 0): (owner, key scoped by queue, job id, scope, until).
+    unique: list[tuple[str, str, str, UniqueScope, int]] = []
     now: int = 0
 
 
@@ -495,7 +497,9 @@ class ReleaseQueue(msgspec.Struct, tag="queue_release", array_like=True):
     """After the placement flip, the source drops the queue's jobs, keys and settings and keeps
     a tombstone queue -> (target, epoch) and a stub per moved job id (job id -> target), so
     late requests are told where the queue went (NOT_OWNER). Also the target's way back out of
-    an adoption the placement never pointed to (an aborted move after step 3)."""
+    an adoption the placement never pointed to (an aborted move after step 3), and, with no
+    move id, the way to give back an empty queue adopted here whose placement another shard
+    won (docs/scaling.md §2.2)."""
 
     queue: str
     move_id: str

@@ -44,6 +44,7 @@ from jq_tool.core.model import (
     ReleaseQueue,
     StartShard,
 )
+from jq_tool.core.unique import UniqueEntry
 
 __all__ = [
     "CHUNK_BYTES",
@@ -227,7 +228,7 @@ def command_problem(cmd: object) -> str | None:
         return _shard_problem(cmd.shard, "shard")
     if isinstance(cmd, (AdoptQueue, FenceQueue, ReleaseQueue, AbortMove)):
         problem = _text_problem(cmd.queue, "queue") or _text_problem(
-            cmd.move_id, "move_id", nonempty=not isinstance(cmd, AdoptQueue)
+            cmd.move_id, "move_id", nonempty=not isinstance(cmd, (AdoptQueue, ReleaseQueue))
         )
         if problem:
             return problem
@@ -298,7 +299,7 @@ def _chunk_bytes(cmd: ImportJobs) -> tuple[bytes, bytes, bytes]:
     return (
         _jobs_encoder.encode(cmd.jobs),
         _jobs_encoder.encode(cmd.keys),
-        _jobs_encoder.encode((cmd.settings, cmd.awaited)),
+        _jobs_encoder.encode((cmd.settings, cmd.awaited, cmd.unique)),
     )
 
 
@@ -319,12 +320,14 @@ def export_chunks(
     keys: list[ImportedKey],
     settings: QueueSettings | None,
     awaited: list[tuple[str, list[str]]],
+    unique: list[UniqueEntry],
     limit: int = CHUNK_BYTES,
 ) -> list[ImportJobs]:
     """A fenced queue's jobs (in submission order) and keys as ImportJobs commands, each
     holding at most `limit` encoded bytes of jobs and keys (at least one item), all carrying
-    the crc of the whole; the first also carries the queue's flow settings and the parents its
-    WAITING jobs still wait for. Copies: the commands share nothing with the machine's jobs."""
+    the crc of the whole; the first also carries the queue's flow settings, the parents its
+    WAITING jobs still wait for and its unique keys. Copies: the commands share nothing with
+    the machine's jobs."""
     # Each item encoded once, to measure it; decoded back as fresh objects.
     chunks: list[ImportJobs] = []
     current_jobs: list[bytes] = []
@@ -364,6 +367,7 @@ def export_chunks(
     if settings is not None:
         first.settings = _settings_decoder.decode(_jobs_encoder.encode(settings))
     first.awaited = [(child, list(parents)) for child, parents in awaited]
+    first.unique = list(unique)
     crc = chunks_crc(chunks)
     for cmd in chunks:
         cmd.total = len(chunks)
@@ -390,6 +394,7 @@ class Staged(msgspec.Struct):
     keys: list[ImportedKey]
     settings: QueueSettings | None
     awaited: list[tuple[str, list[str]]]
+    unique: list[UniqueEntry]
 
 
 def staged_import(staged: dict[int, ImportJobs]) -> Staged | str:
@@ -417,4 +422,4 @@ def staged_import(staged: dict[int, ImportJobs]) -> Staged | str:
     if settings is not None:
         settings = _settings_decoder.decode(_jobs_encoder.encode(settings))
     awaited = [(child, list(parents)) for child, parents in ordered[0].awaited]
-    return Staged(jobs, keys, settings, awaited)
+    return Staged(jobs, keys, settings, awaited, list(ordered[0].unique))

@@ -1069,6 +1069,8 @@ class StateMachine:
                     continue
             jf = nj.flow
             unique_key = None if jf is None else jf.unique_key
+            if unique_key is not None and sharded:
+                unique_key = scoped_key(nj.queue, unique_key)  # per queue, as idempotency keys
             if unique_key is not None:
                 holder = self._unique.holder(nj.owner, unique_key, self._now, jobs)
                 if holder is not None:
@@ -1812,6 +1814,7 @@ class StateMachine:
             self._own.queue_keys(self._idempotency, queue),
             self._flow.get(queue),
             awaited,
+            self._unique.with_prefix(scoped_key(queue, "")),
             limit,
         )
 
@@ -1891,6 +1894,7 @@ class StateMachine:
         jobs = self._jobs
         owners = self._owners
         counts = q.counts
+        stubs = self._own.stubs
         runnable: list[Job] = []
         for job in got.jobs:
             self._seq += 1
@@ -1923,6 +1927,8 @@ class StateMachine:
                     self._done.add(job)
             jobs[job.id] = job
             self._order.append(job)
+            if stubs:
+                stubs.pop(job.id, None)  # a queue moving back: its jobs are here again
         deps = self._deps
         for child, parents in got.awaited:
             if child in jobs and jobs[child].state is _WAITING:
@@ -1930,6 +1936,8 @@ class StateMachine:
         for key in got.keys:
             self._idempotency[(key.owner, key.key)] = (key.job_id, key.fingerprint, key.keep_end)
             heapq.heappush(self._idempotency_expiry, (key.keep_end, key.owner, key.key))
+        if got.unique:
+            self._unique.load(got.unique)
         if got.settings is not None:
             got.settings.name = name
             self._flow[name] = got.settings
@@ -1999,8 +2007,16 @@ class StateMachine:
         if owner is None:
             return own.queue_refusal(name) or Error(ErrorCode.NOT_OWNER, name)
         # The source releases the queue its move fenced; a target releases a queue it adopted
-        # by that move and never served (an abort after step 3).
-        if owner.fence != move_id and (owner.fence or owner.move_id != move_id):
+        # by that move and never served (an abort after step 3). Without a move, only an empty
+        # queue created here is given back (a placement CAS lost to another node, §2.2).
+        if not move_id and not owner.fence and not owner.move_id:
+            q = self._queues.get(name)
+            if q is not None and any(q.counts):
+                return Error(
+                    ErrorCode.INVALID_STATE,
+                    f"queue {name!r} holds jobs: only an empty queue is given back without a move",
+                )
+        elif owner.fence != move_id and (owner.fence or owner.move_id != move_id):
             return Error(
                 ErrorCode.INVALID_STATE, f"queue {name!r} is not held for move {move_id!r}"
             )
@@ -2020,15 +2036,13 @@ class StateMachine:
         ids of the jobs dropped, in submission order. O(jobs): once per move."""
         jobs = self._jobs
         dropped = [job for job in self._order if job.queue == name and jobs.get(job.id) is job]
-        unique_keys = self._unique
         for job in dropped:
             del jobs[job.id]
             if job.state is _DEAD:
                 self._dead_groups.remove(job)
             elif job.state is _WAITING:
                 self._deps.drop(job.id)
-            if unique_keys:
-                unique_keys.job_purged(job.id, self._now)
+        self._unique.drop_prefix(scoped_key(name, ""))
         self._order = [job for job in self._order if jobs.get(job.id) is job]
         self._order_purged = 0
         self._scheduled = [entry for entry in self._scheduled if entry[2].queue != name]

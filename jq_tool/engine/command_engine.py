@@ -45,6 +45,7 @@ from jq_tool.core.model import (
     Expire,
     Extend,
     Fail,
+    FenceQueue,
     ImportJobs,
     Job,
     JobFlow,
@@ -57,6 +58,7 @@ from jq_tool.core.model import (
     PurgeResult,
     QueueResult,
     QueueSettings,
+    ReleaseQueue,
     Requeue,
     Result,
     Schedule,
@@ -365,9 +367,11 @@ class CommandEngine(InsightCalls, Engine):
         results = []
         for command in commands:
             results.append(machine.apply(command))
-            if type(command) is SetQueue:
-                # A resume or a raised limit may free the queue: every waiter looks again.
-                self._runnable_news[command.queue] = 1 << 30
+            kind = type(command)
+            if kind is SetQueue or kind is FenceQueue or kind is ReleaseQueue:
+                # A resume or a raised limit may free the queue: every waiter looks again. A
+                # queue fenced or moved away (sharded): every waiter hears it and goes.
+                self._runnable_news[command.queue] = 1 << 30  # type: ignore[union-attr]
         if batch is not None:
             for proposal, result in zip(batch, results, strict=True):
                 if not proposal.future.done():
@@ -721,6 +725,11 @@ class CommandEngine(InsightCalls, Engine):
         self, queue: str, max_jobs: int, lease_ms: int, worker: str | None = None
     ) -> list[Job]:
         now = self._clock()
+        # Sharded: a queue this shard does not serve (or that is moving) is refused at once,
+        # not waited on; off (one node, one group) this is None at once.
+        refusal = self._machine.ownership.queue_refusal(queue)
+        if refusal is not None:
+            raise CommandRejected(refusal.code, refusal.message)
         # Only a lease that can succeed is written to the log: an empty poll writes nothing.
         if not self._machine.has_runnable(queue, now):
             return []
@@ -728,7 +737,7 @@ class CommandEngine(InsightCalls, Engine):
         result = await self._propose(
             Lease(now=now, queue=queue, lease_ms=lease_ms, lease_ids=lease_ids, worker=worker)
         )
-        if isinstance(result, Error):  # sharded: NOT_OWNER, or QUEUE_MOVING during a move
+        if isinstance(result, Error):  # sharded: fenced or moved since the look above
             raise CommandRejected(result.code, result.message)
         assert isinstance(result, LeaseResult)
         return result.jobs

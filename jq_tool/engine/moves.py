@@ -45,9 +45,10 @@ from jq_tool.core.model import (
     ReleaseQueue,
     Result,
 )
-from jq_tool.engine.command_engine import now_ms
+from jq_tool.engine.command_engine import CommandEngine, now_ms
 
 __all__ = [
+    "EngineShard",
     "MoveError",
     "MoveOutcome",
     "MoveRecord",
@@ -105,6 +106,20 @@ class PlacementStore(Protocol):
     async def cas(self, queue: str, expected_revision: int, record: Placement) -> bool:
         """Write `record` if the queue's record is still at `expected_revision` (0: absent)."""
         ...
+
+
+class EngineShard:
+    """ShardLog over a CommandEngine in this process (a LocalEngine, or a ClusterEngine whose
+    replica answers a proposal only after applying it, so its export follows its own fence)."""
+
+    def __init__(self, engine: CommandEngine) -> None:
+        self.engine = engine
+
+    async def propose(self, command: Command) -> Result:
+        return await self.engine.propose(command)
+
+    async def export(self, queue: str, move_id: str) -> list[ImportJobs]:
+        return self.engine.export_queue(queue, move_id)
 
 
 class MoveError(Exception):

@@ -145,6 +145,7 @@ def _busy_source() -> tuple[StateMachine, list[str]]:
         NewJob("later", "q", run_at=now + 60_000),
         NewJob("child", "q", owner="team", flow=JobFlow(depends_on=["q-0"])),
         NewJob("r-1", "r"),
+        NewJob("uniq", "q", owner="team", flow=JobFlow(unique_key="nightly")),
     )  # fmt: skip
     a.apply(SetQueue(now, "q", concurrency=9))
     leased = a.apply(Lease(now + 1, "q", 5_000, [f"lease-{i}" for i in range(8)]))
@@ -204,6 +205,9 @@ def test_a_move_carries_every_job_lease_key_and_setting(limit: int) -> None:
     # keys moved: a retried submit answers the same job on the new shard
     retried = NewJob("dup", "q", idempotency_key="key-3", owner="team", fingerprint="f3")
     assert submit(b, T0 + 200, retried) == [Submitted("q-3", duplicate=True)]
+    # unique keys came along (and are per queue)
+    again = NewJob("uniq-2", "q", owner="team", flow=JobFlow(unique_key="nightly"))
+    assert submit(b, T0 + 200, again) == [Submitted("uniq", unique=True)]
     # the waiting child still waits for its parent
     assert b.get("child").state is JobState.WAITING  # type: ignore[union-attr]
     assert b.awaited_parents("child") == a_awaited
@@ -332,3 +336,60 @@ def test_replay_and_snapshots_keep_the_ownership_state() -> None:
     fenced.restore(a.snapshot())
     assert fenced.ownership.fenced == {"q": "m1"}
     assert fenced.export_queue("q", "m1", 300) == chunks
+
+
+def test_a_queue_moves_back_and_forth() -> None:
+    a, ids = _busy_source()
+    b = shard(2)
+    before = _view(a, "q")
+    _move(a, b, "q", "there", 700)
+    # and back: the first shard's tombstone and stubs give way to the queue's return
+    assert b.apply(FenceQueue("q", "back", T0 + 300)).fenced  # type: ignore[union-attr]
+    for chunk in b.export_queue("q", "back"):
+        assert isinstance(a.apply(chunk), OwnershipResult)
+    assert a.apply(AdoptQueue("q", 3, "back", T0 + 301)).epoch == 3  # type: ignore[union-attr]
+    assert b.apply(ReleaseQueue("q", "back", 1, T0 + 302)).epoch == 3  # type: ignore[union-attr]
+    assert _view(a, "q") == before
+    assert "q" not in a.ownership.tombstones and a.ownership.moved_job(ids[0]) is None
+    assert b.ownership.moved_job(ids[0]) == 1 and b.job_count == 0
+    assert code(b.apply(Lease(T0 + 400, "q", 10, ["z"]))) is ErrorCode.NOT_OWNER
+
+
+def test_an_empty_adoption_is_given_back_without_a_move() -> None:
+    sm = shard(1, "lost", "busy")
+    submit(sm, T0, NewJob("b1", "busy"))
+    given = sm.apply(ReleaseQueue("lost", "", 2, T0 + 1))
+    assert given == OwnershipResult("lost", False, 2)
+    assert sm.apply(ReleaseQueue("lost", "", 2)).repeated  # type: ignore[union-attr]
+    assert code(submit(sm, T0 + 2, NewJob("x", "lost"))[0]) is ErrorCode.NOT_OWNER
+    # a queue holding jobs never leaves without a move (its jobs would be lost)
+    assert code(sm.apply(ReleaseQueue("busy", "", 2))) is ErrorCode.INVALID_STATE
+    assert sm.get("b1") is not None
+
+
+def test_a_snapshot_written_before_ownership_loads() -> None:
+    sm = StateMachine(CONFIG)
+    submit(sm, T0, NewJob("a", "q", idempotency_key="k"), NewJob("b", "r"))
+    fields = msgspec.msgpack.decode(sm.snapshot())
+    assert fields[-1] is None  # ownership off: the new field, empty
+    older = msgspec.msgpack.encode(fields[:-1])  # as the release before it wrote them
+    restored = StateMachine(CONFIG)
+    restored.restore(older)
+    assert restored.snapshot() == sm.snapshot()
+    assert restored.ownership.shard is None
+
+
+def test_export_chunks_stay_under_the_limit() -> None:
+    from jq_tool.core.ownership import CHUNK_BYTES
+
+    sm = shard(1, "big")
+    for start in range(0, 6000, 500):
+        jobs = [NewJob(f"big-{i}", "big", "p" * 300, idempotency_key=f"k{i}")
+                for i in range(start, start + 500)]  # fmt: skip
+        submit(sm, T0, *jobs)
+    sm.apply(FenceQueue("big", "m", T0))
+    chunks = sm.export_queue("big", "m")
+    sizes = [len(encode_command(chunk)) for chunk in chunks]
+    assert len(chunks) >= 4 and max(sizes) <= CHUNK_BYTES + 1024, sizes
+    assert sum(len(chunk.jobs) for chunk in chunks) == 6000
+    assert sum(len(chunk.keys) for chunk in chunks) == 6000

@@ -5,9 +5,9 @@ priorities and parents, leases, acks, failures, expiry, purges with bounds, sche
 settings, dead-letter groups) is played on an unsharded machine and on a shard that adopted
 every queue first; both must give the same results, the same transition events, the same stats
 and the same jobs. Two differences are by design and kept out of the log: sharded idempotency
-keys are per queue, and a job's parents must be in its own queue, so the log's keys name their
-queue and parents in other queues are dropped. Then a log with a whole move in it is replayed:
-the same state, byte for byte, every time.
+and unique keys are per queue, and a job's parents must be in its own queue, so the log's keys
+name their queue and parents in other queues are dropped. Then a log with a whole move in it
+is replayed: the same state, byte for byte, every time.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from tests.core.test_determinism import CONFIG, QUEUES, T0, Recorder, record_log
 
 
 def _shardable(log: list[Command]) -> list[Command]:
-    """The log with idempotency keys that name their queue and parents only of the same
-    queue (as the job's queue is known from the commands that made it)."""
+    """The log with idempotency and unique keys that name their queue and parents only of
+    the same queue (as the job's queue is known from the commands that made it)."""
     queue_of: dict[str, str] = {}
     schedule_queue: dict[str, str] = {}
     out: list[Command] = []
@@ -50,9 +50,11 @@ def _shardable(log: list[Command]) -> list[Command]:
             for nj in command.jobs:
                 key = nj.idempotency_key
                 flow = nj.flow
-                if flow is not None and flow.depends_on:
+                if flow is not None:
                     same = [p for p in flow.depends_on if queue_of.get(p) == nj.queue]
-                    flow = msgspec.structs.replace(flow, depends_on=same)
+                    unique = flow.unique_key
+                    unique = None if unique is None else f"{nj.queue}/{unique}"
+                    flow = msgspec.structs.replace(flow, depends_on=same, unique_key=unique)
                 jobs.append(
                     msgspec.structs.replace(
                         nj, idempotency_key=None if key is None else f"{nj.queue}/{key}", flow=flow

@@ -19,19 +19,17 @@ import pytest
 
 from jq_tool.core.model import (
     AdoptQueue,
-    Command,
     ErrorCode,
-    ImportJobs,
     Job,
     JobState,
     OwnershipResult,
-    Result,
     StartShard,
 )
 from jq_tool.engine.base import CommandRejected, JobSpec
 from jq_tool.engine.factory import engine_config
 from jq_tool.engine.local import LocalEngine
 from jq_tool.engine.moves import (
+    EngineShard,
     MoveError,
     Placement,
     QueueMover,
@@ -41,19 +39,6 @@ from jq_tool.settings import Settings
 
 QUEUE = "emails"
 LEASE_MS = 600_000  # longer than the test: leases held through the move stay held
-
-
-class EngineShard:
-    """ShardLog over a real engine in this process: its log, its state machine."""
-
-    def __init__(self, engine: LocalEngine) -> None:
-        self.engine = engine
-
-    async def propose(self, command: Command) -> Result:
-        return await self.engine._propose(command)
-
-    async def export(self, queue: str, move_id: str) -> list[ImportJobs]:
-        return self.engine._machine.export_queue(queue, move_id)
 
 
 class MemoryPlacement:
@@ -267,5 +252,33 @@ async def test_submits_during_a_move_make_each_job_once(tmp_path: Path) -> None:
         loads = [int(job.payload.split()[1]) for job in jobs if job.payload.startswith("load")]
         assert sorted(loads) == list(range(300))
         assert retries > 0  # some submits did meet the move (fenced, then moved away)
+    finally:
+        await cluster.stop()
+
+
+async def test_a_long_poll_on_the_source_hears_of_the_move(tmp_path: Path) -> None:
+    cluster, _ = await _setup(tmp_path)
+    try:
+        source = cluster.engines[1]
+        assert isinstance(await EngineShard(source).propose(AdoptQueue("idle", 1)), OwnershipResult)
+        assert await cluster.placement.cas("idle", 0, Placement(1))
+        # A worker long-polls the empty queue on its shard; the queue moves meanwhile.
+        polling = asyncio.ensure_future(source.lease("idle", wait_ms=600_000))
+        await asyncio.sleep(0.05)
+        assert not polling.done()
+        outcome = await cluster.mover().move("idle", 2)
+        assert outcome.moved and outcome.jobs == 0  # an empty queue moves too
+        # The poll ends with the refusal that sends it to the new shard (no wait for its end;
+        # the bound only keeps a broken build from hanging the suite).
+        with pytest.raises(CommandRejected) as refusal:
+            await asyncio.wait_for(polling, 60)
+        assert refusal.value.code in (ErrorCode.QUEUE_MOVING, ErrorCode.NOT_OWNER)
+        with pytest.raises(CommandRejected) as again:
+            await source.lease("idle")
+        assert again.value.code is ErrorCode.NOT_OWNER and "shard 2" in again.value.message
+        target = cluster.engines[2]
+        await target.submit(JobSpec(queue="idle", payload="now here"))
+        [job] = await target.lease("idle")
+        assert job.payload == "now here"
     finally:
         await cluster.stop()
