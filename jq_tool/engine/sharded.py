@@ -34,11 +34,9 @@ import msgspec
 
 from jq_tool.core.model import (
     AdoptQueue,
-    Command,
     DeadGroupAction,
     Error,
     ErrorCode,
-    ImportJobs,
     Job,
     JobState,
     QueueSettings,
@@ -72,7 +70,7 @@ from jq_tool.engine.base import (
 from jq_tool.engine.cluster import ClusterEngine
 from jq_tool.engine.command_engine import now_ms
 from jq_tool.engine.etcd_client import EtcdClient, EtcdError
-from jq_tool.engine.moves import MoveError, MoveOutcome, Placement, QueueMover
+from jq_tool.engine.moves import EngineShard, MoveError, MoveOutcome, Placement, QueueMover
 from jq_tool.engine.placement import PlacementTable
 
 if TYPE_CHECKING:
@@ -702,7 +700,7 @@ class ShardedEngine:
             if shard not in self.shard_ids:
                 raise MoveError(f"no shard {shard}")
             self._engine(shard)
-        shards = {shard: _HeldShard(engine) for shard, engine in self.engines.items()}
+        shards = {shard: EngineShard(engine) for shard, engine in self.engines.items()}
         etcd = self.placement.etcd
         lease = await etcd.lease_grant(MOVE_LEASE_TTL_S)
         key = MOVES_PREFIX + queue.encode()
@@ -748,19 +746,6 @@ class ShardedEngine:
     def schedule_stats(self) -> ScheduleStats:
         engine = self.engines.get(SCHEDULES_SHARD)
         return ScheduleStats() if engine is None else engine.schedule_stats()
-
-
-class _HeldShard:
-    """A shard this node holds, as the move driver's ShardLog (engine/moves.py)."""
-
-    def __init__(self, engine: ClusterEngine) -> None:
-        self.engine = engine
-
-    async def propose(self, command: Command) -> Result:
-        return await self.engine.propose(command)
-
-    async def export(self, queue: str, move_id: str) -> builtins.list[ImportJobs]:
-        return self.engine.export_queue(queue, move_id)
 
 
 async def _keep_alive(etcd: EtcdClient, lease: int) -> None:
