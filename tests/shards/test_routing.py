@@ -86,3 +86,35 @@ def test_the_node_without_shards_forwards_and_says_where(sharded: Sharded) -> No
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
     health = httpx.get(fwd.url + "/health", timeout=5)
     assert health.status_code == 200
+
+
+def test_the_admin_routes_refuse_bad_input_with_4xx(sharded: Sharded) -> None:
+    node = sharded.replicas[0]
+    assert submit(node, "admin-q", "x").status_code == 201
+
+    def move(body: object, key: str | None = None, queue: str = "admin-q") -> httpx.Response:
+        return httpx.post(
+            f"{node.url}/admin/queues/{queue}/move",
+            json=body,
+            headers=headers(node, key),
+            timeout=10,
+        )
+
+    cases = [
+        (move({"to": 7}), 400, "invalid_field"),
+        (move({"to": "one"}), 400, None),
+        (move({}), 400, None),
+        (move({"to": 1}, queue="never-used"), 409, "move_refused"),
+        (move({"to": 1}, key=node.client_key), 403, "forbidden"),
+        (move({"to": 1}, key="nope"), 401, "unauthorized"),
+    ]
+    for answer, status, code in cases:
+        assert answer.status_code == status, answer.text
+        assert "error" in answer.json()
+        if code is not None:
+            assert answer.json()["code"] == code
+    here = placement(node)["admin-q"]
+    same = move({"to": here})
+    assert same.status_code == 409 and "already" in same.json()["error"]
+    shown = httpx.get(node.url + "/admin/shards", headers=headers(node, node.worker_key), timeout=5)
+    assert shown.status_code == 403
