@@ -94,6 +94,24 @@ class ShardNotHeld(EngineUnavailable):
         self.urls = urls
 
 
+class MoveRefused(Exception):
+    """Sharded mode: a queue move that cannot go on as asked (another move of it, a lost race,
+    a queue never placed, a refusal from a shard). Nothing was left that a retry cannot finish."""
+
+
+class ShardAdmin(Protocol):
+    """Sharded mode's admin calls (engine/sharded.py's ShardedEngine), for its admin routes."""
+
+    def placement_view(self) -> dict[str, object]:
+        """The placement table as this node sees it and the health of the shards it holds."""
+        ...
+
+    async def move_queue(self, queue: str, to: int) -> object:
+        """Move a queue to shard `to` (or finish a stopped move of it); the outcome, as a
+        Struct. Raises MoveRefused, ShardNotHeld (the request is forwarded)."""
+        ...
+
+
 class StorageFull(EngineUnavailable):
     """The disk is full: the write was refused and nothing was acknowledged. Recoverable."""
 

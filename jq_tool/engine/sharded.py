@@ -59,6 +59,7 @@ from jq_tool.engine.base import (
     JobEvent,
     JobSpec,
     LeaseNext,
+    MoveRefused,
     QueueChange,
     QueueLatency,
     RetentionStats,
@@ -686,13 +687,35 @@ class ShardedEngine:
         engine = self._held_engine_of(name)
         return None if engine is None else engine.queue_stats(name)
 
-    # ------------------------------------------------------------------ moves
+    # ------------------------------------------------------------------ moves and the admin view
+
+    def placement_view(self) -> dict[str, object]:
+        table = self.placement
+        health = self.health().shards or {}
+        counts = table.queue_counts(self.shard_ids)
+        shards = {
+            str(shard): {
+                "held": shard in self.engines,
+                "health": health.get(str(shard)),
+                "replicas": table.replica_urls(shard),
+                "queues": counts[shard],
+            }
+            for shard in self.shard_ids
+        }
+        return {"node": self.node_id, "revision": table.revision, "shards": shards,
+                "queues": dict(table.queues)}  # fmt: skip
 
     async def move_queue(self, queue: str, to: int) -> MoveOutcome:
         """Move a queue to shard `to` (docs/scaling.md §2.6; engine/moves.py drives it), or
         finish a move of it that stopped. This node must hold both shards (else the request is
         forwarded to one that holds the source). One driver per queue at a time: an etcd lease
-        on `jq/moves/<queue>` in the meta group. Raises MoveError when it cannot go on."""
+        on `jq/moves/<queue>` in the meta group. Raises MoveRefused when it cannot go on."""
+        try:
+            return await self._move_queue(queue, to)
+        except MoveError as exc:
+            raise MoveRefused(str(exc)) from None
+
+    async def _move_queue(self, queue: str, to: int) -> MoveOutcome:
         current = self.placement.lookup(queue) or await self.placement.refresh(queue)
         if current is None:
             raise MoveError(f"queue {queue!r} has no placement (no job was ever submitted)")

@@ -14,13 +14,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import cast
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from jq_tool.auth import KeyStore, KeyStoreUnavailable, seed_dev_keys
-from jq_tool.engine.base import Engine
+from jq_tool.engine.base import Engine, ShardAdmin
 from jq_tool.server.auth_guard import Guard
 from jq_tool.server.dashboard import dashboard_routes
 from jq_tool.server.errors import HANDLED_EXCEPTIONS, handle_exception
@@ -50,11 +51,9 @@ def _shard_routes(engine: Engine, guard: Guard, settings: Settings) -> list[Base
     """Sharded mode's admin routes; nothing (and no import of the sharded engine) otherwise."""
     if not settings.shards:
         return []
-    from jq_tool.engine.sharded import ShardedEngine
     from jq_tool.server.routes_shards import ShardRoutes
 
-    assert isinstance(engine, ShardedEngine)
-    return ShardRoutes(engine, guard).routes()
+    return ShardRoutes(cast(ShardAdmin, engine), guard).routes()
 
 
 class StartupFailed(Exception):

@@ -14,8 +14,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from jq_tool.auth import Scope
-from jq_tool.engine.moves import MoveError
-from jq_tool.engine.sharded import ShardedEngine
+from jq_tool.engine.base import MoveRefused, ShardAdmin
 from jq_tool.server.auth_guard import Guard
 from jq_tool.server.errors import ApiError
 from jq_tool.server.requests import check_value, decode, read_body
@@ -31,7 +30,7 @@ class MoveBody(msgspec.Struct, forbid_unknown_fields=True):
 
 @dataclass(frozen=True)
 class ShardRoutes:
-    engine: ShardedEngine
+    engine: ShardAdmin
     guard: Guard
 
     def routes(self) -> list[BaseRoute]:
@@ -42,37 +41,18 @@ class ShardRoutes:
 
     async def shards(self, request: Request) -> Response:
         await self.guard.require(request, Scope.KEYS_CREATE)
-        engine = self.engine
-        table = engine.placement
-        health = engine.health().shards or {}
-        counts = table.queue_counts(engine.shard_ids)
-        shards = {
-            str(shard): {
-                "held": shard in engine.engines,
-                "health": health.get(str(shard)),
-                "replicas": table.replica_urls(shard),
-                "queues": counts[shard],
-            }
-            for shard in engine.shard_ids
-        }
-        return JSONResponse(
-            {
-                "node": engine.node_id,
-                "revision": table.revision,
-                "shards": shards,
-                "queues": dict(table.queues),
-            }  # fmt: skip
-        )
+        return JSONResponse(self.engine.placement_view())
 
     async def move(self, request: Request) -> Response:
         await self.guard.require(request, Scope.KEYS_CREATE)
         name = request.path_params["name"]
         check_value(name, QueueName, "name")
         body = decode(await read_body(request, _SMALL_BODY), MoveBody)
-        if body.to not in self.engine.shard_ids:
+        shards = self.engine.placement_view()["shards"]
+        if not isinstance(shards, dict) or str(body.to) not in shards:
             raise ApiError(400, "invalid_field", f"no shard {body.to}", "to")
         try:
             outcome = await self.engine.move_queue(name, body.to)
-        except MoveError as exc:
+        except MoveRefused as exc:
             raise ApiError(409, "move_refused", str(exc)) from None
         return JSONResponse(outcome)
