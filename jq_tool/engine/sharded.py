@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
+from jq_tool.core.job_ids import shard_of_job_id
 from jq_tool.core.model import (
     AdoptQueue,
     DeadGroupAction,
@@ -256,21 +257,19 @@ class ShardedEngine:
 
     def _engine_for_job(self, job_id: str) -> ClusterEngine:
         """The held shard that has the job now (the one its queue is placed on, when a move
-        left it on two); else, for a node that does not hold every shard, a forward."""
+        left it on two); else the shard its id names (which catches up with its log, or
+        knows where the job's queue moved); a forward when this node does not hold that."""
         holding = [engine for engine in self.engines.values() if engine.holds(job_id)]
         if len(holding) == 1:
             return holding[0]
         if holding:
-            queue = holding[0].queue_job_of(job_id) or ""
-            owner = self.shard_of_queue(queue)
-            for engine in holding:
-                if owner is not None and self.engines.get(owner) is engine:
-                    return engine
-            return holding[0]
-        missing = [shard for shard in self.shard_ids if shard not in self.engines]
-        if missing:
-            raise self._not_held(missing[0])
-        return self.engines[self.shard_ids[0]]  # nobody has it: that shard says NOT_FOUND
+            owner = self.shard_of_queue(holding[0].queue_job_of(job_id) or "")
+            engine = self.engines.get(owner) if owner is not None else None
+            return engine if engine in holding else holding[0]
+        shard = shard_of_job_id(job_id)
+        if shard is None or shard not in self.shard_ids:
+            shard = self.shard_ids[0]  # not a sharded id: nobody has it, that shard says so
+        return self._engine(shard)
 
     async def _for_job(self, job_id: str, call: Callable[[ClusterEngine], Awaitable[T]]) -> T:
         deadline = time.monotonic() + MOVE_HOLD_S
@@ -441,10 +440,13 @@ class ShardedEngine:
         engine = self._engine_for_job(job_id)
         job = await engine.get(job_id)
         if job is None:
-            # Not in memory where it was looked for: another held shard may have caught up.
+            # Not where its id points: its queue moved (the shard keeps only a stub). A miss
+            # is rare (a 404), so the other held shards are asked, each caught up.
             for other in self.engines.values():
-                if other is not engine and other.holds(job_id):
-                    return await other.get(job_id)
+                if other is not engine:
+                    job = await other.get(job_id)
+                    if job is not None:
+                        return job
         return job
 
     async def get_finished(self, job_id: str) -> Job | None:
