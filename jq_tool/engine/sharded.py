@@ -25,6 +25,7 @@ import builtins
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -94,6 +95,11 @@ QUEUE_MOVING = "queue_moving"
 _REROUTE = frozenset({NOT_OWNER, QUEUE_MOVING})
 SCHEDULES_SHARD = 0  # schedules live on shard 0 (the meta group's shard)
 MOVES_PREFIX = b"jq/moves/"  # in the meta group: who drives a queue's move
+# How often a node looks for moves whose driver died (its jq/moves/<q> key lapsed with its lease).
+MOVE_RECONCILE_INTERVAL_S = 2.0
+# Test only (tests/shards/test_move_resume.py): the move driver stops for good after this step
+# (1..4), so a test can kill -9 its node mid-move. Unset in every real deployment.
+MOVE_PAUSE_ENV = "JQ_TEST_MOVE_PAUSE_AFTER_STEP"
 
 
 def shard_prefix(shard: int) -> bytes:
@@ -138,6 +144,8 @@ class ShardedEngine:
         self.placement = PlacementTable(EtcdClient(shards[0], timeout=3.0))
         self._creating: dict[str, asyncio.Lock] = {}
         self._started = False
+        self._reconciler: asyncio.Task[None] | None = None
+        self._after_move_step = _pause_hook(os.environ.get(MOVE_PAUSE_ENV, ""))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -148,6 +156,7 @@ class ShardedEngine:
         for shard in self.engines:
             with contextlib.suppress(EtcdError):
                 await self.placement.register_replica(shard, self.node_id, self.http_url)
+        self._reconciler = asyncio.create_task(self._reconcile_loop(), name="jq-move-reconciler")
         self._started = True
 
     async def _start_shard(self, shard: int) -> None:
@@ -168,6 +177,10 @@ class ShardedEngine:
             return
 
     async def stop(self) -> None:
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciler
         await asyncio.gather(*(engine.stop() for engine in self.engines.values()))
         await self.placement.stop()
         self._started = False
@@ -734,7 +747,7 @@ class ShardedEngine:
             if not await etcd.create_if_absent(key, self.node_id.encode(), lease=lease):
                 raise MoveError(f"another node is moving {queue!r} now")
             keepalive = asyncio.create_task(_keep_alive(etcd, lease))
-            mover = QueueMover(self.placement, shards)
+            mover = QueueMover(self.placement, shards, after_step=self._after_move_step)
             if current.move is not None and current.move.to == to:
                 return await mover.resume(queue)
             return await mover.move(queue, to)
@@ -743,6 +756,36 @@ class ShardedEngine:
                 keepalive.cancel()
             with contextlib.suppress(EtcdError):
                 await etcd.lease_revoke(lease)
+
+    async def resume_stopped_moves(self) -> builtins.list[MoveOutcome]:
+        """Finish every move whose driver died (docs/scaling.md §2.6, "a crash at every step").
+        A live driver holds `jq/moves/<q>` under its etcd lease; once that lapses (the driver's
+        node was killed), the first node holding both shards to take the key resumes the move
+        from its placement record: steps 1-5 before the commit point, the release after it.
+        Every node looks, the key makes one of them drive; a lost race is a MoveError, skipped."""
+        finished: builtins.list[MoveOutcome] = []
+        for queue, placement in builtins.list(self.placement.queues.items()):
+            move = placement.move
+            if move is None or move.source not in self.engines or move.to not in self.engines:
+                continue
+            driver, _ = await self.placement.etcd.range(MOVES_PREFIX + queue.encode())
+            if driver:
+                continue  # its driver is alive (or its lease has not lapsed yet)
+            log.info("move %s of %r has no driver: resuming it here", move.id, queue)
+            try:
+                finished.append(await self._move_queue(queue, move.to))
+            except MoveError as exc:
+                log.info("move %s of %r not resumed here: %s", move.id, queue, exc)
+        return finished
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(MOVE_RECONCILE_INTERVAL_S)
+            try:
+                await self.resume_stopped_moves()
+            except Exception as exc:  # a shard or the meta group down: look again later
+                log.info("resuming stopped moves: %s (again in %.0f s)", exc,
+                         MOVE_RECONCILE_INTERVAL_S)  # fmt: skip
 
     # ------------------------------------------------------------------ schedules (shard 0)
 
@@ -778,6 +821,18 @@ async def _keep_alive(etcd: EtcdClient, lease: int) -> None:
         await asyncio.sleep(MOVE_LEASE_TTL_S / 3)
         with contextlib.suppress(EtcdError):
             await etcd.lease_keepalive(lease)
+
+
+def _pause_hook(step: str) -> Callable[[int], Awaitable[None]]:
+    """The move driver's step hook: nothing, unless the test-only MOVE_PAUSE_ENV names a step."""
+    pause_after = int(step) if step.isdigit() else -1
+
+    async def after_step(done: int) -> None:
+        if done == pause_after:
+            log.warning("%s=%d: the move driver stops here for good", MOVE_PAUSE_ENV, done)
+            await asyncio.Event().wait()
+
+    return after_step
 
 
 def _owned(result: Result) -> None:
