@@ -13,9 +13,10 @@ A shard's state machine refusing a command because it does not own the queue (NO
 node's table was behind) or because the queue is being moved (QUEUE_MOVING) is not shown to the
 caller: the call is retried after re-reading the placement, for up to MOVE_HOLD_S.
 
-Reads that span queues (stats, lists, dead-letter groups, events) merge the held shards.
-Schedules live on shard 0. A shard without a quorum stops its own queues only: calls routed
-to it answer 503, the other shards' queues do not notice.
+Reads that span queues (stats, lists, dead-letter groups, events, schedules) merge the held
+shards. A schedule lives on its queue's shard (its ticker fires it; a move takes it along).
+A shard without a quorum stops its own queues only: calls routed to it answer 503, the other
+shards' queues do not notice.
 """
 
 from __future__ import annotations
@@ -93,7 +94,6 @@ RETRY_PAUSE_S = 0.05
 NOT_OWNER = "not_owner"
 QUEUE_MOVING = "queue_moving"
 _REROUTE = frozenset({NOT_OWNER, QUEUE_MOVING})
-SCHEDULES_SHARD = 0  # schedules live on shard 0 (the meta group's shard)
 MOVES_PREFIX = b"jq/moves/"  # in the meta group: who drives a queue's move
 # How often a node looks for moves whose driver died (its jq/moves/<q> key lapsed with its lease).
 MOVE_RECONCILE_INTERVAL_S = 2.0
@@ -787,33 +787,105 @@ class ShardedEngine:
                 log.info("resuming stopped moves: %s (again in %.0f s)", exc,
                          MOVE_RECONCILE_INTERVAL_S)  # fmt: skip
 
-    # ------------------------------------------------------------------ schedules (shard 0)
+    # ------------------------------------------------------------------ schedules (by queue)
+
+    def _engine_for_schedule(self, name: str) -> ClusterEngine:
+        """The held shard that has the schedule (the one its queue is placed on, when a move
+        left it on two); a forward when no held shard has it and this node lacks some."""
+        holding = [e for e in self.engines.values() if e.queue_of_schedule(name) is not None]
+        if len(holding) == 1:
+            return holding[0]
+        if holding:
+            owner = self.shard_of_queue(holding[0].queue_of_schedule(name) or "")
+            engine = self.engines.get(owner) if owner is not None else None
+            return engine if engine in holding else holding[0]
+        unheld = [shard for shard in self.shard_ids if shard not in self.engines]
+        if unheld:
+            raise self._not_held(unheld[0])
+        raise CommandRejected(ErrorCode.NOT_FOUND, f"no schedule {name!r}")
+
+    async def _for_schedule(self, name: str, call: Callable[[ClusterEngine], Awaitable[T]]) -> T:
+        deadline = time.monotonic() + MOVE_HOLD_S
+        while True:
+            engine = self._engine_for_schedule(name)
+            try:
+                return await call(engine)
+            except CommandRejected as exc:
+                if not _rerouted(exc) or time.monotonic() >= deadline:
+                    raise
+            await self._reroute_pause(engine.queue_of_schedule(name))
 
     async def create_schedule(
         self, spec: ScheduleSpec, *, paused: bool = False
     ) -> tuple[Schedule, bool]:
-        return await self._engine(SCHEDULES_SHARD).create_schedule(spec, paused=paused)
+        """On the shard of the schedule's queue: its ticker fires it, a move takes it along.
+        Schedule names stay one namespace: one of that name on another shard answers as the
+        local machine would (the same definition: a retried create; else SCHEDULE_EXISTS)."""
+        queue_shard = (await self._place(spec.queue)).shard
+        for shard, engine in self.engines.items():
+            if shard != queue_shard and engine.queue_of_schedule(spec.name) is not None:
+                existing = await engine.get_schedule(spec.name)
+                if existing is not None and existing.spec == spec:
+                    return existing, False
+                raise CommandRejected(
+                    ErrorCode.SCHEDULE_EXISTS,
+                    f"a schedule named {spec.name!r} exists with another definition: change "
+                    "it (PATCH), or delete it first",
+                )
+        return await self._for_queue(spec.queue, lambda e: e.create_schedule(spec, paused=paused))
 
     async def update_schedule(self, name: str, changes: ScheduleChanges) -> Schedule:
-        return await self._engine(SCHEDULES_SHARD).update_schedule(name, changes)
+        if changes.queue is not None:
+            now_on = self.shard_of_queue(self._engine_for_schedule(name).queue_of_schedule(name)
+                                         or "")  # fmt: skip
+            if (await self._place(changes.queue)).shard != now_on:
+                raise CommandRejected(
+                    ErrorCode.INVALID,
+                    f"queue {changes.queue!r} is on another shard than schedule {name!r}'s: "
+                    "delete the schedule and create it for that queue",
+                )
+        return await self._for_schedule(name, lambda e: e.update_schedule(name, changes))
 
     async def delete_schedule(self, name: str) -> Schedule:
-        return await self._engine(SCHEDULES_SHARD).delete_schedule(name)
+        return await self._for_schedule(name, lambda e: e.delete_schedule(name))
 
     async def get_schedule(self, name: str) -> Schedule | None:
-        return await self._engine(SCHEDULES_SHARD).get_schedule(name)
+        try:
+            return await self._engine_for_schedule(name).get_schedule(name)
+        except CommandRejected as exc:
+            if exc.code != ErrorCode.NOT_FOUND:
+                raise
+            return None
 
     def schedule_page(self, after: str | None, limit: int) -> builtins.list[Schedule]:
-        engine = self.engines.get(SCHEDULES_SHARD)
-        return [] if engine is None else engine.schedule_page(after, limit)
+        """The held shards' schedules merged by name; a schedule a move left on two shards
+        is shown once, from the shard its queue is placed on."""
+        merged: dict[str, Schedule] = {}
+        for shard, engine in self.engines.items():
+            for schedule in engine.schedule_page(after, limit):
+                placed = self.shard_of_queue(schedule.spec.queue)
+                if schedule.spec.name not in merged or placed == shard:
+                    merged[schedule.spec.name] = schedule
+        return [merged[name] for name in sorted(merged)[:limit]]
 
     def schedule_times(self, schedule: Schedule, count: int) -> builtins.list[int]:
-        engine = self.engines.get(SCHEDULES_SHARD)
-        return [] if engine is None else engine.schedule_times(schedule, count)
+        # Pure cron arithmetic: any held shard's engine computes it.
+        for engine in self.engines.values():
+            return engine.schedule_times(schedule, count)
+        return []
 
     def schedule_stats(self) -> ScheduleStats:
-        engine = self.engines.get(SCHEDULES_SHARD)
-        return ScheduleStats() if engine is None else engine.schedule_stats()
+        total = ScheduleStats()
+        for engine in self.engines.values():
+            part = engine.schedule_stats()
+            total.count += part.count
+            total.paused += part.paused
+            total.runs += part.runs
+            total.skipped += part.skipped
+            total.missed += part.missed
+            if part.next_due is not None:
+                total.next_due = min(part.next_due, total.next_due or part.next_due)
+        return total
 
 
 async def _keep_alive(etcd: EtcdClient, lease: int) -> None:
