@@ -704,6 +704,11 @@ class ShardedEngine:
 
     # ------------------------------------------------------------------ moves and the admin view
 
+    def shard_health(self, shard: int) -> Health | None:
+        if shard not in self.shard_ids:
+            return None
+        return self._engine(shard).health()
+
     def placement_view(self) -> dict[str, object]:
         table = self.placement
         health = self.health().shards or {}
