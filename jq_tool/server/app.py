@@ -140,7 +140,11 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
         middleware=[
             Middleware(RequestMetricsMiddleware, counts=counts, log_access=settings.access_log),
             # Sharded mode only: requests for a shard not held here go to a node holding it.
-            *([Middleware(Forwarder, node_id=settings.node_id)] if settings.shards else []),
+            *(
+                [Middleware(Forwarder, node_id=settings.node_id, counts=counts)]
+                if settings.shards
+                else []
+            ),
             # The job routes skip the router: see hot_routes.py. Inside the metrics middleware.
             Middleware(HotRoutes, routes=job_routes),
         ],
