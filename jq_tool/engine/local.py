@@ -71,8 +71,19 @@ class _WorkerThread:
     def call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._calls.put((loop, future, fn, args))
+        self._calls.put((loop, _settle, future, fn, args))
         return future
+
+    def call_then(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        done: Callable[[Any, T | None, BaseException | None], None],
+        context: Any,
+    ) -> None:
+        """Run fn(*args) here, then done(context, result, exception) in the event loop: one
+        callback, where `call` costs a future and a turn of the loop more to wake its awaiter."""
+        self._calls.put((asyncio.get_running_loop(), done, context, fn, args))
 
     def close(self) -> None:
         self._calls.put(None)
@@ -80,13 +91,13 @@ class _WorkerThread:
 
     def _run(self) -> None:
         while (item := self._calls.get()) is not None:
-            loop, future, fn, args = item
+            loop, done, context, fn, args = item
             try:
                 result = fn(*args)
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-                loop.call_soon_threadsafe(_settle, future, None, exc)
+                loop.call_soon_threadsafe(done, context, None, exc)
             else:
-                loop.call_soon_threadsafe(_settle, future, result, None)
+                loop.call_soon_threadsafe(done, context, result, None)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
@@ -185,13 +196,29 @@ class LocalEngine(CommandEngine):
     # ------------------------------------------------------------------ the log
 
     async def _append(self, batch: list[Proposal]) -> None:
+        """Hand the batch to the WAL thread and return: `_appended` answers it, in the loop,
+        as soon as the thread is done (the flusher waits for the append slot, which
+        `_appended` releases, before it takes the next batch)."""
         assert self._wal_thread is not None
         try:
             records = [(RECORD_COMMAND, proposal.record) for proposal in batch]
-            started = time.perf_counter()
-            try:
-                await self._wal_thread.call(self._wal.append, records)
-            except Exception as exc:  # noqa: BLE001 - every storage error is answered, below
+            context = (batch, time.perf_counter())
+            self._wal_thread.call_then(self._wal.append, (records,), self._appended, context)
+        except BaseException:
+            self._append_slots.release()
+            raise
+
+    def _appended(
+        self,
+        context: tuple[list[Proposal], float],
+        _last_index: int | None,
+        exc: BaseException | None,
+    ) -> None:
+        batch, started = context
+        try:
+            if exc is not None:
+                if not isinstance(exc, Exception):
+                    raise exc
                 self.log_metrics.append_failures += 1
                 self._refuse_batch(batch, exc)
                 return

@@ -27,7 +27,7 @@ from jq_tool.server.events import EventRoutes, OpenStreams, StreamSlots, TicketB
 from jq_tool.server.hot_routes import HotRoutes
 from jq_tool.server.latency import LatencyWatch
 from jq_tool.server.metrics import RequestCounts, RequestMetricsMiddleware, build_registry
-from jq_tool.server.openapi import openapi_routes
+from jq_tool.server.openapi_route import openapi_routes
 from jq_tool.server.routes_bulk import BulkRoutes
 from jq_tool.server.routes_console import ConsoleRoutes
 from jq_tool.server.routes_insight import InsightRoutes
