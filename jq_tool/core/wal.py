@@ -341,9 +341,10 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
 
 
 class WAL:
-    """The write side of a WAL directory. Not thread-safe: the engine calls its methods from one
-    worker thread, one call at a time (write_snapshot_file, which touches no WAL state, may run
-    in another thread; the segment pipeline has its own thread and lock)."""
+    """The write side of a WAL directory. Not thread-safe: the engine calls its methods one call
+    at a time, from its WAL thread or, while that thread is idle, from the event loop (a lone
+    append); write_snapshot_file, which touches no WAL state, may run in another thread; the
+    segment pipeline has its own thread and lock."""
 
     def __init__(
         self, directory: Path, *, segment_bytes: int = 64 << 20, preallocate: bool = False
