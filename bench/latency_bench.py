@@ -95,7 +95,10 @@ def serve_instrumented(out_path: str, argv: list[str]) -> None:
     engine = command_engine.CommandEngine
     engine._enqueue = _stamp(stamps["s_proposed"])(engine._enqueue)  # type: ignore[method-assign]
     local.LocalEngine._append = _async_stamp(stamps["s_flush"], local.LocalEngine._append)  # type: ignore[method-assign]
-    local.LocalEngine._appended = _stamp(stamps["s_back"])(local.LocalEngine._appended)  # type: ignore[method-assign]
+    if hasattr(local.LocalEngine, "_appended"):  # the loop callback that answers a batch
+        local.LocalEngine._appended = _stamp(stamps["s_back"])(local.LocalEngine._appended)  # type: ignore[method-assign]
+    else:  # before it (a checkout of the first round, for a before/after): the future's callback
+        local._settle = _stamp(stamps["s_back"])(local._settle)  # type: ignore[attr-defined]
     real_append = wal.WAL.append
 
     def append(self: Any, records: Any) -> Any:

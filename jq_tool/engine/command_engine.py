@@ -460,9 +460,9 @@ class CommandEngine(InsightCalls, Engine):
     def _start_snapshot(self) -> None:
         """Capture the state for a snapshot. Called by `_applied`, where the state matches
         exactly the log before `_snapshot_position()` (and the local WAL thread is idle: it
-        has just finished the only append in flight, whose callback is the caller). A forked child (engine/forked_snapshot.py)
-        encodes and writes it while the loop goes on; a background task waits for the child,
-        then lets the log drop what the snapshot covers."""
+        has just finished the only append in flight, whose callback is the caller). A forked
+        child (engine/forked_snapshot.py) encodes and writes it while the loop goes on; a
+        background task waits for the child, then lets the log drop what the snapshot covers."""
         position = self._snapshot_position()
         due = self._snapshot_due()
         self._records_since_snapshot = 0

@@ -2,8 +2,9 @@
 
 What is local here is the log: recovery (the newest snapshot, then replay) and appending a
 batch, one `write` + one `fdatasync`, in a dedicated WAL thread so the event loop keeps serving
-while the disk works (a lone command is appended in the loop itself: see `_append`). Everything else (the proposal queue and its group commit, applying,
-waiters, the ticker, when to snapshot) is CommandEngine's (engine/command_engine.py).
+while the disk works (a lone command is appended in the loop itself: see `_append`).
+Everything else (the proposal queue and its group commit, applying, waiters, the ticker, when to
+snapshot) is CommandEngine's (engine/command_engine.py).
 
 Segments are preallocated (core/segment_pipeline.py): appends overwrite zeros, and the next
 segment is ready, descriptor and all, before a rotation needs it.
