@@ -240,6 +240,7 @@ class LocalEngine(CommandEngine):
         lone = len(batch) == 1 and self._lone_before and self._quick_disk
         self._lone_before = len(batch) == 1
         if lone and self._wal_thread.idle:
+            self.log_metrics.appends_in_loop += 1
             try:
                 last_index = self._wal.append(records)
             except Exception as exc:  # noqa: BLE001 - answered as the thread's would be
