@@ -421,6 +421,101 @@ class BulkCancel(msgspec.Struct, tag="bulk_cancel", array_like=True):
     job_ids: list[str]
 
 
+# -- sharding (issue 23, docs/scaling.md §2.1, §2.6): ownership of queues by a shard's log -------
+# A shard's state machine serves only the queues its own log adopted. Single-node and one-group
+# cluster mode never write these commands, so their machines keep ownership off (every queue
+# served) and replay exactly as before. core/ownership.py holds the table; all fields after the
+# first few have defaults so the commands can grow.
+
+
+class ImportedKey(msgspec.Struct, array_like=True):
+    """One idempotency key travelling with its queue in a move: (owner, key) as the machine
+    keeps it (sharded: the key is scoped by queue, core/ownership.py), its job and keep end."""
+
+    owner: str
+    key: str
+    job_id: str
+    fingerprint: str | None
+    keep_end: int
+
+
+class StartShard(msgspec.Struct, tag="shard_start", array_like=True):
+    """The first command of a shard's log: ownership on, this log is shard `shard`'s. From here
+    on a command on a queue the shard has not adopted answers NOT_OWNER. Repeated with the same
+    shard: no change; refused on a machine that already holds jobs or is another shard."""
+
+    shard: int
+    now: int = 0
+
+
+class AdoptQueue(msgspec.Struct, tag="queue_adopt", array_like=True):
+    """The shard owns `queue` from now on, at `epoch`. Without a move id: a new (empty) queue.
+    With one: the end of an import: every staged chunk of that move is checked (all `total`
+    present, one crc) and their jobs and keys become live in one step, appended after this
+    shard's last seq in their own order, with their states, attempts, lease ids and
+    lease_until. Repeating an adoption that happened answers it again and changes nothing."""
+
+    queue: str
+    epoch: int
+    move_id: str = ""
+    now: int = 0
+
+
+class FenceQueue(msgspec.Struct, tag="queue_fence", array_like=True):
+    """The source of a move freezes `queue`: from this log index every command on it answers
+    QUEUE_MOVING and Expire/Purge leave it alone, so its state here is the move's export."""
+
+    queue: str
+    move_id: str
+    now: int = 0
+
+
+class ImportJobs(msgspec.Struct, tag="jobs_import", array_like=True):
+    """One chunk (0 .. total-1) of a move's export, staged on the target, invisible until
+    AdoptQueue names the move. A chunk staged already is ignored (a retried put). `crc` is the
+    export's (core/ownership.py: export_queue), the same in every chunk; `settings` the queue's
+    flow settings (chunk 0 carries them, None: defaults). Sharded, a job's parents are of its
+    own queue, so the queue's dependencies move whole."""
+
+    move_id: str
+    queue: str
+    chunk: int
+    total: int
+    jobs: list[Job] = []
+    keys: list[ImportedKey] = []
+    crc: int = 0
+    settings: QueueSettings | None = None
+    # The parents each WAITING job of the queue still waits for (chunk 0), as the machine
+    # keeps them (a parent requeued after DEAD no longer counts).
+    awaited: list[tuple[str, list[str]]] = []
+    # The queue's unique keys (chunk 0): (owner, key scoped by queue, job id, scope, until).
+    unique: list[tuple[str, str, str, UniqueScope, int]] = []
+    now: int = 0
+
+
+class ReleaseQueue(msgspec.Struct, tag="queue_release", array_like=True):
+    """After the placement flip, the source drops the queue's jobs, keys and settings and keeps
+    a tombstone queue -> (target, epoch) and a stub per moved job id (job id -> target), so
+    late requests are told where the queue went (NOT_OWNER). Also the target's way back out of
+    an adoption the placement never pointed to (an aborted move after step 3), and, with no
+    move id, the way to give back an empty queue adopted here whose placement another shard
+    won (docs/scaling.md §2.2)."""
+
+    queue: str
+    move_id: str
+    target: int
+    now: int = 0
+
+
+class AbortMove(msgspec.Struct, tag="move_abort", array_like=True):
+    """Give a move up: the source unfences the queue, the target discards the staged chunks.
+    A move the shard never heard of (or already aborted) is no change."""
+
+    queue: str
+    move_id: str
+    now: int = 0
+
+
 Command = (
     Submit
     | Lease
@@ -440,6 +535,12 @@ Command = (
     | SettleDeadGroup
     | BulkRequeue
     | BulkCancel
+    | StartShard
+    | AdoptQueue
+    | FenceQueue
+    | ImportJobs
+    | ReleaseQueue
+    | AbortMove
 )
 
 
@@ -460,6 +561,12 @@ class ErrorCode(enum.StrEnum):
     TOO_MANY_SCHEDULES = "too_many_schedules"  # CreateSchedule.max_schedules exist
     # A depends_on names a job that does not exist (or was purged) or is another owner's.
     UNKNOWN_PARENT = "unknown_parent"
+    # Sharded mode (issue 23): the queue (or the job's queue) is not this shard's: never adopted
+    # here, or moved away (the message names the shard it went to). Inside the cluster only: the
+    # node re-reads the placement and sends the request on.
+    NOT_OWNER = "not_owner"
+    # The queue is fenced for a move: every command on it waits for the move to end.
+    QUEUE_MOVING = "queue_moving"
 
 
 class Error(msgspec.Struct, tag="error"):
@@ -538,6 +645,18 @@ class BulkResult(msgspec.Struct, tag="bulk_result"):
     changed: list[str]
 
 
+class OwnershipResult(msgspec.Struct, tag="ownership_result"):
+    """Where a queue stands on this shard after an ownership command (issue 23)."""
+
+    queue: str
+    owned: bool  # the shard serves or holds the queue (fenced included)
+    epoch: int = 0
+    fenced: bool = False
+    staged: int = 0  # chunks of the move staged here (ImportJobs)
+    jobs: int = 0  # jobs made live (AdoptQueue) or dropped (ReleaseQueue)
+    repeated: bool = False  # the command had been applied before: nothing changed
+
+
 Result = (
     Error
     | SubmitResult
@@ -550,6 +669,7 @@ Result = (
     | QueueResult
     | DeadGroupResult
     | BulkResult
+    | OwnershipResult
 )
 
 

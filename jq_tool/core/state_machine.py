@@ -56,7 +56,9 @@ from jq_tool.core.history import ACKED, FAILED, SUBMITTED, History, HistorySerie
 from jq_tool.core.model import (
     FINISHED_STATES,
     MAX_PROGRESS_NOTE,
+    AbortMove,
     Ack,
+    AdoptQueue,
     BulkCancel,
     BulkRequeue,
     BulkResult,
@@ -73,8 +75,10 @@ from jq_tool.core.model import (
     ExpireResult,
     Extend,
     Fail,
+    FenceQueue,
     FireResult,
     FireSchedule,
+    ImportJobs,
     Job,
     JobFlow,
     JobProgress,
@@ -85,12 +89,14 @@ from jq_tool.core.model import (
     MissedPolicy,
     NewJob,
     OverlapPolicy,
+    OwnershipResult,
     ParentFailure,
     Progress,
     Purge,
     PurgeResult,
     QueueResult,
     QueueSettings,
+    ReleaseQueue,
     Requeue,
     Result,
     Schedule,
@@ -99,12 +105,26 @@ from jq_tool.core.model import (
     ScheduleSpec,
     SetQueue,
     SettleDeadGroup,
+    StartShard,
     Submit,
     SubmitResult,
     Submitted,
     UniqueScope,
     UpdateSchedule,
 )
+from jq_tool.core.ownership import (
+    CHUNK_BYTES,
+    Ownership,
+    OwnershipSnapshot,
+    QueueOwner,
+    Staged,
+    Tombstone,
+    export_chunks,
+    moving,
+    scoped_key,
+    staged_import,
+)
+from jq_tool.core.ownership import command_problem as ownership_problem
 from jq_tool.core.retention import HeldJobs
 from jq_tool.core.search import JobFilter
 from jq_tool.core.unique import UniqueEntry, UniqueKeys
@@ -283,6 +303,8 @@ class _Snapshot(msgspec.Struct, array_like=True):
     unique: list[UniqueEntry] = []
     awaited: list[tuple[str, list[str]]] = []
     history: list[HistorySeries] = []  # per-minute counts (core/history.py)
+    # Sharded mode (issue 23, core/ownership.py): None while ownership is off.
+    ownership: OwnershipSnapshot | None = None
 
 
 _snapshot_encoder = msgspec.msgpack.Encoder()
@@ -423,6 +445,35 @@ def _schedule_command_problem(command: Any) -> str | None:
 
 
 _SCHEDULE_COMMANDS = (CreateSchedule, UpdateSchedule, DeleteSchedule, FireSchedule)
+_OWNERSHIP_COMMANDS = (StartShard, AdoptQueue, FenceQueue, ImportJobs, ReleaseQueue, AbortMove)
+_JOB_COMMANDS = (Ack, Fail, Extend, Cancel, Requeue, Progress)
+
+
+def _ownership_refusal(own: Ownership, command: Any, jobs: dict[str, Job]) -> Error | None:
+    """Sharded (ownership on): NOT_OWNER for a command on a queue this shard does not serve,
+    QUEUE_MOVING for one on a fenced queue. Submit is checked per job, in _submit."""
+    if isinstance(command, (Lease, SetQueue)):
+        return own.queue_refusal(command.queue)
+    if isinstance(command, _JOB_COMMANDS):
+        return own.job_refusal(command.job_id, jobs.get(command.job_id))
+    if not own.fenced:
+        if isinstance(command, (CreateSchedule, UpdateSchedule)):
+            return own.queue_refusal(command.spec.queue)
+        return None
+    if isinstance(command, (BulkRequeue, BulkCancel)):
+        # A chunk is atomic: a job of a fenced queue in it holds the whole chunk back.
+        for job_id in command.job_ids:
+            job = jobs.get(job_id)
+            if job is not None and job.queue in own.fenced:
+                return moving(job.queue)
+    elif isinstance(command, SettleDeadGroup):
+        # A group spans queues; while any queue is moving, its settling waits (seconds).
+        return moving(next(iter(own.fenced)))
+    elif isinstance(command, (CreateSchedule, UpdateSchedule)):
+        return own.queue_refusal(command.spec.queue)
+    return None
+
+
 _INSIGHT_COMMANDS = (Progress, SettleDeadGroup)
 
 
@@ -460,6 +511,8 @@ def _command_problem(command: Any) -> str | None:
         return problem
     if isinstance(command, _SCHEDULE_COMMANDS):
         return _schedule_command_problem(command)
+    if isinstance(command, _OWNERSHIP_COMMANDS):
+        return ownership_problem(command)
     if isinstance(command, Submit):
         if type(command.jobs) is not list:
             return "jobs must be a list"
@@ -573,6 +626,7 @@ class StateMachine:
         self._owners: dict[str, str] = {}
         self._dead_groups = DeadGroups()  # DEAD jobs by their last error's fingerprint
         self._history = History()  # per-minute submitted/acked/failed (GET /stats/history)
+        self._own = Ownership()  # sharded mode only (issue 23); off: every queue served
 
     # -- the mutating surface ------------------------------------------------------------------
 
@@ -586,6 +640,11 @@ class StateMachine:
         problem = _command_problem(command)
         if problem:
             return Error(ErrorCode.INVALID, problem)
+        own = self._own
+        if own.shard is not None:
+            refusal = _ownership_refusal(own, command, self._jobs)
+            if refusal is not None:
+                return refusal
         return handler(self, command)
 
     def snapshot(self) -> bytes:
@@ -607,6 +666,7 @@ class StateMachine:
                 unique=self._unique.dump(),
                 awaited=self._deps.dump(),
                 history=self._history.dump(),
+                ownership=self._own.dump(),
             )
         )
 
@@ -983,14 +1043,23 @@ class StateMachine:
         # Entries of this submit answered with an earlier job (an idempotency key or a unique
         # key): a later entry naming one as a parent (a batch's "$N") means that job.
         answered: dict[str, str] | None = None
+        own = self._own
+        sharded = own.shard is not None
         for nj in cmd.jobs:
             problem = _new_job_problem(nj)
             if problem:
                 entries.append(Error(ErrorCode.INVALID, problem))
                 continue
+            if sharded:
+                refusal = own.queue_refusal(nj.queue)
+                if refusal is not None:
+                    entries.append(refusal)
+                    continue
             key = nj.idempotency_key
-            if key is not None:
-                mapped = self._idempotency.get((nj.owner, key))
+            # Sharded, a key is remembered per queue: it moves with its queue (ownership.py).
+            map_key = key if key is None or not sharded else scoped_key(nj.queue, key)
+            if key is not None and map_key is not None:
+                mapped = self._idempotency.get((nj.owner, map_key))
                 if mapped is not None and self._now < mapped[2]:
                     entry = _remembered(mapped, nj.fingerprint, key)
                     entries.append(entry)
@@ -1000,6 +1069,8 @@ class StateMachine:
                     continue
             jf = nj.flow
             unique_key = None if jf is None else jf.unique_key
+            if unique_key is not None and sharded:
+                unique_key = scoped_key(nj.queue, unique_key)  # per queue, as idempotency keys
             if unique_key is not None:
                 holder = self._unique.holder(nj.owner, unique_key, self._now, jobs)
                 if holder is not None:
@@ -1015,6 +1086,8 @@ class StateMachine:
                 parents = [answered.get(parent, parent) for parent in parents]
             if parents:
                 refusal = self._parents_problem(parents, nj.owner)
+                if refusal is None and sharded:
+                    refusal = self._parents_elsewhere(parents, nj.queue)
                 if refusal is not None:
                     entries.append(refusal)
                     continue
@@ -1067,9 +1140,9 @@ class StateMachine:
                 scope = jf.unique_scope
                 until = now + jf.unique_period_ms if scope is UniqueScope.PERIOD else 0
                 self._unique.take(nj.owner, unique_key, job.id, scope, until)
-            if key is not None:
-                self._idempotency[(nj.owner, key)] = (job.id, nj.fingerprint, keep_end)
-                heapq.heappush(self._idempotency_expiry, (keep_end, nj.owner, key))
+            if map_key is not None:
+                self._idempotency[(nj.owner, map_key)] = (job.id, nj.fingerprint, keep_end)
+                heapq.heappush(self._idempotency_expiry, (keep_end, nj.owner, map_key))
             jobs[job.id] = job
             self._order.append(job)
             self._counters.submitted += 1
@@ -1088,6 +1161,19 @@ class StateMachine:
                     ErrorCode.UNKNOWN_PARENT,
                     f"depends_on names {parent_id!r}, which is not a job of yours (it does not "
                     "exist, or was purged)",
+                )
+        return None
+
+    def _parents_elsewhere(self, parents: list[str], queue: str) -> Error | None:
+        """Sharded, a job's parents are of its own queue, so a queue's dependencies move whole
+        (a parent on another shard could never release its children)."""
+        jobs = self._jobs
+        for parent_id in parents:
+            if jobs[parent_id].queue != queue:
+                return Error(
+                    ErrorCode.INVALID,
+                    f"depends_on names {parent_id!r}, a job of another queue: with shards, "
+                    "parents must be in the child's queue",
                 )
         return None
 
@@ -1313,18 +1399,29 @@ class StateMachine:
         expired = 0
         leases = self._leases
         cutoff = self._now
+        # A queue fenced for a move (sharded mode) is frozen: its leases wait for its new shard.
+        fenced = self._own.fenced
+        frozen: list[TimedEntry] = []
         while leases and leases[0][0] <= cutoff:
-            lease_until, _, job = heapq.heappop(leases)
+            entry = heapq.heappop(leases)
+            lease_until, _, job = entry
             if job.state is not _RUNNING or job.lease_until != lease_until:
                 self._leases_stale -= 1
+                continue
+            if fenced and job.queue in fenced:
+                frozen.append(entry)
                 continue
             self._fail_attempt(job, _LEASE_EXPIRED, now, outcome="expired")
             self._counters.expired += 1
             expired += 1
+        for entry in frozen:
+            heapq.heappush(leases, entry)
         # After expiry, so a zero backoff comes back in the same Expire. By queue name, so the
         # transitions come in the same order after a restore, which rebuilds queues in another
         # order.
         for name in sorted(self._queues):
+            if fenced and name in fenced:
+                continue
             promoted += self._promote_retries(self._queues[name], now)
         return ExpireResult(expired=expired, promoted=promoted)
 
@@ -1334,27 +1431,38 @@ class StateMachine:
         forgotten: list[Job] = []
         done, dead = self._done, self._dead
         dead_before = cmd.finished_before if cmd.dead_before is None else cmd.dead_before
+        # A queue fenced for a move (sharded mode) is frozen: its jobs and keys are the export.
+        fenced = self._own.fenced
+        frozen: list[tuple[HeldJobs, Job]] = []
+
+        def forget_oldest(held: HeldJobs) -> None:
+            job = held.take_oldest()
+            if fenced and job.queue in fenced:
+                frozen.append((held, job))
+                return
+            forgotten.append(job)
+            del jobs[job.id]
+
         # By age first, then the oldest beyond the bounds: each set forgets its oldest.
         # Each job leaves `jobs` as it is taken: a job with two live-looking entries (requeued
         # and DEAD again within one ms) is then recognised as gone at its second.
         for held, before in ((done, cmd.finished_before), (dead, dead_before)):
             while (top := held.oldest(jobs)) is not None and top[0] <= before:
-                forgotten.append(job := held.take_oldest())
-                del jobs[job.id]
+                forget_oldest(held)
         aged = len(forgotten)
         overhead = cmd.job_overhead_bytes
         while done.over(cmd.max_finished, cmd.max_finished_bytes, overhead):
             if done.oldest(jobs) is None:
                 break
-            forgotten.append(job := done.take_oldest())
-            del jobs[job.id]
+            forget_oldest(done)
         evicted = len(forgotten) - aged
         while dead.over(cmd.max_dead, 0, 0):
             if dead.oldest(jobs) is None:
                 break
-            forgotten.append(job := dead.take_oldest())
-            del jobs[job.id]
+            forget_oldest(dead)
         dead_dropped = len(forgotten) - aged - evicted
+        for held, job in frozen:
+            held.add(job)
 
         unique_keys = self._unique
         for job in forgotten:
@@ -1369,14 +1477,11 @@ class StateMachine:
                 # Its heaps can only hold entries of cancelled jobs, now purged.
                 del self._queues[job.queue]
         purged = len(forgotten)
-        self._order_purged += purged
         counters = self._counters
         counters.purged += purged
         counters.evicted += evicted
         counters.dead_dropped += dead_dropped
-        if self._order_purged > 1024 and self._order_purged * 2 > len(self._order):
-            self._order = [job for job in self._order if jobs.get(job.id) is job]
-            self._order_purged = 0
+        self._forget_from_order(purged)
         if forgotten and self._on_forget is not None:
             try:
                 self._on_forget(forgotten, cmd.now)
@@ -1387,13 +1492,19 @@ class StateMachine:
         expiry = self._idempotency_expiry
         remembered = self._idempotency
         most = cmd.max_idempotency_keys
+        frozen_keys: list[tuple[int, str, str]] = []
         # Keys whose keep time is over, then (a bound) those whose keep time ends first.
         while expiry and (expiry[0][0] <= self._now or (most and len(remembered) > most)):
-            keep_end, owner, key = heapq.heappop(expiry)
+            keep_end, owner, key = entry = heapq.heappop(expiry)
             mapped = remembered.get((owner, key))
             if mapped is not None and mapped[2] == keep_end:
+                if fenced and self._own.key_fenced(key):
+                    frozen_keys.append(entry)
+                    continue
                 del remembered[(owner, key)]
                 keys += 1
+        for entry in frozen_keys:
+            heapq.heappush(expiry, entry)
         if unique_keys:
             unique_keys.expire(self._now, jobs)
         return PurgeResult(purged, keys, evicted, dead_dropped)
@@ -1674,6 +1785,314 @@ class StateMachine:
         q = self._queues.get(queue) if type(queue) is str else None
         return 0 if q is None else q.counts[_B_RUNNING]
 
+    # -- sharding (issue 23): ownership of queues, moves (core/ownership.py) --------------------
+
+    @property
+    def ownership(self) -> Ownership:
+        """The ownership table (read-only for callers): `shard` None while ownership is off."""
+        return self._own
+
+    def export_queue(self, queue: str, move_id: str, limit: int = CHUNK_BYTES) -> list[ImportJobs]:
+        """The export of a queue fenced by `move_id`: its jobs in submission order, its keys,
+        settings and awaited parents as ImportJobs chunks with one crc (ownership.py). Every
+        replica that applied the fence answers the same (nothing changes a fenced queue).
+        Raises ValueError when the queue is not fenced by that move."""
+        owner = self._own.queues.get(queue)
+        if owner is None or owner.fence != move_id:
+            raise ValueError(f"queue {queue!r} is not fenced by move {move_id!r} here")
+        jobs = self._jobs
+        queue_jobs = [job for job in self._order if job.queue == queue and jobs.get(job.id) is job]
+        awaited = [
+            (child, parents)
+            for child, parents in self._deps.awaited.items()
+            if jobs[child].queue == queue
+        ]
+        return export_chunks(
+            move_id,
+            queue,
+            queue_jobs,
+            self._own.queue_keys(self._idempotency, queue),
+            self._flow.get(queue),
+            awaited,
+            self._unique.with_prefix(scoped_key(queue, "")),
+            limit,
+        )
+
+    def _ownership_off(self) -> Error | None:
+        if self._own.shard is None:
+            return Error(
+                ErrorCode.INVALID_STATE,
+                "ownership is off: this log is not a shard's (StartShard comes first)",
+            )
+        return None
+
+    def _start_shard(self, cmd: StartShard) -> Result:
+        own = self._own
+        if own.shard is not None:
+            if own.shard == cmd.shard:
+                return OwnershipResult("", False, repeated=True)
+            return Error(
+                ErrorCode.INVALID_STATE, f"this log is shard {own.shard}'s, not {cmd.shard}'s"
+            )
+        if self._jobs or self._idempotency or self._schedules or self._flow:
+            return Error(
+                ErrorCode.INVALID_STATE, "a shard's log starts empty: this one holds queue state"
+            )
+        self._advance(cmd.now)
+        own.shard = cmd.shard
+        return OwnershipResult("", False)
+
+    def _adopt_queue(self, cmd: AdoptQueue) -> Result:
+        off = self._ownership_off()
+        if off is not None:
+            return off
+        own = self._own
+        name, move_id = cmd.queue, cmd.move_id
+        owner = own.queues.get(name)
+        if owner is not None and owner.epoch == cmd.epoch and owner.move_id == move_id:
+            return _standing(name, owner, repeated=True)
+        if owner is not None:
+            return Error(
+                ErrorCode.INVALID_STATE,
+                f"queue {name!r} is on this shard already (epoch {owner.epoch})",
+            )
+        if not move_id:  # a new queue, created here
+            self._advance(cmd.now)
+            owner = own.queues[name] = QueueOwner(cmd.epoch)
+            own.tombstones.pop(name, None)
+            return _standing(name, owner)
+        ended = own.ended.get(move_id)
+        if ended is not None:
+            how = "aborted" if ended else "adopted (and its queue released since)"
+            return Error(ErrorCode.INVALID_STATE, f"move {move_id!r} was {how} here")
+        staged = own.staged.get(move_id)
+        if staged is None or any(chunk.queue != name for chunk in staged.values()):
+            return Error(
+                ErrorCode.INVALID_STATE, f"no chunk of move {move_id!r} for {name!r} is staged"
+            )
+        got = staged_import(staged)
+        if isinstance(got, str):
+            return Error(ErrorCode.INVALID_STATE, f"move {move_id!r}: {got}")
+        jobs = self._jobs
+        seen: set[str] = set()
+        for job in got.jobs:
+            if job.id in jobs or job.id in seen:
+                return Error(ErrorCode.INVALID, f"move {move_id!r} repeats job id {job.id!r}")
+            seen.add(job.id)
+        self._advance(cmd.now)
+        self._import(name, got, cmd.now)
+        owner = own.queues[name] = QueueOwner(cmd.epoch, move_id)
+        own.tombstones.pop(name, None)
+        del own.staged[move_id]
+        own.ended[move_id] = False
+        return _standing(name, owner, jobs=len(got.jobs))
+
+    def _import(self, name: str, got: Staged, now: int) -> None:
+        """Make a move's jobs live in one step, after this shard's last seq in their order,
+        keeping their states, attempts, leases and results; then their keys and settings."""
+        q = self._queue(name)
+        jobs = self._jobs
+        owners = self._owners
+        counts = q.counts
+        stubs = self._own.stubs
+        runnable: list[Job] = []
+        for job in got.jobs:
+            self._seq += 1
+            job.seq = self._seq
+            job.queue = q.name
+            job.owner = owners.setdefault(job.owner, job.owner)
+            state = job.state
+            if state is _READY:
+                if job.run_at <= self._now:
+                    heapq.heappush(q.ready, (-job.priority, job.run_at, job.seq, job))
+                    heapq.heappush(q.since, (job.run_at, job.seq, job))
+                    counts[_B_RUNNABLE] += 1
+                    runnable.append(job)
+                else:
+                    heapq.heappush(self._scheduled, (job.run_at, job.seq, job))
+                    counts[_B_SCHEDULED] += 1
+            elif state is _RUNNING:
+                assert job.lease_until is not None  # checked by ownership.command_problem
+                heapq.heappush(self._leases, (job.lease_until, job.seq, job))
+                counts[_B_RUNNING] += 1
+            elif state is _RETRY:
+                heapq.heappush(q.retry, (job.run_at, job.seq, job))
+                counts[_B_RETRY] += 1
+            else:
+                counts[_BUCKET_OF_STATE[state]] += 1
+                if state is _DEAD:
+                    self._dead.add(job)
+                    self._dead_groups.add(job)
+                elif state is _ACKED or state is _CANCELLED:
+                    self._done.add(job)
+            jobs[job.id] = job
+            self._order.append(job)
+            if stubs:
+                stubs.pop(job.id, None)  # a queue moving back: its jobs are here again
+        deps = self._deps
+        for child, parents in got.awaited:
+            if child in jobs and jobs[child].state is _WAITING:
+                deps.wait(child, parents)
+        for key in got.keys:
+            self._idempotency[(key.owner, key.key)] = (key.job_id, key.fingerprint, key.keep_end)
+            heapq.heappush(self._idempotency_expiry, (key.keep_end, key.owner, key.key))
+        if got.unique:
+            self._unique.load(got.unique)
+        if got.settings is not None:
+            got.settings.name = name
+            self._flow[name] = got.settings
+        # Lease waiters on this shard learn of the runnable jobs as of a scheduled job coming
+        # due (previous READY): the same wake-up, no new kind of event.
+        for job in runnable:
+            self._notify(job, _READY, now)
+
+    def _fence_queue(self, cmd: FenceQueue) -> Result:
+        off = self._ownership_off()
+        if off is not None:
+            return off
+        own = self._own
+        name, move_id = cmd.queue, cmd.move_id
+        owner = own.queues.get(name)
+        if owner is None:
+            return own.queue_refusal(name) or Error(ErrorCode.NOT_OWNER, name)
+        if owner.fence == move_id:
+            return _standing(name, owner, repeated=True)
+        if owner.fence:
+            return moving(name)
+        if move_id in own.ended:
+            return Error(ErrorCode.INVALID_STATE, f"move {move_id!r} has ended here")
+        self._advance(cmd.now)
+        owner.fence = move_id
+        own.fenced[name] = move_id
+        return _standing(name, owner)
+
+    def _import_jobs(self, cmd: ImportJobs) -> Result:
+        off = self._ownership_off()
+        if off is not None:
+            return off
+        own = self._own
+        name, move_id = cmd.queue, cmd.move_id
+        ended = own.ended.get(move_id)
+        if ended is False:  # adopted already: a late, retried chunk
+            return OwnershipResult(name, name in own.queues, repeated=True)
+        if ended:
+            return Error(ErrorCode.INVALID_STATE, f"move {move_id!r} was aborted here")
+        if name in own.queues:
+            return Error(ErrorCode.INVALID_STATE, f"queue {name!r} is on this shard already")
+        staged = own.staged.get(move_id)
+        if staged:
+            first = next(iter(staged.values()))
+            if first.queue != name or first.total != cmd.total or first.crc != cmd.crc:
+                return Error(
+                    ErrorCode.INVALID,
+                    f"chunk {cmd.chunk} of move {move_id!r} disagrees with the chunks staged",
+                )
+            if cmd.chunk in staged:
+                return OwnershipResult(name, False, staged=len(staged), repeated=True)
+        self._advance(cmd.now)
+        chunks = own.staged.setdefault(move_id, {})
+        chunks[cmd.chunk] = cmd
+        return OwnershipResult(name, False, staged=len(chunks))
+
+    def _release_queue(self, cmd: ReleaseQueue) -> Result:
+        off = self._ownership_off()
+        if off is not None:
+            return off
+        own = self._own
+        name, move_id = cmd.queue, cmd.move_id
+        tomb = own.tombstones.get(name)
+        if tomb is not None and tomb.move_id == move_id:
+            return OwnershipResult(name, False, tomb.epoch, repeated=True)
+        owner = own.queues.get(name)
+        if owner is None:
+            return own.queue_refusal(name) or Error(ErrorCode.NOT_OWNER, name)
+        # The source releases the queue its move fenced; a target releases a queue it adopted
+        # by that move and never served (an abort after step 3). Without a move, only an empty
+        # queue created here is given back (a placement CAS lost to another node, §2.2).
+        if not move_id and not owner.fence and not owner.move_id:
+            q = self._queues.get(name)
+            if q is not None and any(q.counts):
+                return Error(
+                    ErrorCode.INVALID_STATE,
+                    f"queue {name!r} holds jobs: only an empty queue is given back without a move",
+                )
+        elif owner.fence != move_id and (owner.fence or owner.move_id != move_id):
+            return Error(
+                ErrorCode.INVALID_STATE, f"queue {name!r} is not held for move {move_id!r}"
+            )
+        self._advance(cmd.now)
+        dropped = self._drop_queue(name)
+        stubs = own.stubs
+        for job_id in dropped:
+            stubs[job_id] = cmd.target
+        epoch = owner.epoch + 1
+        own.tombstones[name] = Tombstone(cmd.target, epoch, move_id)
+        del own.queues[name]
+        own.fenced.pop(name, None)
+        return OwnershipResult(name, False, epoch, jobs=len(dropped))
+
+    def _drop_queue(self, name: str) -> list[str]:
+        """Forget every job, key and setting of a queue (it now lives on another shard); the
+        ids of the jobs dropped, in submission order. O(jobs): once per move."""
+        jobs = self._jobs
+        dropped = [job for job in self._order if job.queue == name and jobs.get(job.id) is job]
+        for job in dropped:
+            del jobs[job.id]
+            if job.state is _DEAD:
+                self._dead_groups.remove(job)
+            elif job.state is _WAITING:
+                self._deps.drop(job.id)
+        self._unique.drop_prefix(scoped_key(name, ""))
+        self._order = [job for job in self._order if jobs.get(job.id) is job]
+        self._order_purged = 0
+        self._scheduled = [entry for entry in self._scheduled if entry[2].queue != name]
+        heapq.heapify(self._scheduled)
+        self._leases = [entry for entry in self._leases if entry[2].queue != name]
+        heapq.heapify(self._leases)
+        for held in (self._done, self._dead):
+            live = {
+                entry[2].id: entry[2]
+                for entry in held.heap
+                if entry[2].queue != name
+                and entry[2].state in held.states
+                and entry[2].updated_at == entry[0]
+                and jobs.get(entry[2].id) is entry[2]
+            }
+            held.rebuild(list(live.values()))
+        self._queues.pop(name, None)
+        self._flow.pop(name, None)
+        prefix = scoped_key(name, "")
+        for map_key in [k for k in self._idempotency if k[1].startswith(prefix)]:
+            del self._idempotency[map_key]  # their expiry entries are skipped when due
+        return [job.id for job in dropped]
+
+    def _abort_move(self, cmd: AbortMove) -> Result:
+        off = self._ownership_off()
+        if off is not None:
+            return off
+        own = self._own
+        name, move_id = cmd.queue, cmd.move_id
+        if own.ended.get(move_id) is False:
+            return Error(
+                ErrorCode.INVALID_STATE,
+                f"move {move_id!r} was adopted here: release the queue (ReleaseQueue) instead",
+            )
+        owner = own.queues.get(name)
+        fenced = owner is not None and owner.fence == move_id
+        staged = move_id in own.staged
+        if not fenced and not staged and own.ended.get(move_id):
+            return OwnershipResult(name, owner is not None, repeated=True)
+        self._advance(cmd.now)
+        if fenced:
+            assert owner is not None
+            owner.fence = ""
+            del own.fenced[name]
+        own.staged.pop(move_id, None)
+        own.ended[move_id] = True
+        if owner is None:
+            return OwnershipResult(name, False)
+        return _standing(name, owner)
+
     # -- shared steps --------------------------------------------------------------------------
 
     def _advance(self, now: int) -> int:
@@ -1756,6 +2175,26 @@ class StateMachine:
             self._counters.retried += 1
             heapq.heappush(q.retry, (job.run_at, job.seq, job))
         self._notify(job, _RUNNING, now)
+
+    def _forget_from_order(self, purged: int) -> None:
+        """`purged` more jobs of the submission-order index are gone. Each lingering entry
+        keeps a whole forgotten job (payload, result) alive, so they must not pile up: with
+        compaction only at half the index, RSS followed a high-water mark of twice the jobs
+        held (issue 21's soak: 80-99 MiB with 20k held). Jobs mostly finish in submission
+        order (FIFO), so a purged prefix is cut at once (one memmove); the rest is compacted
+        once it could be an eighth of the index (a pass over it every len/8 purges)."""
+        order = self._order
+        jobs = self._jobs
+        head = 0
+        end = len(order)
+        while head < end and jobs.get((job := order[head]).id) is not job:
+            head += 1
+        if head:
+            del order[:head]
+        self._order_purged += purged - head
+        if self._order_purged > 1024 and self._order_purged * 8 > len(order):
+            self._order = [job for job in order if jobs.get(job.id) is job]
+            self._order_purged = 0
 
     def _lease_left_behind(self) -> None:
         """One more lease heap entry no longer matches its job. Rebuild the heap once stale
@@ -1941,6 +2380,7 @@ class StateMachine:
         self._flow = {settings.name: settings for settings in snap.queue_settings}
         self._unique.load(snap.unique)
         self._deps.load(snap.awaited)
+        self._own.load(snap.ownership)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2037,6 +2477,14 @@ def _remembered(
     )
 
 
+def _standing(
+    name: str, owner: QueueOwner, *, repeated: bool = False, jobs: int = 0
+) -> OwnershipResult:
+    return OwnershipResult(
+        name, True, owner.epoch, fenced=bool(owner.fence), jobs=jobs, repeated=repeated
+    )
+
+
 def _not_found(job_id: str) -> Error:
     return Error(ErrorCode.NOT_FOUND, f"no job {job_id!r}")
 
@@ -2068,4 +2516,10 @@ _HANDLERS: dict[type, Callable[[StateMachine, Any], Result]] = {
     SettleDeadGroup: StateMachine._settle_dead_group,
     BulkRequeue: StateMachine._bulk,
     BulkCancel: StateMachine._bulk,
+    StartShard: StateMachine._start_shard,
+    AdoptQueue: StateMachine._adopt_queue,
+    FenceQueue: StateMachine._fence_queue,
+    ImportJobs: StateMachine._import_jobs,
+    ReleaseQueue: StateMachine._release_queue,
+    AbortMove: StateMachine._abort_move,
 }

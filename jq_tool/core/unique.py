@@ -85,6 +85,19 @@ class UniqueKeys:
             forgotten += 1
         return forgotten
 
+    def with_prefix(self, prefix: str) -> list[UniqueEntry]:
+        """The entries whose key starts with `prefix` (sharded: one queue's, its keys being
+        scoped by queue), in insertion order. O(entries): a queue's move, not a hot path."""
+        return [entry for entry in self.dump() if entry[1].startswith(prefix)]
+
+    def drop_prefix(self, prefix: str) -> None:
+        """Forget the entries whose key starts with `prefix` (a queue moved away); their
+        period heap entries are skipped when due."""
+        for named in [named for named in self._entries if named[1].startswith(prefix)]:
+            job_id = self._entries.pop(named)[0]
+            if self._of_job.get(job_id) == named:
+                del self._of_job[job_id]
+
     def dump(self) -> list[UniqueEntry]:
         return [
             (owner, key, job_id, scope, until)

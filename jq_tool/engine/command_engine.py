@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import msgspec
 
+from jq_tool.core.job_ids import new_job_id, new_lease_id
 from jq_tool.core.model import (
     Ack,
     BulkCancel,
@@ -44,6 +45,8 @@ from jq_tool.core.model import (
     Expire,
     Extend,
     Fail,
+    FenceQueue,
+    ImportJobs,
     Job,
     JobFlow,
     JobResult,
@@ -55,6 +58,7 @@ from jq_tool.core.model import (
     PurgeResult,
     QueueResult,
     QueueSettings,
+    ReleaseQueue,
     Requeue,
     Result,
     Schedule,
@@ -127,36 +131,6 @@ FINISHED_JOB_OVERHEAD = 600
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class _RandomHex:
-    """Random hex digits fetched from the OS 4 KiB at a time: one getrandom() system call per
-    128 ids instead of one per id, on the hot submit path. Only the event loop thread uses it."""
-
-    def __init__(self) -> None:
-        self._buffer = ""
-        self._offset = 0
-
-    def take(self, digits: int) -> str:
-        if self._offset + digits > len(self._buffer):
-            self._buffer, self._offset = os.urandom(2048).hex(), 0
-        start = self._offset
-        self._offset += digits
-        return self._buffer[start : self._offset]
-
-
-_random_hex = _RandomHex()
-
-
-def new_job_id() -> str:
-    """A random (version 4) UUID string, without uuid.UUID's costly constructor."""
-    h = _random_hex.take(32)
-    variant = "89ab"[int(h[16], 16) & 3]
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
-
-
-def new_lease_id() -> str:
-    return _random_hex.take(32)
 
 
 def _new_job(spec: JobSpec, now: int, batch: list[NewJob] | None = None) -> NewJob:
@@ -395,9 +369,11 @@ class CommandEngine(InsightCalls, Engine):
         results = []
         for command in commands:
             results.append(machine.apply(command))
-            if type(command) is SetQueue:
-                # A resume or a raised limit may free the queue: every waiter looks again.
-                self._runnable_news[command.queue] = 1 << 30
+            kind = type(command)
+            if kind is SetQueue or kind is FenceQueue or kind is ReleaseQueue:
+                # A resume or a raised limit may free the queue: every waiter looks again. A
+                # queue fenced or moved away (sharded): every waiter hears it and goes.
+                self._runnable_news[command.queue] = 1 << 30  # type: ignore[union-attr]
         if batch is not None:
             for proposal, result in zip(batch, results, strict=True):
                 if not proposal.future.done():
@@ -746,6 +722,11 @@ class CommandEngine(InsightCalls, Engine):
         self, queue: str, max_jobs: int, lease_ms: int, worker: str | None = None
     ) -> list[Job]:
         now = self._clock()
+        # Sharded: a queue this shard does not serve (or that is moving) is refused at once,
+        # not waited on; off (one node, one group) this is None at once.
+        refusal = self._machine.ownership.queue_refusal(queue)
+        if refusal is not None:
+            raise CommandRejected(refusal.code, refusal.message)
         # Only a lease that can succeed is written to the log: an empty poll writes nothing.
         if not self._machine.has_runnable(queue, now):
             return []
@@ -753,6 +734,8 @@ class CommandEngine(InsightCalls, Engine):
         result = await self._propose(
             Lease(now=now, queue=queue, lease_ms=lease_ms, lease_ids=lease_ids, worker=worker)
         )
+        if isinstance(result, Error):  # sharded: fenced or moved since the look above
+            raise CommandRejected(result.code, result.message)
         assert isinstance(result, LeaseResult)
         return result.jobs
 
@@ -795,6 +778,11 @@ class CommandEngine(InsightCalls, Engine):
         if self._machine.get(command.job_id) is None:
             await self._catch_up()
             if self._machine.get(command.job_id) is None:
+                # Sharded: a job whose queue moved away leaves a stub naming its new shard.
+                moved_to = self._machine.ownership.moved_job(command.job_id)
+                if moved_to is not None:
+                    message = f"job {command.job_id} moved to shard {moved_to}"
+                    raise CommandRejected(ErrorCode.NOT_OWNER, message)
                 raise CommandRejected(ErrorCode.NOT_FOUND, f"job {command.job_id} not found")
         result = await self._propose(command)
         if isinstance(result, Error):
@@ -890,6 +878,16 @@ class CommandEngine(InsightCalls, Engine):
         await self._catch_up()
         job = self._machine.get(job_id)
         return msgspec.structs.replace(job) if job is not None else None
+
+    async def propose(self, command: Command) -> Result:
+        """Make one command durable and applied here; its result (an Error is an answer). For
+        the move driver (engine/moves.py's ShardLog), which logs ownership commands."""
+        return await self._propose(command)
+
+    def export_queue(self, queue: str, move_id: str) -> builtins.list[ImportJobs]:
+        """A fenced queue's export from this replica (which applied the fence if it proposed
+        it): engine/moves.py's ShardLog.export."""
+        return self._machine.export_queue(queue, move_id)
 
     async def get_finished(self, job_id: str) -> Job | None:
         if type(job_id) is not str:

@@ -222,10 +222,20 @@ class HistoryStore:
             except (sqlite3.Error, HistoryWriteFailed) as exc:
                 # The log still has everything: a later batch, or the replay after a restart,
                 # writes it. Say so rather than die.
-                log.error("history store write failed, will retry: %s", exc)
+                log.error("history store write failed, will retry: %s%s", exc,
+                          self._who_holds_the_lock(exc))  # fmt: skip
                 time.sleep(1)
             if closing:
                 return
+
+    def _who_holds_the_lock(self, exc: Exception) -> str:
+        """For "database is locked" (the busy timeout ran out): which processes hold a lock on
+        the store's files, from /proc/locks. Once seen, a write stalled for the whole busy
+        timeout after a restart and nothing said who held the lock."""
+        if "locked" not in str(exc):
+            return ""
+        holders = lock_holders([self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")])
+        return f" (locks held by: {', '.join(holders) or 'nobody listed in /proc/locks'})"
 
     # ------------------------------------------------------------------ reading
 
@@ -249,3 +259,32 @@ class HistoryStore:
             with contextlib.suppress(OSError):
                 size += os.stat(f"{self.path}{suffix}").st_size
         return size
+
+
+def lock_holders(paths: list[Path]) -> list[str]:
+    """`pid (command): KIND on file` for every POSIX/flock lock /proc/locks lists on `paths`."""
+    inodes: dict[int, str] = {}
+    for path in paths:
+        with contextlib.suppress(OSError):
+            inodes[os.stat(path).st_ino] = path.name
+    found: list[str] = []
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        # "1: POSIX  ADVISORY  WRITE 1234 fd:01:5678 0 EOF" (blocked waiters start with "->")
+        fields = line.split()
+        if len(fields) < 6 or fields[1] == "->":
+            continue
+        name = inodes.get(int(fields[5].rsplit(":", 1)[-1]))
+        if name is None:
+            continue
+        pid = fields[4]
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            who = command.decode(errors="replace").strip()[:80]
+        except OSError:
+            who = "?"
+        found.append(f"{pid} ({who}): {fields[1]} {fields[3]} on {name}")
+    return found

@@ -78,11 +78,16 @@ _COMMAND_STATUS: dict[ErrorCode, int] = {
     ErrorCode.SCHEDULE_EXISTS: 409,
     ErrorCode.TOO_MANY_SCHEDULES: 429,
     ErrorCode.UNKNOWN_PARENT: 422,
+    # Sharded mode (issue 23). 421 Misdirected Request: inside the cluster only, the node
+    # re-reads the placement and forwards; 503 while a queue is fenced for a move (seconds).
+    ErrorCode.NOT_OWNER: 421,
+    ErrorCode.QUEUE_MOVING: 503,
 }
 # Refusals that pass: the client may retry later (a queue cap frees up when a purge, every
 # minute, empties a queue).
 _COMMAND_HEADERS: dict[ErrorCode, dict[str, str]] = {
     ErrorCode.TOO_MANY_QUEUES: {"Retry-After": "60"},
+    ErrorCode.QUEUE_MOVING: {"Retry-After": "1"},
 }
 
 _HTTP_CODES: dict[int, str] = {

@@ -179,3 +179,26 @@ def test_requeues_do_not_pile_up_entries_in_the_dead_set() -> None:
         sm.apply(Requeue(now, "j"))
     assert sm.held().dead == 0
     assert len(sm._dead.heap) <= 2100  # rebuilt once stale entries were most of it
+
+
+def test_forgotten_jobs_are_not_kept_alive_by_the_listing_index() -> None:
+    """The submission-order index (for paging) must let forgotten jobs go: a lingering entry
+    keeps the whole job, payload and result, in memory. Measured by the references left to
+    each forgotten job; only the lease heap's stale entries (at most 1,024) may remain."""
+    import sys
+
+    for blocked in (False, True):  # True: an old READY job keeps the purged ones from a prefix
+        forgotten: list[Job] = []
+        sm = StateMachine(on_forget=lambda jobs, now, into=forgotten: into.extend(jobs))
+        if blocked:
+            sm.apply(Submit(T0 - 1, [NewJob("old", queue="other", owner="o")]))
+        finish(sm, 20_000, size=100)
+        result = sm.apply(Purge(T0 + 30_000, 0, max_finished=12_000))
+        assert isinstance(result, PurgeResult) and result.evicted == 8_000
+        # References: `forgotten`, the loop variable, getrefcount's argument, and the state
+        # machine's if any.
+        kept = [job.id for job in forgotten if sys.getrefcount(job) > 3]
+        assert len(kept) <= 1024, (blocked, len(kept))
+        page, _ = sm.list_jobs(limit=20_000)
+        assert len(page) == 12_000 + blocked
+        assert page[-1].id == ("old" if blocked else "j8000")

@@ -35,6 +35,7 @@ from jq_tool.core.fingerprint import fingerprint
 from jq_tool.core.model import (
     FINISHED_STATES,
     Ack,
+    AdoptQueue,
     Attempt,
     BulkCancel,
     BulkRequeue,
@@ -78,12 +79,14 @@ from jq_tool.core.model import (
     ScheduleSpec,
     SetQueue,
     SettleDeadGroup,
+    StartShard,
     Submit,
     SubmitResult,
     Submitted,
     UniqueScope,
     UpdateSchedule,
 )
+from jq_tool.core.ownership import scoped_key
 from jq_tool.core.state_machine import (
     Counters,
     QueueStats,
@@ -128,6 +131,9 @@ class ReferenceQueue:
         self.lease_times: dict[str, list[int]] = {}
         self.unique: dict[tuple[str, str], tuple[str, UniqueScope, int]] = {}
         self.awaited: dict[str, list[str]] = {}
+        # Sharded (issue 23): idempotency and unique keys are per queue, parents in the
+        # child's queue.
+        self.sharded = False
         # The machine's reason of a parent cancellation, for byte counts (set by the test).
         self.parent_reason: Callable[[str], str] | None = None
 
@@ -281,6 +287,8 @@ class ReferenceQueue:
         answered: dict[str, str] = {}  # entries answered with an earlier job: parents mean it
         for nj in command.jobs:
             key = nj.idempotency_key
+            if key is not None and self.sharded:
+                key = scoped_key(nj.queue, key)
             remembered = self.idempotency.get((nj.owner, key)) if key is not None else None
             if remembered is not None and self.now < remembered[2]:
                 if remembered[1] in (None, nj.fingerprint) or nj.fingerprint is None:
@@ -290,8 +298,11 @@ class ReferenceQueue:
                     entries.append(Error(ErrorCode.IDEMPOTENCY_KEY_REUSED, ""))
                 continue
             jf = nj.flow
-            if jf is not None and jf.unique_key is not None:
-                holder = self.unique.get((nj.owner, jf.unique_key))
+            unique_key = None if jf is None else jf.unique_key
+            if unique_key is not None and self.sharded:
+                unique_key = scoped_key(nj.queue, unique_key)
+            if unique_key is not None:
+                holder = self.unique.get((nj.owner, unique_key))
                 if holder is not None:
                     holder_id, scope, until = holder
                     held_job = self.jobs.get(holder_id)
@@ -317,6 +328,13 @@ class ReferenceQueue:
             ):
                 entries.append(Error(ErrorCode.UNKNOWN_PARENT, ""))
                 continue
+            if (
+                jf is not None
+                and self.sharded
+                and any(self.jobs[p].queue != nj.queue for p in jf.depends_on)
+            ):
+                entries.append(Error(ErrorCode.INVALID, ""))
+                continue
             held = {j.queue for j in self.jobs.values()}
             if command.max_queues and nj.queue not in held and len(held) >= command.max_queues:
                 entries.append(Error(ErrorCode.TOO_MANY_QUEUES, ""))
@@ -325,7 +343,7 @@ class ReferenceQueue:
             run_at = now if nj.run_at is None else nj.run_at
             self.jobs[nj.id] = Job(
                 nj.id, nj.queue, nj.payload, nj.priority, nj.max_retries, 0, R, now, run_at,
-                self.seq, idempotency_key=key, updated_at=now, owner=nj.owner,
+                self.seq, idempotency_key=nj.idempotency_key, updated_at=now, owner=nj.owner,
             )  # fmt: skip
             if jf is not None and jf.depends_on:
                 job = self.jobs[nj.id]
@@ -335,9 +353,9 @@ class ReferenceQueue:
                 self.sweep(now)
                 if job.state is R:
                     job.updated_at = now
-            if jf is not None and jf.unique_key is not None:
+            if jf is not None and unique_key is not None:
                 until = now + jf.unique_period_ms if jf.unique_scope is UniqueScope.PERIOD else 0
-                self.unique[(nj.owner, jf.unique_key)] = (nj.id, jf.unique_scope, until)
+                self.unique[(nj.owner, unique_key)] = (nj.id, jf.unique_scope, until)
             if key is not None:
                 self.idempotency[(nj.owner, key)] = (nj.id, nj.fingerprint, now + KEEP_MS)
             self.counters.submitted += 1
@@ -1189,3 +1207,25 @@ StateMachineAgainstReference.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestStateMachineAgainstReference = StateMachineAgainstReference.TestCase
+
+
+class ShardedMachineAgainstReference(StateMachineAgainstReference):
+    """The same rules against a shard that adopted every queue (issue 23): ownership on changes
+    nothing a single node does, except the two sharded rules the reference knows (keys per
+    queue, parents in the child's queue)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        assert not isinstance(self.sm.apply(StartShard(1)), Error)
+        for queue in QUEUES:
+            assert not isinstance(self.sm.apply(AdoptQueue(queue, 1)), Error)
+        self.ref.sharded = True
+
+
+ShardedMachineAgainstReference.TestCase.settings = settings(
+    max_examples=60,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestShardedMachineAgainstReference = ShardedMachineAgainstReference.TestCase

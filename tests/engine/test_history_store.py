@@ -78,3 +78,33 @@ def test_a_batch_that_cannot_be_written_is_kept_and_written_later(tmp_path: Path
     reopened.open()
     assert reopened.get("big199") is not None
     reopened.close()
+
+
+def test_a_lock_held_by_another_process_is_named(tmp_path: Path) -> None:
+    """When the busy timeout runs out, the error names who holds the lock (/proc/locks)."""
+    import subprocess
+    import sys
+
+    from jq_tool.engine.history_store import lock_holders
+
+    store = HistoryStore(tmp_path, 7 * DAY, clock=lambda: T0)
+    store.open()
+    store.close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sqlite3, sys, time\n"
+         f"db = sqlite3.connect({str(store.path)!r}, isolation_level=None)\n"
+         "db.execute('BEGIN EXCLUSIVE')\n"
+         "print('held', flush=True)\n"
+         "time.sleep(60)\n"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        found = lock_holders([store.path, Path(f"{store.path}-wal"), Path(f"{store.path}-shm")])
+        assert any(line.startswith(f"{holder.pid} (") for line in found), found
+        assert "sqlite3" in " ".join(found)  # the holder's command line
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lock_holders([store.path]) == []

@@ -94,6 +94,8 @@ def test_error_table() -> None:
         (CommandRejected(ErrorCode.LEASE_MISMATCH, "stale"), 409, "lease_mismatch"),
         (CommandRejected(ErrorCode.INVALID_STATE, "state"), 409, "invalid_state"),
         (CommandRejected(ErrorCode.INVALID, "bad"), 400, "invalid"),
+        (CommandRejected(ErrorCode.NOT_OWNER, "elsewhere"), 421, "not_owner"),
+        (CommandRejected(ErrorCode.QUEUE_MOVING, "moving"), 503, "queue_moving"),
         (StorageFull("disk full"), 507, "storage_full"),
         (EngineUnavailable("fsync failed"), 503, "unavailable"),
         (KeyStoreUnavailable("redis down"), 503, "unavailable"),
@@ -106,6 +108,8 @@ def test_error_table() -> None:
         body = json.loads(bytes(response.body))
         assert body["code"] == code and body["error"]
     assert "redis down" not in bytes(to_response(KeyStoreUnavailable("redis down")).body).decode()
+    moving = to_response(CommandRejected(ErrorCode.QUEUE_MOVING, "moving"))
+    assert moving.headers["Retry-After"] == "1"
 
 
 def test_times_round_trip() -> None:
