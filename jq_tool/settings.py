@@ -193,6 +193,33 @@ def _urls(text: str) -> tuple[str, ...]:
     return urls
 
 
+def _shards(text: str) -> dict[int, tuple[str, ...]]:
+    """`0=http://h:p,http://h:p;1=http://…` → {shard: its etcd group's client URLs}. Shards are
+    numbered 0..S-1 (shard 0's group also holds the placement table)."""
+    out: dict[int, tuple[str, ...]] = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        shard, sep, urls = item.partition("=")
+        if not sep or not shard.strip().isdigit() or not urls.strip():
+            raise ValueError(f"expected shard=http://host:port,…; got {item!r}")
+        out[int(shard)] = _urls(urls)
+    if out and sorted(out) != list(range(len(out))):
+        raise ValueError(f"shards must be numbered 0..{len(out) - 1}, got {sorted(out)}")
+    return out
+
+
+def _shard_ids(text: str) -> tuple[int, ...] | None:
+    """`0,1` → (0, 1); `none` → () (a node that holds no shard and forwards everything);
+    `all` → None (every shard)."""
+    if text.strip().lower() == "all":
+        return None
+    if text.strip().lower() == "none":
+        return ()
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not all(part.isdigit() for part in parts):
+        raise ValueError(f"expected shard numbers like 0,1 (or all, or none), got {text!r}")
+    return tuple(sorted({int(part) for part in parts}))
+
+
 # ---------------------------------------------------------------------- the settings
 
 CLUSTER = "Cluster mode (etcd)"
@@ -348,6 +375,16 @@ class Settings:
         panel=CLUSTER, shown_default="--raft-addr's port + 1",
         help="This node's etcd client address host:port",
     )  # fmt: skip
+    shards: dict[int, tuple[str, ...]] = setting(
+        "", flag="--shards", env="SHARDS", parse=_shards, panel=CLUSTER,
+        help="Sharded mode (prototype, docs/scaling.md): each shard's etcd cluster, "
+        "0=http://host:port,…;1=…; queues are spread over the shards",
+    )  # fmt: skip
+    shard_replicas: tuple[int, ...] | None = setting(
+        "all", flag="--shard-replicas", env="SHARD_REPLICAS", parse=_shard_ids, panel=CLUSTER,
+        help="The shards this node holds a replica of (0,1, all or none); requests for others "
+        "are forwarded to a node that holds them",
+    )  # fmt: skip
     etcd_cluster_token: str = setting(
         "jq-cluster", flag="--etcd-cluster-token", env="ETCD_CLUSTER_TOKEN", panel=CLUSTER,
         help="etcd's --initial-cluster-token for the members jq starts",
@@ -402,6 +439,8 @@ def build_settings(
         if value is not None:
             values[name] = value
     settings = Settings(**values)
+    if settings.shards and not settings.cluster_mode:
+        raise _error("shards", "only in cluster mode (--cluster-mode)")
     if settings.cluster_mode:
         settings = _resolve_cluster(settings, node_id_given="node_id" in values)
     return settings
@@ -414,6 +453,17 @@ def _resolve_cluster(settings: Settings, *, node_id_given: bool) -> Settings:
         raise _missing("node_id", "in cluster mode")
     node_id, peers = settings.node_id, dict(settings.peers)
     raft_addr = settings.raft_addr or peers.get(node_id, "")
+    if settings.shards:
+        # Sharded (prototype): every shard's etcd cluster is named by --shards; jq starts no
+        # member. HTTP_PEERS says where the other nodes are, for forwarding.
+        if node_id not in settings.http_peers:
+            raise _missing("http_peers", f"with --shards, naming this node ({node_id})")
+        unknown = set(settings.shard_replicas or ()) - set(settings.shards)
+        if unknown:
+            raise _error("shard_replicas", f"no such shards: {sorted(unknown)}")
+        return settings
+    if settings.shard_replicas is not None:
+        raise _error("shard_replicas", "only with --shards")
     if not settings.etcd_endpoints:
         if not raft_addr:
             raise _missing("raft_addr", "in cluster mode, unless --etcd-endpoints is given")

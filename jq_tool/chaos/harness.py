@@ -34,6 +34,7 @@ import httpx
 from jq_tool.chaos.ledger import Ledger, chaos_payload, payload_index
 from jq_tool.chaos.options import ChaosOptions
 from jq_tool.chaos.report import Report, verify
+from jq_tool.chaos.sharded_target import SpawnedShardedCluster
 from jq_tool.chaos.target import (
     Endpoint,
     ExternalServer,
@@ -105,6 +106,12 @@ class ChaosRun:
         self._route = random.Random(f"route-{self.seed}")
         self.run_id = uuid.uuid4().hex[:12]
         self.queue = options.queue or f"chaos-{self.run_id}"
+        # Sharded: one queue per shard (new queues go to the least loaded shard), so the load
+        # and the kills reach every shard. Submit i goes to queue i mod n, worker k leases k's.
+        self.queues = (
+            [f"{self.queue}-{i}" for i in range(options.shards)] if options.shards else [self.queue]
+        )
+        self._workers_started = 0
         # Which submits go without a key: their own stream, so the share moves no kill.
         keys = random.Random(f"keys-{self.seed}")
         without_key = {i for i in range(options.jobs) if keys.random() < options.without_key}
@@ -133,7 +140,9 @@ class ChaosRun:
             restarts=self.restarts,
             kills_planned=self.options.kills,
             phase=self.phase,
-            down=self.target.down if isinstance(self.target, SpawnedCluster) else None,
+            down=self.target.down
+            if isinstance(self.target, SpawnedCluster | SpawnedShardedCluster)
+            else None,
         )
 
     async def run(self) -> Report:
@@ -192,7 +201,7 @@ class ChaosRun:
             error=error,
             verified=final_states is not None,
             seed=self.seed,
-            queue=self.queue,
+            queue=",".join(self.queues),
         )
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -308,7 +317,7 @@ class ChaosRun:
         record = self.ledger.submits[index]
         body: dict[str, Any] = {
             "payload": chaos_payload(self.run_id, index),
-            "queue": self.queue,
+            "queue": self.queues[index % len(self.queues)],
             "max_retries": CHAOS_MAX_RETRIES,
         }
         if record.keyed:
@@ -349,7 +358,9 @@ class ChaosRun:
     # -- workers ------------------------------------------------------------------------------
 
     async def _worker(self) -> None:
-        body = {"queue": self.queue, "wait_ms": LEASE_WAIT_MS}
+        queue = self.queues[self._workers_started % len(self.queues)]
+        self._workers_started += 1
+        body = {"queue": queue, "wait_ms": LEASE_WAIT_MS}
         while True:
             try:
                 response = await self._request("POST", "/jobs/lease", json=body)
@@ -444,11 +455,18 @@ class ChaosRun:
         return states
 
     async def _queue_job_ids(self) -> list[str]:
-        """Every job id in the run's queue, from GET /jobs page by page."""
+        """Every job id in the run's queues."""
+        ids: list[str] = []
+        for queue in self.queues:
+            ids.extend(await self._job_ids_of(queue))
+        return ids
+
+    async def _job_ids_of(self, queue: str) -> list[str]:
+        """Every job id in one queue, from GET /jobs page by page."""
         ids: list[str] = []
         cursor: str | None = None
         while True:
-            query = {"queue": self.queue, "limit": 1000, **({"cursor": cursor} if cursor else {})}
+            query = {"queue": queue, "limit": 1000, **({"cursor": cursor} if cursor else {})}
             response = await self._request("GET", "/jobs?" + urlencode(query))
             if response.status_code != 200:
                 self._fail(f"GET /jobs: {_describe(response)}")
@@ -490,6 +508,7 @@ async def run_chaos(options: ChaosOptions, *, run: list[ChaosRun] | None = None)
     workdir: Path | None = None
     target: Target
     cluster: SpawnedCluster | None = None
+    sharded: SpawnedShardedCluster | None = None
     if options.target is not None:
         target = ExternalServer(
             options.target,
@@ -497,6 +516,12 @@ async def run_chaos(options: ChaosOptions, *, run: list[ChaosRun] | None = None)
             kill_cmd=options.kill_cmd,
             restart_cmd=options.restart_cmd,
         )
+    elif options.shards:
+        if options.data_dir is not None:
+            root = Path(options.data_dir)
+        else:
+            workdir = root = Path(tempfile.mkdtemp(prefix="jq-chaos-shards-"))
+        target = sharded = SpawnedShardedCluster(root, options.shards, seed=options.seed)
     elif options.cluster:
         if options.data_dir is not None:
             root = Path(options.data_dir)
@@ -512,6 +537,8 @@ async def run_chaos(options: ChaosOptions, *, run: list[ChaosRun] | None = None)
             data_dir, log_path = workdir / "data", workdir / "serve.log"
         target = SpawnedServer(data_dir, log_path=log_path, key=options.key)
     chaos = ChaosRun(options, target)
+    if sharded is not None:
+        sharded.queues = chaos.queues
     if run is not None:
         run.append(chaos)
     report: Report | None = None
@@ -524,6 +551,12 @@ async def run_chaos(options: ChaosOptions, *, run: list[ChaosRun] | None = None)
             )
             report.notes.append(f"cluster of {options.cluster} nodes; killed in turn: {killed}")
             report.notes.append(f"answers per node: {answers}")
+        if sharded is not None:
+            killed = ", ".join(sharded.killed) or "none"
+            report.notes.append(
+                f"{options.shards} shards (queues {', '.join(chaos.queues)}), 3 nodes; "
+                f"killed in turn: {killed}"
+            )
         return report
     finally:
         with contextlib.suppress(TargetError):

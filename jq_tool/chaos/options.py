@@ -39,6 +39,7 @@ CHAOS_FLAGS = frozenset(
 
 # One kill at a time keeps a majority up from 3 nodes on; more than 7 members only slow etcd down.
 MAX_CLUSTER_NODES = 7
+MAX_SHARDS = 4
 
 
 def parse_duration(text: str) -> float:
@@ -100,6 +101,9 @@ class ChaosOptions:
     queue: str | None = None  # None: a fresh queue per run, so a shared target's jobs stay apart
     data_dir: str | None = None  # spawned server's data dir; None: a temporary one
     cluster: int = 0  # nodes of a spawned cluster; 0: one single-node server
+    # Shards of a spawned sharded cluster (three nodes, an etcd group per shard; 0: not
+    # sharded): the run uses one queue per shard and kills shard leaders and nodes in turn.
+    shards: int = 0
     # Share of submits sent without an idempotency key and retried all the same, as a client
     # written against the bare HTTP API might: the duplicates they make are counted apart.
     without_key: float = 0.0
@@ -145,6 +149,13 @@ class ChaosOptions:
                 problems.append("--cluster spawns its own nodes: it cannot be used with --target")
             if self.key is not None:
                 problems.append("--key does not apply to --cluster: each node seeds its own keys")
+        if self.shards:
+            if not 2 <= self.shards <= MAX_SHARDS:
+                problems.append(f"--shards must be between 2 and {MAX_SHARDS} (0: not sharded)")
+            if self.target is not None or self.cluster:
+                problems.append("--shards spawns its own cluster: not with --target or --cluster")
+            if self.key is not None:
+                problems.append("--key does not apply to --shards: each node seeds its own keys")
         if self.queue is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", self.queue):
             problems.append("--queue must be 1-128 characters of [A-Za-z0-9_.:-]")
         return problems

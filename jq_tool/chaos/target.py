@@ -35,7 +35,7 @@ SERVE_COMMAND: Final[tuple[str, ...]] = (sys.executable, "-m", "jq_tool.cli.main
 # The cluster variables `jq serve` reads; a spawned cluster node gets its own set of them.
 CLUSTER_ENV_VARS: Final = (
     "CLUSTER_MODE", "NODE_ID", "RAFT_ADDR", "PEERS", "HTTP_PEERS", "BOOTSTRAP", "ETCD_ENDPOINTS",
-    "ETCD_CLIENT_ADDR", "ETCD_CLUSTER_TOKEN",
+    "ETCD_CLIENT_ADDR", "ETCD_CLUSTER_TOKEN", "SHARDS", "SHARD_REPLICAS",
 )  # fmt: skip
 # A private server keeps its keys in its own data dir and logs the seeded keys we read; these
 # variables of the harness's own environment would change that (or make it a cluster node).

@@ -100,6 +100,14 @@ def chaos(
             "one random node at a time; 0 = one single-node server"
         ),
     ] = 0,
+    shards: Annotated[
+        int,
+        typer.Option(
+            help="spawn a sharded cluster (issue 23 prototype: this many shards of 3 etcd "
+            "members, 3 nodes; needs etcd on PATH), one queue per shard, and kill shard "
+            "leaders and nodes in turn; 0 = not sharded"
+        ),
+    ] = 0,
     without_key: Annotated[
         float,
         typer.Option(
@@ -125,6 +133,7 @@ def chaos(
         queue=queue,
         data_dir=data_dir,
         cluster=cluster,
+        shards=shards,
         without_key=without_key,
     )
     problems = options.problems()
@@ -157,7 +166,9 @@ async def _run(options: ChaosOptions, show_progress: bool) -> Report:
     if not show_progress:
         return await run_chaos(options)
     runs: list[ChaosRun] = []
-    starting = Text("starting the cluster…" if options.cluster else "starting the server…")
+    starting = Text(
+        "starting the cluster…" if options.cluster or options.shards else "starting the server…"
+    )
     with Live(starting, console=Console(), refresh_per_second=4) as live:
         task = asyncio.create_task(run_chaos(options, run=runs))
         while not task.done():

@@ -41,6 +41,7 @@ OUR_COMMANDS = frozenset(
         "dead",
         "workers",
         "history",
+        "shards",
         "--help",
     }
 )

@@ -57,6 +57,7 @@ def build_app(*, serve_only: bool = False) -> typer.Typer:
         queues,
         schedules,
         serve,
+        shards,
         tui,
         wal_inspect,
         worker,
@@ -74,6 +75,7 @@ def build_app(*, serve_only: bool = False) -> typer.Typer:
         wal_inspect,
         insight,
         console,
+        shards,
     ):
         module.register(app)
     return app

@@ -13,6 +13,7 @@ import typer
 
 from jq_tool.cli.options import JsonOption, KeyOption, UrlOption, duration_option, open_client
 from jq_tool.cli.output import print_json, print_record
+from jq_tool.cli.shards import move
 from jq_tool.sdk import DEFAULT_URL, QueueSettings
 
 queues_app = typer.Typer(
@@ -113,6 +114,9 @@ def limit(
     with open_client(url, key, as_json) as client:
         settings = client.set_queue(name, concurrency=concurrency, rate_limit=rate, rate_period=per)
     _show(settings, as_json)
+
+
+queues_app.command("move")(move)
 
 
 def register(app: typer.Typer) -> None:

@@ -83,6 +83,35 @@ class InvalidSchedule(ValueError):
         self.message = message
 
 
+class ShardNotHeld(EngineUnavailable):
+    """Sharded mode: the call belongs to a shard this node holds no replica of. The server
+    forwards the request to one of `urls` (nodes that hold it, server/forward.py); with none,
+    it is a 503 like any unavailable engine."""
+
+    def __init__(self, shard: int, urls: list[str]) -> None:
+        super().__init__(f"shard {shard} is not held by this node and no node holding it is known")
+        self.shard = shard
+        self.urls = urls
+
+
+class MoveRefused(Exception):
+    """Sharded mode: a queue move that cannot go on as asked (another move of it, a lost race,
+    a queue never placed, a refusal from a shard). Nothing was left that a retry cannot finish."""
+
+
+class ShardAdmin(Protocol):
+    """Sharded mode's admin calls (engine/sharded.py's ShardedEngine), for its admin routes."""
+
+    def placement_view(self) -> dict[str, object]:
+        """The placement table as this node sees it and the health of the shards it holds."""
+        ...
+
+    async def move_queue(self, queue: str, to: int) -> object:
+        """Move a queue to shard `to` (or finish a stopped move of it); the outcome, as a
+        Struct. Raises MoveRefused, ShardNotHeld (the request is forwarded)."""
+        ...
+
+
 class StorageFull(EngineUnavailable):
     """The disk is full: the write was refused and nothing was acknowledged. Recoverable."""
 
@@ -218,6 +247,8 @@ class Health(msgspec.Struct):
     ok: bool
     role: str  # "single", or "leader"/"follower" in cluster mode
     reason: str | None = None  # why writes are refused, when they are
+    # Sharded mode: each shard this node holds, by its number (docs/scaling.md §2.7).
+    shards: dict[str, Health] | None = None
 
 
 @dataclass(frozen=True)

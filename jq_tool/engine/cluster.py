@@ -45,6 +45,10 @@ from jq_tool.engine.etcd_member import EtcdMember
 
 log = logging.getLogger("jq.cluster")
 
+# Every key lives under the engine's prefix: `jq/` (these constants) unless sharded, where a
+# shard's keys live under `jq/s/<shard>/` (engine/sharded.py), so several shards can share an
+# etcd group and several ClusterEngines one process.
+DEFAULT_PREFIX = b"jq/"
 LOG_PREFIX = b"jq/log/"
 TICKER_KEY = b"jq/ticker"
 NODES_PREFIX = b"jq/nodes/"
@@ -96,11 +100,16 @@ class ClusterEngine(CommandEngine):
         *,
         clock: Callable[[], int] = now_ms,
         start_member: bool = True,
+        prefix: bytes = DEFAULT_PREFIX,
     ) -> None:
         super().__init__(config, clock=clock)
         if config.cluster is None:
             raise ValueError("ClusterEngine needs a cluster config (cluster mode)")
         cluster = self.cluster = config.cluster
+        self.prefix = prefix
+        self._log_prefix = prefix + b"log/"
+        self._ticker_key = prefix + b"ticker"
+        self._nodes_prefix = prefix + b"nodes/"
         self.member = (
             EtcdMember(cluster, config.data_dir)
             if start_member and not cluster.etcd_endpoints
@@ -152,7 +161,7 @@ class ClusterEngine(CommandEngine):
         self._release_all_waiters()
         if self.role == "leader":
             with contextlib.suppress(EtcdError):
-                kvs, _ = await self._etcd.range(TICKER_KEY)
+                kvs, _ = await self._etcd.range(self._ticker_key)
                 if kvs and kvs[0].value == self.cluster.node_id.encode():
                     await self._etcd.lease_revoke(kvs[0].lease)
         with contextlib.suppress(Exception):
@@ -197,7 +206,10 @@ class ClusterEngine(CommandEngine):
 
     async def _put_batch(self, batch: list[Proposal]) -> None:
         self._batch_seq += 1
-        key = LOG_PREFIX + f"{self.cluster.node_id}/{self._boot}/{self._batch_seq:012d}".encode()
+        key = (
+            self._log_prefix
+            + f"{self.cluster.node_id}/{self._boot}/{self._batch_seq:012d}".encode()
+        )
         # The records already encoded, as they are, in one (deflated) msgpack list.
         value = encode_batch([p.record for p in batch])
         self._inflight[key] = batch
@@ -247,7 +259,7 @@ class ClusterEngine(CommandEngine):
     async def _watch_loop(self) -> None:
         while True:
             try:
-                async for events in self._etcd.watch(LOG_PREFIX, self.applied_revision + 1):
+                async for events in self._etcd.watch(self._log_prefix, self.applied_revision + 1):
                     self._quorum_ok = True
                     for event in events:
                         kv = event.kv
@@ -278,7 +290,7 @@ class ClusterEngine(CommandEngine):
         """Wait until every log batch committed before this call is applied here."""
         try:
             kvs, _ = await self._etcd.range(
-                LOG_PREFIX,
+                self._log_prefix,
                 prefix=True,
                 keys_only=True,
                 min_mod_revision=self.applied_revision + 1,
@@ -308,7 +320,7 @@ class ClusterEngine(CommandEngine):
         info = NodeInfo(snapshot_revision=position, http_url=self._http_url())
         with contextlib.suppress(EtcdError):
             await self._etcd.put(
-                NODES_PREFIX + self.cluster.node_id.encode(), msgspec.json.encode(info)
+                self._nodes_prefix + self.cluster.node_id.encode(), msgspec.json.encode(info)
             )
 
     def _load_local_snapshot(self) -> None:
@@ -340,13 +352,13 @@ class ClusterEngine(CommandEngine):
             revision, body = self.applied_revision, self._machine.snapshot()
         else:
             revision, body = loaded
-        await publish_snapshot(self._etcd, revision, body)
+        await publish_snapshot(self._etcd, revision, body, self.prefix)
         return revision
 
     async def _restore_cluster_snapshot(self, compact_revision: int) -> None:
         while True:
             try:
-                revision, body = await fetch_snapshot(self._etcd, compact_revision)
+                revision, body = await fetch_snapshot(self._etcd, compact_revision, self.prefix)
             except (EtcdError, msgspec.DecodeError) as exc:
                 log.warning("cannot restore the cluster snapshot yet: %s", exc)
                 await asyncio.sleep(1)
@@ -369,7 +381,7 @@ class ClusterEngine(CommandEngine):
             try:
                 lease = await self._etcd.lease_grant(TICKER_TTL_S)
                 if await self._etcd.create_if_absent(
-                    TICKER_KEY, self.cluster.node_id.encode(), lease=lease
+                    self._ticker_key, self.cluster.node_id.encode(), lease=lease
                 ):
                     self.role = "leader"
                     log.info("entering Leader state (node %s runs the ticker)",
@@ -410,16 +422,16 @@ class ClusterEngine(CommandEngine):
     async def _compact_log(self) -> None:
         """Delete and compact log keys that every node's snapshot (and the published cluster
         snapshot) has passed, so etcd does not grow forever."""
-        nodes, _ = await self._etcd.range(NODES_PREFIX, prefix=True)
+        nodes, _ = await self._etcd.range(self._nodes_prefix, prefix=True)
         reported = {
-            kv.key[len(NODES_PREFIX) :].decode(): msgspec.json.decode(kv.value, type=NodeInfo)
+            kv.key[len(self._nodes_prefix) :].decode(): msgspec.json.decode(kv.value, type=NodeInfo)
             for kv in nodes
         }
         if set(self.cluster.peers) - set(reported):
             return  # a member has never reported a snapshot: keep everything for it
         floor = min(info.snapshot_revision for info in reported.values())
         kvs, _ = await self._etcd.range(
-            LOG_PREFIX, prefix=True, keys_only=True, max_mod_revision=floor, limit=10_000
+            self._log_prefix, prefix=True, keys_only=True, max_mod_revision=floor, limit=10_000
         )
         if not kvs:
             return

@@ -133,7 +133,9 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _new_job(spec: JobSpec, now: int, batch: list[NewJob] | None = None) -> NewJob:
+def _new_job(
+    spec: JobSpec, now: int, batch: list[NewJob] | None = None, shard: int | None = None
+) -> NewJob:
     run_at = spec.run_at
     if run_at is None and spec.delay_ms:
         run_at = now + spec.delay_ms
@@ -148,7 +150,7 @@ def _new_job(spec: JobSpec, now: int, batch: list[NewJob] | None = None) -> NewJ
             spec.on_parent_failure,
         )
     return NewJob(
-        new_job_id(),
+        new_job_id(shard),
         spec.queue,
         spec.payload,
         spec.priority,
@@ -214,6 +216,8 @@ class CommandEngine(InsightCalls, Engine):
     def __init__(self, config: EngineConfig, *, clock: Callable[[], int] = now_ms) -> None:
         self.config = config
         self._clock = clock
+        # Sharded mode: the shard this engine's log is (its job ids name it); None otherwise.
+        self.shard: int | None = None
         # Jobs a Purge forgets go to the history store, replayed ones too (history_store.py).
         self.history = HistoryStore(config.data_dir, config.retention_ms, clock=clock)
         self._machine = StateMachine(
@@ -631,7 +635,7 @@ class CommandEngine(InsightCalls, Engine):
         for schedule in self._machine.due_schedules(now, FIRINGS_PER_ROUND):
             times = self._cron_times(schedule.spec)
             if times is not None:
-                firings.append(plan_firing(schedule, times, now, new_job_id()))
+                firings.append(plan_firing(schedule, times, now, new_job_id(self.shard)))
         if not firings:
             return
         results = await asyncio.gather(*(self._propose(firing) for firing in firings))
@@ -665,7 +669,12 @@ class CommandEngine(InsightCalls, Engine):
         now = self._clock()
         config = self.config
         result = await self._propose(
-            Submit(now, [_new_job(spec, now)], config.idempotency_keep_ms, config.max_queues)
+            Submit(
+                now,
+                [_new_job(spec, now, None, self.shard)],
+                config.idempotency_keep_ms,
+                config.max_queues,
+            )
         )
         assert isinstance(result, SubmitResult)
         return _outcome(result.entries[0])
@@ -674,7 +683,7 @@ class CommandEngine(InsightCalls, Engine):
         now = self._clock()
         jobs: list[NewJob] = []
         for spec in specs:
-            jobs.append(_new_job(spec, now, jobs))
+            jobs.append(_new_job(spec, now, jobs, self.shard))
         config = self.config
         result = await self._propose(
             Submit(now, jobs, config.idempotency_keep_ms, config.max_queues)
@@ -849,6 +858,8 @@ class CommandEngine(InsightCalls, Engine):
             leased: list[Job] = []
             if lease is not None:
                 result = await lease
+                if isinstance(result, Error):  # sharded: the queue is elsewhere or moving
+                    raise CommandRejected(result.code, result.message)
                 assert isinstance(result, LeaseResult)
                 leased = result.jobs
         except BaseException:
@@ -888,6 +899,14 @@ class CommandEngine(InsightCalls, Engine):
         """A fenced queue's export from this replica (which applied the fence if it proposed
         it): engine/moves.py's ShardLog.export."""
         return self._machine.export_queue(queue, move_id)
+
+    def holds(self, job_id: str) -> bool:
+        """Whether the job is in memory here now (no catch-up): sharded mode routes by it."""
+        return self._machine.get(job_id) is not None
+
+    def queue_job_of(self, job_id: str) -> str | None:
+        job = self._machine.get(job_id)
+        return None if job is None else job.queue
 
     async def get_finished(self, job_id: str) -> Job | None:
         if type(job_id) is not str:

@@ -449,6 +449,23 @@ class EtcdClient:
         data = await self._call("/v3/kv/txn", body)
         return bool(data.get("succeeded", False))
 
+    async def put_if_unchanged(self, key: bytes, value: bytes, mod_revision: int) -> bool:
+        """Put key only if its mod_revision is still `mod_revision` (compare-and-swap; 0: only
+        if it does not exist); True when this call changed it."""
+        body = {
+            "compare": [
+                {
+                    "key": b64(key),
+                    "result": "EQUAL",
+                    "target": "MOD",
+                    "mod_revision": str(mod_revision),
+                }  # fmt: skip
+            ],
+            "success": [{"request_put": {"key": b64(key), "value": b64(value)}}],
+        }
+        data = await self._call("/v3/kv/txn", body)
+        return bool(data.get("succeeded", False))
+
     async def lease_grant(self, ttl_s: int) -> int:
         data = await self._call("/v3/lease/grant", {"TTL": str(ttl_s)})
         return int(data["ID"])

@@ -1,6 +1,7 @@
 """From the server's Settings to a running engine: `engine_config` derives the engine's
 configuration (the cluster's included) in one place, and `open_engine` picks LocalEngine (the
-default: the local WAL) or, in cluster mode, ClusterEngine (etcd)."""
+default: the local WAL) or, in cluster mode, ClusterEngine (etcd), or with SHARDS ShardedEngine
+(several etcd-backed shards, engine/sharded.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ def open_engine(settings: Settings) -> Engine:
     config = engine_config(settings)
     # Imported for the mode in use only: the cluster engine brings httpx and the etcd client,
     # which a single node never needs (and a restart should not wait for).
+    if config.cluster is not None and settings.shards:
+        from jq_tool.engine.sharded import ShardedEngine
+
+        return ShardedEngine(config, settings.shards, settings.shard_replicas)
     if config.cluster is not None:
         from jq_tool.engine.cluster import ClusterEngine
 

@@ -184,10 +184,11 @@ class LocalEngine(CommandEngine):
         replayed = 0
         self._replaying = True
         try:
-            for _index, record_type, body in self._wal.replay():
-                if record_type == RECORD_COMMAND:
-                    self._machine.apply(decode_command(body))
-                    replayed += 1
+            with self.history.replaying():
+                for _index, record_type, body in self._wal.replay():
+                    if record_type == RECORD_COMMAND:
+                        self._machine.apply(decode_command(body))
+                        replayed += 1
         finally:
             self._replaying = False
         return replayed

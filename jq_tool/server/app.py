@@ -14,16 +14,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import cast
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
 
 from jq_tool.auth import KeyStore, KeyStoreUnavailable, seed_dev_keys
-from jq_tool.engine.base import Engine
+from jq_tool.engine.base import Engine, ShardAdmin
 from jq_tool.server.auth_guard import Guard
 from jq_tool.server.dashboard import dashboard_routes
 from jq_tool.server.errors import HANDLED_EXCEPTIONS, handle_exception
 from jq_tool.server.events import EventRoutes, OpenStreams, StreamSlots, TicketBook
+from jq_tool.server.forward import Forwarder
 from jq_tool.server.hot_routes import HotRoutes
 from jq_tool.server.latency import LatencyWatch
 from jq_tool.server.metrics import RequestCounts, RequestMetricsMiddleware, build_registry
@@ -42,6 +45,15 @@ from jq_tool.server.workers import WorkerBook
 from jq_tool.settings import Settings
 
 log = logging.getLogger("jq.server")
+
+
+def _shard_routes(engine: Engine, guard: Guard, settings: Settings) -> list[BaseRoute]:
+    """Sharded mode's admin routes; nothing (and no import of the sharded engine) otherwise."""
+    if not settings.shards:
+        return []
+    from jq_tool.server.routes_shards import ShardRoutes
+
+    return ShardRoutes(cast(ShardAdmin, engine), guard).routes()
 
 
 class StartupFailed(Exception):
@@ -120,12 +132,15 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
                 ).routes(),
                 *EventRoutes(engine, guard, stats, tickets, draining, slots, streams).routes(),
                 *ConsoleRoutes(engine, guard, workers).routes(),
+                *_shard_routes(engine, guard, settings),
                 *openapi_routes(),
                 *dashboard_routes(),
             ]
         ),
         middleware=[
             Middleware(RequestMetricsMiddleware, counts=counts, log_access=settings.access_log),
+            # Sharded mode only: requests for a shard not held here go to a node holding it.
+            *([Middleware(Forwarder, node_id=settings.node_id)] if settings.shards else []),
             # The job routes skip the router: see hot_routes.py. Inside the metrics middleware.
             Middleware(HotRoutes, routes=job_routes),
         ],

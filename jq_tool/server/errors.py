@@ -29,6 +29,7 @@ from jq_tool.engine.base import (
     InvalidSchedule,
     OutcomeUnknown,
     ResourceExhausted,
+    ShardNotHeld,
     StorageFull,
 )
 from jq_tool.server.wire import ErrorBody, encode_json
@@ -66,6 +67,10 @@ _OUTCOME_ADVICE = (
 HEADER_TOO_LARGE = "header_too_large"
 TOO_MANY_CONNECTIONS = "too_many_connections"
 TOO_MANY_STREAMS = "too_many_streams"
+# Sharded mode: a call for a shard this node does not hold. Never shown to a client: the
+# forwarding middleware (server/forward.py) replaces it with the answer of a node holding it.
+FORWARD_STATUS = 421
+FORWARD_HEADER = "jq-forward-to"  # "<shard> <url> <url>…"
 
 # The state machine's refusals → status. ErrorCode values are already the wire codes.
 _COMMAND_STATUS: dict[ErrorCode, int] = {
@@ -130,6 +135,11 @@ def to_response(exc: BaseException) -> Response:
         return error_response(507, "storage_full", f"storage full, nothing was written: {exc}")
     if isinstance(exc, OutcomeUnknown):
         return error_response(504, OUTCOME_UNKNOWN, f"{_OUTCOME_ADVICE} ({exc})", None, _RETRY)
+    if isinstance(exc, ShardNotHeld):
+        targets = " ".join([str(exc.shard), *exc.urls])
+        return error_response(
+            FORWARD_STATUS, "misdirected", str(exc), None, {FORWARD_HEADER: targets}
+        )
     if isinstance(exc, ResourceExhausted):
         message = f"nothing was written, retry shortly: {exc}"
         return error_response(503, "resource_exhausted", message, None, _RETRY)

@@ -75,6 +75,7 @@ from jq_tool.server.wire import (
     SchedulePage,
     ScheduleView,
     SettledJob,
+    ShardHealth,
     StreamTicket,
     SubmitAnswer,
 )
@@ -113,6 +114,7 @@ _PUBLISHED: dict[type, str] = {
     JobPage: "JobList",
     Health: "Health",
     HealthProblem: "HealthProblem",
+    ShardHealth: "ShardHealth",
     QueueView: "Queue",
     QueuePage: "QueueList",
     StreamTicket: "Ticket",

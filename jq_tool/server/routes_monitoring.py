@@ -37,6 +37,7 @@ from jq_tool.server.wire import (
     JSONResponse,
     QueuePage,
     QueueView,
+    ShardHealth,
 )
 
 PROBE_INTERVAL_S = 1.0
@@ -105,10 +106,20 @@ class MonitoringRoutes:
         if self.key_store_probe.problem is not None:
             problems.append(HealthProblem("key_store", self.key_store_probe.problem))
         warnings = self.latency.breaches() if self.latency is not None else []
+        shards = (
+            UNSET
+            if health.shards is None
+            else {
+                number: ShardHealth(shard.ok, shard.role, shard.reason)
+                for number, shard in health.shards.items()
+            }
+        )
         if not problems:
-            return JSONResponse(Health("ok", health.role, warnings=warnings or UNSET))
+            return JSONResponse(
+                Health("ok", health.role, warnings=warnings or UNSET, shards=shards)
+            )
         reason = "; ".join(problem.reason for problem in problems)
-        body = Health("unavailable", health.role, reason, problems, warnings or UNSET)
+        body = Health("unavailable", health.role, reason, problems, warnings or UNSET, shards)
         return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
     async def get_stats(self, request: Request) -> Response:

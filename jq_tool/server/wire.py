@@ -364,6 +364,14 @@ class HealthProblem(msgspec.Struct):
     reason: str
 
 
+class ShardHealth(msgspec.Struct):
+    """One shard's health in GET /health (sharded mode): whether its log takes writes."""
+
+    ok: bool
+    role: str
+    reason: str | None = None
+
+
 class Health(msgspec.Struct):
     """GET /health: 200 `ok` while the server takes work; 503 `unavailable` while submits
     would be refused, with every reason (`reason` joins them, `problems` lists them)."""
@@ -374,6 +382,9 @@ class Health(msgspec.Struct):
     problems: list[HealthProblem] | UnsetType = UNSET
     # Conditions that do not refuse work but need a look: a queue past its max latency.
     warnings: list[HealthProblem] | UnsetType = UNSET
+    # Sharded mode: each shard this node holds, by number: {ok, role, reason} (a shard down
+    # does not make the node unhealthy: it still routes, docs/scaling.md §2.7).
+    shards: dict[str, ShardHealth] | UnsetType = UNSET
 
 
 class QueueView(msgspec.Struct, kw_only=True):

@@ -108,3 +108,19 @@ def test_a_lock_held_by_another_process_is_named(tmp_path: Path) -> None:
         holder.kill()
         holder.wait()
     assert lock_holders([store.path]) == []
+
+
+def test_a_replay_writes_full_batches_at_once(tmp_path: Path) -> None:
+    """Recovery forgets jobs far faster than the writer's pace: while replaying, a full batch
+    is written by the caller, so pending records (each a whole job) never pile up."""
+    from jq_tool.engine.history_store import FLUSH_AT
+
+    store = HistoryStore(tmp_path, 7 * DAY, clock=lambda: T0)
+    store.open()
+    with store.replaying():
+        for batch in range(3):
+            store.add([job(batch * FLUSH_AT + i, T0) for i in range(FLUSH_AT)], T0)
+            assert store.records == (batch + 1) * FLUSH_AT  # written before add returned
+        store.add([job(-1, T0)], T0)  # not full: left to the writer
+    store.close()
+    assert store.records == 3 * FLUSH_AT + 1
