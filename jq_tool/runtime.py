@@ -3,8 +3,10 @@ measure the engine the way `jq serve` runs it."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
+from collections.abc import Iterator
 
 
 def tune_gc() -> None:
@@ -14,6 +16,20 @@ def tune_gc() -> None:
     connections, the default thresholds tripled the p99 of POST /jobs, and they cost the engine
     about a quarter of its durable submit rate with 256 submitters (bench/core_bench.py)."""
     gc.set_threshold(50_000, 50, 1000)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic collection inside: for recovery, which makes a million long-lived objects in
+    a row (a snapshot's jobs, heaps and maps) that every collection would walk again for
+    nothing. Measured on 1M queued jobs: recovery 10-20% faster."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number

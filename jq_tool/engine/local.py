@@ -44,6 +44,7 @@ from jq_tool.engine.base import (
     StorageFull,
 )
 from jq_tool.engine.command_engine import CommandEngine, Proposal, now_ms
+from jq_tool.runtime import collector_paused
 
 log = logging.getLogger("jq.engine")
 
@@ -172,6 +173,10 @@ class LocalEngine(CommandEngine):
 
     def _recover(self) -> int:
         """Newest valid snapshot + replay. Runs in the WAL thread before anything else."""
+        with collector_paused():
+            return self._recover_state()
+
+    def _recover_state(self) -> int:
         recovery = self._wal.open()
         if recovery.truncated:
             self.recovery_message = recovery.truncated
