@@ -83,17 +83,22 @@ def serve_instrumented(out_path: str, argv: list[str]) -> None:
     import jq_tool.core.wal as wal
     import jq_tool.engine.command_engine as command_engine
     import jq_tool.engine.local as local
+    import jq_tool.server.connections as connections
     import jq_tool.server.http_protocol as http_protocol
 
     stamps: dict[str, list[int]] = {name: [] for name in SERVER_PROBES}
-    protocol = http_protocol.JoinedWritesProtocol
+    # The protocol `jq serve` runs: the connection guard's, over the joined-writes one.
+    protocol = connections.GuardedHttpToolsProtocol
     protocol.data_received = _stamp(stamps["s_received"])(protocol.data_received)  # type: ignore[method-assign]
     joined = http_protocol._JoinedWrites
     joined._send = _stamp(stamps["s_answered"])(joined._send)  # type: ignore[method-assign]
     engine = command_engine.CommandEngine
     engine._enqueue = _stamp(stamps["s_proposed"])(engine._enqueue)  # type: ignore[method-assign]
     local.LocalEngine._append = _async_stamp(stamps["s_flush"], local.LocalEngine._append)  # type: ignore[method-assign]
-    local._settle = _stamp(stamps["s_back"])(local._settle)
+    if hasattr(local.LocalEngine, "_appended"):  # the loop callback that answers a batch
+        local.LocalEngine._appended = _stamp(stamps["s_back"])(local.LocalEngine._appended)  # type: ignore[method-assign]
+    else:  # before it (a checkout of the first round, for a before/after): the future's callback
+        local._settle = _stamp(stamps["s_back"])(local._settle)  # type: ignore[attr-defined]
     real_append = wal.WAL.append
 
     def append(self: Any, records: Any) -> Any:

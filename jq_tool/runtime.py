@@ -3,7 +3,10 @@ measure the engine the way `jq serve` runs it."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import sys
+from collections.abc import Iterator
 
 
 def tune_gc() -> None:
@@ -13,3 +16,40 @@ def tune_gc() -> None:
     connections, the default thresholds tripled the p99 of POST /jobs, and they cost the engine
     about a quarter of its durable submit rate with 256 submitters (bench/core_bench.py)."""
     gc.set_threshold(50_000, 50, 1000)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic collection inside: for recovery, which makes a million long-lived objects in
+    a row (a snapshot's jobs, heaps and maps) that every collection would walk again for
+    nothing. Measured on 1M queued jobs: recovery 10-20% faster."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value
+
+
+def tune_malloc() -> None:
+    """Pin glibc's mmap threshold at its starting 128 KiB. By default glibc raises the
+    threshold to the size of any mmapped block that is freed (up to 32 MiB); after that, big
+    temporary buffers (the snapshot read at recovery, replayed WAL chunks, large request
+    bodies) come from the heap and leave holes that stay in RSS: in issue 21's soak each
+    restart's RSS stayed 10-20 MiB above the process it replaced, its heap over half free.
+    Pinned, such a buffer is its own mapping, given back to the OS when freed. Does nothing
+    where the C library has no mallopt."""
+    if sys.platform != "linux":
+        return
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)

@@ -73,7 +73,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import crc32c
+from jq_tool.core.checksum import crc32c
 
 RECORD_COMMAND = 1  # record type byte for a msgpack-encoded jq_tool.core.model command
 
@@ -112,7 +112,7 @@ SNAPSHOT_HEADER_SIZE = _SNAPSHOT_HEAD.size + _CRC.size  # 28
 
 # crc32c(type byte) for every type: a record's CRC continues from it over the body, so framing
 # never has to concatenate the type and the body just to checksum them.
-_TYPE_CRC = tuple(crc32c.crc32c(bytes([t])) for t in range(256))
+_TYPE_CRC = tuple(crc32c(bytes([t])) for t in range(256))
 
 
 def segment_name(first_index: int) -> str:
@@ -135,7 +135,7 @@ def parse_name(name: str, suffix: str) -> int | None:
 
 def encode_segment_header(first_index: int) -> bytes:
     head = _SEGMENT_HEAD.pack(SEGMENT_MAGIC, FORMAT_VERSION, 0, first_index)
-    return head + _CRC.pack(crc32c.crc32c(head))
+    return head + _CRC.pack(crc32c(head))
 
 
 def decode_segment_header(data: bytes | bytearray | memoryview) -> tuple[int | None, str | None]:
@@ -144,7 +144,7 @@ def decode_segment_header(data: bytes | bytearray | memoryview) -> tuple[int | N
         return None, f"partial segment header ({len(data)} of {SEGMENT_HEADER_SIZE} bytes)"
     magic, version, _reserved, first_index = _SEGMENT_HEAD.unpack_from(data, 0)
     (crc,) = _CRC.unpack_from(data, _SEGMENT_HEAD.size)
-    if crc32c.crc32c(data[: _SEGMENT_HEAD.size]) != crc:
+    if crc32c(data[: _SEGMENT_HEAD.size]) != crc:
         return None, "segment header crc mismatch"
     if magic != SEGMENT_MAGIC:
         return None, f"bad segment magic {magic!r}"
@@ -158,7 +158,7 @@ def encode_records(records: list[tuple[int, bytes]]) -> bytes:
     parts: list[bytes] = []
     append = parts.append
     pack = RECORD_HEADER.pack
-    crc = crc32c.crc32c
+    crc = crc32c
     type_crc = _TYPE_CRC
     for record_type, body in records:
         length = len(body)
@@ -237,11 +237,11 @@ def _crc(view: memoryview, start: int, end: int, crc: int = 0) -> int:
     """crc32c of the bytes [start, end) of a segment of which `view` holds the written part:
     past len(view) every byte is zero."""
     written = len(view)
-    crc = crc32c.crc32c(view[min(start, written) : min(end, written)], crc)
+    crc = crc32c(view[min(start, written) : min(end, written)], crc)
     missing = end - max(start, written)
     while missing > 0:
         step = min(missing, len(_ZERO_CHUNK))
-        crc = crc32c.crc32c(_ZERO_CHUNK[:step], crc)
+        crc = crc32c(_ZERO_CHUNK[:step], crc)
         missing -= step
     return crc
 
@@ -272,7 +272,7 @@ def find_valid_record(data: Data, start: int, size: int | None = None) -> int | 
     size = written if size is None else max(size, written)
     view = memoryview(data)
     unpack = RECORD_HEADER.unpack_from
-    crc = crc32c.crc32c
+    crc = crc32c
     # A record's header holds a non-zero CRC, so none starts after the last non-zero byte, and
     # none in a run of zeros: those are skipped in C (a preallocated segment is mostly zeros).
     stop = min(written_end(data, min(start, written)), size - RECORD_HEADER_SIZE + 1)
@@ -345,7 +345,7 @@ def scan_segment(
     written = scan.written = written_end(data) if complete else len(data)
     view = memoryview(data)
     unpack = RECORD_HEADER.unpack_from
-    crc = crc32c.crc32c
+    crc = crc32c
     counts = scan.type_counts
     offset = scan.valid_end
     records = scan.records
@@ -450,7 +450,7 @@ def iter_records(data: bytes, start: int, end: int) -> Iterator[tuple[int, bytes
     """
     view = memoryview(data)
     unpack = RECORD_HEADER.unpack_from
-    crc = crc32c.crc32c
+    crc = crc32c
     offset = start
     while offset < end:
         length, checksum, record_type = unpack(data, offset)
@@ -463,7 +463,7 @@ def iter_records(data: bytes, start: int, end: int) -> Iterator[tuple[int, bytes
 
 def encode_snapshot_header(index: int, data: bytes) -> bytes:
     head = _SNAPSHOT_HEAD.pack(SNAPSHOT_MAGIC, FORMAT_VERSION, 0, index, len(data))
-    return head + _CRC.pack(crc32c.crc32c(data, crc32c.crc32c(head)))
+    return head + _CRC.pack(crc32c(data, crc32c(head)))
 
 
 def read_snapshot(path: Path) -> tuple[int, bytes] | str:
@@ -487,6 +487,6 @@ def read_snapshot(path: Path) -> tuple[int, bytes] | str:
         data = f.read()
     if len(data) != length:
         return f"snapshot file changed while reading ({len(data)} of {length} bytes)"
-    if crc32c.crc32c(data, crc32c.crc32c(head[: _SNAPSHOT_HEAD.size])) != checksum:
+    if crc32c(data, crc32c(head[: _SNAPSHOT_HEAD.size])) != checksum:
         return "snapshot crc mismatch"
     return index, data

@@ -11,9 +11,9 @@ after it. A reader checks size and CRC, since a publish may replace the chunks w
 
 from __future__ import annotations
 
-import crc32c
 import msgspec
 
+from jq_tool.core.checksum import crc32c
 from jq_tool.engine.etcd_client import EtcdClient, EtcdError
 
 SNAPSHOT_META = b"jq/snapshot/meta"
@@ -48,7 +48,7 @@ async def publish_snapshot(
     for number, chunk in enumerate(chunks):
         await etcd.put(base + f"{number:06d}".encode(), chunk)
     meta = SnapshotMeta(revision=revision, chunks=len(chunks), size=len(body),
-                        crc=crc32c.crc32c(body))  # fmt: skip
+                        crc=crc32c(body))  # fmt: skip
     previous, _ = await etcd.range(_meta_key(prefix))
     await etcd.put(_meta_key(prefix), msgspec.json.encode(meta))
     if previous:
@@ -71,7 +71,7 @@ async def fetch_snapshot(
     meta = msgspec.json.decode(kvs[0].value, type=SnapshotMeta)
     chunks, _ = await etcd.range(_chunks_prefix(meta.revision, prefix), prefix=True)
     body = b"".join(kv.value for kv in sorted(chunks, key=lambda kv: kv.key))
-    if len(body) != meta.size or crc32c.crc32c(body) != meta.crc:
+    if len(body) != meta.size or crc32c(body) != meta.crc:
         raise EtcdError("cluster snapshot changed while reading it")
     if meta.revision < compact_revision - 1:
         raise EtcdError("cluster snapshot older than the compaction")

@@ -296,6 +296,12 @@ class CommandEngine(InsightCalls, Engine):
         self._wakeup.set()
         if self._flusher:
             await self._flusher
+        # The flusher is done once it has handed its last batch over; the log may still be
+        # writing it (the local WAL answers from a callback).
+        for _ in range(self.APPENDS_IN_FLIGHT):
+            await self._append_slots.acquire()
+        for _ in range(self.APPENDS_IN_FLIGHT):
+            self._append_slots.release()
         if self._snapshot_task:
             await self._snapshot_task
 
@@ -433,10 +439,10 @@ class CommandEngine(InsightCalls, Engine):
 
     def _start_snapshot(self) -> None:
         """Capture the state for a snapshot. Called by `_applied`, where the state matches
-        exactly the log before `_snapshot_position()` (and the local WAL thread is idle: only
-        the flusher appends, and it is the caller). A forked child (engine/forked_snapshot.py)
-        encodes and writes it while the loop goes on; a background task waits for the child,
-        then lets the log drop what the snapshot covers."""
+        exactly the log before `_snapshot_position()` (and the local WAL thread is idle: it
+        has just finished the only append in flight, whose callback is the caller). A forked
+        child (engine/forked_snapshot.py) encodes and writes it while the loop goes on; a
+        background task waits for the child, then lets the log drop what the snapshot covers."""
         position = self._snapshot_position()
         due = self._snapshot_due()
         self._records_since_snapshot = 0

@@ -44,6 +44,7 @@ class LogMetrics:
         self.batch_commands = Histogram(BATCH_BUCKETS)
         self.snapshot_seconds = Histogram(SECONDS_BUCKETS)
         self.append_failures = 0
+        self.appends_in_loop = 0  # lone commands appended by the event loop itself (local WAL)
 
     def collect(self) -> Iterator[Metric]:
         # prometheus_client is imported by the first scrape, not by every server start.
@@ -59,4 +60,9 @@ class LogMetrics:
         yield self.snapshot_seconds.family("jq_snapshot_seconds", "Time to write one snapshot")
         yield CounterMetricFamily(
             "jq_wal_append_failures", "Appends that failed", value=self.append_failures
+        )
+        yield CounterMetricFamily(
+            "jq_wal_appends_in_loop",
+            "Appends of a lone command made by the event loop itself, not the WAL thread",
+            value=self.appends_in_loop,
         )

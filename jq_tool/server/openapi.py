@@ -1,5 +1,5 @@
-"""The OpenAPI 3.1 document served at /openapi.json: docs/api.md in machine-readable form,
-and the route that serves it.
+"""The OpenAPI 3.1 document served at /openapi.json (by `openapi_route.py`): docs/api.md in
+machine-readable form.
 
 The body schemas are generated from the Structs the server itself decodes requests into
 (`validation.py`, where every limit is declared once) and encodes answers from (`wire.py`),
@@ -14,9 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from jq_tool.auth import SCOPES_BY_TYPE, KeyType, Scope
 from jq_tool.core.model import (
@@ -81,7 +78,6 @@ from jq_tool.server.wire import (
     ShardHealth,
     StreamTicket,
     SubmitAnswer,
-    encode_json,
 )
 from jq_tool.server.wire_console import (
     BulkAnswer,
@@ -848,13 +844,3 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
-
-
-def openapi_routes() -> list[BaseRoute]:
-    """GET /openapi.json, encoded once: the document does not change while the server runs."""
-    body = encode_json(openapi_document())
-
-    async def openapi(request: Request) -> Response:
-        return Response(body, media_type="application/json")
-
-    return [Route("/openapi.json", openapi, methods=["GET"])]

@@ -35,7 +35,7 @@ import uvicorn
 
 from jq_tool.auth import KeyStoreUnavailable, open_key_store
 from jq_tool.engine.factory import open_engine
-from jq_tool.runtime import tune_gc
+from jq_tool.runtime import tune_gc, tune_malloc
 from jq_tool.server.app import StartupFailed, create_app
 from jq_tool.server.connections import ConnectionLimits
 from jq_tool.server.startup_checks import EXIT_DATA_DIR_NOT_WRITABLE, StartupRefused, run_checks
@@ -117,6 +117,7 @@ def run(settings: Settings) -> int:
     """Serve until a shutdown signal; returns the process exit code."""
     configure_logging(settings.log_level)
     tune_gc()
+    tune_malloc()
     os.umask(0o077)  # job payloads and key hashes are nobody else's business
     try:
         sockets = run_checks(settings)

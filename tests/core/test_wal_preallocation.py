@@ -60,10 +60,14 @@ def wal_segments(directory: Path) -> list[Path]:
 def test_segments_are_made_ahead_at_full_size_and_appends_never_grow_them(tmp_path: Path) -> None:
     wal, _ = open_wal(tmp_path)
     index = 0
-    # A new directory starts with a plain segment; the spare is asked for once it holds half.
-    while (tmp_path / segment_name(0)).stat().st_size < SEGMENT // 2:
+    # A new directory starts with a small zero-filled segment (a quarter of a segment, at most
+    # 1 MiB) that appends do not grow either; the spare is asked for once it holds half.
+    first = tmp_path / segment_name(0)
+    assert first.stat().st_size == SEGMENT // 4 and not any(first.read_bytes()[4096:])
+    while wal._size < SEGMENT // 8:
         wal.append([(RECORD_COMMAND, body(index))])
         index += 1
+    assert first.stat().st_size == SEGMENT // 4
     spare = wait_for_spare(wal)
     assert stat.S_IMODE(spare.stat().st_mode) == 0o600
     assert not any(spare.read_bytes())

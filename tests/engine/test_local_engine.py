@@ -413,3 +413,75 @@ async def test_wal_thread_runs_calls_in_order_off_the_loop_and_hands_back_errors
         assert await wal_thread.call(record, 100) == 1000
     finally:
         wal_thread.close()
+
+
+async def test_lone_commands_are_appended_in_the_loop_and_survive_a_crash(tmp_path: Path) -> None:
+    """A client waiting for each answer: from the second lone command on, the loop appends it
+    itself (no hand-off to the WAL thread); commands arriving together still go to the thread
+    as one batch. Either way the record is synced before the answer: a crash loses none."""
+    engine = make_engine(tmp_path)
+    await engine.start()
+    lone = [await engine.submit(JobSpec(payload=f"lone-{i}")) for i in range(10)]
+    in_loop = engine.log_metrics.appends_in_loop
+    assert in_loop >= 9  # the first batch has no lone one before it
+    together = await asyncio.gather(
+        *(engine.submit(JobSpec(payload=f"together-{i}")) for i in range(20))
+    )
+    assert engine.log_metrics.appends_in_loop == in_loop  # one batch of 20, in the WAL thread
+    assert engine._wal_thread is not None and engine._wal_thread.idle
+    # As after kill -9: no stop(), no final snapshot; restart replays the WAL.
+    assert engine._flusher and engine._ticker
+    engine._flusher.cancel()
+    engine._ticker.cancel()
+    engine._wal_thread.close()
+    engine._wal.close()
+    again = make_engine(tmp_path)
+    await again.start()
+    try:
+        for outcome in [*lone, *together]:
+            job = await again.get(outcome.job_id or "")
+            assert job is not None and job.state is JobState.READY
+        assert again.stats().counters.submitted == 30
+    finally:
+        await again.stop()
+
+
+async def test_a_lone_append_in_the_loop_fails_like_one_in_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk refuses a lone command appended in the loop (and service resumes), and a
+    failed fdatasync there leaves its outcome unknown and refuses every later write."""
+    import os
+
+    engine = make_engine(tmp_path)
+    await engine.start()
+    try:
+        for i in range(3):
+            await engine.submit(JobSpec(payload=f"warm-{i}"))
+        real_write = os.pwrite
+
+        def full_disk(fd: int, data: bytes, offset: int) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "pwrite", full_disk)
+        before = engine.log_metrics.appends_in_loop
+        with pytest.raises(StorageFull):
+            await engine.submit(JobSpec(payload="no room"))
+        assert engine.log_metrics.appends_in_loop == before + 1
+        monkeypatch.setattr(os, "pwrite", real_write)
+        assert (await engine.submit(JobSpec(payload="room again"))).job_id
+
+        def failing_fdatasync(fd: int) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(os, "fdatasync", failing_fdatasync)
+        before = engine.log_metrics.appends_in_loop
+        with pytest.raises(OutcomeUnknown, match="fsync failed"):
+            await engine.submit(JobSpec(payload="maybe"))
+        assert engine.log_metrics.appends_in_loop == before + 1
+        with pytest.raises(EngineUnavailable):
+            await engine.submit(JobSpec(payload="after"))
+        assert not engine.health().ok
+    finally:
+        monkeypatch.undo()
+        await engine.stop()

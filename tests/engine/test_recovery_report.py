@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from jq_tool.core.wal_format import read_written
 from jq_tool.engine.base import JobSpec
 from jq_tool.engine.factory import engine_config
 from jq_tool.engine.local import LocalEngine
@@ -41,7 +42,8 @@ async def test_a_dropped_tail_is_reported_by_what_it_was(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
 ) -> None:
     segment = await _write_jobs(tmp_path, 3)
-    data = bytearray(segment.read_bytes())
+    # The records, without the zero-filled space after them (the segment is preallocated).
+    data = bytearray(read_written(segment)[0])
     if damage == "flipped byte":
         data[-10] ^= 0x20  # inside the last record's body: a whole record that fails its CRC
     else:

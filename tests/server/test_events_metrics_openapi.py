@@ -196,7 +196,7 @@ def test_openapi_lists_every_route(server: Any) -> None:
     assert document["openapi"].startswith("3.1")
     assert document == json.loads(json.dumps(openapi_document()))
     from jq_tool.server.events import EventRoutes
-    from jq_tool.server.openapi import openapi_routes
+    from jq_tool.server.openapi_route import openapi_routes
     from jq_tool.server.routes_jobs import JobRoutes
     from jq_tool.server.routes_keys import KeyRoutes
     from jq_tool.server.routes_monitoring import MonitoringRoutes
