@@ -36,7 +36,12 @@ def shards(
     fields: list[tuple[str, object]] = []
     for shard, info in view["shards"].items():
         health = info.get("health") or {}
-        state = "not held" if not info["held"] else ("ok" if health.get("ok") else "DOWN")
+        if not info["held"]:
+            state = "not held"
+        elif health.get("ok"):
+            state = "ok"
+        else:  # no quorum: its queues refuse writes (GET /health/shards/{id} answers 503)
+            state = f"DOWN ({health.get('reason') or 'writes refused'})"
         fields.append(
             (f"shard {shard}", f"{state}; {info['queues']} queues; {', '.join(info['replicas'])}")
         )

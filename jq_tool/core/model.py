@@ -474,8 +474,8 @@ class ImportJobs(msgspec.Struct, tag="jobs_import", array_like=True):
     """One chunk (0 .. total-1) of a move's export, staged on the target, invisible until
     AdoptQueue names the move. A chunk staged already is ignored (a retried put). `crc` is the
     export's (core/ownership.py: export_queue), the same in every chunk; `settings` the queue's
-    flow settings (chunk 0 carries them, None: defaults). Sharded, a job's parents are of its
-    own queue, so the queue's dependencies move whole."""
+    flow settings (chunk 0 carries them, None: defaults) and chunk 0 its schedules. Sharded, a
+    job's parents are of its own queue, so the queue's dependencies move whole."""
 
     move_id: str
     queue: str
@@ -491,6 +491,8 @@ class ImportJobs(msgspec.Struct, tag="jobs_import", array_like=True):
     # The queue's unique keys (chunk 0): (owner, key scoped by queue, job id, scope, until).
     unique: list[tuple[str, str, str, UniqueScope, int]] = []
     now: int = 0
+    # The queue's schedules (chunk 0): they live with their queue (appended: older logs replay).
+    schedules: list[Schedule] = []
 
 
 class ReleaseQueue(msgspec.Struct, tag="queue_release", array_like=True):

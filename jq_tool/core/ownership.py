@@ -42,6 +42,7 @@ from jq_tool.core.model import (
     JobState,
     QueueSettings,
     ReleaseQueue,
+    Schedule,
     StartShard,
 )
 from jq_tool.core.unique import UniqueEntry
@@ -98,6 +99,7 @@ class OwnershipSnapshot(msgspec.Struct, array_like=True):
 _jobs_encoder = msgspec.msgpack.Encoder()
 _jobs_decoder = msgspec.msgpack.Decoder(list[Job])
 _keys_decoder = msgspec.msgpack.Decoder(list[ImportedKey])
+_schedules_decoder = msgspec.msgpack.Decoder(list[Schedule])
 _settings_decoder = msgspec.msgpack.Decoder(QueueSettings)
 
 
@@ -259,6 +261,10 @@ def command_problem(cmd: object) -> str | None:
                 return problem
         if cmd.settings is not None and not isinstance(cmd.settings, QueueSettings):
             return "settings must be queue settings"
+        if type(cmd.schedules) is not list or not all(
+            isinstance(s, Schedule) and s.spec.queue == cmd.queue for s in cmd.schedules
+        ):
+            return "schedules must be a list of the command's queue's schedules"
         return None
     return None
 
@@ -299,7 +305,12 @@ def _chunk_bytes(cmd: ImportJobs) -> tuple[bytes, bytes, bytes]:
     return (
         _jobs_encoder.encode(cmd.jobs),
         _jobs_encoder.encode(cmd.keys),
-        _jobs_encoder.encode((cmd.settings, cmd.awaited, cmd.unique)),
+        # Schedules count only when there are some: the crc of an older log's chunks holds.
+        _jobs_encoder.encode(
+            (cmd.settings, cmd.awaited, cmd.unique, cmd.schedules)
+            if cmd.schedules
+            else (cmd.settings, cmd.awaited, cmd.unique)
+        ),
     )
 
 
@@ -322,12 +333,13 @@ def export_chunks(
     awaited: list[tuple[str, list[str]]],
     unique: list[UniqueEntry],
     limit: int = CHUNK_BYTES,
+    schedules: list[Schedule] | None = None,
 ) -> list[ImportJobs]:
     """A fenced queue's jobs (in submission order) and keys as ImportJobs commands, each
     holding at most `limit` encoded bytes of jobs and keys (at least one item), all carrying
     the crc of the whole; the first also carries the queue's flow settings, the parents its
-    WAITING jobs still wait for and its unique keys. Copies: the commands share nothing with
-    the machine's jobs."""
+    WAITING jobs still wait for, its unique keys and its schedules. Copies: the commands share
+    nothing with the machine's jobs."""
     # Each item encoded once, to measure it; decoded back as fresh objects.
     chunks: list[ImportJobs] = []
     current_jobs: list[bytes] = []
@@ -368,6 +380,7 @@ def export_chunks(
         first.settings = _settings_decoder.decode(_jobs_encoder.encode(settings))
     first.awaited = [(child, list(parents)) for child, parents in awaited]
     first.unique = list(unique)
+    first.schedules = _schedules_decoder.decode(_jobs_encoder.encode(schedules or []))
     crc = chunks_crc(chunks)
     for cmd in chunks:
         cmd.total = len(chunks)
@@ -395,6 +408,7 @@ class Staged(msgspec.Struct):
     settings: QueueSettings | None
     awaited: list[tuple[str, list[str]]]
     unique: list[UniqueEntry]
+    schedules: list[Schedule] = []
 
 
 def staged_import(staged: dict[int, ImportJobs]) -> Staged | str:
@@ -422,4 +436,5 @@ def staged_import(staged: dict[int, ImportJobs]) -> Staged | str:
     if settings is not None:
         settings = _settings_decoder.decode(_jobs_encoder.encode(settings))
     awaited = [(child, list(parents)) for child, parents in ordered[0].awaited]
-    return Staged(jobs, keys, settings, awaited, list(ordered[0].unique))
+    schedules = _schedules_decoder.decode(_jobs_encoder.encode(ordered[0].schedules))
+    return Staged(jobs, keys, settings, awaited, list(ordered[0].unique), schedules)

@@ -1001,7 +1001,9 @@ class StateMachine:
             if i >= len(heap) or heap[i][0] > now:
                 continue
             due, name = heap[i]
-            if self._schedule_entry_valid(due, name):
+            if self._schedule_entry_valid(due, name) and (
+                self._own.shard is None or self._schedule_refusal(self._schedules[name]) is None
+            ):
                 found[name] = due
             stack.append(2 * i + 1)
             stack.append(2 * i + 2)
@@ -1562,19 +1564,32 @@ class StateMachine:
         return ScheduleResult(schedule=copy(schedule))
 
     def _delete_schedule(self, cmd: DeleteSchedule) -> Result:
-        schedule = self._schedules.pop(cmd.name, None)
+        schedule = self._schedules.get(cmd.name)
         if schedule is None:
             return _no_schedule(cmd.name)
+        refusal = self._schedule_refusal(schedule)
+        if refusal is not None:
+            return refusal
+        del self._schedules[cmd.name]
         self._advance(cmd.now)
         names = self._schedule_names
         del names[bisect_left(names, cmd.name)]
         # Its heap entry is skipped from now on; the jobs it made stay.
         return ScheduleResult(schedule=copy(schedule))
 
+    def _schedule_refusal(self, schedule: Schedule) -> Error | None:
+        """Sharded: a schedule of a fenced queue is frozen with it (the move exports it), and
+        one of a queue this shard does not serve makes nothing here (an older log's)."""
+        own = self._own
+        return None if own.shard is None else own.queue_refusal(schedule.spec.queue)
+
     def _fire_schedule(self, cmd: FireSchedule) -> Result:
         schedule = self._schedules.get(cmd.name)
         if schedule is None:
             return _no_schedule(cmd.name)
+        refusal = self._schedule_refusal(schedule)
+        if refusal is not None:
+            return refusal
         if schedule.paused:
             return Error(ErrorCode.INVALID_STATE, f"schedule {cmd.name!r} is paused")
         if schedule.next_due != cmd.due:
@@ -1816,7 +1831,13 @@ class StateMachine:
             awaited,
             self._unique.with_prefix(scoped_key(queue, "")),
             limit,
+            self._schedules_of(queue),
         )
+
+    def _schedules_of(self, queue: str) -> list[Schedule]:
+        """The queue's schedules, by name (sharded, they live and move with their queue)."""
+        schedules = self._schedules
+        return [schedules[n] for n in self._schedule_names if schedules[n].spec.queue == queue]
 
     def _ownership_off(self) -> Error | None:
         if self._own.shard is None:
@@ -1941,6 +1962,13 @@ class StateMachine:
         if got.settings is not None:
             got.settings.name = name
             self._flow[name] = got.settings
+        for schedule in got.schedules:
+            # A schedule of that name here already is replaced: names are one namespace over
+            # the shards (the sharded engine refuses a second one), so it can only be stale.
+            if schedule.spec.name not in self._schedules:
+                insort(self._schedule_names, schedule.spec.name)
+            self._schedules[schedule.spec.name] = schedule
+            self._schedule_moved(schedule)
         # Lease waiters on this shard learn of the runnable jobs as of a scheduled job coming
         # due (previous READY): the same wake-up, no new kind of event.
         for job in runnable:
@@ -2043,6 +2071,10 @@ class StateMachine:
             elif job.state is _WAITING:
                 self._deps.drop(job.id)
         self._unique.drop_prefix(scoped_key(name, ""))
+        for schedule in self._schedules_of(name):  # they went with the queue
+            del self._schedules[schedule.spec.name]
+            names = self._schedule_names
+            del names[bisect_left(names, schedule.spec.name)]
         self._order = [job for job in self._order if jobs.get(job.id) is job]
         self._order_purged = 0
         self._scheduled = [entry for entry in self._scheduled if entry[2].queue != name]

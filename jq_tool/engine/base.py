@@ -111,6 +111,11 @@ class ShardAdmin(Protocol):
         Struct. Raises MoveRefused, ShardNotHeld (the request is forwarded)."""
         ...
 
+    def shard_health(self, shard: int) -> Health | None:
+        """One shard's health as this node's replica of it sees it (ok: it has a quorum);
+        None for no such shard. Raises ShardNotHeld (the request is forwarded)."""
+        ...
+
 
 class StorageFull(EngineUnavailable):
     """The disk is full: the write was refused and nothing was acknowledged. Recoverable."""

@@ -908,6 +908,12 @@ class CommandEngine(InsightCalls, Engine):
         job = self._machine.get(job_id)
         return None if job is None else job.queue
 
+    def queue_of_schedule(self, name: str) -> str | None:
+        """The queue of the schedule in memory here now (no catch-up): sharded mode routes by
+        it, a schedule living with its queue."""
+        schedule = self._machine.get_schedule(name)
+        return None if schedule is None else schedule.spec.queue
+
     async def get_finished(self, job_id: str) -> Job | None:
         if type(job_id) is not str:
             return None

@@ -13,9 +13,10 @@ A shard's state machine refusing a command because it does not own the queue (NO
 node's table was behind) or because the queue is being moved (QUEUE_MOVING) is not shown to the
 caller: the call is retried after re-reading the placement, for up to MOVE_HOLD_S.
 
-Reads that span queues (stats, lists, dead-letter groups, events) merge the held shards.
-Schedules live on shard 0. A shard without a quorum stops its own queues only: calls routed
-to it answer 503, the other shards' queues do not notice.
+Reads that span queues (stats, lists, dead-letter groups, events, schedules) merge the held
+shards. A schedule lives on its queue's shard (its ticker fires it; a move takes it along).
+A shard without a quorum stops its own queues only: calls routed to it answer 503, the other
+shards' queues do not notice.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import builtins
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -92,8 +94,12 @@ RETRY_PAUSE_S = 0.05
 NOT_OWNER = "not_owner"
 QUEUE_MOVING = "queue_moving"
 _REROUTE = frozenset({NOT_OWNER, QUEUE_MOVING})
-SCHEDULES_SHARD = 0  # schedules live on shard 0 (the meta group's shard)
 MOVES_PREFIX = b"jq/moves/"  # in the meta group: who drives a queue's move
+# How often a node looks for moves whose driver died (its jq/moves/<q> key lapsed with its lease).
+MOVE_RECONCILE_INTERVAL_S = 2.0
+# Test only (tests/shards/test_move_resume.py): the move driver stops for good after this step
+# (1..4), so a test can kill -9 its node mid-move. Unset in every real deployment.
+MOVE_PAUSE_ENV = "JQ_TEST_MOVE_PAUSE_AFTER_STEP"
 
 
 def shard_prefix(shard: int) -> bytes:
@@ -138,6 +144,8 @@ class ShardedEngine:
         self.placement = PlacementTable(EtcdClient(shards[0], timeout=3.0))
         self._creating: dict[str, asyncio.Lock] = {}
         self._started = False
+        self._reconciler: asyncio.Task[None] | None = None
+        self._after_move_step = _pause_hook(os.environ.get(MOVE_PAUSE_ENV, ""))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -148,6 +156,7 @@ class ShardedEngine:
         for shard in self.engines:
             with contextlib.suppress(EtcdError):
                 await self.placement.register_replica(shard, self.node_id, self.http_url)
+        self._reconciler = asyncio.create_task(self._reconcile_loop(), name="jq-move-reconciler")
         self._started = True
 
     async def _start_shard(self, shard: int) -> None:
@@ -168,6 +177,10 @@ class ShardedEngine:
             return
 
     async def stop(self) -> None:
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciler
         await asyncio.gather(*(engine.stop() for engine in self.engines.values()))
         await self.placement.stop()
         self._started = False
@@ -691,6 +704,11 @@ class ShardedEngine:
 
     # ------------------------------------------------------------------ moves and the admin view
 
+    def shard_health(self, shard: int) -> Health | None:
+        if shard not in self.shard_ids:
+            return None
+        return self._engine(shard).health()
+
     def placement_view(self) -> dict[str, object]:
         table = self.placement
         health = self.health().shards or {}
@@ -734,7 +752,7 @@ class ShardedEngine:
             if not await etcd.create_if_absent(key, self.node_id.encode(), lease=lease):
                 raise MoveError(f"another node is moving {queue!r} now")
             keepalive = asyncio.create_task(_keep_alive(etcd, lease))
-            mover = QueueMover(self.placement, shards)
+            mover = QueueMover(self.placement, shards, after_step=self._after_move_step)
             if current.move is not None and current.move.to == to:
                 return await mover.resume(queue)
             return await mover.move(queue, to)
@@ -744,33 +762,135 @@ class ShardedEngine:
             with contextlib.suppress(EtcdError):
                 await etcd.lease_revoke(lease)
 
-    # ------------------------------------------------------------------ schedules (shard 0)
+    async def resume_stopped_moves(self) -> builtins.list[MoveOutcome]:
+        """Finish every move whose driver died (docs/scaling.md §2.6, "a crash at every step").
+        A live driver holds `jq/moves/<q>` under its etcd lease; once that lapses (the driver's
+        node was killed), the first node holding both shards to take the key resumes the move
+        from its placement record: steps 1-5 before the commit point, the release after it.
+        Every node looks, the key makes one of them drive; a lost race is a MoveError, skipped."""
+        finished: builtins.list[MoveOutcome] = []
+        for queue, placement in builtins.list(self.placement.queues.items()):
+            move = placement.move
+            if move is None or move.source not in self.engines or move.to not in self.engines:
+                continue
+            driver, _ = await self.placement.etcd.range(MOVES_PREFIX + queue.encode())
+            if driver:
+                continue  # its driver is alive (or its lease has not lapsed yet)
+            log.info("move %s of %r has no driver: resuming it here", move.id, queue)
+            try:
+                finished.append(await self._move_queue(queue, move.to))
+            except MoveError as exc:
+                log.info("move %s of %r not resumed here: %s", move.id, queue, exc)
+        return finished
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(MOVE_RECONCILE_INTERVAL_S)
+            try:
+                await self.resume_stopped_moves()
+            except Exception as exc:  # a shard or the meta group down: look again later
+                log.info("resuming stopped moves: %s (again in %.0f s)", exc,
+                         MOVE_RECONCILE_INTERVAL_S)  # fmt: skip
+
+    # ------------------------------------------------------------------ schedules (by queue)
+
+    def _engine_for_schedule(self, name: str) -> ClusterEngine:
+        """The held shard that has the schedule (the one its queue is placed on, when a move
+        left it on two); a forward when no held shard has it and this node lacks some."""
+        holding = [e for e in self.engines.values() if e.queue_of_schedule(name) is not None]
+        if len(holding) == 1:
+            return holding[0]
+        if holding:
+            owner = self.shard_of_queue(holding[0].queue_of_schedule(name) or "")
+            engine = self.engines.get(owner) if owner is not None else None
+            return engine if engine in holding else holding[0]
+        unheld = [shard for shard in self.shard_ids if shard not in self.engines]
+        if unheld:
+            raise self._not_held(unheld[0])
+        raise CommandRejected(ErrorCode.NOT_FOUND, f"no schedule {name!r}")
+
+    async def _for_schedule(self, name: str, call: Callable[[ClusterEngine], Awaitable[T]]) -> T:
+        deadline = time.monotonic() + MOVE_HOLD_S
+        while True:
+            engine = self._engine_for_schedule(name)
+            try:
+                return await call(engine)
+            except CommandRejected as exc:
+                if not _rerouted(exc) or time.monotonic() >= deadline:
+                    raise
+            await self._reroute_pause(engine.queue_of_schedule(name))
 
     async def create_schedule(
         self, spec: ScheduleSpec, *, paused: bool = False
     ) -> tuple[Schedule, bool]:
-        return await self._engine(SCHEDULES_SHARD).create_schedule(spec, paused=paused)
+        """On the shard of the schedule's queue: its ticker fires it, a move takes it along.
+        Schedule names stay one namespace: one of that name on another shard answers as the
+        local machine would (the same definition: a retried create; else SCHEDULE_EXISTS)."""
+        queue_shard = (await self._place(spec.queue)).shard
+        for shard, engine in self.engines.items():
+            if shard != queue_shard and engine.queue_of_schedule(spec.name) is not None:
+                existing = await engine.get_schedule(spec.name)
+                if existing is not None and existing.spec == spec:
+                    return existing, False
+                raise CommandRejected(
+                    ErrorCode.SCHEDULE_EXISTS,
+                    f"a schedule named {spec.name!r} exists with another definition: change "
+                    "it (PATCH), or delete it first",
+                )
+        return await self._for_queue(spec.queue, lambda e: e.create_schedule(spec, paused=paused))
 
     async def update_schedule(self, name: str, changes: ScheduleChanges) -> Schedule:
-        return await self._engine(SCHEDULES_SHARD).update_schedule(name, changes)
+        if changes.queue is not None:
+            now_on = self.shard_of_queue(self._engine_for_schedule(name).queue_of_schedule(name)
+                                         or "")  # fmt: skip
+            if (await self._place(changes.queue)).shard != now_on:
+                raise CommandRejected(
+                    ErrorCode.INVALID,
+                    f"queue {changes.queue!r} is on another shard than schedule {name!r}'s: "
+                    "delete the schedule and create it for that queue",
+                )
+        return await self._for_schedule(name, lambda e: e.update_schedule(name, changes))
 
     async def delete_schedule(self, name: str) -> Schedule:
-        return await self._engine(SCHEDULES_SHARD).delete_schedule(name)
+        return await self._for_schedule(name, lambda e: e.delete_schedule(name))
 
     async def get_schedule(self, name: str) -> Schedule | None:
-        return await self._engine(SCHEDULES_SHARD).get_schedule(name)
+        try:
+            return await self._engine_for_schedule(name).get_schedule(name)
+        except CommandRejected as exc:
+            if exc.code != ErrorCode.NOT_FOUND:
+                raise
+            return None
 
     def schedule_page(self, after: str | None, limit: int) -> builtins.list[Schedule]:
-        engine = self.engines.get(SCHEDULES_SHARD)
-        return [] if engine is None else engine.schedule_page(after, limit)
+        """The held shards' schedules merged by name; a schedule a move left on two shards
+        is shown once, from the shard its queue is placed on."""
+        merged: dict[str, Schedule] = {}
+        for shard, engine in self.engines.items():
+            for schedule in engine.schedule_page(after, limit):
+                placed = self.shard_of_queue(schedule.spec.queue)
+                if schedule.spec.name not in merged or placed == shard:
+                    merged[schedule.spec.name] = schedule
+        return [merged[name] for name in sorted(merged)[:limit]]
 
     def schedule_times(self, schedule: Schedule, count: int) -> builtins.list[int]:
-        engine = self.engines.get(SCHEDULES_SHARD)
-        return [] if engine is None else engine.schedule_times(schedule, count)
+        # Pure cron arithmetic: any held shard's engine computes it.
+        for engine in self.engines.values():
+            return engine.schedule_times(schedule, count)
+        return []
 
     def schedule_stats(self) -> ScheduleStats:
-        engine = self.engines.get(SCHEDULES_SHARD)
-        return ScheduleStats() if engine is None else engine.schedule_stats()
+        total = ScheduleStats()
+        for engine in self.engines.values():
+            part = engine.schedule_stats()
+            total.count += part.count
+            total.paused += part.paused
+            total.runs += part.runs
+            total.skipped += part.skipped
+            total.missed += part.missed
+            if part.next_due is not None:
+                total.next_due = min(part.next_due, total.next_due or part.next_due)
+        return total
 
 
 async def _keep_alive(etcd: EtcdClient, lease: int) -> None:
@@ -778,6 +898,18 @@ async def _keep_alive(etcd: EtcdClient, lease: int) -> None:
         await asyncio.sleep(MOVE_LEASE_TTL_S / 3)
         with contextlib.suppress(EtcdError):
             await etcd.lease_keepalive(lease)
+
+
+def _pause_hook(step: str) -> Callable[[int], Awaitable[None]]:
+    """The move driver's step hook: nothing, unless the test-only MOVE_PAUSE_ENV names a step."""
+    pause_after = int(step) if step.isdigit() else -1
+
+    async def after_step(done: int) -> None:
+        if done == pause_after:
+            log.warning("%s=%d: the move driver stops here for good", MOVE_PAUSE_ENV, done)
+            await asyncio.Event().wait()
+
+    return after_step
 
 
 def _owned(result: Result) -> None:

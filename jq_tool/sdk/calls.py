@@ -87,6 +87,9 @@ class Call(Generic[T]):
     long_poll: float = 0.0
     # A 404 that is an ordinary answer (lease: no job available), not an error.
     on_404: Callable[[], T] | None = None
+    # The one queue the request is for (sharded mode: the client may send it to a node
+    # holding the queue's shard, sdk/routing.py); None when it names none or several.
+    queue: str | None = None
 
     def encoded_body(self) -> bytes | None:
         return None if self.body is None else _json.encode(self.body)
@@ -246,12 +249,14 @@ def _nothing(status: int, content: bytes) -> None:
 
 
 def submit_call(spec: JobSpec) -> Call[str]:
-    return Call("POST", "/jobs", _decode_submit, body=job_body(spec), retry=True)
+    return Call("POST", "/jobs", _decode_submit, body=job_body(spec), retry=True, queue=spec.queue)
 
 
 def batch_call(specs: list[JobSpec]) -> Call[list[SubmitResult]]:
     body = {"jobs": [job_body(spec) for spec in specs]}
-    return Call("POST", "/jobs/batch", _decode_batch, body=body, retry=True)
+    queues = {spec.queue for spec in specs}
+    queue = queues.pop() if len(queues) == 1 else None
+    return Call("POST", "/jobs/batch", _decode_batch, body=body, retry=True, queue=queue)
 
 
 def get_call(job_id: str) -> Call[Job]:
@@ -370,6 +375,7 @@ def lease_call(
         body=body,
         long_poll=wait_ms / 1000,
         on_404=_no_jobs,
+        queue=queue,
     )
 
 

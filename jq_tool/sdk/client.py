@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import random
+import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
@@ -80,6 +81,7 @@ from jq_tool.sdk.errors import (
     error_for_failure,
     error_for_response,
 )
+from jq_tool.sdk.routing import Routes
 from jq_tool.sdk.sse import AsyncEventStream, EventStream
 from jq_tool.sdk.tls import Verify
 from jq_tool.sdk.types import (  # issue 19
@@ -107,6 +109,7 @@ from jq_tool.sdk.types import (  # issue 19
 )
 from jq_tool.sdk.waiting import Get, Listen, Plan, Sleep, Step, wait_plan
 from jq_tool.sdk.wire import (
+    AnswerLost,
     AsyncHttp11Pool,
     AsyncStreamedAnswer,
     SyncHttp11Pool,
@@ -143,6 +146,8 @@ class BaseClient:
         self.max_backoff = max_backoff
         # Sent as X-Jq-Worker (the server keeps it on the jobs this client leases).
         self.worker_id = worker_id
+        # Sharded mode: the node holding each queue's shard, from the answers (sdk/routing.py).
+        self.routes = Routes(self.url)
 
     def __repr__(self) -> str:
         # Never the key: reprs end up in logs.
@@ -217,6 +222,19 @@ class BaseClient:
             "paused": paused,
         }
 
+    def learn_route(self, call: Call[Any], placement: bytes | None) -> None:
+        """A forwarded answer named the nodes holding the call's queue: go there next time."""
+        if placement is not None and call.queue is not None:
+            self.routes.learn(call.queue, placement)
+
+    def unroute(self, call: Call[Any], routed: str | None, failure: TransportFailure) -> bool:
+        """A node the routes chose failed: forget it. True when the request never left (no
+        connection), so it may go to the client's own URL at once, retryable or not."""
+        if routed is None:
+            return False
+        self.routes.forget(call.queue)
+        return not isinstance(failure, AnswerLost)
+
     def should_retry(self, call: Call[Any], error: JqError, attempt: int) -> bool:
         return call.retry and isinstance(error, ServerUnavailable) and attempt < self.retries
 
@@ -275,6 +293,9 @@ class Client(BaseClient):
         self._pool = SyncHttp11Pool(
             self.url, self.headers, max_connections=max_connections, verify=verify
         )
+        self._node_pools: dict[str, SyncHttp11Pool] = {}  # sharded mode: other nodes
+        self._node_pools_lock = threading.Lock()
+        self._pool_options = (max_connections, verify)
 
     def __enter__(self) -> Client:
         return self
@@ -284,14 +305,34 @@ class Client(BaseClient):
 
     def close(self) -> None:
         self._pool.close()
+        with self._node_pools_lock:
+            pools, self._node_pools = self._node_pools, {}
+        for pool in pools.values():
+            pool.close()
+
+    def _pool_at(self, url: str | None) -> SyncHttp11Pool:
+        if url is None:
+            return self._pool
+        pool = self._node_pools.get(url)
+        if pool is None:
+            with self._node_pools_lock:
+                pool = self._node_pools.get(url)
+                if pool is None:
+                    connections, verify = self._pool_options
+                    pool = SyncHttp11Pool(
+                        url, self.headers, max_connections=connections, verify=verify
+                    )
+                    self._node_pools[url] = pool
+        return pool
 
     def send(self, call: Call[T], timeout: float | None = None) -> T:
         """Send one call (retried as it allows); its typed answer."""
         attempt = 0
         while True:
             try:
+                routed = self.routes.url_for(call.queue)
                 try:
-                    status, content = self._pool.request(
+                    status, content, placement = self._pool_at(routed).exchange(
                         call.method,
                         call.path,
                         body=call.encoded_body(),
@@ -299,7 +340,10 @@ class Client(BaseClient):
                         timeout=self.call_timeout(call, timeout),
                     )
                 except TransportFailure as exc:
+                    if self.unroute(call, routed, exc):
+                        continue  # nothing was sent: the client's own URL takes it
                     raise self.unreachable(call, exc) from exc
+                self.learn_route(call, placement)
                 return self.read_answer(call, status, content)
             except JqError as error:
                 if not self.should_retry(call, error, attempt):
@@ -744,6 +788,8 @@ class AsyncClient(BaseClient):
         self._pool = AsyncHttp11Pool(
             self.url, self.headers, max_connections=max_connections, verify=verify
         )
+        self._node_pools: dict[str, AsyncHttp11Pool] = {}  # sharded mode: other nodes
+        self._pool_options = (max_connections, verify)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -753,14 +799,28 @@ class AsyncClient(BaseClient):
 
     async def aclose(self) -> None:
         await self._pool.aclose()
+        pools, self._node_pools = self._node_pools, {}
+        for pool in pools.values():
+            await pool.aclose()
+
+    def _pool_at(self, url: str | None) -> AsyncHttp11Pool:
+        if url is None:
+            return self._pool
+        pool = self._node_pools.get(url)
+        if pool is None:
+            connections, verify = self._pool_options
+            pool = AsyncHttp11Pool(url, self.headers, max_connections=connections, verify=verify)
+            self._node_pools[url] = pool
+        return pool
 
     async def send(self, call: Call[T], timeout: float | None = None) -> T:
         """Send one call (retried as it allows); its typed answer."""
         attempt = 0
         while True:
             try:
+                routed = self.routes.url_for(call.queue)
                 try:
-                    status, content = await self._pool.request(
+                    status, content, placement = await self._pool_at(routed).exchange(
                         call.method,
                         call.path,
                         body=call.encoded_body(),
@@ -768,7 +828,10 @@ class AsyncClient(BaseClient):
                         timeout=self.call_timeout(call, timeout),
                     )
                 except TransportFailure as exc:
+                    if self.unroute(call, routed, exc):
+                        continue  # nothing was sent: the client's own URL takes it
                     raise self.unreachable(call, exc) from exc
+                self.learn_route(call, placement)
                 return self.read_answer(call, status, content)
             except JqError as error:
                 if not self.should_retry(call, error, attempt):

@@ -177,11 +177,26 @@ class AsyncHttp11Pool(BaseHttp11Pool):
         timeout: float = 10.0,
     ) -> tuple[int, bytes]:
         """Send one request; (status, body) of the answer."""
+        status, content, _ = await self.exchange(
+            method, path, body=body, params=params, timeout=timeout
+        )
+        return status, content
+
+    async def exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        params: dict[str, object] | None = None,
+        timeout: float = 10.0,
+    ) -> tuple[int, bytes, bytes | None]:
+        """`request`, plus the answer's Jq-Placement header (None without one)."""
         message = self._request_bytes(method, path, body, params)
         async with self._slots:
             connection, answer = await self._send(method, path, message, timeout, whole=True)
             self._put_back(connection, answer.reusable)
-            return answer.status, answer.take_body()
+            return answer.status, answer.take_body(), answer.placement
 
     async def stream(
         self,
@@ -290,12 +305,25 @@ class SyncHttp11Pool(BaseHttp11Pool):
         timeout: float = 10.0,
     ) -> tuple[int, bytes]:
         """Send one request; (status, body) of the answer."""
+        status, content, _ = self.exchange(method, path, body=body, params=params, timeout=timeout)
+        return status, content
+
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        params: dict[str, object] | None = None,
+        timeout: float = 10.0,
+    ) -> tuple[int, bytes, bytes | None]:
+        """`request`, plus the answer's Jq-Placement header (None without one)."""
         message = self._request_bytes(method, path, body, params)
         deadline = self._take_slot(method, path, timeout)
         try:
             connection, answer = self._send(method, path, message, deadline, whole=True)
             self._put_back(connection, answer.reusable)
-            return answer.status, answer.take_body()
+            return answer.status, answer.take_body(), answer.placement
         finally:
             self._slots.put(None)
 
@@ -592,6 +620,7 @@ class _Answer:
         "complete",
         "keep",
         "extra",
+        "placement",
     )
 
     def __init__(self) -> None:
@@ -605,6 +634,7 @@ class _Answer:
         self.complete = False  # nothing more to read: the body ended, or the stream broke step
         self.keep = False
         self.extra = False
+        self.placement: bytes | None = None  # Jq-Placement (sharded mode; sdk/routing.py)
 
     @property
     def started(self) -> bool:
@@ -659,12 +689,15 @@ class _Answer:
         self.extra = self.done
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # Only to tell an answer read to EOF from a framed one cut short; llhttp does the framing.
+        # To tell an answer read to EOF from a framed one cut short (llhttp does the framing),
+        # and to hear where a sharded server says the request's queue lives.
         name = name.lower()
         if name == b"content-length" or (
             name == b"transfer-encoding" and b"chunked" in value.lower()
         ):
             self.framed = True
+        elif name == b"jq-placement":
+            self.placement = value
 
     def on_headers_complete(self) -> None:
         if self.done:

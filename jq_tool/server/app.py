@@ -55,14 +55,14 @@ def _shard_routes(engine: Engine, guard: Guard, settings: Settings) -> list[Base
     return ShardRoutes(cast(ShardAdmin, engine), guard).routes()
 
 
-def _forwarding(settings: Settings) -> list[Middleware]:
+def _forwarding(settings: Settings, counts: RequestCounts) -> list[Middleware]:
     """Sharded mode's forwarding of a request to a node holding its shard; nothing (and no
     import of httpx, ~80 ms of every single-node start) otherwise."""
     if not settings.shards:
         return []
     from jq_tool.server.forward import Forwarder
 
-    return [Middleware(Forwarder, node_id=settings.node_id)]
+    return [Middleware(Forwarder, node_id=settings.node_id, counts=counts)]
 
 
 class StartupFailed(Exception):
@@ -149,7 +149,7 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
         middleware=[
             Middleware(RequestMetricsMiddleware, counts=counts, log_access=settings.access_log),
             # Sharded mode only: requests for a shard not held here go to a node holding it.
-            *_forwarding(settings),
+            *_forwarding(settings, counts),
             # The job routes skip the router: see hot_routes.py. Inside the metrics middleware.
             Middleware(HotRoutes, routes=job_routes),
         ],

@@ -8,8 +8,10 @@ the nodes that hold it, which the error table (server/errors.py) turns into a 42
 back such a 421, and replays the request (method, path, query, headers, body: the caller's own
 key, so the other node authorizes it as usual) to those nodes in turn over one keep-alive httpx
 client, adding `Jq-Forwarded: <this node>` so a forwarded request is never forwarded again (a
-second hop answers 503). The relayed answer carries `Jq-Placement: shard=<n>` so a client can
-see where its queue lives. Installed only in sharded mode: other modes pay nothing.
+second hop answers 503). The relayed answer carries `Jq-Placement: shard=<n>; nodes=<url> …`
+(the node that answered first, then the shard's other replica nodes), so a client can see where
+its queue lives and send the next request for it there (sdk/routing.py). Each forward counts in
+`jq_forwarded_requests{shard}`. Installed only in sharded mode: other modes pay nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jq_tool.server.errors import FORWARD_HEADER, FORWARD_STATUS, error_response
+from jq_tool.server.metrics import RequestCounts
 
 log = logging.getLogger("jq.forward")
 
@@ -35,9 +38,10 @@ _DROPPED_BACK = frozenset({"connection", "keep-alive", "transfer-encoding", "con
 
 
 class Forwarder:
-    def __init__(self, app: ASGIApp, node_id: str) -> None:
+    def __init__(self, app: ASGIApp, node_id: str, counts: RequestCounts | None = None) -> None:
         self.app = app
         self.node_id = node_id
+        self.counts = counts or RequestCounts()
         self._client: httpx.AsyncClient | None = None
 
     def client(self) -> httpx.AsyncClient:
@@ -96,6 +100,7 @@ class Forwarder:
             await response(scope, _no_body, send)
             return
         headers.append((FORWARDED_HEADER, self.node_id.encode()))
+        self.counts.forwarded[shard] += 1
         path = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string", b"")
         target_path = path.decode("latin-1") + (("?" + query.decode("latin-1")) if query else "")
@@ -113,7 +118,8 @@ class Forwarder:
                 for k, v in answer.headers.multi_items()
                 if k.lower() not in _DROPPED_BACK
             ]
-            relayed.append((PLACEMENT_HEADER.encode(), f"shard={shard}".encode()))
+            nodes = " ".join([url, *(other for other in urls if other != url)])
+            relayed.append((PLACEMENT_HEADER.encode(), f"shard={shard}; nodes={nodes}".encode()))
             relayed.append((b"content-length", str(len(answer.content)).encode()))
             await send(
                 {"type": "http.response.start", "status": answer.status_code, "headers": relayed}

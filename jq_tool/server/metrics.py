@@ -41,6 +41,8 @@ class RequestCounts:
     def __init__(self) -> None:
         self.requests: defaultdict[tuple[str, int], int] = defaultdict(int)
         self.commands: defaultdict[str, int] = defaultdict(int)
+        # Sharded mode: requests this node forwarded, by the shard they were for.
+        self.forwarded: defaultdict[str, int] = defaultdict(int)
 
 
 class QueueCollector:
@@ -88,6 +90,15 @@ class QueueCollector:
         for (route, status), count in sorted(self.counts.requests.items()):
             requests.add_metric([route, str(status)], count)
         yield requests
+        if self.counts.forwarded:
+            forwarded = CounterMetricFamily(
+                "jq_forwarded_requests",
+                "Requests this node sent on to a node holding their shard (sharded mode)",
+                labels=["shard"],
+            )
+            for shard, count in sorted(self.counts.forwarded.items()):
+                forwarded.add_metric([shard], count)
+            yield forwarded
         # What finished jobs are held, in memory and on disk (issue 21); the evictions are
         # jq_job_transitions{kind="evicted"} and {kind="dead_dropped"}.
         held = self.engine.retention_stats()

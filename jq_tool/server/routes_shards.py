@@ -1,7 +1,9 @@
-"""Sharded mode's admin routes (docs/scaling.md §7): `GET /admin/shards` (the placement table
-as this node sees it, and the health of the shards it holds) and
-`POST /admin/queues/{name}/move` (move a queue to another shard, §2.6). Admin keys only (the
-`keys:create` scope, which only admin keys have). Registered only in sharded mode.
+"""Sharded mode's routes (docs/scaling.md §7): `GET /admin/shards` (the placement table as
+this node sees it, and the health of the shards it holds) and `POST /admin/queues/{name}/move`
+(move a queue to another shard, §2.6), admin keys only (the `keys:create` scope, which only
+admin keys have); and `GET /health/shards/{id}` (§2.7), with no key like /health: 503 while
+that shard has no quorum, so a probe can watch one shard (a node not holding it forwards).
+Registered only in sharded mode.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from jq_tool.server.auth_guard import Guard
 from jq_tool.server.errors import ApiError
 from jq_tool.server.requests import check_value, decode, read_body
 from jq_tool.server.validation import QueueName
-from jq_tool.server.wire import JSONResponse
+from jq_tool.server.wire import Health, JSONResponse
 
 _SMALL_BODY = 64 * 1024
 
@@ -37,7 +39,19 @@ class ShardRoutes:
         return [
             Route("/admin/shards", self.shards, methods=["GET"]),
             Route("/admin/queues/{name}/move", self.move, methods=["POST"]),
+            Route("/health/shards/{shard}", self.shard_health, methods=["GET"]),
         ]
+
+    async def shard_health(self, request: Request) -> Response:
+        number = request.path_params["shard"]
+        health = self.engine.shard_health(int(number)) if number.isdigit() else None
+        if health is None:
+            raise ApiError(404, "not_found", f"no shard {number}")
+        if health.ok:
+            return JSONResponse(Health("ok", health.role))
+        reason = health.reason or "writes refused"
+        body = Health("unavailable", health.role, reason)
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
     async def shards(self, request: Request) -> Response:
         await self.guard.require(request, Scope.KEYS_CREATE)

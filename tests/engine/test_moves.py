@@ -17,12 +17,18 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from jq_tool.core.job_ids import new_job_id
 from jq_tool.core.model import (
     AdoptQueue,
+    Error,
     ErrorCode,
+    FireResult,
+    FireSchedule,
     Job,
     JobState,
     OwnershipResult,
+    Schedule,
+    ScheduleSpec,
     StartShard,
 )
 from jq_tool.engine.base import CommandRejected, JobSpec
@@ -280,5 +286,58 @@ async def test_a_long_poll_on_the_source_hears_of_the_move(tmp_path: Path) -> No
         await target.submit(JobSpec(queue="idle", payload="now here"))
         [job] = await target.lease("idle")
         assert job.payload == "now here"
+    finally:
+        await cluster.stop()
+
+
+def _firing(schedule: Schedule, shard: int) -> FireSchedule:
+    """The ticker's firing of the schedule's next due time (made by hand: it is due in a year)."""
+    assert schedule.next_due is not None
+    due = schedule.next_due
+    return FireSchedule(due, schedule.spec.name, due, due, due + 1, new_job_id(shard))
+
+
+@pytest.mark.parametrize("crash_after", [1, 2, 3])
+async def test_a_queue_takes_its_schedules_along(tmp_path: Path, crash_after: int) -> None:
+    """A schedule lives on its queue's shard: frozen with the queue by the fence, exported and
+    adopted with its jobs, gone from the source, fired by the target into the moved queue."""
+    cluster, _ = await _setup(tmp_path)
+    try:
+        source = cluster.engines[1]
+        spec = ScheduleSpec("yearly", "0 0 1 1 *", payload="happy new year", queue=QUEUE)
+        made, created = await source.create_schedule(spec)
+        assert created
+        with pytest.raises(CommandRejected) as refusal:  # "local" is shard 2's queue
+            await source.create_schedule(ScheduleSpec("elsewhere", "0 0 1 1 *", queue="local"))
+        assert refusal.value.code is ErrorCode.NOT_OWNER
+
+        async def stop_at(step: int) -> None:
+            if step == crash_after:
+                raise Crash(step)
+
+        with pytest.raises(Crash):
+            await cluster.mover(stop_at).move(QUEUE, 2, "move-1")
+        # Fenced: the schedule neither fires nor goes away on the source while the queue moves.
+        frozen = await cluster.shards()[1].propose(_firing(made, 1))
+        assert isinstance(frozen, Error) and frozen.code is ErrorCode.QUEUE_MOVING
+        with pytest.raises(CommandRejected) as refusal:
+            await source.delete_schedule("yearly")
+        assert refusal.value.code is ErrorCode.QUEUE_MOVING
+        assert cluster.engines[1]._machine.due_schedules(made.next_due or 0) == []
+
+        await cluster.restart()
+        assert (await cluster.mover().resume(QUEUE)).shard == 2
+        assert await cluster.engines[1].get_schedule("yearly") is None
+        assert await cluster.engines[2].get_schedule("yearly") == made
+        gone = await cluster.shards()[1].propose(_firing(made, 1))
+        assert isinstance(gone, Error) and gone.code is ErrorCode.NOT_FOUND
+        fired = await cluster.shards()[2].propose(_firing(made, 2))
+        assert isinstance(fired, FireResult) and fired.job is not None
+        assert fired.job.queue == QUEUE and fired.job.payload == "happy new year"
+        assert fired.job.id in {job.id for job in cluster.jobs(2)}
+        after = await cluster.engines[2].get_schedule("yearly")
+        await cluster.restart()  # and it all comes back from the logs
+        assert await cluster.engines[2].get_schedule("yearly") == after
+        assert await cluster.engines[1].get_schedule("yearly") is None
     finally:
         await cluster.stop()

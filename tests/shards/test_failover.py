@@ -6,6 +6,8 @@ then resumes; no acknowledged job is lost. The gaps measured are printed (pytest
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -139,3 +141,50 @@ def queue_job_ids(node, queue: str) -> set[str]:  # type: ignore[no-untyped-def]
         cursor = body["next_cursor"]
         if cursor is None:
             return ids
+
+
+def test_a_shard_without_quorum_answers_503_on_its_health(sharded: Sharded) -> None:
+    """GET /health/shards/{id} (docs/scaling.md §2.7): 503 while the shard has no quorum, from
+    every node (the one holding no shard forwards it), while /health and the other shard stay
+    200; `jq shards` shows it DOWN; back to 200 once its members return."""
+    victim, survivor = 1, 0
+    everyone = [*sharded.replicas, sharded.forwarder]
+
+    def status(node, shard: int) -> int:  # type: ignore[no-untyped-def]
+        return httpx.get(f"{node.url}/health/shards/{shard}", timeout=10).status_code
+
+    def wait_for(shard: int, expected: int) -> None:
+        for node in everyone:
+            deadline = time.monotonic() + 60
+            while status(node, shard) != expected:
+                assert time.monotonic() < deadline, (node.env["NODE_ID"], shard, expected)
+                time.sleep(0.3)
+
+    wait_for(victim, 200)
+    assert status(sharded.replicas[0], 7) == 404
+    group = sharded.groups[victim]
+    down = group.members[:2]
+    for member in down:
+        member.kill9()
+    wait_for(victim, 503)
+    answer = httpx.get(f"{sharded.replicas[0].url}/health/shards/{victim}", timeout=10)
+    assert answer.json()["status"] == "unavailable" and answer.json()["reason"]
+    assert answer.headers["retry-after"] == "1"
+    for node in everyone:
+        assert status(node, survivor) == 200
+        assert httpx.get(node.url + "/health", timeout=10).status_code == 200
+    node = sharded.replicas[1]
+    shown = subprocess.run(
+        [sys.executable, "-m", "jq_tool.cli.main", "shards", "--url", node.url,
+         "--key", node.admin_key or ""],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+
+    def row(shard: int) -> str:
+        return next(line for line in shown.stdout.splitlines() if f"shard {shard} " in line)
+
+    assert "DOWN (" in row(victim) and "ok;" in row(survivor), shown.stdout
+    for member in down:
+        group.restart(member)
+    wait_for(victim, 200)
