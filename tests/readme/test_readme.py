@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -53,6 +54,15 @@ def test_every_block_is_run_or_skipped_for_a_reason() -> None:
     assert [b.background_url for b in shells if b.background_url] == [
         "http://127.0.0.1:8080/health"
     ]
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    """Blocks marked "stop after Ns" end with Ctrl-C (SIGINT), as a reader would. A suite
+    started in the background by a shell without job control (`bash .ci/run &`) inherits
+    SIGINT ignored, and an ignored signal stays ignored through every exec: the stream the
+    README shows (`curl -sN .../events`) then never stopped, and the test hung."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 @pytest.mark.slow
@@ -99,6 +109,7 @@ def test_readme_shell_blocks_run_as_written(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=1100,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output[-6000:]
