@@ -385,6 +385,12 @@ class Settings:
         help="The shards this node holds a replica of (0,1, all or none); requests for others "
         "are forwarded to a node that holds them",
     )  # fmt: skip
+    move_pause_after_step: str = setting(
+        "", flag="--test-move-pause-after-step", env="JQ_TEST_MOVE_PAUSE_AFTER_STEP",
+        panel=CLUSTER, shown_default="unset",
+        help="Fault injection for tests (sharded mode): a queue move this node drives stops "
+        "for good after this step (0-5), as if the node died there; never set it in production",
+    )  # fmt: skip
     etcd_cluster_token: str = setting(
         "jq-cluster", flag="--etcd-cluster-token", env="ETCD_CLUSTER_TOKEN", panel=CLUSTER,
         help="etcd's --initial-cluster-token for the members jq starts",

@@ -16,7 +16,12 @@ def open_engine(settings: Settings) -> Engine:
     if config.cluster is not None and settings.shards:
         from jq_tool.engine.sharded import ShardedEngine
 
-        return ShardedEngine(config, settings.shards, settings.shard_replicas)
+        return ShardedEngine(
+            config,
+            settings.shards,
+            settings.shard_replicas,
+            move_pause_after_step=settings.move_pause_after_step,
+        )
     if config.cluster is not None:
         from jq_tool.engine.cluster import ClusterEngine
 

@@ -26,7 +26,6 @@ import builtins
 import contextlib
 import dataclasses
 import logging
-import os
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -97,9 +96,6 @@ _REROUTE = frozenset({NOT_OWNER, QUEUE_MOVING})
 MOVES_PREFIX = b"jq/moves/"  # in the meta group: who drives a queue's move
 # How often a node looks for moves whose driver died (its jq/moves/<q> key lapsed with its lease).
 MOVE_RECONCILE_INTERVAL_S = 2.0
-# Test only (tests/shards/test_move_resume.py): the move driver stops for good after this step
-# (1..4), so a test can kill -9 its node mid-move. Unset in every real deployment.
-MOVE_PAUSE_ENV = "JQ_TEST_MOVE_PAUSE_AFTER_STEP"
 
 
 def shard_prefix(shard: int) -> bytes:
@@ -125,6 +121,7 @@ class ShardedEngine:
         held: tuple[int, ...] | None = None,
         *,
         clock: Callable[[], int] = now_ms,
+        move_pause_after_step: str = "",
     ) -> None:
         if config.cluster is None or 0 not in shards:
             raise ValueError("ShardedEngine needs a cluster config and shard 0")
@@ -145,7 +142,7 @@ class ShardedEngine:
         self._creating: dict[str, asyncio.Lock] = {}
         self._started = False
         self._reconciler: asyncio.Task[None] | None = None
-        self._after_move_step = _pause_hook(os.environ.get(MOVE_PAUSE_ENV, ""))
+        self._after_move_step = _pause_hook(move_pause_after_step)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -901,12 +898,14 @@ async def _keep_alive(etcd: EtcdClient, lease: int) -> None:
 
 
 def _pause_hook(step: str) -> Callable[[int], Awaitable[None]]:
-    """The move driver's step hook: nothing, unless the test-only MOVE_PAUSE_ENV names a step."""
+    """The move driver's step hook: nothing, unless the test-only setting
+    `--test-move-pause-after-step` names a step (tests/shards/test_move_resume.py stops the
+    driver there for good, then kills its node mid-move)."""
     pause_after = int(step) if step.isdigit() else -1
 
     async def after_step(done: int) -> None:
         if done == pause_after:
-            log.warning("%s=%d: the move driver stops here for good", MOVE_PAUSE_ENV, done)
+            log.warning("--test-move-pause-after-step=%d: the move driver stops here", done)
             await asyncio.Event().wait()
 
     return after_step

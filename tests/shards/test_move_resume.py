@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jq_tool.engine.sharded import MOVE_PAUSE_ENV
+from jq_tool.settings import OPTIONS
 from tests.shards.conftest import Sharded, headers, placement, submit
 from tests.shards.test_failover import queue_job_ids
 
@@ -34,7 +34,7 @@ RESUMED_WITHIN_S = 60  # the move lease (10 s) lapses, then a node looks every 2
 def sharded_pausing(tmp_path: Path) -> Iterator[Sharded]:
     """The sharded fixture, its first node's move driver stopping after step 2 (the copy)."""
     cluster = Sharded(tmp_path, forwarder=False)
-    cluster.replicas[0].env[MOVE_PAUSE_ENV] = "2"
+    cluster.replicas[0].env[OPTIONS["move_pause_after_step"].env] = "2"
     try:
         cluster.start()
         yield cluster
