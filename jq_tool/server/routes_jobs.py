@@ -269,6 +269,10 @@ class JobRoutes:
             worker = self._worker(request, wanted.queue)
             lease_next = LeaseNext(wanted.queue, wanted.max_jobs, wanted.lease_ms, worker)
             self.counts["lease"] += 1
+        elif (worker := header(request, b"x-jq-worker")) is not None:
+            # Nothing is leased, so the id is not used; a malformed one is still refused, as
+            # the API describes the header on this route (found by schemathesis).
+            check_value(worker, WorkerId, "X-Jq-Worker")
         results: list[AckResult] = []
         settlements: list[Settlement] = []
         positions: list[int] = []

@@ -166,6 +166,11 @@ def test_a_bad_worker_id_is_a_400_and_an_unknown_queue_a_404(
         "/jobs/lease", json={"queue": unique()}, headers={"X-Jq-Worker": "has space"}
     )
     assert response.status_code == 400 and response.json()["field"] == "X-Jq-Worker"
+    # The batch ack describes the header too: refused there even when nothing is leased.
+    response = worker.post(
+        "/jobs/ack", json={"acks": [{"job_id": "0"}]}, headers={"X-Jq-Worker": "has space"}
+    )
+    assert response.status_code == 400 and response.json()["field"] == "X-Jq-Worker"
     response = client.get(f"/queues/{unique()}/overview")
     assert response.status_code == 404 and response.json()["code"] == "not_found"
 
