@@ -525,12 +525,7 @@ class ShardedEngine:
         limit: int,
     ) -> tuple[builtins.list[Job], str | None]:
         shards = sorted(self.engines)
-        start, inner = 0, None
-        if cursor:
-            head, _, rest = cursor.partition(":")
-            if not head.isdigit() or int(head) not in self.engines:
-                raise ValueError("bad cursor")
-            start, inner = shards.index(int(head)), rest or None
+        start, inner = self._cursor_start(shards, cursor)
         jobs: builtins.list[Job] = []
         for position in range(start, len(shards)):
             shard = shards[position]
@@ -543,6 +538,18 @@ class ShardedEngine:
                 return jobs, f"{shards[position + 1]}:"
         return jobs, None
 
+    def _cursor_start(
+        self, shards: builtins.list[int], cursor: str | None
+    ) -> tuple[int, str | None]:
+        """Where a merged page resumes: the position of the shard a `<shard>:<inner>` cursor
+        names in `shards`, and that shard's own cursor. Raises ValueError for a bad one."""
+        if not cursor:
+            return 0, None
+        head, _, rest = cursor.partition(":")
+        if not head.isdigit() or int(head) not in self.engines:
+            raise ValueError("bad cursor")
+        return shards.index(int(head)), rest or None
+
     def search(
         self,
         where: JobFilter,
@@ -552,12 +559,7 @@ class ShardedEngine:
         scan_limit: int | None = None,
     ) -> tuple[builtins.list[Job], str | None]:
         shards = sorted(self.engines)
-        start, inner = 0, None
-        if cursor:
-            head, _, rest = cursor.partition(":")
-            if not head.isdigit() or int(head) not in self.engines:
-                raise ValueError("bad cursor")
-            start, inner = shards.index(int(head)), rest or None
+        start, inner = self._cursor_start(shards, cursor)
         jobs: builtins.list[Job] = []
         for position in range(start, len(shards)):
             shard = shards[position]
