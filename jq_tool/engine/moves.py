@@ -178,10 +178,7 @@ class QueueMover:
         """Step 0: record the move in the placement (or find the same move recorded)."""
         if target not in self._shards:
             raise MoveError(f"no shard {target}")
-        current = await self._placement.get(queue)
-        record = current.record
-        if record is None:
-            raise MoveError(f"queue {queue!r} has no placement")
+        current, record = await self._placed(queue)
         if record.move is not None:
             move = record.move
             if move.to == target and not move.committed and move_id in (None, move.id):
@@ -197,12 +194,16 @@ class QueueMover:
         await self._after_step(0)
         return move_id
 
+    async def _placed(self, queue: str) -> tuple[Versioned, Placement]:
+        """The queue's placement record as stored, and the record itself (MoveError if none)."""
+        current = await self._placement.get(queue)
+        if current.record is None:
+            raise MoveError(f"queue {queue!r} has no placement")
+        return current, current.record
+
     async def resume(self, queue: str) -> MoveOutcome:
         """Finish the move the placement record names, from wherever it stopped."""
-        current = await self._placement.get(queue)
-        record = current.record
-        if record is None:
-            raise MoveError(f"queue {queue!r} has no placement")
+        current, record = await self._placed(queue)
         move = record.move
         if move is None:
             return MoveOutcome(queue, "", record.shard, record.epoch, moved=False)
@@ -256,10 +257,7 @@ class QueueMover:
     async def abort(self, queue: str) -> MoveOutcome:
         """Give up the queue's move before its commit point: the target gives back what it
         staged or adopted, the source unfences, the record loses its move."""
-        current = await self._placement.get(queue)
-        record = current.record
-        if record is None:
-            raise MoveError(f"queue {queue!r} has no placement")
+        current, record = await self._placed(queue)
         move = record.move
         if move is None:
             return MoveOutcome(queue, "", record.shard, record.epoch, moved=False)
