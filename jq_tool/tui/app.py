@@ -431,7 +431,7 @@ class JqDashboard(App[None]):
         return STATE_FILTERS[self.filter_index]
 
     def watch_filter_index(self, index: int) -> None:
-        self.pinned = None  # another view: the choice made in the last one does not follow
+        self._unpin()  # another view: the choice made in the last one does not follow
         self._render_filters()
         self._jobs_stale = True
         self.refresh_jobs()
@@ -480,8 +480,18 @@ class JqDashboard(App[None]):
         with contextlib.suppress(NoMatches):  # the app closed while the page was on its way
             self._fill_table(page.jobs)
 
+    def _unpin(self) -> None:
+        """Nothing is chosen, and the row under the cursor now was not chosen either."""
+        self.pinned = None
+        self._fill_cursor = self.selected_job_id()
+
     def _fill_table(self, jobs: list[Job]) -> None:
         table: DataTable[str | Text] = self.query_one("#jobs", DataTable)
+        under_cursor = self.selected_job_id()
+        if under_cursor is not None and under_cursor != self._fill_cursor:
+            # The operator moved the cursor and its RowHighlighted message is still queued:
+            # that row is the choice, or clearing the table would take it back to row 0.
+            self.pinned = under_cursor
         pinned = self.pinned
         rows = list(jobs)
         if pinned and pinned not in {job.job_id for job in rows}:
@@ -662,7 +672,7 @@ class JqDashboard(App[None]):
         if event.input.id != "search":
             return
         self.search = parse_search(event.value)
-        self.pinned = None
+        self._unpin()
         event.input.display = False
         self.query_one("#jobs", DataTable).focus()
         self._render_filters()

@@ -84,6 +84,10 @@ async def test_detail_and_cursor_stay_on_the_chosen_job(jq_server: JqServer) -> 
         await until(pilot, lambda: len(row_keys(app)) == 4, "4 rows")
         table = app.query_one("#jobs", DataTable)
         table.move_cursor(row=row_keys(app).index(dead))
+        # A refresh that lands before the cursor's RowHighlighted message (CI saw it once) keeps
+        # the row the operator moved to; it used to take the cursor back to row 0.
+        app._fill_table(list(app.jobs.values()))
+        assert app.selected_job_id() == dead, "a refresh took the cursor back"
         await pilot.press("enter")
         await until(pilot, lambda: dead in detail(app) and "boom" in detail(app), "the detail")
         # New jobs arrive above it and the table refreshes several times.
