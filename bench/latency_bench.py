@@ -97,9 +97,10 @@ def serve_instrumented(out_path: str, argv: list[str]) -> None:
     engine = command_engine.CommandEngine
     engine._enqueue = _stamp(stamps["s_proposed"])(engine._enqueue)  # type: ignore[method-assign]
     local.LocalEngine._append = _async_stamp(stamps["s_flush"], local.LocalEngine._append)  # type: ignore[method-assign]
-    if hasattr(local.LocalEngine, "_append_in_loop"):  # a lone command, in its own coroutine
-        local.LocalEngine._propose = _async_stamp(stamps["s_proposed"], local.LocalEngine._propose)  # type: ignore[method-assign]
-        local.LocalEngine._append_in_loop = _stamp(stamps["s_flush"])(local.LocalEngine._append_in_loop)  # type: ignore[method-assign]
+    lone = local.LocalEngine
+    if hasattr(lone, "_append_in_loop"):  # a lone command, appended in its own coroutine
+        lone._propose = _async_stamp(stamps["s_proposed"], lone._propose)  # type: ignore[method-assign]
+        lone._append_in_loop = _stamp(stamps["s_flush"])(lone._append_in_loop)  # type: ignore[method-assign]
     if hasattr(local.LocalEngine, "_appended"):  # the loop callback that answers a batch
         local.LocalEngine._appended = _stamp(stamps["s_back"])(local.LocalEngine._appended)  # type: ignore[method-assign]
     else:  # before it (a checkout of the first round, for a before/after): the future's callback
