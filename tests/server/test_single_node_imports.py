@@ -70,6 +70,13 @@ NOT_USED = (
     "typer",
     "websockets",  # uvicorn's WebSocket protocol: jq has no WebSocket routes
     "wsproto",
+    # uvicorn's command line and process supervisors (server/asgi_server.py runs uvicorn's
+    # Config and Server without its package __init__, which imported them: ~25 ms)
+    "uvicorn.main",
+    "uvicorn.supervisors",
+    "click",
+    "watchfiles",
+    "multiprocessing",  # freeze_support is for a frozen binary only (cli/main.py)
 )
 
 
