@@ -8,12 +8,13 @@ shows a secret: the next start seeds nothing and prints no panel.
 The panel is drawn here as plain text, byte for byte as rich drew it (a rounded box, the title
 on its top edge, two columns two spaces apart, the labels bold on a terminal): rich's console,
 table and emoji tables were ~20 ms of a first start, for one box (tests/server/test_welcome.py
-renders both and compares). Unlike rich, a line longer than the terminal is not wrapped.
+renders both and compares). Unlike rich, a line longer than the terminal is not wrapped, and
+a terminal that calls itself dumb (TERM) still gets the bold: nothing past jq_tool.settings
+reads the environment.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 
@@ -79,12 +80,7 @@ def render_panel(rows: Sequence[tuple[str, str]], *, bold: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _terminal_styles() -> bool:
-    """Whether stdout takes bold text: a terminal, and not one that says it is dumb."""
-    return sys.stdout.isatty() and os.environ.get("TERM", "") not in {"dumb", "unknown"}
-
-
 def print_welcome(settings: Settings, seeded: Sequence[tuple[ApiKey, str]]) -> None:
     """The first-start panel, on stdout."""
-    sys.stdout.write(render_panel(panel_rows(settings, seeded), bold=_terminal_styles()))
+    sys.stdout.write(render_panel(panel_rows(settings, seeded), bold=sys.stdout.isatty()))
     sys.stdout.flush()
