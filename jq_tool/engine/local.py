@@ -284,7 +284,10 @@ class LocalEngine(CommandEngine):
         try:
             await asyncio.sleep(0)
         except BaseException:
-            self._wakeup.set()  # cancelled: the flusher still makes it durable, as queued
+            # Cancelled (the caller went away): the flusher still makes it durable, as any
+            # queued command; nobody reads the answer.
+            future.cancel()
+            self._wakeup.set()
             raise
         if self._lone_append_now(pending=1) and self._pending[0] is proposal:
             self._pending = []
