@@ -9,8 +9,10 @@ one submit, in order:
 
     client: build the request        Client.submit -> the SDK's exchange starts
     to the server                    sendall, loopback, the server's loop wakes (data_received)
-    server: HTTP, auth, decode       data_received -> the engine queues the command
-    to the flusher                   the proposal -> the flusher task takes the batch
+    server: HTTP, auth, decode       data_received -> the engine is handed the command
+    to the append                    the proposal -> its append starts: the flusher task takes
+                                     the batch, or (a lone command) the request's own coroutine,
+                                     after one yield, appends it
     to the WAL thread                the flusher -> the WAL thread starts the append
     write + fdatasync                the WAL's append (one write, one fdatasync)
     back to the event loop           append done -> the loop's callback runs
@@ -50,7 +52,7 @@ STAGES: list[tuple[str, str, str]] = [
     ("client: build the request", "c_call", "c_exchange"),
     ("to the server (send, loopback, the loop wakes)", "c_exchange", "s_received"),
     ("server: HTTP, routing, auth, decode", "s_received", "s_proposed"),
-    ("to the flusher task", "s_proposed", "s_flush"),
+    ("to the append (flusher task, or one yield)", "s_proposed", "s_flush"),
     ("to the WAL thread", "s_flush", "s_wal_start"),
     ("write + fdatasync", "s_wal_start", "s_wal_end"),
     ("back to the event loop", "s_wal_end", "s_back"),
@@ -95,6 +97,10 @@ def serve_instrumented(out_path: str, argv: list[str]) -> None:
     engine = command_engine.CommandEngine
     engine._enqueue = _stamp(stamps["s_proposed"])(engine._enqueue)  # type: ignore[method-assign]
     local.LocalEngine._append = _async_stamp(stamps["s_flush"], local.LocalEngine._append)  # type: ignore[method-assign]
+    lone = local.LocalEngine
+    if hasattr(lone, "_append_in_loop"):  # a lone command, appended in its own coroutine
+        lone._propose = _async_stamp(stamps["s_proposed"], lone._propose)  # type: ignore[method-assign]
+        lone._append_in_loop = _stamp(stamps["s_flush"])(lone._append_in_loop)  # type: ignore[method-assign]
     if hasattr(local.LocalEngine, "_appended"):  # the loop callback that answers a batch
         local.LocalEngine._appended = _stamp(stamps["s_back"])(local.LocalEngine._appended)  # type: ignore[method-assign]
     else:  # before it (a checkout of the first round, for a before/after): the future's callback

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from jq_tool.core.model import decode_command
+from jq_tool.core.model import Command, Result, decode_command
 from jq_tool.core.wal import RECORD_COMMAND, WAL
 from jq_tool.engine.base import (
     EngineConfig,
@@ -241,24 +241,78 @@ class LocalEngine(CommandEngine):
         time); as soon as commands arrive together, they go to the thread and the loop keeps
         reading requests while the disk works."""
         assert self._wal_thread is not None
-        records = [(RECORD_COMMAND, proposal.record) for proposal in batch]
-        context = (batch, time.perf_counter())
         lone = len(batch) == 1 and self._lone_before and self._quick_disk
         self._lone_before = len(batch) == 1
         if lone and self._wal_thread.idle:
-            self.log_metrics.appends_in_loop += 1
-            try:
-                last_index = self._wal.append(records)
-            except Exception as exc:  # noqa: BLE001 - answered as the thread's would be
-                self._appended(context, None, exc)
-            else:
-                self._appended(context, last_index, None)
+            self._append_in_loop(batch)
             return
+        records = [(RECORD_COMMAND, proposal.record) for proposal in batch]
+        context = (batch, time.perf_counter())
         try:
             self._wal_thread.call_then(self._wal.append, (records,), self._appended, context)
         except BaseException:
             self._append_slots.release()
             raise
+
+    def _append_in_loop(self, batch: list[Proposal]) -> None:
+        """Write and sync `batch` right here, in the event loop, then apply and answer it (the
+        append slot is held; `_appended` releases it)."""
+        self.log_metrics.appends_in_loop += 1
+        context = (batch, time.perf_counter())
+        try:
+            last_index = self._wal.append([(RECORD_COMMAND, proposal.record) for proposal in batch])
+        except Exception as exc:  # noqa: BLE001 - answered as the thread's would be
+            self._appended(context, None, exc)
+        else:
+            self._appended(context, last_index, None)
+
+    async def _propose(self, command: Command) -> Result:
+        """A lone command is appended in the caller's own coroutine (issue 20, third cut): no
+        wake-up of the flusher task, no future to wake this one, so the request that proposed
+        it answers in the same step of its task. When `_lone_append_now` says the command
+        would be a lone batch, it is queued without waking the flusher and the loop runs once
+        (a yield), so that a caller proposing in a loop never starves the loop's other tasks.
+        Commands proposed meanwhile (other requests read in the same turn) queue behind it
+        and wake the flusher: they share one batch, group commit as before. If it is still
+        alone, it is written, synced, applied and answered right here. Under load (batches of
+        several) nothing changes: no yield, the proposal queue."""
+        if not self._lone_append_now(pending=0):
+            return await super()._propose(command)
+        future: asyncio.Future[Result] = self._loop.create_future()
+        proposal = Proposal(command, future)
+        self._pending.append(proposal)
+        try:
+            await asyncio.sleep(0)
+        except BaseException:
+            # Cancelled (the caller went away): the flusher still makes it durable, as any
+            # queued command; nobody reads the answer.
+            future.cancel()
+            self._wakeup.set()
+            raise
+        if self._lone_append_now(pending=1) and self._pending[0] is proposal:
+            self._pending = []
+            await self._append_slots.acquire()  # free (not locked): returns at once
+            self._append_in_loop([proposal])
+        else:
+            self._wakeup.set()  # others joined it (or writes stopped): the flusher's batch
+        return await future
+
+    def _lone_append_now(self, pending: int) -> bool:
+        """What `_append` checks for a lone batch, before the flusher is woken: the batches
+        before were lone and quick, `pending` commands are queued, no append is in flight
+        (nor waited for by the flusher), the WAL thread is idle, and writes are accepted."""
+        thread = self._wal_thread
+        return (
+            self._lone_before
+            and self._quick_disk
+            and len(self._pending) == pending
+            and not self._append_slots.locked()
+            and thread is not None
+            and thread.idle
+            and self._fatal is None
+            and self._started
+            and not self._stopping
+        )
 
     def _appended(
         self,

@@ -26,7 +26,7 @@ from jq_tool.server.auth_guard import Guard
 from jq_tool.server.dashboard import dashboard_routes
 from jq_tool.server.errors import HANDLED_EXCEPTIONS, handle_exception
 from jq_tool.server.events import EventRoutes, OpenStreams, StreamSlots, TicketBook
-from jq_tool.server.hot_routes import HotRoutes
+from jq_tool.server.hot_routes import HotRoutes, JobRouteTable, JobsFirst
 from jq_tool.server.latency import LatencyWatch
 from jq_tool.server.metrics import RequestCounts, RequestMetricsMiddleware, build_registry
 from jq_tool.server.openapi_route import openapi_routes
@@ -55,14 +55,18 @@ def _shard_routes(engine: Engine, guard: Guard, settings: Settings) -> list[Base
     return ShardRoutes(cast(ShardAdmin, engine), guard).routes()
 
 
-def _forwarding(settings: Settings, counts: RequestCounts) -> list[Middleware]:
-    """Sharded mode's forwarding of a request to a node holding its shard; nothing (and no
-    import of httpx, ~80 ms of every single-node start) otherwise."""
+def _forwarding(settings: Settings, counts: RequestCounts, jobs: JobRouteTable) -> list[Middleware]:
+    """Sharded mode's forwarding of a request to a node holding its shard, then the job
+    routes (see hot_routes.py); nothing (and no import of httpx, ~80 ms of every single-node
+    start) otherwise: there the app serves the job routes before any middleware."""
     if not settings.shards:
         return []
     from jq_tool.server.forward import Forwarder
 
-    return [Middleware(Forwarder, node_id=settings.node_id, counts=counts)]
+    return [
+        Middleware(Forwarder, node_id=settings.node_id, counts=counts),
+        Middleware(HotRoutes, table=jobs),
+    ]
 
 
 class StartupFailed(Exception):
@@ -128,7 +132,8 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
         # Under /jobs/ too: HotRoutes must know the path is not a job id (GET is a 405).
         *BulkRoutes(engine, guard, counts.commands).routes(),
     ]
-    app = Starlette(
+    jobs = JobRouteTable(job_routes)
+    app = JobsFirst(
         routes=answer_wrong_methods(
             [
                 *job_routes,
@@ -148,14 +153,15 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
         ),
         middleware=[
             Middleware(RequestMetricsMiddleware, counts=counts, log_access=settings.access_log),
-            # Sharded mode only: requests for a shard not held here go to a node holding it.
-            *_forwarding(settings, counts),
-            # The job routes skip the router: see hot_routes.py. Inside the metrics middleware.
-            Middleware(HotRoutes, routes=job_routes),
+            # Sharded mode only: requests for a shard not held here go to a node holding it;
+            # then the job routes, which skip the router (hot_routes.py).
+            *_forwarding(settings, counts, jobs),
         ],
         exception_handlers={exc: handle_exception for exc in HANDLED_EXCEPTIONS},
         lifespan=lifespan,
     )
+    if not settings.shards:
+        app.jobs_first(jobs, counts, settings.access_log)  # before any middleware: hot_routes.py
     app.state.draining = draining
     app.state.seeded_keys = []  # (ApiKey, secret) of the dev keys this start created
     app.state.engine = engine

@@ -175,16 +175,22 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_count)
         finally:
-            route = _route_template(scope)
-            self.counts.requests[(route, status)] += 1
-            if self.log_access:
-                access_log.info(
-                    "%s %s %d %.1fms",
-                    scope["method"],
-                    route,
-                    status,
-                    (time.perf_counter() - started) * 1000,
-                )
+            count_request(self.counts, scope, status, started if self.log_access else None)
+
+
+def count_request(counts: RequestCounts, scope: Scope, status: int, started: float | None) -> None:
+    """Count one answered request by its route template and status; with `started` (the
+    access log is on), log it the same way."""
+    route = _route_template(scope)
+    counts.requests[(route, status)] += 1
+    if started is not None:
+        access_log.info(
+            "%s %s %d %.1fms",
+            scope["method"],
+            route,
+            status,
+            (time.perf_counter() - started) * 1000,
+        )
 
 
 def _route_template(scope: Scope) -> str:

@@ -446,6 +446,38 @@ async def test_lone_commands_are_appended_in_the_loop_and_survive_a_crash(tmp_pa
         await again.stop()
 
 
+async def test_a_lone_command_whose_caller_goes_away_during_its_yield_is_still_written(
+    tmp_path: Path,
+) -> None:
+    """A lone command waits in the queue, unwoken, for one yield before its own coroutine
+    appends it. A caller cancelled right then (a client gone) must not leave it there: it is
+    made durable and applied like any queued command, without another command to wake it."""
+    engine = make_engine(tmp_path)
+    await engine.start()
+    try:
+        for i in range(3):  # lone commands from the second on
+            await engine.submit(JobSpec(payload=f"before-{i}"))
+        gone = asyncio.ensure_future(engine.submit(JobSpec(payload="gone")))
+        await asyncio.sleep(0)  # the submit runs up to its yield
+        assert len(engine._pending) == 1  # queued, the flusher not woken
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        deadline = asyncio.get_running_loop().time() + 5
+        while engine.stats().counters.submitted < 4:
+            assert asyncio.get_running_loop().time() < deadline, "the command was left queued"
+            await asyncio.sleep(0.01)
+        assert not engine._pending
+    finally:
+        await engine.stop()
+    again = make_engine(tmp_path)
+    await again.start()
+    try:
+        assert again.stats().counters.submitted == 4
+    finally:
+        await again.stop()
+
+
 async def test_a_lone_append_in_the_loop_fails_like_one_in_the_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

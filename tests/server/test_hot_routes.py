@@ -20,7 +20,7 @@ from jq_tool.auth import KeyType, open_key_store
 from jq_tool.engine.factory import open_engine
 from jq_tool.server.app import create_app
 from jq_tool.server.errors import HANDLED_EXCEPTIONS, handle_exception
-from jq_tool.server.hot_routes import HotRoutes
+from jq_tool.server.hot_routes import JobsFirst
 from jq_tool.server.metrics import RequestCounts, RequestMetricsMiddleware
 from jq_tool.settings import Settings
 
@@ -155,7 +155,7 @@ async def test_a_job_is_served_through_the_fast_lane_and_counted_by_template(
     assert counts.requests[("/jobs/lease", 200)] == 1
     assert counts.requests[("/jobs/{id}/ack", 200)] == 1
     assert not any(route == "unmatched" for route, _ in counts.requests)
-    assert any(m.cls is HotRoutes for m in hot.user_middleware)
+    assert isinstance(hot, JobsFirst) and hot.jobs_table is not None  # before any middleware
 
 
 def test_an_answer_leaves_in_one_send(server: Any) -> None:
