@@ -14,7 +14,8 @@ min(segment_bytes / 4, 1 MiB): an append that grew the file would cost a metadat
 every fdatasync (measured: ~25% more per sync), and a lone client's submits at a fresh server
 would all pay it. The spare is asked for once the current segment holds half of that, and a
 small segment is left for the spare as soon as it is ready (or when full: then another small
-one is made, if no spare is ready yet).
+one is made, if no spare is ready yet, and a plain growing one if the disk has no room left
+for its zeros: a nearly full disk takes every record that fits).
 
 What poisons the WAL (refuses every later append, until a new process recovers): a failed
 fdatasync or directory fsync, and a write that failed and could not be cut back off. Anything
@@ -614,12 +615,17 @@ class WAL:
         self._file_size = file_size
         self._segments.append((first_index, path))
 
-    def _small_spare(self, path: Path) -> Spare:
+    def _small_spare(self, path: Path) -> Spare | None:
         """No spare is ready: make a small zero-filled one now, on the append path (a new
-        directory's first segment, or a rotation that outran the pipeline)."""
+        directory's first segment, or a rotation that outran the pipeline). None when the disk
+        has no room for it: then a plain segment, which grows with each append, so a nearly
+        full disk still takes every record that fits (refusing them for want of a megabyte of
+        zeros would make the disk full early)."""
         try:
             return make_spare(path.with_name(path.name + TEMP_SUFFIX), self._small_segment)
-        except OSError:
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                return None
             assert self._pipeline is not None
             # No descriptor now (EMFILE): the pipeline keeps trying to make a spare, whose
             # descriptor the next attempt will find already open.

@@ -46,6 +46,7 @@ from jq_tool.core.model import (
     Extend,
     Fail,
     FenceQueue,
+    FireSchedule,
     ImportJobs,
     Job,
     JobFlow,
@@ -120,6 +121,9 @@ DISK_FREE_TO_RETRY = 1024 * 1024
 FIRINGS_PER_ROUND = 100
 # An update computed from a view that changed before it was applied is computed again.
 SCHEDULE_UPDATE_TRIES = 5
+# Schedules named one line each when a ticker round finds them past their grace; the rest of
+# that round's are counted in one more line (an overloaded node must not flood its log).
+MISSED_LINES_PER_ROUND = 5
 # Under load, one INFO line at most this often sums up what was applied (an idle node: none).
 SUMMARY_EVERY_S = 60.0
 # What a finished job costs the process beyond its payload, result and error, for the bytes
@@ -639,9 +643,13 @@ class CommandEngine(InsightCalls, Engine):
         if not firings:
             return
         results = await asyncio.gather(*(self._propose(firing) for firing in firings))
+        missed = []
         for firing, result in zip(firings, results, strict=True):
             if isinstance(result, Error):
                 log.debug("firing of %r at %d refused: %s", firing.name, firing.due, result.message)
+            elif firing.missed:
+                missed.append(firing)
+        _log_missed(missed)
 
     def _cron_times(self, spec: ScheduleSpec) -> CronTimes | None:
         """The schedule's times, parsed once per expression and zone. None (logged once) when
@@ -1108,6 +1116,30 @@ class CommandEngine(InsightCalls, Engine):
 
     def queue_stats(self, name: str) -> QueueStats | None:
         return self._machine.queue_stats(name)
+
+
+def _log_missed(firings: list[FireSchedule]) -> None:
+    """A WARNING for each applied firing that counted missed due times: a downtime, or a node
+    so busy that it reached a due time more than the schedule's grace late. Either way the
+    operator should know, and `missed_runs` alone does not say when."""
+    for firing in firings[:MISSED_LINES_PER_ROUND]:
+        log.warning(
+            "schedule %r missed %d due time(s) from %s to %s (reached past its grace): %s",
+            firing.name,
+            firing.missed,
+            _utc(firing.due),
+            _utc(firing.last_due),
+            "ran the latest once" if firing.job_id else "skipped",
+        )
+    if len(firings) > MISSED_LINES_PER_ROUND:
+        log.warning(
+            "%d more schedules missed due times in the same round (GET /schedules: missed_runs)",
+            len(firings) - MISSED_LINES_PER_ROUND,
+        )
+
+
+def _utc(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
 def _first_due(times: CronTimes, after: int) -> int:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,27 @@ from jq_tool.engine.base import ClusterConfig
 from jq_tool.engine.child_process import die_with_parent
 
 log = logging.getLogger("jq.cluster")
+
+# The member's log (`<data dir>/etcd.log`) is bounded: past this size it is copied to
+# `etcd.log.1` (replacing the one before) and cut to nothing, checked at start and every
+# LOG_CHECK_EVERY_S. etcd runs at `--log-level warn`, so a healthy member writes little; what it
+# writes under trouble (slow applies, elections) must not fill the disk in a month.
+LOG_MAX_BYTES = 16 << 20
+LOG_CHECK_EVERY_S = 30.0
+
+
+def bound_log(path: Path, max_bytes: int = LOG_MAX_BYTES) -> bool:
+    """Copy-truncate `path` into `path.1` once it holds more than `max_bytes` (what logrotate's
+    copytruncate does): the member keeps writing through its descriptor, opened for appending,
+    so its next line lands at the start of the emptied file. True when it was cut."""
+    try:
+        if path.stat().st_size <= max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    shutil.copyfile(path, path.with_name(path.name + ".1"))
+    os.truncate(path, 0)
+    return True
 
 
 def listen_addr(addr: str) -> str:
@@ -47,6 +69,7 @@ class EtcdMember:
         self.binary = shutil.which(binary) or binary
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "etcd.log"
+        self._log_bound: asyncio.Task[None] | None = None
 
     def command(self) -> list[str]:
         c = self.config
@@ -65,11 +88,13 @@ class EtcdMember:
             "--heartbeat-interval", "100",
             "--election-timeout", "1000",
             "--logger", "zap",
+            "--log-level", "warn",
             "--log-outputs", "stderr",
         ]  # fmt: skip
 
     async def start(self) -> None:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        bound_log(self.log_path)
         log_file = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
         log.info("starting etcd member %s (peer %s, client %s)", self.config.node_id,
                  self.config.raft_addr, self.config.etcd_client_addr)  # fmt: skip
@@ -86,14 +111,28 @@ class EtcdMember:
                     raise RuntimeError(f"etcd exited with {code}; see {self.log_path}")
                 with contextlib.suppress(httpx.HTTPError):
                     if (await http.get(url)).status_code == 200:
+                        self._log_bound = asyncio.create_task(
+                            self._bound_log_loop(), name="jq-etcd-log-bound"
+                        )
                         return
                 await asyncio.sleep(0.05)
         raise RuntimeError(f"etcd did not start serving {url}; see {self.log_path}")
+
+    async def _bound_log_loop(self) -> None:
+        while True:
+            await asyncio.sleep(LOG_CHECK_EVERY_S)
+            try:
+                await asyncio.to_thread(bound_log, self.log_path)
+            except OSError as exc:  # a full disk: the next round tries again
+                log.warning("could not cut %s: %s", self.log_path, exc)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     async def stop(self) -> None:
+        if self._log_bound is not None:
+            self._log_bound.cancel()
+            self._log_bound = None
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)

@@ -511,6 +511,34 @@ def test_enospc_truncates_the_batch_and_the_wal_recovers_once_space_returns(
     assert records == [(i, 1, body_for(i, 30 << 10)) for i in range(acknowledged + 4)]
 
 
+def test_a_rotation_on_a_nearly_full_disk_takes_a_plain_segment_and_every_record_that_fits(
+    tiny_filesystem: Path,
+) -> None:
+    # Too little room left for a zero-filled segment (64 KiB here) but room for records: the
+    # rotation makes a plain segment instead of refusing appends that would fit.
+    directory = tiny_filesystem / "wal"
+    wal, _ = open_wal(directory, segment_bytes=256 << 10, preallocate=True)
+    record = 8 << 10
+    free = os.statvfs(tiny_filesystem).f_bavail * os.statvfs(tiny_filesystem).f_frsize
+    (tiny_filesystem / "filler").write_bytes(bytes(free - (40 << 10)))
+    acknowledged = 0
+    failed = None
+    for _attempt in range(40):
+        try:
+            acknowledged = wal.append([(RECORD_COMMAND, body_for(acknowledged, record))]) + 1
+        except OSError as exc:
+            failed = exc
+            break
+    assert failed is not None and failed.errno == errno.ENOSPC, failed
+    assert len(segments(directory)) == 2, "no second segment: the rotation was refused"
+    first_segment_holds = (64 << 10) // record
+    assert acknowledged >= first_segment_holds + 3, acknowledged  # ~40 KiB more landed
+    wal.close()
+    recovery, records = reopen_records(directory)
+    assert recovery.truncated is None and recovery.next_index == acknowledged
+    assert records == [(i, 1, body_for(i, record)) for i in range(acknowledged)]
+
+
 def test_a_closed_wal_refuses_appends_and_snapshots(tmp_path: Path) -> None:
     wal, _ = open_wal(tmp_path)
     wal.append([(RECORD_COMMAND, b"x")])

@@ -11,6 +11,8 @@ policy `skip` makes no job while the previous one is unfinished."""
 from __future__ import annotations
 
 import random
+import re
+import signal
 import time
 import uuid
 from collections import Counter
@@ -107,6 +109,47 @@ def test_every_second_for_a_minute_across_three_kill9s_fires_each_due_time_once(
     assert server.log().count("recovered") >= 4
 
 
+def missed_firings(server: JqServer, name: str) -> list[tuple[int, int, int, bool]]:
+    """The firings that counted missed due times, as the server logged them:
+    (first due, last due, how many, whether the latest ran)."""
+    line = re.compile(
+        rf"schedule '{re.escape(name)}' missed (\d+) due time\(s\) from (\S+) to (\S+) "
+        r"\(reached past its grace\): (ran the latest once|skipped)"
+    )
+    return [
+        (to_ms(first), to_ms(last), int(count), outcome == "ran the latest once")
+        for count, first, last, outcome in line.findall(server.log())
+    ]
+
+
+def account_for_every_second(
+    server: JqServer, name: str, queue: str, policy: str, first: int
+) -> tuple[list[int], list[tuple[int, int, int, bool]]]:
+    """Stop the schedule and check that each second from its first due time to its last is
+    one job or one missed run, and each missed run is in a logged firing. Returns the seconds
+    without a job and the logged missed firings."""
+    stopped = stop_schedule(server, name)
+    last = to_ms(stopped["last_due_at"])
+    dues = sorted(due_ms(job) for job in jobs_of(server, queue))
+    assert len(dues) == len(set(dues)), "a due time fired twice"
+    assert all(first <= due <= last for due in dues)
+    firings = missed_firings(server, name)
+    # Every missed run is in a logged firing, and each firing names its due times.
+    assert sum(count for _, _, count, _ in firings) == stopped["missed_runs"], (firings, stopped)
+    missed: set[int] = set()
+    for from_due, to_due, count, ran in firings:
+        assert (to_due - from_due) // SECOND + 1 == count
+        assert ran is (policy == "run_once")
+        missed |= set(range(from_due, to_due + 1, SECOND))
+        if ran:
+            assert to_due in dues  # run_once ran the latest of them
+    ran_late = {to_due for _, to_due, _, ran in firings if ran}
+    gap = [due for due in range(first, last + 1, SECOND) if due not in set(dues)]
+    assert gap == sorted(missed - ran_late), (gap, firings)
+    assert len(dues) + len(missed) - len(ran_late) == (last - first) // SECOND + 1
+    return gap, firings
+
+
 @pytest.mark.parametrize("policy", ["skip", "run_once"])
 def test_a_downtime_longer_than_the_grace_follows_the_missed_run_policy(
     jq_server_factory: ServerFactory, policy: str
@@ -124,26 +167,40 @@ def test_a_downtime_longer_than_the_grace_follows_the_missed_run_policy(
     time.sleep(7)
     server.start()
     time.sleep(3)
-    stopped = stop_schedule(server, name)
-    last = to_ms(stopped["last_due_at"])
+    gap, firings = account_for_every_second(server, name, queue, policy, first)
+    # The downtime is one firing of at least 3 missed due times, from within it. (A node on a
+    # loaded machine may also reach a due time past the grace before or after: that is a
+    # missed run too, logged and accounted for above, CI saw it once.)
+    downtime = [f for f in firings if f[2] >= 3]
+    assert len(downtime) == 1, firings
+    from_due, to_due, _, _ = downtime[0]
+    assert down_from - 2 * SECOND <= from_due and to_due <= down_from + 9 * SECOND
+    if policy == "run_once":
+        # The one run for the missed due times is for the latest of them, right after the gap.
+        assert to_due - SECOND in gap and to_due not in gap
 
-    dues = sorted(due_ms(job) for job in jobs_of(server, queue))
-    assert len(dues) == len(set(dues)), "a due time fired twice"
-    seconds = (last - first) // SECOND + 1
-    missed = stopped["missed_runs"]
-    assert missed >= 3, stopped
-    gap = [due for due in range(first, last + 1, SECOND) if due not in set(dues)]
-    # Every second is accounted for: a job, or a missed run (run_once ran one of those).
-    if policy == "skip":
-        assert len(dues) + missed == seconds
-        assert len(gap) == missed
-    else:
-        assert len(dues) + missed - 1 == seconds
-        assert len(gap) == missed - 1
-        # The one run for the missed due times is for the latest of them, after the gap.
-        late = [due for due in dues if due > gap[-1]]
-        assert late and late[0] == gap[-1] + SECOND
-    assert all(down_from - 2 * SECOND <= due <= down_from + 9 * SECOND for due in gap)
+
+def test_a_node_stalled_past_the_grace_counts_and_logs_the_due_times_it_reached_late(
+    jq_server_factory: ServerFactory,
+) -> None:
+    # Not a downtime: the process is stopped (SIGSTOP, as a long GC pause, swapping or an
+    # overloaded machine would), so its ticker reaches due times late; past the grace they
+    # are missed runs like any other, named in the log.
+    server = jq_server_factory("--lease-check-interval", "200ms")
+    name, queue = f"stall-{uuid.uuid4().hex[:6]}", f"stall-{uuid.uuid4().hex[:6]}"
+    first = to_ms(
+        create(server, name=name, queue=queue, payload="p", grace_ms=1000, missed="skip")[
+            "next_fire_at"
+        ]
+    )
+    time.sleep(2)
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGSTOP)
+    time.sleep(4)
+    server.proc.send_signal(signal.SIGCONT)
+    time.sleep(2)
+    gap, firings = account_for_every_second(server, name, queue, "skip", first)
+    assert len(gap) >= 2 and any(count >= 2 for _, _, count, _ in firings), firings
 
 
 def test_overlap_skip_makes_no_job_while_the_last_is_unfinished(

@@ -6,6 +6,7 @@ and everything survives a restart. Plus the firing plan (engine/firing.py) on it
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from jq_tool.core.model import (
     ScheduleSpec,
 )
 from jq_tool.engine.base import CommandRejected, InvalidSchedule, ScheduleChanges
+from jq_tool.engine.command_engine import MISSED_LINES_PER_ROUND
 from jq_tool.engine.cron import CronTimes
 from jq_tool.engine.factory import engine_config
 from jq_tool.engine.firing import MAX_MISSED_COUNTED, plan_firing
@@ -161,6 +163,26 @@ async def test_missed_due_times_follow_the_missed_policy(
         assert dues == [T0 + 8 * MINUTE, *on_time]  # one run for the missed, the latest
     else:
         assert dues == on_time
+
+
+async def test_missed_firings_are_logged_a_few_a_round(
+    engine: LocalEngine, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    names = [f"s{n}" for n in range(MISSED_LINES_PER_ROUND + 3)]
+    for name in names:
+        await engine.create_schedule(spec(name, grace_ms=90_000, missed=MissedPolicy.SKIP))
+    caplog.set_level(logging.WARNING, logger="jq.engine")
+    clock.now = T0 + 10 * MINUTE + 5  # every schedule missed T0+1m .. T0+8m
+    for name in names:
+        await settled(engine, name, T0 + 11 * MINUTE)
+    lines = [r.getMessage() for r in caplog.records if "missed" in r.getMessage()]
+    named = [line for line in lines if line.startswith("schedule ")]
+    assert len(named) == MISSED_LINES_PER_ROUND, lines
+    assert named[0].startswith(
+        "schedule 's0' missed 8 due time(s) from 2027-01-15T08:01:00.000Z to "
+        "2027-01-15T08:08:00.000Z (reached past its grace): skipped"
+    ), named[0]
+    assert "3 more schedules missed due times in the same round" in lines[-1], lines
 
 
 async def test_overlap_skip_passes_over_runs_while_the_last_is_unfinished(
