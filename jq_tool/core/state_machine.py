@@ -2310,17 +2310,15 @@ class StateMachine:
     def _load(self, snap: _Snapshot) -> None:
         """Fill this fresh machine from a decoded snapshot, rebuilding every index.
 
-        Written as whole-list passes (comprehensions, map, Counter) rather than one loop with
-        many statements per job: it keeps restoring a million jobs near a second."""
+        One pass over the jobs does all the per-job work (checking submission order, making the
+        queue indexes, sharing strings and ints, the runnable, since and scheduled entries), and
+        whole-list passes (map, Counter, heapify) do the rest: each extra pass over a million
+        jobs costs 50-100 ms, and restoring them is what a restart waits for."""
         now = snap.now
         self._now = now
         self._seq = snap.seq
         self._counters = snap.counters
         all_jobs = snap.jobs
-        seqs = list(map(_seq_of, all_jobs))
-        if not all(map(operator.lt, seqs, seqs[1:])) or (seqs and seqs[-1] > snap.seq):
-            raise ValueError("snapshot jobs are not in submission order")
-        del seqs
         jobs = dict(zip(map(_id_of, all_jobs), all_jobs, strict=True))
         if len(jobs) != len(all_jobs):
             raise ValueError("snapshot repeats a job id")
@@ -2328,52 +2326,61 @@ class StateMachine:
         self._order = all_jobs
 
         queues = self._queues
-        for name in dict.fromkeys(map(_queue_of, all_jobs)):
-            queues[name] = _QueueIndex(name)
-        by_state: dict[JobState, list[Job]] = {state: [] for state in JobState}
         owners = self._owners
+        scheduled = self._scheduled
+        # The other states, each in submission order (READY goes straight into its entries).
+        by_state: dict[JobState, list[Job]] = {state: [] for state in JobState}
+        last_seq = -(2**63)  # below any seq: a msgpack int is a signed 64-bit one at least
         for job in all_jobs:
+            seq = job.seq
+            if seq <= last_seq:
+                raise ValueError("snapshot jobs are not in submission order")
+            last_seq = seq
             # Share the strings and ints a live Submit shares: it saves ~100 bytes a job.
-            job.queue = queues[job.queue].name
-            job.owner = owners.setdefault(job.owner, job.owner)
+            q = queues.get(job.queue)
+            if q is None:
+                q = queues[job.queue] = _QueueIndex(job.queue)
+            job.queue = q.name
+            owner = job.owner
+            if owner:  # "" is one string already
+                job.owner = owners.setdefault(owner, owner)
             created_at = job.created_at
-            if job.run_at == created_at:
-                job.run_at = created_at
+            run_at = job.run_at
+            if run_at == created_at:
+                job.run_at = run_at = created_at
             if job.updated_at == created_at:
                 job.updated_at = created_at
-            by_state[job.state].append(job)
+            state = job.state
+            if state is _READY:
+                if run_at <= now:
+                    q.ready.append((-job.priority, run_at, seq, job))
+                    q.since.append((run_at, seq, job))
+                else:
+                    scheduled.append((run_at, seq, job))
+            else:
+                by_state[state].append(job)
+        if last_seq > snap.seq:
+            raise ValueError("snapshot jobs are not in submission order")
 
-        ready = by_state[_READY]
-        due = [(-j.priority, j.run_at, j.seq, j) for j in ready if j.run_at <= now]
-        self._scheduled = [(j.run_at, j.seq, j) for j in ready if j.run_at > now]
         running = by_state[_RUNNING]
         if any(job.lease_until is None for job in running):
             raise ValueError("snapshot has a RUNNING job without a lease")
         self._leases = [(job.lease_until, job.seq, job) for job in running]  # type: ignore[misc]
-        retry = [(j.run_at, j.seq, j) for j in by_state[_RETRY]]
+        for job in by_state[_RETRY]:
+            queues[job.queue].retry.append((job.run_at, job.seq, job))
         self._done.rebuild(by_state[_ACKED] + by_state[_CANCELLED])
         self._dead.rebuild(by_state[_DEAD])
         finished_jobs = by_state[_ACKED] + by_state[_DEAD] + by_state[_CANCELLED]
         by_waiting = by_state[_WAITING]
         self._dead_groups.rebuild(by_state[_DEAD])
-        del by_state, ready, running
+        del by_state, running
 
-        if len(queues) == 1:
-            (q,) = queues.values()
-            q.ready = due
-            q.retry = retry
-        else:
-            for entry in due:
-                queues[entry[3].queue].ready.append(entry)
-            for timed in retry:
-                queues[timed[2].queue].retry.append(timed)
         for q in queues.values():
-            heapq.heapify(q.ready)
-            heapq.heapify(q.retry)
-            q.since = [(e[1], e[2], e[3]) for e in q.ready]
-            heapq.heapify(q.since)
-        heapq.heapify(self._scheduled)
-        heapq.heapify(self._leases)
+            _make_heap(q.ready)
+            _make_heap(q.retry)
+            _make_heap(q.since)
+        _make_heap(self._scheduled)
+        _make_heap(self._leases)
 
         for q in queues.values():
             q.counts[_B_RUNNABLE] = len(q.ready)
@@ -2417,6 +2424,16 @@ class StateMachine:
 
 # ---------------------------------------------------------------------------------------------
 # Heap reading with lazy deletion.
+
+
+def _make_heap(entries: list[Any]) -> None:
+    """heapify, but a list already in order is left as it is (a sorted list is a heap). Restored
+    entries come in submission order, which is often lease order too (one priority, run_at
+    rising with seq): checking that takes one comparison per entry and stops at the first one
+    out of order, where heapify's sift always walks down to a leaf and back (measured on 1M
+    runnable jobs: ~0.05 s against ~0.15 s a heap)."""
+    if not all(map(operator.lt, entries, islice(entries, 1, None))):
+        heapq.heapify(entries)
 
 
 def _pop_ready(ready: list[ReadyEntry]) -> Job | None:

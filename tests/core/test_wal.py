@@ -149,6 +149,29 @@ def test_snapshot_in_the_middle_of_a_segment_replays_only_what_follows(tmp_path:
     assert all(body == body_for(i) for i, _, body in records)
 
 
+def test_replay_steps_over_the_records_a_snapshot_covers_without_reading_them(
+    tmp_path: Path,
+) -> None:
+    # Written in one segment with the snapshot in its middle, as an engine's snapshots land.
+    wal, _ = open_wal(tmp_path)
+    wal.append([(RECORD_COMMAND, body_for(i, size=1000)) for i in range(10)])
+    wal.write_snapshot(6, b"s6")
+    wal.close()
+    (path,) = segments(tmp_path)
+    wal, _ = open_wal(tmp_path)  # validates every record, the covered ones too
+    try:
+        # Then a covered record's body changes: replay never reads it (it used to read and
+        # check the whole segment again), and what follows the snapshot comes out whole.
+        with path.open("r+b") as f:
+            f.seek(SEGMENT_HEADER_SIZE + 2 * (RECORD_HEADER_SIZE + 1000) + RECORD_HEADER_SIZE)
+            f.write(b"X" * 100)
+        records = list(wal.replay())
+    finally:
+        wal.close()
+    assert [i for i, _, _ in records] == [6, 7, 8, 9]
+    assert all(body == body_for(i, size=1000) for i, _, body in records)
+
+
 def test_snapshot_index_outside_the_log_is_refused(tmp_path: Path) -> None:
     wal, _ = open_wal(tmp_path)
     wal.append([(RECORD_COMMAND, b"a")])
