@@ -19,6 +19,7 @@ back to creating a plain segment when none is ready. Files are created 0600.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 from dataclasses import dataclass
@@ -40,7 +41,13 @@ class Spare:
 
 
 def make_spare(path: Path, size: int, stop: threading.Event | None = None) -> Spare:
-    """Create `path` at `size` bytes of zeros, synced. Raises OSError (the file is removed)."""
+    """Create `path` at `size` bytes of zeros, synced. Raises OSError (the file is removed).
+    ENOSPC at once, writing nothing, when the file system has not that much room: zeros
+    written only to be removed again would take the last free blocks from the WAL's own
+    appends for a moment, and refuse records that fit (a nearly full disk retries often)."""
+    stats = os.statvfs(path.parent)
+    if stats.f_bavail * stats.f_frsize < size:
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: no room for a {size}-byte spare")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         offset = 0
@@ -50,7 +57,7 @@ def make_spare(path: Path, size: int, stop: threading.Event | None = None) -> Sp
                 raise InterruptedError("the WAL is closing")
             written = os.pwrite(fd, view[: min(len(_ZEROS), size - offset)], offset)
             if written <= 0:
-                raise OSError(28, os.strerror(28))  # ENOSPC: a short write that made no progress
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # ENOSPC: a short write that made no progress
             offset += written
         os.fsync(fd)  # fsync, not fdatasync: the file's size is part of what must be durable
     except BaseException:

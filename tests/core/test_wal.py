@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from jq_tool.cli.wal_inspect import register
 from jq_tool.core.model import Ack, Expire, NewJob, Submit, decode_command, encode_command
+from jq_tool.core.segment_pipeline import make_spare
 from jq_tool.core.wal import (
     RECORD_COMMAND,
     WAL,
@@ -537,6 +538,20 @@ def test_a_rotation_on_a_nearly_full_disk_takes_a_plain_segment_and_every_record
     recovery, records = reopen_records(directory)
     assert recovery.truncated is None and recovery.next_index == acknowledged
     assert records == [(i, 1, body_for(i, record)) for i in range(acknowledged)]
+
+
+def test_a_spare_with_no_room_is_refused_before_a_byte_is_written(tiny_filesystem: Path) -> None:
+    # The pipeline retries a spare often on a full disk; zeros written only to be removed would
+    # take the WAL's last free blocks for a moment each time.
+    before = os.statvfs(tiny_filesystem).f_bfree
+    with pytest.raises(OSError) as refused:
+        make_spare(tiny_filesystem / "next-segment.tmp", 2 << 20)
+    assert refused.value.errno == errno.ENOSPC
+    assert list(tiny_filesystem.iterdir()) == []
+    assert os.statvfs(tiny_filesystem).f_bfree == before
+    spare = make_spare(tiny_filesystem / "next-segment.tmp", 64 << 10)  # room for this one
+    os.close(spare.fd)
+    assert spare.path.stat().st_size == 64 << 10
 
 
 def test_a_closed_wal_refuses_appends_and_snapshots(tmp_path: Path) -> None:
