@@ -57,7 +57,8 @@ def make_spare(path: Path, size: int, stop: threading.Event | None = None) -> Sp
                 raise InterruptedError("the WAL is closing")
             written = os.pwrite(fd, view[: min(len(_ZEROS), size - offset)], offset)
             if written <= 0:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # ENOSPC: a short write that made no progress
+                # A short write that made no progress: the disk is full.
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             offset += written
         os.fsync(fd)  # fsync, not fdatasync: the file's size is part of what must be durable
     except BaseException:
