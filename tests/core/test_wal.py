@@ -476,7 +476,9 @@ def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mount_point
     finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
+        # Lazy: a test that failed with a WAL still open must not leave the mount behind (its
+        # files keep it busy; pytest's later clean-ups of old temp dirs then fail on it).
+        subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
 
 
 def test_enospc_truncates_the_batch_and_the_wal_recovers_once_space_returns(
