@@ -1900,6 +1900,17 @@ class StateMachine:
             if job.id in jobs or job.id in seen:
                 return Error(ErrorCode.INVALID, f"move {move_id!r} repeats job id {job.id!r}")
             seen.add(job.id)
+        for schedule in got.schedules:
+            # Names are checked per shard when a schedule is made: this shard may hold one of
+            # the same name for a queue of its own, which the move must not replace.
+            held = self._schedules.get(schedule.spec.name)
+            if held is not None and held.spec.queue != name:
+                return Error(
+                    ErrorCode.SCHEDULE_EXISTS,
+                    f"move {move_id!r}: schedule {schedule.spec.name!r} of {name!r} is the name "
+                    f"of this shard's schedule for queue {held.spec.queue!r}: rename one of "
+                    "them, then move again",
+                )
         self._advance(cmd.now)
         self._import(name, got, cmd.now)
         owner = own.queues[name] = QueueOwner(cmd.epoch, move_id)
@@ -1963,8 +1974,8 @@ class StateMachine:
             got.settings.name = name
             self._flow[name] = got.settings
         for schedule in got.schedules:
-            # A schedule of that name here already is replaced: names are one namespace over
-            # the shards (the sharded engine refuses a second one), so it can only be stale.
+            # One of that name here already is this queue's own, left from an earlier stay
+            # (AdoptQueue refuses a name another queue's schedule holds): it is replaced.
             if schedule.spec.name not in self._schedules:
                 insort(self._schedule_names, schedule.spec.name)
             self._schedules[schedule.spec.name] = schedule

@@ -227,12 +227,14 @@ class QueueMover:
             _expect(await target.propose(chunk), f"import chunk {chunk.chunk} on {move.to}")
         await self._after_step(2)
 
-        # 3: adopt, at the next epoch.
+        # 3: adopt, at the next epoch. Refused for a schedule name the target holds for
+        # another queue: nothing moved yet, so the move is undone and says why.
         epoch = record.epoch + 1
-        adopted = _expect(
-            await target.propose(AdoptQueue(queue, epoch, move.id, self._clock())),
-            f"adopt {queue!r} on shard {move.to}",
-        )
+        answer = await target.propose(AdoptQueue(queue, epoch, move.id, self._clock()))
+        if isinstance(answer, Error) and answer.code is ErrorCode.SCHEDULE_EXISTS:
+            await self.abort(queue)
+            raise MoveError(f"move {move.id} of {queue!r} undone: {answer.message}")
+        adopted = _expect(answer, f"adopt {queue!r} on shard {move.to}")
         await self._after_step(3)
 
         # 4: flip, the commit point.

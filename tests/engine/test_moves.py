@@ -341,3 +341,33 @@ async def test_a_queue_takes_its_schedules_along(tmp_path: Path, crash_after: in
         assert await cluster.engines[1].get_schedule("yearly") is None
     finally:
         await cluster.stop()
+
+
+async def test_a_move_onto_a_shard_with_a_schedule_of_the_same_name_is_undone(
+    tmp_path: Path,
+) -> None:
+    """Schedule names are checked per shard when made, so the target may hold a schedule of the
+    same name for one of its own queues. Adopting must not replace it: the adopt is refused, the
+    driver undoes the move (the queue serves on its source again, its schedule with it) and
+    says why."""
+    cluster, _ = await _setup(tmp_path)
+    try:
+        mine = ScheduleSpec("nightly", "0 3 * * *", payload="source's", queue=QUEUE)
+        theirs = ScheduleSpec("nightly", "0 4 * * *", payload="target's", queue="local")
+        made, _ = await cluster.engines[1].create_schedule(mine)
+        kept, _ = await cluster.engines[2].create_schedule(theirs)
+        before = {job.id for job in cluster.jobs(1)}
+
+        with pytest.raises(MoveError, match="schedule 'nightly'"):
+            await cluster.mover().move(QUEUE, 2, "move-clash")
+        assert cluster.placement.now(QUEUE) == Placement(1)  # no move left in the record
+        assert await cluster.engines[2].get_schedule("nightly") == kept
+        assert await cluster.engines[1].get_schedule("nightly") == made
+        assert {job.id for job in cluster.jobs(1)} == before and cluster.jobs(2) == []
+        # The source serves the queue again (unfenced), and it all holds after a restart.
+        assert (await cluster.engines[1].submit(JobSpec(payload="after", queue=QUEUE))).job_id
+        await cluster.restart()
+        assert await cluster.engines[2].get_schedule("nightly") == kept
+        assert await cluster.engines[1].get_schedule("nightly") is not None
+    finally:
+        await cluster.stop()
