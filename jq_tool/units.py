@@ -1,11 +1,13 @@
 """The human forms of durations (`200ms`, `30s`, `5m`, `2h`, `7d`), sizes (`1MiB`, `512KiB`,
 `1048576`) and booleans that flags, environment variables and CLI options accept. One parser
-each, shared by the server's settings, the CLI and the chaos harness.
+each, shared by the server's settings, the CLI and the chaos harness. And one written form of
+an instant (`format_time`) for key records, the CLI and log lines.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 _DURATION_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -52,3 +54,9 @@ def parse_bool(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{text!r} is not a boolean (true/false)")
+
+
+def format_time(epoch_ms: int) -> str:
+    """RFC 3339 UTC with milliseconds, e.g. 2026-11-28T10:00:00.123Z."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"

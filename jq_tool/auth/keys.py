@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 from jq_tool.auth.scopes import KeyFieldError, KeyType, Scope
+from jq_tool.units import format_time
 
 KEY_PREFIX_CHARS = 12
 KEY_ID_HEX_CHARS = 16
@@ -77,12 +77,6 @@ class KeyRecord(msgspec.Struct, frozen=True):
 
     key: ApiKey
     key_hash: str
-
-
-def format_time(epoch_ms: int) -> str:
-    """RFC 3339 UTC with milliseconds, e.g. 2026-11-28T10:00:00.123Z."""
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
 
 
 def generate_secret(key_type: KeyType) -> str:

@@ -98,6 +98,7 @@ from jq_tool.engine.history_store import HistoryStore, HistoryWriteFailed
 from jq_tool.engine.insight import InsightCalls
 from jq_tool.engine.metrics import LogMetrics
 from jq_tool.engine.queue_activity import QueueActivityTracker
+from jq_tool.units import format_time
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -1127,8 +1128,8 @@ def _log_missed(firings: list[FireSchedule]) -> None:
             "schedule %r missed %d due time(s) from %s to %s (reached past its grace): %s",
             firing.name,
             firing.missed,
-            _utc(firing.due),
-            _utc(firing.last_due),
+            format_time(firing.due),
+            format_time(firing.last_due),
             "ran the latest once" if firing.job_id else "skipped",
         )
     if len(firings) > MISSED_LINES_PER_ROUND:
@@ -1136,10 +1137,6 @@ def _log_missed(firings: list[FireSchedule]) -> None:
             "%d more schedules missed due times in the same round (GET /schedules: missed_runs)",
             len(firings) - MISSED_LINES_PER_ROUND,
         )
-
-
-def _utc(ms: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
 def _first_due(times: CronTimes, after: int) -> int:
