@@ -147,7 +147,7 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
                 *EventRoutes(engine, guard, stats, tickets, draining, slots, streams).routes(),
                 *ConsoleRoutes(engine, guard, workers).routes(),
                 *_shard_routes(engine, guard, settings),
-                *openapi_routes(),
+                *openapi_routes(bool(settings.shards)),
                 *dashboard_routes(),
             ]
         ),

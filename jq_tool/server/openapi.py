@@ -825,8 +825,50 @@ def _console_paths() -> dict[str, Any]:
 
 PATHS.update(_console_paths())
 
+# Sharded mode's routes (--shards): in the document of a sharded server only, as they are in
+# its app (elsewhere they do not exist: 404).
+SCHEMAS["QueueMoveRequest"] = {
+    "type": "object",
+    "properties": {"to": {"type": "integer", "description": "the shard to move the queue to"}},
+    "required": ["to"],
+    "additionalProperties": False,
+}
+_SHARDED_PATHS: dict[str, Any] = {
+    "/health/shards/{shard}": {
+        "get": _op(
+            "One shard's write availability (a quorum for its queues)",
+            None,
+            {
+                "200": _json(_ref("Health"), "its queues take writes"),
+                "503": _json(_ref("Health"), "no quorum; `reason` says why (Retry-After: 1)"),
+            },
+            params=[_path_param("shard")],
+            errors=(404,),
+        )
+    },
+    "/admin/shards": {
+        "get": _op(
+            "The placement table as this node sees it: shards, their health, "
+            "replicas and queue counts, and each queue's shard, epoch and move",
+            "keys:create",
+            {"200": _json({"type": "object"}, "")},
+        )
+    },
+    "/admin/queues/{name}/move": {
+        "post": _op(
+            "Move a queue to another shard (or finish its stopped move)",
+            "keys:create",
+            {"200": _json({"type": "object"}, "moved, or nothing to do")},
+            "QueueMoveRequest",
+            _NAME,
+            (400, 409),
+        )
+    },
+}
 
-def openapi_document() -> dict[str, Any]:
+
+def openapi_document(sharded: bool = False) -> dict[str, Any]:
+    """The API this server serves: with sharded mode's routes when it runs sharded."""
     return {
         "openapi": "3.1.0",
         "info": {
@@ -835,7 +877,7 @@ def openapi_document() -> dict[str, Any]:
             "description": "A durable, crash-proof job queue. See docs/api.md.",
         },
         "security": [{"bearer": []}],
-        "paths": PATHS,
+        "paths": {**PATHS, **_SHARDED_PATHS} if sharded else PATHS,
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

@@ -13,7 +13,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 
-def openapi_routes() -> list[BaseRoute]:
+def openapi_routes(sharded: bool = False) -> list[BaseRoute]:
+    """The route serving this server's document (`sharded`: with sharded mode's routes)."""
     body: list[bytes] = []  # the encoded document, once built
 
     async def openapi(request: Request) -> Response:
@@ -21,7 +22,7 @@ def openapi_routes() -> list[BaseRoute]:
             from jq_tool.server.openapi import openapi_document
             from jq_tool.server.wire import encode_json
 
-            body.append(encode_json(openapi_document()))
+            body.append(encode_json(openapi_document(sharded)))
         return Response(body[0], media_type="application/json")
 
     return [Route("/openapi.json", openapi, methods=["GET"])]

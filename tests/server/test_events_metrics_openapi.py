@@ -200,15 +200,22 @@ def test_openapi_lists_every_route(server: Any) -> None:
     from jq_tool.server.routes_jobs import JobRoutes
     from jq_tool.server.routes_keys import KeyRoutes
     from jq_tool.server.routes_monitoring import MonitoringRoutes
+    from jq_tool.server.routes_shards import ShardRoutes
 
     groups = (JobRoutes, KeyRoutes, MonitoringRoutes, EventRoutes)
     routes = [route for group in groups for route in group.routes(_Fake())]  # type: ignore[arg-type]
     routes += openapi_routes()
-    for route in routes:
+    sharded = json.loads(json.dumps(openapi_document(sharded=True)))
+    shard_routes = ShardRoutes(_Fake(), _Fake()).routes()  # type: ignore[arg-type]
+    for route, paths in [*((r, document["paths"]) for r in routes),
+                         *((r, sharded["paths"]) for r in shard_routes)]:  # fmt: skip
         assert isinstance(route, Route | Mount)
-        assert route.path in document["paths"], route.path
+        assert route.path in paths, route.path
         for method in (route.methods or set()) - {"HEAD"}:
-            assert method.lower() in document["paths"][route.path], (method, route.path)
+            assert method.lower() in paths[route.path], (method, route.path)
+    # A single node has no sharded routes, and its document does not list them.
+    assert not {r.path for r in shard_routes} & set(document["paths"])
+    assert sharded["paths"].items() >= document["paths"].items()
     for path in ("/openapi.json", "/health", "/admin/keys", "/keys/{key}", "/events/ticket"):
         assert path in document["paths"]
 

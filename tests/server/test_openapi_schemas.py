@@ -4,6 +4,7 @@ past it is refused by both. The document itself is checked by openapi-spec-valid
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -62,6 +63,12 @@ def assert_refused(response: httpx.Response, field: str) -> None:
 
 def test_the_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
     validate(document)  # raises with the offending path when it is not
+
+
+def test_a_sharded_servers_document_is_valid_too() -> None:
+    from jq_tool.server.openapi import openapi_document
+
+    validate(json.loads(json.dumps(openapi_document(sharded=True))))
 
 
 @pytest.mark.parametrize(("field", "at_limit", "past_limit"), SUBMIT_LIMITS)

@@ -118,3 +118,7 @@ def test_the_admin_routes_refuse_bad_input_with_4xx(sharded: Sharded) -> None:
     assert same.status_code == 409 and "already" in same.json()["error"]
     shown = httpx.get(node.url + "/admin/shards", headers=headers(node, node.worker_key), timeout=5)
     assert shown.status_code == 403
+    # A sharded node's OpenAPI document lists these routes (a single node's does not).
+    paths = httpx.get(node.url + "/openapi.json", timeout=5).json()["paths"]
+    assert {"/admin/shards", "/admin/queues/{name}/move", "/health/shards/{shard}"} <= set(paths)
+    assert paths["/admin/queues/{name}/move"]["post"]["responses"].keys() >= {"400", "409"}
