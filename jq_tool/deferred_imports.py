@@ -1,6 +1,6 @@
-"""Standard-library modules that `jq serve`'s dependencies import at their top but that a server
-uses rarely or never, registered unexecuted and run on their first use (issue 20: restart to a
-healthy /health).
+"""Modules that `jq serve`'s dependencies import at their top but that a server uses rarely or
+never, registered unexecuted and run on their first use (issue 20: restart to a healthy
+/health).
 
 Which and why (measured with `-X importtime`, a restart with 10k jobs, least self time of 6):
 - `http.client`, and through it the `email` package's parser (~7 ms): Starlette's exceptions
@@ -14,7 +14,17 @@ Which and why (measured with `-X importtime`, a restart with 10k jobs, least sel
 - `http.cookies` (~1 ms): Starlette's requests and responses import it for `Request.cookies`
   and `Response.set_cookie`; jq's API and dashboard use no cookies.
 - `bz2` and `lzma` (~1.5 ms): `shutil` (imported by `tempfile`, for Starlette's form parser)
-  imports them only to learn whether its archive formats are available.
+  imports them only to learn whether its archive formats are available; and `shutil` itself,
+  which `tempfile` needs only to remove a temporary directory.
+- `anyio.abc` and `anyio.to_thread`, with the parts of anyio's core they import (~2 ms):
+  Starlette imports them for a type annotation and for running synchronous code in a thread,
+  which no route of jq's does (its routes are coroutines).
+- `hashlib`, `calendar` and three modules of the `email` package (~1.5 ms):
+  imported at the top of modules that call them only in functions a restart does not reach
+  (`hashlib` is run by the first request with an API key, ~0.5 ms once).
+
+The list was found by deferring every module a restart imports, then keeping those still not
+run after /health and a job request, less those whose running cost nothing measurable.
 
 A deferred module is an empty module object in `sys.modules` (and on its package) whose
 first attribute look-up from any thread runs the real module into it, under a lock, exactly
@@ -40,6 +50,14 @@ DEFERRED = (
     "html",  # starlette.middleware.errors
     "bz2",  # shutil
     "lzma",  # shutil
+    "shutil",  # tempfile
+    "anyio.abc",  # starlette._utils
+    "anyio.to_thread",  # starlette.concurrency, starlette.responses
+    "hashlib",  # starlette.responses, hmac, jq_tool.auth.keys, jq_tool.core.fingerprint
+    "calendar",  # email._parseaddr (through email.utils, for starlette.responses)
+    "email.errors",  # email.charset (the same way)
+    "email.base64mime",  # email.charset
+    "email.quoprimime",  # email.charset
 )
 
 _loading = threading.RLock()
