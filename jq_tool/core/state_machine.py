@@ -505,10 +505,60 @@ def _insight_command_problem(command: Any) -> str | None:
     )
 
 
+def _lease_problem(command: Lease) -> str | None:
+    problem = (
+        _str_problem(command.queue, "queue")
+        or _int_problem(command.lease_ms, "lease_ms")
+        or _str_problem(command.worker, "worker", optional=True)
+    )
+    if problem:
+        return problem
+    if type(command.lease_ids) is not list:
+        return "lease_ids must be a list"
+    for lease_id in command.lease_ids:
+        problem = _str_problem(lease_id, "lease id", nonempty=True)
+        if problem:
+            return problem
+    if len(set(command.lease_ids)) != len(command.lease_ids):
+        return "lease ids must be distinct"
+    return None
+
+
+def _ack_problem(command: Ack) -> str | None:
+    job_id, lease_id, result = command.job_id, command.lease_id, command.result
+    # The usual Ack (ASCII ids, no result or an ASCII one) passes without a call per field.
+    if (
+        type(job_id) is str
+        and job_id.isascii()
+        and (lease_id is None or (type(lease_id) is str and lease_id.isascii()))
+        and (result is None or (type(result) is str and result.isascii()))
+    ):
+        return None
+    return (
+        _str_problem(job_id, "job id")
+        or _str_problem(lease_id, "lease id", optional=True)
+        or _str_problem(result, "result", optional=True)
+    )
+
+
+def _fail_problem(command: Fail) -> str | None:
+    return (
+        _str_problem(command.job_id, "job id")
+        or _str_problem(command.lease_id, "lease id", optional=True)
+        or _str_problem(command.error, "error")
+        or (None if type(command.retry) is bool else "retry must be true or false")
+    )
+
+
 def _command_problem(command: Any) -> str | None:
     problem = _int_problem(command.now, "now", 0)
     if problem:
         return problem
+    # A worker's cycle (lease, ack or fail) is most of what is applied: straight to its check,
+    # not down the chain of isinstance below (which gives the same answer for these types).
+    check = _CYCLE_PROBLEMS.get(type(command))
+    if check is not None:
+        return check(command)
     if isinstance(command, _SCHEDULE_COMMANDS):
         return _schedule_command_problem(command)
     if isinstance(command, _OWNERSHIP_COMMANDS):
@@ -520,22 +570,7 @@ def _command_problem(command: Any) -> str | None:
             command.max_queues, "max_queues", 0
         )
     if isinstance(command, Lease):
-        problem = (
-            _str_problem(command.queue, "queue")
-            or _int_problem(command.lease_ms, "lease_ms")
-            or _str_problem(command.worker, "worker", optional=True)
-        )
-        if problem:
-            return problem
-        if type(command.lease_ids) is not list:
-            return "lease_ids must be a list"
-        for lease_id in command.lease_ids:
-            problem = _str_problem(lease_id, "lease id", nonempty=True)
-            if problem:
-                return problem
-        if len(set(command.lease_ids)) != len(command.lease_ids):
-            return "lease ids must be distinct"
-        return None
+        return _lease_problem(command)
     if isinstance(command, Expire):
         return None
     if isinstance(command, (BulkRequeue, BulkCancel)):
@@ -564,20 +599,21 @@ def _command_problem(command: Any) -> str | None:
     if problem:
         return problem
     if isinstance(command, Ack):
-        return _str_problem(command.lease_id, "lease id", optional=True) or _str_problem(
-            command.result, "result", optional=True
-        )
+        return _ack_problem(command)
     if isinstance(command, Fail):
-        return (
-            _str_problem(command.lease_id, "lease id", optional=True)
-            or _str_problem(command.error, "error")
-            or (None if type(command.retry) is bool else "retry must be true or false")
-        )
+        return _fail_problem(command)
     if isinstance(command, Extend):
         return _str_problem(command.lease_id, "lease id", optional=True) or _int_problem(
             command.lease_ms, "lease_ms"
         )
     return None  # Cancel, Requeue: job id only
+
+
+_CYCLE_PROBLEMS: dict[type, Callable[[Any], str | None]] = {
+    Lease: _lease_problem,
+    Ack: _ack_problem,
+    Fail: _fail_problem,
+}
 
 
 # ---------------------------------------------------------------------------------------------
