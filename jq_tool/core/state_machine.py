@@ -307,6 +307,10 @@ class _Snapshot(msgspec.Struct, array_like=True):
     ownership: OwnershipSnapshot | None = None
 
 
+# A job's copy for a result: the Struct's own __copy__, without copy.copy's dispatch (a lease
+# and an ack each hand one out).
+_copy_job: Callable[[Job], Job] = Job.__copy__  # type: ignore[attr-defined]
+
 _snapshot_encoder = msgspec.msgpack.Encoder()
 _snapshot_decoder = msgspec.msgpack.Decoder(_Snapshot)
 
@@ -506,6 +510,26 @@ def _insight_command_problem(command: Any) -> str | None:
 
 
 def _lease_problem(command: Lease) -> str | None:
+    queue, lease_ms, worker, lease_ids = (
+        command.queue,
+        command.lease_ms,
+        command.worker,
+        command.lease_ids,
+    )
+    # The usual Lease (ASCII queue and worker, one ASCII lease id) without a call per field.
+    if (
+        type(lease_ids) is list
+        and len(lease_ids) == 1
+        and type(lease_id := lease_ids[0]) is str
+        and lease_id
+        and lease_id.isascii()
+        and type(queue) is str
+        and queue.isascii()
+        and type(lease_ms) is int
+        and -_INT_LIMIT <= lease_ms <= _INT_LIMIT
+        and (worker is None or (type(worker) is str and worker.isascii()))
+    ):
+        return None
     problem = (
         _str_problem(command.queue, "queue")
         or _int_problem(command.lease_ms, "lease_ms")
@@ -1334,7 +1358,7 @@ class StateMachine:
                 job.progress = None  # the last attempt's progress is not this one's
             heapq.heappush(self._leases, (job.lease_until, job.seq, job))
             self._notify(job, _READY, now)
-            leased.append(copy(job))
+            leased.append(_copy_job(job))
         if len(q.since) > 2 * counts[_B_RUNNABLE] + 1024:
             _rebuild_since(q)  # the leased jobs' entries stay behind until then
         if settings is not None:
@@ -1362,7 +1386,7 @@ class StateMachine:
         self._history.count(job.queue, self._now, ACKED)
         self._notify(job, _RUNNING, now)
         self._job_finished(job, now)
-        return JobResult(job=copy(job))
+        return JobResult(job=_copy_job(job))
 
     def _fail(self, cmd: Fail) -> Result:
         job = self._running_job(cmd.job_id, cmd.lease_id)
@@ -1371,7 +1395,7 @@ class StateMachine:
         self._advance(cmd.now)
         self._lease_left_behind()
         self._fail_attempt(job, cmd.error, cmd.now, final=not cmd.retry, outcome="failed")
-        return JobResult(job=copy(job))
+        return JobResult(job=_copy_job(job))
 
     def _extend(self, cmd: Extend) -> Result:
         job = self._running_job(cmd.job_id, cmd.lease_id)
@@ -1383,7 +1407,7 @@ class StateMachine:
             job.lease_until = lease_until
             self._lease_left_behind()
             heapq.heappush(self._leases, (lease_until, job.seq, job))
-        return JobResult(job=copy(job))
+        return JobResult(job=_copy_job(job))
 
     def _cancel(self, cmd: Cancel) -> Result:
         job = self._jobs.get(cmd.job_id)
@@ -1407,7 +1431,7 @@ class StateMachine:
         if previous is not _WAITING:  # a WAITING job has no heap entry
             self._cancel_left_behind()
         self._job_finished(job, now)
-        return JobResult(job=copy(job))
+        return JobResult(job=_copy_job(job))
 
     def _requeue(self, cmd: Requeue) -> Result:
         job = self._jobs.get(cmd.job_id)
@@ -1429,7 +1453,7 @@ class StateMachine:
         heapq.heappush(q.since, (now, job.seq, job))
         self._counters.requeued += 1
         self._notify(job, _DEAD, now)
-        return JobResult(job=copy(job))
+        return JobResult(job=_copy_job(job))
 
     def _expire(self, cmd: Expire) -> Result:
         now = cmd.now
@@ -1761,7 +1785,7 @@ class StateMachine:
             return job
         self._advance(cmd.now)
         job.progress = JobProgress(float(cmd.percent), cmd.note, cmd.now)
-        return JobResult(job=copy(job))
+        return JobResult(job=_copy_job(job))
 
     def _settle_dead_group(self, cmd: SettleDeadGroup) -> Result:
         now = cmd.now
