@@ -117,14 +117,16 @@ def answer_at_once(send: Any, scope: Any, response: Response) -> bool:
     it was written; False (nothing done) when the answer must go the ASGI way: `send` is not
     uvicorn's httptools cycle (a middleware wraps it: sharded mode), the answer has started,
     the client is gone or slow to read (writes paused: `send` waits for the drain), a HEAD
-    request, a background task, a streaming or file response, or a header uvicorn would check
-    (transfer-encoding, a value it refuses)."""
+    request, a background task, a streaming or file response, uvicorn's access log on, or
+    headers uvicorn's `send` would treat otherwise (transfer-encoding, a value it refuses, a
+    body without its content-length)."""
     cycle = getattr(send, "__self__", None)
     if (
         type(cycle) is not RequestResponseCycle
         or cycle.response_started
         or cycle.disconnected
         or cycle.flow.write_paused
+        or cycle.access_log  # uvicorn's own access log (jq serve logs access itself)
         or scope["method"] == "HEAD"
         or response.background is not None
         or type(response).__call__ is not _ASGI_CALL
@@ -133,18 +135,24 @@ def answer_at_once(send: Any, scope: Any, response: Response) -> bool:
     body = response.body
     if type(body) is not bytes:
         return False
+    status = response.status_code
     keep_alive = cycle.keep_alive
     close_said = False
-    content = [STATUS_LINE[response.status_code]]
+    length_said = status in (204, 304)  # no body, no length
+    content = [STATUS_LINE[status]]
     for name, value in (*cycle.default_headers, *response.raw_headers):
         if name == b"transfer-encoding" or HEADER_VALUE_RE.search(value):
             return False
-        if name == b"content-length" and value != b"%d" % len(body):
-            return False  # uvicorn's send would refuse it
-        if name == b"connection" and b"close" in value.lower():
+        if name == b"content-length":
+            if value != b"%d" % len(body):
+                return False  # uvicorn's send would refuse it
+            length_said = True
+        elif name == b"connection" and b"close" in value.lower():
             keep_alive = False
             close_said = True
         content += (name, b": ", value, b"\r\n")
+    if not length_said:
+        return False  # uvicorn's send would frame the body as chunked
     if not keep_alive and not close_said:
         content.append(b"connection: close\r\n")
     content += (b"\r\n", body)
