@@ -26,7 +26,7 @@ from pathlib import Path
 from jq_tool.engine.base import JobSpec
 from jq_tool.engine.factory import engine_config
 from jq_tool.engine.local import LocalEngine
-from jq_tool.runtime import tune_gc
+from jq_tool.runtime import tune_gc_for_serving
 from jq_tool.settings import Settings
 
 
@@ -158,7 +158,7 @@ if __name__ == "__main__":
         uvloop.install()
     except ImportError:
         pass
-    tune_gc()  # the collector thresholds `jq serve` runs the engine with
+    tune_gc_for_serving()  # the collector thresholds `jq serve` serves with
     results = asyncio.run(main(args))
     if args.json:
         json.dump(results, sys.stdout)

@@ -194,7 +194,7 @@ async def _flow_ratio(jobs: int, seconds: float, root: Path) -> dict[str, float]
 def run_flow(jobs: int, seconds: float) -> dict[str, float]:
     import asyncio as _asyncio
 
-    from jq_tool.runtime import tune_gc
+    from jq_tool.runtime import tune_gc_for_serving
 
     try:
         import uvloop
@@ -202,7 +202,7 @@ def run_flow(jobs: int, seconds: float) -> dict[str, float]:
         uvloop.install()
     except ImportError:
         pass
-    tune_gc()
+    tune_gc_for_serving()
     with tempfile.TemporaryDirectory(prefix="jq-flow-bench-", dir="/var/tmp") as tmp:
         return _asyncio.run(_flow_ratio(jobs, seconds, Path(tmp)))
 

@@ -11,6 +11,11 @@ size) and into preallocated ones (appends overwrite zeros; the file size never c
 alternating rounds; the append latency (pwrite + fdatasync) p50/p99 and the rate of each, and
 the same two cases without any WAL code (a bare pwrite + fdatasync, appending vs into zeros).
 
+A spare segment being made (issue 20, fourth cut): one writer appending one record at a time
+while the pipeline's `make_spare` zero-fills a 64 MiB spare beside it, synced once at its end
+(as before) or 1 MiB at a time (`SYNC_EVERY`, now), in alternating rounds: the appends' p99 and
+worst latency while the spare is made.
+
     .venv/bin/python bench/wal_bench.py                 # 2 s per batch size, in /tmp
     .venv/bin/python bench/wal_bench.py --seconds 5 --dir /data --json
 """
@@ -23,9 +28,11 @@ import os
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+from jq_tool.core.segment_pipeline import SYNC_EVERY, make_spare
 from jq_tool.core.wal import RECORD_COMMAND, WAL
 from jq_tool.core.wal_format import encode_records
 
@@ -182,6 +189,64 @@ def reopen_seconds(directory: Path) -> tuple[float, int]:
     return time.perf_counter() - started, count
 
 
+def appends_beside_a_spare(directory: Path, *, sync_every: int) -> list[float]:
+    """Seconds per 200-byte pwrite + fdatasync into a zero-filled file, for as long as a 64 MiB
+    spare is being made beside it with `sync_every`."""
+    path = directory / "appends"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.pwrite(fd, bytes(8 << 20), 0)
+        os.fsync(fd)
+        body = b"r" * RECORD_BYTES
+        done = threading.Event()
+
+        def spare() -> None:
+            try:
+                made = make_spare(directory / "spare.tmp", 64 << 20, sync_every=sync_every)
+                os.close(made.fd)
+            finally:
+                done.set()
+
+        maker = threading.Thread(target=spare)
+        latencies = []
+        offset = 0
+        maker.start()
+        while not done.is_set() and offset + RECORD_BYTES <= 8 << 20:
+            started = time.perf_counter()
+            os.pwrite(fd, body, offset)
+            os.fdatasync(fd)
+            latencies.append(time.perf_counter() - started)
+            offset += RECORD_BYTES
+        maker.join()
+        return latencies
+    finally:
+        os.close(fd)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def spare_rows(root: Path, rounds: int) -> dict[str, float]:
+    """Appends beside a spare synced at its end vs SYNC_EVERY bytes at a time, alternating."""
+    cases = {"synced_at_end": 64 << 20, "synced_in_steps": SYNC_EVERY}
+    measured: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
+    for round_number in range(rounds):
+        for name, sync_every in cases.items():
+            directory = root / f"spare-{name}-{round_number}"
+            directory.mkdir(parents=True)
+            ordered = sorted(appends_beside_a_spare(directory, sync_every=sync_every))
+            p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+            measured[name].append((p99 * 1e3, ordered[-1] * 1e3))
+    out: dict[str, float] = {}
+    for name, results in measured.items():
+        p99, worst = (statistics.median(r[i] for r in results) for i in range(2))
+        out[f"spare_{name}_p99_ms"], out[f"spare_{name}_max_ms"] = p99, worst
+        print(
+            f"appends beside a spare {name.replace('_', ' '):>15}: p99 {p99:>6.1f} ms, "
+            f"worst {worst:>6.1f} ms (median of {rounds} rounds)",
+            flush=True,
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="run time per batch size")
@@ -193,10 +258,16 @@ def main() -> None:
     parser.add_argument(
         "--only-preallocation", action="store_true", help="only plain vs preallocated segments"
     )
+    parser.add_argument(
+        "--only-spare", action="store_true", help="only appends beside a spare being made"
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="jq-wal-bench-", dir=args.dir))
     out: dict[str, float] = {}
     try:
+        out.update(spare_rows(root, args.rounds))
+        if args.only_spare:
+            return
         out.update(preallocation_rows(root, args.seconds, args.rounds))
         if args.only_preallocation:
             return

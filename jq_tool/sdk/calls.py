@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -63,10 +64,42 @@ def segment(value: str) -> str:
     return value if _UNRESERVED.fullmatch(value) else quote(value, safe="")
 
 
+class _RandomBytes:
+    """os.urandom's bytes, fetched 4 KiB at a time: a getrandom call per submit was ~10 µs of a
+    one-thread client's ~80 µs of its own work per call. Thread-safe (a slice and an index
+    bump under a lock), and a forked child starts with none of its parent's bytes, so two
+    processes never hand out the same key."""
+
+    _CHUNK = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buffer = b""
+        self._at = 0
+
+    def take(self, count: int) -> bytes:
+        with self._lock:
+            at = self._at
+            if at + count > len(self._buffer):
+                self._buffer, at = os.urandom(self._CHUNK), 0
+            self._at = at + count
+            return self._buffer[at : at + count]
+
+    def forget(self) -> None:
+        """In a forked child: the parent's bytes are the parent's."""
+        self._lock = threading.Lock()
+        self._buffer, self._at = b"", 0
+
+
+_random_bytes = _RandomBytes()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_random_bytes.forget)
+
+
 def new_idempotency_key() -> str:
     """A random (version 4) UUID string, as str(uuid.uuid4()) gives it, for a fourth of the cost
     (it is made for every submit)."""
-    h = os.urandom(16).hex()
+    h = _random_bytes.take(16).hex()
     variant = "89ab"[int(h[16], 16) & 3]
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
 

@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jq_tool.server.errors import to_response
+from jq_tool.server.http_protocol import answer_at_once
 from jq_tool.server.metrics import RequestCounts, count_request
 
 _JOB_PREFIX = "/jobs/"
@@ -71,7 +72,8 @@ async def serve(route: Route, scope: Scope, receive: Receive, send: Send) -> int
         response = await route.endpoint(request)
     except Exception as exc:  # noqa: BLE001 - every failure leaves through the one table
         response = to_response(exc)
-    await response(scope, receive, send)
+    if not answer_at_once(send, scope, response):
+        await response(scope, receive, send)
     return response.status_code
 
 

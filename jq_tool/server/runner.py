@@ -34,7 +34,7 @@ from types import FrameType
 
 from jq_tool.auth import KeyStoreUnavailable, open_key_store
 from jq_tool.engine.factory import open_engine
-from jq_tool.runtime import tune_gc, tune_malloc
+from jq_tool.runtime import tune_gc, tune_gc_for_serving, tune_malloc
 from jq_tool.server.app import StartupFailed, create_app
 from jq_tool.server.asgi_server import Config, Server  # before anything else imports uvicorn
 from jq_tool.server.connections import ConnectionLimits
@@ -174,6 +174,7 @@ def run(settings: Settings) -> int:
     # out of the collector's sight. With no collection during the imports (jq serve raises the
     # thresholds first), the first one after recovery would otherwise walk them all (~10 ms).
     gc.freeze()
+    tune_gc_for_serving()  # recovery, in the lifespan, pauses the collector itself
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _ignore_signal)
     try:

@@ -13,6 +13,7 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -399,3 +400,29 @@ def test_damage_past_the_first_read_is_judged_on_the_whole_file(tmp_path: Path) 
         assert "a valid record follows" in exc.reason
     else:
         raise AssertionError("damage before the last record was not refused")
+
+
+def test_a_spare_is_synced_a_megabyte_at_a_time(tmp_path: Path, monkeypatch: Any) -> None:
+    """make_spare syncs its zeros SYNC_EVERY bytes at a time, so a WAL append's fdatasync (whose
+    device flush waits for every write the device holds) never waits behind a whole segment of
+    zeros handed over at once; the file is the same: the size asked for, all zeros, synced."""
+    import jq_tool.core.segment_pipeline as pipeline
+
+    synced: list[int] = []
+    real_fdatasync = os.fdatasync
+
+    def counting_fdatasync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_size)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(pipeline.os, "fdatasync", counting_fdatasync)
+    size = 3 * pipeline.SYNC_EVERY + 5
+    spare = pipeline.make_spare(tmp_path / "next-segment.tmp", size)
+    os.close(spare.fd)
+    assert synced == [pipeline.SYNC_EVERY, 2 * pipeline.SYNC_EVERY, 3 * pipeline.SYNC_EVERY]
+    data = spare.path.read_bytes()
+    assert len(data) == size and data.count(0) == size
+    synced.clear()
+    small = pipeline.make_spare(tmp_path / "small.tmp", 64 << 10)  # one step: its final fsync
+    os.close(small.fd)
+    assert synced == [] and small.path.stat().st_size == 64 << 10

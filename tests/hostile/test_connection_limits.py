@@ -96,6 +96,34 @@ def test_idle_slow_and_stalled_connections_are_closed(hostile_server: HostileFac
         client.close()
 
 
+def test_keep_alive_timeout_is_kept_by_the_sweep(hostile_server: HostileFactory) -> None:
+    """The keep-alive timeout has no timer per answer (server/connections.py): an idle
+    keep-alive connection is closed after --keep-alive-timeout, quietly; one that starts its
+    next head in time is then under the header timeout, counted from its answer; and one that
+    sends its next request in time is served and kept."""
+    server = hostile_server("--header-timeout", "3s", "--keep-alive-timeout", "1s")
+    idle, slow_head, busy = RawClient(server.port), RawClient(server.port), RawClient(server.port)
+    for client in (idle, slow_head, busy):
+        assert client.request("GET", "/health").status == 200
+    answered = time.monotonic()
+    time.sleep(0.6)
+    slow_head.send(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # a head begun, never ended
+    assert busy.request("GET", "/health").status == 200  # in time: served, kept alive
+    # The idle one goes after ~1 s (plus at most a sweep), the others stay past it.
+    assert idle.closed_by_server(within=3.0)
+    idle_closed = time.monotonic() - answered
+    assert 0.9 <= idle_closed < 2.8, idle_closed
+    assert "timed out" not in server.log()  # a keep-alive expiry is not an offence
+    assert not slow_head.closed_by_server(within=0.05)
+    # The begun head has the header timeout, from its answer: closed at ~3 s, with a warning.
+    assert slow_head.closed_by_server(within=4.0)
+    head_closed = time.monotonic() - answered
+    assert 2.8 <= head_closed < 4.5, head_closed
+    assert wait_for(lambda: "timed out: 1 since" in server.log(), timeout=5.0), server.log()
+    for client in (idle, slow_head, busy):
+        client.close()
+
+
 def test_request_heads_are_limited_to_the_byte(hostile_server: HostileFactory) -> None:
     server = hostile_server("--max-header-size", "4KiB")
 

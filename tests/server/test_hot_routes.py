@@ -173,3 +173,82 @@ def test_an_answer_leaves_in_one_send(server: Any) -> None:
             sock.sendall(request)
             first = sock.recv(65536)
             assert first.startswith(b"HTTP/1.1 201") and first.endswith(b"}"), first
+
+
+def _exchange(port: int, request: bytes, *, until_close: bool = False) -> bytes:
+    """Send raw bytes and read what comes back: until the peer closes, or one quiet 0.5 s."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        sock.settimeout(None if until_close else 0.5)
+        received = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                return received
+            if not chunk:
+                return received
+            received += chunk
+
+
+def _answers(raw: bytes) -> list[tuple[bytes, dict[bytes, bytes], bytes]]:
+    """Split raw HTTP/1.1 answers (each with a content-length) into (status line, headers, body)."""
+    answers = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        status, *lines = head.split(b"\r\n")
+        headers = dict(line.lower().split(b": ", 1) for line in lines)
+        length = int(headers.get(b"content-length", b"0"))
+        answers.append((status, headers, rest[:length]))
+        raw = rest[length:]
+    return answers
+
+
+def test_job_answers_written_in_one_piece_keep_http_semantics(server: Any) -> None:
+    """Job routes' answers are written in one buffer (server/http_protocol.py answer_at_once),
+    not through ASGI messages: pipelined requests are answered in order, each with the headers
+    uvicorn's own answers carry; `Connection: close` and HTTP/1.0 get `connection: close` and
+    the connection is closed; a HEAD (which goes the ASGI way) has headers and no body."""
+    port = int(server.url.rsplit(":", 1)[1])
+    auth = f"Authorization: Bearer {server.client_key}\r\n"
+
+    def submit(extra: str = "", version: str = "1.1") -> bytes:
+        body = json.dumps({"payload": "one piece"}).encode()
+        head = f"POST /jobs HTTP/{version}\r\nHost: t\r\n{auth}{extra}"
+        return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+    # Three pipelined submits in one packet: three answers, in order, the connection kept.
+    answers = _answers(_exchange(port, submit() * 3))
+    assert [status for status, _, _ in answers] == [b"HTTP/1.1 201 Created"] * 3
+    job_ids = [json.loads(body)["job_id"] for _, _, body in answers]
+    assert len(set(job_ids)) == 3
+    for _, headers, body in answers:
+        assert headers[b"content-type"] == b"application/json"
+        assert int(headers[b"content-length"]) == len(body)
+        assert b"date" in headers  # uvicorn's default header, as on its own answers
+        assert b"connection" not in headers
+
+    # Connection: close, and HTTP/1.0: the answer says so and the server closes.
+    for request in (submit("Connection: close\r\n"), submit(version="1.0")):
+        raw = _exchange(port, request, until_close=True)
+        [(status, headers, body)] = _answers(raw)
+        assert status.endswith(b"201 Created")
+        assert headers[b"connection"] == b"close"
+        assert json.loads(body)["job_id"]
+
+    # An error answer of a job route takes the same path: 401 with its JSON body.
+    body = b'{"payload": "x"}'
+    raw = _exchange(port, b"POST /jobs HTTP/1.1\r\nHost: t\r\nContent-Length: 16\r\n\r\n" + body)
+    [(status, headers, answer)] = _answers(raw)
+    assert status == b"HTTP/1.1 401 Unauthorized"
+    assert json.loads(answer)["code"] == "unauthorized"
+
+    # HEAD of a job: the GET's headers, no body.
+    job = job_ids[0]
+    raw = _exchange(port, f"HEAD /jobs/{job} HTTP/1.1\r\nHost: t\r\n{auth}\r\n".encode())
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"content-length: " in head.lower()
+    assert rest == b""
