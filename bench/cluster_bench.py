@@ -13,7 +13,9 @@ them) and the survivor's /health is polled until it answers 503: the time that t
 
 Each row also gives the CPU the mode's servers (etcd members included, wrk not) spent per single
 submit: on a machine shared with other work, throughput follows the CPU share each mode gets,
-while CPU per submit does not, so single/cluster CPU per submit is the steadier ratio.
+while CPU per submit does not, so single/cluster CPU per submit is the steadier ratio. The
+cluster's is also split by process: the node wrk talks to, the two other nodes, the three etcd
+members (each a child of its node).
 
 Targets: replicated single submits at least 0.6x the same round's single node (issue 20), and
 /health reporting the lost majority within 1 s (issue 22).
@@ -96,8 +98,19 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def tree_cpu_s(roots: list[subprocess.Popen[bytes]]) -> float:
-    return sum(_cpu_s(pid) for root in roots for pid in _tree(root.pid))
+# The processes of a mode, as `cpu_by_process` names them.
+SERVING_NODE, OTHER_NODES, ETCD_MEMBERS = "serving node", "other nodes", "etcd members"
+
+
+def cpu_by_process(servers: list[subprocess.Popen[bytes]]) -> dict[str, float]:
+    """CPU seconds so far of the node wrk talks to (the first), the other nodes, and every
+    node's children (its etcd member)."""
+    spent = {SERVING_NODE: 0.0, OTHER_NODES: 0.0, ETCD_MEMBERS: 0.0}
+    for index, root in enumerate(servers):
+        own, *children = _tree(root.pid)
+        spent[OTHER_NODES if index else SERVING_NODE] += _cpu_s(own)
+        spent[ETCD_MEMBERS] += sum(_cpu_s(pid) for pid in children)
+    return spent
 
 
 def measure(
@@ -105,16 +118,22 @@ def measure(
 ) -> dict[str, float]:
     """One round on one mode: wrk on single submits, then on batches. `cpu_us_per_submit` is
     the CPU the servers (and their etcd members) spent per single submit: on a shared machine
-    a steadier comparison than throughput, which follows the CPU share the mode gets."""
-    before = tree_cpu_s(servers)
+    a steadier comparison than throughput, which follows the CPU share the mode gets; the
+    `cpu_us_per_submit <process>` entries split it."""
+    before = cpu_by_process(servers)
     single = run_wrk(url + "/jobs", key, seconds, 64, 2, "POST /jobs")
-    spent = tree_cpu_s(servers) - before
+    after = cpu_by_process(servers)
     batch = run_wrk(url + "/jobs/batch", key, seconds, 16, 2, "POST /jobs/batch", BATCH_BODY)
+    submits = max(single.requests, 1)
+    split = {
+        f"cpu_us_per_submit {name}": (after[name] - before[name]) / submits * 1e6 for name in after
+    }
     return {
         "submits_per_s": single.req_per_s,
         "submit_p99_ms": single.p99_ms,
         "batch_jobs_per_s": batch.req_per_s * BATCH,
-        "cpu_us_per_submit": spent / max(single.requests, 1) * 1e6,
+        "cpu_us_per_submit": sum(split.values()),
+        **split,
     }
 
 
@@ -216,6 +235,15 @@ def main() -> int:
             f"{mode:<26}{values['submits_per_s']:>12,.0f}{values['submit_p99_ms']:>10.1f}"
             f"{values['batch_jobs_per_s']:>15,.0f}{values['cpu_us_per_submit']:>15,.0f}"
         )
+    cluster_cpu = report["cluster (3 etcd members)"]
+    assert isinstance(cluster_cpu, dict)
+    print(
+        "cluster CPU us/submit by process (medians): "
+        + ", ".join(
+            f"{name} {cluster_cpu[f'cpu_us_per_submit {name}']:,.0f}"
+            for name in (SERVING_NODE, OTHER_NODES, ETCD_MEMBERS)
+        )
+    )
     ratio = statistics.median(submits)
     print(
         f"cluster/single: submits {ratio:.2f} (rounds: "

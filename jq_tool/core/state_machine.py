@@ -307,6 +307,10 @@ class _Snapshot(msgspec.Struct, array_like=True):
     ownership: OwnershipSnapshot | None = None
 
 
+# A job's copy for a result: the Struct's own __copy__, without copy.copy's dispatch (a lease
+# and an ack each hand one out).
+_copy_job: Callable[[Job], Job] = Job.__copy__  # type: ignore[attr-defined]
+
 _snapshot_encoder = msgspec.msgpack.Encoder()
 _snapshot_decoder = msgspec.msgpack.Decoder(_Snapshot)
 
@@ -505,10 +509,80 @@ def _insight_command_problem(command: Any) -> str | None:
     )
 
 
+def _lease_problem(command: Lease) -> str | None:
+    queue, lease_ms, worker, lease_ids = (
+        command.queue,
+        command.lease_ms,
+        command.worker,
+        command.lease_ids,
+    )
+    # The usual Lease (ASCII queue and worker, one ASCII lease id) without a call per field.
+    if (
+        type(lease_ids) is list
+        and len(lease_ids) == 1
+        and type(lease_id := lease_ids[0]) is str
+        and lease_id
+        and lease_id.isascii()
+        and type(queue) is str
+        and queue.isascii()
+        and type(lease_ms) is int
+        and -_INT_LIMIT <= lease_ms <= _INT_LIMIT
+        and (worker is None or (type(worker) is str and worker.isascii()))
+    ):
+        return None
+    problem = (
+        _str_problem(command.queue, "queue")
+        or _int_problem(command.lease_ms, "lease_ms")
+        or _str_problem(command.worker, "worker", optional=True)
+    )
+    if problem:
+        return problem
+    if type(command.lease_ids) is not list:
+        return "lease_ids must be a list"
+    for lease_id in command.lease_ids:
+        problem = _str_problem(lease_id, "lease id", nonempty=True)
+        if problem:
+            return problem
+    if len(set(command.lease_ids)) != len(command.lease_ids):
+        return "lease ids must be distinct"
+    return None
+
+
+def _ack_problem(command: Ack) -> str | None:
+    job_id, lease_id, result = command.job_id, command.lease_id, command.result
+    # The usual Ack (ASCII ids, no result or an ASCII one) passes without a call per field.
+    if (
+        type(job_id) is str
+        and job_id.isascii()
+        and (lease_id is None or (type(lease_id) is str and lease_id.isascii()))
+        and (result is None or (type(result) is str and result.isascii()))
+    ):
+        return None
+    return (
+        _str_problem(job_id, "job id")
+        or _str_problem(lease_id, "lease id", optional=True)
+        or _str_problem(result, "result", optional=True)
+    )
+
+
+def _fail_problem(command: Fail) -> str | None:
+    return (
+        _str_problem(command.job_id, "job id")
+        or _str_problem(command.lease_id, "lease id", optional=True)
+        or _str_problem(command.error, "error")
+        or (None if type(command.retry) is bool else "retry must be true or false")
+    )
+
+
 def _command_problem(command: Any) -> str | None:
     problem = _int_problem(command.now, "now", 0)
     if problem:
         return problem
+    # A worker's cycle (lease, ack or fail) is most of what is applied: straight to its check,
+    # not down the chain of isinstance below (which gives the same answer for these types).
+    check = _CYCLE_PROBLEMS.get(type(command))
+    if check is not None:
+        return check(command)
     if isinstance(command, _SCHEDULE_COMMANDS):
         return _schedule_command_problem(command)
     if isinstance(command, _OWNERSHIP_COMMANDS):
@@ -520,22 +594,7 @@ def _command_problem(command: Any) -> str | None:
             command.max_queues, "max_queues", 0
         )
     if isinstance(command, Lease):
-        problem = (
-            _str_problem(command.queue, "queue")
-            or _int_problem(command.lease_ms, "lease_ms")
-            or _str_problem(command.worker, "worker", optional=True)
-        )
-        if problem:
-            return problem
-        if type(command.lease_ids) is not list:
-            return "lease_ids must be a list"
-        for lease_id in command.lease_ids:
-            problem = _str_problem(lease_id, "lease id", nonempty=True)
-            if problem:
-                return problem
-        if len(set(command.lease_ids)) != len(command.lease_ids):
-            return "lease ids must be distinct"
-        return None
+        return _lease_problem(command)
     if isinstance(command, Expire):
         return None
     if isinstance(command, (BulkRequeue, BulkCancel)):
@@ -564,20 +623,21 @@ def _command_problem(command: Any) -> str | None:
     if problem:
         return problem
     if isinstance(command, Ack):
-        return _str_problem(command.lease_id, "lease id", optional=True) or _str_problem(
-            command.result, "result", optional=True
-        )
+        return _ack_problem(command)
     if isinstance(command, Fail):
-        return (
-            _str_problem(command.lease_id, "lease id", optional=True)
-            or _str_problem(command.error, "error")
-            or (None if type(command.retry) is bool else "retry must be true or false")
-        )
+        return _fail_problem(command)
     if isinstance(command, Extend):
         return _str_problem(command.lease_id, "lease id", optional=True) or _int_problem(
             command.lease_ms, "lease_ms"
         )
     return None  # Cancel, Requeue: job id only
+
+
+_CYCLE_PROBLEMS: dict[type, Callable[[Any], str | None]] = {
+    Lease: _lease_problem,
+    Ack: _ack_problem,
+    Fail: _fail_problem,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1298,7 +1358,7 @@ class StateMachine:
                 job.progress = None  # the last attempt's progress is not this one's
             heapq.heappush(self._leases, (job.lease_until, job.seq, job))
             self._notify(job, _READY, now)
-            leased.append(copy(job))
+            leased.append(_copy_job(job))
         if len(q.since) > 2 * counts[_B_RUNNABLE] + 1024:
             _rebuild_since(q)  # the leased jobs' entries stay behind until then
         if settings is not None:
@@ -1326,7 +1386,7 @@ class StateMachine:
         self._history.count(job.queue, self._now, ACKED)
         self._notify(job, _RUNNING, now)
         self._job_finished(job, now)
-        return JobResult(job=copy(job))
+        return JobResult(job=_copy_job(job))
 
     def _fail(self, cmd: Fail) -> Result:
         job = self._running_job(cmd.job_id, cmd.lease_id)
@@ -1335,7 +1395,7 @@ class StateMachine:
         self._advance(cmd.now)
         self._lease_left_behind()
         self._fail_attempt(job, cmd.error, cmd.now, final=not cmd.retry, outcome="failed")
-        return JobResult(job=copy(job))
+        return JobResult(job=_copy_job(job))
 
     def _extend(self, cmd: Extend) -> Result:
         job = self._running_job(cmd.job_id, cmd.lease_id)
@@ -1347,7 +1407,7 @@ class StateMachine:
             job.lease_until = lease_until
             self._lease_left_behind()
             heapq.heappush(self._leases, (lease_until, job.seq, job))
-        return JobResult(job=copy(job))
+        return JobResult(job=_copy_job(job))
 
     def _cancel(self, cmd: Cancel) -> Result:
         job = self._jobs.get(cmd.job_id)
@@ -1371,7 +1431,7 @@ class StateMachine:
         if previous is not _WAITING:  # a WAITING job has no heap entry
             self._cancel_left_behind()
         self._job_finished(job, now)
-        return JobResult(job=copy(job))
+        return JobResult(job=_copy_job(job))
 
     def _requeue(self, cmd: Requeue) -> Result:
         job = self._jobs.get(cmd.job_id)
@@ -1393,7 +1453,7 @@ class StateMachine:
         heapq.heappush(q.since, (now, job.seq, job))
         self._counters.requeued += 1
         self._notify(job, _DEAD, now)
-        return JobResult(job=copy(job))
+        return JobResult(job=_copy_job(job))
 
     def _expire(self, cmd: Expire) -> Result:
         now = cmd.now
@@ -1725,7 +1785,7 @@ class StateMachine:
             return job
         self._advance(cmd.now)
         job.progress = JobProgress(float(cmd.percent), cmd.note, cmd.now)
-        return JobResult(job=copy(job))
+        return JobResult(job=_copy_job(job))
 
     def _settle_dead_group(self, cmd: SettleDeadGroup) -> Result:
         now = cmd.now

@@ -92,7 +92,12 @@ class NodeInfo(msgspec.Struct):
 
 
 class ClusterEngine(CommandEngine):
-    APPENDS_IN_FLIGHT = 8  # concurrent etcd puts; arrivals meanwhile share the next batch
+    # Concurrent etcd puts; arrivals meanwhile share the next batch. Over gRPC a put comes back
+    # sooner than through the gateway, so with 8 in flight the batches shrank (~24 commands a
+    # put to ~15 at 64 connections) and each member's per-put work was spread over fewer
+    # submits; with 2, ~25 again, and the three nodes with their members spent ~20% less CPU
+    # per replicated submit than over the gateway with 8 (bench/cluster_bench.py's split).
+    APPENDS_IN_FLIGHT = 2
 
     def __init__(
         self,

@@ -1,7 +1,10 @@
-"""A small asyncio client for etcd's v3 JSON gateway (plain HTTP).
+"""A small asyncio client for etcd's v3 API: its JSON gateway (plain HTTP), and gRPC for puts and
+the watch.
 
-Only what cluster mode uses: put, range, delete, txn, leases, watch, compaction, status. The
-gateway speaks proto3 JSON: keys and values base64, int64 as strings, default values omitted
+Only what cluster mode uses: put, range, delete, txn, leases, watch, compaction, status. Puts and
+watches, the log's hot path, travel over gRPC (engine/etcd_grpc.py: the gateway's JSON and its
+loopback call cost each member more CPU than the put itself); the rest over the gateway, which
+speaks proto3 JSON: keys and values base64, int64 as strings, default values omitted
 (a count of 0 or a failed txn's `succeeded` are simply absent). Endpoints are tried in turn:
 a node talks to its own member first and falls back to the others.
 
@@ -31,6 +34,8 @@ from urllib.parse import urlsplit
 
 import httptools
 import msgspec
+
+from jq_tool.engine.etcd_grpc import CallFailed, GrpcEndpoint
 
 
 class EtcdError(Exception):
@@ -107,6 +112,7 @@ _NOT_PROPOSED = (
     "etcdserver: request is too large",
     "database space exceeded",
 )
+_DELETE = 1  # mvccpb.Event.EventType.DELETE
 CONNECT_TIMEOUT_S = 1.0
 _READ_SIZE = 1 << 16
 _IDLE_PER_ENDPOINT = 32
@@ -255,51 +261,6 @@ class _Endpoint:
             connection.close()
 
 
-class _WatchStream:
-    """httptools' callbacks for the watch's endless answer: one JSON message per line."""
-
-    __slots__ = ("parser", "status", "buffer", "complete")
-
-    def __init__(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
-        self.status = 0
-        self.buffer = bytearray()
-        self.complete = False
-
-    def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
-
-    def on_body(self, data: bytes) -> None:
-        self.buffer += data
-
-    def on_message_complete(self) -> None:
-        self.complete = True
-
-    def take_lines(self) -> list[bytes]:
-        end = self.buffer.rfind(b"\n")
-        if end < 0:
-            return []
-        lines = bytes(self.buffer[:end]).split(b"\n")
-        del self.buffer[: end + 1]
-        return [line for line in lines if line.strip()]
-
-
-def _watch_events(line: bytes) -> list[WatchEvent]:
-    """The events of one watch message (none for a progress or created message)."""
-    message = _json_decode(line)
-    result = message.get("result") if isinstance(message, dict) else None
-    if result is None:
-        raise EtcdError(f"watch failed: {message.get('error', message)}")
-    if int(result.get("compact_revision", 0)):
-        raise EtcdCompacted(int(result["compact_revision"]))
-    if result.get("canceled"):
-        raise EtcdError(f"watch cancelled: {result.get('cancel_reason', '')}")
-    return [
-        WatchEvent(kind=e.get("type", "PUT"), kv=KeyValue.from_json(e["kv"]))
-        for e in result.get("events") or ()
-    ]
-
-
 class EtcdClient:
     def __init__(self, endpoints: Sequence[str], *, timeout: float = 5.0) -> None:
         if not endpoints:
@@ -307,11 +268,14 @@ class EtcdClient:
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.timeout = timeout
         self._endpoints = [_Endpoint(url) for url in self.endpoints]
+        self._grpc = [GrpcEndpoint(url) for url in self.endpoints]
         self._preferred = 0
 
     async def close(self) -> None:
         for endpoint in self._endpoints:
             endpoint.drop_idle()
+        for channel in self._grpc:
+            await channel.close()
 
     async def _call(
         self, path: str, body: dict[str, Any], *, timeout: float | None = None
@@ -387,10 +351,32 @@ class EtcdClient:
         return int(data.get("header", {}).get("revision", 0))
 
     async def put(self, key: bytes, value: bytes, *, lease: int = 0) -> int:
-        body: dict[str, Any] = {"key": b64(key), "value": b64(value)}
-        if lease:
-            body["lease"] = str(lease)
-        return self.revision_of(await self._call("/v3/kv/put", body))
+        """Put key over gRPC, the endpoints tried in turn within the client's timeout; returns
+        the revision. Raises as `_call` does (see the module's docstring)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        maybe_done = False
+        last = "no endpoint was tried"
+        count = len(self._grpc)
+        for attempt in range(count):
+            if attempt and loop.time() >= deadline:
+                break
+            index = (self._preferred + attempt) % count
+            try:
+                revision = await self._grpc[index].put(key, value, lease, deadline - loop.time())
+            except CallFailed as exc:
+                last = f"{self.endpoints[index]}: {exc}"
+                if not exc.sent or any(marker in exc.details for marker in _NOT_PROPOSED):
+                    continue
+                if exc.refused:
+                    raise EtcdError(f"put: {exc.details}") from exc
+                maybe_done = True
+                continue
+            self._preferred = index
+            return revision
+        if maybe_done:
+            raise EtcdOutcomeUnknown(f"put: outcome unknown: {last}")
+        raise EtcdUnavailable(f"no etcd endpoint took put: {last}")
 
     async def range(
         self,
@@ -491,35 +477,32 @@ class EtcdClient:
 
     async def watch(self, prefix: bytes, start_revision: int) -> AsyncIterator[list[WatchEvent]]:
         """Batches of events under prefix from start_revision on, in revision order, from the
-        preferred endpoint. Ends (so the caller re-watches from its own last revision) when the
-        stream breaks; raises OSError when no connection could be made, EtcdCompacted if
-        start_revision is gone."""
-        body = {
-            "create_request": {
-                "key": b64(prefix),
-                "range_end": b64(prefix_end(prefix)),
-                "start_revision": str(start_revision),
-            }
-        }
-        endpoint = self._endpoints[self._preferred]
-        loop = asyncio.get_running_loop()
-        connection = await endpoint.open(loop.time() + CONNECT_TIMEOUT_S)
-        stream = _WatchStream()
+        preferred endpoint, over gRPC. Ends (so the caller re-watches from its own last
+        revision) when the stream ends; raises EtcdError when it broke or could not be made
+        (the caller then tries the next endpoint), EtcdCompacted if start_revision is gone."""
+        endpoint = self._grpc[self._preferred]
         try:
-            connection.writer.write(endpoint.request("/v3/watch", _json_encode(body)))
-            while not stream.complete:
-                data = await connection.reader.read(_READ_SIZE)
-                if not data:
-                    return
-                stream.parser.feed_data(data)
-                if stream.status not in (0, 200):
-                    raise EtcdError(f"watch refused: HTTP {stream.status}")
-                for line in stream.take_lines():
-                    events = _watch_events(line)
-                    if events:
-                        yield events
-        finally:
-            connection.close()
+            async for answer in endpoint.watch(prefix, prefix_end(prefix), start_revision):
+                if answer.compact_revision:
+                    raise EtcdCompacted(int(answer.compact_revision))
+                if answer.canceled:
+                    raise EtcdError(f"watch cancelled: {answer.cancel_reason}")
+                if answer.events:
+                    yield [
+                        WatchEvent(
+                            kind="DELETE" if event.type == _DELETE else "PUT",
+                            kv=KeyValue(
+                                key=event.kv.key,
+                                value=event.kv.value,
+                                create_revision=event.kv.create_revision,
+                                mod_revision=event.kv.mod_revision,
+                                lease=event.kv.lease,
+                            ),
+                        )
+                        for event in answer.events
+                    ]
+        except CallFailed as exc:
+            raise EtcdError(f"watch broke: {exc}") from exc
 
     def rotate(self) -> None:
         """Prefer the next endpoint (after the preferred one failed a stream)."""

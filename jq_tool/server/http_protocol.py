@@ -24,6 +24,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+# uvicorn's package without its __init__ (server/asgi_server.py), before uvicorn's protocol:
+# the app imports this module (hot_routes) before the runner imports asgi_server.
+import jq_tool.server.asgi_server  # noqa: F401
+
+# isort: split
 from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import (
     HEADER_VALUE_RE,

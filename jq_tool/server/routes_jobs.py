@@ -32,7 +32,7 @@ from jq_tool.engine.base import (
     Settlement,
     SubmitOutcome,
 )
-from jq_tool.server.auth_guard import Guard
+from jq_tool.server.auth_guard import Guard, require_scope
 from jq_tool.server.errors import ApiError, invalid_field, not_found
 from jq_tool.server.requests import (
     check_size,
@@ -260,11 +260,11 @@ class JobRoutes:
     async def ack_batch(self, request: Request) -> Response:
         """Batch ack and ack-and-lease-next: settle many leases and lease the next jobs in one
         durable write. Each entry is settled or refused on its own, like POST /jobs/batch."""
-        await self.guard.require(request, Scope.JOBS_ACK)
+        key = await self.guard.require(request, Scope.JOBS_ACK)
         body = decode(await read_body(request, self.settings.max_batch_body), AckBatchBody)
         lease_next: LeaseNext | None = None
         if body.lease_next is not None:
-            await self.guard.require(request, Scope.JOBS_LEASE)
+            require_scope(key, Scope.JOBS_LEASE)  # the key once: a hash per request is enough
             wanted = body.lease_next
             worker = self._worker(request, wanted.queue)
             lease_next = LeaseNext(wanted.queue, wanted.max_jobs, wanted.lease_ms, worker)

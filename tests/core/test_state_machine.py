@@ -166,7 +166,20 @@ def test_odd_values_do_not_crash_and_malformed_entries_are_errors() -> None:
         Lease(T0, "default", 1000, [""]),
         Lease(T0, 7, 1000, ["x"]),  # type: ignore[arg-type]
         Lease(T0, "default", True, ["x"]),  # type: ignore[arg-type]
+        # One lease id: each field of the Lease's quick check.
+        Lease(T0, "d\ud800", 1000, ["x"]),
+        Lease(T0, "default", 1000, ["x\udc00"]),
+        Lease(T0, "default", 1000, ["x"], "w\ud800"),
+        Lease(T0, "default", 1000, ["x"], 7),  # type: ignore[arg-type]
+        Lease(T0, "default", 1000, [7]),  # type: ignore[list-item]
+        Lease(T0, "default", 2**62, ["x"]),
+        Lease(T0, "default", 1000, "x"),  # type: ignore[arg-type]
         Ack(T0, 5),  # type: ignore[arg-type]
+        # Lone surrogates: the record would not encode (each field of the Ack's quick check).
+        Ack(T0, "a\ud800"),
+        Ack(T0, "a", "l\udc00"),
+        Ack(T0, "a", None, "r\ud800"),
+        Ack(T0, "a", 7),  # type: ignore[arg-type]
         Fail(T0, "a", error=None),  # type: ignore[arg-type]
         Extend(T0, "a", lease_ms=2**63),
         Purge(T0, finished_before="x"),  # type: ignore[arg-type]
@@ -179,6 +192,24 @@ def test_malformed_commands_are_invalid_and_change_nothing(command: object) -> N
     before = sm.snapshot()
     assert error_code(sm.apply(command)) == ErrorCode.INVALID  # type: ignore[arg-type]
     assert sm.snapshot() == before
+
+
+def test_text_past_ascii_still_passes_an_acks_checks() -> None:
+    """The Ack's quick check covers ASCII only; other text takes the full one and is accepted."""
+    sm = StateMachine()
+    submit(sm, NewJob("jé"))
+    [job] = lease(sm)
+    result = sm.apply(Ack(T0 + 1, "jé", job.lease_id, "résultat ✓"))
+    assert isinstance(result, JobResult) and result.job.state is JobState.ACKED
+    assert result.job.result == "résultat ✓"
+
+
+def test_text_past_ascii_still_passes_a_leases_checks() -> None:
+    sm = StateMachine()
+    submit(sm, NewJob("a", queue="qé"))
+    result = sm.apply(Lease(T0, "qé", 1000, ["lé"], "wé"))
+    assert isinstance(result, LeaseResult) and [j.id for j in result.jobs] == ["a"]
+    assert result.jobs[0].worker == "wé" and result.jobs[0].lease_id == "lé"
 
 
 # -- lease -------------------------------------------------------------------------------------

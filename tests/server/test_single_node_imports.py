@@ -83,7 +83,11 @@ NOT_USED = (
     "jq_tool.engine.cluster",
     "jq_tool.engine.cluster_snapshot",
     "jq_tool.engine.etcd_client",
+    "jq_tool.engine.etcd_grpc",
+    "jq_tool.engine.etcd_rpc_pb2",
     "jq_tool.engine.etcd_member",
+    "grpc",  # cluster mode's puts and watches (engine/etcd_grpc.py)
+    "google.protobuf",
     "jq_tool.sdk",
     "jq_tool.chaos",
     "jq_tool.tui",
