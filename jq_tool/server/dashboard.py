@@ -2,21 +2,26 @@
 
 The page holds no data and needs no auth: it is a client of the HTTP API like any other, and
 asks the user for an API key that stays in the browser (localStorage) and travels only in
-`Authorization` headers, never in a URL. Assets are read through importlib.resources when the
-routes are built, so they are served the same from a source tree, a wheel, a zip or a
-PyInstaller binary, whatever the current directory is. The set of servable files is fixed at
-that moment, which also rules out path traversal: a path is served only if it was found then.
+`Authorization` headers, never in a URL. Assets are read through importlib.resources by the
+first request for the page or an asset, so they are served the same from a source tree, a
+wheel, a zip or a PyInstaller binary, whatever the current directory is. The set of servable
+files is fixed at that moment, which also rules out path traversal: a path is served only if it
+was found then. Not when the routes are built: reading and hashing them, with importlib.resources
+and zipfile imported for it, was ~5 ms of every restart of a server whose dashboard may never be
+opened (issue 20: restart to a healthy /health).
 """
 
 from __future__ import annotations
 
 import hashlib
-from importlib import resources
-from importlib.resources.abc import Traversable
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 _PACKAGE = "jq_tool.server"
 
@@ -86,25 +91,47 @@ def _collect(root: Traversable, prefix: str, into: dict[str, StaticAsset]) -> No
 
 def load_static_assets() -> dict[str, StaticAsset]:
     """Every servable file under the package's `static/`, keyed by its path below it."""
+    from importlib import resources
+
     assets: dict[str, StaticAsset] = {}
     _collect(resources.files(_PACKAGE).joinpath("static"), "", assets)
     return assets
 
 
 def load_page() -> bytes:
+    from importlib import resources
+
     return resources.files(_PACKAGE).joinpath("templates", "index.html").read_bytes()
+
+
+class _Packaged:
+    """The page and the assets, read by the first request that needs them (on the event loop,
+    so once), then held."""
+
+    def __init__(self) -> None:
+        self._page: bytes | None = None
+        self._assets: dict[str, StaticAsset] | None = None
+
+    def page(self) -> bytes:
+        if self._page is None:
+            self._page = load_page()
+        return self._page
+
+    def assets(self) -> dict[str, StaticAsset]:
+        if self._assets is None:
+            self._assets = load_static_assets()
+        return self._assets
 
 
 def dashboard_routes() -> list[BaseRoute]:
     """`GET /` (the page) and `GET /static/{path}` (its scripts, styles and vendored htmx)."""
-    page = load_page()
-    assets = load_static_assets()
+    packaged = _Packaged()
 
     async def index(request: Request) -> Response:
-        return HTMLResponse(page, headers=_PAGE_HEADERS)
+        return HTMLResponse(packaged.page(), headers=_PAGE_HEADERS)
 
     async def static(request: Request) -> Response:
-        asset = assets.get(request.path_params["path"])
+        asset = packaged.assets().get(request.path_params["path"])
         if asset is None:
             return Response(
                 b'{"error": "no such file", "code": "not_found"}',

@@ -31,7 +31,6 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -56,6 +55,8 @@ _MAX_LIVE_TICKETS = 10_000  # a key minting tickets in a loop must not grow memo
 
 
 class Ticket:
+    # A plain class, not a frozen dataclass: its six generated methods were ~0.8 ms of every
+    # start (issue 20), and a route table needs none of them.
     __slots__ = ("key", "expires_at_ms")
 
     def __init__(self, key: ApiKey, expires_at_ms: int) -> None:
@@ -107,6 +108,8 @@ class Stream:
     """One open /events response: the key it was opened with and its buffer of events. `None`
     in the buffer (or `closed`) ends it."""
 
+    # A plain class, not a frozen dataclass: its six generated methods were ~0.8 ms of every
+    # start (issue 20), and a route table needs none of them.
     __slots__ = ("key_id", "buffer", "closed")
 
     def __init__(self, key_id: str) -> None:
@@ -298,17 +301,30 @@ class _SlotStream(StreamingResponse):
             self._slots.release()
 
 
-@dataclass(frozen=True)
 class EventRoutes:
     """GET /events (Bearer key or ticket) and POST /events/ticket."""
 
-    engine: Engine
-    guard: Guard
-    stats: StatsView
-    tickets: TicketBook
-    draining: asyncio.Event
-    slots: StreamSlots  # at most --max-streams open at once
-    streams: OpenStreams  # which are open, by key: a revoke ends them
+    # A plain class, not a frozen dataclass: its six generated methods were ~0.8 ms of every
+    # start (issue 20), and a route table needs none of them.
+    __slots__ = ("engine", "guard", "stats", "tickets", "draining", "slots", "streams")
+
+    def __init__(
+        self,
+        engine: Engine,
+        guard: Guard,
+        stats: StatsView,
+        tickets: TicketBook,
+        draining: asyncio.Event,
+        slots: StreamSlots,
+        streams: OpenStreams,
+    ) -> None:
+        self.engine = engine
+        self.guard = guard
+        self.stats = stats
+        self.tickets = tickets
+        self.draining = draining
+        self.slots = slots  # at most --max-streams open at once
+        self.streams = streams  # which are open, by key: a revoke ends them
 
     def routes(self) -> list[BaseRoute]:
         return [

@@ -32,11 +32,18 @@ import sys
 from collections.abc import Callable
 from types import FrameType
 
+# First of jq's modules, in a block of its own that import sorting keeps first: uvicorn's Config
+# and Server without uvicorn's package __init__ (server/asgi_server.py). Anything imported
+# before it that imports uvicorn (the app does: hot_routes.py's answer_at_once uses uvicorn's
+# httptools protocol) would run that __init__, uvicorn's command line and process supervisors
+# with it (~25 ms of every start; the single-node import test names them).
+from jq_tool.server.asgi_server import Config, Server
+
+# isort: split
 from jq_tool.auth import KeyStoreUnavailable, open_key_store
 from jq_tool.engine.factory import open_engine
 from jq_tool.runtime import tune_gc, tune_gc_for_serving, tune_malloc
 from jq_tool.server.app import StartupFailed, create_app
-from jq_tool.server.asgi_server import Config, Server  # before anything else imports uvicorn
 from jq_tool.server.connections import ConnectionLimits
 from jq_tool.server.startup_checks import EXIT_DATA_DIR_NOT_WRITABLE, StartupRefused, run_checks
 from jq_tool.settings import RESERVED_DESCRIPTORS, Settings, descriptor_limit
