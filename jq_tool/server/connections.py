@@ -155,6 +155,8 @@ class GuardedHttpToolsProtocol(JoinedWritesProtocol):
         self.deadline = 0.0  # loop time by which the client must have sent more
         # Idle after an answer: when that answer ended (loop time), else None.
         self._idle_since: float | None = None
+        # Whether an idle connection's deadline is the keep-alive timeout (the earlier one).
+        self._keep_alive_first = self.timeout_keep_alive < self._timeout
         self._mode = _NORMAL
         self._head_budget: int | None = self._max_head  # None: reading a body
         self._one_shot = False  # a GET /health let through over the cap: close after it
@@ -247,7 +249,7 @@ class GuardedHttpToolsProtocol(JoinedWritesProtocol):
             self._start_asgi_task(cycle, app)
             return
         self._idle_since = now
-        if self.timeout_keep_alive < self._timeout:
+        if self._keep_alive_first:
             self.deadline = now + self.timeout_keep_alive
 
     def deadline_passed(self) -> None:
@@ -260,7 +262,7 @@ class GuardedHttpToolsProtocol(JoinedWritesProtocol):
         if waiting_for_app:
             self.deadline = self._limits.now + self._timeout
             return
-        if self._idle_since is not None and self.timeout_keep_alive < self._timeout:
+        if self._idle_since is not None and self._keep_alive_first:
             # Idle after an answer for the keep-alive time: closed quietly, as uvicorn does.
             self.deadline = 0.0
             self._mode = _CLOSED
