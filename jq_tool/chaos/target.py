@@ -75,13 +75,26 @@ def free_port() -> int:
         return port
 
 
+def _below_ephemeral_ports() -> int:
+    """The lowest port the kernel hands out as an outgoing connection's source port."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    return max(low, 12000)
+
+
 def free_peer_port(taken: set[int] | None = None) -> int:
     """A port P with P+1 free too: an etcd member's peer port P and client port P+1. Ports in
-    `taken` (already promised to another member) are skipped."""
+    `taken` (already promised to another member) are skipped. Drawn from below the kernel's
+    ephemeral range: a port the kernel gave out and took back (`free_port`) can become some
+    outgoing connection's source port before etcd binds it, and the member then dies with
+    "address already in use" (seen once in CI, a shard's member in tests/shards)."""
     taken = taken or set()
+    below = _below_ephemeral_ports()
     for _ in range(200):
-        port = free_port()
-        if port > 65000 or {port, port + 1} & taken:
+        port = random.randrange(10000, below - 1)
+        if {port, port + 1} & taken:
             continue
         try:
             with socket.socket() as peer, socket.socket() as client:
