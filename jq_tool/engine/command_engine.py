@@ -205,12 +205,17 @@ class Proposal:
     """One command waiting to be made durable, and the caller's answer. The command is encoded
     here, once: the WAL writes these bytes as its record, etcd gets them inside a batch."""
 
-    __slots__ = ("command", "record", "future")
+    __slots__ = ("command", "record", "future", "joined")
 
-    def __init__(self, command: Command, future: asyncio.Future[Result]) -> None:
+    def __init__(
+        self, command: Command, future: asyncio.Future[Result], joined: bool = False
+    ) -> None:
         self.command = command
         self.record = encode_command(command)
         self.future = future
+        # Proposed together with the command before it, by the same caller (`_propose_all`):
+        # a batch of one caller's commands is as lone as a batch of one (engine/local.py).
+        self.joined = joined
 
 
 class CommandEngine(InsightCalls, Engine):
@@ -345,7 +350,14 @@ class CommandEngine(InsightCalls, Engine):
         # is still made durable and applied (it may already be in the log), its answer dropped.
         return await self._enqueue(command)
 
-    def _enqueue(self, command: Command) -> asyncio.Future[Result]:
+    async def _propose_all(self, commands: list[Command]) -> list[asyncio.Future[Result]]:
+        """Queue one caller's commands for one batch, in order; their futures (awaited by the
+        caller) get the results once they are durable and applied."""
+        return [
+            self._enqueue(command, joined=position > 0) for position, command in enumerate(commands)
+        ]
+
+    def _enqueue(self, command: Command, *, joined: bool = False) -> asyncio.Future[Result]:
         """Queue the command for the next batch; its future gets the result once it is durable
         and applied. Commands enqueued with no await between them share one batch (the flusher
         takes the whole pending list), hence one durable write."""
@@ -354,7 +366,7 @@ class CommandEngine(InsightCalls, Engine):
         if not self._started or self._stopping:
             raise EngineUnavailable("engine is not running")
         future: asyncio.Future[Result] = self._loop.create_future()
-        self._pending.append(Proposal(command, future))
+        self._pending.append(Proposal(command, future, joined))
         self._wakeup.set()
         return future
 
@@ -834,30 +846,32 @@ class CommandEngine(InsightCalls, Engine):
             await self._catch_up()
         now = self._clock()
         outcomes: list[Job | CommandRejected] = []
-        proposed: list[tuple[int, asyncio.Future[Result]]] = []
-        lease: asyncio.Future[Result] | None = None
-        try:
-            for settlement in settlements:
-                job_id = settlement.job_id
-                if machine.get(job_id) is None:  # no doomed command in the log, as in _settle
-                    outcomes.append(CommandRejected(ErrorCode.NOT_FOUND, f"job {job_id} not found"))
-                    continue
-                command: Ack | Fail
-                if settlement.error:
-                    command = Fail(
-                        now, job_id, settlement.lease_id, settlement.error, settlement.retry
-                    )
-                else:
-                    command = Ack(now, job_id, settlement.lease_id, settlement.result)
-                proposed.append((len(outcomes), self._enqueue(command)))
-                outcomes.append(_UNSETTLED)
-            if lease_next is not None and machine.has_runnable(lease_next.queue, now):
-                lease_ids = [new_lease_id() for _ in range(lease_next.max_jobs)]
-                lease_ms = lease_next.lease_ms or self.config.lease_ms
-                lease = self._enqueue(
-                    Lease(now, lease_next.queue, lease_ms, lease_ids, lease_next.worker)
+        commands: list[Command] = []
+        positions: list[int] = []  # where each settlement's command answers in `outcomes`
+        for settlement in settlements:
+            job_id = settlement.job_id
+            if machine.get(job_id) is None:  # no doomed command in the log, as in _settle
+                outcomes.append(CommandRejected(ErrorCode.NOT_FOUND, f"job {job_id} not found"))
+                continue
+            if settlement.error:
+                commands.append(
+                    Fail(now, job_id, settlement.lease_id, settlement.error, settlement.retry)
                 )
-            for position, future in proposed:
+            else:
+                commands.append(Ack(now, job_id, settlement.lease_id, settlement.result))
+            positions.append(len(outcomes))
+            outcomes.append(_UNSETTLED)
+        leasing = lease_next is not None and machine.has_runnable(lease_next.queue, now)
+        if leasing:
+            assert lease_next is not None
+            lease_ids = [new_lease_id() for _ in range(lease_next.max_jobs)]
+            lease_ms = lease_next.lease_ms or self.config.lease_ms
+            commands.append(Lease(now, lease_next.queue, lease_ms, lease_ids, lease_next.worker))
+        if not commands:
+            return outcomes, []
+        futures = await self._propose_all(commands)
+        try:
+            for position, future in zip(positions, futures[: len(positions)], strict=True):
                 result = await future
                 if isinstance(result, Error):
                     outcomes[position] = CommandRejected(result.code, result.message)
@@ -865,8 +879,8 @@ class CommandEngine(InsightCalls, Engine):
                     assert isinstance(result, JobResult)
                     outcomes[position] = result.job
             leased: list[Job] = []
-            if lease is not None:
-                result = await lease
+            if leasing:
+                result = await futures[-1]
                 if isinstance(result, Error):  # sharded: the queue is elsewhere or moving
                     raise CommandRejected(result.code, result.message)
                 assert isinstance(result, LeaseResult)
@@ -874,7 +888,7 @@ class CommandEngine(InsightCalls, Engine):
         except BaseException:
             # The whole batch was refused, or the caller went away: the other futures are
             # nobody's now (their commands are still applied if they were made durable).
-            _forget([future for _, future in proposed] + ([lease] if lease else []))
+            _forget(futures)
             raise
         return outcomes, leased
 

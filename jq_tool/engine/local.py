@@ -2,7 +2,7 @@
 
 What is local here is the log: recovery (the newest snapshot, then replay) and appending a
 batch, one `write` + one `fdatasync`, in a dedicated WAL thread so the event loop keeps serving
-while the disk works (a lone command is appended in the loop itself: see `_append`).
+while the disk works (one lone caller's commands are appended in the loop itself: see `_append`).
 Everything else (the proposal queue and its group commit, applying, waiters, the ticker, when to
 snapshot) is CommandEngine's (engine/command_engine.py).
 
@@ -30,6 +30,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,7 +56,7 @@ RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAG
 # How often a temporarily refusing engine tries again on its own, so that /health turns ok
 # without waiting for a client to write.
 PROBE_INTERVAL_S = 0.5
-# A lone command is appended in the event loop only while appends take less than this: a disk
+# A lone batch is appended in the event loop only while appends take less than this: a disk
 # that slows down (another process's writes, a full journal) must not stall the loop.
 INLINE_APPEND_UNDER_S = 0.002
 
@@ -144,7 +145,7 @@ class LocalEngine(CommandEngine):
         self.recovery_message: str | None = None  # what recovery truncated, if anything
         self._temporary: str | None = None  # why writes are refused for now (a resource)
         self._probe: asyncio.Task[None] | None = None
-        # Whether a lone command may be appended in the loop itself (see _append).
+        # Whether a lone batch may be appended in the loop itself (see _append).
         self._lone_before = False
         self._quick_disk = True
 
@@ -231,9 +232,9 @@ class LocalEngine(CommandEngine):
     async def _append(self, batch: list[Proposal]) -> None:
         """Hand the batch to the WAL thread and return: `_appended` answers it, in the loop,
         as soon as the thread is done (the flusher waits for the append slot, which
-        `_appended` releases, before it takes the next batch). A lone command (this batch
-        and the one before it of one command each, the WAL thread idle, the last append
-        quick) is written and synced right here instead: a client waiting for each answer
+        `_appended` releases, before it takes the next batch). A lone batch (this batch
+        and the one before it each one caller's commands, the WAL thread idle, the last
+        append quick) is written and synced right here instead: a client waiting for each answer
         then pays no hand-off to the thread and back (two thread switches, and the GIL
         changing hands: ~40 µs of a ~300 µs call with the disk out of the way). Blocking the
         loop for that fdatasync costs nobody anything: no other command is waiting, and one
@@ -241,8 +242,9 @@ class LocalEngine(CommandEngine):
         time); as soon as commands arrive together, they go to the thread and the loop keeps
         reading requests while the disk works."""
         assert self._wal_thread is not None
-        lone = len(batch) == 1 and self._lone_before and self._quick_disk
-        self._lone_before = len(batch) == 1
+        one_caller = all(proposal.joined for proposal in islice(batch, 1, None))
+        lone = one_caller and self._lone_before and self._quick_disk
+        self._lone_before = one_caller
         if lone and self._wal_thread.idle:
             self._append_in_loop(batch)
             return
@@ -267,35 +269,51 @@ class LocalEngine(CommandEngine):
             self._appended(context, last_index, None)
 
     async def _propose(self, command: Command) -> Result:
-        """A lone command is appended in the caller's own coroutine (issue 20, third cut): no
-        wake-up of the flusher task, no future to wake this one, so the request that proposed
-        it answers in the same step of its task. When `_lone_append_now` says the command
-        would be a lone batch, it is queued without waking the flusher and the loop runs once
-        (a yield), so that a caller proposing in a loop never starves the loop's other tasks.
-        Commands proposed meanwhile (other requests read in the same turn) queue behind it
-        and wake the flusher: they share one batch, group commit as before. If it is still
-        alone, it is written, synced, applied and answered right here. Under load (batches of
-        several) nothing changes: no yield, the proposal queue."""
         if not self._lone_append_now(pending=0):
             return await super()._propose(command)
-        future: asyncio.Future[Result] = self._loop.create_future()
-        proposal = Proposal(command, future)
-        self._pending.append(proposal)
+        (future,) = await self._propose_lone([command])
+        return await future
+
+    async def _propose_all(self, commands: list[Command]) -> list[asyncio.Future[Result]]:
+        if not self._lone_append_now(pending=0):
+            return await super()._propose_all(commands)
+        return await self._propose_lone(commands)
+
+    async def _propose_lone(self, commands: list[Command]) -> list[asyncio.Future[Result]]:
+        """One caller's commands (a submit, or a settlement and the lease of the next job) are
+        appended in the caller's own coroutine (issue 20, third cut): no wake-up of the flusher
+        task, no future to wake this one, so the request that proposed them answers in the
+        same step of its task. Called when `_lone_append_now` says they would be a lone batch:
+        they are queued without waking the flusher and the loop runs once (a yield), so that a
+        caller proposing in a loop never starves the loop's other tasks. Commands proposed
+        meanwhile (other requests read in the same turn) queue behind them and wake the
+        flusher: they share one batch, group commit as before. If they are still alone, they
+        are written, synced, applied and answered right here, and the futures returned are
+        done. Under load (batches of several callers) nothing changes: no yield, the proposal
+        queue."""
+        group = [
+            Proposal(command, self._loop.create_future(), joined=position > 0)
+            for position, command in enumerate(commands)
+        ]
+        self._pending.extend(group)
         try:
             await asyncio.sleep(0)
         except BaseException:
-            # Cancelled (the caller went away): the flusher still makes it durable, as any
-            # queued command; nobody reads the answer.
-            future.cancel()
+            # Cancelled (the caller went away): the flusher still makes them durable, as any
+            # queued command; nobody reads the answers.
+            for proposal in group:
+                proposal.future.cancel()
             self._wakeup.set()
             raise
-        if self._lone_append_now(pending=1) and self._pending[0] is proposal:
+        # Only the flusher takes from `_pending`, all of it: the group is still there, alone,
+        # when its first command is first and the count is the group's.
+        if self._lone_append_now(pending=len(group)) and self._pending[0] is group[0]:
             self._pending = []
             await self._append_slots.acquire()  # free (not locked): returns at once
-            self._append_in_loop([proposal])
+            self._append_in_loop(group)
         else:
-            self._wakeup.set()  # others joined it (or writes stopped): the flusher's batch
-        return await future
+            self._wakeup.set()  # others joined them (or writes stopped): the flusher's batch
+        return [proposal.future for proposal in group]
 
     def _lone_append_now(self, pending: int) -> bool:
         """What `_append` checks for a lone batch, before the flusher is woken: the batches
