@@ -12,7 +12,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from jq_tool.chaos.target import free_port
 from jq_tool.settings import ENV_VARS
 
 SERVE_COMMAND = [sys.executable, "-m", "jq_tool.cli.serve"]
@@ -31,12 +31,6 @@ KEY_LINE = re.compile(
 
 # Variables `jq serve` reads: a developer's shell must not change what a test runs.
 SERVER_ENV_VARS = tuple(ENV_VARS.values())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class JqServer:

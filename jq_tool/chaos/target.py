@@ -68,11 +68,10 @@ def redact(text: str) -> str:
     return _SECRET.sub(lambda match: f"{match.group(1)}_…", text)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def free_port(taken: set[int] | None = None) -> int:
+    """A loopback port free for a listener (a `jq serve`), not in `taken`. Drawn from below the
+    kernel's ephemeral range, like free_peer_port and for its reason."""
+    return _free_ports_from(1, taken or set())
 
 
 def _below_ephemeral_ports() -> int:
@@ -87,23 +86,31 @@ def _below_ephemeral_ports() -> int:
 def free_peer_port(taken: set[int] | None = None) -> int:
     """A port P with P+1 free too: an etcd member's peer port P and client port P+1. Ports in
     `taken` (already promised to another member) are skipped. Drawn from below the kernel's
-    ephemeral range: a port the kernel gave out and took back (`free_port`) can become some
+    ephemeral range: a port the kernel gave out and took back (binding port 0) can become some
     outgoing connection's source port before etcd binds it, and the member then dies with
     "address already in use" (seen once in CI, a shard's member in tests/shards)."""
-    taken = taken or set()
+    return _free_ports_from(2, taken or set())
+
+
+def _free_ports_from(width: int, taken: set[int]) -> int:
+    """A port P such that P … P+width-1 are free on loopback and none is in `taken`."""
     below = _below_ephemeral_ports()
     for _ in range(200):
-        port = random.randrange(10000, below - 1)
-        if {port, port + 1} & taken:
+        port = random.randrange(10000, below - width + 1)
+        ports = range(port, port + width)
+        if taken.intersection(ports):
             continue
+        sockets = [socket.socket() for _ in ports]
         try:
-            with socket.socket() as peer, socket.socket() as client:
-                peer.bind(("127.0.0.1", port))
-                client.bind(("127.0.0.1", port + 1))
+            for sock, candidate in zip(sockets, ports, strict=True):
+                sock.bind(("127.0.0.1", candidate))
         except OSError:
             continue
+        finally:
+            for sock in sockets:
+                sock.close()
         return port
-    raise TargetError("found no free pair of loopback ports for an etcd member")
+    raise TargetError(f"found no {width} free consecutive loopback port(s)")
 
 
 def free_peer_ports(count: int, taken: set[int] | None = None) -> list[int]:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from jq_tool.chaos.target import free_port
 from jq_tool.deferred_imports import DEFERRED
 
 PROBE = r"""
@@ -116,12 +116,6 @@ NOT_USED = (
     "pickle",
     "html.entities",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def probe_a_server(tmp_path: Path, *args: str) -> dict[str, Any]:

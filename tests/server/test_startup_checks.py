@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from jq_tool.chaos.target import free_port
 from jq_tool.server.startup_checks import (
     EXIT_DATA_DIR_IN_USE,
     EXIT_DATA_DIR_NOT_WRITABLE,
@@ -27,12 +28,6 @@ from jq_tool.server.startup_checks import (
 )
 
 SERVE = [sys.executable, "-m", "jq_tool.cli.serve"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def serve(*args: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
