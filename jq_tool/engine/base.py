@@ -48,6 +48,9 @@ from jq_tool.core.search import JobFilter
 from jq_tool.core.state_machine import QueueStats, ScheduleStats, StateMachineConfig, Stats
 
 if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Collection
+
     from prometheus_client.metrics_core import Metric
 
 
@@ -464,6 +467,12 @@ class Engine(Protocol):
     def health(self) -> Health:
         """Whether writes are accepted now, and if not why (a failed fsync, no etcd majority)."""
         ...
+
+    def watch_requests(self, requests: Collection[asyncio.Task[None]]) -> None:
+        """The HTTP server's tasks of the requests it is answering now (uvicorn's, one each),
+        live: an engine may tell by them a request that is alone from concurrent ones
+        (engine/local.py). Engines that do not care ignore them."""
+        return None
 
     # -- schedules (periodic jobs): the ticker fires them; these define them -------------------
 

@@ -29,7 +29,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
@@ -147,6 +147,8 @@ class LocalEngine(CommandEngine):
         self._probe: asyncio.Task[None] | None = None
         # Whether a lone batch may be appended in the loop itself (see _append).
         self._lone_before = False
+        # The HTTP server's in-flight request tasks (watch_requests): none until it says.
+        self._requests: Collection[asyncio.Task[None]] = ()
         self._quick_disk = True
 
     # ------------------------------------------------------------------ lifecycle
@@ -279,41 +281,52 @@ class LocalEngine(CommandEngine):
             return await super()._propose_all(commands)
         return await self._propose_lone(commands)
 
+    def watch_requests(self, requests: Collection[asyncio.Task[None]]) -> None:
+        self._requests = requests
+
     async def _propose_lone(self, commands: list[Command]) -> list[asyncio.Future[Result]]:
         """One caller's commands (a submit, or a settlement and the lease of the next job) are
         appended in the caller's own coroutine (issue 20, third cut): no wake-up of the flusher
         task, no future to wake this one, so the request that proposed them answers in the
-        same step of its task. Called when `_lone_append_now` says they would be a lone batch:
-        they are queued without waking the flusher and the loop runs once (a yield), so that a
-        caller proposing in a loop never starves the loop's other tasks. Commands proposed
-        meanwhile (other requests read in the same turn) queue behind them and wake the
-        flusher: they share one batch, group commit as before. If they are still alone, they
-        are written, synced, applied and answered right here, and the futures returned are
-        done. Under load (batches of several callers) nothing changes: no yield, the proposal
-        queue."""
+        same step of its task. Called when `_lone_append_now` says they would be a lone batch.
+
+        The one request the HTTP server is answering (watch_requests), it is appended at once:
+        no other request has been read that could join its batch (uvicorn starts a request's
+        task as soon as its head is read), and the request ends with its answer, so it cannot
+        starve the loop's other tasks. Any other caller (another request in flight, the ticker,
+        an in-process caller) first queues them without waking the flusher and lets the loop
+        run once (a yield), so that a caller proposing in a loop never starves the loop's other
+        tasks; commands proposed meanwhile (other requests read in the same turn) queue behind
+        them and wake the flusher: they share one batch, group commit as before. If they are
+        still alone, they are written, synced, applied and answered right here, and the
+        futures returned are done. Under load (batches of several callers) nothing changes: no
+        yield, the proposal queue."""
         group = [
             Proposal(command, self._loop.create_future(), joined=position > 0)
             for position, command in enumerate(commands)
         ]
-        self._pending.extend(group)
-        try:
-            await asyncio.sleep(0)
-        except BaseException:
-            # Cancelled (the caller went away): the flusher still makes them durable, as any
-            # queued command; nobody reads the answers.
-            for proposal in group:
-                proposal.future.cancel()
-            self._wakeup.set()
-            raise
-        # Only the flusher takes from `_pending`, all of it: the group is still there, alone,
-        # when its first command is first and the count is the group's.
-        if self._lone_append_now(pending=len(group)) and self._pending[0] is group[0]:
+        futures = [proposal.future for proposal in group]
+        requests = self._requests
+        if len(requests) != 1 or asyncio.current_task() not in requests:
+            self._pending.extend(group)
+            try:
+                await asyncio.sleep(0)
+            except BaseException:
+                # Cancelled (the caller went away): the flusher still makes them durable, as
+                # any queued command; nobody reads the answers.
+                for future in futures:
+                    future.cancel()
+                self._wakeup.set()
+                raise
+            # Only the flusher takes from `_pending`, all of it: the group is still there,
+            # alone, when its first command is first and the count is the group's.
+            if not (self._lone_append_now(pending=len(group)) and self._pending[0] is group[0]):
+                self._wakeup.set()  # others joined them (or writes stopped): the flusher's
+                return futures
             self._pending = []
-            await self._append_slots.acquire()  # free (not locked): returns at once
-            self._append_in_loop(group)
-        else:
-            self._wakeup.set()  # others joined them (or writes stopped): the flusher's batch
-        return [proposal.future for proposal in group]
+        await self._append_slots.acquire()  # free (not locked): returns at once
+        self._append_in_loop(group)
+        return futures
 
     def _lone_append_now(self, pending: int) -> bool:
         """What `_append` checks for a lone batch, before the flusher is woken: the batches

@@ -44,7 +44,7 @@ class LogMetrics:
         self.batch_commands = Histogram(BATCH_BUCKETS)
         self.snapshot_seconds = Histogram(SECONDS_BUCKETS)
         self.append_failures = 0
-        self.appends_in_loop = 0  # lone commands appended by the event loop itself (local WAL)
+        self.appends_in_loop = 0  # lone callers' commands appended by the event loop (local WAL)
 
     def collect(self) -> Iterator[Metric]:
         # prometheus_client is imported by the first scrape, not by every server start.
@@ -63,6 +63,6 @@ class LogMetrics:
         )
         yield CounterMetricFamily(
             "jq_wal_appends_in_loop",
-            "Appends of a lone command made by the event loop itself, not the WAL thread",
+            "Appends of a lone caller's commands made by the event loop itself, not the WAL thread",
             value=self.appends_in_loop,
         )

@@ -28,7 +28,7 @@ import dataclasses
 import logging
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
@@ -181,6 +181,9 @@ class ShardedEngine:
         await asyncio.gather(*(engine.stop() for engine in self.engines.values()))
         await self.placement.stop()
         self._started = False
+
+    def watch_requests(self, requests: Collection[asyncio.Task[None]]) -> None:
+        """Nothing: the shards' engines replicate through etcd and have no lone path."""
 
     def health(self) -> Health:
         """Ok when this node can route (its placement table is loaded); each held shard's own

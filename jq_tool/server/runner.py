@@ -31,6 +31,7 @@ import socket
 import sys
 from collections.abc import Callable
 from types import FrameType
+from typing import TYPE_CHECKING
 
 # First of jq's modules, in a block of its own that import sorting keeps first: uvicorn's Config
 # and Server without uvicorn's package __init__ (server/asgi_server.py). Anything imported
@@ -47,6 +48,11 @@ from jq_tool.server.app import StartupFailed, create_app
 from jq_tool.server.connections import ConnectionLimits
 from jq_tool.server.startup_checks import EXIT_DATA_DIR_NOT_WRITABLE, StartupRefused, run_checks
 from jq_tool.settings import RESERVED_DESCRIPTORS, Settings, descriptor_limit
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from jq_tool.engine.base import Engine
 
 log = logging.getLogger("jq.serve")
 
@@ -77,6 +83,16 @@ class DrainingServer(Server):
             asyncio.get_running_loop().call_soon_threadsafe(self.draining.set)
         except RuntimeError:
             self.draining.set()
+
+
+def serving(
+    config: Config, app: Starlette, engine: Engine, on_started: Callable[[], None]
+) -> DrainingServer:
+    """uvicorn's server for `app`, whose request tasks the engine watches: the one request in
+    flight is appended without a yield (engine/local.py, `_propose_lone`)."""
+    server = DrainingServer(config, app.state.draining, on_started)
+    engine.watch_requests(server.server_state.tasks)
+    return server
 
 
 def _ignore_signal(sig: int, frame: FrameType | None) -> None:
@@ -176,7 +192,7 @@ def run(settings: Settings) -> int:
 
             print_welcome(settings, app.state.seeded_keys)
 
-    server = DrainingServer(config, app.state.draining, first_start_panel)
+    server = serving(config, app, engine, first_start_panel)
     # Everything made so far (modules, classes, the app's routes) lives as long as the process:
     # out of the collector's sight. With no collection during the imports (jq serve raises the
     # thresholds first), the first one after recovery would otherwise walk them all (~10 ms).

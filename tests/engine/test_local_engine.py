@@ -575,6 +575,77 @@ async def test_a_lone_callers_commands_whose_caller_goes_away_are_still_written(
         await engine.stop()
 
 
+async def lone_request_order(engine: LocalEngine, others_in_flight: int) -> list[str]:
+    """What happened first while one request task submits: the job answered, or a callback
+    scheduled just before the submit ran (only a yield inside the submit lets it run first).
+    `others_in_flight` more request tasks are in flight meanwhile, waiting."""
+    loop = asyncio.get_running_loop()
+    requests: set[asyncio.Task[None]] = set()
+    engine.watch_requests(requests)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def request() -> None:
+        loop.call_soon(order.append, "another callback ran")
+        await engine.submit(JobSpec(payload="the request's"))
+        order.append("answered")
+
+    async def waiting_request() -> None:
+        await release.wait()
+
+    others = [asyncio.ensure_future(waiting_request()) for _ in range(others_in_flight)]
+    requests.update(others)
+    task = asyncio.ensure_future(request())
+    requests.add(task)
+    await task
+    release.set()
+    await asyncio.gather(*others)
+    await asyncio.sleep(0)
+    return order
+
+
+async def test_the_one_request_in_flight_is_appended_without_a_yield(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HTTP server's only request in flight (the engine watches its request tasks) is
+    written, synced and answered in its task's first step: no other request could join its
+    batch, so the loop turn a yield would cost buys nothing. With another request in flight,
+    the submit yields once first, as any caller's does, so that one can join."""
+    monkeypatch.setattr(local_engine_module, "INLINE_APPEND_UNDER_S", 60.0)
+    engine = make_engine(tmp_path)
+    await engine.start()
+    try:
+        for i in range(2):  # lone batches before: the next one may be appended in the loop
+            await engine.submit(JobSpec(payload=f"before-{i}"))
+        in_loop = engine.log_metrics.appends_in_loop
+        assert await lone_request_order(engine, others_in_flight=0) == [
+            "answered",
+            "another callback ran",
+        ]
+        assert engine.log_metrics.appends_in_loop == in_loop + 1
+        assert await lone_request_order(engine, others_in_flight=1) == [
+            "another callback ran",
+            "answered",
+        ]
+        assert engine.log_metrics.appends_in_loop == in_loop + 2  # still alone after the yield
+        # Not a request task (the ticker, an in-process caller): the yield, as before.
+        engine.watch_requests(set())
+        order: list[str] = []
+        asyncio.get_running_loop().call_soon(order.append, "another callback ran")
+        await engine.submit(JobSpec(payload="in-process"))
+        order.append("answered")
+        assert order == ["another callback ran", "answered"]
+        assert engine.stats().counters.submitted == 5
+    finally:
+        await engine.stop()
+    again = make_engine(tmp_path)
+    await again.start()
+    try:
+        assert again.stats().counters.submitted == 5  # each was synced before its answer
+    finally:
+        await again.stop()
+
+
 async def test_a_slow_disk_keeps_lone_commands_out_of_the_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
