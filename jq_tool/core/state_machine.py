@@ -345,6 +345,36 @@ def _str_problem(
 
 
 def _new_job_problem(nj: object) -> str | None:
+    # A submit's usual job, checked in one expression (a batch runs this per job): exactly a
+    # NewJob, ASCII strings (which always encode; `isascii` reads a flag), integers in range,
+    # and no flow. Anything else takes the full checks, which name the field at fault.
+    if type(nj) is NewJob and nj.flow is None:
+        job_id, queue, payload, owner = nj.id, nj.queue, nj.payload, nj.owner
+        priority, retries, run_at = nj.priority, nj.max_retries, nj.run_at
+        key, fingerprint = nj.idempotency_key, nj.fingerprint  # the SDK keys every submit
+        if (
+            type(job_id) is str
+            and job_id
+            and job_id.isascii()
+            and type(queue) is str
+            and queue.isascii()
+            and type(payload) is str
+            and payload.isascii()
+            and type(owner) is str
+            and owner.isascii()
+            and type(priority) is int
+            and -_INT_LIMIT <= priority <= _INT_LIMIT
+            and type(retries) is int
+            and -_INT_LIMIT <= retries <= _INT_LIMIT
+            and (run_at is None or (type(run_at) is int and -_INT_LIMIT <= run_at <= _INT_LIMIT))
+            and (key is None or (type(key) is str and key.isascii()))
+            and (fingerprint is None or (type(fingerprint) is str and fingerprint.isascii()))
+        ):
+            return None
+    return _new_job_full_problem(nj)
+
+
+def _new_job_full_problem(nj: object) -> str | None:
     if not isinstance(nj, NewJob):
         return "each job must be a NewJob"
     return (

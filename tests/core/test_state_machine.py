@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from jq_tool.core.backoff import retry_backoff_ms
 from jq_tool.core.model import (
@@ -33,6 +35,8 @@ from jq_tool.core.state_machine import (
     QueueStats,
     StateMachine,
     StateMachineConfig,
+    _new_job_full_problem,
+    _new_job_problem,
 )
 
 T0 = 1_000_000
@@ -202,6 +206,86 @@ def test_text_past_ascii_still_passes_an_acks_checks() -> None:
     result = sm.apply(Ack(T0 + 1, "jé", job.lease_id, "résultat ✓"))
     assert isinstance(result, JobResult) and result.job.state is JobState.ACKED
     assert result.job.result == "résultat ✓"
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        # Each field of the NewJob's quick check, wrong: the full check refuses it.
+        NewJob(7),  # type: ignore[arg-type]
+        NewJob(""),
+        NewJob("a\ud800"),
+        NewJob("a", queue=None),  # type: ignore[arg-type]
+        NewJob("a", queue="q\udc00"),
+        NewJob("a", payload=b"bytes"),  # type: ignore[arg-type]
+        NewJob("a", payload="p\ud800"),
+        NewJob("a", owner=3),  # type: ignore[arg-type]
+        NewJob("a", owner="o\ud800"),
+        NewJob("a", priority=True),
+        NewJob("a", priority=2**62),
+        NewJob("a", max_retries=1.5),  # type: ignore[arg-type]
+        NewJob("a", max_retries=-(2**62)),
+        NewJob("a", run_at=2**62),
+        NewJob("a", run_at="soon"),  # type: ignore[arg-type]
+        NewJob("a", idempotency_key="k\ud800"),
+        NewJob("a", idempotency_key=5),  # type: ignore[arg-type]
+        NewJob("a", idempotency_key="k", fingerprint="f\udc00"),
+        NewJob("a", idempotency_key="k", fingerprint=b"f"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_malformed_new_job_is_refused_and_changes_nothing(job: NewJob) -> None:
+    sm = StateMachine()
+    submit(sm, NewJob("before"))
+    state = sm.snapshot()
+    [entry] = submit(sm, job)
+    assert error_code(entry) == ErrorCode.INVALID
+    assert sm.snapshot() == state and sm.job_count == 1
+
+
+_odd_text = st.one_of(
+    st.text(max_size=6), st.just(""), st.just("x\ud800"), st.none(), st.integers(), st.binary()
+)
+_odd_int = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**63), st.booleans(), st.floats(), st.none()
+)
+
+
+@given(
+    job_id=_odd_text,
+    queue=_odd_text,
+    payload=_odd_text,
+    owner=_odd_text,
+    priority=_odd_int,
+    retries=_odd_int,
+    run_at=st.one_of(st.none(), _odd_int),
+    key=st.one_of(st.none(), _odd_text),
+    fingerprint=st.one_of(st.none(), _odd_text),
+)
+def test_the_quick_new_job_check_agrees_with_the_full_one(
+    job_id: object,
+    queue: object,
+    payload: object,
+    owner: object,
+    priority: object,
+    retries: object,
+    run_at: object,
+    key: object,
+    fingerprint: object,
+) -> None:
+    """The quick path accepts only what the full checks accept, and refuses nothing itself
+    (what it does not take, the full checks decide, and their words are the answer)."""
+    job = NewJob(
+        job_id,  # type: ignore[arg-type]
+        queue=queue,  # type: ignore[arg-type]
+        payload=payload,  # type: ignore[arg-type]
+        owner=owner,  # type: ignore[arg-type]
+        priority=priority,  # type: ignore[arg-type]
+        max_retries=retries,  # type: ignore[arg-type]
+        run_at=run_at,  # type: ignore[arg-type]
+        idempotency_key=key,  # type: ignore[arg-type]
+        fingerprint=fingerprint,  # type: ignore[arg-type]
+    )
+    assert _new_job_problem(job) == _new_job_full_problem(job)
 
 
 def test_text_past_ascii_still_passes_a_leases_checks() -> None:
