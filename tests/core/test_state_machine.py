@@ -169,7 +169,7 @@ def test_odd_values_do_not_crash_and_malformed_entries_are_errors() -> None:
         Lease(T0, "default", 1000, ["x", "x"]),
         Lease(T0, "default", 1000, [""]),
         Lease(T0, 7, 1000, ["x"]),  # type: ignore[arg-type]
-        Lease(T0, "default", True, ["x"]),  # type: ignore[arg-type]
+        Lease(T0, "default", True, ["x"]),
         # One lease id: each field of the Lease's quick check.
         Lease(T0, "d\ud800", 1000, ["x"]),
         Lease(T0, "default", 1000, ["x\udc00"]),
