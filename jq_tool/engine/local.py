@@ -149,6 +149,9 @@ class LocalEngine(CommandEngine):
         self._lone_before = False
         # The HTTP server's in-flight request tasks (watch_requests): none until it says.
         self._requests: Collection[asyncio.Task[None]] = ()
+        # The request task whose batch last skipped the yield (once per request: see
+        # _propose_lone).
+        self._unyielded: asyncio.Task[Any] | None = None
         self._quick_disk = True
 
     # ------------------------------------------------------------------ lifecycle
@@ -290,10 +293,11 @@ class LocalEngine(CommandEngine):
         task, no future to wake this one, so the request that proposed them answers in the
         same step of its task. Called when `_lone_append_now` says they would be a lone batch.
 
-        The one request the HTTP server is answering (watch_requests), it is appended at once:
-        no other request has been read that could join its batch (uvicorn starts a request's
-        task as soon as its head is read), and the request ends with its answer, so it cannot
-        starve the loop's other tasks. Any other caller (another request in flight, the ticker,
+        The first batch of the one request the HTTP server is answering (watch_requests) is
+        appended at once: no other request has been read that could join it (uvicorn starts a
+        request's task as soon as its head is read). Only the first: a request that proposes
+        again (a bulk action's chunks) yields as any caller does, so it cannot keep the loop
+        from reading other requests. Any other caller (another request in flight, the ticker,
         an in-process caller) first queues them without waking the flusher and lets the loop
         run once (a yield), so that a caller proposing in a loop never starves the loop's other
         tasks; commands proposed meanwhile (other requests read in the same turn) queue behind
@@ -306,8 +310,10 @@ class LocalEngine(CommandEngine):
             for position, command in enumerate(commands)
         ]
         futures = [proposal.future for proposal in group]
-        requests = self._requests
-        if len(requests) != 1 or asyncio.current_task() not in requests:
+        requests, task = self._requests, asyncio.current_task()
+        if len(requests) == 1 and task in requests and task is not self._unyielded:
+            self._unyielded = task
+        else:
             self._pending.extend(group)
             try:
                 await asyncio.sleep(0)
@@ -321,7 +327,8 @@ class LocalEngine(CommandEngine):
             # Only the flusher takes from `_pending`, all of it: the group is still there,
             # alone, when its first command is first and the count is the group's.
             if not (self._lone_append_now(pending=len(group)) and self._pending[0] is group[0]):
-                self._wakeup.set()  # others joined them (or writes stopped): the flusher's
+                # Others joined them (or writes stopped): the flusher's batch.
+                self._wakeup.set()
                 return futures
             self._pending = []
         await self._append_slots.acquire()  # free (not locked): returns at once

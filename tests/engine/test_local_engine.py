@@ -610,7 +610,8 @@ async def test_the_one_request_in_flight_is_appended_without_a_yield(
     """The HTTP server's only request in flight (the engine watches its request tasks) is
     written, synced and answered in its task's first step: no other request could join its
     batch, so the loop turn a yield would cost buys nothing. With another request in flight,
-    the submit yields once first, as any caller's does, so that one can join."""
+    the submit yields once first, as any caller's does, so that one can join; and so does a
+    request's second batch."""
     monkeypatch.setattr(local_engine_module, "INLINE_APPEND_UNDER_S", 60.0)
     engine = make_engine(tmp_path)
     await engine.start()
@@ -628,6 +629,27 @@ async def test_the_one_request_in_flight_is_appended_without_a_yield(
             "answered",
         ]
         assert engine.log_metrics.appends_in_loop == in_loop + 2  # still alone after the yield
+        # The same request proposing again (a bulk action's chunks): the yield, so that a long
+        # request cannot keep the loop from reading others.
+        requests: set[asyncio.Task[None]] = set()
+        engine.watch_requests(requests)
+        orders: list[list[str]] = []
+
+        async def proposing_twice() -> None:
+            for name in ("first", "second"):
+                order: list[str] = []
+                asyncio.get_running_loop().call_soon(order.append, "another callback ran")
+                await engine.submit(JobSpec(payload=name))
+                order.append("answered")
+                orders.append(order)
+
+        task = asyncio.ensure_future(proposing_twice())
+        requests.add(task)
+        await task
+        assert orders == [
+            ["answered", "another callback ran"],
+            ["another callback ran", "answered"],
+        ]
         # Not a request task (the ticker, an in-process caller): the yield, as before.
         engine.watch_requests(set())
         order: list[str] = []
@@ -635,13 +657,13 @@ async def test_the_one_request_in_flight_is_appended_without_a_yield(
         await engine.submit(JobSpec(payload="in-process"))
         order.append("answered")
         assert order == ["another callback ran", "answered"]
-        assert engine.stats().counters.submitted == 5
+        assert engine.stats().counters.submitted == 7
     finally:
         await engine.stop()
     again = make_engine(tmp_path)
     await again.start()
     try:
-        assert again.stats().counters.submitted == 5  # each was synced before its answer
+        assert again.stats().counters.submitted == 7  # each was synced before its answer
     finally:
         await again.stop()
 
