@@ -88,8 +88,8 @@ class DrainingServer(Server):
 def serving(
     config: Config, app: Starlette, engine: Engine, on_started: Callable[[], None]
 ) -> DrainingServer:
-    """uvicorn's server for `app`, whose request tasks the engine watches: the one request in
-    flight is appended without a yield (engine/local.py, `_propose_lone`)."""
+    """uvicorn's server for `app`, whose request tasks the engine watches: the first batch of
+    the one request in flight is appended without a yield (engine/local.py, `_propose_lone`)."""
     server = DrainingServer(config, app.state.draining, on_started)
     engine.watch_requests(server.server_state.tasks)
     return server
