@@ -7,6 +7,7 @@ import asyncio
 import errno
 import gc
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -483,6 +484,25 @@ async def test_lone_commands_are_appended_in_the_loop_and_survive_a_crash(
         await again.stop()
 
 
+async def cancelled_in_its_yield(
+    engine: LocalEngine, proposing: Awaitable[object], queued: int, applied: Callable[[], bool]
+) -> None:
+    """Run `proposing` up to its yield (its `queued` commands queued, the flusher not woken),
+    cancel it there as a client going away would, and wait until `applied()`: the commands
+    must still be made durable and applied, with no other command to wake the flusher."""
+    gone = asyncio.ensure_future(proposing)
+    await asyncio.sleep(0)
+    assert len(engine._pending) == queued
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    deadline = asyncio.get_running_loop().time() + 5
+    while not applied():
+        assert asyncio.get_running_loop().time() < deadline, "the commands were left queued"
+        await asyncio.sleep(0.01)
+    assert not engine._pending
+
+
 async def test_one_workers_ack_and_lease_next_is_appended_in_the_loop_and_survives_a_crash(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -553,21 +573,14 @@ async def test_a_lone_callers_commands_whose_caller_goes_away_are_still_written(
         for i in range(2):  # lone batches before: the next one may be appended in the loop
             await engine.submit(JobSpec(payload=f"before-{i}"))
         (job,) = await engine.lease("default")
-        gone = asyncio.ensure_future(
+        await cancelled_in_its_yield(
+            engine,
             engine.settle_many(
                 [Settlement(job.id, job.lease_id, result="ok")], lease_next=LeaseNext("default")
-            )
+            ),
+            queued=2,  # the Ack and the Lease
+            applied=lambda: engine.stats().counters.acked == 1,
         )
-        await asyncio.sleep(0)  # settle_many runs up to its yield
-        assert len(engine._pending) == 2  # the Ack and the Lease, the flusher not woken
-        gone.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await gone
-        deadline = asyncio.get_running_loop().time() + 5
-        while engine.stats().counters.acked < 1:
-            assert asyncio.get_running_loop().time() < deadline, "the commands were left queued"
-            await asyncio.sleep(0.01)
-        assert not engine._pending
         acked = await engine.get(job.id)
         assert acked is not None and acked.state is JobState.ACKED
         assert engine.stats().totals.running == 1  # the next job, leased with the ack
@@ -696,17 +709,12 @@ async def test_a_lone_command_whose_caller_goes_away_during_its_yield_is_still_w
     try:
         for i in range(3):  # lone commands from the second on
             await engine.submit(JobSpec(payload=f"before-{i}"))
-        gone = asyncio.ensure_future(engine.submit(JobSpec(payload="gone")))
-        await asyncio.sleep(0)  # the submit runs up to its yield
-        assert len(engine._pending) == 1  # queued, the flusher not woken
-        gone.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await gone
-        deadline = asyncio.get_running_loop().time() + 5
-        while engine.stats().counters.submitted < 4:
-            assert asyncio.get_running_loop().time() < deadline, "the command was left queued"
-            await asyncio.sleep(0.01)
-        assert not engine._pending
+        await cancelled_in_its_yield(
+            engine,
+            engine.submit(JobSpec(payload="gone")),
+            queued=1,
+            applied=lambda: engine.stats().counters.submitted == 4,
+        )
     finally:
         await engine.stop()
     again = make_engine(tmp_path)
