@@ -33,6 +33,18 @@ def make_engine(data_dir: Path, **overrides: int) -> LocalEngine:
     return LocalEngine(engine_config(settings))
 
 
+def abandon_as_if_killed(engine: LocalEngine) -> None:
+    """As after kill -9: no stop(), so no final snapshot; only the WAL's files are closed (and
+    its directory lock released) so this process can open it again. The real kill -9 tests
+    are in tests/e2e and tests/chaos."""
+    assert engine._flusher and engine._ticker
+    engine._flusher.cancel()
+    engine._ticker.cancel()
+    assert engine._wal_thread is not None
+    engine._wal_thread.close()
+    engine._wal.close()
+
+
 @pytest.fixture
 async def engine(tmp_path: Path):
     engine = make_engine(tmp_path, lease_check_interval_ms=50)
@@ -84,15 +96,7 @@ async def test_recovery_without_graceful_stop_replays_the_log(tmp_path: Path) ->
     engine = make_engine(tmp_path)
     await engine.start()
     outcome = await engine.submit(JobSpec(payload="durable"))
-    # As after a crash: no stop(), so no final snapshot; only the WAL's files are closed (and
-    # its directory lock released) so this process can open it again. The real kill -9 tests
-    # are in tests/e2e and tests/chaos.
-    assert engine._flusher and engine._ticker
-    engine._flusher.cancel()
-    engine._ticker.cancel()
-    assert engine._wal_thread is not None
-    engine._wal_thread.close()
-    engine._wal.close()
+    abandon_as_if_killed(engine)
     assert not list(tmp_path.glob("*.snap"))
 
     again = make_engine(tmp_path)
@@ -467,12 +471,7 @@ async def test_lone_commands_are_appended_in_the_loop_and_survive_a_crash(
     )
     assert engine.log_metrics.appends_in_loop == in_loop  # one batch of 20, in the WAL thread
     assert engine._wal_thread is not None and engine._wal_thread.idle
-    # As after kill -9: no stop(), no final snapshot; restart replays the WAL.
-    assert engine._flusher and engine._ticker
-    engine._flusher.cancel()
-    engine._ticker.cancel()
-    engine._wal_thread.close()
-    engine._wal.close()
+    abandon_as_if_killed(engine)  # restart replays the WAL
     again = make_engine(tmp_path)
     await again.start()
     try:
@@ -539,13 +538,7 @@ async def test_one_workers_ack_and_lease_next_is_appended_in_the_loop_and_surviv
     assert engine.log_metrics.appends_in_loop == in_loop  # two callers: the WAL thread's batch
     acked += [held.id, second.id]
     leased_now = [next_jobs[0].id for _, next_jobs in cycles]
-    # As after kill -9: no stop(), no final snapshot; restart replays the WAL.
-    assert engine._flusher and engine._ticker
-    engine._flusher.cancel()
-    engine._ticker.cancel()
-    assert engine._wal_thread is not None
-    engine._wal_thread.close()
-    engine._wal.close()
+    abandon_as_if_killed(engine)  # restart replays the WAL
     again = make_engine(tmp_path)
     await again.start()
     try:
