@@ -563,7 +563,10 @@ class JqDashboard(App[None]):
     def _refresh_side_views(self) -> None:
         if not self.connected:
             return
-        current = self.query_one("#views", ContentSwitcher).current
+        try:
+            current = self.query_one("#views", ContentSwitcher).current
+        except NoMatches:  # a tick while the app closes: its widgets are already gone
+            return
         if current == "queues":
             self.refresh_queues()
         elif current == "workers":
