@@ -68,10 +68,10 @@ def redact(text: str) -> str:
     return _SECRET.sub(lambda match: f"{match.group(1)}_…", text)
 
 
-def free_port(taken: set[int] | None = None) -> int:
-    """A loopback port free for a listener (a `jq serve`), not in `taken`. Drawn from below the
-    kernel's ephemeral range, like free_peer_port and for its reason."""
-    return _free_ports_from(1, taken or set())
+def free_port() -> int:
+    """A loopback port free for a listener (a `jq serve`). Drawn from below the kernel's
+    ephemeral range, like free_peer_port and for its reason."""
+    return _free_ports_from(1, set())
 
 
 def _below_ephemeral_ports() -> int:
