@@ -343,11 +343,22 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         done += written
 
 
+@dataclass(frozen=True)
+class UnsyncedWrite:
+    """A batch written into the current segment (`WAL.write_unsynced`), waiting for its sync."""
+
+    fd: int
+    end: int  # the segment's valid size once it is synced
+    records: int
+
+
 class WAL:
     """The write side of a WAL directory. Not thread-safe: the engine calls its methods one call
     at a time, from its WAL thread or, while that thread is idle, from the event loop (a lone
-    append); write_snapshot_file, which touches no WAL state, may run in another thread; the
-    segment pipeline has its own thread and lock."""
+    append, or a write whose sync the kernel makes: `write_unsynced` then `synced`, meanwhile
+    only `drop_before` may run, which touches the older segments and the base alone);
+    write_snapshot_file, which touches no WAL state, may run in another thread; the segment
+    pipeline has its own thread and lock."""
 
     def __init__(
         self, directory: Path, *, segment_bytes: int = 64 << 20, preallocate: bool = False
@@ -519,13 +530,54 @@ class WAL:
     def append(self, records: list[tuple[int, bytes]]) -> int:
         """Make a batch of (type, body) records durable: one write, one fdatasync. Returns the
         index of the last record. A failed write leaves no partial record behind."""
-        fd = self._check_writable()
+        self._check_writable()
         if not records:
             return self._next_index - 1
         batch = encode_records(records)
         if self._rotation_due(len(batch)):
             self._create_segment(self._next_index)
-            fd = self._check_writable()
+        written = self._write(batch, len(records))
+        try:
+            os.fdatasync(written.fd)
+        except OSError as sync_error:
+            self.synced(written, sync_error)  # raises it, the WAL poisoned
+            raise
+        return self.synced(written)
+
+    def write_unsynced(self, records: list[tuple[int, bytes]]) -> UnsyncedWrite | None:
+        """The first half of `append` for a caller that syncs some other way (an AIO
+        fdatasync): the batch written into the current segment, not yet synced, nor counted.
+        The caller syncs `fd`, then calls `synced` before anything else touches this WAL. None
+        (nothing written) when the batch needs a rotation first, whose own syncs `append` does.
+        A failed write raises, as in `append`."""
+        self._check_writable()
+        if not records:
+            return None
+        batch = encode_records(records)
+        if self._rotation_due(len(batch)):
+            return None
+        return self._write(batch, len(records))
+
+    def synced(self, written: UnsyncedWrite, sync_error: OSError | None = None) -> int:
+        """The second half: the sync of `written` returned (`sync_error` if it failed). Counts
+        the records in and returns the index of the last; raises `sync_error`, poisoning the
+        WAL, if the sync failed."""
+        if sync_error is not None:
+            # After a failed fdatasync the kernel may have dropped the dirty pages: what is on
+            # disk is unknown, so no later append may be acknowledged on top of it.
+            self._poison(f"fsync failed: fdatasync returned {sync_error}")
+            raise sync_error
+        self._size = written.end
+        self._file_size = max(self._file_size, self._size)
+        self._next_index += written.records
+        pipeline = self._pipeline
+        if pipeline is not None and not self._spare_wanted and self._size >= self._want_spare_at:
+            self._spare_wanted = True
+            pipeline.want()
+        return self._next_index - 1
+
+    def _write(self, batch: bytes, records: int) -> UnsyncedWrite:
+        fd = self._check_writable()
         before = self._size
         try:
             _pwrite_all(fd, batch, before)
@@ -537,21 +589,7 @@ class WAL:
                 raise write_error from truncate_error
             self._file_size = before
             raise
-        try:
-            os.fdatasync(fd)
-        except OSError as sync_error:
-            # After a failed fdatasync the kernel may have dropped the dirty pages: what is on
-            # disk is unknown, so no later append may be acknowledged on top of it.
-            self._poison(f"fsync failed: fdatasync returned {sync_error}")
-            raise
-        self._size = before + len(batch)
-        self._file_size = max(self._file_size, self._size)
-        self._next_index += len(records)
-        pipeline = self._pipeline
-        if pipeline is not None and not self._spare_wanted and self._size >= self._want_spare_at:
-            self._spare_wanted = True
-            pipeline.want()
-        return self._next_index - 1
+        return UnsyncedWrite(fd, before + len(batch), records)
 
     def _rotation_due(self, batch_bytes: int) -> bool:
         if self._next_index == self._segments[-1][0]:

@@ -45,6 +45,7 @@ class LogMetrics:
         self.snapshot_seconds = Histogram(SECONDS_BUCKETS)
         self.append_failures = 0
         self.appends_in_loop = 0  # lone callers' commands appended by the event loop (local WAL)
+        self.appends_queued = 0  # written by the event loop, synced by the kernel (Linux AIO)
 
     def collect(self) -> Iterator[Metric]:
         # prometheus_client is imported by the first scrape, not by every server start.
@@ -65,4 +66,9 @@ class LogMetrics:
             "jq_wal_appends_in_loop",
             "Appends of a lone caller's commands made by the event loop itself, not the WAL thread",
             value=self.appends_in_loop,
+        )
+        yield CounterMetricFamily(
+            "jq_wal_appends_queued",
+            "Appends written by the event loop, their fdatasync queued to the kernel (Linux AIO)",
+            value=self.appends_queued,
         )

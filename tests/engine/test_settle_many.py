@@ -15,6 +15,7 @@ from jq_tool.engine.base import CommandRejected, JobSpec, LeaseNext, Settlement,
 from jq_tool.engine.factory import engine_config
 from jq_tool.engine.local import LocalEngine
 from jq_tool.settings import Settings
+from tests.engine.wal_hooks import count_appends, fail_writes
 
 
 def make_engine(data_dir: Path) -> LocalEngine:
@@ -27,19 +28,6 @@ async def engine(tmp_path: Path):
     await engine.start()
     yield engine
     await engine.stop()
-
-
-def count_appends(engine: LocalEngine) -> list[int]:
-    """Records per WAL append from now on (each append is one write + one fdatasync)."""
-    appends: list[int] = []
-    real_append = engine._wal.append
-
-    def counting_append(records):  # type: ignore[no-untyped-def]
-        appends.append(len(records))
-        return real_append(records)
-
-    engine._wal.append = counting_append  # type: ignore[method-assign]
-    return appends
 
 
 async def leased(engine: LocalEngine, count: int, queue: str = "default") -> list[Job]:
@@ -193,18 +181,15 @@ async def test_outcomes_survive_a_restart_and_a_crash_replay(tmp_path: Path) -> 
         await restarted.stop()
 
 
-async def test_a_full_disk_refuses_the_whole_batch(engine: LocalEngine) -> None:
+async def test_a_full_disk_refuses_the_whole_batch(
+    engine: LocalEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     [job] = await leased(engine, 1)
     await engine.submit(JobSpec(payload="next"))
-    real_append = engine._wal.append
-
-    def full(records):  # type: ignore[no-untyped-def]
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    engine._wal.append = full  # type: ignore[method-assign]
+    fail_writes(monkeypatch, errno.ENOSPC, "No space left on device")
     with pytest.raises(StorageFull):
         await engine.settle_many([Settlement(job.id, job.lease_id)], lease_next=LeaseNext())
-    engine._wal.append = real_append  # type: ignore[method-assign]
+    monkeypatch.undo()
     # Nothing was applied: the job still runs under its lease, and the next one is still READY.
     current = await engine.get(job.id)
     assert current is not None and current.state is JobState.RUNNING
