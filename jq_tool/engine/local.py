@@ -309,13 +309,13 @@ class LocalEngine(CommandEngine):
             return True
         if written is None:
             return False
-        self.log_metrics.appends_queued += 1
         try:
             self._syncer.submit(written.fd)
         except OSError:
             # The kernel would not queue it (no memory for the request): sync right here.
             self._finish_sync(written, context, _fdatasync_error(written.fd))
             return True
+        self.log_metrics.appends_queued += 1
         self._syncing = (written, context)
         return True
 

@@ -828,3 +828,46 @@ async def test_without_aio_the_wal_thread_syncs_every_batch(
         assert again.stats().counters.submitted == 100
     finally:
         await again.stop()
+
+
+async def test_a_sync_the_kernel_will_not_queue_is_made_in_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """io_submit refusing (no memory for the request) costs speed, not the batch."""
+    import os
+    import threading
+
+    from jq_tool.core.aio_sync import AioSyncer
+
+    engine = make_engine(tmp_path)
+    await engine.start()
+    try:
+        if engine._syncer is None:
+            pytest.skip("Linux AIO is not available here")
+
+        def refused(self: AioSyncer, fd: int) -> int:
+            raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+        monkeypatch.setattr(AioSyncer, "submit", refused)
+        syncing_threads: list[str] = []
+        real_fdatasync = os.fdatasync
+
+        def fdatasync(fd: int) -> None:
+            syncing_threads.append(threading.current_thread().name)
+            real_fdatasync(fd)
+
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        appends = count_appends(engine)
+        outcomes = await asyncio.gather(*(engine.submit(JobSpec(payload="x")) for _ in range(50)))
+        assert all(outcome.job_id for outcome in outcomes) and sum(appends) == 50
+        assert engine.log_metrics.appends_queued == 0 and engine.health().ok
+        assert syncing_threads and set(syncing_threads) == {threading.current_thread().name}
+    finally:
+        monkeypatch.undo()
+        abandon_as_if_killed(engine)
+    again = make_engine(tmp_path)
+    await again.start()
+    try:
+        assert again.stats().counters.submitted == 50
+    finally:
+        await again.stop()
