@@ -1,14 +1,14 @@
 """An fdatasync that the kernel runs while the caller goes on: Linux AIO's `IOCB_CMD_FDSYNC`
 (Linux 4.18+), its completion signalled on an eventfd that an event loop watches.
 
-Why (issue 20, the worker's path): the WAL thread's round trip was ~425 µs per batch under
-8 worker threads, of which the disk's fdatasync took ~110. The rest was the thread waking and
-then waiting for the GIL, which the event loop holds while it reads requests: the thread got
-it only when the loop went idle (measured in `jq serve`: hand-off to the thread p50 176 µs,
-not shortened by a shorter `sys.setswitchinterval` or by pinning the thread to the other CPU).
-Here the sync is queued to the kernel (a kworker runs `vfs_fsync_range`, the same datasync an
-`fdatasync` call makes), the loop keeps reading requests, and the completion wakes the loop
-through the eventfd: no thread of ours, no GIL hand-off.
+Why (issue 20, the worker's path): under 8 worker threads the WAL thread's hand-off alone took
+p50 176 µs before its sync began, more than the disk's fdatasync (~100 µs): the thread woke,
+then waited for the GIL, which the event loop holds while it reads requests, until the loop
+went idle (a shorter `sys.setswitchinterval` or pinning the thread to the other CPU did not
+change it); and the two threads spent 124 + 36 µs of CPU a cycle. Here the sync is queued to
+the kernel (a kworker runs `vfs_fsync_range`, the same datasync an `fdatasync` call makes),
+the loop keeps reading requests, and the completion wakes the loop through the eventfd: no
+thread of ours, no GIL hand-off (112 µs of CPU a cycle; docs/benchmarks.md, sixth cut).
 
 The caller writes the data first (a plain `pwrite`, into the page cache), then `submit`s the
 sync of that descriptor; `completed` (called when the eventfd is readable) returns the result

@@ -295,9 +295,10 @@ class LocalEngine(CommandEngine):
     def _append_queued(self, batch: list[Proposal]) -> bool:
         """Write `batch` here and queue its fdatasync to the kernel; `_synced` applies and
         answers it when the sync is done (the append slot is held until then). Why not the WAL
-        thread: its round trip cost ~3x the disk's sync, waiting to wake and for the GIL while
-        the loop read requests (core/aio_sync.py). False, with nothing written, when the batch
-        needs a rotation first (rare: the thread does it, with its syncs)."""
+        thread: its hand-off alone took longer than the disk's sync (waking, then waiting for
+        the GIL while the loop read requests), and the two threads together spent more CPU a
+        cycle than the loop alone does now (core/aio_sync.py). False, with nothing written, when
+        the batch needs a rotation first (rare: the thread does it, with its syncs)."""
         assert self._syncer is not None
         context = (batch, time.perf_counter())
         try:
