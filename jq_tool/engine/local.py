@@ -233,10 +233,7 @@ class LocalEngine(CommandEngine):
                 # The log has every record: a restart replays them. Closing must still happen.
                 log.exception("final snapshot failed")
         self._release_all_waiters()
-        if self._syncer is not None:  # nothing is queued: _drain waited for the last append
-            asyncio.get_running_loop().remove_reader(self._syncer.fileno)
-            self._syncer.close()
-            self._syncer = None
+        self._close_syncer()  # nothing is queued: _drain waited for the last append
         assert self._wal_thread is not None
         await self._wal_thread.call(self.history.close)
         await self._wal_thread.call(self._wal.close)
@@ -312,13 +309,24 @@ class LocalEngine(CommandEngine):
             return False
         try:
             self._syncer.submit(written.fd)
-        except OSError:
-            # The kernel would not queue it (no memory for the request): sync right here.
+        except OSError as exc:
+            # The kernel would not queue it: this batch is synced right here. No memory for
+            # the request is for now; a file system that queues no sync (EINVAL) is for good,
+            # and the WAL thread syncs from then on.
+            if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
+                log.warning("WAL syncs go to the WAL thread: the kernel queues none here (%s)", exc)
+                self._close_syncer()
             self._finish_sync(written, context, _fdatasync_error(written.fd))
             return True
         self.log_metrics.appends_queued += 1
         self._syncing = (written, context)
         return True
+
+    def _close_syncer(self) -> None:
+        if self._syncer is not None:
+            asyncio.get_running_loop().remove_reader(self._syncer.fileno)
+            self._syncer.close()
+            self._syncer = None
 
     def _synced(self) -> None:
         """The syncer's eventfd is readable: finish the batch whose sync completed."""

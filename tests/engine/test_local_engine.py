@@ -43,9 +43,7 @@ def abandon_as_if_killed(engine: LocalEngine) -> None:
     engine._ticker.cancel()
     assert engine._wal_thread is not None
     engine._wal_thread.close()
-    if engine._syncer is not None:
-        asyncio.get_running_loop().remove_reader(engine._syncer.fileno)
-        engine._syncer.close()
+    engine._close_syncer()
     engine._wal.close()
 
 
@@ -871,3 +869,42 @@ async def test_a_sync_the_kernel_will_not_queue_is_made_in_the_loop(
         assert again.stats().counters.submitted == 50
     finally:
         await again.stop()
+
+
+async def test_a_file_system_that_queues_no_sync_sends_syncs_to_the_wal_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """io_submit refusing the sync itself (EINVAL: none for this file system) is for good: that
+    batch is synced in the loop, every later one by the WAL thread."""
+    import os
+    import threading
+
+    from jq_tool.core.aio_sync import AioSyncer
+
+    engine = make_engine(tmp_path)
+    await engine.start()
+    try:
+        if engine._syncer is None:
+            pytest.skip("Linux AIO is not available here")
+
+        def unsupported(self: AioSyncer, fd: int) -> int:
+            raise OSError(errno.EINVAL, "Invalid argument")
+
+        monkeypatch.setattr(AioSyncer, "submit", unsupported)
+        syncing_threads: list[str] = []
+        real_fdatasync = os.fdatasync
+
+        def fdatasync(fd: int) -> None:
+            syncing_threads.append(threading.current_thread().name)
+            real_fdatasync(fd)
+
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        first = await asyncio.gather(*(engine.submit(JobSpec(payload="a")) for _ in range(20)))
+        assert all(outcome.job_id for outcome in first) and engine._syncer is None
+        assert syncing_threads == [threading.current_thread().name]
+        more = await asyncio.gather(*(engine.submit(JobSpec(payload="b")) for _ in range(20)))
+        assert all(outcome.job_id for outcome in more) and engine.health().ok
+        assert set(syncing_threads[1:]) == {"jq-wal"}
+    finally:
+        monkeypatch.undo()
+        await engine.stop()
