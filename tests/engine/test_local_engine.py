@@ -26,7 +26,13 @@ from jq_tool.engine.base import (
 from jq_tool.engine.factory import engine_config
 from jq_tool.engine.local import LocalEngine
 from jq_tool.settings import Settings
-from tests.engine.wal_hooks import count_appends, fail_syncs, fail_writes
+from tests.engine.wal_hooks import (
+    count_appends,
+    fail_syncs,
+    fail_writes,
+    record_syncing_threads,
+    refuse_queued_syncs,
+)
 
 
 def make_engine(data_dir: Path, **overrides: int) -> LocalEngine:
@@ -832,29 +838,15 @@ async def test_a_sync_the_kernel_will_not_queue_is_made_in_the_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """io_submit refusing (no memory for the request) costs speed, not the batch."""
-    import os
     import threading
-
-    from jq_tool.core.aio_sync import AioSyncer
 
     engine = make_engine(tmp_path)
     await engine.start()
     try:
         if engine._syncer is None:
             pytest.skip("Linux AIO is not available here")
-
-        def refused(self: AioSyncer, fd: int) -> int:
-            raise OSError(errno.ENOMEM, "Cannot allocate memory")
-
-        monkeypatch.setattr(AioSyncer, "submit", refused)
-        syncing_threads: list[str] = []
-        real_fdatasync = os.fdatasync
-
-        def fdatasync(fd: int) -> None:
-            syncing_threads.append(threading.current_thread().name)
-            real_fdatasync(fd)
-
-        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        refuse_queued_syncs(monkeypatch, errno.ENOMEM)
+        syncing_threads = record_syncing_threads(monkeypatch)
         appends = count_appends(engine)
         outcomes = await asyncio.gather(*(engine.submit(JobSpec(payload="x")) for _ in range(50)))
         assert all(outcome.job_id for outcome in outcomes) and sum(appends) == 50
@@ -876,29 +868,15 @@ async def test_a_file_system_that_queues_no_sync_sends_syncs_to_the_wal_thread(
 ) -> None:
     """io_submit refusing the sync itself (EINVAL: none for this file system) is for good: that
     batch is synced in the loop, every later one by the WAL thread."""
-    import os
     import threading
-
-    from jq_tool.core.aio_sync import AioSyncer
 
     engine = make_engine(tmp_path)
     await engine.start()
     try:
         if engine._syncer is None:
             pytest.skip("Linux AIO is not available here")
-
-        def unsupported(self: AioSyncer, fd: int) -> int:
-            raise OSError(errno.EINVAL, "Invalid argument")
-
-        monkeypatch.setattr(AioSyncer, "submit", unsupported)
-        syncing_threads: list[str] = []
-        real_fdatasync = os.fdatasync
-
-        def fdatasync(fd: int) -> None:
-            syncing_threads.append(threading.current_thread().name)
-            real_fdatasync(fd)
-
-        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        refuse_queued_syncs(monkeypatch, errno.EINVAL)
+        syncing_threads = record_syncing_threads(monkeypatch)
         first = await asyncio.gather(*(engine.submit(JobSpec(payload="a")) for _ in range(20)))
         assert all(outcome.job_id for outcome in first) and engine._syncer is None
         assert syncing_threads == [threading.current_thread().name]

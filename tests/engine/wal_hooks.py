@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 
 import pytest
 
@@ -64,3 +65,27 @@ def fail_syncs(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(os, "fdatasync", failing_fdatasync)
     monkeypatch.setattr(AioSyncer, "completed", failing_completed)
+
+
+def refuse_queued_syncs(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    """io_submit refuses every sync with `code` (ENOMEM: for now; EINVAL: this file system
+    queues none), until monkeypatch.undo()."""
+
+    def refused(self: AioSyncer, fd: int) -> int:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(AioSyncer, "submit", refused)
+
+
+def record_syncing_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of the thread of every `os.fdatasync` call from now on (the loop's, or the WAL
+    thread's "jq-wal"), until monkeypatch.undo()."""
+    names: list[str] = []
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        names.append(threading.current_thread().name)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    return names
