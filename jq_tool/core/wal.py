@@ -343,6 +343,15 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         done += written
 
 
+def fdatasync_error(fd: int) -> OSError | None:
+    """fdatasync `fd`; the error it raised, or None. For `WAL.synced`, which takes either."""
+    try:
+        os.fdatasync(fd)
+    except OSError as exc:
+        return exc
+    return None
+
+
 @dataclass(frozen=True)
 class UnsyncedWrite:
     """A batch written into the current segment (`WAL.write_unsynced`), waiting for its sync."""
@@ -537,12 +546,7 @@ class WAL:
         if self._rotation_due(len(batch)):
             self._create_segment(self._next_index)
         written = self._write(batch, len(records))
-        try:
-            os.fdatasync(written.fd)
-        except OSError as sync_error:
-            self.synced(written, sync_error)  # raises it, the WAL poisoned
-            raise
-        return self.synced(written)
+        return self.synced(written, fdatasync_error(written.fd))
 
     def write_unsynced(self, records: list[tuple[int, bytes]]) -> UnsyncedWrite | None:
         """The first half of `append` for a caller that syncs some other way (an AIO

@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 from jq_tool.core.aio_sync import AioSyncer, open_syncer
 from jq_tool.core.model import Command, Result, decode_command
-from jq_tool.core.wal import RECORD_COMMAND, WAL, UnsyncedWrite
+from jq_tool.core.wal import RECORD_COMMAND, WAL, UnsyncedWrite, fdatasync_error
 from jq_tool.engine.base import (
     EngineConfig,
     EngineUnavailable,
@@ -263,13 +263,13 @@ class LocalEngine(CommandEngine):
         one_caller = all(proposal.joined for proposal in islice(batch, 1, None))
         lone = one_caller and self._lone_before and self._quick_disk
         self._lone_before = one_caller
-        if self._wal_thread.idle:
-            if lone:
-                self._append_in_loop(batch)
-                return
-            if self._syncer is not None and self._temporary is None and self._append_queued(batch):
-                return
-        records = [(RECORD_COMMAND, proposal.record) for proposal in batch]
+        if lone and self._wal_thread.idle:
+            self._append_in_loop(batch)
+            return
+        records = _records(batch)
+        queue_sync = self._syncer is not None and self._temporary is None and self._wal_thread.idle
+        if queue_sync and self._append_queued(batch, records):
+            return
         context = (batch, time.perf_counter())
         try:
             self._wal_thread.call_then(self._wal.append, (records,), self._appended, context)
@@ -283,13 +283,13 @@ class LocalEngine(CommandEngine):
         self.log_metrics.appends_in_loop += 1
         context = (batch, time.perf_counter())
         try:
-            last_index = self._wal.append([(RECORD_COMMAND, proposal.record) for proposal in batch])
+            last_index = self._wal.append(_records(batch))
         except Exception as exc:  # noqa: BLE001 - answered as the thread's would be
             self._appended(context, None, exc)
         else:
             self._appended(context, last_index, None)
 
-    def _append_queued(self, batch: list[Proposal]) -> bool:
+    def _append_queued(self, batch: list[Proposal], records: list[tuple[int, bytes]]) -> bool:
         """Write `batch` here and queue its fdatasync to the kernel; `_synced` applies and
         answers it when the sync is done (the append slot is held until then). Why not the WAL
         thread: its hand-off alone took longer than the disk's sync (waking, then waiting for
@@ -299,9 +299,7 @@ class LocalEngine(CommandEngine):
         assert self._syncer is not None
         context = (batch, time.perf_counter())
         try:
-            written = self._wal.write_unsynced(
-                [(RECORD_COMMAND, proposal.record) for proposal in batch]
-            )
+            written = self._wal.write_unsynced(records)
         except Exception as exc:  # noqa: BLE001 - answered as the thread's would be
             self._appended(context, None, exc)
             return True
@@ -316,7 +314,7 @@ class LocalEngine(CommandEngine):
             if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
                 log.warning("WAL syncs go to the WAL thread: the kernel queues none here (%s)", exc)
                 self._close_syncer()
-            self._finish_sync(written, context, _fdatasync_error(written.fd))
+            self._finish_sync(written, context, fdatasync_error(written.fd))
             return True
         self.log_metrics.appends_queued += 1
         self._syncing = (written, context)
@@ -541,12 +539,9 @@ class LocalEngine(CommandEngine):
         await self._wal_thread.call(self._wal.drop_before, position)
 
 
-def _fdatasync_error(fd: int) -> OSError | None:
-    try:
-        os.fdatasync(fd)
-    except OSError as exc:
-        return exc
-    return None
+def _records(batch: list[Proposal]) -> list[tuple[int, bytes]]:
+    """The WAL records of a batch, in order."""
+    return [(RECORD_COMMAND, proposal.record) for proposal in batch]
 
 
 def _describe(exc: OSError) -> str:
