@@ -92,12 +92,13 @@ class NodeInfo(msgspec.Struct):
 
 
 class ClusterEngine(CommandEngine):
-    # Concurrent etcd puts; arrivals meanwhile share the next batch. Over gRPC a put comes back
-    # sooner than through the gateway, so with 8 in flight the batches shrank (~24 commands a
-    # put to ~15 at 64 connections) and each member's per-put work was spread over fewer
-    # submits; with 2, ~25 again, and the three nodes with their members spent ~20% less CPU
-    # per replicated submit than over the gateway with 8 (bench/cluster_bench.py's split).
-    APPENDS_IN_FLIGHT = 2
+    # Concurrent etcd puts; arrivals meanwhile share the next batch. Each put costs the three
+    # members about the same CPU whatever its size, so fewer, larger puts replicate a submit
+    # for less: with 8 in flight over gRPC batches were ~15 commands at 64 connections, with
+    # 2 ~20, with 1 ~35, and with 1 the nodes and members spent ~15% less CPU per replicated
+    # submit and replicated ~15% more submits/s, at the same p99 (bench/cluster_bench.py,
+    # alternating runs, docs/benchmarks.md). CommandEngine's one put at a time, said here.
+    APPENDS_IN_FLIGHT = 1
 
     def __init__(
         self,
@@ -203,8 +204,8 @@ class ClusterEngine(CommandEngine):
     # ------------------------------------------------------------------ the write path
 
     async def _append(self, batch: list[Proposal]) -> None:
-        # The put runs on its own, so up to APPENDS_IN_FLIGHT batches are in etcd at once; it
-        # releases its slot when etcd answered.
+        # The put runs on its own task, which releases the append slot when etcd answered (the
+        # flusher waits for the slot, so at most APPENDS_IN_FLIGHT batches are in etcd at once).
         put = asyncio.create_task(self._put_batch(batch))
         self._puts.add(put)
         put.add_done_callback(self._puts.discard)
