@@ -755,7 +755,7 @@ class StateMachine:
             )
         )
 
-    def restore(self, data: bytes) -> None:
+    def restore(self, data: bytes | memoryview) -> None:
         """Replace the whole state with a snapshot. Raises ValueError (and keeps the current
         state) when the data is not a valid snapshot."""
         rebuilt = StateMachine(self._config, self._on_transition, self._on_forget)

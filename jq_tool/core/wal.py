@@ -101,7 +101,7 @@ class WalLocked(Exception):
 
 class Recovery(msgspec.Struct):
     snapshot_index: int  # records with index < snapshot_index are inside `snapshot`
-    snapshot: bytes | None  # the state machine snapshot bytes, or None
+    snapshot: memoryview | None  # the state machine snapshot (its file mapped), or None
     truncated: str | None  # what a torn/corrupt tail truncation dropped (file, offset, bytes)
     next_index: int  # index the next appended record will get
     damaged: bool = False  # the dropped tail held a complete record that failed its CRC
@@ -122,7 +122,7 @@ class SnapshotState:
     path: Path
     index: int
     size: int  # bytes of snapshot data
-    data: bytes
+    data: memoryview  # the file, mapped (read_snapshot)
 
 
 @dataclass

@@ -66,12 +66,14 @@ the decisions.
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from jq_tool.core.checksum import crc32c
 
@@ -466,10 +468,14 @@ def encode_snapshot_header(index: int, data: bytes) -> bytes:
     return head + _CRC.pack(crc32c(data, crc32c(head)))
 
 
-def read_snapshot(path: Path) -> tuple[int, bytes] | str:
+def read_snapshot(path: Path) -> tuple[int, memoryview] | str:
     """(index, data) of a valid snapshot file, or the reason it is invalid.
 
-    The header and the data are read separately so a large snapshot is held in memory once.
+    The data is a read-only view of the file mapped into memory, not a copy of it: reading a
+    1M-job snapshot (113 MB) into bytes took ~0.1 s of a ~1.3 s restart, and held the snapshot
+    twice at the peak (the bytes beside the state decoded from them). The decoder reads the page
+    cache itself; the mapping goes when the last view of it does. Snapshot files are replaced by
+    rename, never rewritten in place, so a mapped file does not change under its reader.
     """
     with path.open("rb") as f:
         head = f.read(SNAPSHOT_HEADER_SIZE)
@@ -484,9 +490,20 @@ def read_snapshot(path: Path) -> tuple[int, bytes] | str:
         size = os.fstat(f.fileno()).st_size
         if SNAPSHOT_HEADER_SIZE + length != size:
             return f"snapshot length {length} does not match the file ({size} bytes)"
-        data = f.read()
-    if len(data) != length:
-        return f"snapshot file changed while reading ({len(data)} of {length} bytes)"
+        data = _mapped(f, size)[SNAPSHOT_HEADER_SIZE:]
     if crc32c(data, crc32c(head[: _SNAPSHOT_HEAD.size])) != checksum:
         return "snapshot crc mismatch"
     return index, data
+
+
+def _mapped(file: BinaryIO, size: int) -> memoryview:
+    """The whole file mapped read-only, the kernel asked to read it ahead as one read() of it
+    would have; read into memory where it cannot be mapped (an empty file, a file system
+    without mmap)."""
+    try:
+        mapped = mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return memoryview(os.pread(file.fileno(), size, 0))
+    if hasattr(mmap, "MADV_WILLNEED"):  # Linux, macOS
+        mapped.madvise(mmap.MADV_WILLNEED)
+    return memoryview(mapped)

@@ -351,9 +351,10 @@ class ClusterEngine(CommandEngine):
         """The ticker's snapshot, in etcd, for nodes that have none of their own: its latest
         local snapshot, read from disk, so the loop does not encode the state here. Its revision
         is the one this node reported, so it is never below the compaction floor."""
-        loaded: tuple[int, bytes] | str = "no local snapshot yet"
+        loaded: tuple[int, memoryview] | str = "no local snapshot yet"
         with contextlib.suppress(OSError):
             loaded = await asyncio.to_thread(read_snapshot, self._local_snapshot)
+        body: bytes | memoryview
         if isinstance(loaded, str):
             revision, body = self.applied_revision, self._machine.snapshot()
         else:

@@ -38,11 +38,12 @@ def _chunks_prefix(revision: int, prefix: bytes = DEFAULT_PREFIX) -> bytes:
 
 
 async def publish_snapshot(
-    etcd: EtcdClient, revision: int, body: bytes, prefix: bytes = DEFAULT_PREFIX
+    etcd: EtcdClient, revision: int, body: bytes | memoryview, prefix: bytes = DEFAULT_PREFIX
 ) -> None:
-    """Store the snapshot of the state at `revision` as the cluster snapshot."""
+    """Store the snapshot of the state at `revision` as the cluster snapshot (`body` may be a
+    snapshot file's mapped view: each chunk is copied out as the bytes a put sends)."""
     chunks = [
-        body[i : i + SNAPSHOT_CHUNK_BYTES] for i in range(0, len(body), SNAPSHOT_CHUNK_BYTES)
+        bytes(body[i : i + SNAPSHOT_CHUNK_BYTES]) for i in range(0, len(body), SNAPSHOT_CHUNK_BYTES)
     ] or [b""]
     base = _chunks_prefix(revision, prefix)
     for number, chunk in enumerate(chunks):

@@ -17,6 +17,7 @@ import typer
 from typer.testing import CliRunner
 
 from jq_tool.cli.wal_inspect import register
+from jq_tool.core import wal_format
 from jq_tool.core.model import Ack, Expire, NewJob, Submit, decode_command, encode_command
 from jq_tool.core.segment_pipeline import make_spare
 from jq_tool.core.wal import (
@@ -27,11 +28,14 @@ from jq_tool.core.wal import (
     WalFailed,
     WalLocked,
     examine,
+    write_snapshot_file,
 )
 from jq_tool.core.wal_format import (
     MAX_RECORD_BODY,
     RECORD_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
+    encode_snapshot_header,
+    read_snapshot,
     segment_name,
     snapshot_name,
 )
@@ -171,6 +175,53 @@ def test_replay_steps_over_the_records_a_snapshot_covers_without_reading_them(
         wal.close()
     assert [i for i, _, _ in records] == [6, 7, 8, 9]
     assert all(body == body_for(i, size=1000) for i, _, body in records)
+
+
+def _mapped_paths() -> set[str]:
+    with open("/proc/self/maps") as maps:
+        return {line.split(maxsplit=5)[5].strip() for line in maps if len(line.split()) == 6}
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/self/maps")
+def test_a_snapshot_is_read_mapped_and_unmapped_once_its_view_goes(tmp_path: Path) -> None:
+    """Recovery decodes the snapshot file's pages in place (no copy of a 100 MB file at start):
+    the view stays correct when a newer snapshot replaces the file by rename meanwhile, and the
+    mapping goes with the last view of it, so a restored server does not keep the file mapped."""
+    wal, _ = open_wal(tmp_path)
+    wal.append([(RECORD_COMMAND, body_for(i)) for i in range(10)])
+    state = os.urandom(100_000)
+    wal.write_snapshot(4, state)
+    wal.close()
+    path = tmp_path / snapshot_name(4)
+    loaded = read_snapshot(path)
+    assert not isinstance(loaded, str)
+    index, view = loaded
+    assert (index, view.readonly, view.nbytes) == (4, True, len(state))
+    assert str(path) in _mapped_paths()
+    # Replaced by rename, as every snapshot file is: the mapped view still reads the old file.
+    write_snapshot_file(path, encode_snapshot_header(4, b"newer"), b"newer")
+    assert view == state
+    del view, loaded
+    assert not any(mapped.startswith(str(path)) for mapped in _mapped_paths())
+    assert read_snapshot(path) == (4, b"newer")
+
+
+def test_a_snapshot_that_cannot_be_mapped_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system without mmap (ENODEV, as some FUSE ones answer) gets the file read."""
+    wal, _ = open_wal(tmp_path)
+    wal.append([(RECORD_COMMAND, body_for(i)) for i in range(10)])
+    wal.write_snapshot(4, b"s4")
+    wal.close()
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
+
+    monkeypatch.setattr(wal_format.mmap, "mmap", refuse)
+    assert read_snapshot(tmp_path / snapshot_name(4)) == (4, b"s4")
+    recovery, records = reopen_records(tmp_path)
+    assert (recovery.snapshot_index, recovery.snapshot) == (4, b"s4")
 
 
 def test_snapshot_index_outside_the_log_is_refused(tmp_path: Path) -> None:
