@@ -153,6 +153,7 @@ def measure(settings: Settings, extras: bool = True) -> JqRun:
         if extras:
             figures += core_figures(settings)
             figures += restart_figures(settings)
+            figures += cluster_figures(settings)
             figures.append(disk_figure(root, settings))
             figures.append(kill_figure(settings, root / "kill"))
             sections.append(latency_section(settings))
@@ -433,6 +434,51 @@ def restart_figures(settings: Settings) -> list[Figure]:
             )
         )
     return figures
+
+
+def cluster_figures(settings: Settings) -> list[Figure]:
+    """bench/cluster_bench.py: a 3-node cluster (an etcd member each, all on this machine) and a
+    single node, alternating round by round in the same run: replicated single submits against
+    the single node's (issue 20), and how soon /health reports a lost majority (issue 22)."""
+    ratio_label = "replicated single submits, 3 nodes with 3 etcd members / single node"
+    health_label = "cluster /health reports a lost majority (2 of 3 nodes SIGKILLed) after"
+    if shutil.which("etcd") is None:
+        note = "not measured: etcd is not installed (apt-get install etcd-server)"
+        return [Figure(ratio_label, None, "×", note=note), Figure(health_label, None, "s")]
+    command = [sys.executable, "bench/cluster_bench.py", "--json"]
+    if settings.quick:
+        command.append("--quick")
+    try:
+        run = _run_group(command, timeout_s=900)
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+    except Exception as exc:
+        note = f"cluster_bench: {type(exc).__name__}: {exc}"[:160]
+        return [Figure(ratio_label, None, "×", note=note), Figure(health_label, None, "s")]
+    ratio = float(result["cluster_over_single_submits"])
+    single, cluster = result["single-node"], result["cluster (3 etcd members)"]
+    rounds = ", ".join(f"{r:.2f}" for r in result["cluster_over_single_submits_by_round"])
+    detected = float(result["health_detects_lost_majority_s"])
+    return [
+        Figure(
+            ratio_label,
+            ratio,
+            "×",
+            ">= 0.6×",
+            ratio >= 0.6,
+            note=f"median of the rounds' ratios ({rounds}); wrk, 64 connections: "
+            f"{cluster['submits_per_s']:,.0f} against {single['submits_per_s']:,.0f} submits/s; "
+            f"CPU per submit, every process (nodes, etcd members): "
+            f"{cluster['cpu_us_per_submit']:,.0f} against {single['cpu_us_per_submit']:,.0f} µs",
+        ),
+        Figure(
+            health_label,
+            detected,
+            "s",
+            "<= 1 s",
+            detected <= 1.0,
+            note="nothing written meanwhile: only the health probe can notice",
+        ),
+    ]
 
 
 def latency_section(settings: Settings) -> tuple[str, str]:
