@@ -498,8 +498,8 @@ def read_snapshot(path: Path) -> tuple[int, memoryview] | str:
 
 def _mapped(file: BinaryIO, size: int) -> memoryview:
     """The whole file mapped read-only, the kernel asked to read it ahead as one read() of it
-    would have; read into memory where it cannot be mapped (an empty file, a file system
-    without mmap)."""
+    would have; read into memory where it cannot be mapped (a file system without mmap, or a
+    file that shrank since its size was taken: then the CRC check fails on what was read)."""
     try:
         mapped = mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ)
     except (OSError, ValueError):
