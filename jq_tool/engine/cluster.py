@@ -97,7 +97,8 @@ class ClusterEngine(CommandEngine):
     # for less: with 8 in flight over gRPC batches were ~15 commands at 64 connections, with
     # 2 ~20, with 1 ~35, and with 1 the nodes and members spent ~15% less CPU per replicated
     # submit and replicated ~15% more submits/s, at the same p99 (bench/cluster_bench.py,
-    # alternating runs, docs/benchmarks.md). CommandEngine's one put at a time, said here.
+    # alternating runs, docs/benchmarks.md). It is CommandEngine's default, set here because
+    # for etcd it is a measured choice.
     APPENDS_IN_FLIGHT = 1
 
     def __init__(
