@@ -40,6 +40,16 @@ def make_engine(data_dir: Path, **overrides: int) -> LocalEngine:
     return LocalEngine(engine_config(settings))
 
 
+async def submitted_after_restart(data_dir: Path, **overrides: int) -> int:
+    """The jobs a fresh engine on `data_dir` counts as submitted once it has recovered."""
+    again = make_engine(data_dir, **overrides)
+    await again.start()
+    try:
+        return again.stats().counters.submitted
+    finally:
+        await again.stop()
+
+
 def abandon_as_if_killed(engine: LocalEngine) -> None:
     """As after kill -9: no stop(), so no final snapshot; only the WAL's files are closed (and
     its directory lock released) so this process can open it again. The real kill -9 tests
@@ -123,12 +133,7 @@ async def test_snapshots_are_taken_and_used(tmp_path: Path) -> None:
         await engine.submit(JobSpec(payload=str(i)))
     await engine.stop()
     assert list(tmp_path.glob("*.snap")), "expected a snapshot file"
-    again = make_engine(tmp_path, snapshot_every=10)
-    await again.start()
-    try:
-        assert again.stats().counters.submitted == 35
-    finally:
-        await again.stop()
+    assert await submitted_after_restart(tmp_path, snapshot_every=10) == 35
 
 
 async def test_recovery_leaves_the_restored_state_to_the_oldest_generation(
@@ -200,12 +205,7 @@ async def test_a_slow_snapshot_write_does_not_hold_up_submits(
     finally:
         gate.touch()
         await engine.stop()
-    again = make_engine(data_dir, snapshot_every=10)
-    await again.start()
-    try:
-        assert again.stats().counters.submitted == 112
-    finally:
-        await again.stop()
+    assert await submitted_after_restart(data_dir, snapshot_every=10) == 112
 
 
 async def test_a_snapshot_child_that_dies_is_retried_and_harms_nothing(
@@ -653,12 +653,7 @@ async def test_the_one_request_in_flight_is_appended_without_a_yield(
         assert engine.stats().counters.submitted == 7
     finally:
         await engine.stop()
-    again = make_engine(tmp_path)
-    await again.start()
-    try:
-        assert again.stats().counters.submitted == 7  # each was synced before its answer
-    finally:
-        await again.stop()
+    assert await submitted_after_restart(tmp_path) == 7  # each was synced before its answer
 
 
 async def test_a_slow_disk_keeps_lone_commands_out_of_the_loop(
@@ -697,12 +692,7 @@ async def test_a_lone_command_whose_caller_goes_away_during_its_yield_is_still_w
         )
     finally:
         await engine.stop()
-    again = make_engine(tmp_path)
-    await again.start()
-    try:
-        assert again.stats().counters.submitted == 4
-    finally:
-        await again.stop()
+    assert await submitted_after_restart(tmp_path) == 4
 
 
 async def test_a_lone_append_in_the_loop_fails_like_one_in_the_thread(
@@ -826,12 +816,7 @@ async def test_without_aio_the_wal_thread_syncs_every_batch(
         assert engine.log_metrics.appends_queued == 0
     finally:
         abandon_as_if_killed(engine)
-    again = make_engine(tmp_path)
-    await again.start()
-    try:
-        assert again.stats().counters.submitted == 100
-    finally:
-        await again.stop()
+    assert await submitted_after_restart(tmp_path) == 100
 
 
 async def test_a_sync_the_kernel_will_not_queue_is_made_in_the_loop(
@@ -855,12 +840,7 @@ async def test_a_sync_the_kernel_will_not_queue_is_made_in_the_loop(
     finally:
         monkeypatch.undo()
         abandon_as_if_killed(engine)
-    again = make_engine(tmp_path)
-    await again.start()
-    try:
-        assert again.stats().counters.submitted == 50
-    finally:
-        await again.stop()
+    assert await submitted_after_restart(tmp_path) == 50
 
 
 async def test_a_file_system_that_queues_no_sync_sends_syncs_to_the_wal_thread(
