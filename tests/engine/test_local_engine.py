@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import gc
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -410,8 +411,6 @@ def test_job_ids_are_unique_version_4_uuids() -> None:
 
 
 async def test_wal_thread_runs_calls_in_order_off_the_loop_and_hands_back_errors() -> None:
-    import threading
-
     from jq_tool.engine.local import _WorkerThread
 
     wal_thread = _WorkerThread("jq-wal")
@@ -823,8 +822,6 @@ async def test_a_sync_the_kernel_will_not_queue_is_made_in_the_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """io_submit refusing (no memory for the request) costs speed, not the batch."""
-    import threading
-
     engine = make_engine(tmp_path)
     await engine.start()
     try:
@@ -848,8 +845,6 @@ async def test_a_file_system_that_queues_no_sync_sends_syncs_to_the_wal_thread(
 ) -> None:
     """io_submit refusing the sync itself (EINVAL: none for this file system) is for good: that
     batch is synced in the loop, every later one by the WAL thread."""
-    import threading
-
     engine = make_engine(tmp_path)
     await engine.start()
     try:
