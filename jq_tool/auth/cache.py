@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hmac
 import time
-from dataclasses import dataclass
+
+import msgspec
 
 from jq_tool.auth.keys import ApiKey
 
@@ -20,8 +21,7 @@ DEFAULT_NEGATIVE_TTL_S = 1.0
 DEFAULT_MAX_ENTRIES = 10_000
 
 
-@dataclass(slots=True)
-class _Entry:
+class _Entry(msgspec.Struct):
     key_hash: str
     key: ApiKey | None  # None: the secret is unknown or revoked
     expires_at: float  # time.monotonic()

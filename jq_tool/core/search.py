@@ -8,7 +8,7 @@ clock, which is SCHEDULED: the label the console shows and filters by.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from jq_tool.core.model import Job, JobState
 
@@ -19,8 +19,7 @@ LABELS = (*(state.value for state in JobState), SCHEDULED)
 ERROR_SEARCHED_CHARS = 8192
 
 
-@dataclass(frozen=True)
-class JobFilter:
+class JobFilter(msgspec.Struct, frozen=True):
     labels: frozenset[str] | None = None  # state labels (LABELS); None: any
     queue: str | None = None
     id_prefix: str | None = None

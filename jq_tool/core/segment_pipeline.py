@@ -22,8 +22,9 @@ import contextlib
 import errno
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 SPARE_NAME = "next-segment.tmp"
 _ZEROS = bytes(1 << 20)
@@ -37,8 +38,7 @@ _FIRST_RETRY_S = 0.05
 _LAST_RETRY_S = 2.0
 
 
-@dataclass(frozen=True)
-class Spare:
+class Spare(msgspec.Struct, frozen=True):
     """A zero-filled, synced file of the segment size, open for writing."""
 
     fd: int

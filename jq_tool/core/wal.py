@@ -32,7 +32,6 @@ import errno
 import fcntl
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -107,26 +106,23 @@ class Recovery(msgspec.Struct):
     damaged: bool = False  # the dropped tail held a complete record that failed its CRC
 
 
-@dataclass
-class SegmentState:
+class SegmentState(msgspec.Struct):
     path: Path
     first_index: int
     records: int
     size: int  # bytes in the file now
     valid_end: int  # offset past the last valid record: the size after any tail truncation
-    type_counts: dict[int, int] = field(default_factory=dict)
+    type_counts: dict[int, int] = {}
 
 
-@dataclass
-class SnapshotState:
+class SnapshotState(msgspec.Struct):
     path: Path
     index: int
     size: int  # bytes of snapshot data
     data: memoryview  # the file, mapped (read_snapshot)
 
 
-@dataclass
-class TornTail:
+class TornTail(msgspec.Struct):
     path: Path
     offset: int
     dropped: int  # bytes that truncation removes (not counting unwritten zeros after them)
@@ -158,19 +154,18 @@ class TornTail:
         return text
 
 
-@dataclass
-class WalReport:
+class WalReport(msgspec.Struct):
     """Everything a read-only look at a WAL directory found."""
 
     directory: Path
     snapshot: SnapshotState | None = None
-    skipped_snapshots: list[tuple[Path, str]] = field(default_factory=list)
-    segments: list[SegmentState] = field(default_factory=list)  # live: from the snapshot on
-    stale_segments: list[Path] = field(default_factory=list)  # wholly covered by the snapshot
+    skipped_snapshots: list[tuple[Path, str]] = []
+    segments: list[SegmentState] = []  # live: from the snapshot on
+    stale_segments: list[Path] = []  # wholly covered by the snapshot
     next_index: int = 0
     tail: TornTail | None = None
     corruption: WalCorruption | None = None
-    broken_files: list[Path] = field(default_factory=list)  # tails dropped by earlier recoveries
+    broken_files: list[Path] = []  # tails dropped by earlier recoveries
 
     @property
     def snapshot_index(self) -> int:
@@ -352,8 +347,7 @@ def fdatasync_error(fd: int) -> OSError | None:
     return None
 
 
-@dataclass(frozen=True)
-class UnsyncedWrite:
+class UnsyncedWrite(msgspec.Struct, frozen=True):
     """A batch written into the current segment (`WAL.write_unsynced`), waiting for its sync."""
 
     fd: int

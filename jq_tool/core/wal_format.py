@@ -71,9 +71,10 @@ import os
 import re
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
+
+import msgspec
 
 from jq_tool.core.checksum import crc32c
 
@@ -173,15 +174,14 @@ def encode_records(records: list[tuple[int, bytes]]) -> bytes:
     return b"".join(parts)
 
 
-@dataclass
-class SegmentScan:
+class SegmentScan(msgspec.Struct):
     """What a read-only pass over one segment file found."""
 
     size: int  # bytes in the file
     first_index: int | None  # from the header; None if the header is invalid
     records: int = 0  # valid records before valid_end
     valid_end: int = 0  # offset just past the last valid record (0 if the header is bad)
-    type_counts: dict[int, int] = field(default_factory=dict)
+    type_counts: dict[int, int] = {}
     error_offset: int | None = None  # where the first invalid byte range starts
     error_reason: str | None = None
     header_error: bool = False  # the error is in the segment header

@@ -16,7 +16,6 @@ from __future__ import annotations
 import builtins
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -259,8 +258,7 @@ class Health(msgspec.Struct):
     shards: dict[str, Health] | None = None
 
 
-@dataclass(frozen=True)
-class ClusterConfig:
+class ClusterConfig(msgspec.Struct, frozen=True):
     """Where this node's etcd member is and who its peers are (cluster mode)."""
 
     node_id: str
@@ -292,8 +290,7 @@ def client_addr_for(peer_addr: str) -> str:
     return f"{host}:{int(port) + 1}"
 
 
-@dataclass(frozen=True)
-class EngineConfig:
+class EngineConfig(msgspec.Struct, frozen=True):
     """What an engine runs with. `engine_config` (engine/factory.py) derives it from Settings,
     whose fields of the same names hold the defaults."""
 
@@ -304,7 +301,7 @@ class EngineConfig:
     snapshot_every: int  # least records between two snapshots (see _snapshot_due)
     segment_bytes: int  # WAL segment size
     cluster: ClusterConfig | None = None  # None: the local WAL; else etcd
-    machine: StateMachineConfig = field(default_factory=StateMachineConfig)
+    machine: StateMachineConfig = msgspec.field(default_factory=StateMachineConfig)
     idempotency_keep_ms: int = 24 * 3600 * 1000  # into each Submit command
     max_queues: int = 10_000  # into each Submit command; 0: no cap
     max_schedules: int = 10_000  # into each CreateSchedule command

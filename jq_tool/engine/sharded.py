@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import dataclasses
 import logging
 import time
 import zlib
@@ -105,8 +104,10 @@ def shard_prefix(shard: int) -> bytes:
 def shard_config(config: EngineConfig, shard: int, endpoints: tuple[str, ...]) -> EngineConfig:
     """One shard's engine config: its own data dir under the node's, its own etcd group."""
     assert config.cluster is not None
-    cluster = dataclasses.replace(config.cluster, etcd_endpoints=endpoints, peers={})
-    return dataclasses.replace(config, data_dir=config.data_dir / f"shard-{shard}", cluster=cluster)
+    cluster = msgspec.structs.replace(config.cluster, etcd_endpoints=endpoints, peers={})
+    return msgspec.structs.replace(
+        config, data_dir=config.data_dir / f"shard-{shard}", cluster=cluster
+    )
 
 
 def _rerouted(exc: object) -> bool:

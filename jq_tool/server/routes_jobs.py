@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
+import msgspec
 from msgspec import UNSET
 from starlette.requests import Request
 from starlette.responses import Response
@@ -83,8 +83,7 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-@dataclass(frozen=True)
-class JobRoutes:
+class JobRoutes(msgspec.Struct, frozen=True):
     engine: Engine
     guard: Guard
     settings: Settings

@@ -16,9 +16,9 @@ for those literal paths only (a dict lookup); one at the end of the table for ev
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match, Route, compile_path
 from starlette.types import Receive, Scope, Send
@@ -26,8 +26,7 @@ from starlette.types import Receive, Scope, Send
 _NOTHING: dict[str, Any] = {}  # the child scope of no match; never written to
 
 
-@dataclass(frozen=True)
-class Refusal:
+class Refusal(msgspec.Struct, frozen=True):
     """One path of the table: its template and the methods its routes take."""
 
     path: str  # the route template, as /metrics labels it

@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+import msgspec
 
 MAX_WORKERS = 10_000
 MAX_QUEUES = 16  # queues remembered per worker
@@ -23,14 +24,12 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass
-class _Seen:
+class _Seen(msgspec.Struct):
     last_seen: int
-    queues: list[str] = field(default_factory=list)
+    queues: list[str] = []
 
 
-@dataclass(frozen=True)
-class WorkerRow:
+class WorkerRow(msgspec.Struct, frozen=True):
     worker_id: str
     last_seen: int | None  # None: holds leases, but never polled this node
     queues: list[str]

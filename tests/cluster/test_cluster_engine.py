@@ -4,11 +4,11 @@ replication, the elected ticker, stopping a node, and a wiped node catching up."
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from jq_tool.chaos.target import free_peer_ports
@@ -41,7 +41,7 @@ def cluster_configs(n: int = 3) -> list[Settings]:
 
 
 def engine_for(cluster: Settings, root: Path, **overrides: int) -> ClusterEngine:
-    settings = dataclasses.replace(
+    settings = msgspec.structs.replace(
         cluster, data_dir=root / cluster.node_id, lease_check_interval_ms=200, **overrides
     )
     return ClusterEngine(engine_config(settings))

@@ -5,13 +5,13 @@ are checked at start like the others, and nothing past Settings reads the enviro
 from __future__ import annotations
 
 import ast
-import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -31,7 +31,7 @@ def serve_command(*args: str, env: dict[str, str] | None = None) -> Any:
 
 
 def test_each_setting_is_declared_once_with_its_own_flag_and_env_var() -> None:
-    fields = [f.name for f in dataclasses.fields(Settings)]
+    fields = [f.name for f in msgspec.structs.fields(Settings)]
     assert list(OPTIONS) == fields  # every field is a declared setting, nothing else is
     flags = [option.flag for option in OPTIONS.values()]
     assert len(set(flags)) == len(flags) and all(f.startswith("--") for f in flags)
@@ -52,7 +52,9 @@ def test_the_default_in_help_is_the_default_that_applies() -> None:
             continue  # nothing, or computed: the host name, this node's PEERS entry, port + 1
         assert getattr(defaults, name) == option.parse(option.shown_default), name
     assert OPTIONS["lease_ms"].shown_default == "30s" and defaults.lease_ms == 30_000
-    assert build_settings({}, env={}) == dataclasses.replace(Settings(), node_id=defaults.node_id)
+    assert build_settings({}, env={}) == msgspec.structs.replace(
+        Settings(), node_id=defaults.node_id
+    )
 
 
 def test_cluster_settings_from_the_seed_env_vars() -> None:
