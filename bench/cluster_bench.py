@@ -48,6 +48,7 @@ from http_bench import (  # noqa: E402
     parse_seeded_keys,
     run_wrk,
     stop_server_process,
+    stop_servers_on_sigterm,
 )
 
 BATCH = 100
@@ -162,6 +163,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=0, help="alternating rounds (3; quick 2)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    stop_servers_on_sigterm()
     if shutil.which("etcd") is None:
         raise SystemExit("etcd is not installed (apt-get install etcd-server)")
     seconds = 3.0 if args.quick else 10.0

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench import http_bench
 from bench.peers import PeerRun, Settings
 from bench.report import (
     JQ,
@@ -262,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     if not 1 <= rounds <= 10:
         parser.error("--rounds must be between 1 and 10")
+    http_bench.stop_servers_on_sigterm()
     report = run(args.quick, peers, with_jq=not args.no_jq, progress=progress, rounds=rounds)
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)

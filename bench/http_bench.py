@@ -109,6 +109,14 @@ def parse_seeded_keys(log: str) -> dict[str, str]:
     return keys
 
 
+def stop_servers_on_sigterm() -> None:
+    """Make a SIGTERM (`timeout`, `kill`) end the bench through its `finally` blocks, as a
+    Ctrl-C does. The servers a bench starts lead their own sessions, so that a Ctrl-C cannot
+    reach them mid-run; only those blocks stop them, and Python's default SIGTERM skips them,
+    leaving the servers (and a cluster's etcd members) running after the bench is gone."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 def start_server(jq: Path, data_dir: Path, log_path: Path, timeout_s: float = 30.0) -> Server:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "PORT", "WAL_DIR"}}
@@ -418,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the jq executable to serve with (default: this venv's; or dist/jq)",
     )
     args = parser.parse_args(argv)
+    stop_servers_on_sigterm()
     if not Path(args.jq).is_file():
         parser.error(f"--jq {args.jq}: no such executable")
     if args.rounds < 0:
