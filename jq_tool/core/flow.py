@@ -45,7 +45,10 @@ def apply_settings(settings: QueueSettings, cmd: SetQueue) -> str | None:
     rate_limit = settings.rate_limit if cmd.rate_limit is None else cmd.rate_limit
     period = settings.rate_period_ms if cmd.rate_period_ms is None else cmd.rate_period_ms
     if rate_limit and not period:
-        return "a rate limit needs rate_period_ms (the window it counts leases in)"
+        return (
+            "the queue has no rate window: a rate limit needs rate_period_ms (the window it "
+            "counts leases in)"
+        )
     if cmd.paused is not None:
         settings.paused = cmd.paused
     if cmd.concurrency is not None:

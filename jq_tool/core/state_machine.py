@@ -1730,8 +1730,8 @@ class StateMachine:
                 )
             settings = QueueSettings(cmd.queue)
         problem = flow.apply_settings(settings, cmd)
-        if problem:
-            return Error(ErrorCode.INVALID, problem)
+        if problem:  # the queue's state refuses it: the same command is fine once it has a window
+            return Error(ErrorCode.INVALID_STATE, problem)
         self._advance(cmd.now)
         if flow.is_default(settings):
             self._flow.pop(cmd.queue, None)

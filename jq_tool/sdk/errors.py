@@ -81,7 +81,8 @@ class LeaseLost(Conflict):
 
 
 class InvalidState(Conflict):
-    """409 invalid_state: e.g. ack of a job that is not RUNNING, cancel of a RUNNING job."""
+    """409 invalid_state: e.g. ack of a job that is not RUNNING, cancel of a RUNNING job, a rate
+    limit on a queue with no rate period."""
 
 
 class ScheduleExists(Conflict):

@@ -549,7 +549,7 @@ PATHS: dict[str, Any] = {
             {"200": _json(_ref("QueueSettings"), "changed")},
             "QueueSettingsRequest",
             _NAME,
-            (400, 429, 504, 507),
+            (400, 409, 429, 504, 507),
         ),
     },
     "/queues/{name}/pause": {

@@ -117,7 +117,9 @@ def test_a_paused_queue_survives_snapshot_and_replay() -> None:
 
 def test_set_queue_refusals() -> None:
     log = Log()
-    assert isinstance(log.apply(SetQueue(T0, "q", rate_limit=5)), Error)  # no period
+    no_period = log.apply(SetQueue(T0, "q", rate_limit=5))
+    # The queue's state refuses it (with a window already set, the same command is fine).
+    assert isinstance(no_period, Error) and no_period.code is ErrorCode.INVALID_STATE
     assert isinstance(log.apply(SetQueue(T0, "q", concurrency=-1)), Error)
     assert isinstance(log.apply(SetQueue(T0, "q", rate_limit=10**9, rate_period_ms=1)), Error)
     log.apply(SetQueue(T0, "a", paused=True, max_queues=1))

@@ -186,7 +186,7 @@ class ReferenceQueue:
             settings.rate_period_ms if command.rate_period_ms is None else command.rate_period_ms
         )
         if rate and not period:
-            return Error(ErrorCode.INVALID, "")
+            return Error(ErrorCode.INVALID_STATE, "")
         self.advance(command.now)
         if (rate, period) != (settings.rate_limit, settings.rate_period_ms):
             self.lease_times[command.queue] = []

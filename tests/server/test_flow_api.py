@@ -89,11 +89,28 @@ def test_put_sets_limits_and_refuses_bad_ones(admin: httpx.Client) -> None:
         refused = admin.put(f"/queues/{queue}", json=bad)
         assert refused.status_code == 400, (bad, refused.text)
         assert refused.json()["code"]
-    no_period = admin.put(f"/queues/{name('q')}", json={"rate_limit": 5})
-    assert no_period.status_code == 400 and "rate_period_ms" in no_period.json()["error"]
     assert admin.put("/queues/bad%20name", json={}).status_code == 400
     cleared = admin.put(f"/queues/{queue}", json={"concurrency": 0, "rate_limit": 0})
     assert cleared.json()["concurrency"] == 0 and cleared.json()["rate_limit"] == 0
+
+
+def test_a_rate_limit_without_a_period_depends_on_the_queue(admin: httpx.Client) -> None:
+    # A well-formed body that the queue's state refuses: 409, not 400 (schemathesis found the
+    # 400: a schema-valid request, every field but rate_limit null).
+    fresh = name("q")
+    body = {"paused": None, "concurrency": None, "rate_limit": 99_999, "rate_period_ms": None}
+    no_period = admin.put(f"/queues/{fresh}", json={**body, "max_latency_ms": None})
+    assert no_period.status_code == 409, no_period.text
+    assert no_period.json()["code"] == "invalid_state"
+    assert "rate_period_ms" in no_period.json()["error"]
+    assert admin.get(f"/queues/{fresh}").json()["rate_limit"] == 0  # nothing changed
+    # The same body is accepted by a queue that already has a window: it keeps it.
+    windowed = name("q")
+    first = admin.put(f"/queues/{windowed}", json={"rate_limit": 5, "rate_period_ms": 2000})
+    assert first.status_code == 200, first.text
+    again = admin.put(f"/queues/{windowed}", json=body)
+    assert again.status_code == 200, again.text
+    assert (again.json()["rate_limit"], again.json()["rate_period_ms"]) == (99_999, 2000)
 
 
 def test_concurrency_limit_over_http(client: httpx.Client, admin: httpx.Client) -> None:
