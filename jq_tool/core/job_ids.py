@@ -36,13 +36,16 @@ class _RandomHex:
 _random_hex = _RandomHex()
 
 
+# The RFC 4122 variant digit (10xx) a random hex digit stands for: its low two bits kept.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
 def new_job_id(shard: int | None = None) -> str:
     """A random (version 4) UUID string, without uuid.UUID's costly constructor; with a shard,
     its first 4 hex digits are the shard's number."""
     h = _random_hex.take(32)
-    variant = "89ab"[int(h[16], 16) & 3]
     head = h[:8] if shard is None else f"{_checked_shard(shard):04x}{h[4:8]}"
-    return f"{head}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
+    return f"{head}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 def new_lease_id() -> str:

@@ -84,10 +84,14 @@ def test_depth_is_checked_without_recursion() -> None:
     check_depth(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH)
     check_depth(b'{"a": "' + b"[" * 10_000 + b'"}')  # brackets inside a string are text
     check_depth(b'{"a": "\\"[[[[", "b": []}')  # an escaped quote does not end the string
-    for body in (b"[" * 65 + b"]" * 65, b"[" * 1_000_000, b"[}" * 100):
+    for body in (b"[" * 65 + b"]" * 65, b"[" * 1_000_000, b"][" * 100):
         with pytest.raises(ApiError) as refused:
             check_depth(body)
         assert (refused.value.status, refused.value.code) == (400, "invalid_json")
+    # Mismatched kinds nest no deeper than their count: the decoder refuses them.
+    with pytest.raises(ApiError) as refused:
+        decode(b'{"payload": "x", "odd": ' + b"[}" * 100 + b"}", SubmitBody)
+    assert (refused.value.status, refused.value.code) == (400, "invalid_json")
     with pytest.raises(ApiError):
         decode(b'{"payload": "x", "deep": ' + b"[" * 5000 + b"]" * 5000 + b"}", SubmitBody)
 
