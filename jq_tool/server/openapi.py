@@ -221,6 +221,22 @@ def _generated() -> tuple[
         "properties": {"delay_ms": {"type": "integer"}, "run_at": {"type": "string"}},
         "required": ["delay_ms", "run_at"],
     }
+    schemas["SubmitRequest"]["allOf"] = [
+        {
+            "description": "a unique_key with unique_scope period needs unique_period_ms",
+            "if": {
+                "properties": {
+                    "unique_key": {"type": "string"},
+                    "unique_scope": {"const": "period"},
+                },
+                "required": ["unique_key", "unique_scope"],
+            },
+            "then": {
+                "properties": {"unique_period_ms": {"type": "integer"}},
+                "required": ["unique_period_ms"],
+            },
+        }
+    ]
     schemas["KeyCreateRequest"]["allOf"] = [
         {
             "if": {"properties": {"type": {"const": key_type.value}}},
@@ -411,7 +427,9 @@ SCHEMAS["BatchResponse"] = _obj(
 )
 
 _ID = [_path_param("id")]
-_NAME = [_path_param("name")]
+# A queue's or a schedule's name in a path: one rule for both (validation.py), and a name off it
+# is a 400, so the schema says it.
+_NAME = [{**_path_param("name"), "schema": {"type": "string", "pattern": QUEUE_NAME_PATTERN}}]
 
 PATHS: dict[str, Any] = {
     "/health": {
@@ -776,12 +794,6 @@ def _console_paths() -> dict[str, Any]:
     }
     for path in ("/jobs/lease", "/jobs/ack"):
         PATHS[path]["post"].setdefault("parameters", []).append(header)
-    queue_name = {
-        "name": "name",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "pattern": QUEUE_NAME_PATTERN},
-    }
     return {
         "/workers": {
             "get": _op(
@@ -798,7 +810,7 @@ def _console_paths() -> dict[str, Any]:
                 "jobs:read",
                 {"200": _json(_ref("QueueDetail"), "the queue")},
                 None,
-                [queue_name, *queue_query],
+                [*_NAME, *queue_query],
                 (400, 404),
             )
         },

@@ -171,18 +171,26 @@ def check_size(value: str, limit: int, field: str) -> None:
 def _with_whole_numbers(body: bytes, type_: type[Body]) -> Body | None:
     """JSON Schema counts 2.0 as an integer, so /openapi.json cannot refuse it, and neither may
     we: a body whose fault was a whole number written with a fraction (`"max_jobs": 2.0`) is
-    decoded again with those numbers as ints. None when that does not help (1.5 stays wrong)."""
+    decoded again with those numbers as ints, at any depth (`lease_next.max_jobs` too). None
+    when that does not help (1.5 stays wrong)."""
     try:
         fields = msgspec.json.decode(body)
         if not isinstance(fields, dict):
             return None
-        whole = {
-            name: int(value) if isinstance(value, float) and value.is_integer() else value
-            for name, value in fields.items()
-        }
-        return msgspec.convert(whole, type_)
+        return msgspec.convert(_whole_numbers(fields), type_)
     except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
         return None
+
+
+def _whole_numbers(value: Any) -> Any:
+    """`value` with every whole float an int. Recursion is bounded: check_depth came first."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, dict):
+        return {name: _whole_numbers(item) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(item) for item in value]
+    return value
 
 
 def _integer_fields(type_: type) -> frozenset[str]:

@@ -120,6 +120,37 @@ def test_batch_size_limits_agree(document: dict[str, Any], client: httpx.Client)
     assert entry["results"][0]["field"] == "max_retries"
 
 
+def test_rules_between_fields_agree(document: dict[str, Any], client: httpx.Client) -> None:
+    """What a Struct cannot say, the document says with `not` and `if`/`then`: a body one
+    refuses, the other refuses too (schemathesis found both rules missing once each)."""
+    schema = schema_of(document, "SubmitRequest")
+    unique = {"payload": "p", "unique_key": uuid.uuid4().hex, "unique_scope": "period"}
+    for refused, field in (
+        ({**unique, "unique_period_ms": None}, "unique_period_ms"),
+        ({"payload": "p", "delay_ms": 5, "run_at": "2030-01-01T00:00:00Z"}, "run_at"),
+    ):
+        assert not schema.is_valid(refused), refused
+        assert_refused(client.post("/jobs", json=refused), field)
+    for accepted in (
+        {**unique, "unique_period_ms": 60_000},
+        {"payload": "p", "unique_scope": "period"},  # no unique key: nothing to keep unique
+        {"payload": "p", "delay_ms": None, "run_at": "2030-01-01T00:00:00Z"},
+    ):
+        assert schema.is_valid(accepted), accepted
+        assert client.post("/jobs", json=accepted).status_code in (200, 201)
+
+
+def test_path_names_agree(document: dict[str, Any], client: httpx.Client) -> None:
+    """A queue's or a schedule's name in a path follows the name rule in the document, as the
+    server holds it to."""
+    for path in ("/queues/{name}", "/queues/{name}/pause", "/schedules/{name}"):
+        operation = next(iter(document["paths"][path].values()))
+        (name,) = [p for p in operation["parameters"] if p["name"] == "name"]
+        rule = Draft202012Validator(name["schema"])
+        assert rule.is_valid("a.b_c:d-1") and not rule.is_valid("\u00d2")
+    assert_refused(client.get("/queues/%C3%92"), "name")
+
+
 def test_key_limits_agree(document: dict[str, Any], admin: httpx.Client) -> None:
     schema = schema_of(document, "KeyCreateRequest")
     body = {"name": "n" * 200, "owner_id": "limits", "type": "client"}

@@ -15,7 +15,7 @@ from jq_tool.engine.base import CommandRejected
 from jq_tool.sdk.types import Job as SdkJob
 from jq_tool.server.errors import ApiError, to_response
 from jq_tool.server.requests import MAX_JSON_DEPTH, check_depth, decode, decode_query
-from jq_tool.server.validation import LeaseBody, ListQuery, SubmitBody
+from jq_tool.server.validation import AckBatchBody, LeaseBody, ListQuery, SubmitBody
 from jq_tool.server.wire import LAST_RUN_AT_MS, parse_rfc3339, rfc3339
 
 YEAR_1 = -62_135_596_800_000
@@ -98,6 +98,12 @@ def test_depth_is_checked_without_recursion() -> None:
 
 def test_whole_floats_are_ints_but_halves_are_not() -> None:
     assert decode(b'{"max_jobs": 2.0, "wait_ms": 0.0}', LeaseBody).max_jobs == 2
+    # Inside a nested object too (schemathesis sent this one).
+    nested = decode(b'{"acks": [{"job_id": "j"}], "lease_next": {"max_jobs": 84.0}}', AckBatchBody)
+    assert nested.lease_next is not None and nested.lease_next.max_jobs == 84
+    with pytest.raises(ApiError) as refused:
+        decode(b'{"acks": [{"job_id": "j"}], "lease_next": {"max_jobs": 8.5}}', AckBatchBody)
+    assert refused.value.field == "lease_next"
     with pytest.raises(ApiError) as refused:
         decode(b'{"max_jobs": 2.5}', LeaseBody)
     assert refused.value.field == "max_jobs"
