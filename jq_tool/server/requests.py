@@ -29,7 +29,8 @@ from jq_tool.server.validation import PAYLOAD_REQUIRED, QUEUE_NAME_RULE
 Body = TypeVar("Body", bound=msgspec.Struct)
 
 _decoders: dict[type, msgspec.json.Decoder[Any]] = {}
-_AT_FIELD = re.compile(r"at `\$\.([A-Za-z0-9_]+)")
+# Where msgspec says a fault is: "- at `$.acks[1].lease_id`" (absent at the top level).
+_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`")
 _MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
 MAX_JSON_DEPTH = 64
 # What nesting is made of: brackets (both kinds as one: the depth is all that is checked here,
@@ -43,9 +44,10 @@ _TOO_DEEP = ApiError(
 # What a refusal of these fields says instead of the decoder's words: (the decoder's words that
 # mean it, the message). A missing, null or empty payload is the original's "payload is
 # required"; a queue name off the pattern says the rule rather than the decoder's regex.
+# Keyed by a field's own name, wherever it sits ("queue" and "lease_next.queue").
 _FIELD_RULES = {
     "payload": (("missing required", "got `null`", "length >="), PAYLOAD_REQUIRED),
-    "queue": (("regex",), f"queue must be {QUEUE_NAME_RULE}"),
+    "queue": (("regex",), f"{{field}} must be {QUEUE_NAME_RULE}"),
 }
 _int_fields: dict[type, frozenset[str]] = {}
 
@@ -209,13 +211,18 @@ def _is_integer(info: msgspec.inspect.Type) -> bool:
 
 
 def _refusal(error: msgspec.ValidationError) -> ApiError:
+    """A 400 naming the field to fix by its whole path (`acks[1].lease_id`,
+    `lease_next.max_jobs`), not the top-level object it sits in."""
     text = str(error)
-    match = _AT_FIELD.search(text) or _MISSING_FIELD.search(text)
-    if match is None:
+    at = _AT_PATH.search(text)
+    path = at.group(1) if at else ""
+    missing = _MISSING_FIELD.search(text)
+    if missing is not None:
+        path = f"{path}.{missing.group(1)}" if path else missing.group(1)
+    if not path:
         return ApiError(400, "invalid_json", f"the body must be a JSON object: {text}")
-    field = match.group(1)
-    rule = _FIELD_RULES.get(field)
+    rule = _FIELD_RULES.get(path.rpartition(".")[2])
     if rule is not None and any(words in text for words in rule[0]):
-        return invalid_field(field, rule[1])
+        return invalid_field(path, rule[1].replace("{field}", path))
     # msgspec says "Expected `int` >= 0 - at `$.max_retries`"; the field is reported apart.
-    return invalid_field(field, f"invalid field {field!r}: {text.split(' - at `', 1)[0]}")
+    return invalid_field(path, f"invalid field {path!r}: {text.split(' - at `', 1)[0]}")

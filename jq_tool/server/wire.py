@@ -146,7 +146,8 @@ def parse_rfc3339(text: str) -> int:
 
 
 class ErrorBody(msgspec.Struct):
-    """Every refusal: a message, a stable code, and the field at fault when there is one."""
+    """Every refusal: a message, a stable code, and the field at fault when there is one,
+    by its path in the body when it is nested (`acks[1].lease_id`, `lease_next.max_jobs`)."""
 
     error: str
     code: str

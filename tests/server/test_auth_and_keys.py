@@ -127,7 +127,10 @@ def test_scoped_key_and_bad_key_bodies(admin: httpx.Client) -> None:
         ({"owner_id": "o", "type": "client"}, "name"),
         ({"name": "", "owner_id": "o", "type": "client"}, "name"),
         ({"name": "n", "owner_id": "o", "type": "client", "scopes": ["keys:create"]}, "scopes"),
-        ({"name": "n", "owner_id": "o", "type": "client", "scopes": ["fly"]}, "scopes"),
+        (
+            {"name": "n", "owner_id": "o", "type": "client", "scopes": ["jobs:read", "fly"]},
+            "scopes[1]",
+        ),
     ):
         response = admin.post("/admin/keys", json=body)
         assert response.status_code == 400, (body, response.text)

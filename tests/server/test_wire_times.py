@@ -103,10 +103,41 @@ def test_whole_floats_are_ints_but_halves_are_not() -> None:
     assert nested.lease_next is not None and nested.lease_next.max_jobs == 84
     with pytest.raises(ApiError) as refused:
         decode(b'{"acks": [{"job_id": "j"}], "lease_next": {"max_jobs": 8.5}}', AckBatchBody)
-    assert refused.value.field == "lease_next"
+    assert refused.value.field == "lease_next.max_jobs"
     with pytest.raises(ApiError) as refused:
         decode(b'{"max_jobs": 2.5}', LeaseBody)
     assert refused.value.field == "max_jobs"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        (b'{"acks": [{"job_id": "j"}, {}]}', "acks[1].job_id", "missing required field"),
+        (b'{"acks": [{"job_id": "j", "lease_id": 5}]}', "acks[0].lease_id", "got `int`"),
+        (
+            b'{"acks": [{"job_id": "j"}], "lease_next": {"max_jobs": 0}}',
+            "lease_next.max_jobs",
+            ">= 1",
+        ),
+        (
+            b'{"acks": [{"job_id": "j"}], "lease_next": {"queue": "a b"}}',
+            "lease_next.queue",
+            "queue",
+        ),
+        (b'{"acks": [{"job_id": "j"}], "lease_next": 5}', "lease_next", "got `int`"),
+        (b'{"acks": []}', "acks", "length >= 1"),
+        (b"{}", "acks", "missing required field"),
+    ],
+)
+def test_a_refused_nested_field_is_named_by_its_whole_path(
+    body: bytes, field: str, words: str
+) -> None:
+    # A 400 names the field a client has to fix, not the top-level object it sits in.
+    with pytest.raises(ApiError) as refused:
+        decode(body, AckBatchBody)
+    assert (refused.value.status, refused.value.code) == (400, "invalid_field")
+    assert refused.value.field == field
+    assert field in refused.value.message and words in refused.value.message
 
 
 def test_query_numbers_are_ascii_digits() -> None:
