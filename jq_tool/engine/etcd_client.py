@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -277,6 +277,23 @@ class EtcdClient:
         for channel in self._grpc:
             await channel.close()
 
+    def _turns(self, loop: asyncio.AbstractEventLoop, deadline: float) -> Iterator[int]:
+        """The endpoints' indexes in the order a call tries them: the one that answered last
+        first, then the others in turn, while the deadline allows (the first always)."""
+        count = len(self.endpoints)
+        for attempt in range(count):
+            if attempt and loop.time() >= deadline:
+                return
+            yield (self._preferred + attempt) % count
+
+    @staticmethod
+    def _not_taken(call: str, maybe_done: bool, last: str) -> EtcdError:
+        """What a call that no endpoint took raises: its outcome is unknown when one of them
+        may have proposed it."""
+        if maybe_done:
+            return EtcdOutcomeUnknown(f"{call}: outcome unknown: {last}")
+        return EtcdUnavailable(f"no etcd endpoint took {call}: {last}")
+
     async def _call(
         self, path: str, body: dict[str, Any], *, timeout: float | None = None
     ) -> dict[str, Any]:
@@ -288,11 +305,7 @@ class EtcdClient:
         payload = _json_encode(body)
         maybe_done = False
         last = "no endpoint was tried"
-        count = len(self._endpoints)
-        for attempt in range(count):
-            if attempt and loop.time() >= deadline:
-                break
-            index = (self._preferred + attempt) % count
+        for index in self._turns(loop, deadline):
             endpoint = self._endpoints[index]
             try:
                 status, content = await endpoint.post(endpoint.request(path, payload), deadline)
@@ -319,9 +332,7 @@ class EtcdClient:
                 raise EtcdError(f"{path}: {data.get('error') or data.get('message')}")
             self._preferred = index
             return data
-        if maybe_done:
-            raise EtcdOutcomeUnknown(f"{path}: outcome unknown: {last}")
-        raise EtcdUnavailable(f"no etcd endpoint took {path}: {last}")
+        raise self._not_taken(path, maybe_done, last)
 
     async def majority_unreachable(self, timeout: float) -> str | None:
         """None when an endpoint answers a linearizable read within `timeout` (etcd's leader
@@ -331,11 +342,8 @@ class EtcdClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         reasons: list[str] = []
-        count = len(self._endpoints)
-        for attempt in range(count):
-            if loop.time() >= deadline:
-                break
-            endpoint = self._endpoints[(self._preferred + attempt) % count]
+        for index in self._turns(loop, deadline):
+            endpoint = self._endpoints[index]
             try:
                 status, _ = await endpoint.post(endpoint.request("/v3/kv/range", payload), deadline)
             except (_NotSent, _NoAnswer) as exc:
@@ -357,11 +365,7 @@ class EtcdClient:
         deadline = loop.time() + self.timeout
         maybe_done = False
         last = "no endpoint was tried"
-        count = len(self._grpc)
-        for attempt in range(count):
-            if attempt and loop.time() >= deadline:
-                break
-            index = (self._preferred + attempt) % count
+        for index in self._turns(loop, deadline):
             try:
                 revision = await self._grpc[index].put(key, value, lease, deadline - loop.time())
             except CallFailed as exc:
@@ -374,9 +378,7 @@ class EtcdClient:
                 continue
             self._preferred = index
             return revision
-        if maybe_done:
-            raise EtcdOutcomeUnknown(f"put: outcome unknown: {last}")
-        raise EtcdUnavailable(f"no etcd endpoint took put: {last}")
+        raise self._not_taken("put", maybe_done, last)
 
     async def range(
         self,
