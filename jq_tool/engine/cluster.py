@@ -59,6 +59,11 @@ APPLY_TIMEOUT_S = 10.0  # a committed batch must come back through the watch wit
 # read that etcd's leader serves only after hearing from a majority.
 PROBE_EVERY_S = 0.25
 PROBE_TIMEOUT_S = 0.5
+# A stop's parting calls to etcd (handing the ticker on, reporting the snapshot written at stop)
+# are courtesies: the ticker's lease expires by itself within TICKER_TTL_S, and a missing report
+# only keeps compaction at the node's previous snapshot. The node stopped last in a whole
+# cluster's stop has no majority left: unbounded, it waited the client's timeout for each (~6 s).
+STOP_COURTESY_S = 0.5
 LOCAL_SNAPSHOT = "cluster.snap"
 
 _batch_encoder = msgspec.msgpack.Encoder()
@@ -167,10 +172,14 @@ class ClusterEngine(CommandEngine):
                 await task
         self._release_all_waiters()
         if self.role == "leader":
-            with contextlib.suppress(EtcdError):
-                kvs, _ = await self._etcd.range(self._ticker_key)
-                if kvs and kvs[0].value == self.cluster.node_id.encode():
-                    await self._etcd.lease_revoke(kvs[0].lease)
+            try:
+                async with asyncio.timeout(STOP_COURTESY_S):
+                    kvs, _ = await self._etcd.range(self._ticker_key)
+                    if kvs and kvs[0].value == self.cluster.node_id.encode():
+                        await self._etcd.lease_revoke(kvs[0].lease)
+            except (EtcdError, TimeoutError) as exc:
+                log.info("stop: the ticker's lease is left to expire (%s)",
+                         exc or f"etcd did not answer within {STOP_COURTESY_S}s")  # fmt: skip
         with contextlib.suppress(Exception):
             await self._write_snapshot_now()
         await asyncio.to_thread(self.history.close)
@@ -325,10 +334,15 @@ class ClusterEngine(CommandEngine):
     async def _snapshot_written(self, position: int) -> None:
         """Report the node's snapshot revision: the ticker compacts the log below the lowest."""
         info = NodeInfo(snapshot_revision=position, http_url=self._http_url())
-        with contextlib.suppress(EtcdError):
-            await self._etcd.put(
-                self._nodes_prefix + self.cluster.node_id.encode(), msgspec.json.encode(info)
-            )
+        try:
+            async with asyncio.timeout(STOP_COURTESY_S if self._stopping else None):
+                await self._etcd.put(
+                    self._nodes_prefix + self.cluster.node_id.encode(), msgspec.json.encode(info)
+                )
+        except (EtcdError, TimeoutError) as exc:
+            if self._stopping:
+                log.info("stop: snapshot revision %d not reported (%s)", position,
+                         exc or f"etcd did not answer within {STOP_COURTESY_S}s")  # fmt: skip
 
     def _load_local_snapshot(self) -> None:
         path = self._local_snapshot

@@ -52,3 +52,20 @@ def test_health_reports_a_lost_majority_without_a_write(cluster: Cluster) -> Non
     )
     assert listed.status_code == 200
     assert job_id in [job["job_id"] for job in listed.json()["jobs"]]
+
+
+def test_the_node_stopped_last_does_not_wait_out_etcd(cluster: Cluster) -> None:
+    """A whole cluster stopped one node after another: the last one has no majority left, so
+    its parting calls to etcd (handing the ticker on, reporting the snapshot it writes at stop)
+    cannot succeed. They are courtesies bounded by STOP_COURTESY_S: it writes its snapshot and
+    exits, instead of waiting the etcd client's timeout (3 s) for each of them."""
+    n1, n2, n3 = cluster.nodes
+    assert submit(n1, "before the stop") is not None
+    n1.close()
+    n2.close()
+    started = time.monotonic()
+    assert n3.stop() == 0
+    took = time.monotonic() - started
+    log = n3.log()
+    assert "snapshot at" in log and "not reported" in log, log[-2000:]
+    assert took < 3.0, f"the last node took {took:.1f}s to stop"
