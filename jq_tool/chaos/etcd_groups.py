@@ -18,6 +18,7 @@ import httpx
 
 from jq_tool.chaos.target import TargetError, free_peer_ports
 from jq_tool.engine.child_process import die_with_parent
+from jq_tool.engine.etcd_member import ELECTION_TIMEOUT_MS, HEARTBEAT_MS
 
 MEMBER_START_TIMEOUT_S = 30.0
 
@@ -45,8 +46,8 @@ class EtcdMemberProcess:
             "--initial-cluster", self.initial,
             "--initial-cluster-state", state,
             "--initial-cluster-token", self.token,
-            "--heartbeat-interval", "100",
-            "--election-timeout", "1000",
+            "--heartbeat-interval", str(HEARTBEAT_MS),
+            "--election-timeout", str(ELECTION_TIMEOUT_MS),
             "--logger", "zap",
             "--log-outputs", "stderr",
         ]  # fmt: skip

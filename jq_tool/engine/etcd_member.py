@@ -33,6 +33,15 @@ log = logging.getLogger("jq.cluster")
 LOG_MAX_BYTES = 16 << 20
 LOG_CHECK_EVERY_S = 30.0
 
+HEARTBEAT_MS = 100
+ELECTION_TIMEOUT_MS = 1000
+# On SIGTERM a member that leads first hands its leadership to a peer, and waits for that up to
+# etcd's request timeout (7 s here). To a live peer the hand-over takes about a heartbeat; one
+# that takes longer than an election would is to a peer that is stopping too (a whole cluster
+# stopped at once: `docker compose down`), and is not worth more waiting. SIGKILL then: a
+# member's data is safe on it (raft fsyncs before it answers; the chaos tests kill members so).
+STOP_GRACE_S = 2 * ELECTION_TIMEOUT_MS / 1000
+
 
 def bound_log(path: Path, max_bytes: int = LOG_MAX_BYTES) -> bool:
     """Copy-truncate `path` into `path.1` once it holds more than `max_bytes` (what logrotate's
@@ -85,8 +94,8 @@ class EtcdMember:
             "--initial-cluster", initial,
             "--initial-cluster-state", "new",
             "--initial-cluster-token", c.etcd_cluster_token,
-            "--heartbeat-interval", "100",
-            "--election-timeout", "1000",
+            "--heartbeat-interval", str(HEARTBEAT_MS),
+            "--election-timeout", str(ELECTION_TIMEOUT_MS),
             "--logger", "zap",
             "--log-level", "warn",
             "--log-outputs", "stderr",
@@ -136,9 +145,16 @@ class EtcdMember:
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)
-        for _ in range(100):
+        deadline = asyncio.get_running_loop().time() + STOP_GRACE_S
+        while asyncio.get_running_loop().time() < deadline:
             if self.process.poll() is not None:
                 return
             await asyncio.sleep(0.05)
+        log.info(
+            "etcd member %s did not exit within %.1fs of SIGTERM (handing its leadership to a "
+            "peer that is stopping too?): killed",
+            self.config.node_id,
+            STOP_GRACE_S,
+        )
         self.process.kill()
         self.process.wait()

@@ -4,10 +4,14 @@ replication, the elected ticker, stopping a node, and a wiped node catching up."
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
+import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 
@@ -15,6 +19,7 @@ from jq_tool.chaos.target import free_peer_ports
 from jq_tool.core.model import JobState
 from jq_tool.engine.base import JobSpec
 from jq_tool.engine.cluster import ClusterEngine
+from jq_tool.engine.etcd_member import STOP_GRACE_S
 from jq_tool.engine.factory import engine_config
 from jq_tool.settings import Settings, build_settings
 
@@ -104,6 +109,39 @@ async def test_exactly_one_node_runs_the_ticker(three: list[ClusterEngine]) -> N
     await wait_for(lambda: sum(e.role == "leader" for e in others) == 1, timeout=20)
     outcome = await others[0].submit(JobSpec(payload="after"))
     assert outcome.job_id and await others[1].get(outcome.job_id)
+
+
+async def test_a_leading_member_whose_peers_stop_too_is_killed_after_the_grace(
+    three: list[ClusterEngine], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A whole cluster stopped at once: the etcd leader, on SIGTERM, hands its leadership to a
+    peer that is stopping too, and would wait for it up to etcd's 7 s request timeout. The
+    peers are frozen here (SIGSTOP: their connections stay up, so the leader does try) to make
+    that moment last; the member is killed after STOP_GRACE_S, not the 5 s it used to wait."""
+    statuses = []
+    async with httpx.AsyncClient(timeout=5) as http:
+        for engine in three:
+            url = f"http://{engine.cluster.etcd_client_addr}/v3/maintenance/status"
+            statuses.append((await http.post(url, json={})).json())
+    [leader] = [
+        e for e, s in zip(three, statuses, strict=True) if s["leader"] == s["header"]["member_id"]
+    ]
+    peers = [e.member.process for e in three if e is not leader]  # type: ignore[union-attr]
+    member = leader.member
+    assert member is not None and member.process is not None
+    for process in peers:
+        process.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+    try:
+        started = time.monotonic()
+        with caplog.at_level(logging.INFO, logger="jq.cluster"):
+            await member.stop()
+        took = time.monotonic() - started
+    finally:
+        for process in peers:
+            process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+    assert member.process.returncode == -signal.SIGKILL
+    assert "did not exit within" in caplog.text
+    assert STOP_GRACE_S <= took < STOP_GRACE_S + 2, took
 
 
 async def test_a_wiped_node_catches_up_from_the_cluster(tmp_path: Path) -> None:
