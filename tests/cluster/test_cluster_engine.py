@@ -118,14 +118,22 @@ async def test_a_leading_member_whose_peers_stop_too_is_killed_after_the_grace(
     peer that is stopping too, and would wait for it up to etcd's 7 s request timeout. The
     peers are frozen here (SIGSTOP: their connections stay up, so the leader does try) to make
     that moment last; the member is killed after STOP_GRACE_S, not the 5 s it used to wait."""
-    statuses = []
+    leaders: list[ClusterEngine] = []
     async with httpx.AsyncClient(timeout=5) as http:
-        for engine in three:
-            url = f"http://{engine.cluster.etcd_client_addr}/v3/maintenance/status"
-            statuses.append((await http.post(url, json={})).json())
-    [leader] = [
-        e for e, s in zip(three, statuses, strict=True) if s["leader"] == s["header"]["member_id"]
-    ]
+        for _ in range(50):  # until the members agree on one leader (an election may be on)
+            statuses = [
+                (await http.post(f"http://{e.cluster.etcd_client_addr}/v3/maintenance/status",
+                                 json={})).json()
+                for e in three
+            ]  # fmt: skip
+            leaders = [
+                e for e, s in zip(three, statuses, strict=True)
+                if s["leader"] == s["header"]["member_id"]
+            ]  # fmt: skip
+            if len(leaders) == 1 and len({s["leader"] for s in statuses}) == 1:
+                break
+            await asyncio.sleep(0.1)
+    [leader] = leaders
     peers = [e.member.process for e in three if e is not leader]  # type: ignore[union-attr]
     member = leader.member
     assert member is not None and member.process is not None
