@@ -179,7 +179,7 @@ class ClusterEngine(CommandEngine):
                         await self._etcd.lease_revoke(kvs[0].lease)
             except (EtcdError, TimeoutError) as exc:
                 log.info("stop: the ticker's lease is left to expire (%s)",
-                         exc or f"etcd did not answer within {STOP_COURTESY_S}s")  # fmt: skip
+                         str(exc) or f"etcd did not answer within {STOP_COURTESY_S}s")  # fmt: skip
         with contextlib.suppress(Exception):
             await self._write_snapshot_now()
         await asyncio.to_thread(self.history.close)
@@ -342,7 +342,7 @@ class ClusterEngine(CommandEngine):
         except (EtcdError, TimeoutError) as exc:
             if self._stopping:
                 log.info("stop: snapshot revision %d not reported (%s)", position,
-                         exc or f"etcd did not answer within {STOP_COURTESY_S}s")  # fmt: skip
+                         str(exc) or f"etcd did not answer within {STOP_COURTESY_S}s")  # fmt: skip
 
     def _load_local_snapshot(self) -> None:
         path = self._local_snapshot
