@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from jq_tool.engine.etcd_member import EtcdMember
+from jq_tool.engine.cluster import STOP_COURTESY_S
+from jq_tool.engine.etcd_member import STOP_GRACE_S, EtcdMember
 from jq_tool.engine.factory import engine_config
-from jq_tool.settings import build_settings
+from jq_tool.settings import Settings, build_settings
 from tests.distribution.test_compose import compose_client, environment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,6 +57,15 @@ def test_every_node_describes_the_same_cluster(compose: dict[str, Any]) -> None:
     command = EtcdMember(configs[0], Path("/data")).command()
     assert command[command.index("--listen-peer-urls") + 1] == "http://0.0.0.0:2380"
     assert command[command.index("--initial-advertise-peer-urls") + 1] == "http://node1:2380"
+
+
+def test_a_stop_has_time_to_drain_snapshot_and_stop_etcd(compose: dict[str, Any]) -> None:
+    """Docker SIGKILLs a container still running after its stop_grace_period (10 s unless set):
+    each node needs the drain, the two bounded courtesies to etcd and its member's grace."""
+    needed = Settings().drain_timeout_ms / 1000 + 2 * STOP_COURTESY_S + STOP_GRACE_S
+    for node in NODES:
+        grace = compose["services"][node]["stop_grace_period"]
+        assert grace.endswith("s") and float(grace[:-1]) > needed, (node, grace, needed)
 
 
 def test_compose_client_accepts_the_cluster_file() -> None:
