@@ -71,4 +71,6 @@ def test_the_node_stopped_last_does_not_wait_out_etcd(cluster: Cluster) -> None:
     assert "snapshot at" in log, log[-2000:]
     # What it left undone, and why (etcd's refusal, or no answer within STOP_COURTESY_S).
     assert re.search(r"snapshot revision \d+ not reported \(\S", log), log[-2000:]
-    assert took < 3.0, f"the last node took {took:.1f}s to stop"
+    # ~1.5 s here; it was 6.3 s (two waits of the client's 3 s). The bound leaves a slow machine
+    # room: the log line above is what proves the courtesy gave up.
+    assert took < 4.0, f"the last node took {took:.1f}s to stop"
