@@ -23,6 +23,17 @@ uvicorn's own settings do not cover them:
   seconds of loop time; uvicorn's `h11_max_incomplete_event_size` applies to h11 only. Here the
   bytes of a head are counted before the parser sees them: once the limit is crossed the
   client gets `431 header_too_large` and the connection is closed, without reading the rest.
+- **Bytes that are not HTTP/1.1** (a bad method or header, two Content-Lengths, a TLS or HTTP/2
+  preface) get `400 invalid_http` as JSON, like every other error, and the connection is
+  closed; they are counted in a log line at most every ten seconds. uvicorn answers them in
+  plain text and logs a warning for each, which lets any client write the log full.
+- **An Upgrade offer is declined by answering the plain request** (RFC 9110 section 7.8).
+  `curl --http2`, Java's RestClient and Ktor offer `Upgrade: h2c` on ordinary requests. llhttp
+  (through httptools) ends such a request at its head and leaves the body to the protocol
+  offered, so uvicorn runs it with an empty body and then fails on the body's bytes as the next
+  request (uvicorn issue 2722). Here the body is handed to the parser again behind a head made
+  up to frame it (its Content-Length, or chunked), and what follows it is parsed as the next
+  request.
 - **Deadlines without timers**: a sweep every 0.25 s closes what is overdue, so a request costs
   two float stores rather than a timer armed and cancelled. A connection whose request the app
   is still answering (a long poll, an event stream) is not overdue: the sweep moves its
@@ -45,9 +56,15 @@ import logging
 import time
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from jq_tool.server.errors import HEADER_TOO_LARGE, TOO_MANY_CONNECTIONS, closing_response
+from jq_tool.server.errors import (
+    HEADER_TOO_LARGE,
+    INVALID_HTTP,
+    TOO_MANY_CONNECTIONS,
+    closing_response,
+)
 from jq_tool.server.http_protocol import JoinedWritesProtocol
 from jq_tool.settings import Settings
 
@@ -96,7 +113,7 @@ class ConnectionLimits:
             f"the request line and headers exceed {max_header_bytes} bytes",
         )
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._counts = {"refused": 0, "head too large": 0, "timed out": 0}
+        self._counts = {"refused": 0, "head too large": 0, "timed out": 0, "not HTTP": 0}
         self._logged_at = {name: 0.0 for name in self._counts}
 
     @classmethod
@@ -161,6 +178,9 @@ class GuardedHttpToolsProtocol(JoinedWritesProtocol):
         self._head_budget: int | None = self._max_head  # None: reading a body
         self._one_shot = False  # a GET /health let through over the cap: close after it
         self._refused_bytes = b""
+        # The parser is reading a head made up to frame the body of a declined Upgrade offer
+        # (_decline_upgrade): its callbacks up to the end of that head are not a request.
+        self._framing_head = False
 
     # -- admission --------------------------------------------------------------------------
 
@@ -204,14 +224,51 @@ class GuardedHttpToolsProtocol(JoinedWritesProtocol):
             return
         else:
             self._head_budget = budget - len(data)
-        _data_received(self, data)
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        """uvicorn's data_received, but for what it does with bytes that are not HTTP and with
+        Upgrade offers (module docstring). uvicorn's keep-alive timer, which its version also
+        cancels here, is never armed on these connections (on_response_complete)."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._decline_upgrade(data[upgrade.args[0] :])
+        except httptools.HttpParserError as exc:
+            self._not_http(exc)
+
+    def _decline_upgrade(self, rest: bytes) -> None:
+        """The parser stopped at the end of a request's head because it offers an Upgrade; it
+        has run the request's callbacks to on_message_complete, which made uvicorn's cycle
+        complete with an empty body (its app task has not run yet: it is only scheduled), and
+        it starts a new message with the next bytes. `rest` is what followed the head in this
+        read: the body, if the request has one, and anything sent after it."""
+        framing = _body_framing(self.headers)
+        if framing and self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.more_body = True
+            self.cycle.message_event.clear()
+            self._framing_head = True
+            rest = b"PUT / HTTP/1.1\r\n" + framing + b"\r\n" + rest
+        if rest:
+            self._parse(rest)
+
+    def _not_http(self, exc: httptools.HttpParserError) -> None:
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, httptools.HttpParserCallbackError) and exc.__context__ is not None:
+            # A callback of uvicorn's or jq's raised: its type, never its text (which may quote
+            # the request).
+            reason = f"{reason}: {type(exc.__context__).__name__}"
+        self._limits.note("not HTTP", f"{reason}: 400")
+        self._close_with(
+            closing_response(400, INVALID_HTTP, f"the request is not valid HTTP/1.1 ({reason})")
+        )
 
     def _head_over_budget(self, data: bytes, budget: int) -> None:
         """`data` would take the head past its limit: let the parser see only what fits. If the
         head completes within it, go on with the rest; if not, 431 and close, unread."""
         self._head_budget = -1  # on_headers_complete replaces it if the head completes
         if budget:
-            _data_received(self, data[:budget])
+            self._parse(data[:budget])
         if self._mode or self.transport.is_closing():
             return
         if self._head_budget == -1:
@@ -221,6 +278,10 @@ class GuardedHttpToolsProtocol(JoinedWritesProtocol):
         self.data_received(data[budget:])
 
     def on_headers_complete(self) -> None:
+        if self._framing_head:  # not a request: the body of the cycle before follows
+            self._framing_head = False
+            self._head_budget = None
+            return
         _on_headers_complete(self)
         self._head_budget = None
         self.deadline = self._limits.now + self._timeout  # for the body, if one follows
@@ -318,7 +379,18 @@ class GuardedHttpToolsProtocol(JoinedWritesProtocol):
         self.transport.close()
 
 
+def _body_framing(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The header that frames a request's body, from its headers as uvicorn keeps them (names
+    lowercased; llhttp has refused two Content-Lengths, or one beside Transfer-Encoding), or
+    b"" when it has no body."""
+    for name, value in headers:
+        if name == b"content-length" and value.strip() not in (b"", b"0"):
+            return b"Content-Length: " + value.strip() + b"\r\n"
+        if name == b"transfer-encoding":
+            return b"Transfer-Encoding: chunked\r\n"
+    return b""
+
+
 # The base class's methods, called directly on the hot path (cheaper than super()).
-_data_received = HttpToolsProtocol.data_received
 _on_headers_complete = HttpToolsProtocol.on_headers_complete
 _on_message_complete = HttpToolsProtocol.on_message_complete

@@ -65,6 +65,7 @@ _OUTCOME_ADVICE = (
     "Idempotency-Key, or look the job up"
 )
 HEADER_TOO_LARGE = "header_too_large"
+INVALID_HTTP = "invalid_http"  # bytes the HTTP/1.1 parser refused (server/connections.py)
 TOO_MANY_CONNECTIONS = "too_many_connections"
 TOO_MANY_STREAMS = "too_many_streams"
 # Sharded mode: a call for a shard this node does not hold. Never shown to a client: the

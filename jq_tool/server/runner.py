@@ -108,18 +108,6 @@ class _HideStartupTraceback(logging.Filter):
         return not (message.startswith("Traceback") and StartupFailed.__name__ in message)
 
 
-class _DropUpgradeWarnings(logging.Filter):
-    """jq serves no websockets (uvicorn runs with ws="none"), so uvicorn's two warnings about
-    each Upgrade request say nothing new, and a client could fill the log with them."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (
-            message.startswith("Unsupported upgrade request")
-            or message.startswith("No supported WebSocket library detected")
-        )
-
-
 # Libraries whose INFO lines are one per call: httpx logs every request it makes, and a
 # cluster node makes about three a second to its etcd member (issue 21: 60 of a node's first
 # 66 lines). Their warnings and errors still show; --log-level debug shows everything.
@@ -133,7 +121,6 @@ def configure_logging(level: str) -> None:
         for name in _CHATTY_LOGGERS:
             logging.getLogger(name).setLevel(quiet)
     logging.getLogger("uvicorn.error").addFilter(_HideStartupTraceback())
-    logging.getLogger("uvicorn.error").addFilter(_DropUpgradeWarnings())
 
 
 def run(settings: Settings) -> int:
@@ -171,9 +158,10 @@ def run(settings: Settings) -> int:
         # uvicorn's httptools protocol, bounded (server/connections.py), with an answer's head
         # and body in one send (server/http_protocol.py).
         http=limits.protocol_class(),
-        # No websocket routes: an Upgrade request stays plain HTTP under the guard (handed to a
-        # websocket protocol, it would leave the connection cap's count behind), and uvicorn
-        # then imports no WebSocket library.
+        # No websocket routes: an Upgrade offer is declined and the request answered as plain
+        # HTTP under the guard (server/connections.py; handed to a websocket protocol, it
+        # would leave the connection cap's count behind), and uvicorn imports no WebSocket
+        # library.
         ws="none",
         timeout_keep_alive=settings.keep_alive_timeout_ms / 1000,  # type: ignore[arg-type]
         workers=1,
