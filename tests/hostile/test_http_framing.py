@@ -121,6 +121,11 @@ MALFORMED = {
     "a bad chunk size": (
         b"POST /jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
     ),
+    "a bad chunk size in a declined Upgrade offer's body": (
+        b"POST /jobs HTTP/1.1\r\nHost: x\r\n"
+        + H2C_OFFER
+        + b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"pay\r\nzz\r\n'
+    ),
 }
 
 
@@ -146,6 +151,8 @@ def test_bytes_that_are_not_http_get_a_json_400_and_a_counted_log_line(
         assert client.read_answer().status == 400
         client.close()
     client = RawClient(server.port)
+    stats = client.request("GET", "/stats", key=server.client_key)
+    assert stats.status == 200 and stats.json()["total"] == 0  # nothing reached the log
     assert client.request("POST", "/jobs", key=server.client_key, body=submit_body()).status == 201
     client.close()
     log = server.log()
