@@ -21,6 +21,7 @@ from jq_tool.cli.options import (
     UrlOption,
     duration_option,
     open_client,
+    payload_text,
     time_option,
 )
 from jq_tool.cli.output import (
@@ -153,7 +154,7 @@ def submit(
     one idempotency key, so a retry never makes a second job."""
     if delay is not None and run_at is not None:
         fail("give --delay or --run-at, not both", EXIT_USAGE, as_json=as_json)
-    text = sys.stdin.read() if payload == "-" else payload
+    text = payload_text(payload, as_json=as_json)
     with open_client(url, key, as_json) as client:
         try:
             job_id = client.submit(

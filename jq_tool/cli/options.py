@@ -8,6 +8,7 @@ documented and parsed the same everywhere.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -15,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from jq_tool.cli.output import EXIT_AUTH, NO_KEY, fail, reported_errors
+from jq_tool.cli.output import EXIT_AUTH, EXIT_USAGE, NO_KEY, fail, reported_errors
 from jq_tool.sdk import Client, parse_time
 from jq_tool.units import parse_duration_ms
 
@@ -47,6 +48,35 @@ def _time(value: str | datetime) -> datetime:
         return parse_time(value)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def payload_text(argument: str, *, as_json: bool) -> str:
+    """A payload argument as the text the API takes; '-' reads stdin. A payload is UTF-8 text:
+    stdin is read as bytes and decoded strictly, and an argument that is not UTF-8 (Python
+    keeps such bytes of argv as lone surrogates) is refused here, saying where, rather than by
+    the encoder's message when the request is sent."""
+    if argument == "-":
+        data = sys.stdin.buffer.read()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            where = f"byte 0x{data[exc.start]:02x} at offset {exc.start}"
+            fail(
+                f"stdin is not UTF-8 text ({where}): a payload is text; encode binary data "
+                "first, e.g. with base64",
+                EXIT_USAGE,
+                as_json=as_json,
+            )
+    try:
+        argument.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        fail(
+            f"the payload is not UTF-8 text (at character {exc.start}): a payload is text; "
+            "encode binary data first, e.g. with base64",
+            EXIT_USAGE,
+            as_json=as_json,
+        )
+    return argument
 
 
 def duration_option(help: str, *, default: str | None = None) -> Any:

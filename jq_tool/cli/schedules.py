@@ -7,13 +7,19 @@ schedule's own `--timezone` only says how its cron expression is read.
 
 from __future__ import annotations
 
-import sys
 from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 
-from jq_tool.cli.options import JsonOption, KeyOption, UrlOption, duration_option, open_client
+from jq_tool.cli.options import (
+    JsonOption,
+    KeyOption,
+    UrlOption,
+    duration_option,
+    open_client,
+    payload_text,
+)
 from jq_tool.cli.output import print_json, print_record, print_rows, show_time, stdout
 from jq_tool.sdk import DEFAULT_URL, Schedule
 
@@ -100,11 +106,13 @@ def _changes(
     overlap: Overlap | None,
     missed: Missed | None,
     grace: float | None,
+    *,
+    as_json: bool,
 ) -> dict[str, Any]:
     return {
         "cron": cron,
         "timezone": timezone,
-        "payload": sys.stdin.read() if payload == "-" else payload,
+        "payload": None if payload is None else payload_text(payload, as_json=as_json),
         "queue": queue,
         "priority": priority,
         "max_retries": max_retries,
@@ -137,7 +145,10 @@ def add(
     as_json: JsonOption = False,
 ) -> None:
     """Create a schedule (the same definition again is not an error)."""
-    fields = _changes(cron, timezone, payload, queue, priority, max_retries, overlap, missed, grace)
+    fields = _changes(
+        cron, timezone, payload, queue, priority, max_retries, overlap, missed, grace,
+        as_json=as_json,
+    )  # fmt: skip
     defined = {name: value for name, value in fields.items() if value is not None}
     with open_client(url, key, as_json) as client:
         schedule = client.create_schedule(name, paused=paused, **defined)
@@ -200,8 +211,9 @@ def edit(
 ) -> None:
     """Change a schedule's fields; a new cron or time zone starts from now."""
     changes = _changes(
-        cron, timezone, payload, queue, priority, max_retries, overlap, missed, grace
-    )
+        cron, timezone, payload, queue, priority, max_retries, overlap, missed, grace,
+        as_json=as_json,
+    )  # fmt: skip
     with open_client(url, key, as_json) as client:
         schedule = client.update_schedule(name, **changes)
     _show(schedule, as_json, "schedule changed")

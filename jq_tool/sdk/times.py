@@ -18,7 +18,12 @@ def utc_now() -> datetime:
 def format_time(moment: datetime) -> str:
     """RFC 3339 UTC with milliseconds, as the API speaks it; a naive datetime is UTC."""
     moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # Not strftime: its %Y gives year 999 as "999" (glibc), which is not RFC 3339, so a server
+    # refused a time before 1970 as malformed, quoting a time nobody wrote, instead of as early.
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+        f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_time(text: str) -> datetime:

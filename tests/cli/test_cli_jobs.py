@@ -15,6 +15,7 @@ from sdk.jq_server_process import ServerProcess, free_port
 from typer.testing import CliRunner
 
 from cli.jq_app import app
+from jq_tool.cli import schedules
 from jq_tool.sdk import format_time
 
 runner = CliRunner()
@@ -28,6 +29,32 @@ def jq(server: ServerProcess, key: str, *args: str, code: int = 0, stdin: str | 
 
 def jq_json(server: ServerProcess, key: str, *args: str) -> Any:
     return json.loads(jq(server, key, *args, "--json"))
+
+
+def test_a_payload_is_utf8_text_kept_as_sent_and_other_bytes_are_refused_by_name(
+    jq_server: ServerProcess, queue: str
+) -> None:
+    client = jq_server.client_key
+    env = {"JQ_URL": jq_server.url, "JQ_KEY": client}
+    text = "crlf\r\nand a lone cr\r, ünïcode ✓, a BOM \ufeff, a tab\t"
+    piped = json.loads(jq(jq_server, client, "submit", "-", "--queue", queue, "--json", stdin=text))
+    assert jq_json(jq_server, client, "get", piped["job_id"])["payload"] == text
+    # A binary file on stdin: refused before anything is sent, saying which byte.
+    png = b"\x89PNG\r\n\x1a\n\x00\xff"
+    refused = runner.invoke(app, ["submit", "-", "--queue", queue], env=env, input=png)
+    assert refused.exit_code == 2, refused.output
+    assert "stdin is not UTF-8 text (byte 0x89 at offset 0)" in refused.output
+    assert "Traceback" not in refused.output and "codec" not in refused.output
+    # An argument in another encoding (Python keeps its bytes as lone surrogates).
+    latin1 = runner.invoke(app, ["submit", "caf\udce9", "--queue", queue], env=env)
+    assert latin1.exit_code == 2 and "not UTF-8 text (at character 3)" in latin1.output
+    schedule = runner.invoke(
+        schedules.schedules_app, ["add", f"{queue}-bin", "* * * * *", "-", "--queue", queue],
+        env=env, input=png,
+    )  # fmt: skip
+    assert schedule.exit_code == 2 and "stdin is not UTF-8 text" in schedule.output
+    stats = jq_json(jq_server, client, "stats")
+    assert stats["queues"][queue]["total"] == 1  # only the UTF-8 one
 
 
 def test_submit_get_list_stats(jq_server: ServerProcess, queue: str) -> None:

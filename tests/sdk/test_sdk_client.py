@@ -83,6 +83,21 @@ def test_delay_and_run_at_schedule_the_job(client: Client, queue: str) -> None:
         client.submit("x", delay=-1, queue=queue)
 
 
+def test_a_time_before_the_year_1000_is_sent_as_rfc_3339_and_refused_as_too_early(
+    client: Client, queue: str
+) -> None:
+    # strftime's %Y wrote year 999 as "999": the server refused it as malformed, quoting a time
+    # the caller never wrote. Four digits, always; the server's answer names the real problem.
+    assert sdk.format_time(datetime(999, 1, 2, 3, 4, 5, 6000)) == "0999-01-02T03:04:05.006Z"
+    assert sdk.format_time(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00.000Z"
+    assert sdk.parse_time(sdk.format_time(datetime(999, 1, 2, tzinfo=UTC))).year == 999
+    for early in (datetime(999, 1, 2, tzinfo=UTC), datetime(1969, 12, 31, tzinfo=UTC)):
+        with pytest.raises(BadRequest) as refused:
+            client.submit("x", run_at=early, queue=queue)
+        assert "outside the years 1970 to 9999" in str(refused.value)
+        assert f"{early.year:04d}-" in str(refused.value)
+
+
 def test_same_idempotency_key_same_job(client: Client, queue: str) -> None:
     first = client.submit("once", idempotency_key="key-1-" + queue, queue=queue)
     second = client.submit("once", idempotency_key="key-1-" + queue, queue=queue)
