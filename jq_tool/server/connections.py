@@ -244,9 +244,12 @@ class GuardedHttpToolsProtocol(JoinedWritesProtocol):
         it starts a new message with the next bytes. `rest` is what followed the head in this
         read: the body, if the request has one, and anything sent after it."""
         framing = _body_framing(self.headers)
-        if framing and self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.more_body = True
-            self.cycle.message_event.clear()
+        cycle = self.cycle
+        # An httptools that reads such a body itself (httptools issue 124) has put it in the
+        # cycle already: then `rest` is only what follows it.
+        if framing and cycle is not None and not cycle.body and not cycle.response_complete:
+            cycle.more_body = True
+            cycle.message_event.clear()
             self._framing_head = True
             rest = b"PUT / HTTP/1.1\r\n" + framing + b"\r\n" + rest
         if rest:
