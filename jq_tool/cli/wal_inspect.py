@@ -71,6 +71,10 @@ def summary_of(report: WalReport) -> dict[str, Any]:
             for s in report.segments
         ],
         "stale_segments": [p.name for p in report.stale_segments],
+        "kept_generation": {
+            "snapshot": report.kept_snapshot.name if report.kept_snapshot else None,
+            "segments": [p.name for p in report.kept_segments],
+        },
         "record_types": type_counts,
         "snapshot": (
             {
@@ -151,6 +155,12 @@ def _print_tables(report: WalReport, console: Console) -> None:
         state.add_row("skipped snapshot", f"{skipped['name']}: {skipped['reason']}")
     if summary["stale_segments"]:
         state.add_row("stale segments", ", ".join(summary["stale_segments"]))
+    kept = summary["kept_generation"]
+    if kept["snapshot"] or kept["segments"]:
+        state.add_row(
+            "kept for a fallback",
+            ", ".join([*([kept["snapshot"]] if kept["snapshot"] else []), *kept["segments"]]),
+        )
     state.add_row("next index", str(summary["next_index"]))
     last_valid = summary["last_valid"]
     state.add_row(

@@ -2,7 +2,8 @@
 durable before the state machine applies them. It owns which files are live, recovery at open
 (newest valid snapshot, segment validation, truncating a torn tail, refusing on corruption),
 group-committed appends (one write and one fdatasync per batch), segment rotation, and writing
-snapshots then deleting what they cover. The byte layout is documented in
+snapshots then deleting what they cover, less one generation kept for a newest snapshot that
+the disk damages later (`drop_before`). The byte layout is documented in
 `jq_tool.core.wal_format`; `examine()` is the read-only half that `jq wal-inspect` shares, so the
 inspector and recovery can never disagree about a directory.
 
@@ -104,6 +105,8 @@ class Recovery(msgspec.Struct):
     truncated: str | None  # what a torn/corrupt tail truncation dropped (file, offset, bytes)
     next_index: int  # index the next appended record will get
     damaged: bool = False  # the dropped tail held a complete record that failed its CRC
+    # Newer snapshots recovery could not use ("<name>: <why>"): it restored an older one.
+    skipped_snapshots: list[str] = []
 
 
 class SegmentState(msgspec.Struct):
@@ -161,7 +164,11 @@ class WalReport(msgspec.Struct):
     snapshot: SnapshotState | None = None
     skipped_snapshots: list[tuple[Path, str]] = []
     segments: list[SegmentState] = []  # live: from the snapshot on
-    stale_segments: list[Path] = []  # wholly covered by the snapshot
+    # Kept for the previous snapshot (WAL.drop_before): the segments from the one holding its
+    # index up to the live ones, not read. None when there is no such generation.
+    kept_snapshot: Path | None = None
+    kept_segments: list[Path] = []
+    stale_segments: list[Path] = []  # wholly covered by the snapshot and the kept one
     next_index: int = 0
     tail: TornTail | None = None
     corruption: WalCorruption | None = None
@@ -195,7 +202,8 @@ def examine(directory: Path) -> WalReport:
         if entry.name.endswith(BROKEN_SUFFIX) and entry.is_file()
     )
 
-    for _index, path in reversed(_list_indexed(directory, SNAPSHOT_SUFFIX)):
+    snapshots = _list_indexed(directory, SNAPSHOT_SUFFIX)
+    for _index, path in reversed(snapshots):
         decoded = read_snapshot(path)
         if isinstance(decoded, str):
             report.skipped_snapshots.append((path, decoded))
@@ -228,7 +236,19 @@ def examine(directory: Path) -> WalReport:
             why = f"snapshot {bad_path.name} is invalid ({bad_reason}); {why}"
         report.corruption = WalCorruption(segments[0][1], 0, why)
         return report
-    report.stale_segments = [path for _first, path in segments[:start]]
+    # The generation WAL.drop_before keeps for a newest snapshot that fails its CRC later: the
+    # next older snapshot file (not read: a start reads one snapshot) and the segments from the
+    # one holding its index; with no older snapshot, the log from its first segment.
+    older = [(index, path) for index, path in snapshots if index < base]
+    kept_from = older[-1][0] if older else 0
+    report.kept_snapshot = older[-1][1] if older else None
+    kept_start = max(
+        (position for position, (first, _path) in enumerate(segments) if first <= kept_from),
+        default=0,
+    )
+    kept_start = min(kept_start, start)
+    report.stale_segments = [path for _first, path in segments[:kept_start]]
+    report.kept_segments = [path for _first, path in segments[kept_start:start]]
 
     expected = segments[start][0]
     live = segments[start:]
@@ -453,6 +473,7 @@ class WAL:
             truncated=truncated,
             next_index=report.next_index,
             damaged=report.tail.damaged if report.tail is not None else False,
+            skipped_snapshots=[f"{path.name}: {why}" for path, why in report.skipped_snapshots],
         )
 
     def _repair_tail(self, tail: TornTail, first_index: int) -> None:
@@ -692,18 +713,28 @@ class WAL:
         return self.directory / snapshot_name(index)
 
     def drop_before(self, index: int) -> None:
-        """After the snapshot at `index` is durable: replay starts there from now on, and the
-        segments and snapshots it makes unnecessary are deleted. The segment that holds record
-        `index` stays, even when it also holds older records (replay skips those)."""
+        """After the snapshot at `index` is durable: replay starts there from now on. One
+        generation before it is kept: the previous snapshot and the segments from the one
+        holding its index (before the first snapshot, the log from its start), so that a newest
+        snapshot that later fails its CRC (a bad sector, a stray write) costs a longer replay,
+        not the data dir: recovery falls back to the older one (`examine`). Everything older
+        is deleted. The segment that holds record `index` stays, even when it also holds older
+        records (replay skips those)."""
         self._check_snapshot_index(index)
         if not self.snapshot_path(index).is_file():
             raise ValueError(f"no snapshot file for index {index} in {self.directory}")
+        kept = self._base
         self._base = index
-        while len(self._segments) > 1 and self._segments[1][0] <= index:
-            _first, old = self._segments.pop(0)
-            old.unlink(missing_ok=True)
+        # By their names, not by self._segments: the segments recovery left for the generation
+        # it kept are not live, and go here too once a newer generation is kept.
+        on_disk = _list_indexed(self.directory, SEGMENT_SUFFIX)
+        first_kept = max((first for first, _path in on_disk if first <= kept), default=0)
+        for first, old in on_disk:
+            if first < first_kept:
+                old.unlink(missing_ok=True)
+        self._segments = [(first, path) for first, path in self._segments if first >= first_kept]
         for old_index, old in _list_indexed(self.directory, SNAPSHOT_SUFFIX):
-            if old_index < index:
+            if old_index < index and old_index != kept:
                 old.unlink(missing_ok=True)
         self._fsync_directory()
 

@@ -9,6 +9,7 @@ A WAL directory holds segment files and snapshot files::
 
     00000000000000000000.wal     records 0 .. 41 999
     00000000000000042000.wal     records 42 000 .. (the last segment, the one being appended)
+    00000000000000030000.snap    the snapshot before the newest, kept with the records since it
     00000000000000042000.snap    state machine snapshot: the state after records 0 .. 41 999
     LOCK                         flock(2) target: one process owns the directory
 

@@ -200,6 +200,17 @@ class LocalEngine(CommandEngine):
             # A torn write is what a crash leaves; a whole record failing its CRC is not.
             level = logging.ERROR if recovery.damaged else logging.WARNING
             log.log(level, "WAL tail truncated during recovery: %s", recovery.truncated)
+        for skipped in recovery.skipped_snapshots:
+            # Written whole and fsynced before its rename, a snapshot that fails its check was
+            # damaged on the disk since: the WAL kept the one before it and the log since.
+            log.error(
+                "snapshot %s: not used; restored from %s and the log after it (was the disk "
+                "damaged?)",
+                skipped,
+                f"the snapshot at index {recovery.snapshot_index}"
+                if recovery.snapshot is not None
+                else "the start of the log",
+            )
         if recovery.snapshot is not None:
             self._machine.restore(recovery.snapshot)
         self._snapshot_at = recovery.snapshot_index

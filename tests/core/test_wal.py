@@ -122,25 +122,73 @@ def test_rotation_names_segments_by_first_index_and_replays_across_them(tmp_path
     assert records == [(i, RECORD_COMMAND, body_for(i)) for i in range(60)]
 
 
-def test_snapshot_deletes_covered_segments_and_older_snapshots(tmp_path: Path) -> None:
+def firsts(directory: Path) -> list[int]:
+    return [int(p.name[: -len(".wal")]) for p in segments(directory)]
+
+
+def test_a_snapshot_keeps_the_one_before_it_and_the_records_since_and_deletes_the_rest(
+    tmp_path: Path,
+) -> None:
     wal, _ = open_wal(tmp_path, segment_bytes=200)
     for i in range(20):
         wal.append([(RECORD_COMMAND, body_for(i))])
     wal.write_snapshot(12, b"state-before-12")
-    assert (tmp_path / snapshot_name(12)).exists()
+    # The first snapshot: the log from its start is the generation kept.
+    assert [p.name for p in tmp_path.glob("*.snap")] == [snapshot_name(12)]
+    assert firsts(tmp_path)[0] == 0
     for i in range(20, 30):
         wal.append([(RECORD_COMMAND, body_for(i))])
     wal.write_snapshot(30, b"state-before-30")
     wal.append([(RECORD_COMMAND, body_for(30))])
+    # Kept: snapshot 12 and the segments from the one holding record 12.
+    assert sorted(p.name for p in tmp_path.glob("*.snap")) == [snapshot_name(12), snapshot_name(30)]
+    kept = firsts(tmp_path)
+    assert kept[0] <= 12 < kept[1] and kept[-1] == 30
+    wal.write_snapshot(31, b"state-before-31")
     wal.close()
-
-    assert [p.name for p in tmp_path.glob("*.snap")] == [snapshot_name(30)]
-    # The snapshot at the end of the log started a fresh segment; everything older is gone.
-    assert [p.name for p in segments(tmp_path)] == [segment_name(30)]
+    # A third: 12 and everything it needed go; 30 is the one kept now.
+    assert sorted(p.name for p in tmp_path.glob("*.snap")) == [snapshot_name(30), snapshot_name(31)]
+    assert firsts(tmp_path) == [30, 31]  # the snapshot at the end of the log started 31
     recovery, records = reopen_records(tmp_path, segment_bytes=200)
-    assert recovery.snapshot_index == 30 and recovery.snapshot == b"state-before-30"
-    assert recovery.next_index == 31
-    assert records == [(30, RECORD_COMMAND, body_for(30))]
+    assert recovery.snapshot_index == 31 and recovery.snapshot == b"state-before-31"
+    assert recovery.next_index == 31 and records == []
+
+
+def test_a_flipped_bit_in_the_newest_snapshot_costs_a_longer_replay_not_the_data(
+    tmp_path: Path,
+) -> None:
+    wal, _ = open_wal(tmp_path, segment_bytes=300)
+    for i in range(10):
+        wal.append([(RECORD_COMMAND, body_for(i))])
+    wal.write_snapshot(10, b"state-before-10")
+    for i in range(10, 25):
+        wal.append([(RECORD_COMMAND, body_for(i))])
+    wal.write_snapshot(20, b"state-before-20")
+    for i in range(25, 28):
+        wal.append([(RECORD_COMMAND, body_for(i))])
+    wal.close()
+    # A start with a sound newest snapshot reads only it and what follows, and keeps the rest.
+    before = sorted(p.name for p in tmp_path.iterdir())
+    recovery, records = reopen_records(tmp_path, segment_bytes=300)
+    assert recovery.snapshot_index == 20 and [i for i, _, _ in records] == list(range(20, 28))
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    report = examine(tmp_path)
+    assert report.kept_snapshot == tmp_path / snapshot_name(10) and report.kept_segments
+
+    newest = tmp_path / snapshot_name(20)
+    flip(newest, len(newest.read_bytes()) // 2, 3)
+    recovery, records = reopen_records(tmp_path, segment_bytes=300)
+    assert (recovery.snapshot_index, recovery.snapshot) == (10, b"state-before-10")
+    assert records == [(i, RECORD_COMMAND, body_for(i)) for i in range(10, 28)]
+
+    # Writing on from the fallback: the next snapshot keeps 10's generation, drops the bad one.
+    wal, _ = open_wal(tmp_path, segment_bytes=300)
+    wal.append([(RECORD_COMMAND, body_for(28))])
+    wal.write_snapshot(29, b"state-before-29")
+    wal.close()
+    assert sorted(p.name for p in tmp_path.glob("*.snap")) == [snapshot_name(10), snapshot_name(29)]
+    recovery, records = reopen_records(tmp_path, segment_bytes=300)
+    assert recovery.snapshot_index == 29 and records == []
 
 
 def test_snapshot_in_the_middle_of_a_segment_replays_only_what_follows(tmp_path: Path) -> None:
@@ -271,19 +319,24 @@ def test_a_torn_tail_of_a_large_record_is_truncated(tmp_path: Path) -> None:
 
 def test_segments_left_by_a_crash_after_a_snapshot_are_cleaned_at_open(tmp_path: Path) -> None:
     wal, _ = open_wal(tmp_path, segment_bytes=150)
-    for i in range(10):
+    for i in range(5):
+        wal.append([(RECORD_COMMAND, body_for(i))])
+    wal.write_snapshot(5, b"five")  # the first: the log from its start is kept
+    for i in range(5, 10):
         wal.append([(RECORD_COMMAND, body_for(i))])
     saved = {p.name: p.read_bytes() for p in segments(tmp_path)}
-    wal.write_snapshot(10, b"ten")
+    wal.write_snapshot(10, b"ten")  # now 5's generation is kept, the older segments go
     wal.append([(RECORD_COMMAND, body_for(10))])
     wal.close()
+    expected = [p.name for p in segments(tmp_path)]
+    assert len(expected) < len(saved)
     # As if the process died after the snapshot's rename but before it deleted anything.
     for name, data in saved.items():
         (tmp_path / name).write_bytes(data)
     recovery, records = reopen_records(tmp_path, segment_bytes=150)
     assert (recovery.snapshot_index, recovery.snapshot, recovery.next_index) == (10, b"ten", 11)
     assert records == [(10, 1, body_for(10))]
-    assert [p.name for p in segments(tmp_path)] == [segment_name(10)]
+    assert [p.name for p in segments(tmp_path)] == expected
 
 
 def test_second_open_of_the_same_directory_is_refused(tmp_path: Path) -> None:
@@ -479,22 +532,22 @@ def test_corrupt_newest_snapshot_falls_back_when_segments_remain(tmp_path: Path)
 
 def test_corrupt_newest_snapshot_refuses_when_segments_are_gone(tmp_path: Path) -> None:
     wal, _ = open_wal(tmp_path)
-    wal.append([(RECORD_COMMAND, body_for(i)) for i in range(5)])
-    wal.write_snapshot(5, b"five")
-    older = (tmp_path / snapshot_name(5)).read_bytes()
-    wal.append([(RECORD_COMMAND, body_for(i)) for i in range(5, 10)])
-    wal.write_snapshot(10, b"ten")
+    for start in (0, 5, 10):
+        wal.append([(RECORD_COMMAND, body_for(i)) for i in range(start, start + 5)])
+        wal.write_snapshot(start + 5, f"before {start + 5}".encode())
     wal.close()
-    assert [p.name for p in segments(tmp_path)] == [segment_name(10)]
-    newest = tmp_path / snapshot_name(10)
+    # Each snapshot at the end of the log started a segment; kept: 10's generation and 15.
+    assert [p.name for p in segments(tmp_path)] == [segment_name(10), segment_name(15)]
+    newest = tmp_path / snapshot_name(15)
     flip(newest, len(newest.read_bytes()) - 1, 0)
+    recovery, records = reopen_records(tmp_path)
+    assert (recovery.snapshot_index, recovery.snapshot) == (10, b"before 10")
+    assert records == [(i, RECORD_COMMAND, body_for(i)) for i in range(10, 15)]
+    kept = tmp_path / snapshot_name(10)
+    flip(kept, len(kept.read_bytes()) - 1, 0)
     with pytest.raises(WalCorruption, match="invalid") as caught:
         WAL(tmp_path).open()
-    assert snapshot_name(10) in str(caught.value)
-
-    (tmp_path / snapshot_name(5)).write_bytes(older)
-    with pytest.raises(WalCorruption, match="oldest segment starts at 10"):
-        WAL(tmp_path).open()
+    assert "oldest segment starts at 10" in str(caught.value)
 
 
 def test_snapshot_with_all_its_segments_deleted_is_corruption(tmp_path: Path) -> None:
@@ -724,6 +777,12 @@ def test_inspect_clean_directory(tmp_path: Path) -> None:
     assert summary["record_types"] == {"command": 1, "unknown(9)": 1}
     assert summary["next_index"] == 14
     assert summary["segments"][0]["first_index"] == 12
+    # The first snapshot keeps the log from its start for a fallback; listed, not read.
+    kept = summary["kept_generation"]
+    assert kept["snapshot"] is None and kept["segments"][0] == segment_name(0)
+    assert segment_name(12) not in kept["segments"]
+    code, out, _ = inspect(str(tmp_path))
+    assert "kept for a fallback" in out
 
 
 def test_inspect_torn_tail_reports_without_truncating(tmp_path: Path) -> None:
