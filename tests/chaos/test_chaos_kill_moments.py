@@ -77,7 +77,10 @@ async def test_kills_during_snapshots_and_rotations_lose_nothing(tmp_path: Path)
     assert report.kills == 6 and report.restarts == 6
     assert report.zero_loss, report.to_text()
     # The server really did snapshot and rotate, and the kills really landed in those moments.
-    assert len(server.snapshots_seen) > 3, "no snapshots: is JQ_SNAPSHOT_EVERY honoured?"
+    # At least three: with the default interval the run would see one at most (a stop's). More
+    # depends on the machine: the interval grows to a quarter of the jobs held (~200 records
+    # here), and a busy machine's run got through three (a CI run beside another test run).
+    assert len(server.snapshots_seen) >= 3, "no snapshots: is JQ_SNAPSHOT_EVERY honoured?"
     assert len(server.segments_seen) > 3, "no rotations: is JQ_SEGMENT_BYTES honoured?"
     assert "snapshot" in server.hits, server.hits
     assert "rotation" in server.hits, server.hits
