@@ -164,8 +164,9 @@ class WalReport(msgspec.Struct):
     snapshot: SnapshotState | None = None
     skipped_snapshots: list[tuple[Path, str]] = []
     segments: list[SegmentState] = []  # live: from the snapshot on
-    # Kept for the previous snapshot (WAL.drop_before): the segments from the one holding its
-    # index up to the live ones, not read. None when there is no such generation.
+    # The generation kept for a fallback (WAL.drop_before), not read: the snapshot before the
+    # one in use (None before a second was written), and the segments from the one holding
+    # its index (or from the first) up to the live ones.
     kept_snapshot: Path | None = None
     kept_segments: list[Path] = []
     stale_segments: list[Path] = []  # wholly covered by the snapshot and the kept one
