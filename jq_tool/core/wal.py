@@ -726,18 +726,35 @@ class WAL:
             raise ValueError(f"no snapshot file for index {index} in {self.directory}")
         kept = self._base
         self._base = index
-        # By their names, not by self._segments: the segments recovery left for the generation
-        # it kept are not live, and go here too once a newer generation is kept.
-        on_disk = _list_indexed(self.directory, SEGMENT_SUFFIX)
-        first_kept = max((first for first, _path in on_disk if first <= kept), default=0)
-        for first, old in on_disk:
-            if first < first_kept:
-                old.unlink(missing_ok=True)
-        self._segments = [(first, path) for first, path in self._segments if first >= first_kept]
-        for old_index, old in _list_indexed(self.directory, SNAPSHOT_SUFFIX):
-            if old_index < index and old_index != kept:
-                old.unlink(missing_ok=True)
+        self._delete_older(kept, index, keep_snapshot=kept)
         self._fsync_directory()
+
+    def drop_kept(self) -> int:
+        """Delete the generation drop_before keeps behind the snapshot in use; the number of
+        files deleted. For a full disk: the log's appends and the next snapshot need that room
+        more than a snapshot the disk might damage needs a fallback."""
+        self._check_writable()
+        deleted = self._delete_older(self._base, self._base, keep_snapshot=None)
+        if deleted:
+            self._fsync_directory()
+        return deleted
+
+    def _delete_older(self, record: int, below: int, *, keep_snapshot: int | None) -> int:
+        """Delete the segments before the one that holds `record` and the snapshots below
+        `below` but `keep_snapshot`; the number of files deleted. By their names, not by
+        self._segments: the segments recovery left for the generation it kept are not live."""
+        on_disk = _list_indexed(self.directory, SEGMENT_SUFFIX)
+        first_kept = max((first for first, _path in on_disk if first <= record), default=0)
+        old = [path for first, path in on_disk if first < first_kept]
+        old += [
+            path
+            for index, path in _list_indexed(self.directory, SNAPSHOT_SUFFIX)
+            if index < below and index != keep_snapshot
+        ]
+        for path in old:
+            path.unlink(missing_ok=True)
+        self._segments = [(first, path) for first, path in self._segments if first >= first_kept]
+        return len(old)
 
     def _check_snapshot_index(self, index: int) -> None:
         self._check_writable()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -106,6 +107,8 @@ if TYPE_CHECKING:
     from jq_tool.engine.cron import CronTimes
 
 log = logging.getLogger("jq.engine")
+# A write that failed for want of room (a quota is a full disk too).
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 
 # A slow /events consumer loses events beyond this many rather than slowing the engine.
 SUBSCRIBER_QUEUE_SIZE = 10_000
@@ -533,6 +536,11 @@ class CommandEngine(InsightCalls, Engine):
         # the kernel killed) only means a longer replay; try again half an interval later.
         self._records_since_snapshot += due // 2
         log.error("snapshot failed, will retry: %s", exc)
+        if isinstance(exc, OSError) and exc.errno in _NO_ROOM and not self._stopping:
+            self._make_room()
+
+    def _make_room(self) -> None:  # noqa: B027 - a hook; a log that keeps nothing spare
+        """The disk is full: give up what the log keeps but could do without."""
 
     # ------------------------------------------------------------------ events and waiters
 

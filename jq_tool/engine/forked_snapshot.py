@@ -90,7 +90,11 @@ def fork_snapshot(
             code = _OK
         except OSError as exc:
             code = _OS_ERROR
-            _report(report_write, f"{exc.errno or 0} {exc}")
+            # Not str(exc): its "[Errno N]" would come twice, the parent's OSError adds it.
+            message = exc.strerror or str(exc)
+            if exc.filename:
+                message += f": {exc.filename}"
+            _report(report_write, f"{exc.errno or 0} {message}")
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, never raised here
             _report(report_write, repr(exc))
         finally:

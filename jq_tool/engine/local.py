@@ -549,6 +549,23 @@ class LocalEngine(CommandEngine):
         assert self._wal_thread is not None
         await self._wal_thread.call(self._wal.drop_before, position)
 
+    def _make_room(self) -> None:
+        """A snapshot found the disk full: the generation the WAL keeps for a damaged snapshot
+        goes first (WAL.drop_kept), in the WAL thread like every deletion."""
+        if self._wal_thread is not None:
+            self._wal_thread.call_then(self._wal.drop_kept, (), _kept_dropped, None)
+
+
+def _kept_dropped(_context: None, deleted: int | None, exc: BaseException | None) -> None:
+    if exc is not None:
+        log.warning("the disk is full; the files kept for a fallback stay: %s", exc)
+    elif deleted:
+        log.warning(
+            "the disk is full: deleted the snapshot and log kept for a fallback (%d files); "
+            "one is kept again after the next snapshot",
+            deleted,
+        )
+
 
 def _records(batch: list[Proposal]) -> list[tuple[int, bytes]]:
     """The WAL records of a batch, in order."""

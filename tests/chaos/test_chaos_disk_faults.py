@@ -136,6 +136,56 @@ async def test_full_disk_refuses_submits_with_507_and_loses_nothing(
         assert health.status_code == 200, health.text
 
 
+async def test_a_full_disk_takes_the_files_kept_for_a_fallback_first(
+    small_fs: Path, tmp_path: Path
+) -> None:
+    # The WAL keeps the snapshot before the newest and the log since it (a fallback for a
+    # snapshot the disk damages); a snapshot that finds the disk full gives that room back.
+    data_dir = small_fs / "data"
+    env = {**os.environ, "JQ_SNAPSHOT_EVERY": "20", "JQ_SEGMENT_BYTES": "65536"}
+    server = SpawnedServer(data_dir, log_path=tmp_path / "serve.log", env=env)
+    await server.start()
+    acknowledged: list[str] = []
+    try:
+        async with _client(server) as client:
+
+            async def submit(payload: str) -> bool:
+                response = await client.post("/jobs", json={"payload": payload})
+                if response.status_code == 201:
+                    acknowledged.append(response.json()["job_id"])
+                    return True
+                assert response.status_code == 507, response.text  # refused, never lost
+                return False
+
+            for i in range(400):  # ~60 KB a snapshot by the end, written every 100 records
+                assert await submit(f"job-{i}")
+            assert len(list(data_dir.glob("*.snap"))) == 2, sorted(os.listdir(data_dir))
+            _fill(small_fs / "filler")
+            filler = small_fs / "filler"
+            os.truncate(filler, filler.stat().st_size - 48 * 1024)  # room for records only
+            mark = len(server.log_text())
+            for i in range(300):
+                await submit(f"full-{i}")
+                if "deleted the snapshot and log kept for a fallback" in server.log_text(mark):
+                    break
+            else:
+                raise AssertionError(server.log_text(mark)[-3000:])
+            failed = server.log_text(mark)
+            assert "snapshot failed, will retry: [Errno 28] No space left on device" in failed
+            filler.unlink()
+            for i in range(150):  # room again: snapshots are written, one is kept again
+                assert await submit(f"after-{i}")
+            assert len(list(data_dir.glob("*.snap"))) == 2, sorted(os.listdir(data_dir))
+        await server.kill()
+        await server.restart()
+        async with _client(server) as client:
+            for job_id in acknowledged:
+                response = await client.get(f"/jobs/{job_id}")
+                assert response.status_code == 200, (job_id, response.text)
+    finally:
+        await server.stop()
+
+
 @pytest.fixture
 def failing_block_device(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
     """ext4 on a loop device backed by a sparse 64 MiB image on a 3 MiB tmpfs: writes past

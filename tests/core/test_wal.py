@@ -191,6 +191,29 @@ def test_a_flipped_bit_in_the_newest_snapshot_costs_a_longer_replay_not_the_data
     assert recovery.snapshot_index == 29 and records == []
 
 
+def test_drop_kept_gives_the_fallback_up_and_the_next_snapshot_keeps_one_again(
+    tmp_path: Path,
+) -> None:
+    wal, _ = open_wal(tmp_path, segment_bytes=200)
+    for i in range(20):
+        wal.append([(RECORD_COMMAND, body_for(i))])
+    wal.write_snapshot(8, b"before 8")
+    wal.write_snapshot(16, b"before 16")
+    kept = firsts(tmp_path)
+    assert kept[0] <= 8 and len(kept) > 1
+    assert wal.drop_kept() > 0
+    assert [p.name for p in tmp_path.glob("*.snap")] == [snapshot_name(16)]
+    left = firsts(tmp_path)
+    assert left[0] <= 16 and (len(left) == 1 or left[1] > 16)
+    assert wal.drop_kept() == 0  # nothing left to give up
+    wal.append([(RECORD_COMMAND, body_for(20))])
+    wal.write_snapshot(21, b"before 21")
+    wal.close()
+    assert sorted(p.name for p in tmp_path.glob("*.snap")) == [snapshot_name(16), snapshot_name(21)]
+    recovery, records = reopen_records(tmp_path, segment_bytes=200)
+    assert recovery.snapshot_index == 21 and records == []
+
+
 def test_snapshot_in_the_middle_of_a_segment_replays_only_what_follows(tmp_path: Path) -> None:
     wal, _ = open_wal(tmp_path)
     wal.append([(RECORD_COMMAND, body_for(i)) for i in range(10)])
