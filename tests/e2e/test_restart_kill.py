@@ -38,18 +38,25 @@ def submit_and_work(client: httpx.Client, round_: int) -> list[str]:
     return [entry["job_id"] for entry in response.json()["results"]]
 
 
+def work_until_snapshots(server: JqServer, client: httpx.Client, count: int, ids: list[str]) -> int:
+    """Rounds of submit_and_work (their job ids added to `ids`) until the data dir holds
+    `count` snapshot files; the next round's number."""
+    round_ = 0
+    deadline = time.monotonic() + 30
+    while len(list(server.data_dir.glob("*.snap"))) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} snapshots were written"
+        ids += submit_and_work(client, round_)
+        round_ += 1
+    return round_
+
+
 def test_a_killed_server_restarts_from_a_mid_segment_snapshot_to_what_it_answered(
     jq_server_factory: ServerFactory,
 ) -> None:
     server: JqServer = jq_server_factory("--snapshot-every", "20")
     ids: list[str] = []
     with server.client(server.admin_key, timeout=30) as client:
-        round_ = 0
-        deadline = time.monotonic() + 30
-        while not list(server.data_dir.glob("*.snap")):
-            assert time.monotonic() < deadline, "no snapshot was written"
-            ids += submit_and_work(client, round_)
-            round_ += 1
+        round_ = work_until_snapshots(server, client, 1, ids)
         for more in range(3):  # a tail after the newest snapshot, for the restart to replay
             ids += submit_and_work(client, round_ + more)
         snapshot = max(server.data_dir.glob("*.snap"))
@@ -77,12 +84,7 @@ def test_a_flipped_bit_in_the_newest_snapshot_restarts_from_the_one_kept_before_
     server: JqServer = jq_server_factory("--snapshot-every", "20")
     ids: list[str] = []
     with server.client(server.admin_key, timeout=30) as client:
-        round_ = 0
-        deadline = time.monotonic() + 30
-        while len(list(server.data_dir.glob("*.snap"))) < 2:
-            assert time.monotonic() < deadline, "no second snapshot was written"
-            ids += submit_and_work(client, round_)
-            round_ += 1
+        round_ = work_until_snapshots(server, client, 2, ids)
         ids += submit_and_work(client, round_)
         before = state(client)
         jobs_before = {job_id: client.get(f"/jobs/{job_id}").json() for job_id in ids}
