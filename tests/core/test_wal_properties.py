@@ -189,3 +189,77 @@ def test_examine_predicts_what_open_does(
         assert report.corruption is None
         assert (truncated is None) == (report.tail is None)
         assert len(records) == report.next_index
+
+
+_GENERATION_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.integers(1, 6)),
+        st.tuples(st.just("snapshot"), st.just(0)),
+        st.tuples(st.just("drop_kept"), st.just(0)),
+        st.tuples(st.just("reopen"), st.just(0)),
+    ),
+    max_size=30,
+)
+
+
+@PROPERTY_SETTINGS
+@given(steps=_GENERATION_STEPS, segment_bytes=st.sampled_from([150, 600, 4096]))
+def test_any_history_keeps_a_fallback_for_a_damaged_newest_snapshot(
+    steps: list[tuple[str, int]], segment_bytes: int
+) -> None:
+    """Appends, snapshots (as the engine takes them: never twice at one index), drop_kept and
+    restarts in any order: a start restores the newest snapshot and replays exactly what
+    follows it; with the newest damaged, it falls back to an older snapshot (or the log's start)
+    and replays exactly what follows that, and it may refuse only if drop_kept gave the
+    fallback up since the newest snapshot."""
+
+    def body(index: int) -> bytes:
+        return f"record {index}".encode() * (index % 7 + 1)
+
+    with scratch() as directory:
+        wal = WAL(directory, segment_bytes=segment_bytes)
+        wal.open()
+        written, snapshots, given_up = 0, [0], False
+        for step, count in steps:
+            if step == "append":
+                for _ in range(count):
+                    wal.append([(1, body(written))])
+                    written += 1
+            elif step == "snapshot" and written > snapshots[-1]:
+                wal.write_snapshot(written, f"state before {written}".encode())
+                snapshots.append(written)
+                given_up = False
+            elif step == "drop_kept":
+                wal.drop_kept()
+                given_up = True
+            elif step == "reopen":
+                wal.close()
+                wal = WAL(directory, segment_bytes=segment_bytes)
+                wal.open()
+        wal.close()
+
+        def recovered() -> tuple[int, list[tuple[int, int, bytes]]]:
+            again = WAL(directory, segment_bytes=segment_bytes)
+            recovery = again.open()
+            try:
+                return recovery.snapshot_index, list(again.replay())
+            finally:
+                again.close()
+
+        newest = snapshots[-1]
+        index, records = recovered()
+        assert index == newest
+        assert records == [(i, 1, body(i)) for i in range(newest, written)]
+        if newest == 0:
+            return
+        damaged = directory / f"{newest:020d}.snap"
+        data = bytearray(damaged.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        damaged.write_bytes(bytes(data))
+        try:
+            index, records = recovered()
+        except WalCorruption:
+            assert given_up, "refused although the generation before the newest was kept"
+            return
+        assert index in snapshots[:-1]
+        assert records == [(i, 1, body(i)) for i in range(index, written)]
