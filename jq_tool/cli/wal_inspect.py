@@ -156,11 +156,9 @@ def _print_tables(report: WalReport, console: Console) -> None:
     if summary["stale_segments"]:
         state.add_row("stale segments", ", ".join(summary["stale_segments"]))
     kept = summary["kept_generation"]
-    if kept["snapshot"] or kept["segments"]:
-        state.add_row(
-            "kept for a fallback",
-            ", ".join([*([kept["snapshot"]] if kept["snapshot"] else []), *kept["segments"]]),
-        )
+    kept_names = [name for name in (kept["snapshot"], *kept["segments"]) if name]
+    if kept_names:
+        state.add_row("kept for a fallback", ", ".join(kept_names))
     state.add_row("next index", str(summary["next_index"]))
     last_valid = summary["last_valid"]
     state.add_row(

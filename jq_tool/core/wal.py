@@ -190,6 +190,16 @@ def _list_indexed(directory: Path, suffix: str) -> list[tuple[int, Path]]:
     return found
 
 
+def _holding(segments: list[tuple[int, Path]], index: int) -> int | None:
+    """The position of the segment that holds record `index` (the last one starting at or
+    before it) in a list sorted by first index, or None when every segment starts after it."""
+    found = None
+    for position, (first, _path) in enumerate(segments):
+        if first <= index:
+            found = position
+    return found
+
+
 def examine(directory: Path) -> WalReport:
     """Inspect a WAL directory without changing it: pick the snapshot recovery would use,
     validate the live segments, and say whether opening it would truncate a tail or refuse."""
@@ -225,10 +235,7 @@ def examine(directory: Path) -> WalReport:
             )
         return report
 
-    start = None
-    for position, (first, _path) in enumerate(segments):
-        if first <= base:
-            start = position
+    start = _holding(segments, base)
     if start is None:
         why = f"records from index {base} are needed but the oldest segment starts at "
         why += f"{segments[0][0]}"
@@ -243,11 +250,7 @@ def examine(directory: Path) -> WalReport:
     older = [(index, path) for index, path in snapshots if index < base]
     kept_from = older[-1][0] if older else 0
     report.kept_snapshot = older[-1][1] if older else None
-    kept_start = max(
-        (position for position, (first, _path) in enumerate(segments) if first <= kept_from),
-        default=0,
-    )
-    kept_start = min(kept_start, start)
+    kept_start = min(_holding(segments, kept_from) or 0, start)
     report.stale_segments = [path for _first, path in segments[:kept_start]]
     report.kept_segments = [path for _first, path in segments[kept_start:start]]
 
@@ -744,7 +747,8 @@ class WAL:
         `below` but `keep_snapshot`; the number of files deleted. By their names, not by
         self._segments: the segments recovery left for the generation it kept are not live."""
         on_disk = _list_indexed(self.directory, SEGMENT_SUFFIX)
-        first_kept = max((first for first, _path in on_disk if first <= record), default=0)
+        holding = _holding(on_disk, record)
+        first_kept = on_disk[holding][0] if holding is not None else 0
         old = [path for first, path in on_disk if first < first_kept]
         old += [
             path

@@ -19,6 +19,7 @@ from jq_tool.core.wal_format import (
     SEGMENT_HEADER_SIZE,
     scan_segment,
     segment_name,
+    snapshot_name,
 )
 
 PROPERTY_SETTINGS = settings(
@@ -252,7 +253,7 @@ def test_any_history_keeps_a_fallback_for_a_damaged_newest_snapshot(
         assert records == [(i, 1, body(i)) for i in range(newest, written)]
         if newest == 0:
             return
-        damaged = directory / f"{newest:020d}.snap"
+        damaged = directory / snapshot_name(newest)
         data = bytearray(damaged.read_bytes())
         data[len(data) // 2] ^= 0x01
         damaged.write_bytes(bytes(data))
