@@ -273,7 +273,10 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 _ERRORS = {
-    400: "bad request",
+    400: (
+        "bad request: the body or a field (invalid_json, invalid_field), or bytes that are not "
+        "HTTP/1.1 (invalid_http: answered before the route is known, the connection closed)"
+    ),
     401: "unauthorized",
     403: "forbidden",
     404: "not found",
@@ -308,7 +311,8 @@ def _op(
     else:
         op["description"] = f"Scope: `{scope}`."
         errors = (401, 403, *errors, 503)
-    errors = (*errors, 431)  # any request: the head is read before the route is known
+    # Any request: the head is parsed and counted before the route is known.
+    errors = (*errors, 400, 431)
     op["responses"].update({str(s): {"$ref": f"#/components/responses/E{s}"} for s in errors})
     if body is not None:
         op["requestBody"] = {

@@ -160,3 +160,16 @@ def test_bytes_that_are_not_http_get_a_json_400_and_a_counted_log_line(
     lines = [line for line in log.splitlines() if "connections not HTTP" in line]
     assert 1 <= len(lines) <= 2, lines
     assert "since the last such line (Invalid method encountered: 400)" in lines[0], lines
+
+
+def test_the_openapi_document_says_any_request_may_get_invalid_http(
+    hostile_server: HostileFactory,
+) -> None:
+    server = hostile_server()
+    client = RawClient(server.port)
+    document: dict = client.request("GET", "/openapi.json").json()
+    client.close()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            assert {"400", "431"} <= set(operation["responses"]), (method, path)
+    assert "invalid_http" in document["components"]["responses"]["E400"]["description"]
