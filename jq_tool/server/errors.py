@@ -59,6 +59,7 @@ def not_found(message: str = "job not found") -> ApiError:
 UNAUTHORIZED = "unauthorized"
 FORBIDDEN = "forbidden"
 PAYLOAD_TOO_LARGE = "payload_too_large"
+UNSUPPORTED_ENCODING = "unsupported_encoding"  # a body in a content coding (gzip, …)
 OUTCOME_UNKNOWN = "outcome_unknown"
 _OUTCOME_ADVICE = (
     "the write reached the log and may or may not have taken effect: retry with the same "
@@ -123,7 +124,7 @@ def error_response(
 def to_response(exc: BaseException) -> Response:
     """The table. Anything not listed is our bug: logged, and a 500 without internals."""
     if isinstance(exc, ApiError):
-        headers = _AUTHENTICATE if exc.status == 401 else _RETRY if exc.status == 503 else None
+        headers = _HEADERS_OF_STATUS.get(exc.status)
         return error_response(exc.status, exc.code, exc.message, exc.field, headers)
     if isinstance(exc, CommandRejected):
         status = _COMMAND_STATUS.get(exc.code, 400)
@@ -162,6 +163,9 @@ def to_response(exc: BaseException) -> Response:
 
 _RETRY = {"Retry-After": "1"}
 _AUTHENTICATE = {"WWW-Authenticate": "Bearer"}
+# RFC 9110 §12.5.3: a 415 for a content coding says which codings are read, so that a client
+# can tell it from a media-type problem.
+_HEADERS_OF_STATUS = {401: _AUTHENTICATE, 415: {"Accept-Encoding": "identity"}, 503: _RETRY}
 
 
 def closing_response(status: int, code: str, message: str) -> bytes:

@@ -282,6 +282,10 @@ _ERRORS = {
     404: "not found",
     409: "conflict",
     413: "payload too large",
+    415: (
+        "unsupported_encoding: the body was sent with a Content-Encoding (gzip, br, …); only an "
+        "unencoded body is read (the answer carries Accept-Encoding: identity)"
+    ),
     422: (
         "idempotency key already used for a different request, or a depends_on parent that "
         "is not a job of the caller's owner (unknown_parent)"
@@ -315,6 +319,7 @@ def _op(
     errors = (*errors, 400, 431)
     op["responses"].update({str(s): {"$ref": f"#/components/responses/E{s}"} for s in errors})
     if body is not None:
+        op["responses"]["415"] = {"$ref": "#/components/responses/E415"}
         op["requestBody"] = {
             "required": bool(SCHEMAS[body].get("required")),  # a body with required fields
             "content": {"application/json": {"schema": _ref(body)}},

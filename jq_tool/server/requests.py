@@ -23,7 +23,7 @@ import msgspec
 from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect, Request
 
-from jq_tool.server.errors import PAYLOAD_TOO_LARGE, ApiError, invalid_field
+from jq_tool.server.errors import PAYLOAD_TOO_LARGE, UNSUPPORTED_ENCODING, ApiError, invalid_field
 from jq_tool.server.validation import PAYLOAD_REQUIRED, QUEUE_NAME_RULE
 
 Body = TypeVar("Body", bound=msgspec.Struct)
@@ -65,8 +65,15 @@ def too_large(what: str, limit: int, field: str | None = None) -> ApiError:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) anything over `limit` bytes before or while reading."""
-    length = header(request, b"content-length")
+    """The whole body, refusing (413) anything over `limit` bytes before or while reading, and
+    (415) a body in a content coding: the server decodes none, and reading gzip's bytes as
+    JSON would only say "invalid character (byte 0)"."""
+    length = None
+    for key, value in request.scope["headers"]:  # one pass for both headers: every body
+        if key == b"content-length":
+            length = value.decode("latin-1")
+        elif key == b"content-encoding" and value.strip().lower() not in _IDENTITY:
+            raise _unsupported_encoding(value)
     if length is not None:
         if not (length.isascii() and length.isdigit()):
             raise ApiError(400, "invalid_request", "Content-Length is not a number")
@@ -85,6 +92,19 @@ async def read_body(request: Request, limit: int) -> bytes:
                 raise too_large("request body", limit)
         if not message.get("more_body", False):
             return body
+
+
+_IDENTITY = (b"", b"identity")
+
+
+def _unsupported_encoding(value: bytes) -> ApiError:
+    coding = value.decode("latin-1")[:64]
+    return ApiError(
+        415,
+        UNSUPPORTED_ENCODING,
+        f"the body is sent with Content-Encoding {coding!r}: only an unencoded body (identity) "
+        "is read",
+    )
 
 
 def check_depth(body: bytes) -> None:

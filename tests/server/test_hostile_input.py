@@ -173,3 +173,41 @@ def test_cancel_and_requeue_refuse_a_body_that_is_not_an_object(
 ) -> None:
     response = client.post(f"/jobs/{uuid.uuid4()}/{action}", content=b"[1]")
     assert_refused(response, None, "invalid_json")
+
+
+# --- a body in a content coding ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "deflate", "GZIP", "gzip, identity", "x-made-up"])
+def test_a_body_in_a_content_coding_is_refused_with_415(
+    client: httpx.Client, worker: httpx.Client, coding: str
+) -> None:
+    """A compressing client (requests with a gzip adapter, an HTTP library's compression on by
+    default) was told "not valid JSON: invalid character (byte 0)". Now a 415 says the coding,
+    and Accept-Encoding says what is read (RFC 9110 §12.5.3); nothing is done."""
+    import gzip
+
+    queue = "coded-" + uuid.uuid4().hex[:8]
+    body = gzip.compress(b'{"payload": "x", "queue": "%s"}' % queue.encode())
+    for caller, path in ((client, "/jobs"), (client, "/jobs/batch"), (worker, "/jobs/lease")):
+        response = caller.post(
+            path,
+            content=body,
+            headers={"Content-Encoding": coding, "Content-Type": "application/json"},
+        )
+        assert response.status_code == 415, response.text
+        assert response.json() == {
+            "error": f"the body is sent with Content-Encoding {coding!r}: only an unencoded body "
+            "(identity) is read",
+            "code": "unsupported_encoding",
+        }
+        assert response.headers["accept-encoding"] == "identity"
+    assert client.get("/jobs", params={"queue": queue}).json()["jobs"] == []
+
+
+@pytest.mark.parametrize("coding", ["identity", "Identity", ""])
+def test_an_identity_body_is_read(client: httpx.Client, coding: str) -> None:
+    response = client.post(
+        "/jobs", content=b'{"payload": "x"}', headers={"Content-Encoding": coding}
+    )
+    assert response.status_code == 201, response.text
