@@ -536,7 +536,10 @@ class CommandEngine(InsightCalls, Engine):
         # the kernel killed) only means a longer replay; try again half an interval later.
         self._records_since_snapshot += due // 2
         log.error("snapshot failed, will retry: %s", exc)
-        if isinstance(exc, OSError) and exc.errno in _NO_ROOM and not self._stopping:
+        no_room = (isinstance(exc, OSError) and exc.errno in _NO_ROOM) or (
+            isinstance(exc, HistoryWriteFailed) and exc.no_room  # the history's SQLite file
+        )
+        if no_room and not self._stopping:
             self._make_room()
 
     def _make_room(self) -> None:  # noqa: B027 - a hook; a log that keeps nothing spare

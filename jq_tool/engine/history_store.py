@@ -62,7 +62,12 @@ CREATE INDEX IF NOT EXISTS jobs_finished_at ON jobs (finished_at);
 
 
 class HistoryWriteFailed(Exception):
-    """A batch could not be written (a full disk, an I/O error); it is kept to try again."""
+    """A batch could not be written (a full disk, an I/O error); it is kept to try again.
+    `no_room` says the file system (or SQLite's page cap) is full: SQLITE_FULL."""
+
+    def __init__(self, message: str, *, no_room: bool = False) -> None:
+        super().__init__(message)
+        self.no_room = no_room
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -196,7 +201,8 @@ class HistoryStore:
                 self._pending = {**batch, **self._pending}
                 self._flushing = {}
             if isinstance(exc, sqlite3.Error):
-                raise HistoryWriteFailed(str(exc)) from exc
+                full = exc.sqlite_errorcode == sqlite3.SQLITE_FULL
+                raise HistoryWriteFailed(str(exc), no_room=full) from exc
             raise
         added = db.total_changes - before
         with self._lock:

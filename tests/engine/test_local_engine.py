@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import gc
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -861,3 +862,47 @@ async def test_a_file_system_that_queues_no_sync_sends_syncs_to_the_wal_thread(
     finally:
         monkeypatch.undo()
         await engine.stop()
+
+
+async def test_a_full_history_file_gives_the_kept_generation_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A snapshot waits for the history store (SQLite, in the same data dir) to hold what the
+    state forgot. When SQLite finds the disk full (here its page cap: a real SQLITE_FULL), the
+    snapshot fails as one that found the WAL's disk full does, and gives the files the WAL keeps
+    for a fallback up first. It kept them before: a full disk stayed full."""
+    from jq_tool.core.model import Job
+    from jq_tool.core.wal import examine
+
+    engine = make_engine(tmp_path, snapshot_every=10)
+    await engine.start()
+    try:
+        submitted = 0
+        while len(list(tmp_path.glob("*.snap"))) < 2:  # the newest, and one kept
+            await engine.submit(JobSpec(payload=str(submitted)))
+            submitted += 1
+            while engine._snapshot_task is not None:
+                await asyncio.sleep(0.01)
+        kept = examine(tmp_path).kept_snapshot
+        assert kept is not None and kept.exists(), sorted(os.listdir(tmp_path))
+        db = engine.history._writer_db
+        assert db is not None
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count={pages}")
+        forgotten = [Job(f"old{i}", "default", "x" * 2000, 0, 0, 1, JobState.ACKED, 1, 1, i,
+                         updated_at=1, owner="o") for i in range(200)]  # fmt: skip
+        engine.history.add(forgotten, 1)
+        for i in range(10):
+            await engine.submit(JobSpec(payload=f"full-{i}"))
+        for _ in range(200):
+            if "deleted the snapshot and log kept for a fallback" in caplog.text:
+                break
+            await asyncio.sleep(0.01)
+        assert "snapshot failed, will retry: database or disk is full" in caplog.text
+        assert "deleted the snapshot and log kept for a fallback" in caplog.text
+        assert not kept.exists()
+        assert len(list(tmp_path.glob("*.snap"))) == 1
+        db.execute("PRAGMA max_page_count=1000000")  # room again: the batch is written
+    finally:
+        await engine.stop()
+    assert await submitted_after_restart(tmp_path, snapshot_every=10) == submitted + 10
