@@ -292,6 +292,7 @@ _ERRORS = {
     ),
     429: "too many queues hold jobs (--max-queues), or too many schedules (10,000)",
     431: "request line and headers too large (--max-header-size); the connection is closed",
+    501: "unsupported_encoding: a Transfer-Encoding other than chunked alone (gzip, chunked)",
     503: "unavailable: refused before it reached the log, not done; retry later (Retry-After)",
     504: (
         "outcome_unknown: the write reached the log and may or may not have taken effect; "
@@ -319,7 +320,8 @@ def _op(
     errors = (*errors, 400, 431)
     op["responses"].update({str(s): {"$ref": f"#/components/responses/E{s}"} for s in errors})
     if body is not None:
-        op["responses"]["415"] = {"$ref": "#/components/responses/E415"}
+        for status in ("415", "501"):  # a body in a coding (server/requests.py, read_body)
+            op["responses"][status] = {"$ref": f"#/components/responses/E{status}"}
         op["requestBody"] = {
             "required": bool(SCHEMAS[body].get("required")),  # a body with required fields
             "content": {"application/json": {"schema": _ref(body)}},

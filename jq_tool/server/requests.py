@@ -66,14 +66,17 @@ def too_large(what: str, limit: int, field: str | None = None) -> ApiError:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refusing (413) anything over `limit` bytes before or while reading, and
-    (415) a body in a content coding: the server decodes none, and reading gzip's bytes as
-    JSON would only say "invalid character (byte 0)"."""
+    a body in a coding the server does not decode (it decodes none but HTTP/1.1's chunked
+    framing): 415 for a content coding, 501 for a transfer coding (RFC 9110 §12.5.3, RFC 9112
+    §6.1). Read as JSON, gzip's bytes would only be "invalid character (byte 0)"."""
     length = None
-    for key, value in request.scope["headers"]:  # one pass for both headers: every body
+    for key, value in request.scope["headers"]:  # one pass for all three: every body
         if key == b"content-length":
             length = value.decode("latin-1")
         elif key == b"content-encoding" and value.strip().lower() not in _IDENTITY:
-            raise _unsupported_encoding(value)
+            raise _unsupported_coding(415, "Content-Encoding", value, "an unencoded body")
+        elif key == b"transfer-encoding" and value.lower().translate(None, b" \t") != b"chunked":
+            raise _unsupported_coding(501, "Transfer-Encoding", value, "chunked alone")
     if length is not None:
         if not (length.isascii() and length.isdigit()):
             raise ApiError(400, "invalid_request", "Content-Length is not a number")
@@ -97,14 +100,10 @@ async def read_body(request: Request, limit: int) -> bytes:
 _IDENTITY = (b"", b"identity")
 
 
-def _unsupported_encoding(value: bytes) -> ApiError:
+def _unsupported_coding(status: int, header: str, value: bytes, read: str) -> ApiError:
     coding = value.decode("latin-1")[:64]
-    return ApiError(
-        415,
-        UNSUPPORTED_ENCODING,
-        f"the body is sent with Content-Encoding {coding!r}: only an unencoded body (identity) "
-        "is read",
-    )
+    message = f"the body is sent with {header} {coding!r}: only {read} is read"
+    return ApiError(status, UNSUPPORTED_ENCODING, message)
 
 
 def check_depth(body: bytes) -> None:

@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from jq_tool.sdk import Client
@@ -198,7 +199,7 @@ def test_a_body_in_a_content_coding_is_refused_with_415(
         assert response.status_code == 415, response.text
         assert response.json() == {
             "error": f"the body is sent with Content-Encoding {coding!r}: only an unencoded body "
-            "(identity) is read",
+            "is read",
             "code": "unsupported_encoding",
         }
         assert response.headers["accept-encoding"] == "identity"
@@ -211,3 +212,29 @@ def test_an_identity_body_is_read(client: httpx.Client, coding: str) -> None:
         "/jobs", content=b'{"payload": "x"}', headers={"Content-Encoding": coding}
     )
     assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize("coding", ["gzip, chunked", "identity, chunked", "x-made-up, chunked"])
+def test_a_transfer_coding_other_than_chunked_is_refused_with_501(
+    server: Any, client: httpx.Client, coding: str
+) -> None:
+    """llhttp takes any codings before a final chunked and hands on the de-chunked bytes, still
+    gzip'd: they were read as JSON (400 "invalid character"). RFC 9112 §6.1: 501."""
+    import gzip
+    import socket
+
+    body = gzip.compress(b'{"payload": "x"}')
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    key = client.headers["authorization"].encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /jobs HTTP/1.1\r\nHost: jq\r\nAuthorization: " + key
+            + b"\r\nTransfer-Encoding: " + coding.encode() + b"\r\n\r\n" + chunked
+        )  # fmt: skip
+        answer = sock.recv(65536)
+    head, _, content = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 501 "), answer
+    assert msgspec.json.decode(content) == {
+        "error": f"the body is sent with Transfer-Encoding {coding!r}: only chunked alone is read",
+        "code": "unsupported_encoding",
+    }
