@@ -162,6 +162,23 @@ def test_bytes_that_are_not_http_get_a_json_400_and_a_counted_log_line(
     assert "since the last such line (Invalid method encountered: 400)" in lines[0], lines
 
 
+def test_a_connect_request_is_told_this_is_not_a_proxy(hostile_server: HostileFactory) -> None:
+    # A client with this server configured as its HTTP proxy tunnels HTTPS with CONNECT; the
+    # answer said "User callback error: HttpParserInvalidURLError" (uvicorn cannot parse a
+    # host:port target).
+    server = hostile_server()
+    client = RawClient(server.port)
+    client.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+    answer = client.read_answer()
+    assert answer.status == 400
+    assert answer.json() == {
+        "error": "CONNECT is not served: this server is not a proxy",
+        "code": "invalid_http",
+    }
+    assert answer.closed and client.closed_by_server(within=2.0)
+    client.close()
+
+
 def test_the_openapi_document_says_any_request_may_get_invalid_http(
     hostile_server: HostileFactory,
 ) -> None:
