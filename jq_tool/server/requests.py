@@ -53,11 +53,17 @@ _int_fields: dict[type, frozenset[str]] = {}
 
 
 def header(request: Request, name: bytes) -> str | None:
-    """One request header by its lower-case name."""
+    """One request header by its lower-case name. Given twice, it is a 400 naming it, as a
+    repeated query parameter is: two `Authorization`s or `Idempotency-Key`s are ambiguous, and
+    taking the first (as a proxy in front may take the last) hides that from the client."""
+    found = None
     for key, value in request.scope["headers"]:
         if key == name:
-            return value.decode("latin-1")
-    return None
+            if found is not None:
+                field = name.decode("latin-1").title()
+                raise invalid_field(field, f"the {field} header is given more than once")
+            found = value
+    return None if found is None else found.decode("latin-1")
 
 
 def too_large(what: str, limit: int, field: str | None = None) -> ApiError:

@@ -238,3 +238,36 @@ def test_a_transfer_coding_other_than_chunked_is_refused_with_501(
         "error": f"the body is sent with Transfer-Encoding {coding!r}: only chunked alone is read",
         "code": "unsupported_encoding",
     }
+
+
+def test_a_header_given_twice_is_refused_naming_it(
+    server: Any, client: httpx.Client, worker: httpx.Client
+) -> None:
+    """Two Authorization headers were read as the first (a proxy in front may read the last:
+    two parties, two callers), two Idempotency-Keys likewise; like a query parameter given
+    twice, each is now a 400 naming it, and nothing is done."""
+    key = client.headers["authorization"]
+    queue = "twice-" + uuid.uuid4().hex[:8]
+    body = {"payload": "x", "queue": queue}
+    cases = [
+        ("Authorization", [("Authorization", key), ("Authorization", "Bearer someone-else")]),
+        ("Authorization", [("Authorization", "Bearer someone-else"), ("Authorization", key)]),
+        ("Idempotency-Key", [("Authorization", key), ("Idempotency-Key", "a"),
+                             ("Idempotency-Key", "b")]),
+    ]  # fmt: skip
+    for field, headers in cases:
+        response = httpx.post(f"{server.url}/jobs", json=body, headers=headers)
+        assert response.status_code == 400, response.text
+        assert response.json() == {
+            "error": f"the {field} header is given more than once",
+            "code": "invalid_field",
+            "field": field,
+        }
+    assert client.get("/jobs", params={"queue": queue}).json()["jobs"] == []
+    lease = httpx.post(
+        f"{server.url}/jobs/lease",
+        json={"queue": queue},
+        headers=[("Authorization", worker.headers["authorization"]),
+                 ("X-Jq-Worker", "a"), ("X-Jq-Worker", "b")],
+    )  # fmt: skip
+    assert lease.status_code == 400 and lease.json()["field"] == "X-Jq-Worker", lease.text
