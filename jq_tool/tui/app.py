@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 from collections import deque
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import work
@@ -33,6 +33,7 @@ from textual.reactive import reactive
 from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Static
+from textual.widgets.data_table import RowKey
 
 from jq_tool.sdk import (
     AsyncClient,
@@ -85,6 +86,16 @@ RETRY_MAX_S = 2.0
 # Stats arrive at least every 2 s; a stream silent for longer than this is dead.
 STREAM_READ_TIMEOUT_S = 10.0
 TEST_PAYLOAD = '{"source": "jq tui", "kind": "test"}'
+
+
+class TextTable(DataTable[str | Text]):
+    """A DataTable whose string cells are shown as written. DataTable reads a str cell as Rich
+    markup, and these cells hold what clients wrote (a worker's name, a failed job's error): a
+    `[/]` in one raised MarkupError while the table drew, which ended the TUI, and `[b]` or
+    `[link=…]` restyled or linked it."""
+
+    def add_row(self, *cells: str | Text, **kwargs: Any) -> RowKey:
+        return super().add_row(*(Text(c) if isinstance(c, str) else c for c in cells), **kwargs)
 
 
 class Counter(Widget):
@@ -277,18 +288,9 @@ class JqDashboard(App[None]):
             placeholder="search: id prefix, queue:NAME, state:STATE, error text", id="search"
         )
         with ContentSwitcher(initial="jobs", id="views"):
-            table: DataTable[str | Text] = DataTable(
-                id="jobs", cursor_type="row", zebra_stripes=True
-            )
-            yield table
-            queues: DataTable[str | Text] = DataTable(id="queues", cursor_type="row")
-            yield queues
-            workers: DataTable[str | Text] = DataTable(id="workers", cursor_type="row")
-            yield workers
-            schedules: DataTable[str | Text] = DataTable(id="schedules", cursor_type="row")
-            yield schedules
-            dead: DataTable[str | Text] = DataTable(id="dead", cursor_type="row")
-            yield dead
+            yield TextTable(id="jobs", cursor_type="row", zebra_stripes=True)
+            for view in ("queues", "workers", "schedules", "dead"):
+                yield TextTable(id=view, cursor_type="row")
         with VerticalScroll(id="detail-pane"):
             yield Static("", id="detail")
         yield Footer()
@@ -362,6 +364,7 @@ class JqDashboard(App[None]):
                         "that has jobs:read",
                         severity="error",
                         timeout=30,
+                        markup=False,  # the server's words
                     )
                     return
                 if error.status is not None:  # 503 and the like: say why, and retry
@@ -471,7 +474,7 @@ class JqDashboard(App[None]):
             )
         except JqError as error:
             if error.status == 400:
-                self.notify(f"search refused: {error}", severity="error")
+                self.notify(f"search refused: {error}", severity="error", markup=False)
                 return
             self._jobs_stale = True  # try again on the next tick
             return
@@ -549,7 +552,7 @@ class JqDashboard(App[None]):
         try:
             job = await self.client.get(job_id)
         except JqError as error:
-            self.notify(f"could not load {_short(job_id)}: {error}", severity="error")
+            self.notify(f"could not load {_short(job_id)}: {error}", severity="error", markup=False)
             return
         why = None
         with contextlib.suppress(JqError):  # an older server has no explain: show the job
@@ -703,7 +706,7 @@ class JqDashboard(App[None]):
         try:
             job_id = await self.client.submit(TEST_PAYLOAD)
         except JqError as error:
-            self.notify(f"enqueue failed: {error}", severity="error")
+            self.notify(f"enqueue failed: {error}", severity="error", markup=False)
             return
         self.notify(f"enqueued {_short(job_id)}")
         self._jobs_stale = True
@@ -759,7 +762,7 @@ class JqDashboard(App[None]):
             else:
                 await self.client.resume_queue(name)
         except JqError as error:
-            self.notify(f"{name}: {error}", severity="error")
+            self.notify(f"{name}: {error}", severity="error", markup=False)
             return
         self.notify(f"{name} {'paused' if paused else 'resumed'}")
 
@@ -785,7 +788,7 @@ class JqDashboard(App[None]):
         try:
             settled = await self.client.requeue_dead_group(fingerprint)
         except JqError as error:
-            self.notify(f"requeue failed: {error}", severity="error")
+            self.notify(f"requeue failed: {error}", severity="error", markup=False)
             return
         self.notify(f"requeued {settled.settled:,} jobs; {settled.remaining:,} left in the group")
         self.refresh_dead_groups()
@@ -795,7 +798,7 @@ class JqDashboard(App[None]):
         try:
             settled = await self.client.requeue(job_id)
         except JqError as error:
-            self.notify(f"requeue failed: {error}", severity="error")
+            self.notify(f"requeue failed: {error}", severity="error", markup=False)
             return
         self.notify(f"requeued {_short(job_id)}: {settled.state.value}")
         self._jobs_stale = True

@@ -273,3 +273,62 @@ async def test_dead_letter_groups_view_requeues_a_group(jq_server: JqServer) -> 
             pilot, lambda: {job(jq_server, j)["state"] for j in dead} == {"READY"}, "requeued"
         )
     await asyncio.sleep(0)
+
+
+async def test_text_from_clients_is_shown_as_written_not_read_as_markup(
+    jq_server: JqServer,
+) -> None:
+    """A DataTable reads a plain string cell as Rich markup: a worker named `[/x]` or an error
+    with `[/]` in it raised MarkupError while the table drew, and the TUI died; `[b]` and
+    `[link=…]` restyled or linked what a client wrote. Any worker key can name a worker, any
+    failed job writes its error: each is now text, shown as written."""
+    worker_name = "[/x][b]w[@click=app.quit]"
+    error = "ValueError: [/] [bold red]user[/bold red] [link=https://example.com]x[/link]"
+    with jq_server.client(jq_server.worker_key) as http:
+        job_id = submit(jq_server, payload="[/]", max_retries=0, queue="tui-markup")
+        leased = http.post(
+            "/jobs/lease", json={"queue": "tui-markup"}, headers={"X-Jq-Worker": worker_name}
+        ).json()
+        body = {"result_error": error, "lease_id": leased["lease_id"]}
+        assert http.post(f"/jobs/{job_id}/ack", json=body).json()["state"] == "DEAD"
+        submit(jq_server, payload="x", queue="tui-markup")
+        assert http.post(
+            "/jobs/lease", json={"queue": "tui-markup"}, headers={"X-Jq-Worker": worker_name}
+        ).status_code == 200  # fmt: skip
+    app = JqDashboard(jq_server.url, str(jq_server.client_key))
+    async with app.run_test(size=(160, 30)) as pilot:
+        await until(pilot, lambda: app.stats is not None, "stats came")
+
+        def shown(table_id: str) -> list[str]:
+            table = app.query_one(table_id, DataTable)
+            cells = []
+            for row in table.ordered_rows:
+                for column in range(len(table.columns)):
+                    # What the table draws: the cell as its renderable, then as plain text.
+                    rendered = table._get_row_renderables(row_index(table, row.key)).cells[column]
+                    cells.append(getattr(rendered, "plain", str(rendered)))
+            return cells
+
+        def row_index(table: DataTable, key: object) -> int:  # type: ignore[type-arg]
+            return table.get_row_index(key)  # type: ignore[arg-type]
+
+        await pilot.press("w")
+        await until(pilot, lambda: worker_name in shown("#workers"), "the worker, as written")
+        await pilot.press("d")
+        await until(
+            pilot, lambda: any("[bold red]user" in cell for cell in shown("#dead")), "cause"
+        )
+        await pilot.press("j")
+        await pilot.press("slash")
+        for key in "state:[/]":  # refused by the server, which quotes it
+            await pilot.press({":": "colon", "[": "left_square_bracket", "/": "slash",
+                               "]": "right_square_bracket"}.get(key, key))  # fmt: skip
+        await pilot.press("enter")
+        await until(
+            pilot,
+            lambda: any("search refused" in str(n.message) for n in app._notifications),
+            "the refusal",
+        )
+        await pilot.pause(0.5)  # a few more draws: the app is still up
+        assert app.is_running
+    await asyncio.sleep(0)
