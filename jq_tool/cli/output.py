@@ -25,6 +25,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from jq_tool.sdk import (
     BadRequest,
@@ -200,8 +201,14 @@ def print_record(title: str, fields: Sequence[tuple[str, object]]) -> None:
     table.add_column("value", overflow="fold")
     for name, value in fields:
         shown = show_time(value) if isinstance(value, datetime) else value
-        table.add_row(name, "-" if shown is None else str(shown))
+        table.add_row(name, _cell(shown))
     stdout().print(table)
+
+
+def _cell(value: object) -> Text:
+    """A table cell as written: a str cell is read as Rich markup, and these hold what clients
+    wrote (a payload of "[/]" raised MarkupError and `jq get` died with a traceback)."""
+    return Text("-" if value is None else str(value))
 
 
 def print_rows(
@@ -215,10 +222,5 @@ def print_rows(
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(
-            *[
-                show_time(v) if isinstance(v, datetime) else ("-" if v is None else str(v))
-                for v in row
-            ]
-        )
+        table.add_row(*[_cell(show_time(v) if isinstance(v, datetime) else v) for v in row])
     stdout().print(table)

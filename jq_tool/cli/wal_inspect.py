@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from jq_tool.core.model import decode_command
@@ -119,7 +120,7 @@ def summary_of(report: WalReport) -> dict[str, Any]:
 
 def _print_tables(report: WalReport, console: Console) -> None:
     summary = summary_of(report)
-    console.print(f"[bold]WAL[/bold] {report.directory}")
+    console.print(f"[bold]WAL[/bold] {escape(str(report.directory))}")
 
     segments = Table(title="Segments")
     for column in ("name", "first index", "records", "bytes", "valid end"):
@@ -212,13 +213,15 @@ def wal_inspect(
     """Inspect a WAL directory without changing it. Exit 0 clean, 1 torn tail, 2 corruption."""
     if not directory.is_dir():
         Console(stderr=True, soft_wrap=True).print(
-            f"[red]error:[/red] {directory} is not a directory"
+            f"[red]error:[/red] {escape(str(directory))} is not a directory"
         )
         raise typer.Exit(EXIT_CORRUPT)
     try:
         report = examine(directory)
     except OSError as exc:
-        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] cannot read the WAL: {exc}")
+        Console(stderr=True, soft_wrap=True).print(
+            f"[red]error:[/red] cannot read the WAL: {escape(str(exc))}"
+        )
         raise typer.Exit(EXIT_CORRUPT) from None
     # With --records, stdout carries only record lines; the summary goes to stderr.
     console = Console(stderr=records, soft_wrap=True)

@@ -103,3 +103,26 @@ def test_jq_worker_names_itself(jq_server: ServerProcess, queue: str, tmp_path: 
         history = client.get(job_id).attempt_history or []
         assert [(a.outcome, a.worker) for a in history] == [("acked", "cli-proc:1:ab")]
         assert b"worker cli-proc:1:ab on" in output
+
+
+def test_text_from_clients_is_printed_as_written(jq_server: ServerProcess, queue: str) -> None:
+    """Rich reads a str table cell as markup, and these cells hold what clients wrote: a
+    payload of `[/]` made `jq get` die with MarkupError's traceback, a worker named `[/x]` did
+    the same to `jq workers`, and `[bold red]` restyled an error instead of showing it."""
+    payload = "[/] [bold red]payload[/bold red]"
+    error = "ValueError: [/] [bold red]boom[/bold red]"
+    worker_id = "[/x][b]w"
+    with Client(jq_server.url, jq_server.client_key) as client:
+        job_id = client.submit(payload, queue=queue, max_retries=0)
+        busy = client.submit("x", queue=queue)
+    with Client(jq_server.url, jq_server.worker_key, worker_id=worker_id) as worker:
+        (leased,) = worker.lease(queue=queue)
+        assert leased.job_id == job_id
+        worker.fail(job_id, error, lease_id=leased.lease_id)
+        (held,) = worker.lease(queue=queue)  # a live lease: the worker is listed
+        assert held.job_id == busy
+    key = jq_server.client_key
+    shown = jq(jq_server, key, "get", job_id)
+    assert payload in shown and "[bold red]boom" in shown and worker_id in shown
+    assert "[bold red]boom" in jq(jq_server, key, "list", "--queue", queue)
+    assert worker_id in jq(jq_server, key, "workers")
