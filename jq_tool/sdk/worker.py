@@ -81,6 +81,25 @@ def handler_outcome(value: object) -> tuple[str | None, str | None]:
         return str(value), None
 
 
+def sendable(result: str | None, error: str | None) -> tuple[str | None, str | None]:
+    """(result, error) as JSON can carry them: text with a lone surrogate (a non-UTF-8 file
+    name decoded with surrogateescape, as os.listdir does, quoted in an exception's message)
+    cannot be encoded, and the settle request failed before it was sent: the job waited for
+    its lease to expire ("lease expired" instead of its traceback), and a batch of acks lost
+    every other job's settlement with it. An error is diagnostic text: its lone surrogates are
+    written as escapes. A result is the job's data: not altered, the attempt fails instead."""
+    if error is not None and not error.isascii():  # isascii is O(1): the usual error is ASCII
+        error = error.encode("utf-8", "backslashreplace").decode("utf-8")
+    if result is not None and not result.isascii():
+        try:
+            result.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = exc.object[exc.start : exc.end].encode("utf-8", "backslashreplace").decode()
+            error = f"the handler's result is not UTF-8 text ({bad} at character {exc.start})"
+            result = None
+    return result, error
+
+
 @dataclass(frozen=True)
 class WorkerOptions:
     """How a `Worker` or `AsyncWorker` runs: one value, every field with a default, e.g.
@@ -391,6 +410,7 @@ class BaseWorker:
             timer.cancel()
             for task in keeper:
                 task.cancel()
+        result, error = sendable(result, error)
         if self._settler is not None and self._settler.batch:
             # The job's slot passes to the settler now, not when this task's done callbacks
             # run: its next request must see the slot as its own to fill with lease_next.

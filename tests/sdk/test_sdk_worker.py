@@ -137,6 +137,48 @@ def test_failures_retry_then_die_with_the_traceback(jq_server: ServerProcess, qu
     assert worker.counts.failed == 3
 
 
+@pytest.mark.parametrize("batch_ack", [True, False])
+def test_text_json_cannot_carry_is_settled_not_lost(
+    jq_server: ServerProcess, queue: str, batch_ack: bool
+) -> None:
+    """A non-UTF-8 file name, decoded with surrogateescape (os.listdir, sys.argv), in an
+    exception's message or a handler's result: the settle request could not be encoded, so the
+    job waited for its lease to expire ("lease expired" instead of its traceback) and, with
+    batched acks, every job settled in the same request was lost with it."""
+    name = b"caf\xe9.txt".decode("utf-8", "surrogateescape")
+
+    def handler(job: LeasedJob) -> object:
+        if job.payload == "raise":
+            raise FileNotFoundError(f"no such file: {name}")
+        return name if job.payload == "odd result" else "fine"
+
+    with Client(jq_server.url, jq_server.client_key) as client:
+        ids = {p: client.submit(p, max_retries=0, queue=queue)
+               for p in ("raise", "odd result", "ok 1", "ok 2")}  # fmt: skip
+        worker = Worker(
+            jq_server.url,
+            jq_server.worker_key,
+            handler,
+            WorkerOptions(queue=queue, concurrency=4, poll_wait=1.0, lease_ms=60_000,
+                          batch_ack=batch_ack),
+        )  # fmt: skip
+        thread = run_in_thread(worker)
+        try:
+            wait_until(lambda: all_finished(client, queue, 4), timeout=20)
+        finally:
+            worker.stop()
+            thread.join(10)
+        jobs = {p: client.get(job_id) for p, job_id in ids.items()}
+    assert jobs["ok 1"].state is JobState.ACKED and jobs["ok 1"].result == "fine"
+    assert jobs["ok 2"].state is JobState.ACKED
+    raised = jobs["raise"]
+    assert raised.state is JobState.DEAD and raised.result_error is not None
+    assert "FileNotFoundError: no such file: caf\\udce9.txt" in raised.result_error
+    odd = jobs["odd result"]
+    assert odd.state is JobState.DEAD and odd.result is None
+    assert odd.result_error == "the handler's result is not UTF-8 text (\\udce9 at character 3)"
+
+
 def test_lease_extension_keeps_a_slow_job(jq_server: ServerProcess, queue: str) -> None:
     executions: Counter[str] = Counter()
 
