@@ -257,18 +257,17 @@ class GuardedHttpToolsProtocol(JoinedWritesProtocol):
 
     def _not_http(self, exc: httptools.HttpParserError) -> None:
         reason = str(exc) or type(exc).__name__
-        message = f"the request is not valid HTTP/1.1 ({reason})"
+        message = None
         if isinstance(exc, httptools.HttpParserCallbackError):
             if self.parser.get_method() == b"CONNECT":  # read before the target's callback
                 # uvicorn's URL callback cannot parse a CONNECT target (host:port).
-                reason = "CONNECT"
-                message = "CONNECT is not served: this server is not a proxy"
+                reason, message = "CONNECT", "CONNECT is not served: this server is not a proxy"
             elif exc.__context__ is not None:
                 # A callback of uvicorn's or jq's raised: its type, never its text (which may
                 # quote the request).
                 reason = f"{reason}: {type(exc.__context__).__name__}"
-                message = f"the request is not valid HTTP/1.1 ({reason})"
         self._limits.note("not HTTP", f"{reason}: 400")
+        message = message or f"the request is not valid HTTP/1.1 ({reason})"
         self._close_with(closing_response(400, INVALID_HTTP, message))
 
     def _head_over_budget(self, data: bytes, budget: int) -> None:

@@ -59,7 +59,7 @@ def not_found(message: str = "job not found") -> ApiError:
 UNAUTHORIZED = "unauthorized"
 FORBIDDEN = "forbidden"
 PAYLOAD_TOO_LARGE = "payload_too_large"
-UNSUPPORTED_ENCODING = "unsupported_encoding"  # a body in a content coding (gzip, …)
+UNSUPPORTED_ENCODING = "unsupported_encoding"  # a body in a coding not read (gzip, …)
 OUTCOME_UNKNOWN = "outcome_unknown"
 _OUTCOME_ADVICE = (
     "the write reached the log and may or may not have taken effect: retry with the same "

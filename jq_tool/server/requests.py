@@ -50,6 +50,7 @@ _FIELD_RULES = {
     "queue": (("regex",), f"{{field}} must be {QUEUE_NAME_RULE}"),
 }
 _int_fields: dict[type, frozenset[str]] = {}
+_IDENTITY = (b"", b"identity")  # the Content-Encoding values of a body read as it is
 
 
 def header(request: Request, name: bytes) -> str | None:
@@ -101,9 +102,6 @@ async def read_body(request: Request, limit: int) -> bytes:
                 raise too_large("request body", limit)
         if not message.get("more_body", False):
             return body
-
-
-_IDENTITY = (b"", b"identity")
 
 
 def _unsupported_coding(status: int, header: str, value: bytes, read: str) -> ApiError:
