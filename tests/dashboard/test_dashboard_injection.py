@@ -22,7 +22,7 @@ pytestmark = pytest.mark.browser
 MARKUP = [
     '<img src=x data-injected onerror="__injected(1)">',
     '"><svg data-injected onload="__injected(2)">',
-    "'><iframe data-injected srcdoc=\"<script>parent.__injected(3)</script>\"></iframe>",
+    '\'><iframe data-injected srcdoc="<script>parent.__injected(3)</script>"></iframe>',
     "</textarea></pre><script data-injected>__injected(4)</script>",
     '<a data-injected href="javascript:__injected(5)">x</a>',
 ]
