@@ -24,6 +24,7 @@ from bench.report import (
     Measurement,
     Report,
     Target,
+    merge_figure_rounds,
     merge_rounds,
     render_chart,
     render_markdown,
@@ -96,7 +97,9 @@ METHOD_NOTES = [
     "job on the same 2 cores. That is how each is used from Python; it is part of the ratio.",
     "Each round runs every system once, in the same order; with several rounds a row is the "
     "median of its rounds (the spread is in its setup); of the jq-only figures, the no-op, "
-    "durable/no-op and batch ones come from those medians, the others from the first round.",
+    "durable/no-op and batch ones come from those medians, the latencies (at peak and at ~50% of "
+    "peak) are the median round's (every round's value in the note), the others come from the "
+    "first round.",
     "Worker rows include the worker process's start-up, for every system. A worker still busy "
     "after the time bound was stopped and only its finished jobs counted (the setup says so).",
     "Latency at ~50% of peak uses wrk with a fixed per-connection delay (bench/peers/"
@@ -161,7 +164,8 @@ def run(
     rounds: int = 1,
 ) -> Report:
     """Every system once per round, in the same order each round; the rows are the medians
-    (bench.report.merge_rounds), the jq-only figures come from the first round."""
+    (bench.report.merge_rounds), and so are the jq-only figures measured in every round (the
+    latencies: bench.report.merge_figure_rounds); the others come from the first round."""
     settings = settings_for(quick)
     started = time.monotonic()
     report = Report(
@@ -172,6 +176,7 @@ def run(
         rounds=rounds,
     )
     per_round: list[list[Measurement]] = []
+    figure_rounds: list[list[Figure]] = []
     for number in range(1, rounds + 1):
         measured: list[Measurement] = []
         if with_jq:
@@ -181,8 +186,8 @@ def run(
             jq_run = jq.measure(settings, extras=number == 1)
             report.systems[JQ] = jq_run.run.system
             measured += jq_run.run.measurements
+            figure_rounds.append(jq_run.figures)
             if number == 1:
-                report.figures += jq_run.figures
                 report.sections += jq_run.sections
         for name in peers:
             progress(f"round {number}/{rounds}: {name} …")
@@ -192,7 +197,7 @@ def run(
         per_round.append(measured)
     report.measurements = merge_rounds(per_round)
     if with_jq:
-        report.figures = median_figures(report) + report.figures
+        report.figures = median_figures(report) + merge_figure_rounds(figure_rounds)
     report.seconds = time.monotonic() - started
     return report
 

@@ -10,7 +10,7 @@ reason it is missing, and its ratio cell says so.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 JQ = "jq"
@@ -147,6 +147,38 @@ def merge_rounds(rounds: list[list[Measurement]]) -> list[Measurement]:
             setup = f"{setup}; {spread}" if setup else spread
         merged.append(Measurement(system, measure, median, setup, first.note))
     return merged
+
+
+def merge_figure_rounds(rounds: list[list[Figure]]) -> list[Figure]:
+    """One figure per label, in the first round's order: the figure of the median round among
+    those that measured it (of two middle ones the larger: the figures measured every round are
+    latencies, judged against an upper bound), its note extended with every round's value.
+    One burst in one round no longer decides a verdict; a figure only one round measured
+    (restart, cluster, kill -9) is kept as it is."""
+    groups: dict[str, list[Figure]] = {}
+    for figures in rounds:
+        for figure in figures:
+            groups.setdefault(figure.label, []).append(figure)
+    merged: list[Figure] = []
+    for figures in groups.values():
+        measured = sorted((f for f in figures if f.value is not None), key=_figure_value)
+        if len(figures) == 1 or not measured:
+            merged.append(figures[0])
+            continue
+        chosen = measured[len(measured) // 2]
+        spread = f"median of {len(measured)} rounds"
+        if len(measured) < len(figures):
+            spread += f" (of {len(figures)}, {len(figures) - len(measured)} failed)"
+        values = ", ".join(f"{_figure_value(f):.2f}" for f in measured)
+        spread += f": {values} {chosen.unit}"
+        note = f"{chosen.note}; {spread}" if chosen.note else spread
+        merged.append(replace(chosen, note=note))
+    return merged
+
+
+def _figure_value(figure: Figure) -> float:
+    assert figure.value is not None
+    return figure.value
 
 
 def ratio(jq_rate: float | None, peer_rate: float | None) -> float | None:
