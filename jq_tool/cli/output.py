@@ -40,6 +40,7 @@ from jq_tool.sdk import (
     Unauthorized,
     format_time,
 )
+from jq_tool.terminal_text import terminal_safe
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -106,7 +107,7 @@ def fail(
         print_json_error(message, error_code or _CODE_FOR_EXIT.get(code, "error"), status)
     else:
         Console(stderr=True, soft_wrap=True, highlight=False).print(
-            f"[bold red]error:[/] {escape(message)}", markup=True
+            f"[bold red]error:[/] {escape(terminal_safe(message))}", markup=True
         )
     raise typer.Exit(code)
 
@@ -207,8 +208,9 @@ def print_record(title: str, fields: Sequence[tuple[str, object]]) -> None:
 
 def _cell(value: object) -> Text:
     """A table cell as written: a str cell is read as Rich markup, and these hold what clients
-    wrote (a payload of "[/]" raised MarkupError and `jq get` died with a traceback)."""
-    return Text("-" if value is None else str(value))
+    wrote (a payload of "[/]" raised MarkupError and `jq get` died with a traceback); and with
+    the characters a terminal acts on shown as escapes (jq_tool/terminal_text.py)."""
+    return Text("-" if value is None else terminal_safe(str(value)))
 
 
 def print_rows(

@@ -33,6 +33,7 @@ from jq_tool.sdk import (
     Worker,
     WorkerOptions,
 )
+from jq_tool.terminal_text import terminal_safe
 
 log = logging.getLogger("jq.worker")
 
@@ -67,7 +68,8 @@ def _outcome(job: LeasedJob, value: object, error: BaseException | None) -> str:
     else:
         assert isinstance(value, Failure)
         why = value.error
-    why = why.strip().splitlines()[0][:200] if why.strip() else "no reason given"
+    # The handler's words may quote a payload: anyone's text, printed on the worker's terminal.
+    why = terminal_safe(why.strip().splitlines()[0][:200]) if why.strip() else "no reason given"
     if isinstance(value, Failure) and not value.retry:
         return f"failed, final (DEAD): {why}"
     if job.attempt > job.max_retries:

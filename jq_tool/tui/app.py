@@ -49,6 +49,7 @@ from jq_tool.sdk import (
     WorkerInfo,
     utc_now,
 )
+from jq_tool.terminal_text import terminal_safe
 
 COUNTERS = ("runnable", "running", "scheduled", "retry", "dead", "acked")
 
@@ -89,13 +90,24 @@ TEST_PAYLOAD = '{"source": "jq tui", "kind": "test"}'
 
 
 class TextTable(DataTable[str | Text]):
-    """A DataTable whose string cells are shown as written. DataTable reads a str cell as Rich
-    markup, and these cells hold what clients wrote (a worker's name, a failed job's error): a
-    `[/]` in one raised MarkupError while the table drew, which ended the TUI, and `[b]` or
-    `[link=…]` restyled or linked it."""
+    """A DataTable whose cells are shown as written. DataTable reads a str cell as Rich markup,
+    and these cells hold what clients wrote (a worker's name, a failed job's error): a `[/]` in
+    one raised MarkupError while the table drew, which ended the TUI, and `[b]` or `[link=…]`
+    restyled or linked it. And the characters a terminal acts on (ESC, …) are shown as escapes
+    (jq_tool/terminal_text.py): Textual passes ESC through to the terminal."""
 
     def add_row(self, *cells: str | Text, **kwargs: Any) -> RowKey:
-        return super().add_row(*(Text(c) if isinstance(c, str) else c for c in cells), **kwargs)
+        return super().add_row(*map(_safe_cell, cells), **kwargs)
+
+
+def _safe_cell(cell: str | Text) -> Text:
+    if isinstance(cell, str):
+        return Text(terminal_safe(cell))
+    safe = terminal_safe(cell.plain)
+    if safe != cell.plain and not cell.spans:  # a cell of client text has one style: no spans
+        cell = cell.copy()
+        cell.plain = safe
+    return cell
 
 
 class Counter(Widget):
@@ -204,7 +216,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def __init__(self, question: str) -> None:
         super().__init__()
-        self.question = question
+        self.question = terminal_safe(question)  # it may quote a dead-letter group's cause
 
     def compose(self) -> ComposeResult:
         yield Static(
@@ -883,7 +895,8 @@ def _schedule_row(schedule: Schedule) -> tuple[str | Text, ...]:
 
 def _detail(job: Job, why: str | None = None) -> Text:
     """The whole job: nothing cut, the current error and every kept attempt with its traceback
-    (the pane scrolls)."""
+    (the pane scrolls). What clients wrote goes through terminal_safe, piece by piece (the
+    pieces' styles are spans of the whole)."""
     text = Text.assemble(
         (job.job_id, "bold"),
         "  ",
@@ -892,15 +905,15 @@ def _detail(job: Job, why: str | None = None) -> Text:
         f"/{job.max_retries + 1}",
     )
     if job.worker:
-        text.append(f"  worker {job.worker}", style="dim")
+        text.append(terminal_safe(f"  worker {job.worker}"), style="dim")
     if job.payload is not None:
-        text.append(f"\npayload: {job.payload}", style="dim")
+        text.append(terminal_safe(f"\npayload: {job.payload}"), style="dim")
     if job.result is not None:
-        text.append(f"\nresult: {job.result}", style="#4ade80")
+        text.append(terminal_safe(f"\nresult: {job.result}"), style="#4ade80")
     if job.result_error:
-        text.append(f"\nerror: {error_line(job)}", style="bold #f87171")
+        text.append(terminal_safe(f"\nerror: {error_line(job)}"), style="bold #f87171")
         if "\n" in job.result_error.strip():
-            text.append("\n" + job.result_error.rstrip(), style="#f87171")
+            text.append(terminal_safe("\n" + job.result_error.rstrip()), style="#f87171")
     elif job.attempt_history and any(a.outcome != "acked" for a in job.attempt_history):
         text.append("\nno current error (earlier attempts below)", style="dim")
     for attempt in job.attempt_history or []:
@@ -912,13 +925,14 @@ def _detail(job: Job, why: str | None = None) -> Text:
         if attempt.ended_at:
             line += f"→{_clock(attempt.ended_at)}"
         style = "#f87171" if attempt.outcome in ("failed", "expired") else "dim"
-        text.append(line, style=style)
+        text.append(terminal_safe(line), style=style)
         if attempt.error_class or attempt.error_message:
-            text.append(
-                f"  {attempt.error_class or ''}: {attempt.error_message or ''}", style=style
-            )
+            error = f"  {attempt.error_class or ''}: {attempt.error_message or ''}"
+            text.append(terminal_safe(error), style=style)
     if job.progress is not None:
-        text.append(f"\nprogress: {job.progress.progress:.0%} {job.progress.note}".rstrip())
+        text.append(
+            terminal_safe(f"\nprogress: {job.progress.progress:.0%} {job.progress.note}".rstrip())
+        )
     if why:
-        text.append(f"\nwhy: {why}", style="italic")
+        text.append(terminal_safe(f"\nwhy: {why}"), style="italic")
     return text

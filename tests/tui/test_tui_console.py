@@ -332,3 +332,35 @@ async def test_text_from_clients_is_shown_as_written_not_read_as_markup(
         await pilot.pause(0.5)  # a few more draws: the app is still up
         assert app.is_running
     await asyncio.sleep(0)
+
+
+async def test_escape_sequences_clients_wrote_do_not_reach_the_terminal(
+    jq_server: JqServer,
+) -> None:
+    """Textual passes ESC through to the terminal: a payload or error holding `\\x1b[2J` or an
+    OSC 52 clipboard write acted on the operator's terminal. The table cells and the detail
+    pane show them as escapes (jq_tool/terminal_text.py)."""
+    hostile = "a\x1b[2Jb\x1b]52;c;aGk=\x1b\\c\u202eevil"
+    with jq_server.client(jq_server.worker_key) as http:
+        job_id = submit(jq_server, payload=hostile, max_retries=0, queue="tui-escapes")
+        leased = http.post("/jobs/lease", json={"queue": "tui-escapes"}).json()
+        body = {"result_error": f"ValueError: {hostile}", "lease_id": leased["lease_id"]}
+        assert http.post(f"/jobs/{job_id}/ack", json=body).json()["state"] == "DEAD"
+    app = JqDashboard(jq_server.url, str(jq_server.client_key))
+    async with app.run_test(size=(160, 30)) as pilot:
+        await until(pilot, lambda: job_id in row_keys(app), "the job")
+        table = app.query_one("#jobs", DataTable)
+        index = table.get_row_index(job_id)
+        cells = [getattr(c, "plain", str(c)) for c in table._get_row_renderables(index).cells]
+        assert any("\\x1b[2Jb" in cell for cell in cells), cells
+        assert not any("\x1b" in cell or "\u202e" in cell for cell in cells), cells
+        table.move_cursor(row=index)
+        await pilot.press("enter")
+        await until(pilot, lambda: "payload: a\\x1b[2Jb" in detail(app), "the detail")
+        assert "\x1b" not in detail(app) and "\u202e" not in detail(app)
+        await pilot.press("d")
+        dead = app.query_one("#dead", DataTable)
+        await until(pilot, lambda: dead.row_count > 0, "the dead-letter group")
+        shown = [getattr(c, "plain", str(c)) for c in dead._get_row_renderables(0).cells]
+        assert not any("\x1b" in cell for cell in shown), shown
+    await asyncio.sleep(0)
