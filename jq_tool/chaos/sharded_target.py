@@ -44,12 +44,7 @@ class SpawnedShardedCluster:
             EtcdGroup(root / "etcd", f"g{shard}", taken=taken) for shard in range(shards)
         ]
         names = [f"n{i}" for i in range(1, NODES + 1)]
-        http_ports: dict[str, int] = {}
-        for name in names:
-            port = free_port()
-            while port in taken or port in http_ports.values() or port + 1 in taken:
-                port = free_port()
-            http_ports[name] = port
+        http_ports = {name: free_port(taken) for name in names}  # not a member's port
         common = {
             "CLUSTER_MODE": "true",
             "SHARDS": ";".join(

@@ -68,10 +68,15 @@ def redact(text: str) -> str:
     return _SECRET.sub(lambda match: f"{match.group(1)}_…", text)
 
 
-def free_port() -> int:
+def free_port(taken: set[int] | None = None) -> int:
     """A loopback port free for a listener (a `jq serve`). Drawn from below the kernel's
-    ephemeral range, like free_peer_port and for its reason."""
-    return _free_ports_from(1, set())
+    ephemeral range, like free_peer_port and for its reason. Ports in `taken` (promised to an
+    etcd member not started yet: free now, bound before this listener) are skipped, and the
+    port is added to it."""
+    port = _free_ports_from(1, set() if taken is None else taken)
+    if taken is not None:
+        taken.add(port)
+    return port
 
 
 def _below_ephemeral_ports() -> int:
@@ -428,12 +433,7 @@ class SpawnedCluster:
             name: f"127.0.0.1:{port}"
             for name, port in zip(names, free_peer_ports(size, taken), strict=True)
         }
-        http_ports: dict[str, int] = {}
-        for name in names:
-            port = free_port()
-            while port in taken or port in http_ports.values():
-                port = free_port()
-            http_ports[name] = port
+        http_ports = {name: free_port(taken) for name in names}  # not a member's port
         common = {
             "CLUSTER_MODE": "true",
             "BOOTSTRAP": "true",

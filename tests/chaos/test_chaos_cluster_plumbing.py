@@ -88,6 +88,16 @@ def test_peer_port_lists_never_overlap() -> None:
     assert len(pairs) == 8 and 1 not in pairs and pairs <= taken
 
 
+def test_a_listeners_port_is_none_promised_to_an_etcd_member() -> None:
+    # A member binds its ports before the nodes start: a node given one of them cannot (CI saw
+    # "port 19257 on 127.0.0.1 is in use" from a shards test whose nodes took free_port()).
+    taken: set[int] = set()
+    members = {p for port in free_peer_ports(3, taken) for p in (port, port + 1)}
+    listeners = [free_port(taken) for _ in range(50)]
+    assert len(set(listeners)) == 50 and not members.intersection(listeners)
+    assert taken == members | set(listeners)
+
+
 def test_cluster_nodes_get_one_consistent_cluster_environment(tmp_path: Path) -> None:
     # The harness's own cluster or Redis variables must not leak into the nodes.
     outer = {**os.environ, "REDIS_URL": "redis://elsewhere:1/0", "NODE_ID": "outer"}

@@ -46,9 +46,10 @@ class ClusterNode(JqServer):
 class Cluster:
     def __init__(self, root: Path, size: int = 3) -> None:
         self.prefix = f"jqtest:cluster:{uuid.uuid4().hex[:8]}:"
-        ports = free_peer_ports(size)
+        taken: set[int] = set()
+        ports = free_peer_ports(size, taken)
         peers = {f"n{i}": f"127.0.0.1:{port}" for i, port in enumerate(ports, 1)}
-        http = {node: free_port() for node in peers}
+        http = {node: free_port(taken) for node in peers}  # not another node's etcd port
         common = {
             "CLUSTER_MODE": "true",
             "PEERS": ",".join(f"{n}@{a}" for n, a in peers.items()),

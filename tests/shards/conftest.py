@@ -26,7 +26,8 @@ class Sharded:
         taken: set[int] = set()
         self.groups = [EtcdGroup(root / "etcd", f"g{shard}", taken=taken) for shard in range(2)]
         names = [f"n{i}" for i in range(1, nodes + 1)] + (["fwd"] if forwarder else [])
-        http = {name: free_port() for name in names}
+        # Not an etcd member's port: the members bind theirs first (CI saw a node refused).
+        http = {name: free_port(taken) for name in names}
         common = {
             "CLUSTER_MODE": "true",
             "SHARDS": ";".join(
