@@ -15,17 +15,25 @@ from jq_tool.server.errors import FORBIDDEN, UNAUTHORIZED, ApiError
 from jq_tool.server.requests import header
 
 _MISSING = ApiError(401, UNAUTHORIZED, "missing API key: send 'Authorization: Bearer <key>'")
+# Never quotes the header: a bare key sent without its scheme would be echoed back.
+_NOT_BEARER = ApiError(
+    401, UNAUTHORIZED, "the Authorization header is not 'Bearer <key>' (one space between them)"
+)
 _UNKNOWN = ApiError(401, UNAUTHORIZED, "invalid or revoked API key")
 
 
 def bearer_token(request: Request) -> str | None:
+    """The key of `Authorization: Bearer <key>`, None without the header; a header of another
+    form (`Basic …`, `Token …`, a bare key, a tab for the space) is a 401 saying so, not
+    "missing"."""
     authorization = header(request, b"authorization")
     if authorization is None:
         return None
     scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return token.strip() or None
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise _NOT_BEARER
+    return token
 
 
 class Guard:

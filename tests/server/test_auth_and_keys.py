@@ -53,6 +53,26 @@ def test_no_key_or_a_bad_key_is_401(
         assert response.json()["code"] == "unauthorized"
 
 
+def test_an_authorization_header_of_another_form_is_told_so_without_echoing_it(
+    server: Any,
+) -> None:
+    """Sending the bare key, `Token <key>`, `Basic …` or a tab for the space was answered
+    "missing API key", which sent people looking for a header they had sent. The answer says
+    what form is wanted and never quotes the header: a bare key would come back in it."""
+    key = server.client_key
+    for value in (key, f"Token {key}", "Basic dXNlcjpwYXNz", f"Bearer\t{key}", "Bearer"):
+        response = httpx.post(server.url + "/jobs", json={"payload": "x"},
+                              headers={"Authorization": value})  # fmt: skip
+        assert response.status_code == 401, (value, response.text)
+        assert response.json() == {
+            "error": "the Authorization header is not 'Bearer <key>' (one space between them)",
+            "code": "unauthorized",
+        }
+        assert response.headers["www-authenticate"] == "Bearer"
+    missing = httpx.post(server.url + "/jobs", json={"payload": "x"})
+    assert missing.json()["error"] == "missing API key: send 'Authorization: Bearer <key>'"
+
+
 @pytest.mark.parametrize("key_type", ["client", "worker", "admin"])
 @pytest.mark.parametrize(("method", "path", "body", "scope"), ROUTES)
 def test_scope_matrix(
