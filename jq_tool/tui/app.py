@@ -371,12 +371,10 @@ class JqDashboard(App[None]):
                     self.status_reason = _refusal(error)
                     self.connected = False
                     self._set_status()
-                    self.notify(
+                    self._notify_error(
                         f"the key was refused ({self.status_reason}): start jq tui with a key "
                         "that has jobs:read",
-                        severity="error",
                         timeout=30,
-                        markup=False,  # the server's words
                     )
                     return
                 if error.status is not None:  # 503 and the like: say why, and retry
@@ -405,6 +403,11 @@ class JqDashboard(App[None]):
         self._render_filters()
         if not paused:
             self._jobs_stale = True
+
+    def _notify_error(self, message: str, *, timeout: float | None = None) -> None:
+        """A failure in the server's words, which may quote what a client or the operator
+        wrote: shown as written (never read as markup; escapes as escapes), like the tables."""
+        self.notify(terminal_safe(message), severity="error", timeout=timeout, markup=False)
 
     def _set_status(self) -> None:
         status = self.query_one("#status", Static)
@@ -486,7 +489,7 @@ class JqDashboard(App[None]):
             )
         except JqError as error:
             if error.status == 400:
-                self.notify(f"search refused: {error}", severity="error", markup=False)
+                self._notify_error(f"search refused: {error}")
                 return
             self._jobs_stale = True  # try again on the next tick
             return
@@ -564,7 +567,7 @@ class JqDashboard(App[None]):
         try:
             job = await self.client.get(job_id)
         except JqError as error:
-            self.notify(f"could not load {_short(job_id)}: {error}", severity="error", markup=False)
+            self._notify_error(f"could not load {_short(job_id)}: {error}")
             return
         why = None
         with contextlib.suppress(JqError):  # an older server has no explain: show the job
@@ -718,7 +721,7 @@ class JqDashboard(App[None]):
         try:
             job_id = await self.client.submit(TEST_PAYLOAD)
         except JqError as error:
-            self.notify(f"enqueue failed: {error}", severity="error", markup=False)
+            self._notify_error(f"enqueue failed: {error}")
             return
         self.notify(f"enqueued {_short(job_id)}")
         self._jobs_stale = True
@@ -774,7 +777,7 @@ class JqDashboard(App[None]):
             else:
                 await self.client.resume_queue(name)
         except JqError as error:
-            self.notify(f"{name}: {error}", severity="error", markup=False)
+            self._notify_error(f"{name}: {error}")
             return
         self.notify(f"{name} {'paused' if paused else 'resumed'}")
 
@@ -800,7 +803,7 @@ class JqDashboard(App[None]):
         try:
             settled = await self.client.requeue_dead_group(fingerprint)
         except JqError as error:
-            self.notify(f"requeue failed: {error}", severity="error", markup=False)
+            self._notify_error(f"requeue failed: {error}")
             return
         self.notify(f"requeued {settled.settled:,} jobs; {settled.remaining:,} left in the group")
         self.refresh_dead_groups()
@@ -810,7 +813,7 @@ class JqDashboard(App[None]):
         try:
             settled = await self.client.requeue(job_id)
         except JqError as error:
-            self.notify(f"requeue failed: {error}", severity="error", markup=False)
+            self._notify_error(f"requeue failed: {error}")
             return
         self.notify(f"requeued {_short(job_id)}: {settled.state.value}")
         self._jobs_stale = True
