@@ -37,6 +37,7 @@ import gc
 import heapq
 import logging
 import operator
+from array import array
 from bisect import bisect_left, bisect_right, insort
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -50,6 +51,15 @@ import msgspec
 from jq_tool.core import flow
 from jq_tool.core.attempts import ended_attempt
 from jq_tool.core.backoff import retry_backoff_ms
+from jq_tool.core.cold_index import (
+    ColdIndex,
+    ColdJobs,
+    ColdRun,
+    build_cold_index,
+    feed_ready,
+    feed_since,
+    positions,
+)
 from jq_tool.core.dead_groups import DeadGroup, DeadGroups, DeadGroupSummary
 from jq_tool.core.dependencies import Dependencies
 from jq_tool.core.history import ACKED, FAILED, SUBMITTED, History, HistorySeries
@@ -272,7 +282,7 @@ TimedEntry = tuple[int, int, Job]  # (time, seq, job)
 class _QueueIndex:
     """One queue's runnable and RETRY heaps and its per-bucket job counts."""
 
-    __slots__ = ("name", "ready", "retry", "counts", "since")
+    __slots__ = ("name", "ready", "retry", "counts", "since", "cold_ready", "cold_since")
 
     def __init__(self, name: str) -> None:
         self.name = name  # the canonical string every job of this queue shares
@@ -283,6 +293,10 @@ class _QueueIndex:
         self.since: list[TimedEntry] = []
         self.retry: list[TimedEntry] = []
         self.counts = [0] * _BUCKETS
+        # After a cold restore (core/cold_index.py), the runnable jobs not yet in `ready` and
+        # `since`, in each heap's order; None once a run is used up.
+        self.cold_ready: ColdRun | None = None
+        self.cold_since: ColdRun | None = None
 
 
 class _Snapshot(msgspec.Struct, array_like=True):
@@ -305,6 +319,8 @@ class _Snapshot(msgspec.Struct, array_like=True):
     history: list[HistorySeries] = []  # per-minute counts (core/history.py)
     # Sharded mode (issue 23, core/ownership.py): None while ownership is off.
     ownership: OwnershipSnapshot | None = None
+    # What a restore may leave cold (issue 20, core/cold_index.py); None in older snapshots.
+    cold: ColdIndex | None = None
 
 
 # A job's copy for a result: the Struct's own __copy__, without copy.copy's dispatch (a lease
@@ -733,14 +749,24 @@ class StateMachine:
         return handler(self, command)
 
     def snapshot(self) -> bytes:
-        """The whole state as msgpack; byte-identical for identical histories."""
+        """The whole state as msgpack; byte-identical for identical histories, however far a
+        cold restore's warm-up went (core/cold_index.py)."""
+        jobs = self._jobs
+        if isinstance(jobs, ColdJobs):
+            # Cold jobs entered the dict in the order they were touched: submission order is
+            # the order list's, without the forgotten jobs it still holds.
+            jobs.take_all()
+            present = dict.get  # every job is in the dict now: no need to look past it
+            all_jobs = [job for job in self._order if present(jobs, job.id) is job]
+        else:
+            all_jobs = list(jobs.values())  # insertion order is submission order
         return _snapshot_encoder.encode(
             _Snapshot(
                 version=_SNAPSHOT_VERSION,
                 now=self._now,
                 seq=self._seq,
                 counters=self._counters,
-                jobs=list(self._jobs.values()),
+                jobs=all_jobs,
                 idempotency=[],
                 idempotency_scoped=[
                     (owner, key, job_id, fingerprint, end)
@@ -752,8 +778,22 @@ class StateMachine:
                 awaited=self._deps.dump(),
                 history=self._history.dump(),
                 ownership=self._own.dump(),
+                cold=build_cold_index(all_jobs, self._now),
             )
         )
+
+    def warm_step(self, count: int) -> bool:
+        """After a cold restore, move up to `count` more cold jobs into the id dict; whether
+        any are left. Changes no answer (core/cold_index.py): the engine calls it a chunk at a
+        time after the start, so that lookups are plain dict lookups again soon."""
+        jobs = self._jobs
+        return isinstance(jobs, ColdJobs) and jobs.warm_step(count)
+
+    def _index_all(self) -> None:
+        """Every cold job into the id dict, for what walks the submission-order list."""
+        jobs = self._jobs
+        if isinstance(jobs, ColdJobs):
+            jobs.take_all()
 
     def restore(self, data: bytes | memoryview) -> None:
         """Replace the whole state with a snapshot. Raises ValueError (and keeps the current
@@ -855,6 +895,7 @@ class StateMachine:
         so pages stay stable under inserts (new jobs are newer than any cursor)."""
         if type(limit) is not int or limit < 1:
             raise ValueError("limit must be a positive integer")
+        self._index_all()  # a scan may pass over every job: a dict hit each, not a bisection
         order = self._order
         if cursor is None:
             end = len(order)
@@ -919,7 +960,7 @@ class StateMachine:
             return False
         if queue in self._flow and self.lease_blocked_until(queue, now) is not None:
             return False
-        if _valid_ready_top(q.ready) is not None:
+        if _valid_ready_top(q, self._jobs) is not None:
             return True
         cutoff = max(self._now, now) if type(now) is int else self._now
         top = _valid_timed_top(q.retry, _RETRY)
@@ -938,12 +979,15 @@ class StateMachine:
         if q is None:
             return None
         since = q.since
-        while since:
+        while True:
+            if q.cold_since is not None and not feed_since(q.cold_since, since):
+                q.cold_since = None
+            if not since:
+                return None
             run_at, _, job = since[0]
             if job.state is _READY and job.run_at == run_at:
                 return run_at
             heapq.heappop(since)
-        return None
 
     def running(self, queue: str | None = None) -> list[Job]:
         """The RUNNING jobs (of `queue`, or all), by submission order: the leases held now.
@@ -1357,7 +1401,6 @@ class StateMachine:
         if q is None or not cmd.lease_ids:
             return LeaseResult(jobs=leased)
         self._promote_retries(q, now)
-        ready = q.ready
         counts = q.counts
         lease_ids = cmd.lease_ids
         settings = self._flow.get(cmd.queue)
@@ -1367,7 +1410,7 @@ class StateMachine:
                 lease_ids = lease_ids[:allowed]
         worker = cmd.worker
         for lease_id in lease_ids:
-            job = _pop_ready(ready)
+            job = _pop_ready(q, self._jobs)
             if job is None:
                 break
             counts[_B_RUNNABLE] -= 1
@@ -1874,6 +1917,8 @@ class StateMachine:
                     return ahead
             stack.append(2 * i + 1)
             stack.append(2 * i + 2)
+        if q.cold_ready is not None:  # the entries still cold come after the heap's, in order
+            ahead += q.cold_ready.ahead_of(key, limit - ahead)
         return ahead
 
     def awaited_parents(self, job_id: str) -> list[str]:
@@ -1900,6 +1945,7 @@ class StateMachine:
         owner = self._own.queues.get(queue)
         if owner is None or owner.fence != move_id:
             raise ValueError(f"queue {queue!r} is not fenced by move {move_id!r} here")
+        self._index_all()
         jobs = self._jobs
         queue_jobs = [job for job in self._order if job.queue == queue and jobs.get(job.id) is job]
         awaited = [
@@ -2158,6 +2204,7 @@ class StateMachine:
     def _drop_queue(self, name: str) -> list[str]:
         """Forget every job, key and setting of a queue (it now lives on another shard); the
         ids of the jobs dropped, in submission order. O(jobs): once per move."""
+        self._index_all()
         jobs = self._jobs
         dropped = [job for job in self._order if job.queue == name and jobs.get(job.id) is job]
         for job in dropped:
@@ -2321,6 +2368,7 @@ class StateMachine:
             del order[:head]
         self._order_purged += purged - head
         if self._order_purged > 1024 and self._order_purged * 8 > len(order):
+            self._index_all()
             self._order = [job for job in order if jobs.get(job.id) is job]
             self._order_purged = 0
 
@@ -2349,10 +2397,9 @@ class StateMachine:
         for q in self._queues.values():
             q.ready = [entry for entry in q.ready if entry[3].state is not _CANCELLED]
             q.retry = [entry for entry in q.retry if entry[2].state is not _CANCELLED]
-            q.since = [(e[1], e[2], e[3]) for e in q.ready]
             heapq.heapify(q.ready)
-            heapq.heapify(q.since)
             heapq.heapify(q.retry)
+            _rebuild_since(q)
         self._scheduled = [entry for entry in self._scheduled if entry[2].state is not _CANCELLED]
         heapq.heapify(self._scheduled)
         self._waiting_stale = 0
@@ -2415,11 +2462,19 @@ class StateMachine:
         self._seq = snap.seq
         self._counters = snap.counters
         all_jobs = snap.jobs
-        jobs = dict(zip(map(_id_of, all_jobs), all_jobs, strict=True))
-        if len(jobs) != len(all_jobs):
+        cold = snap.cold
+        if cold is None:  # a snapshot of an older version: every job is indexed here
+            warm_jobs = all_jobs
+            self._order = all_jobs
+        else:
+            warm_positions = positions(cold.warm, len(all_jobs))
+            warm_jobs = list(map(all_jobs.__getitem__, warm_positions))
+            # A copy: _order loses its purged prefix in place, the cold runs keep positions.
+            self._order = list(all_jobs)
+        jobs = dict(zip(map(_id_of, warm_jobs), warm_jobs, strict=True))
+        if len(jobs) != len(warm_jobs):
             raise ValueError("snapshot repeats a job id")
         self._jobs = jobs
-        self._order = all_jobs
 
         queues = self._queues
         owners = self._owners
@@ -2427,7 +2482,7 @@ class StateMachine:
         # The other states, each in submission order (READY goes straight into its entries).
         by_state: dict[JobState, list[Job]] = {state: [] for state in JobState}
         last_seq = -(2**63)  # below any seq: a msgpack int is a signed 64-bit one at least
-        for job in all_jobs:
+        for job in warm_jobs:
             seq = job.seq
             if seq <= last_seq:
                 raise ValueError("snapshot jobs are not in submission order")
@@ -2478,8 +2533,10 @@ class StateMachine:
         _make_heap(self._scheduled)
         _make_heap(self._leases)
 
+        if cold is not None:
+            self._load_cold(cold, all_jobs, jobs, warm_positions)
         for q in queues.values():
-            q.counts[_B_RUNNABLE] = len(q.ready)
+            q.counts[_B_RUNNABLE] = len(q.ready) + (len(q.cold_ready) if q.cold_ready else 0)
             q.counts[_B_RETRY] = len(q.retry)
         for bucket, entries in ((_B_SCHEDULED, self._scheduled), (_B_RUNNING, self._leases)):
             for name, n in Counter(entry[2].queue for entry in entries).items():
@@ -2517,6 +2574,50 @@ class StateMachine:
         self._deps.load(snap.awaited)
         self._own.load(snap.ownership)
 
+    def _load_cold(
+        self,
+        cold: ColdIndex,
+        all_jobs: list[Job],
+        warm: dict[str, Job],
+        warm_positions: array[int],
+    ) -> None:
+        """Leave the runnable jobs cold (core/cold_index.py): each queue's runs in lease and
+        `since` order, the id dict behind which they are found. Checked here: the arrays' sizes
+        and ranges, which together cover every job once (the CRC covers their bytes); what
+        `_load` checks per job applies to the warm ones, the writer made the runs from READY
+        jobs that were due."""
+        size = len(all_jobs)
+        by_id = positions(cold.by_id, size)
+        if len(by_id) + len(warm) != size:
+            raise ValueError("the snapshot's cold index does not cover its jobs")
+        runnable = 0
+        for entry in cold.queues:
+            lease_order = positions(entry.lease_order, size)
+            since_order = positions(entry.since_order, size) if entry.since_order else lease_order
+            if len(since_order) != len(lease_order) or not lease_order:
+                raise ValueError(f"the snapshot's cold index of queue {entry.name!r} is malformed")
+            runnable += len(lease_order)
+            q = self._queue(entry.name)
+            q.cold_ready = ColdRun(all_jobs, lease_order)
+            q.cold_since = ColdRun(all_jobs, since_order)
+        if runnable != len(by_id):
+            raise ValueError("the snapshot's cold index does not cover its runnable jobs")
+        if by_id:
+            self._jobs = ColdJobs(warm, all_jobs, by_id, warm_positions, self._share_values)
+
+    def _share_values(self, job: Job) -> None:
+        """What `_load` does to each job it indexes, for a cold one when it is indexed: share
+        the strings and ints a live Submit shares (~100 bytes a job)."""
+        job.queue = self._queue(job.queue).name
+        owner = job.owner
+        if owner:
+            job.owner = self._owners.setdefault(owner, owner)
+        created_at = job.created_at
+        if job.run_at == created_at:
+            job.run_at = created_at
+        if job.updated_at == created_at:
+            job.updated_at = created_at
+
 
 # ---------------------------------------------------------------------------------------------
 # Heap reading with lazy deletion.
@@ -2532,29 +2633,46 @@ def _make_heap(entries: list[Any]) -> None:
         heapq.heapify(entries)
 
 
-def _pop_ready(ready: list[ReadyEntry]) -> Job | None:
+def _pop_ready(q: _QueueIndex, jobs: dict[str, Job]) -> Job | None:
     """Pop the next job in lease order, skipping entries of jobs cancelled while READY."""
-    while ready:
+    ready = q.ready
+    while True:
+        if q.cold_ready is not None:
+            _feed_ready(q, jobs)
+        if not ready:
+            return None
         job = heapq.heappop(ready)[3]
         if job.state is _READY:
             return job
-    return None
+
+
+def _feed_ready(q: _QueueIndex, jobs: dict[str, Job]) -> None:
+    """Bring the queue's cold entries that come before the heap's top into it."""
+    assert q.cold_ready is not None
+    if not feed_ready(q.cold_ready, q.ready, jobs if isinstance(jobs, ColdJobs) else None):
+        q.cold_ready = None
 
 
 def _rebuild_since(q: _QueueIndex) -> None:
-    """Rebuild the `since` heap from the lease-order heap: a lease leaves its job's entry
-    behind (popping it would cost every lease a heap operation), and once those could
-    outnumber the live entries they are dropped all at once: O(1) amortized per lease."""
-    q.since = [(e[1], e[2], e[3]) for e in q.ready if e[3].state is _READY]
+    """Drop the `since` heap's stale entries: a lease leaves its job's entry behind (popping it
+    would cost every lease a heap operation), and once those could outnumber the live entries
+    they are dropped all at once: O(1) amortized per lease. The valid entries are kept, not
+    made again from the lease-order heap: after a cold restore a job's `since` entry may be in
+    this heap while its lease-order entry is still in its cold run (core/cold_index.py)."""
+    q.since = [e for e in q.since if e[2].state is _READY and e[2].run_at == e[0]]
     heapq.heapify(q.since)
 
 
-def _valid_ready_top(ready: list[ReadyEntry]) -> ReadyEntry | None:
-    while ready:
+def _valid_ready_top(q: _QueueIndex, jobs: dict[str, Job]) -> ReadyEntry | None:
+    ready = q.ready
+    while True:
+        if q.cold_ready is not None:
+            _feed_ready(q, jobs)
+        if not ready:
+            return None
         if ready[0][3].state is _READY:
             return ready[0]
         heapq.heappop(ready)
-    return None
 
 
 def _valid_timed_top(heap: list[TimedEntry], state: JobState) -> TimedEntry | None:

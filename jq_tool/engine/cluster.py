@@ -170,6 +170,7 @@ class ClusterEngine(CommandEngine):
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self._stop_warm_up()
         self._release_all_waiters()
         if self.role == "leader":
             try:

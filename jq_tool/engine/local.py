@@ -236,6 +236,7 @@ class LocalEngine(CommandEngine):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await self._stop_warm_up()
         await self._drain()
         if self._fatal is None:
             try:
