@@ -94,3 +94,7 @@ async def test_a_first_release_cluster_snapshot_and_log_replay_to_the_same_state
     for revision, value in enumerate(values, start=42):
         engine._apply_batch(KeyValue(b"jq/log/n0/boot/%d" % revision, value, revision, revision, 0))
     assert_same_state(engine._machine, EXPECTED["cluster"])
+    # Snapshotted by today's code (with the cold index) and restored: the same state again.
+    again = StateMachine()
+    again.restore(engine._machine.snapshot())
+    assert_same_state(again, EXPECTED["cluster"])
