@@ -2635,15 +2635,11 @@ def _make_heap(entries: list[Any]) -> None:
 
 def _pop_ready(q: _QueueIndex, jobs: dict[str, Job]) -> Job | None:
     """Pop the next job in lease order, skipping entries of jobs cancelled while READY."""
-    ready = q.ready
-    while True:
-        if q.cold_ready is not None:
-            _feed_ready(q, jobs)
-        if not ready:
-            return None
-        job = heapq.heappop(ready)[3]
-        if job.state is _READY:
-            return job
+    top = _valid_ready_top(q, jobs)
+    if top is None:
+        return None
+    heapq.heappop(q.ready)
+    return top[3]
 
 
 def _feed_ready(q: _QueueIndex, jobs: dict[str, Job]) -> None:
@@ -2664,6 +2660,7 @@ def _rebuild_since(q: _QueueIndex) -> None:
 
 
 def _valid_ready_top(q: _QueueIndex, jobs: dict[str, Job]) -> ReadyEntry | None:
+    """The queue's next entry in lease order, its cold run's included, dropping stale ones."""
     ready = q.ready
     while True:
         if q.cold_ready is not None:
