@@ -58,9 +58,10 @@ __all__ = [
     "ColdQueue",
     "ColdRun",
     "build_cold_index",
-    "feed_ready",
-    "feed_since",
+    "feed",
     "positions",
+    "ready_entry",
+    "since_entry",
 ]
 
 _READY = JobState.READY
@@ -289,39 +290,37 @@ class ColdJobs(dict[str, Job]):
         self._id_at = lambda position: ""
 
 
-def feed_ready(run: ColdRun, ready: list[tuple[int, int, int, Job]], jobs: ColdJobs | None) -> bool:
-    """Move `run`'s entries into the lease-order heap `ready` while they come before its top,
-    so that the top is the least entry of both; whether the run has entries left. A job whose
-    entry enters the heap enters the id dict too (a lease hands it out, an ack finds it by id)."""
+def ready_entry(job: Job) -> tuple[int, int, int, Job]:
+    return (-job.priority, job.run_at, job.seq, job)
+
+
+def since_entry(job: Job) -> tuple[int, int, Job]:
+    return (job.run_at, job.seq, job)
+
+
+def feed(
+    run: ColdRun,
+    heap: list[Any],
+    entry_of: Callable[[Job], tuple[Any, ...]],
+    jobs: ColdJobs | None = None,
+) -> bool:
+    """Move `run`'s entries (made by `entry_of`, the heap's own) into `heap` while they come
+    before its top, so that the top is the least entry of both; whether the run has entries
+    left. Two entries never tie before their job: each key ends in the job's unique seq. With
+    `jobs` (the lease-order heap), a job whose entry enters the heap enters the id dict too (a
+    lease hands it out, an ack finds it by id)."""
     order = run.order
     all_jobs = run.jobs
     end = len(order)
     at = run.at
     while at < end:
         position = order[at]
-        job = all_jobs[position]
-        key = (-job.priority, job.run_at, job.seq)
-        if ready and ready[0] < key:
+        entry = entry_of(all_jobs[position])
+        if heap and heap[0] < entry:
             break
         at += 1
         if jobs is not None:
             jobs.take(position)
-        heapq.heappush(ready, (key[0], key[1], key[2], job))
-    run.at = at
-    return at < end
-
-
-def feed_since(run: ColdRun, since: list[tuple[int, int, Job]]) -> bool:
-    """`feed_ready` for a queue's `since` heap (by run_at, seq)."""
-    order = run.order
-    all_jobs = run.jobs
-    end = len(order)
-    at = run.at
-    while at < end:
-        job = all_jobs[order[at]]
-        if since and since[0] < (job.run_at, job.seq):
-            break
-        at += 1
-        heapq.heappush(since, (job.run_at, job.seq, job))
+        heapq.heappush(heap, entry)
     run.at = at
     return at < end

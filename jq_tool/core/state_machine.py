@@ -56,9 +56,10 @@ from jq_tool.core.cold_index import (
     ColdJobs,
     ColdRun,
     build_cold_index,
-    feed_ready,
-    feed_since,
+    feed,
     positions,
+    ready_entry,
+    since_entry,
 )
 from jq_tool.core.dead_groups import DeadGroup, DeadGroups, DeadGroupSummary
 from jq_tool.core.dependencies import Dependencies
@@ -980,7 +981,7 @@ class StateMachine:
             return None
         since = q.since
         while True:
-            if q.cold_since is not None and not feed_since(q.cold_since, since):
+            if q.cold_since is not None and not feed(q.cold_since, since, since_entry):
                 q.cold_since = None
             if not since:
                 return None
@@ -2645,7 +2646,7 @@ def _pop_ready(q: _QueueIndex, jobs: dict[str, Job]) -> Job | None:
 def _feed_ready(q: _QueueIndex, jobs: dict[str, Job]) -> None:
     """Bring the queue's cold entries that come before the heap's top into it."""
     assert q.cold_ready is not None
-    if not feed_ready(q.cold_ready, q.ready, jobs if isinstance(jobs, ColdJobs) else None):
+    if not feed(q.cold_ready, q.ready, ready_entry, jobs if isinstance(jobs, ColdJobs) else None):
         q.cold_ready = None
 
 

@@ -164,13 +164,12 @@ class ClusterEngine(CommandEngine):
             return
         self._stopping = True
         self._wakeup.set()
-        tasks = [*self._tasks, *([self._flusher] if self._flusher else [])]
+        tasks = [*self._tasks, *(task for task in (self._flusher, self._warming) if task)]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self._stop_warm_up()
         self._release_all_waiters()
         if self.role == "leader":
             try:

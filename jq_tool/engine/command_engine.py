@@ -313,13 +313,6 @@ class CommandEngine(InsightCalls, Engine):
         while self._machine.warm_step(WARM_CHUNK):
             await asyncio.sleep(0)
 
-    async def _stop_warm_up(self) -> None:
-        if self._warming is not None:
-            self._warming.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._warming
-            self._warming = None
-
     async def _drain(self) -> None:
         """Called by `stop`: refuse new proposals, make the pending ones durable and answer
         them, wait for a snapshot being written."""

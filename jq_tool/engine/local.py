@@ -231,12 +231,11 @@ class LocalEngine(CommandEngine):
         if not self._started or self._stopping:
             return
         self._stopping = True
-        for task in (self._ticker, self._probe):
+        for task in (self._ticker, self._probe, self._warming):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await self._stop_warm_up()
         await self._drain()
         if self._fatal is None:
             try:
