@@ -392,7 +392,14 @@ class ClusterEngine(CommandEngine):
                 self._replaying = False
             self.applied_revision = revision
             log.info("restored the cluster snapshot at revision %d", revision)
-            await self._write_snapshot_now()
+            # The restored jobs are cold (core/cold_index.py) and the start's warm-up is done.
+            self._start_warm_up()
+            # Kept in the data dir, so that a restart need not fetch it again, and reported,
+            # so that compaction can pass it: by a forked child, as every periodic snapshot
+            # (encoded here, a million jobs held the loop ~2 s).
+            if self._snapshot_task is not None:
+                await self._snapshot_task  # one writer of the snapshot file at a time
+            self._start_snapshot()
             return
 
     # ------------------------------------------------------------------ the ticker

@@ -304,7 +304,12 @@ class CommandEngine(InsightCalls, Engine):
         self._summary_at = time.monotonic()
         self._summary_counters = self._machine.stats(top=0).counters
         self._flusher = asyncio.create_task(self._flush_loop(), name="jq-flusher")
-        self._warming = asyncio.create_task(self._warm_up(), name="jq-warm-up")
+        self._start_warm_up()
+
+    def _start_warm_up(self) -> None:
+        """After a restore: warm the cold jobs up, unless a warm-up is still at it."""
+        if self._warming is None or self._warming.done():
+            self._warming = asyncio.create_task(self._warm_up(), name="jq-warm-up")
 
     async def _warm_up(self) -> None:
         """After a restore that left jobs cold (core/cold_index.py), move them into the id dict
@@ -505,7 +510,7 @@ class CommandEngine(InsightCalls, Engine):
 
     async def _write_snapshot_now(self) -> None:
         """Encode and write a snapshot in process, when the state is past the newest one: at
-        stop (nobody is served any more, so no fork), and after restoring a cluster snapshot."""
+        stop (nobody is served any more, so no fork)."""
         if self._snapshot_task is not None:
             await self._snapshot_task  # one writer of a snapshot file at a time
         position = self._snapshot_position()

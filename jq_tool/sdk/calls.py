@@ -125,7 +125,26 @@ class Call(Generic[T]):
     queue: str | None = None
 
     def encoded_body(self) -> bytes | None:
-        return None if self.body is None else _json.encode(self.body)
+        if self.body is None:
+            return None
+        try:
+            return _json.encode(self.body)
+        except UnicodeEncodeError as exc:
+            raise not_utf_8(f"{self.method} {self.path}", exc) from None
+
+
+def unencodable(exc: UnicodeEncodeError) -> str:
+    """The characters UTF-8 could not encode (lone surrogates), written as escapes."""
+    return exc.object[exc.start : exc.end].encode("utf-8", "backslashreplace").decode()
+
+
+def not_utf_8(what: str, exc: UnicodeEncodeError) -> ValueError:
+    """Text JSON cannot carry, refused before anything is sent: a lone surrogate, as a
+    non-UTF-8 file name decoded with surrogateescape (os.listdir, sys.argv) holds one."""
+    return ValueError(
+        f"{what}: not UTF-8 text: '{unencodable(exc)}' at character {exc.start} of a string "
+        "(a lone surrogate: JSON cannot carry it)"
+    )
 
 
 def encode_payload(payload: object) -> str:
@@ -139,6 +158,8 @@ def encode_payload(payload: object) -> str:
             raise ValueError("payload bytes must be UTF-8 text") from exc
     try:
         return _json.encode(payload).decode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise not_utf_8("payload", exc) from None
     except (TypeError, msgspec.EncodeError) as exc:
         raise ValueError(f"payload is neither a str nor JSON-encodable: {exc}") from exc
 

@@ -30,7 +30,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
-from jq_tool.sdk.calls import MAX_BATCH, MAX_LEASE_JOBS, encode_payload, progress_problem
+from jq_tool.sdk.calls import (
+    MAX_BATCH,
+    MAX_LEASE_JOBS,
+    encode_payload,
+    progress_problem,
+    unencodable,
+)
 from jq_tool.sdk.client import AsyncClient
 from jq_tool.sdk.console import new_worker_id
 from jq_tool.sdk.errors import (
@@ -94,8 +100,10 @@ def sendable(result: str | None, error: str | None) -> tuple[str | None, str | N
         try:
             result.encode("utf-8")
         except UnicodeEncodeError as exc:
-            bad = exc.object[exc.start : exc.end].encode("utf-8", "backslashreplace").decode()
-            error = f"the handler's result is not UTF-8 text ({bad} at character {exc.start})"
+            error = (
+                f"the handler's result is not UTF-8 text ({unencodable(exc)} at character "
+                f"{exc.start})"
+            )
             result = None
     return result, error
 

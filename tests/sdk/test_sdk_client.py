@@ -67,6 +67,26 @@ def test_non_string_payload_is_sent_as_json(client: Client, queue: str) -> None:
     assert client.get(job_id).payload == '{"n":1,"tags":["a"]}'
 
 
+def test_text_that_is_not_utf_8_is_refused_before_anything_is_sent(
+    client: Client, queue: str
+) -> None:
+    """A lone surrogate (a non-UTF-8 file name decoded with surrogateescape, as os.listdir
+    gives it) cannot travel as JSON: the call raises ValueError naming the character and where
+    it is, for a str payload, inside a JSON payload and in any other field, and nothing
+    reaches the server."""
+    name = b"caf\xe9.txt".decode("utf-8", "surrogateescape")
+    before = client.stats().total
+    for call in (
+        lambda: client.submit(name, queue=queue),
+        lambda: client.submit({"files": ["ok", name]}, queue=queue),
+        lambda: client.submit("fine", queue=queue, idempotency_key=name),
+        lambda: client.submit_many([JobSpec("fine", queue=queue), JobSpec(name, queue=queue)]),
+    ):
+        with pytest.raises(ValueError, match=r"not UTF-8 text: .\\udce9. at character \d+"):
+            call()
+    assert client.stats().total == before
+
+
 def test_delay_and_run_at_schedule_the_job(client: Client, queue: str) -> None:
     before = datetime.now(UTC)
     delayed = client.get(client.submit("d", delay=timedelta(minutes=10), queue=queue))
