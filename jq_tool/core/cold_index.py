@@ -134,8 +134,12 @@ def build_cold_index(jobs: list[Job], now: int) -> ColdIndex:
     for name in sorted(by_queue):
         members = by_queue[name]
         cold += members
-        # Submission order is often lease order already (one priority, run_at rising with
-        # seq): checked in one pass, sorted only when it is not.
+        if _one_priority_rising(jobs, members):
+            # Submission order is lease order and `since` order: the usual case, told
+            # without a key per job (a tuple each: ~0.3 s of a million jobs' stop).
+            queues.append(ColdQueue(name, pack(members), b""))
+            continue
+        # Otherwise each order is checked against its keys, and sorted only when it is not.
         keys = [_lease_key(jobs[p]) for p in members]
         lease = members if _in_order(keys) else [members[i] for i in _argsort(keys)]
         if len({key[0] for key in keys}) == 1:
@@ -146,9 +150,32 @@ def build_cold_index(jobs: list[Job], now: int) -> ColdIndex:
                 members if _in_order(since_keys) else [members[i] for i in _argsort(since_keys)]
             )
         queues.append(ColdQueue(name, pack(lease), since))
-    ids = [jobs[p].id for p in cold]
-    by_id = [cold[i] for i in _argsort(ids)]
+    # The positions sorted by their ids directly: an argsort, then gathering the positions in
+    # id order, took ~0.4 s more of a million jobs (a cache miss per position).
+    ids = list(map(_id, jobs))
+    by_id = sorted(cold, key=ids.__getitem__)
     return ColdIndex(queues, pack(by_id), pack(warm))
+
+
+def _one_priority_rising(jobs: list[Job], members: list[int]) -> bool:
+    """Whether the jobs at `members` share one priority, their run_at never falls and their seq
+    always rises: then `members` is in lease order (and in `since` order). Plain ints compared
+    pairwise in C, no key tuple per job."""
+    picked = list(map(jobs.__getitem__, members))
+    priorities = list(map(_priority, picked))
+    if priorities.count(priorities[0]) != len(priorities):
+        return False
+    runs = list(map(_run_at, picked))
+    seqs = list(map(_seq, picked))
+    return all(map(operator.le, runs, islice(runs, 1, None))) and all(
+        map(operator.lt, seqs, islice(seqs, 1, None))
+    )
+
+
+_id = operator.attrgetter("id")
+_run_at = operator.attrgetter("run_at")
+_seq = operator.attrgetter("seq")
+_priority = operator.attrgetter("priority")
 
 
 def _argsort(keys: Sequence[Any]) -> list[int]:

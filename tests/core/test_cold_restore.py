@@ -17,7 +17,7 @@ import uuid
 import msgspec
 import pytest
 
-from jq_tool.core.cold_index import ColdIndex, ColdJobs, pack
+from jq_tool.core.cold_index import ColdIndex, ColdJobs, build_cold_index, pack, positions
 from jq_tool.core.model import (
     Ack,
     BulkCancel,
@@ -315,3 +315,46 @@ def test_the_since_heap_rebuilt_under_cancels_keeps_the_oldest_cold_job() -> Non
         machine.apply(Lease(T0 + 2000, "q", 1000, ["l"]))
     assert cold.oldest_runnable_since("q") == warm.oldest_runnable_since("q") == T0
     assert cold.snapshot() == warm.snapshot()
+
+
+@pytest.mark.parametrize(
+    "shape",
+    ["one priority, in order", "one priority, run_at falls", "seq falls", "mixed priorities"],
+)
+def test_the_index_holds_each_order_a_plain_sort_gives(shape: str) -> None:
+    """`build_cold_index` tells the usual queue (one priority, run_at and seq rising with the
+    position) without a key per job and sorts the others: both must give what sorting every
+    runnable job by its lease key, its `since` key and its id gives."""
+    rng = random.Random(shape)
+    now = T0 + 10_000
+    jobs = []
+    for position in range(3_000):
+        run_at = (
+            T0 + position if shape != "one priority, run_at falls" else T0 + rng.randrange(9_000)
+        )
+        seq = position + 1 if shape != "seq falls" else 10_000 - position
+        priority = rng.choice([0, 0, 3, -1]) if shape == "mixed priorities" else 2
+        state = JobState.READY if rng.random() < 0.9 else JobState.RUNNING
+        if rng.random() < 0.05:
+            run_at = now + 1  # scheduled: not runnable, not cold
+        queue = rng.choice(["a", "b"])
+        jobs.append(Job(str(uuid.UUID(int=rng.getrandbits(128))), queue, "", priority, 3, 0,
+                        state, T0, run_at, seq))  # fmt: skip
+    index = build_cold_index(jobs, now)
+    runnable = {
+        queue: [p for p, job in enumerate(jobs)
+                if job.queue == queue and job.state is JobState.READY and job.run_at <= now]
+        for queue in ("a", "b")
+    }  # fmt: skip
+    for entry in index.queues:
+        members = runnable[entry.name]
+        lease = sorted(members, key=lambda p: (-jobs[p].priority, jobs[p].run_at, jobs[p].seq))
+        since = sorted(members, key=lambda p: (jobs[p].run_at, jobs[p].seq))
+        assert list(positions(entry.lease_order, len(jobs))) == lease
+        # An empty `since`: the lease order is the since order (one priority).
+        assert (
+            list(positions(entry.since_order, len(jobs)) if entry.since_order else lease) == since
+        )
+    cold = sorted(p for members in runnable.values() for p in members)
+    assert list(positions(index.by_id, len(jobs))) == sorted(cold, key=lambda p: jobs[p].id)
+    assert list(positions(index.warm, len(jobs))) == sorted(set(range(len(jobs))) - set(cold))
