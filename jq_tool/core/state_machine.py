@@ -761,8 +761,15 @@ class StateMachine:
             # Cold jobs entered the dict in the order they were touched: submission order is
             # the order list's, without the forgotten jobs it still holds.
             jobs.take_all()
-            present = dict.get  # every job is in the dict now: no need to look past it
-            all_jobs = [job for job in self._order if present(jobs, job.id) is job]
+            order = self._order
+            if len(order) == len(jobs):
+                # The order list holds each job once, and the forgotten ones until it is
+                # compacted: with none of those, it is the submission order as it is (looking
+                # every job up was ~0.5 s of a million: a cache miss each).
+                all_jobs = list(order)
+            else:
+                present = dict.get  # every job is in the dict now: no need to look past it
+                all_jobs = [job for job in order if present(jobs, job.id) is job]
         else:
             all_jobs = list(jobs.values())  # insertion order is submission order
         return _snapshot_encoder.encode(
