@@ -28,10 +28,11 @@ A restore takes the arrays as they are (a copy of bytes each) and leaves the run
 Why the answers cannot differ from a warm machine's: a cold job is changed only through the dict
 (a lookup takes it in first) or by a lease (which moves its entry into the heap first); an entry
 left in a run is exactly the entry a warm heap would still hold, valid or stale by the same rule
-(the job's state, and for `since` its run_at). Except where the job left READY since the restore:
-then its run_at may have moved (a failed attempt's backoff), and with it the entry it makes now,
-out of the run's order. A `since` run passes such jobs over (`feed`'s `left`): the warm heap's
-entry for them is stale, and one that is READY again got a new entry when it came back. So a
+(the job's state, and for `since` its run_at). Except where the job came back to READY since the
+restore (a failed attempt retried, a lease expired): then its run_at may have moved, and with it
+the entry it makes now, out of the run's order. A `since` run passes such jobs over (`feed`'s
+`returned`): the warm heap's entry for them is stale, and they got a new one when they came
+back. So a
 cold machine and a warm one applying the same commands give the same results and write the
 same snapshot (tests/core/test_determinism.py and tests/core/test_cold_restore.py check it).
 
@@ -333,17 +334,18 @@ def feed(
     heap: list[Any],
     entry_of: Callable[[Job], tuple[Any, ...]],
     jobs: ColdJobs | None = None,
-    left: set[str] | None = None,
+    returned: set[str] | None = None,
 ) -> bool:
     """Move `run`'s entries (made by `entry_of`, the heap's own) into `heap` while they come
     before its top, so that the top is the least entry of both; whether the run has entries
     left. Two entries never tie before their job: each key ends in the job's unique seq. With
     `jobs` (the lease-order heap), a job whose entry enters the heap enters the id dict too (a
-    lease hands it out, an ack finds it by id). With `left` (the `since` heap: the ids of the
-    jobs that left READY since the restore), those jobs' entries are passed over: a warm heap
-    holds only a stale entry for each (one that is READY again got a new entry when it came
-    back), and its run_at may have moved since the run was sorted, so that an entry made now
-    would stop the feed before older jobs behind it."""
+    lease hands it out, an ack finds it by id). With `returned` (the `since` heap: the ids of
+    the snapshot's jobs that came back to READY since the restore), the entries of the jobs
+    that are not READY, and of those that came back, are passed over: a warm heap holds only a
+    stale entry for each (one that came back got a new entry then), and the run_at of one that
+    came back may have moved since the run was sorted (a failed attempt's backoff), so that an
+    entry made now would stop the feed before older jobs behind it."""
     order = run.order
     all_jobs = run.jobs
     end = len(order)
@@ -351,8 +353,9 @@ def feed(
     while at < end:
         position = order[at]
         job = all_jobs[position]
-        if left and job.id in left:
-            left.discard(job.id)  # a job is in one run of each order once
+        if returned is not None and (job.state is not _READY or (returned and job.id in returned)):
+            if returned:
+                returned.discard(job.id)  # a job is in one run of each order once
             at += 1
             continue
         entry = entry_of(job)

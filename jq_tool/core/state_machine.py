@@ -699,9 +699,9 @@ class StateMachine:
         self._on_forget = on_forget
         self._now = 0  # the largest `now` of any applied command
         self._seq = 0  # the last submission number handed out
-        # After a cold restore: the ids of the snapshot's jobs (seq up to _cold_seq) that left
-        # READY since, for the cold `since` runs (_load_cold); None once those are fed.
-        self._left_ready: set[str] | None = None
+        # After a cold restore: the ids of the snapshot's jobs (seq up to _cold_seq) that came
+        # back to READY since, for the cold `since` runs (_load_cold); None once those are fed.
+        self._returned: set[str] | None = None
         self._cold_seq = 0
         self._counters = Counters()
         self._jobs: dict[str, Job] = {}  # insertion order is submission order
@@ -993,11 +993,11 @@ class StateMachine:
         since = q.since
         while True:
             if q.cold_since is not None and not feed(
-                q.cold_since, since, since_entry, left=self._left_ready
+                q.cold_since, since, since_entry, returned=self._returned
             ):
                 q.cold_since = None
                 if not any(other.cold_since for other in self._queues.values()):
-                    self._left_ready = None  # no cold `since` run is left to pass them over
+                    self._returned = None  # no cold `since` run is left to pass them over
             if not since:
                 return None
             run_at, _, job = since[0]
@@ -2453,8 +2453,14 @@ class StateMachine:
         # Every state change passes here, so the dead-letter groups (issue 19) follow each way
         # into and out of DEAD, whichever command took it; a purge, which forgets jobs without
         # a transition, tells them itself.
-        if previous is _READY and self._left_ready is not None and job.seq <= self._cold_seq:
-            self._left_ready.add(job.id)  # see _load_cold
+        returned = self._returned
+        if (
+            returned is not None
+            and job.state is _READY
+            and previous is not None
+            and job.seq <= self._cold_seq
+        ):
+            returned.add(job.id)  # see _load_cold
         if previous is _DEAD:
             self._dead_groups.remove(job)
         if job.state is _DEAD:
@@ -2621,9 +2627,10 @@ class StateMachine:
         if runnable != len(by_id):
             raise ValueError("the snapshot's cold index does not cover its runnable jobs")
         if cold.queues:
-            # The snapshot's jobs that leave READY from now on, until every cold `since` run is
-            # fed: their entries in those runs are passed over (cold_index.feed).
-            self._left_ready = set()
+            # The snapshot's jobs that come back to READY from now on (retried, their lease
+            # expired), until every cold `since` run is fed: their entries in those runs are
+            # passed over (cold_index.feed).
+            self._returned = set()
             self._cold_seq = self._seq
         if by_id:
             self._jobs = ColdJobs(warm, all_jobs, by_id, warm_positions, self._share_values)
