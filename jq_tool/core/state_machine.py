@@ -2458,6 +2458,8 @@ class StateMachine:
             returned is not None
             and job.state is _READY
             and previous is not None
+            and previous is not _READY  # a scheduled job come due, never in a cold run
+            and previous is not _WAITING  # nor one whose parents finished
             and job.seq <= self._cold_seq
         ):
             returned.add(job.id)  # see _load_cold
