@@ -32,9 +32,9 @@ left in a run is exactly the entry a warm heap would still hold, valid or stale 
 restore (a failed attempt retried, a lease expired): then its run_at may have moved, and with it
 the entry it makes now, out of the run's order. A `since` run passes such jobs over (`feed`'s
 `returned`): the warm heap's entry for them is stale, and they got a new one when they came
-back. So a
-cold machine and a warm one applying the same commands give the same results and write the
-same snapshot (tests/core/test_determinism.py and tests/core/test_cold_restore.py check it).
+back. So a cold machine and a warm one applying the same commands give the same results and
+write the same snapshot (tests/core/test_determinism.py, tests/core/test_cold_restore.py and
+tests/core/test_cold_restore_wide.py check it).
 
 The arrays are an addition to snapshot version 1, in its last field: a version that does not know
 the field ignores it and restores the jobs as before (msgspec skips trailing array fields), so a
