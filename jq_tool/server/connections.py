@@ -251,6 +251,14 @@ class GuardedHttpToolsProtocol(JoinedWritesProtocol):
             cycle.more_body = True
             cycle.message_event.clear()
             self._framing_head = True
+            if not cycle.keep_alive:
+                # The offer is the connection's last request (`Connection: close`, HTTP/1.0):
+                # llhttp has closed the connection's stream at the end of its head, and drops
+                # every byte after it (uvicorn makes it lenient about data after close), the
+                # body too, which the app would then wait for until shutdown. A new parser
+                # reads the body, and as before nothing after it.
+                self.parser = _new_parser(self)
+                framing += b"Connection: close\r\n"
             rest = b"PUT / HTTP/1.1\r\n" + framing + b"\r\n" + rest
         if rest:
             self._parse(rest)
@@ -384,6 +392,13 @@ class GuardedHttpToolsProtocol(JoinedWritesProtocol):
         self.deadline = 0.0
         self.transport.write(response)
         self.transport.close()
+
+
+def _new_parser(protocol: HttpToolsProtocol) -> httptools.HttpRequestParser:
+    """A parser for `protocol` as uvicorn makes one (lenient about data after close)."""
+    parser = httptools.HttpRequestParser(protocol)
+    parser.set_dangerous_leniencies(lenient_data_after_close=True)
+    return parser
 
 
 def _body_framing(headers: list[tuple[bytes, bytes]]) -> bytes:

@@ -8,8 +8,10 @@ client in two reads). A client waiting for its answer then wakes twice, and the 
 send calls. Here the transport is wrapped so that a write is held until the next one, which it
 joins, or at the latest until the end of that turn of the loop (one `call_soon`): the head and
 body of every answer whose app does not wait between them (all of jq's, but the /events
-stream's) leave together, as soon as the body is written. Nothing else about the protocol
-changes.
+stream's) leave together, as soon as the body is written. (A `100 Continue` that uvicorn writes
+when the app first reads the body of a request that asked for one is the held write then: it
+leaves with the answer's head, and the body in a second send.) Nothing else about the
+protocol changes.
 
 The job routes skip the ASGI messages altogether (`answer_at_once`): their answer is a plain
 Response with its whole body, so its head and body are made into one buffer and written
