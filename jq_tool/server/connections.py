@@ -52,7 +52,12 @@ connections too. Body size limits stay where they are (server/requests.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
+import socket
+import struct
+import termios
 import time
 from typing import Any
 
@@ -77,6 +82,16 @@ REFUSAL_WAIT_S = 1.0
 # A refused connection's request line is read to spot GET /health; no more than this.
 _REQUEST_LINE_LIMIT = 8192
 SWEEP_INTERVAL_S = 0.25
+# Requests read ahead of the one being answered (HTTP/1.1 pipelining), at most. Past it the
+# connection's bytes wait unparsed and reading stops, until answers catch up: a queued request
+# costs ~2 KB (uvicorn's cycle and scope), ~100 times the bytes it was sent in.
+PIPELINE_DEPTH = 16
+# Bytes of a read handed to the parser at once, at least, when the read is longer: one piece
+# holds at most one complete head past its first _PIECE bytes (every head ends in CRLF CRLF,
+# which llhttp insists on), so a read of tiny pipelined requests queues at most ~_PIECE / 18
+# past PIPELINE_DEPTH, while a body is fed in pieces this large or larger (uvicorn copies a
+# body it holds on every piece: smaller pieces would make big bodies quadratic).
+_PIECE = 2048
 # One warning per kind of refusal at most this often, with a count: an attack must not
 # become a flood of log lines.
 _LOG_EVERY_S = 10.0
@@ -181,6 +196,12 @@ class GuardedHttpToolsProtocol(JoinedWritesProtocol):
         # The parser is reading a head made up to frame the body of a declined Upgrade offer
         # (_decline_upgrade): its callbacks up to the end of that head are not a request.
         self._framing_head = False
+        # Bytes read but not parsed yet, because PIPELINE_DEPTH requests wait for the app.
+        self._unparsed: bytes | None = None
+        # When the transport last stopped taking writes, or the client was last seen to read
+        # since (loop time); and how many bytes it had not received then (_unsent).
+        self._write_paused_at = 0.0
+        self._unsent_seen = 0
 
     # -- admission --------------------------------------------------------------------------
 
@@ -204,6 +225,12 @@ class GuardedHttpToolsProtocol(JoinedWritesProtocol):
         self._limits.refusing.pop(self, None)
         self._mode = _CLOSED
         super().connection_lost(exc)
+        # Each cycle refers back to this protocol (its `on_response`): dropping them here lets
+        # a closed connection be freed by reference counting, not by a full GC collection, which
+        # the server's GC thresholds make rare (server/runner.py).
+        self.pipeline.clear()
+        self.cycle = None  # type: ignore[assignment]
+        self._unparsed = None
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -212,6 +239,31 @@ class GuardedHttpToolsProtocol(JoinedWritesProtocol):
             if self._mode == _REFUSING:
                 self._read_refused(data)
             return  # draining a refused connection, or closed: discarded
+        if self._unparsed is not None:  # requests wait for the app: keep the bytes in order
+            self._unparsed += data
+        elif len(data) > _PIECE:
+            self._receive_pieces(data)
+        else:
+            self._receive(data)
+
+    def _receive_pieces(self, data: bytes) -> None:
+        """Parse `data` a piece at a time (_PIECE), and stop once PIPELINE_DEPTH requests wait
+        for the app: the rest waits in `_unparsed`, reading paused, until on_response_complete
+        takes it up."""
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._mode or self.transport.is_closing():
+                return  # an answer to bad bytes closed the connection
+            if len(self.pipeline) >= PIPELINE_DEPTH:
+                self._unparsed = data[pos:]
+                self.flow.pause_reading()
+                return
+            cut = data.find(b"\r\n\r\n", pos + _PIECE - 4)
+            cut = end if cut < 0 else cut + 4
+            self._receive(data if pos == 0 and cut == end else data[pos:cut])
+            pos = cut
+
+    def _receive(self, data: bytes) -> None:
         if self._idle_since is not None:
             # The next request's first bytes: the header timeout, counted from the answer.
             self.deadline = self._idle_since + self._timeout
@@ -317,37 +369,103 @@ class GuardedHttpToolsProtocol(JoinedWritesProtocol):
         now = self.loop.time()
         self.deadline = now + self._timeout
         self.server_state.total_requests += 1
-        if self.transport.is_closing():
+        if self.transport.is_closing():  # the answer's end closed it (`Connection: close`)
+            self._unsent_seen = self._unsent()
             return
-        self.flow.resume_reading()
         if self.pipeline:  # the next request is read already: its answer is the app's turn
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
-            return
-        self._idle_since = now
-        if self._keep_alive_first:
-            self.deadline = now + self.timeout_keep_alive
+        else:
+            self._idle_since = now
+            if self._keep_alive_first:
+                self.deadline = now + self.timeout_keep_alive
+        if len(self.pipeline) >= PIPELINE_DEPTH:
+            return  # reading stays paused (on_headers_complete paused it)
+        if self._unparsed is not None:
+            unparsed, self._unparsed = self._unparsed, None
+            self._receive_pieces(unparsed)
+            if self._unparsed is not None or self._mode or self.transport.is_closing():
+                return
+        self.flow.resume_reading()
+
+    def pause_writing(self) -> None:
+        self._write_paused_at = self.loop.time()
+        self._unsent_seen = self._unsent()
+        super().pause_writing()
 
     def deadline_passed(self) -> None:
         """Called by the sweep when the deadline is past: close, unless it is not the client's
-        turn (the app is working on its request, or not reading its body yet)."""
+        turn (the app is working on its request, or not reading its body yet). A client that
+        takes none of what is written to it for the timeout (writes paused, or a close waiting
+        for them to leave) is cut off, or it would hold its connection forever; one that reads,
+        however slowly, is not (as nginx's `send_timeout`)."""
+        now = self._limits.now
+        if self._mode == _CLOSED or self.transport.is_closing():
+            if self._took_some():
+                self.deadline = now + self._timeout
+                return
+            self._limits.note("timed out", f"what was written not read within {self._timeout}s")
+            self._abort()
+            return
+        if self.flow.write_paused:
+            if now - self._write_paused_at >= self._timeout:
+                if not self._took_some():
+                    self._limits.note("timed out", f"an answer not read within {self._timeout}s")
+                    self._abort()
+                    return
+                self._write_paused_at = now
+            self.deadline = self._write_paused_at + self._timeout
+            return
         cycle = self.cycle
         waiting_for_app = (
             self._head_budget is not None and cycle is not None and not cycle.response_complete
         ) or (self._head_budget is None and self.flow is not None and self.flow.read_paused)
         if waiting_for_app:
-            self.deadline = self._limits.now + self._timeout
+            self.deadline = now + self._timeout
             return
-        if self._idle_since is not None and self._keep_alive_first:
-            # Idle after an answer for the keep-alive time: closed quietly, as uvicorn does.
-            self.deadline = 0.0
-            self._mode = _CLOSED
-            self.transport.close()
-            return
-        self._limits.note("timed out", f"no request head or body within {self._timeout}s")
-        self.deadline = 0.0
+        if not (self._idle_since is not None and self._keep_alive_first):
+            self._limits.note("timed out", f"no request head or body within {self._timeout}s")
+        # else idle after an answer for the keep-alive time: closed quietly, as uvicorn does.
+        self._close()
+
+    def _took_some(self) -> bool:
+        """Whether the client has read some of what was written to it since the last look."""
+        unsent = self._unsent()
+        took, self._unsent_seen = unsent < self._unsent_seen, unsent
+        return took
+
+    def _unsent(self) -> int:
+        """Bytes written to this connection that its client has not received: the transport's
+        buffer and the kernel's send queue. The kernel's counts too: it takes more from the
+        transport only once half of its queue has left (Linux's `sk_stream_min_wspace`), so a
+        client reading slowly out of a queue of megabytes leaves the transport's buffer as it
+        is for seconds."""
+        unsent = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+                unsent += struct.unpack("i", queued)[0]
+        return unsent
+
+    def _close(self) -> None:
+        """Close once what was written has left; a client that reads none of it for the
+        timeout is cut off (deadline_passed)."""
         self._mode = _CLOSED
+        self.deadline = self._limits.now + self._timeout
         self.transport.close()
+        self._unsent_seen = self._unsent()
+
+    def _abort(self) -> None:
+        """Cut the connection off with a reset: what the client did not read is dropped, in the
+        kernel too (a plain close would leave it there, waiting for the client to read it)."""
+        self._mode = _CLOSED
+        self.deadline = 0.0
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
     # -- refusing over the cap --------------------------------------------------------------
 
@@ -388,10 +506,8 @@ class GuardedHttpToolsProtocol(JoinedWritesProtocol):
         self.transport.close()
 
     def _close_with(self, response: bytes) -> None:
-        self._mode = _CLOSED
-        self.deadline = 0.0
         self.transport.write(response)
-        self.transport.close()
+        self._close()
 
 
 def _new_parser(protocol: HttpToolsProtocol) -> httptools.HttpRequestParser:
