@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
 );
 CREATE INDEX IF NOT EXISTS api_keys_owner ON api_keys (owner_id);
 CREATE TABLE IF NOT EXISTS claims (name TEXT PRIMARY KEY, at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 _COLUMNS = "key_id, key_hash, key_prefix, name, owner_id, type, scopes, created_at, revoked_at"
@@ -183,6 +184,17 @@ class EmbeddedKeyStore(BaseKeyStore):
             return cursor.rowcount == 1
 
         return await self._run(claim)
+
+    async def _ticket_secret(self, candidate: str) -> str:
+        def secret(db: sqlite3.Connection) -> str:
+            db.execute(
+                "INSERT INTO secrets (name, value) VALUES ('ticket', ?) ON CONFLICT DO NOTHING",
+                (candidate,),
+            )
+            row = db.execute("SELECT value FROM secrets WHERE name = 'ticket'").fetchone()
+            return str(row[0])
+
+        return await self._run(secret)
 
     async def _close(self) -> None:
         def close() -> None:

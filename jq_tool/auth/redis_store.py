@@ -219,6 +219,15 @@ class RedisKeyStore(BaseKeyStore):
             )
         return bool(claimed)
 
+    async def _ticket_secret(self, candidate: str) -> str:
+        name = f"{self.prefix}keys:ticket_secret"
+        with _redis_errors("reading the ticket secret"):
+            # SET NX then GET (not SET NX GET: Redis 7 only). Without a TTL: it lives as the
+            # keys do; deleting it only makes the tickets issued so far invalid.
+            await self._redis.set(name, candidate, nx=True)
+            stored = await self._redis.get(name)
+        return candidate if stored is None else str(stored)
+
     async def _announce_revoke(self, key_id: str) -> None:
         with _redis_errors("announcing a revoke"):
             await self._redis.publish(self.revoke_channel, key_id)

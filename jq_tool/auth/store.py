@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import hmac
 import logging
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
@@ -79,6 +80,11 @@ class KeyStore(Protocol):
         """Why the store cannot answer now (unreachable, a disk error), or None when it can."""
         ...
 
+    async def ticket_secret(self) -> bytes:
+        """The secret that signs `/events` tickets (server/events.py): made once, at random, and
+        the same for every server sharing the store, so a ticket works on any of them."""
+        ...
+
     async def is_empty(self) -> bool: ...
 
     async def close(self) -> None: ...
@@ -111,6 +117,7 @@ class BaseKeyStore(abc.ABC):
         self._cache = AuthCache(ttl_s=cache_ttl_s, negative_ttl_s=negative_ttl_s)
         self._digests: dict[str, tuple[str, str]] = {}  # secret -> (key id, key hash)
         self._revoke_listeners: list[RevokeListener] = []
+        self._ticket_secret_value: bytes | None = None
 
     # -- storage, per implementation ----------------------------------------------------------
 
@@ -154,6 +161,17 @@ class BaseKeyStore(abc.ABC):
     async def _announce_revoke(self, key_id: str) -> None:
         """Tell other processes sharing the store to drop their cached answer."""
         return None  # one process per embedded store: nobody else to tell
+
+    @abc.abstractmethod
+    async def _ticket_secret(self, candidate: str) -> str:
+        """The stored ticket secret; `candidate` is stored first if there is none yet (whoever
+        stores first wins, so servers starting together agree)."""
+
+    async def ticket_secret(self) -> bytes:
+        if self._ticket_secret_value is None:
+            stored = await self._ticket_secret(secrets.token_hex(32))
+            self._ticket_secret_value = bytes.fromhex(stored)
+        return self._ticket_secret_value
 
     # -- the KeyStore API ----------------------------------------------------------------------
 

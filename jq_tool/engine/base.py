@@ -445,6 +445,12 @@ class Engine(Protocol):
         bound); the cursor of the next page or None. Raises ValueError for a bad cursor."""
         ...
 
+    async def catch_up(self) -> None:
+        """Apply everything the log committed before this call, before a read that selects
+        jobs to change (cluster mode: what other nodes wrote; a single node is always
+        current). Raises EngineUnavailable when the log cannot be reached."""
+        ...
+
     async def bulk(self, action: str, job_ids: builtins.list[str]) -> builtins.list[str]:
         """One chunk of a bulk action ("requeue" DEAD jobs, "cancel" waiting ones) as one
         logged command; returns the ids it changed (the others had left that state)."""

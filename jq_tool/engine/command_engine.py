@@ -602,6 +602,18 @@ class CommandEngine(InsightCalls, Engine):
                     count -= 1
         self._runnable_news.clear()
 
+    def _pass_wake_up(self, queue: str, waiter: asyncio.Future[None]) -> None:
+        """A woken waiter whose caller gave up passes its wake-up to the next waiter of the
+        queue, which a job it was woken for would otherwise leave asleep."""
+        if not waiter.done() or waiter.cancelled():
+            return  # not woken (timed out, or cancelled while waiting)
+        waiters = self._waiters.get(queue)
+        while waiters:
+            following = waiters.popleft()
+            if not following.done():
+                following.set_result(None)
+                return
+
     def _release_all_waiters(self) -> None:
         for waiters in self._waiters.values():
             for waiter in waiters:
@@ -818,6 +830,9 @@ class CommandEngine(InsightCalls, Engine):
                 await asyncio.wait_for(waiter, remaining)
             except TimeoutError:
                 pass
+            except asyncio.CancelledError:
+                self._pass_wake_up(queue, waiter)
+                raise
             finally:
                 waiters = self._waiters.get(queue)
                 if waiters is not None:
@@ -825,6 +840,12 @@ class CommandEngine(InsightCalls, Engine):
                         waiters.remove(waiter)
                     if not waiters:
                         del self._waiters[queue]
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # The caller gave up (its client went away) as the waiter was woken, and 3.11's
+                # wait_for returned instead of raising: lease nothing for a client gone.
+                self._pass_wake_up(queue, waiter)
+                raise asyncio.CancelledError
             jobs = await self._lease_now(queue, max_jobs, lease_ms, worker)
             if jobs:
                 return jobs
@@ -1023,6 +1044,9 @@ class CommandEngine(InsightCalls, Engine):
             where, limit=limit, cursor=cursor, scan_limit=scan_limit
         )
         return [msgspec.structs.replace(job) for job in jobs], next_cursor
+
+    async def catch_up(self) -> None:
+        await self._catch_up()
 
     async def bulk(self, action: str, job_ids: builtins.list[str]) -> builtins.list[str]:
         now = self._clock()

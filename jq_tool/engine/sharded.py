@@ -470,6 +470,9 @@ class ShardedEngine:
                 return job
         return None
 
+    async def catch_up(self) -> None:
+        await asyncio.gather(*(engine.catch_up() for engine in self.engines.values()))
+
     async def bulk(self, action: str, job_ids: builtins.list[str]) -> builtins.list[str]:
         groups: dict[ClusterEngine, builtins.list[str]] = {}
         for job_id in job_ids:

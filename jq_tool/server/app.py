@@ -82,9 +82,9 @@ def create_app(engine: Engine, keystore: KeyStore, settings: Settings) -> Starle
     draining = asyncio.Event()
     registry = build_registry(engine, counts)
     registry.add(latency)
-    tickets = TicketBook(settings.ticket_ttl_ms)
+    tickets = TicketBook(settings.ticket_ttl_ms, keystore)
     slots = StreamSlots(settings.max_streams)
-    streams = OpenStreams(keystore, tickets)
+    streams = OpenStreams(keystore)
     keystore.on_revoke(streams.revoked)  # a revoked key's /events streams end at once
     key_store_probe = KeyStoreProbe(keystore)
 

@@ -12,21 +12,27 @@ Streams end when the server starts draining, so SIGTERM is not held up by open d
 
 Browsers cannot set headers on an EventSource, and an API key in a URL ends up in histories
 and proxy logs; so a key with `jobs:read` trades itself for a ticket (`POST /events/ticket`): a
-random, short-lived, read-only token, valid only for `/events`, held in this process's memory.
+short-lived, read-only token, valid only for `/events`, signed with the key store's ticket
+secret (`TicketBook`), so that it works on every server sharing the store (a cluster behind a
+round-robin balancer) and after a restart, and nothing is kept per ticket.
 
 At most `--max-streams` streams are open at once (`StreamSlots`); one more is answered 503
 `too_many_streams` with Retry-After, so dashboards cannot take every connection from submitters.
 
 A stream lives no longer than its key (`OpenStreams`): a revoke closes every open stream of
-that key and forgets its tickets at once, whether it was made here or, through the key store's
-revoke feed (Redis pub/sub), on another server; and once a second the keys behind open streams
-are looked up again, so a revoke whose notice was lost closes them all the same.
+that key at once, whether it was made here or, through the key store's revoke feed (Redis
+pub/sub), on another server; and once a second the keys behind open streams are looked up
+again, so a revoke whose notice was lost closes them all the same. A ticket's key is looked up
+whenever the ticket opens a stream: a revoked key's tickets open none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import logging
 import secrets
 import time
@@ -51,57 +57,52 @@ STATS_INTERVAL_S = 1.0
 RECHECK_INTERVAL_S = 1.0  # how often the keys behind open streams are looked up again
 _BUFFERED_EVENTS = 4096
 _EVENTS_PER_CHUNK = 256
-_MAX_LIVE_TICKETS = 10_000  # a key minting tickets in a loop must not grow memory unbounded
-
-
-class Ticket:
-    # A plain class, not a frozen dataclass: its six generated methods were ~0.8 ms of every
-    # start (issue 20), and a route table needs none of them.
-    __slots__ = ("key", "expires_at_ms")
-
-    def __init__(self, key: ApiKey, expires_at_ms: int) -> None:
-        self.key = key
-        self.expires_at_ms = expires_at_ms
+_TICKET_MAC_BYTES = 18  # of the HMAC-SHA256: 144 bits, as the random tickets before had 192
 
 
 class TicketBook:
-    """Issued stream tickets, in memory: a restart invalidates them (the page asks again)."""
+    """Issues and checks stream tickets: `<key id>.<expiry, ms, hex>.<nonce>.<MAC>`, the MAC an
+    HMAC-SHA256 of the rest under the key store's ticket secret. Nothing is stored per ticket:
+    any server sharing the store checks one, a restart keeps them valid, and a key minting
+    tickets in a loop costs no memory. The key id in a ticket is no secret (key listings show
+    it); the MAC is what cannot be made without the secret."""
 
-    def __init__(self, ttl_ms: int) -> None:
+    def __init__(self, ttl_ms: int, keystore: KeyStore) -> None:
         self.ttl_ms = ttl_ms
-        self._tickets: dict[str, Ticket] = {}
+        self.keystore = keystore
 
-    def issue(self, key: ApiKey) -> tuple[str, str]:
+    async def issue(self, key: ApiKey) -> tuple[str, str]:
         """A new ticket for `key`; returns (ticket, expires_at as RFC 3339)."""
-        now = _now_ms()
-        self._forget_expired(now)
-        if len(self._tickets) >= _MAX_LIVE_TICKETS:
-            del self._tickets[next(iter(self._tickets))]  # the oldest: dicts keep issue order
-        ticket = secrets.token_urlsafe(24)
-        expires_at = now + self.ttl_ms
-        self._tickets[ticket] = Ticket(key, expires_at)
-        return ticket, rfc3339(expires_at)
+        expires_at = _now_ms() + self.ttl_ms
+        # The nonce makes two tickets issued in one millisecond differ (they are equally valid).
+        body = f"{key.key_id}.{expires_at:x}.{secrets.token_urlsafe(6)}"
+        return f"{body}.{await self._mac(body)}", rfc3339(expires_at)
 
-    def redeem(self, ticket: str) -> ApiKey | None:
-        """The key a live ticket was issued to; None when unknown or expired. Reusable until it
-        expires, because an EventSource reconnects with the same URL."""
-        entry = self._tickets.get(ticket)
-        if entry is None:
+    async def redeem(self, ticket: str) -> str | None:
+        """The id of the key a valid, unexpired ticket was issued to; None otherwise. Reusable
+        until it expires, because an EventSource reconnects with the same URL. The caller
+        looks the key up (it may have been revoked since)."""
+        if not ticket.isascii():
             return None
-        if entry.expires_at_ms <= _now_ms():
-            del self._tickets[ticket]
+        parts = ticket.rsplit(".", 3)  # from the right: the nonce and MAC have no dots
+        if len(parts) != 4:
             return None
-        return entry.key
+        key_id, expiry, nonce, mac = parts
+        if not (key_id and nonce and 0 < len(expiry) <= 16):
+            return None
+        body = ticket[: -len(mac) - 1]
+        try:
+            expires_at = int(expiry, 16)
+        except ValueError:
+            return None
+        if not hmac.compare_digest(mac, await self._mac(body)) or expires_at <= _now_ms():
+            return None
+        return key_id
 
-    def _forget_expired(self, now: int) -> None:
-        expired = [t for t, entry in self._tickets.items() if entry.expires_at_ms <= now]
-        for ticket in expired:
-            del self._tickets[ticket]
-
-    def revoke(self, key_id: str) -> None:
-        """Forget every ticket of a revoked key."""
-        for ticket in [t for t, entry in self._tickets.items() if entry.key.key_id == key_id]:
-            del self._tickets[ticket]
+    async def _mac(self, body: str) -> str:
+        secret = await self.keystore.ticket_secret()
+        digest = hmac.new(secret, body.encode(), hashlib.sha256).digest()[:_TICKET_MAC_BYTES]
+        return base64.urlsafe_b64encode(digest).decode()
 
 
 class Stream:
@@ -129,9 +130,8 @@ class OpenStreams:
     and, in Redis mode, on other servers), and otherwise at the next look-up of every key
     behind an open stream (`_recheck`, once a second while any stream is open)."""
 
-    def __init__(self, keystore: KeyStore, tickets: TicketBook) -> None:
+    def __init__(self, keystore: KeyStore) -> None:
         self.keystore = keystore
-        self.tickets = tickets
         self._streams: dict[str, set[Stream]] = {}
         self._rechecker: asyncio.Task[None] | None = None
 
@@ -158,8 +158,7 @@ class OpenStreams:
             self._rechecker = None
 
     def revoked(self, key_id: str) -> None:
-        """A key was revoked: end its streams, forget its tickets."""
-        self.tickets.revoke(key_id)
+        """A key was revoked: end its streams."""
         for stream in self._streams.pop(key_id, ()):
             stream.close()
 
@@ -334,19 +333,20 @@ class EventRoutes:
 
     async def issue_ticket(self, request: Request) -> Response:
         key = await self.guard.require(request, Scope.JOBS_READ)
-        ticket, expires_at = self.tickets.issue(key)
+        ticket, expires_at = await self.tickets.issue(key)
         return JSONResponse(StreamTicket(ticket, expires_at))
 
     async def events(self, request: Request) -> Response:
         ticket = request.query_params.get("ticket")
         if ticket:
-            key = self.tickets.redeem(ticket)
-            if key is None:
+            key_id = await self.tickets.redeem(ticket)
+            if key_id is None:
                 raise ApiError(401, UNAUTHORIZED, "unknown or expired ticket")
-            # The key behind a ticket may have been revoked since: ask the store again.
-            current = await self.guard.keystore.get(key.key_id)
+            # The key behind a ticket may have been revoked since: ask the store.
+            current = await self.guard.keystore.get(key_id)
             if current is None or current.revoked_at is not None:
                 raise ApiError(401, UNAUTHORIZED, "the key behind this ticket was revoked")
+            key = current
         else:
             key = await self.guard.require(request, Scope.JOBS_READ)
         batch = _batch_flag(request)  # before a slot is taken: a refusal holds none

@@ -56,6 +56,9 @@ class BulkRoutes:
         where = JobFilter(labels, body.queue, body.id_prefix, body.error)
         matched = changed = chunks = 0
         cursor: str | None = None
+        # In cluster mode this node's copy may not have applied a write another node just
+        # acknowledged (a submit, an ack): the action must see it, as a single node's would.
+        await self.engine.catch_up()
         while matched < body.limit:
             # A bounded scan each step, like a GET /jobs search: jobs that do not match (a
             # million ACKED ones) never hold the loop for long either.

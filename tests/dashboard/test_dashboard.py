@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -242,12 +243,18 @@ def test_screenshot_and_phone_layout(
 def test_the_page_reconnects_with_a_fresh_ticket_after_a_restart(
     dashboard: RecordedPage, jq_server: JqServer
 ) -> None:
+    # Tickets are signed, not remembered: one outlives a restart. With 2 s tickets the page's
+    # expires while the server is down, so the restarted server refuses it.
+    jq_server.stop()
+    jq_server.args = (*jq_server.args, "--ticket-ttl", "2s")
+    jq_server.start()
     page = connect(dashboard, jq_server)
     jq_server.stop()
     expect(page.locator("#conn")).to_have_attribute("data-state", "retrying", timeout=LIVE)
     expect(page.locator("#conn-text")).to_have_text("disconnected, retrying")
+    time.sleep(2.5)
     jq_server.start()
-    # The restarted server forgot the old ticket: the page must ask for a new one by itself.
+    # The old ticket is refused: the page must ask for a new one by itself.
     expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=60_000)
     job_id = submit(jq_server, payload="after the restart")
     expect(page.locator("#stat-runnable")).to_have_text("1", timeout=LIVE)

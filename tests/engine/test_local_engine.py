@@ -906,3 +906,28 @@ async def test_a_full_history_file_gives_the_kept_generation_up(
     finally:
         await engine.stop()
     assert await submitted_after_restart(tmp_path, snapshot_every=10) == submitted + 10
+
+
+async def test_a_long_poll_given_up_as_it_is_woken_leases_nothing_and_passes_the_wake_up(
+    engine: LocalEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race the careless-clients hunt found: a long poll's client goes away (its wait is
+    cancelled) in the same loop turn as a submit wakes it. Python 3.11's wait_for then returns
+    rather than raising, and the poll leased the job for a client gone (it sat RUNNING for its
+    lease). Now it raises, leases nothing, and the next waiter gets the wake-up."""
+    first = asyncio.create_task(engine._lease_waiting("default", 1, 30_000, 5_000, None))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(engine._lease_waiting("default", 1, 30_000, 5_000, None))
+    await asyncio.sleep(0.05)
+    # The job becomes runnable with its wake-up held back, so that the wake-up and the
+    # cancel can be made in one turn of the loop, before `first` runs again.
+    monkeypatch.setattr(engine, "_wake_lease_waiters", lambda: None)
+    outcome = await engine.submit(JobSpec(payload="x"))
+    monkeypatch.undo()
+    engine._wake_lease_waiters()  # wakes `first` (waiters are woken in order)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    jobs = await asyncio.wait_for(second, 2)
+    assert [job.id for job in jobs] == [outcome.job_id]
+    assert engine.stats().counters.submitted == 1

@@ -162,7 +162,8 @@ def test_a_revoke_on_one_server_ends_the_keys_streams_on_another(
             "/admin/keys", json={"name": "v", "owner_id": "viewers", "type": "client"}
         ).json()
         headers = {"Authorization": f"Bearer {viewer['key']}"}
-        ticket = httpx.post(other.url + "/events/ticket", headers=headers).json()["ticket"]
+        # A ticket from one server opens a stream on the other: both sign with the store's secret.
+        ticket = httpx.post(one.url + "/events/ticket", headers=headers).json()["ticket"]
         by_header = StreamWatcher(other.url + "/events", headers=headers)
         by_ticket = StreamWatcher(other.url + "/events", params={"ticket": ticket})
         assert by_header.opened.wait(10) and by_ticket.opened.wait(10)

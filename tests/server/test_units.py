@@ -133,16 +133,55 @@ def test_sse_frame() -> None:
     }  # fmt: skip
 
 
-def test_ticket_book_is_bounded() -> None:
+def test_a_stream_ticket_is_signed_and_any_change_spoils_it(tmp_path: Path) -> None:
+    """A ticket holds its key id and expiry under an HMAC of the key store's secret: it redeems
+    to its key id until it expires, on any TicketBook over a store with the same secret, and
+    any other string (a changed key id, expiry, nonce or MAC; cut, empty, odd Unicode) does
+    not."""
+    import asyncio
+
     from jq_tool.auth import ApiKey, KeyType, Scope
+    from jq_tool.auth.embedded_store import EmbeddedKeyStore
     from jq_tool.server import events
 
     key = ApiKey("client_0123456789abcdef", "client_abc…", "n", "o", KeyType.CLIENT,
                  (Scope.JOBS_READ,), 0)  # fmt: skip
-    book = events.TicketBook(ttl_ms=60_000)
-    first, _ = book.issue(key)
-    for _ in range(events._MAX_LIVE_TICKETS):
-        last, _ = book.issue(key)
-    assert book.redeem(first) is None
-    assert book.redeem(last) == key
-    assert len(book._tickets) == events._MAX_LIVE_TICKETS
+
+    async def run() -> None:
+        store = EmbeddedKeyStore(tmp_path / "one")
+        book = events.TicketBook(60_000, store)
+        ticket, expires_at = await book.issue(key)
+        assert expires_at.endswith("Z")
+        assert await book.redeem(ticket) == key.key_id
+        assert await book.redeem(ticket) == key.key_id  # reusable: EventSource reconnects
+        other, _ = await book.issue(key)
+        assert other != ticket and await book.redeem(other) == key.key_id
+        key_id, expiry, nonce, mac = ticket.split(".")
+        later = f"{int(expiry, 16) + 3_600_000:x}"
+        spoiled = [
+            f"client_0123456789abcdee.{expiry}.{nonce}.{mac}",
+            f"{key_id}.{later}.{nonce}.{mac}",
+            f"{key_id}.{expiry}.{nonce}x.{mac}",
+            f"{key_id}.{expiry}.{nonce}.{mac[:-1]}A" if mac[-1] != "A" else ticket[:-1] + "B",
+            f"{key_id}.{expiry}.{nonce}",
+            ticket[:-1],
+            "",
+            "...",
+            f"{key_id}.{expiry}.{nonce}.{mac[:-1]}\u00e9",
+            f"{key_id}.zz.{nonce}.{mac}",
+            f"{key_id}.{'f' * 40}.{nonce}.{mac}",
+        ]
+        for forged in spoiled:
+            assert await book.redeem(forged) is None, forged
+        # Another store (another server's data dir) has another secret.
+        elsewhere = events.TicketBook(60_000, EmbeddedKeyStore(tmp_path / "two"))
+        assert await elsewhere.redeem(ticket) is None
+        # The same store reopened (a restart) has the same secret.
+        await store.close()
+        reopened = EmbeddedKeyStore(tmp_path / "one")
+        assert await events.TicketBook(60_000, reopened).redeem(ticket) == key.key_id
+        expired, _ = await events.TicketBook(-1, reopened).issue(key)
+        assert await events.TicketBook(60_000, reopened).redeem(expired) is None
+        await reopened.close()
+
+    asyncio.run(run())
