@@ -241,6 +241,9 @@ class GuardedHttpToolsProtocol(JoinedWritesProtocol):
             return  # draining a refused connection, or closed: discarded
         if self._unparsed is not None:  # requests wait for the app: keep the bytes in order
             self._unparsed += data
+            # uvicorn resumes reading whenever an app waits in receive() (a long poll watching
+            # for its client to leave): one read each time, then paused again.
+            self.flow.pause_reading()
         elif len(data) > _PIECE:
             self._receive_pieces(data)
         else:
@@ -249,7 +252,8 @@ class GuardedHttpToolsProtocol(JoinedWritesProtocol):
     def _receive_pieces(self, data: bytes) -> None:
         """Parse `data` a piece at a time (_PIECE), and stop once PIPELINE_DEPTH requests wait
         for the app: the rest waits in `_unparsed`, reading paused, until on_response_complete
-        takes it up."""
+        takes it up. (A request cut off there in its body is the last one queued: the queue
+        is below the depth, and the rest parsed, before its app runs.)"""
         pos, end = 0, len(data)
         while pos < end:
             if self._mode or self.transport.is_closing():
@@ -262,6 +266,11 @@ class GuardedHttpToolsProtocol(JoinedWritesProtocol):
             cut = end if cut < 0 else cut + 4
             self._receive(data if pos == 0 and cut == end else data[pos:cut])
             pos = cut
+            if self._unparsed is not None:
+                # The piece came back through data_received (a head over its budget: the rest
+                # after the budget) and was kept back in part: what follows it goes after.
+                self._unparsed += data[pos:]
+                return
 
     def _receive(self, data: bytes) -> None:
         if self._idle_since is not None:
@@ -418,8 +427,10 @@ class GuardedHttpToolsProtocol(JoinedWritesProtocol):
             return
         cycle = self.cycle
         waiting_for_app = (
-            self._head_budget is not None and cycle is not None and not cycle.response_complete
-        ) or (self._head_budget is None and self.flow is not None and self.flow.read_paused)
+            self._unparsed is not None  # kept back until the queued requests are answered
+            or (self._head_budget is not None and cycle is not None and not cycle.response_complete)
+            or (self._head_budget is None and self.flow is not None and self.flow.read_paused)
+        )
         if waiting_for_app:
             self.deadline = now + self._timeout
             return

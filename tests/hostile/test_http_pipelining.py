@@ -1,15 +1,16 @@
-"""Pipelined HTTP/1.1 on one keep-alive connection, against a real `jq serve`: a random sequence
-of requests (the job routes of the fast lane, which write a whole answer in one buffer, and
-ordinary routes, which go the ASGI way through the joined writes of server/http_protocol.py),
-some with a chunked body (chunk extensions and a trailer too), some with `Expect:
-100-continue`, the last one maybe with `Connection: close`, is written as one byte stream cut
-at random places, with pauses of up to 5 ms between the pieces. The answers are read with a
-strict parser of this module (and checked again by h11): exactly one final answer per request,
-in order, each framed by its Content-Length with no byte between two answers and none after a
-`connection: close` one, a `100 Continue` only ahead of the answer to a request that asked for
-it, a JSON body on every answer but a HEAD's, which has none; and each answer has the status
-(and error code, and the shape of the body) that the same request gets when it is sent alone
-on a fresh connection.
+"""Pipelined HTTP/1.1 on one keep-alive connection, against a real `jq serve`: a random sequence of
+up to 16 requests, or of 24 to 48 (past the 16 the server reads ahead of its answers, so that it
+keeps part of a read back and takes it up later): the job routes of the fast lane, which write a
+whole answer in one buffer, and ordinary routes, which go the ASGI way through the joined writes
+of server/http_protocol.py; some with a chunked body (chunk extensions and a trailer too), some
+with `Expect: 100-continue`, the last one maybe with `Connection: close`. It is written as one
+byte stream cut at random places, with pauses of up to 5 ms between the pieces. The answers are
+read with a strict parser of this module (and checked again by h11): exactly one final answer
+per request, in order, each framed by its Content-Length with no byte between two answers and
+none after a `connection: close` one, a `100 Continue` only ahead of the answer to a request
+that asked for it, a JSON body on every answer but a HEAD's, which has none; and each answer has
+the status (and error code, and the shape of the body) that the same request gets when it is
+sent alone on a fresh connection.
 
 That reference is taken on a twin of the example's queue: both are set up alike (four jobs, the
 first two leased), then the pipelined requests run on one and the same requests, one fresh
@@ -266,7 +267,13 @@ def calls(draw: st.DrawFn) -> Call:
 
 @st.composite
 def sequences(draw: st.DrawFn) -> list[Call]:
-    sequence = draw(st.lists(calls(), min_size=1, max_size=16))
+    # Long ones too: more than the 16 requests the server reads ahead of its answers
+    # (server/connections.py PIPELINE_DEPTH), so that the rest of a read waits unparsed.
+    short, long = (
+        st.lists(calls(), min_size=1, max_size=16),
+        st.lists(calls(), min_size=24, max_size=48),
+    )
+    sequence = draw(st.one_of(short, long))
     if draw(st.booleans()):
         sequence[-1] = Call(**{**sequence[-1].__dict__, "close": True})
     return sequence

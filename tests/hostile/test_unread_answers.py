@@ -154,6 +154,60 @@ def test_a_client_that_pipelines_far_ahead_gets_every_answer_in_order(
             assert client.get(f"/jobs/{job_id}").json()["payload"] == marker
 
 
+def test_bytes_kept_back_inside_a_long_piece_stay_in_order(hostile_server: HostileFactory) -> None:
+    """One write: 20 `GET /health`, a submit whose 10 KB body holds no CRLF CRLF, 5 more GETs,
+    with 4 KiB request heads allowed. The first piece the server parses runs to the first head
+    end past the body, more than the head limit, so it goes to the parser in two parts; the
+    second part (the body's rest) is kept back, because 16 requests wait already. The first
+    version of the pipeline depth then kept back the rest of the read in its place, losing
+    the body's end: the submit and everything after it hung (found by test_http_pipelining's
+    long sequences)."""
+    server = hostile_server("--max-header-size", "4096")
+    health = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    body = json.dumps({"payload": "x" * 10_000}).encode()
+    submit = (
+        f"POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {server.client_key}"
+        f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    raw = RawClient(server.port, timeout=10.0)
+    raw.send(health * 20 + submit + body + health * 5)
+    statuses = [raw.read_answer().status for _ in range(26)]
+    raw.close()
+    assert statuses == [200] * 20 + [201] + [200] * 5
+
+
+def test_requests_kept_back_behind_a_long_poll_are_not_timed_out(
+    hostile_server: HostileFactory,
+) -> None:
+    """One write: a 2.5 s long poll on an empty queue, 51 `GET /health`, then a submit whose
+    head ends the first piece the server parses (its body and a last GET are kept back: 52
+    requests wait), with a 1 s header timeout. The poll's app watches for its client leaving
+    (which resumes reading); the connection must still count as waiting for the app, not for
+    a body the client has long sent, and must not be closed at the timeout."""
+    server = hostile_server("--header-timeout", "1s")
+    poll_body = json.dumps({"queue": "nothing-here", "wait_ms": 2500}).encode()
+    poll = (
+        f"POST /jobs/lease HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+        f"{server.worker_key}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(poll_body)}\r\n\r\n"
+    ).encode() + poll_body
+    health = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    body = json.dumps({"payload": "x" * 10_000}).encode()
+    submit = (
+        f"POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {server.client_key}"
+        f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    count = 51
+    before = len(poll) + len(health) * count
+    assert before < 2048 - 4 < before + len(submit)
+    raw = RawClient(server.port, timeout=10.0)
+    raw.send(poll + health * count + submit + body + health)
+    statuses = [raw.read_answer().status for _ in range(count + 3)]
+    raw.close()
+    assert statuses == [404] + [200] * count + [201, 200]
+    assert "timed out" not in server.log()
+
+
 def fill_jobs(server: JqServer, count: int) -> None:
     with server.client(server.client_key, timeout=30.0) as client:
         for start in range(0, count, 1000):
