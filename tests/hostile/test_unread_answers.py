@@ -58,6 +58,15 @@ def get(path: str, key: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
 
 
+def post(path: str, key: str, body: bytes) -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+    head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+HEALTH = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
 def test_pipelined_requests_that_are_never_read_cost_bounded_memory(
     hostile_server: HostileFactory,
 ) -> None:
@@ -67,7 +76,7 @@ def test_pipelined_requests_that_are_never_read_cost_bounded_memory(
     server = hostile_server()
     assert server.proc is not None
     pid = server.proc.pid
-    flood = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 20_000
+    flood = HEALTH * 20_000
     before = rss_mib(pid)
 
     def one() -> None:
@@ -117,9 +126,9 @@ def test_a_client_that_pipelines_far_ahead_gets_every_answer_in_order(
         else:
             marker = f"m{n}-" + "x" * rng.randrange(2000, 5000)
             body = b'{"payload":\r\n\r\n' + json.dumps(marker).encode() + b"\r\n\r\n}"
-            head = f"POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
-            head += "Content-Type: application/json\r\n"
             if kind == "chunked":
+                head = f"POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}"
+                head += "\r\nContent-Type: application/json\r\n"
                 half = len(body) // 2
                 framed = b"".join(
                     b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:half], body[half:])
@@ -128,7 +137,7 @@ def test_a_client_that_pipelines_far_ahead_gets_every_answer_in_order(
                     (head + "Transfer-Encoding: chunked\r\n\r\n").encode() + framed + b"0\r\n\r\n"
                 )
             else:
-                requests.append((head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+                requests.append(post("/jobs", key, body))
             expected.append(("submit", marker))
     raw = RawClient(server.port, timeout=30.0)
     sender = threading.Thread(target=raw.send, args=(b"".join(requests),))
@@ -163,14 +172,9 @@ def test_bytes_kept_back_inside_a_long_piece_stay_in_order(hostile_server: Hosti
     the body's end: the submit and everything after it hung (found by test_http_pipelining's
     long sequences)."""
     server = hostile_server("--max-header-size", "4096")
-    health = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
-    body = json.dumps({"payload": "x" * 10_000}).encode()
-    submit = (
-        f"POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {server.client_key}"
-        f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode()
+    submit = post("/jobs", server.client_key, json.dumps({"payload": "x" * 10_000}).encode())
     raw = RawClient(server.port, timeout=10.0)
-    raw.send(health * 20 + submit + body + health * 5)
+    raw.send(HEALTH * 20 + submit + HEALTH * 5)
     statuses = [raw.read_answer().status for _ in range(26)]
     raw.close()
     assert statuses == [200] * 20 + [201] + [200] * 5
@@ -186,22 +190,14 @@ def test_requests_kept_back_behind_a_long_poll_are_not_timed_out(
     a body the client has long sent, and must not be closed at the timeout."""
     server = hostile_server("--header-timeout", "1s")
     poll_body = json.dumps({"queue": "nothing-here", "wait_ms": 2500}).encode()
-    poll = (
-        f"POST /jobs/lease HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
-        f"{server.worker_key}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(poll_body)}\r\n\r\n"
-    ).encode() + poll_body
-    health = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    poll = post("/jobs/lease", server.worker_key, poll_body)
     body = json.dumps({"payload": "x" * 10_000}).encode()
-    submit = (
-        f"POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {server.client_key}"
-        f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode()
+    submit = post("/jobs", server.client_key, body)
     count = 51
-    before = len(poll) + len(health) * count
-    assert before < 2048 - 4 < before + len(submit)
+    before = len(poll) + len(HEALTH) * count
+    assert before < 2048 - 4 < before + len(submit) - len(body)  # the submit's head ends it
     raw = RawClient(server.port, timeout=10.0)
-    raw.send(poll + health * count + submit + body + health)
+    raw.send(poll + HEALTH * count + submit + HEALTH)
     statuses = [raw.read_answer().status for _ in range(count + 3)]
     raw.close()
     assert statuses == [404] + [200] * count + [201, 200]
