@@ -348,7 +348,7 @@
   document.addEventListener("htmx:sseError", function (e) {
     const source = e.detail && e.detail.source;
     if (source && source.readyState === EventSource.CLOSED) {
-      // Refused (expired ticket, server restarted and forgot it) or gone: get a new ticket.
+      // Refused (an expired ticket; a ticket signed by another key store) or gone: get a new one.
       source.close();
       teardownLive();
       scheduleReconnect();
