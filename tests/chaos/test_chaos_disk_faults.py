@@ -73,13 +73,14 @@ def _client(server: SpawnedServer) -> httpx.AsyncClient:
 
 
 def _fill(path: Path) -> None:
-    """Write `path` until the filesystem is full."""
+    """Write `path` until the filesystem is full. Unbuffered: a buffered file kept the part of
+    its last chunk that did not fit and raised ENOSPC again when closed, whenever the free
+    space did not end at a chunk's edge."""
     chunk = b"\0" * (64 * 1024)
-    with path.open("wb") as filler:
+    with path.open("wb", buffering=0) as filler:
         try:
             while True:
-                filler.write(chunk)
-                filler.flush()
+                filler.write(chunk)  # a short write, then ENOSPC
         except OSError as exc:
             assert exc.errno == errno.ENOSPC, exc
         with contextlib.suppress(OSError):
