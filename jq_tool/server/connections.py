@@ -1,5 +1,5 @@
 """Connection limits: the bounds a hostile or leaky client meets before any request reaches the
-app. `GuardedHttpToolsProtocol` is uvicorn's httptools protocol with four additions, because
+app. `GuardedHttpToolsProtocol` is uvicorn's httptools protocol with these additions, because
 uvicorn's own settings do not cover them:
 
 - **A connection cap** (`--max-connections`). uvicorn's `limit_concurrency` answers 503 only
@@ -34,6 +34,14 @@ uvicorn's own settings do not cover them:
   request (uvicorn issue 2722). Here the body is handed to the parser again behind a head made
   up to frame it (its Content-Length, or chunked), and what follows it is parsed as the next
   request.
+- **Pipelined requests are read no further ahead than they are answered**
+  (`PIPELINE_DEPTH`): uvicorn queues every request of a read (~2 KB each) and resumes reading
+  after each answer, so a client pipelining thousands of requests without reading held
+  hundreds of megabytes. Here a long read is parsed in pieces, and once 16 requests wait the
+  rest is held unparsed, reading paused, until answers catch up.
+- **A client must read its answers**: one that takes none of what is written to it for the
+  header timeout is reset, or it would hold its connection (and, at the cap, every new
+  client's 503) forever. Reading at any pace keeps it.
 - **Deadlines without timers**: a sweep every 0.25 s closes what is overdue, so a request costs
   two float stores rather than a timer armed and cancelled. A connection whose request the app
   is still answering (a long poll, an event stream) is not overdue: the sweep moves its
