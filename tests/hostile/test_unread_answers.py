@@ -257,12 +257,12 @@ def test_clients_that_never_read_their_answers_give_their_connections_back(
 
 def test_a_client_that_reads_slowly_keeps_its_connection(hostile_server: HostileFactory) -> None:
     """A client that pipelines ten reads of a 1 MB job, lets the answers fill the kernel's
-    buffers and the server's, then reads at ~400 KB/s for three seconds: each answer waits in
-    the server's write buffer (writes paused) for longer than the 1 s timeout, and the
-    connection is kept, because the client takes some of it all the time; then it reads the
-    rest at full speed and has every answer whole. The timeout counts time without a byte read,
-    not the time an answer takes to leave."""
-    server = hostile_server("--header-timeout", "1s")
+    buffers and the server's, then reads at ~250 KB/s for five seconds: each answer waits in
+    the server's write buffer (writes paused) for about four seconds, longer than the 2 s
+    timeout, and the connection is kept, because the client takes some of it all the time;
+    then it reads the rest at full speed and has every answer whole. The timeout counts time
+    without a byte read, not the time an answer takes to leave."""
+    server = hostile_server("--header-timeout", "2s")
     with server.client(server.client_key, timeout=30.0) as client:
         answer = client.post("/jobs", json={"payload": "x" * 1_000_000})
         job_id = answer.json()["job_id"]
@@ -273,31 +273,35 @@ def test_a_client_that_reads_slowly_keeps_its_connection(hostile_server: Hostile
     sock.sendall(get(f"/jobs/{job_id}", server.client_key) * count)
     time.sleep(0.5)  # the answers fill the kernel's buffers, then the server's
     received = b""
-    slow_until = time.monotonic() + 3.0
+    slow_until = time.monotonic() + 5.0
     while time.monotonic() < slow_until:
         chunk = sock.recv(16384)
         assert chunk, "the server closed a connection that was reading"
         received += chunk
-        time.sleep(0.04)  # 16 KiB per 40 ms: ~400 KB/s
-    answers = split_answers(received)
-    while len(answers) < count:
-        chunk = sock.recv(1 << 20)
-        assert chunk, "the server closed a connection that was reading"
-        received += chunk
-        answers = split_answers(received)
+        time.sleep(0.064)  # 16 KiB per 64 ms: ~250 KB/s
+    answers = read_answers(sock, received, count)
     sock.close()
     assert answers == [(200, whole)] * count
     assert "not read within" not in server.log()
 
 
-def split_answers(data: bytes) -> list[tuple[int, int]]:
-    """(status, body length) of each whole Content-Length answer in `data`."""
-    answers = []
-    while b"\r\n\r\n" in data:
-        head, _, data = data.partition(b"\r\n\r\n")
+def read_answers(sock: socket.socket, received: bytes, count: int) -> list[tuple[int, int]]:
+    """(status, body length) of the next `count` Content-Length answers: those in `received`,
+    then read from `sock` at full speed."""
+    buffer, answers = bytearray(received), []
+
+    def more() -> None:
+        chunk = sock.recv(1 << 20)
+        assert chunk, "the server closed a connection that was reading"
+        buffer.extend(chunk)
+
+    while len(answers) < count:
+        while (head_end := buffer.find(b"\r\n\r\n")) < 0:
+            more()
+        head = bytes(buffer[:head_end])
         length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-        if len(data) < length:
-            break
+        while len(buffer) < head_end + 4 + length:
+            more()
         answers.append((int(head.split(b" ", 2)[1]), length))
-        data = data[length:]
+        del buffer[: head_end + 4 + length]
     return answers
