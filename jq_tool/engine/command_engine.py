@@ -594,25 +594,23 @@ class CommandEngine(InsightCalls, Engine):
         """Called after applying commands: one waiter per job that became runnable (the state
         machine reports a scheduled job coming due as a READY -> READY transition)."""
         for name, count in self._runnable_news.items():
-            waiters = self._waiters.get(name)
-            while waiters and count > 0:
-                waiter = waiters.popleft()
-                if not waiter.done():
-                    waiter.set_result(None)
-                    count -= 1
+            self._wake(name, count)
         self._runnable_news.clear()
+
+    def _wake(self, queue: str, count: int) -> None:
+        """Wake up to `count` of the queue's waiters, oldest first (those done are dropped)."""
+        waiters = self._waiters.get(queue)
+        while waiters and count > 0:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                count -= 1
 
     def _pass_wake_up(self, queue: str, waiter: asyncio.Future[None]) -> None:
         """A woken waiter whose caller gave up passes its wake-up to the next waiter of the
         queue, which a job it was woken for would otherwise leave asleep."""
-        if not waiter.done() or waiter.cancelled():
-            return  # not woken (timed out, or cancelled while waiting)
-        waiters = self._waiters.get(queue)
-        while waiters:
-            following = waiters.popleft()
-            if not following.done():
-                following.set_result(None)
-                return
+        if waiter.done() and not waiter.cancelled():  # woken, not timed out or cancelled
+            self._wake(queue, 1)
 
     def _release_all_waiters(self) -> None:
         for waiters in self._waiters.values():
