@@ -61,6 +61,20 @@ class Answer:
         return json.loads(self.body)  # type: ignore[no-any-return]
 
 
+def raw_request(
+    method: str, path: str, *, key: str | None = None, body: bytes = b"", extra: str = ""
+) -> bytes:
+    """One request's bytes: Host, the key as a Bearer token, `extra` header lines, and a JSON
+    body framed by Content-Length (a POST always has one)."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    if key:
+        head += f"Authorization: Bearer {key}\r\n"
+    head += extra
+    if body or method == "POST":
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
 @dataclass
 class RawClient:
     """One TCP connection speaking just enough HTTP/1.1 to read a Content-Length answer."""
@@ -79,12 +93,7 @@ class RawClient:
     def request(
         self, method: str, path: str, *, key: str | None = None, body: bytes = b""
     ) -> Answer:
-        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        if key:
-            head += f"Authorization: Bearer {key}\r\n"
-        if body or method == "POST":
-            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        self.send(head.encode() + b"\r\n" + body)
+        self.send(raw_request(method, path, key=key, body=body))
         return self.read_answer()
 
     def read_answer(self) -> Answer:

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 import httpx
 
 from tests.conftest import JqServer
-from tests.hostile.conftest import Answer, HostileFactory, RawClient, wait_for
+from tests.hostile.conftest import Answer, HostileFactory, RawClient, raw_request, wait_for
 
 SEED = 20261203
 LEASE_MS = 1000  # the shortest lease the API takes: leases to vanished clients end soon
@@ -44,12 +44,7 @@ LEASE_CHECK = "200ms"
 
 
 def raw_post(path: str, key: str | None, body: dict[str, object], *, extra: str = "") -> bytes:
-    data = json.dumps(body).encode()
-    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-    if key:
-        head += f"Authorization: Bearer {key}\r\n"
-    head += extra + f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
-    return head.encode() + data
+    return raw_request("POST", path, key=key, body=json.dumps(body).encode(), extra=extra)
 
 
 def connect(port: int) -> socket.socket:

@@ -19,7 +19,7 @@ import time
 import httpx
 
 from tests.conftest import JqServer
-from tests.hostile.conftest import HostileFactory, RawClient, wait_for
+from tests.hostile.conftest import HostileFactory, RawClient, raw_request, wait_for
 
 SEED = 20261203
 
@@ -52,16 +52,6 @@ def send_for(sock: socket.socket, data: bytes, seconds: float) -> int:
             time.sleep(0.01)
     time.sleep(max(0.0, end - time.monotonic()))
     return sent
-
-
-def get(path: str, key: str) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
-
-
-def post(path: str, key: str, body: bytes) -> bytes:
-    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
-    head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    return head.encode() + body
 
 
 HEALTH = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -118,10 +108,10 @@ def test_a_client_that_pipelines_far_ahead_gets_every_answer_in_order(
         kind = rng.choice(["get", "get", "list", "submit", "chunked"])
         if kind == "get":
             job_id = rng.choice(known)
-            requests.append(get(f"/jobs/{job_id}", key))
+            requests.append(raw_request("GET", f"/jobs/{job_id}", key=key))
             expected.append(("get", job_id))
         elif kind == "list":
-            requests.append(get("/jobs?limit=3", key))
+            requests.append(raw_request("GET", "/jobs?limit=3", key=key))
             expected.append(("list", ""))
         else:
             marker = f"m{n}-" + "x" * rng.randrange(2000, 5000)
@@ -137,7 +127,7 @@ def test_a_client_that_pipelines_far_ahead_gets_every_answer_in_order(
                     (head + "Transfer-Encoding: chunked\r\n\r\n").encode() + framed + b"0\r\n\r\n"
                 )
             else:
-                requests.append(post("/jobs", key, body))
+                requests.append(raw_request("POST", "/jobs", key=key, body=body))
             expected.append(("submit", marker))
     raw = RawClient(server.port, timeout=30.0)
     sender = threading.Thread(target=raw.send, args=(b"".join(requests),))
@@ -172,7 +162,9 @@ def test_bytes_kept_back_inside_a_long_piece_stay_in_order(hostile_server: Hosti
     the body's end: the submit and everything after it hung (found by test_http_pipelining's
     long sequences)."""
     server = hostile_server("--max-header-size", "4096")
-    submit = post("/jobs", server.client_key, json.dumps({"payload": "x" * 10_000}).encode())
+    submit = raw_request(
+        "POST", "/jobs", key=server.client_key, body=json.dumps({"payload": "x" * 10_000}).encode()
+    )
     raw = RawClient(server.port, timeout=10.0)
     raw.send(HEALTH * 20 + submit + HEALTH * 5)
     statuses = [raw.read_answer().status for _ in range(26)]
@@ -190,9 +182,9 @@ def test_requests_kept_back_behind_a_long_poll_are_not_timed_out(
     a body the client has long sent, and must not be closed at the timeout."""
     server = hostile_server("--header-timeout", "1s")
     poll_body = json.dumps({"queue": "nothing-here", "wait_ms": 2500}).encode()
-    poll = post("/jobs/lease", server.worker_key, poll_body)
+    poll = raw_request("POST", "/jobs/lease", key=server.worker_key, body=poll_body)
     body = json.dumps({"payload": "x" * 10_000}).encode()
-    submit = post("/jobs", server.client_key, body)
+    submit = raw_request("POST", "/jobs", key=server.client_key, body=body)
     count = 51
     before = len(poll) + len(HEALTH) * count
     assert before < 2048 - 4 < before + len(submit) - len(body)  # the submit's head ends it
@@ -220,7 +212,9 @@ def test_clients_that_never_read_their_answers_give_their_connections_back(
     new client got 503 `too_many_connections`."""
     server = hostile_server("--max-connections", "4", "--header-timeout", "2s")
     fill_jobs(server, 1000)
-    listing = get("/jobs?limit=1000", server.client_key) * 60  # ~20 MB of answers each
+    listing = (
+        raw_request("GET", "/jobs?limit=1000", key=server.client_key) * 60
+    )  # ~20 MB of answers each
     hogs = [small_window_socket(server.port) for _ in range(4)]
     senders = [threading.Thread(target=send_for, args=(hog, listing, 0.3)) for hog in hogs]
     for sender in senders:
@@ -270,7 +264,7 @@ def test_a_client_that_reads_slowly_keeps_its_connection(hostile_server: Hostile
     count = 10
     sock = small_window_socket(server.port)
     sock.settimeout(10.0)
-    sock.sendall(get(f"/jobs/{job_id}", server.client_key) * count)
+    sock.sendall(raw_request("GET", f"/jobs/{job_id}", key=server.client_key) * count)
     time.sleep(0.5)  # the answers fill the kernel's buffers, then the server's
     received = b""
     slow_until = time.monotonic() + 5.0
