@@ -340,8 +340,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     )  # fmt: skip
     header_timeout_ms: int = setting(
         "10s", flag="--header-timeout", env="JQ_HEADER_TIMEOUT", parse=_positive_duration,
-        help="A connection that has not sent a whole request head (or stops sending a body) "
-        "for this long is closed",
+        help="A connection that has not sent a whole request head (or stops sending a body, "
+        "or reads none of its answers) for this long is closed",
     )  # fmt: skip
     max_header_bytes: int = setting(
         "64KiB", flag="--max-header-size", env="JQ_MAX_HEADER_SIZE", parse=_header_size,
