@@ -14,12 +14,13 @@ from jq_tool.auth import ApiKey, KeyStore, Scope
 from jq_tool.server.errors import FORBIDDEN, UNAUTHORIZED, ApiError
 from jq_tool.server.requests import header
 
-_MISSING = ApiError(401, UNAUTHORIZED, "missing API key: send 'Authorization: Bearer <key>'")
+# The messages, not shared exception objects: each refusal raises a new ApiError. Python adds
+# every raise's frames to the traceback an exception object carries, so one object raised again
+# and again kept every refused request (its frames, its body) alive: ~5 KB a 401.
+_MISSING = "missing API key: send 'Authorization: Bearer <key>'"
 # Never quotes the header: a bare key sent without its scheme would be echoed back.
-_NOT_BEARER = ApiError(
-    401, UNAUTHORIZED, "the Authorization header is not 'Bearer <key>' (one space between them)"
-)
-_UNKNOWN = ApiError(401, UNAUTHORIZED, "invalid or revoked API key")
+_NOT_BEARER = "the Authorization header is not 'Bearer <key>' (one space between them)"
+_UNKNOWN = "invalid or revoked API key"
 
 
 def bearer_token(request: Request) -> str | None:
@@ -32,7 +33,7 @@ def bearer_token(request: Request) -> str | None:
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise _NOT_BEARER
+        raise ApiError(401, UNAUTHORIZED, _NOT_BEARER)
     return token
 
 
@@ -45,10 +46,10 @@ class Guard:
     async def authenticate(self, request: Request) -> ApiKey:
         token = bearer_token(request)
         if token is None:
-            raise _MISSING
+            raise ApiError(401, UNAUTHORIZED, _MISSING)
         key = await self.keystore.authenticate(token)
         if key is None:
-            raise _UNKNOWN
+            raise ApiError(401, UNAUTHORIZED, _UNKNOWN)
         return key
 
     async def require(self, request: Request, scope: Scope) -> ApiKey:

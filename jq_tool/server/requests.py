@@ -38,9 +38,9 @@ MAX_JSON_DEPTH = 64
 # written in as text.
 _AS_SQUARE = bytes.maketrans(b"{}", b"[]")
 _NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'[]{}"')))
-_TOO_DEEP = ApiError(
-    400, "invalid_json", f"the body nests JSON deeper than {MAX_JSON_DEPTH} levels"
-)
+# A message, not a shared ApiError: an exception object raised again keeps every raise's frames
+# and so every refused body (server/auth_guard.py says why).
+_TOO_DEEP = f"the body nests JSON deeper than {MAX_JSON_DEPTH} levels"
 # What a refusal of these fields says instead of the decoder's words: (the decoder's words that
 # mean it, the message). A missing, null or empty payload is the original's "payload is
 # required"; a queue name off the pattern says the rule rather than the decoder's regex.
@@ -134,7 +134,7 @@ def check_depth(body: bytes) -> None:
             raise ApiError(400, "invalid_json", "the body is not valid JSON: unbalanced brackets")
         brackets = inner
     if brackets:
-        raise _TOO_DEEP
+        raise ApiError(400, "invalid_json", _TOO_DEEP)
 
 
 def decode(body: bytes, type_: type[Body]) -> Body:

@@ -73,7 +73,9 @@ from jq_tool.settings import Settings
 
 SEARCH_SCAN_LIMIT = 20_000  # jobs one GET /jobs search examines (docs/api.md): ~10 ms
 _SMALL_BODY = 64 * 1024  # lease/extend/cancel bodies carry a few ids and numbers
-_NO_JOBS = ApiError(404, "not_found", "no jobs available")
+# A message, not a shared ApiError: an exception object raised again keeps every raise's frames
+# (server/auth_guard.py says why), and an idle worker's empty polls raise this all day.
+_NO_JOBS = "no jobs available"
 
 
 async def _disconnected(request: Request) -> None:
@@ -214,7 +216,7 @@ class JobRoutes(msgspec.Struct, frozen=True):
         if not jobs and wait_ms and self.draining.is_set():
             raise ApiError(503, "unavailable", "server is shutting down")
         if not jobs:
-            raise _NO_JOBS
+            raise ApiError(404, "not_found", _NO_JOBS)
         if body.max_jobs is None:
             return JSONResponse(leased_body(jobs[0]))
         return JSONResponse([leased_body(job) for job in jobs])
