@@ -10,7 +10,9 @@ leaked the same way.
 
 from __future__ import annotations
 
+import ast
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +84,27 @@ def test_a_refusal_repeated_costs_no_memory(hostile_server: HostileFactory, case
     refused_many(server.port, request, REFUSALS, status)
     grown = rss_mib(server.proc.pid) - before
     assert grown < 20, f"{case}: RSS grew {grown:.0f} MiB over {REFUSALS:,} refusals"
+
+
+def test_no_module_level_object_is_raised() -> None:
+    """The rule the fix follows, for all of jq_tool: nothing assigned at a module's top level
+    from a call (an exception object made once) is raised by name. Raise a new one each time."""
+    package = Path(__file__).resolve().parents[2] / "jq_tool"
+    raised_shared = []
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        made_once = {
+            target.id
+            for node in tree.body
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+            for target in node.targets
+            if isinstance(target, ast.Name)
+        }
+        raised_shared += [
+            f"{path.relative_to(package)}:{node.lineno} raise {node.exc.id}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Raise)
+            and isinstance(node.exc, ast.Name)
+            and node.exc.id in made_once
+        ]
+    assert not raised_shared, raised_shared
