@@ -256,6 +256,18 @@ class Extend(msgspec.Struct, tag="extend", array_like=True):
     lease_id: str | None = None
 
 
+class Release(msgspec.Struct, tag="release", array_like=True):
+    """Give a lease back unfinished: the RUNNING job is READY again, runnable at `now` +
+    `delay_ms` (scheduled until then), and the attempt its lease began is not counted, so a
+    release never brings a job closer to DEAD (beanstalkd's `release` with a delay, River's
+    snooze, SQS's visibility set to the delay; a worker stopping gives back what it holds)."""
+
+    now: int
+    job_id: str
+    lease_id: str | None = None
+    delay_ms: int = 0
+
+
 class Cancel(msgspec.Struct, tag="cancel", array_like=True):
     now: int
     job_id: str
@@ -524,6 +536,7 @@ Command = (
     | Ack
     | Fail
     | Extend
+    | Release
     | Cancel
     | Requeue
     | Expire
@@ -593,7 +606,7 @@ class LeaseResult(msgspec.Struct, tag="lease_result"):
 
 
 class JobResult(msgspec.Struct, tag="job_result"):
-    """The job after Ack, Fail, Extend, Cancel or Requeue (a copy)."""
+    """The job after Ack, Fail, Extend, Release, Cancel or Requeue (a copy)."""
 
     job: Job
 

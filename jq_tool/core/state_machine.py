@@ -107,6 +107,7 @@ from jq_tool.core.model import (
     PurgeResult,
     QueueResult,
     QueueSettings,
+    Release,
     ReleaseQueue,
     Requeue,
     Result,
@@ -190,6 +191,7 @@ class Counters(msgspec.Struct):
     expired: int = 0
     cancelled: int = 0
     requeued: int = 0
+    released: int = 0  # leases given back unfinished (Release); older snapshots decode with 0
     purged: int = 0
     evicted: int = 0  # finished jobs forgotten past the count or bytes bound (to history)
     dead_dropped: int = 0  # DEAD jobs forgotten past the DEAD cap (to history)
@@ -497,7 +499,7 @@ def _schedule_command_problem(command: Any) -> str | None:
 
 _SCHEDULE_COMMANDS = (CreateSchedule, UpdateSchedule, DeleteSchedule, FireSchedule)
 _OWNERSHIP_COMMANDS = (StartShard, AdoptQueue, FenceQueue, ImportJobs, ReleaseQueue, AbortMove)
-_JOB_COMMANDS = (Ack, Fail, Extend, Cancel, Requeue, Progress)
+_JOB_COMMANDS = (Ack, Fail, Extend, Release, Cancel, Requeue, Progress)
 
 
 def _ownership_refusal(own: Ownership, command: Any, jobs: dict[str, Job]) -> Error | None:
@@ -668,6 +670,12 @@ def _command_problem(command: Any) -> str | None:
     problem = _str_problem(command.job_id, "job id")
     if problem:
         return problem
+    if isinstance(command, Release):
+        return (
+            _str_problem(command.lease_id, "lease id", optional=True)
+            or _int_problem(command.delay_ms, "delay_ms", 0)
+            or _int_problem(command.now + command.delay_ms, "now + delay_ms", 0)
+        )
     if isinstance(command, Extend):
         return _str_problem(command.lease_id, "lease id", optional=True) or _int_problem(
             command.lease_ms, "lease_ms"
@@ -1491,6 +1499,36 @@ class StateMachine:
             job.lease_until = lease_until
             self._lease_left_behind()
             heapq.heappush(self._leases, (lease_until, job.seq, job))
+        return JobResult(job=_copy_job(job))
+
+    def _release(self, cmd: Release) -> Result:
+        """The lease given back: READY again (scheduled while `delay_ms` runs), the attempt the
+        lease began not counted, nothing added to the job's failures."""
+        job = self._running_job(cmd.job_id, cmd.lease_id)
+        if isinstance(job, Error):
+            return job
+        now = cmd.now
+        self._advance(now)
+        self._lease_left_behind()
+        q = self._queues[job.queue]
+        q.counts[_B_RUNNING] -= 1
+        job.state = _READY
+        job.attempts -= 1
+        job.lease_id = None
+        job.lease_until = None
+        job.worker = None
+        job.leased_at = None
+        job.updated_at = now
+        job.run_at = run_at = now + cmd.delay_ms
+        if run_at <= self._now:
+            heapq.heappush(q.ready, (-job.priority, run_at, job.seq, job))
+            heapq.heappush(q.since, (run_at, job.seq, job))
+            q.counts[_B_RUNNABLE] += 1
+        else:
+            heapq.heappush(self._scheduled, (run_at, job.seq, job))
+            q.counts[_B_SCHEDULED] += 1
+        self._counters.released += 1
+        self._notify(job, _RUNNING, now)
         return JobResult(job=_copy_job(job))
 
     def _cancel(self, cmd: Cancel) -> Result:
@@ -2795,6 +2833,7 @@ _HANDLERS: dict[type, Callable[[StateMachine, Any], Result]] = {
     Ack: StateMachine._ack,
     Fail: StateMachine._fail,
     Extend: StateMachine._extend,
+    Release: StateMachine._release,
     Cancel: StateMachine._cancel,
     Requeue: StateMachine._requeue,
     Expire: StateMachine._expire,

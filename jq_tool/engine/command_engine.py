@@ -60,6 +60,7 @@ from jq_tool.core.model import (
     PurgeResult,
     QueueResult,
     QueueSettings,
+    Release,
     ReleaseQueue,
     Requeue,
     Result,
@@ -848,7 +849,7 @@ class CommandEngine(InsightCalls, Engine):
             if jobs:
                 return jobs
 
-    async def _settle(self, command: Ack | Fail | Extend | Cancel | Requeue) -> Job:
+    async def _settle(self, command: Ack | Fail | Extend | Release | Cancel | Requeue) -> Job:
         # Answer an unknown id without writing a doomed command to the log; the state machine
         # still decides everything else when the command is applied.
         if self._machine.get(command.job_id) is None:
@@ -946,6 +947,11 @@ class CommandEngine(InsightCalls, Engine):
                 lease_ms=lease_ms or self.config.lease_ms,
                 lease_id=lease_id,
             )
+        )
+
+    async def release(self, job_id: str, *, lease_id: str | None, delay_ms: int = 0) -> Job:
+        return await self._settle(
+            Release(now=self._clock(), job_id=job_id, lease_id=lease_id, delay_ms=delay_ms)
         )
 
     async def cancel(self, job_id: str) -> Job:

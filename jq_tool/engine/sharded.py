@@ -444,6 +444,11 @@ class ShardedEngine:
             job_id, lambda e: e.extend(job_id, lease_id=lease_id, lease_ms=lease_ms)
         )
 
+    async def release(self, job_id: str, *, lease_id: str | None, delay_ms: int = 0) -> Job:
+        return await self._for_job(
+            job_id, lambda e: e.release(job_id, lease_id=lease_id, delay_ms=delay_ms)
+        )
+
     async def cancel(self, job_id: str) -> Job:
         return await self._for_job(job_id, lambda e: e.cancel(job_id))
 

@@ -71,6 +71,7 @@ from jq_tool.core.model import (
     PurgeResult,
     QueueResult,
     QueueSettings,
+    Release,
     Requeue,
     Result,
     Schedule,
@@ -250,7 +251,7 @@ class ReferenceQueue:
         job = self.jobs.get(command.job_id)
         if job is None:
             return Error(ErrorCode.NOT_FOUND, "")
-        if isinstance(command, (Ack, Fail, Extend, Progress)):
+        if isinstance(command, (Ack, Fail, Extend, Progress, Release)):
             if job.state is not RU:
                 return Error(ErrorCode.INVALID_STATE, "")
             if command.lease_id is not None and command.lease_id != job.lease_id:
@@ -269,6 +270,12 @@ class ReferenceQueue:
             self.fail(job, command.error, now, "failed", final=not command.retry)
         elif isinstance(command, Extend):
             job.lease_until = now + command.lease_ms
+        elif isinstance(command, Release):
+            # READY again (scheduled while the delay runs), the attempt not counted.
+            job.state, job.attempts, job.updated_at = R, job.attempts - 1, now
+            job.run_at = now + command.delay_ms
+            job.lease_id = job.lease_until = job.worker = job.leased_at = None
+            self.counters.released += 1
         elif isinstance(command, Progress):
             job.progress = JobProgress(float(command.percent), command.note, now)
         elif isinstance(command, Cancel):
@@ -929,6 +936,11 @@ class StateMachineAgainstReference(RuleBasedStateMachine):
     def extend(self, ref: int, which: str, lease_ms: int) -> None:
         job_id = self.job_id(ref, RU)
         self.check(Extend(self.now, job_id, lease_ms, self.lease_id(job_id, which)))
+
+    @rule(ref=job_refs, which=lease_refs, delay_ms=st.sampled_from([0, 0, 300, 1500]))
+    def release(self, ref: int, which: str, delay_ms: int) -> None:
+        job_id = self.job_id(ref, RU)
+        self.check(Release(self.now, job_id, self.lease_id(job_id, which), delay_ms))
 
     @rule(ref=job_refs)
     def cancel(self, ref: int) -> None:

@@ -331,7 +331,7 @@ def test_stats_shape_and_counts(client: httpx.Client, worker: httpx.Client) -> N
     }  # fmt: skip
     assert set(stats["totals"]) == {
         "submitted", "acked", "failed", "retried", "dead", "expired", "cancelled", "requeued",
-        "purged", "evicted", "dead_dropped",
+        "released", "purged", "evicted", "dead_dropped",
     }  # fmt: skip
     assert stats["totals"]["submitted"] >= 2
     assert set(stats["held"]) == {

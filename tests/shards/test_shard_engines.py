@@ -94,6 +94,11 @@ async def test_sharded_engine_places_queues_and_names_shards_in_job_ids(
         leased = await engine.lease("q1", max_jobs=5)
         assert sorted(job.payload for job in leased) == ["1", "5"]
         assert engine.stats().totals.total == 8
+        # A release goes to the job's shard, as every command on a job does.
+        job = leased[0]
+        back = await engine.release(job.id, lease_id=job.lease_id, delay_ms=0)
+        assert (back.state.value, back.attempts) == ("READY", 0)
+        assert [j.id for j in await engine.lease("q1", max_jobs=5)] == [job.id]
         health = engine.health()
         assert health.ok and health.shards is not None and set(health.shards) == {"0", "1"}
     finally:
