@@ -1,4 +1,4 @@
-"""The job commands of `jq`: submit, lease, ack, get, list, stats, cancel, requeue.
+"""The job commands of `jq`: submit, lease, ack, release, get, list, stats, cancel, requeue.
 
 Thin on purpose: parse the options, make one SDK `Client` call, print the answer (a rich table,
 or JSON with `--json`), and exit with the code output.py's table gives the error.
@@ -246,6 +246,25 @@ def ack(
     _print_settled(settled, as_json)
 
 
+def release(
+    job_id: Annotated[str, typer.Argument(help="The leased job.")],
+    lease_id: Annotated[
+        str | None, typer.Option(help="The lease being given back.", show_default=False)
+    ] = None,
+    delay: Annotated[
+        float, duration_option("Runnable again after this long: 500ms, 30s, 5m.", default="0s")
+    ] = 0.0,
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Give a leased job back unfinished: READY again after --delay; the attempt is not
+    counted."""
+    with open_client(url, key, as_json) as client:
+        settled = client.release(job_id, lease_id=lease_id, delay=delay)
+    _print_settled(settled, as_json)
+
+
 def get(
     job_id: Annotated[str, typer.Argument(help="The job id.")],
     url: UrlOption = DEFAULT_URL,
@@ -418,6 +437,7 @@ def register(app: typer.Typer) -> None:
     app.command("submit")(submit)
     app.command("lease")(lease)
     app.command("ack")(ack)
+    app.command("release")(release)
     app.command("get")(get)
     app.command("list")(list_jobs)
     app.command("stats")(stats)

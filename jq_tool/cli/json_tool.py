@@ -25,6 +25,7 @@ OUR_COMMANDS = frozenset(
         "submit",
         "lease",
         "ack",
+        "release",
         "get",
         "list",
         "stats",

@@ -4,7 +4,8 @@ SIGINT stops leasing and lets in-flight jobs finish within the grace period.
 
 It logs under its own logger, `jq.worker`: one line when it starts and stops, and one line per
 job when its handler returns (id, queue, attempt, outcome, duration), e.g.
-`job 3f2a… queue=default attempt=1/4 ok in 12ms` or `… failed in 3ms, will retry: ValueError: …`.
+`job 3f2a… queue=default attempt=1/4 ok in 12ms`, `… failed in 3ms, will retry: ValueError: …`
+or `… snoozed, back in 30s (attempt not counted) in 2ms`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from jq_tool.sdk import (
     Failure,
     JqError,
     LeasedJob,
+    Snooze,
     Worker,
     WorkerOptions,
 )
@@ -61,6 +63,9 @@ def load_handler(target: str) -> Callable[..., Any]:
 
 def _outcome(job: LeasedJob, value: object, error: BaseException | None) -> str:
     """What became of the attempt, as the worker will report it to the server."""
+    if error is None and isinstance(value, Snooze):
+        delay = value.delay if isinstance(value.delay, int | float) else value.delay.total_seconds()
+        return f"snoozed, back in {delay:g}s (attempt not counted)"
     if error is None and not isinstance(value, Failure):
         return "ok"
     if error is not None:

@@ -364,6 +364,15 @@ def fail_call(job_id: str, error: str, lease_id: str | None, retry: bool = True)
     return settle_call(job_id, "ack", body)
 
 
+def release_call(job_id: str, lease_id: str | None, delay: float | timedelta) -> Call[Settled]:
+    """POST /jobs/{id}/release: the lease given back, the job READY again after `delay`
+    (seconds or a timedelta), the attempt not counted."""
+    body: dict[str, Any] = {"delay_ms": _milliseconds(delay, "delay")}
+    if lease_id is not None:
+        body["lease_id"] = lease_id
+    return settle_call(job_id, "release", body)
+
+
 def ack_entry(settlement: Settlement) -> dict[str, Any]:
     """One entry of POST /jobs/ack."""
     entry: dict[str, Any] = {"job_id": settlement.job_id}

@@ -55,6 +55,7 @@ from jq_tool.sdk.calls import (  # insight (issue 19)
     pause_schedule_call,
     progress_call,
     progress_problem,
+    release_call,
     revoke_key_call,
     set_queue_call,
     settle_call,
@@ -510,6 +511,20 @@ class Client(BaseClient):
             results.extend(answer.results)
             leased.extend(answer.leased)
         return BatchAck(results, leased)
+
+    def release(
+        self,
+        job_id: str,
+        *,
+        lease_id: str | None,
+        delay: float | timedelta = 0,
+        timeout: float | None = None,
+    ) -> Settled:
+        """Give a lease back unfinished: the job is READY again after `delay` (seconds or a
+        timedelta; scheduled until then), and the attempt this lease began is not counted
+        (it never brings the job closer to DEAD). 409 (`LeaseLost` or `InvalidState`)
+        when the lease is no longer the job's."""
+        return self.send(release_call(job_id, lease_id, delay), timeout)
 
     def extend(
         self,
@@ -989,6 +1004,20 @@ class AsyncClient(BaseClient):
             results.extend(answer.results)
             leased.extend(answer.leased)
         return BatchAck(results, leased)
+
+    async def release(
+        self,
+        job_id: str,
+        *,
+        lease_id: str | None,
+        delay: float | timedelta = 0,
+        timeout: float | None = None,
+    ) -> Settled:
+        """Give a lease back unfinished: the job is READY again after `delay` (seconds or a
+        timedelta; scheduled until then), and the attempt this lease began is not counted
+        (it never brings the job closer to DEAD). 409 (`LeaseLost` or `InvalidState`)
+        when the lease is no longer the job's."""
+        return await self.send(release_call(job_id, lease_id, delay), timeout)
 
     async def extend(
         self,

@@ -208,6 +208,7 @@ class Totals(msgspec.Struct, frozen=True):
     expired: int = 0
     cancelled: int = 0
     requeued: int = 0
+    released: int = 0  # leases given back unfinished (POST /jobs/{id}/release)
     purged: int = 0
     evicted: int = 0  # finished jobs moved to the history store past the memory bounds
     dead_dropped: int = 0  # DEAD jobs dropped past the server's --max-dead
@@ -401,6 +402,15 @@ class Failure(msgspec.Struct, frozen=True):
 
     error: str = "failed"
     retry: bool = True
+
+
+class Snooze(msgspec.Struct, frozen=True):
+    """A handler's "not now": the worker gives the lease back (POST /jobs/{id}/release) and
+    the job is READY again after `delay` seconds (a float or a timedelta). The attempt is not
+    counted, so snoozing never brings a job closer to DEAD (River's JobSnooze, beanstalkd's
+    release with a delay): for a rate-limited upstream, a resource another job holds."""
+
+    delay: float | timedelta = 0.0
 
 
 # -- insight (issue 19) ------------------------------------------------------------------------

@@ -12,7 +12,8 @@ worker runs (queue, concurrency, lease length, long poll, grace, timeouts, TLS) 
 
 A handler returns a value (success: a str is the result, anything else is stored as JSON),
 returns `Success(result)` / `Failure(error)` (`Failure(error, retry=False)`: a final failure, DEAD
-at once), or raises (failure: the traceback is the job's result_error).
+at once), returns `Snooze(delay)` (the lease given back: the job runs again after `delay`, the
+attempt not counted), or raises (failure: the traceback is the job's result_error).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, ClassVar, cast
 
 from jq_tool.sdk.calls import (
@@ -53,7 +55,15 @@ from jq_tool.sdk.errors import (
 )
 from jq_tool.sdk.times import utc_now
 from jq_tool.sdk.tls import Verify
-from jq_tool.sdk.types import AckResult, Failure, JobState, LeasedJob, Settlement, Success
+from jq_tool.sdk.types import (
+    AckResult,
+    Failure,
+    JobState,
+    LeasedJob,
+    Settlement,
+    Snooze,
+    Success,
+)
 
 log = logging.getLogger("jq_tool.sdk.worker")
 
@@ -66,6 +76,9 @@ MAX_JOBS_PER_LEASE = MAX_LEASE_JOBS  # the server's limit for max_jobs
 SETTLES_IN_FLIGHT = 2
 # Per-entry codes of POST /jobs/ack that mean the lease is gone (the single ack's 409/404).
 _LEASE_GONE = frozenset({"lease_mismatch", "invalid_state", "not_found"})
+
+# How long a stopping worker waits for each release of a job whose handler it stopped.
+RELEASE_AT_STOP_S = 1.0
 
 # Errors after which waiting helps: the server is down, restarting or out of disk.
 _TRANSIENT = (ServerUnavailable, StorageFull)
@@ -153,12 +166,18 @@ class WorkerCounts:
     acked: int = 0
     failed: int = 0  # attempts reported as failed (the job retries or goes DEAD)
     lost: int = 0  # settles refused with 409: the lease had expired or moved on
+    released: int = 0  # leases given back: a handler's Snooze, or stopped at the end of grace
 
 
 class BaseWorker:
     """The shared core; subclasses only decide how the handler is called."""
 
     default_concurrency: ClassVar[int] = 4
+    # Whether cancelling a handler's task stops the handler: then a job whose handler the end
+    # of the grace period stopped is given back at once (released, the attempt not counted)
+    # rather than left to its lease's expiry. Not for a sync handler: its thread runs on, and
+    # the job must not run twice at the same time.
+    stops_with_its_task: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -360,8 +379,8 @@ class BaseWorker:
 
     async def _drain(self, in_flight: set[asyncio.Task[None]], settler: _BatchSettler) -> None:
         """Within the grace period: running handlers finish and their jobs are settled (jobs a
-        settle request leased meanwhile run too); whatever is left then is abandoned to its
-        lease's expiry."""
+        settle request leased meanwhile run too); whatever is left then is stopped, and given
+        back (`stops_with_its_task`) or abandoned to its lease's expiry."""
         if in_flight or not settler.idle:
             log.info(
                 "stopping: waiting up to %.0fs for %d job(s)",
@@ -379,10 +398,11 @@ class BaseWorker:
             task.cancel()
         if pending:
             log.warning(
-                "grace period over: %d job(s) left unsettled; their leases will expire",
+                "grace period over: %d job(s) left unsettled; %s",
                 len(pending),
+                "giving them back" if self.stops_with_its_task else "their leases will expire",
             )
-            await asyncio.wait(pending, timeout=1.0)
+            await asyncio.wait(pending, timeout=RELEASE_AT_STOP_S + 0.5)
         settler.give_up()
 
     async def _process(self, client: AsyncClient, job: LeasedJob) -> None:
@@ -406,11 +426,20 @@ class BaseWorker:
         result: str | None = None
         error: str | None = None
         retry = True
+        snooze: Snooze | None = None
         try:
             value = await self.call_handler(job)
-            result, error = handler_outcome(value)
-            retry = not isinstance(value, Failure) or value.retry
+            if isinstance(value, Snooze):
+                snooze = value
+            else:
+                result, error = handler_outcome(value)
+                retry = not isinstance(value, Failure) or value.retry
         except asyncio.CancelledError:
+            if self.stopping and self.stops_with_its_task:
+                timer.cancel()
+                for task in keeper:
+                    task.cancel()
+                await self._release_at_stop(client, job)
             raise
         except Exception:
             error = traceback.format_exc()
@@ -418,6 +447,9 @@ class BaseWorker:
             timer.cancel()
             for task in keeper:
                 task.cancel()
+        if snooze is not None:
+            await self._release(client, job, snooze.delay)
+            return
         result, error = sendable(result, error)
         if self._settler is not None and self._settler.batch:
             # The job's slot passes to the settler now, not when this task's done callbacks
@@ -426,6 +458,49 @@ class BaseWorker:
             self._settler.add(_Unsettled(job, result, error, retry))
         else:
             await self._settle(client, job, result, error, retry)
+
+    async def _release(self, client: AsyncClient, job: LeasedJob, delay: float | timedelta) -> None:
+        """Give the lease back for a handler's Snooze, tried again while the server is
+        unreachable, a few times: a release that never lands leaves the job to its lease's
+        expiry, which counts the attempt but loses nothing."""
+        unsure = False  # a try whose answer was lost may have landed
+        for attempt in range(4):
+            try:
+                await client.release(job.job_id, lease_id=job.lease_id, delay=delay)
+            except (ValueError, BadRequest) as exc:
+                # A delay below zero or past the server's bound: the handler's mistake, which
+                # is reported as a failed attempt (the job must not sit out its lease unseen).
+                log.error("job %s: snooze refused: %s", job.job_id, exc)
+                await self._settle(client, job, None, f"Snooze refused: {exc}")
+                return
+            except (Conflict, JobNotFound) as exc:
+                if unsure:  # most likely our own earlier try, whose answer was lost
+                    self.counts.released += 1
+                    return
+                self.counts.lost += 1
+                log.warning("job %s: lease lost, not released: %s", job.job_id, exc)
+                return
+            except _TRANSIENT as exc:
+                unsure = True
+                if attempt == 3:
+                    log.warning("job %s: not released (%s); its lease will expire", job.job_id, exc)
+                    return
+                await asyncio.sleep(client.backoff_delay(attempt))
+            else:
+                self.counts.released += 1
+                return
+
+    async def _release_at_stop(self, client: AsyncClient, job: LeasedJob) -> None:
+        """The grace period ended with this job's handler stopped: give the job back now, so
+        another worker runs it without waiting out the lease. One try, briefly: the worker is
+        leaving, and a job not given back still comes back when its lease expires."""
+        try:
+            await client.release(job.job_id, lease_id=job.lease_id, timeout=RELEASE_AT_STOP_S)
+        except JqError as exc:
+            log.warning("job %s: not given back (%s); its lease will expire", job.job_id, exc)
+        else:
+            self.counts.released += 1
+            log.info("job %s: given back unfinished", job.job_id)
 
     def _lease_seconds(self, job: LeasedJob) -> float:
         if self.options.lease_ms is not None:
@@ -813,6 +888,7 @@ class AsyncWorker(BaseWorker):
     """Awaits an async handler; up to `concurrency` jobs at once. `await run()`."""
 
     default_concurrency = 16
+    stops_with_its_task = True  # a cancelled coroutine stops where it awaits
 
     def __init__(
         self,

@@ -47,6 +47,7 @@ from jq_tool.server.validation import (
     ListState,
     QueueListQuery,
     QueueSettingsBody,
+    ReleaseBody,
     ScheduleBody,
     ScheduleChangeBody,
     ScheduleListQuery,
@@ -103,6 +104,7 @@ _PUBLISHED: dict[type, str] = {
     LeaseBody: "LeaseRequest",
     AckBody: "AckRequest",
     ExtendBody: "ExtendRequest",
+    ReleaseBody: "ReleaseRequest",
     KeyCreateBody: "KeyCreateRequest",
     ErrorBody: "Error",
     SubmitAnswer: "SubmitResponse",
@@ -526,6 +528,16 @@ PATHS: dict[str, Any] = {
             "jobs:ack",
             {"200": _json(_ref("ExtendedLease"), "extended")},
             "ExtendRequest",
+            _ID,
+            (400, 404, 409, 504, 507),
+        )
+    },
+    "/jobs/{id}/release": {
+        "post": _op(
+            "Give a lease back unfinished: READY again after delay_ms, the attempt not counted",
+            "jobs:ack",
+            {"200": _json(_ref("JobState"), "released")},
+            "ReleaseRequest",
             _ID,
             (400, 404, 409, 504, 507),
         )

@@ -52,6 +52,7 @@ from jq_tool.server.validation import (
     LeaseBody,
     ListQuery,
     ListState,
+    ReleaseBody,
     SubmitBody,
     WorkerId,
 )
@@ -103,6 +104,7 @@ class JobRoutes(msgspec.Struct, frozen=True):
             Route("/jobs/{id}", self.get_job, methods=["GET"]),
             Route("/jobs/{id}/ack", self.ack, methods=["POST"]),
             Route("/jobs/{id}/extend", self.extend, methods=["POST"]),
+            Route("/jobs/{id}/release", self.release, methods=["POST"]),
             Route("/jobs/{id}/cancel", self.cancel, methods=["POST"]),
             Route("/jobs/{id}/requeue", self.requeue, methods=["POST"]),
         ]
@@ -319,6 +321,15 @@ class JobRoutes(msgspec.Struct, frozen=True):
                 job.id, lease_id=body.lease_id, percent=float(body.progress), note=body.note
             )
         return JSONResponse(extended_body(job))
+
+    async def release(self, request: Request) -> Response:
+        await self.guard.require(request, Scope.JOBS_ACK)
+        body = decode(await read_body(request, _SMALL_BODY), ReleaseBody)
+        self.counts["release"] += 1
+        job = await self.engine.release(
+            request.path_params["id"], lease_id=body.lease_id, delay_ms=body.delay_ms
+        )
+        return JSONResponse(SettledJob(job.id, job.state))
 
     # --- an operator's moves ------------------------------------------------------------------
 

@@ -151,6 +151,14 @@ class ExtendBody(msgspec.Struct):
     note: Annotated[str, msgspec.Meta(max_length=200)] = ""
 
 
+class ReleaseBody(msgspec.Struct):
+    """Give a lease back unfinished: the job is READY again after `delay_ms` (default 0: at
+    once), and the attempt its lease began is not counted."""
+
+    lease_id: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    delay_ms: DelayMs = 0
+
+
 class KeyCreateBody(msgspec.Struct):
     """A new API key; `scopes` narrows the type's default scopes."""
 

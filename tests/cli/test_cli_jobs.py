@@ -139,6 +139,21 @@ def test_submit_whose_outcome_stays_unknown_names_the_key_to_retry_with(
     assert [job["job_id"] for job in page["jobs"]] == [job_id]
 
 
+def test_release(jq_server: ServerProcess, queue: str) -> None:
+    """`jq release`: the lease given back, READY again after --delay; a stale lease is a
+    conflict (exit 5)."""
+    client, worker = jq_server.client_key, jq_server.worker_key
+    job_id = jq(jq_server, client, "submit", "work", "--queue", queue, "--max-retries", "0").strip()
+    leased = jq_json(jq_server, worker, "lease", "--queue", queue)
+    released = jq(jq_server, worker, "release", job_id, "--lease-id", leased["lease_id"],
+                  "--delay", "1h")  # fmt: skip
+    assert released.split() == [job_id, "READY"]
+    assert jq_json(jq_server, client, "get", job_id)["attempts"] == 0
+    jq(jq_server, worker, "release", job_id, "--lease-id", leased["lease_id"], code=5)
+    jq(jq_server, worker, "lease", "--queue", queue, code=1)  # scheduled an hour ahead
+    jq(jq_server, worker, "release", job_id, "--delay", "soon", code=2)
+
+
 def test_lease_ack_fail_cancel_requeue(jq_server: ServerProcess, queue: str) -> None:
     client, worker = jq_server.client_key, jq_server.worker_key
     jq(jq_server, worker, "lease", "--queue", queue, code=1)  # nothing yet

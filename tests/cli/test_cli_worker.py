@@ -37,6 +37,14 @@ def stuck(job):
 async def handle_async(job):
     await asyncio.sleep(0.01)
     return {"async": job.payload}
+
+from jq_tool.sdk import Snooze
+
+def snooze_once(job):
+    note("try " + job.payload)
+    if len(LOG.read_text().splitlines()) == 1:
+        return Snooze(0.2)
+    return "after a snooze"
 """
 
 
@@ -105,6 +113,30 @@ def test_async_handler_runs_on_an_async_worker(
                 worker.kill()
         assert worker.returncode == 0
         assert client.get(job_id).result == '{"async":"a"}'
+
+
+def test_a_snoozing_handler_logs_it_and_its_job_runs_again(
+    jq_server: ServerProcess, handler_dir: Path, queue: str
+) -> None:
+    with Client(jq_server.url, jq_server.client_key) as client:
+        job_id = client.submit("s", queue=queue, max_retries=0)
+        worker = start_worker(
+            jq_server, handler_dir, "test_handlers_mod:snooze_once", jq_server.worker_key,
+            "--queue", queue, "--wait", "1s",
+        )  # fmt: skip
+        try:
+            wait_until(lambda: client.get(job_id).finished)
+            worker.send_signal(signal.SIGTERM)
+            output, _ = worker.communicate(timeout=30)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        job = client.get(job_id)
+        assert (job.state, job.result, job.attempts) == (JobState.ACKED, "after a snooze", 1)
+        assert lines(handler_dir / "handled.log") == ["try s", "try s"]
+        text = output.decode()
+        assert "attempt=1/1 snoozed, back in 0.2s (attempt not counted)" in text, text
+        assert "attempt=1/1 ok" in text, text
 
 
 def test_bad_target_and_bad_key(jq_server: ServerProcess, handler_dir: Path) -> None:

@@ -4,14 +4,14 @@ The same seeded random sequences of HTTP calls run in lockstep against a single-
 a 3-node cluster: submits (single and batched; priorities, delay_ms and run_at, idempotency keys
 in the body and the header, unique keys in each scope, parents by id and by "$N", invalid
 bodies), leases (max_jobs, lease_ms, wait_ms, X-Jq-Worker, 1 s leases left to expire), acks,
-failed attempts (retry true and false), extends, progress, cancels, requeues, batch acks with
-lease_next, bulk actions and dead-letter groups; reads of jobs, listings (states, searches,
-cursors), explanations, queues, overviews, stats and their history, workers; queue flow settings
-(PUT, pause, resume); schedules (create, get, patch, pause, resume, delete). Each answer's
-status, headers and body must be the same once the values that must differ are normalized: job
-ids become their order of creation, lease ids and other ids their order of first appearance,
-times a placeholder, and what a node observes for itself (role, node id, uptime, rates,
-latency) is left out.
+failed attempts (retry true and false), extends, releases, progress, cancels, requeues, batch
+acks with lease_next, bulk actions and dead-letter groups; reads of jobs, listings (states,
+searches, cursors), explanations, queues, overviews, stats and their history, workers; queue
+flow settings (PUT, pause, resume); schedules (create, get, patch, pause, resume, delete). Each
+answer's status, headers and body must be the same once the values that must differ are
+normalized: job ids become their order of creation, lease ids and other ids their order of first
+appearance, times a placeholder, and what a node observes for itself (role, node id, uptime,
+rates, latency) is left out.
 
 `test_a_cluster_node_answers_like_a_single_node` sends every call to one node, then another
 node must answer the same reads (jobs by id, listings, queue settings, schedules, stats) once it
@@ -376,6 +376,7 @@ class Sequence:
             (self.lease, 14),
             (self.settle, 12),
             (self.extend, 4),
+            (self.release, 2),
             (self.progress, 2),
             (self.cancel_or_requeue, 5),
             (self.ack_batch, 5),
@@ -557,6 +558,17 @@ class Sequence:
             body["progress"] = 0.5
             body["note"] = "half"
         return Request("POST", "/jobs/{}/extend", key="worker", json=body, jobs=(i,))
+
+    def release(self) -> Request:
+        """A lease given back: back in an hour (so the clock never decides an order), or a
+        delay out of range."""
+        i = self.rng.choice(sorted(self.leased)) if self.leased else self.some_job()
+        body: dict[str, Any] = {"delay_ms": self.rng.choice([3_600_000, 3_600_000, -1])}
+        if isinstance(i, int):
+            lease = self.lease_ref(i, self.rng.random())
+            if lease is not None:
+                body["lease_id"] = lease
+        return Request("POST", "/jobs/{}/release", key="worker", json=body, jobs=(i,))
 
     def progress(self) -> Request:
         i = self.rng.choice(sorted(self.leased)) if self.leased else self.some_job()
