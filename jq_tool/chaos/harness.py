@@ -112,6 +112,7 @@ class ChaosRun:
             [f"{self.queue}-{i}" for i in range(options.shards)] if options.shards else [self.queue]
         )
         self._workers_started = 0
+        self._released: set[str] = set()  # jobs a worker gave back (at most once each)
         # Which submits go without a key: their own stream, so the share moves no kill.
         keys = random.Random(f"keys-{self.seed}")
         without_key = {i for i in range(options.jobs) if keys.random() < options.without_key}
@@ -381,10 +382,39 @@ class ChaosRun:
             index = payload_index(self.run_id, payload)
             self.ledger.execution_started(job_id, attempt, lease_id, index, time.monotonic())
             await asyncio.sleep(self.rng.uniform(0.0, 0.005))  # the "work"
+            give_back = job_id not in self._released and self.rng.random() < (
+                self.options.release_share
+            )
             try:
-                await self._ack(job_id, lease_id)
+                if give_back:
+                    self._released.add(job_id)
+                    await self._release(job_id, lease_id, attempt)
+                else:
+                    await self._ack(job_id, lease_id)
             except RunAborted:
                 return
+
+    async def _release(self, job_id: str, lease_id: str, attempt: int) -> None:
+        """Give the lease back, to be leased (and run) again after a short delay."""
+        retried = False
+
+        def note_retry() -> None:
+            nonlocal retried
+            retried = True
+
+        body = {"lease_id": lease_id, "delay_ms": self.rng.randrange(0, 50)}
+        self.ledger.release_sent(job_id, attempt)
+        response = await self._request(
+            "POST", f"/jobs/{job_id}/release", json=body, on_retry=note_retry
+        )
+        if response.status_code == 200:
+            self.ledger.release_answered(sure=True)
+        elif response.status_code == 409 and retried:
+            self.ledger.release_answered(sure=False)
+        elif response.status_code not in (404, 409):
+            # 409 on a first try: the lease ran out meanwhile (a kill); the job comes back as
+            # a new attempt. 404: the verification reports the job lost if it was ours.
+            self._fail(f"POST /jobs/{job_id}/release: {_describe(response)}")
 
     async def _ack(self, job_id: str, lease_id: str) -> None:
         retried = False

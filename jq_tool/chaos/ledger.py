@@ -86,6 +86,8 @@ class Ledger:
         self.ack_retries = 0  # acks re-sent (same lease_id) because a kill took the first try
         self.acks_settled_by_read = 0  # a re-sent ack met 409 and the job read back ACKED
         self.foreign_jobs: set[str] = set()  # leased jobs whose payload names no submit of ours
+        self.releases = 0  # leases given back, answered 200
+        self.releases_unsure = 0  # a retried release met 409: it may have landed
         self._attempts_seen: set[tuple[str, int]] = set()
 
     # -- submits ------------------------------------------------------------------------------
@@ -145,6 +147,21 @@ class Ledger:
             self.foreign_jobs.add(job_id)
         else:
             self.job_indexes.setdefault(job_id, set()).add(index)
+
+    def release_sent(self, job_id: str, attempt: int) -> None:
+        """A worker is giving this attempt's lease back. A released attempt is leased again
+        under the same number, so from now on it may be leased once more without being a
+        duplicate (forgotten before the request goes: another worker may lease the job again
+        before this one reads the answer)."""
+        self._attempts_seen.discard((job_id, attempt))
+
+    def release_answered(self, *, sure: bool) -> None:
+        """The release landed (`sure`: answered 200), or may have (a retried release met 409:
+        its first try landed and its answer died with the server, or the lease had run out)."""
+        if sure:
+            self.releases += 1
+        else:
+            self.releases_unsure += 1
 
     def ack_confirmed(self, job_id: str, at: float) -> None:
         self.acked_at.setdefault(job_id, at)

@@ -33,6 +33,7 @@ CHAOS_FLAGS = frozenset(
         "data-dir",
         "cluster",
         "without-key",
+        "release-share",
         "help",
     }
 )
@@ -107,6 +108,9 @@ class ChaosOptions:
     # Share of submits sent without an idempotency key and retried all the same, as a client
     # written against the bare HTTP API might: the duplicates they make are counted apart.
     without_key: float = 0.0
+    # Share of leased jobs a worker gives back (POST /jobs/{id}/release, a short delay) instead
+    # of acking, once per job: each is leased and run again later, and must still end ACKED.
+    release_share: float = 0.0
 
     def problems(self) -> list[str]:
         """Every reason these options cannot run, as messages for the user (empty when fine)."""
@@ -127,6 +131,8 @@ class ChaosOptions:
             problems.append("--wait must not be negative")
         if not 0.0 <= self.without_key <= 1.0:
             problems.append("--without-key must be a share between 0 and 1")
+        if not 0.0 <= self.release_share <= 1.0:
+            problems.append("--release-share must be a share between 0 and 1")
         if self.target is not None:
             if not self.target.startswith(("http://", "https://")):
                 problems.append("--target must be an http:// or https:// URL")

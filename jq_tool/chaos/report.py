@@ -77,6 +77,8 @@ class Report:
     submits_without_key: int = 0  # sent without an idempotency key (--without-key)
     duplicates_from_keyed_retries: int = 0  # one key, two jobs: part of `duplicates`, must be 0
     duplicates_from_unkeyed_retries: int = 0  # extra jobs made by keyless retries: expected
+    releases: int = 0  # leases workers gave back (--release-share), answered 200
+    releases_unsure: int = 0  # retried releases met 409: the first try may have landed
 
     @property
     def zero_loss(self) -> bool:
@@ -139,6 +141,8 @@ class Report:
             "notes": self.notes,
             "seed": self.seed,
             "queue": self.queue,
+            "releases": self.releases,
+            "releases_unsure": self.releases_unsure,
         }
         return json.dumps(body)
 
@@ -170,6 +174,11 @@ class Report:
                 f"key made {self.duplicates_from_unkeyed_retries} extra jobs when retried "
                 "(expected: the server cannot tell such a retry from a new job; not counted "
                 "above)"
+            )
+        if self.releases or self.releases_unsure:
+            lines.append(
+                f"released:    {self.releases} leases given back and run again "
+                f"({self.releases_unsure} more whose release may have landed before a kill)"
             )
         if self.unacknowledged:
             lines.append(f"unacknowledged submits: {self.unacknowledged}")
@@ -285,6 +294,8 @@ def verify(
         idempotent_replays=sum(1 for record in ledger.submits if record.replayed),
         ack_retries=ledger.ack_retries,
         acks_settled_by_read=ledger.acks_settled_by_read,
+        releases=ledger.releases,
+        releases_unsure=ledger.releases_unsure,
         foreign_jobs=len(ledger.foreign_jobs),
         wall_time_s=wall_time_s,
         throughput_jobs_per_s=acked / load_time_s if load_time_s > 0 else 0.0,

@@ -116,6 +116,13 @@ def chaos(
             "apart from those of keyed retries, which must be 0"
         ),
     ] = 0.0,
+    release_share: Annotated[
+        float,
+        typer.Option(
+            help="share of leased jobs (0 to 1) a worker gives back unfinished (POST "
+            "/jobs/{id}/release) instead of acking, once per job: each must still end ACKED"
+        ),
+    ] = 0.0,
 ) -> None:
     options = ChaosOptions(
         target=target,
@@ -135,6 +142,7 @@ def chaos(
         cluster=cluster,
         shards=shards,
         without_key=without_key,
+        release_share=release_share,
     )
     problems = options.problems()
     if problems:

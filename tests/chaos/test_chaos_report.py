@@ -81,6 +81,7 @@ def test_options_problems_name_each_bad_flag() -> None:
     assert any("--kill-cmd" in p for p in problems)
     assert any("--target" in p for p in ChaosOptions(kill_cmd="true").problems())
     assert any("--queue" in p for p in ChaosOptions(queue="no spaces").problems())
+    assert any("--release-share" in p for p in ChaosOptions(release_share=1.5).problems())
 
 
 def test_percentile_nearest_rank() -> None:
@@ -170,6 +171,28 @@ def test_reexecution_before_any_ack_is_at_least_once_not_a_duplicate() -> None:
     assert report.duplicates == 0
     assert report.executions == 2
     assert report.zero_loss
+
+
+def test_the_same_attempt_leased_again_is_a_duplicate_unless_it_was_released() -> None:
+    """A release gives the attempt back under its number (POST /jobs/{id}/release): leased
+    again, it is no duplicate. Leased again without one, it is: the server handed one attempt
+    to two workers."""
+    for released in (True, False):
+        ledger = Ledger("r", 1)
+        ledger.submit_started(0, at=0.0)
+        ledger.submit_acknowledged(0, "job-0", at=0.1)
+        ledger.execution_started("job-0", 1, "lease-a", 0, at=0.2)
+        if released:
+            ledger.release_sent("job-0", 1)
+            ledger.release_answered(sure=True)
+        ledger.execution_started("job-0", 1, "lease-b", 0, at=0.3)
+        ledger.ack_confirmed("job-0", at=0.4)
+        states = {"job-0": "ACKED"}
+        report = verify(ledger, states, kills=0, restarts=0, wall_time_s=1.0, load_time_s=1.0)
+        assert report.zero_loss is released, report
+        assert report.releases == (1 if released else 0)
+        if not released:
+            assert [d.kind for d in report.duplicate_details] == ["same_attempt_twice"]
 
 
 def test_one_idempotency_key_becoming_two_jobs_is_a_duplicate() -> None:

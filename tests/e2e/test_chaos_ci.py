@@ -1,7 +1,7 @@
 """CI's chaos round: the real `jq chaos` command, spawning its own `jq serve`, SIGKILLing and
 restarting it 5 times under a load of 2,000 jobs and 8 workers, must report zero loss, and no
 duplicate from submits retried with their idempotency key (a quarter go without one and are
-counted apart)."""
+counted apart), and every job a worker gave back (a tenth, released once) still ends ACKED."""
 
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ def test_chaos_round_with_five_kills_loses_nothing() -> None:
         # A quarter of the submits go without a key, as a bare HTTP client's would.
         "-without-key",
         "0.25",
+        # A tenth of the leased jobs are given back once (POST /jobs/{id}/release) and run again.
+        "-release-share",
+        "0.1",
         "-json",
     ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=240)
@@ -48,6 +51,7 @@ def test_chaos_round_with_five_kills_loses_nothing() -> None:
     assert report["duplicates_from_keyed_retries"] == 0, report["duplicate_details"]
     assert report["submits_without_key"] > 0
     assert report["duplicates_from_unkeyed_retries"] >= 0
+    assert report["releases"] > 0, report  # every one of those jobs still ended ACKED
     assert report["kills"] == 5
     assert report["restarts"] == 5
     assert report["acked"] == 2000
