@@ -1283,13 +1283,8 @@ class StateMachine:
             if parents:
                 assert jf is not None
                 self._place_child(job, q, parents, jf.on_parent_failure, now)
-            elif run_at <= self._now:
-                heapq.heappush(q.ready, (-job.priority, run_at, job.seq, job))
-                heapq.heappush(q.since, (run_at, job.seq, job))
-                q.counts[_B_RUNNABLE] += 1
             else:
-                heapq.heappush(self._scheduled, (run_at, job.seq, job))
-                q.counts[_B_SCHEDULED] += 1
+                self._enter_ready(q, job)
             if unique_key is not None:
                 assert jf is not None
                 scope = jf.unique_scope
@@ -1360,18 +1355,24 @@ class StateMachine:
         job.state = _WAITING
         self._release_child(job, now, notify=False)
 
+    def _enter_ready(self, q: _QueueIndex, job: Job) -> None:
+        """A job just made READY (submitted, its parents done, released) joins its queue's
+        runnable heaps, or the scheduled heap while its run_at is ahead of the clock."""
+        run_at = job.run_at
+        if run_at <= self._now:
+            heapq.heappush(q.ready, (-job.priority, run_at, job.seq, job))
+            heapq.heappush(q.since, (run_at, job.seq, job))
+            q.counts[_B_RUNNABLE] += 1
+        else:
+            heapq.heappush(self._scheduled, (run_at, job.seq, job))
+            q.counts[_B_SCHEDULED] += 1
+
     def _release_child(self, job: Job, now: int, *, notify: bool = True) -> None:
         """A WAITING job whose parents are done becomes READY (scheduled if run_at is ahead)."""
         q = self._queues[job.queue]
         q.counts[_B_WAITING] -= 1
         job.state = _READY
-        if job.run_at <= self._now:
-            heapq.heappush(q.ready, (-job.priority, job.run_at, job.seq, job))
-            heapq.heappush(q.since, (job.run_at, job.seq, job))
-            q.counts[_B_RUNNABLE] += 1
-        else:
-            heapq.heappush(self._scheduled, (job.run_at, job.seq, job))
-            q.counts[_B_SCHEDULED] += 1
+        self._enter_ready(q, job)
         if notify:
             job.updated_at = now
             self._notify(job, _WAITING, now)
@@ -1519,14 +1520,8 @@ class StateMachine:
         job.worker = None
         job.leased_at = None
         job.updated_at = now
-        job.run_at = run_at = now + cmd.delay_ms
-        if run_at <= self._now:
-            heapq.heappush(q.ready, (-job.priority, run_at, job.seq, job))
-            heapq.heappush(q.since, (run_at, job.seq, job))
-            q.counts[_B_RUNNABLE] += 1
-        else:
-            heapq.heappush(self._scheduled, (run_at, job.seq, job))
-            q.counts[_B_SCHEDULED] += 1
+        job.run_at = now + cmd.delay_ms
+        self._enter_ready(q, job)
         self._counters.released += 1
         self._notify(job, _RUNNING, now)
         return JobResult(job=_copy_job(job))
