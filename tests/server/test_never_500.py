@@ -30,6 +30,7 @@ ROUTES = [
     ("POST", "/jobs/ack"),
     ("POST", "/jobs/some-id/ack"),
     ("POST", "/jobs/some-id/extend"),
+    ("POST", "/jobs/some-id/release"),
     ("POST", "/jobs/some-id/cancel"),
     ("POST", "/jobs/some-id/requeue"),
     ("POST", "/admin/keys"),

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from jq_tool.sdk import (
     AsyncWorker,
@@ -227,3 +229,32 @@ def test_a_snooze_out_of_range_is_a_failed_attempt(server: Any) -> None:
     assert errors[0].startswith("Snooze refused: 400") and "delay_ms" in errors[0], errors
     assert errors[1] == "Snooze refused: delay must not be negative", errors
     assert worker.counts.released == 0 and worker.counts.failed == 2
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["lease_id", "delay_ms", "result", "x"]),
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=300),
+        max_size=3,
+    )
+)
+def test_any_release_body_either_releases_or_changes_nothing(
+    server: Any, worker: httpx.Client, client: httpx.Client, body: dict[str, Any]
+) -> None:
+    """Random bodies on a really leased job: a 200 with the job READY, or a 4xx with a JSON
+    error and the job still RUNNING under its lease; never a 500."""
+    job_id, lease_id = submit_and_lease(server, f"release-any-{uuid.uuid4().hex[:8]}")
+    answer = worker.post(f"/jobs/{job_id}/release", json=body)
+    assert answer.status_code < 500, answer.text
+    job = client.get(f"/jobs/{job_id}").json()
+    if answer.status_code == 200:
+        assert job["state"] == "READY"
+    else:
+        assert set(answer.json()) <= {"error", "code", "field"}
+        assert job["state"] == "RUNNING"
+        assert (
+            worker.post(f"/jobs/{job_id}/release", json={"lease_id": lease_id}).status_code == 200
+        )
