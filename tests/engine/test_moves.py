@@ -241,9 +241,15 @@ async def test_submits_during_a_move_make_each_job_once(tmp_path: Path) -> None:
                 accepted[spec.idempotency_key] = outcome.job_id  # type: ignore[index]
                 return
 
+        async def hold_the_fence(step: int) -> None:
+            # The queue stays fenced for 30 ms, so that some of the submits (one every 2 ms)
+            # do meet the move, however fast the copy is and however busy the machine.
+            if step == 1:
+                await asyncio.sleep(0.03)
+
         async def mover() -> None:
             await asyncio.sleep(0.05)
-            outcome = await cluster.mover().move(QUEUE, 2)
+            outcome = await cluster.mover(after_step=hold_the_fence).move(QUEUE, 2)
             assert outcome.moved
 
         await asyncio.gather(mover(), *(client(i) for i in range(300)))
