@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,21 @@ def start_worker(
     )
 
 
+def stop_when(
+    worker: subprocess.Popen[bytes], done: Callable[[], bool], signum: int = signal.SIGTERM
+) -> bytes:
+    """Wait until `done`, then send the worker `signum` and wait for it to exit; its output.
+    A worker still running after that (the test failed) is killed."""
+    try:
+        wait_until(done)
+        worker.send_signal(signum)
+        output, _ = worker.communicate(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    return output
+
+
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
@@ -80,13 +96,11 @@ def test_sigterm_finishes_running_jobs_then_exits_0(
             jq_server, handler_dir, "test_handlers_mod:handle", jq_server.worker_key,
             "--queue", queue, "--concurrency", "2", "--wait", "1s",
         )  # fmt: skip
-        try:
-            wait_until(lambda: len([x for x in lines(log) if x.startswith("start")]) == 2)
-            worker.send_signal(signal.SIGTERM)
-            output, _ = worker.communicate(timeout=30)
-        finally:
-            if worker.poll() is None:
-                worker.kill()
+
+        def both_started() -> bool:
+            return len([x for x in lines(log) if x.startswith("start")]) == 2
+
+        output = stop_when(worker, both_started)
         assert worker.returncode == 0, output.decode()
         assert sorted(lines(log)) == ["done one", "done two", "start one", "start two"]
         assert [client.get(i).result for i in ids] == ["handled one", "handled two"]
@@ -104,13 +118,7 @@ def test_async_handler_runs_on_an_async_worker(
             jq_server, handler_dir, "test_handlers_mod:handle_async", jq_server.worker_key,
             "--queue", queue, "--wait", "1s",
         )  # fmt: skip
-        try:
-            wait_until(lambda: client.get(job_id).finished)
-            worker.send_signal(signal.SIGINT)
-            worker.communicate(timeout=30)
-        finally:
-            if worker.poll() is None:
-                worker.kill()
+        stop_when(worker, lambda: client.get(job_id).finished, signal.SIGINT)
         assert worker.returncode == 0
         assert client.get(job_id).result == '{"async":"a"}'
 
@@ -124,13 +132,7 @@ def test_a_snoozing_handler_logs_it_and_its_job_runs_again(
             jq_server, handler_dir, "test_handlers_mod:snooze_once", jq_server.worker_key,
             "--queue", queue, "--wait", "1s",
         )  # fmt: skip
-        try:
-            wait_until(lambda: client.get(job_id).finished)
-            worker.send_signal(signal.SIGTERM)
-            output, _ = worker.communicate(timeout=30)
-        finally:
-            if worker.poll() is None:
-                worker.kill()
+        output = stop_when(worker, lambda: client.get(job_id).finished)
         job = client.get(job_id)
         assert (job.state, job.result, job.attempts) == (JobState.ACKED, "after a snooze", 1)
         assert lines(handler_dir / "handled.log") == ["try s", "try s"]
@@ -163,13 +165,7 @@ def test_grace_period_over_exits_anyway(
             jq_server, handler_dir, "test_handlers_mod:stuck", jq_server.worker_key,
             "--queue", queue, "--wait", "1s", "--grace", "1s",
         )  # fmt: skip
-        try:
-            wait_until(lambda: lines(log) == ["stuck forever"])
-            worker.send_signal(signal.SIGTERM)
-            output, _ = worker.communicate(timeout=30)
-        finally:
-            if worker.poll() is None:
-                worker.kill()
+        output = stop_when(worker, lambda: lines(log) == ["stuck forever"])
         assert worker.returncode == 0
         assert "grace period" in output.decode()
         # Not settled: its lease runs out on the server and the job is retried.
