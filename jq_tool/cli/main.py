@@ -77,7 +77,23 @@ def build_app(*, serve_only: bool = False) -> typer.Typer:
         shards,
     ):
         module.register(app)
+    _one_line_summaries(app)
     return app
+
+
+def _one_line_summaries(app: typer.Typer) -> None:
+    """Give every command a summary for the lists of commands: its docstring's first paragraph
+    on one line. Typer's rich mode keeps a docstring's line breaks there (not in a command's
+    own help), so a summary wrapped in the source showed a stray break on any terminal."""
+    import inspect
+
+    for info in app.registered_commands:
+        doc = info.help or (info.callback.__doc__ if info.callback else None)
+        if info.short_help is None and doc:
+            info.short_help = " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            _one_line_summaries(group.typer_instance)
 
 
 def __getattr__(name: str) -> Any:

@@ -179,3 +179,31 @@ def test_worker_logs_one_line_per_job(jq_server: ServerProcess, queue: str, tmp_
     assert by_id[ids["boom"]][0].endswith("ValueError: flaky boom")
     assert all(len(lines) >= 1 for lines in by_id.values())
     assert " root: " not in output  # everything the worker says is under a named logger
+
+
+def _command_rows(help_text: str) -> list[str]:
+    """The lines of a help screen's Commands panel, between its borders."""
+    lines = help_text.splitlines()
+    start = next(i for i, line in enumerate(lines) if "─ Commands ─" in line)
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("╰"))
+    return [line.strip("│ ") for line in lines[start + 1 : end]]
+
+
+def test_every_command_is_summed_up_on_one_line() -> None:
+    """A command's summary in a list of commands is its docstring's first paragraph on one line:
+    Typer's rich mode kept the docstring's line breaks there, so a wide terminal showed
+    'the attempt is not' and 'counted.' on two rows."""
+    from jq_tool.cli.main import build_app
+
+    app = build_app()
+    screens = [[]] + [[group.name] for group in app.registered_groups if group.name]
+    assert len(screens) > 3
+    for args in screens:
+        helped = runner.invoke(app, [*args, "--help"], env={"COLUMNS": "400"})
+        assert helped.exit_code == 0, helped.output
+        rows = _command_rows(helped.stdout)
+        assert rows, args
+        for row in rows:
+            name, _, summary = row.partition(" ")
+            assert name and summary.strip(), (args, row)  # no row of a summary's second line
+            assert "  " not in summary.strip(), (args, row)
