@@ -5,7 +5,7 @@ SIGINT stops leasing and lets in-flight jobs finish within the grace period.
 It logs under its own logger, `jq.worker`: one line when it starts and stops, and one line per
 job when its handler returns (id, queue, attempt, outcome, duration), e.g.
 `job 3f2a… queue=default attempt=1/4 ok in 12ms`, `… failed in 3ms, will retry: ValueError: …`
-or `… snoozed, back in 30s (attempt not counted) in 2ms`.
+or `… snoozed in 2ms, back in 30s (attempt not counted)`.
 """
 
 from __future__ import annotations
@@ -61,13 +61,14 @@ def load_handler(target: str) -> Callable[..., Any]:
     return handler
 
 
-def _outcome(job: LeasedJob, value: object, error: BaseException | None) -> str:
-    """What became of the attempt, as the worker will report it to the server."""
+def _outcome(job: LeasedJob, value: object, error: BaseException | None) -> tuple[str, str]:
+    """What became of the attempt, as the worker will report it to the server: what happened,
+    and what comes of it (empty for an ack)."""
     if error is None and isinstance(value, Snooze):
         delay = value.delay if isinstance(value.delay, int | float) else value.delay.total_seconds()
-        return f"snoozed, back in {delay:g}s (attempt not counted)"
+        return "snoozed", f"back in {delay:g}s (attempt not counted)"
     if error is None and not isinstance(value, Failure):
-        return "ok"
+        return "ok", ""
     if error is not None:
         why = f"{type(error).__name__}: {error}"
     else:
@@ -76,25 +77,26 @@ def _outcome(job: LeasedJob, value: object, error: BaseException | None) -> str:
     # The handler's words may quote a payload: anyone's text, printed on the worker's terminal.
     why = terminal_safe(why.strip().splitlines()[0][:200]) if why.strip() else "no reason given"
     if isinstance(value, Failure) and not value.retry:
-        return f"failed, final (DEAD): {why}"
+        return "failed", f"final (DEAD): {why}"
     if job.attempt > job.max_retries:
-        return f"failed, retries spent (DEAD): {why}"
-    return f"failed, will retry: {why}"
+        return "failed", f"retries spent (DEAD): {why}"
+    return "failed", f"will retry: {why}"
 
 
 def _log_job(job: LeasedJob, started: float, value: object, error: BaseException | None) -> None:
+    # The duration right after what happened: "failed, will retry in 3ms" read as the retry's
+    # delay, which the worker does not know (the server's backoff decides it).
     took_ms = (time.monotonic() - started) * 1000
-    outcome = _outcome(job, value, error)
-    head, _, tail = outcome.partition(": ")
+    happened, consequence = _outcome(job, value, error)
     log.info(
         "job %s queue=%s attempt=%d/%d %s in %.0fms%s",
         job.job_id,
         job.queue,
         job.attempt,
         job.max_retries + 1,
-        head,
+        happened,
         took_ms,
-        f": {tail}" if tail else "",
+        f", {consequence}" if consequence else "",
     )
 
 
