@@ -138,7 +138,8 @@ def test_a_snoozing_handler_logs_it_and_its_job_runs_again(
         assert (job.state, job.result, job.attempts) == (JobState.ACKED, "after a snooze", 1)
         assert lines(handler_dir / "handled.log") == ["try s", "try s"]
         text = output.decode()
-        assert re.search(r"attempt=1/1 snoozed in \d+ms, back in 0.2s \(attempt not counted\)", text)
+        snoozed = r"attempt=1/1 snoozed in \d+ms, back in 0.2s \(attempt not counted\)"
+        assert re.search(snoozed, text), text
         assert "attempt=1/1 ok" in text, text
 
 
