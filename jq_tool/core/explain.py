@@ -18,6 +18,7 @@ from typing import Protocol
 
 import msgspec
 
+from jq_tool.core.attempts import split_error
 from jq_tool.core.model import Job, JobProgress, JobState, QueueSettings
 from jq_tool.core.state_machine import AHEAD_COUNTED
 
@@ -129,9 +130,15 @@ def _in(ms: int) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def _first_line(text: str | None, limit: int = 200) -> str:
-    line = (text or "").strip().splitlines()
-    return line[0][:limit] if line else ""
+def _error_headline(text: str | None, limit: int = 200) -> str:
+    """One line for an error text: a traceback's exception ("RuntimeError: kaboom", from its
+    last line: its first says only "Traceback (most recent call last):"), else its first line."""
+    error_class, message = split_error(text)
+    lines = (message or "").strip().splitlines()
+    line = lines[0] if lines else ""
+    if error_class:
+        line = f"{error_class}: {line}" if line else error_class
+    return line[:limit]
 
 
 def _base(job: Job, reason: str, summary: str) -> Explanation:
@@ -277,7 +284,7 @@ def _running(job: Job, view: ExplainView, activity: QueueActivity, now: int) -> 
 def _retry(job: Job, view: ExplainView, activity: QueueActivity, now: int) -> Explanation:
     summary = (
         f"Waiting to retry until {_at(job.run_at)} (in {_in(job.run_at - now)}) after attempt "
-        f"{job.attempts} of {job.max_retries + 1} failed: {_first_line(job.result_error)}"
+        f"{job.attempts} of {job.max_retries + 1} failed: {_error_headline(job.result_error)}"
     )
     e = _base(job, "retry_wait", summary)
     e.run_at = job.run_at
@@ -290,7 +297,7 @@ def _retry(job: Job, view: ExplainView, activity: QueueActivity, now: int) -> Ex
 def _dead(job: Job, view: ExplainView, activity: QueueActivity, now: int) -> Explanation:
     summary = (
         f"DEAD after {job.attempts} attempt{'s' if job.attempts != 1 else ''} "
-        f"(at {_at(job.updated_at)}), last error: {_first_line(job.result_error)}"
+        f"(at {_at(job.updated_at)}), last error: {_error_headline(job.result_error)}"
     )
     e = _base(job, "dead", summary)
     e.attempt = job.attempts

@@ -213,3 +213,31 @@ def test_jobs_ahead_are_counted_up_to_a_bound_and_explained() -> None:
     idle = QueueActivity(last_asked_at=T0 - 120_000, asked_queues=["other"])
     why = explain(first, sm, idle, T0 + 1000)
     assert why.reason == "no_worker" and "workers are asking for other" in why.summary
+
+
+def test_an_explanation_names_the_exception_of_a_traceback_not_its_first_line() -> None:
+    from jq_tool.core.explain import QueueActivity, explain
+
+    traceback = (
+        "Traceback (most recent call last):\n"
+        '  File "handlers.py", line 8, in work\n'
+        '    raise RuntimeError("kaboom")\n'
+        "RuntimeError: kaboom\n"
+    )
+    sm = StateMachine()
+    sm.apply(Submit(T0, [NewJob("dead", "q", "p", 0, 0), NewJob("retry", "q", "p", 0, 3)]))
+    sm.apply(Submit(T0, [NewJob("plain", "q", "p", 0, 0)]))
+    for job_id, lease_id in (("dead", "l1"), ("retry", "l2"), ("plain", "l3")):
+        sm.apply(Lease(T0, "q", 1000, [lease_id]))
+        error = "disk full\nwhile writing /tmp/x" if job_id == "plain" else traceback
+        sm.apply(Fail(T0 + 1, job_id, lease_id, error))
+    idle = QueueActivity(last_asked_at=T0, asked_queues=["q"])
+    summaries = {}
+    for job_id in ("dead", "retry", "plain"):
+        job = sm.get(job_id)
+        assert job is not None
+        summaries[job_id] = explain(job, sm, idle, T0 + 2).summary
+    assert summaries["dead"].endswith("last error: RuntimeError: kaboom"), summaries
+    assert summaries["retry"].endswith("failed: RuntimeError: kaboom"), summaries
+    assert summaries["plain"].endswith("last error: disk full"), summaries  # not a traceback
+    assert "Traceback" not in "".join(summaries.values())
