@@ -100,6 +100,21 @@ def handler_outcome(value: object) -> tuple[str | None, str | None]:
         return str(value), None
 
 
+# Modules whose frames stand between the worker's catch and the handler: the worker's task and
+# thread hand-off, the thread pool, `jq worker`'s logging wrapper.
+_MACHINERY = ("jq_tool.sdk.worker", "jq_tool.cli.worker", "concurrent.futures.", "asyncio.")
+
+
+def handler_traceback(exc: BaseException) -> str:
+    """The traceback of a handler's exception, from the handler's frame on: the worker's own
+    frames above it were the same on every job, and spent the error text's bounded bytes
+    (the server keeps ERROR_TEXT_BYTES). Raised in that machinery itself, the whole of it."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_globals.get("__name__", "").startswith(_MACHINERY):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+
+
 def sendable(result: str | None, error: str | None) -> tuple[str | None, str | None]:
     """(result, error) as JSON can carry them: text with a lone surrogate (a non-UTF-8 file
     name decoded with surrogateescape, as os.listdir does, quoted in an exception's message)
@@ -441,8 +456,8 @@ class BaseWorker:
                     task.cancel()
                 await self._release_at_stop(client, job)
             raise
-        except Exception:
-            error = traceback.format_exc()
+        except Exception as exc:
+            error = handler_traceback(exc)
         finally:
             timer.cancel()
             for task in keeper:

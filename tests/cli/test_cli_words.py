@@ -167,6 +167,7 @@ def test_worker_logs_one_line_per_job(jq_server: ServerProcess, queue: str, tmp_
             wait_until(lambda: client.get(ids["final"]).state.value == "DEAD")
             wait_until(lambda: client.get(ids["ok"]).state.value == "ACKED")
             wait_until(lambda: client.get(ids["boom"]).attempts >= 1)
+            error = client.get(ids["boom"]).result_error or ""
     finally:
         worker.send_signal(signal.SIGTERM)
         output, _ = worker.communicate(timeout=30)
@@ -180,6 +181,9 @@ def test_worker_logs_one_line_per_job(jq_server: ServerProcess, queue: str, tmp_
     boom = by_id[ids["boom"]][0]
     assert re.search(r"attempt=1/4 failed in \d+ms, will retry: ValueError: flaky boom$", boom)
     assert all(len(lines) >= 1 for lines in by_id.values())
+    # The job's traceback begins at the handler, not in the worker or `jq worker`'s wrapper.
+    assert error.splitlines()[1].startswith(f'  File "{tmp_path / "words_handlers.py"}"'), error
+    assert "jq_tool" not in error, error
     assert " root: " not in output  # everything the worker says is under a named logger
 
 

@@ -137,6 +137,54 @@ def test_failures_retry_then_die_with_the_traceback(jq_server: ServerProcess, qu
     assert worker.counts.failed == 3
 
 
+def _raise_from_a_helper(job: LeasedJob) -> None:
+    raise RuntimeError(f"broken {job.payload}")
+
+
+@pytest.mark.parametrize("kind", ["threads", "async"])
+def test_a_traceback_begins_at_the_handler(jq_server: ServerProcess, queue: str, kind: str) -> None:
+    """The job's error is the handler's traceback: the worker's own frames above it (its task,
+    the thread pool's hand-off) are noise on every job, and bytes of its bounded error text."""
+
+    def handler(job: LeasedJob) -> None:
+        _raise_from_a_helper(job)
+
+    async def async_handler(job: LeasedJob) -> None:
+        await asyncio.sleep(0)
+        _raise_from_a_helper(job)
+
+    options = WorkerOptions(queue=queue, concurrency=1, poll_wait=1.0)
+    with Client(jq_server.url, jq_server.client_key) as client:
+        job_id = client.submit(kind, max_retries=0, queue=queue)
+        if kind == "threads":
+            worker = Worker(jq_server.url, jq_server.worker_key, handler, options)
+            thread = run_in_thread(worker)
+            try:
+                wait_until(lambda: client.get(job_id).finished)
+            finally:
+                worker.stop()
+                thread.join(10)
+        else:
+            aworker = AsyncWorker(jq_server.url, jq_server.worker_key, async_handler, options)
+
+            async def run_until_dead() -> None:
+                task = asyncio.create_task(aworker.run())
+                while not client.get(job_id).finished:
+                    await asyncio.sleep(0.05)
+                aworker.stop()
+                await task
+
+            asyncio.run(run_until_dead())
+        error = client.get(job_id).result_error
+    assert error is not None
+    lines = error.splitlines()
+    assert lines[0] == "Traceback (most recent call last):", error
+    assert lines[1].startswith(f'  File "{__file__}"') and "handler" in lines[1], error
+    assert lines[-1] == f"RuntimeError: broken {kind}", error
+    assert "_raise_from_a_helper" in error
+    assert "jq_tool" not in error and "concurrent" not in error, error
+
+
 @pytest.mark.parametrize("batch_ack", [True, False])
 def test_text_json_cannot_carry_is_settled_not_lost(
     jq_server: ServerProcess, queue: str, batch_ack: bool
