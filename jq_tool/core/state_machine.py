@@ -1104,6 +1104,11 @@ class StateMachine:
     def job_count(self) -> int:
         return len(self._jobs)
 
+    @property
+    def clock(self) -> int:
+        """The largest `now` of any applied command (the machine's clock never goes back)."""
+        return self._now
+
     def held(self) -> HeldStats:
         """The finished and DEAD jobs held in memory, and their content bytes. O(1)."""
         done, dead = self._done, self._dead

@@ -144,6 +144,11 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# How often a wall clock behind the applied commands is reported (engine._held_now).
+CLOCK_BEHIND_REPORT_S = 60.0
+CLOCK_BEHIND_REPORTED_MS = 1_000  # smaller differences are two nodes' clocks, not a step
+
+
 def _new_job(
     spec: JobSpec, now: int, batch: list[NewJob] | None = None, shard: int | None = None
 ) -> NewJob:
@@ -231,7 +236,10 @@ class CommandEngine(InsightCalls, Engine):
 
     def __init__(self, config: EngineConfig, *, clock: Callable[[], int] = now_ms) -> None:
         self.config = config
-        self._clock = clock
+        self._wall_clock = clock
+        # Every command's `now` comes from here: never before the last one applied.
+        self._clock: Callable[[], int] = self._held_now
+        self._clock_behind_reported = -CLOCK_BEHIND_REPORT_S
         # Sharded mode: the shard this engine's log is (its job ids name it); None otherwise.
         self.shard: int | None = None
         # Jobs a Purge forgets go to the history store, replayed ones too (history_store.py).
@@ -266,6 +274,35 @@ class CommandEngine(InsightCalls, Engine):
         self.queue_activity = QueueActivityTracker()  # lease requests, wait times (issue 19)
         # Parsed cron expressions by (expression, time zone); None: not usable any more.
         self._cron: dict[tuple[str, str], CronTimes | None] = {}
+
+    def _held_now(self) -> int:
+        """The wall clock, held at the largest `now` applied while it is behind that.
+
+        The state machine's clock never goes back, and it measures leases, delays and
+        backoffs from the `now` a command carries. After the system clock stepped back (NTP
+        correcting a clock that ran ahead, a data dir from a machine whose clock was ahead),
+        commands stamped with it made every new lease end before the machine's clock: expired
+        at the next tick while its worker ran the job, each expiry an attempt spent, the
+        retries due at once, running jobs DEAD within seconds. Held here instead, time stands
+        still until the wall clock catches up, and everything keeps its length from there. In
+        a cluster this also lets a node whose clock is a little behind stamp leases from the
+        cluster's clock. The commands carry the held time, so replay is unchanged."""
+        now = self._wall_clock()
+        applied = self._machine.clock
+        if now >= applied:
+            return now
+        if applied - now >= CLOCK_BEHIND_REPORTED_MS:
+            seen = time.monotonic()
+            if seen - self._clock_behind_reported >= CLOCK_BEHIND_REPORT_S:
+                self._clock_behind_reported = seen
+                log.warning(
+                    "the system clock is %.1f s behind the last time this queue applied (%s):"
+                    " its time holds there until the clock catches up, so no lease, delay or"
+                    " retry ends early; they end that much later",
+                    (applied - now) / 1000,
+                    format_time(applied),
+                )
+        return applied
 
     # ------------------------------------------------------------------ what a log provides
 
