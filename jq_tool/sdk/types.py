@@ -88,6 +88,9 @@ class LeasedJob(msgspec.Struct, frozen=True):
     queue: str = "default"
     priority: int = 0
     max_retries: int = 0
+    # The lease's length, as the server granted it (None from a server before it said so):
+    # lease_until read against this machine's clock is off by however far the clocks differ.
+    lease_ms: int | None = None
 
     def progress(self, progress: float, note: str = "") -> None:
         """Report how far this attempt has got (0..1) and a short note (200 characters at

@@ -520,6 +520,9 @@ class BaseWorker:
     def _lease_seconds(self, job: LeasedJob) -> float:
         if self.options.lease_ms is not None:
             return self.options.lease_ms / 1000
+        if job.lease_ms is not None:
+            return job.lease_ms / 1000
+        # An older server: lease_until against this machine's clock (as good as the clocks).
         return max(1.0, (job.lease_until - utc_now()).total_seconds())
 
     async def _keep_lease(self, client: AsyncClient, job: LeasedJob, interval: float) -> None:

@@ -182,6 +182,9 @@ class LeasedJob(msgspec.Struct, kw_only=True):
     job_id: str
     payload: str
     lease_until: Time
+    # The lease's length: a worker whose clock differs from the server's cannot tell it from
+    # lease_until, and would extend the lease too late.
+    lease_ms: int
     attempt: int
     lease_id: str
     queue: str
@@ -190,11 +193,13 @@ class LeasedJob(msgspec.Struct, kw_only=True):
 
 
 def leased_body(job: Job) -> LeasedJob:
-    # A leased job has both: the Lease command sets them.
+    # A leased job has all three: the Lease command sets them.
+    lease_until = cast(int, job.lease_until)
     return LeasedJob(
         job_id=job.id,
         payload=job.payload,
-        lease_until=rfc3339(cast(int, job.lease_until)),
+        lease_until=rfc3339(lease_until),
+        lease_ms=lease_until - cast(int, job.leased_at),
         attempt=job.attempts,
         lease_id=cast(str, job.lease_id),
         queue=job.queue,

@@ -219,6 +219,7 @@ def test_lease_ack_fail_extend(client: Client, worker_client: Client, queue: str
     assert [job.job_id for job in leased] == [high, low]  # priority first
     first, second = leased
     assert first.attempt == 1 and first.lease_id and first.payload == "high"
+    assert first.lease_ms == second.lease_ms == 5000
     assert client.get(low).state is JobState.RUNNING
 
     extended = worker_client.extend(second.job_id, lease_id=second.lease_id, lease_ms=60_000)

@@ -8,8 +8,10 @@ import asyncio
 import threading
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from jq_tool.sdk import (
@@ -22,6 +24,7 @@ from jq_tool.sdk import (
     Worker,
     WorkerOptions,
 )
+from jq_tool.sdk.times import utc_now
 from jq_tool.sdk.worker import handler_outcome
 from sdk.jq_server_process import ServerProcess, wait_until
 
@@ -45,6 +48,18 @@ def test_handler_outcomes() -> None:
     assert handler_outcome(Success(3)) == ("3", None)
     assert handler_outcome(Failure("nope")) == (None, "nope")
     assert handler_outcome(object())[0] is not None  # str() of the unencodable
+
+
+def test_the_lease_length_comes_from_the_server_not_this_clock() -> None:
+    """The lease keeper extends every third of the lease. Read from lease_until against this
+    machine's clock, a clock 10 minutes behind the server's made a 30 s lease look like 10.5
+    minutes: the first extension came long after the lease had expired."""
+    worker = Worker("http://127.0.0.1:1", "k", print)
+    skewed = utc_now() + timedelta(minutes=10, seconds=30)
+    job = LeasedJob(job_id="j", payload="", lease_until=skewed, attempt=1, lease_ms=30_000)
+    assert worker._lease_seconds(job) == 30.0
+    older = msgspec.structs.replace(job, lease_ms=None)  # a server before lease_ms
+    assert 600 < worker._lease_seconds(older) <= 630
 
 
 def test_worker_arguments_are_checked() -> None:

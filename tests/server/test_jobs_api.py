@@ -60,9 +60,10 @@ def test_submit_lease_ack_get(client: httpx.Client, worker: httpx.Client) -> Non
 
     leased = lease(worker, queue)
     assert set(leased) == {
-        "job_id", "payload", "lease_until", "attempt", "lease_id", "queue", "priority",
-        "max_retries",
+        "job_id", "payload", "lease_until", "lease_ms", "attempt", "lease_id", "queue",
+        "priority", "max_retries",
     }  # fmt: skip
+    assert leased["lease_ms"] == 30_000  # the server's --lease-duration
     assert leased["job_id"] == job_id
     assert leased["payload"] == "process this"
     assert leased["attempt"] == 1
@@ -491,3 +492,14 @@ def test_abandoned_long_poll_leases_nothing(client: httpx.Client, worker: httpx.
     assert leased.status_code == 200, leased.text
     assert leased.json()["job_id"] == job_id
     assert leased.json()["attempt"] == 1
+
+
+def test_a_lease_names_its_length(client: httpx.Client, worker: httpx.Client) -> None:
+    """`lease_ms` beside `lease_until`: a worker whose clock differs from the server's cannot
+    tell the lease's length from `lease_until` and its own clock, and would keep it too late."""
+    queue = queue_name()
+    submit(client, payload="a", queue=queue)
+    submit(client, payload="b", queue=queue)
+    assert lease(worker, queue, lease_ms=5_000)["lease_ms"] == 5_000
+    many = worker.post("/jobs/lease", json={"queue": queue, "lease_ms": 7_000, "max_jobs": 5})
+    assert [job["lease_ms"] for job in many.json()] == [7_000]
