@@ -147,9 +147,15 @@ async def test_a_leading_member_whose_peers_stop_too_is_killed_after_the_grace(
     finally:
         for process in peers:
             process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
-    assert member.process.returncode == -signal.SIGKILL
-    assert "did not exit within" in caplog.text
-    assert STOP_GRACE_S <= took < STOP_GRACE_S + 2, took
+    assert member.process.returncode is not None and took < STOP_GRACE_S + 2, took
+    if member.process.returncode == -signal.SIGKILL:  # the usual case: killed after the grace
+        assert "did not exit within" in caplog.text
+        assert took >= STOP_GRACE_S, took
+    else:
+        # The leader stepped down first: raft's check-quorum ends a leadership that has not
+        # heard from a majority for an election timeout, and a follower exits at once. Seen
+        # once, on a machine busy with a test run; the stop was bounded all the same.
+        assert member.process.returncode == -signal.SIGTERM, member.process.returncode
 
 
 async def test_a_wiped_node_catches_up_from_the_cluster(tmp_path: Path) -> None:
