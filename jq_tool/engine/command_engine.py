@@ -1106,8 +1106,17 @@ class CommandEngine(InsightCalls, Engine):
     def metrics(self) -> Iterator[Metric]:
         """Prometheus metric families about the log and the queues' wait times (the server
         adds them to /metrics)."""
+        from prometheus_client.metrics_core import GaugeMetricFamily
+
         yield from self.log_metrics.collect()
         yield from self.queue_activity.collect()
+        behind_ms = max(0, self._machine.clock - self._wall_clock())
+        yield GaugeMetricFamily(
+            "jq_clock_behind_seconds",
+            "How far the system clock is behind the last time this queue applied (0 normally);"
+            " while above 0, leases, delays and retries end that much later",
+            value=behind_ms / 1000,
+        )
 
     # ------------------------------------------------------------------ schedules
 

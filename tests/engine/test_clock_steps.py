@@ -38,6 +38,11 @@ def make_engine(data_dir: Path, clock: Clock) -> LocalEngine:
     return LocalEngine(engine_config(settings), clock=clock)
 
 
+def clock_behind(engine: LocalEngine) -> float:
+    [gauge] = [m for m in engine.metrics() if m.name == "jq_clock_behind_seconds"]
+    return float(gauge.samples[0].value)
+
+
 async def submit(engine: LocalEngine, payload: str, **fields: object) -> str:
     outcome = await engine.submit(JobSpec(payload=payload, queue="q", **fields))  # type: ignore[arg-type]
     assert outcome.job_id is not None, outcome
@@ -73,11 +78,13 @@ async def test_a_clock_stepped_back_ends_no_lease_delay_or_backoff_early(
         warnings = [r.getMessage() for r in caplog.records if "clock" in r.getMessage()]
         assert len(warnings) == 1, warnings  # once, not per command
         assert "600.0 s behind" in warnings[0], warnings
+        assert clock_behind(engine) == STEP_BACK_MS / 1000  # for an alert (docs/alerts)
         # The wall clock catches up: time moves on from there as before.
         clock.now = T0 + LEASE_MS + 1
         await asyncio.sleep(0.3)
         job = await engine.get(running)
         assert job is not None and job.state is JobState.RETRY  # its lease ran out, in time
+        assert clock_behind(engine) == 0
     finally:
         await engine.stop()
 
