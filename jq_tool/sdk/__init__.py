@@ -158,6 +158,7 @@ __all__ = [
 # The console (docs/api.md "The operator's console"): workers, one queue's view, history, bulk.
 from jq_tool.sdk.console import (  # noqa: E402
     BulkResult,
+    ForgottenWorker,
     HeldLease,
     History,
     QueueDetail,
@@ -171,6 +172,7 @@ from jq_tool.sdk.types import Attempt  # noqa: E402
 __all__ += [
     "Attempt",
     "BulkResult",
+    "ForgottenWorker",
     "HeldLease",
     "History",
     "QueueDetail",

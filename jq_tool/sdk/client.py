@@ -67,10 +67,12 @@ from jq_tool.sdk.calls import (  # insight (issue 19)
 )
 from jq_tool.sdk.console import (
     BulkResult,
+    ForgottenWorker,
     History,
     QueueDetail,
     WorkerPage,
     bulk_call,
+    forget_worker_call,
     history_call,
     queue_call,
     workers_call,
@@ -657,6 +659,12 @@ class Client(BaseClient):
         """Live workers by id (GET /workers): leases held, last seen, queues asked for."""
         return self.send(workers_call(cursor, limit), timeout)
 
+    def forget_worker(self, worker_id: str, *, timeout: float | None = None) -> ForgottenWorker:
+        """A worker that stopped: GET /workers of this node drops it at once, instead of 5
+        minutes after its last poll (leases it still holds keep it listed). Worker and
+        AsyncWorker do this when they stop."""
+        return self.send(forget_worker_call(worker_id), timeout)
+
     def queue(
         self,
         name: str,
@@ -1132,6 +1140,11 @@ class AsyncClient(BaseClient):
         self, *, cursor: str | None = None, limit: int | None = None, timeout: float | None = None
     ) -> WorkerPage:
         return await self.send(workers_call(cursor, limit), timeout)
+
+    async def forget_worker(
+        self, worker_id: str, *, timeout: float | None = None
+    ) -> ForgottenWorker:
+        return await self.send(forget_worker_call(worker_id), timeout)
 
     async def queue(
         self,

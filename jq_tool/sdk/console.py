@@ -36,6 +36,13 @@ class WorkerPage(msgspec.Struct, frozen=True):
     next_cursor: str | None = None
 
 
+class ForgottenWorker(msgspec.Struct, frozen=True):
+    """Whether the node had the worker in its list (soft state: when it last polled)."""
+
+    worker_id: str
+    forgotten: bool = False
+
+
 class HeldLease(msgspec.Struct, frozen=True):
     job_id: str
     until: datetime
@@ -95,6 +102,11 @@ class QueueNotFound(NotFound):
 def workers_call(cursor: str | None, limit: int | None) -> Call[WorkerPage]:
     params = {k: v for k, v in {"cursor": cursor, "limit": limit}.items() if v is not None}
     return Call("GET", "/workers", _decoder(WorkerPage), params=params, retry=True)
+
+
+def forget_worker_call(worker_id: str) -> Call[ForgottenWorker]:
+    """DELETE /workers/{id}: a worker that stopped leaves GET /workers at once (idempotent)."""
+    return Call("DELETE", f"/workers/{segment(worker_id)}", _decoder(ForgottenWorker), retry=True)
 
 
 def queue_call(name: str, cursor: str | None, limit: int | None) -> Call[QueueDetail]:

@@ -83,6 +83,7 @@ from jq_tool.server.wire import (
 from jq_tool.server.wire_console import (
     BulkAnswer,
     BulkBody,
+    ForgottenWorker,
     HeldLease,
     HistoryQuery,
     HistoryView,
@@ -155,6 +156,7 @@ _PUBLISHED: dict[type, str] = {
     AttemptView: "Attempt",
     WorkerView: "Worker",
     WorkerPage: "WorkerList",
+    ForgottenWorker: "ForgottenWorker",
     HeldLease: "HeldLease",
     Throughput: "Throughput",
     QueueDetail: "QueueDetail",
@@ -825,6 +827,17 @@ def _console_paths() -> dict[str, Any]:
                 {"200": _json(_ref("WorkerList"), "a page")},
                 params=worker_query,
                 errors=(400,),
+            )
+        },
+        "/workers/{worker_id}": {
+            "delete": _op(
+                "A worker that stopped: this node's list of workers drops it at once (soft"
+                " state; the leases it still holds keep it listed)",
+                "jobs:lease",
+                {"200": _json(_ref("ForgottenWorker"), "whether this node had it listed")},
+                None,
+                [{**_path_param("worker_id"), "schema": _published(worker_id, {})}],
+                (400,),
             )
         },
         "/queues/{name}/overview": {

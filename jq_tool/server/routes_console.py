@@ -21,9 +21,10 @@ from jq_tool.engine.base import MINUTE_MS, Engine
 from jq_tool.server.auth_guard import Guard
 from jq_tool.server.errors import invalid_field, not_found
 from jq_tool.server.requests import check_value, decode_query
-from jq_tool.server.validation import QueueName
+from jq_tool.server.validation import QueueName, WorkerId
 from jq_tool.server.wire import JSONResponse, rfc3339
 from jq_tool.server.wire_console import (
+    ForgottenWorker,
     HeldLease,
     HistoryQuery,
     HistoryView,
@@ -56,6 +57,8 @@ class ConsoleRoutes:
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/workers", self.list_workers, methods=["GET"]),
+            # `path`: a worker id may hold a '/' (any printable ASCII, as X-Jq-Worker).
+            Route("/workers/{worker_id:path}", self.forget_worker, methods=["DELETE"]),
             Route("/queues/{name}/overview", self.queue_detail, methods=["GET"]),
             Route("/stats/history", self.history, methods=["GET"]),
         ]
@@ -81,6 +84,14 @@ class ConsoleRoutes:
                 rows[-1].worker_id if more and rows else None,
             )
         )
+
+    async def forget_worker(self, request: Request) -> Response:
+        """A worker that stopped says so: this node's book of workers (soft state, never
+        logged) drops it. Its leases are in the log and keep it listed until they end."""
+        await self.guard.require(request, Scope.JOBS_LEASE)
+        worker_id = request.path_params["worker_id"]
+        check_value(worker_id, WorkerId, "worker_id")
+        return JSONResponse(ForgottenWorker(worker_id, self.workers.forget(worker_id)))
 
     async def queue_detail(self, request: Request) -> Response:
         await self.guard.require(request, Scope.JOBS_READ)

@@ -51,6 +51,13 @@ class WorkerView(msgspec.Struct, kw_only=True):
     leases: int
 
 
+class ForgottenWorker(msgspec.Struct):
+    """DELETE /workers/{worker_id}: whether this node had it in its book (soft state)."""
+
+    worker_id: str
+    forgotten: bool
+
+
 class WorkerPage(msgspec.Struct):
     """GET /workers: by worker id; `next_cursor` asks for the next page, null on the last."""
 

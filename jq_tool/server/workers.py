@@ -58,6 +58,11 @@ class WorkerBook:
             seen.queues.append(queue)
             del seen.queues[:-MAX_QUEUES]
 
+    def forget(self, worker_id: str) -> bool:
+        """A worker that stopped (it said so): unlisted at once, not FORGET_AFTER_MS after its
+        last poll. Whether it was in the book. O(1)."""
+        return self._seen.pop(worker_id, None) is not None
+
     def page(self, holders: Counter[str], after: str | None, limit: int) -> list[WorkerRow]:
         """Workers by id after `after`: those holding leases (`holders`: leases per worker id)
         and those seen in the last FORGET_AFTER_MS."""

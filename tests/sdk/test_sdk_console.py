@@ -50,6 +50,8 @@ def test_a_worker_names_itself_and_a_retried_job_keeps_its_attempts(
         finally:
             worker.stop()
             thread.join(10)
+        # A worker that stopped said so: it is not listed for the 5 minutes after its last poll.
+        assert worker_id not in [w.worker_id for w in client.workers(limit=1000).workers]
         job = client.get(job_id)
         assert job.result_error is None and job.error_class is None
         history = job.attempt_history or []
@@ -96,6 +98,9 @@ def test_the_async_client_has_the_same_calls(jq_server: ServerProcess, queue: st
             assert (await client.queue(queue)).scheduled == 1
             assert (await client.history(queue=queue)).tracked is True
             assert (await client.workers()).workers is not None
+            async with AsyncClient(jq_server.url, jq_server.worker_key) as worker:
+                forgotten = await worker.forget_worker("never/seen:1:x")
+            assert (forgotten.worker_id, forgotten.forgotten) == ("never/seen:1:x", False)
             assert (await client.bulk_cancel(queue=queue)).changed == 1
             assert (await client.bulk_requeue(queue=queue)).changed == 0
 

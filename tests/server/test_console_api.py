@@ -127,6 +127,51 @@ def test_workers_and_the_queue_view_show_the_leases_held(
     assert empty["latency_ms"] is None and empty["oldest_runnable_at"] is None
 
 
+def listed(client: httpx.Client, worker_id: str) -> list[dict[str, Any]]:
+    workers = client.get("/workers", params={"limit": 1000}).json()["workers"]
+    return [w for w in workers if w["worker_id"] == worker_id]
+
+
+def test_a_worker_that_stopped_is_forgotten_at_once(
+    client: httpx.Client, worker: httpx.Client
+) -> None:
+    """A stopping worker says so (the SDK's workers do): it leaves GET /workers at once rather
+    than 5 minutes after its last poll, so a restart of every worker does not list each twice.
+    The leases it still holds are in the log and stay listed."""
+    queue, idle, busy = unique(), unique("host") + ":1:a", unique("host/x") + ":2:b"
+    submit(client, queue)
+    worker.post("/jobs/lease", json={"queue": queue + "-empty"}, headers={"X-Jq-Worker": idle})
+    leased = lease(worker, queue, busy)
+    assert listed(client, idle) and listed(client, busy)[0]["leases"] == 1
+
+    gone = worker.delete(f"/workers/{idle}")
+    assert gone.status_code == 200, gone.text
+    assert gone.json() == {"worker_id": idle, "forgotten": True}
+    assert listed(client, idle) == []
+    again = worker.delete(f"/workers/{idle}")
+    assert again.status_code == 200 and again.json()["forgotten"] is False
+
+    holding = worker.delete(f"/workers/{busy}")  # a '/' in an id is a path of two segments
+    assert holding.status_code == 200 and holding.json()["forgotten"] is True, holding.text
+    [row] = listed(client, busy)
+    assert (row["leases"], row["last_seen"], row["queues"]) == (1, None, [])
+    worker.post(f"/jobs/{leased['job_id']}/ack", json={"lease_id": leased["lease_id"]})
+    assert listed(client, busy) == []
+
+
+def test_forgetting_a_worker_needs_the_lease_scope_and_a_well_formed_id(
+    server: Any, client: httpx.Client, worker: httpx.Client
+) -> None:
+    response = client.delete("/workers/host:1:a")  # a client key does not lease
+    assert response.status_code == 403 and response.json()["code"] == "forbidden"
+    with server.client(None) as anonymous:
+        assert anonymous.delete("/workers/host:1:a").status_code == 401
+    for bad in ("has%20space", "x" * 129, "tab%09"):
+        response = worker.delete(f"/workers/{bad}")
+        assert response.status_code == 400, (bad, response.text)
+        assert response.json()["field"] == "worker_id"
+
+
 def test_history_counts_per_minute(client: httpx.Client, worker: httpx.Client) -> None:
     queue = unique()
     for _ in range(4):
