@@ -70,5 +70,5 @@ def test_jq_worker_logs_a_handlers_error_without_its_escape_sequences(
             worker.terminate()
             output = worker.communicate(timeout=30)[0].decode()
     (line,) = [line for line in output.splitlines() if job_id in line]
-    assert "ms: ValueError: bad payload: a\\x1b[2Jb\\x1b]0;owned\\x07c" in line, line
+    assert "(DEAD): ValueError: bad payload: a\\x1b[2Jb\\x1b]0;owned\\x07c" in line, line
     assert "\x1b" not in output and "\u202e" not in output, repr(output)
