@@ -18,7 +18,7 @@ from jq_tool.core.model import Attempt, Job, JobState
 ATTEMPTS_KEPT = 10
 ERROR_TEXT_BYTES = 8192  # the last attempt's error text
 OLDER_ERROR_BYTES = 1024  # an earlier attempt's, once another came after it
-OUTCOMES = ("running", "acked", "failed", "expired")
+OUTCOMES = ("running", "acked", "failed", "expired", "released")
 _ELLIPSIS = "…"
 
 # "ValueError: bad input", "requests.exceptions.Timeout: …", "KeyError" (alone on the last

@@ -101,7 +101,7 @@ class Attempt(msgspec.Struct, array_like=True, gc=False):
     worker: str | None  # the worker id the Lease named
     started_at: int | None  # the Lease's now (None: leased by a release before this field)
     ended_at: int | None  # None while running
-    outcome: str  # running, acked, failed, expired (attempts.OUTCOMES)
+    outcome: str  # running, acked, failed, expired, released (attempts.OUTCOMES)
     error: str | None = None  # the error text, bounded (attempts.ERROR_TEXT_BYTES)
 
 

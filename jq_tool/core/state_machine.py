@@ -1509,7 +1509,8 @@ class StateMachine:
 
     def _release(self, cmd: Release) -> Result:
         """The lease given back: READY again (scheduled while `delay_ms` runs), the attempt the
-        lease began not counted, nothing added to the job's failures."""
+        lease began not counted (recorded in the history as `released`), nothing added to the
+        job's failures."""
         job = self._running_job(cmd.job_id, cmd.lease_id)
         if isinstance(job, Error):
             return job
@@ -1518,6 +1519,9 @@ class StateMachine:
         self._lease_left_behind()
         q = self._queues[job.queue]
         q.counts[_B_RUNNING] -= 1
+        # In the history (who held it, from when to when), but not counted: `attempts` goes
+        # back, so the next lease is this attempt again.
+        job.history = ended_attempt(job, now, "released", None)
         job.state = _READY
         job.attempts -= 1
         job.lease_id = None

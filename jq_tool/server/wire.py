@@ -303,7 +303,7 @@ class AttemptView(msgspec.Struct, kw_only=True):
     worker: str | None
     started_at: Time | None
     ended_at: Time | None
-    outcome: str  # running, acked, failed, expired
+    outcome: str  # running, acked, failed, expired, released
     error_class: str | None
     error_message: str | None
     traceback: str | None  # the attempt's whole error text, at most 8 KiB

@@ -53,7 +53,10 @@ def test_a_released_job_is_runnable_again_and_its_attempt_is_not_counted() -> No
     assert job.state is JobState.READY and job.attempts == 0
     assert job.lease_id is None and job.lease_until is None and job.worker is None
     assert job.run_at == T0 + 5 and job.updated_at == T0 + 5
-    assert job.history is None and job.result_error is None  # not a failure
+    assert job.result_error is None  # not a failure
+    # The attempt's history says it was given back: who held it, from when to when.
+    assert [(a.attempt, a.worker, a.started_at, a.ended_at, a.outcome, a.error)
+            for a in job.history or []] == [(1, None, T0, T0 + 5, "released", None)]  # fmt: skip
     stats = sm.stats()
     assert (stats.totals.runnable, stats.totals.running, stats.counters.released) == (1, 0, 1)
     assert stats.counters.failed == 0

@@ -271,7 +271,10 @@ class ReferenceQueue:
         elif isinstance(command, Extend):
             job.lease_until = now + command.lease_ms
         elif isinstance(command, Release):
-            # READY again (scheduled while the delay runs), the attempt not counted.
+            # READY again (scheduled while the delay runs), the attempt not counted but in the
+            # history as given back.
+            released = Attempt(job.attempts, job.worker, job.leased_at, now, "released", None)
+            job.history = ([*(job.history or []), released])[-10:]
             job.state, job.attempts, job.updated_at = R, job.attempts - 1, now
             job.run_at = now + command.delay_ms
             job.lease_id = job.lease_until = job.worker = job.leased_at = None

@@ -48,6 +48,9 @@ def test_release_over_http(server: Any, worker: httpx.Client, client: httpx.Clie
     assert answer.json() == {"job_id": job_id, "state": "READY"}
     job = client.get(f"/jobs/{job_id}").json()
     assert (job["state"], job["attempts"], job["lease_until"]) == ("READY", 0, None)
+    [given_back] = job["attempt_history"]
+    assert (given_back["attempt"], given_back["outcome"]) == (1, "released")
+    assert given_back["ended_at"] is not None and given_back["traceback"] is None
     assert client.get("/stats").json()["totals"]["released"] == before + 1
     # The old lease is spent: neither an ack nor a second release goes through.
     stale = worker.post(f"/jobs/{job_id}/ack", json={"lease_id": lease_id, "result": "x"})
