@@ -8,6 +8,7 @@ import asyncio
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,6 +33,17 @@ from sdk.jq_server_process import ServerProcess, wait_until
 def run_in_thread(worker: Worker) -> threading.Thread:
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
+    return thread
+
+
+def run_until(worker: Worker, done: Callable[[], bool], timeout: float = 20.0) -> threading.Thread:
+    """Run `worker` in a thread until `done()`, then stop it and wait for its thread."""
+    thread = run_in_thread(worker)
+    try:
+        wait_until(done, timeout=timeout)
+    finally:
+        worker.stop()
+        thread.join(10)
     return thread
 
 
@@ -102,12 +114,7 @@ def test_worker_processes_jobs_concurrently(jq_server: ServerProcess, queue: str
             handler,
             WorkerOptions(queue=queue, concurrency=4, poll_wait=1.0),
         )
-        thread = run_in_thread(worker)
-        try:
-            wait_until(lambda: all_finished(client, queue, 40))
-        finally:
-            worker.stop()
-            thread.join(10)
+        thread = run_until(worker, lambda: all_finished(client, queue, 40))
         assert not thread.is_alive()
         for index, job_id in enumerate(ids):
             job = client.get(job_id or "")
@@ -135,12 +142,7 @@ def test_failures_retry_then_die_with_the_traceback(jq_server: ServerProcess, qu
             handler,
             WorkerOptions(queue=queue, concurrency=2, poll_wait=1.0),
         )
-        thread = run_in_thread(worker)
-        try:
-            wait_until(lambda: all_finished(client, queue, 2))
-        finally:
-            worker.stop()
-            thread.join(10)
+        run_until(worker, lambda: all_finished(client, queue, 2))
         dead = client.get(raising)
         assert dead.state is JobState.DEAD and dead.attempts == 2
         assert dead.result_error is not None
@@ -173,12 +175,7 @@ def test_a_traceback_begins_at_the_handler(jq_server: ServerProcess, queue: str,
         job_id = client.submit(kind, max_retries=0, queue=queue)
         if kind == "threads":
             worker = Worker(jq_server.url, jq_server.worker_key, handler, options)
-            thread = run_in_thread(worker)
-            try:
-                wait_until(lambda: client.get(job_id).finished)
-            finally:
-                worker.stop()
-                thread.join(10)
+            run_until(worker, lambda: client.get(job_id).finished)
         else:
             aworker = AsyncWorker(jq_server.url, jq_server.worker_key, async_handler, options)
 
@@ -225,12 +222,7 @@ def test_text_json_cannot_carry_is_settled_not_lost(
             WorkerOptions(queue=queue, concurrency=4, poll_wait=1.0, lease_ms=60_000,
                           batch_ack=batch_ack),
         )  # fmt: skip
-        thread = run_in_thread(worker)
-        try:
-            wait_until(lambda: all_finished(client, queue, 4), timeout=20)
-        finally:
-            worker.stop()
-            thread.join(10)
+        run_until(worker, lambda: all_finished(client, queue, 4), timeout=20)
         jobs = {p: client.get(job_id) for p, job_id in ids.items()}
     assert jobs["ok 1"].state is JobState.ACKED and jobs["ok 1"].result == "fine"
     assert jobs["ok 2"].state is JobState.ACKED
@@ -258,12 +250,7 @@ def test_lease_extension_keeps_a_slow_job(jq_server: ServerProcess, queue: str) 
             slow,
             WorkerOptions(queue=queue, concurrency=2, lease_ms=1000, poll_wait=1.0),
         )
-        thread = run_in_thread(worker)
-        try:
-            wait_until(lambda: client.get(job_id).finished)
-        finally:
-            worker.stop()
-            thread.join(10)
+        run_until(worker, lambda: client.get(job_id).finished)
         job = client.get(job_id)
     assert job.state is JobState.ACKED and job.attempts == 1 and job.result == "slow but done"
     assert executions[job_id] == 1 and worker.counts.lost == 0
