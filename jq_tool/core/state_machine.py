@@ -271,6 +271,7 @@ _DONE_STATES = frozenset({_ACKED, _CANCELLED})  # held up to the finished bounds
 _DEAD_STATES = frozenset({_DEAD})  # held up to the DEAD cap
 _SNAPSHOT_VERSION = 1
 AHEAD_COUNTED = 10_000  # runnable_ahead counts this far at most (explain says "at least")
+NEVER = 1 << 62  # a time after every due time: take_due_hint() has nothing
 MAX_BULK_CHUNK = 10_000  # job ids in one BulkRequeue/BulkCancel
 
 _seq_of = attrgetter("seq")
@@ -706,6 +707,8 @@ class StateMachine:
         self._on_transition = on_transition
         self._on_forget = on_forget
         self._now = 0  # the largest `now` of any applied command
+        # The earliest due time added since take_due_hint() (NEVER: none). Not state.
+        self._due_hint = NEVER
         self._seq = 0  # the last submission number handed out
         # After a cold restore: the ids of the snapshot's jobs (seq up to _cold_seq) that came
         # back to READY since, for the cold `since` runs (_load_cold); None once those are fed.
@@ -1104,6 +1107,17 @@ class StateMachine:
     def job_count(self) -> int:
         return len(self._jobs)
 
+    def take_due_hint(self) -> int | None:
+        """The earliest time at which something added since the last call falls due (a lease's
+        end, a scheduled or RETRY job's run_at, a schedule's next run), or None; and forget it.
+        Not state (never in a snapshot, in no result): the engine's ticker sleeps until a moment
+        it chose before these commands, and wakes earlier when one of them is due sooner."""
+        hint = self._due_hint
+        if hint == NEVER:
+            return None
+        self._due_hint = NEVER
+        return hint
+
     @property
     def clock(self) -> int:
         """The largest `now` of any applied command (the machine's clock never goes back)."""
@@ -1371,6 +1385,8 @@ class StateMachine:
         else:
             heapq.heappush(self._scheduled, (run_at, job.seq, job))
             q.counts[_B_SCHEDULED] += 1
+            if run_at < self._due_hint:
+                self._due_hint = run_at
 
     def _release_child(self, job: Job, now: int, *, notify: bool = True) -> None:
         """A WAITING job whose parents are done becomes READY (scheduled if run_at is ahead)."""
@@ -1457,6 +1473,8 @@ class StateMachine:
             heapq.heappush(self._leases, (job.lease_until, job.seq, job))
             self._notify(job, _READY, now)
             leased.append(_copy_job(job))
+        if leased and now + cmd.lease_ms < self._due_hint:
+            self._due_hint = now + cmd.lease_ms
         if len(q.since) > 2 * counts[_B_RUNNABLE] + 1024:
             _rebuild_since(q)  # the leased jobs' entries stay behind until then
         if settings is not None:
@@ -1505,6 +1523,8 @@ class StateMachine:
             job.lease_until = lease_until
             self._lease_left_behind()
             heapq.heappush(self._leases, (lease_until, job.seq, job))
+            if lease_until < self._due_hint:
+                self._due_hint = lease_until
         return JobResult(job=_copy_job(job))
 
     def _release(self, cmd: Release) -> Result:
@@ -1895,6 +1915,8 @@ class StateMachine:
             return
         heap = self._schedule_due
         heapq.heappush(heap, (schedule.next_due, schedule.spec.name))
+        if schedule.next_due < self._due_hint:
+            self._due_hint = schedule.next_due
         if len(heap) > 1024 and len(heap) > 2 * len(self._schedules):
             self._schedule_due = [
                 (s.next_due, name)
@@ -2407,6 +2429,8 @@ class StateMachine:
             q.counts[_B_RETRY] += 1
             self._counters.retried += 1
             heapq.heappush(q.retry, (job.run_at, job.seq, job))
+            if job.run_at < self._due_hint:
+                self._due_hint = job.run_at
         self._notify(job, _RUNNING, now)
 
     def _forget_from_order(self, purged: int) -> None:

@@ -436,9 +436,7 @@ class ClusterEngine(CommandEngine):
         self._last_purge = self._clock()
         while True:
             # At most a second between two looks, so the lease (TTL 3 s) is kept alive.
-            await asyncio.sleep(
-                self._ticker_pause_ms(min(self.config.lease_check_interval_ms, 1000)) / 1000
-            )
+            await self._ticker_sleep(min(self.config.lease_check_interval_ms, 1000))
             if time.monotonic() - last_keepalive >= 1.0:
                 if await self._etcd.lease_keepalive(lease) <= 0:
                     return

@@ -263,6 +263,10 @@ class CommandEngine(InsightCalls, Engine):
         self._wakeup = asyncio.Event()
         self._append_slots = asyncio.Semaphore(self.APPENDS_IN_FLIGHT)
         self._flusher: asyncio.Task[None] | None = None
+        # The ticker's sleep (_ticker_sleep): when it planned to wake (0: not asleep), and the
+        # event that wakes it sooner.
+        self._ticker_wakes_at = 0
+        self._ticker_nudge = asyncio.Event()
         self._warming: asyncio.Task[None] | None = None  # after a cold restore: see _warm_up
         # The snapshot schedule. Positions are log positions: a WAL index, an etcd revision.
         self._records_since_snapshot = 0
@@ -462,6 +466,9 @@ class CommandEngine(InsightCalls, Engine):
         """After applying, where the state matches `_snapshot_position()` exactly: wake lease
         waiters, and start a snapshot when one is due."""
         self._wake_lease_waiters()
+        due = self._machine.take_due_hint()
+        if due is not None and due < self._ticker_wakes_at:
+            self._ticker_nudge.set()  # something new falls due before the ticker would wake
         if self._snapshot_task is None and self._records_since_snapshot >= self._snapshot_due():
             self._start_snapshot()
         if time.monotonic() - self._summary_at >= SUMMARY_EVERY_S:
@@ -679,10 +686,28 @@ class CommandEngine(InsightCalls, Engine):
             return longest_ms
         return min(longest_ms, max(MIN_TICK_MS, min(times) - self._clock()))
 
+    async def _ticker_sleep(self, longest_ms: int) -> None:
+        """Sleep until the next lease, job or schedule falls due (at most `longest_ms`), or until
+        a command applied meanwhile makes something due sooner (`_applied`): a job submitted
+        with a 300 ms delay while the ticker slept for 5 s waited the 5 s."""
+        self._machine.take_due_hint()  # what is in the state now is in the pause
+        pause_ms = self._ticker_pause_ms(longest_ms)
+        self._ticker_wakes_at = self._clock() + pause_ms
+        nudge = self._ticker_nudge
+        nudge.clear()
+        # A timer sets the same event, rather than wait_for: 3.11's wait_for loses a cancel that
+        # arrives as the event is set (a stop that applied a last command), and the ticker ran on.
+        timer = asyncio.get_running_loop().call_later(pause_ms / 1000, nudge.set)
+        try:
+            await nudge.wait()
+        finally:
+            timer.cancel()
+            self._ticker_wakes_at = 0
+
     async def _tick_loop(self) -> None:
         """The single node's ticker (the cluster elects one node to run `_tick` instead)."""
         while True:
-            await asyncio.sleep(self._ticker_pause_ms(self.config.lease_check_interval_ms) / 1000)
+            await self._ticker_sleep(self.config.lease_check_interval_ms)
             if self._fatal is not None:
                 continue
             try:
