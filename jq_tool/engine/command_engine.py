@@ -705,10 +705,12 @@ class CommandEngine(InsightCalls, Engine):
             self._ticker_wakes_at = 0
 
     async def _tick_loop(self) -> None:
-        """The single node's ticker (the cluster elects one node to run `_tick` instead)."""
-        while True:
+        """The single node's ticker (the cluster elects one node to run `_tick` instead). It
+        ends when the engine stops, should a cancel ever be lost: it would otherwise warn
+        "engine is not running" every MIN_TICK_MS, and the stop awaiting it would hang."""
+        while not self._stopping:
             await self._ticker_sleep(self.config.lease_check_interval_ms)
-            if self._fatal is not None:
+            if self._fatal is not None or self._stopping:
                 continue
             try:
                 await self._tick(self.config.retention_ms)

@@ -231,6 +231,7 @@ class LocalEngine(CommandEngine):
         if not self._started or self._stopping:
             return
         self._stopping = True
+        self._ticker_nudge.set()  # a ticker that missed its cancel sees _stopping at once
         for task in (self._ticker, self._probe, self._warming):
             if task is not None:
                 task.cancel()

@@ -69,3 +69,16 @@ async def test_a_short_lease_expires_in_its_time(engine: LocalEngine) -> None:
     await engine.submit(JobSpec(payload="x", queue="q", max_retries=3))
     await engine.lease("q", lease_ms=1_000)
     await until(lambda: engine.stats().totals.running == 0)
+
+
+async def test_a_ticker_that_outlives_its_engine_ends(tmp_path: Path) -> None:
+    """A ticker whose cancel was lost (3.11's wait_for could lose one) looped on "ticker: engine
+    is not running" warnings, every MIN_TICK_MS, for as long as the process lived, and the
+    stop that awaited it never returned. A ticker stops when its engine stops."""
+    settings = Settings(data_dir=tmp_path, lease_check_interval_ms=200)  # type: ignore[call-arg]
+    engine = LocalEngine(engine_config(settings))
+    await engine.start()
+    await engine.submit(JobSpec(payload="x", queue="q"))
+    await engine.lease("q", lease_ms=1)  # something due, so each round proposes an Expire
+    await engine.stop()
+    await asyncio.wait_for(engine._tick_loop(), timeout=BOUND_S)
